@@ -1,0 +1,361 @@
+/* libdossier: the C client library of Dossier, a replicated store for
+ * customer records. */
+#ifndef DOSSIER_DOSSIER_H
+#define DOSSIER_DOSSIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(DOSSIER_BUILDING_LIBRARY)
+#define DOSSIER_API __attribute__((visibility("default")))
+#else
+#define DOSSIER_API
+#endif
+#define DOSSIER_MUST_CHECK __attribute__((warn_unused_result))
+
+/* ------------------------------------------------------------------------
+ * Errors
+ *
+ * Every fallible call returns 0 (DOSSIER_OK) or one of the codes below, and
+ * fills the caller's optional struct dossier_status with a message for a
+ * human. Codes are stable: a program may switch on them. The same table is
+ * used by the node; on the wire a code travels as the gRPC status plus its
+ * name in the trailing metadata key "dossier-error".
+ *
+ *  X(NAME, value, message) */
+#define DOSSIER_ERRORS(X)                                                     \
+    X(OK, 0, "ok")                                                          \
+    X(INVALID_ARGUMENT, 1, "invalid argument")                              \
+    X(NOT_FOUND, 2, "not found")                                            \
+    X(ALREADY_EXISTS, 3, "already exists")                                  \
+    X(VERSION_CONFLICT, 4, "version conflict")                              \
+    X(UNKNOWN_KIND, 5, "unknown kind")                                      \
+    X(SCHEMA_VIOLATION, 6, "record does not match its kind's schema")       \
+    X(TOO_LARGE, 7, "message too large")                                    \
+    X(UNAUTHENTICATED, 8, "unauthenticated")                                \
+    X(PERMISSION_DENIED, 9, "permission denied")                            \
+    X(FAILED_PRECONDITION, 10, "failed precondition")                       \
+    X(UNAVAILABLE, 11, "unavailable")                                       \
+    X(DEADLINE_EXCEEDED, 12, "deadline exceeded")                           \
+    X(CANCELLED, 13, "cancelled")                                           \
+    X(NOMEM, 14, "out of memory")                                           \
+    X(IO, 15, "input/output error")                                         \
+    X(CORRUPT, 16, "corrupt data")                                          \
+    X(WRONG_KEY, 17, "wrong master key")                                    \
+    X(RETRY, 18, "transient conflict, retry")                               \
+    X(INTERNAL, 19, "internal error")
+
+enum dossier_code {
+#define DOSSIER_X_ENUM(name, value, msg) DOSSIER_##name = value,
+    DOSSIER_ERRORS(DOSSIER_X_ENUM)
+#undef DOSSIER_X_ENUM
+};
+
+#define DOSSIER_STATUS_MESSAGE_MAX 512
+
+/* Outcome of a call. The caller owns it; every call that takes one fills it
+ * (on success too: code 0 and an empty message). */
+struct dossier_status {
+    int code;
+    char message[DOSSIER_STATUS_MESSAGE_MAX];
+};
+
+/* "VERSION_CONFLICT" for DOSSIER_VERSION_CONFLICT; "UNKNOWN" for a code not
+ * in the table. The string is static. */
+DOSSIER_API const char *dossier_code_name(int code);
+
+/* The table's one-line description of @code ("version conflict"). Static. */
+DOSSIER_API const char *dossier_code_message(int code);
+
+/* ------------------------------------------------------------------------
+ * Values, fields, links and records
+ *
+ * Records are plain structs. A record the library returns is owned by the
+ * caller and freed with dossier_record_free(). A record the caller builds
+ * for dossier_put() may point at the caller's own memory (borrowed; the
+ * library copies what it needs) or be made with dossier_record_new() and the
+ * setters below, which copy every string. */
+
+enum dossier_type {
+    DOSSIER_TYPE_NULL = 0,
+    DOSSIER_TYPE_STRING,
+    DOSSIER_TYPE_INT,
+    DOSSIER_TYPE_DOUBLE,
+    DOSSIER_TYPE_BOOL,
+};
+
+struct dossier_value {
+    enum dossier_type type;
+    union {
+        const char *s; /* UTF-8, NUL-terminated */
+        int64_t i;
+        double d;
+        int b;
+    } u;
+};
+
+struct dossier_field {
+    const char *name;
+    struct dossier_value value;
+};
+
+struct dossier_link {
+    const char *label; /* e.g. "works_at" */
+    const char *kind;
+    const char *id;
+};
+
+struct dossier_record {
+    const char *kind;
+    const char *id;
+    const char *subject_id; /* NULL or "" for records without a subject */
+    uint64_t version;       /* output only: store revision of last change */
+    int64_t created_at_ms;  /* output only */
+    int64_t updated_at_ms;  /* output only */
+    size_t n_fields;
+    struct dossier_field *fields;
+    size_t n_links;
+    struct dossier_link *links;
+};
+
+/* A new empty record owning copies of @kind, @id and @subject_id (NULL for
+ * none). Returns NULL when out of memory. */
+DOSSIER_API struct dossier_record *dossier_record_new(const char *kind,
+                                                      const char *id,
+                                                      const char *subject_id);
+
+/* Setters for records made by dossier_record_new() or returned by the
+ * library: each copies @name and the value, replacing a field of the same
+ * name. Errors: DOSSIER_NOMEM. */
+DOSSIER_API int dossier_record_set_string(struct dossier_record *r,
+                                          const char *name, const char *v);
+DOSSIER_API int dossier_record_set_int(struct dossier_record *r,
+                                       const char *name, int64_t v);
+DOSSIER_API int dossier_record_set_double(struct dossier_record *r,
+                                          const char *name, double v);
+DOSSIER_API int dossier_record_set_bool(struct dossier_record *r,
+                                        const char *name, int v);
+DOSSIER_API int dossier_record_add_link(struct dossier_record *r,
+                                        const char *label, const char *kind,
+                                        const char *id);
+
+/* The field called @name, or NULL. Borrowed from @r. */
+DOSSIER_API const struct dossier_value *
+dossier_record_field(const struct dossier_record *r, const char *name);
+
+/* Frees a record made by the library (dossier_record_new, dossier_get, a
+ * page). NULL is a no-op. Never pass a record built from borrowed memory. */
+DOSSIER_API void dossier_record_free(struct dossier_record *r);
+
+/* ------------------------------------------------------------------------
+ * Schemas */
+
+enum dossier_field_type {
+    DOSSIER_FIELD_UNSPECIFIED = 0,
+    DOSSIER_FIELD_STRING,
+    DOSSIER_FIELD_INT,
+    DOSSIER_FIELD_DOUBLE,
+    DOSSIER_FIELD_BOOL,
+    DOSSIER_FIELD_TIMESTAMP, /* int, ms since the epoch */
+    DOSSIER_FIELD_EMAIL,     /* string, indexed lower-cased */
+    DOSSIER_FIELD_PHONE,     /* string, stored in E.164 */
+    DOSSIER_FIELD_ENUM,      /* string, one of allowed_values */
+};
+
+enum dossier_category {
+    DOSSIER_CATEGORY_UNSPECIFIED = 0,
+    DOSSIER_CATEGORY_IDENTITY,
+    DOSSIER_CATEGORY_CONTACT,
+    DOSSIER_CATEGORY_FINANCIAL,
+    DOSSIER_CATEGORY_SPECIAL, /* GDPR Art. 9 */
+    DOSSIER_CATEGORY_BEHAVIORAL,
+    DOSSIER_CATEGORY_OPERATIONAL,
+};
+
+struct dossier_field_schema {
+    const char *name;
+    enum dossier_field_type type;
+    enum dossier_category category;
+    int indexed;
+    int required;
+    uint32_t retention_days; /* 0: no retention limit */
+    size_t n_allowed_values;
+    const char **allowed_values;
+    const char *description; /* may be NULL */
+};
+
+struct dossier_kind_schema {
+    const char *kind;
+    int personal; /* records must name a subject */
+    int builtin;  /* output only */
+    uint64_t version; /* output only */
+    const char *description;
+    size_t n_fields;
+    struct dossier_field_schema *fields;
+};
+
+/* "string", "email", ...; NULL for an unknown value. Static. */
+DOSSIER_API const char *dossier_field_type_name(enum dossier_field_type t);
+DOSSIER_API const char *dossier_category_name(enum dossier_category c);
+/* Parse the names above; return -1 for an unknown name. */
+DOSSIER_API int dossier_field_type_parse(const char *name);
+DOSSIER_API int dossier_category_parse(const char *name);
+
+/* Frees a schema returned by the library. NULL is a no-op. */
+DOSSIER_API void dossier_kind_schema_free(struct dossier_kind_schema *s);
+
+/* ------------------------------------------------------------------------
+ * Connecting */
+
+/* Client settings. Initialise with dossier_client_options_init() and then
+ * set what you need: fields added in later versions get safe defaults. */
+struct dossier_client_options {
+    const char *target;     /* "host:port" of a node; required */
+    const char *purpose;    /* default purpose of calls; may be NULL */
+    int64_t timeout_ms;     /* default deadline of a call; default 10000 */
+    size_t max_message_bytes; /* largest reply accepted; default 16 MiB */
+};
+
+DOSSIER_API void dossier_client_options_init(struct dossier_client_options *o);
+
+/* Per-call settings; pass NULL to every call for the client's defaults. */
+struct dossier_call_options {
+    const char *purpose; /* NULL: the client's default purpose */
+    int64_t timeout_ms;  /* 0: the client's default */
+};
+
+struct dossier_client;
+
+/* Opens a client for @o->target (strings copied). The connection is made
+ * lazily: an unreachable node shows as DOSSIER_UNAVAILABLE on the first
+ * call, not here. A client is safe to share between threads.
+ *
+ * Errors: DOSSIER_INVALID_ARGUMENT (no target), DOSSIER_NOMEM. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_client_open(const struct dossier_client_options *o,
+                    struct dossier_client **out, struct dossier_status *st);
+
+/* Closes @c; calls still running on other threads must have returned. */
+DOSSIER_API void dossier_client_close(struct dossier_client *c);
+
+/* ------------------------------------------------------------------------
+ * Records
+ *
+ * Every call below may also fail with DOSSIER_UNAVAILABLE (node not
+ * reachable), DOSSIER_DEADLINE_EXCEEDED, DOSSIER_INVALID_ARGUMENT (a missing
+ * or malformed argument, named in the message), DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_TOO_LARGE and DOSSIER_INTERNAL. */
+
+/* Pass as expected_version to skip the version check. */
+#define DOSSIER_ANY_VERSION UINT64_MAX
+
+struct dossier_put_result {
+    uint64_t version;
+    int created;
+    int64_t updated_at_ms;
+};
+
+/* Creates or replaces record @r (borrowed): its fields and links replace
+ * the stored ones. @expected_version is DOSSIER_ANY_VERSION, 0 (must not
+ * exist yet) or the version the stored record must have. @res may be NULL.
+ * Durable when it returns 0.
+ *
+ * Errors: DOSSIER_SCHEMA_VIOLATION (message names the field),
+ * DOSSIER_VERSION_CONFLICT, DOSSIER_ALREADY_EXISTS (expected 0). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_put(struct dossier_client *c, const struct dossier_call_options *co,
+            const struct dossier_record *r, uint64_t expected_version,
+            struct dossier_put_result *res, struct dossier_status *st);
+
+/* Reads record (@kind, @id) into *@out, which the caller frees with
+ * dossier_record_free(). Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_get(struct dossier_client *c, const struct dossier_call_options *co,
+            const char *kind, const char *id, struct dossier_record **out,
+            struct dossier_status *st);
+
+/* Deletes record (@kind, @id); @expected_version as for dossier_put(), 0
+ * excepted. @deleted_version (may be NULL) gets the version deleted.
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_VERSION_CONFLICT. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_delete(struct dossier_client *c, const struct dossier_call_options *co,
+               const char *kind, const char *id, uint64_t expected_version,
+               uint64_t *deleted_version, struct dossier_status *st);
+
+/* A page of records. The caller releases it with dossier_page_release(). */
+struct dossier_page {
+    size_t n_records;
+    struct dossier_record **records;
+    char *next_page_token; /* NULL when there is nothing more */
+};
+
+/* Which page to fetch: page_size 0 means 100 (at most 1000); page_token
+ * NULL for the first page, else a previous page's next_page_token. */
+struct dossier_page_request {
+    uint32_t page_size;
+    const char *page_token;
+};
+
+DOSSIER_API void dossier_page_release(struct dossier_page *p);
+
+/* Records of subject @subject_id, of kind @kind (NULL: all kinds). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_list_by_subject(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const char *subject_id, const char *kind,
+                        const struct dossier_page_request *pr,
+                        struct dossier_page *out, struct dossier_status *st);
+
+/* Records of @kind whose indexed field @field equals @v after
+ * normalisation (emails compare case-insensitively, phones in E.164).
+ * Errors: DOSSIER_INVALID_ARGUMENT when the field is not indexed. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_find(struct dossier_client *c, const struct dossier_call_options *co,
+             const char *kind, const char *field,
+             const struct dossier_value *v,
+             const struct dossier_page_request *pr, struct dossier_page *out,
+             struct dossier_status *st);
+
+/* Every record of @kind, a page at a time, in an order that is stable
+ * but not meaningful. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_scan(struct dossier_client *c, const struct dossier_call_options *co,
+             const char *kind, const struct dossier_page_request *pr,
+             struct dossier_page *out, struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Schema */
+
+/* Creates or extends kind @s (borrowed). @out (may be NULL) gets the kind
+ * as stored, to free with dossier_kind_schema_free().
+ * Errors: DOSSIER_INVALID_ARGUMENT, DOSSIER_FAILED_PRECONDITION (an
+ * incompatible change to an existing kind; the message says which). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_schema_define(struct dossier_client *c,
+                      const struct dossier_call_options *co,
+                      const struct dossier_kind_schema *s,
+                      struct dossier_kind_schema **out,
+                      struct dossier_status *st);
+
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_schema_get(struct dossier_client *c,
+                   const struct dossier_call_options *co, const char *kind,
+                   struct dossier_kind_schema **out,
+                   struct dossier_status *st);
+
+/* Every kind, built-in ones included. *@out is an array of *@n schemas;
+ * free each with dossier_kind_schema_free() and the array with free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_schema_list(struct dossier_client *c,
+                    const struct dossier_call_options *co,
+                    struct dossier_kind_schema ***out, size_t *n,
+                    struct dossier_status *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

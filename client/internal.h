@@ -1,0 +1,58 @@
+/* What the files of libdossier share: the unary call, and conversions
+ * between the public structs and the protobuf messages. Not installed. */
+#ifndef DOSSIER_CLIENT_INTERNAL_H
+#define DOSSIER_CLIENT_INTERNAL_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include <dossier/dossier.h>
+
+#include "dossier.pb-c.h"
+
+/* Methods of the client, indexes into its registered-call table. */
+enum client_method {
+    M_PUT,
+    M_GET,
+    M_DELETE,
+    M_LIST_BY_SUBJECT,
+    M_FIND_BY_INDEX,
+    M_SCAN,
+    M_DEFINE_KIND,
+    M_GET_KIND,
+    M_LIST_KINDS,
+    M_COUNT,
+};
+
+/* Sends @req (borrowed) to method @m and waits for the answer, decoded
+ * into *@resp as @resp_desc (free with protobuf_c_message_free_unpacked
+ * and a NULL allocator). Returns 0 or the call's error code. */
+int client_unary(struct dossier_client *c, const struct dossier_call_options *co,
+                 enum client_method m, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc,
+                 ProtobufCMessage **resp, struct dossier_status *st);
+
+/* A public record seen as a message. Borrows every string of @r; holds
+ * the arrays it needs, freed by record_pb_release(). */
+struct record_pb {
+    Dossier__V1__Record msg;
+    Dossier__V1__Field *fields, **field_ptrs;
+    Dossier__V1__Value *values;
+    Dossier__V1__Link *links, **link_ptrs;
+};
+int record_pb_init(struct record_pb *p, const struct dossier_record *r,
+                   struct dossier_status *st);
+void record_pb_release(struct record_pb *p);
+
+/* A new public record copied from @m; NULL when out of memory. */
+struct dossier_record *record_from_pb(const Dossier__V1__Record *m);
+
+/* The same for values. */
+int value_to_pb(const struct dossier_value *v, Dossier__V1__Value *out);
+
+/* Safe string: "" for NULL. */
+static inline char *str_or_empty(const char *s)
+{
+    return (char *)(s ? s : "");
+}
+
+#endif

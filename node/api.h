@@ -1,0 +1,20 @@
+/* The RPC handlers, one file per service (api_records.c, api_schema.c).
+ * Each validates its request, then reads through the store or submits a
+ * command, and answers its call. */
+#ifndef DOSSIER_NODE_API_H
+#define DOSSIER_NODE_API_H
+
+#include "server.h"
+
+void api_records_put(struct call *c, ProtobufCMessage *req);
+void api_records_get(struct call *c, ProtobufCMessage *req);
+void api_records_delete(struct call *c, ProtobufCMessage *req);
+void api_records_list_by_subject(struct call *c, ProtobufCMessage *req);
+void api_records_find_by_index(struct call *c, ProtobufCMessage *req);
+void api_records_scan(struct call *c, ProtobufCMessage *req);
+
+void api_schema_define_kind(struct call *c, ProtobufCMessage *req);
+void api_schema_get_kind(struct call *c, ProtobufCMessage *req);
+void api_schema_list_kinds(struct call *c, ProtobufCMessage *req);
+
+#endif

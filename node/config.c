@@ -1,0 +1,254 @@
+/* Settings from defaults, an INI file and flags, all from one table. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "errors.h"
+#include "log.h"
+
+enum opt_type { OPT_STR, OPT_U64 };
+
+struct opt {
+    const char *name; /* flag without "--", INI key with '-' as '_' */
+    enum opt_type type;
+    size_t offset;
+    const char *def;
+    uint64_t min, max;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct opt opts[] = {
+    {"listen", OPT_STR, OFF(listen), "127.0.0.1:7700", 0, 0,
+     "address:port to serve gRPC on; port 0 picks a free port"},
+    {"data-dir", OPT_STR, OFF(data_dir), "./dossier-data", 0, 0,
+     "data directory; made (mode 0700) when missing or empty"},
+    {"key-file", OPT_STR, OFF(key_file), "", 0, 0,
+     "master key file from `dossier keygen` (mode 0600); when empty, the key "
+     "is read from $DOSSIER_MASTER_KEY"},
+    {"ready-file", OPT_STR, OFF(ready_file), "", 0, 0,
+     "file to write the bound address to once the node serves"},
+    {"log-level", OPT_STR, OFF(log_level), "info", 0, 0,
+     "lowest level logged: debug, info, warn or error"},
+    {"max-message-bytes", OPT_U64, OFF(max_message_bytes), "4194304", 1024,
+     1u << 30, "largest request accepted; larger ones get RESOURCE_EXHAUSTED"},
+    {"key-cache-entries", OPT_U64, OFF(key_cache_entries), "65536", 16,
+     1u << 26, "subject keys kept unwrapped in locked memory"},
+    {"block-cache-mb", OPT_U64, OFF(block_cache_mb), "64", 1, 1u << 20,
+     "RocksDB block cache size in MiB"},
+    {"group-commit-max", OPT_U64, OFF(group_commit_max), "1024", 1, 1u << 20,
+     "most write commands made durable by one synced write"},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static int opt_set(struct config *c, const struct opt *o, const char *value,
+                   const char *where, struct dossier_status *st)
+{
+    void *field = (char *)c + o->offset;
+
+    if (o->type == OPT_STR) {
+        char *copy = strdup(value);
+        if (!copy)
+            return err_set(st, DOSSIER_NOMEM, "out of memory");
+        free(*(char **)field);
+        *(char **)field = copy;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (errno || end == value || *end || value[0] == '-' || v < o->min ||
+        v > o->max)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "%s: %s must be a whole number from %llu to %llu",
+                       where, o->name, (unsigned long long)o->min,
+                       (unsigned long long)o->max);
+    *(uint64_t *)field = v;
+    return 0;
+}
+
+static const struct opt *opt_find(const char *name, int ini)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *a = opts[i].name, *b = name;
+        for (; *a && *b; a++, b++)
+            if (*a != *b && !(ini && *a == '-' && *b == '_'))
+                break;
+        if (!*a && !*b)
+            return &opts[i];
+    }
+    return NULL;
+}
+
+struct ini_ctx {
+    struct config *c;
+    const char *path;
+    struct dossier_status *st;
+    int rc;
+};
+
+static int config_ini_line(void *user, const char *section, const char *name,
+                       const char *value)
+{
+    struct ini_ctx *x = user;
+    const struct opt *o;
+    char where[4200];
+
+    if (x->rc)
+        return 0;
+    snprintf(where, sizeof(where), "config %s", x->path);
+    if (strcmp(section, "node") != 0) {
+        x->rc = err_set(x->st, DOSSIER_INVALID_ARGUMENT,
+                        "%s: unknown section [%s] (settings go in [node])",
+                        where, section);
+        return 0;
+    }
+    o = opt_find(name, 1);
+    if (!o) {
+        x->rc = err_set(x->st, DOSSIER_INVALID_ARGUMENT,
+                        "%s: unknown setting '%s'", where, name);
+        return 0;
+    }
+    x->rc = opt_set(x->c, o, value, where, x->st);
+    return x->rc == 0;
+}
+
+void config_release(struct config *c)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (opts[i].type == OPT_STR) {
+            char **f = (char **)((char *)c + opts[i].offset);
+            free(*f);
+            *f = NULL;
+        }
+}
+
+int config_load(struct config *c, int argc, char **argv,
+                enum config_action *action, struct dossier_status *st)
+{
+    struct option lopts[N_OPTS + 4];
+    const char *config_path = NULL;
+    int rc, ch, idx;
+
+    memset(c, 0, sizeof(*c));
+    *action = CONFIG_RUN;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        rc = opt_set(c, &opts[i], opts[i].def, "default", st);
+        if (rc)
+            goto fail;
+        lopts[i] = (struct option){opts[i].name, required_argument, NULL,
+                                   (int)(256 + i)};
+    }
+    lopts[N_OPTS] = (struct option){"config", required_argument, NULL, 'c'};
+    lopts[N_OPTS + 1] = (struct option){"help", no_argument, NULL, 'h'};
+    lopts[N_OPTS + 2] = (struct option){"version", no_argument, NULL, 'V'};
+    lopts[N_OPTS + 3] = (struct option){NULL, 0, NULL, 0};
+
+    /* First pass: find --config, --help and --version. */
+    opterr = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:hV", lopts, &idx)) != -1) {
+        if (ch == 'c')
+            config_path = optarg;
+        else if (ch == 'h')
+            *action = CONFIG_HELP;
+        else if (ch == 'V')
+            *action = CONFIG_VERSION;
+        else if (ch == '?') {
+            rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                         "unknown or incomplete option '%s' (see --help)",
+                         argv[optind - 1]);
+            goto fail;
+        }
+    }
+    if (optind < argc) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "unexpected argument '%s' (see --help)", argv[optind]);
+        goto fail;
+    }
+    if (*action != CONFIG_RUN)
+        return 0;
+    if (config_path) {
+        struct ini_ctx x = {c, config_path, st, 0};
+        int line = ini_parse(config_path, config_ini_line, &x);
+        if (x.rc) {
+            rc = x.rc;
+            goto fail;
+        }
+        if (line < 0) {
+            rc = err_set(st, DOSSIER_IO, "cannot read config %s",
+                         config_path);
+            goto fail;
+        }
+        if (line > 0) {
+            rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                         "config %s: line %d is not a setting", config_path,
+                         line);
+            goto fail;
+        }
+    }
+    /* Second pass: flags override the file. */
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:hV", lopts, &idx)) != -1) {
+        if (ch >= 256) {
+            rc = opt_set(c, &opts[ch - 256], optarg, "flag", st);
+            if (rc)
+                goto fail;
+        }
+    }
+    if (log_level_parse(c->log_level) < 0) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "log-level must be debug, info, warn or error");
+        goto fail;
+    }
+    if (!c->data_dir[0] || !c->listen[0]) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "listen and data-dir must not be empty");
+        goto fail;
+    }
+    return err_ok(st);
+fail:
+    config_release(c);
+    return rc;
+}
+
+void config_usage(FILE *out, const char *prog)
+{
+    fprintf(out,
+            "Usage: %s [--config FILE] [OPTIONS]\n"
+            "\n"
+            "Runs a Dossier storage node: encrypted customer records over "
+            "gRPC.\n"
+            "Every option can also be set in the [node] section of the "
+            "config file,\n"
+            "under its name with '_' for '-'; flags override the file.\n"
+            "\n"
+            "  --config FILE\n      INI file to read settings from\n",
+            prog);
+    for (size_t i = 0; i < N_OPTS; i++)
+        fprintf(out, "  --%s %s\n      %s (default: %s)\n", opts[i].name,
+                opts[i].type == OPT_U64 ? "N" : "VALUE", opts[i].help,
+                opts[i].def[0] ? opts[i].def : "empty");
+    fprintf(out,
+            "  --help\n      this text\n"
+            "  --version\n      print the version and exit\n"
+            "\n"
+            "Environment:\n"
+            "  DOSSIER_MASTER_KEY  master key as [<version>:]<64 hex digits>, "
+            "used when\n"
+            "                      no key file is set\n"
+            "\n"
+            "Signals: SIGTERM and SIGINT stop the node cleanly: calls in "
+            "flight finish,\n"
+            "pending writes are made durable, then it exits 0.\n"
+            "Exit status: 0 clean stop, 1 failure to start or run (the "
+            "reason is on\n"
+            "stderr), 2 bad usage.\n");
+}

@@ -1,0 +1,40 @@
+/* dossierd's settings: one table gives every setting its flag, its key in
+ * the [node] section of the INI file, its default and its help text. Flags
+ * override the file. */
+#ifndef DOSSIER_NODE_CONFIG_H
+#define DOSSIER_NODE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <dossier/dossier.h>
+
+struct config {
+    char *listen;
+    char *data_dir;
+    char *key_file;
+    char *ready_file;
+    char *log_level;
+    uint64_t max_message_bytes;
+    uint64_t key_cache_entries;
+    uint64_t block_cache_mb;
+    uint64_t group_commit_max;
+};
+
+/* Result of parsing the command line. */
+enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };
+
+/* Fills @c from defaults, then the file given by --config (if any), then
+ * the other flags. Errors: DOSSIER_INVALID_ARGUMENT (unknown flag or key,
+ * bad value; the message names it), DOSSIER_IO (unreadable file). */
+int config_load(struct config *c, int argc, char **argv,
+                enum config_action *action, struct dossier_status *st);
+
+/* Frees the strings of @c. */
+void config_release(struct config *c);
+
+/* Prints the usage text, every flag with its key, default and meaning. */
+void config_usage(FILE *out, const char *prog);
+
+#endif

@@ -1,0 +1,173 @@
+/* The key hierarchy, sealing of personal values, pseudonyms and blind
+ * indexes: everything that makes the store hold no plaintext.
+ *
+ * Keys
+ *   master key (KEK, from the key file; versioned)
+ *     seals the keyset: pseudonym key, record key, index key, shared key
+ *     wraps each subject's data key (DEK, random, one per subject)
+ *   DEK seals every field value, record id, link list and the subject id
+ *   of its subject's records; records without a subject use the shared key.
+ *
+ * Sealed box (all boxes, version 1)
+ *   offset  size  content
+ *   0       1     0x01, box format version
+ *   1       24    XChaCha20 nonce, random
+ *   25      n     ciphertext of the n-byte plaintext
+ *   25+n    16    Poly1305 tag
+ *
+ * Associated data binds a box to its place, so a box moved to another
+ * subject, record, field or purpose fails to open:
+ *   "DSR1" | domain (1 byte) | lp(subject) | lp(kind) | lp(rid) | lp(name)
+ * where lp(x) is x's length as 2 bytes big-endian followed by x. Domains:
+ *   'F' field value   (subject pseudonym, kind, record pseudonym, field name)
+ *   'I' record id     (subject pseudonym, kind, record pseudonym, "")
+ *   'L' link list     (subject pseudonym, kind, record pseudonym, "")
+ *   'S' subject id    (subject pseudonym, "", "", "")
+ *   'K' wrapped DEK   (subject pseudonym, "", "", "v<kek version>")
+ *   'X' sealed keyset (cluster id, "", "", "v<kek version>")
+ *
+ * Pseudonyms and blind indexes are keyed BLAKE2b, 16 bytes:
+ *   subject pseudonym = H(pseudonym key; subject id)
+ *   record pseudonym  = H(record key; lp(kind) | lp(id))
+ *   blind index       = H(index key; lp(kind) | lp(field) | lp(normalized))
+ */
+#ifndef DOSSIER_NODE_CRYPT_H
+#define DOSSIER_NODE_CRYPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyfile.h"
+#include "store.pb-c.h"
+
+#define CRYPT_KEY_BYTES 32
+#define CRYPT_PSEUDONYM_BYTES 16
+#define CRYPT_BLIND_BYTES 16
+#define CRYPT_NONCE_BYTES 24
+#define CRYPT_TAG_BYTES 16
+#define CRYPT_BOX_VERSION 0x01
+#define CRYPT_BOX_OVERHEAD (1 + CRYPT_NONCE_BYTES + CRYPT_TAG_BYTES)
+#define CRYPT_KEK_CHECK_BYTES 16
+/* Longest subject id, kind, record id and field name a place may hold. */
+#define CRYPT_SUBJECT_ID_MAX 256
+
+enum crypt_domain {
+    CRYPT_FIELD = 'F',
+    CRYPT_RECORD_ID = 'I',
+    CRYPT_LINKS = 'L',
+    CRYPT_SUBJECT_ID = 'S',
+    CRYPT_WRAPPED_DEK = 'K',
+    CRYPT_KEYSET = 'X',
+};
+
+/* Where a box belongs; every member borrowed, strings may be NULL for "". */
+struct crypt_place {
+    enum crypt_domain domain;
+    const uint8_t *subject; /* subject pseudonym or cluster id */
+    size_t subject_len;
+    const char *kind;
+    const uint8_t *rid;
+    size_t rid_len;
+    const char *name;
+};
+
+/* A data key in the calling thread's locked scratch memory (see
+ * crypt_scratch_key); id 0 is the shared key of records without subject. */
+struct crypt_dek {
+    uint64_t id;
+    unsigned char *key; /* CRYPT_KEY_BYTES */
+};
+
+struct crypt;
+
+/* Makes a crypt context holding the master keys of @kf, which it takes
+ * (on success and failure alike; @kf is left empty). Initialises libsodium
+ * and the key cache of @cache_entries subjects.
+ * Errors: DOSSIER_INVALID_ARGUMENT (no key), DOSSIER_NOMEM. */
+int crypt_new(struct keyfile *kf, size_t cache_entries, struct crypt **out,
+              struct dossier_status *st);
+
+/* Wipes every key and frees @c. NULL is a no-op. */
+void crypt_free(struct crypt *c);
+
+/* For a new data directory: draws a random keyset and seals it under the
+ * current master key into @m's kek_version, kek_check and sealed_keyset
+ * (malloc'd; the caller frees them with the message). */
+int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
+                        struct dossier_status *st);
+
+/* For an existing data directory: checks that the key file holds the master
+ * key version that sealed @m's keyset and opens it.
+ * Errors: DOSSIER_WRONG_KEY (message gives both key ids), DOSSIER_CORRUPT. */
+int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
+                      struct dossier_status *st);
+
+/* The key id of master key version @version, as 16 hex digits, for
+ * operators' messages; "unknown" when the version is not loaded. */
+void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17]);
+
+/* Pseudonyms and blind indexes (see the table above); @out gets 16 bytes. */
+void crypt_subject_pseudonym(const struct crypt *c, const char *subject_id,
+                             size_t len, uint8_t out[CRYPT_PSEUDONYM_BYTES]);
+void crypt_record_pseudonym(const struct crypt *c, const char *kind,
+                            const char *id, size_t id_len,
+                            uint8_t out[CRYPT_PSEUDONYM_BYTES]);
+void crypt_blind_index(const struct crypt *c, const char *kind,
+                       const char *field, const uint8_t *norm, size_t len,
+                       uint8_t out[CRYPT_BLIND_BYTES]);
+
+/* Locked scratch memory of the calling thread for one data key, allocated
+ * on first use and freed when the thread exits. Callers wipe it with
+ * crypt_dek_wipe() when done. Returns NULL when out of memory. */
+unsigned char *crypt_scratch_key(void);
+void crypt_dek_wipe(struct crypt_dek *k);
+
+/* The shared key of records without a subject, copied into @k. */
+void crypt_shared_dek(const struct crypt *c, struct crypt_dek *k);
+
+/* Creates a new data key for subject @sp (id @subject_id, borrowed) into
+ * @k and fills @out (fields malloc'd, freed with the message).
+ * Errors: DOSSIER_NOMEM. */
+int crypt_subject_key_new(const struct crypt *c,
+                          const uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                          const char *subject_id, size_t subject_len,
+                          int64_t now_ms, struct crypt_dek *k,
+                          Dossier__Store__V1__SubjectKey *out,
+                          struct dossier_status *st);
+
+/* Finds subject @sp's data key: from the cache, or by unwrapping @sk
+ * (borrowed, may be NULL when the caller has not read it yet; then the
+ * result is 1 for "not cached"). On success copies the key into @k and
+ * the subject id into @sid (NUL-terminated, @sid_cap bytes) if @sid is not
+ * NULL, caching both. Returns 0, 1 (not cached and @sk NULL) or an error.
+ * Errors: DOSSIER_WRONG_KEY (master key version missing), DOSSIER_CORRUPT. */
+int crypt_subject_key_open(struct crypt *c,
+                           const uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                           const Dossier__Store__V1__SubjectKey *sk,
+                           struct crypt_dek *k, char *sid, size_t sid_cap,
+                           struct dossier_status *st);
+
+/* Forgets subject @sp's cached key (after erasure or a lost key race). */
+void crypt_cache_forget(struct crypt *c,
+                        const uint8_t sp[CRYPT_PSEUDONYM_BYTES]);
+
+/* Length of the box of an @plain_len-byte plaintext. */
+static inline size_t crypt_box_len(size_t plain_len)
+{
+    return plain_len + CRYPT_BOX_OVERHEAD;
+}
+
+/* Seals @plain (@len bytes, borrowed) for place @p under @key into @box,
+ * which has crypt_box_len(@len) bytes. Errors: DOSSIER_INVALID_ARGUMENT
+ * (a place component longer than 65535 bytes). */
+int crypt_seal(const unsigned char *key, const struct crypt_place *p,
+               const uint8_t *plain, size_t len, uint8_t *box);
+
+/* Opens @box (@box_len bytes) for place @p into @plain, which has
+ * @box_len - CRYPT_BOX_OVERHEAD bytes.
+ * Errors: DOSSIER_CORRUPT (wrong key, wrong place, tampered or truncated
+ * box, unknown box version). */
+int crypt_open(const unsigned char *key, const struct crypt_place *p,
+               const uint8_t *box, size_t box_len, uint8_t *plain);
+
+#endif

@@ -1,0 +1,482 @@
+/* Sealing records into write commands and opening stored records. */
+#include "records.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "errors.h"
+
+/* Locked per-thread scratch for one encoded field value, wiped after each
+ * use. */
+#define PLAIN_MAX (SCHEMA_VALUE_MAX + 64)
+static pthread_key_t plain_tls;
+static pthread_once_t plain_once = PTHREAD_ONCE_INIT;
+static __thread uint8_t *plain_buf;
+
+static void plain_destroy(void *p)
+{
+    sodium_free(p);
+}
+
+static void plain_init(void)
+{
+    (void)pthread_key_create(&plain_tls, plain_destroy);
+}
+
+static uint8_t *plain_scratch(void)
+{
+    if (!plain_buf) {
+        pthread_once(&plain_once, plain_init);
+        plain_buf = sodium_malloc(PLAIN_MAX);
+        if (plain_buf)
+            pthread_setspecific(plain_tls, plain_buf);
+    }
+    return plain_buf;
+}
+
+int64_t records_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int records_check_id(const char *id, const char *what,
+                     struct dossier_status *st)
+{
+    size_t len = strlen(id);
+    if (len == 0)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "%s must not be empty",
+                       what);
+    if (len > SCHEMA_ID_MAX)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "%s is longer than %d bytes", what, SCHEMA_ID_MAX);
+    if (!schema_utf8_valid(id, len))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "%s is not valid UTF-8",
+                       what);
+    return 0;
+}
+
+int records_kind(struct node *n, const char *name, const KindSchema **out,
+                 struct dossier_status *st)
+{
+    if (!name[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "kind must not be empty");
+    if (!schema_name_valid(name))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "kind '%.64s' is not a valid kind name", name);
+    *out = schema_registry_get(store_schemas(n->store), name);
+    if (!*out)
+        return err_set(st, DOSSIER_UNKNOWN_KIND,
+                       "unknown kind '%s' (dossier schema list shows the "
+                       "kinds)",
+                       name);
+    return 0;
+}
+
+static int field_is_set(const Dossier__V1__Field *f)
+{
+    return f->value && f->value->kind_case != DOSSIER__V1__VALUE__KIND__NOT_SET;
+}
+
+/* Finds subject @sp's key into @k, creating one (described in @newsk,
+ * *@created set) when the subject has none yet. */
+static int subject_key(struct node *n, const uint8_t *sp, const char *sid,
+                       struct crypt_dek *k, SubjectKey *newsk, int *created,
+                       struct dossier_status *st)
+{
+    SubjectKey *sk = NULL;
+    int rc;
+
+    *created = 0;
+    rc = crypt_subject_key_open(n->crypt, sp, NULL, k, NULL, 0, st);
+    if (rc != 1)
+        return rc;
+    rc = store_subject_key_get(n->store, sp, &sk, st);
+    if (rc == DOSSIER_NOT_FOUND) {
+        *created = 1;
+        return crypt_subject_key_new(n->crypt, sp, sid, strlen(sid),
+                                     records_now_ms(), k, newsk, st);
+    }
+    if (rc)
+        return rc;
+    rc = crypt_subject_key_open(n->crypt, sp, sk, k, NULL, 0, st);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    return rc;
+}
+
+int records_seal_put(struct node *n, const KindSchema *k,
+                     const Dossier__V1__Record *r, const uint64_t *expected,
+                     uint8_t **out, size_t *len,
+                     uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                     struct dossier_status *st)
+{
+    Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__PutOp op = DOSSIER__STORE__V1__PUT_OP__INIT;
+    SubjectKey newsk = DOSSIER__STORE__V1__SUBJECT_KEY__INIT;
+    Dossier__Store__V1__LinkList ll = DOSSIER__STORE__V1__LINK_LIST__INIT;
+    struct crypt_dek dek = {0, crypt_scratch_key()};
+    struct crypt_place place = {0};
+    uint8_t rid[CRYPT_PSEUDONYM_BYTES];
+    uint8_t *plain = plain_scratch(), *boxes = NULL, *links_plain = NULL;
+    uint8_t *keys = NULL, *cur;
+    Dossier__Store__V1__SealedField *sealed = NULL, **sealed_ptrs = NULL;
+    ProtobufCBinaryData *index_keys = NULL;
+    size_t n_live = 0, n_indexed = 0, box_total, links_len = 0, id_len;
+    int has_subject = r->subject_id[0] != 0, created = 0, rc;
+
+    *out = NULL;
+    if (!dek.key || !plain)
+        return err_set(st, DOSSIER_NOMEM, "out of locked memory");
+    crypt_record_pseudonym(n->crypt, k->kind, r->id, strlen(r->id), rid);
+    memset(sp, 0, CRYPT_PSEUDONYM_BYTES);
+    if (has_subject) {
+        crypt_subject_pseudonym(n->crypt, r->subject_id,
+                                strlen(r->subject_id), sp);
+        rc = subject_key(n, sp, r->subject_id, &dek, &newsk, &created, st);
+        if (rc)
+            goto out;
+    } else {
+        crypt_shared_dek(n->crypt, &dek);
+    }
+
+    /* Room for every box: the id, the links, each set field. */
+    for (size_t i = 0; i < r->n_fields; i++) {
+        if (!field_is_set(r->fields[i]))
+            continue;
+        n_live++;
+        if (schema_field(k, r->fields[i]->name)->indexed)
+            n_indexed++;
+    }
+    id_len = strlen(r->id);
+    box_total = crypt_box_len(id_len);
+    if (r->n_links) {
+        ll.n_links = r->n_links;
+        ll.links = r->links;
+        links_len = dossier__store__v1__link_list__get_packed_size(&ll);
+        box_total += crypt_box_len(links_len);
+    }
+    for (size_t i = 0; i < r->n_fields; i++)
+        if (field_is_set(r->fields[i]))
+            box_total += crypt_box_len(dossier__v1__value__get_packed_size(
+                r->fields[i]->value));
+    boxes = malloc(box_total);
+    sealed = calloc(n_live ? n_live : 1, sizeof(*sealed));
+    sealed_ptrs = calloc(n_live ? n_live : 1, sizeof(*sealed_ptrs));
+    index_keys = calloc(n_indexed ? n_indexed : 1, sizeof(*index_keys));
+    keys = malloc((n_indexed ? n_indexed : 1) * STORE_KEY_MAX);
+    if (!boxes || !sealed || !sealed_ptrs || !index_keys || !keys) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+
+    place.subject = has_subject ? sp : NULL;
+    place.subject_len = has_subject ? CRYPT_PSEUDONYM_BYTES : 0;
+    place.kind = k->kind;
+    place.rid = rid;
+    place.rid_len = sizeof(rid);
+    cur = boxes;
+
+    place.domain = CRYPT_RECORD_ID;
+    crypt_seal(dek.key, &place, (const uint8_t *)r->id, id_len, cur);
+    op.sealed_id = (ProtobufCBinaryData){crypt_box_len(id_len), cur};
+    cur += crypt_box_len(id_len);
+
+    if (links_len) {
+        links_plain = sodium_malloc(links_len);
+        if (!links_plain) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto out;
+        }
+        dossier__store__v1__link_list__pack(&ll, links_plain);
+        place.domain = CRYPT_LINKS;
+        crypt_seal(dek.key, &place, links_plain, links_len, cur);
+        op.sealed_links = (ProtobufCBinaryData){crypt_box_len(links_len), cur};
+        cur += crypt_box_len(links_len);
+    }
+
+    place.domain = CRYPT_FIELD;
+    for (size_t i = 0, j = 0, x = 0; i < r->n_fields; i++) {
+        const Dossier__V1__Field *f = r->fields[i];
+        const FieldSchema *fs;
+        size_t plen;
+        if (!field_is_set(f))
+            continue;
+        plen = dossier__v1__value__get_packed_size(f->value);
+        if (plen > PLAIN_MAX) {
+            rc = err_set(st, DOSSIER_SCHEMA_VIOLATION,
+                         "field '%s' is too large", f->name);
+            goto out;
+        }
+        dossier__v1__value__pack(f->value, plain);
+        place.name = f->name;
+        crypt_seal(dek.key, &place, plain, plen, cur);
+        sodium_memzero(plain, plen);
+        dossier__store__v1__sealed_field__init(&sealed[j]);
+        sealed[j].name = f->name;
+        sealed[j].box = (ProtobufCBinaryData){crypt_box_len(plen), cur};
+        sealed_ptrs[j] = &sealed[j];
+        cur += crypt_box_len(plen);
+        j++;
+
+        fs = schema_field(k, f->name);
+        if (fs->indexed) {
+            char norm[SCHEMA_NORM_MAX];
+            uint8_t blind[CRYPT_BLIND_BYTES];
+            size_t nlen;
+            rc = schema_index_value(k, fs, f->value, norm, sizeof(norm),
+                                    &nlen, st);
+            if (rc) {
+                sodium_memzero(norm, sizeof(norm));
+                if (st)
+                    st->code = rc = DOSSIER_SCHEMA_VIOLATION;
+                goto out;
+            }
+            crypt_blind_index(n->crypt, k->kind, f->name,
+                              (const uint8_t *)norm, nlen, blind);
+            sodium_memzero(norm, sizeof(norm));
+            index_keys[x].data = keys + x * STORE_KEY_MAX;
+            index_keys[x].len = store_index_key(index_keys[x].data, k->kind,
+                                                f->name, blind, rid);
+            x++;
+        }
+    }
+
+    op.kind = k->kind;
+    op.rid = (ProtobufCBinaryData){sizeof(rid), rid};
+    if (has_subject)
+        op.subject = (ProtobufCBinaryData){CRYPT_PSEUDONYM_BYTES, sp};
+    op.dek_id = dek.id;
+    if (created)
+        op.new_subject_key = &newsk;
+    if (expected) {
+        op.expect_case = DOSSIER__STORE__V1__PUT_OP__EXPECT_EXPECTED_VERSION;
+        op.expected_version = *expected;
+    }
+    op.n_fields = n_live;
+    op.fields = sealed_ptrs;
+    op.n_index_keys = n_indexed;
+    op.index_keys = index_keys;
+    cmd.time_ms = records_now_ms();
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_PUT;
+    cmd.put = &op;
+    *len = dossier__store__v1__command__get_packed_size(&cmd);
+    *out = malloc(*len);
+    if (!*out) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    dossier__store__v1__command__pack(&cmd, *out);
+    rc = err_ok(st);
+out:
+    crypt_dek_wipe(&dek);
+    if (links_plain)
+        sodium_free(links_plain);
+    free(newsk.wrapped_dek.data);
+    free(newsk.sealed_subject_id.data);
+    free(boxes);
+    free(sealed);
+    free(sealed_ptrs);
+    free(index_keys);
+    free(keys);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+void records_opened_release(struct records_opened *o)
+{
+    size_t n_values = o->stored ? o->stored->n_fields : 0;
+
+    if (o->values)
+        for (size_t i = 0; i < n_values; i++)
+            if (o->values[i])
+                protobuf_c_message_free_unpacked(
+                    &o->values[i]->base, &server_wiping_allocator);
+    free(o->values);
+    free(o->fields);
+    free(o->field_ptrs);
+    if (o->links)
+        protobuf_c_message_free_unpacked(&o->links->base,
+                                         &server_wiping_allocator);
+    if (o->id) {
+        sodium_memzero(o->id, strlen(o->id));
+        free(o->id);
+    }
+    if (o->subject_id) {
+        sodium_memzero(o->subject_id, strlen(o->subject_id));
+        free(o->subject_id);
+    }
+    if (o->stored)
+        dossier__store__v1__stored_record__free_unpacked(o->stored, NULL);
+    memset(o, 0, sizeof(*o));
+}
+
+/* Opens box @b of place @p into a new NUL-terminated string. */
+static int open_string(const unsigned char *key, const struct crypt_place *p,
+                       const ProtobufCBinaryData *b, char **out)
+{
+    size_t len;
+    if (b->len < CRYPT_BOX_OVERHEAD)
+        return DOSSIER_CORRUPT;
+    len = b->len - CRYPT_BOX_OVERHEAD;
+    *out = malloc(len + 1);
+    if (!*out)
+        return DOSSIER_NOMEM;
+    if (crypt_open(key, p, b->data, b->len, (uint8_t *)*out) != 0) {
+        free(*out);
+        *out = NULL;
+        return DOSSIER_CORRUPT;
+    }
+    (*out)[len] = '\0';
+    return 0;
+}
+
+int records_open(struct node *n, StoredRecord *stored,
+                 const uint8_t rid[STORE_RID_BYTES], struct records_opened *o,
+                 struct dossier_status *st)
+{
+    struct crypt_dek dek = {0, crypt_scratch_key()};
+    struct crypt_place place = {0};
+    char sid[CRYPT_SUBJECT_ID_MAX + 1] = "";
+    uint8_t *plain = plain_scratch();
+    int has_subject = stored->subject.len == CRYPT_PSEUDONYM_BYTES, rc;
+
+    memset(o, 0, sizeof(*o));
+    o->stored = stored;
+    dossier__v1__record__init(&o->rec);
+    if (!dek.key || !plain)
+        return err_set(st, DOSSIER_NOMEM, "out of locked memory");
+    if (has_subject) {
+        rc = crypt_subject_key_open(n->crypt, stored->subject.data, NULL,
+                                    &dek, sid, sizeof(sid), st);
+        if (rc == 1) {
+            SubjectKey *sk;
+            rc = store_subject_key_get(n->store, stored->subject.data, &sk,
+                                       st);
+            if (rc == DOSSIER_NOT_FOUND)
+                rc = err_set(st, DOSSIER_CORRUPT,
+                             "a record's subject key is missing");
+            if (rc == 0) {
+                rc = crypt_subject_key_open(n->crypt, stored->subject.data,
+                                            sk, &dek, sid, sizeof(sid), st);
+                dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+            }
+        }
+        if (rc)
+            goto fail;
+        if (dek.id != stored->dek_id) {
+            rc = err_set(st, DOSSIER_CORRUPT,
+                         "a record is sealed under a key its subject no "
+                         "longer has");
+            goto fail;
+        }
+    } else {
+        crypt_shared_dek(n->crypt, &dek);
+    }
+
+    place.subject = has_subject ? stored->subject.data : NULL;
+    place.subject_len = has_subject ? CRYPT_PSEUDONYM_BYTES : 0;
+    place.kind = stored->kind;
+    place.rid = rid;
+    place.rid_len = STORE_RID_BYTES;
+
+    place.domain = CRYPT_RECORD_ID;
+    rc = open_string(dek.key, &place, &stored->sealed_id, &o->id);
+    if (rc == DOSSIER_NOMEM) {
+        err_set(st, rc, "out of memory");
+        goto fail;
+    }
+    if (rc)
+        goto fail_box;
+    if (stored->sealed_links.len) {
+        size_t len;
+        if (stored->sealed_links.len < CRYPT_BOX_OVERHEAD)
+            goto fail_box;
+        len = stored->sealed_links.len - CRYPT_BOX_OVERHEAD;
+        uint8_t *buf = sodium_malloc(len ? len : 1);
+        if (!buf) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto fail;
+        }
+        place.domain = CRYPT_LINKS;
+        if (crypt_open(dek.key, &place, stored->sealed_links.data,
+                       stored->sealed_links.len, buf) != 0) {
+            sodium_free(buf);
+            goto fail_box;
+        }
+        o->links = dossier__store__v1__link_list__unpack(
+            &server_wiping_allocator, len, buf);
+        sodium_free(buf);
+        if (!o->links)
+            goto fail_box;
+        o->rec.n_links = o->links->n_links;
+        o->rec.links = o->links->links;
+    }
+
+    o->fields = calloc(stored->n_fields ? stored->n_fields : 1,
+                       sizeof(*o->fields));
+    o->field_ptrs = calloc(stored->n_fields ? stored->n_fields : 1,
+                           sizeof(*o->field_ptrs));
+    o->values = calloc(stored->n_fields ? stored->n_fields : 1,
+                       sizeof(*o->values));
+    if (!o->fields || !o->field_ptrs || !o->values) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto fail;
+    }
+    place.domain = CRYPT_FIELD;
+    for (size_t i = 0; i < stored->n_fields; i++) {
+        const Dossier__Store__V1__SealedField *sf = stored->fields[i];
+        size_t len;
+        if (sf->box.len < CRYPT_BOX_OVERHEAD ||
+            sf->box.len - CRYPT_BOX_OVERHEAD > PLAIN_MAX)
+            goto fail_box;
+        len = sf->box.len - CRYPT_BOX_OVERHEAD;
+        place.name = sf->name;
+        if (crypt_open(dek.key, &place, sf->box.data, sf->box.len, plain) != 0)
+            goto fail_box;
+        o->values[i] = dossier__v1__value__unpack(&server_wiping_allocator,
+                                                  len, plain);
+        sodium_memzero(plain, len);
+        if (!o->values[i])
+            goto fail_box;
+        dossier__v1__field__init(&o->fields[i]);
+        o->fields[i].name = sf->name;
+        o->fields[i].value = o->values[i];
+        o->field_ptrs[i] = &o->fields[i];
+    }
+    o->rec.n_fields = stored->n_fields;
+    o->rec.fields = o->field_ptrs;
+
+    if (has_subject) {
+        o->subject_id = strdup(sid);
+        if (!o->subject_id) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto fail;
+        }
+        o->rec.subject_id = o->subject_id;
+    }
+    o->rec.kind = stored->kind;
+    o->rec.id = o->id;
+    o->rec.version = stored->version;
+    o->rec.created_at_ms = stored->created_at_ms;
+    o->rec.updated_at_ms = stored->updated_at_ms;
+    crypt_dek_wipe(&dek);
+    sodium_memzero(sid, sizeof(sid));
+    return err_ok(st);
+
+fail_box:
+    rc = err_set(st, DOSSIER_CORRUPT,
+                 "a sealed value of a record of kind '%s' does not open: the "
+                 "data was altered or its key is gone",
+                 stored->kind);
+fail:
+    crypt_dek_wipe(&dek);
+    sodium_memzero(sid, sizeof(sid));
+    records_opened_release(o);
+    return rc;
+}

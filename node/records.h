@@ -1,0 +1,63 @@
+/* Records between the API and the store: sealing a record into a write
+ * command on the way in, opening a stored record on the way out. All
+ * plaintext handled here is wiped before it is freed. */
+#ifndef DOSSIER_NODE_RECORDS_H
+#define DOSSIER_NODE_RECORDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypt.h"
+#include "dossier.pb-c.h"
+#include "schema.h"
+#include "server.h"
+#include "store.h"
+
+/* Milliseconds since the epoch on the proposer's clock. */
+int64_t records_now_ms(void);
+
+/* Checks a record id or subject id: 1 to SCHEMA_ID_MAX bytes of UTF-8.
+ * @what names it in the message ("id", "subject_id").
+ * Errors: DOSSIER_INVALID_ARGUMENT. */
+int records_check_id(const char *id, const char *what,
+                     struct dossier_status *st);
+
+/* The kind called @name, or DOSSIER_UNKNOWN_KIND / DOSSIER_INVALID_ARGUMENT
+ * with a message. *@out is borrowed from the registry. */
+int records_kind(struct node *n, const char *name, const KindSchema **out,
+                 struct dossier_status *st);
+
+/* Seals record @r (already checked against @k) into a packed Put command
+ * *@out (*@len bytes, malloc'd, the caller owns it). @expected is NULL for
+ * no version check. *@sp gets the subject pseudonym (all zero: none), so a
+ * caller that sees DOSSIER_RETRY can forget a stale cached key.
+ * Errors: DOSSIER_NOMEM, DOSSIER_IO, DOSSIER_CORRUPT, DOSSIER_WRONG_KEY. */
+int records_seal_put(struct node *n, const KindSchema *k,
+                     const Dossier__V1__Record *r, const uint64_t *expected,
+                     uint8_t **out, size_t *len,
+                     uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                     struct dossier_status *st);
+
+/* A stored record opened for a reply. */
+struct records_opened {
+    Dossier__V1__Record rec; /* points into the members below */
+    StoredRecord *stored;
+    Dossier__V1__Field *fields;
+    Dossier__V1__Field **field_ptrs;
+    Dossier__V1__Value **values;
+    Dossier__Store__V1__LinkList *links;
+    char *id;
+    char *subject_id;
+};
+
+/* Opens @stored, the record whose pseudonym is @rid (taken: freed by
+ * records_opened_release, also on failure) into @o. Errors: DOSSIER_CORRUPT (a box does not open: tampering or a
+ * key that no longer exists), DOSSIER_NOMEM, DOSSIER_IO. */
+int records_open(struct node *n, StoredRecord *stored,
+                 const uint8_t rid[STORE_RID_BYTES], struct records_opened *o,
+                 struct dossier_status *st);
+
+/* Wipes and frees what @o holds. */
+void records_opened_release(struct records_opened *o);
+
+#endif

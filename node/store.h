@@ -1,0 +1,158 @@
+/* The node's RocksDB: data directory, key layout, reads, and the
+ * deterministic state machine that applies write commands in batches.
+ *
+ * Data directory
+ *   DOSSIER     marker file: "dossier data directory\nformat 1\n"
+ *   db/         the RocksDB database
+ *
+ * Column families and keys (pseudonyms and blind indexes: see crypt.h;
+ * "kind" is the kind name, never personal; 0x00 separates it)
+ *   family   key                                          value
+ *   default  "meta"                                       Meta
+ *   default  "revision"                                   u64 big-endian
+ *   schema   kind                                         dossier.v1.KindSchema
+ *   record   kind 0x00 rid[16]                            StoredRecord
+ *   subject  sp[16]                                       SubjectKey
+ *   subject  sp[16] kind 0x00 rid[16]                     empty (membership)
+ *   index    kind 0x00 field 0x00 blind[16] rid[16]       empty
+ * Everything about one subject in the subject family shares the prefix
+ * sp[16], so erasing a subject is one key range. No key or value holds a
+ * subject id, record id or field value in plaintext.
+ *
+ * The revision is the number of changes applied since the store was made;
+ * each applied change takes the next one, and a record's version is the
+ * revision of its last change. */
+#ifndef DOSSIER_NODE_STORE_H
+#define DOSSIER_NODE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dossier/dossier.h>
+
+#include "schema.h"
+#include "store.pb-c.h"
+
+#define STORE_FORMAT 1
+#define STORE_RID_BYTES 16
+#define STORE_SP_BYTES 16
+#define STORE_BLIND_BYTES 16
+/* Longest key the layout above can make. */
+#define STORE_KEY_MAX (2 * (SCHEMA_NAME_MAX + 1) + 2 * 16 + 16)
+
+enum store_family {
+    STORE_DEFAULT = 0,
+    STORE_SCHEMA,
+    STORE_RECORD,
+    STORE_SUBJECT,
+    STORE_INDEX,
+    STORE_N_FAMILIES,
+};
+
+typedef Dossier__Store__V1__StoredRecord StoredRecord;
+typedef Dossier__Store__V1__SubjectKey SubjectKey;
+typedef Dossier__Store__V1__Command Command;
+
+struct store;
+
+/* Opens the data directory @dir, making it (mode 0700) when it is missing
+ * or empty; *@created tells which. Refuses a non-empty directory that is
+ * not Dossier's, and a database RocksDB finds corrupt.
+ * Errors: DOSSIER_FAILED_PRECONDITION (not a Dossier directory, another
+ * process holds it), DOSSIER_IO, DOSSIER_CORRUPT, DOSSIER_NOMEM. */
+int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
+               int *created, struct dossier_status *st);
+
+/* Closes @s; every batch must be committed or aborted. NULL is a no-op. */
+void store_close(struct store *s);
+
+/* The meta record into *@out (free with
+ * dossier__store__v1__meta__free_unpacked). Errors: DOSSIER_NOT_FOUND (a
+ * directory made but never initialised), DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_meta_get(struct store *s, Dossier__Store__V1__Meta **out,
+                   struct dossier_status *st);
+
+/* Writes the meta record, synced. Errors: DOSSIER_IO. */
+int store_meta_put(struct store *s, const Dossier__Store__V1__Meta *m,
+                   struct dossier_status *st);
+
+/* The kinds the store knows; valid until store_close(). */
+struct schema_registry *store_schemas(struct store *s);
+
+/* The last committed revision. */
+uint64_t store_revision(struct store *s);
+
+/* Key encodings of the table above. Each writes into @out, which holds
+ * STORE_KEY_MAX bytes, and returns the length. */
+size_t store_record_key(uint8_t *out, const char *kind,
+                        const uint8_t rid[STORE_RID_BYTES]);
+size_t store_membership_key(uint8_t *out, const uint8_t sp[STORE_SP_BYTES],
+                            const char *kind,
+                            const uint8_t rid[STORE_RID_BYTES]);
+size_t store_index_key(uint8_t *out, const char *kind, const char *field,
+                       const uint8_t blind[STORE_BLIND_BYTES],
+                       const uint8_t rid[STORE_RID_BYTES]);
+
+/* Reads the committed record (@kind, @rid) into *@out (free with
+ * dossier__store__v1__stored_record__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_record_get(struct store *s, const char *kind,
+                     const uint8_t rid[STORE_RID_BYTES], StoredRecord **out,
+                     struct dossier_status *st);
+
+/* Reads subject @sp's key into *@out (free with
+ * dossier__store__v1__subject_key__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_subject_key_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                          SubjectKey **out, struct dossier_status *st);
+
+/* Called for each key/value (borrowed, valid during the call) of a scan;
+ * returns 0 to go on, 1 to stop, or an error code to stop with it. */
+typedef int (*store_scan_cb)(void *arg, const uint8_t *key, size_t klen,
+                             const uint8_t *val, size_t vlen);
+
+/* Visits, in key order, every committed key of @family that starts with
+ * @prefix and sorts after @after (exclusive; NULL: from the start).
+ * Returns 0, the callback's error, or DOSSIER_IO / DOSSIER_CORRUPT. */
+int store_scan(struct store *s, enum store_family family,
+               const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
+               size_t after_len, store_scan_cb cb, void *arg,
+               struct dossier_status *st);
+
+/* Outcome of one applied command. */
+struct store_result {
+    struct dossier_status status;
+    uint64_t version;  /* put: new version; delete: deleted version */
+    int created;       /* put: the record did not exist */
+    int64_t updated_at_ms;
+};
+
+/* A batch of commands applied together and made durable by one write.
+ * Each command sees the effects of the ones before it in the batch. */
+struct store_batch;
+
+/* Errors: NULL when out of memory. */
+struct store_batch *store_batch_begin(struct store *s);
+
+/* Applies @cmd (borrowed) to @b. Deterministic: the outcome depends only on
+ * the store's state and @cmd, never on a clock or a random draw. A command
+ * that fails leaves @b as it was and reports why in @res->status (NOT_FOUND,
+ * ALREADY_EXISTS, VERSION_CONFLICT, FAILED_PRECONDITION, RETRY when a
+ * subject key changed under the proposer, CORRUPT for a malformed command).
+ * Returns @res->status.code. */
+int store_apply(struct store_batch *b, const Command *cmd,
+                struct store_result *res);
+
+/* Number of commands of @b that succeeded so far. */
+size_t store_batch_count(const struct store_batch *b);
+
+/* Writes @b in one RocksDB write (synced when @sync) and frees it. On
+ * failure nothing of @b is visible and the revision is unchanged.
+ * Errors: DOSSIER_IO. */
+int store_batch_commit(struct store_batch *b, int sync,
+                       struct dossier_status *st);
+
+/* Drops @b unwritten. */
+void store_batch_abort(struct store_batch *b);
+
+#endif

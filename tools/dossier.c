@@ -1,0 +1,583 @@
+/* dossier: the admin and compliance command line of Dossier. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include <dossier/dossier.h>
+
+#include "json.h"
+#include "keyfile.h"
+
+#ifndef DOSSIER_VERSION
+#define DOSSIER_VERSION "0.0.0"
+#endif
+
+/* Exit codes a script can rely on. */
+enum exit_code {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,       /* anything not below */
+    EXIT_USAGE = 2,       /* bad command line */
+    EXIT_NOT_FOUND = 3,   /* the record or kind does not exist */
+    EXIT_CONFLICT = 4,    /* version conflict, already exists, retry */
+    EXIT_INVALID = 5,     /* the node refused the input */
+    EXIT_UNAVAILABLE = 6, /* node unreachable, deadline, shutting down */
+    EXIT_DENIED = 7,      /* unauthenticated or permission denied */
+};
+
+static const char usage_text[] =
+    "Usage: dossier [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "Talks to a Dossier node. Records go in and out as JSON.\n"
+    "\n"
+    "Options (before the command):\n"
+    "  -t, --target HOST:PORT  node to call (default $DOSSIER_TARGET, else\n"
+    "                          127.0.0.1:7700)\n"
+    "  -p, --purpose NAME      purpose of the calls (default "
+    "$DOSSIER_PURPOSE)\n"
+    "      --timeout MS        deadline of each call (default 10000)\n"
+    "      --pretty            indent JSON output\n"
+    "  -h, --help              this text\n"
+    "      --version           print the version\n"
+    "\n"
+    "Commands:\n"
+    "  keygen FILE             write a new master key file (mode 0600)\n"
+    "  put [FILE|-] [--expect-version N | --create]\n"
+    "                          create or replace records read as JSON\n"
+    "                          (an object, an array, or one per line);\n"
+    "                          prints {kind,id,version,created} per record\n"
+    "  get KIND ID             print a record\n"
+    "  delete KIND ID [--expect-version N]\n"
+    "  find KIND FIELD VALUE [--limit N] [--page-token T] [--all]\n"
+    "                          records whose indexed FIELD equals VALUE\n"
+    "  list SUBJECT [--kind K] [--limit N] [--page-token T] [--all]\n"
+    "                          records of a data subject\n"
+    "  scan KIND [--limit N] [--page-token T] [--all]\n"
+    "                          records of a kind, a page at a time\n"
+    "  schema list             every kind, one JSON object per line\n"
+    "  schema get KIND\n"
+    "  schema define [FILE|-]  create or extend a kind from JSON\n"
+    "\n"
+    "Listings print one record per line; when more remain and --all is\n"
+    "not given, the last line on stderr is \"next_page_token: T\".\n"
+    "\n"
+    "Exit status: 0 ok, 1 other error, 2 usage, 3 not found, 4 conflict\n"
+    "(version conflict, already exists), 5 input refused (invalid, unknown\n"
+    "kind, schema violation, too large), 6 node unavailable or too slow,\n"
+    "7 unauthenticated or permission denied.\n";
+
+struct cli {
+    struct dossier_client *client;
+    const char *target;
+    const char *purpose;
+    int64_t timeout_ms;
+    size_t json_flags;
+};
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "dossier: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(see dossier --help)\n");
+    return EXIT_USAGE;
+}
+
+static int exit_for(int code)
+{
+    switch (code) {
+    case DOSSIER_OK: return EXIT_OK;
+    case DOSSIER_NOT_FOUND: return EXIT_NOT_FOUND;
+    case DOSSIER_VERSION_CONFLICT:
+    case DOSSIER_ALREADY_EXISTS:
+    case DOSSIER_RETRY: return EXIT_CONFLICT;
+    case DOSSIER_INVALID_ARGUMENT:
+    case DOSSIER_UNKNOWN_KIND:
+    case DOSSIER_SCHEMA_VIOLATION:
+    case DOSSIER_TOO_LARGE:
+    case DOSSIER_FAILED_PRECONDITION: return EXIT_INVALID;
+    case DOSSIER_UNAVAILABLE:
+    case DOSSIER_DEADLINE_EXCEEDED:
+    case DOSSIER_CANCELLED: return EXIT_UNAVAILABLE;
+    case DOSSIER_UNAUTHENTICATED:
+    case DOSSIER_PERMISSION_DENIED: return EXIT_DENIED;
+    default: return EXIT_ERROR;
+    }
+}
+
+static int report(const struct dossier_status *st)
+{
+    fprintf(stderr, "dossier: %s: %s\n", dossier_code_name(st->code),
+            st->message);
+    return exit_for(st->code);
+}
+
+static int connect_node(struct cli *cli)
+{
+    struct dossier_client_options o;
+    struct dossier_status st;
+
+    dossier_client_options_init(&o);
+    o.target = cli->target;
+    o.purpose = cli->purpose;
+    o.timeout_ms = cli->timeout_ms;
+    if (dossier_client_open(&o, &cli->client, &st))
+        return report(&st);
+    return 0;
+}
+
+static int print_json(struct cli *cli, json_t *j)
+{
+    if (!j || json_dumpf(j, stdout, cli->json_flags) != 0) {
+        json_decref(j);
+        fprintf(stderr, "dossier: cannot print JSON\n");
+        return EXIT_ERROR;
+    }
+    fputc('\n', stdout);
+    json_decref(j);
+    return EXIT_OK;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s[0] || s[0] == '-')
+        return -1;
+    *out = strtoull(s, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+/* Options shared by the commands below. */
+struct cmd_opts {
+    uint64_t expect;
+    int has_expect;
+    uint32_t limit;
+    const char *page_token;
+    const char *kind;
+    int all;
+};
+
+/* Parses the options of a command from @argv (getopt state is reset) and
+ * leaves the positional arguments at argv[optind..]. */
+static int cmd_options(int argc, char **argv, const char *allowed,
+                       struct cmd_opts *o)
+{
+    static const struct option lopts[] = {
+        {"expect-version", required_argument, NULL, 'e'},
+        {"create", no_argument, NULL, 'C'},
+        {"limit", required_argument, NULL, 'l'},
+        {"page-token", required_argument, NULL, 'T'},
+        {"kind", required_argument, NULL, 'k'},
+        {"all", no_argument, NULL, 'a'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t v;
+    int ch;
+
+    memset(o, 0, sizeof(*o));
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "+", lopts, NULL)) != -1) {
+        if (ch == '?' || !strchr(allowed, ch))
+            return usage_error("%s: option not accepted here", argv[optind - 1]);
+        switch (ch) {
+        case 'e':
+            if (parse_u64(optarg, &o->expect))
+                return usage_error("--expect-version %s: not a version",
+                                   optarg);
+            o->has_expect = 1;
+            break;
+        case 'C':
+            o->expect = 0;
+            o->has_expect = 1;
+            break;
+        case 'l':
+            if (parse_u64(optarg, &v) || v == 0 || v > 1000)
+                return usage_error("--limit %s: give 1 to 1000", optarg);
+            o->limit = (uint32_t)v;
+            break;
+        case 'T': o->page_token = optarg; break;
+        case 'k': o->kind = optarg; break;
+        case 'a': o->all = 1; break;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int cmd_keygen(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_status st;
+    (void)cli;
+    if (argc != 2)
+        return usage_error("keygen needs exactly one FILE%s", "");
+    if (keyfile_create(argv[1], &st)) {
+        fprintf(stderr, "dossier: %s\n", st.message);
+        return st.code == DOSSIER_ALREADY_EXISTS ? EXIT_CONFLICT : EXIT_ERROR;
+    }
+    fprintf(stderr, "wrote a new master key to %s (mode 0600); keep it "
+            "secret and backed up apart from the data\n", argv[1]);
+    return EXIT_OK;
+}
+
+static int put_one(struct cli *cli, const json_t *j, size_t n,
+                   const struct cmd_opts *o)
+{
+    struct dossier_record *r;
+    struct dossier_put_result res;
+    struct dossier_status st;
+    char err[256];
+    int rc;
+
+    if (json_to_record(j, &r, err, sizeof(err))) {
+        fprintf(stderr, "dossier: record %zu: %s\n", n, err);
+        return EXIT_INVALID;
+    }
+    rc = dossier_put(cli->client, NULL, r,
+                     o->has_expect ? o->expect : DOSSIER_ANY_VERSION, &res,
+                     &st);
+    if (rc) {
+        fprintf(stderr, "dossier: record %zu (%s %s): %s: %s\n", n, r->kind,
+                r->id, dossier_code_name(st.code), st.message);
+        dossier_record_free(r);
+        return exit_for(rc);
+    }
+    rc = print_json(cli, json_pack("{s:s, s:s, s:I, s:b}", "kind", r->kind,
+                                   "id", r->id, "version",
+                                   (json_int_t)res.version, "created",
+                                   res.created));
+    dossier_record_free(r);
+    return rc;
+}
+
+static int cmd_put(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    const char *path;
+    FILE *in = stdin;
+    json_error_t jerr;
+    size_t n = 0;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "eC", &o)))
+        return rc;
+    if (argc - optind > 1)
+        return usage_error("put takes at most one FILE%s", "");
+    path = optind < argc ? argv[optind] : "-";
+    if (strcmp(path, "-") != 0) {
+        in = fopen(path, "r");
+        if (!in) {
+            fprintf(stderr, "dossier: cannot open %s: %s\n", path,
+                    strerror(errno));
+            return EXIT_ERROR;
+        }
+    }
+    if ((rc = connect_node(cli)))
+        goto out;
+    for (;;) {
+        json_t *j = json_loadf(in, JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES,
+                               &jerr);
+        if (!j) {
+            int c;
+            while ((c = fgetc(in)) == ' ' || c == '\n' || c == '\r' ||
+                   c == '\t')
+                ;
+            if (c == EOF && n > 0)
+                break;
+            if (c == EOF && n == 0 && jerr.position == 0) {
+                fprintf(stderr, "dossier: no records on input\n");
+                rc = EXIT_INVALID;
+                goto out;
+            }
+            fprintf(stderr, "dossier: input is not JSON: %s (line %d)\n",
+                    jerr.text, jerr.line);
+            rc = EXIT_INVALID;
+            goto out;
+        }
+        if (json_is_array(j)) {
+            for (size_t i = 0; i < json_array_size(j) && rc == 0; i++)
+                rc = put_one(cli, json_array_get(j, i), ++n, &o);
+        } else {
+            rc = put_one(cli, j, ++n, &o);
+        }
+        json_decref(j);
+        if (rc)
+            goto out;
+    }
+    rc = EXIT_OK;
+out:
+    if (in != stdin)
+        fclose(in);
+    return rc;
+}
+
+static int cmd_get(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_record *r;
+    struct dossier_status st;
+    int rc;
+
+    if (argc != 3)
+        return usage_error("get needs KIND and ID%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (dossier_get(cli->client, NULL, argv[1], argv[2], &r, &st))
+        return report(&st);
+    rc = print_json(cli, json_from_record(r));
+    dossier_record_free(r);
+    return rc;
+}
+
+static int cmd_delete(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    struct dossier_status st;
+    uint64_t version;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "e", &o)))
+        return rc;
+    if (argc - optind != 2)
+        return usage_error("delete needs KIND and ID%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (dossier_delete(cli->client, NULL, argv[optind], argv[optind + 1],
+                       o.has_expect ? o.expect : DOSSIER_ANY_VERSION,
+                       &version, &st))
+        return report(&st);
+    return print_json(cli, json_pack("{s:s, s:s, s:I}", "kind", argv[optind],
+                                     "id", argv[optind + 1], "deleted_version",
+                                     (json_int_t)version));
+}
+
+enum listing { L_FIND, L_LIST, L_SCAN };
+
+/* Runs a listing page by page, printing each record as a line. */
+static int run_listing(struct cli *cli, enum listing which, const char *a,
+                       const char *b, const struct dossier_value *v,
+                       const struct cmd_opts *o)
+{
+    struct dossier_page_request pr = {o->limit, o->page_token};
+    char *token = NULL;
+    int rc = 0;
+
+    for (;;) {
+        struct dossier_page page;
+        struct dossier_status st;
+        int e;
+        if (which == L_FIND)
+            e = dossier_find(cli->client, NULL, a, b, v, &pr, &page, &st);
+        else if (which == L_LIST)
+            e = dossier_list_by_subject(cli->client, NULL, a, o->kind, &pr,
+                                        &page, &st);
+        else
+            e = dossier_scan(cli->client, NULL, a, &pr, &page, &st);
+        if (e) {
+            rc = report(&st);
+            break;
+        }
+        for (size_t i = 0; i < page.n_records && rc == 0; i++)
+            rc = print_json(cli, json_from_record(page.records[i]));
+        free(token);
+        token = page.next_page_token;
+        page.next_page_token = NULL;
+        dossier_page_release(&page);
+        if (rc || !token)
+            break;
+        if (!o->all) {
+            fflush(stdout);
+            fprintf(stderr, "next_page_token: %s\n", token);
+            break;
+        }
+        pr.page_token = token;
+    }
+    free(token);
+    return rc;
+}
+
+static int cmd_find(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_value v = {.type = DOSSIER_TYPE_STRING};
+    struct cmd_opts o;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "lTa", &o)))
+        return rc;
+    if (argc - optind != 3)
+        return usage_error("find needs KIND, FIELD and VALUE%s", "");
+    v.u.s = argv[optind + 2];
+    if ((rc = connect_node(cli)))
+        return rc;
+    return run_listing(cli, L_FIND, argv[optind], argv[optind + 1], &v, &o);
+}
+
+static int cmd_list(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "klTa", &o)))
+        return rc;
+    if (argc - optind != 1)
+        return usage_error("list needs a SUBJECT id%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    return run_listing(cli, L_LIST, argv[optind], NULL, NULL, &o);
+}
+
+static int cmd_scan(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "lTa", &o)))
+        return rc;
+    if (argc - optind != 1)
+        return usage_error("scan needs a KIND%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    return run_listing(cli, L_SCAN, argv[optind], NULL, NULL, &o);
+}
+
+static int cmd_schema(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_kind_schema *k, **kinds;
+    struct dossier_status st;
+    size_t n;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("schema needs list, get or define%s", "");
+    if (strcmp(argv[1], "list") == 0) {
+        if (argc != 2)
+            return usage_error("schema list takes no arguments%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_schema_list(cli->client, NULL, &kinds, &n, &st))
+            return report(&st);
+        for (size_t i = 0; i < n; i++) {
+            if (rc == 0)
+                rc = print_json(cli, json_from_kind(kinds[i]));
+            dossier_kind_schema_free(kinds[i]);
+        }
+        free(kinds);
+        return rc;
+    }
+    if (strcmp(argv[1], "get") == 0) {
+        if (argc != 3)
+            return usage_error("schema get needs a KIND%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_schema_get(cli->client, NULL, argv[2], &k, &st))
+            return report(&st);
+        rc = print_json(cli, json_from_kind(k));
+        dossier_kind_schema_free(k);
+        return rc;
+    }
+    if (strcmp(argv[1], "define") == 0) {
+        const char *path = argc > 2 ? argv[2] : "-";
+        struct dossier_kind_schema *def, *stored;
+        json_error_t jerr;
+        char err[256];
+        json_t *j;
+
+        if (argc > 3)
+            return usage_error("schema define takes at most one FILE%s", "");
+        j = strcmp(path, "-") == 0 ? json_loadf(stdin, 0, &jerr)
+                                   : json_load_file(path, 0, &jerr);
+        if (!j) {
+            fprintf(stderr, "dossier: %s: not JSON: %s (line %d)\n", path,
+                    jerr.text, jerr.line);
+            return EXIT_INVALID;
+        }
+        rc = json_to_kind(j, &def, err, sizeof(err));
+        json_decref(j);
+        if (rc) {
+            fprintf(stderr, "dossier: %s: %s\n", path, err);
+            return EXIT_INVALID;
+        }
+        if ((rc = connect_node(cli))) {
+            dossier_kind_schema_free(def);
+            return rc;
+        }
+        rc = dossier_schema_define(cli->client, NULL, def, &stored, &st);
+        dossier_kind_schema_free(def);
+        if (rc)
+            return report(&st);
+        rc = print_json(cli, json_from_kind(stored));
+        dossier_kind_schema_free(stored);
+        return rc;
+    }
+    return usage_error("unknown schema command '%s'", argv[1]);
+}
+
+struct command {
+    const char *name;
+    int (*run)(struct cli *cli, int argc, char **argv);
+};
+
+static const struct command commands[] = {
+    {"keygen", cmd_keygen}, {"put", cmd_put},   {"get", cmd_get},
+    {"delete", cmd_delete}, {"find", cmd_find}, {"list", cmd_list},
+    {"scan", cmd_scan},     {"schema", cmd_schema},
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        {"target", required_argument, NULL, 't'},
+        {"purpose", required_argument, NULL, 'p'},
+        {"timeout", required_argument, NULL, 'O'},
+        {"pretty", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cli cli = {0};
+    uint64_t timeout;
+    int ch, rc;
+
+    cli.target = getenv("DOSSIER_TARGET");
+    if (!cli.target || !cli.target[0])
+        cli.target = "127.0.0.1:7700";
+    cli.purpose = getenv("DOSSIER_PURPOSE");
+    cli.json_flags = JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER;
+    opterr = 0;
+    /* '+' stops at the command: its own options belong to it. */
+    while ((ch = getopt_long(argc, argv, "+t:p:h", lopts, NULL)) != -1) {
+        switch (ch) {
+        case 't': cli.target = optarg; break;
+        case 'p': cli.purpose = optarg; break;
+        case 'O':
+            if (parse_u64(optarg, &timeout) || timeout == 0 ||
+                timeout > 3600000)
+                return usage_error("--timeout %s: give milliseconds", optarg);
+            cli.timeout_ms = (int64_t)timeout;
+            break;
+        case 'P':
+            cli.json_flags = JSON_INDENT(2) | JSON_ENSURE_ASCII |
+                             JSON_PRESERVE_ORDER;
+            break;
+        case 'h': fputs(usage_text, stdout); return EXIT_OK;
+        case 'V': printf("dossier %s\n", DOSSIER_VERSION); return EXIT_OK;
+        default: return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error("no command given%s", "");
+    if (sodium_init() < 0)
+        return EXIT_ERROR;
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, argv[optind]) == 0) {
+            rc = commands[i].run(&cli, argc - optind, argv + optind);
+            dossier_client_close(cli.client);
+            return rc;
+        }
+    return usage_error("unknown command '%s'", argv[optind]);
+}

@@ -1,0 +1,41 @@
+/* Records and kinds as JSON, for the CLI (jansson does the parsing).
+ *
+ * A record:
+ *   {"kind": "contact", "id": "c-1", "subject_id": "s-1",
+ *    "version": 12, "created_at_ms": 1763900000000, "updated_at_ms": ...,
+ *    "fields": {"email": "ann@example.com", "lead_score": 40},
+ *    "links": [{"label": "works_at", "kind": "company", "id": "acme"}]}
+ * Field values are JSON strings, integers, reals, booleans or null (absent).
+ * On input, version and the times are ignored and any other key is an
+ * error, so a typo is never silently dropped.
+ *
+ * A kind:
+ *   {"kind": "member", "personal": true, "description": "...",
+ *    "fields": [{"name": "tier", "type": "enum", "category": "operational",
+ *                "indexed": true, "required": false, "retention_days": 0,
+ *                "allowed_values": ["gold", "silver"], "description": ""}]}
+ */
+#ifndef DOSSIER_TOOLS_JSON_H
+#define DOSSIER_TOOLS_JSON_H
+
+#include <jansson.h>
+
+#include <dossier/dossier.h>
+
+/* A new JSON object for @r; NULL when out of memory. */
+json_t *json_from_record(const struct dossier_record *r);
+
+/* A new record from @j into *@out. On failure returns -1 and writes what
+ * is wrong, naming the key, into @err (@cap bytes). */
+int json_to_record(const json_t *j, struct dossier_record **out, char *err,
+                   size_t cap);
+
+/* A JSON value for @v (null for a null value). */
+json_t *json_from_value(const struct dossier_value *v);
+
+/* Kinds. json_to_kind's result is freed with dossier_kind_schema_free. */
+json_t *json_from_kind(const struct dossier_kind_schema *s);
+int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
+                 size_t cap);
+
+#endif
