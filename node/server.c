@@ -13,6 +13,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <sodium.h>
 
@@ -62,7 +63,7 @@ static const struct api_method methods[] = {
 /* Calls still running this long after a stop is asked are cancelled. */
 #define STOP_GRACE_MS 5000
 
-enum tag_kind { TAG_NEW_CALL, TAG_DONE, TAG_SHUTDOWN };
+enum tag_kind { TAG_NEW_CALL, TAG_UNKNOWN_CALL, TAG_DONE, TAG_SHUTDOWN };
 
 struct tag {
     enum tag_kind kind;
@@ -77,6 +78,7 @@ struct call {
 
     grpc_call *call;
     gpr_timespec deadline;
+    grpc_call_details details_in; /* calls of methods not in the table */
     grpc_metadata_array md;
     grpc_byte_buffer *payload;
     ProtobufCMessage *req;
@@ -146,6 +148,8 @@ static void call_free(struct call *c)
     if (c->replied)
         grpc_slice_unref(c->details);
     grpc_metadata_array_destroy(&c->md);
+    if (!c->m)
+        grpc_call_details_destroy(&c->details_in);
     if (c->call)
         grpc_call_unref(c->call);
     free(c);
@@ -178,6 +182,28 @@ static void request_call(struct server *s, size_t i)
     }
 }
 
+/* Asks gRPC for the next call of a method that is not in the table, so
+ * that it gets UNIMPLEMENTED at once rather than waiting for its deadline. */
+static void request_unknown(struct server *s)
+{
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->srv = s;
+    c->tag_new = (struct tag){TAG_UNKNOWN_CALL, c};
+    c->tag_done = (struct tag){TAG_DONE, c};
+    grpc_call_details_init(&c->details_in);
+    grpc_metadata_array_init(&c->md);
+    if (grpc_server_request_call(s->grpc, &c->call, &c->details_in, &c->md,
+                                 s->cq, s->cq, &c->tag_new) != GRPC_CALL_OK)
+        call_free(c);
+}
+
+static const char *call_path(const struct call *c)
+{
+    return c->m ? c->m->path : "an unknown method";
+}
+
 /* Sends the whole answer of @c in one batch: initial metadata, the message
  * (on success), the status with the Dossier error name as a trailer, and
  * the receipt of the client's close. */
@@ -189,7 +215,7 @@ static void call_send(struct call *c, int code, const char *message,
     grpc_call_error e;
 
     if (c->replied) {
-        log_printf(LOG_ERROR, "bug: %s answered twice", c->m->path);
+        log_printf(LOG_ERROR, "bug: %s answered twice", call_path(c));
         return;
     }
     c->replied = 1;
@@ -225,7 +251,7 @@ static void call_send(struct call *c, int code, const char *message,
     e = grpc_call_start_batch(c->call, ops, n, &c->tag_done, NULL);
     if (e != GRPC_CALL_OK) {
         /* The batch never completes, so the loop never sees tag_done. */
-        log_printf(LOG_ERROR, "cannot answer %s: error %d", c->m->path,
+        log_printf(LOG_ERROR, "cannot answer %s: error %d", call_path(c),
                    (int)e);
         __atomic_fetch_sub(&c->srv->in_flight, 1, __ATOMIC_RELAXED);
         call_free(c);
@@ -356,6 +382,7 @@ int server_start(struct node *n, const char *listen, size_t max_message,
     for (size_t i = 0; i < N_METHODS; i++)
         for (int k = 0; k < methods[i].outstanding; k++)
             request_call(s, i);
+    request_unknown(s);
     *out = s;
     return err_ok(st);
 }
@@ -406,6 +433,22 @@ void server_run(struct server *s)
                 request_call(s, (size_t)(c->m - methods));
             __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
             call_start(c);
+            break;
+        }
+        case TAG_UNKNOWN_CALL: {
+            struct call *c = t->ptr;
+            char *method;
+            if (!ev.success) {
+                call_free(c);
+                break;
+            }
+            if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+                request_unknown(s);
+            __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
+            method = grpc_slice_to_c_string(c->details_in.method);
+            call_fail(c, DOSSIER_UNIMPLEMENTED, "this node has no method %.200s",
+                      method);
+            gpr_free(method);
             break;
         }
         case TAG_DONE:

@@ -180,9 +180,10 @@ static int cmd_options(int argc, char **argv, const char *allowed,
     int ch;
 
     memset(o, 0, sizeof(*o));
-    optind = 1;
+    optind = 0; /* 0, not 1: makes glibc start a fresh scan */
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+", lopts, NULL)) != -1) {
+    /* Options may come before or after the arguments; "--" ends them. */
+    while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
         if (ch == '?' || !strchr(allowed, ch))
             return usage_error("%s: option not accepted here", argv[optind - 1]);
         switch (ch) {

@@ -64,6 +64,7 @@ grpc_status_code err_to_grpc(int code)
     case DOSSIER_DEADLINE_EXCEEDED: return GRPC_STATUS_DEADLINE_EXCEEDED;
     case DOSSIER_CANCELLED: return GRPC_STATUS_CANCELLED;
     case DOSSIER_CORRUPT: return GRPC_STATUS_DATA_LOSS;
+    case DOSSIER_UNIMPLEMENTED: return GRPC_STATUS_UNIMPLEMENTED;
     default: return GRPC_STATUS_INTERNAL;
     }
 }
@@ -90,6 +91,7 @@ int err_from_grpc(grpc_status_code s, const char *name)
     case GRPC_STATUS_DEADLINE_EXCEEDED: return DOSSIER_DEADLINE_EXCEEDED;
     case GRPC_STATUS_CANCELLED: return DOSSIER_CANCELLED;
     case GRPC_STATUS_DATA_LOSS: return DOSSIER_CORRUPT;
+    case GRPC_STATUS_UNIMPLEMENTED: return DOSSIER_UNIMPLEMENTED;
     default: return DOSSIER_INTERNAL;
     }
 }

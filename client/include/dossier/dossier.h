@@ -47,7 +47,8 @@ extern "C" {
     X(CORRUPT, 16, "corrupt data")                                          \
     X(WRONG_KEY, 17, "wrong master key")                                    \
     X(RETRY, 18, "transient conflict, retry")                               \
-    X(INTERNAL, 19, "internal error")
+    X(INTERNAL, 19, "internal error")                                       \
+    X(UNIMPLEMENTED, 20, "method not implemented by this node")
 
 enum dossier_code {
 #define DOSSIER_X_ENUM(name, value, msg) DOSSIER_##name = value,
@@ -239,7 +240,9 @@ DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_client_open(const struct dossier_client_options *o,
                     struct dossier_client **out, struct dossier_status *st);
 
-/* Closes @c; calls still running on other threads must have returned. */
+/* Closes @c: waits for the callbacks of asynchronous calls still in flight,
+ * then frees it. Synchronous calls running on other threads must have
+ * returned. NULL is a no-op. */
 DOSSIER_API void dossier_client_close(struct dossier_client *c);
 
 /* ------------------------------------------------------------------------
@@ -326,6 +329,39 @@ DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_scan(struct dossier_client *c, const struct dossier_call_options *co,
              const char *kind, const struct dossier_page_request *pr,
              struct dossier_page *out, struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Asynchronous records calls
+ *
+ * For services that keep many calls in flight from few threads. A call
+ * started this way returns at once; its callback runs exactly once, later,
+ * on the client's completion thread (one per client, started on first use).
+ * A callback should return quickly; it may start further calls, synchronous
+ * or not. dossier_client_close() waits until every callback has run.
+ * A start function that returns an error never runs the callback. */
+
+/* @st is borrowed for the call; @res is NULL unless st->code is 0. */
+typedef void (*dossier_put_cb)(void *arg, const struct dossier_status *st,
+                               const struct dossier_put_result *res);
+
+/* @r is the caller's to free with dossier_record_free(); NULL unless
+ * st->code is 0. */
+typedef void (*dossier_get_cb)(void *arg, const struct dossier_status *st,
+                               struct dossier_record *r);
+
+/* As dossier_put(); @r is copied before this returns. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_put_async(struct dossier_client *c,
+                  const struct dossier_call_options *co,
+                  const struct dossier_record *r, uint64_t expected_version,
+                  dossier_put_cb cb, void *arg, struct dossier_status *st);
+
+/* As dossier_get(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_get_async(struct dossier_client *c,
+                  const struct dossier_call_options *co, const char *kind,
+                  const char *id, dossier_get_cb cb, void *arg,
+                  struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
  * Schema */
