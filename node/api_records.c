@@ -459,8 +459,14 @@ void api_records_list_by_subject(struct call *c, ProtobufCMessage *msg)
     }
     if (token_decode(req->page_token, prefix, STORE_SP_BYTES,
                      STORE_RID_BYTES + 2, STORE_KEY_MAX - STORE_SP_BYTES,
-                     after, &alen, &st) ||
-        page_init(&pg, n, req->page_size, &st))
+                     after, &alen, &st))
+        return call_fail_status(c, &st);
+    /* A token from a listing with another kind filter does not belong
+     * here. */
+    if (alen && memcmp(after, prefix, plen) != 0)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "page_token is not one this listing issued");
+    if (page_init(&pg, n, req->page_size, &st))
         return call_fail_status(c, &st);
     if (store_scan(n->store, STORE_SUBJECT, prefix, plen, alen ? after : NULL,
                    alen, subject_cb, &pg, &st))

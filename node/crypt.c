@@ -96,7 +96,8 @@ static void nonce_draw(uint8_t out[CRYPT_NONCE_BYTES])
 /* ------------------------------------------------------------------ */
 /* Boxes */
 
-#define AD_MAX 1024
+/* Room for the largest place crypt.h allows: four 256-byte components. */
+#define AD_MAX 2048
 
 static int lp_put(uint8_t *ad, size_t *off, const void *p, size_t len)
 {
@@ -524,6 +525,9 @@ int crypt_subject_key_new(const struct crypt *c,
     char vname[16];
     uint8_t *wrapped, *sealed;
 
+    if (subject_len == 0 || subject_len > CRYPT_SUBJECT_ID_MAX)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "a subject id has 1 to %d bytes", CRYPT_SUBJECT_ID_MAX);
     wrapped = malloc(crypt_box_len(CRYPT_KEY_BYTES));
     sealed = malloc(crypt_box_len(subject_len));
     if (!wrapped || !sealed) {

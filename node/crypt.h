@@ -30,6 +30,10 @@
  *   subject pseudonym = H(pseudonym key; subject id)
  *   record pseudonym  = H(record key; lp(kind) | lp(id))
  *   blind index       = H(index key; lp(kind) | lp(field) | lp(normalized))
+ *
+ * Key check value of a master key (Meta.kek_check), keyed BLAKE2b, 16 bytes:
+ *   H(master key; "dossier.kek-check.v1")
+ * Its first 8 bytes in hex are the "key id" operators see in messages.
  */
 #ifndef DOSSIER_NODE_CRYPT_H
 #define DOSSIER_NODE_CRYPT_H
@@ -90,9 +94,10 @@ int crypt_new(struct keyfile *kf, size_t cache_entries, struct crypt **out,
 /* Wipes every key and frees @c. NULL is a no-op. */
 void crypt_free(struct crypt *c);
 
-/* For a new data directory: draws a random keyset and seals it under the
- * current master key into @m's kek_version, kek_check and sealed_keyset
- * (malloc'd; the caller frees them with the message). */
+/* For a new data directory: draws a random keyset and a cluster id and
+ * seals the keyset under the current master key, filling @m's cluster_id,
+ * kek_version, kek_check and sealed_keyset. The three byte fields are
+ * malloc'd; the caller frees each data pointer with free(). */
 int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
                         struct dossier_status *st);
 
@@ -125,9 +130,10 @@ void crypt_dek_wipe(struct crypt_dek *k);
 /* The shared key of records without a subject, copied into @k. */
 void crypt_shared_dek(const struct crypt *c, struct crypt_dek *k);
 
-/* Creates a new data key for subject @sp (id @subject_id, borrowed) into
- * @k and fills @out (fields malloc'd, freed with the message).
- * Errors: DOSSIER_NOMEM. */
+/* Creates a new data key for subject @sp (id @subject_id, borrowed, 1 to
+ * CRYPT_SUBJECT_ID_MAX bytes) into @k and fills @out, whose wrapped_dek and
+ * sealed_subject_id data the caller frees with free().
+ * Errors: DOSSIER_INVALID_ARGUMENT (id length), DOSSIER_NOMEM. */
 int crypt_subject_key_new(const struct crypt *c,
                           const uint8_t sp[CRYPT_PSEUDONYM_BYTES],
                           const char *subject_id, size_t subject_len,

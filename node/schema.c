@@ -462,10 +462,11 @@ int schema_index_value(const KindSchema *k, const FieldSchema *f,
     }
     rc = check_value(k, f, &copy, st);
     if (rc) {
+        /* A query value, not a record: the caller's argument is wrong. */
         free(tmp);
         if (st)
-            st->code = rc = DOSSIER_INVALID_ARGUMENT;
-        return rc;
+            st->code = DOSSIER_INVALID_ARGUMENT;
+        return DOSSIER_INVALID_ARGUMENT;
     }
     switch (copy.kind_case) {
     case V(STRING_VALUE):

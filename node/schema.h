@@ -33,7 +33,8 @@ const FieldSchema *schema_field(const KindSchema *k, const char *name);
 /* Checks @r against @k and normalises it in place: phones become E.164,
  * integers given for double fields become doubles. A field whose value is
  * null (no member set) is absent: callers skip it. The message names the
- * field at fault.
+ * field at fault. On failure @r may be partly normalised: it is a request
+ * being refused, to be discarded.
  * Errors: DOSSIER_SCHEMA_VIOLATION, DOSSIER_INVALID_ARGUMENT. */
 int schema_check_record(const KindSchema *k, Dossier__V1__Record *r,
                         struct dossier_status *st);
@@ -51,7 +52,9 @@ int schema_index_value(const KindSchema *k, const FieldSchema *f,
 int schema_check_definition(const KindSchema *k, struct dossier_status *st);
 
 /* Checks that @next may replace @prev (both borrowed): no field removed, no
- * type or indexing changed, the personal flag kept.
+ * type or indexing changed, the personal flag kept. Categories,
+ * descriptions, retention, the required flag and allowed values may change
+ * (records already stored keep the values they have).
  * Errors: DOSSIER_FAILED_PRECONDITION. */
 int schema_check_compatible(const KindSchema *prev, const KindSchema *next,
                             struct dossier_status *st);
@@ -69,12 +72,14 @@ void schema_registry_free(struct schema_registry *r);
 const KindSchema *schema_registry_get(struct schema_registry *r,
                                       const char *name);
 
-/* Sets @k (taken; freed with protobuf_c_message_free_unpacked and the
- * default allocator) as the current definition of its kind. */
+/* Sets @k (taken on success; freed with protobuf_c_message_free_unpacked
+ * and the default allocator) as the current definition of its kind.
+ * Returns 0, or -1 when out of memory (then @k stays the caller's). */
 int schema_registry_set(struct schema_registry *r, KindSchema *k);
 
 /* Every kind, sorted by name, into *@out (an array the caller frees with
- * free(); the kinds are borrowed as for schema_registry_get()). */
+ * free(); the kinds are borrowed as for schema_registry_get()). Returns 0,
+ * or -1 when out of memory. */
 int schema_registry_list(struct schema_registry *r, const KindSchema ***out,
                          size_t *n);
 

@@ -153,7 +153,8 @@ static int fsync_path(const char *path)
     return rc;
 }
 
-/* Checks @dir: *@created is 1 when it is missing or empty (and made). */
+/* Checks @dir: *@created is 1 when it is missing (then made, mode 0700) or
+ * empty. */
 static int dir_prepare(const char *dir, int *created, struct dossier_status *st)
 {
     char marker[4096], buf[128];
@@ -522,6 +523,16 @@ int store_subject_key_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
     return subject_key_read(s, NULL, sp, out, st);
 }
 
+/* RocksDB's default order: bytewise, a proper prefix first. */
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
+                   size_t blen)
+{
+    int c = (alen && blen) ? memcmp(a, b, alen < blen ? alen : blen) : 0;
+    if (c)
+        return c;
+    return (alen > blen) - (alen < blen);
+}
+
 /* The smallest key greater than every key starting with @p: @p with its
  * last byte below 0xff incremented and the rest cut. Returns 0 when there is
  * none (all 0xff). */
@@ -554,7 +565,10 @@ int store_scan(struct store *s, enum store_family family,
         rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper,
                                                     upper_len);
     it = rocksdb_create_iterator_cf(s->db, ro, s->cf[family]);
-    if (after && after_len)
+    /* Start at the greater of @after and @prefix: an @after that sorts
+     * before the prefix must not hide the prefix's keys. */
+    if (after && after_len &&
+        key_cmp(after, after_len, prefix, prefix_len) > 0)
         rocksdb_iter_seek(it, (const char *)after, after_len);
     else if (prefix_len)
         rocksdb_iter_seek(it, (const char *)prefix, prefix_len);
@@ -731,8 +745,9 @@ static int apply_put(struct store_batch *b, const Command *cmd,
         }
     }
     if (old && (old->subject.len != op->subject.len ||
-                memcmp(old->subject.data, op->subject.data,
-                       op->subject.len) != 0)) {
+                (op->subject.len &&
+                 memcmp(old->subject.data, op->subject.data,
+                        op->subject.len) != 0))) {
         rc = err_set(st, DOSSIER_FAILED_PRECONDITION,
                      "a record's subject cannot change; delete the record "
                      "and create it again");

@@ -56,7 +56,7 @@ typedef Dossier__Store__V1__Command Command;
 struct store;
 
 /* Opens the data directory @dir, making it (mode 0700) when it is missing
- * or empty; *@created tells which. Refuses a non-empty directory that is
+ * and initialising it when it is missing or empty; *@created tells which. Refuses a non-empty directory that is
  * not Dossier's, and a database RocksDB finds corrupt.
  * Errors: DOSSIER_FAILED_PRECONDITION (not a Dossier directory, another
  * process holds it), DOSSIER_IO, DOSSIER_CORRUPT, DOSSIER_NOMEM. */
@@ -68,7 +68,8 @@ void store_close(struct store *s);
 
 /* The meta record into *@out (free with
  * dossier__store__v1__meta__free_unpacked). Errors: DOSSIER_NOT_FOUND (a
- * directory made but never initialised), DOSSIER_CORRUPT, DOSSIER_IO. */
+ * directory made but never initialised), DOSSIER_FAILED_PRECONDITION (a
+ * format this version does not read), DOSSIER_CORRUPT, DOSSIER_IO. */
 int store_meta_get(struct store *s, Dossier__Store__V1__Meta **out,
                    struct dossier_status *st);
 

@@ -73,7 +73,8 @@ int err_from_grpc(grpc_status_code s, const char *name)
 {
     if (name) {
         int code = err_from_name(name);
-        if (code >= 0)
+        /* A trailer naming success on a failed call is not believed. */
+        if (code > 0 || (code == 0 && s == GRPC_STATUS_OK))
             return code;
     }
     switch (s) {

@@ -27,7 +27,11 @@ int err_from_name(const char *name);
 
 /* Fills @st (may be NULL) with @code and a printf-style message, and
  * returns @code, so that callers can write `return err_set(st, ...)`.
- * An empty @fmt uses the table's message. */
+ * A NULL or empty @fmt (possible through err_vset) uses the table's
+ * message.
+ *
+ * Convention: the public API (dossier.h) fills a status on success too;
+ * internal modules fill it only when they fail. */
 int err_set(struct dossier_status *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int err_vset(struct dossier_status *st, int code, const char *fmt,

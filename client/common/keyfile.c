@@ -113,7 +113,7 @@ int keyfile_load(struct keyfile *kf, const char *path,
                  struct dossier_status *st)
 {
     struct stat sb;
-    char *buf = NULL, *line, *save = NULL;
+    char *buf = NULL, *line, *next;
     ssize_t got;
     size_t len = 0;
     int fd, rc = 0, lineno = 0;
@@ -161,8 +161,12 @@ int keyfile_load(struct keyfile *kf, const char *path,
         len += (size_t)got;
     }
     buf[len] = '\0';
-    for (line = strtok_r(buf, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
+    /* Split by hand rather than with strtok: blank lines must count, or the
+     * line number in a message would point at the wrong line. */
+    for (line = buf; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         rc = parse_line(kf, line, path, lineno, st);
         if (rc)
