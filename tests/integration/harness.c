@@ -1,0 +1,328 @@
+/* Integration test harness: real dossierd processes, stopped by PID. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef DOSSIERD_PATH
+#error "DOSSIERD_PATH must name the dossierd binary"
+#endif
+#ifndef DOSSIER_CLI_PATH
+#error "DOSSIER_CLI_PATH must name the dossier binary"
+#endif
+
+#define MAX_PROCS 64
+
+static pid_t started[MAX_PROCS];
+static int cleanup_registered;
+
+static void fatal(const char *what)
+{
+    fprintf(stderr, "harness: %s: %s\n", what, strerror(errno));
+    abort();
+}
+
+/* Kills whatever is still running when the test program exits, so that no
+ * process outlives its test even when an assertion fails half-way. */
+static void kill_all(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] > 0) {
+            kill(started[i], SIGKILL);
+            waitpid(started[i], NULL, 0);
+            started[i] = 0;
+        }
+}
+
+static void on_fatal_signal(int sig)
+{
+    kill_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void track(pid_t pid)
+{
+    if (!cleanup_registered) {
+        atexit(kill_all);
+        signal(SIGABRT, on_fatal_signal);
+        signal(SIGSEGV, on_fatal_signal);
+        signal(SIGTERM, on_fatal_signal);
+        signal(SIGINT, on_fatal_signal);
+        cleanup_registered = 1;
+    }
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] == 0) {
+            started[i] = pid;
+            return;
+        }
+    fprintf(stderr, "harness: too many processes\n");
+    abort();
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] == pid)
+            started[i] = 0;
+}
+
+int harness_running(void)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_PROCS; i++)
+        n += started[i] > 0;
+    return n;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+                  struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void harness_rmtree(const char *path)
+{
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int harness_sh(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    FILE *p;
+    size_t n = 0;
+    int status;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    fflush(NULL);
+    p = popen(cmd, "r");
+    if (!p)
+        fatal("popen");
+    if (out && cap) {
+        size_t got;
+        while (n + 1 < cap && (got = fread(out + n, 1, cap - 1 - n, p)) > 0)
+            n += got;
+        out[n] = '\0';
+    }
+    {
+        char sink[4096];
+        while (fread(sink, 1, sizeof(sink), p) > 0)
+            ;
+    }
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void node_init(struct node_proc *n)
+{
+    memset(n, 0, sizeof(*n));
+    snprintf(n->dir, sizeof(n->dir), "/tmp/dossier-test-XXXXXX");
+    if (!mkdtemp(n->dir))
+        fatal("mkdtemp");
+    snprintf(n->data, sizeof(n->data), "%s/data", n->dir);
+    snprintf(n->key, sizeof(n->key), "%s/master.key", n->dir);
+    snprintf(n->log, sizeof(n->log), "%s/node.log", n->dir);
+    snprintf(n->ready, sizeof(n->ready), "%s/ready", n->dir);
+    if (harness_sh(NULL, 0, "%s keygen %s 2>/dev/null", DOSSIER_CLI_PATH,
+                   n->key) != 0) {
+        fprintf(stderr, "harness: dossier keygen failed\n");
+        abort();
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* fork+exec dossierd with @argv, stderr to @log (appended). */
+static pid_t spawn(const char *const *argv, const char *log)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        fatal("fork");
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execv(DOSSIERD_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    track(pid);
+    return pid;
+}
+
+static void print_log(const char *log)
+{
+    char buf[8192];
+    int fd = open(log, O_RDONLY);
+    ssize_t got;
+    if (fd < 0)
+        return;
+    fprintf(stderr, "---- %s ----\n", log);
+    while ((got = read(fd, buf, sizeof(buf))) > 0)
+        fwrite(buf, 1, (size_t)got, stderr);
+    close(fd);
+    fprintf(stderr, "----\n");
+}
+
+int node_start(struct node_proc *n, const char *const *extra)
+{
+    const char *argv[64];
+    int a = 0, status;
+    double deadline = now_s() + 20;
+
+    unlink(n->ready);
+    argv[a++] = "dossierd";
+    argv[a++] = "--data-dir";
+    argv[a++] = n->data;
+    argv[a++] = "--key-file";
+    argv[a++] = n->key;
+    argv[a++] = "--listen";
+    argv[a++] = "127.0.0.1:0";
+    argv[a++] = "--ready-file";
+    argv[a++] = n->ready;
+    for (int i = 0; extra && extra[i] && a < 62; i++)
+        argv[a++] = extra[i];
+    argv[a] = NULL;
+    n->pid = spawn(argv, n->log);
+    while (now_s() < deadline) {
+        FILE *f = fopen(n->ready, "r");
+        if (f) {
+            int ok = fscanf(f, "%63s", n->addr) == 1;
+            fclose(f);
+            if (ok)
+                return 0;
+        }
+        if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+            untrack(n->pid);
+            n->pid = 0;
+            fprintf(stderr, "harness: dossierd exited while starting\n");
+            print_log(n->log);
+            return -1;
+        }
+        usleep(20000);
+    }
+    fprintf(stderr, "harness: dossierd not ready after 20 s\n");
+    print_log(n->log);
+    node_kill9(n);
+    return -1;
+}
+
+static int wait_exit(pid_t pid, double seconds)
+{
+    double deadline = now_s() + seconds;
+    int status;
+    while (now_s() < deadline) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            untrack(pid);
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        if (r < 0)
+            return -1;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    untrack(pid);
+    return -1;
+}
+
+int node_run_to_exit(struct node_proc *n, const char *const *args, char *err,
+                     size_t cap)
+{
+    char log[400];
+    const char *argv[64];
+    int a = 0, rc;
+    pid_t pid;
+    FILE *f;
+
+    snprintf(log, sizeof(log), "%s/run-to-exit.log", n->dir);
+    unlink(log);
+    argv[a++] = "dossierd";
+    for (int i = 0; args && args[i] && a < 63; i++)
+        argv[a++] = args[i];
+    argv[a] = NULL;
+    pid = spawn(argv, log);
+    rc = wait_exit(pid, 20);
+    if (err && cap) {
+        size_t got = 0;
+        err[0] = '\0';
+        f = fopen(log, "r");
+        if (f) {
+            got = fread(err, 1, cap - 1, f);
+            err[got] = '\0';
+            fclose(f);
+        }
+    }
+    return rc;
+}
+
+int node_stop(struct node_proc *n)
+{
+    int rc;
+    if (!n->pid)
+        return -1;
+    kill(n->pid, SIGTERM);
+    rc = wait_exit(n->pid, 20);
+    n->pid = 0;
+    return rc;
+}
+
+void node_kill9(struct node_proc *n)
+{
+    if (!n->pid)
+        return;
+    kill(n->pid, SIGKILL);
+    waitpid(n->pid, NULL, 0);
+    untrack(n->pid);
+    n->pid = 0;
+}
+
+void node_destroy(struct node_proc *n)
+{
+    if (n->pid)
+        node_stop(n);
+    if (n->dir[0])
+        harness_rmtree(n->dir);
+    memset(n, 0, sizeof(*n));
+}
+
+struct dossier_client *node_client(const struct node_proc *n)
+{
+    struct dossier_client_options o;
+    struct dossier_client *c;
+    struct dossier_status st;
+
+    dossier_client_options_init(&o);
+    o.target = n->addr;
+    o.purpose = "integration-test";
+    o.timeout_ms = 20000;
+    if (dossier_client_open(&o, &c, &st) != 0) {
+        fprintf(stderr, "harness: client: %s\n", st.message);
+        abort();
+    }
+    return c;
+}

@@ -1,0 +1,164 @@
+#!/bin/bash
+# The dossier CLI against a real dossierd: JSON in and out, and the exit
+# codes a script relies on. Usage: test_cli.sh DOSSIERD DOSSIER
+set -u
+DOSSIERD=$1
+DOSSIER=$2
+PY=/usr/bin/python3
+WORK=$(mktemp -d /tmp/dossier-cli-XXXXXX)
+NODE_PID=
+failures=0
+
+cleanup() {
+    if [ -n "$NODE_PID" ]; then kill -9 "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+ok() { echo "ok: $*"; }
+
+# expect CODE DESCRIPTION -- COMMAND...: runs COMMAND, checks its exit code,
+# leaves stdout in $WORK/out and stderr in $WORK/err.
+expect() {
+    local want=$1 what=$2
+    shift 3
+    "$@" >"$WORK/out" 2>"$WORK/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok "$what"; else
+        fail "$what: exit $got, wanted $want"; sed 's/^/    /' "$WORK/err"; fi
+}
+
+contains() { # FILE TEXT DESCRIPTION
+    if grep -qF -- "$2" "$1"; then ok "$3"; else fail "$3: '$2' not in output"; sed 's/^/    /' "$1"; fi
+}
+
+json_check() { # DESCRIPTION PYTHON-EXPRESSION over d = the JSON in $WORK/out
+    if $PY -c "import json,sys; d=json.load(open('$WORK/out')); sys.exit(0 if ($2) else 1)"; then
+        ok "$1"; else fail "$1"; sed 's/^/    /' "$WORK/out"; fi
+}
+
+# --- keys and help, no node needed --------------------------------------
+expect 0 "keygen writes a key" -- "$DOSSIER" keygen "$WORK/master.key"
+[ "$(stat -c %a "$WORK/master.key")" = 600 ] && ok "key file is mode 600" || fail "key file mode"
+expect 4 "keygen refuses to overwrite" -- "$DOSSIER" keygen "$WORK/master.key"
+expect 0 "dossier --help" -- "$DOSSIER" --help
+for cmd in keygen put get delete find list scan "schema list"; do
+    contains "$WORK/out" "$cmd" "help lists '$cmd'"
+done
+expect 0 "dossierd --help" -- "$DOSSIERD" --help
+for flag in --config --listen --data-dir --key-file --ready-file --log-level \
+            --max-message-bytes --key-cache-entries --block-cache-mb --group-commit-max; do
+    contains "$WORK/out" "$flag" "dossierd --help documents $flag"
+done
+expect 2 "dossierd refuses an unknown flag" -- "$DOSSIERD" --no-such-flag
+expect 2 "dossier without a command is a usage error" -- "$DOSSIER"
+expect 2 "unknown command is a usage error" -- "$DOSSIER" frobnicate
+expect 2 "get with missing arguments is a usage error" -- "$DOSSIER" get contact
+
+# --- a node ---------------------------------------------------------------
+"$DOSSIERD" --data-dir "$WORK/data" --key-file "$WORK/master.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready" 2>"$WORK/node.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready" ] && break; sleep 0.05; done
+[ -s "$WORK/ready" ] || { echo "node did not start"; cat "$WORK/node.log"; exit 1; }
+export DOSSIER_TARGET=$(cat "$WORK/ready")
+ok "node serving on $DOSSIER_TARGET"
+
+cat >"$WORK/records.jsonl" <<'JSON'
+{"kind":"company","id":"acme","fields":{"name":"Acme Ltd","domain":"acme.example","employees":120}}
+{"kind":"contact","id":"c1","subject_id":"s1","fields":{"first_name":"Ann","email":"Ann@Example.com","phone":"+44 20 7946 0018","lead_score":40},"links":[{"label":"works_at","kind":"company","id":"acme"}]}
+{"kind":"contact","id":"c2","subject_id":"s2","fields":{"first_name":"Bob","email":"bob@example.com"}}
+JSON
+expect 0 "put reads JSON lines" -- "$DOSSIER" put "$WORK/records.jsonl"
+[ "$(wc -l <"$WORK/out")" -eq 3 ] && ok "put prints a line per record" || fail "put output lines"
+head -1 "$WORK/out" >"$WORK/first"; cp "$WORK/first" "$WORK/out"
+json_check "put reports the version and creation" "d['kind']=='company' and d['version']>0 and d['created'] is True"
+
+expect 0 "get prints the record" -- "$DOSSIER" get contact c1
+json_check "get returns fields, subject and links" \
+    "d['subject_id']=='s1' and d['fields']['phone']=='+442079460018' and d['fields']['lead_score']==40 and d['links'][0]['id']=='acme'"
+version=$($PY -c "import json; print(json.load(open('$WORK/out'))['version'])")
+
+echo '[{"kind":"contact","id":"c3","subject_id":"s3","fields":{"first_name":"Cy"}},{"kind":"contact","id":"c4","subject_id":"s3","fields":{"first_name":"Di"}}]' >"$WORK/array.json"
+expect 0 "put reads a JSON array from stdin" -- sh -c "'$DOSSIER' put <'$WORK/array.json'"
+
+expect 3 "get of a missing record exits 3" -- "$DOSSIER" get contact nobody
+contains "$WORK/err" NOT_FOUND "missing record says NOT_FOUND"
+expect 5 "unknown kind exits 5" -- "$DOSSIER" get spaceship x
+echo '{"kind":"contact","id":"c9","subject_id":"s9","fields":{"shoe_size":44}}' >"$WORK/bad.json"
+expect 5 "a field outside the schema exits 5" -- "$DOSSIER" put "$WORK/bad.json"
+contains "$WORK/err" shoe_size "the message names the field"
+echo '{"kind":"contact","id":"c9","subjectid":"s9"}' >"$WORK/typo.json"
+expect 5 "an unknown JSON key exits 5" -- "$DOSSIER" put "$WORK/typo.json"
+contains "$WORK/err" subjectid "the message names the key"
+echo '{"kind":"contact",' >"$WORK/broken.json"
+expect 5 "input that is not JSON exits 5" -- "$DOSSIER" put "$WORK/broken.json"
+expect 3 "nothing of the refused records was written" -- "$DOSSIER" get contact c9
+
+echo '{"kind":"contact","id":"c1","subject_id":"s1","fields":{"first_name":"Ann B"}}' >"$WORK/update.json"
+expect 4 "--create on an existing record exits 4" -- "$DOSSIER" put --create "$WORK/update.json"
+expect 4 "a stale --expect-version exits 4" -- "$DOSSIER" put --expect-version $((version + 100)) "$WORK/update.json"
+contains "$WORK/err" VERSION_CONFLICT "the conflict is named"
+expect 0 "the right --expect-version updates" -- "$DOSSIER" put --expect-version "$version" "$WORK/update.json"
+
+expect 0 "find by email ignores case" -- "$DOSSIER" find contact email BOB@example.com
+json_check "find returns the contact" "d['id']=='c2'"
+expect 5 "find on an unindexed field exits 5" -- "$DOSSIER" find contact first_name Bob
+
+expect 0 "list by subject" -- "$DOSSIER" list s3
+[ "$(wc -l <"$WORK/out")" -eq 2 ] && ok "list returns the subject's two records" || fail "list count"
+
+expect 0 "scan one page" -- "$DOSSIER" scan contact --limit 2
+[ "$(wc -l <"$WORK/out")" -eq 2 ] && ok "scan --limit 2 prints 2 records" || fail "scan page size"
+contains "$WORK/err" "next_page_token:" "scan says where the next page starts"
+token=$(sed -n 's/^next_page_token: //p' "$WORK/err")
+expect 0 "scan from a page token" -- "$DOSSIER" scan contact --limit 2 --page-token "$token"
+expect 0 "scan --all" -- "$DOSSIER" scan contact --all --limit 1
+[ "$(wc -l <"$WORK/out")" -eq 4 ] && ok "scan --all returns every contact" || fail "scan --all count"
+
+expect 0 "delete" -- "$DOSSIER" delete contact c2
+json_check "delete reports the deleted version" "d['deleted_version']>0"
+expect 3 "deleted record is gone" -- "$DOSSIER" get contact c2
+
+cat >"$WORK/kind.json" <<'JSON'
+{"kind":"loyalty_member","personal":true,"description":"loyalty programme",
+ "fields":[{"name":"tier","type":"enum","category":"operational","indexed":true,"allowed_values":["gold","silver"]},
+           {"name":"points","type":"int","category":"behavioral","retention_days":365}]}
+JSON
+expect 0 "schema define" -- "$DOSSIER" schema define "$WORK/kind.json"
+json_check "schema define prints the stored kind" "d['kind']=='loyalty_member' and d['version']>0 and len(d['fields'])==2"
+expect 0 "schema get" -- "$DOSSIER" schema get loyalty_member
+json_check "schema get shows the enum" "d['fields'][0]['allowed_values']==['gold','silver']"
+expect 0 "schema list" -- "$DOSSIER" schema list
+contains "$WORK/out" '"kind":"loyalty_member"' "schema list includes the new kind"
+contains "$WORK/out" '"kind":"ticket"' "schema list includes built-in kinds"
+echo '{"kind":"loyalty_member","fields":[{"name":"tier","type":"colour","category":"operational"}]}' >"$WORK/badkind.json"
+expect 5 "an unknown field type exits 5" -- "$DOSSIER" schema define "$WORK/badkind.json"
+
+expect 6 "an unreachable node exits 6" -- "$DOSSIER" --target 127.0.0.1:1 --timeout 2000 get contact c1
+
+kill -TERM "$NODE_PID"
+wait "$NODE_PID"
+status=$?
+NODE_PID=
+[ "$status" -eq 0 ] && ok "SIGTERM stops the node with exit 0" || fail "node exit status $status"
+contains "$WORK/node.log" "stopped cleanly" "the node logs its clean stop"
+
+# --- the example config file is accepted; a bad one is refused ----------
+CONF=$(dirname "$0")/../../deploy/dossierd.conf.example
+"$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2" 2>"$WORK/node2.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2" ] && break; sleep 0.05; done
+[ -s "$WORK/ready2" ] && ok "a node starts from the example config" || { fail "example config"; cat "$WORK/node2.log"; }
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+printf '[node]\nlisten = 127.0.0.1:0\nshoe_size = 44\n' >"$WORK/bad.conf"
+expect 2 "an unknown config setting is refused" -- "$DOSSIERD" --config "$WORK/bad.conf"
+contains "$WORK/err" shoe_size "the message names the setting"
+printf '[node]\nmax_message_bytes = lots\n' >"$WORK/bad2.conf"
+expect 2 "a malformed config value is refused" -- "$DOSSIERD" --config "$WORK/bad2.conf"
+contains "$WORK/err" max-message-bytes "the message names the setting"
+
+echo "$failures failure(s)"
+[ "$failures" -eq 0 ]
