@@ -44,6 +44,8 @@ static const struct opt opts[] = {
      "RocksDB block cache size in MiB"},
     {"group-commit-max", OPT_U64, OFF(group_commit_max), "1024", 1, 1u << 20,
      "most write commands made durable by one synced write"},
+    {"server-threads", OPT_U64, OFF(server_threads), "1", 1, 64,
+     "threads taking gRPC calls from the completion queue"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -20,6 +20,7 @@ struct config {
     uint64_t key_cache_entries;
     uint64_t block_cache_mb;
     uint64_t group_commit_max;
+    uint64_t server_threads;
 };
 
 /* Result of parsing the command line. */

@@ -98,6 +98,12 @@ static int write_ready_file(const char *path, const char *addr)
     return 0;
 }
 
+static void *server_thread(void *arg)
+{
+    server_run(arg);
+    return NULL;
+}
+
 struct signal_ctx {
     sigset_t set;
     struct server *server;
@@ -131,7 +137,8 @@ int main(int argc, char **argv)
     struct signal_ctx sc;
     pthread_t sig_thread;
     char bound[300];
-    int created = 0, rc, exit_code = 1;
+    pthread_t extra[63];
+    int n_extra = 0, created = 0, rc, exit_code = 1;
 
     harden_process();
     if (config_load(&cfg, argc, argv, &action, &st) != 0) {
@@ -187,6 +194,10 @@ int main(int argc, char **argv)
         server_run(server);
         goto out;
     }
+    for (n_extra = 0; (uint64_t)n_extra + 1 < cfg.server_threads && n_extra < 63;
+         n_extra++)
+        if (pthread_create(&extra[n_extra], NULL, server_thread, server) != 0)
+            break;
     log_printf(LOG_INFO, "dossierd %s serving on %s, data directory %s, "
                "revision %llu",
                DOSSIER_VERSION, bound, cfg.data_dir,
@@ -195,6 +206,8 @@ int main(int argc, char **argv)
         log_printf(LOG_WARN, "cannot write ready file %s: %s", cfg.ready_file,
                    strerror(errno));
     server_run(server);
+    for (int i = 0; i < n_extra; i++)
+        pthread_join(extra[i], NULL);
     pthread_join(sig_thread, NULL);
     exit_code = 0;
 out:

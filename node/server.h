@@ -55,7 +55,8 @@ int server_start(struct node *n, const char *listen, size_t max_message,
                  struct dossier_status *st);
 
 /* Runs the completion-queue loop on the calling thread until the server has
- * stopped and every call in flight has been answered. */
+ * stopped and every call in flight has been answered. Several threads may
+ * run it at once; each returns when the queue is shut down. */
 void server_run(struct server *s);
 
 /* Asks the server to stop: no new calls, calls in flight finish (those
