@@ -632,6 +632,33 @@ struct schema_registry *schema_registry_new(void)
     return r;
 }
 
+void schema_registry_reset(struct schema_registry *r)
+{
+    size_t keep = 0;
+    pthread_rwlock_wrlock(&r->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        KindSchema *k = r->kinds[i];
+        /* Built-in definitions are compiled in, not stored: keep them
+         * unless a stored one replaced them. */
+        if (k->builtin && k->version == 0) {
+            r->kinds[keep++] = k;
+        } else if (grow(&r->retired, &r->cap_retired, r->n_retired + 1) == 0) {
+            r->retired[r->n_retired++] = k;
+        } else {
+            r->kinds[keep++] = k; /* out of memory: keep it rather than leak */
+        }
+    }
+    r->n = keep;
+    pthread_rwlock_unlock(&r->lock);
+    /* Kinds replaced by a stored definition come back from the built-ins. */
+    for (size_t i = 0; i < N_BUILTINS; i++)
+        if (!schema_registry_get(r, builtins[i].kind)) {
+            KindSchema *k = builtin_build(&builtins[i]);
+            if (k && schema_registry_set(r, k) != 0)
+                dossier__v1__kind_schema__free_unpacked(k, NULL);
+        }
+}
+
 void schema_registry_free(struct schema_registry *r)
 {
     if (!r)

@@ -68,6 +68,10 @@ struct schema_registry;
 struct schema_registry *schema_registry_new(void);
 void schema_registry_free(struct schema_registry *r);
 
+/* Forgets every defined kind (they are retired, so pointers handed out stay
+ * valid) and keeps the built-in ones: before loading another database. */
+void schema_registry_reset(struct schema_registry *r);
+
 /* The kind called @name, or NULL. Borrowed (see above). */
 const KindSchema *schema_registry_get(struct schema_registry *r,
                                       const char *name);

@@ -1,10 +1,12 @@
-/* RocksDB layout, reads and the deterministic state machine (store_apply).
- * The layout is documented in store.h. */
-#include "store.h"
+/* The data directory, RocksDB's layout, reads, checkpoints and installing a
+ * snapshot. The layout is documented in store.h; applying commands is in
+ * store_apply.c. */
+#include "store_int.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,43 +21,15 @@
 #define MARKER_TEXT "dossier data directory\nformat 1\n"
 
 static const char *const family_names[STORE_N_FAMILIES] = {
-    [STORE_DEFAULT] = "default", [STORE_SCHEMA] = "schema",
-    [STORE_RECORD] = "record",   [STORE_SUBJECT] = "subject",
-    [STORE_INDEX] = "index",
-};
-
-struct store {
-    char *dir;
-    rocksdb_t *db;
-    rocksdb_options_t *opts;
-    rocksdb_block_based_table_options_t *table;
-    rocksdb_cache_t *cache;
-    rocksdb_column_family_handle_t *cf[STORE_N_FAMILIES];
-    rocksdb_readoptions_t *ro;
-    rocksdb_writeoptions_t *wo_sync;
-    rocksdb_writeoptions_t *wo_nosync;
-    struct schema_registry *schemas;
-    uint64_t revision; /* written by the committing thread, read by any */
-};
-
-/* Kinds defined by a batch, registered once it commits. */
-struct pending_kind {
-    KindSchema *schema; /* owned */
-    struct pending_kind *next;
-};
-
-struct store_batch {
-    struct store *s;
-    rocksdb_writebatch_wi_t *wb;
-    uint64_t revision; /* last revision taken by this batch */
-    size_t applied;
-    struct pending_kind *kinds; /* oldest first */
-    struct pending_kind **kinds_tail;
+    [STORE_DEFAULT] = "default",   [STORE_SCHEMA] = "schema",
+    [STORE_RECORD] = "record",     [STORE_SUBJECT] = "subject",
+    [STORE_INDEX] = "index",       [STORE_REQUESTS] = "requests",
+    [STORE_RAFT] = "raft",         [STORE_RAFTLOG] = "raftlog",
 };
 
 /* Translates a RocksDB error (freed here) where it enters. RocksDB errors
  * name files and states, never keys or values. */
-static int rdb_error(struct dossier_status *st, char *err, const char *what)
+int store_rdb_error(struct dossier_status *st, char *err, const char *what)
 {
     int code = DOSSIER_IO;
     if (strstr(err, "Corruption"))
@@ -105,13 +79,13 @@ size_t store_index_key(uint8_t *out, const char *kind, const char *field,
     return n + STORE_BLIND_BYTES + STORE_RID_BYTES;
 }
 
-static void u64_be(uint8_t out[8], uint64_t v)
+void store_u64_be(uint8_t out[8], uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
         out[i] = (uint8_t)v;
 }
 
-static uint64_t be_u64(const uint8_t in[8])
+uint64_t store_be_u64(const uint8_t in[8])
 {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
@@ -141,6 +115,23 @@ static int dir_is_empty(const char *dir)
         }
     closedir(d);
     return empty;
+}
+
+/* Removes @path and everything under it; errors are ignored (used for
+ * copies that are no longer needed). */
+static int rm_one(const char *path, const struct stat *sb, int flag,
+                  struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void store_rmtree(const char *path)
+{
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static int fsync_path(const char *path)
@@ -229,24 +220,25 @@ static int marker_write(const char *dir, struct dossier_status *st)
 /* ------------------------------------------------------------------ */
 /* Open and close */
 
-static int revision_load(struct store *s, struct dossier_status *st)
+/* Reads a u64 row of the default family into *@out (0 when absent). */
+static int u64_load(struct store *s, const char *key, uint64_t *out,
+                    struct dossier_status *st)
 {
     char *err = NULL, *v;
     size_t len;
 
-    v = rocksdb_get_cf(s->db, s->ro, s->cf[STORE_DEFAULT], "revision", 8,
+    v = rocksdb_get_cf(s->db, s->ro, s->cf[STORE_DEFAULT], key, strlen(key),
                        &len, &err);
     if (err)
-        return rdb_error(st, err, "reading the revision");
-    if (!v) {
-        s->revision = 0;
+        return store_rdb_error(st, err, "reading the state");
+    *out = 0;
+    if (!v)
         return 0;
-    }
     if (len != 8) {
         rocksdb_free(v);
-        return err_set(st, DOSSIER_CORRUPT, "the revision row is corrupt");
+        return err_set(st, DOSSIER_CORRUPT, "the %s row is corrupt", key);
     }
-    s->revision = be_u64((const uint8_t *)v);
+    *out = store_be_u64((const uint8_t *)v);
     rocksdb_free(v);
     return 0;
 }
@@ -267,13 +259,87 @@ static int schema_cb(void *arg, const uint8_t *key, size_t klen,
     return 0;
 }
 
-int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
-               int *created, struct dossier_status *st)
+static int scan_unlocked(struct store *s, enum store_family family,
+                         const uint8_t *prefix, size_t prefix_len,
+                         const uint8_t *after, size_t after_len,
+                         store_scan_cb cb, void *arg,
+                         struct dossier_status *st);
+
+/* Opens RocksDB at @path with every family (made when missing). */
+static int db_open(struct store *s, const char *path, rocksdb_t **db,
+                   rocksdb_column_family_handle_t **cf,
+                   struct dossier_status *st)
 {
     const char *names[STORE_N_FAMILIES];
     const rocksdb_options_t *cf_opts[STORE_N_FAMILIES];
-    char dbpath[4096];
     char *err = NULL;
+
+    for (int i = 0; i < STORE_N_FAMILIES; i++) {
+        names[i] = family_names[i];
+        cf_opts[i] = s->opts;
+    }
+    *db = rocksdb_open_column_families(s->opts, path, STORE_N_FAMILIES, names,
+                                       cf_opts, cf, &err);
+    if (err)
+        return store_rdb_error(st, err, "cannot open the database");
+    return 0;
+}
+
+static void db_close(rocksdb_t *db, rocksdb_column_family_handle_t **cf)
+{
+    if (!db)
+        return;
+    for (int i = 0; i < STORE_N_FAMILIES; i++)
+        if (cf[i]) {
+            rocksdb_column_family_handle_destroy(cf[i]);
+            cf[i] = NULL;
+        }
+    rocksdb_close(db);
+}
+
+/* Loads what is kept in memory about the open database. */
+static int state_load(struct store *s, struct dossier_status *st)
+{
+    int rc = u64_load(s, "revision", &s->revision, st);
+    if (rc == 0)
+        rc = u64_load(s, "applied", &s->applied, st);
+    if (rc == 0) {
+        schema_registry_reset(s->schemas);
+        rc = scan_unlocked(s, STORE_SCHEMA, NULL, 0, NULL, 0, schema_cb, s,
+                           st);
+        if (rc == DOSSIER_CORRUPT)
+            err_set(st, rc, "a stored schema is corrupt");
+    }
+    return rc;
+}
+
+/* A crash in the middle of store_install() leaves db.old beside db or in
+ * place of it: finish the swap if the new copy is complete, else undo. */
+static int install_recover(const char *dir, struct dossier_status *st)
+{
+    char db[4096], old[4096], staged[4096];
+    if (path_join(db, sizeof(db), dir, "db") ||
+        path_join(old, sizeof(old), dir, "db.old") ||
+        path_join(staged, sizeof(staged), dir, "db.new"))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
+    if (access(old, F_OK) != 0)
+        return 0;
+    if (access(db, F_OK) != 0) {
+        const char *from = access(staged, F_OK) == 0 ? staged : old;
+        if (rename(from, db) != 0)
+            return err_set(st, DOSSIER_IO, "cannot recover %s: %s", db,
+                           strerror(errno));
+        fsync_path(dir);
+    }
+    if (access(old, F_OK) == 0)
+        store_rmtree(old);
+    return 0;
+}
+
+int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
+               int *created, struct dossier_status *st)
+{
+    char dbpath[4096];
     struct store *s;
     int rc;
 
@@ -283,6 +349,8 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
         return rc;
     if (path_join(dbpath, sizeof(dbpath), dir, "db"))
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
+    if (!*created && (rc = install_recover(dir, st)) != 0)
+        return rc;
     if (!*created && access(dbpath, F_OK) != 0)
         return err_set(st, DOSSIER_CORRUPT,
                        "data directory %s has a " MARKER_NAME
@@ -291,15 +359,18 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
     s = calloc(1, sizeof(*s));
     if (!s)
         return err_set(st, DOSSIER_NOMEM, "out of memory");
+    pthread_rwlock_init(&s->swap, NULL);
+    s->block_cache_bytes = block_cache_bytes;
     s->dir = strdup(dir);
+    s->db_path = strdup(dbpath);
     s->schemas = schema_registry_new();
-    if (!s->dir || !s->schemas) {
+    if (!s->dir || !s->db_path || !s->schemas) {
         rc = err_set(st, DOSSIER_NOMEM, "out of memory");
         goto fail;
     }
 
     s->opts = rocksdb_options_create();
-    rocksdb_options_set_create_if_missing(s->opts, *created);
+    rocksdb_options_set_create_if_missing(s->opts, 1);
     rocksdb_options_set_create_missing_column_families(s->opts, 1);
     rocksdb_options_set_paranoid_checks(s->opts, 1);
     /* Values are ciphertext: compression would only cost CPU. */
@@ -322,15 +393,13 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
         s->table, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(s->table, 1);
     rocksdb_options_set_block_based_table_factory(s->opts, s->table);
+    s->ro = rocksdb_readoptions_create();
+    s->wo_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wo_sync, 1);
+    s->wo_nosync = rocksdb_writeoptions_create();
 
-    for (int i = 0; i < STORE_N_FAMILIES; i++) {
-        names[i] = family_names[i];
-        cf_opts[i] = s->opts;
-    }
-    s->db = rocksdb_open_column_families(s->opts, dbpath, STORE_N_FAMILIES,
-                                         names, cf_opts, s->cf, &err);
-    if (err) {
-        rc = rdb_error(st, err, "cannot open the database");
+    rc = db_open(s, dbpath, &s->db, s->cf, st);
+    if (rc) {
         if (rc == DOSSIER_FAILED_PRECONDITION)
             err_set(st, rc,
                     "data directory %s is in use by another process (its "
@@ -338,25 +407,14 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
                     dir);
         goto fail;
     }
-    s->ro = rocksdb_readoptions_create();
-    s->wo_sync = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_set_sync(s->wo_sync, 1);
-    s->wo_nosync = rocksdb_writeoptions_create();
-
     if (*created) {
         rc = marker_write(dir, st);
         if (rc)
             goto fail;
     }
-    rc = revision_load(s, st);
+    rc = state_load(s, st);
     if (rc)
         goto fail;
-    rc = store_scan(s, STORE_SCHEMA, NULL, 0, NULL, 0, schema_cb, s, st);
-    if (rc) {
-        if (rc == DOSSIER_CORRUPT)
-            err_set(st, rc, "a stored schema is corrupt");
-        goto fail;
-    }
     *out = s;
     return err_ok(st);
 fail:
@@ -368,12 +426,7 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
-    if (s->db) {
-        for (int i = 0; i < STORE_N_FAMILIES; i++)
-            if (s->cf[i])
-                rocksdb_column_family_handle_destroy(s->cf[i]);
-        rocksdb_close(s->db);
-    }
+    db_close(s->db, s->cf);
     if (s->ro)
         rocksdb_readoptions_destroy(s->ro);
     if (s->wo_sync)
@@ -387,7 +440,9 @@ void store_close(struct store *s)
     if (s->cache)
         rocksdb_cache_destroy(s->cache);
     schema_registry_free(s->schemas);
+    pthread_rwlock_destroy(&s->swap);
     free(s->dir);
+    free(s->db_path);
     free(s);
 }
 
@@ -401,8 +456,116 @@ uint64_t store_revision(struct store *s)
     return __atomic_load_n(&s->revision, __ATOMIC_ACQUIRE);
 }
 
-/* ------------------------------------------------------------------ */
-/* Reads */
+uint64_t store_applied(struct store *s)
+{
+    return __atomic_load_n(&s->applied, __ATOMIC_ACQUIRE);
+}
+
+void store_raw(struct store *s, struct store_raw *out)
+{
+    out->db = s->db;
+    out->cf = (void *const *)s->cf;
+    out->wo_sync = s->wo_sync;
+    out->ro = s->ro;
+}
+
+int store_checkpoint(struct store *s, const char *dir,
+                     struct dossier_status *st)
+{
+    char *err = NULL;
+    rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);
+    if (err)
+        return store_rdb_error(st, err, "cannot make a checkpoint");
+    /* 0: flush the memtables first, so the copy needs no WAL replay. */
+    rocksdb_checkpoint_create(cp, dir, 0, &err);
+    rocksdb_checkpoint_object_destroy(cp);
+    if (err)
+        return store_rdb_error(st, err, "cannot make a checkpoint");
+    return 0;
+}
+
+int store_install(struct store *s, const char *staged,
+                  int (*prepare)(void *arg, const struct store_raw *raw,
+                                 struct dossier_status *st),
+                  void *arg, struct dossier_status *st)
+{
+    rocksdb_t *sdb = NULL;
+    rocksdb_column_family_handle_t *scf[STORE_N_FAMILIES] = {0};
+    char newp[4096], oldp[4096];
+    struct store_raw raw;
+    int rc;
+
+    if (path_join(newp, sizeof(newp), s->dir, "db.new") ||
+        path_join(oldp, sizeof(oldp), s->dir, "db.old"))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
+    /* Give the copy this node's Raft state before it becomes the
+     * database: the sender's term and vote must never be taken for ours. */
+    rc = db_open(s, staged, &sdb, scf, st);
+    if (rc) {
+        if (rc == DOSSIER_IO)
+            st->code = rc = DOSSIER_CORRUPT;
+        return rc;
+    }
+    raw = (struct store_raw){sdb, (void *const *)scf, s->wo_sync, s->ro};
+    rc = prepare(arg, &raw, st);
+    db_close(sdb, scf);
+    if (rc)
+        return rc;
+    if (strcmp(staged, newp) != 0) {
+        store_rmtree(newp);
+        if (rename(staged, newp) != 0)
+            return err_set(st, DOSSIER_IO, "cannot move %s: %s", staged,
+                           strerror(errno));
+    }
+
+    pthread_rwlock_wrlock(&s->swap);
+    db_close(s->db, s->cf);
+    s->db = NULL;
+    if (rename(s->db_path, oldp) != 0 || rename(newp, s->db_path) != 0) {
+        rc = err_set(st, DOSSIER_IO, "cannot swap in the snapshot: %s",
+                     strerror(errno));
+        install_recover(s->dir, st);
+    }
+    fsync_path(s->dir);
+    if (db_open(s, s->db_path, &s->db, s->cf, st) != 0 && rc == 0)
+        rc = st->code;
+    if (rc == 0)
+        rc = state_load(s, st);
+    pthread_rwlock_unlock(&s->swap);
+    store_rmtree(oldp);
+    return rc;
+}
+
+int store_members(struct store *s,
+                  void (*cb)(void *arg, uint64_t id, const char *address),
+                  void *arg, struct dossier_status *st)
+{
+    rocksdb_iterator_t *it;
+    char *err = NULL;
+
+    pthread_rwlock_rdlock(&s->swap);
+    it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_DEFAULT]);
+    for (rocksdb_iter_seek(it, "member/", 7); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        Dossier__Store__V1__Member *m;
+        if (klen != 15 || memcmp(k, "member/", 7) != 0)
+            break;
+        m = dossier__store__v1__member__unpack(NULL, vlen, (const uint8_t *)v);
+        if (m) {
+            cb(arg, m->id, m->address);
+            dossier__store__v1__member__free_unpacked(m, NULL);
+        }
+    }
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    pthread_rwlock_unlock(&s->swap);
+    if (err)
+        return store_rdb_error(st, err, "reading the members");
+    return 0;
+}
 
 int store_meta_get(struct store *s, Dossier__Store__V1__Meta **out,
                    struct dossier_status *st)
@@ -411,10 +574,12 @@ int store_meta_get(struct store *s, Dossier__Store__V1__Meta **out,
     size_t len;
 
     *out = NULL;
+    pthread_rwlock_rdlock(&s->swap);
     v = rocksdb_get_cf(s->db, s->ro, s->cf[STORE_DEFAULT], "meta", 4, &len,
                        &err);
+    pthread_rwlock_unlock(&s->swap);
     if (err)
-        return rdb_error(st, err, "reading the meta record");
+        return store_rdb_error(st, err, "reading the meta record");
     if (!v)
         return err_set(st, DOSSIER_NOT_FOUND, "no meta record");
     *out = dossier__store__v1__meta__unpack(NULL, len, (const uint8_t *)v);
@@ -447,12 +612,12 @@ int store_meta_put(struct store *s, const Dossier__Store__V1__Meta *m,
                    (const char *)buf, len, &err);
     free(buf);
     if (err)
-        return rdb_error(st, err, "writing the meta record");
+        return store_rdb_error(st, err, "writing the meta record");
     return 0;
 }
 
 /* Reads @key of @family, through @b's pending writes when @b is set. */
-static int get_raw(struct store *s, struct store_batch *b,
+int store_get_raw(struct store *s, struct store_batch *b,
                    enum store_family family, const uint8_t *key, size_t klen,
                    char **val, size_t *vlen, struct dossier_status *st)
 {
@@ -465,11 +630,11 @@ static int get_raw(struct store *s, struct store_batch *b,
         *val = rocksdb_get_cf(s->db, s->ro, s->cf[family], (const char *)key,
                               klen, vlen, &err);
     if (err)
-        return rdb_error(st, err, "read failed");
+        return store_rdb_error(st, err, "read failed");
     return 0;
 }
 
-static int record_read(struct store *s, struct store_batch *b,
+int store_read_record(struct store *s, struct store_batch *b,
                        const char *kind, const uint8_t *rid,
                        StoredRecord **out, struct dossier_status *st)
 {
@@ -479,7 +644,7 @@ static int record_read(struct store *s, struct store_batch *b,
     int rc;
 
     *out = NULL;
-    rc = get_raw(s, b, STORE_RECORD, key, klen, &v, &vlen, st);
+    rc = store_get_raw(s, b, STORE_RECORD, key, klen, &v, &vlen, st);
     if (rc)
         return rc;
     if (!v)
@@ -493,7 +658,7 @@ static int record_read(struct store *s, struct store_batch *b,
     return 0;
 }
 
-static int subject_key_read(struct store *s, struct store_batch *b,
+int store_read_subject_key(struct store *s, struct store_batch *b,
                             const uint8_t *sp, SubjectKey **out,
                             struct dossier_status *st)
 {
@@ -502,7 +667,7 @@ static int subject_key_read(struct store *s, struct store_batch *b,
     int rc;
 
     *out = NULL;
-    rc = get_raw(s, b, STORE_SUBJECT, sp, STORE_SP_BYTES, &v, &vlen, st);
+    rc = store_get_raw(s, b, STORE_SUBJECT, sp, STORE_SP_BYTES, &v, &vlen, st);
     if (rc)
         return rc;
     if (!v)
@@ -519,13 +684,21 @@ int store_record_get(struct store *s, const char *kind,
                      const uint8_t rid[STORE_RID_BYTES], StoredRecord **out,
                      struct dossier_status *st)
 {
-    return record_read(s, NULL, kind, rid, out, st);
+    int rc;
+    pthread_rwlock_rdlock(&s->swap);
+    rc = store_read_record(s, NULL, kind, rid, out, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc;
 }
 
 int store_subject_key_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
                           SubjectKey **out, struct dossier_status *st)
 {
-    return subject_key_read(s, NULL, sp, out, st);
+    int rc;
+    pthread_rwlock_rdlock(&s->swap);
+    rc = store_read_subject_key(s, NULL, sp, out, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc;
 }
 
 /* RocksDB's default order: bytewise, a proper prefix first. */
@@ -556,6 +729,20 @@ int store_scan(struct store *s, enum store_family family,
                const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
                size_t after_len, store_scan_cb cb, void *arg,
                struct dossier_status *st)
+{
+    int rc;
+    pthread_rwlock_rdlock(&s->swap);
+    rc = scan_unlocked(s, family, prefix, prefix_len, after, after_len, cb,
+                       arg, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc;
+}
+
+static int scan_unlocked(struct store *s, enum store_family family,
+                         const uint8_t *prefix, size_t prefix_len,
+                         const uint8_t *after, size_t after_len,
+                         store_scan_cb cb, void *arg,
+                         struct dossier_status *st)
 {
     uint8_t upper[STORE_KEY_MAX];
     size_t upper_len = 0;
@@ -598,7 +785,7 @@ int store_scan(struct store *s, enum store_family family,
         err_set(st, rc, "scan stopped: %s", dossier_code_message(rc));
     rocksdb_iter_get_error(it, &err);
     if (err && !rc)
-        rc = rdb_error(st, err, "scan failed");
+        rc = store_rdb_error(st, err, "scan failed");
     else if (err)
         rocksdb_free(err);
     rocksdb_iter_destroy(it);
@@ -606,368 +793,3 @@ int store_scan(struct store *s, enum store_family family,
     return rc;
 }
 
-/* ------------------------------------------------------------------ */
-/* Batches and the state machine */
-
-struct store_batch *store_batch_begin(struct store *s)
-{
-    struct store_batch *b = calloc(1, sizeof(*b));
-    if (!b)
-        return NULL;
-    b->s = s;
-    b->wb = rocksdb_writebatch_wi_create(64 << 10, 1);
-    b->revision = store_revision(s);
-    b->kinds_tail = &b->kinds;
-    return b;
-}
-
-size_t store_batch_count(const struct store_batch *b)
-{
-    return b->applied;
-}
-
-static void pending_free(struct pending_kind *p)
-{
-    while (p) {
-        struct pending_kind *next = p->next;
-        if (p->schema)
-            dossier__v1__kind_schema__free_unpacked(p->schema, NULL);
-        free(p);
-        p = next;
-    }
-}
-
-void store_batch_abort(struct store_batch *b)
-{
-    if (!b)
-        return;
-    rocksdb_writebatch_wi_destroy(b->wb);
-    pending_free(b->kinds);
-    free(b);
-}
-
-int store_batch_commit(struct store_batch *b, int sync,
-                       struct dossier_status *st)
-{
-    struct store *s = b->s;
-    char *err = NULL;
-    uint8_t rev[8];
-    int rc = 0;
-
-    if (b->applied == 0) {
-        store_batch_abort(b);
-        return err_ok(st);
-    }
-    u64_be(rev, b->revision);
-    rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_DEFAULT], "revision", 8,
-                                 (const char *)rev, 8);
-    rocksdb_write_writebatch_wi(s->db, sync ? s->wo_sync : s->wo_nosync,
-                                b->wb, &err);
-    if (err) {
-        rc = rdb_error(st, err, "write failed");
-        store_batch_abort(b);
-        return rc;
-    }
-    __atomic_store_n(&s->revision, b->revision, __ATOMIC_RELEASE);
-    /* Kinds become visible to requests only once they are durable, in the
-     * order they were defined, so the newest definition wins. */
-    for (struct pending_kind *p = b->kinds; p; p = p->next)
-        if (schema_registry_set(s->schemas, p->schema) == 0)
-            p->schema = NULL; /* the registry owns it now */
-    store_batch_abort(b);
-    return err_ok(st);
-}
-
-static int bad_command(struct store_result *res, const char *what)
-{
-    return err_set(&res->status, DOSSIER_CORRUPT, "malformed command: %s",
-                   what);
-}
-
-/* An index key of @op is well formed: kind 0x00 field 0x00 blind rid. */
-static int index_key_valid(const Dossier__Store__V1__PutOp *op,
-                           const ProtobufCBinaryData *k)
-{
-    size_t kl = strlen(op->kind);
-    if (k->len < kl + 3 + STORE_BLIND_BYTES + STORE_RID_BYTES ||
-        k->len > STORE_KEY_MAX || memcmp(k->data, op->kind, kl) != 0 ||
-        k->data[kl] != 0 ||
-        memcmp(k->data + k->len - STORE_RID_BYTES, op->rid.data,
-               STORE_RID_BYTES) != 0)
-        return 0;
-    return memchr(k->data + kl + 1, 0, k->len - kl - 1 - 32) != NULL;
-}
-
-static int apply_put(struct store_batch *b, const Command *cmd,
-                     struct store_result *res)
-{
-    const Dossier__Store__V1__PutOp *op = cmd->put;
-    struct store *s = b->s;
-    struct dossier_status *st = &res->status;
-    StoredRecord *old = NULL;
-    SubjectKey *sk = NULL;
-    StoredRecord rec = DOSSIER__STORE__V1__STORED_RECORD__INIT;
-    uint8_t key[STORE_KEY_MAX];
-    size_t klen, len, sk_len;
-    uint8_t *buf = NULL;
-    int has_subject = op->subject.len == STORE_SP_BYTES;
-    int rc;
-
-    if (!schema_name_valid(op->kind) || op->rid.len != STORE_RID_BYTES ||
-        (op->subject.len != 0 && !has_subject) ||
-        op->sealed_id.len == 0 || (!has_subject && op->dek_id != 0))
-        return bad_command(res, "put");
-    for (size_t i = 0; i < op->n_index_keys; i++)
-        if (!index_key_valid(op, &op->index_keys[i]))
-            return bad_command(res, "put index key");
-
-    rc = record_read(s, b, op->kind, op->rid.data, &old, st);
-    if (rc && rc != DOSSIER_NOT_FOUND)
-        return rc;
-    if (op->expect_case ==
-        DOSSIER__STORE__V1__PUT_OP__EXPECT_EXPECTED_VERSION) {
-        if (op->expected_version == 0 && old) {
-            rc = err_set(st, DOSSIER_ALREADY_EXISTS,
-                         "a record of kind '%s' with that id already exists "
-                         "(version %llu)",
-                         op->kind, (unsigned long long)old->version);
-            goto out;
-        }
-        if (op->expected_version != 0 && !old) {
-            rc = err_set(st, DOSSIER_NOT_FOUND,
-                         "no record of kind '%s' with that id (expected "
-                         "version %llu)",
-                         op->kind, (unsigned long long)op->expected_version);
-            goto out;
-        }
-        if (old && old->version != op->expected_version) {
-            rc = err_set(st, DOSSIER_VERSION_CONFLICT,
-                         "the record is at version %llu, not the expected "
-                         "%llu",
-                         (unsigned long long)old->version,
-                         (unsigned long long)op->expected_version);
-            goto out;
-        }
-    }
-    if (old && (old->subject.len != op->subject.len ||
-                (op->subject.len &&
-                 memcmp(old->subject.data, op->subject.data,
-                        op->subject.len) != 0))) {
-        rc = err_set(st, DOSSIER_FAILED_PRECONDITION,
-                     "a record's subject cannot change; delete the record "
-                     "and create it again");
-        goto out;
-    }
-    if (has_subject) {
-        rc = subject_key_read(s, b, op->subject.data, &sk, st);
-        if (rc && rc != DOSSIER_NOT_FOUND)
-            goto out;
-        if (sk ? sk->dek_id != op->dek_id
-               : !op->new_subject_key ||
-                     op->new_subject_key->dek_id != op->dek_id) {
-            /* Another write created the subject's key first, or it was
-             * erased meanwhile: the proposer seals again and retries. */
-            rc = err_set(st, DOSSIER_RETRY, "the subject's key changed");
-            goto out;
-        }
-    }
-
-    /* Every check passed. Encode everything first, so that once the first
-     * write goes into the batch nothing can fail half-way. */
-    rec.kind = op->kind;
-    rec.subject = op->subject;
-    rec.dek_id = op->dek_id;
-    rec.version = b->revision + 1;
-    rec.created_at_ms = old ? old->created_at_ms : cmd->time_ms;
-    rec.updated_at_ms = cmd->time_ms;
-    rec.sealed_id = op->sealed_id;
-    rec.sealed_links = op->sealed_links;
-    rec.n_fields = op->n_fields;
-    rec.fields = op->fields;
-    rec.n_index_keys = op->n_index_keys;
-    rec.index_keys = op->index_keys;
-    len = dossier__store__v1__stored_record__get_packed_size(&rec);
-    sk_len = has_subject && !sk ? dossier__store__v1__subject_key__get_packed_size(
-                                      op->new_subject_key)
-                                : 0;
-    buf = malloc(len + sk_len + 1);
-    if (!buf) {
-        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
-        goto out;
-    }
-    dossier__store__v1__stored_record__pack(&rec, buf);
-    if (sk_len)
-        dossier__store__v1__subject_key__pack(op->new_subject_key, buf + len);
-
-    if (has_subject && !sk)
-        rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_SUBJECT],
-                                     (const char *)op->subject.data,
-                                     STORE_SP_BYTES, (const char *)buf + len,
-                                     sk_len);
-    if (old)
-        for (size_t i = 0; i < old->n_index_keys; i++)
-            rocksdb_writebatch_wi_delete_cf(
-                b->wb, s->cf[STORE_INDEX],
-                (const char *)old->index_keys[i].data,
-                old->index_keys[i].len);
-    for (size_t i = 0; i < op->n_index_keys; i++)
-        rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_INDEX],
-                                     (const char *)op->index_keys[i].data,
-                                     op->index_keys[i].len, "", 0);
-    if (has_subject) {
-        klen = store_membership_key(key, op->subject.data, op->kind,
-                                    op->rid.data);
-        rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_SUBJECT],
-                                     (const char *)key, klen, "", 0);
-    }
-    klen = store_record_key(key, op->kind, op->rid.data);
-    rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_RECORD],
-                                 (const char *)key, klen, (const char *)buf,
-                                 len);
-    free(buf);
-    b->revision++;
-    res->version = rec.version;
-    res->created = old == NULL;
-    res->updated_at_ms = rec.updated_at_ms;
-    rc = err_ok(st);
-out:
-    if (old)
-        dossier__store__v1__stored_record__free_unpacked(old, NULL);
-    if (sk)
-        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
-    return rc;
-}
-
-static int apply_delete(struct store_batch *b, const Command *cmd,
-                        struct store_result *res)
-{
-    const Dossier__Store__V1__DeleteOp *op = cmd->delete_;
-    struct store *s = b->s;
-    struct dossier_status *st = &res->status;
-    StoredRecord *old = NULL;
-    uint8_t key[STORE_KEY_MAX];
-    size_t klen;
-    int rc;
-
-    if (!schema_name_valid(op->kind) || op->rid.len != STORE_RID_BYTES)
-        return bad_command(res, "delete");
-    rc = record_read(s, b, op->kind, op->rid.data, &old, st);
-    if (rc)
-        return rc;
-    if (op->expect_case ==
-            DOSSIER__STORE__V1__DELETE_OP__EXPECT_EXPECTED_VERSION &&
-        old->version != op->expected_version) {
-        rc = err_set(st, DOSSIER_VERSION_CONFLICT,
-                     "the record is at version %llu, not the expected %llu",
-                     (unsigned long long)old->version,
-                     (unsigned long long)op->expected_version);
-        goto out;
-    }
-    for (size_t i = 0; i < old->n_index_keys; i++)
-        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_INDEX],
-                                        (const char *)old->index_keys[i].data,
-                                        old->index_keys[i].len);
-    if (old->subject.len == STORE_SP_BYTES) {
-        klen = store_membership_key(key, old->subject.data, op->kind,
-                                    op->rid.data);
-        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_SUBJECT],
-                                        (const char *)key, klen);
-    }
-    klen = store_record_key(key, op->kind, op->rid.data);
-    rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
-                                    (const char *)key, klen);
-    b->revision++;
-    res->version = old->version;
-    rc = err_ok(st);
-out:
-    dossier__store__v1__stored_record__free_unpacked(old, NULL);
-    return rc;
-}
-
-/* The current definition of @kind as this batch sees it: the newest
- * pending definition (the list is oldest first), else the registry's. */
-static const KindSchema *batch_schema(struct store_batch *b, const char *kind)
-{
-    const KindSchema *k = NULL;
-    for (struct pending_kind *p = b->kinds; p; p = p->next)
-        if (strcmp(p->schema->kind, kind) == 0)
-            k = p->schema;
-    return k ? k : schema_registry_get(b->s->schemas, kind);
-}
-
-static int apply_define_kind(struct store_batch *b, const Command *cmd,
-                             struct store_result *res)
-{
-    const Dossier__Store__V1__DefineKindOp *op = cmd->define_kind;
-    struct dossier_status *st = &res->status;
-    const KindSchema *prev;
-    struct pending_kind *p;
-    KindSchema def;
-    uint8_t *buf;
-    size_t len;
-    int rc;
-
-    if (!op->schema)
-        return bad_command(res, "define kind");
-    rc = schema_check_definition(op->schema, st);
-    if (rc)
-        return rc;
-    prev = batch_schema(b, op->schema->kind);
-    if (prev) {
-        rc = schema_check_compatible(prev, op->schema, st);
-        if (rc)
-            return rc;
-    }
-    def = *op->schema;
-    def.builtin = schema_is_builtin(def.kind);
-    def.version = b->revision + 1;
-    len = dossier__v1__kind_schema__get_packed_size(&def);
-    buf = malloc(len ? len : 1);
-    p = calloc(1, sizeof(*p));
-    if (!buf || !p) {
-        free(buf);
-        free(p);
-        return err_set(st, DOSSIER_NOMEM, "out of memory");
-    }
-    dossier__v1__kind_schema__pack(&def, buf);
-    p->schema = dossier__v1__kind_schema__unpack(NULL, len, buf);
-    if (!p->schema) {
-        free(buf);
-        free(p);
-        return err_set(st, DOSSIER_NOMEM, "out of memory");
-    }
-    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_SCHEMA], def.kind,
-                                 strlen(def.kind), (const char *)buf, len);
-    free(buf);
-    *b->kinds_tail = p;
-    b->kinds_tail = &p->next;
-    b->revision++;
-    res->version = b->revision;
-    return err_ok(st);
-}
-
-int store_apply(struct store_batch *b, const Command *cmd,
-                struct store_result *res)
-{
-    int rc;
-
-    memset(res, 0, sizeof(*res));
-    switch (cmd->op_case) {
-    case DOSSIER__STORE__V1__COMMAND__OP_PUT:
-        rc = cmd->put ? apply_put(b, cmd, res) : bad_command(res, "put");
-        break;
-    case DOSSIER__STORE__V1__COMMAND__OP_DELETE:
-        rc = cmd->delete_ ? apply_delete(b, cmd, res)
-                          : bad_command(res, "delete");
-        break;
-    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND:
-        rc = apply_define_kind(b, cmd, res);
-        break;
-    default:
-        rc = bad_command(res, "unknown operation");
-        break;
-    }
-    if (rc == 0)
-        b->applied++;
-    return rc;
-}

@@ -7,17 +7,28 @@
  *
  * Column families and keys (pseudonyms and blind indexes: see crypt.h;
  * "kind" is the kind name, never personal; 0x00 separates it)
- *   family   key                                          value
- *   default  "meta"                                       Meta
- *   default  "revision"                                   u64 big-endian
- *   schema   kind                                         dossier.v1.KindSchema
- *   record   kind 0x00 rid[16]                            StoredRecord
- *   subject  sp[16]                                       SubjectKey
- *   subject  sp[16] kind 0x00 rid[16]                     empty (membership)
- *   index    kind 0x00 field 0x00 blind[16] rid[16]       empty
+ *   family    key                                     value
+ *   default   "meta"                                  Meta
+ *   default   "revision"                              u64 big-endian
+ *   default   "applied"                               u64 BE: raft index applied
+ *   default   "member/" id (u64 BE)                   Member
+ *   schema    kind                                    dossier.v1.KindSchema
+ *   record    kind 0x00 rid[16]                       StoredRecord
+ *   subject   sp[16]                                  SubjectKey
+ *   subject   sp[16] kind 0x00 rid[16]                empty (membership)
+ *   index     kind 0x00 field 0x00 blind[16] rid[16]  empty
+ *   requests  "r" request_id[16]                      RequestRecord
+ *   requests  "t" time (u64 BE, ms + 2^63) id[16]     empty (expiry order)
+ *   raft      "hs"                                    RaftHardState
+ *   raft      "snap"                                  peer.v1.SnapshotMeta
+ *   raftlog   index (u64 BE)                          peer.v1.Entry
  * Everything about one subject in the subject family shares the prefix
  * sp[16], so erasing a subject is one key range. No key or value holds a
  * subject id, record id or field value in plaintext.
+ *
+ * The families raft and raftlog are this node's Raft state; every other
+ * family is the replicated state machine, identical on every node at the
+ * same applied index, and is what a snapshot carries.
  *
  * The revision is the number of changes applied since the store was made;
  * each applied change takes the next one, and a record's version is the
@@ -46,8 +57,15 @@ enum store_family {
     STORE_RECORD,
     STORE_SUBJECT,
     STORE_INDEX,
+    STORE_REQUESTS,
+    STORE_RAFT,
+    STORE_RAFTLOG,
     STORE_N_FAMILIES,
 };
+
+/* How long a request id is remembered for exactly-once retries. */
+#define STORE_REQUEST_TTL_MS (10 * 60 * 1000)
+#define STORE_REQUEST_ID_BYTES 16
 
 typedef Dossier__Store__V1__StoredRecord StoredRecord;
 typedef Dossier__Store__V1__SubjectKey SubjectKey;
@@ -66,6 +84,10 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
 /* Closes @s; every batch must be committed or aborted. NULL is a no-op. */
 void store_close(struct store *s);
 
+/* Removes @path and everything under it, ignoring errors: for copies the
+ * node no longer needs (checkpoints sent, snapshots replaced). */
+void store_rmtree(const char *path);
+
 /* The meta record into *@out (free with
  * dossier__store__v1__meta__free_unpacked). Errors: DOSSIER_NOT_FOUND (a
  * directory made but never initialised), DOSSIER_FAILED_PRECONDITION (a
@@ -82,6 +104,44 @@ struct schema_registry *store_schemas(struct store *s);
 
 /* The last committed revision. */
 uint64_t store_revision(struct store *s);
+
+/* The raft index of the last command applied (0 before any). */
+uint64_t store_applied(struct store *s);
+
+/* Calls @cb for every cluster member recorded by SetMember commands;
+ * @address is borrowed for the call. */
+int store_members(struct store *s,
+                  void (*cb)(void *arg, uint64_t id, const char *address),
+                  void *arg, struct dossier_status *st);
+
+/* Makes a RocksDB checkpoint of the whole database in @dir (which must not
+ * exist): a consistent copy at the last committed batch, made of hard links
+ * where it can. Call from the applying thread, between batches.
+ * Errors: DOSSIER_IO. */
+int store_checkpoint(struct store *s, const char *dir,
+                     struct dossier_status *st);
+
+/* The raw handles, for raftio.c, which keeps Raft's own state in the raft
+ * and raftlog families. Valid until store_install() or store_close(). */
+struct store_raw {
+    void *db; /* rocksdb_t */
+    void *const *cf; /* rocksdb_column_family_handle_t *[STORE_N_FAMILIES] */
+    void *wo_sync; /* rocksdb_writeoptions_t, synced */
+    void *ro;      /* rocksdb_readoptions_t */
+};
+void store_raw(struct store *s, struct store_raw *out);
+
+/* Replaces the whole database by the checkpoint in @staged (a directory
+ * received from the leader), after letting @prepare rewrite the staged
+ * copy's Raft state through @raw (this node's term, vote and snapshot
+ * point, not the sender's). The swap is two renames of directories, so a
+ * crash leaves either the old database or the new one; store_open()
+ * finishes or undoes a swap it finds half done. Readers wait meanwhile.
+ * Errors: DOSSIER_IO, DOSSIER_CORRUPT (the staged copy does not open). */
+int store_install(struct store *s, const char *staged,
+                  int (*prepare)(void *arg, const struct store_raw *raw,
+                                 struct dossier_status *st),
+                  void *arg, struct dossier_status *st);
 
 /* Key encodings of the table above. Each writes into @out, which holds
  * STORE_KEY_MAX bytes, and returns the length. */
@@ -120,12 +180,21 @@ int store_scan(struct store *s, enum store_family family,
                size_t after_len, store_scan_cb cb, void *arg,
                struct dossier_status *st);
 
+/* Effects of applied commands that the node acts on once they are
+ * durable. */
+enum store_effect {
+    STORE_EFFECT_KEYSET = 1 << 0,  /* the cluster's keyset was set */
+    STORE_EFFECT_MEMBERS = 1 << 1, /* a member's address changed */
+};
+
 /* Outcome of one applied command. */
 struct store_result {
     struct dossier_status status;
     uint64_t version;  /* put: new version; delete: deleted version */
     int created;       /* put: the record did not exist */
     int64_t updated_at_ms;
+    int duplicate;     /* a retry of a write already applied: the result
+                          is the first one's, nothing was applied again */
 };
 
 /* A batch of commands applied together and made durable by one write.
@@ -140,12 +209,20 @@ struct store_batch *store_batch_begin(struct store *s);
  * that fails leaves @b as it was and reports why in @res->status (NOT_FOUND,
  * ALREADY_EXISTS, VERSION_CONFLICT, FAILED_PRECONDITION, RETRY when a
  * subject key changed under the proposer, CORRUPT for a malformed command).
+ * A command whose request id was applied within STORE_REQUEST_TTL_MS is
+ * not applied again: @res repeats the first outcome (res->duplicate).
  * Returns @res->status.code. */
 int store_apply(struct store_batch *b, const Command *cmd,
                 struct store_result *res);
 
 /* Number of commands of @b that succeeded so far. */
 size_t store_batch_count(const struct store_batch *b);
+
+/* Records that @b brings the state machine to raft index @index. */
+void store_batch_set_applied(struct store_batch *b, uint64_t index);
+
+/* STORE_EFFECT_* of the commands applied to @b so far. */
+unsigned store_batch_effects(const struct store_batch *b);
 
 /* Writes @b in one RocksDB write (synced when @sync) and frees it. On
  * failure nothing of @b is visible and the revision is unchanged.

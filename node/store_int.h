@@ -1,0 +1,70 @@
+/* What store.c and store_apply.c share: the store's insides. Private to
+ * those two files. */
+#ifndef DOSSIER_NODE_STORE_INT_H
+#define DOSSIER_NODE_STORE_INT_H
+
+#include <pthread.h>
+
+#include <rocksdb/c.h>
+
+#include "store.h"
+
+struct store {
+    char *dir;
+    char *db_path;
+    size_t block_cache_bytes;
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache;
+    rocksdb_column_family_handle_t *cf[STORE_N_FAMILIES];
+    rocksdb_readoptions_t *ro;
+    rocksdb_writeoptions_t *wo_sync;
+    rocksdb_writeoptions_t *wo_nosync;
+    struct schema_registry *schemas;
+    /* Readers hold it shared; installing a snapshot holds it exclusively
+     * while the database underneath is replaced. */
+    pthread_rwlock_t swap;
+    /* Written by the applying thread, read by any. */
+    uint64_t revision;
+    uint64_t applied;
+};
+
+/* Kinds defined by a batch, registered once it commits. */
+struct pending_kind {
+    KindSchema *schema; /* owned */
+    struct pending_kind *next;
+};
+
+struct store_batch {
+    struct store *s;
+    rocksdb_writebatch_wi_t *wb;
+    uint64_t revision; /* last revision taken by this batch */
+    uint64_t applied;  /* raft index to record, 0: unchanged */
+    size_t n_applied;
+    unsigned effects;  /* STORE_EFFECT_* of the commands applied */
+    struct pending_kind *kinds; /* oldest first */
+    struct pending_kind **kinds_tail;
+};
+
+/* Translates a RocksDB error (freed here) where it enters. */
+int store_rdb_error(struct dossier_status *st, char *err, const char *what);
+
+/* Reads @key of @family, through @b's pending writes when @b is set. *@val
+ * is NULL when absent, else freed with rocksdb_free. Call without the swap
+ * lock for batches (the applying thread), with it for readers. */
+int store_get_raw(struct store *s, struct store_batch *b,
+                  enum store_family family, const uint8_t *key, size_t klen,
+                  char **val, size_t *vlen, struct dossier_status *st);
+
+int store_read_record(struct store *s, struct store_batch *b, const char *kind,
+                      const uint8_t *rid, StoredRecord **out,
+                      struct dossier_status *st);
+int store_read_subject_key(struct store *s, struct store_batch *b,
+                           const uint8_t *sp, SubjectKey **out,
+                           struct dossier_status *st);
+
+void store_u64_be(uint8_t out[8], uint64_t v);
+uint64_t store_be_u64(const uint8_t in[8]);
+
+#endif
