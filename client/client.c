@@ -9,6 +9,8 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <sodium.h>
+#include <unistd.h>
 
 #include "errors.h"
 #include "internal.h"
@@ -16,6 +18,11 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_MESSAGE (16u << 20)
 #define PURPOSE_MAX 64
+#define MAX_TARGETS 16
+/* Pause before retrying on another node: doubles from the first to the
+ * last, never past the deadline. */
+#define BACKOFF_FIRST_MS 20
+#define BACKOFF_MAX_MS 500
 
 static const char *const method_paths[M_COUNT] = {
     [M_PUT] = "/dossier.v1.Records/Put",
@@ -27,45 +34,68 @@ static const char *const method_paths[M_COUNT] = {
     [M_DEFINE_KIND] = "/dossier.v1.Schema/DefineKind",
     [M_GET_KIND] = "/dossier.v1.Schema/GetKind",
     [M_LIST_KINDS] = "/dossier.v1.Schema/ListKinds",
+    [M_CLUSTER_STATUS] = "/dossier.v1.Cluster/Status",
+    [M_CLUSTER_ADD] = "/dossier.v1.Cluster/AddNode",
+    [M_CLUSTER_PROMOTE] = "/dossier.v1.Cluster/PromoteNode",
+    [M_CLUSTER_REMOVE] = "/dossier.v1.Cluster/RemoveNode",
+    [M_CLUSTER_TRANSFER] = "/dossier.v1.Cluster/TransferLeader",
+};
+
+struct target {
+    char *address;
+    grpc_channel *channel;
+    void *methods[M_COUNT];
 };
 
 struct dossier_client {
-    grpc_channel *channel;
-    void *methods[M_COUNT];
-    char *target;
+    struct target targets[MAX_TARGETS];
+    size_t n_targets;
+    unsigned current; /* the target tried first; moves on failures */
     char *purpose;
     int64_t timeout_ms;
 
     /* Asynchronous calls: a completion queue and the thread draining it,
-     * started on first use. */
+     * started on first use, and calls waiting to be retried. */
     pthread_mutex_t lock;
     pthread_cond_t idle;
     grpc_completion_queue *async_cq;
     pthread_t async_thread;
     int async_started;
     long async_in_flight;
+    struct client_call *retries; /* by due time, earliest first */
 };
 
-/* One call in flight; everything its batch points to lives here until the
- * batch completes. */
+/* One call, across its attempts. Everything an attempt's batch points to
+ * lives here until the batch completes. */
 struct client_call {
     struct dossier_client *c;
+    enum client_method m;
+    grpc_byte_buffer *send; /* the encoded request, for every attempt */
+    char purpose[PURPOSE_MAX + 1];
+    char request_id[33];    /* hex, "" for none */
+    int serializable;
+    struct dossier_staleness *staleness;
+    gpr_timespec deadline;
+    unsigned target;
+    int attempts;
+    /* The attempt in flight. */
     grpc_call *call;
     grpc_op ops[6];
-    grpc_metadata md[1];
+    grpc_metadata md[3];
     size_t n_md;
     grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *send, *recv;
+    grpc_byte_buffer *recv;
     grpc_status_code status;
     grpc_slice details;
     const char *error_string;
-    int64_t timeout_ms;
     /* Asynchronous calls only. */
     const ProtobufCMessageDescriptor *resp_desc;
     void (*complete)(struct client_call *cc, const struct dossier_status *st,
                      ProtobufCMessage *resp);
     void (*cb)(void); /* the caller's typed callback */
     void *arg;
+    gpr_timespec retry_at;
+    struct client_call *next;
 };
 
 void dossier_client_options_init(struct dossier_client_options *o)
@@ -75,13 +105,23 @@ void dossier_client_options_init(struct dossier_client_options *o)
     o->max_message_bytes = DEFAULT_MAX_MESSAGE;
 }
 
+static void targets_free(struct dossier_client *c)
+{
+    for (size_t i = 0; i < c->n_targets; i++) {
+        if (c->targets[i].channel)
+            grpc_channel_destroy(c->targets[i].channel);
+        free(c->targets[i].address);
+    }
+    c->n_targets = 0;
+}
+
 int dossier_client_open(const struct dossier_client_options *o,
                         struct dossier_client **out, struct dossier_status *st)
 {
     struct dossier_client *c;
-    grpc_channel_credentials *creds;
     grpc_arg args[1];
     grpc_channel_args chargs = {1, args};
+    char *list, *save = NULL, *tok;
 
     *out = NULL;
     if (!o || !o->target || !o->target[0])
@@ -91,16 +131,13 @@ int dossier_client_open(const struct dossier_client_options *o,
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "purpose is longer than %d bytes", PURPOSE_MAX);
     c = calloc(1, sizeof(*c));
-    if (!c)
-        return err_set(st, DOSSIER_NOMEM, "out of memory");
-    c->target = strdup(o->target);
-    c->purpose = strdup(o->purpose ? o->purpose : "");
-    if (!c->target || !c->purpose) {
-        free(c->target);
-        free(c->purpose);
+    list = strdup(o->target);
+    if (!c || !list) {
         free(c);
+        free(list);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
+    c->purpose = strdup(o->purpose ? o->purpose : "");
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->idle, NULL);
@@ -110,12 +147,42 @@ int dossier_client_open(const struct dossier_client_options *o,
     args[0].value.integer = (int)(o->max_message_bytes
                                       ? o->max_message_bytes
                                       : DEFAULT_MAX_MESSAGE);
-    creds = grpc_insecure_credentials_create();
-    c->channel = grpc_channel_create(c->target, creds, &chargs);
-    grpc_channel_credentials_release(creds);
-    for (int i = 0; i < M_COUNT; i++)
-        c->methods[i] =
-            grpc_channel_register_call(c->channel, method_paths[i], NULL, NULL);
+    for (tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        struct target *t;
+        grpc_channel_credentials *creds;
+        while (*tok == ' ')
+            tok++;
+        if (!*tok)
+            continue;
+        if (c->n_targets == MAX_TARGETS) {
+            free(list);
+            targets_free(c);
+            free(c->purpose);
+            free(c);
+            grpc_shutdown();
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "at most %d targets", MAX_TARGETS);
+        }
+        t = &c->targets[c->n_targets++];
+        t->address = strdup(tok);
+        creds = grpc_insecure_credentials_create();
+        t->channel = grpc_channel_create(tok, creds, &chargs);
+        grpc_channel_credentials_release(creds);
+        for (int i = 0; i < M_COUNT; i++)
+            t->methods[i] = grpc_channel_register_call(t->channel,
+                                                       method_paths[i], NULL,
+                                                       NULL);
+    }
+    free(list);
+    if (c->n_targets == 0 || !c->purpose) {
+        targets_free(c);
+        free(c->purpose);
+        free(c);
+        grpc_shutdown();
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "no target: give the node's host:port");
+    }
     *out = c;
     return err_ok(st);
 }
@@ -133,10 +200,9 @@ void dossier_client_close(struct dossier_client *c)
         pthread_join(c->async_thread, NULL);
         grpc_completion_queue_destroy(c->async_cq);
     }
-    grpc_channel_destroy(c->channel);
+    targets_free(c);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->idle);
-    free(c->target);
     free(c->purpose);
     free(c);
     grpc_shutdown();
@@ -170,53 +236,102 @@ static ProtobufCMessage *unpack(grpc_byte_buffer *bb,
     return m;
 }
 
-static void call_release(struct client_call *cc)
+/* Frees what one attempt used. */
+static void attempt_release(struct client_call *cc)
 {
     if (cc->call)
         grpc_call_unref(cc->call);
+    cc->call = NULL;
     if (cc->recv)
         grpc_byte_buffer_destroy(cc->recv);
-    if (cc->send)
-        grpc_byte_buffer_destroy(cc->send);
-    if (cc->n_md)
-        grpc_slice_unref(cc->md[0].value);
+    cc->recv = NULL;
+    for (size_t i = 0; i < cc->n_md; i++)
+        grpc_slice_unref(cc->md[i].value);
+    cc->n_md = 0;
+    /* Destroying does not reset: init again so a second release is safe. */
     grpc_metadata_array_destroy(&cc->init_md);
+    grpc_metadata_array_init(&cc->init_md);
     grpc_metadata_array_destroy(&cc->trail_md);
+    grpc_metadata_array_init(&cc->trail_md);
     grpc_slice_unref(cc->details);
+    cc->details = grpc_empty_slice();
     gpr_free((void *)cc->error_string);
+    cc->error_string = NULL;
 }
 
-/* Starts call @cc of method @m on @cq with @req (packed here), tagged with
- * @cc itself. On failure @cc holds nothing. */
-static int call_start(struct dossier_client *c,
-                      const struct dossier_call_options *co,
-                      enum client_method m, const ProtobufCMessage *req,
-                      grpc_completion_queue *cq, struct client_call *cc,
-                      struct dossier_status *st)
+static void call_free(struct client_call *cc)
+{
+    attempt_release(cc);
+    if (cc->send)
+        grpc_byte_buffer_destroy(cc->send);
+    free(cc);
+}
+
+/* Prepares @cc for method @m with request @req (packed here). */
+static int call_init(struct dossier_client *c,
+                     const struct dossier_call_options *co,
+                     enum client_method m, const ProtobufCMessage *req,
+                     int write, struct client_call *cc,
+                     struct dossier_status *st)
 {
     const char *purpose = co && co->purpose ? co->purpose : c->purpose;
-    gpr_timespec deadline;
-    grpc_op *ops = cc->ops;
+    int64_t timeout = co && co->timeout_ms > 0 ? co->timeout_ms : c->timeout_ms;
 
-    cc->c = c;
-    cc->timeout_ms = co && co->timeout_ms > 0 ? co->timeout_ms : c->timeout_ms;
-    cc->status = GRPC_STATUS_UNKNOWN;
-    cc->details = grpc_empty_slice();
     if (strlen(purpose) > PURPOSE_MAX)
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "purpose is longer than %d bytes", PURPOSE_MAX);
-    deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                            gpr_time_from_millis(cc->timeout_ms, GPR_TIMESPAN));
-    cc->call = grpc_channel_create_registered_call(
-        c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, c->methods[m], deadline,
-        NULL);
+    cc->c = c;
+    cc->m = m;
+    snprintf(cc->purpose, sizeof(cc->purpose), "%s", purpose);
+    if (write) {
+        /* One id for every attempt of this write. */
+        unsigned char id[16];
+        randombytes_buf(id, sizeof(id));
+        sodium_bin2hex(cc->request_id, sizeof(cc->request_id), id, sizeof(id));
+    }
+    cc->serializable = co && co->consistency == DOSSIER_SERIALIZABLE;
+    cc->staleness = co ? co->staleness : NULL;
+    if (cc->staleness)
+        memset(cc->staleness, 0, sizeof(*cc->staleness));
+    cc->deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                gpr_time_from_millis(timeout, GPR_TIMESPAN));
+    cc->target = __atomic_load_n(&c->current, __ATOMIC_RELAXED) %
+                 c->n_targets;
+    cc->details = grpc_empty_slice();
     cc->send = pack(req);
+    return 0;
+}
+
+/* Starts an attempt of @cc on its target, tagged with @cc itself. */
+static int attempt_start(struct client_call *cc, grpc_completion_queue *cq,
+                         struct dossier_status *st)
+{
+    struct target *t = &cc->c->targets[cc->target];
+    grpc_op *ops = cc->ops;
+
+    cc->attempts++;
+    cc->status = GRPC_STATUS_UNKNOWN;
     grpc_metadata_array_init(&cc->init_md);
     grpc_metadata_array_init(&cc->trail_md);
-    if (purpose[0]) {
-        cc->md[0].key = grpc_slice_from_static_string("dossier-purpose");
-        cc->md[0].value = grpc_slice_from_copied_string(purpose);
-        cc->n_md = 1;
+    cc->call = grpc_channel_create_registered_call(
+        t->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, t->methods[cc->m],
+        cc->deadline, NULL);
+    cc->n_md = 0;
+    if (cc->purpose[0]) {
+        cc->md[cc->n_md].key = grpc_slice_from_static_string("dossier-purpose");
+        cc->md[cc->n_md++].value = grpc_slice_from_copied_string(cc->purpose);
+    }
+    if (cc->request_id[0]) {
+        cc->md[cc->n_md].key =
+            grpc_slice_from_static_string("dossier-request-id");
+        cc->md[cc->n_md++].value =
+            grpc_slice_from_copied_string(cc->request_id);
+    }
+    if (cc->serializable) {
+        cc->md[cc->n_md].key =
+            grpc_slice_from_static_string("dossier-consistency");
+        cc->md[cc->n_md++].value =
+            grpc_slice_from_static_string("serializable");
     }
     memset(cc->ops, 0, sizeof(cc->ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -235,8 +350,7 @@ static int call_start(struct dossier_client *c,
     ops[5].data.recv_status_on_client.status_details = &cc->details;
     ops[5].data.recv_status_on_client.error_string = &cc->error_string;
     if (grpc_call_start_batch(cc->call, ops, 6, cc, NULL) != GRPC_CALL_OK) {
-        call_release(cc);
-        memset(cc, 0, sizeof(*cc));
+        attempt_release(cc);
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "the call could not start (invalid metadata: a purpose "
                        "must be printable ASCII)");
@@ -244,12 +358,28 @@ static int call_start(struct dossier_client *c,
     return 0;
 }
 
-/* Turns the outcome of completed call @cc into a code, @st and *@resp
- * (decoded as @d), then releases @cc's resources. */
-static int call_finish(struct client_call *cc,
-                       const ProtobufCMessageDescriptor *d,
-                       ProtobufCMessage **resp, struct dossier_status *st)
+static uint64_t trailer_u64(const grpc_metadata_array *md, const char *key)
 {
+    for (size_t i = 0; i < md->count; i++)
+        if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) {
+            char buf[32];
+            size_t len = GRPC_SLICE_LENGTH(md->metadata[i].value);
+            if (len >= sizeof(buf))
+                return 0;
+            memcpy(buf, GRPC_SLICE_START_PTR(md->metadata[i].value), len);
+            buf[len] = '\0';
+            return strtoull(buf, NULL, 10);
+        }
+    return 0;
+}
+
+/* Interprets the completed attempt of @cc into a code, @st and *@resp
+ * (decoded as @d). Does not release the attempt. */
+static int attempt_outcome(struct client_call *cc,
+                           const ProtobufCMessageDescriptor *d,
+                           ProtobufCMessage **resp, struct dossier_status *st)
+{
+    const char *target = cc->c->targets[cc->target].address;
     char name[32] = "";
     int rc;
 
@@ -264,28 +394,71 @@ static int call_finish(struct client_call *cc,
                    len);
             name[len] = '\0';
         }
+    if (cc->staleness && cc->serializable) {
+        cc->staleness->applied_index =
+            trailer_u64(&cc->trail_md, "dossier-applied-index");
+        cc->staleness->commit_index =
+            trailer_u64(&cc->trail_md, "dossier-commit-index");
+    }
     if (cc->status == GRPC_STATUS_OK) {
         *resp = cc->recv ? unpack(cc->recv, d) : NULL;
-        rc = *resp ? err_ok(st)
-                   : err_set(st, DOSSIER_INTERNAL,
-                             "the node sent a reply that does not decode");
-    } else {
+        return *resp ? err_ok(st)
+                     : err_set(st, DOSSIER_INTERNAL,
+                               "the node sent a reply that does not decode");
+    }
+    {
         char *text = grpc_slice_to_c_string(cc->details);
         rc = err_from_grpc(cc->status, name[0] ? name : NULL);
         if (!name[0] && cc->status == GRPC_STATUS_UNAVAILABLE)
-            err_set(st, rc, "cannot reach %s: %s", cc->c->target,
+            err_set(st, rc, "cannot reach %s: %s", target,
                     text[0] ? text : "unavailable");
         else if (!name[0] && cc->status == GRPC_STATUS_DEADLINE_EXCEEDED)
-            err_set(st, rc, "no answer from %s within %lld ms", cc->c->target,
-                    (long long)cc->timeout_ms);
+            err_set(st, rc, "no answer from %s in time", target);
         else if (!name[0] && cc->status == GRPC_STATUS_RESOURCE_EXHAUSTED)
             err_set(st, rc, "message too large: %s", text);
         else
             err_set(st, rc, "%s", text[0] ? text : dossier_code_message(rc));
         gpr_free(text);
     }
-    call_release(cc);
     return rc;
+}
+
+static int64_t backoff_ms(const struct client_call *cc);
+
+/* 1 when @rc after an attempt of @cc is worth another attempt, on the next
+ * node: the node was unreachable, had no leader, or lost its leadership,
+ * and the deadline leaves room for another try after the pause (else the
+ * caller hears of the last failure rather than of a deadline). Writes are
+ * safe to repeat: their request id makes a second application a no-op. */
+static int retryable(const struct client_call *cc, int rc)
+{
+    gpr_timespec next = gpr_time_add(
+        gpr_now(GPR_CLOCK_REALTIME),
+        gpr_time_from_millis(backoff_ms(cc) + 10, GPR_TIMESPAN));
+    return rc == DOSSIER_UNAVAILABLE && gpr_time_cmp(next, cc->deadline) < 0;
+}
+
+static int64_t backoff_ms(const struct client_call *cc)
+{
+    int64_t ms = BACKOFF_FIRST_MS;
+    for (int i = 1; i < cc->attempts && ms < BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    /* A first failure on a cluster: try the next node at once. */
+    if (cc->attempts == 1 && cc->c->n_targets > 1)
+        ms = 0;
+    return ms;
+}
+
+/* Moves @cc (and the client's first choice) to the next target. */
+static void next_target(struct client_call *cc)
+{
+    struct dossier_client *c = cc->c;
+    unsigned next = (cc->target + 1) % c->n_targets;
+    __atomic_compare_exchange_n(&c->current, &(unsigned){cc->target}, next, 0,
+                                __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    cc->target = next;
 }
 
 int client_unary(struct dossier_client *c, const struct dossier_call_options *co,
@@ -294,16 +467,46 @@ int client_unary(struct dossier_client *c, const struct dossier_call_options *co
                  ProtobufCMessage **resp, struct dossier_status *st)
 {
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    struct client_call cc = {0};
+    struct client_call *cc = calloc(1, sizeof(*cc));
     int rc;
 
     *resp = NULL;
-    rc = call_start(c, co, m, req, cq, &cc, st);
-    if (rc == 0) {
-        grpc_completion_queue_pluck(cq, &cc, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                    NULL);
-        rc = call_finish(&cc, resp_desc, resp, st);
+    if (!cc) {
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
+    rc = call_init(c, co, m, req, client_method_is_write(m), cc, st);
+    while (rc == 0) {
+        struct dossier_status prev;
+        int had_prev = cc->attempts > 0 && st;
+        if (had_prev)
+            prev = *st;
+        rc = attempt_start(cc, cq, st);
+        if (rc)
+            break;
+        grpc_completion_queue_pluck(cq, cc, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
+        rc = attempt_outcome(cc, resp_desc, resp, st);
+        attempt_release(cc);
+        if (rc == DOSSIER_DEADLINE_EXCEEDED && had_prev &&
+            prev.code == DOSSIER_UNAVAILABLE) {
+            /* Out of time while retrying: the failure that made us retry
+             * says more than the deadline does. */
+            *st = prev;
+            rc = prev.code;
+        }
+        if (!retryable(cc, rc))
+            break;
+        {
+            int64_t wait = backoff_ms(cc);
+            next_target(cc);
+            if (wait)
+                usleep((useconds_t)wait * 1000);
+        }
+        rc = 0;
+    }
+    call_free(cc);
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
     return rc;
@@ -312,29 +515,83 @@ int client_unary(struct dossier_client *c, const struct dossier_call_options *co
 /* ------------------------------------------------------------------ */
 /* Asynchronous calls */
 
+static void async_done(struct dossier_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (--c->async_in_flight == 0)
+        pthread_cond_broadcast(&c->idle);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Starts the next attempt of @cc, or finishes it with @st if it cannot. */
+static void async_attempt(struct client_call *cc)
+{
+    struct dossier_status st;
+    if (attempt_start(cc, cc->c->async_cq, &st) != 0) {
+        struct dossier_client *c = cc->c;
+        cc->complete(cc, &st, NULL);
+        call_free(cc);
+        async_done(c);
+    }
+}
+
 static void *async_main(void *arg)
 {
     struct dossier_client *c = arg;
 
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(
-            c->async_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        gpr_timespec wait = gpr_inf_future(GPR_CLOCK_REALTIME);
+        grpc_event ev;
         struct client_call *cc;
         struct dossier_status st;
         ProtobufCMessage *resp;
+        int rc;
 
+        /* Start the retries that are due; sleep until the next one. */
+        for (;;) {
+            pthread_mutex_lock(&c->lock);
+            cc = c->retries;
+            if (cc && gpr_time_cmp(cc->retry_at,
+                                   gpr_now(GPR_CLOCK_REALTIME)) <= 0) {
+                c->retries = cc->next;
+                pthread_mutex_unlock(&c->lock);
+                async_attempt(cc);
+                continue;
+            }
+            if (cc)
+                wait = cc->retry_at;
+            pthread_mutex_unlock(&c->lock);
+            break;
+        }
+        ev = grpc_completion_queue_next(c->async_cq, wait, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
+        if (ev.type == GRPC_QUEUE_TIMEOUT)
+            continue;
         cc = ev.tag;
-        call_finish(cc, cc->resp_desc, &resp, &st);
+        rc = attempt_outcome(cc, cc->resp_desc, &resp, &st);
+        attempt_release(cc);
+        if (retryable(cc, rc)) {
+            struct client_call **pp;
+            cc->retry_at = gpr_time_add(
+                gpr_now(GPR_CLOCK_REALTIME),
+                gpr_time_from_millis(backoff_ms(cc), GPR_TIMESPAN));
+            next_target(cc);
+            pthread_mutex_lock(&c->lock);
+            for (pp = &c->retries;
+                 *pp && gpr_time_cmp((*pp)->retry_at, cc->retry_at) <= 0;
+                 pp = &(*pp)->next)
+                ;
+            cc->next = *pp;
+            *pp = cc;
+            pthread_mutex_unlock(&c->lock);
+            continue;
+        }
         cc->complete(cc, &st, resp);
         if (resp)
             protobuf_c_message_free_unpacked(resp, NULL);
-        free(cc);
-        pthread_mutex_lock(&c->lock);
-        if (--c->async_in_flight == 0)
-            pthread_cond_broadcast(&c->idle);
-        pthread_mutex_unlock(&c->lock);
+        call_free(cc);
+        async_done(c);
     }
     return NULL;
 }
@@ -363,13 +620,12 @@ static int async_start(struct dossier_client *c,
         c->async_in_flight++;
     pthread_mutex_unlock(&c->lock);
     if (rc == 0)
-        rc = call_start(c, co, m, req, c->async_cq, cc, st);
+        rc = call_init(c, co, m, req, client_method_is_write(m), cc, st);
+    if (rc == 0)
+        rc = attempt_start(cc, c->async_cq, st);
     if (rc) {
-        free(cc);
-        pthread_mutex_lock(&c->lock);
-        if (--c->async_in_flight == 0)
-            pthread_cond_broadcast(&c->idle);
-        pthread_mutex_unlock(&c->lock);
+        call_free(cc);
+        async_done(c);
     }
     return rc;
 }

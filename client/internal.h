@@ -20,8 +20,21 @@ enum client_method {
     M_DEFINE_KIND,
     M_GET_KIND,
     M_LIST_KINDS,
+    M_CLUSTER_STATUS,
+    M_CLUSTER_ADD,
+    M_CLUSTER_PROMOTE,
+    M_CLUSTER_REMOVE,
+    M_CLUSTER_TRANSFER,
     M_COUNT,
 };
+
+/* Writes carry a request id so that a retry is applied once. */
+static inline int client_method_is_write(enum client_method m)
+{
+    return m == M_PUT || m == M_DELETE || m == M_DEFINE_KIND ||
+           m == M_CLUSTER_ADD || m == M_CLUSTER_PROMOTE ||
+           m == M_CLUSTER_REMOVE || m == M_CLUSTER_TRANSFER;
+}
 
 /* Sends @req (borrowed) to method @m and waits for the answer, decoded
  * into *@resp as @resp_desc (free with protobuf_c_message_free_unpacked

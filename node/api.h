@@ -1,6 +1,6 @@
-/* The RPC handlers, one file per service (api_records.c, api_schema.c).
- * Each validates its request, then reads through the store or submits a
- * command, and answers its call. */
+/* The RPC handlers, one file per service (api_records.c, api_schema.c,
+ * api_cluster.c, api_peer.c). Each validates its request, then reads
+ * through the store or submits a command, and answers its call. */
 #ifndef DOSSIER_NODE_API_H
 #define DOSSIER_NODE_API_H
 
@@ -16,5 +16,15 @@ void api_records_scan(struct call *c, ProtobufCMessage *req);
 void api_schema_define_kind(struct call *c, ProtobufCMessage *req);
 void api_schema_get_kind(struct call *c, ProtobufCMessage *req);
 void api_schema_list_kinds(struct call *c, ProtobufCMessage *req);
+
+void api_cluster_status(struct call *c, ProtobufCMessage *req);
+void api_cluster_add_node(struct call *c, ProtobufCMessage *req);
+void api_cluster_promote_node(struct call *c, ProtobufCMessage *req);
+void api_cluster_remove_node(struct call *c, ProtobufCMessage *req);
+void api_cluster_transfer_leader(struct call *c, ProtobufCMessage *req);
+
+void api_peer_send(struct call *c, ProtobufCMessage *req);
+void api_peer_install_snapshot(struct call *c, ProtobufCMessage *req);
+void api_peer_fault(struct call *c, ProtobufCMessage *req);
 
 #endif

@@ -48,8 +48,8 @@ static void put_submit(struct put_ctx *p)
     int rc;
 
     p->attempts++;
-    rc = records_seal_put(p->node, p->kind, p->req->record, expected, &cmd,
-                          &len, p->sp, &st);
+    rc = records_seal_put(p->node, p->kind, p->req->record, expected,
+                          call_request_id(p->call), &cmd, &len, p->sp, &st);
     if (rc == 0)
         rc = cluster_submit(p->node->cluster, cmd, len, put_done, p);
     if (rc) {
@@ -185,6 +185,8 @@ void api_records_delete(struct call *c, ProtobufCMessage *msg)
     op.kind = k->kind;
     op.rid = (ProtobufCBinaryData){sizeof(rid), rid};
     cmd.time_ms = records_now_ms();
+    if (call_request_id(c))
+        cmd.request_id = (ProtobufCBinaryData){16, (uint8_t *)call_request_id(c)};
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_DELETE;
     cmd.delete_ = &op;
     len = dossier__store__v1__command__get_packed_size(&cmd);

@@ -59,6 +59,8 @@ void api_schema_define_kind(struct call *c, ProtobufCMessage *msg)
 
     op.schema = req->schema;
     cmd.time_ms = records_now_ms();
+    if (call_request_id(c))
+        cmd.request_id = (ProtobufCBinaryData){16, (uint8_t *)call_request_id(c)};
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND;
     cmd.define_kind = &op;
     len = dossier__store__v1__command__get_packed_size(&cmd);

@@ -1,37 +1,167 @@
-/* The single-node writer: group commit of submitted commands. */
+/* The node's Raft loop: proposals, ticks, peer messages, persistence,
+ * application of committed commands, ReadIndex batches, membership. */
 #include "cluster.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <sodium.h>
+
+#include "crypt.h"
 #include "errors.h"
 #include "log.h"
+#include "peer.h"
+#include "raftio.h"
+#include "store.pb-c.h"
 
-struct pending {
+#define DEFAULT_TICK_MS 100
+#define DEFAULT_ELECTION_TICKS 10
+/* A learner this close to the leader's log may be promoted. */
+#define PROMOTE_LAG_MAX 64
+
+/* A submitted command: queued, then proposed at (index, term). */
+struct prop {
     uint8_t *data;
     size_t len;
     cluster_done_cb cb;
     void *arg;
-    struct store_result res;
-    struct pending *next;
+    raft_index index;
+    raft_term term;
+    struct prop *next;
+};
+
+struct read_wait {
+    cluster_read_cb cb;
+    void *arg;
+    struct read_wait *next;
+};
+
+/* Reads that share one ReadIndex round. */
+struct read_batch {
+    uint64_t ctx;
+    raft_index index; /* 0 until the read state arrives */
+    int64_t started_ms;
+    struct read_wait *waiters;
+    struct read_batch *next;
+};
+
+struct in_msg {
+    struct raft_msg m; /* entries owned (raftio_msg_release) */
+    struct in_msg *next;
+};
+
+struct in_snap {
+    char staged[4096];
+    struct raft_msg m;
+    struct in_snap *next;
+};
+
+enum report_kind { REPORT_UNREACHABLE, REPORT_SNAPSHOT };
+
+struct report {
+    enum report_kind kind;
+    uint64_t id;
+    int ok;
+    struct report *next;
+};
+
+struct admin_req {
+    enum cluster_admin_op op;
+    uint64_t id;
+    char address[CLUSTER_ADDRESS_MAX];
+    cluster_read_cb cb;
+    void *arg;
+    raft_index wait_index; /* done once applied */
+    int64_t deadline_ms;   /* transfers */
+    struct admin_req *next;
 };
 
 struct cluster {
     struct store *store;
+    struct crypt *crypt;
+    struct raft *raft;
+    struct peer_client *peers;
+    uint64_t id;
+    uint8_t cid[PEER_CLUSTER_ID_BYTES];
+    unsigned tick_ms, election_ticks;
     size_t max_batch;
+    uint64_t snapshot_entries;
+    char snapshot_dir[4096];
+    size_t n_initial;
+    struct cluster_member *initial;
+
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    struct pending *head, **tail;
     int stopping;
-    uint64_t commands, batches; /* under lock */
+    /* Inputs, under lock. */
+    struct prop *in_props, **in_props_tail;
+    struct read_wait *in_reads;
+    struct in_msg *in_msgs, **in_msgs_tail;
+    struct in_snap *in_snaps;
+    struct report *in_reports;
+    struct admin_req *in_admin;
+
+    /* Raft thread only. */
+    struct prop *proposed, **proposed_tail;
+    struct read_batch *batches;
+    uint64_t read_ctx;
+    struct admin_req *admin;
+    char staged[4096]; /* snapshot stepped and awaiting install */
+    int64_t next_tick_ms;
+    raft_term bootstrapped_term; /* term whose leader seeded the cluster */
+    uint64_t snap_seq;
+    uint64_t n_commands, n_batches, n_reads;
+    struct report *late_reports; /* produced inside a ready */
+
+    /* Read by any thread. */
+    int keys_ready;
+    int fast_reads;
+    uint64_t commit_index;
+    int is_leader;
+    uint64_t leader;
+    pthread_mutex_t status_lock;
+    struct cluster_status status;
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *raft_rc_text(int rc)
+{
+    switch (rc) {
+    case RAFT_NOT_LEADER: return "this node is not the leader";
+    case RAFT_NO_LEADER: return "no leader is elected";
+    case RAFT_BUSY: return "another membership change or a leadership "
+                           "transfer is in progress";
+    case RAFT_INVALID: return "the change makes no sense for this membership";
+    default: return "raft refused";
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Inputs (any thread) */
+
+static void wake(struct cluster *cl)
+{
+    pthread_cond_signal(&cl->wake);
+}
 
 int cluster_submit(struct cluster *cl, uint8_t *data, size_t len,
                    cluster_done_cb cb, void *arg)
 {
-    struct pending *p = calloc(1, sizeof(*p));
+    struct prop *p = calloc(1, sizeof(*p));
     if (!p) {
         free(data);
         return DOSSIER_NOMEM;
@@ -47,125 +177,1203 @@ int cluster_submit(struct cluster *cl, uint8_t *data, size_t len,
         free(p);
         return DOSSIER_UNAVAILABLE;
     }
-    *cl->tail = p;
-    cl->tail = &p->next;
-    pthread_cond_signal(&cl->wake);
+    *cl->in_props_tail = p;
+    cl->in_props_tail = &p->next;
+    wake(cl);
     pthread_mutex_unlock(&cl->lock);
     return 0;
 }
 
-/* Applies the commands of @list in order into one batch, writes it synced,
- * then runs every callback. */
-static void write_batch(struct cluster *cl, struct pending *list)
+int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg)
 {
-    struct store_batch *b = store_batch_begin(cl->store);
-    struct dossier_status st;
-    size_t n = 0;
-    int rc = 0;
-
-    for (struct pending *p = list; p; p = p->next, n++) {
-        Command *cmd;
-        if (!b) {
-            err_set(&p->res.status, DOSSIER_NOMEM, "out of memory");
-            continue;
-        }
-        cmd = dossier__store__v1__command__unpack(NULL, p->len, p->data);
-        if (!cmd) {
-            err_set(&p->res.status, DOSSIER_CORRUPT, "undecodable command");
-            continue;
-        }
-        store_apply(b, cmd, &p->res);
-        dossier__store__v1__command__free_unpacked(cmd, NULL);
+    struct read_wait *w;
+    if (__atomic_load_n(&cl->fast_reads, __ATOMIC_ACQUIRE))
+        return 1;
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        cb(arg, DOSSIER_NOMEM, "out of memory");
+        return 0;
     }
-    if (b)
-        rc = store_batch_commit(b, 1, &st);
-    if (rc) {
-        log_printf(LOG_ERROR, "write of %zu commands failed: %s", n,
-                   st.message);
-        for (struct pending *p = list; p; p = p->next)
-            if (p->res.status.code == 0)
-                p->res.status = st;
+    w->cb = cb;
+    w->arg = arg;
+    pthread_mutex_lock(&cl->lock);
+    if (cl->stopping) {
+        pthread_mutex_unlock(&cl->lock);
+        free(w);
+        cb(arg, DOSSIER_UNAVAILABLE, "the node is stopping");
+        return 0;
+    }
+    w->next = cl->in_reads;
+    cl->in_reads = w;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+    return 0;
+}
+
+uint64_t cluster_commit_index(struct cluster *cl)
+{
+    return __atomic_load_n(&cl->commit_index, __ATOMIC_ACQUIRE);
+}
+
+int cluster_is_leader(struct cluster *cl)
+{
+    return __atomic_load_n(&cl->is_leader, __ATOMIC_ACQUIRE);
+}
+
+int cluster_keys_ready(struct cluster *cl)
+{
+    return __atomic_load_n(&cl->keys_ready, __ATOMIC_ACQUIRE);
+}
+
+uint64_t cluster_leader(struct cluster *cl, char *address, size_t cap)
+{
+    uint64_t id = __atomic_load_n(&cl->leader, __ATOMIC_ACQUIRE);
+    if (address && cap) {
+        address[0] = '\0';
+        if (id)
+            peer_client_address(cl->peers, id, address, cap);
+    }
+    return id;
+}
+
+const uint8_t *cluster_id(const struct cluster *cl)
+{
+    return cl->cid;
+}
+
+int cluster_knows(struct cluster *cl, uint64_t id)
+{
+    int known = 0;
+    if (id == 0)
+        return 0;
+    for (size_t i = 0; i < cl->n_initial; i++)
+        known |= cl->initial[i].id == id;
+    pthread_mutex_lock(&cl->status_lock);
+    for (size_t i = 0; i < cl->status.n_members; i++)
+        known |= cl->status.members[i].id == id;
+    pthread_mutex_unlock(&cl->status_lock);
+    return known;
+}
+
+int cluster_receive(struct cluster *cl, uint64_t from,
+                    const struct raft_msg *msgs, size_t n,
+                    struct dossier_status *st)
+{
+    struct in_msg *head = NULL, **tail = &head;
+
+    if (!cluster_knows(cl, from))
+        return err_set(st, DOSSIER_PERMISSION_DENIED,
+                       "node %" PRIu64 " is not a member of this cluster",
+                       from);
+    for (size_t i = 0; i < n; i++) {
+        struct in_msg *im;
+        if (msgs[i].from != from || msgs[i].to != cl->id) {
+            err_set(st, DOSSIER_INVALID_ARGUMENT,
+                    "a message claims another sender or receiver");
+            goto fail;
+        }
+        if (msgs[i].type == RAFT_MSG_SNAPSHOT) {
+            /* A snapshot comes with its data, through InstallSnapshot. */
+            err_set(st, DOSSIER_INVALID_ARGUMENT,
+                    "a snapshot message without its data");
+            goto fail;
+        }
+        im = calloc(1, sizeof(*im));
+        if (!im)
+            goto nomem;
+        im->m = msgs[i];
+        im->m.entries = NULL;
+        im->m.n_entries = 0;
+        if (msgs[i].n_entries) {
+            im->m.entries = calloc(msgs[i].n_entries, sizeof(struct raft_entry));
+            if (!im->m.entries) {
+                free(im);
+                goto nomem;
+            }
+            for (size_t j = 0; j < msgs[i].n_entries; j++) {
+                struct raft_entry *e = &im->m.entries[j];
+                *e = msgs[i].entries[j];
+                e->data = malloc(e->len ? e->len : 1);
+                if (!e->data) {
+                    raftio_msg_release(&im->m);
+                    free(im);
+                    goto nomem;
+                }
+                if (e->len)
+                    memcpy(e->data, msgs[i].entries[j].data, e->len);
+                im->m.n_entries = j + 1;
+            }
+        }
+        *tail = im;
+        tail = &im->next;
     }
     pthread_mutex_lock(&cl->lock);
-    cl->commands += n;
-    cl->batches++;
+    if (cl->stopping) {
+        pthread_mutex_unlock(&cl->lock);
+        err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
+        goto fail;
+    }
+    if (head) {
+        *cl->in_msgs_tail = head;
+        cl->in_msgs_tail = tail;
+    }
+    wake(cl);
     pthread_mutex_unlock(&cl->lock);
-    while (list) {
-        struct pending *next = list->next;
-        list->cb(list->arg, &list->res);
-        free(list->data);
-        free(list);
-        list = next;
+    return err_ok(st);
+nomem:
+    err_set(st, DOSSIER_NOMEM, "out of memory");
+fail:
+    while (head) {
+        struct in_msg *next = head->next;
+        raftio_msg_release(&head->m);
+        free(head);
+        head = next;
+    }
+    return st->code;
+}
+
+void cluster_snapshot_staging(struct cluster *cl, uint64_t from, char *out,
+                              size_t cap)
+{
+    unsigned char r[8];
+    char hex[17];
+    randombytes_buf(r, sizeof(r));
+    sodium_bin2hex(hex, sizeof(hex), r, sizeof(r));
+    snprintf(out, cap, "%s/in-%" PRIu64 "-%s", cl->snapshot_dir, from, hex);
+}
+
+void cluster_snapshot_received(struct cluster *cl, const char *staged,
+                               const struct raft_msg *msg)
+{
+    struct in_snap *s = calloc(1, sizeof(*s));
+    if (!s) {
+        store_rmtree(staged);
+        return;
+    }
+    snprintf(s->staged, sizeof(s->staged), "%s", staged);
+    s->m = *msg;
+    s->m.entries = NULL;
+    s->m.n_entries = 0;
+    pthread_mutex_lock(&cl->lock);
+    if (cl->stopping) {
+        pthread_mutex_unlock(&cl->lock);
+        store_rmtree(staged);
+        free(s);
+        return;
+    }
+    s->next = cl->in_snaps;
+    cl->in_snaps = s;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+}
+
+static void report_push(struct cluster *cl, enum report_kind kind,
+                        uint64_t id, int ok)
+{
+    struct report *r = calloc(1, sizeof(*r));
+    if (!r)
+        return;
+    r->kind = kind;
+    r->id = id;
+    r->ok = ok;
+    pthread_mutex_lock(&cl->lock);
+    r->next = cl->in_reports;
+    cl->in_reports = r;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+}
+
+static void on_unreachable(void *arg, uint64_t id)
+{
+    report_push(arg, REPORT_UNREACHABLE, id, 0);
+}
+
+static void on_snapshot_done(void *arg, uint64_t id, int ok)
+{
+    report_push(arg, REPORT_SNAPSHOT, id, ok);
+}
+
+int cluster_admin(struct cluster *cl, enum cluster_admin_op op, uint64_t id,
+                  const char *address, cluster_read_cb cb, void *arg)
+{
+    struct admin_req *a = calloc(1, sizeof(*a));
+    if (!a)
+        return DOSSIER_NOMEM;
+    a->op = op;
+    a->id = id;
+    snprintf(a->address, sizeof(a->address), "%s", address ? address : "");
+    a->cb = cb;
+    a->arg = arg;
+    pthread_mutex_lock(&cl->lock);
+    if (cl->stopping) {
+        pthread_mutex_unlock(&cl->lock);
+        free(a);
+        return DOSSIER_UNAVAILABLE;
+    }
+    a->next = cl->in_admin;
+    cl->in_admin = a;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+    return 0;
+}
+
+int cluster_forward(struct cluster *cl, const char *method,
+                    const uint8_t *request, size_t len, const char *purpose,
+                    const uint8_t *request_id, int64_t timeout_ms,
+                    cluster_forward_cb cb, void *arg)
+{
+    uint64_t leader = cluster_leader(cl, NULL, 0);
+    if (leader == 0 || leader == cl->id)
+        return DOSSIER_UNAVAILABLE;
+    return peer_client_forward(cl->peers, leader, method, request, len,
+                               purpose, request_id, timeout_ms, cb, arg);
+}
+
+void cluster_isolate(struct cluster *cl, const uint64_t *ids, size_t n)
+{
+    struct cluster_status s;
+    cluster_status(cl, &s);
+    for (size_t i = 0; i < s.n_members; i++)
+        peer_client_block(cl->peers, s.members[i].id, 0);
+    for (size_t i = 0; i < cl->n_initial; i++)
+        peer_client_block(cl->peers, cl->initial[i].id, 0);
+    for (size_t i = 0; i < n; i++)
+        peer_client_block(cl->peers, ids[i], 1);
+}
+
+int cluster_is_isolated_from(struct cluster *cl, uint64_t id)
+{
+    return peer_client_blocked(cl->peers, id);
+}
+
+void cluster_status(struct cluster *cl, struct cluster_status *out)
+{
+    pthread_mutex_lock(&cl->status_lock);
+    *out = cl->status;
+    pthread_mutex_unlock(&cl->status_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Keys and members (Raft thread) */
+
+static void load_keys(struct cluster *cl)
+{
+    Dossier__Store__V1__Meta *m = NULL;
+    struct dossier_status st;
+
+    if (cluster_keys_ready(cl))
+        return;
+    if (store_meta_get(cl->store, &m, &st) != 0)
+        return; /* not initialised yet */
+    if (crypt_keyset_load(cl->crypt, m, &st) != 0) {
+        log_printf(LOG_ERROR,
+                   "cannot open the cluster's keyset: %s; this node "
+                   "replicates but refuses to serve data",
+                   st.message);
+    } else {
+        __atomic_store_n(&cl->keys_ready, 1, __ATOMIC_RELEASE);
+        log_printf(LOG_INFO, "cluster keyset open");
+    }
+    dossier__store__v1__meta__free_unpacked(m, NULL);
+}
+
+static void member_cb(void *arg, uint64_t id, const char *address)
+{
+    struct cluster *cl = arg;
+    if (id != cl->id)
+        peer_client_set_address(cl->peers, id, address);
+}
+
+static void load_members(struct cluster *cl)
+{
+    struct dossier_status st;
+    for (size_t i = 0; i < cl->n_initial; i++)
+        if (cl->initial[i].id != cl->id)
+            peer_client_set_address(cl->peers, cl->initial[i].id,
+                                    cl->initial[i].address);
+    if (store_members(cl->store, member_cb, cl, &st) != 0)
+        log_printf(LOG_WARN, "cannot read the members: %s", st.message);
+}
+
+static int pack_command(const Dossier__Store__V1__Command *cmd, uint8_t **out,
+                        size_t *len)
+{
+    *len = dossier__store__v1__command__get_packed_size(cmd);
+    *out = malloc(*len ? *len : 1);
+    if (!*out)
+        return DOSSIER_NOMEM;
+    dossier__store__v1__command__pack(cmd, *out);
+    return 0;
+}
+
+static void propose_internal(struct cluster *cl,
+                             const Dossier__Store__V1__Command *cmd)
+{
+    uint8_t *buf;
+    size_t len;
+    if (pack_command(cmd, &buf, &len) == 0) {
+        raft_propose(cl->raft, buf, len, NULL, NULL);
+        free(buf);
     }
 }
 
-static void *writer_main(void *arg)
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct members_seen {
+    const struct cluster_member *want;
+    size_t n_want, n_seen;
+};
+
+static void count_member(void *arg, uint64_t id, const char *address)
+{
+    struct members_seen *m = arg;
+    for (size_t i = 0; i < m->n_want; i++)
+        if (m->want[i].id == id && strcmp(m->want[i].address, address) == 0)
+            m->n_seen++;
+}
+
+/* 1 when every initial member's address is already replicated. */
+static int members_recorded(struct cluster *cl)
+{
+    struct members_seen m = {cl->initial, cl->n_initial, 0};
+    struct dossier_status st;
+    if (store_members(cl->store, count_member, &m, &st) != 0)
+        return 0;
+    return m.n_seen == cl->n_initial;
+}
+
+/* A new leader seeds what the cluster lacks: the keyset (first leader of a
+ * new cluster) and the addresses of the initial members. Proposing twice
+ * is harmless: applying keeps the first keyset. */
+static void leader_bootstrap(struct cluster *cl)
+{
+    Dossier__Store__V1__Meta *existing = NULL;
+    struct dossier_status st;
+    raft_term term = raft_term_now(cl->raft);
+
+    if (cl->bootstrapped_term == term)
+        return;
+    cl->bootstrapped_term = term;
+    if (store_meta_get(cl->store, &existing, &st) == DOSSIER_NOT_FOUND) {
+        Dossier__Store__V1__Meta meta = DOSSIER__STORE__V1__META__INIT;
+        Dossier__Store__V1__InitKeysetOp op =
+            DOSSIER__STORE__V1__INIT_KEYSET_OP__INIT;
+        Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+        meta.format = STORE_FORMAT;
+        meta.created_at_ms = wall_ms();
+        if (crypt_keyset_create(cl->crypt, &meta, &st) == 0) {
+            op.meta = &meta;
+            cmd.time_ms = meta.created_at_ms;
+            cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_INIT_KEYSET;
+            cmd.init_keyset = &op;
+            propose_internal(cl, &cmd);
+            free(meta.cluster_id.data);
+            free(meta.kek_check.data);
+            free(meta.sealed_keyset.data);
+            log_printf(LOG_INFO, "proposed the cluster's keyset");
+        } else {
+            log_printf(LOG_ERROR, "cannot make a keyset: %s", st.message);
+        }
+    } else if (existing) {
+        dossier__store__v1__meta__free_unpacked(existing, NULL);
+    }
+    if (members_recorded(cl))
+        return;
+    for (size_t i = 0; i < cl->n_initial; i++) {
+        Dossier__Store__V1__SetMemberOp op =
+            DOSSIER__STORE__V1__SET_MEMBER_OP__INIT;
+        Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+        op.id = cl->initial[i].id;
+        op.address = cl->initial[i].address;
+        cmd.time_ms = wall_ms();
+        cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_SET_MEMBER;
+        cmd.set_member = &op;
+        propose_internal(cl, &cmd);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Proposals and their outcomes (Raft thread) */
+
+static void prop_fail(struct prop *p, int code, const char *message)
+{
+    struct store_result res;
+    memset(&res, 0, sizeof(res));
+    err_set(&res.status, code, "%s", message);
+    p->cb(p->arg, &res);
+    free(p->data);
+    free(p);
+}
+
+static void not_leader_message(struct cluster *cl, char *out, size_t cap)
+{
+    char addr[CLUSTER_ADDRESS_MAX];
+    uint64_t leader = cluster_leader(cl, addr, sizeof(addr));
+    if (leader)
+        snprintf(out, cap, "this node is not the leader; node %" PRIu64
+                 " at %s is", leader, addr[0] ? addr : "?");
+    else
+        snprintf(out, cap, "no leader is elected yet; retry shortly");
+}
+
+static void propose_all(struct cluster *cl, struct prop *list)
+{
+    char msg[CLUSTER_ADDRESS_MAX + 128];
+    while (list) {
+        struct prop *p = list;
+        int rc;
+        list = p->next;
+        p->next = NULL;
+        rc = raft_propose(cl->raft, p->data, p->len, &p->index, &p->term);
+        if (rc != RAFT_OK) {
+            not_leader_message(cl, msg, sizeof(msg));
+            prop_fail(p, DOSSIER_UNAVAILABLE,
+                      rc == RAFT_BUSY ? "leadership is being handed over; "
+                                        "retry shortly"
+                                      : msg);
+            continue;
+        }
+        free(p->data);
+        p->data = NULL;
+        *cl->proposed_tail = p;
+        cl->proposed_tail = &p->next;
+    }
+}
+
+/* Answers the proposals whose index the state machine has reached: the
+ * command at that index is ours if its term is the one we proposed in. */
+static void settle_proposals(struct cluster *cl, const struct raft_entry *ents,
+                             const struct store_result *results, size_t n)
+{
+    raft_index applied = store_applied(cl->store);
+    while (cl->proposed && cl->proposed->index <= applied) {
+        struct prop *p = cl->proposed;
+        const struct store_result *res = NULL;
+        cl->proposed = p->next;
+        if (!cl->proposed)
+            cl->proposed_tail = &cl->proposed;
+        for (size_t i = 0; i < n; i++)
+            if (ents[i].index == p->index) {
+                if (ents[i].term == p->term)
+                    res = &results[i];
+                break;
+            }
+        if (res) {
+            p->cb(p->arg, res);
+            free(p);
+        } else {
+            prop_fail(p, DOSSIER_UNAVAILABLE,
+                      "leadership changed before the write committed: it "
+                      "was not applied (or its outcome is unknown); retry "
+                      "with the same request id");
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads (Raft thread) */
+
+static void reads_fail(struct read_wait *w, int code, const char *message)
+{
+    while (w) {
+        struct read_wait *next = w->next;
+        w->cb(w->arg, code, message);
+        free(w);
+        w = next;
+    }
+}
+
+static void reads_start(struct cluster *cl, struct read_wait *w)
+{
+    struct read_batch *b;
+    int rc;
+    char msg[CLUSTER_ADDRESS_MAX + 128];
+
+    if (!w)
+        return;
+    if (!cluster_keys_ready(cl)) {
+        reads_fail(w, DOSSIER_UNAVAILABLE,
+                   "the cluster's keys are not open on this node yet");
+        return;
+    }
+    b = calloc(1, sizeof(*b));
+    if (!b) {
+        reads_fail(w, DOSSIER_NOMEM, "out of memory");
+        return;
+    }
+    b->ctx = ++cl->read_ctx;
+    rc = raft_read_index(cl->raft, b->ctx);
+    if (rc != RAFT_OK) {
+        free(b);
+        not_leader_message(cl, msg, sizeof(msg));
+        reads_fail(w, DOSSIER_UNAVAILABLE, msg);
+        return;
+    }
+    b->started_ms = now_ms();
+    b->waiters = w;
+    b->next = cl->batches;
+    cl->batches = b;
+    cl->n_reads++;
+}
+
+/* Runs the reads whose index is applied; fails those that waited too
+ * long for a leader to answer. */
+static void reads_settle(struct cluster *cl)
+{
+    raft_index applied = store_applied(cl->store);
+    int64_t limit = now_ms() - 3 * (int64_t)cl->tick_ms * cl->election_ticks;
+    struct read_batch **pp = &cl->batches;
+
+    while (*pp) {
+        struct read_batch *b = *pp;
+        if (b->index && b->index <= applied) {
+            *pp = b->next;
+            reads_fail(b->waiters, 0, "");
+            free(b);
+        } else if (!b->index && b->started_ms < limit) {
+            *pp = b->next;
+            reads_fail(b->waiters, DOSSIER_UNAVAILABLE,
+                       "no leader confirmed the read in time; retry");
+            free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Membership (Raft thread) */
+
+static void admin_done(struct admin_req *a, int code, const char *message)
+{
+    a->cb(a->arg, code, message);
+    free(a);
+}
+
+static void admin_start(struct cluster *cl, struct admin_req *a)
+{
+    struct raft_conf_change cc = {0, a->id};
+    struct raft_status rs;
+    raft_index idx = 0;
+    int rc;
+
+    if (!cluster_is_leader(cl))
+        return admin_done(a, DOSSIER_UNAVAILABLE, "this node is not the leader");
+    raft_status(cl->raft, &rs);
+    switch (a->op) {
+    case CLUSTER_ADD: {
+        Dossier__Store__V1__SetMemberOp op =
+            DOSSIER__STORE__V1__SET_MEMBER_OP__INIT;
+        Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+        if (!a->address[0])
+            return admin_done(a, DOSSIER_INVALID_ARGUMENT,
+                              "a new node needs an address");
+        /* Its address first: by the time the membership change applies,
+         * every node knows where the learner listens. Should the change be
+         * refused, the recorded address harms nothing. */
+        op.id = a->id;
+        op.address = a->address;
+        cmd.time_ms = wall_ms();
+        cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_SET_MEMBER;
+        cmd.set_member = &op;
+        propose_internal(cl, &cmd);
+        peer_client_set_address(cl->peers, a->id, a->address);
+        cc.op = RAFT_CONF_ADD_LEARNER;
+        rc = raft_propose_conf_change(cl->raft, &cc, &idx);
+        break;
+    }
+    case CLUSTER_PROMOTE:
+        for (size_t i = 0; i < rs.n_progress; i++)
+            if (rs.progress[i].id == a->id && rs.progress[i].learner &&
+                rs.progress[i].match + PROMOTE_LAG_MAX < rs.last_index)
+                return admin_done(a, DOSSIER_FAILED_PRECONDITION,
+                                  "the learner is still catching up; "
+                                  "promote it once its log is close to the "
+                                  "leader's (see cluster status)");
+        cc.op = RAFT_CONF_PROMOTE;
+        rc = raft_propose_conf_change(cl->raft, &cc, &idx);
+        break;
+    case CLUSTER_REMOVE:
+        cc.op = RAFT_CONF_REMOVE;
+        rc = raft_propose_conf_change(cl->raft, &cc, &idx);
+        break;
+    case CLUSTER_TRANSFER:
+        rc = raft_transfer_leader(cl->raft, a->id);
+        a->deadline_ms = now_ms() + 3 * (int64_t)cl->tick_ms *
+                                        cl->election_ticks;
+        break;
+    default:
+        rc = RAFT_INVALID;
+    }
+    if (rc != RAFT_OK)
+        return admin_done(a, rc == RAFT_BUSY ? DOSSIER_FAILED_PRECONDITION
+                                             : DOSSIER_INVALID_ARGUMENT,
+                          raft_rc_text(rc));
+    a->wait_index = idx;
+    a->next = cl->admin;
+    cl->admin = a;
+}
+
+static void admin_settle(struct cluster *cl)
+{
+    struct admin_req **pp = &cl->admin;
+    raft_index applied = store_applied(cl->store);
+    while (*pp) {
+        struct admin_req *a = *pp;
+        int done = 0, code = 0;
+        const char *msg = "";
+        if (a->op == CLUSTER_TRANSFER) {
+            if (raft_leader(cl->raft) == a->id) {
+                done = 1;
+            } else if (now_ms() > a->deadline_ms) {
+                done = 1;
+                code = DOSSIER_UNAVAILABLE;
+                msg = "the transfer did not complete in time";
+            }
+        } else if (applied >= a->wait_index) {
+            done = 1;
+        } else if (!cluster_is_leader(cl)) {
+            done = 1;
+            code = DOSSIER_UNAVAILABLE;
+            msg = "leadership changed: check cluster status";
+        }
+        if (done) {
+            *pp = a->next;
+            admin_done(a, code, msg);
+        } else {
+            pp = &a->next;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Readies (Raft thread) */
+
+static void fatal(const char *what, const struct dossier_status *st)
+{
+    /* Persisting Raft state or applying committed commands failed: going on
+     * could lose or reorder acknowledged writes. Stop; a restart recovers
+     * from what is on disk. */
+    log_printf(LOG_ERROR, "stopping: %s: %s", what, st->message);
+    fprintf(stderr, "dossierd: stopping: %s: %s\n", what, st->message);
+    abort();
+}
+
+static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
+{
+    struct raftio_install in;
+    struct dossier_status st;
+
+    if (!cl->staged[0]) {
+        err_set(&st, DOSSIER_INTERNAL, "no staged snapshot data");
+        fatal("installing a snapshot", &st);
+    }
+    in.hs = rd->hs;
+    in.meta = rd->snapshot;
+    if (store_install(cl->store, cl->staged, raftio_prepare_install, &in,
+                      &st) != 0)
+        fatal("installing a snapshot", &st);
+    cl->staged[0] = '\0';
+    crypt_cache_clear(cl->crypt);
+    load_keys(cl);
+    load_members(cl);
+    log_printf(LOG_INFO, "installed a snapshot at index %" PRIu64,
+               rd->snapshot.index);
+}
+
+static void send_messages(struct cluster *cl, const struct raft_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        const struct raft_msg *m = &rd->msgs[i];
+        size_t j;
+        if (m->type == RAFT_MSG_SNAPSHOT) {
+            char dir[4200];
+            struct raft_msg sm = *m;
+            struct dossier_status st;
+            snprintf(dir, sizeof(dir), "%s/out-%" PRIu64 "-%" PRIu64,
+                     cl->snapshot_dir, m->to, ++cl->snap_seq);
+            store_rmtree(dir);
+            /* The checkpoint is the state applied so far, which is what
+             * raft_snapshot_at_applied describes: this ready's committed
+             * entries are applied after the messages are sent. */
+            raft_snapshot_at_applied(cl->raft, &sm.snapshot);
+            if (store_checkpoint(cl->store, dir, &st) != 0) {
+                log_printf(LOG_WARN, "cannot make a snapshot for node %" PRIu64
+                           ": %s", m->to, st.message);
+                store_rmtree(dir);
+                on_snapshot_done(cl, m->to, 0);
+                continue;
+            }
+            log_printf(LOG_INFO, "sending a snapshot at index %" PRIu64
+                       " to node %" PRIu64, sm.snapshot.index, m->to);
+            peer_client_send_snapshot(cl->peers, m->to, dir, &sm);
+            continue;
+        }
+        /* Group consecutive messages to the same node into one call. */
+        for (j = i + 1; j < rd->n_msgs && rd->msgs[j].to == m->to &&
+                        rd->msgs[j].type != RAFT_MSG_SNAPSHOT;
+             j++)
+            ;
+        peer_client_send(cl->peers, m->to, m, j - i);
+        i = j - 1;
+    }
+}
+
+static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
+{
+    struct store_batch *b;
+    struct store_result *results;
+    struct dossier_status st;
+    unsigned effects;
+
+    if (rd->n_committed == 0)
+        return;
+    results = calloc(rd->n_committed, sizeof(*results));
+    b = store_batch_begin(cl->store);
+    if (!results || !b) {
+        err_set(&st, DOSSIER_NOMEM, "out of memory");
+        fatal("applying committed commands", &st);
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const struct raft_entry *e = &rd->committed[i];
+        Dossier__Store__V1__Command *cmd;
+        if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
+            continue; /* membership changes: the core applies them */
+        cmd = dossier__store__v1__command__unpack(NULL, e->len, e->data);
+        if (!cmd) {
+            err_set(&results[i].status, DOSSIER_CORRUPT,
+                    "undecodable command");
+            continue;
+        }
+        store_apply(b, cmd, &results[i]);
+        dossier__store__v1__command__free_unpacked(cmd, NULL);
+        cl->n_commands++;
+    }
+    store_batch_set_applied(b, rd->committed[rd->n_committed - 1].index);
+    effects = store_batch_effects(b);
+    /* Not synced: the log entries are durable, and a restart applies
+     * again whatever this write lost. */
+    if (store_batch_commit(b, 0, &st) != 0)
+        fatal("applying committed commands", &st);
+    cl->n_batches++;
+    if (effects & STORE_EFFECT_KEYSET)
+        load_keys(cl);
+    if (effects & STORE_EFFECT_MEMBERS)
+        load_members(cl);
+    settle_proposals(cl, rd->committed, results, rd->n_committed);
+    free(results);
+}
+
+static void handle_ready(struct cluster *cl)
+{
+    struct raft_ready rd;
+    struct dossier_status st;
+
+    raft_ready(cl->raft, &rd);
+    if (rd.has_snapshot)
+        install_snapshot(cl, &rd);
+    if (raftio_save(cl->store, &rd, &st) != 0)
+        fatal("persisting raft state", &st);
+    send_messages(cl, &rd);
+    apply_committed(cl, &rd);
+    for (size_t i = 0; i < rd.n_reads; i++)
+        for (struct read_batch *b = cl->batches; b; b = b->next)
+            if (b->ctx == rd.reads[i].context)
+                b->index = rd.reads[i].index;
+    if (rd.soft_changed) {
+        log_printf(LOG_INFO, "node %" PRIu64 " is %s in term %" PRIu64
+                   "; leader %" PRIu64,
+                   cl->id, raft_role_name(rd.role), rd.hs.term, rd.leader);
+        __atomic_store_n(&cl->leader, rd.leader, __ATOMIC_RELEASE);
+        __atomic_store_n(&cl->is_leader, rd.role == RAFT_LEADER,
+                         __ATOMIC_RELEASE);
+    }
+    raft_advance(cl->raft, &rd);
+    if (rd.soft_changed && rd.role == RAFT_LEADER)
+        leader_bootstrap(cl);
+}
+
+/* Compacts the log once it holds many applied entries. */
+static void maybe_compact(struct cluster *cl)
+{
+    struct raft_status rs;
+    struct raft_snapshot_meta meta;
+    struct dossier_status st;
+
+    raft_status(cl->raft, &rs);
+    if (rs.applied < rs.first_index + cl->snapshot_entries)
+        return;
+    raft_snapshot_at_applied(cl->raft, &meta);
+    if (raftio_compact(cl->store, &meta, &st) != 0) {
+        log_printf(LOG_WARN, "cannot compact the raft log: %s", st.message);
+        return;
+    }
+    raft_compact(cl->raft, meta.index);
+}
+
+static void update_status(struct cluster *cl)
+{
+    struct cluster_status s;
+    memset(&s, 0, sizeof(s));
+    raft_status(cl->raft, &s.raft);
+    s.store_applied = store_applied(cl->store);
+    s.commands = cl->n_commands;
+    s.batches = cl->n_batches;
+    s.reads = cl->n_reads;
+    for (int pass = 0; pass < 2; pass++) {
+        const raft_id *ids = pass ? s.raft.conf.learners : s.raft.conf.voters;
+        size_t n = pass ? s.raft.conf.n_learners : s.raft.conf.n_voters;
+        for (size_t i = 0; i < n; i++) {
+            struct cluster_member *m = &s.members[s.n_members++];
+            m->id = ids[i];
+            if (ids[i] == cl->id) {
+                for (size_t k = 0; k < cl->n_initial; k++)
+                    if (cl->initial[k].id == cl->id)
+                        snprintf(m->address, sizeof(m->address), "%s",
+                                 cl->initial[k].address);
+            } else {
+                peer_client_address(cl->peers, ids[i], m->address,
+                                    sizeof(m->address));
+            }
+        }
+    }
+    __atomic_store_n(&cl->commit_index, s.raft.hs.commit, __ATOMIC_RELEASE);
+    __atomic_store_n(&cl->fast_reads,
+                     s.raft.role == RAFT_LEADER &&
+                         s.raft.conf.n_voters == 1 &&
+                         cluster_keys_ready(cl),
+                     __ATOMIC_RELEASE);
+    pthread_mutex_lock(&cl->status_lock);
+    cl->status = s;
+    pthread_mutex_unlock(&cl->status_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* The loop */
+
+static void take_snapshot_inputs(struct cluster *cl, struct in_snap *s)
+{
+    while (s) {
+        struct in_snap *next = s->next;
+        if (cl->staged[0])
+            store_rmtree(cl->staged); /* superseded before it was used */
+        snprintf(cl->staged, sizeof(cl->staged), "%s", s->staged);
+        if (raft_step(cl->raft, &s->m) != RAFT_OK) {
+            store_rmtree(cl->staged);
+            cl->staged[0] = '\0';
+        }
+        /* Install now, while the staged data matches what was stepped. */
+        while (raft_has_ready(cl->raft))
+            handle_ready(cl);
+        if (cl->staged[0]) {
+            /* The core did not take it (old news): drop the data. */
+            store_rmtree(cl->staged);
+            cl->staged[0] = '\0';
+        }
+        free(s);
+        s = next;
+    }
+}
+
+static void *loop_main(void *arg)
 {
     struct cluster *cl = arg;
 
-    pthread_mutex_lock(&cl->lock);
     for (;;) {
-        struct pending *list, **cut;
-        size_t n = 0;
+        struct prop *props;
+        struct read_wait *reads;
+        struct in_msg *msgs;
+        struct in_snap *snaps;
+        struct report *reports;
+        struct admin_req *admin;
+        int stopping, ticks = 0;
+        int64_t now;
 
-        while (!cl->head && !cl->stopping)
-            pthread_cond_wait(&cl->wake, &cl->lock);
-        if (!cl->head)
-            break; /* stopping and drained */
-        list = cl->head;
-        for (cut = &cl->head; *cut && n < cl->max_batch; cut = &(*cut)->next)
-            n++;
-        cl->head = *cut;
-        *cut = NULL;
-        if (!cl->head)
-            cl->tail = &cl->head;
-        pthread_mutex_unlock(&cl->lock);
-        write_batch(cl, list);
         pthread_mutex_lock(&cl->lock);
+        for (;;) {
+            now = now_ms();
+            if (cl->stopping || cl->in_props || cl->in_reads ||
+                cl->in_msgs || cl->in_snaps || cl->in_reports ||
+                cl->in_admin || now >= cl->next_tick_ms)
+                break;
+            {
+                struct timespec ts;
+                int64_t wait = cl->next_tick_ms - now;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += wait / 1000;
+                ts.tv_nsec += (wait % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&cl->wake, &cl->lock, &ts);
+            }
+        }
+        props = cl->in_props;
+        cl->in_props = NULL;
+        cl->in_props_tail = &cl->in_props;
+        reads = cl->in_reads;
+        cl->in_reads = NULL;
+        msgs = cl->in_msgs;
+        cl->in_msgs = NULL;
+        cl->in_msgs_tail = &cl->in_msgs;
+        snaps = cl->in_snaps;
+        cl->in_snaps = NULL;
+        reports = cl->in_reports;
+        cl->in_reports = NULL;
+        admin = cl->in_admin;
+        cl->in_admin = NULL;
+        stopping = cl->stopping;
+        pthread_mutex_unlock(&cl->lock);
+
+        while (reports) {
+            struct report *r = reports;
+            reports = r->next;
+            if (r->kind == REPORT_UNREACHABLE)
+                raft_report_unreachable(cl->raft, r->id);
+            else
+                raft_report_snapshot(cl->raft, r->id, r->ok);
+            free(r);
+        }
+        while (msgs) {
+            struct in_msg *m = msgs;
+            msgs = m->next;
+            raft_step(cl->raft, &m->m);
+            raftio_msg_release(&m->m);
+            free(m);
+        }
+        take_snapshot_inputs(cl, snaps);
+        while (admin) {
+            struct admin_req *a = admin;
+            admin = a->next;
+            admin_start(cl, a);
+        }
+        propose_all(cl, props);
+        reads_start(cl, reads);
+        while (now >= cl->next_tick_ms && ticks < 5) {
+            raft_tick(cl->raft);
+            cl->next_tick_ms += cl->tick_ms;
+            ticks++;
+        }
+        if (now >= cl->next_tick_ms)
+            cl->next_tick_ms = now + cl->tick_ms; /* we were away: skip */
+        while (raft_has_ready(cl->raft))
+            handle_ready(cl);
+        reads_settle(cl);
+        admin_settle(cl);
+        maybe_compact(cl);
+        update_status(cl);
+        if (stopping)
+            break;
     }
-    pthread_mutex_unlock(&cl->lock);
     return NULL;
 }
 
-int cluster_start(struct store *s, size_t max_batch, struct cluster **out,
+/* ------------------------------------------------------------------ */
+/* Life cycle */
+
+static void cluster_id_from_name(const char *name, uint8_t out[16])
+{
+    static const char label[] = "dossier.cluster-id.v1";
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, PEER_CLUSTER_ID_BYTES);
+    crypto_generichash_update(&h, (const uint8_t *)label, sizeof(label) - 1);
+    crypto_generichash_update(&h, (const uint8_t *)name, strlen(name));
+    crypto_generichash_final(&h, out, PEER_CLUSTER_ID_BYTES);
+}
+
+int cluster_start(struct store *s, struct crypt *c,
+                  const struct cluster_options *o, struct cluster **out,
                   struct dossier_status *st)
 {
-    struct cluster *cl = calloc(1, sizeof(*cl));
+    struct peer_events ev;
+    struct raftio_state rs;
+    struct raft_config rc;
+    struct cluster *cl;
+    uint64_t seed;
+    int self_listed = 0;
+
+    *out = NULL;
+    if (o->node_id == 0)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "node id must be 1 or more");
+    if (o->n_members > RAFT_MAX_NODES)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "at most %d initial members", RAFT_MAX_NODES);
+    for (size_t i = 0; i < o->n_members; i++)
+        self_listed |= o->members[i].id == o->node_id;
+    if (!self_listed && !o->join)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "node %" PRIu64 " is not among the initial members "
+                       "(--peers); to add it to a running cluster use "
+                       "--join",
+                       o->node_id);
+    cl = calloc(1, sizeof(*cl));
     if (!cl)
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     cl->store = s;
-    cl->max_batch = max_batch ? max_batch : 1;
-    cl->tail = &cl->head;
+    cl->crypt = c;
+    cl->id = o->node_id;
+    cl->tick_ms = o->tick_ms ? o->tick_ms : DEFAULT_TICK_MS;
+    cl->election_ticks = o->election_ticks ? o->election_ticks
+                                           : DEFAULT_ELECTION_TICKS;
+    cl->max_batch = o->max_batch ? o->max_batch : 1024;
+    cl->snapshot_entries = o->snapshot_entries ? o->snapshot_entries : 10000;
+    snprintf(cl->snapshot_dir, sizeof(cl->snapshot_dir), "%s", o->snapshot_dir);
+    mkdir(cl->snapshot_dir, 0700);
+    cl->initial = calloc(o->n_members ? o->n_members : 1,
+                         sizeof(*cl->initial));
+    if (!cl->initial) {
+        free(cl);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    memcpy(cl->initial, o->members, o->n_members * sizeof(*cl->initial));
+    cl->n_initial = o->n_members;
+    cluster_id_from_name(o->cluster_name ? o->cluster_name : "dossier",
+                         cl->cid);
     pthread_mutex_init(&cl->lock, NULL);
     pthread_cond_init(&cl->wake, NULL);
-    if (pthread_create(&cl->thread, NULL, writer_main, cl) != 0) {
-        pthread_mutex_destroy(&cl->lock);
-        pthread_cond_destroy(&cl->wake);
-        free(cl);
-        return err_set(st, DOSSIER_INTERNAL, "cannot start the writer thread");
+    pthread_mutex_init(&cl->status_lock, NULL);
+    cl->in_props_tail = &cl->in_props;
+    cl->in_msgs_tail = &cl->in_msgs;
+    cl->proposed_tail = &cl->proposed;
+
+    ev = (struct peer_events){on_unreachable, on_snapshot_done, cl};
+    if (peer_client_new(cl->cid, cl->id, &ev, &cl->peers, st) != 0)
+        goto fail;
+    if (raftio_load(s, &rs, st) != 0)
+        goto fail;
+    if (rs.p.hs.term == 0 && rs.n_entries == 0 && rs.p.snap.index == 0 &&
+        rs.p.snap.conf.n_voters == 0 && !o->join) {
+        /* A node that never ran: the initial membership, made durable as
+         * the snapshot point 0 so that a restart finds it again. */
+        for (size_t i = 0; i < o->n_members; i++)
+            rs.p.snap.conf.voters[rs.p.snap.conf.n_voters++] = o->members[i].id;
+        if (raftio_compact(s, &rs.p.snap, st) != 0) {
+            raftio_state_release(&rs);
+            goto fail;
+        }
+    }
+    randombytes_buf(&seed, sizeof(seed));
+    raft_config_init(&rc, cl->id, seed);
+    rc.election_ticks = cl->election_ticks;
+    if (raft_new(&rc, &rs.p, &cl->raft) != RAFT_OK) {
+        raftio_state_release(&rs);
+        err_set(st, DOSSIER_CORRUPT,
+                "the raft state on disk is inconsistent");
+        goto fail;
+    }
+    raftio_state_release(&rs);
+    load_members(cl);
+    load_keys(cl);
+    {
+        struct raft_status s0;
+        raft_status(cl->raft, &s0);
+        /* Alone in its membership: no one to wait for. */
+        if (s0.conf.n_voters == 1 && s0.conf.voters[0] == cl->id)
+            raft_campaign(cl->raft);
+    }
+    cl->next_tick_ms = now_ms() + cl->tick_ms;
+    update_status(cl);
+    if (pthread_create(&cl->thread, NULL, loop_main, cl) != 0) {
+        err_set(st, DOSSIER_INTERNAL, "cannot start the raft thread");
+        goto fail;
     }
     *out = cl;
     return err_ok(st);
+fail:
+    raft_free(cl->raft);
+    peer_client_free(cl->peers);
+    pthread_mutex_destroy(&cl->lock);
+    pthread_cond_destroy(&cl->wake);
+    pthread_mutex_destroy(&cl->status_lock);
+    free(cl->initial);
+    free(cl);
+    return st->code;
 }
 
-void cluster_stop(struct cluster *cl)
+void cluster_shutdown(struct cluster *cl)
+{
+    pthread_mutex_lock(&cl->lock);
+    if (cl->stopping) {
+        pthread_mutex_unlock(&cl->lock);
+        return;
+    }
+    cl->stopping = 1;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+    pthread_join(cl->thread, NULL);
+    log_printf(LOG_INFO, "raft loop stopped: %" PRIu64 " commands applied in "
+               "%" PRIu64 " batches, %" PRIu64 " read rounds",
+               cl->n_commands, cl->n_batches, cl->n_reads);
+    /* The loop is gone: what is left was never answered. Inputs cannot
+     * grow any more (stopping is set). */
+    while (cl->proposed) {
+        struct prop *p = cl->proposed;
+        cl->proposed = p->next;
+        prop_fail(p, DOSSIER_UNAVAILABLE,
+                  "the node stopped before the write committed; retry "
+                  "with the same request id");
+    }
+    cl->proposed_tail = &cl->proposed;
+    while (cl->in_props) {
+        struct prop *p = cl->in_props;
+        cl->in_props = p->next;
+        prop_fail(p, DOSSIER_UNAVAILABLE, "the node is stopping");
+    }
+    reads_fail(cl->in_reads, DOSSIER_UNAVAILABLE, "the node is stopping");
+    cl->in_reads = NULL;
+    while (cl->batches) {
+        struct read_batch *b = cl->batches;
+        cl->batches = b->next;
+        reads_fail(b->waiters, DOSSIER_UNAVAILABLE, "the node is stopping");
+        free(b);
+    }
+    while (cl->admin) {
+        struct admin_req *a = cl->admin;
+        cl->admin = a->next;
+        admin_done(a, DOSSIER_UNAVAILABLE, "the node is stopping");
+    }
+    while (cl->in_admin) {
+        struct admin_req *a = cl->in_admin;
+        cl->in_admin = a->next;
+        admin_done(a, DOSSIER_UNAVAILABLE, "the node is stopping");
+    }
+    __atomic_store_n(&cl->fast_reads, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&cl->is_leader, 0, __ATOMIC_RELEASE);
+}
+
+void cluster_free(struct cluster *cl)
 {
     if (!cl)
         return;
-    pthread_mutex_lock(&cl->lock);
-    cl->stopping = 1;
-    pthread_cond_signal(&cl->wake);
-    pthread_mutex_unlock(&cl->lock);
-    pthread_join(cl->thread, NULL);
+    cluster_shutdown(cl);
+    while (cl->in_msgs) {
+        struct in_msg *m = cl->in_msgs;
+        cl->in_msgs = m->next;
+        raftio_msg_release(&m->m);
+        free(m);
+    }
+    while (cl->in_snaps) {
+        struct in_snap *s = cl->in_snaps;
+        cl->in_snaps = s->next;
+        store_rmtree(s->staged);
+        free(s);
+    }
+    while (cl->in_reports) {
+        struct report *r = cl->in_reports;
+        cl->in_reports = r->next;
+        free(r);
+    }
+    peer_client_free(cl->peers);
+    raft_free(cl->raft);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->wake);
+    pthread_mutex_destroy(&cl->status_lock);
+    free(cl->initial);
     free(cl);
-}
-
-void cluster_stats(struct cluster *cl, struct cluster_stats *out)
-{
-    pthread_mutex_lock(&cl->lock);
-    out->commands = cl->commands;
-    out->batches = cl->batches;
-    pthread_mutex_unlock(&cl->lock);
 }

@@ -21,6 +21,15 @@ struct config {
     uint64_t block_cache_mb;
     uint64_t group_commit_max;
     uint64_t server_threads;
+    uint64_t node_id;
+    char *peers;
+    char *advertise;
+    int join;
+    char *cluster_name;
+    uint64_t tick_ms;
+    uint64_t election_ticks;
+    uint64_t snapshot_entries;
+    int fault_injection;
 };
 
 /* Result of parsing the command line. */

@@ -494,6 +494,13 @@ static void cache_put_locked(struct crypt *c, const uint8_t *sp,
     victim->stamp = ++c->clock;
 }
 
+void crypt_cache_clear(struct crypt *c)
+{
+    pthread_mutex_lock(&c->cache_lock);
+    sodium_memzero(c->slots, c->n_sets * CACHE_WAYS * sizeof(*c->slots));
+    pthread_mutex_unlock(&c->cache_lock);
+}
+
 void crypt_cache_forget(struct crypt *c,
                         const uint8_t sp[CRYPT_PSEUDONYM_BYTES])
 {

@@ -153,6 +153,9 @@ int crypt_subject_key_open(struct crypt *c,
                            struct crypt_dek *k, char *sid, size_t sid_cap,
                            struct dossier_status *st);
 
+/* Forgets every cached key (after the store was replaced by a snapshot). */
+void crypt_cache_clear(struct crypt *c);
+
 /* Forgets subject @sp's cached key (after erasure or a lost key race). */
 void crypt_cache_forget(struct crypt *c,
                         const uint8_t sp[CRYPT_PSEUDONYM_BYTES]);

@@ -1,6 +1,7 @@
 /* dossierd: start-up, the order things are opened and closed in, signals. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,38 +49,65 @@ static int load_keys(const struct config *cfg, struct keyfile *kf,
                    "keygen`) or set $" KEYFILE_ENV);
 }
 
-/* Opens the keyset of an existing directory, or makes one for a new
- * directory. */
-static int open_keys(struct store *s, struct crypt *c, const char *dir,
-                     struct dossier_status *st)
+/* A data directory that already holds the cluster's keyset must open it
+ * with the master key given, or the node refuses to start. A directory
+ * without one gets it from the cluster (its first leader makes it). */
+static int check_keys(struct store *s, struct crypt *c,
+                      struct dossier_status *st)
 {
-    Dossier__Store__V1__Meta *m = NULL, fresh = DOSSIER__STORE__V1__META__INIT;
-    char id[17];
+    Dossier__Store__V1__Meta *m = NULL;
     int rc = store_meta_get(s, &m, st);
-
-    if (rc == 0) {
-        rc = crypt_keyset_load(c, m, st);
-        dossier__store__v1__meta__free_unpacked(m, NULL);
-        return rc;
-    }
-    if (rc != DOSSIER_NOT_FOUND)
-        return rc;
-    /* No meta record: a new directory (or one whose first start stopped
-     * before writing it, which cannot hold data yet). */
-    fresh.format = STORE_FORMAT;
-    fresh.created_at_ms = (int64_t)time(NULL) * 1000;
-    rc = crypt_keyset_create(c, &fresh, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return err_ok(st);
     if (rc)
         return rc;
-    rc = store_meta_put(s, &fresh, st);
-    crypt_kek_id(c, fresh.kek_version, id);
-    free(fresh.cluster_id.data);
-    free(fresh.kek_check.data);
-    free(fresh.sealed_keyset.data);
-    if (rc == 0)
-        log_printf(LOG_INFO,
-                   "initialised data directory %s under master key id %s",
-                   dir, id);
+    rc = crypt_keyset_load(c, m, st);
+    dossier__store__v1__meta__free_unpacked(m, NULL);
+    return rc;
+}
+
+/* Parses "id=host:port,..." into @out (at most @cap members). */
+static int parse_peers(const char *text, struct cluster_member *out,
+                       size_t cap, size_t *n, struct dossier_status *st)
+{
+    char *copy = strdup(text), *save = NULL, *tok;
+    int rc = 0;
+
+    *n = 0;
+    if (!copy)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    for (tok = strtok_r(copy, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '='), *end;
+        unsigned long long id;
+        if (!eq || !strchr(eq + 1, ':') || *n == cap) {
+            rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                         "--peers: expected id=host:port,... with at most %zu "
+                         "members",
+                         cap);
+            break;
+        }
+        *eq = '\0';
+        errno = 0;
+        id = strtoull(tok, &end, 10);
+        if (errno || *end || id == 0 || strlen(eq + 1) >= CLUSTER_ADDRESS_MAX) {
+            rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                         "--peers: '%s' is not a node id", tok);
+            break;
+        }
+        for (size_t i = 0; i < *n; i++)
+            if (out[i].id == id) {
+                rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                             "--peers: node %llu appears twice", id);
+                break;
+            }
+        if (rc)
+            break;
+        out[*n].id = id;
+        snprintf(out[*n].address, sizeof(out[*n].address), "%s", eq + 1);
+        (*n)++;
+    }
+    free(copy);
     return rc;
 }
 
@@ -98,16 +126,14 @@ static int write_ready_file(const char *path, const char *addr)
     return 0;
 }
 
-static void *server_thread(void *arg)
-{
-    server_run(arg);
-    return NULL;
-}
-
 struct signal_ctx {
     sigset_t set;
     struct server *server;
+    struct cluster *cluster;
 };
+
+/* Calls that need the Raft loop get this long to finish at a stop. */
+#define STOP_DRAIN_MS 5000
 
 static void *signal_main(void *arg)
 {
@@ -119,7 +145,47 @@ static void *signal_main(void *arg)
             break;
     }
     log_printf(LOG_INFO, "received %s: stopping", strsignal(sig));
+    /* No new calls; calls in flight finish while the Raft loop still runs
+     * (writes commit, reads pass their barrier); what remains after a
+     * while is answered as unavailable. */
     server_stop(sc->server);
+    for (int waited = 0; waited < STOP_DRAIN_MS &&
+                         server_in_flight(sc->server) > 0;
+         waited += 10)
+        usleep(10000);
+    cluster_shutdown(sc->cluster);
+    return NULL;
+}
+
+static void *server_thread(void *arg)
+{
+    server_run(arg);
+    return NULL;
+}
+
+/* Announces readiness once the cluster's keys are open on this node and a
+ * leader is known: only then can it serve data. */
+struct ready_ctx {
+    struct cluster *cluster;
+    const char *path;
+    char addr[300];
+    int stop;
+};
+
+static void *ready_main(void *arg)
+{
+    struct ready_ctx *r = arg;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        if (cluster_keys_ready(r->cluster) &&
+            cluster_leader(r->cluster, NULL, 0) != 0) {
+            log_printf(LOG_INFO, "ready: serving data on %s", r->addr);
+            if (r->path[0] && write_ready_file(r->path, r->addr) != 0)
+                log_printf(LOG_WARN, "cannot write ready file %s: %s",
+                           r->path, strerror(errno));
+            return NULL;
+        }
+        usleep(20000);
+    }
     return NULL;
 }
 
@@ -133,12 +199,15 @@ int main(int argc, char **argv)
     struct store *store = NULL;
     struct cluster *cluster = NULL;
     struct server *server = NULL;
+    struct cluster_member members[RAFT_MAX_NODES];
+    struct cluster_options co;
     struct node node;
     struct signal_ctx sc;
-    pthread_t sig_thread;
-    char bound[300];
-    pthread_t extra[63];
-    int n_extra = 0, created = 0, rc, exit_code = 1;
+    struct ready_ctx ready;
+    pthread_t sig_thread, ready_thread, extra[63];
+    char bound[300], snapdir[4200];
+    size_t n_members = 0;
+    int n_extra = 0, created = 0, rc, exit_code = 1, ready_started = 0;
 
     harden_process();
     if (config_load(&cfg, argc, argv, &action, &st) != 0) {
@@ -155,6 +224,11 @@ int main(int argc, char **argv)
         config_release(&cfg);
         return 0;
     }
+    if (parse_peers(cfg.peers, members, RAFT_MAX_NODES, &n_members, &st)) {
+        fprintf(stderr, "dossierd: %s\n", st.message);
+        config_release(&cfg);
+        return 2;
+    }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
 
     /* Signals are taken by one thread with sigwait(); every other thread,
@@ -167,6 +241,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     grpc_init();
+    memset(&node, 0, sizeof(node));
     rc = load_keys(&cfg, &kf, &st);
     if (rc == 0)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
@@ -174,20 +249,43 @@ int main(int argc, char **argv)
         rc = store_open(cfg.data_dir, cfg.block_cache_mb << 20, &store,
                         &created, &st);
     if (rc == 0)
-        rc = open_keys(store, crypt, cfg.data_dir, &st);
+        rc = check_keys(store, crypt, &st);
     if (rc == 0)
-        rc = cluster_start(store, cfg.group_commit_max, &cluster, &st);
+        rc = server_bind(&node, cfg.listen, cfg.max_message_bytes, &server,
+                         bound, sizeof(bound), &st);
     if (rc == 0) {
-        node = (struct node){store, crypt, cluster};
-        rc = server_start(&node, cfg.listen, cfg.max_message_bytes, &server,
-                          bound, sizeof(bound), &st);
+        const char *self = cfg.advertise[0] ? cfg.advertise : bound;
+        if (n_members == 0) {
+            /* No peers given: a cluster of this node alone. */
+            members[0].id = cfg.node_id;
+            snprintf(members[0].address, sizeof(members[0].address), "%.255s",
+                     self);
+            n_members = cfg.join ? 0 : 1;
+        }
+        snprintf(snapdir, sizeof(snapdir), "%s/snapshots", cfg.data_dir);
+        memset(&co, 0, sizeof(co));
+        co.node_id = cfg.node_id;
+        co.members = members;
+        co.n_members = n_members;
+        co.join = cfg.join;
+        co.cluster_name = cfg.cluster_name;
+        co.tick_ms = (unsigned)cfg.tick_ms;
+        co.election_ticks = (unsigned)cfg.election_ticks;
+        co.max_batch = cfg.group_commit_max;
+        co.snapshot_entries = cfg.snapshot_entries;
+        co.snapshot_dir = snapdir;
+        rc = cluster_start(store, crypt, &co, &cluster, &st);
     }
     if (rc) {
         log_printf(LOG_ERROR, "cannot start: %s", st.message);
         fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
         goto out;
     }
+    node = (struct node){store, crypt, cluster, cfg.node_id,
+                         cfg.fault_injection};
+    server_start(server);
     sc.server = server;
+    sc.cluster = cluster;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {
         log_printf(LOG_ERROR, "cannot start the signal thread");
         server_stop(server);
@@ -198,24 +296,30 @@ int main(int argc, char **argv)
          n_extra++)
         if (pthread_create(&extra[n_extra], NULL, server_thread, server) != 0)
             break;
-    log_printf(LOG_INFO, "dossierd %s serving on %s, data directory %s, "
-               "revision %llu",
-               DOSSIER_VERSION, bound, cfg.data_dir,
-               (unsigned long long)store_revision(store));
-    if (cfg.ready_file[0] && write_ready_file(cfg.ready_file, bound) != 0)
-        log_printf(LOG_WARN, "cannot write ready file %s: %s", cfg.ready_file,
-                   strerror(errno));
+    log_printf(LOG_INFO, "dossierd %s node %" PRIu64 " listening on %s, "
+               "data directory %s, applied index %" PRIu64,
+               DOSSIER_VERSION, cfg.node_id, bound, cfg.data_dir,
+               store_applied(store));
+    ready.cluster = cluster;
+    ready.path = cfg.ready_file;
+    ready.stop = 0;
+    snprintf(ready.addr, sizeof(ready.addr), "%s", bound);
+    ready_started = pthread_create(&ready_thread, NULL, ready_main, &ready) == 0;
     server_run(server);
     for (int i = 0; i < n_extra; i++)
         pthread_join(extra[i], NULL);
     pthread_join(sig_thread, NULL);
     exit_code = 0;
 out:
+    if (ready_started) {
+        __atomic_store_n(&ready.stop, 1, __ATOMIC_RELEASE);
+        pthread_join(ready_thread, NULL);
+    }
+    cluster_free(cluster);
     server_free(server);
-    cluster_stop(cluster); /* makes pending writes durable */
     if (exit_code == 0)
-        log_printf(LOG_INFO, "stopped cleanly at revision %llu",
-                   (unsigned long long)store_revision(store));
+        log_printf(LOG_INFO, "stopped cleanly at applied index %" PRIu64,
+                   store_applied(store));
     store_close(store);
     crypt_free(crypt);
     config_release(&cfg);

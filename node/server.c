@@ -1,5 +1,6 @@
-/* gRPC C core plumbing: the method table, call contexts, decoding, replies
- * and the completion-queue loop. */
+/* gRPC C core plumbing: the method table and its policy, call contexts,
+ * decoding, forwarding to the leader, replies and the completion-queue
+ * loop. */
 #include "server.h"
 
 #include <malloc.h>
@@ -18,12 +19,15 @@
 #include <sodium.h>
 
 #include "api.h"
+#include "cluster.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
 #include "log.h"
+#include "peer.pb-c.h"
+#include "store.h"
 
-/* One row per RPC. The flags carry the policy (what a method may do);
- * authorization will check them here, before a handler runs. */
+/* One row per RPC. The flags carry the policy that call_start() enforces
+ * before a handler runs, so handlers stay about their one job. */
 struct api_method {
     const char *path;
     const ProtobufCMessageDescriptor *request;
@@ -32,38 +36,69 @@ struct api_method {
     int outstanding; /* calls requested ahead from gRPC */
 };
 
+#define R API_READ
+#define W API_WRITE
+#define D API_DATA
+static void forward_in(struct call *c, ProtobufCMessage *req);
+
 static const struct api_method methods[] = {
-    /* path                              request type */
     {"/dossier.v1.Records/Put", &dossier__v1__put_request__descriptor,
-     api_records_put, API_WRITE, 32},
+     api_records_put, W | D, 32},
     {"/dossier.v1.Records/Get", &dossier__v1__get_request__descriptor,
-     api_records_get, API_READ, 32},
+     api_records_get, R | D, 32},
     {"/dossier.v1.Records/Delete", &dossier__v1__delete_request__descriptor,
-     api_records_delete, API_WRITE, 4},
+     api_records_delete, W | D, 4},
     {"/dossier.v1.Records/ListBySubject",
      &dossier__v1__list_by_subject_request__descriptor,
-     api_records_list_by_subject, API_READ, 4},
+     api_records_list_by_subject, R | D, 4},
     {"/dossier.v1.Records/FindByIndex",
      &dossier__v1__find_by_index_request__descriptor,
-     api_records_find_by_index, API_READ, 4},
+     api_records_find_by_index, R | D, 4},
     {"/dossier.v1.Records/Scan", &dossier__v1__scan_request__descriptor,
-     api_records_scan, API_READ, 4},
+     api_records_scan, R | D, 4},
     {"/dossier.v1.Schema/DefineKind",
      &dossier__v1__define_kind_request__descriptor, api_schema_define_kind,
-     API_WRITE | API_ADMIN, 2},
+     W | API_ADMIN, 2},
     {"/dossier.v1.Schema/GetKind", &dossier__v1__get_kind_request__descriptor,
-     api_schema_get_kind, API_READ, 2},
+     api_schema_get_kind, R, 2},
     {"/dossier.v1.Schema/ListKinds",
-     &dossier__v1__list_kinds_request__descriptor, api_schema_list_kinds,
-     API_READ, 2},
+     &dossier__v1__list_kinds_request__descriptor, api_schema_list_kinds, R,
+     2},
+    {"/dossier.v1.Cluster/Status",
+     &dossier__v1__cluster_status_request__descriptor, api_cluster_status,
+     API_LOCAL, 2},
+    {"/dossier.v1.Cluster/AddNode", &dossier__v1__add_node_request__descriptor,
+     api_cluster_add_node, W | API_ADMIN, 1},
+    {"/dossier.v1.Cluster/PromoteNode", &dossier__v1__node_request__descriptor,
+     api_cluster_promote_node, W | API_ADMIN, 1},
+    {"/dossier.v1.Cluster/RemoveNode", &dossier__v1__node_request__descriptor,
+     api_cluster_remove_node, W | API_ADMIN, 1},
+    {"/dossier.v1.Cluster/TransferLeader",
+     &dossier__v1__node_request__descriptor, api_cluster_transfer_leader,
+     W | API_ADMIN, 1},
+    {"/dossier.peer.v1.Peer/Send",
+     &dossier__peer__v1__message_batch__descriptor, api_peer_send,
+     API_PEER | API_LOCAL, 16},
+    {"/dossier.peer.v1.Peer/Forward",
+     &dossier__peer__v1__forward_request__descriptor, forward_in,
+     API_PEER | API_LOCAL, 16},
+    {"/dossier.peer.v1.Peer/InstallSnapshot", NULL, api_peer_install_snapshot,
+     API_PEER | API_LOCAL | API_STREAM_IN, 2},
+    {"/dossier.peer.v1.Peer/Fault", &dossier__peer__v1__fault_request__descriptor,
+     api_peer_fault, API_PEER | API_LOCAL, 1},
 };
+#undef R
+#undef W
+#undef D
 
 #define N_METHODS (sizeof(methods) / sizeof(methods[0]))
 #define PURPOSE_MAX 64
-/* Calls still running this long after a stop is asked are cancelled. */
-#define STOP_GRACE_MS 5000
+/* Calls still running this long after a stop is asked are cancelled (the
+ * node answers what the Raft loop still holds well before that). */
+#define STOP_GRACE_MS 15000
 
-enum tag_kind { TAG_NEW_CALL, TAG_UNKNOWN_CALL, TAG_DONE, TAG_SHUTDOWN };
+enum tag_kind { TAG_NEW_CALL, TAG_UNKNOWN_CALL, TAG_RECV, TAG_DONE,
+                TAG_SHUTDOWN };
 
 struct tag {
     enum tag_kind kind;
@@ -74,7 +109,7 @@ struct call {
     struct server *srv;
     const struct api_method *m;
     void *registered;
-    struct tag tag_new, tag_done;
+    struct tag tag_new, tag_recv, tag_done;
 
     grpc_call *call;
     gpr_timespec deadline;
@@ -83,13 +118,30 @@ struct call {
     grpc_byte_buffer *payload;
     ProtobufCMessage *req;
     char purpose[PURPOSE_MAX + 1];
+    uint8_t request_id[16];
+    int has_request_id;
+    int serializable;
+
+    /* A call a follower forwarded here: the answer goes back wrapped in a
+     * ForwardResponse. */
+    const struct api_method *inner;
+    ProtobufCMessage *inner_req;
+    /* A call this follower forwards to the leader: the request bytes. */
+    uint8_t *raw;
+    size_t raw_len;
+
+    /* Client streaming. */
+    grpc_byte_buffer *recv_buf;
+    call_recv_cb on_recv;
+    void *user;
 
     /* Reply state: kept alive until the reply batch completes. */
     int replied;
     int cancelled;
     grpc_byte_buffer *resp;
     grpc_slice details;
-    grpc_metadata trailer;
+    grpc_metadata trailers[3];
+    size_t n_trailers;
 };
 
 struct server {
@@ -98,10 +150,10 @@ struct server {
     grpc_completion_queue *cq;
     void *registered[N_METHODS];
     struct tag tag_shutdown;
-    int stopping;      /* set by server_stop, read by the loop */
-    int shutdown_done; /* the shutdown tag arrived */
+    int started;
+    int stopping;
     gpr_timespec stop_deadline;
-    long in_flight;    /* calls received and not yet freed */
+    long in_flight; /* calls received and not yet freed */
 };
 
 /* ------------------------------------------------------------------ */
@@ -137,16 +189,53 @@ const char *call_purpose(const struct call *c)
     return c->purpose;
 }
 
+const uint8_t *call_request_id(const struct call *c)
+{
+    return c->has_request_id ? c->request_id : NULL;
+}
+
+int64_t call_time_left_ms(const struct call *c)
+{
+    gpr_timespec left = gpr_time_sub(
+        gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
+        gpr_now(GPR_CLOCK_MONOTONIC));
+    int64_t ms = (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    if (ms > 3600 * 1000)
+        ms = 3600 * 1000; /* no deadline */
+    return ms > 0 ? ms : 1;
+}
+
+void call_set_user(struct call *c, void *user)
+{
+    c->user = user;
+}
+
+void *call_user(const struct call *c)
+{
+    return c->user;
+}
+
 static void call_free(struct call *c)
 {
     if (c->req)
         protobuf_c_message_free_unpacked(c->req, &server_wiping_allocator);
+    if (c->inner_req)
+        protobuf_c_message_free_unpacked(c->inner_req,
+                                         &server_wiping_allocator);
+    if (c->raw) {
+        sodium_memzero(c->raw, c->raw_len);
+        free(c->raw);
+    }
     if (c->payload)
         grpc_byte_buffer_destroy(c->payload);
+    if (c->recv_buf)
+        grpc_byte_buffer_destroy(c->recv_buf);
     if (c->resp)
         grpc_byte_buffer_destroy(c->resp);
     if (c->replied)
         grpc_slice_unref(c->details);
+    for (size_t i = 0; i < c->n_trailers; i++)
+        grpc_slice_unref(c->trailers[i].value);
     grpc_metadata_array_destroy(&c->md);
     if (!c->m)
         grpc_call_details_destroy(&c->details_in);
@@ -155,10 +244,26 @@ static void call_free(struct call *c)
     free(c);
 }
 
+static struct call *call_new(struct server *s, const struct api_method *m)
+{
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->srv = s;
+    c->m = m;
+    c->tag_new = (struct tag){m ? TAG_NEW_CALL : TAG_UNKNOWN_CALL, c};
+    c->tag_recv = (struct tag){TAG_RECV, c};
+    c->tag_done = (struct tag){TAG_DONE, c};
+    grpc_metadata_array_init(&c->md);
+    if (!m)
+        grpc_call_details_init(&c->details_in);
+    return c;
+}
+
 /* Asks gRPC for the next call of method @i. */
 static void request_call(struct server *s, size_t i)
 {
-    struct call *c = calloc(1, sizeof(*c));
+    struct call *c = call_new(s, &methods[i]);
     grpc_call_error e;
 
     if (!c) {
@@ -166,15 +271,11 @@ static void request_call(struct server *s, size_t i)
                    methods[i].path);
         return;
     }
-    c->srv = s;
-    c->m = &methods[i];
     c->registered = s->registered[i];
-    c->tag_new = (struct tag){TAG_NEW_CALL, c};
-    c->tag_done = (struct tag){TAG_DONE, c};
-    grpc_metadata_array_init(&c->md);
-    e = grpc_server_request_registered_call(s->grpc, c->registered, &c->call,
-                                            &c->deadline, &c->md, &c->payload,
-                                            s->cq, s->cq, &c->tag_new);
+    e = grpc_server_request_registered_call(
+        s->grpc, c->registered, &c->call, &c->deadline, &c->md,
+        (methods[i].flags & API_STREAM_IN) ? NULL : &c->payload, s->cq, s->cq,
+        &c->tag_new);
     if (e != GRPC_CALL_OK) {
         log_printf(LOG_ERROR, "cannot request calls of %s: error %d",
                    methods[i].path, (int)e);
@@ -186,14 +287,9 @@ static void request_call(struct server *s, size_t i)
  * that it gets UNIMPLEMENTED at once rather than waiting for its deadline. */
 static void request_unknown(struct server *s)
 {
-    struct call *c = calloc(1, sizeof(*c));
+    struct call *c = call_new(s, NULL);
     if (!c)
         return;
-    c->srv = s;
-    c->tag_new = (struct tag){TAG_UNKNOWN_CALL, c};
-    c->tag_done = (struct tag){TAG_DONE, c};
-    grpc_call_details_init(&c->details_in);
-    grpc_metadata_array_init(&c->md);
     if (grpc_server_request_call(s->grpc, &c->call, &c->details_in, &c->md,
                                  s->cq, s->cq, &c->tag_new) != GRPC_CALL_OK)
         call_free(c);
@@ -206,9 +302,11 @@ static const char *call_path(const struct call *c)
 
 /* Sends the whole answer of @c in one batch: initial metadata, the message
  * (on success), the status with the Dossier error name as a trailer, and
- * the receipt of the client's close. */
+ * the receipt of the client's close. @raw/@raw_len: an already encoded
+ * message to send instead of @resp. */
 static void call_send(struct call *c, int code, const char *message,
-                      const ProtobufCMessage *resp)
+                      const ProtobufCMessage *resp, const uint8_t *raw,
+                      size_t raw_len)
 {
     grpc_op ops[4];
     size_t n = 0;
@@ -219,10 +317,45 @@ static void call_send(struct call *c, int code, const char *message,
         return;
     }
     c->replied = 1;
-    if (resp && code == 0) {
-        size_t len = protobuf_c_message_get_packed_size(resp);
+    if (c->inner) {
+        /* A forwarded call: the real answer travels inside the reply. */
+        Dossier__Peer__V1__ForwardResponse fr =
+            DOSSIER__PEER__V1__FORWARD_RESPONSE__INIT;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        fr.code = (uint32_t)code;
+        fr.message = (char *)(message ? message : "");
+        if (code == 0 && resp) {
+            len = protobuf_c_message_get_packed_size(resp);
+            buf = malloc(len ? len : 1);
+            if (buf) {
+                protobuf_c_message_pack(resp, buf);
+                fr.response = (ProtobufCBinaryData){len, buf};
+            } else {
+                fr.code = DOSSIER_NOMEM;
+                fr.message = (char *)"out of memory";
+            }
+        }
+        {
+            size_t flen = protobuf_c_message_get_packed_size(&fr.base);
+            grpc_slice sl = grpc_slice_malloc(flen);
+            protobuf_c_message_pack(&fr.base, GRPC_SLICE_START_PTR(sl));
+            c->resp = grpc_raw_byte_buffer_create(&sl, 1);
+            grpc_slice_unref(sl);
+        }
+        if (buf) {
+            sodium_memzero(buf, len);
+            free(buf);
+        }
+        code = 0;
+        message = "";
+    } else if (code == 0 && (resp || raw)) {
+        size_t len = raw ? raw_len : protobuf_c_message_get_packed_size(resp);
         grpc_slice sl = grpc_slice_malloc(len);
-        protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(sl));
+        if (raw)
+            memcpy(GRPC_SLICE_START_PTR(sl), raw, len);
+        else
+            protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(sl));
         c->resp = grpc_raw_byte_buffer_create(&sl, 1);
         grpc_slice_unref(sl);
     }
@@ -238,11 +371,30 @@ static void call_send(struct call *c, int code, const char *message,
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = err_to_grpc(code);
     ops[n].data.send_status_from_server.status_details = &c->details;
-    if (code) {
-        c->trailer.key = grpc_slice_from_static_string(ERR_METADATA_KEY);
-        c->trailer.value = grpc_slice_from_static_string(dossier_code_name(code));
-        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
-        ops[n].data.send_status_from_server.trailing_metadata = &c->trailer;
+    {
+        size_t nt = 0;
+        if (code) {
+            c->trailers[nt].key = grpc_slice_from_static_string(ERR_METADATA_KEY);
+            c->trailers[nt++].value =
+                grpc_slice_from_static_string(dossier_code_name(code));
+        } else if (c->serializable && c->m && (c->m->flags & API_READ)) {
+            /* A read that may be stale says how stale it may be. */
+            struct node *nd = call_node(c);
+            char buf[32];
+            snprintf(buf, sizeof(buf), "%llu",
+                     (unsigned long long)store_applied(nd->store));
+            c->trailers[nt].key =
+                grpc_slice_from_static_string("dossier-applied-index");
+            c->trailers[nt++].value = grpc_slice_from_copied_string(buf);
+            snprintf(buf, sizeof(buf), "%llu",
+                     (unsigned long long)cluster_commit_index(nd->cluster));
+            c->trailers[nt].key =
+                grpc_slice_from_static_string("dossier-commit-index");
+            c->trailers[nt++].value = grpc_slice_from_copied_string(buf);
+        }
+        c->n_trailers = nt;
+        ops[n].data.send_status_from_server.trailing_metadata_count = nt;
+        ops[n].data.send_status_from_server.trailing_metadata = c->trailers;
     }
     n++;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -260,7 +412,7 @@ static void call_send(struct call *c, int code, const char *message,
 
 void call_reply(struct call *c, const ProtobufCMessage *resp)
 {
-    call_send(c, 0, "", resp);
+    call_send(c, 0, "", resp, NULL, 0);
 }
 
 void call_fail(struct call *c, int code, const char *fmt, ...)
@@ -270,70 +422,208 @@ void call_fail(struct call *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    call_send(c, code ? code : DOSSIER_INTERNAL, msg, NULL);
+    call_send(c, code ? code : DOSSIER_INTERNAL, msg, NULL, NULL, 0);
 }
 
 void call_fail_status(struct call *c, const struct dossier_status *st)
 {
-    call_send(c, st->code ? st->code : DOSSIER_INTERNAL, st->message, NULL);
+    call_send(c, st->code ? st->code : DOSSIER_INTERNAL, st->message, NULL,
+              NULL, 0);
+}
+
+void call_recv(struct call *c, call_recv_cb cb)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    c->on_recv = cb;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->tag_recv, NULL) !=
+        GRPC_CALL_OK)
+        cb(c, NULL);
 }
 
 static void read_metadata(struct call *c)
 {
     for (size_t i = 0; i < c->md.count; i++) {
         const grpc_metadata *m = &c->md.metadata[i];
+        size_t len = GRPC_SLICE_LENGTH(m->value);
+        const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
         if (grpc_slice_str_cmp(m->key, "dossier-purpose") == 0) {
-            size_t len = GRPC_SLICE_LENGTH(m->value);
             if (len > PURPOSE_MAX)
                 len = PURPOSE_MAX;
-            memcpy(c->purpose, GRPC_SLICE_START_PTR(m->value), len);
+            memcpy(c->purpose, v, len);
             c->purpose[len] = '\0';
+        } else if (grpc_slice_str_cmp(m->key, "dossier-request-id") == 0) {
+            size_t bin = 0;
+            c->has_request_id =
+                len == 32 && sodium_hex2bin(c->request_id, 16, v, len, NULL,
+                                            &bin, NULL) == 0 &&
+                bin == 16;
+        } else if (grpc_slice_str_cmp(m->key, "dossier-consistency") == 0) {
+            c->serializable = len == 12 && memcmp(v, "serializable", 12) == 0;
         }
     }
 }
 
-/* A call arrived: decode it and run its handler. */
-static void call_start(struct call *c)
+/* Reads the payload of @c into a fresh slice (the caller unrefs it), or
+ * returns an empty slice. */
+static grpc_slice payload_slice(struct call *c)
 {
     grpc_byte_buffer_reader reader;
     grpc_slice sl;
-
-    read_metadata(c);
-    if (!c->payload) {
-        call_fail(c, DOSSIER_INVALID_ARGUMENT, "%s: the request has no "
-                  "message", c->m->path);
-        return;
-    }
-    if (!grpc_byte_buffer_reader_init(&reader, c->payload)) {
-        call_fail(c, DOSSIER_INVALID_ARGUMENT, "%s: unreadable request",
-                  c->m->path);
-        return;
-    }
+    if (!c->payload || !grpc_byte_buffer_reader_init(&reader, c->payload))
+        return grpc_empty_slice();
     sl = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    return sl;
+}
+
+/* A follower's write went to the leader: pass the answer on. */
+static void forwarded_back(void *arg, int code, const char *message,
+                           const uint8_t *reply, size_t len)
+{
+    struct call *c = arg;
+    if (code == 0)
+        call_send(c, 0, "", NULL, reply ? reply : (const uint8_t *)"", len);
+    else
+        call_fail(c, code, "%s", message);
+}
+
+/* Sends a write this follower received to the leader, unchanged. */
+static void forward_out(struct call *c)
+{
+    struct node *n = call_node(c);
+    char leader[CLUSTER_ADDRESS_MAX];
+    grpc_slice sl = payload_slice(c);
+
+    c->raw_len = GRPC_SLICE_LENGTH(sl);
+    c->raw = malloc(c->raw_len ? c->raw_len : 1);
+    if (!c->raw) {
+        grpc_slice_unref(sl);
+        return call_fail(c, DOSSIER_NOMEM, "out of memory");
+    }
+    memcpy(c->raw, GRPC_SLICE_START_PTR(sl), c->raw_len);
+    sodium_memzero(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
+    grpc_slice_unref(sl);
+    if (cluster_forward(n->cluster, c->m->path, c->raw, c->raw_len,
+                        c->purpose, call_request_id(c), call_time_left_ms(c),
+                        forwarded_back, c) != 0) {
+        uint64_t id = cluster_leader(n->cluster, leader, sizeof(leader));
+        if (id)
+            call_fail(c, DOSSIER_UNAVAILABLE,
+                      "cannot reach the leader (node %llu at %s); retry",
+                      (unsigned long long)id, leader);
+        else
+            call_fail(c, DOSSIER_UNAVAILABLE,
+                      "no leader is elected yet; retry shortly");
+    }
+}
+
+/* A linearizable read may proceed (on the Raft thread), or may not. */
+static void read_ready(void *arg, int code, const char *message)
+{
+    struct call *c = arg;
+    if (code)
+        return call_fail(c, code, "%s", message);
+    c->m->handler(c, c->req);
+}
+
+/* Runs @m's handler for @c on request @req under the method's policy. */
+static void dispatch(struct call *c, const struct api_method *m,
+                     ProtobufCMessage *req)
+{
+    struct node *n = call_node(c);
+    if ((m->flags & API_DATA) && !cluster_keys_ready(n->cluster))
+        return call_fail(c, DOSSIER_UNAVAILABLE,
+                         "this node cannot serve data yet: the cluster's "
+                         "keys are not open (no leader elected, or a wrong "
+                         "master key: see the node's log)");
+    if ((m->flags & API_READ) && !c->serializable &&
+        !cluster_read_barrier(n->cluster, read_ready, c))
+        return; /* read_ready runs the handler */
+    m->handler(c, req);
+}
+
+/* Peer.Forward on the leader: run the inner call as if a client made it. */
+static void forward_in(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__Peer__V1__ForwardRequest *fr =
+        (Dossier__Peer__V1__ForwardRequest *)msg;
+    struct node *n = call_node(c);
+    const struct api_method *m = NULL;
+
+    if (fr->cluster_id.len != 16 ||
+        memcmp(fr->cluster_id.data, cluster_id(n->cluster), 16) != 0 ||
+        !cluster_knows(n->cluster, fr->from))
+        return call_fail(c, DOSSIER_PERMISSION_DENIED,
+                         "forward from a node outside this cluster");
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (strcmp(methods[i].path, fr->method) == 0)
+            m = &methods[i];
+    if (!m || !(m->flags & API_WRITE))
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "only writes are forwarded");
+    if (!cluster_is_leader(n->cluster))
+        return call_fail(c, DOSSIER_UNAVAILABLE,
+                         "the node forwarded to is no longer the leader; "
+                         "retry");
+    c->inner = m;
+    c->inner_req = protobuf_c_message_unpack(m->request,
+                                             &server_wiping_allocator,
+                                             fr->request.len,
+                                             fr->request.data);
+    if (!c->inner_req)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "%s: malformed request: not a valid %s message",
+                         m->path, m->request->name);
+    snprintf(c->purpose, sizeof(c->purpose), "%.*s", PURPOSE_MAX,
+             fr->purpose);
+    if (fr->request_id.len == 16) {
+        memcpy(c->request_id, fr->request_id.data, 16);
+        c->has_request_id = 1;
+    }
+    dispatch(c, m, c->inner_req);
+}
+
+/* A call arrived: decode it and run its handler under its policy. */
+static void call_start(struct call *c)
+{
+    struct node *n = call_node(c);
+    grpc_slice sl;
+
+    read_metadata(c);
+    if (c->m->flags & API_STREAM_IN) {
+        c->m->handler(c, NULL);
+        return;
+    }
+    if (!c->payload)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "%s: the request has no message", c->m->path);
+    if ((c->m->flags & API_WRITE) && !cluster_is_leader(n->cluster))
+        return forward_out(c);
+    sl = payload_slice(c);
     c->req = protobuf_c_message_unpack(c->m->request, &server_wiping_allocator,
                                        GRPC_SLICE_LENGTH(sl),
                                        GRPC_SLICE_START_PTR(sl));
     /* The encoded request may hold personal values: wipe our copy. */
     sodium_memzero(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
     grpc_slice_unref(sl);
-    grpc_byte_buffer_destroy(c->payload);
-    c->payload = NULL;
-    if (!c->req) {
-        call_fail(c, DOSSIER_INVALID_ARGUMENT,
-                  "%s: malformed request: not a valid %s message", c->m->path,
-                  c->m->request->name);
-        return;
-    }
-    c->m->handler(c, c->req);
+    if (!c->req)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "%s: malformed request: not a valid %s message",
+                         c->m->path, c->m->request->name);
+    dispatch(c, c->m, c->req);
 }
 
 /* ------------------------------------------------------------------ */
 /* Server */
 
-int server_start(struct node *n, const char *listen, size_t max_message,
-                 struct server **out, char *bound, size_t cap,
-                 struct dossier_status *st)
+int server_bind(struct node *n, const char *listen, size_t max_message,
+                struct server **out, char *bound, size_t cap,
+                struct dossier_status *st)
 {
     grpc_arg args[1];
     grpc_channel_args chargs = {1, args};
@@ -357,7 +647,10 @@ int server_start(struct node *n, const char *listen, size_t max_message,
     for (size_t i = 0; i < N_METHODS; i++)
         s->registered[i] = grpc_server_register_method(
             s->grpc, methods[i].path, NULL,
-            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            (methods[i].flags & API_STREAM_IN)
+                ? GRPC_SRM_PAYLOAD_NONE
+                : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+            0);
     creds = grpc_insecure_server_credentials_create();
     port = grpc_server_add_http2_port(s->grpc, listen, creds);
     grpc_server_credentials_release(creds);
@@ -378,13 +671,18 @@ int server_start(struct node *n, const char *listen, size_t max_message,
     colon = strrchr(listen, ':');
     snprintf(bound, cap, "%.*s:%d", colon ? (int)(colon - listen) : 0, listen,
              port);
+    *out = s;
+    return err_ok(st);
+}
+
+void server_start(struct server *s)
+{
+    s->started = 1;
     grpc_server_start(s->grpc);
     for (size_t i = 0; i < N_METHODS; i++)
         for (int k = 0; k < methods[i].outstanding; k++)
             request_call(s, i);
     request_unknown(s);
-    *out = s;
-    return err_ok(st);
 }
 
 void server_stop(struct server *s)
@@ -406,6 +704,7 @@ void server_run(struct server *s)
             gpr_now(GPR_CLOCK_MONOTONIC),
             gpr_time_from_millis(500, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(s->cq, tick, NULL);
+        struct tag *t;
 
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
@@ -421,7 +720,7 @@ void server_run(struct server *s)
             }
             continue;
         }
-        struct tag *t = ev.tag;
+        t = ev.tag;
         switch (t->kind) {
         case TAG_NEW_CALL: {
             struct call *c = t->ptr;
@@ -451,22 +750,45 @@ void server_run(struct server *s)
             gpr_free(method);
             break;
         }
+        case TAG_RECV: {
+            struct call *c = t->ptr;
+            grpc_byte_buffer *bb = ev.success ? c->recv_buf : NULL;
+            if (!ev.success && c->recv_buf)
+                grpc_byte_buffer_destroy(c->recv_buf);
+            c->recv_buf = NULL;
+            c->on_recv(c, bb);
+            break;
+        }
         case TAG_DONE:
             __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
             call_free(t->ptr);
             break;
         case TAG_SHUTDOWN:
-            s->shutdown_done = 1;
             grpc_completion_queue_shutdown(s->cq);
             break;
         }
     }
 }
 
+long server_in_flight(struct server *s)
+{
+    return __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED);
+}
+
 void server_free(struct server *s)
 {
     if (!s)
         return;
+    if (!s->started) {
+        /* Bound but never served: nothing is in flight. */
+        grpc_server_shutdown_and_notify(s->grpc, s->cq, &s->tag_shutdown);
+        grpc_completion_queue_shutdown(s->cq);
+        while (grpc_completion_queue_next(s->cq,
+                                          gpr_inf_future(GPR_CLOCK_REALTIME),
+                                          NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+    }
     grpc_server_destroy(s->grpc);
     grpc_completion_queue_destroy(s->cq);
     free(s);

@@ -1,10 +1,14 @@
 /* gRPC plumbing: the method table, one context per call, and the
- * completion-queue loop that decodes requests and hands them to handlers. */
+ * completion-queue loop that decodes requests, applies each method's
+ * policy (keys ready, leader or forward, read barrier) and hands them to
+ * handlers. */
 #ifndef DOSSIER_NODE_SERVER_H
 #define DOSSIER_NODE_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include <grpc/byte_buffer.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include <dossier/dossier.h>
@@ -14,20 +18,29 @@ struct node {
     struct store *store;
     struct crypt *crypt;
     struct cluster *cluster;
+    uint64_t id;
+    int fault_injection; /* tests only: Peer.Fault is answered */
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()
  * or call_fail(), from any thread, now or later (e.g. once its write is
- * durable). The request stays valid until then. */
+ * applied). The request stays valid until then. */
 struct call;
 
 typedef void (*api_handler_fn)(struct call *c, ProtobufCMessage *req);
 
-/* Flags of a method in the table (server.c). */
+/* Flags of a method in the table (server.c): the policy applied before
+ * its handler runs. */
 enum api_flags {
-    API_READ = 1 << 0,  /* reads records or schemas */
-    API_WRITE = 1 << 1, /* submits a command */
-    API_ADMIN = 1 << 2, /* changes the node's definitions */
+    API_READ = 1 << 0,   /* reads replicated state: linearizable by default
+                            (a ReadIndex barrier), or serializable */
+    API_WRITE = 1 << 1,  /* submits a command: runs on the leader; a
+                            follower forwards the call there */
+    API_ADMIN = 1 << 2,  /* changes definitions or membership */
+    API_DATA = 1 << 3,   /* needs the cluster's keys */
+    API_PEER = 1 << 4,   /* node-to-node traffic */
+    API_LOCAL = 1 << 5,  /* answered by this node as it is, no barrier */
+    API_STREAM_IN = 1 << 6, /* client streaming: see call_recv() */
 };
 
 struct node *call_node(struct call *c);
@@ -35,6 +48,13 @@ struct node *call_node(struct call *c);
 /* The purpose the caller named in the "dossier-purpose" metadata, or "".
  * Borrowed from @c. */
 const char *call_purpose(const struct call *c);
+
+/* The request id the caller sent ("dossier-request-id", 32 hex digits),
+ * or NULL. 16 bytes, borrowed from @c. */
+const uint8_t *call_request_id(const struct call *c);
+
+/* Milliseconds left before the caller's deadline (at least 1). */
+int64_t call_time_left_ms(const struct call *c);
 
 /* Answers @c with @resp (borrowed; packed before this returns). */
 void call_reply(struct call *c, const ProtobufCMessage *resp);
@@ -45,14 +65,27 @@ void call_fail(struct call *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void call_fail_status(struct call *c, const struct dossier_status *st);
 
+/* Client streaming: receives the next message of @c and calls @cb with it
+ * (NULL at the end of the stream or when the call broke; the buffer is
+ * the callee's to destroy) on a completion-queue thread. */
+typedef void (*call_recv_cb)(struct call *c, grpc_byte_buffer *msg);
+void call_recv(struct call *c, call_recv_cb cb);
+
+/* Per-call storage for a streaming handler's state. */
+void call_set_user(struct call *c, void *user);
+void *call_user(const struct call *c);
+
 struct server;
 
-/* Binds @listen ("host:port"; port 0 for any) and starts serving @n
- * (borrowed). The bound address goes into @bound (@cap bytes).
+/* Binds @listen ("host:port"; port 0 for any) for @n (borrowed), without
+ * serving yet; the bound address goes into @bound (@cap bytes).
  * Errors: DOSSIER_UNAVAILABLE (cannot bind), DOSSIER_NOMEM. */
-int server_start(struct node *n, const char *listen, size_t max_message,
-                 struct server **out, char *bound, size_t cap,
-                 struct dossier_status *st);
+int server_bind(struct node *n, const char *listen, size_t max_message,
+                struct server **out, char *bound, size_t cap,
+                struct dossier_status *st);
+
+/* Starts taking calls; @n must be complete by now. */
+void server_start(struct server *s);
 
 /* Runs the completion-queue loop on the calling thread until the server has
  * stopped and every call in flight has been answered. Several threads may
@@ -63,6 +96,9 @@ void server_run(struct server *s);
  * still running after a grace period are cancelled). Thread-safe; returns
  * at once. */
 void server_stop(struct server *s);
+
+/* Calls received and not yet answered. */
+long server_in_flight(struct server *s);
 
 /* Frees a server whose server_run() has returned. */
 void server_free(struct server *s);

@@ -71,6 +71,7 @@ struct bench {
 
     volatile int measuring, stop;
     uint64_t next_id; /* atomic */
+    uint64_t id_base; /* added to every id */
 
     /* Asynchronous clients still running (Dossier driver). */
     pthread_mutex_t lock;
@@ -121,6 +122,7 @@ static int dossier_put_one(struct bench *b, uint64_t id, char *err, size_t cap)
     struct dossier_record r = {0};
     struct dossier_status st;
 
+    id = b->id_base + id;
     snprintf(rid, sizeof(rid), "r%" PRIu64, id);
     snprintf(sid, sizeof(sid), "s%" PRIu64, id / b->per_subject);
     snprintf(email, sizeof(email), "user%" PRIu64 "@bench.example", id);
@@ -145,7 +147,7 @@ static int dossier_get_one(struct bench *b, uint64_t id, char *err, size_t cap)
     struct dossier_record *r;
     struct dossier_status st;
 
-    snprintf(rid, sizeof(rid), "r%" PRIu64, id);
+    snprintf(rid, sizeof(rid), "r%" PRIu64, b->id_base + id);
     if (dossier_get(b->client, NULL, BENCH_KIND, rid, &r, &st)) {
         snprintf(err, cap, "%s: %s", dossier_code_name(st.code), st.message);
         return -1;
@@ -244,6 +246,11 @@ static int rocks_setup(struct bench *b)
     return 0;
 }
 
+static uint64_t bench_id(struct bench *b, uint64_t i)
+{
+    return b->id_base + i;
+}
+
 /* The Dossier driver's closed loop: each completion starts the client's
  * next call, on the client's completion thread. */
 static void async_next(struct worker *w);
@@ -298,8 +305,9 @@ static void async_next(struct worker *w)
         return;
     }
     w->is_put = (int)(rand_r(&w->seed) % 100) < b->put_pct;
-    id = w->is_put ? __atomic_fetch_add(&b->next_id, 1, __ATOMIC_RELAXED)
-                   : (uint64_t)rand_r(&w->seed) % b->keys;
+    id = bench_id(b, w->is_put
+                         ? __atomic_fetch_add(&b->next_id, 1, __ATOMIC_RELAXED)
+                         : (uint64_t)rand_r(&w->seed) % b->keys);
     snprintf(rid, sizeof(rid), "r%" PRIu64, id);
     w->was_measuring = b->measuring;
     w->t0 = now_s();
@@ -398,6 +406,8 @@ static int preload(struct bench *b)
     return 0;
 }
 
+
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -493,6 +503,19 @@ int main(int argc, char **argv)
     b.payload[b.value_size] = '\0';
     if ((b.rocksdb_dir ? rocks_setup(&b) : dossier_setup(&b)) != 0)
         return 1;
+    /* Puts write new records: ids after the preloaded ones, from a random
+     * base so that runs against the same node never rewrite each other's
+     * records (or subjects). */
+    {
+        uint64_t base = 0;
+        FILE *ur = fopen("/dev/urandom", "rb");
+        if (ur) {
+            if (fread(&base, sizeof(base), 1, ur) != 1)
+                base = 0;
+            fclose(ur);
+        }
+        b.id_base = (base % 1000000000ULL) * 1000000ULL;
+    }
     if (b.put_pct < 100 && preload(&b) != 0)
         return 1;
 

@@ -36,8 +36,11 @@ static const char usage_text[] =
     "Talks to a Dossier node. Records go in and out as JSON.\n"
     "\n"
     "Options (before the command):\n"
-    "  -t, --target HOST:PORT  node to call (default $DOSSIER_TARGET, else\n"
-    "                          127.0.0.1:7700)\n"
+    "  -t, --target HOST:PORT[,HOST:PORT...]\n"
+    "                          node(s) to call (default $DOSSIER_TARGET, else\n"
+    "                          127.0.0.1:7700); with several, calls fail over\n"
+    "      --serializable      let any node answer reads from its own state,\n"
+    "                          which may lag (default: linearizable reads)\n"
     "  -p, --purpose NAME      purpose of the calls (default "
     "$DOSSIER_PURPOSE)\n"
     "      --timeout MS        deadline of each call (default 10000)\n"
@@ -62,6 +65,13 @@ static const char usage_text[] =
     "  schema list             every kind, one JSON object per line\n"
     "  schema get KIND\n"
     "  schema define [FILE|-]  create or extend a kind from JSON\n"
+    "  cluster status          each target's view: role, leader, term, log\n"
+    "                          indexes, lag; members with their match index\n"
+    "  cluster add ID HOST:PORT  add a node as a learner (start it first with\n"
+    "                          --node-id ID --join)\n"
+    "  cluster promote ID      make a caught-up learner a voter\n"
+    "  cluster remove ID       remove a node from the cluster\n"
+    "  cluster transfer-leader ID  hand leadership to a voter\n"
     "\n"
     "Listings print one record per line; when more remain and --all is\n"
     "not given, the last line on stderr is \"next_page_token: T\".\n"
@@ -77,6 +87,7 @@ struct cli {
     const char *purpose;
     int64_t timeout_ms;
     size_t json_flags;
+    struct dossier_call_options read_opts; /* for reads */
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -328,7 +339,7 @@ static int cmd_get(struct cli *cli, int argc, char **argv)
         return usage_error("get needs KIND and ID%s", "");
     if ((rc = connect_node(cli)))
         return rc;
-    if (dossier_get(cli->client, NULL, argv[1], argv[2], &r, &st))
+    if (dossier_get(cli->client, &cli->read_opts, argv[1], argv[2], &r, &st))
         return report(&st);
     rc = print_json(cli, json_from_record(r));
     dossier_record_free(r);
@@ -373,12 +384,12 @@ static int run_listing(struct cli *cli, enum listing which, const char *a,
         struct dossier_status st;
         int e;
         if (which == L_FIND)
-            e = dossier_find(cli->client, NULL, a, b, v, &pr, &page, &st);
+            e = dossier_find(cli->client, &cli->read_opts, a, b, v, &pr, &page, &st);
         else if (which == L_LIST)
-            e = dossier_list_by_subject(cli->client, NULL, a, o->kind, &pr,
-                                        &page, &st);
+            e = dossier_list_by_subject(cli->client, &cli->read_opts, a,
+                                        o->kind, &pr, &page, &st);
         else
-            e = dossier_scan(cli->client, NULL, a, &pr, &page, &st);
+            e = dossier_scan(cli->client, &cli->read_opts, a, &pr, &page, &st);
         if (e) {
             rc = report(&st);
             break;
@@ -460,7 +471,7 @@ static int cmd_schema(struct cli *cli, int argc, char **argv)
             return usage_error("schema list takes no arguments%s", "");
         if ((rc = connect_node(cli)))
             return rc;
-        if (dossier_schema_list(cli->client, NULL, &kinds, &n, &st))
+        if (dossier_schema_list(cli->client, &cli->read_opts, &kinds, &n, &st))
             return report(&st);
         for (size_t i = 0; i < n; i++) {
             if (rc == 0)
@@ -475,7 +486,7 @@ static int cmd_schema(struct cli *cli, int argc, char **argv)
             return usage_error("schema get needs a KIND%s", "");
         if ((rc = connect_node(cli)))
             return rc;
-        if (dossier_schema_get(cli->client, NULL, argv[2], &k, &st))
+        if (dossier_schema_get(cli->client, &cli->read_opts, argv[2], &k, &st))
             return report(&st);
         rc = print_json(cli, json_from_kind(k));
         dossier_kind_schema_free(k);
@@ -518,6 +529,122 @@ static int cmd_schema(struct cli *cli, int argc, char **argv)
     return usage_error("unknown schema command '%s'", argv[1]);
 }
 
+static json_t *json_from_status(const char *target,
+                                const struct dossier_cluster_status *s)
+{
+    json_t *members = json_array();
+    for (size_t i = 0; i < s->n_members; i++) {
+        const struct dossier_cluster_member *m = &s->members[i];
+        json_t *jm = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)m->id,
+                               "address", m->address, "role",
+                               m->voter ? "voter" : "learner");
+        if (jm && strcmp(s->role, "leader") == 0) {
+            json_object_set_new(jm, "match_index",
+                                json_integer((json_int_t)m->match_index));
+            json_object_set_new(jm, "lag", json_integer(
+                (json_int_t)(s->last_index - (m->match_index < s->last_index
+                                                  ? m->match_index
+                                                  : s->last_index))));
+            json_object_set_new(jm, "active", json_boolean(m->active));
+        }
+        json_array_append_new(members, jm);
+    }
+    return json_pack("{s:s, s:I, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:b, "
+                     "s:o}",
+                     "target", target, "node_id", (json_int_t)s->node_id,
+                     "role", s->role, "leader_id", (json_int_t)s->leader_id,
+                     "leader_address", s->leader_address, "term",
+                     (json_int_t)s->term, "commit_index",
+                     (json_int_t)s->commit_index, "applied_index",
+                     (json_int_t)s->applied_index, "first_index",
+                     (json_int_t)s->first_index, "last_index",
+                     (json_int_t)s->last_index, "keys_ready", s->keys_ready,
+                     "members", members);
+}
+
+/* Each target's own view, one line per target: asking one client for all
+ * would show only the first node that answers. */
+static int cluster_status_all(struct cli *cli)
+{
+    char *list = strdup(cli->target), *save = NULL, *tok;
+    int rc = EXIT_OK, worst = EXIT_OK;
+
+    if (!list)
+        return EXIT_ERROR;
+    for (tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        struct dossier_client_options o;
+        struct dossier_client *c;
+        struct dossier_cluster_status s;
+        struct dossier_status st;
+        dossier_client_options_init(&o);
+        o.target = tok;
+        o.timeout_ms = cli->timeout_ms ? cli->timeout_ms : 3000;
+        if (dossier_client_open(&o, &c, &st)) {
+            worst = report(&st);
+            continue;
+        }
+        if (dossier_cluster_status(c, NULL, &s, &st)) {
+            fprintf(stderr, "dossier: %s: %s: %s\n", tok,
+                    dossier_code_name(st.code), st.message);
+            rc = print_json(cli, json_pack("{s:s, s:s}", "target", tok,
+                                           "error", st.message));
+            worst = exit_for(st.code);
+        } else {
+            rc = print_json(cli, json_from_status(tok, &s));
+        }
+        dossier_client_close(c);
+        if (rc)
+            worst = rc;
+    }
+    free(list);
+    return worst;
+}
+
+static int parse_id(const char *s, uint64_t *id)
+{
+    return parse_u64(s, id) || *id == 0 ? -1 : 0;
+}
+
+static int cmd_cluster(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_cluster_status s;
+    struct dossier_status st;
+    uint64_t id;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("cluster needs status, add, promote, remove or "
+                           "transfer-leader%s", "");
+    if (strcmp(argv[1], "status") == 0) {
+        if (argc != 2)
+            return usage_error("cluster status takes no arguments%s", "");
+        return cluster_status_all(cli);
+    }
+    if (argc < 3 || parse_id(argv[2], &id))
+        return usage_error("cluster %s needs a node ID (1 or more)", argv[1]);
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (strcmp(argv[1], "add") == 0) {
+        if (argc != 4)
+            return usage_error("cluster add needs ID and HOST:PORT%s", "");
+        rc = dossier_cluster_add_node(cli->client, NULL, id, argv[3], &s, &st);
+    } else if (argc != 3) {
+        return usage_error("cluster %s takes one node ID", argv[1]);
+    } else if (strcmp(argv[1], "promote") == 0) {
+        rc = dossier_cluster_promote_node(cli->client, NULL, id, &s, &st);
+    } else if (strcmp(argv[1], "remove") == 0) {
+        rc = dossier_cluster_remove_node(cli->client, NULL, id, &s, &st);
+    } else if (strcmp(argv[1], "transfer-leader") == 0) {
+        rc = dossier_cluster_transfer_leader(cli->client, NULL, id, &s, &st);
+    } else {
+        return usage_error("unknown cluster command '%s'", argv[1]);
+    }
+    if (rc)
+        return report(&st);
+    return print_json(cli, json_from_status(cli->target, &s));
+}
+
 struct command {
     const char *name;
     int (*run)(struct cli *cli, int argc, char **argv);
@@ -527,6 +654,7 @@ static const struct command commands[] = {
     {"keygen", cmd_keygen}, {"put", cmd_put},   {"get", cmd_get},
     {"delete", cmd_delete}, {"find", cmd_find}, {"list", cmd_list},
     {"scan", cmd_scan},     {"schema", cmd_schema},
+    {"cluster", cmd_cluster},
 };
 
 int main(int argc, char **argv)
@@ -536,6 +664,7 @@ int main(int argc, char **argv)
         {"purpose", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 'O'},
         {"pretty", no_argument, NULL, 'P'},
+        {"serializable", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -565,6 +694,7 @@ int main(int argc, char **argv)
             cli.json_flags = JSON_INDENT(2) | JSON_ENSURE_ASCII |
                              JSON_PRESERVE_ORDER;
             break;
+        case 'S': cli.read_opts.consistency = DOSSIER_SERIALIZABLE; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         case 'V': printf("dossier %s\n", DOSSIER_VERSION); return EXIT_OK;
         default: return usage_error("unknown option '%s'", argv[optind - 1]);

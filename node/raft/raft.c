@@ -1187,6 +1187,13 @@ void raft_tick(struct raft *r)
     }
 }
 
+void raft_campaign(struct raft *r)
+{
+    assert(!r->ready_taken);
+    if (r->role != RAFT_LEADER && promotable(r))
+        campaign(r, r->cfg.pre_vote, 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* Proposals and requests */
 

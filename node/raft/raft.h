@@ -226,6 +226,11 @@ void raft_free(struct raft *r);
 /* One unit of logical time. */
 void raft_tick(struct raft *r);
 
+/* Campaigns now rather than after an election timeout: for a node that is
+ * alone in its membership at start, or an operator's request. Ignored
+ * by a leader and by a node that cannot vote. */
+void raft_campaign(struct raft *r);
+
 /* Feeds a message from another node (borrowed; copied). Messages of other
  * terms, from unknown nodes or that contradict the log are handled as Raft
  * says (ignored, answered or rejected). Returns RAFT_OK or RAFT_INVALID

@@ -215,7 +215,10 @@ DOSSIER_API void dossier_kind_schema_free(struct dossier_kind_schema *s);
 /* Client settings. Initialise with dossier_client_options_init() and then
  * set what you need: fields added in later versions get safe defaults. */
 struct dossier_client_options {
-    const char *target;     /* "host:port" of a node; required */
+    const char *target;     /* "host:port" of a node, or several separated
+                               by commas (the nodes of a cluster): calls go
+                               to one and move to another when it fails;
+                               required */
     const char *purpose;    /* default purpose of calls; may be NULL */
     int64_t timeout_ms;     /* default deadline of a call; default 10000 */
     size_t max_message_bytes; /* largest reply accepted; default 16 MiB */
@@ -223,10 +226,29 @@ struct dossier_client_options {
 
 DOSSIER_API void dossier_client_options_init(struct dossier_client_options *o);
 
+enum dossier_consistency {
+    DOSSIER_LINEARIZABLE = 0, /* default: a read sees every write that was
+                                 acknowledged before it started */
+    DOSSIER_SERIALIZABLE,     /* answered by any node from its own state,
+                                 which may lag behind (faster, and works
+                                 without a leader) */
+};
+
+/* How far behind the node that answered a serializable read was: it had
+ * applied the log up to applied_index, and knew it committed up to
+ * commit_index. 0/0 when the node did not say. */
+struct dossier_staleness {
+    uint64_t applied_index;
+    uint64_t commit_index;
+};
+
 /* Per-call settings; pass NULL to every call for the client's defaults. */
 struct dossier_call_options {
     const char *purpose; /* NULL: the client's default purpose */
-    int64_t timeout_ms;  /* 0: the client's default */
+    int64_t timeout_ms;  /* 0: the client's default; covers retries */
+    enum dossier_consistency consistency; /* reads only */
+    struct dossier_staleness *staleness;  /* out, may be NULL: filled by
+                                             serializable reads */
 };
 
 struct dossier_client;
@@ -235,7 +257,12 @@ struct dossier_client;
  * lazily: an unreachable node shows as DOSSIER_UNAVAILABLE on the first
  * call, not here. A client is safe to share between threads.
  *
- * Errors: DOSSIER_INVALID_ARGUMENT (no target), DOSSIER_NOMEM. */
+ * Failover: a call that finds its node unreachable, without a leader, or
+ * losing leadership, is retried on the next target until its deadline,
+ * with a short growing pause. Every write carries a request id, the same
+ * on each retry, and the cluster applies a retried write only once.
+ *
+ * Errors: DOSSIER_INVALID_ARGUMENT (no target, too many), DOSSIER_NOMEM. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_client_open(const struct dossier_client_options *o,
                     struct dossier_client **out, struct dossier_status *st);
@@ -390,6 +417,69 @@ dossier_schema_list(struct dossier_client *c,
                     const struct dossier_call_options *co,
                     struct dossier_kind_schema ***out, size_t *n,
                     struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Cluster */
+
+#define DOSSIER_CLUSTER_MAX 18
+#define DOSSIER_ADDRESS_MAX 256
+
+struct dossier_cluster_member {
+    uint64_t id;
+    char address[DOSSIER_ADDRESS_MAX];
+    int voter;            /* 0: a learner */
+    uint64_t match_index; /* known on the leader only */
+    int active;           /* known on the leader only */
+};
+
+/* One node's view of its cluster. */
+struct dossier_cluster_status {
+    uint64_t node_id;
+    char role[16]; /* "leader", "follower", "candidate", "pre-candidate" */
+    uint64_t leader_id; /* 0: none known */
+    char leader_address[DOSSIER_ADDRESS_MAX];
+    uint64_t term, commit_index, applied_index, first_index, last_index;
+    int keys_ready;
+    size_t n_members;
+    struct dossier_cluster_member members[DOSSIER_CLUSTER_MAX];
+};
+
+/* The status as the first reachable target sees it. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_cluster_status(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       struct dossier_cluster_status *out,
+                       struct dossier_status *st);
+
+/* Membership changes, run by the leader and answered once applied, with
+ * the leader's status in @out (may be NULL). A new node is added as a
+ * learner (it receives the log without voting), then promoted to voter
+ * once caught up. Errors: DOSSIER_INVALID_ARGUMENT (already a member, not
+ * a learner, the last voter), DOSSIER_FAILED_PRECONDITION (another change
+ * in progress; a learner still catching up), DOSSIER_UNAVAILABLE. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_cluster_add_node(struct dossier_client *c,
+                         const struct dossier_call_options *co, uint64_t id,
+                         const char *address,
+                         struct dossier_cluster_status *out,
+                         struct dossier_status *st);
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_cluster_promote_node(struct dossier_client *c,
+                             const struct dossier_call_options *co,
+                             uint64_t id, struct dossier_cluster_status *out,
+                             struct dossier_status *st);
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_cluster_remove_node(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            uint64_t id, struct dossier_cluster_status *out,
+                            struct dossier_status *st);
+/* Hands leadership to voter @id; answers once it leads. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_cluster_transfer_leader(struct dossier_client *c,
+                                const struct dossier_call_options *co,
+                                uint64_t id,
+                                struct dossier_cluster_status *out,
+                                struct dossier_status *st);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,660 @@
+/* The client side of node-to-node traffic: Raft messages, forwarded calls,
+ * snapshot streams. */
+#include "peer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "errors.h"
+#include "log.h"
+#include "peer.pb-c.h"
+#include "raftio.h"
+#include "store.h"
+
+#define MAX_PEERS (RAFT_MAX_NODES * 2)
+#define SEND_TIMEOUT_MS 5000
+#define SNAPSHOT_TIMEOUT_MS (30 * 60 * 1000)
+
+struct peer {
+    uint64_t id;
+    char address[256];
+    grpc_channel *ch;
+    void *m_send, *m_forward, *m_snapshot;
+    int inflight;
+    int snapshot_running;
+    int blocked;
+};
+
+struct peer_client {
+    uint8_t cid[PEER_CLUSTER_ID_BYTES];
+    uint64_t self;
+    struct peer_events ev;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    struct peer peers[MAX_PEERS];
+    size_t n;
+    grpc_completion_queue *cq;
+    pthread_t cq_thread;
+    int calls;     /* asynchronous calls in flight */
+    int transfers; /* snapshot threads running */
+    /* Channels replaced by a new address, destroyed at the end (a call in
+     * flight may still use one). */
+    grpc_channel *old[64];
+    size_t n_old;
+};
+
+enum pcall_kind { PC_SEND, PC_FORWARD };
+
+struct pcall {
+    enum pcall_kind kind;
+    struct peer_client *pc;
+    uint64_t to;
+    grpc_call *call;
+    grpc_op ops[6];
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send, *recv;
+    grpc_status_code status;
+    grpc_slice details;
+    peer_forward_cb cb;
+    void *arg;
+};
+
+static struct peer *find(struct peer_client *pc, uint64_t id)
+{
+    for (size_t i = 0; i < pc->n; i++)
+        if (pc->peers[i].id == id)
+            return &pc->peers[i];
+    return NULL;
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    grpc_slice sl = grpc_slice_malloc(len);
+    grpc_byte_buffer *bb;
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
+    bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return bb;
+}
+
+static ProtobufCMessage *unpack(grpc_byte_buffer *bb,
+                                const ProtobufCMessageDescriptor *d)
+{
+    grpc_byte_buffer_reader r;
+    ProtobufCMessage *m;
+    grpc_slice sl;
+    if (!bb || !grpc_byte_buffer_reader_init(&r, bb))
+        return NULL;
+    sl = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(sl),
+                                  GRPC_SLICE_START_PTR(sl));
+    grpc_slice_unref(sl);
+    return m;
+}
+
+static gpr_timespec deadline_in(int64_t ms)
+{
+    return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                        gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+/* ------------------------------------------------------------------ */
+/* Asynchronous unary calls */
+
+static void pcall_free(struct pcall *p)
+{
+    if (p->call)
+        grpc_call_unref(p->call);
+    if (p->send)
+        grpc_byte_buffer_destroy(p->send);
+    if (p->recv)
+        grpc_byte_buffer_destroy(p->recv);
+    grpc_metadata_array_destroy(&p->init_md);
+    grpc_metadata_array_destroy(&p->trail_md);
+    grpc_slice_unref(p->details);
+    free(p);
+}
+
+static struct pcall *pcall_new(enum pcall_kind kind, struct peer_client *pc,
+                               uint64_t to)
+{
+    struct pcall *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->kind = kind;
+    p->pc = pc;
+    p->to = to;
+    p->details = grpc_empty_slice();
+    grpc_metadata_array_init(&p->init_md);
+    grpc_metadata_array_init(&p->trail_md);
+    return p;
+}
+
+/* Starts @p on @ch with method @m; called with pc->lock held. */
+static int pcall_start(struct peer_client *pc, struct pcall *p,
+                       grpc_channel *ch, void *m, int64_t timeout_ms)
+{
+    grpc_op *ops = p->ops;
+    p->call = grpc_channel_create_registered_call(
+        ch, NULL, GRPC_PROPAGATE_DEFAULTS, pc->cq, m, deadline_in(timeout_ms),
+        NULL);
+    memset(p->ops, 0, sizeof(p->ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = p->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &p->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &p->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &p->trail_md;
+    ops[5].data.recv_status_on_client.status = &p->status;
+    ops[5].data.recv_status_on_client.status_details = &p->details;
+    if (grpc_call_start_batch(p->call, ops, 6, p, NULL) != GRPC_CALL_OK)
+        return -1;
+    pc->calls++;
+    return 0;
+}
+
+static void forward_finish(struct pcall *p)
+{
+    Dossier__Peer__V1__ForwardResponse *r = NULL;
+    if (p->status == GRPC_STATUS_OK)
+        r = (Dossier__Peer__V1__ForwardResponse *)unpack(
+            p->recv, &dossier__peer__v1__forward_response__descriptor);
+    if (r) {
+        p->cb(p->arg, (int)r->code, r->message, r->response.data,
+              r->response.len);
+        dossier__peer__v1__forward_response__free_unpacked(r, NULL);
+    } else {
+        char *text = grpc_slice_to_c_string(p->details);
+        char msg[512];
+        snprintf(msg, sizeof(msg), "cannot reach the leader (node %" PRIu64
+                 "): %s", p->to, text[0] ? text : "no answer");
+        gpr_free(text);
+        p->cb(p->arg, DOSSIER_UNAVAILABLE, msg, NULL, 0);
+    }
+}
+
+static void *cq_main(void *arg)
+{
+    struct peer_client *pc = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(
+            pc->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        struct pcall *p;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        p = ev.tag;
+        if (p->kind == PC_FORWARD) {
+            forward_finish(p);
+        } else if (p->status != GRPC_STATUS_OK && pc->ev.unreachable) {
+            pc->ev.unreachable(pc->ev.arg, p->to);
+        }
+        pthread_mutex_lock(&pc->lock);
+        {
+            struct peer *peer = find(pc, p->to);
+            if (peer && p->kind == PC_SEND)
+                peer->inflight--;
+        }
+        if (--pc->calls == 0)
+            pthread_cond_broadcast(&pc->idle);
+        pthread_mutex_unlock(&pc->lock);
+        pcall_free(p);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
+                    uint64_t self, const struct peer_events *ev,
+                    struct peer_client **out, struct dossier_status *st)
+{
+    struct peer_client *pc = calloc(1, sizeof(*pc));
+    *out = NULL;
+    if (!pc)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    memcpy(pc->cid, cluster_id, PEER_CLUSTER_ID_BYTES);
+    pc->self = self;
+    pc->ev = *ev;
+    pthread_mutex_init(&pc->lock, NULL);
+    pthread_cond_init(&pc->idle, NULL);
+    grpc_init();
+    pc->cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&pc->cq_thread, NULL, cq_main, pc) != 0) {
+        grpc_completion_queue_shutdown(pc->cq);
+        grpc_completion_queue_destroy(pc->cq);
+        grpc_shutdown();
+        free(pc);
+        return err_set(st, DOSSIER_INTERNAL, "cannot start the peer thread");
+    }
+    *out = pc;
+    return err_ok(st);
+}
+
+void peer_client_free(struct peer_client *pc)
+{
+    if (!pc)
+        return;
+    pthread_mutex_lock(&pc->lock);
+    while (pc->calls > 0 || pc->transfers > 0)
+        pthread_cond_wait(&pc->idle, &pc->lock);
+    pthread_mutex_unlock(&pc->lock);
+    grpc_completion_queue_shutdown(pc->cq);
+    pthread_join(pc->cq_thread, NULL);
+    grpc_completion_queue_destroy(pc->cq);
+    for (size_t i = 0; i < pc->n; i++)
+        if (pc->peers[i].ch)
+            grpc_channel_destroy(pc->peers[i].ch);
+    for (size_t i = 0; i < pc->n_old; i++)
+        grpc_channel_destroy(pc->old[i]);
+    pthread_mutex_destroy(&pc->lock);
+    pthread_cond_destroy(&pc->idle);
+    free(pc);
+    grpc_shutdown();
+}
+
+void peer_client_set_address(struct peer_client *pc, uint64_t id,
+                             const char *address)
+{
+    struct peer *p;
+    grpc_channel_credentials *creds;
+
+    if (id == 0 || id == pc->self || !address || !address[0])
+        return;
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, id);
+    if (!p) {
+        if (pc->n == MAX_PEERS) {
+            pthread_mutex_unlock(&pc->lock);
+            return;
+        }
+        p = &pc->peers[pc->n++];
+        memset(p, 0, sizeof(*p));
+        p->id = id;
+    }
+    if (strcmp(p->address, address) != 0) {
+        if (p->ch) {
+            if (pc->n_old < sizeof(pc->old) / sizeof(pc->old[0]))
+                pc->old[pc->n_old++] = p->ch;
+            else
+                grpc_channel_destroy(p->ch); /* unlikely: 64 moves */
+        }
+        snprintf(p->address, sizeof(p->address), "%s", address);
+        creds = grpc_insecure_credentials_create();
+        p->ch = grpc_channel_create(p->address, creds, NULL);
+        grpc_channel_credentials_release(creds);
+        p->m_send = grpc_channel_register_call(
+            p->ch, "/dossier.peer.v1.Peer/Send", NULL, NULL);
+        p->m_forward = grpc_channel_register_call(
+            p->ch, "/dossier.peer.v1.Peer/Forward", NULL, NULL);
+        p->m_snapshot = grpc_channel_register_call(
+            p->ch, "/dossier.peer.v1.Peer/InstallSnapshot", NULL, NULL);
+    }
+    pthread_mutex_unlock(&pc->lock);
+}
+
+void peer_client_address(struct peer_client *pc, uint64_t id, char *out,
+                         size_t cap)
+{
+    struct peer *p;
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, id);
+    snprintf(out, cap, "%s", p ? p->address : "");
+    pthread_mutex_unlock(&pc->lock);
+}
+
+void peer_client_block(struct peer_client *pc, uint64_t id, int blocked)
+{
+    struct peer *p;
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, id);
+    if (p)
+        p->blocked = blocked;
+    pthread_mutex_unlock(&pc->lock);
+}
+
+int peer_client_blocked(struct peer_client *pc, uint64_t id)
+{
+    struct peer *p;
+    int b;
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, id);
+    b = p ? p->blocked : 0;
+    pthread_mutex_unlock(&pc->lock);
+    return b;
+}
+
+void peer_client_send(struct peer_client *pc, uint64_t to,
+                      const struct raft_msg *msgs, size_t n)
+{
+    Dossier__Peer__V1__MessageBatch batch =
+        DOSSIER__PEER__V1__MESSAGE_BATCH__INIT;
+    Dossier__Peer__V1__RaftMessage *ptrs[64];
+    struct raftio_msg_pb pbs[64];
+    struct pcall *call;
+    struct peer *p;
+    size_t done = 0;
+
+    while (done < n) {
+        size_t k = n - done < 64 ? n - done : 64;
+        int failed = 0;
+        for (size_t i = 0; i < k; i++) {
+            if (raftio_msg_to_pb(&msgs[done + i], &pbs[i]) != 0) {
+                for (size_t j = 0; j < i; j++)
+                    raftio_msg_pb_release(&pbs[j]);
+                return; /* out of memory: Raft treats it as a loss */
+            }
+            ptrs[i] = &pbs[i].msg;
+        }
+        batch.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES,
+                                                 pc->cid};
+        batch.from = pc->self;
+        batch.n_messages = k;
+        batch.messages = ptrs;
+        call = pcall_new(PC_SEND, pc, to);
+        if (call)
+            call->send = pack(&batch.base);
+        for (size_t i = 0; i < k; i++)
+            raftio_msg_pb_release(&pbs[i]);
+        done += k;
+        if (!call)
+            return;
+        pthread_mutex_lock(&pc->lock);
+        p = find(pc, to);
+        if (!p || !p->ch || p->blocked || p->inflight >= PEER_MAX_INFLIGHT) {
+            failed = 1;
+        } else if (pcall_start(pc, call, p->ch, p->m_send, SEND_TIMEOUT_MS) !=
+                   0) {
+            failed = 1;
+        } else {
+            p->inflight++;
+            call = NULL;
+        }
+        pthread_mutex_unlock(&pc->lock);
+        if (failed) {
+            if (call)
+                pcall_free(call);
+            if (pc->ev.unreachable)
+                pc->ev.unreachable(pc->ev.arg, to);
+            return;
+        }
+    }
+}
+
+int peer_client_forward(struct peer_client *pc, uint64_t to,
+                        const char *method, const uint8_t *request,
+                        size_t len, const char *purpose,
+                        const uint8_t *request_id, int64_t timeout_ms,
+                        peer_forward_cb cb, void *arg)
+{
+    Dossier__Peer__V1__ForwardRequest req =
+        DOSSIER__PEER__V1__FORWARD_REQUEST__INIT;
+    struct pcall *call = pcall_new(PC_FORWARD, pc, to);
+    struct peer *p;
+    int rc = 0;
+
+    if (!call)
+        return DOSSIER_NOMEM;
+    req.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES, pc->cid};
+    req.from = pc->self;
+    req.method = (char *)method;
+    req.request = (ProtobufCBinaryData){len, (uint8_t *)request};
+    req.purpose = (char *)(purpose ? purpose : "");
+    if (request_id)
+        req.request_id = (ProtobufCBinaryData){16, (uint8_t *)request_id};
+    call->cb = cb;
+    call->arg = arg;
+    call->send = pack(&req.base);
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, to);
+    if (!p || !p->ch || p->blocked ||
+        pcall_start(pc, call, p->ch, p->m_forward, timeout_ms) != 0)
+        rc = DOSSIER_UNAVAILABLE;
+    pthread_mutex_unlock(&pc->lock);
+    if (rc)
+        pcall_free(call);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshot transfers */
+
+struct transfer {
+    struct peer_client *pc;
+    uint64_t to;
+    char dir[4096];
+    struct raft_msg msg;
+    grpc_channel *ch; /* borrowed: channels live until the client is freed */
+    void *method;
+};
+
+static int send_one(grpc_call *call, grpc_completion_queue *cq,
+                    const Dossier__Peer__V1__SnapshotChunk *chunk)
+{
+    grpc_op op;
+    grpc_byte_buffer *bb = pack(&chunk->base);
+    grpc_event ev;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = bb;
+    if (grpc_call_start_batch(call, &op, 1, &op, NULL) != GRPC_CALL_OK) {
+        grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    ev = grpc_completion_queue_pluck(cq, &op, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                     NULL);
+    grpc_byte_buffer_destroy(bb);
+    return ev.success ? 0 : -1;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int stream_files(struct transfer *t, grpc_call *call,
+                        grpc_completion_queue *cq)
+{
+    Dossier__Peer__V1__SnapshotChunk chunk =
+        DOSSIER__PEER__V1__SNAPSHOT_CHUNK__INIT;
+    struct raftio_msg_pb mpb;
+    char *names[4096];
+    size_t n = 0;
+    uint8_t *buf = malloc(PEER_CHUNK_BYTES);
+    DIR *d = opendir(t->dir);
+    struct dirent *e;
+    int rc = 0, first = 1;
+
+    if (!buf || !d || raftio_msg_to_pb(&t->msg, &mpb) != 0) {
+        free(buf);
+        if (d)
+            closedir(d);
+        return -1;
+    }
+    while ((e = readdir(d)) && n < 4096)
+        if (e->d_name[0] != '.')
+            names[n++] = strdup(e->d_name);
+    closedir(d);
+    qsort(names, n, sizeof(names[0]), cmp_names);
+    chunk.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES,
+                                             t->pc->cid};
+    chunk.from = t->pc->self;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char path[8192];
+        int fd;
+        uint64_t off = 0;
+        snprintf(path, sizeof(path), "%s/%s", t->dir, names[i]);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = -1;
+            break;
+        }
+        for (;;) {
+            ssize_t got = read(fd, buf, PEER_CHUNK_BYTES);
+            if (got < 0) {
+                rc = -1;
+                break;
+            }
+            chunk.message = first ? &mpb.msg : NULL;
+            first = 0;
+            chunk.file = names[i];
+            chunk.offset = off;
+            chunk.data = (ProtobufCBinaryData){(size_t)got, buf};
+            if (send_one(call, cq, &chunk) != 0) {
+                rc = -1;
+                break;
+            }
+            off += (uint64_t)got;
+            if (got == 0 || got < (ssize_t)PEER_CHUNK_BYTES)
+                break;
+        }
+        close(fd);
+    }
+    if (rc == 0) {
+        chunk.message = first ? &mpb.msg : NULL;
+        chunk.file = (char *)"";
+        chunk.offset = 0;
+        chunk.data = (ProtobufCBinaryData){0, NULL};
+        chunk.done = 1;
+        rc = send_one(call, cq, &chunk);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    raftio_msg_pb_release(&mpb);
+    free(buf);
+    return rc;
+}
+
+static void *transfer_main(void *arg)
+{
+    struct transfer *t = arg;
+    struct peer_client *pc = t->pc;
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_call *call = grpc_channel_create_registered_call(
+        t->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, t->method,
+        deadline_in(SNAPSHOT_TIMEOUT_MS), NULL);
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *recv = NULL;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op ops[4];
+    int ok = 0;
+
+    grpc_metadata_array_init(&init_md);
+    grpc_metadata_array_init(&trail_md);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (grpc_call_start_batch(call, ops, 1, ops, NULL) == GRPC_CALL_OK &&
+        grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL)
+            .success &&
+        stream_files(t, call, cq) == 0) {
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[1].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+        ops[2].op = GRPC_OP_RECV_MESSAGE;
+        ops[2].data.recv_message.recv_message = &recv;
+        ops[3].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[3].data.recv_status_on_client.trailing_metadata = &trail_md;
+        ops[3].data.recv_status_on_client.status = &status;
+        ops[3].data.recv_status_on_client.status_details = &details;
+        if (grpc_call_start_batch(call, ops, 4, ops, NULL) == GRPC_CALL_OK) {
+            grpc_completion_queue_pluck(cq, ops,
+                                        gpr_inf_future(GPR_CLOCK_REALTIME),
+                                        NULL);
+            ok = status == GRPC_STATUS_OK;
+        }
+    }
+    if (!ok) {
+        char *text = grpc_slice_to_c_string(details);
+        log_printf(LOG_WARN, "snapshot to node %" PRIu64 " failed: %s", t->to,
+                   text[0] ? text : "stream broken");
+        gpr_free(text);
+        grpc_call_cancel(call, NULL);
+    }
+    grpc_call_unref(call);
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
+    grpc_metadata_array_destroy(&init_md);
+    grpc_metadata_array_destroy(&trail_md);
+    grpc_slice_unref(details);
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    store_rmtree(t->dir);
+    if (pc->ev.snapshot_done)
+        pc->ev.snapshot_done(pc->ev.arg, t->to, ok);
+    pthread_mutex_lock(&pc->lock);
+    {
+        struct peer *p = find(pc, t->to);
+        if (p)
+            p->snapshot_running = 0;
+    }
+    if (--pc->transfers == 0)
+        pthread_cond_broadcast(&pc->idle);
+    pthread_mutex_unlock(&pc->lock);
+    free(t);
+    return NULL;
+}
+
+void peer_client_send_snapshot(struct peer_client *pc, uint64_t to,
+                               const char *dir, const struct raft_msg *msg)
+{
+    struct transfer *t = calloc(1, sizeof(*t));
+    struct peer *p;
+    pthread_t th;
+    pthread_attr_t attr;
+    int ok = 0;
+
+    if (t) {
+        t->pc = pc;
+        t->to = to;
+        snprintf(t->dir, sizeof(t->dir), "%s", dir);
+        t->msg = *msg;
+        t->msg.entries = NULL;
+        t->msg.n_entries = 0;
+    }
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, to);
+    if (t && p && p->ch && !p->blocked && !p->snapshot_running) {
+        t->ch = p->ch;
+        t->method = p->m_snapshot;
+        p->snapshot_running = 1;
+        pc->transfers++;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, transfer_main, t) == 0) {
+            ok = 1;
+        } else {
+            p->snapshot_running = 0;
+            pc->transfers--;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&pc->lock);
+    if (!ok) {
+        free(t);
+        store_rmtree(dir);
+        if (pc->ev.snapshot_done)
+            pc->ev.snapshot_done(pc->ev.arg, to, 0);
+    }
+}

@@ -1,0 +1,82 @@
+/* Talking to the other nodes: Raft messages as asynchronous gRPC calls
+ * (Peer.Send, many messages per call, several calls in flight per peer),
+ * client calls forwarded to the leader (Peer.Forward), and snapshots
+ * streamed as the files of a checkpoint (Peer.InstallSnapshot).
+ *
+ * One completion-queue thread finishes the asynchronous calls; snapshot
+ * transfers run on a thread each. A peer that does not answer gets
+ * reported, so that the leader stops pushing entries it cannot deliver. */
+#ifndef DOSSIER_NODE_PEER_H
+#define DOSSIER_NODE_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dossier/dossier.h>
+
+#include "raft.h"
+
+#define PEER_CLUSTER_ID_BYTES 16
+/* Calls in flight to one peer before further messages are dropped. */
+#define PEER_MAX_INFLIGHT 128
+/* Bytes of file per snapshot chunk. */
+#define PEER_CHUNK_BYTES (1u << 20)
+
+/* What the transport reports back (called on its threads). */
+struct peer_events {
+    void (*unreachable)(void *arg, uint64_t id);
+    void (*snapshot_done)(void *arg, uint64_t id, int ok);
+    void *arg;
+};
+
+/* Outcome of a forwarded call: the leader's code, message and encoded
+ * reply (borrowed for the call). */
+typedef void (*peer_forward_cb)(void *arg, int code, const char *message,
+                                const uint8_t *reply, size_t len);
+
+struct peer_client;
+
+/* Errors: DOSSIER_NOMEM, DOSSIER_INTERNAL (no thread). */
+int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
+                    uint64_t self, const struct peer_events *ev,
+                    struct peer_client **out, struct dossier_status *st);
+
+/* Waits for calls in flight and transfers, then frees. */
+void peer_client_free(struct peer_client *pc);
+
+/* Sets (or changes) where node @id listens. */
+void peer_client_set_address(struct peer_client *pc, uint64_t id,
+                             const char *address);
+
+/* Where @id listens, into @out ("" if unknown). */
+void peer_client_address(struct peer_client *pc, uint64_t id, char *out,
+                         size_t cap);
+
+/* Sends @msgs (all to @to; borrowed: encoded before this returns). Never
+ * blocks; a peer with too many calls in flight, or without an address,
+ * loses the messages and is reported unreachable, as Raft expects of a
+ * lossy network. */
+void peer_client_send(struct peer_client *pc, uint64_t to,
+                      const struct raft_msg *msgs, size_t n);
+
+/* Forwards a client call to @to (the leader). Returns 0 and @cb runs once
+ * later, or an error (DOSSIER_UNAVAILABLE: no address) and it never runs. */
+int peer_client_forward(struct peer_client *pc, uint64_t to,
+                        const char *method, const uint8_t *request,
+                        size_t len, const char *purpose,
+                        const uint8_t *request_id, int64_t timeout_ms,
+                        peer_forward_cb cb, void *arg);
+
+/* Streams the checkpoint in @dir (taken: removed afterwards) to @to,
+ * starting with @msg (borrowed; copied), on a thread of its own; reports
+ * the outcome through snapshot_done. At most one transfer per peer: a
+ * second one while the first runs is refused (reported failed). */
+void peer_client_send_snapshot(struct peer_client *pc, uint64_t to,
+                               const char *dir, const struct raft_msg *msg);
+
+/* Test switch: while set, every message to or from @id is dropped, as if
+ * the network were cut (tests/integration partitions nodes with it). */
+void peer_client_block(struct peer_client *pc, uint64_t id, int blocked);
+int peer_client_blocked(struct peer_client *pc, uint64_t id);
+
+#endif
