@@ -71,6 +71,7 @@ struct client_call {
     struct dossier_client *c;
     enum client_method m;
     grpc_byte_buffer *send; /* the encoded request, for every attempt */
+    grpc_byte_buffer *attempt_send; /* the copy the attempt in flight sends */
     char purpose[PURPOSE_MAX + 1];
     char request_id[33];    /* hex, "" for none */
     int serializable;
@@ -242,6 +243,9 @@ static void attempt_release(struct client_call *cc)
     if (cc->call)
         grpc_call_unref(cc->call);
     cc->call = NULL;
+    if (cc->attempt_send)
+        grpc_byte_buffer_destroy(cc->attempt_send);
+    cc->attempt_send = NULL;
     if (cc->recv)
         grpc_byte_buffer_destroy(cc->recv);
     cc->recv = NULL;
@@ -337,8 +341,11 @@ static int attempt_start(struct client_call *cc, grpc_completion_queue *cq,
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[0].data.send_initial_metadata.count = cc->n_md;
     ops[0].data.send_initial_metadata.metadata = cc->n_md ? cc->md : NULL;
+    /* gRPC takes the slices out of the buffer it sends: each attempt sends
+     * a copy, so that a retry still has the request. */
+    cc->attempt_send = grpc_byte_buffer_copy(cc->send);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = cc->send;
+    ops[1].data.send_message.send_message = cc->attempt_send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->init_md;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <grpc/byte_buffer_reader.h>
@@ -20,6 +21,21 @@
 #include "raftio.h"
 #include "store.h"
 
+/* Logs a refusal at most every 10 s: a misconfigured peer retries many
+ * times a second. */
+static int refusal_log_due(void)
+{
+    static int64_t last;
+    struct timespec ts;
+    int64_t now;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (int64_t)ts.tv_sec;
+    if (now - __atomic_load_n(&last, __ATOMIC_RELAXED) < 10)
+        return 0;
+    __atomic_store_n(&last, now, __ATOMIC_RELAXED);
+    return 1;
+}
+
 /* Refuses traffic of another cluster or from a node that is not a member
  * (and, in fault-injection tests, from a node we are cut off from). */
 static int peer_check(struct call *c, const ProtobufCBinaryData *cid,
@@ -27,15 +43,17 @@ static int peer_check(struct call *c, const ProtobufCBinaryData *cid,
 {
     struct node *n = call_node(c);
     if (cid->len != 16 || memcmp(cid->data, cluster_id(n->cluster), 16) != 0) {
-        log_printf(LOG_WARN, "refused peer traffic of another cluster "
-                   "(from node %" PRIu64 ")", from);
+        if (refusal_log_due())
+            log_printf(LOG_WARN, "refused peer traffic of another cluster "
+                       "(from node %" PRIu64 ")", from);
         call_fail(c, DOSSIER_PERMISSION_DENIED,
                   "this node belongs to another cluster");
         return -1;
     }
     if (!cluster_knows(n->cluster, from)) {
-        log_printf(LOG_WARN, "refused peer traffic from node %" PRIu64
-                   ", which is not a member", from);
+        if (refusal_log_due())
+            log_printf(LOG_WARN, "refused peer traffic from node %" PRIu64
+                       ", which is not a member", from);
         call_fail(c, DOSSIER_PERMISSION_DENIED,
                   "node %" PRIu64 " is not a member of this cluster", from);
         return -1;
@@ -67,15 +85,17 @@ void api_peer_send(struct call *c, ProtobufCMessage *msg)
             break;
     }
     if (rc == 0)
-        rc = cluster_receive(call_node(c)->cluster, b->from, msgs, n, &st);
+        rc = cluster_receive(call_node(c)->cluster, b->from, b->from_address,
+                             msgs, n, &st);
     else
         err_set(&st, rc, "malformed raft message");
     for (size_t i = 0; i < n; i++)
         raftio_msg_release(&msgs[i]);
     free(msgs);
     if (rc) {
-        log_printf(LOG_WARN, "refused messages from node %" PRIu64 ": %s",
-                   b->from, st.message);
+        if (refusal_log_due())
+            log_printf(LOG_WARN, "refused messages from node %" PRIu64 ": %s",
+                       b->from, st.message);
         return call_fail_status(c, &st);
     }
     call_reply(c, &ack.base);

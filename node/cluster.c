@@ -251,13 +251,18 @@ int cluster_knows(struct cluster *cl, uint64_t id)
     pthread_mutex_lock(&cl->status_lock);
     for (size_t i = 0; i < cl->status.n_members; i++)
         known |= cl->status.members[i].id == id;
+    /* A node that joins knows no member until the leader's log or
+     * snapshot tells it: until then any node of its cluster may talk to it
+     * (the cluster name was checked). */
+    if (cl->status.n_members == 0)
+        known = 1;
     pthread_mutex_unlock(&cl->status_lock);
     return known;
 }
 
 int cluster_receive(struct cluster *cl, uint64_t from,
-                    const struct raft_msg *msgs, size_t n,
-                    struct dossier_status *st)
+                    const char *from_address, const struct raft_msg *msgs,
+                    size_t n, struct dossier_status *st)
 {
     struct in_msg *head = NULL, **tail = &head;
 
@@ -265,6 +270,8 @@ int cluster_receive(struct cluster *cl, uint64_t from,
         return err_set(st, DOSSIER_PERMISSION_DENIED,
                        "node %" PRIu64 " is not a member of this cluster",
                        from);
+    if (from_address && from_address[0] && strchr(from_address, ':'))
+        peer_client_learn_address(cl->peers, from, from_address);
     for (size_t i = 0; i < n; i++) {
         struct in_msg *im;
         if (msgs[i].from != from || msgs[i].to != cl->id) {
@@ -1164,10 +1171,11 @@ static void *loop_main(void *arg)
             cl->next_tick_ms = now + cl->tick_ms; /* we were away: skip */
         while (raft_has_ready(cl->raft))
             handle_ready(cl);
+        maybe_compact(cl);
+        /* Before the settles: admin answers report this status. */
+        update_status(cl);
         reads_settle(cl);
         admin_settle(cl);
-        maybe_compact(cl);
-        update_status(cl);
         if (stopping)
             break;
     }
@@ -1194,6 +1202,8 @@ int cluster_start(struct store *s, struct crypt *c,
     struct peer_events ev;
     struct raftio_state rs;
     struct raft_config rc;
+    struct raft_entry *boot_entries = NULL;
+    uint8_t *boot_bufs = NULL;
     struct cluster *cl;
     uint64_t seed;
     int self_listed = 0;
@@ -1243,20 +1253,39 @@ int cluster_start(struct store *s, struct crypt *c,
     cl->proposed_tail = &cl->proposed;
 
     ev = (struct peer_events){on_unreachable, on_snapshot_done, cl};
-    if (peer_client_new(cl->cid, cl->id, &ev, &cl->peers, st) != 0)
+    if (peer_client_new(cl->cid, cl->id, o->advertise, &ev, &cl->peers, st) != 0)
         goto fail;
     if (raftio_load(s, &rs, st) != 0)
         goto fail;
     if (rs.p.hs.term == 0 && rs.n_entries == 0 && rs.p.snap.index == 0 &&
         rs.p.snap.conf.n_voters == 0 && !o->join) {
-        /* A node that never ran: the initial membership, made durable as
-         * the snapshot point 0 so that a restart finds it again. */
+        /* A node that never ran: the initial membership as the first
+         * entries of the log, identical on every initial member, durable
+         * before anything else happens (see raft.h, bootstrap). */
+        raft_id voters[RAFT_MAX_NODES];
+        struct raft_ready boot;
         for (size_t i = 0; i < o->n_members; i++)
-            rs.p.snap.conf.voters[rs.p.snap.conf.n_voters++] = o->members[i].id;
-        if (raftio_compact(s, &rs.p.snap, st) != 0) {
+            voters[i] = o->members[i].id;
+        memset(&boot, 0, sizeof(boot));
+        boot_entries = calloc(o->n_members, sizeof(*boot_entries));
+        boot_bufs = calloc(o->n_members, RAFT_CONF_CHANGE_BYTES);
+        if (!boot_entries || !boot_bufs) {
+            raftio_state_release(&rs);
+            err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto fail;
+        }
+        raft_bootstrap_entries(voters, o->n_members, boot_entries, boot_bufs,
+                               &boot.hs);
+        boot.hs_changed = 1;
+        boot.entries = boot_entries;
+        boot.n_entries = o->n_members;
+        if (raftio_save(s, &boot, st) != 0) {
             raftio_state_release(&rs);
             goto fail;
         }
+        rs.p.hs = boot.hs;
+        rs.p.entries = boot_entries;
+        rs.p.n_entries = o->n_members;
     }
     randombytes_buf(&seed, sizeof(seed));
     raft_config_init(&rc, cl->id, seed);
@@ -1268,14 +1297,25 @@ int cluster_start(struct store *s, struct crypt *c,
         goto fail;
     }
     raftio_state_release(&rs);
+    free(boot_entries);
+    free(boot_bufs);
+    boot_entries = NULL;
+    boot_bufs = NULL;
     load_members(cl);
     load_keys(cl);
+    /* Apply what is committed (the bootstrap membership, or entries a
+     * crash left unapplied) before anyone asks. */
+    while (raft_has_ready(cl->raft))
+        handle_ready(cl);
     {
         struct raft_status s0;
         raft_status(cl->raft, &s0);
         /* Alone in its membership: no one to wait for. */
-        if (s0.conf.n_voters == 1 && s0.conf.voters[0] == cl->id)
+        if (s0.conf.n_voters == 1 && s0.conf.voters[0] == cl->id) {
             raft_campaign(cl->raft);
+            while (raft_has_ready(cl->raft))
+                handle_ready(cl);
+        }
     }
     cl->next_tick_ms = now_ms() + cl->tick_ms;
     update_status(cl);
@@ -1286,6 +1326,8 @@ int cluster_start(struct store *s, struct crypt *c,
     *out = cl;
     return err_ok(st);
 fail:
+    free(boot_entries);
+    free(boot_bufs);
     raft_free(cl->raft);
     peer_client_free(cl->peers);
     pthread_mutex_destroy(&cl->lock);

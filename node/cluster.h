@@ -41,6 +41,7 @@ struct cluster_options {
     size_t max_batch;          /* commands proposed per loop turn */
     uint64_t snapshot_entries; /* compact the log past this many entries */
     const char *snapshot_dir;  /* where checkpoints to send are made */
+    const char *advertise;     /* where the other nodes reach this one */
 };
 
 /* Called once per submitted command, after it was applied (or failed).
@@ -92,10 +93,12 @@ const uint8_t *cluster_id(const struct cluster *cl);
 int cluster_knows(struct cluster *cl, uint64_t id);
 
 /* Messages from a peer (borrowed; copied). Refuses them when @from is not
- * a member. Errors: DOSSIER_PERMISSION_DENIED, DOSSIER_INVALID_ARGUMENT. */
+ * a member. @from_address (may be ""): where @from listens, recorded when
+ * this node knows no address for it yet.
+ * Errors: DOSSIER_PERMISSION_DENIED, DOSSIER_INVALID_ARGUMENT. */
 int cluster_receive(struct cluster *cl, uint64_t from,
-                    const struct raft_msg *msgs, size_t n,
-                    struct dossier_status *st);
+                    const char *from_address, const struct raft_msg *msgs,
+                    size_t n, struct dossier_status *st);
 
 /* A snapshot arrived complete in @staged (taken: the loop installs it or
  * removes it), with its Raft message (borrowed; copied). */

@@ -274,6 +274,7 @@ int main(int argc, char **argv)
         co.max_batch = cfg.group_commit_max;
         co.snapshot_entries = cfg.snapshot_entries;
         co.snapshot_dir = snapdir;
+        co.advertise = self;
         rc = cluster_start(store, crypt, &co, &cluster, &st);
     }
     if (rc) {

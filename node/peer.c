@@ -42,6 +42,7 @@ struct peer {
 struct peer_client {
     uint8_t cid[PEER_CLUSTER_ID_BYTES];
     uint64_t self;
+    char self_address[256];
     struct peer_events ev;
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -225,8 +226,9 @@ static void *cq_main(void *arg)
 /* ------------------------------------------------------------------ */
 
 int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
-                    uint64_t self, const struct peer_events *ev,
-                    struct peer_client **out, struct dossier_status *st)
+                    uint64_t self, const char *self_address,
+                    const struct peer_events *ev, struct peer_client **out,
+                    struct dossier_status *st)
 {
     struct peer_client *pc = calloc(1, sizeof(*pc));
     *out = NULL;
@@ -234,6 +236,8 @@ int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     memcpy(pc->cid, cluster_id, PEER_CLUSTER_ID_BYTES);
     pc->self = self;
+    snprintf(pc->self_address, sizeof(pc->self_address), "%s",
+             self_address ? self_address : "");
     pc->ev = *ev;
     pthread_mutex_init(&pc->lock, NULL);
     pthread_cond_init(&pc->idle, NULL);
@@ -312,6 +316,15 @@ void peer_client_set_address(struct peer_client *pc, uint64_t id,
     pthread_mutex_unlock(&pc->lock);
 }
 
+void peer_client_learn_address(struct peer_client *pc, uint64_t id,
+                               const char *address)
+{
+    char known[256];
+    peer_client_address(pc, id, known, sizeof(known));
+    if (!known[0])
+        peer_client_set_address(pc, id, address);
+}
+
 void peer_client_address(struct peer_client *pc, uint64_t id, char *out,
                          size_t cap)
 {
@@ -368,6 +381,7 @@ void peer_client_send(struct peer_client *pc, uint64_t to,
         batch.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES,
                                                  pc->cid};
         batch.from = pc->self;
+        batch.from_address = pc->self_address;
         batch.n_messages = k;
         batch.messages = ptrs;
         call = pcall_new(PC_SEND, pc, to);

@@ -36,10 +36,16 @@ typedef void (*peer_forward_cb)(void *arg, int code, const char *message,
 
 struct peer_client;
 
-/* Errors: DOSSIER_NOMEM, DOSSIER_INTERNAL (no thread). */
+/* @self_address (copied) is sent with every message batch.
+ * Errors: DOSSIER_NOMEM, DOSSIER_INTERNAL (no thread). */
 int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
-                    uint64_t self, const struct peer_events *ev,
-                    struct peer_client **out, struct dossier_status *st);
+                    uint64_t self, const char *self_address,
+                    const struct peer_events *ev, struct peer_client **out,
+                    struct dossier_status *st);
+
+/* Records @address for @id only if none is known yet. */
+void peer_client_learn_address(struct peer_client *pc, uint64_t id,
+                               const char *address);
 
 /* Waits for calls in flight and transfers, then frees. */
 void peer_client_free(struct peer_client *pc);

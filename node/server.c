@@ -560,6 +560,8 @@ static void forward_in(struct call *c, ProtobufCMessage *msg)
         !cluster_knows(n->cluster, fr->from))
         return call_fail(c, DOSSIER_PERMISSION_DENIED,
                          "forward from a node outside this cluster");
+    if (cluster_is_isolated_from(n->cluster, fr->from))
+        return call_fail(c, DOSSIER_UNAVAILABLE, "cut off (fault injection)");
     for (size_t i = 0; i < N_METHODS; i++)
         if (strcmp(methods[i].path, fr->method) == 0)
             m = &methods[i];

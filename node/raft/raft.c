@@ -1247,6 +1247,7 @@ int raft_propose_conf_change(struct raft *r, const struct raft_conf_change *cc,
             return RAFT_INVALID;
         break;
     default:
+        /* Including RAFT_CONF_ADD_VOTER: voters join as learners first. */
         return RAFT_INVALID;
     }
     raft_conf_change_encode(cc, buf);
@@ -1342,7 +1343,7 @@ int raft_conf_change_decode(const uint8_t *data, size_t len,
                             struct raft_conf_change *cc)
 {
     if (len != RAFT_CONF_CHANGE_BYTES || data[0] < RAFT_CONF_ADD_LEARNER ||
-        data[0] > RAFT_CONF_REMOVE)
+        data[0] > RAFT_CONF_ADD_VOTER)
         return RAFT_INVALID;
     cc->op = (enum raft_conf_op)data[0];
     cc->node = 0;
@@ -1370,7 +1371,26 @@ static void conf_apply(struct raft_conf *c, const struct raft_conf_change *cc)
         conf_remove(c->voters, &c->n_voters, cc->node);
         conf_remove(c->learners, &c->n_learners, cc->node);
         break;
+    case RAFT_CONF_ADD_VOTER:
+        conf_remove(c->learners, &c->n_learners, cc->node);
+        if (!conf_is_voter(c, cc->node) && c->n_voters < RAFT_MAX_NODES)
+            c->voters[c->n_voters++] = cc->node;
+        break;
     }
+}
+
+void raft_bootstrap_entries(const raft_id *voters, size_t n,
+                            struct raft_entry *out, uint8_t *bufs,
+                            struct raft_hard_state *hs)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct raft_conf_change cc = {RAFT_CONF_ADD_VOTER, voters[i]};
+        uint8_t *b = bufs + i * RAFT_CONF_CHANGE_BYTES;
+        raft_conf_change_encode(&cc, b);
+        out[i] = (struct raft_entry){1, i + 1, RAFT_ENTRY_CONF, b,
+                                     RAFT_CONF_CHANGE_BYTES};
+    }
+    *hs = (struct raft_hard_state){n ? 1 : 0, 0, n};
 }
 
 static void apply_conf_entry(struct raft *r, const struct raft_entry *e)

@@ -87,6 +87,7 @@ enum raft_conf_op {
     RAFT_CONF_ADD_LEARNER = 1,
     RAFT_CONF_PROMOTE = 2,
     RAFT_CONF_REMOVE = 3,
+    RAFT_CONF_ADD_VOTER = 4, /* bootstrap entries only (see raft_persisted) */
 };
 
 struct raft_conf_change {
@@ -201,11 +202,17 @@ struct raft_config {
  * check-quorum on, 64 entries and 1 MiB per message, 64 in flight. */
 void raft_config_init(struct raft_config *c, raft_id id, uint64_t seed);
 
-/* What was persisted, to start from (all borrowed; copied). A new cluster
- * starts every node with snap.index 0 and the initial voters in snap.conf;
- * a node that joins an existing cluster starts with an empty conf and waits
- * to hear from the leader. @applied is the state machine's applied index
- * (at least snap.index). */
+/* What was persisted, to start from (all borrowed; copied).
+ *
+ * Bootstrap: every initial member of a new cluster starts with the same
+ * entries 1..n, one RAFT_ENTRY_CONF of RAFT_CONF_ADD_VOTER per initial
+ * voter in term 1, and hs = {term 1, no vote, commit n}; see
+ * raft_bootstrap_entries(). The membership is then in the log, where a
+ * node that joins later (with no entries and an empty conf, waiting to
+ * hear from the leader) learns it. (Putting the initial voters in
+ * snap.conf at index 0 instead works only for a membership that never
+ * grows: a joining node replaying the log from 1 would never see them.)
+ * @applied is the state machine's applied index (at least snap.index). */
 struct raft_persisted {
     struct raft_hard_state hs;
     struct raft_snapshot_meta snap;
@@ -221,6 +228,13 @@ struct raft;
  * beyond the log, ...). */
 int raft_new(const struct raft_config *c, const struct raft_persisted *p,
              struct raft **out);
+
+/* Fills @out (@n entries, one per voter in @voters, in that order) and @hs
+ * with the bootstrap described above. Entry data points into @bufs, which
+ * holds @n * RAFT_CONF_CHANGE_BYTES bytes. */
+void raft_bootstrap_entries(const raft_id *voters, size_t n,
+                            struct raft_entry *out, uint8_t *bufs,
+                            struct raft_hard_state *hs);
 void raft_free(struct raft *r);
 
 /* One unit of logical time. */

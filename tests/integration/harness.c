@@ -200,13 +200,16 @@ int node_start(struct node_proc *n, const char *const *extra)
     argv[a++] = "--key-file";
     argv[a++] = n->key;
     argv[a++] = "--listen";
-    argv[a++] = "127.0.0.1:0";
+    argv[a++] = n->listen[0] ? n->listen : "127.0.0.1:0";
     argv[a++] = "--ready-file";
     argv[a++] = n->ready;
+    for (int i = 0; n->args[i] && a < 40; i++)
+        argv[a++] = n->args[i];
     for (int i = 0; extra && extra[i] && a < 62; i++)
         argv[a++] = extra[i];
     argv[a] = NULL;
     n->pid = spawn(argv, n->log);
+    deadline = now_s() + 40;
     while (now_s() < deadline) {
         FILE *f = fopen(n->ready, "r");
         if (f) {
@@ -224,7 +227,7 @@ int node_start(struct node_proc *n, const char *const *extra)
         }
         usleep(20000);
     }
-    fprintf(stderr, "harness: dossierd not ready after 20 s\n");
+    fprintf(stderr, "harness: dossierd not ready after 40 s\n");
     print_log(n->log);
     node_kill9(n);
     return -1;
@@ -325,4 +328,192 @@ struct dossier_client *node_client(const struct node_proc *n)
         abort();
     }
     return c;
+}
+
+struct dossier_client *harness_client(const char *targets, int64_t timeout_ms)
+{
+    struct dossier_client_options o;
+    struct dossier_client *c;
+    struct dossier_status st;
+
+    dossier_client_options_init(&o);
+    o.target = targets;
+    o.purpose = "integration-test";
+    o.timeout_ms = timeout_ms;
+    if (dossier_client_open(&o, &c, &st) != 0) {
+        fprintf(stderr, "harness: client: %s\n", st.message);
+        abort();
+    }
+    return c;
+}
+
+int harness_free_port(void)
+{
+    char out[32];
+    /* Python is the shortest way to ask the kernel for a free port. */
+    if (harness_sh(out, sizeof(out),
+                   "/usr/bin/python3 -c 'import socket; s=socket.socket(); "
+                   "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'") !=
+        0)
+        fatal("free port");
+    return atoi(out);
+}
+
+void cluster_init(struct cluster_proc *c, int n, const char *const *extra)
+{
+    memset(c, 0, sizeof(*c));
+    c->n = n;
+    for (int i = 0; i < n; i++) {
+        struct node_proc *p = &c->nodes[i];
+        int port = harness_free_port();
+        node_init(p);
+        snprintf(p->listen, sizeof(p->listen), "127.0.0.1:%d", port);
+        snprintf(c->ids[i], sizeof(c->ids[i]), "%d", i + 1);
+        snprintf(c->peers + strlen(c->peers), sizeof(c->peers) - strlen(c->peers),
+                 "%s%d=%s", i ? "," : "", i + 1, p->listen);
+        snprintf(c->targets + strlen(c->targets),
+                 sizeof(c->targets) - strlen(c->targets), "%s%s", i ? "," : "",
+                 p->listen);
+        if (i > 0) /* one master key for the whole cluster */
+            harness_sh(NULL, 0, "cp %s %s", c->nodes[0].key, p->key);
+    }
+    for (int i = 0; i < n; i++) {
+        struct node_proc *p = &c->nodes[i];
+        int a = 0;
+        p->args[a++] = "--node-id";
+        p->args[a++] = c->ids[i];
+        p->args[a++] = "--peers";
+        p->args[a++] = c->peers;
+        p->args[a++] = "--enable-fault-injection";
+        p->args[a++] = "--tick-ms";
+        p->args[a++] = "50";
+        for (int k = 0; extra && extra[k] && a < 22; k++)
+            p->args[a++] = extra[k];
+        p->args[a] = NULL;
+    }
+}
+
+int cluster_start_all(struct cluster_proc *c)
+{
+    /* Start them all before waiting: a node is ready only once a leader
+     * exists, which takes a majority. */
+    for (int i = 0; i < c->n; i++) {
+        struct node_proc *p = &c->nodes[i];
+        const char *argv[64];
+        int a = 0;
+        unlink(p->ready);
+        argv[a++] = "dossierd";
+        argv[a++] = "--data-dir";
+        argv[a++] = p->data;
+        argv[a++] = "--key-file";
+        argv[a++] = p->key;
+        argv[a++] = "--listen";
+        argv[a++] = p->listen;
+        argv[a++] = "--ready-file";
+        argv[a++] = p->ready;
+        for (int k = 0; p->args[k] && a < 62; k++)
+            argv[a++] = p->args[k];
+        argv[a] = NULL;
+        p->pid = spawn(argv, p->log);
+    }
+    for (int i = 0; i < c->n; i++) {
+        struct node_proc *p = &c->nodes[i];
+        double deadline = now_s() + 40;
+        int ok = 0;
+        while (now_s() < deadline && !ok) {
+            FILE *f = fopen(p->ready, "r");
+            if (f) {
+                ok = fscanf(f, "%63s", p->addr) == 1;
+                fclose(f);
+            }
+            if (!ok)
+                usleep(20000);
+        }
+        if (!ok) {
+            fprintf(stderr, "harness: node %d not ready\n", i + 1);
+            print_log(p->log);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void cluster_node_status(struct cluster_proc *c, int i,
+                         struct dossier_cluster_status *out)
+{
+    struct dossier_client *cl = harness_client(c->nodes[i].listen, 3000);
+    struct dossier_status st;
+    if (dossier_cluster_status(cl, NULL, out, &st) != 0) {
+        fprintf(stderr, "harness: status of node %d: %s\n", i + 1, st.message);
+        memset(out, 0, sizeof(*out));
+    }
+    dossier_client_close(cl);
+}
+
+int cluster_leader(struct cluster_proc *c)
+{
+    double deadline = now_s() + 20;
+    while (now_s() < deadline) {
+        uint64_t leader = 0;
+        int agree = 1, live = 0;
+        for (int i = 0; i < c->n; i++) {
+            struct dossier_cluster_status s;
+            if (!c->nodes[i].pid)
+                continue;
+            cluster_node_status(c, i, &s);
+            live++;
+            if (s.leader_id == 0 || (leader && s.leader_id != leader))
+                agree = 0;
+            leader = s.leader_id;
+        }
+        if (live && agree && leader && c->nodes[leader - 1].pid)
+            return (int)leader - 1;
+        usleep(100000);
+    }
+    return -1;
+}
+
+int cluster_wait_converged(struct cluster_proc *c)
+{
+    double deadline = now_s() + 30;
+    while (now_s() < deadline) {
+        int l = cluster_leader(c), ok = l >= 0;
+        struct dossier_cluster_status ls;
+        if (ok) {
+            cluster_node_status(c, l, &ls);
+            for (int i = 0; i < c->n && ok; i++) {
+                struct dossier_cluster_status s;
+                if (!c->nodes[i].pid)
+                    continue;
+                cluster_node_status(c, i, &s);
+                ok = s.applied_index >= ls.commit_index && s.keys_ready;
+            }
+        }
+        if (ok)
+            return 0;
+        usleep(100000);
+    }
+    return -1;
+}
+
+void cluster_isolate(struct cluster_proc *c, int i, unsigned others)
+{
+    char ids[128] = "";
+    for (int k = 0; k < c->n; k++)
+        if (others & (1u << k))
+            snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), " %d",
+                     k + 1);
+    /* Peer.Fault is test-only plumbing; the Python client reaches it
+     * without libdossier knowing it exists. */
+    if (harness_sh(NULL, 0, "/usr/bin/python3 %s %s%s", HARNESS_FAULT_PY,
+                   c->nodes[i].listen, ids) != 0) {
+        fprintf(stderr, "harness: fault switch of node %d failed\n", i + 1);
+        abort();
+    }
+}
+
+void cluster_destroy(struct cluster_proc *c)
+{
+    for (int i = 0; i < c->n; i++)
+        node_destroy(&c->nodes[i]);
 }

@@ -12,6 +12,8 @@
 
 struct node_proc {
     pid_t pid;          /* 0 when not running */
+    char listen[64];    /* --listen; "" for 127.0.0.1:0 */
+    const char *args[24]; /* arguments given at every start, NULL-ended */
     char addr[64];      /* 127.0.0.1:PORT once serving */
     char dir[256];      /* the test's temporary directory */
     char data[320];     /* dir/data: the data directory */
@@ -47,6 +49,47 @@ void node_destroy(struct node_proc *n);
 
 /* A client for @n (aborts on failure); close with dossier_client_close. */
 struct dossier_client *node_client(const struct node_proc *n);
+
+/* A client for @targets ("host:port,..."), with @timeout_ms per call. */
+struct dossier_client *harness_client(const char *targets, int64_t timeout_ms);
+
+/* A loopback port nothing listens on right now. */
+int harness_free_port(void);
+
+/* A cluster of up to 5 nodes on fixed loopback ports, sharing a key. */
+#define CLUSTER_MAX 5
+struct cluster_proc {
+    int n;
+    struct node_proc nodes[CLUSTER_MAX];
+    char ids[CLUSTER_MAX][12];
+    char peers[512];   /* --peers of the initial members */
+    char targets[512]; /* every node, for a failover client */
+};
+
+/* Prepares @n nodes (1..n are the initial voters) with @extra arguments
+ * for every node (NULL-ended, may be NULL; borrowed, kept). Starts none. */
+void cluster_init(struct cluster_proc *c, int n, const char *const *extra);
+
+/* Starts every node and waits until each serves. Returns 0 or -1. */
+int cluster_start_all(struct cluster_proc *c);
+
+/* Node @i (0-based) as the cluster sees it; aborts when it cannot ask. */
+void cluster_node_status(struct cluster_proc *c, int i,
+                         struct dossier_cluster_status *out);
+
+/* Index of the node every live node agrees leads, waiting up to 20 s;
+ * -1 when none. */
+int cluster_leader(struct cluster_proc *c);
+
+/* Waits until every running node applied as much as the leader committed
+ * (up to 30 s). Returns 0 or -1. */
+int cluster_wait_converged(struct cluster_proc *c);
+
+/* Cuts node @i off from the nodes in @others (bitmask of indexes), on both
+ * sides, through the test-only fault switch; 0 heals node @i. */
+void cluster_isolate(struct cluster_proc *c, int i, unsigned others);
+
+void cluster_destroy(struct cluster_proc *c);
 
 /* Number of processes the harness started and has not reaped. */
 int harness_running(void);
