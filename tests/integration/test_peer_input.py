@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""Bad input on the node-to-node service, sent by an independent client
+(Debian's python3-grpcio, with bindings generated from proto/peer.proto at
+test time): every refusal gets a clear status, is logged, and the cluster
+keeps working. Usage: test_peer_input.py DOSSIERD DOSSIER PROTO_DIR"""
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+from grpc_tools import protoc
+
+DOSSIERD, DOSSIER, PROTO_DIR = sys.argv[1:4]
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    print(("ok: " if cond else "FAIL: ") + what)
+    if not cond:
+        failures += 1
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def call(channel, method, payload, timeout=5):
+    stub = channel.unary_unary(method, request_serializer=None,
+                               response_deserializer=None)
+    try:
+        stub(payload, timeout=timeout)
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+
+
+with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
+    assert protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={work}",
+                        os.path.join(PROTO_DIR, "peer.proto")]) == 0
+    sys.path.insert(0, work)
+    import peer_pb2 as pb  # noqa: E402
+
+    key = os.path.join(work, "master.key")
+    subprocess.run([DOSSIER, "keygen", key], check=True,
+                   stderr=subprocess.DEVNULL)
+    ports = [free_port() for _ in range(3)]
+    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
+    nodes, logs = [], []
+    for i, port in enumerate(ports):
+        log = open(os.path.join(work, f"node{i + 1}.log"), "w+")
+        logs.append(log)
+        nodes.append(subprocess.Popen(
+            [DOSSIERD, "--node-id", str(i + 1), "--peers", peers,
+             "--listen", f"127.0.0.1:{port}",
+             "--data-dir", os.path.join(work, f"d{i + 1}"),
+             "--key-file", key, "--tick-ms", "50",
+             "--ready-file", os.path.join(work, f"ready{i + 1}")],
+            stderr=log))
+    try:
+        for _ in range(400):
+            if all(os.path.exists(os.path.join(work, f"ready{i + 1}"))
+                   for i in range(3)):
+                break
+            time.sleep(0.05)
+        target = f"127.0.0.1:{ports[0]}"
+        targets = ",".join(f"127.0.0.1:{p}" for p in ports)
+        env = dict(os.environ, DOSSIER_TARGET=targets)
+        ch = grpc.insecure_channel(target)
+        cluster_id = hashlib.blake2b(b"dossier.cluster-id.v1" + b"dossier",
+                                     digest_size=16).digest()
+
+        # A vote request from a node that is not a member.
+        # ("from" is a Python keyword: set it with setattr.)
+        batch = pb.MessageBatch(cluster_id=cluster_id)
+        setattr(batch, "from", 99)
+        m = batch.messages.add(type=3, to=1, term=1000, log_term=1000,
+                               index=1000)
+        setattr(m, "from", 99)
+        code, details = call(ch, "/dossier.peer.v1.Peer/Send",
+                             batch.SerializeToString())
+        check(code == grpc.StatusCode.PERMISSION_DENIED and
+              "not a member" in details,
+              f"a message from a non-member is refused ({code}: {details})")
+
+        # Traffic of another cluster.
+        other = pb.MessageBatch(cluster_id=b"\x01" * 16)
+        setattr(other, "from", 2)
+        code, details = call(ch, "/dossier.peer.v1.Peer/Send",
+                             other.SerializeToString())
+        check(code == grpc.StatusCode.PERMISSION_DENIED and
+              "another cluster" in details,
+              f"a message of another cluster is refused ({details})")
+
+        # Garbage bytes.
+        code, details = call(ch, "/dossier.peer.v1.Peer/Send",
+                             b"\xff\xff\xff\x00\x01")
+        check(code == grpc.StatusCode.INVALID_ARGUMENT,
+              f"a malformed batch is refused ({code})")
+
+        # A member's batch that claims another sender inside.
+        forged = pb.MessageBatch(cluster_id=cluster_id)
+        setattr(forged, "from", 2)
+        fm = forged.messages.add(type=7, to=1, term=1)
+        setattr(fm, "from", 3)
+        code, details = call(ch, "/dossier.peer.v1.Peer/Send",
+                             forged.SerializeToString())
+        check(code == grpc.StatusCode.INVALID_ARGUMENT,
+              f"a message claiming another sender is refused ({details})")
+
+        # A snapshot message without its data, and an unknown message type.
+        snap = pb.MessageBatch(cluster_id=cluster_id)
+        setattr(snap, "from", 2)
+        sm = snap.messages.add(type=9, to=1, term=1)
+        setattr(sm, "from", 2)
+        code, _ = call(ch, "/dossier.peer.v1.Peer/Send",
+                       snap.SerializeToString())
+        check(code == grpc.StatusCode.INVALID_ARGUMENT,
+              "a snapshot message without data is refused")
+        bad = pb.MessageBatch(cluster_id=cluster_id)
+        setattr(bad, "from", 2)
+        bm = bad.messages.add(type=77, to=1, term=1)
+        setattr(bm, "from", 2)
+        code, _ = call(ch, "/dossier.peer.v1.Peer/Send",
+                       bad.SerializeToString())
+        check(code == grpc.StatusCode.INVALID_ARGUMENT,
+              "an unknown message type is refused")
+
+        # A forwarded call from a non-member, and the fault switch without
+        # --enable-fault-injection.
+        fw = pb.ForwardRequest(cluster_id=cluster_id,
+                               method="/dossier.v1.Records/Put")
+        setattr(fw, "from", 99)
+        code, _ = call(ch, "/dossier.peer.v1.Peer/Forward",
+                       fw.SerializeToString())
+        check(code == grpc.StatusCode.PERMISSION_DENIED,
+              "a forward from a non-member is refused")
+        code, _ = call(ch, "/dossier.peer.v1.Peer/Fault",
+                       pb.FaultRequest(isolate_from=[2]).SerializeToString())
+        check(code == grpc.StatusCode.PERMISSION_DENIED,
+              "the fault switch is off on a normal node")
+
+        # A snapshot stream that is garbage.
+        stream = ch.stream_unary("/dossier.peer.v1.Peer/InstallSnapshot",
+                                 request_serializer=None,
+                                 response_deserializer=None)
+        try:
+            stream(iter([b"\xff\x00garbage"]), timeout=5)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            code = e.code()
+        check(code == grpc.StatusCode.INVALID_ARGUMENT,
+              f"a malformed snapshot stream is refused ({code})")
+
+        # The cluster keeps working, and the refusals were logged.
+        r = subprocess.run([DOSSIER, "put", "-"], env=env, text=True,
+                           capture_output=True,
+                           input='{"kind":"contact","id":"c1",'
+                                 '"subject_id":"s1","fields":'
+                                 '{"first_name":"Ann"}}')
+        check(r.returncode == 0, "a write still commits")
+        for port in ports:
+            r = subprocess.run([DOSSIER, "--target", f"127.0.0.1:{port}",
+                                "get", "contact", "c1"], env=env, text=True,
+                               capture_output=True)
+            check(r.returncode == 0 and '"Ann"' in r.stdout,
+                  f"node at port {port} reads it")
+        logs[0].flush()
+        text = open(os.path.join(work, "node1.log")).read()
+        check("refused" in text, "the node logged a refusal")
+        check(all(n.poll() is None for n in nodes), "every node still runs")
+    finally:
+        for n in nodes:
+            n.send_signal(signal.SIGTERM)
+        for n in nodes:
+            try:
+                rc = n.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                n.kill()
+                rc = n.wait()
+            check(rc == 0, "a node stops cleanly")
+
+print(f"{failures} failure(s)")
+sys.exit(1 if failures else 0)
