@@ -101,7 +101,14 @@ struct raft {
     /* Volatile state. */
     enum raft_role role;
     raft_id leader;
-    struct raft_conf conf; /* the membership as of the applied index */
+    struct raft_conf conf; /* the membership in force: as of the applied
+                            * index, or of a received snapshot not yet
+                            * installed */
+    /* What the state machine holds: the term of the applied entry and the
+     * membership as of it. They differ from the log's view only while a
+     * received snapshot waits to be installed. */
+    raft_term applied_term;
+    struct raft_conf applied_conf;
     unsigned election_elapsed, heartbeat_elapsed, randomized_timeout;
     struct vote_record votes[RAFT_MAX_NODES];
     size_t n_votes;
@@ -183,6 +190,36 @@ static int promotable(const struct raft *r)
 }
 
 /* ------------------------------------------------------------------ */
+/* Queued messages */
+
+/* Messages own copies of their entries (the log may be truncated,
+ * compacted or reallocated before a ready sends them). */
+static void msgs_free(struct raft_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < msgs[i].n_entries; j++)
+            free(msgs[i].entries[j].data);
+        free(msgs[i].entries);
+    }
+    free(msgs);
+}
+
+/* The log from @from on is about to be replaced: an acknowledgment queued
+ * for it would claim entries that will never be persisted, so drop it. The
+ * leader asks again. */
+static void drop_acks_from(struct raft *r, raft_index from)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        struct raft_msg *m = &r->msgs[i];
+        if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index >= from)
+            continue; /* carries no entries: nothing to free */
+        r->msgs[k++] = *m;
+    }
+    r->n_msgs = k;
+}
+
+/* ------------------------------------------------------------------ */
 /* The log */
 
 static raft_index last_index(const struct raft *r)
@@ -231,6 +268,7 @@ static void log_truncate(struct raft *r, raft_index from)
     assert(from > r->snap_index);
     /* Removing committed entries would lose acknowledged writes. */
     assert(from > r->committed);
+    drop_acks_from(r, from);
     while (last_index(r) >= from) {
         r->n_ents--;
         free(r->ents[r->n_ents].data);
@@ -498,8 +536,12 @@ static int send_append(struct raft *r, struct progress *pr, int send_empty)
     m->log_term = prev_term;
     m->commit = r->committed;
     if (n) {
-        /* Entries point into the log, valid until raft_advance. */
-        m->entries = (struct raft_entry *)entry_at(r, pr->next);
+        m->entries = xcalloc(n, sizeof(*m->entries));
+        for (size_t i = 0; i < n; i++) {
+            const struct raft_entry *e = entry_at(r, pr->next + i);
+            m->entries[i] = *e;
+            m->entries[i].data = xdup(e->data, e->len);
+        }
         m->n_entries = n;
         if (pr->state == PR_REPLICATE) {
             raft_index last = pr->next + n - 1;
@@ -839,19 +881,24 @@ static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
 static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 {
     const struct raft_snapshot_meta *s = &m->snapshot;
-    struct raft_msg *resp = msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
+    struct raft_msg *resp;
 
     if (s->index <= r->committed) {
+        resp = msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
         resp->index = r->committed;
         return;
     }
     if (match_term(r, s->index, s->term)) {
         /* We hold the snapshot's last entry: no need to install it. */
         r->committed = s->index;
+        resp = msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
         resp->index = s->index;
         return;
     }
-    /* Restore: the log becomes the snapshot. */
+    /* Restore: the log becomes the snapshot. What we acknowledged beyond
+     * the committed index is gone with it. */
+    drop_acks_from(r, r->committed + 1);
+    resp = msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
     while (r->n_ents) {
         r->n_ents--;
         free(r->ents[r->n_ents].data);
@@ -1484,8 +1531,11 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
     r->ready_taken = 0;
     if (rd->has_snapshot) {
         r->snapshot_pending = 0;
-        if (r->applied < rd->snapshot.index)
+        if (r->applied < rd->snapshot.index) {
             r->applied = rd->snapshot.index;
+            r->applied_term = rd->snapshot.term;
+            r->applied_conf = rd->snapshot.conf;
+        }
     }
     if (rd->n_entries) {
         raft_index last = rd->entries[rd->n_entries - 1].index;
@@ -1497,14 +1547,18 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
         if (e->index <= r->applied)
             continue;
         r->applied = e->index;
-        if (e->type == RAFT_ENTRY_CONF)
+        r->applied_term = e->term;
+        if (e->type == RAFT_ENTRY_CONF) {
             apply_conf_entry(r, e);
+            r->applied_conf = r->conf;
+        }
     }
     r->prev_hs = rd->hs;
     r->prev_role = rd->role;
     r->prev_leader = rd->leader;
-    free(r->ready_msgs);
+    msgs_free(r->ready_msgs, r->ready_n_msgs);
     r->ready_msgs = NULL;
+    r->ready_n_msgs = 0;
     free(r->ready_reads);
     r->ready_reads = NULL;
     if (r->role == RAFT_LEADER) {
@@ -1527,7 +1581,9 @@ int raft_compact(struct raft *r, raft_index index)
     assert(!r->ready_taken);
     if (index <= r->snap_index)
         return RAFT_COMPACTED;
-    if (index > r->applied)
+    /* While a received snapshot waits to be installed, the log already
+     * starts after it and the state machine is behind it. */
+    if (index > r->applied || r->snapshot_pending)
         return RAFT_UNAVAILABLE;
     r->snap_term = term_of(r, index);
     /* The membership as of @index: the applied one, rolled back over any
@@ -1557,8 +1613,8 @@ void raft_snapshot_at_applied(const struct raft *r,
                               struct raft_snapshot_meta *out)
 {
     out->index = r->applied;
-    out->term = term_of(r, r->applied);
-    out->conf = r->conf;
+    out->term = r->applied_term;
+    out->conf = r->applied_conf;
 }
 
 int raft_term_at(const struct raft *r, raft_index index, raft_term *term)
@@ -1636,6 +1692,8 @@ int raft_new(const struct raft_config *c, const struct raft_persisted *p,
         if (e->type == RAFT_ENTRY_CONF)
             apply_conf_entry(r, e);
     }
+    r->applied_term = term_of(r, r->applied);
+    r->applied_conf = r->conf;
     r->reads_pending = xcalloc(MAX_PENDING_READS, sizeof(*r->reads_pending));
     r->reads_deferred = xcalloc(MAX_PENDING_READS, sizeof(*r->reads_deferred));
     r->reads_deferred_from =
@@ -1657,8 +1715,8 @@ void raft_free(struct raft *r)
         free(r->ents[i].data);
     free(r->ents);
     free(r->prs);
-    free(r->msgs);
-    free(r->ready_msgs);
+    msgs_free(r->msgs, r->n_msgs);
+    msgs_free(r->ready_msgs, r->ready_n_msgs);
     free(r->read_states);
     free(r->ready_reads);
     free(r->reads_pending);

@@ -8,16 +8,29 @@
  *   1. persist, in one synced write: the hard state (term, vote, commit),
  *      the entries (appended at entries[0].index, replacing any persisted
  *      entries from that index on) and, if set, the snapshot (install its
- *      data, staged beforehand, as the state machine);
+ *      data, staged beforehand, as the state machine, and drop the whole
+ *      persisted log: the core's log now starts after the snapshot);
  *   2. send the messages (they may depend on what step 1 persisted: a vote
  *      must not leave before the term and vote that grant it are durable);
  *   3. apply the committed entries in order, and answer the read states;
  *   4. call raft_advance().
  *
  * Everything a ready points to belongs to the core and stays valid until
- * raft_advance(). Deterministic: given the same seed and the same sequence
- * of calls, the core makes the same decisions, which is what lets a
- * simulator drive many cores through seeded chaos and replay any failure.
+ * raft_advance(); between raft_ready() and raft_advance() the node calls
+ * nothing that changes the core (raft_status and raft_snapshot_at_applied
+ * only read it). Messages carry copies of their entries, so what the core
+ * does before the ready is taken (truncating, compacting, growing its log)
+ * never changes a message already queued; and an acknowledgment of
+ * entries that are replaced before they were persisted is withdrawn, never
+ * sent.
+ *
+ * Membership: a change takes effect when its entry is applied (in
+ * raft_advance), except that a received snapshot's membership takes effect
+ * as soon as the snapshot message is stepped.
+ *
+ * Deterministic: given the same seed and the same sequence of calls, the
+ * core makes the same decisions, which is what lets a simulator drive many
+ * cores through seeded chaos and replay any failure.
  *
  * What it implements: leader election with pre-vote and check-quorum;
  * log replication with the commit rule of Raft §5.4.2 (a leader commits by
@@ -289,11 +302,14 @@ void raft_advance(struct raft *r, const struct raft_ready *rd);
 /* The state machine has a snapshot at its applied index: drop the log up to
  * @index (at most the applied index), keeping @index's term and the
  * membership for snapshot messages. RAFT_COMPACTED if already dropped,
- * RAFT_UNAVAILABLE beyond the applied index. */
+ * RAFT_UNAVAILABLE beyond the applied index or while a received snapshot
+ * waits to be installed. Not between raft_ready() and raft_advance(). */
 int raft_compact(struct raft *r, raft_index index);
 
-/* The snapshot meta describing the state machine at its applied index,
- * which is what a node sends when it streams its current state. */
+/* The snapshot meta describing the state machine at its applied index
+ * (its term and the membership as of it, even while a received snapshot
+ * waits to be installed), which is what a node sends when it streams its
+ * current state. */
 void raft_snapshot_at_applied(const struct raft *r,
                               struct raft_snapshot_meta *out);
 
