@@ -902,6 +902,7 @@ static void send_messages(struct cluster *cl, const struct raft_ready *rd)
             char dir[4200];
             struct raft_msg sm = *m;
             struct dossier_status st;
+            int64_t t0 = now_ms();
             snprintf(dir, sizeof(dir), "%s/out-%" PRIu64 "-%" PRIu64,
                      cl->snapshot_dir, m->to, ++cl->snap_seq);
             store_rmtree(dir);
@@ -917,7 +918,8 @@ static void send_messages(struct cluster *cl, const struct raft_ready *rd)
                 continue;
             }
             log_printf(LOG_INFO, "sending a snapshot at index %" PRIu64
-                       " to node %" PRIu64, sm.snapshot.index, m->to);
+                       " to node %" PRIu64 " (checkpoint made in %" PRId64
+                       " ms)", sm.snapshot.index, m->to, now_ms() - t0);
             peer_client_send_snapshot(cl->peers, m->to, dir, &sm);
             continue;
         }
@@ -1241,7 +1243,9 @@ int cluster_start(struct store *s, struct crypt *c,
         free(cl);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
-    memcpy(cl->initial, o->members, o->n_members * sizeof(*cl->initial));
+    if (o->n_members)
+        memcpy(cl->initial, o->members,
+               o->n_members * sizeof(*cl->initial));
     cl->n_initial = o->n_members;
     cluster_id_from_name(o->cluster_name ? o->cluster_name : "dossier",
                          cl->cid);

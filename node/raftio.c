@@ -19,6 +19,14 @@ static void be64(uint8_t out[8], uint64_t v)
         out[i] = (uint8_t)v;
 }
 
+static uint64_t get_be64(const uint8_t in[8])
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | in[i];
+    return v;
+}
+
 static int rdb_fail(struct dossier_status *st, char *err, const char *what)
 {
     int code = strstr(err, "Corruption") ? DOSSIER_CORRUPT : DOSSIER_IO;
@@ -48,9 +56,12 @@ int raftio_conf_from_pb(const Dossier__Peer__V1__Conf *pb,
     if (pb->n_voters > RAFT_MAX_NODES || pb->n_learners > RAFT_MAX_NODES)
         return DOSSIER_INVALID_ARGUMENT;
     out->n_voters = pb->n_voters;
-    memcpy(out->voters, pb->voters, pb->n_voters * sizeof(uint64_t));
+    if (pb->n_voters)
+        memcpy(out->voters, pb->voters, pb->n_voters * sizeof(uint64_t));
     out->n_learners = pb->n_learners;
-    memcpy(out->learners, pb->learners, pb->n_learners * sizeof(uint64_t));
+    if (pb->n_learners)
+        memcpy(out->learners, pb->learners,
+               pb->n_learners * sizeof(uint64_t));
     return 0;
 }
 
@@ -219,6 +230,32 @@ static int snap_put(rocksdb_writebatch_t *wb,
     return 0;
 }
 
+/* Reads the snapshot point into @out (left as is when there is none). */
+static int snap_get(const struct store_raw *raw,
+                    rocksdb_column_family_handle_t *cf,
+                    struct raft_snapshot_meta *out, struct dossier_status *st)
+{
+    char *err = NULL;
+    size_t len;
+    char *v = rocksdb_get_cf(raw->db, (const rocksdb_readoptions_t *)raw->ro,
+                             cf, RAFT_SNAP_KEY, 4, &len, &err);
+    Dossier__Peer__V1__SnapshotMeta *m;
+    if (err)
+        return rdb_fail(st, err, "reading the raft snapshot point");
+    if (!v)
+        return 0;
+    m = dossier__peer__v1__snapshot_meta__unpack(NULL, len, (uint8_t *)v);
+    rocksdb_free(v);
+    if (!m || meta_from_pb(m, out) != 0) {
+        if (m)
+            dossier__peer__v1__snapshot_meta__free_unpacked(m, NULL);
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the raft snapshot point is corrupt");
+    }
+    dossier__peer__v1__snapshot_meta__free_unpacked(m, NULL);
+    return 0;
+}
+
 /* Deletes every log entry from @from on. */
 static void log_delete_from(rocksdb_writebatch_t *wb,
                             rocksdb_column_family_handle_t *cf,
@@ -229,6 +266,31 @@ static void log_delete_from(rocksdb_writebatch_t *wb,
     memset(hi, 0xff, sizeof(hi));
     rocksdb_writebatch_delete_range_cf(wb, cf, (const char *)lo, 8,
                                        (const char *)hi, 8);
+}
+
+/* The index of the first persisted entry at or after @from, or 0 if there
+ * is none. Range deletions are written only where entries exist: a range
+ * tombstone per append would pile up overlapping tombstones that every
+ * flush must fragment, which made a checkpoint of a busy node take
+ * seconds. */
+static raft_index log_first_from(const struct store_raw *raw,
+                                 rocksdb_column_family_handle_t *cf,
+                                 raft_index from)
+{
+    uint8_t k[8];
+    raft_index found = 0;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(
+        raw->db, (const rocksdb_readoptions_t *)raw->ro, cf);
+    be64(k, from);
+    rocksdb_iter_seek(it, (const char *)k, 8);
+    if (rocksdb_iter_valid(it)) {
+        size_t klen;
+        const char *key = rocksdb_iter_key(it, &klen);
+        if (klen == 8)
+            found = get_be64((const uint8_t *)key);
+    }
+    rocksdb_iter_destroy(it);
+    return found;
 }
 
 static int entry_put(rocksdb_writebatch_t *wb,
@@ -278,7 +340,11 @@ int raftio_save(struct store *s, const struct raft_ready *rd,
     cf = (rocksdb_column_family_handle_t *const *)raw.cf;
     wb = rocksdb_writebatch_create();
     if (rd->n_entries) {
-        log_delete_from(wb, cf[STORE_RAFTLOG], rd->entries[0].index);
+        /* The new entries overwrite their own indexes; only a truncated
+         * tail beyond them needs deleting. */
+        raft_index after = rd->entries[rd->n_entries - 1].index + 1;
+        if (log_first_from(&raw, cf[STORE_RAFTLOG], after))
+            log_delete_from(wb, cf[STORE_RAFTLOG], after);
         for (size_t i = 0; i < rd->n_entries; i++)
             if (entry_put(wb, cf[STORE_RAFTLOG], &rd->entries[i])) {
                 rocksdb_writebatch_destroy(wb);
@@ -297,19 +363,31 @@ int raftio_compact(struct store *s, const struct raft_snapshot_meta *meta,
     rocksdb_column_family_handle_t *const *cf;
     rocksdb_writebatch_t *wb;
     uint8_t lo[8], hi[8];
+    raft_index first;
+    struct raft_snapshot_meta cur;
+    int rc;
 
     store_raw(s, &raw);
     cf = (rocksdb_column_family_handle_t *const *)raw.cf;
+    memset(&cur, 0, sizeof(cur));
+    if ((rc = snap_get(&raw, cf[STORE_RAFT], &cur, st)) != 0)
+        return rc;
+    if (meta->index <= cur.index)
+        return 0; /* never move the snapshot point back */
     wb = rocksdb_writebatch_create();
     if (snap_put(wb, cf[STORE_RAFT], meta)) {
         rocksdb_writebatch_destroy(wb);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
-    be64(lo, 0);
-    be64(hi, meta->index + 1);
-    rocksdb_writebatch_delete_range_cf(wb, cf[STORE_RAFTLOG],
-                                       (const char *)lo, 8, (const char *)hi,
-                                       8);
+    /* From the first entry still stored, so tombstones never overlap. */
+    first = log_first_from(&raw, cf[STORE_RAFTLOG], 0);
+    if (first && first <= meta->index) {
+        be64(lo, first);
+        be64(hi, meta->index + 1);
+        rocksdb_writebatch_delete_range_cf(wb, cf[STORE_RAFTLOG],
+                                           (const char *)lo, 8,
+                                           (const char *)hi, 8);
+    }
     return write_sync(&raw, wb, st);
 }
 
@@ -358,22 +436,8 @@ int raftio_load(struct store *s, struct raftio_state *out,
         out->p.hs = (struct raft_hard_state){hs->term, hs->vote, hs->commit};
         dossier__store__v1__raft_hard_state__free_unpacked(hs, NULL);
     }
-    v = rocksdb_get_cf(raw.db, raw.ro, cf[STORE_RAFT], RAFT_SNAP_KEY, 4, &len,
-                       &err);
-    if (err)
-        return rdb_fail(st, err, "reading the raft snapshot point");
-    if (v) {
-        Dossier__Peer__V1__SnapshotMeta *m =
-            dossier__peer__v1__snapshot_meta__unpack(NULL, len, (uint8_t *)v);
-        rocksdb_free(v);
-        if (!m || meta_from_pb(m, &out->p.snap) != 0) {
-            if (m)
-                dossier__peer__v1__snapshot_meta__free_unpacked(m, NULL);
-            return err_set(st, DOSSIER_CORRUPT,
-                           "the raft snapshot point is corrupt");
-        }
-        dossier__peer__v1__snapshot_meta__free_unpacked(m, NULL);
-    }
+    if ((rc = snap_get(&raw, cf[STORE_RAFT], &out->p.snap, st)) != 0)
+        return rc;
 
     it = rocksdb_create_iterator_cf(raw.db, raw.ro, cf[STORE_RAFTLOG]);
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);

@@ -33,7 +33,8 @@ int raftio_save(struct store *s, const struct raft_ready *rd,
                 struct dossier_status *st);
 
 /* Records @meta as the snapshot point and drops the entries it covers.
- * Synced. Errors: DOSSIER_IO. */
+ * Synced. A point at or below the current one changes nothing. Errors:
+ * DOSSIER_IO, DOSSIER_CORRUPT. */
 int raftio_compact(struct store *s, const struct raft_snapshot_meta *meta,
                    struct dossier_status *st);
 

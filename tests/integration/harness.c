@@ -308,7 +308,8 @@ void node_destroy(struct node_proc *n)
 {
     if (n->pid)
         node_stop(n);
-    if (n->dir[0])
+    /* DOSSIER_TEST_KEEP=1 keeps the node's directory (and log) to read. */
+    if (n->dir[0] && !getenv("DOSSIER_TEST_KEEP"))
         harness_rmtree(n->dir);
     memset(n, 0, sizeof(*n));
 }
