@@ -1,5 +1,6 @@
 /* The dossier.v1.Cluster service: status and membership. */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,9 @@ static void status_fill(struct call *c, const struct cluster_status *s,
                 m->active = s->raft.progress[k].recent_active;
             }
         ptrs[i] = m;
+        /* The leader reports its own address too. */
+        if (m->id == out->leader_id && !leader_addr[0] && m->address[0])
+            snprintf(leader_addr, cap, "%s", m->address);
     }
     out->n_members = s->n_members;
     out->members = ptrs;

@@ -62,6 +62,8 @@ nodes = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 assert len(nodes) == 3, nodes
 assert sorted(n["role"] for n in nodes) == ["follower", "follower", "leader"]
 assert len({n["leader_id"] for n in nodes}) == 1, nodes
+leader = [n for n in nodes if n["role"] == "leader"][0]
+assert {n["leader_address"] for n in nodes} == {leader["target"]}, nodes
 for n in nodes:
     assert [m["role"] for m in n["members"]] == ["voter"] * 3, n
 PY
