@@ -30,7 +30,9 @@ static const char usage_text[] =
     "Usage: dossier-bench [OPTIONS]\n"
     "\n"
     "Target (one of):\n"
-    "  --target HOST:PORT   a Dossier node (default 127.0.0.1:7700)\n"
+    "  --target HOST:PORT[,HOST:PORT...]\n"
+    "                       Dossier nodes (default 127.0.0.1:7700); the\n"
+    "                       client finds the leader among them\n"
     "  --rocksdb DIR        raw RocksDB in DIR (made if missing): synced\n"
     "                       puts and plain gets, the baseline\n"
     "Load:\n"
@@ -43,6 +45,8 @@ static const char usage_text[] =
     "  --keys N             records preloaded for gets (default 10000)\n"
     "  --records-per-subject N\n"
     "                       records sharing one data subject (default 1)\n"
+    "  --serializable       reads answered by the node asked, from its own\n"
+    "                       state (default: linearizable reads)\n"
     "  --label TEXT         name of this run in the output\n"
     "  --csv FILE           append one result row to FILE\n"
     "\n"
@@ -53,6 +57,7 @@ static const char usage_text[] =
 
 struct bench {
     const char *target;
+    struct dossier_call_options read_opts;
     const char *rocksdb_dir;
     int clients;
     double duration, warmup;
@@ -330,7 +335,7 @@ static void async_next(struct worker *w)
         rc = dossier_put_async(b->client, NULL, &r, DOSSIER_ANY_VERSION,
                                async_put_done, w, &st);
     } else {
-        rc = dossier_get_async(b->client, NULL, BENCH_KIND, rid,
+        rc = dossier_get_async(b->client, &b->read_opts, BENCH_KIND, rid,
                                async_get_done, w, &st);
     }
     if (rc) {
@@ -446,6 +451,7 @@ int main(int argc, char **argv)
         {"keys", required_argument, NULL, 'k'},
         {"records-per-subject", required_argument, NULL, 's'},
         {"label", required_argument, NULL, 'l'},
+        {"serializable", no_argument, NULL, 'S'},
         {"csv", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -474,6 +480,7 @@ int main(int argc, char **argv)
         case 'k': b.keys = (uint64_t)atoll(optarg); break;
         case 's': b.per_subject = (uint64_t)atoll(optarg); break;
         case 'l': b.label = optarg; break;
+        case 'S': b.read_opts.consistency = DOSSIER_SERIALIZABLE; break;
         case 'o': b.csv = optarg; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;

@@ -68,24 +68,12 @@ done
 
 echo
 echo "Medians of $RUNS runs (min..max), $CLIENTS clients, 1 KiB values, ${SECONDS_PER}s each:"
-awk -F, 'NR > 1 { t[$1] = t[$1] " " $8; p50[$1] = p50[$1] " " $9; p99[$1] = p99[$1] " " $10; p999[$1] = p999[$1] " " $11 }
-function med(s,   a, n, i, j, x) {
-    n = split(s, a, " ")
-    for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > x + 0; j--) a[j + 1] = a[j]; a[j + 1] = x }
-    lo = a[1]; hi = a[n]
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk -v order="dossier-put rocksdb-put dossier-get" -f "$ROOT/tools/bench/summary.awk" -f <(cat <<'AWK'
 END {
-    printf "%-12s %22s %10s %10s %10s\n", "run", "ops/s", "p50 ms", "p99 ms", "p999 ms"
-    split("dossier-put rocksdb-put dossier-get", order, " ")
-    for (k = 1; k <= 3; k++) {
-        l = order[k]; if (!(l in t)) continue
-        m = med(t[l]); tl = lo; th = hi
-        printf "%-12s %8.0f (%.0f..%.0f) %10.3f %10.3f %10.3f\n", l, m, tl, th, med(p50[l]), med(p99[l]), med(p999[l])
-        tput[l] = m
-    }
     if (tput["rocksdb-put"] > 0)
         printf "\nDossier put / raw RocksDB put: %.2f (target >= 0.50)\n", tput["dossier-put"] / tput["rocksdb-put"]
     printf "Dossier get: %.0f/s (target >= 40000)\n", tput["dossier-get"]
-}' "$CSV" | tee "$OUT/single-node.txt"
+}
+AWK
+) "$CSV" | tee "$OUT/single-node.txt"
 echo "(raw rows: $CSV)"
