@@ -762,6 +762,14 @@ static void admin_done(struct admin_req *a, int code, const char *message)
     free(a);
 }
 
+static int conf_has(const raft_id *ids, size_t n, raft_id id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
 static void admin_start(struct cluster *cl, struct admin_req *a)
 {
     struct raft_conf_change cc = {0, a->id};
@@ -780,9 +788,17 @@ static void admin_start(struct cluster *cl, struct admin_req *a)
         if (!a->address[0])
             return admin_done(a, DOSSIER_INVALID_ARGUMENT,
                               "a new node needs an address");
+        /* A member's address is never rewritten here: that would cut it
+         * off. Moving a node means removing it and adding it again. */
+        if (conf_has(rs.conf.voters, rs.conf.n_voters, a->id) ||
+            conf_has(rs.conf.learners, rs.conf.n_learners, a->id))
+            return admin_done(a, DOSSIER_ALREADY_EXISTS,
+                              "that node id is already a member; remove "
+                              "it first to give it a new address");
         /* Its address first: by the time the membership change applies,
          * every node knows where the learner listens. Should the change be
-         * refused, the recorded address harms nothing. */
+         * refused (another change pending), the address recorded for a
+         * non-member harms nothing. */
         op.id = a->id;
         op.address = a->address;
         cmd.time_ms = wall_ms();
@@ -795,12 +811,19 @@ static void admin_start(struct cluster *cl, struct admin_req *a)
         break;
     }
     case CLUSTER_PROMOTE:
+        if (!conf_has(rs.conf.learners, rs.conf.n_learners, a->id))
+            return admin_done(a, DOSSIER_FAILED_PRECONDITION,
+                              "that node is not a learner of this cluster");
+        /* Only a learner that answers and holds nearly the whole log:
+         * a voter that cannot vote could cost the cluster its quorum. */
         for (size_t i = 0; i < rs.n_progress; i++)
-            if (rs.progress[i].id == a->id && rs.progress[i].learner &&
-                rs.progress[i].match + PROMOTE_LAG_MAX < rs.last_index)
+            if (rs.progress[i].id == a->id &&
+                (!rs.progress[i].recent_active || rs.progress[i].match == 0 ||
+                 rs.progress[i].match + PROMOTE_LAG_MAX < rs.last_index))
                 return admin_done(a, DOSSIER_FAILED_PRECONDITION,
-                                  "the learner is still catching up; "
-                                  "promote it once its log is close to the "
+                                  "the learner is not answering or still "
+                                  "catching up; promote it once it is "
+                                  "active and its log is close to the "
                                   "leader's (see cluster status)");
         cc.op = RAFT_CONF_PROMOTE;
         rc = raft_propose_conf_change(cl->raft, &cc, &idx);
@@ -810,6 +833,10 @@ static void admin_start(struct cluster *cl, struct admin_req *a)
         rc = raft_propose_conf_change(cl->raft, &cc, &idx);
         break;
     case CLUSTER_TRANSFER:
+        if (!conf_has(rs.conf.voters, rs.conf.n_voters, a->id))
+            return admin_done(a, DOSSIER_FAILED_PRECONDITION,
+                              "leadership goes only to a voter of this "
+                              "cluster");
         rc = raft_transfer_leader(cl->raft, a->id);
         a->deadline_ms = now_ms() + 3 * (int64_t)cl->tick_ms *
                                         cl->election_ticks;

@@ -359,7 +359,16 @@ static void test_membership_changes(void **state)
     c.n = 4;
     /* Added first: a joining node serves (and writes its ready file) only
      * once it has the cluster's keys, which come with the log. */
+    /* A member's id cannot be added again (its address would change). */
+    assert_int_not_equal(
+        dossier_cluster_add_node(cl, NULL, 1, addr4, &s, &st), 0);
+    assert_int_equal(st.code, DOSSIER_ALREADY_EXISTS);
     assert_int_equal(dossier_cluster_add_node(cl, NULL, 4, addr4, &s, &st), 0);
+    /* A learner that has never answered is not promoted: as a voter that
+     * cannot vote it would weaken the quorum. */
+    assert_int_not_equal(
+        dossier_cluster_promote_node(cl, NULL, 4, &s, &st), 0);
+    assert_int_equal(st.code, DOSSIER_FAILED_PRECONDITION);
     assert_int_equal(node_start(n4, NULL), 0);
     /* Promote once it caught up (the call refuses while it lags). */
     for (int tries = 0; tries < 100; tries++) {
