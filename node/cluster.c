@@ -1044,6 +1044,14 @@ static void maybe_compact(struct cluster *cl)
     raft_status(cl->raft, &rs);
     if (rs.applied < rs.first_index + cl->snapshot_entries)
         return;
+    /* A follower that answers but has not yet got every applied entry
+     * would need a whole snapshot after the compaction: wait for it,
+     * unless the log has grown to twice its budget. */
+    if (rs.applied < rs.first_index + 2 * cl->snapshot_entries)
+        for (size_t i = 0; i < rs.n_progress; i++)
+            if (rs.progress[i].id != cl->id && rs.progress[i].recent_active &&
+                rs.progress[i].match < rs.applied)
+                return;
     raft_snapshot_at_applied(cl->raft, &meta);
     if (raftio_compact(cl->store, &meta, &st) != 0) {
         log_printf(LOG_WARN, "cannot compact the raft log: %s", st.message);
