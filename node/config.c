@@ -60,7 +60,8 @@ static const struct opt opts[] = {
     {"cluster-name", OPT_STR, OFF(cluster_name), "dossier", 0, 0,
      "nodes only talk to nodes of the same cluster name"},
     {"tick-ms", OPT_U64, OFF(tick_ms), "100", 10, 10000,
-     "raft tick; heartbeats every tick, elections after 10 to 20 ticks"},
+     "raft tick in ms: heartbeats every tick; a follower campaigns after "
+     "election-ticks to twice that many silent ticks"},
     {"election-ticks", OPT_U64, OFF(election_ticks), "10", 2, 1000,
      "ticks of silence before a follower campaigns"},
     {"snapshot-entries", OPT_U64, OFF(snapshot_entries), "10000", 16,

@@ -14,7 +14,8 @@ trap cleanup EXIT
 
 cmake --install "$BUILD" --prefix "$WORK/prefix" >/dev/null
 P=$WORK/prefix
-for f in sbin/dossierd bin/dossier bin/dossier-bench include/dossier/dossier.h; do
+for f in sbin/dossierd bin/dossier bin/dossier-bench include/dossier/dossier.h \
+    share/doc/dossier/OPERATIONS.md share/doc/dossier/examples/dossierd.service; do
     [ -e "$P/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done
 libdir=$(dirname "$(find "$P" -name libdossier.pc)")/..
