@@ -1433,6 +1433,9 @@ void cluster_free(struct cluster *cl)
     if (!cl)
         return;
     cluster_shutdown(cl);
+    /* First: calls still in flight may report into the queues below. */
+    peer_client_free(cl->peers);
+    cl->peers = NULL;
     while (cl->in_msgs) {
         struct in_msg *m = cl->in_msgs;
         cl->in_msgs = m->next;
@@ -1450,7 +1453,6 @@ void cluster_free(struct cluster *cl)
         cl->in_reports = r->next;
         free(r);
     }
-    peer_client_free(cl->peers);
     raft_free(cl->raft);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->wake);

@@ -187,7 +187,13 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
             except subprocess.TimeoutExpired:
                 n.kill()
                 rc = n.wait()
-            check(rc == 0, "a node stops cleanly")
+            check(rc == 0, f"a node stops cleanly (exit status {rc})")
+        for i, n in enumerate(nodes):
+            if n.returncode != 0:
+                logs[i].flush()
+                print(f"--- node {i + 1} log (tail):")
+                print("".join(open(os.path.join(
+                    work, f"node{i + 1}.log")).readlines()[-30:]))
 
 print(f"{failures} failure(s)")
 sys.exit(1 if failures else 0)
