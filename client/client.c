@@ -18,6 +18,7 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_MESSAGE (16u << 20)
 #define PURPOSE_MAX 64
+#define TOKEN_MAX 128
 #define MAX_TARGETS 16
 /* Pause before retrying on another node: doubles from the first to the
  * last, never past the deadline. */
@@ -52,6 +53,7 @@ struct dossier_client {
     size_t n_targets;
     unsigned current; /* the target tried first; moves on failures */
     char *purpose;
+    char *bearer; /* "Bearer <token>", or NULL */
     int64_t timeout_ms;
 
     /* Asynchronous calls: a completion queue and the thread draining it,
@@ -82,7 +84,7 @@ struct client_call {
     /* The attempt in flight. */
     grpc_call *call;
     grpc_op ops[6];
-    grpc_metadata md[3];
+    grpc_metadata md[4];
     size_t n_md;
     grpc_metadata_array init_md, trail_md;
     grpc_byte_buffer *recv;
@@ -131,6 +133,17 @@ int dossier_client_open(const struct dossier_client_options *o,
     if (o->purpose && strlen(o->purpose) > PURPOSE_MAX)
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "purpose is longer than %d bytes", PURPOSE_MAX);
+    if (o->token) {
+        size_t n = strlen(o->token);
+        if (n > TOKEN_MAX)
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "token is longer than %d bytes", TOKEN_MAX);
+        for (size_t i = 0; i < n; i++)
+            if (o->token[i] <= ' ' || o->token[i] > '~')
+                return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                               "token holds a character that is not "
+                               "printable ASCII");
+    }
     c = calloc(1, sizeof(*c));
     list = strdup(o->target);
     if (!c || !list) {
@@ -139,6 +152,12 @@ int dossier_client_open(const struct dossier_client_options *o,
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
     c->purpose = strdup(o->purpose ? o->purpose : "");
+    if (o->token && o->token[0]) {
+        size_t n = strlen(o->token) + sizeof("Bearer ");
+        c->bearer = malloc(n);
+        if (c->bearer)
+            snprintf(c->bearer, n, "Bearer %s", o->token);
+    }
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->idle, NULL);
@@ -160,6 +179,7 @@ int dossier_client_open(const struct dossier_client_options *o,
             free(list);
             targets_free(c);
             free(c->purpose);
+            free(c->bearer);
             free(c);
             grpc_shutdown();
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
@@ -176,9 +196,11 @@ int dossier_client_open(const struct dossier_client_options *o,
                                                        NULL);
     }
     free(list);
-    if (c->n_targets == 0 || !c->purpose) {
+    if (c->n_targets == 0 || !c->purpose ||
+        (o->token && o->token[0] && !c->bearer)) {
         targets_free(c);
         free(c->purpose);
+        free(c->bearer);
         free(c);
         grpc_shutdown();
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
@@ -205,6 +227,9 @@ void dossier_client_close(struct dossier_client *c)
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->idle);
     free(c->purpose);
+    if (c->bearer)
+        sodium_memzero(c->bearer, strlen(c->bearer));
+    free(c->bearer);
     free(c);
     grpc_shutdown();
 }
@@ -321,6 +346,11 @@ static int attempt_start(struct client_call *cc, grpc_completion_queue *cq,
         t->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, t->methods[cc->m],
         cc->deadline, NULL);
     cc->n_md = 0;
+    if (cc->c->bearer) {
+        cc->md[cc->n_md].key = grpc_slice_from_static_string("authorization");
+        cc->md[cc->n_md++].value =
+            grpc_slice_from_static_string(cc->c->bearer);
+    }
     if (cc->purpose[0]) {
         cc->md[cc->n_md].key = grpc_slice_from_static_string("dossier-purpose");
         cc->md[cc->n_md++].value = grpc_slice_from_copied_string(cc->purpose);

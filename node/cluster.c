@@ -426,14 +426,16 @@ int cluster_admin(struct cluster *cl, enum cluster_admin_op op, uint64_t id,
 
 int cluster_forward(struct cluster *cl, const char *method,
                     const uint8_t *request, size_t len, const char *purpose,
-                    const uint8_t *request_id, int64_t timeout_ms,
+                    const uint8_t *request_id, const char *principal,
+                    unsigned role, int64_t timeout_ms,
                     cluster_forward_cb cb, void *arg)
 {
     uint64_t leader = cluster_leader(cl, NULL, 0);
     if (leader == 0 || leader == cl->id)
         return DOSSIER_UNAVAILABLE;
     return peer_client_forward(cl->peers, leader, method, request, len,
-                               purpose, request_id, timeout_ms, cb, arg);
+                               purpose, request_id, principal, role,
+                               timeout_ms, cb, arg);
 }
 
 void cluster_isolate(struct cluster *cl, const uint64_t *ids, size_t n)
@@ -1292,7 +1294,8 @@ int cluster_start(struct store *s, struct crypt *c,
     cl->proposed_tail = &cl->proposed;
 
     ev = (struct peer_events){on_unreachable, on_snapshot_done, cl};
-    if (peer_client_new(cl->cid, cl->id, o->advertise, &ev, &cl->peers, st) != 0)
+    if (peer_client_new(cl->cid, cl->id, o->advertise, o->peer_token, &ev,
+                        &cl->peers, st) != 0)
         goto fail;
     if (raftio_load(s, &rs, st) != 0)
         goto fail;

@@ -42,6 +42,7 @@ struct cluster_options {
     uint64_t snapshot_entries; /* compact the log past this many entries */
     const char *snapshot_dir;  /* where checkpoints to send are made */
     const char *advertise;     /* where the other nodes reach this one */
+    const char *peer_token;    /* presented on every peer call (auth.h) */
 };
 
 /* Called once per submitted command, after it was applied (or failed).
@@ -128,7 +129,8 @@ typedef void (*cluster_forward_cb)(void *arg, int code, const char *message,
                                    const uint8_t *reply, size_t len);
 int cluster_forward(struct cluster *cl, const char *method,
                     const uint8_t *request, size_t len, const char *purpose,
-                    const uint8_t *request_id, int64_t timeout_ms,
+                    const uint8_t *request_id, const char *principal,
+                    unsigned role, int64_t timeout_ms,
                     cluster_forward_cb cb, void *arg);
 
 /* TEST ONLY (--enable-fault-injection): drop all traffic to and from the

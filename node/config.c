@@ -32,6 +32,10 @@ static const struct opt opts[] = {
     {"key-file", OPT_STR, OFF(key_file), "", 0, 0,
      "master key file from `dossier keygen` (mode 0600); when empty, the key "
      "is read from $DOSSIER_MASTER_KEY"},
+    {"auth-file", OPT_STR, OFF(auth_file), "", 0, 0,
+     "principals allowed to call, one 'name role sha256-of-token' per line "
+     "(`dossier token new` makes one); empty: clients are not "
+     "authenticated (development only)"},
     {"ready-file", OPT_STR, OFF(ready_file), "", 0, 0,
      "file to write the bound address to once the node serves"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0,

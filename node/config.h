@@ -15,6 +15,7 @@ struct config {
     char *data_dir;
     char *key_file;
     char *ready_file;
+    char *auth_file;
     char *log_level;
     uint64_t max_message_bytes;
     uint64_t key_cache_entries;

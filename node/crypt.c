@@ -9,6 +9,7 @@
 
 #include <sodium.h>
 
+#include "auth.h"
 #include "errors.h"
 
 /* Secrets opened from the keyset, in one sodium_malloc block. */
@@ -227,6 +228,12 @@ static void kek_check(const unsigned char *kek, uint8_t out[CRYPT_KEK_CHECK_BYTE
 static void check_hex(const uint8_t check[CRYPT_KEK_CHECK_BYTES], char out[17])
 {
     sodium_bin2hex(out, 17, check, 8);
+}
+
+void crypt_peer_token(const struct crypt *c,
+                      char out[AUTH_PEER_TOKEN_CHARS + 1])
+{
+    auth_peer_token(keyfile_current(&c->kek)->key, out);
 }
 
 void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17])

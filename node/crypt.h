@@ -111,6 +111,10 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
  * operators' messages; "unknown" when the version is not loaded. */
 void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17]);
 
+/* The token nodes of this cluster present to each other (auth.h), from
+ * the current master key. */
+void crypt_peer_token(const struct crypt *c, char out[65]);
+
 /* Pseudonyms and blind indexes (see the table above); @out gets 16 bytes. */
 void crypt_subject_pseudonym(const struct crypt *c, const char *subject_id,
                              size_t len, uint8_t out[CRYPT_PSEUDONYM_BYTES]);

@@ -16,6 +16,7 @@
 
 #include "cluster.h"
 #include "config.h"
+#include "auth.h"
 #include "crypt.h"
 #include "errors.h"
 #include "keyfile.h"
@@ -197,6 +198,7 @@ int main(int argc, char **argv)
     struct keyfile kf;
     struct crypt *crypt = NULL;
     struct store *store = NULL;
+    struct auth *auth = NULL;
     struct cluster *cluster = NULL;
     struct server *server = NULL;
     struct cluster_member members[RAFT_MAX_NODES];
@@ -245,6 +247,10 @@ int main(int argc, char **argv)
     rc = load_keys(&cfg, &kf, &st);
     if (rc == 0)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
+    if (rc == 0 && cfg.auth_file[0])
+        rc = auth_load(cfg.auth_file, &auth, &st);
+    if (rc == 0)
+        crypt_peer_token(crypt, node.peer_token);
     if (rc == 0)
         rc = store_open(cfg.data_dir, cfg.block_cache_mb << 20, &store,
                         &created, &st);
@@ -275,6 +281,7 @@ int main(int argc, char **argv)
         co.snapshot_entries = cfg.snapshot_entries;
         co.snapshot_dir = snapdir;
         co.advertise = self;
+        co.peer_token = node.peer_token;
         rc = cluster_start(store, crypt, &co, &cluster, &st);
     }
     if (rc) {
@@ -282,8 +289,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
         goto out;
     }
-    node = (struct node){store, crypt, cluster, cfg.node_id,
-                         cfg.fault_injection};
+    node.store = store;
+    node.crypt = crypt;
+    node.cluster = cluster;
+    node.id = cfg.node_id;
+    node.fault_injection = cfg.fault_injection;
+    node.auth = auth;
+    if (!auth)
+        log_printf(LOG_WARN, "no --auth-file: clients are not "
+                             "authenticated; use this only for development");
+    else
+        log_printf(LOG_INFO, "%zu principals may call (from %s)",
+                   auth_count(auth), cfg.auth_file);
     server_start(server);
     sc.server = server;
     sc.cluster = cluster;
@@ -323,6 +340,7 @@ out:
                    store_applied(store));
     store_close(store);
     crypt_free(crypt);
+    auth_free(auth);
     config_release(&cfg);
     grpc_shutdown();
     return exit_code;

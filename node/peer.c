@@ -43,6 +43,9 @@ struct peer_client {
     uint8_t cid[PEER_CLUSTER_ID_BYTES];
     uint64_t self;
     char self_address[256];
+    /* "Bearer <peer token>", sent as `authorization` with every call. */
+    char bearer[80];
+    grpc_metadata auth_md;
     struct peer_events ev;
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -157,6 +160,8 @@ static int pcall_start(struct peer_client *pc, struct pcall *p,
         NULL);
     memset(p->ops, 0, sizeof(p->ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &pc->auth_md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = p->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -227,8 +232,8 @@ static void *cq_main(void *arg)
 
 int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
                     uint64_t self, const char *self_address,
-                    const struct peer_events *ev, struct peer_client **out,
-                    struct dossier_status *st)
+                    const char *peer_token, const struct peer_events *ev,
+                    struct peer_client **out, struct dossier_status *st)
 {
     struct peer_client *pc = calloc(1, sizeof(*pc));
     *out = NULL;
@@ -238,6 +243,10 @@ int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
     pc->self = self;
     snprintf(pc->self_address, sizeof(pc->self_address), "%s",
              self_address ? self_address : "");
+    snprintf(pc->bearer, sizeof(pc->bearer), "Bearer %s",
+             peer_token ? peer_token : "");
+    pc->auth_md.key = grpc_slice_from_static_string("authorization");
+    pc->auth_md.value = grpc_slice_from_static_string(pc->bearer);
     pc->ev = *ev;
     pthread_mutex_init(&pc->lock, NULL);
     pthread_cond_init(&pc->idle, NULL);
@@ -417,7 +426,8 @@ void peer_client_send(struct peer_client *pc, uint64_t to,
 int peer_client_forward(struct peer_client *pc, uint64_t to,
                         const char *method, const uint8_t *request,
                         size_t len, const char *purpose,
-                        const uint8_t *request_id, int64_t timeout_ms,
+                        const uint8_t *request_id, const char *principal,
+                        unsigned role, int64_t timeout_ms,
                         peer_forward_cb cb, void *arg)
 {
     Dossier__Peer__V1__ForwardRequest req =
@@ -433,6 +443,8 @@ int peer_client_forward(struct peer_client *pc, uint64_t to,
     req.method = (char *)method;
     req.request = (ProtobufCBinaryData){len, (uint8_t *)request};
     req.purpose = (char *)(purpose ? purpose : "");
+    req.principal = (char *)(principal ? principal : "");
+    req.role = role;
     if (request_id)
         req.request_id = (ProtobufCBinaryData){16, (uint8_t *)request_id};
     call->cb = cb;
@@ -577,6 +589,8 @@ static void *transfer_main(void *arg)
     grpc_metadata_array_init(&trail_md);
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &t->pc->auth_md;
     if (grpc_call_start_batch(call, ops, 1, ops, NULL) == GRPC_CALL_OK &&
         grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME),
                                     NULL)

@@ -36,12 +36,13 @@ typedef void (*peer_forward_cb)(void *arg, int code, const char *message,
 
 struct peer_client;
 
-/* @self_address (copied) is sent with every message batch.
- * Errors: DOSSIER_NOMEM, DOSSIER_INTERNAL (no thread). */
+/* @self_address (copied) is sent with every message batch, @peer_token
+ * (copied; see auth.h) with every call. Errors: DOSSIER_NOMEM,
+ * DOSSIER_INTERNAL (no thread). */
 int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
                     uint64_t self, const char *self_address,
-                    const struct peer_events *ev, struct peer_client **out,
-                    struct dossier_status *st);
+                    const char *peer_token, const struct peer_events *ev,
+                    struct peer_client **out, struct dossier_status *st);
 
 /* Records @address for @id only if none is known yet. */
 void peer_client_learn_address(struct peer_client *pc, uint64_t id,
@@ -70,7 +71,8 @@ void peer_client_send(struct peer_client *pc, uint64_t to,
 int peer_client_forward(struct peer_client *pc, uint64_t to,
                         const char *method, const uint8_t *request,
                         size_t len, const char *purpose,
-                        const uint8_t *request_id, int64_t timeout_ms,
+                        const uint8_t *request_id, const char *principal,
+                        unsigned role, int64_t timeout_ms,
                         peer_forward_cb cb, void *arg);
 
 /* Streams the checkpoint in @dir (taken: removed afterwards) to @to,

@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "api.h"
+#include "auth.h"
 #include "cluster.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
@@ -34,62 +35,69 @@ struct api_method {
     api_handler_fn handler;
     unsigned flags;
     int outstanding; /* calls requested ahead from gRPC */
+    unsigned roles;  /* enum auth_role bits allowed; 0: peers only */
 };
 
 #define R API_READ
 #define W API_WRITE
 #define D API_DATA
+#define SVC AUTH_SERVICE
+#define ADM AUTH_ADMIN
+#define ANY (AUTH_SERVICE | AUTH_COMPLIANCE | AUTH_ADMIN)
 static void forward_in(struct call *c, ProtobufCMessage *req);
 
 static const struct api_method methods[] = {
     {"/dossier.v1.Records/Put", &dossier__v1__put_request__descriptor,
-     api_records_put, W | D, 32},
+     api_records_put, W | D, 32, SVC},
     {"/dossier.v1.Records/Get", &dossier__v1__get_request__descriptor,
-     api_records_get, R | D, 32},
+     api_records_get, R | D, 32, SVC},
     {"/dossier.v1.Records/Delete", &dossier__v1__delete_request__descriptor,
-     api_records_delete, W | D, 4},
+     api_records_delete, W | D, 4, SVC},
     {"/dossier.v1.Records/ListBySubject",
      &dossier__v1__list_by_subject_request__descriptor,
-     api_records_list_by_subject, R | D, 4},
+     api_records_list_by_subject, R | D, 4, SVC},
     {"/dossier.v1.Records/FindByIndex",
      &dossier__v1__find_by_index_request__descriptor,
-     api_records_find_by_index, R | D, 4},
+     api_records_find_by_index, R | D, 4, SVC},
     {"/dossier.v1.Records/Scan", &dossier__v1__scan_request__descriptor,
-     api_records_scan, R | D, 4},
+     api_records_scan, R | D, 4, SVC},
     {"/dossier.v1.Schema/DefineKind",
      &dossier__v1__define_kind_request__descriptor, api_schema_define_kind,
-     W | API_ADMIN, 2},
+     W | API_ADMIN, 2, ADM},
     {"/dossier.v1.Schema/GetKind", &dossier__v1__get_kind_request__descriptor,
-     api_schema_get_kind, R, 2},
+     api_schema_get_kind, R, 2, ANY},
     {"/dossier.v1.Schema/ListKinds",
      &dossier__v1__list_kinds_request__descriptor, api_schema_list_kinds, R,
-     2},
+     2, ANY},
     {"/dossier.v1.Cluster/Status",
      &dossier__v1__cluster_status_request__descriptor, api_cluster_status,
-     API_LOCAL, 2},
+     API_LOCAL, 2, ADM},
     {"/dossier.v1.Cluster/AddNode", &dossier__v1__add_node_request__descriptor,
-     api_cluster_add_node, W | API_ADMIN, 1},
+     api_cluster_add_node, W | API_ADMIN, 1, ADM},
     {"/dossier.v1.Cluster/PromoteNode", &dossier__v1__node_request__descriptor,
-     api_cluster_promote_node, W | API_ADMIN, 1},
+     api_cluster_promote_node, W | API_ADMIN, 1, ADM},
     {"/dossier.v1.Cluster/RemoveNode", &dossier__v1__node_request__descriptor,
-     api_cluster_remove_node, W | API_ADMIN, 1},
+     api_cluster_remove_node, W | API_ADMIN, 1, ADM},
     {"/dossier.v1.Cluster/TransferLeader",
      &dossier__v1__node_request__descriptor, api_cluster_transfer_leader,
-     W | API_ADMIN, 1},
+     W | API_ADMIN, 1, ADM},
     {"/dossier.peer.v1.Peer/Send",
      &dossier__peer__v1__message_batch__descriptor, api_peer_send,
-     API_PEER | API_LOCAL, 16},
+     API_PEER | API_LOCAL, 16, 0},
     {"/dossier.peer.v1.Peer/Forward",
      &dossier__peer__v1__forward_request__descriptor, forward_in,
-     API_PEER | API_LOCAL, 16},
+     API_PEER | API_LOCAL, 16, 0},
     {"/dossier.peer.v1.Peer/InstallSnapshot", NULL, api_peer_install_snapshot,
-     API_PEER | API_LOCAL | API_STREAM_IN, 2},
+     API_PEER | API_LOCAL | API_STREAM_IN, 2, 0},
     {"/dossier.peer.v1.Peer/Fault", &dossier__peer__v1__fault_request__descriptor,
-     api_peer_fault, API_PEER | API_LOCAL, 1},
+     api_peer_fault, API_PEER | API_LOCAL, 1, 0},
 };
 #undef R
 #undef W
 #undef D
+#undef SVC
+#undef ADM
+#undef ANY
 
 #define N_METHODS (sizeof(methods) / sizeof(methods[0]))
 #define PURPOSE_MAX 64
@@ -118,6 +126,12 @@ struct call {
     grpc_byte_buffer *payload;
     ProtobufCMessage *req;
     char purpose[PURPOSE_MAX + 1];
+    /* The bearer token sent (wiped when the call is freed), and who it
+     * names once authenticated. */
+    char token[160];
+    size_t token_len;
+    char principal[AUTH_NAME_MAX + 1];
+    unsigned role;
     uint8_t request_id[16];
     int has_request_id;
     int serializable;
@@ -241,6 +255,7 @@ static void call_free(struct call *c)
         grpc_call_details_destroy(&c->details_in);
     if (c->call)
         grpc_call_unref(c->call);
+    sodium_memzero(c->token, sizeof(c->token));
     free(c);
 }
 
@@ -460,6 +475,16 @@ static void read_metadata(struct call *c)
                 len == 32 && sodium_hex2bin(c->request_id, 16, v, len, NULL,
                                             &bin, NULL) == 0 &&
                 bin == 16;
+        } else if (grpc_slice_str_cmp(m->key, "authorization") == 0) {
+            static const char bearer[] = "Bearer ";
+            size_t pre = sizeof(bearer) - 1;
+            if (len > pre && len - pre < sizeof(c->token) &&
+                memcmp(v, bearer, pre) == 0) {
+                c->token_len = len - pre;
+                memcpy(c->token, v + pre, c->token_len);
+            } else {
+                c->token_len = (size_t)-1; /* present but not a bearer */
+            }
         } else if (grpc_slice_str_cmp(m->key, "dossier-consistency") == 0) {
             c->serializable = len == 12 && memcmp(v, "serializable", 12) == 0;
         }
@@ -509,7 +534,8 @@ static void forward_out(struct call *c)
     sodium_memzero(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
     grpc_slice_unref(sl);
     if (cluster_forward(n->cluster, c->m->path, c->raw, c->raw_len,
-                        c->purpose, call_request_id(c), call_time_left_ms(c),
+                        c->purpose, call_request_id(c), c->principal, c->role,
+                        call_time_left_ms(c),
                         forwarded_back, c) != 0) {
         uint64_t id = cluster_leader(n->cluster, leader, sizeof(leader));
         if (id)
@@ -545,6 +571,62 @@ static void dispatch(struct call *c, const struct api_method *m,
         !cluster_read_barrier(n->cluster, read_ready, c))
         return; /* read_ready runs the handler */
     m->handler(c, req);
+}
+
+/* Refuses @c (answering it) unless its caller may call @m; 0 if it may.
+ * Peer methods need the peer token. With an auth file, every other call
+ * needs a known token whose role the method allows, and data calls need a
+ * purpose. Every refusal is logged (no token or personal data in it). */
+static int authorize(struct call *c, const struct api_method *m)
+{
+    struct node *n = call_node(c);
+    int have = c->token_len > 0 && c->token_len != (size_t)-1;
+    if (m->flags & API_PEER) {
+        if (!have || !auth_is_peer_token(n->peer_token, c->token,
+                                         c->token_len)) {
+            log_printf(LOG_WARN, "refused %s: no valid peer token", m->path);
+            call_fail(c, DOSSIER_UNAUTHENTICATED,
+                      "peer calls need the cluster's peer token (nodes of "
+                      "one cluster share the master key it comes from)");
+            return -1;
+        }
+        return 0;
+    }
+    if (!n->auth)
+        return 0; /* authentication is off (--auth-file not given) */
+    if (!c->principal[0]) {
+        const struct auth_principal *p =
+            have ? auth_find(n->auth, c->token, c->token_len) : NULL;
+        if (!p) {
+            log_printf(LOG_WARN, "refused %s: %s", m->path,
+                       have ? "unknown token" : "no bearer token");
+            call_fail(c, DOSSIER_UNAUTHENTICATED,
+                      have ? "the token is not known to this cluster"
+                           : "no credentials: send the metadata "
+                             "'authorization: Bearer <token>'");
+            return -1;
+        }
+        snprintf(c->principal, sizeof(c->principal), "%s", p->name);
+        c->role = p->role;
+    }
+    if (!(m->roles & c->role)) {
+        log_printf(LOG_WARN, "refused %s to %s: role %s may not call it",
+                   m->path, c->principal,
+                   auth_role_name((enum auth_role)c->role));
+        call_fail(c, DOSSIER_PERMISSION_DENIED,
+                  "principal '%s' (role %s) may not call %s", c->principal,
+                  auth_role_name((enum auth_role)c->role), m->path);
+        return -1;
+    }
+    if ((m->flags & API_DATA) && !c->purpose[0]) {
+        log_printf(LOG_WARN, "refused %s to %s: no purpose", m->path,
+                   c->principal);
+        call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                  "data calls must name a purpose (metadata "
+                  "'dossier-purpose')");
+        return -1;
+    }
+    return 0;
 }
 
 /* Peer.Forward on the leader: run the inner call as if a client made it. */
@@ -583,6 +665,16 @@ static void forward_in(struct call *c, ProtobufCMessage *msg)
                          m->path, m->request->name);
     snprintf(c->purpose, sizeof(c->purpose), "%.*s", PURPOSE_MAX,
              fr->purpose);
+    /* The forwarding node authenticated the caller; check the role here
+     * too, against this node's method table. */
+    snprintf(c->principal, sizeof(c->principal), "%.*s", AUTH_NAME_MAX,
+             fr->principal);
+    c->role = fr->role;
+    if (call_node(c)->auth && (!c->principal[0] || !c->role))
+        return call_fail(c, DOSSIER_UNAUTHENTICATED,
+                         "a forwarded call without its principal");
+    if (authorize(c, m) != 0)
+        return;
     if (fr->request_id.len == 16) {
         memcpy(c->request_id, fr->request_id.data, 16);
         c->has_request_id = 1;
@@ -597,6 +689,8 @@ static void call_start(struct call *c)
     grpc_slice sl;
 
     read_metadata(c);
+    if (authorize(c, c->m) != 0)
+        return;
     if (c->m->flags & API_STREAM_IN) {
         c->m->handler(c, NULL);
         return;

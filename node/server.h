@@ -20,6 +20,9 @@ struct node {
     struct cluster *cluster;
     uint64_t id;
     int fault_injection; /* tests only: Peer.Fault is answered */
+    struct auth *auth;   /* principals (--auth-file); NULL: no client
+                            authentication */
+    char peer_token[65]; /* what peer calls must present (auth.h) */
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()

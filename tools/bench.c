@@ -50,6 +50,10 @@ static const char usage_text[] =
     "  --label TEXT         name of this run in the output\n"
     "  --csv FILE           append one result row to FILE\n"
     "\n"
+    "A node that authenticates clients needs the token of a principal in\n"
+    "$DOSSIER_TOKEN (the benchmark defines its kind, which needs an admin\n"
+    "principal, unless the kind exists).\n"
+    "\n"
     "Dossier records are of kind " BENCH_KIND
     " (personal; an indexed email and a\n"
     "payload string), defined by the benchmark if missing. Every put creates\n"
@@ -180,6 +184,7 @@ static int dossier_setup(struct bench *b)
     dossier_client_options_init(&o);
     o.target = b->target;
     o.purpose = "benchmark";
+    o.token = getenv("DOSSIER_TOKEN");
     o.timeout_ms = 30000;
     if (dossier_client_open(&o, &b->client, &st))
         goto fail;

@@ -43,6 +43,8 @@ static const char usage_text[] =
     "                          which may lag (default: linearizable reads)\n"
     "  -p, --purpose NAME      purpose of the calls (default "
     "$DOSSIER_PURPOSE)\n"
+    "      --token-file FILE   file holding the bearer token of the calls\n"
+    "                          (default: the token in $DOSSIER_TOKEN)\n"
     "      --timeout MS        deadline of each call (default 10000)\n"
     "      --pretty            indent JSON output\n"
     "  -h, --help              this text\n"
@@ -50,6 +52,9 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  keygen FILE             write a new master key file (mode 0600)\n"
+    "  token new NAME ROLE     a new bearer token for principal NAME (role\n"
+    "                          service, compliance or admin), and the line\n"
+    "                          that grants it in a node's --auth-file\n"
     "  put [FILE|-] [--expect-version N | --create]\n"
     "                          create or replace records read as JSON\n"
     "                          (an object, an array, or one per line);\n"
@@ -85,6 +90,8 @@ struct cli {
     struct dossier_client *client;
     const char *target;
     const char *purpose;
+    const char *token;
+    char token_buf[160];
     int64_t timeout_ms;
     size_t json_flags;
     struct dossier_call_options read_opts; /* for reads */
@@ -135,6 +142,7 @@ static int connect_node(struct cli *cli)
     dossier_client_options_init(&o);
     o.target = cli->target;
     o.purpose = cli->purpose;
+    o.token = cli->token;
     o.timeout_ms = cli->timeout_ms;
     if (dossier_client_open(&o, &cli->client, &st))
         return report(&st);
@@ -236,6 +244,36 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
     fprintf(stderr, "wrote a new master key to %s (mode 0600); keep it "
             "secret and backed up apart from the data\n", argv[1]);
     return EXIT_OK;
+}
+
+/* A new random token (32 bytes, hex) and the auth-file line that names its
+ * SHA-256: the node stores only the hash. */
+static int cmd_token(struct cli *cli, int argc, char **argv)
+{
+    uint8_t raw[32], hash[crypto_hash_sha256_BYTES];
+    char token[65], hex[65], line[256];
+    json_t *j;
+    int rc;
+    if (argc != 4 || strcmp(argv[1], "new") != 0)
+        return usage_error("usage: token new NAME ROLE%s", "");
+    if (strcmp(argv[3], "service") != 0 && strcmp(argv[3], "compliance") != 0 &&
+        strcmp(argv[3], "admin") != 0)
+        return usage_error("role '%s': give service, compliance or admin",
+                           argv[3]);
+    if (!argv[2][0] || strlen(argv[2]) > 64 || strpbrk(argv[2], " \t#"))
+        return usage_error("name '%s': 1 to 64 characters, no blanks or #",
+                           argv[2]);
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(token, sizeof(token), raw, sizeof(raw));
+    crypto_hash_sha256(hash, (const unsigned char *)token, 64);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    snprintf(line, sizeof(line), "%s %s %s", argv[2], argv[3], hex);
+    j = json_pack("{s:s, s:s, s:s, s:s}", "name", argv[2], "role", argv[3],
+                  "token", token, "auth_line", line);
+    rc = print_json(cli, j);
+    sodium_memzero(raw, sizeof(raw));
+    sodium_memzero(token, sizeof(token));
+    return rc;
 }
 
 static int put_one(struct cli *cli, const json_t *j, size_t n,
@@ -654,7 +692,7 @@ static const struct command commands[] = {
     {"keygen", cmd_keygen}, {"put", cmd_put},   {"get", cmd_get},
     {"delete", cmd_delete}, {"find", cmd_find}, {"list", cmd_list},
     {"scan", cmd_scan},     {"schema", cmd_schema},
-    {"cluster", cmd_cluster},
+    {"cluster", cmd_cluster}, {"token", cmd_token},
 };
 
 int main(int argc, char **argv)
@@ -662,6 +700,7 @@ int main(int argc, char **argv)
     static const struct option lopts[] = {
         {"target", required_argument, NULL, 't'},
         {"purpose", required_argument, NULL, 'p'},
+        {"token-file", required_argument, NULL, 'T'},
         {"timeout", required_argument, NULL, 'O'},
         {"pretty", no_argument, NULL, 'P'},
         {"serializable", no_argument, NULL, 'S'},
@@ -677,6 +716,7 @@ int main(int argc, char **argv)
     if (!cli.target || !cli.target[0])
         cli.target = "127.0.0.1:7700";
     cli.purpose = getenv("DOSSIER_PURPOSE");
+    cli.token = getenv("DOSSIER_TOKEN");
     cli.json_flags = JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER;
     opterr = 0;
     /* '+' stops at the command: its own options belong to it. */
@@ -684,6 +724,19 @@ int main(int argc, char **argv)
         switch (ch) {
         case 't': cli.target = optarg; break;
         case 'p': cli.purpose = optarg; break;
+        case 'T': {
+            FILE *f = fopen(optarg, "r");
+            if (!f || !fgets(cli.token_buf, sizeof(cli.token_buf), f)) {
+                if (f)
+                    fclose(f);
+                return usage_error("--token-file %s: cannot read a token",
+                                   optarg);
+            }
+            fclose(f);
+            cli.token_buf[strcspn(cli.token_buf, "\r\n")] = '\0';
+            cli.token = cli.token_buf;
+            break;
+        }
         case 'O':
             if (parse_u64(optarg, &timeout) || timeout == 0 ||
                 timeout > 3600000)

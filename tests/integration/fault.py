@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """Test-only: sets a node's fault switch (Peer.Fault) so that it drops all
-traffic to and from the given nodes. Usage: fault.py HOST:PORT [ID...]
-(no ids heals). The request is encoded by hand: one repeated uint64 field
-(1, packed), which is all FaultRequest holds."""
+traffic to and from the given nodes. Usage: fault.py KEY_FILE HOST:PORT
+[ID...] (no ids heals). The call carries the peer token, derived from the
+cluster's master key as node/auth.h says. The request is encoded by hand:
+one repeated uint64 field (1, packed), which is all FaultRequest holds."""
+import hashlib
 import sys
 
 import grpc
@@ -18,10 +20,21 @@ def varint(n):
             return bytes(out)
 
 
-target, ids = sys.argv[1], [int(x) for x in sys.argv[2:]]
+def peer_token(key_file):
+    for line in open(key_file):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "dossier-master-key":
+            kek = bytes.fromhex(parts[2])
+    return hashlib.blake2b(b"dossier.peer-token.v1", key=kek,
+                           digest_size=32).hexdigest()
+
+
+key_file, target = sys.argv[1], sys.argv[2]
+ids = [int(x) for x in sys.argv[3:]]
 body = b"".join(varint(i) for i in ids)
 payload = (b"\x0a" + varint(len(body)) + body) if ids else b""
 channel = grpc.insecure_channel(target)
 call = channel.unary_unary("/dossier.peer.v1.Peer/Fault",
                            request_serializer=None, response_deserializer=None)
-call(payload, timeout=5)
+call(payload, timeout=5,
+     metadata=[("authorization", "Bearer " + peer_token(key_file))])

@@ -304,6 +304,8 @@ void node_kill9(struct node_proc *n)
     n->pid = 0;
 }
 
+const char *harness_token;
+
 void node_destroy(struct node_proc *n)
 {
     if (n->pid)
@@ -323,6 +325,7 @@ struct dossier_client *node_client(const struct node_proc *n)
     dossier_client_options_init(&o);
     o.target = n->addr;
     o.purpose = "integration-test";
+    o.token = harness_token;
     o.timeout_ms = 20000;
     if (dossier_client_open(&o, &c, &st) != 0) {
         fprintf(stderr, "harness: client: %s\n", st.message);
@@ -340,6 +343,7 @@ struct dossier_client *harness_client(const char *targets, int64_t timeout_ms)
     dossier_client_options_init(&o);
     o.target = targets;
     o.purpose = "integration-test";
+    o.token = harness_token;
     o.timeout_ms = timeout_ms;
     if (dossier_client_open(&o, &c, &st) != 0) {
         fprintf(stderr, "harness: client: %s\n", st.message);
@@ -506,8 +510,8 @@ void cluster_isolate(struct cluster_proc *c, int i, unsigned others)
                      k + 1);
     /* Peer.Fault is test-only plumbing; the Python client reaches it
      * without libdossier knowing it exists. */
-    if (harness_sh(NULL, 0, "/usr/bin/python3 %s %s%s", HARNESS_FAULT_PY,
-                   c->nodes[i].listen, ids) != 0) {
+    if (harness_sh(NULL, 0, "/usr/bin/python3 %s %s %s%s", HARNESS_FAULT_PY,
+                   c->nodes[i].key, c->nodes[i].listen, ids) != 0) {
         fprintf(stderr, "harness: fault switch of node %d failed\n", i + 1);
         abort();
     }

@@ -53,6 +53,10 @@ struct dossier_client *node_client(const struct node_proc *n);
 /* A client for @targets ("host:port,..."), with @timeout_ms per call. */
 struct dossier_client *harness_client(const char *targets, int64_t timeout_ms);
 
+/* The bearer token node_client, harness_client and the cluster helpers
+ * present (NULL: none); for nodes started with --auth-file. */
+extern const char *harness_token;
+
 /* A loopback port nothing listens on right now. */
 int harness_free_port(void);
 

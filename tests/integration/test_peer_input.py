@@ -17,6 +17,17 @@ from grpc_tools import protoc
 
 DOSSIERD, DOSSIER, PROTO_DIR = sys.argv[1:4]
 failures = 0
+PEER_TOKEN = ""
+
+
+def peer_token(key_file):
+    """auth.h: BLAKE2b-256 keyed with the master key, in hex."""
+    for line in open(key_file):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "dossier-master-key":
+            kek = bytes.fromhex(parts[2])
+    return hashlib.blake2b(b"dossier.peer-token.v1", key=kek,
+                           digest_size=32).hexdigest()
 
 
 def check(cond, what):
@@ -34,11 +45,15 @@ def free_port():
     return port
 
 
-def call(channel, method, payload, timeout=5):
+def call(channel, method, payload, timeout=5, token=None):
+    """Calls with the peer token (the one every member derives from the
+    master key) unless another is given; token="" sends none."""
     stub = channel.unary_unary(method, request_serializer=None,
                                response_deserializer=None)
+    token = PEER_TOKEN if token is None else token
+    md = [("authorization", "Bearer " + token)] if token else []
     try:
-        stub(payload, timeout=timeout)
+        stub(payload, timeout=timeout, metadata=md)
         return grpc.StatusCode.OK, ""
     except grpc.RpcError as e:
         return e.code(), e.details() or ""
@@ -53,6 +68,7 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
     key = os.path.join(work, "master.key")
     subprocess.run([DOSSIER, "keygen", key], check=True,
                    stderr=subprocess.DEVNULL)
+    PEER_TOKEN = peer_token(key)
     ports = [free_port() for _ in range(3)]
     peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
     nodes, logs = [], []
@@ -78,6 +94,25 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
         ch = grpc.insecure_channel(target)
         cluster_id = hashlib.blake2b(b"dossier.cluster-id.v1" + b"dossier",
                                      digest_size=16).digest()
+
+        # Peer calls without the peer token, or with another one, are
+        # refused before anything is decoded.
+        ping = pb.MessageBatch(cluster_id=cluster_id).SerializeToString()
+        for tok, what in (("", "no token"), ("0" * 64, "a wrong token")):
+            code, details = call(ch, "/dossier.peer.v1.Peer/Send", ping,
+                                 token=tok)
+            check(code == grpc.StatusCode.UNAUTHENTICATED,
+                  f"a peer call with {what} is refused ({code}: {details})")
+        stream = ch.stream_unary("/dossier.peer.v1.Peer/InstallSnapshot",
+                                 request_serializer=None,
+                                 response_deserializer=None)
+        try:
+            stream(iter([b"x"]), timeout=5)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            code = e.code()
+        check(code == grpc.StatusCode.UNAUTHENTICATED,
+              f"a snapshot stream without the peer token is refused ({code})")
 
         # A vote request from a node that is not a member.
         # ("from" is a Python keyword: set it with setattr.)
@@ -154,7 +189,8 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
                                  request_serializer=None,
                                  response_deserializer=None)
         try:
-            stream(iter([b"\xff\x00garbage"]), timeout=5)
+            stream(iter([b"\xff\x00garbage"]), timeout=5,
+                   metadata=[("authorization", "Bearer " + PEER_TOKEN)])
             code = grpc.StatusCode.OK
         except grpc.RpcError as e:
             code = e.code()

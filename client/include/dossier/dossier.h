@@ -220,6 +220,9 @@ struct dossier_client_options {
                                to one and move to another when it fails;
                                required */
     const char *purpose;    /* default purpose of calls; may be NULL */
+    const char *token;      /* bearer token of the calling principal (from
+                               `dossier token new`); NULL: none. Up to 128
+                               printable ASCII characters. */
     int64_t timeout_ms;     /* default deadline of a call; default 10000 */
     size_t max_message_bytes; /* largest reply accepted; default 16 MiB */
 };

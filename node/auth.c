@@ -1,0 +1,170 @@
+/* Principals, roles and the peer token: see auth.h. */
+#include "auth.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "errors.h"
+
+struct auth {
+    struct auth_principal *p;
+    size_t n;
+};
+
+static const struct {
+    const char *name;
+    enum auth_role role;
+} roles[] = {
+    {"service", AUTH_SERVICE},
+    {"compliance", AUTH_COMPLIANCE},
+    {"admin", AUTH_ADMIN},
+};
+
+const char *auth_role_name(enum auth_role r)
+{
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (roles[i].role == r)
+            return roles[i].name;
+    return "?";
+}
+
+enum auth_role auth_role_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (strcmp(roles[i].name, name) == 0)
+            return roles[i].role;
+    return 0;
+}
+
+/* Parses one non-blank, non-comment line into @p. */
+static int parse_line(char *line, struct auth_principal *p)
+{
+    char *save = NULL, *name, *role, *hex, *extra;
+    size_t bin = 0;
+    name = strtok_r(line, " \t", &save);
+    role = strtok_r(NULL, " \t", &save);
+    hex = strtok_r(NULL, " \t", &save);
+    extra = strtok_r(NULL, " \t", &save);
+    if (!name || !role || !hex || extra || strlen(name) > AUTH_NAME_MAX ||
+        strlen(hex) != 64)
+        return -1;
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->role = auth_role_parse(role);
+    if (!p->role)
+        return -1;
+    if (sodium_hex2bin(p->hash, sizeof(p->hash), hex, 64, NULL, &bin, NULL) !=
+            0 ||
+        bin != 32)
+        return -1;
+    return 0;
+}
+
+int auth_load(const char *path, struct auth **out, struct dossier_status *st)
+{
+    FILE *f = fopen(path, "r");
+    struct auth *a;
+    char line[512];
+    int lineno = 0;
+
+    *out = NULL;
+    if (!f)
+        return err_set(st, DOSSIER_IO, "cannot read the auth file %s: %s",
+                       path, strerror(errno));
+    a = calloc(1, sizeof(*a));
+    if (!a) {
+        fclose(f);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    while (fgets(line, sizeof(line), f)) {
+        char *s = line;
+        struct auth_principal p, *grown;
+        lineno++;
+        s[strcspn(s, "\r\n")] = '\0';
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s || *s == '#')
+            continue;
+        if (parse_line(s, &p) != 0) {
+            fclose(f);
+            auth_free(a);
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "%s line %d: expected 'name role sha256-hex' with "
+                           "role service, compliance or admin",
+                           path, lineno);
+        }
+        for (size_t i = 0; i < a->n; i++)
+            if (strcmp(a->p[i].name, p.name) == 0) {
+                fclose(f);
+                auth_free(a);
+                return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                               "%s line %d: principal '%s' is listed twice",
+                               path, lineno, p.name);
+            }
+        grown = realloc(a->p, (a->n + 1) * sizeof(*a->p));
+        if (!grown) {
+            fclose(f);
+            auth_free(a);
+            return err_set(st, DOSSIER_NOMEM, "out of memory");
+        }
+        a->p = grown;
+        a->p[a->n++] = p;
+    }
+    fclose(f);
+    if (a->n == 0) {
+        auth_free(a);
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "the auth file %s lists no principal", path);
+    }
+    *out = a;
+    return err_ok(st);
+}
+
+void auth_free(struct auth *a)
+{
+    if (!a)
+        return;
+    free(a->p);
+    free(a);
+}
+
+size_t auth_count(const struct auth *a)
+{
+    return a ? a->n : 0;
+}
+
+const struct auth_principal *auth_find(const struct auth *a,
+                                       const char *token, size_t len)
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+    const struct auth_principal *found = NULL;
+    if (!a || !token || len == 0)
+        return NULL;
+    crypto_hash_sha256(h, (const unsigned char *)token, len);
+    /* Every entry is compared, so the time does not tell which matched. */
+    for (size_t i = 0; i < a->n; i++)
+        if (sodium_memcmp(h, a->p[i].hash, sizeof(h)) == 0)
+            found = &a->p[i];
+    return found;
+}
+
+void auth_peer_token(const uint8_t kek[32],
+                     char out[AUTH_PEER_TOKEN_CHARS + 1])
+{
+    static const char label[] = "dossier.peer-token.v1";
+    uint8_t t[32];
+    crypto_generichash(t, sizeof(t), (const unsigned char *)label,
+                       sizeof(label) - 1, kek, 32);
+    sodium_bin2hex(out, AUTH_PEER_TOKEN_CHARS + 1, t, sizeof(t));
+    sodium_memzero(t, sizeof(t));
+}
+
+int auth_is_peer_token(const char *peer, const char *token, size_t len)
+{
+    return peer && token && len == AUTH_PEER_TOKEN_CHARS &&
+           sodium_memcmp(peer, token, AUTH_PEER_TOKEN_CHARS) == 0;
+}

@@ -1,0 +1,67 @@
+/* Who may call: principals with bearer tokens, their roles, and the token
+ * nodes use between themselves.
+ *
+ * Principals live in an auth file (--auth-file), one per line:
+ *
+ *   # name     role        SHA-256 of the token, hex
+ *   crm-sync   service     9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+ *
+ * Roles: service (reads and writes records for a purpose), compliance
+ * (consent, export, erasure, audit), admin (schema, cluster, principals).
+ * Only hashes are stored: `dossier token new NAME ROLE` prints a fresh token
+ * and its line. A call names its token in the `authorization` metadata as
+ * `Bearer <token>`.
+ *
+ * Peer calls carry the peer token instead: BLAKE2b-256 keyed with the
+ * current master key over "dossier.peer-token.v1", in hex. Every node of a
+ * cluster holds the master key and so the token; nothing else does. */
+#ifndef DOSSIER_NODE_AUTH_H
+#define DOSSIER_NODE_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dossier/dossier.h>
+
+enum auth_role {
+    AUTH_SERVICE = 1,
+    AUTH_COMPLIANCE = 2,
+    AUTH_ADMIN = 4,
+};
+
+#define AUTH_NAME_MAX 64
+#define AUTH_PEER_TOKEN_CHARS 64
+
+struct auth_principal {
+    char name[AUTH_NAME_MAX + 1];
+    enum auth_role role;
+    uint8_t hash[32]; /* SHA-256 of the token */
+};
+
+struct auth;
+
+/* Reads @path. Errors: DOSSIER_IO (unreadable), DOSSIER_INVALID_ARGUMENT
+ * (a line that is not "name role hash", an unknown role, a name used
+ * twice, no principal at all), DOSSIER_NOMEM. The message names the line. */
+int auth_load(const char *path, struct auth **out, struct dossier_status *st);
+void auth_free(struct auth *a);
+size_t auth_count(const struct auth *a);
+
+/* The principal whose token is @token (@len bytes), or NULL. Compares
+ * against every principal in constant time per entry. */
+const struct auth_principal *auth_find(const struct auth *a,
+                                       const char *token, size_t len);
+
+/* "service", "compliance", "admin"; "?" for anything else. */
+const char *auth_role_name(enum auth_role r);
+/* The role named @name, or 0. */
+enum auth_role auth_role_parse(const char *name);
+
+/* The peer token for master key @kek (32 bytes), as hex (+ NUL). */
+void auth_peer_token(const uint8_t kek[32],
+                     char out[AUTH_PEER_TOKEN_CHARS + 1]);
+
+/* 1 if @token (@len bytes) equals @peer, in constant time. */
+int auth_is_peer_token(const char *peer, const char *token, size_t len);
+
+#endif

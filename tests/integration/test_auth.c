@@ -1,0 +1,244 @@
+/* Authentication and roles against real nodes started with --auth-file:
+ * calls without a token or with an unknown one get UNAUTHENTICATED, calls
+ * outside the caller's role PERMISSION_DENIED, data calls without a purpose
+ * INVALID_ARGUMENT; each refusal is logged without the token; a service
+ * writes through a follower (the forwarded call keeps its principal). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "harness.h"
+
+/* Tokens of one principal per role, made fresh by the test. */
+static char tok_admin[65], tok_service[65], tok_compliance[65];
+
+static void new_token(char out[65])
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(out, 65, raw, sizeof(raw));
+}
+
+/* Writes an auth file at @path granting the three tokens. */
+static void write_auth_file(const char *path)
+{
+    const struct {
+        const char *name, *role, *token;
+    } p[] = {{"ops", "admin", tok_admin},
+             {"crm-sync", "service", tok_service},
+             {"dpo", "compliance", tok_compliance}};
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "# principals of the auth test\n");
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t h[32];
+        char hex[65];
+        crypto_hash_sha256(h, (const unsigned char *)p[i].token, 64);
+        sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+        fprintf(f, "%s %s %s\n", p[i].name, p[i].role, hex);
+    }
+    fclose(f);
+}
+
+static struct dossier_client *client_as(const char *target, const char *token,
+                                        const char *purpose)
+{
+    struct dossier_client_options o;
+    struct dossier_client *c;
+    struct dossier_status st;
+    dossier_client_options_init(&o);
+    o.target = target;
+    o.token = token;
+    o.purpose = purpose;
+    o.timeout_ms = 15000;
+    if (dossier_client_open(&o, &c, &st) != 0)
+        fail_msg("client: %s", st.message);
+    return c;
+}
+
+/* Puts a contact; returns the status code. */
+static int put_contact(struct dossier_client *c, const char *id)
+{
+    struct dossier_record *r = dossier_record_new("contact", id, "subject-1");
+    struct dossier_status st;
+    int rc;
+    dossier_record_set_string(r, "first_name", "Ann");
+    rc = dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st);
+    dossier_record_free(r);
+    return rc ? st.code : 0;
+}
+
+static int cluster_status_code(struct dossier_client *c)
+{
+    struct dossier_cluster_status s;
+    struct dossier_status st;
+    return dossier_cluster_status(c, NULL, &s, &st) ? st.code : 0;
+}
+
+static int define_kind_code(struct dossier_client *c)
+{
+    struct dossier_field_schema f = {"note", DOSSIER_FIELD_STRING,
+                                     DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
+                                     0, NULL, NULL};
+    struct dossier_kind_schema k = {"auth_test_kind", 0, 0, 0, "a kind", 1,
+                                    &f};
+    struct dossier_status st;
+    return dossier_schema_define(c, NULL, &k, NULL, &st) ? st.code : 0;
+}
+
+static void test_roles_on_one_node(void **state)
+{
+    struct node_proc n;
+    char auth[400], out[4096];
+    const char *extra[] = {"--auth-file", auth, NULL};
+    struct dossier_client *none, *bad, *svc, *svc_nopurpose, *dpo, *ops;
+    struct dossier_record *got;
+    struct dossier_status st;
+    (void)state;
+
+    node_init(&n);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    write_auth_file(auth);
+    assert_int_equal(node_start(&n, extra), 0);
+
+    none = client_as(n.addr, NULL, "crm");
+    assert_int_equal(put_contact(none, "c-1"), DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(cluster_status_code(none), DOSSIER_UNAUTHENTICATED);
+    bad = client_as(n.addr, "not-a-known-token", "crm");
+    assert_int_equal(put_contact(bad, "c-1"), DOSSIER_UNAUTHENTICATED);
+
+    svc = client_as(n.addr, tok_service, "crm");
+    assert_int_equal(define_kind_code(svc), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(cluster_status_code(svc), DOSSIER_PERMISSION_DENIED);
+    svc_nopurpose = client_as(n.addr, tok_service, NULL);
+    assert_int_equal(put_contact(svc_nopurpose, "c-1"),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(put_contact(svc, "c-1"), 0);
+    assert_int_equal(dossier_get(svc, NULL, "contact", "c-1", &got, &st), 0);
+    assert_string_equal(dossier_record_field(got, "first_name")->u.s, "Ann");
+    dossier_record_free(got);
+
+    dpo = client_as(n.addr, tok_compliance, "crm");
+    assert_int_equal(put_contact(dpo, "c-2"), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_get(dpo, NULL, "contact", "c-1", &got, &st),
+                     DOSSIER_PERMISSION_DENIED);
+
+    ops = client_as(n.addr, tok_admin, "crm");
+    assert_int_equal(cluster_status_code(ops), 0);
+    assert_int_equal(define_kind_code(ops), 0);
+    assert_int_equal(put_contact(ops, "c-3"), DOSSIER_PERMISSION_DENIED);
+
+    dossier_client_close(none);
+    dossier_client_close(bad);
+    dossier_client_close(svc);
+    dossier_client_close(svc_nopurpose);
+    dossier_client_close(dpo);
+    dossier_client_close(ops);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* Refusals are logged, naming the principal but never a token. */
+    harness_sh(out, sizeof(out), "grep -c 'refused' %s", n.log);
+    assert_true(atoi(out) >= 7);
+    harness_sh(out, sizeof(out), "grep -c 'crm-sync' %s", n.log);
+    assert_true(atoi(out) >= 1);
+    assert_int_not_equal(harness_sh(NULL, 0, "grep -q -e %s -e %s -e %s %s",
+                                    tok_service, tok_admin, tok_compliance,
+                                    n.log),
+                         0);
+    node_destroy(&n);
+}
+
+static void test_bad_auth_file_refused_at_start(void **state)
+{
+    struct node_proc n;
+    char auth[400], err[2048];
+    const char *args[16];
+    FILE *f;
+    (void)state;
+
+    node_init(&n);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    f = fopen(auth, "w");
+    assert_non_null(f);
+    fprintf(f, "# comment\nops superuser 00\n");
+    fclose(f);
+    args[0] = "--data-dir";
+    args[1] = n.data;
+    args[2] = "--key-file";
+    args[3] = n.key;
+    args[4] = "--listen";
+    args[5] = "127.0.0.1:0";
+    args[6] = "--auth-file";
+    args[7] = auth;
+    args[8] = NULL;
+    assert_int_equal(node_run_to_exit(&n, args, err, sizeof(err)), 1);
+    assert_non_null(strstr(err, "line 2"));
+    node_destroy(&n);
+}
+
+/* A service writes through a follower: the leader applies it with the
+ * caller's principal; a compliance principal is refused the same way. */
+static void test_forwarded_calls_keep_their_principal(void **state)
+{
+    struct cluster_proc c;
+    char auth[400];
+    const char *extra[] = {"--auth-file", auth, NULL};
+    struct dossier_client *svc, *dpo, *all;
+    struct dossier_record *got;
+    struct dossier_status st;
+    int leader, f;
+    (void)state;
+
+    harness_token = tok_admin; /* the harness watches the cluster as admin */
+    cluster_init(&c, 3, extra);
+    snprintf(auth, sizeof(auth), "%s/auth", c.nodes[0].dir);
+    write_auth_file(auth);
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    f = (leader + 1) % 3;
+
+    svc = client_as(c.nodes[f].addr, tok_service, "crm");
+    assert_int_equal(put_contact(svc, "via-follower"), 0);
+    dpo = client_as(c.nodes[f].addr, tok_compliance, "crm");
+    assert_int_equal(put_contact(dpo, "refused"), DOSSIER_PERMISSION_DENIED);
+    all = client_as(c.targets, tok_service, "crm");
+    assert_int_equal(
+        dossier_get(all, NULL, "contact", "via-follower", &got, &st), 0);
+    dossier_record_free(got);
+    assert_int_equal(dossier_get(all, NULL, "contact", "refused", &got, &st),
+                     DOSSIER_NOT_FOUND);
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    dossier_client_close(all);
+    cluster_destroy(&c);
+    harness_token = NULL;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roles_on_one_node),
+        cmocka_unit_test(test_bad_auth_file_refused_at_start),
+        cmocka_unit_test(test_forwarded_calls_keep_their_principal),
+    };
+    int rc;
+    if (sodium_init() < 0)
+        return 1;
+    new_token(tok_admin);
+    new_token(tok_service);
+    new_token(tok_compliance);
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (harness_running() != 0) {
+        fprintf(stderr, "a test left a process running\n");
+        return 1;
+    }
+    return rc;
+}
