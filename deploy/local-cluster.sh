@@ -102,4 +102,7 @@ show list person-ann --kind activity
 show --target "$(addr 2)" --serializable scan deal --limit 2
 echo
 echo "The CLI is $BUILD/dossier; DOSSIER_TARGET=$DOSSIER_TARGET reaches every node."
-echo "Stop the cluster with: $0 stop"
+env_prefix=""
+[ -n "${DOSSIER_NODES:-}" ] && env_prefix="DOSSIER_NODES=$NODES "
+[ -n "${DOSSIER_BASE_PORT:-}" ] && env_prefix="${env_prefix}DOSSIER_BASE_PORT=$BASE "
+echo "Stop the cluster with: $env_prefix$0 stop"
