@@ -14,6 +14,7 @@
 
 #include "errors.h"
 #include "internal.h"
+#include "pbgrpc.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_MESSAGE (16u << 20)
@@ -234,34 +235,6 @@ void dossier_client_close(struct dossier_client *c)
     grpc_shutdown();
 }
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    grpc_slice sl = grpc_slice_malloc(len);
-    grpc_byte_buffer *bb;
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
-    bb = grpc_raw_byte_buffer_create(&sl, 1);
-    grpc_slice_unref(sl);
-    return bb;
-}
-
-static ProtobufCMessage *unpack(grpc_byte_buffer *bb,
-                                const ProtobufCMessageDescriptor *d)
-{
-    grpc_byte_buffer_reader r;
-    ProtobufCMessage *m;
-    grpc_slice sl;
-
-    if (!grpc_byte_buffer_reader_init(&r, bb))
-        return NULL;
-    sl = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(sl),
-                                  GRPC_SLICE_START_PTR(sl));
-    grpc_slice_unref(sl);
-    return m;
-}
-
 /* Frees what one attempt used. */
 static void attempt_release(struct client_call *cc)
 {
@@ -327,7 +300,7 @@ static int call_init(struct dossier_client *c,
     cc->target = __atomic_load_n(&c->current, __ATOMIC_RELAXED) %
                  c->n_targets;
     cc->details = grpc_empty_slice();
-    cc->send = pack(req);
+    cc->send = pbgrpc_pack(req);
     return 0;
 }
 
@@ -438,7 +411,7 @@ static int attempt_outcome(struct client_call *cc,
             trailer_u64(&cc->trail_md, "dossier-commit-index");
     }
     if (cc->status == GRPC_STATUS_OK) {
-        *resp = cc->recv ? unpack(cc->recv, d) : NULL;
+        *resp = cc->recv ? pbgrpc_unpack(cc->recv, d) : NULL;
         return *resp ? err_ok(st)
                      : err_set(st, DOSSIER_INTERNAL,
                                "the node sent a reply that does not decode");

@@ -21,6 +21,7 @@
 
 #include "errors.h"
 #include "log.h"
+#include "pbgrpc.h"
 #include "peer.pb-c.h"
 #include "raftio.h"
 #include "store.h"
@@ -83,33 +84,6 @@ static struct peer *find(struct peer_client *pc, uint64_t id)
         if (pc->peers[i].id == id)
             return &pc->peers[i];
     return NULL;
-}
-
-static grpc_byte_buffer *pack(const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    grpc_slice sl = grpc_slice_malloc(len);
-    grpc_byte_buffer *bb;
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
-    bb = grpc_raw_byte_buffer_create(&sl, 1);
-    grpc_slice_unref(sl);
-    return bb;
-}
-
-static ProtobufCMessage *unpack(grpc_byte_buffer *bb,
-                                const ProtobufCMessageDescriptor *d)
-{
-    grpc_byte_buffer_reader r;
-    ProtobufCMessage *m;
-    grpc_slice sl;
-    if (!bb || !grpc_byte_buffer_reader_init(&r, bb))
-        return NULL;
-    sl = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(sl),
-                                  GRPC_SLICE_START_PTR(sl));
-    grpc_slice_unref(sl);
-    return m;
 }
 
 static gpr_timespec deadline_in(int64_t ms)
@@ -183,7 +157,7 @@ static void forward_finish(struct pcall *p)
 {
     Dossier__Peer__V1__ForwardResponse *r = NULL;
     if (p->status == GRPC_STATUS_OK)
-        r = (Dossier__Peer__V1__ForwardResponse *)unpack(
+        r = (Dossier__Peer__V1__ForwardResponse *)pbgrpc_unpack(
             p->recv, &dossier__peer__v1__forward_response__descriptor);
     if (r) {
         p->cb(p->arg, (int)r->code, r->message, r->response.data,
@@ -395,7 +369,7 @@ void peer_client_send(struct peer_client *pc, uint64_t to,
         batch.messages = ptrs;
         call = pcall_new(PC_SEND, pc, to);
         if (call)
-            call->send = pack(&batch.base);
+            call->send = pbgrpc_pack(&batch.base);
         for (size_t i = 0; i < k; i++)
             raftio_msg_pb_release(&pbs[i]);
         done += k;
@@ -449,7 +423,7 @@ int peer_client_forward(struct peer_client *pc, uint64_t to,
         req.request_id = (ProtobufCBinaryData){16, (uint8_t *)request_id};
     call->cb = cb;
     call->arg = arg;
-    call->send = pack(&req.base);
+    call->send = pbgrpc_pack(&req.base);
     pthread_mutex_lock(&pc->lock);
     p = find(pc, to);
     if (!p || !p->ch || p->blocked ||
@@ -477,7 +451,7 @@ static int send_one(grpc_call *call, grpc_completion_queue *cq,
                     const Dossier__Peer__V1__SnapshotChunk *chunk)
 {
     grpc_op op;
-    grpc_byte_buffer *bb = pack(&chunk->base);
+    grpc_byte_buffer *bb = pbgrpc_pack(&chunk->base);
     grpc_event ev;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
