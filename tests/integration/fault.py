@@ -21,6 +21,8 @@ def varint(n):
 
 
 def peer_token(key_file):
+    """The token peer calls carry (node/auth.h): BLAKE2b-256 keyed with the
+    master key over "dossier.peer-token.v1", in hex."""
     for line in open(key_file):
         parts = line.split()
         if len(parts) == 3 and parts[0] == "dossier-master-key":
@@ -29,12 +31,18 @@ def peer_token(key_file):
                            digest_size=32).hexdigest()
 
 
-key_file, target = sys.argv[1], sys.argv[2]
-ids = [int(x) for x in sys.argv[3:]]
-body = b"".join(varint(i) for i in ids)
-payload = (b"\x0a" + varint(len(body)) + body) if ids else b""
-channel = grpc.insecure_channel(target)
-call = channel.unary_unary("/dossier.peer.v1.Peer/Fault",
-                           request_serializer=None, response_deserializer=None)
-call(payload, timeout=5,
-     metadata=[("authorization", "Bearer " + peer_token(key_file))])
+def main():
+    key_file, target = sys.argv[1], sys.argv[2]
+    ids = [int(x) for x in sys.argv[3:]]
+    body = b"".join(varint(i) for i in ids)
+    payload = (b"\x0a" + varint(len(body)) + body) if ids else b""
+    channel = grpc.insecure_channel(target)
+    call = channel.unary_unary("/dossier.peer.v1.Peer/Fault",
+                               request_serializer=None,
+                               response_deserializer=None)
+    call(payload, timeout=5,
+         metadata=[("authorization", "Bearer " + peer_token(key_file))])
+
+
+if __name__ == "__main__":
+    main()

@@ -15,19 +15,12 @@ import time
 import grpc
 from grpc_tools import protoc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fault import peer_token  # noqa: E402
+
 DOSSIERD, DOSSIER, PROTO_DIR = sys.argv[1:4]
 failures = 0
 PEER_TOKEN = ""
-
-
-def peer_token(key_file):
-    """auth.h: BLAKE2b-256 keyed with the master key, in hex."""
-    for line in open(key_file):
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "dossier-master-key":
-            kek = bytes.fromhex(parts[2])
-    return hashlib.blake2b(b"dossier.peer-token.v1", key=kek,
-                           digest_size=32).hexdigest()
 
 
 def check(cond, what):
