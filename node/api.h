@@ -27,4 +27,10 @@ void api_peer_send(struct call *c, ProtobufCMessage *req);
 void api_peer_install_snapshot(struct call *c, ProtobufCMessage *req);
 void api_peer_fault(struct call *c, ProtobufCMessage *req);
 
+/* Refuses (answering @c) traffic of another cluster, from a node that is
+ * not a member, or, in fault-injection tests, from a node this one is cut
+ * off from; 0 when @from may talk to this node. */
+int api_peer_check(struct call *c, const ProtobufCBinaryData *cid,
+                   uint64_t from);
+
 #endif

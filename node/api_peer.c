@@ -11,12 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <grpc/byte_buffer_reader.h>
 
 #include "api.h"
 #include "cluster.h"
 #include "errors.h"
 #include "log.h"
+#include "pbgrpc.h"
 #include "peer.pb-c.h"
 #include "raftio.h"
 #include "store.h"
@@ -36,10 +36,8 @@ static int refusal_log_due(void)
     return 1;
 }
 
-/* Refuses traffic of another cluster or from a node that is not a member
- * (and, in fault-injection tests, from a node we are cut off from). */
-static int peer_check(struct call *c, const ProtobufCBinaryData *cid,
-                      uint64_t from)
+int api_peer_check(struct call *c, const ProtobufCBinaryData *cid,
+                   uint64_t from)
 {
     struct node *n = call_node(c);
     if (cid->len != 16 || memcmp(cid->data, cluster_id(n->cluster), 16) != 0) {
@@ -74,7 +72,7 @@ void api_peer_send(struct call *c, ProtobufCMessage *msg)
     size_t n = 0;
     int rc = 0;
 
-    if (peer_check(c, &b->cluster_id, b->from))
+    if (api_peer_check(c, &b->cluster_id, b->from))
         return;
     msgs = calloc(b->n_messages ? b->n_messages : 1, sizeof(*msgs));
     if (!msgs)
@@ -108,7 +106,6 @@ void api_peer_send(struct call *c, ProtobufCMessage *msg)
 struct snap_in {
     char dir[4096];
     uint64_t from;
-    int have_msg;
     struct raft_msg msg;
     char file[256];
     int fd;
@@ -156,14 +153,16 @@ static int handle_chunk(struct call *c, struct snap_in *s,
     struct node *n = call_node(c);
 
     if (!s->dir[0]) {
-        if (peer_check(c, &ch->cluster_id, ch->from))
+        if (api_peer_check(c, &ch->cluster_id, ch->from))
             return -2; /* already answered */
         if (!ch->message || ch->message->type != RAFT_MSG_SNAPSHOT)
             return DOSSIER_INVALID_ARGUMENT;
-        if (raftio_msg_from_pb(ch->message, &s->msg) != 0 ||
-            s->msg.n_entries != 0)
+        if (raftio_msg_from_pb(ch->message, &s->msg) != 0)
             return DOSSIER_INVALID_ARGUMENT;
-        s->have_msg = 1;
+        if (s->msg.n_entries != 0) {
+            raftio_msg_release(&s->msg);
+            return DOSSIER_INVALID_ARGUMENT;
+        }
         s->from = ch->from;
         cluster_snapshot_staging(n->cluster, ch->from, s->dir, sizeof(s->dir));
         if (mkdir(s->dir, 0700) != 0)
@@ -171,8 +170,9 @@ static int handle_chunk(struct call *c, struct snap_in *s,
     } else if (ch->from != s->from) {
         return DOSSIER_INVALID_ARGUMENT;
     }
-    if (ch->done)
-        return file_close(s) == 0 ? 1 : DOSSIER_IO;
+    if (ch->done) /* a checkpoint has files: an empty stream is refused */
+        return !s->file[0] ? DOSSIER_INVALID_ARGUMENT
+               : file_close(s) == 0 ? 1 : DOSSIER_IO;
     if (!name_ok(ch->file))
         return DOSSIER_INVALID_ARGUMENT;
     if (strcmp(ch->file, s->file) != 0) {
@@ -205,29 +205,20 @@ static void snap_chunk(struct call *c, grpc_byte_buffer *bb)
 {
     struct snap_in *s = call_user(c);
     Dossier__Peer__V1__SnapshotChunk *ch;
-    grpc_byte_buffer_reader r;
-    grpc_slice sl;
     int rc;
 
     if (!bb)
         return snap_abort(c, s, DOSSIER_INVALID_ARGUMENT,
                           "the snapshot stream ended early");
-    if (!grpc_byte_buffer_reader_init(&r, bb)) {
-        grpc_byte_buffer_destroy(bb);
-        return snap_abort(c, s, DOSSIER_INVALID_ARGUMENT, "unreadable chunk");
-    }
-    sl = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
+    ch = (Dossier__Peer__V1__SnapshotChunk *)pbgrpc_unpack(
+        bb, &dossier__peer__v1__snapshot_chunk__descriptor);
     grpc_byte_buffer_destroy(bb);
-    ch = dossier__peer__v1__snapshot_chunk__unpack(
-        NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
-    grpc_slice_unref(sl);
     if (!ch)
         return snap_abort(c, s, DOSSIER_INVALID_ARGUMENT, "malformed chunk");
     rc = handle_chunk(c, s, ch);
     dossier__peer__v1__snapshot_chunk__free_unpacked(ch, NULL);
     if (rc == -2) {
-        /* refused and answered by peer_check */
+        /* refused and answered by api_peer_check */
         if (s->dir[0])
             store_rmtree(s->dir);
         free(s);

@@ -106,7 +106,7 @@ static const struct api_method methods[] = {
 #define STOP_GRACE_MS 15000
 
 enum tag_kind { TAG_NEW_CALL, TAG_UNKNOWN_CALL, TAG_RECV, TAG_DONE,
-                TAG_SHUTDOWN };
+                TAG_READ, TAG_SHUTDOWN };
 
 struct tag {
     enum tag_kind kind;
@@ -117,7 +117,7 @@ struct call {
     struct server *srv;
     const struct api_method *m;
     void *registered;
-    struct tag tag_new, tag_recv, tag_done;
+    struct tag tag_new, tag_recv, tag_done, tag_read;
 
     grpc_call *call;
     gpr_timespec deadline;
@@ -269,6 +269,7 @@ static struct call *call_new(struct server *s, const struct api_method *m)
     c->tag_new = (struct tag){m ? TAG_NEW_CALL : TAG_UNKNOWN_CALL, c};
     c->tag_recv = (struct tag){TAG_RECV, c};
     c->tag_done = (struct tag){TAG_DONE, c};
+    c->tag_read = (struct tag){TAG_READ, c};
     grpc_metadata_array_init(&c->md);
     if (!m)
         grpc_call_details_init(&c->details_in);
@@ -548,13 +549,17 @@ static void forward_out(struct call *c)
     }
 }
 
-/* A linearizable read may proceed (on the Raft thread), or may not. */
+/* A linearizable read may proceed, or may not. This runs on the Raft
+ * thread, which must not do the read: an empty batch puts the call back
+ * on the completion queue (TAG_READ), whose thread runs the handler. */
 static void read_ready(void *arg, int code, const char *message)
 {
     struct call *c = arg;
     if (code)
         return call_fail(c, code, "%s", message);
-    c->m->handler(c, c->req);
+    if (grpc_call_start_batch(c->call, NULL, 0, &c->tag_read, NULL) !=
+        GRPC_CALL_OK)
+        call_fail(c, DOSSIER_UNAVAILABLE, "the call ended before its read");
 }
 
 /* Runs @m's handler for @c on request @req under the method's policy. */
@@ -637,13 +642,8 @@ static void forward_in(struct call *c, ProtobufCMessage *msg)
     struct node *n = call_node(c);
     const struct api_method *m = NULL;
 
-    if (fr->cluster_id.len != 16 ||
-        memcmp(fr->cluster_id.data, cluster_id(n->cluster), 16) != 0 ||
-        !cluster_knows(n->cluster, fr->from))
-        return call_fail(c, DOSSIER_PERMISSION_DENIED,
-                         "forward from a node outside this cluster");
-    if (cluster_is_isolated_from(n->cluster, fr->from))
-        return call_fail(c, DOSSIER_UNAVAILABLE, "cut off (fault injection)");
+    if (api_peer_check(c, &fr->cluster_id, fr->from) != 0)
+        return;
     for (size_t i = 0; i < N_METHODS; i++)
         if (strcmp(methods[i].path, fr->method) == 0)
             m = &methods[i];
@@ -844,6 +844,11 @@ void server_run(struct server *s)
             call_fail(c, DOSSIER_UNIMPLEMENTED, "this node has no method %.200s",
                       method);
             gpr_free(method);
+            break;
+        }
+        case TAG_READ: {
+            struct call *c = t->ptr;
+            c->m->handler(c, c->req);
             break;
         }
         case TAG_RECV: {

@@ -498,6 +498,16 @@ int store_install(struct store *s, const char *staged,
     if (path_join(newp, sizeof(newp), s->dir, "db.new") ||
         path_join(oldp, sizeof(oldp), s->dir, "db.old"))
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
+    /* A checkpoint always has its CURRENT file; opening a directory
+     * without one would create an empty database in its place. */
+    {
+        char cur[4200];
+        struct stat sb;
+        if (path_join(cur, sizeof(cur), staged, "CURRENT") ||
+            stat(cur, &sb) != 0)
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the staged snapshot is not a database");
+    }
     /* Give the copy this node's Raft state before it becomes the
      * database: the sender's term and vote must never be taken for ours. */
     rc = db_open(s, staged, &sdb, scf, st);
