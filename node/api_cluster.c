@@ -84,7 +84,8 @@ static void admin(struct call *c, enum cluster_admin_op op, uint64_t id,
                          "more");
     rc = cluster_admin(call_node(c)->cluster, op, id, address, admin_done, c);
     if (rc)
-        call_fail(c, rc, "the node is stopping");
+        call_fail(c, rc, rc == DOSSIER_NOMEM ? "out of memory"
+                                             : "the node is stopping");
 }
 
 void api_cluster_add_node(struct call *c, ProtobufCMessage *msg)

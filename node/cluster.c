@@ -79,6 +79,7 @@ struct admin_req {
     cluster_read_cb cb;
     void *arg;
     raft_index wait_index; /* done once applied */
+    raft_term term;        /* the term it was proposed in */
     int64_t deadline_ms;   /* transfers */
     struct admin_req *next;
 };
@@ -119,7 +120,6 @@ struct cluster {
     raft_term bootstrapped_term; /* term whose leader seeded the cluster */
     uint64_t snap_seq;
     uint64_t n_commands, n_batches, n_reads;
-    struct report *late_reports; /* produced inside a ready */
 
     /* Read by any thread. */
     int keys_ready;
@@ -666,12 +666,10 @@ static void settle_proposals(struct cluster *cl, const struct raft_entry *ents,
         cl->proposed = p->next;
         if (!cl->proposed)
             cl->proposed_tail = &cl->proposed;
-        for (size_t i = 0; i < n; i++)
-            if (ents[i].index == p->index) {
-                if (ents[i].term == p->term)
-                    res = &results[i];
-                break;
-            }
+        /* The committed entries are contiguous. */
+        if (n && p->index >= ents[0].index && p->index - ents[0].index < n &&
+            ents[p->index - ents[0].index].term == p->term)
+            res = &results[p->index - ents[0].index];
         if (res) {
             p->cb(p->arg, res);
             free(p);
@@ -847,10 +845,14 @@ static void admin_start(struct cluster *cl, struct admin_req *a)
         rc = RAFT_INVALID;
     }
     if (rc != RAFT_OK)
-        return admin_done(a, rc == RAFT_BUSY ? DOSSIER_FAILED_PRECONDITION
-                                             : DOSSIER_INVALID_ARGUMENT,
+        return admin_done(a,
+                          rc == RAFT_BUSY ? DOSSIER_FAILED_PRECONDITION
+                          : rc == RAFT_NOT_LEADER || rc == RAFT_NO_LEADER
+                              ? DOSSIER_UNAVAILABLE
+                              : DOSSIER_INVALID_ARGUMENT,
                           raft_rc_text(rc));
     a->wait_index = idx;
+    a->term = raft_term_now(cl->raft);
     a->next = cl->admin;
     cl->admin = a;
 }
@@ -872,7 +874,17 @@ static void admin_settle(struct cluster *cl)
                 msg = "the transfer did not complete in time";
             }
         } else if (applied >= a->wait_index) {
+            /* Applied: ours only if the entry there is of our term (a new
+             * leader may have put another entry at that index). */
+            raft_term t = 0;
             done = 1;
+            if (raft_term_now(cl->raft) != a->term &&
+                (raft_term_at(cl->raft, a->wait_index, &t) != RAFT_OK ||
+                 t != a->term)) {
+                code = DOSSIER_UNAVAILABLE;
+                msg = "leadership changed before the change committed: "
+                      "check cluster status";
+            }
         } else if (!cluster_is_leader(cl)) {
             done = 1;
             code = DOSSIER_UNAVAILABLE;
@@ -968,6 +980,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
     struct store_result *results;
     struct dossier_status st;
     unsigned effects;
+    int rc;
 
     if (rd->n_committed == 0)
         return;
@@ -988,8 +1001,12 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
                     "undecodable command");
             continue;
         }
-        store_apply(b, cmd, &results[i]);
+        rc = store_apply(b, cmd, &results[i]);
         dossier__store__v1__command__free_unpacked(cmd, NULL);
+        /* A failing disk or memory is this node's, not the command's: a
+         * result from it would make this replica differ from the others. */
+        if (rc == DOSSIER_IO || rc == DOSSIER_NOMEM)
+            fatal("applying a committed command", &results[i].status);
         cl->n_commands++;
     }
     store_batch_set_applied(b, rd->committed[rd->n_committed - 1].index);
@@ -1150,7 +1167,7 @@ static void *loop_main(void *arg)
             {
                 struct timespec ts;
                 int64_t wait = cl->next_tick_ms - now;
-                clock_gettime(CLOCK_REALTIME, &ts);
+                clock_gettime(CLOCK_MONOTONIC, &ts);
                 ts.tv_sec += wait / 1000;
                 ts.tv_nsec += (wait % 1000) * 1000000;
                 if (ts.tv_nsec >= 1000000000) {
@@ -1160,9 +1177,18 @@ static void *loop_main(void *arg)
                 pthread_cond_timedwait(&cl->wake, &cl->lock, &ts);
             }
         }
-        props = cl->in_props;
-        cl->in_props = NULL;
-        cl->in_props_tail = &cl->in_props;
+        /* At most max_batch proposals a turn (--group-commit-max); the
+         * rest stay queued for the next turn. */
+        {
+            struct prop **pp = &cl->in_props;
+            for (size_t k = 0; *pp && k < cl->max_batch; k++)
+                pp = &(*pp)->next;
+            props = cl->in_props;
+            cl->in_props = *pp;
+            *pp = NULL;
+            if (!cl->in_props)
+                cl->in_props_tail = &cl->in_props;
+        }
         reads = cl->in_reads;
         cl->in_reads = NULL;
         msgs = cl->in_msgs;
@@ -1287,7 +1313,15 @@ int cluster_start(struct store *s, struct crypt *c,
     cluster_id_from_name(o->cluster_name ? o->cluster_name : "dossier",
                          cl->cid);
     pthread_mutex_init(&cl->lock, NULL);
-    pthread_cond_init(&cl->wake, NULL);
+    {
+        /* Ticks follow the monotonic clock: a wall clock stepped back
+         * must not stall a leader's heartbeats. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&cl->wake, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     pthread_mutex_init(&cl->status_lock, NULL);
     cl->in_props_tail = &cl->in_props;
     cl->in_msgs_tail = &cl->in_msgs;

@@ -40,14 +40,17 @@ static const struct opt opts[] = {
      "file to write the bound address to once the node serves"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0,
      "lowest level logged: debug, info, warn or error"},
-    {"max-message-bytes", OPT_U64, OFF(max_message_bytes), "4194304", 1024,
-     1u << 30, "largest request accepted; larger ones get RESOURCE_EXHAUSTED"},
+    {"max-message-bytes", OPT_U64, OFF(max_message_bytes), "4194304",
+     2u << 20, 1u << 30,
+     "largest request accepted; larger ones get RESOURCE_EXHAUSTED (at "
+     "least 2 MiB: nodes send each other calls of up to 1 MiB of entries)"},
     {"key-cache-entries", OPT_U64, OFF(key_cache_entries), "65536", 16,
      1u << 26, "subject keys kept unwrapped in locked memory"},
     {"block-cache-mb", OPT_U64, OFF(block_cache_mb), "64", 1, 1u << 20,
      "RocksDB block cache size in MiB"},
     {"group-commit-max", OPT_U64, OFF(group_commit_max), "1024", 1, 1u << 20,
-     "most write commands made durable by one synced write"},
+     "most write commands proposed in one turn of the Raft loop, and so "
+     "made durable by one synced write"},
     {"server-threads", OPT_U64, OFF(server_threads), "1", 1, 64,
      "threads taking gRPC calls from the completion queue (on 2 cores, 1 "
      "measured fastest)"},
@@ -246,6 +249,13 @@ int config_load(struct config *c, int argc, char **argv,
             if (rc)
                 goto fail;
         }
+    }
+    /* "--join false" would leave "false" here and turn the flag on. */
+    if (optind < argc) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "unexpected argument '%s' (a yes/no flag takes its "
+                     "value as --flag=false)", argv[optind]);
+        goto fail;
     }
     if (log_level_parse(c->log_level) < 0) {
         rc = err_set(st, DOSSIER_INVALID_ARGUMENT,

@@ -351,14 +351,24 @@ void peer_client_send(struct peer_client *pc, uint64_t to,
     size_t done = 0;
 
     while (done < n) {
-        size_t k = n - done < 64 ? n - done : 64;
+        size_t k = n - done < 64 ? n - done : 64, bytes = 0;
         int failed = 0;
         for (size_t i = 0; i < k; i++) {
+            size_t sz;
             if (raftio_msg_to_pb(&msgs[done + i], &pbs[i]) != 0) {
                 for (size_t j = 0; j < i; j++)
                     raftio_msg_pb_release(&pbs[j]);
                 return; /* out of memory: Raft treats it as a loss */
             }
+            /* A call stays well under the receiver's message limit: the
+             * rest goes in the next call. */
+            sz = protobuf_c_message_get_packed_size(&pbs[i].msg.base);
+            if (i > 0 && bytes + sz > PEER_BATCH_BYTES) {
+                raftio_msg_pb_release(&pbs[i]);
+                k = i;
+                break;
+            }
+            bytes += sz;
             ptrs[i] = &pbs[i].msg;
         }
         batch.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES,

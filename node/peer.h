@@ -19,6 +19,10 @@
 #define PEER_CLUSTER_ID_BYTES 16
 /* Calls in flight to one peer before further messages are dropped. */
 #define PEER_MAX_INFLIGHT 128
+/* Raft messages are packed into one call up to this many bytes (one
+ * message may be larger: Raft caps an append at 1 MiB of entries). Nodes
+ * refuse --max-message-bytes below 2 MiB so a call always fits. */
+#define PEER_BATCH_BYTES (1u << 20)
 /* Bytes of file per snapshot chunk. */
 #define PEER_CHUNK_BYTES (1u << 20)
 

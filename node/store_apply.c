@@ -11,6 +11,11 @@
 /* ------------------------------------------------------------------ */
 /* Batches */
 
+/* Request-id records expired per recorded request (see store_batch_commit). */
+#define REQ_EXPIRE_PER_COMMAND 8
+/* request_lookup: not seen (or expired): apply the command. */
+#define REQ_NEW (-1)
+
 struct store_batch *store_batch_begin(struct store *s)
 {
     struct store_batch *b = calloc(1, sizeof(*b));
@@ -58,6 +63,9 @@ void store_batch_abort(struct store_batch *b)
     free(b);
 }
 
+static void request_expire(struct store_batch *b, int64_t now_ms,
+                           size_t limit);
+
 int store_batch_commit(struct store_batch *b, int sync,
                        struct dossier_status *st)
 {
@@ -70,6 +78,13 @@ int store_batch_commit(struct store_batch *b, int sync,
         store_batch_abort(b);
         return err_ok(st);
     }
+    /* Old request ids go once per batch, as many as the batch recorded
+     * (times a margin): one pass of two iterators, not one per command.
+     * When they go does not change any result: a lookup ignores a record
+     * past its TTL. */
+    if (b->n_requests)
+        request_expire(b, b->request_time_ms,
+                       b->n_requests * REQ_EXPIRE_PER_COMMAND);
     store_u64_be(rev, b->revision);
     rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_DEFAULT], "revision", 8,
                                  (const char *)rev, 8);
@@ -443,7 +458,6 @@ static int apply_set_member(struct store_batch *b, const Command *cmd,
 #define REQ_KEY_BYTES (1 + STORE_REQUEST_ID_BYTES)
 #define REQ_TIME_KEY_BYTES (1 + 8 + STORE_REQUEST_ID_BYTES)
 /* Expired records removed per command: bounded work per apply. */
-#define REQ_EXPIRE_PER_COMMAND 8
 
 static uint64_t time_key(int64_t ms)
 {
@@ -463,15 +477,17 @@ static int request_lookup(struct store_batch *b, const Command *cmd,
     memcpy(key + 1, cmd->request_id.data, STORE_REQUEST_ID_BYTES);
     rc = store_get_raw(b->s, b, STORE_REQUESTS, key, sizeof(key), &v, &vlen,
                        &res->status);
-    if (rc || !v)
-        return rc ? rc : 1;
+    if (rc)
+        return rc; /* a read error is not a miss: it must not apply twice */
+    if (!v)
+        return REQ_NEW;
     rec = dossier__store__v1__request_record__unpack(NULL, vlen,
                                                      (const uint8_t *)v);
     rocksdb_free(v);
     if (!rec || cmd->time_ms - rec->time_ms > STORE_REQUEST_TTL_MS) {
         if (rec)
             dossier__store__v1__request_record__free_unpacked(rec, NULL);
-        return 1; /* expired (not yet swept): apply as new */
+        return REQ_NEW; /* expired (not yet swept): apply as new */
     }
     res->version = rec->version;
     res->created = rec->created;
@@ -506,18 +522,19 @@ static void request_record(struct store_batch *b, const Command *cmd,
                                  (const char *)tkey, sizeof(tkey), "", 0);
 }
 
-/* Removes a few records older than the TTL, oldest first. */
-static void request_expire(struct store_batch *b, int64_t now_ms)
+/* Removes up to @limit records older than the TTL, oldest first. */
+static void request_expire(struct store_batch *b, int64_t now_ms,
+                           size_t limit)
 {
     struct store *s = b->s;
     rocksdb_iterator_t *base, *it;
-    int n = 0;
+    size_t n = 0;
 
     base = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_REQUESTS]);
     it = rocksdb_writebatch_wi_create_iterator_with_base_cf(
         b->wb, base, s->cf[STORE_REQUESTS]);
     for (rocksdb_iter_seek(it, "t", 1);
-         rocksdb_iter_valid(it) && n < REQ_EXPIRE_PER_COMMAND;
+         rocksdb_iter_valid(it) && n < limit;
          rocksdb_iter_next(it), n++) {
         size_t klen;
         const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
@@ -551,10 +568,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
               cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
-        if (rc <= 0) {
+        if (rc != REQ_NEW) {
             if (rc == 0)
                 b->n_applied++;
-            return rc ? rc : 0;
+            return rc;
         }
         memset(res, 0, sizeof(*res));
     }
@@ -585,7 +602,9 @@ int store_apply(struct store_batch *b, const Command *cmd,
         b->n_applied++;
         if (dedupe) {
             request_record(b, cmd, res);
-            request_expire(b, cmd->time_ms);
+            b->n_requests++;
+            if (cmd->time_ms > b->request_time_ms)
+                b->request_time_ms = cmd->time_ms;
         }
     }
     return rc;

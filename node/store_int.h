@@ -42,6 +42,8 @@ struct store_batch {
     uint64_t revision; /* last revision taken by this batch */
     uint64_t applied;  /* raft index to record, 0: unchanged */
     size_t n_applied;
+    size_t n_requests;       /* request ids recorded by this batch */
+    int64_t request_time_ms; /* the latest command time among them */
     unsigned effects;  /* STORE_EFFECT_* of the commands applied */
     struct pending_kind *kinds; /* oldest first */
     struct pending_kind **kinds_tail;
