@@ -134,16 +134,23 @@ static int report(const struct dossier_status *st)
     return exit_for(st->code);
 }
 
+/* The client settings of every call the CLI makes, for @target. */
+static void client_options(const struct cli *cli, const char *target,
+                           struct dossier_client_options *o)
+{
+    dossier_client_options_init(o);
+    o->target = target;
+    o->purpose = cli->purpose;
+    o->token = cli->token;
+    o->timeout_ms = cli->timeout_ms;
+}
+
 static int connect_node(struct cli *cli)
 {
     struct dossier_client_options o;
     struct dossier_status st;
 
-    dossier_client_options_init(&o);
-    o.target = cli->target;
-    o.purpose = cli->purpose;
-    o.token = cli->token;
-    o.timeout_ms = cli->timeout_ms;
+    client_options(cli, cli->target, &o);
     if (dossier_client_open(&o, &cli->client, &st))
         return report(&st);
     return 0;
@@ -615,9 +622,9 @@ static int cluster_status_all(struct cli *cli)
         struct dossier_client *c;
         struct dossier_cluster_status s;
         struct dossier_status st;
-        dossier_client_options_init(&o);
-        o.target = tok;
-        o.timeout_ms = cli->timeout_ms ? cli->timeout_ms : 3000;
+        client_options(cli, tok, &o);
+        if (!cli->timeout_ms)
+            o.timeout_ms = 3000;
         if (dossier_client_open(&o, &c, &st)) {
             worst = report(&st);
             continue;

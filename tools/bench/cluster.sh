@@ -4,7 +4,7 @@
 #
 # For each of RUNS rounds it starts a fresh 3-node cluster and measures,
 # with dossier-bench for SECONDS each:
-#   put-N         1 KiB records written through the leader by N closed-loop
+#   put-N         1 KiB records written to the leader by N closed-loop
 #                 clients, for N in CLIENT_COUNTS (default "1 16 64"); each
 #                 write is sealed, replicated and synced on a majority
 #   get-lin-64    linearizable reads (ReadIndex) by 64 clients of records
@@ -71,6 +71,16 @@ print(*[x.getsockname()[1] for x in s])')
         for _ in $(seq 400); do [ -s "$WORK/ready$i" ] && break; sleep 0.05; done
         [ -s "$WORK/ready$i" ] || { echo "node $i did not start"; cat "$WORK/node$i.log"; exit 1; }
     done
+    # The leader first: the client calls the first target that answers, so
+    # writes and reads go to the leader, not through a forwarding follower.
+    local leader
+    leader=$("$BUILD/dossier" --target "$TARGETS" cluster status |
+        /usr/bin/python3 -c 'import json, sys
+for l in sys.stdin:
+    n = json.loads(l)
+    if n.get("role") == "leader": print(n["target"])')
+    [ -n "$leader" ] || { echo "no leader elected"; exit 1; }
+    TARGETS="$leader,$(echo "$TARGETS" | tr , '\n' | grep -vx "$leader" | paste -sd,)"
 }
 
 bench() { # LABEL ARGS...

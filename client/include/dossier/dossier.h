@@ -457,9 +457,12 @@ dossier_cluster_status(struct dossier_client *c,
 /* Membership changes, run by the leader and answered once applied, with
  * the leader's status in @out (may be NULL). A new node is added as a
  * learner (it receives the log without voting), then promoted to voter
- * once caught up. Errors: DOSSIER_INVALID_ARGUMENT (already a member, not
- * a learner, the last voter), DOSSIER_FAILED_PRECONDITION (another change
- * in progress; a learner still catching up), DOSSIER_UNAVAILABLE. */
+ * once caught up. Errors: DOSSIER_ALREADY_EXISTS (add: already a member),
+ * DOSSIER_FAILED_PRECONDITION (another change in progress; promote: not a
+ * learner, not answering or still catching up; transfer: not a voter),
+ * DOSSIER_INVALID_ARGUMENT (removing the last voter), DOSSIER_UNAVAILABLE
+ * (no leader, leadership changed, a transfer that did not complete in
+ * time). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_cluster_add_node(struct dossier_client *c,
                          const struct dossier_call_options *co, uint64_t id,
