@@ -269,6 +269,7 @@ static void test_follower_catches_up_through_snapshot(void **state)
     cluster_init(&c, 3, extra);
     assert_int_equal(cluster_start_all(&c), 0);
     leader = cluster_leader(&c);
+    assert_true(leader >= 0);
     f = (leader + 1) % 3;
     assert_int_equal(node_stop(&c.nodes[f]), 0);
     cl = harness_client(c.nodes[leader].listen, 10000);
@@ -302,6 +303,7 @@ static void test_partition_minority_cannot_commit(void **state)
     cluster_init(&c, 3, NULL);
     assert_int_equal(cluster_start_all(&c), 0);
     leader = cluster_leader(&c);
+    assert_true(leader >= 0);
     other = (leader + 1) % 3;
     cluster_isolate(&c, leader, 0x7u & ~(1u << leader));
 
@@ -416,6 +418,7 @@ static void test_transfer_leadership(void **state)
     cluster_init(&c, 3, NULL);
     assert_int_equal(cluster_start_all(&c), 0);
     leader = cluster_leader(&c);
+    assert_true(leader >= 0);
     to = (leader + 2) % 3;
     cl = harness_client(c.targets, 15000);
     assert_int_equal(dossier_cluster_transfer_leader(cl, NULL, (uint64_t)to + 1,

@@ -122,8 +122,11 @@ static void assert_log(struct fixture *f, raft_index first, size_t n,
         assert_int_equal(e->len, strlen(want));
         assert_memory_equal(e->data, want, e->len);
     }
-    if (n)
+    if (n) {
         assert_int_equal(rs.p.snap.index, first - 1);
+        /* save() persists the term of its entries as the hard state. */
+        assert_int_equal(rs.p.hs.term, terms[n - 1]);
+    }
     raftio_state_release(&rs);
 }
 
@@ -154,15 +157,15 @@ static void test_truncation_drops_the_stale_tail(void **state)
     assert_log(f, 1, 9, t2);
 }
 
-/* Rewriting the same indexes with the same length (a retried append)
- * leaves the rest of the log alone. */
-static void test_overwrite_in_place_keeps_the_rest(void **state)
+/* Entries saved from an index replace everything from there on, even a
+ * tail longer than the new entries, whose place they take. */
+static void test_shorter_rewrite_replaces_the_tail(void **state)
 {
     struct fixture *f = *state;
-    const raft_term t[6] = {2, 2, 2, 2, 2, 2};
+    const raft_term t[4] = {2, 2, 3, 3};
     save(f, 1, 6, 2);
-    save(f, 3, 6, 2);
-    assert_log(f, 1, 6, t);
+    save(f, 3, 4, 3);
+    assert_log(f, 1, 4, t);
 }
 
 static void test_compaction_drops_covered_entries(void **state)
@@ -204,7 +207,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation_drops_the_stale_tail,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_overwrite_in_place_keeps_the_rest,
+        cmocka_unit_test_setup_teardown(test_shorter_rewrite_replaces_the_tail,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_drops_covered_entries,
                                         setup, teardown),
