@@ -41,6 +41,19 @@ static const char *const method_paths[M_COUNT] = {
     [M_CLUSTER_PROMOTE] = "/dossier.v1.Cluster/PromoteNode",
     [M_CLUSTER_REMOVE] = "/dossier.v1.Cluster/RemoveNode",
     [M_CLUSTER_TRANSFER] = "/dossier.v1.Cluster/TransferLeader",
+    [M_DEFINE_PURPOSE] = "/dossier.v1.Purposes/Define",
+    [M_GET_PURPOSE] = "/dossier.v1.Purposes/Get",
+    [M_LIST_PURPOSES] = "/dossier.v1.Purposes/List",
+    [M_CONSENT_GRANT] = "/dossier.v1.Consent/Grant",
+    [M_CONSENT_WITHDRAW] = "/dossier.v1.Consent/Withdraw",
+    [M_CONSENT_GET] = "/dossier.v1.Consent/Get",
+    [M_CONSENT_HISTORY] = "/dossier.v1.Consent/History",
+    [M_SUBJECT_STATUS] = "/dossier.v1.Subjects/Status",
+    [M_SUBJECT_RESTRICT] = "/dossier.v1.Subjects/RestrictProcessing",
+    [M_SUBJECT_UNRESTRICT] = "/dossier.v1.Subjects/LiftRestriction",
+    [M_SUBJECT_ERASE] = "/dossier.v1.Subjects/Erase",
+    [M_AUDIT_READ] = "/dossier.v1.Audit/Read",
+    [M_AUDIT_PUBLIC_KEY] = "/dossier.v1.Audit/PublicKey",
 };
 
 struct target {

@@ -25,15 +25,43 @@ enum client_method {
     M_CLUSTER_PROMOTE,
     M_CLUSTER_REMOVE,
     M_CLUSTER_TRANSFER,
+    M_DEFINE_PURPOSE,
+    M_GET_PURPOSE,
+    M_LIST_PURPOSES,
+    M_CONSENT_GRANT,
+    M_CONSENT_WITHDRAW,
+    M_CONSENT_GET,
+    M_CONSENT_HISTORY,
+    M_SUBJECT_STATUS,
+    M_SUBJECT_RESTRICT,
+    M_SUBJECT_UNRESTRICT,
+    M_SUBJECT_ERASE,
+    M_AUDIT_READ,
+    M_AUDIT_PUBLIC_KEY,
     M_COUNT,
 };
 
 /* Writes carry a request id so that a retry is applied once. */
 static inline int client_method_is_write(enum client_method m)
 {
-    return m == M_PUT || m == M_DELETE || m == M_DEFINE_KIND ||
-           m == M_CLUSTER_ADD || m == M_CLUSTER_PROMOTE ||
-           m == M_CLUSTER_REMOVE || m == M_CLUSTER_TRANSFER;
+    switch (m) {
+    case M_PUT:
+    case M_DELETE:
+    case M_DEFINE_KIND:
+    case M_CLUSTER_ADD:
+    case M_CLUSTER_PROMOTE:
+    case M_CLUSTER_REMOVE:
+    case M_CLUSTER_TRANSFER:
+    case M_DEFINE_PURPOSE:
+    case M_CONSENT_GRANT:
+    case M_CONSENT_WITHDRAW:
+    case M_SUBJECT_RESTRICT:
+    case M_SUBJECT_UNRESTRICT:
+    case M_SUBJECT_ERASE:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 /* Sends @req (borrowed) to method @m and waits for the answer, decoded

@@ -23,6 +23,30 @@ void api_cluster_promote_node(struct call *c, ProtobufCMessage *req);
 void api_cluster_remove_node(struct call *c, ProtobufCMessage *req);
 void api_cluster_transfer_leader(struct call *c, ProtobufCMessage *req);
 
+void api_purposes_define(struct call *c, ProtobufCMessage *req);
+void api_purposes_get(struct call *c, ProtobufCMessage *req);
+void api_purposes_list(struct call *c, ProtobufCMessage *req);
+
+void api_consent_grant(struct call *c, ProtobufCMessage *req);
+void api_consent_withdraw(struct call *c, ProtobufCMessage *req);
+void api_consent_get(struct call *c, ProtobufCMessage *req);
+void api_consent_history(struct call *c, ProtobufCMessage *req);
+
+void api_subjects_status(struct call *c, ProtobufCMessage *req);
+void api_subjects_restrict(struct call *c, ProtobufCMessage *req);
+void api_subjects_unrestrict(struct call *c, ProtobufCMessage *req);
+void api_subjects_erase(struct call *c, ProtobufCMessage *req);
+
+void api_audit_read(struct call *c, ProtobufCMessage *req);
+void api_audit_public_key(struct call *c, ProtobufCMessage *req);
+void api_peer_audit_append(struct call *c, ProtobufCMessage *req);
+
+/* Whether @c may see subject @sp's records under its purpose: 0 if so;
+ * else DOSSIER_PERMISSION_DENIED (restricted subject, or no consent for a
+ * consent purpose) with a message in @st, or a read error. */
+int api_subject_visible(struct call *c, const uint8_t *sp,
+                        struct dossier_status *st);
+
 void api_peer_send(struct call *c, ProtobufCMessage *req);
 void api_peer_install_snapshot(struct call *c, ProtobufCMessage *req);
 void api_peer_fault(struct call *c, ProtobufCMessage *req);

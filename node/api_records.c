@@ -49,9 +49,9 @@ static void put_submit(struct put_ctx *p)
 
     p->attempts++;
     rc = records_seal_put(p->node, p->kind, p->req->record, expected,
-                          call_request_id(p->call), &cmd, &len, p->sp, &st);
+                          p->call, &cmd, &len, p->sp, &st);
     if (rc == 0)
-        rc = cluster_submit(p->node->cluster, cmd, len, put_done, p);
+        rc = call_submit(p->call, cmd, len, put_done, p);
     if (rc) {
         if (rc == DOSSIER_UNAVAILABLE)
             err_set(&st, rc, "the node is shutting down");
@@ -184,9 +184,7 @@ void api_records_delete(struct call *c, ProtobufCMessage *msg)
     crypt_record_pseudonym(n->crypt, k->kind, req->id, strlen(req->id), rid);
     op.kind = k->kind;
     op.rid = (ProtobufCBinaryData){sizeof(rid), rid};
-    cmd.time_ms = records_now_ms();
-    if (call_request_id(c))
-        cmd.request_id = (ProtobufCBinaryData){16, (uint8_t *)call_request_id(c)};
+    call_command_init(c, &cmd);
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_DELETE;
     cmd.delete_ = &op;
     len = dossier__store__v1__command__get_packed_size(&cmd);
@@ -199,11 +197,34 @@ void api_records_delete(struct call *c, ProtobufCMessage *msg)
     }
     dossier__store__v1__command__pack(&cmd, buf);
     d->call = c;
-    rc = cluster_submit(n->cluster, buf, len, delete_done, d);
+    rc = call_submit(c, buf, len, delete_done, d);
     if (rc) {
         free(d);
         call_fail(c, rc, "the node is shutting down");
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* What a purpose may see */
+
+/* Leaves out of @o the fields whose category @c's purpose may not see. */
+static void filter_fields(struct call *c, struct records_opened *o)
+{
+    const struct policy_purpose *pp = call_purpose_def(c);
+    const KindSchema *k;
+    size_t kept = 0;
+
+    if (!pp)
+        return;
+    k = schema_registry_get(store_schemas(call_node(c)->store), o->rec.kind);
+    for (size_t i = 0; i < o->rec.n_fields; i++) {
+        const FieldSchema *f = k ? schema_field(k, o->rec.fields[i]->name)
+                                 : NULL;
+        if (f && f->category >= 1 && f->category <= 6 &&
+            (pp->categories & (1u << f->category)))
+            o->rec.fields[kept++] = o->rec.fields[i];
+    }
+    o->rec.n_fields = kept;
 }
 
 /* ------------------------------------------------------------------ */
@@ -214,7 +235,7 @@ void api_records_get(struct call *c, ProtobufCMessage *msg)
     Dossier__V1__GetRequest *req = (Dossier__V1__GetRequest *)msg;
     Dossier__V1__GetResponse resp = DOSSIER__V1__GET_RESPONSE__INIT;
     struct node *n = call_node(c);
-    uint8_t rid[CRYPT_PSEUDONYM_BYTES];
+    uint8_t rid[CRYPT_PSEUDONYM_BYTES], sp[STORE_SP_BYTES];
     struct records_opened o;
     struct dossier_status st;
     StoredRecord *sr;
@@ -224,9 +245,20 @@ void api_records_get(struct call *c, ProtobufCMessage *msg)
         records_check_id(req->id, "id", &st))
         return call_fail_status(c, &st);
     crypt_record_pseudonym(n->crypt, k->kind, req->id, strlen(req->id), rid);
-    if (store_record_get(n->store, k->kind, rid, &sr, &st) ||
-        records_open(n, sr, rid, &o, &st))
+    if (store_record_get(n->store, k->kind, rid, &sr, &st))
         return call_fail_status(c, &st);
+    if (sr->subject.len == STORE_SP_BYTES) {
+        memcpy(sp, sr->subject.data, STORE_SP_BYTES);
+        if (api_subject_visible(c, sp, &st)) {
+            dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+            return call_fail_status(c, &st);
+        }
+    }
+    if (records_open(n, sr, rid, &o, &st))
+        return call_fail_status(c, &st);
+    filter_fields(c, &o);
+    if (o.rec.subject_id[0])
+        call_audit_read(c, sp, rid, 1);
     resp.record = &o.rec;
     call_reply(c, &resp.base);
     records_opened_release(&o);
@@ -248,6 +280,7 @@ struct page {
     size_t bytes;
     int more; /* stopped with keys left */
     const KindSchema *kind; /* FindByIndex: the kind searched */
+    const uint8_t *subject; /* ListBySubject: the subject's pseudonym */
 };
 
 static int page_init(struct page *pg, struct node *n, uint32_t size,
@@ -325,35 +358,56 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
     Dossier__V1__RecordPage resp = DOSSIER__V1__RECORD_PAGE__INIT;
     struct records_opened *o = calloc(pg->n ? pg->n : 1, sizeof(*o));
     Dossier__V1__Record **recs = calloc(pg->n ? pg->n : 1, sizeof(*recs));
+    uint8_t(*seen)[STORE_RID_BYTES] = calloc(pg->n ? pg->n : 1, sizeof(*seen));
     char token[2 * STORE_KEY_MAX + 1] = "";
     struct dossier_status st;
-    size_t opened = 0;
+    size_t opened = 0, n_seen = 0;
 
-    if (!o || !recs) {
+    if (!o || !recs || !seen) {
         call_fail(c, DOSSIER_NOMEM, "out of memory");
         goto out;
     }
-    for (; opened < pg->n; opened++) {
-        StoredRecord *sr = pg->stored[opened];
-        pg->stored[opened] = NULL; /* records_open takes it */
-        if (records_open(pg->node, sr, pg->rids[opened], &o[opened], &st)) {
+    for (size_t i = 0; i < pg->n; i++) {
+        StoredRecord *sr = pg->stored[i];
+        int personal = sr->subject.len == STORE_SP_BYTES;
+        pg->stored[i] = NULL; /* records_open or we free it */
+        if (personal) {
+            int rc = api_subject_visible(c, sr->subject.data, &st);
+            if (rc == DOSSIER_PERMISSION_DENIED) {
+                /* Not for this purpose: left out of the page. */
+                dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+                continue;
+            }
+            if (rc) {
+                dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+                call_fail_status(c, &st);
+                goto out;
+            }
+            memcpy(seen[n_seen++], pg->rids[i], STORE_RID_BYTES);
+        }
+        if (records_open(pg->node, sr, pg->rids[i], &o[opened], &st)) {
             call_fail_status(c, &st);
             goto out;
         }
+        filter_fields(c, &o[opened]);
         recs[opened] = &o[opened].rec;
+        opened++;
     }
     if (pg->more)
         sodium_bin2hex(token, sizeof(token), pg->last + prefix_len,
                        pg->last_len - prefix_len);
-    resp.n_records = pg->n;
+    resp.n_records = opened;
     resp.records = recs;
     resp.next_page_token = token;
+    if (n_seen)
+        call_audit_read(c, pg->subject, (const uint8_t *)seen, n_seen);
     call_reply(c, &resp.base);
 out:
     for (size_t i = 0; i < opened; i++)
         records_opened_release(&o[i]);
     free(o);
     free(recs);
+    free(seen);
 }
 
 static int scan_cb(void *arg, const uint8_t *key, size_t klen,
@@ -468,8 +522,11 @@ void api_records_list_by_subject(struct call *c, ProtobufCMessage *msg)
     if (alen && memcmp(after, prefix, plen) != 0)
         return call_fail(c, DOSSIER_INVALID_ARGUMENT,
                          "page_token is not one this listing issued");
+    if (api_subject_visible(c, prefix, &st))
+        return call_fail_status(c, &st);
     if (page_init(&pg, n, req->page_size, &st))
         return call_fail_status(c, &st);
+    pg.subject = prefix;
     if (store_scan(n->store, STORE_SUBJECT, prefix, plen, alen ? after : NULL,
                    alen, subject_cb, &pg, &st))
         call_fail_status(c, &st);

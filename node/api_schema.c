@@ -58,9 +58,7 @@ void api_schema_define_kind(struct call *c, ProtobufCMessage *msg)
         return call_fail_status(c, &st);
 
     op.schema = req->schema;
-    cmd.time_ms = records_now_ms();
-    if (call_request_id(c))
-        cmd.request_id = (ProtobufCBinaryData){16, (uint8_t *)call_request_id(c)};
+    call_command_init(c, &cmd);
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND;
     cmd.define_kind = &op;
     len = dossier__store__v1__command__get_packed_size(&cmd);
@@ -75,7 +73,7 @@ void api_schema_define_kind(struct call *c, ProtobufCMessage *msg)
     d->call = c;
     d->node = n;
     strcpy(d->kind, req->schema->kind);
-    rc = cluster_submit(n->cluster, buf, len, define_done, d);
+    rc = call_submit(c, buf, len, define_done, d);
     if (rc) {
         free(d);
         call_fail(c, rc, "the node is shutting down");

@@ -43,17 +43,21 @@ enum auth_role auth_role_parse(const char *name)
 /* Parses one non-blank, non-comment line into @p. */
 static int parse_line(char *line, struct auth_principal *p)
 {
-    char *save = NULL, *name, *role, *hex, *extra;
+    char *save = NULL, *name, *role, *hex, *purposes, *extra;
     size_t bin = 0;
     name = strtok_r(line, " \t", &save);
     role = strtok_r(NULL, " \t", &save);
     hex = strtok_r(NULL, " \t", &save);
+    purposes = strtok_r(NULL, " \t", &save);
     extra = strtok_r(NULL, " \t", &save);
     if (!name || !role || !hex || extra || strlen(name) > AUTH_NAME_MAX ||
-        strlen(hex) != 64)
+        strlen(hex) != 64 ||
+        (purposes && strlen(purposes) >= sizeof(p->purposes)))
         return -1;
     memset(p, 0, sizeof(*p));
     snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(p->purposes, sizeof(p->purposes), "%s",
+             purposes ? purposes : "*");
     p->role = auth_role_parse(role);
     if (!p->role)
         return -1;
@@ -68,7 +72,7 @@ int auth_load(const char *path, struct auth **out, struct dossier_status *st)
 {
     FILE *f = fopen(path, "r");
     struct auth *a;
-    char line[512];
+    char line[1024];
     int lineno = 0;
 
     *out = NULL;
@@ -93,8 +97,9 @@ int auth_load(const char *path, struct auth **out, struct dossier_status *st)
             fclose(f);
             auth_free(a);
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                           "%s line %d: expected 'name role sha256-hex' with "
-                           "role service, compliance or admin",
+                           "%s line %d: expected 'name role sha256-hex "
+                           "[purpose,...|*]' with role service, compliance "
+                           "or admin",
                            path, lineno);
         }
         for (size_t i = 0; i < a->n; i++)
@@ -167,4 +172,25 @@ int auth_is_peer_token(const char *peer, const char *token, size_t len)
 {
     return peer && token && len == AUTH_PEER_TOKEN_CHARS &&
            sodium_memcmp(peer, token, AUTH_PEER_TOKEN_CHARS) == 0;
+}
+
+int auth_may_use(const struct auth *a, const char *name, const char *purpose)
+{
+    size_t n = strlen(purpose);
+    for (size_t i = 0; i < a->n; i++) {
+        const char *p;
+        if (strcmp(a->p[i].name, name) != 0)
+            continue;
+        if (strcmp(a->p[i].purposes, "*") == 0)
+            return 1;
+        for (p = a->p[i].purposes; *p;) {
+            const char *end = strchr(p, ',');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            if (len == n && memcmp(p, purpose, n) == 0)
+                return 1;
+            p += len + (end ? 1 : 0);
+        }
+        return 0;
+    }
+    return 0;
 }

@@ -3,9 +3,11 @@
  *
  * Principals live in an auth file (--auth-file), one per line:
  *
- *   # name     role        SHA-256 of the token, hex
- *   crm-sync   service     9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+ *   # name     role        SHA-256 of the token, hex      [purposes]
+ *   crm-sync   service     9f86d081884c...b0f00a08   operations,marketing
  *
+ * The optional fourth column lists the purposes the principal may name,
+ * comma-separated; "*" or nothing: every purpose.
  * Roles: service (reads and writes records for a purpose), compliance
  * (consent, export, erasure, audit), admin (schema, cluster, principals).
  * Only hashes are stored: `dossier token new NAME ROLE` prints a fresh token
@@ -36,6 +38,7 @@ struct auth_principal {
     char name[AUTH_NAME_MAX + 1];
     enum auth_role role;
     uint8_t hash[32]; /* SHA-256 of the token */
+    char purposes[512]; /* "a,b,c" or "*" */
 };
 
 struct auth;
@@ -51,6 +54,9 @@ size_t auth_count(const struct auth *a);
  * against every principal in constant time per entry. */
 const struct auth_principal *auth_find(const struct auth *a,
                                        const char *token, size_t len);
+
+/* 1 if principal @name may name purpose @purpose. */
+int auth_may_use(const struct auth *a, const char *name, const char *purpose);
 
 /* "service", "compliance", "admin"; "?" for anything else. */
 const char *auth_role_name(enum auth_role r);

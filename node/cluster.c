@@ -94,6 +94,7 @@ struct cluster {
     unsigned tick_ms, election_ticks;
     size_t max_batch;
     uint64_t snapshot_entries;
+    int erased; /* an erasure was applied: finish_erasure() is due */
     char snapshot_dir[4096];
     size_t n_initial;
     struct cluster_member *initial;
@@ -1001,6 +1002,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
                     "undecodable command");
             continue;
         }
+        store_batch_set_applied(b, e->index);
         rc = store_apply(b, cmd, &results[i]);
         dossier__store__v1__command__free_unpacked(cmd, NULL);
         /* A failing disk or memory is this node's, not the command's: a
@@ -1020,6 +1022,18 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
         load_keys(cl);
     if (effects & STORE_EFFECT_MEMBERS)
         load_members(cl);
+    if (effects & STORE_EFFECT_ERASED) {
+        /* Before the answer: the erased rows leave the SST files and the
+         * WAL. The raft log follows once the core has advanced. */
+        int64_t t0 = now_ms();
+        if (store_erase_finish(cl->store, &st) != 0)
+            fatal("compacting after an erasure", &st);
+        log_printf(LOG_INFO, "erasure: erased ranges compacted in %" PRId64
+                   " ms", now_ms() - t0);
+        /* No unwrapped copy of an erased key may stay in memory. */
+        crypt_cache_clear(cl->crypt);
+        cl->erased = 1;
+    }
     settle_proposals(cl, rd->committed, results, rd->n_committed);
     free(results);
 }
@@ -1053,6 +1067,30 @@ static void handle_ready(struct cluster *cl)
         leader_bootstrap(cl);
 }
 
+/* After an erasure: the raft log still holds the subject's sealed writes
+ * and wrapped data key, so it is compacted up to what was applied, at
+ * once, whoever still needs those entries (a follower behind gets a
+ * snapshot instead), and the store then compacts the erased ranges. */
+static void finish_erasure(struct cluster *cl)
+{
+    struct raft_snapshot_meta meta;
+    struct dossier_status st;
+
+    cl->erased = 0;
+    raft_snapshot_at_applied(cl->raft, &meta);
+    if (meta.index == 0)
+        return;
+    if (raftio_compact(cl->store, &meta, &st) != 0) {
+        log_printf(LOG_WARN, "erasure: cannot compact the raft log: %s",
+                   st.message);
+        return;
+    }
+    raft_compact(cl->raft, meta.index);
+    store_compact_raft_log(cl->store);
+    log_printf(LOG_INFO, "erasure: raft log compacted through %" PRIu64,
+               meta.index);
+}
+
 /* Compacts the log once it holds many applied entries. */
 static void maybe_compact(struct cluster *cl)
 {
@@ -1060,6 +1098,10 @@ static void maybe_compact(struct cluster *cl)
     struct raft_snapshot_meta meta;
     struct dossier_status st;
 
+    if (cl->erased) {
+        finish_erasure(cl);
+        return;
+    }
     raft_status(cl->raft, &rs);
     if (rs.applied < rs.first_index + cl->snapshot_entries)
         return;

@@ -73,6 +73,14 @@ static const struct opt opts[] = {
      "ticks of silence before a follower campaigns"},
     {"snapshot-entries", OPT_U64, OFF(snapshot_entries), "10000", 16,
      1u << 30, "applied log entries kept before the log is compacted"},
+    {"audit-window-ms", OPT_U64, OFF(audit_window_ms), "200", 10, 60000,
+     "reads and refused calls are appended to the audit log in batches "
+     "this often; a crash loses at most one window of them"},
+    {"audit-checkpoint-entries", OPT_U64, OFF(audit_checkpoint_entries),
+     "1000", 1, 1u << 30,
+     "the leader signs the audit chain at least every this many entries"},
+    {"audit-checkpoint-ms", OPT_U64, OFF(audit_checkpoint_ms), "10000", 100,
+     86400000, "... and at least this often (ms) while entries come"},
     {"enable-fault-injection", OPT_BOOL, OFF(fault_injection), "false", 0, 0,
      "TESTS ONLY: let Peer.Fault cut this node off from others"},
 };

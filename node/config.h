@@ -30,6 +30,9 @@ struct config {
     uint64_t tick_ms;
     uint64_t election_ticks;
     uint64_t snapshot_entries;
+    uint64_t audit_window_ms;
+    uint64_t audit_checkpoint_entries;
+    uint64_t audit_checkpoint_ms;
     int fault_injection;
 };
 

@@ -9,6 +9,7 @@
 
 #include <sodium.h>
 
+#include "audit.h"
 #include "auth.h"
 #include "errors.h"
 
@@ -234,6 +235,22 @@ void crypt_peer_token(const struct crypt *c,
                       char out[AUTH_PEER_TOKEN_CHARS + 1])
 {
     auth_peer_token(keyfile_current(&c->kek)->key, out);
+}
+
+int crypt_audit_keys(const struct crypt *c, uint8_t pk[32],
+                     unsigned char sk[64], struct dossier_status *st)
+{
+    unsigned char seed[AUDIT_SEED_BYTES];
+    int rc;
+    if (!c->ks)
+        return err_set(st, DOSSIER_UNAVAILABLE,
+                       "the cluster's keyset is not open yet");
+    /* From the shared data key: a cipher key, never a hash key, so no
+     * message hashed elsewhere can meet this derivation. */
+    audit_signing_seed_derive(c->ks->shared, seed);
+    rc = audit_signing_keypair_from_seed(seed, pk, sk, st);
+    sodium_memzero(seed, sizeof(seed));
+    return rc;
 }
 
 void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17])

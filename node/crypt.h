@@ -115,6 +115,14 @@ void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17]);
  * the current master key. */
 void crypt_peer_token(const struct crypt *c, char out[65]);
 
+/* The cluster's audit signing key pair (Ed25519), derived from the
+ * keyset so every node that may lead signs with the same key: public key
+ * into @pk, secret key into @sk (64 bytes of caller memory: use
+ * sodium_malloc, and sodium_free it after).
+ * Errors: DOSSIER_UNAVAILABLE (no keyset open yet), DOSSIER_INTERNAL. */
+int crypt_audit_keys(const struct crypt *c, uint8_t pk[32],
+                     unsigned char sk[64], struct dossier_status *st);
+
 /* Pseudonyms and blind indexes (see the table above); @out gets 16 bytes. */
 void crypt_subject_pseudonym(const struct crypt *c, const char *subject_id,
                              size_t len, uint8_t out[CRYPT_PSEUDONYM_BYTES]);

@@ -14,9 +14,10 @@
 
 #include <grpc/grpc.h>
 
+#include "audit_sink.h"
+#include "auth.h"
 #include "cluster.h"
 #include "config.h"
-#include "auth.h"
 #include "crypt.h"
 #include "errors.h"
 #include "keyfile.h"
@@ -131,6 +132,7 @@ struct signal_ctx {
     sigset_t set;
     struct server *server;
     struct cluster *cluster;
+    struct audit_sink *audit;
 };
 
 /* Calls that need the Raft loop get this long to finish at a stop. */
@@ -154,6 +156,7 @@ static void *signal_main(void *arg)
                          server_in_flight(sc->server) > 0;
          waited += 10)
         usleep(10000);
+    audit_sink_stop(sc->audit);
     cluster_shutdown(sc->cluster);
     return NULL;
 }
@@ -295,6 +298,17 @@ int main(int argc, char **argv)
     node.id = cfg.node_id;
     node.fault_injection = cfg.fault_injection;
     node.auth = auth;
+    {
+        struct audit_sink_options ao;
+        ao.window_ms = (int64_t)cfg.audit_window_ms;
+        ao.checkpoint_entries = cfg.audit_checkpoint_entries;
+        ao.checkpoint_ms = (int64_t)cfg.audit_checkpoint_ms;
+        if (audit_sink_start(&node, &ao, &node.audit, &st) != 0) {
+            log_printf(LOG_ERROR, "cannot start: %s", st.message);
+            fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+            goto out;
+        }
+    }
     if (!auth)
         log_printf(LOG_WARN, "no --auth-file: clients are not "
                              "authenticated; use this only for development");
@@ -304,8 +318,10 @@ int main(int argc, char **argv)
     server_start(server);
     sc.server = server;
     sc.cluster = cluster;
+    sc.audit = node.audit;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {
         log_printf(LOG_ERROR, "cannot start the signal thread");
+        audit_sink_stop(node.audit);
         server_stop(server);
         server_run(server);
         goto out;
@@ -333,7 +349,10 @@ out:
         __atomic_store_n(&ready.stop, 1, __ATOMIC_RELEASE);
         pthread_join(ready_thread, NULL);
     }
+    if (exit_code != 0)
+        audit_sink_stop(node.audit); /* stopped by the signal thread else */
     cluster_free(cluster);
+    audit_sink_free(node.audit);
     server_free(server);
     if (exit_code == 0)
         log_printf(LOG_INFO, "stopped cleanly at applied index %" PRIu64,

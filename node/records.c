@@ -111,7 +111,7 @@ static int subject_key(struct node *n, const uint8_t *sp, const char *sid,
 
 int records_seal_put(struct node *n, const KindSchema *k,
                      const Dossier__V1__Record *r, const uint64_t *expected,
-                     const uint8_t *request_id, uint8_t **out, size_t *len,
+                     struct call *call, uint8_t **out, size_t *len,
                      uint8_t sp[CRYPT_PSEUDONYM_BYTES],
                      struct dossier_status *st)
 {
@@ -261,9 +261,7 @@ int records_seal_put(struct node *n, const KindSchema *k,
     op.fields = sealed_ptrs;
     op.n_index_keys = n_indexed;
     op.index_keys = index_keys;
-    cmd.time_ms = records_now_ms();
-    if (request_id)
-        cmd.request_id = (ProtobufCBinaryData){16, (uint8_t *)request_id};
+    call_command_init(call, &cmd);
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_PUT;
     cmd.put = &op;
     *len = dossier__store__v1__command__get_packed_size(&cmd);

@@ -29,12 +29,13 @@ int records_kind(struct node *n, const char *name, const KindSchema **out,
 
 /* Seals record @r (already checked against @k) into a packed Put command
  * *@out (*@len bytes, malloc'd, the caller owns it). @expected is NULL for
- * no version check; @request_id (16 bytes) NULL for none. *@sp gets the subject pseudonym (all zero: none), so a
+ * no version check; @call gives the request id, principal and purpose
+ * (call_command_init()). *@sp gets the subject pseudonym (all zero: none), so a
  * caller that sees DOSSIER_RETRY can forget a stale cached key.
  * Errors: DOSSIER_NOMEM, DOSSIER_IO, DOSSIER_CORRUPT, DOSSIER_WRONG_KEY. */
 int records_seal_put(struct node *n, const KindSchema *k,
                      const Dossier__V1__Record *r, const uint64_t *expected,
-                     const uint8_t *request_id, uint8_t **out, size_t *len,
+                     struct call *call, uint8_t **out, size_t *len,
                      uint8_t sp[CRYPT_PSEUDONYM_BYTES],
                      struct dossier_status *st);
 

@@ -19,12 +19,14 @@
 #include <sodium.h>
 
 #include "api.h"
+#include "audit_sink.h"
 #include "auth.h"
 #include "cluster.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
 #include "log.h"
 #include "peer.pb-c.h"
+#include "records.h"
 #include "store.h"
 
 /* One row per RPC. The flags carry the policy that call_start() enforces
@@ -41,26 +43,29 @@ struct api_method {
 #define R API_READ
 #define W API_WRITE
 #define D API_DATA
+#define P API_PURPOSE
+#define LOG API_LOG_OK
 #define SVC AUTH_SERVICE
+#define CMP AUTH_COMPLIANCE
 #define ADM AUTH_ADMIN
 #define ANY (AUTH_SERVICE | AUTH_COMPLIANCE | AUTH_ADMIN)
 static void forward_in(struct call *c, ProtobufCMessage *req);
 
 static const struct api_method methods[] = {
     {"/dossier.v1.Records/Put", &dossier__v1__put_request__descriptor,
-     api_records_put, W | D, 32, SVC},
+     api_records_put, W | D | P, 32, SVC},
     {"/dossier.v1.Records/Get", &dossier__v1__get_request__descriptor,
-     api_records_get, R | D, 32, SVC},
+     api_records_get, R | D | P, 32, SVC},
     {"/dossier.v1.Records/Delete", &dossier__v1__delete_request__descriptor,
-     api_records_delete, W | D, 4, SVC},
+     api_records_delete, W | D | P, 4, SVC},
     {"/dossier.v1.Records/ListBySubject",
      &dossier__v1__list_by_subject_request__descriptor,
-     api_records_list_by_subject, R | D, 4, SVC},
+     api_records_list_by_subject, R | D | P, 4, SVC},
     {"/dossier.v1.Records/FindByIndex",
      &dossier__v1__find_by_index_request__descriptor,
-     api_records_find_by_index, R | D, 4, SVC},
+     api_records_find_by_index, R | D | P, 4, SVC},
     {"/dossier.v1.Records/Scan", &dossier__v1__scan_request__descriptor,
-     api_records_scan, R | D, 4, SVC},
+     api_records_scan, R | D | P, 4, SVC},
     {"/dossier.v1.Schema/DefineKind",
      &dossier__v1__define_kind_request__descriptor, api_schema_define_kind,
      W | API_ADMIN, 2, ADM},
@@ -73,14 +78,44 @@ static const struct api_method methods[] = {
      &dossier__v1__cluster_status_request__descriptor, api_cluster_status,
      API_LOCAL, 2, ADM},
     {"/dossier.v1.Cluster/AddNode", &dossier__v1__add_node_request__descriptor,
-     api_cluster_add_node, W | API_ADMIN, 1, ADM},
+     api_cluster_add_node, W | API_ADMIN | LOG, 1, ADM},
     {"/dossier.v1.Cluster/PromoteNode", &dossier__v1__node_request__descriptor,
-     api_cluster_promote_node, W | API_ADMIN, 1, ADM},
+     api_cluster_promote_node, W | API_ADMIN | LOG, 1, ADM},
     {"/dossier.v1.Cluster/RemoveNode", &dossier__v1__node_request__descriptor,
-     api_cluster_remove_node, W | API_ADMIN, 1, ADM},
+     api_cluster_remove_node, W | API_ADMIN | LOG, 1, ADM},
     {"/dossier.v1.Cluster/TransferLeader",
      &dossier__v1__node_request__descriptor, api_cluster_transfer_leader,
+     W | API_ADMIN | LOG, 1, ADM},
+    {"/dossier.v1.Purposes/Define",
+     &dossier__v1__define_purpose_request__descriptor, api_purposes_define,
      W | API_ADMIN, 1, ADM},
+    {"/dossier.v1.Purposes/Get", &dossier__v1__get_purpose_request__descriptor,
+     api_purposes_get, R, 2, ANY},
+    {"/dossier.v1.Purposes/List",
+     &dossier__v1__list_purposes_request__descriptor, api_purposes_list, R,
+     1, ANY},
+    {"/dossier.v1.Consent/Grant", &dossier__v1__consent_change__descriptor,
+     api_consent_grant, W | D, 4, CMP | SVC},
+    {"/dossier.v1.Consent/Withdraw", &dossier__v1__consent_change__descriptor,
+     api_consent_withdraw, W | D, 4, CMP | SVC},
+    {"/dossier.v1.Consent/Get", &dossier__v1__consent_query__descriptor,
+     api_consent_get, R | D, 2, CMP | SVC},
+    {"/dossier.v1.Consent/History", &dossier__v1__consent_query__descriptor,
+     api_consent_history, R | D, 2, CMP},
+    {"/dossier.v1.Subjects/Status", &dossier__v1__subject_request__descriptor,
+     api_subjects_status, R | D, 2, CMP},
+    {"/dossier.v1.Subjects/RestrictProcessing",
+     &dossier__v1__subject_request__descriptor, api_subjects_restrict,
+     W | D, 1, CMP},
+    {"/dossier.v1.Subjects/LiftRestriction",
+     &dossier__v1__subject_request__descriptor, api_subjects_unrestrict,
+     W | D, 1, CMP},
+    {"/dossier.v1.Subjects/Erase", &dossier__v1__subject_request__descriptor,
+     api_subjects_erase, W | D, 1, CMP},
+    {"/dossier.v1.Audit/Read", &dossier__v1__audit_read_request__descriptor,
+     api_audit_read, R | LOG, 2, CMP},
+    {"/dossier.v1.Audit/PublicKey", &dossier__v1__audit_key_request__descriptor,
+     api_audit_public_key, R | D, 1, CMP},
     {"/dossier.peer.v1.Peer/Send",
      &dossier__peer__v1__message_batch__descriptor, api_peer_send,
      API_PEER | API_LOCAL, 16, 0},
@@ -91,11 +126,17 @@ static const struct api_method methods[] = {
      API_PEER | API_LOCAL | API_STREAM_IN, 2, 0},
     {"/dossier.peer.v1.Peer/Fault", &dossier__peer__v1__fault_request__descriptor,
      api_peer_fault, API_PEER | API_LOCAL, 1, 0},
+    {"/dossier.peer.v1.Peer/AuditAppend",
+     &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
+     API_PEER | W, 4, 0},
 };
 #undef R
 #undef W
 #undef D
+#undef P
+#undef LOG
 #undef SVC
+#undef CMP
 #undef ADM
 #undef ANY
 
@@ -132,6 +173,8 @@ struct call {
     size_t token_len;
     char principal[AUTH_NAME_MAX + 1];
     unsigned role;
+    struct policy_purpose purpose_def; /* API_PURPOSE: resolved */
+    int audited; /* an entry stands for this call already */
     uint8_t request_id[16];
     int has_request_id;
     int serializable;
@@ -201,6 +244,85 @@ struct node *call_node(struct call *c)
 const char *call_purpose(const struct call *c)
 {
     return c->purpose;
+}
+
+const struct policy_purpose *call_purpose_def(const struct call *c)
+{
+    const struct api_method *m = c->inner ? c->inner : c->m;
+    return m && (m->flags & API_PURPOSE) ? &c->purpose_def : NULL;
+}
+
+ProtobufCMessage *call_request(const struct call *c)
+{
+    return c->inner_req ? c->inner_req : c->req;
+}
+
+const char *call_principal(const struct call *c)
+{
+    return c->principal;
+}
+
+void call_command_init(struct call *c, Dossier__Store__V1__Command *cmd)
+{
+    cmd->time_ms = records_now_ms();
+    if (c->has_request_id)
+        cmd->request_id = (ProtobufCBinaryData){16, c->request_id};
+    cmd->principal = c->principal;
+    cmd->purpose = c->purpose;
+}
+
+int call_submit(struct call *c, uint8_t *data, size_t len,
+                void (*cb)(void *arg, const struct store_result *res),
+                void *arg)
+{
+    int rc = cluster_submit(call_node(c)->cluster, data, len, cb, arg);
+    if (rc == 0)
+        c->audited = 1;
+    return rc;
+}
+
+/* The audit action of method @path: "/dossier.v1.Records/ListBySubject"
+ * becomes "records.list_by_subject". */
+static void action_name(const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    const char *dot = slash ? slash : path;
+    size_t n = 0;
+    while (dot > path && dot[-1] != '.')
+        dot--;
+    for (const char *p = dot; p < slash && n + 1 < cap; p++)
+        out[n++] = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    if (n + 1 < cap)
+        out[n++] = '.';
+    for (const char *p = slash ? slash + 1 : path; *p && n + 2 < cap; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            if (p != slash + 1)
+                out[n++] = '_';
+            out[n++] = (char)(*p + 32);
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+}
+
+static void audit_call(struct call *c, const uint8_t *sp, const uint8_t *rids,
+                       size_t n, int outcome)
+{
+    const struct api_method *m = c->inner ? c->inner : c->m;
+    char action[80];
+    if (!m || (m->flags & API_PEER) || c->audited)
+        return;
+    c->audited = 1;
+    action_name(m->path, action, sizeof(action));
+    audit_sink_add(call_node(c)->audit, c->principal, action, c->purpose, sp,
+                   rids, n, outcome);
+}
+
+void call_audit_read(struct call *c, const uint8_t *sp, const uint8_t *rids,
+                     size_t n)
+{
+    audit_call(c, sp, rids, n, 0);
 }
 
 const uint8_t *call_request_id(const struct call *c)
@@ -333,6 +455,14 @@ static void call_send(struct call *c, int code, const char *message,
         return;
     }
     c->replied = 1;
+    {
+        /* Refusals and failures are audited, and the successes of
+         * methods that say so; reads audit themselves (call_audit_read),
+         * commands through their own entry. */
+        const struct api_method *am = c->inner ? c->inner : c->m;
+        if (am && (code != 0 || (am->flags & API_LOG_OK)))
+            audit_call(c, NULL, NULL, 0, code);
+    }
     if (c->inner) {
         /* A forwarded call: the real answer travels inside the reply. */
         Dossier__Peer__V1__ForwardResponse fr =
@@ -534,10 +664,12 @@ static void forward_out(struct call *c)
     memcpy(c->raw, GRPC_SLICE_START_PTR(sl), c->raw_len);
     sodium_memzero(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
     grpc_slice_unref(sl);
+    c->audited = 1; /* the leader audits the call */
     if (cluster_forward(n->cluster, c->m->path, c->raw, c->raw_len,
                         c->purpose, call_request_id(c), c->principal, c->role,
                         call_time_left_ms(c),
                         forwarded_back, c) != 0) {
+        c->audited = 0; /* not forwarded: audited here */
         uint64_t id = cluster_leader(n->cluster, leader, sizeof(leader));
         if (id)
             call_fail(c, DOSSIER_UNAVAILABLE,
@@ -578,6 +710,41 @@ static void dispatch(struct call *c, const struct api_method *m,
     m->handler(c, req);
 }
 
+/* Refuses @c unless it names a known purpose its principal was granted,
+ * for the methods that need one; 0 if it may go on. */
+static int authorize_purpose(struct call *c, const struct api_method *m)
+{
+    struct node *n = call_node(c);
+    if (!(m->flags & API_PURPOSE))
+        return 0;
+    if (!c->purpose[0]) {
+        log_printf(LOG_WARN, "refused %s to %s: no purpose", m->path,
+                   c->principal[0] ? c->principal : "(anonymous)");
+        call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                  "data calls must name a purpose (metadata "
+                  "'dossier-purpose'); see dossier purpose list");
+        return -1;
+    }
+    if (policy_get(store_policy(n->store), c->purpose, &c->purpose_def) != 0) {
+        log_printf(LOG_WARN, "refused %s: unknown purpose", m->path);
+        call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                  "unknown purpose '%s': define it first (dossier purpose "
+                  "define) or use one of dossier purpose list",
+                  c->purpose);
+        return -1;
+    }
+    if (n->auth && c->principal[0] &&
+        !auth_may_use(n->auth, c->principal, c->purpose)) {
+        log_printf(LOG_WARN, "refused %s to %s: purpose not granted",
+                   m->path, c->principal);
+        call_fail(c, DOSSIER_PERMISSION_DENIED,
+                  "principal '%s' was not granted purpose '%s'",
+                  c->principal, c->purpose);
+        return -1;
+    }
+    return 0;
+}
+
 /* Refuses @c (answering it) unless its caller may call @m; 0 if it may.
  * Peer methods need the peer token. With an auth file, every other call
  * needs a known token whose role the method allows, and data calls need a
@@ -598,7 +765,7 @@ static int authorize(struct call *c, const struct api_method *m)
         return 0;
     }
     if (!n->auth)
-        return 0; /* authentication is off (--auth-file not given) */
+        return authorize_purpose(c, m); /* authentication is off */
     if (!c->principal[0]) {
         const struct auth_principal *p =
             have ? auth_find(n->auth, c->token, c->token_len) : NULL;
@@ -623,15 +790,7 @@ static int authorize(struct call *c, const struct api_method *m)
                   auth_role_name((enum auth_role)c->role), m->path);
         return -1;
     }
-    if ((m->flags & API_DATA) && !c->purpose[0]) {
-        log_printf(LOG_WARN, "refused %s to %s: no purpose", m->path,
-                   c->principal);
-        call_fail(c, DOSSIER_INVALID_ARGUMENT,
-                  "data calls must name a purpose (metadata "
-                  "'dossier-purpose')");
-        return -1;
-    }
-    return 0;
+    return authorize_purpose(c, m);
 }
 
 /* Peer.Forward on the leader: run the inner call as if a client made it. */
@@ -670,7 +829,8 @@ static void forward_in(struct call *c, ProtobufCMessage *msg)
     snprintf(c->principal, sizeof(c->principal), "%.*s", AUTH_NAME_MAX,
              fr->principal);
     c->role = fr->role;
-    if (call_node(c)->auth && (!c->principal[0] || !c->role))
+    if (call_node(c)->auth && !(m->flags & API_PEER) &&
+        (!c->principal[0] || !c->role))
         return call_fail(c, DOSSIER_UNAUTHENTICATED,
                          "a forwarded call without its principal");
     if (authorize(c, m) != 0)

@@ -13,6 +13,11 @@
 
 #include <dossier/dossier.h>
 
+#include "policy.h"
+#include "store.pb-c.h"
+
+struct store_result;
+
 /* What handlers work with; all borrowed for the node's life. */
 struct node {
     struct store *store;
@@ -23,6 +28,7 @@ struct node {
     struct auth *auth;   /* principals (--auth-file); NULL: no client
                             authentication */
     char peer_token[65]; /* what peer calls must present (auth.h) */
+    struct audit_sink *audit; /* reads and refusals go here */
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()
@@ -44,6 +50,8 @@ enum api_flags {
     API_PEER = 1 << 4,   /* node-to-node traffic */
     API_LOCAL = 1 << 5,  /* answered by this node as it is, no barrier */
     API_STREAM_IN = 1 << 6, /* client streaming: see call_recv() */
+    API_PURPOSE = 1 << 7, /* names a purpose the principal was granted */
+    API_LOG_OK = 1 << 8,  /* a success is audited too (admin actions) */
 };
 
 struct node *call_node(struct call *c);
@@ -51,6 +59,31 @@ struct node *call_node(struct call *c);
 /* The purpose the caller named in the "dossier-purpose" metadata, or "".
  * Borrowed from @c. */
 const char *call_purpose(const struct call *c);
+
+/* The definition of the call's purpose, for API_PURPOSE methods (checked
+ * before the handler runs); NULL for others. Borrowed from @c. */
+const struct policy_purpose *call_purpose_def(const struct call *c);
+
+/* The decoded request of @c (forwarded or not), alive until answered. */
+ProtobufCMessage *call_request(const struct call *c);
+
+/* The authenticated principal's name, or "" (authentication off). */
+const char *call_principal(const struct call *c);
+
+/* Fills what every command of @c carries: time, request id, principal
+ * and purpose (borrowed from @c). */
+void call_command_init(struct call *c, Dossier__Store__V1__Command *cmd);
+
+/* Submits the packed command @data (taken) for @c: cluster_submit(), and
+ * the command's own audit entry stands for the call's. */
+int call_submit(struct call *c, uint8_t *data, size_t len,
+                void (*cb)(void *arg, const struct store_result *res),
+                void *arg);
+
+/* Audits a successful read of @c that showed personal data: the subject
+ * @sp (NULL: none named) and the @n records @rids (16 bytes each). */
+void call_audit_read(struct call *c, const uint8_t *sp, const uint8_t *rids,
+                     size_t n);
 
 /* The request id the caller sent ("dossier-request-id", 32 hex digits),
  * or NULL. 16 bytes, borrowed from @c. */

@@ -25,6 +25,8 @@ static const char *const family_names[STORE_N_FAMILIES] = {
     [STORE_RECORD] = "record",     [STORE_SUBJECT] = "subject",
     [STORE_INDEX] = "index",       [STORE_REQUESTS] = "requests",
     [STORE_RAFT] = "raft",         [STORE_RAFTLOG] = "raftlog",
+    [STORE_POLICY] = "policy",     [STORE_CONSENT] = "consent",
+    [STORE_AUDIT] = "audit",
 };
 
 /* Translates a RocksDB error (freed here) where it enters. RocksDB errors
@@ -265,6 +267,58 @@ static int scan_unlocked(struct store *s, enum store_family family,
                          store_scan_cb cb, void *arg,
                          struct dossier_status *st);
 
+static int purpose_cb(void *arg, const uint8_t *key, size_t klen,
+                      const uint8_t *val, size_t vlen)
+{
+    struct store *s = arg;
+    Dossier__V1__Purpose *p = dossier__v1__purpose__unpack(NULL, vlen, val);
+    (void)key;
+    (void)klen;
+    if (!p)
+        return DOSSIER_CORRUPT;
+    policy_set(s->policy, p, p->version);
+    dossier__v1__purpose__free_unpacked(p, NULL);
+    return 0;
+}
+
+void store_audit_head_encode(const struct audit_chain *c,
+                             uint8_t out[STORE_AUDIT_HEAD_BYTES])
+{
+    store_u64_be(out, c->index);
+    memcpy(out + 8, c->hash, AUDIT_HASH_BYTES);
+    store_u64_be(out + 8 + AUDIT_HASH_BYTES, c->signed_index);
+    store_u64_be(out + 16 + AUDIT_HASH_BYTES, (uint64_t)c->signed_ms);
+}
+
+static int audit_head_load(struct store *s, struct dossier_status *st)
+{
+    char *err = NULL, *v;
+    size_t len;
+    struct audit_chain c;
+
+    audit_chain_init(&c);
+    v = rocksdb_get_cf(s->db, s->ro, s->cf[STORE_DEFAULT], "audit_head", 10,
+                       &len, &err);
+    if (err)
+        return store_rdb_error(st, err, "reading the audit head");
+    if (v && len != STORE_AUDIT_HEAD_BYTES) {
+        rocksdb_free(v);
+        return err_set(st, DOSSIER_CORRUPT, "the audit head row is corrupt");
+    }
+    if (v) {
+        const uint8_t *u = (const uint8_t *)v;
+        c.index = store_be_u64(u);
+        memcpy(c.hash, u + 8, AUDIT_HASH_BYTES);
+        c.signed_index = store_be_u64(u + 8 + AUDIT_HASH_BYTES);
+        c.signed_ms = (int64_t)store_be_u64(u + 16 + AUDIT_HASH_BYTES);
+        rocksdb_free(v);
+    }
+    pthread_mutex_lock(&s->audit_mu);
+    s->audit = c;
+    pthread_mutex_unlock(&s->audit_mu);
+    return 0;
+}
+
 /* Opens RocksDB at @path with every family (made when missing). */
 static int db_open(struct store *s, const char *path, rocksdb_t **db,
                    rocksdb_column_family_handle_t **cf,
@@ -310,6 +364,15 @@ static int state_load(struct store *s, struct dossier_status *st)
         if (rc == DOSSIER_CORRUPT)
             err_set(st, rc, "a stored schema is corrupt");
     }
+    if (rc == 0) {
+        policy_reset(s->policy);
+        rc = scan_unlocked(s, STORE_POLICY, (const uint8_t *)"p", 1, NULL, 0,
+                           purpose_cb, s, st);
+        if (rc == DOSSIER_CORRUPT)
+            err_set(st, rc, "a stored purpose is corrupt");
+    }
+    if (rc == 0)
+        rc = audit_head_load(s, st);
     return rc;
 }
 
@@ -364,7 +427,9 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
     s->dir = strdup(dir);
     s->db_path = strdup(dbpath);
     s->schemas = schema_registry_new();
-    if (!s->dir || !s->db_path || !s->schemas) {
+    s->policy = policy_new();
+    pthread_mutex_init(&s->audit_mu, NULL);
+    if (!s->dir || !s->db_path || !s->schemas || !s->policy) {
         rc = err_set(st, DOSSIER_NOMEM, "out of memory");
         goto fail;
     }
@@ -440,6 +505,9 @@ void store_close(struct store *s)
     if (s->cache)
         rocksdb_cache_destroy(s->cache);
     schema_registry_free(s->schemas);
+    policy_free(s->policy);
+    free(s->erased);
+    pthread_mutex_destroy(&s->audit_mu);
     pthread_rwlock_destroy(&s->swap);
     free(s->dir);
     free(s->db_path);
@@ -449,6 +517,18 @@ void store_close(struct store *s)
 struct schema_registry *store_schemas(struct store *s)
 {
     return s->schemas;
+}
+
+struct policy *store_policy(struct store *s)
+{
+    return s->policy;
+}
+
+void store_audit_head(struct store *s, struct audit_chain *out)
+{
+    pthread_mutex_lock(&s->audit_mu);
+    *out = s->audit;
+    pthread_mutex_unlock(&s->audit_mu);
 }
 
 uint64_t store_revision(struct store *s)
@@ -709,6 +789,147 @@ int store_subject_key_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
     rc = store_read_subject_key(s, NULL, sp, out, st);
     pthread_rwlock_unlock(&s->swap);
     return rc;
+}
+
+static size_t prefix_successor(const uint8_t *p, size_t len, uint8_t *out);
+
+/* Reads @key of @family under the swap lock into *@v (NULL: absent). */
+static int get_locked(struct store *s, enum store_family family,
+                      const uint8_t *key, size_t klen, char **v, size_t *vlen,
+                      struct dossier_status *st)
+{
+    int rc;
+    pthread_rwlock_rdlock(&s->swap);
+    rc = store_get_raw(s, NULL, family, key, klen, v, vlen, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc;
+}
+
+int store_consent_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                      const char *purpose,
+                      Dossier__Store__V1__StoredConsent **out,
+                      struct dossier_status *st)
+{
+    uint8_t key[STORE_SP_BYTES + 1 + POLICY_NAME_MAX];
+    size_t n = strlen(purpose), vlen;
+    char *v;
+    int rc;
+
+    *out = NULL;
+    if (n > POLICY_NAME_MAX)
+        return err_set(st, DOSSIER_NOT_FOUND, "no such purpose");
+    memcpy(key, sp, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'c';
+    memcpy(key + STORE_SP_BYTES + 1, purpose, n);
+    rc = get_locked(s, STORE_CONSENT, key, STORE_SP_BYTES + 1 + n, &v, &vlen,
+                    st);
+    if (rc)
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "no consent recorded");
+    *out = dossier__store__v1__stored_consent__unpack(NULL, vlen,
+                                                      (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "a consent record is corrupt");
+    return 0;
+}
+
+int store_restricted(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                     struct dossier_status *st)
+{
+    uint8_t key[STORE_SP_BYTES + 1];
+    size_t vlen;
+    char *v;
+    int rc;
+
+    memcpy(key, sp, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'r';
+    rc = get_locked(s, STORE_CONSENT, key, sizeof(key), &v, &vlen, st);
+    if (rc)
+        return rc;
+    rocksdb_free(v);
+    return v != NULL;
+}
+
+int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                      Dossier__Store__V1__ErasureRecord **out,
+                      struct dossier_status *st)
+{
+    uint8_t key[1 + STORE_SP_BYTES];
+    size_t vlen;
+    char *v;
+    int rc;
+
+    *out = NULL;
+    key[0] = 'e';
+    memcpy(key + 1, sp, STORE_SP_BYTES);
+    rc = get_locked(s, STORE_POLICY, key, sizeof(key), &v, &vlen, st);
+    if (rc)
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "not erased");
+    *out = dossier__store__v1__erasure_record__unpack(NULL, vlen,
+                                                      (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "an erasure record is corrupt");
+    return 0;
+}
+
+/* Compacts [@from, @to) of @family (NULL: open end) down to the last
+ * level, rewriting even files already there, so deleted bytes go. */
+static void compact_forced(struct store *s, enum store_family family,
+                           const uint8_t *from, size_t flen, const uint8_t *to,
+                           size_t tlen)
+{
+    rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+    rocksdb_compactoptions_set_bottommost_level_compaction(co, 2 /* force */);
+    rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
+    rocksdb_compact_range_cf_opt(s->db, s->cf[family], co,
+                                 (const char *)from, flen, (const char *)to,
+                                 tlen);
+    rocksdb_compactoptions_destroy(co);
+}
+
+int store_erase_finish(struct store *s, struct dossier_status *st)
+{
+    rocksdb_flushoptions_t *fo;
+    char *err = NULL;
+
+    if (s->n_erased == 0)
+        return err_ok(st);
+    /* Every family, so that no memtable still needs the WAL files that
+     * carried the erased writes: RocksDB then deletes them. */
+    fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    for (int i = 0; i < STORE_N_FAMILIES && !err; i++)
+        rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
+    rocksdb_flushoptions_destroy(fo);
+    if (err)
+        return store_rdb_error(st, err, "flushing after an erasure");
+    /* The subject's ranges hold only deletions now; the records and index
+     * entries were elsewhere, and the raft log carried the sealed writes:
+     * those families are compacted whole (they are what erasure is for;
+     * the cost is a rewrite of their files). */
+    for (size_t i = 0; i < s->n_erased; i++) {
+        uint8_t to[STORE_SP_BYTES];
+        size_t tlen = prefix_successor(s->erased[i], STORE_SP_BYTES, to);
+        compact_forced(s, STORE_SUBJECT, s->erased[i], STORE_SP_BYTES,
+                       tlen ? to : NULL, tlen);
+        compact_forced(s, STORE_CONSENT, s->erased[i], STORE_SP_BYTES,
+                       tlen ? to : NULL, tlen);
+    }
+    compact_forced(s, STORE_RECORD, NULL, 0, NULL, 0);
+    compact_forced(s, STORE_INDEX, NULL, 0, NULL, 0);
+    compact_forced(s, STORE_REQUESTS, NULL, 0, NULL, 0);
+    s->n_erased = 0;
+    return err_ok(st);
+}
+
+void store_compact_raft_log(struct store *s)
+{
+    compact_forced(s, STORE_RAFTLOG, NULL, 0, NULL, 0);
 }
 
 /* RocksDB's default order: bytewise, a proper prefix first. */

@@ -22,8 +22,18 @@
  *   raft      "hs"                                    RaftHardState
  *   raft      "snap"                                  peer.v1.SnapshotMeta
  *   raftlog   index (u64 BE)                          peer.v1.Entry
+ *   default   "audit_head"                            index, hash[32],
+ *                                                     signed index, time
+ *   policy    "p" purpose name                        dossier.v1.Purpose
+ *   policy    "e" sp[16]                              ErasureRecord (ledger)
+ *   consent   sp[16] "c" purpose                      StoredConsent (now)
+ *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
+ *   consent   sp[16] "r"                              empty: restricted
+ *   audit     "e" index (u64 BE)                      hash[32] entry
+ *   audit     "c" index (u64 BE)                      checkpoint (113 bytes)
  * Everything about one subject in the subject family shares the prefix
- * sp[16], so erasing a subject is one key range. No key or value holds a
+ * sp[16], and so does everything in the consent family, so erasing a
+ * subject is one key range in each. No key or value holds a
  * subject id, record id or field value in plaintext.
  *
  * The families raft and raftlog are this node's Raft state; every other
@@ -41,6 +51,8 @@
 
 #include <dossier/dossier.h>
 
+#include "audit.h"
+#include "policy.h"
 #include "schema.h"
 #include "store.pb-c.h"
 
@@ -60,6 +72,9 @@ enum store_family {
     STORE_REQUESTS,
     STORE_RAFT,
     STORE_RAFTLOG,
+    STORE_POLICY,
+    STORE_CONSENT,
+    STORE_AUDIT,
     STORE_N_FAMILIES,
 };
 
@@ -101,6 +116,42 @@ int store_meta_put(struct store *s, const Dossier__Store__V1__Meta *m,
 
 /* The kinds the store knows; valid until store_close(). */
 struct schema_registry *store_schemas(struct store *s);
+
+/* The purposes the store knows; valid until store_close(). */
+struct policy *store_policy(struct store *s);
+
+/* The audit chain's head as committed, into *@out. */
+void store_audit_head(struct store *s, struct audit_chain *out);
+
+/* Subject @sp's current consent to @purpose into *@out (free with
+ * dossier__store__v1__stored_consent__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND (never decided), DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_consent_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                      const char *purpose,
+                      Dossier__Store__V1__StoredConsent **out,
+                      struct dossier_status *st);
+
+/* 1 if subject @sp is restricted, 0 if not, or an error code (st set). */
+int store_restricted(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                     struct dossier_status *st);
+
+/* The erasure ledger's record of @sp into *@out (free with
+ * dossier__store__v1__erasure_record__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND (never erased), DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
+                      Dossier__Store__V1__ErasureRecord **out,
+                      struct dossier_status *st);
+
+/* After a batch with STORE_EFFECT_ERASED committed: flushes every family
+ * (so the WAL files that held the erased data are dropped) and compacts
+ * the erased key ranges, and the record, index and request families, down
+ * to the last level, so their bytes leave the SST files. Slow; applying
+ * thread only. Errors: DOSSIER_IO. */
+int store_erase_finish(struct store *s, struct dossier_status *st);
+
+/* Compacts the whole raft log family down to the last level: after the
+ * log was compacted past an erasure, its deleted entries leave the disk. */
+void store_compact_raft_log(struct store *s);
 
 /* The last committed revision. */
 uint64_t store_revision(struct store *s);
@@ -154,6 +205,10 @@ size_t store_index_key(uint8_t *out, const char *kind, const char *field,
                        const uint8_t blind[STORE_BLIND_BYTES],
                        const uint8_t rid[STORE_RID_BYTES]);
 
+/* Big-endian u64, as keys hold them. */
+void store_u64_be(uint8_t out[8], uint64_t v);
+uint64_t store_be_u64(const uint8_t in[8]);
+
 /* Reads the committed record (@kind, @rid) into *@out (free with
  * dossier__store__v1__stored_record__free_unpacked).
  * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
@@ -185,6 +240,8 @@ int store_scan(struct store *s, enum store_family family,
 enum store_effect {
     STORE_EFFECT_KEYSET = 1 << 0,  /* the cluster's keyset was set */
     STORE_EFFECT_MEMBERS = 1 << 1, /* a member's address changed */
+    STORE_EFFECT_ERASED = 1 << 2,  /* a subject was erased: call
+                                      store_erase_finish() */
 };
 
 /* Outcome of one applied command. */
@@ -195,6 +252,8 @@ struct store_result {
     int64_t updated_at_ms;
     int duplicate;     /* a retry of a write already applied: the result
                           is the first one's, nothing was applied again */
+    uint64_t deleted;  /* erase: records deleted */
+    uint64_t index;    /* erase: raft index recorded */
 };
 
 /* A batch of commands applied together and made durable by one write.
@@ -218,7 +277,8 @@ int store_apply(struct store_batch *b, const Command *cmd,
 /* Number of commands of @b that succeeded so far. */
 size_t store_batch_count(const struct store_batch *b);
 
-/* Records that @b brings the state machine to raft index @index. */
+/* Records that @b brings the state machine to raft index @index; set
+ * before each command, it is also the index an erasure records. */
 void store_batch_set_applied(struct store_batch *b, uint64_t index);
 
 /* STORE_EFFECT_* of the commands applied to @b so far. */

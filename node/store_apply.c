@@ -25,6 +25,8 @@ struct store_batch *store_batch_begin(struct store *s)
     b->wb = rocksdb_writebatch_wi_create(64 << 10, 1);
     b->revision = store_revision(s);
     b->kinds_tail = &b->kinds;
+    b->purposes_tail = &b->purposes;
+    store_audit_head(s, &b->audit);
     return b;
 }
 
@@ -54,12 +56,25 @@ static void pending_free(struct pending_kind *p)
     }
 }
 
+static void pending_purposes_free(struct pending_purpose *p)
+{
+    while (p) {
+        struct pending_purpose *next = p->next;
+        if (p->purpose)
+            dossier__v1__purpose__free_unpacked(p->purpose, NULL);
+        free(p);
+        p = next;
+    }
+}
+
 void store_batch_abort(struct store_batch *b)
 {
     if (!b)
         return;
     rocksdb_writebatch_wi_destroy(b->wb);
     pending_free(b->kinds);
+    pending_purposes_free(b->purposes);
+    free(b->erased);
     free(b);
 }
 
@@ -93,6 +108,13 @@ int store_batch_commit(struct store_batch *b, int sync,
         rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_DEFAULT], "applied",
                                      7, (const char *)applied, 8);
     }
+    if (b->audit_changed) {
+        uint8_t head[STORE_AUDIT_HEAD_BYTES];
+        store_audit_head_encode(&b->audit, head);
+        rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_DEFAULT],
+                                     "audit_head", 10, (const char *)head,
+                                     sizeof(head));
+    }
     rocksdb_write_writebatch_wi(s->db, sync ? s->wo_sync : s->wo_nosync,
                                 b->wb, &err);
     if (err) {
@@ -108,6 +130,25 @@ int store_batch_commit(struct store_batch *b, int sync,
     for (struct pending_kind *p = b->kinds; p; p = p->next)
         if (schema_registry_set(s->schemas, p->schema) == 0)
             p->schema = NULL; /* the registry owns it now */
+    for (struct pending_purpose *p = b->purposes; p; p = p->next)
+        policy_set(s->policy, p->purpose, p->version);
+    if (b->audit_changed) {
+        pthread_mutex_lock(&s->audit_mu);
+        s->audit = b->audit;
+        pthread_mutex_unlock(&s->audit_mu);
+    }
+    if (b->n_erased) {
+        uint8_t(*e)[STORE_SP_BYTES] =
+            realloc(s->erased, (s->n_erased + b->n_erased) * sizeof(*e));
+        if (e) {
+            memcpy(e + s->n_erased, b->erased, b->n_erased * sizeof(*e));
+            s->erased = e;
+            s->n_erased += b->n_erased;
+        }
+        /* Out of memory: the erased rows are deleted all the same; only
+         * the subject's own ranges then wait for RocksDB's own
+         * compactions (the other families are compacted whole). */
+    }
     store_batch_abort(b);
     return err_ok(st);
 }
@@ -449,6 +490,452 @@ static int apply_set_member(struct store_batch *b, const Command *cmd,
 }
 
 /* ------------------------------------------------------------------ */
+/* Purposes, consent, restriction, erasure */
+
+static int apply_define_purpose(struct store_batch *b, const Command *cmd,
+                                struct store_result *res)
+{
+    const Dossier__Store__V1__DefinePurposeOp *op = cmd->define_purpose;
+    struct dossier_status *st = &res->status;
+    struct pending_purpose *p;
+    Dossier__V1__Purpose def;
+    uint8_t key[1 + POLICY_NAME_MAX], *buf;
+    size_t len, n;
+    int rc;
+
+    if (!op->purpose)
+        return bad_command(res, "define purpose");
+    rc = policy_check_definition(op->purpose, st);
+    if (rc)
+        return rc;
+    def = *op->purpose;
+    def.builtin = 0;
+    def.version = b->revision + 1;
+    len = dossier__v1__purpose__get_packed_size(&def);
+    buf = malloc(len ? len : 1);
+    p = calloc(1, sizeof(*p));
+    if (!buf || !p) {
+        free(buf);
+        free(p);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    dossier__v1__purpose__pack(&def, buf);
+    p->purpose = dossier__v1__purpose__unpack(NULL, len, buf);
+    if (!p->purpose) {
+        free(buf);
+        free(p);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    p->version = def.version;
+    n = strlen(def.name);
+    key[0] = 'p';
+    memcpy(key + 1, def.name, n);
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
+                                 (const char *)key, 1 + n, (const char *)buf,
+                                 len);
+    free(buf);
+    *b->purposes_tail = p;
+    b->purposes_tail = &p->next;
+    b->revision++;
+    res->version = b->revision;
+    return err_ok(st);
+}
+
+static void put_pb(struct store_batch *b, enum store_family f,
+                   const uint8_t *key, size_t klen, const ProtobufCMessage *m)
+{
+    uint8_t small[512], *buf = small;
+    size_t len = protobuf_c_message_get_packed_size(m);
+    if (len > sizeof(small) && !(buf = malloc(len)))
+        return; /* messages here are small: cannot happen */
+    protobuf_c_message_pack(m, buf);
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[f], (const char *)key, klen,
+                                 (const char *)buf, len);
+    if (buf != small)
+        free(buf);
+}
+
+static int apply_consent(struct store_batch *b, const Command *cmd,
+                         struct store_result *res)
+{
+    const Dossier__Store__V1__ConsentOp *op = cmd->consent;
+    Dossier__Store__V1__StoredConsent sc =
+        DOSSIER__STORE__V1__STORED_CONSENT__INIT;
+    uint8_t key[STORE_SP_BYTES + 1 + POLICY_NAME_MAX];
+    size_t n;
+
+    if (op->subject.len != STORE_SP_BYTES || !policy_name_valid(op->purpose) ||
+        (op->state != DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_GRANTED &&
+         op->state != DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_WITHDRAWN) ||
+        !policy_label_valid(op->source) ||
+        !policy_label_valid(op->notice_version))
+        return bad_command(res, "consent");
+    b->revision++;
+    sc.purpose = op->purpose;
+    sc.state = op->state;
+    sc.source = op->source;
+    sc.notice_version = op->notice_version;
+    sc.time_ms = cmd->time_ms;
+    sc.principal = cmd->principal;
+    sc.revision = b->revision;
+    n = strlen(op->purpose);
+    memcpy(key, op->subject.data, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'c';
+    memcpy(key + STORE_SP_BYTES + 1, op->purpose, n);
+    put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 1 + n, &sc.base);
+    key[STORE_SP_BYTES] = 'h';
+    store_u64_be(key + STORE_SP_BYTES + 1, b->revision);
+    put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 9, &sc.base);
+    res->version = b->revision;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
+static int apply_restrict(struct store_batch *b, const Command *cmd,
+                          struct store_result *res)
+{
+    const Dossier__Store__V1__RestrictOp *op = cmd->restriction;
+    uint8_t key[STORE_SP_BYTES + 1];
+
+    if (op->subject.len != STORE_SP_BYTES)
+        return bad_command(res, "restrict");
+    memcpy(key, op->subject.data, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'r';
+    if (op->restricted)
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CONSENT],
+                                     (const char *)key, sizeof(key), "", 0);
+    else
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CONSENT],
+                                        (const char *)key, sizeof(key));
+    b->revision++;
+    res->version = b->revision;
+    return err_ok(&res->status);
+}
+
+/* Keys under @prefix in @family as this batch sees them: *@out, an array
+ * of *@n malloc'd copies (free with keys_free). */
+struct keylist {
+    uint8_t **keys;
+    size_t *lens;
+    size_t n, cap;
+};
+
+static void keys_free(struct keylist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->keys[i]);
+    free(l->keys);
+    free(l->lens);
+}
+
+static int keys_under(struct store_batch *b, enum store_family family,
+                      const uint8_t *prefix, size_t plen, struct keylist *l)
+{
+    struct store *s = b->s;
+    rocksdb_iterator_t *base, *it;
+    int rc = 0;
+
+    memset(l, 0, sizeof(*l));
+    base = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[family]);
+    it = rocksdb_writebatch_wi_create_iterator_with_base_cf(b->wb, base,
+                                                            s->cf[family]);
+    for (rocksdb_iter_seek(it, (const char *)prefix, plen);
+         rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < plen || memcmp(k, prefix, plen) != 0)
+            break;
+        if (l->n == l->cap) {
+            size_t cap = l->cap ? 2 * l->cap : 16;
+            uint8_t **keys = realloc(l->keys, cap * sizeof(*keys));
+            size_t *lens = keys ? realloc(l->lens, cap * sizeof(*lens)) : NULL;
+            if (keys)
+                l->keys = keys;
+            if (!keys || !lens) {
+                rc = DOSSIER_NOMEM;
+                break;
+            }
+            l->lens = lens;
+            l->cap = cap;
+        }
+        if (!(l->keys[l->n] = malloc(klen ? klen : 1))) {
+            rc = DOSSIER_NOMEM;
+            break;
+        }
+        memcpy(l->keys[l->n], k, klen);
+        l->lens[l->n++] = klen;
+    }
+    rocksdb_iter_destroy(it);
+    if (rc)
+        keys_free(l);
+    return rc;
+}
+
+static int apply_erase(struct store_batch *b, const Command *cmd,
+                       struct store_result *res)
+{
+    const Dossier__Store__V1__EraseOp *op = cmd->erase;
+    Dossier__Store__V1__ErasureRecord er =
+        DOSSIER__STORE__V1__ERASURE_RECORD__INIT;
+    struct store *s = b->s;
+    struct keylist subj, cons;
+    uint8_t lkey[1 + STORE_SP_BYTES], (*erased)[STORE_SP_BYTES];
+    uint64_t deleted = 0;
+    int rc;
+
+    if (op->subject.len != STORE_SP_BYTES)
+        return bad_command(res, "erase");
+    if (keys_under(b, STORE_SUBJECT, op->subject.data, STORE_SP_BYTES,
+                   &subj))
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    if (keys_under(b, STORE_CONSENT, op->subject.data, STORE_SP_BYTES,
+                   &cons)) {
+        keys_free(&subj);
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    erased = realloc(b->erased, (b->n_erased + 1) * sizeof(*erased));
+    if (!erased) {
+        keys_free(&subj);
+        keys_free(&cons);
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    b->erased = erased;
+    /* Read every record first: a failure must leave the batch as it was. */
+    StoredRecord **recs = calloc(subj.n ? subj.n : 1, sizeof(*recs));
+    rc = recs ? 0 : err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < subj.n; i++) {
+        const uint8_t *k = subj.keys[i];
+        size_t klen = subj.lens[i];
+        const uint8_t *nul;
+        if (klen == STORE_SP_BYTES)
+            continue; /* the data key */
+        nul = memchr(k + STORE_SP_BYTES, 0, klen - STORE_SP_BYTES);
+        if (!nul || (size_t)(k + klen - nul - 1) != STORE_RID_BYTES) {
+            rc = err_set(&res->status, DOSSIER_CORRUPT,
+                         "a subject membership key is malformed");
+            break;
+        }
+        rc = store_read_record(s, b, (const char *)k + STORE_SP_BYTES,
+                               nul + 1, &recs[i], &res->status);
+        if (rc == DOSSIER_NOT_FOUND)
+            rc = 0; /* a dangling membership: deleted below */
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < subj.n; i++) {
+            StoredRecord *r = recs[i];
+            if (r) {
+                uint8_t key[STORE_KEY_MAX];
+                const uint8_t *rid = subj.keys[i] + subj.lens[i] -
+                                     STORE_RID_BYTES;
+                size_t klen = store_record_key(key, r->kind, rid);
+                for (size_t j = 0; j < r->n_index_keys; j++)
+                    rocksdb_writebatch_wi_delete_cf(
+                        b->wb, s->cf[STORE_INDEX],
+                        (const char *)r->index_keys[j].data,
+                        r->index_keys[j].len);
+                rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
+                                                (const char *)key, klen);
+                deleted++;
+            }
+            rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_SUBJECT],
+                                            (const char *)subj.keys[i],
+                                            subj.lens[i]);
+        }
+        for (size_t i = 0; i < cons.n; i++)
+            rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_CONSENT],
+                                            (const char *)cons.keys[i],
+                                            cons.lens[i]);
+        er.time_ms = cmd->time_ms;
+        er.raft_index = b->applied;
+        er.records_deleted = deleted;
+        er.reference = cmd->reference;
+        lkey[0] = 'e';
+        memcpy(lkey + 1, op->subject.data, STORE_SP_BYTES);
+        put_pb(b, STORE_POLICY, lkey, sizeof(lkey), &er.base);
+        memcpy(b->erased[b->n_erased++], op->subject.data, STORE_SP_BYTES);
+        b->effects |= STORE_EFFECT_ERASED;
+        b->revision++;
+        res->version = b->revision;
+        res->deleted = deleted;
+        res->index = b->applied;
+        res->updated_at_ms = cmd->time_ms;
+        err_ok(&res->status);
+    }
+    for (size_t i = 0; recs && i < subj.n; i++)
+        if (recs[i])
+            dossier__store__v1__stored_record__free_unpacked(recs[i], NULL);
+    free(recs);
+    keys_free(&subj);
+    keys_free(&cons);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* The audit log: every command leaves an entry, and AuditOp brings the
+ * entries of reads and refused calls. All of it follows from the
+ * commands, so every replica's chain is the same. */
+
+static void audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
+{
+    uint8_t key[9], small[512], *val = small;
+    uint64_t i = audit_chain_append(&b->audit, enc, len);
+    if (AUDIT_HASH_BYTES + len > sizeof(small) &&
+        !(val = malloc(AUDIT_HASH_BYTES + len)))
+        return; /* cannot happen: entries are small */
+    key[0] = 'e';
+    store_u64_be(key + 1, i);
+    memcpy(val, b->audit.hash, AUDIT_HASH_BYTES);
+    memcpy(val + AUDIT_HASH_BYTES, enc, len);
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_AUDIT],
+                                 (const char *)key, sizeof(key),
+                                 (const char *)val, AUDIT_HASH_BYTES + len);
+    if (val != small)
+        free(val);
+    b->audit_changed = 1;
+}
+
+/* The entry of @cmd, whose outcome was @outcome. */
+static void audit_command(struct store_batch *b, const Command *cmd,
+                          int outcome)
+{
+    struct audit_entry e;
+    const uint8_t *sp = NULL, *rid = NULL;
+    const char *action = NULL;
+    uint8_t buf[1024];
+    size_t len;
+    struct dossier_status st;
+
+    switch (cmd->op_case) {
+    case DOSSIER__STORE__V1__COMMAND__OP_PUT:
+        action = "records.put";
+        if (cmd->put->subject.len == STORE_SP_BYTES)
+            sp = cmd->put->subject.data;
+        if (cmd->put->rid.len == STORE_RID_BYTES)
+            rid = cmd->put->rid.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DELETE:
+        action = "records.delete";
+        if (cmd->delete_->rid.len == STORE_RID_BYTES)
+            rid = cmd->delete_->rid.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND:
+        action = "schema.define_kind";
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_INIT_KEYSET:
+        action = "cluster.init_keyset";
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_SET_MEMBER:
+        action = "cluster.set_member";
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE:
+        action = "purposes.define";
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_CONSENT:
+        action = cmd->consent->state ==
+                         DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_GRANTED
+                     ? "consent.grant"
+                     : "consent.withdraw";
+        if (cmd->consent->subject.len == STORE_SP_BYTES)
+            sp = cmd->consent->subject.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION:
+        action = cmd->restriction->restricted ? "subjects.restrict"
+                                           : "subjects.unrestrict";
+        if (cmd->restriction->subject.len == STORE_SP_BYTES)
+            sp = cmd->restriction->subject.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_ERASE:
+        action = "subjects.erase";
+        if (cmd->erase->subject.len == STORE_SP_BYTES)
+            sp = cmd->erase->subject.data;
+        break;
+    default:
+        return; /* audit operations and unknown ones: no entry of their own */
+    }
+    memset(&e, 0, sizeof(e));
+    e.time_ms = cmd->time_ms > 0 ? cmd->time_ms : 0;
+    e.principal = cmd->principal;
+    e.principal_len = strnlen(cmd->principal, AUDIT_TEXT_MAX);
+    e.action = action;
+    e.action_len = strlen(action);
+    /* The purpose was checked by the proposer; one that would not encode
+     * (too long) is left out rather than losing the entry. */
+    e.purpose = cmd->purpose;
+    e.purpose_len = strnlen(cmd->purpose, POLICY_NAME_MAX + 1);
+    if (e.purpose_len > POLICY_NAME_MAX)
+        e.purpose_len = 0;
+    e.pseudonym_len = STORE_SP_BYTES;
+    e.subject = sp;
+    e.records = rid;
+    e.n_records = rid ? 1 : 0;
+    e.outcome = outcome;
+    if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
+        /* A principal with a NUL or too long: name nobody, keep the rest. */
+        e.principal_len = 0;
+        if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0)
+            return;
+    }
+    audit_put(b, buf, len);
+}
+
+static int apply_audit(struct store_batch *b, const Command *cmd,
+                       struct store_result *res)
+{
+    const Dossier__Store__V1__AuditOp *op = cmd->audit;
+    struct audit_entry e;
+    struct dossier_status st;
+
+    for (size_t i = 0; i < op->n_entries; i++)
+        if (audit_entry_decode(op->entries[i].data, op->entries[i].len, &e,
+                               &st) != 0)
+            return bad_command(res, "audit entry");
+    for (size_t i = 0; i < op->n_entries; i++)
+        audit_put(b, op->entries[i].data, op->entries[i].len);
+    return err_ok(&res->status);
+}
+
+static int apply_audit_checkpoint(struct store_batch *b, const Command *cmd,
+                                  struct store_result *res)
+{
+    const Dossier__Store__V1__AuditCheckpointOp *op = cmd->audit_checkpoint;
+    struct audit_checkpoint cp;
+    struct dossier_status st;
+    uint8_t key[9];
+    char *v;
+    size_t vlen;
+    int rc, match;
+
+    if (audit_checkpoint_decode(op->checkpoint.data, op->checkpoint.len, &cp,
+                                &st) != 0)
+        return bad_command(res, "audit checkpoint");
+    /* Only a checkpoint that moves forward over the chain as it is here;
+     * a stale one (a new leader signing what was signed) changes nothing. */
+    if (cp.index <= b->audit.signed_index || cp.index > b->audit.index)
+        return err_ok(&res->status);
+    key[0] = 'e';
+    store_u64_be(key + 1, cp.index);
+    rc = store_get_raw(b->s, b, STORE_AUDIT, key, sizeof(key), &v, &vlen,
+                       &res->status);
+    if (rc)
+        return rc;
+    match = v && vlen >= AUDIT_HASH_BYTES &&
+            memcmp(v, cp.hash, AUDIT_HASH_BYTES) == 0;
+    rocksdb_free(v);
+    if (!match)
+        return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                       "the checkpoint does not match the audit chain");
+    key[0] = 'c';
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_AUDIT],
+                                 (const char *)key, sizeof(key),
+                                 (const char *)op->checkpoint.data,
+                                 op->checkpoint.len);
+    b->audit.signed_index = cp.index;
+    b->audit.signed_ms = cp.time_ms;
+    b->audit_changed = 1;
+    return err_ok(&res->status);
+}
+
+/* ------------------------------------------------------------------ */
 /* Exactly-once retries: the outcome of every write with a request id is
  * kept under it for STORE_REQUEST_TTL_MS of command time, so that a client
  * retrying after a lost answer or a failover gets the first outcome
@@ -565,7 +1052,11 @@ int store_apply(struct store_batch *b, const Command *cmd,
     dedupe = cmd->request_id.len == STORE_REQUEST_ID_BYTES &&
              (cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PUT ||
               cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DELETE ||
-              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND);
+              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_CONSENT ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {
@@ -594,10 +1085,38 @@ int store_apply(struct store_batch *b, const Command *cmd,
         rc = cmd->set_member ? apply_set_member(b, cmd, res)
                              : bad_command(res, "set member");
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE:
+        rc = apply_define_purpose(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_CONSENT:
+        rc = cmd->consent ? apply_consent(b, cmd, res)
+                          : bad_command(res, "consent");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION:
+        rc = cmd->restriction ? apply_restrict(b, cmd, res)
+                           : bad_command(res, "restrict");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_ERASE:
+        rc = cmd->erase ? apply_erase(b, cmd, res)
+                        : bad_command(res, "erase");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_AUDIT:
+        rc = cmd->audit ? apply_audit(b, cmd, res)
+                        : bad_command(res, "audit");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_AUDIT_CHECKPOINT:
+        rc = cmd->audit_checkpoint ? apply_audit_checkpoint(b, cmd, res)
+                                   : bad_command(res, "audit checkpoint");
+        break;
     default:
         rc = bad_command(res, "unknown operation");
         break;
     }
+    /* Failures are audited too, but not a node's own trouble (memory,
+     * disk), which is not the command's and would differ between
+     * replicas. */
+    if (rc != DOSSIER_NOMEM && rc != DOSSIER_IO)
+        audit_command(b, cmd, rc);
     if (rc == 0) {
         b->n_applied++;
         if (dedupe) {

@@ -22,6 +22,14 @@ struct store {
     rocksdb_writeoptions_t *wo_sync;
     rocksdb_writeoptions_t *wo_nosync;
     struct schema_registry *schemas;
+    struct policy *policy;
+    /* The audit chain as committed; guarded by audit_mu. */
+    pthread_mutex_t audit_mu;
+    struct audit_chain audit;
+    /* Subjects erased since the last store_erase_finish() (applying
+     * thread only). */
+    uint8_t (*erased)[STORE_SP_BYTES];
+    size_t n_erased;
     /* Readers hold it shared; installing a snapshot holds it exclusively
      * while the database underneath is replaced. */
     pthread_rwlock_t swap;
@@ -36,6 +44,13 @@ struct pending_kind {
     struct pending_kind *next;
 };
 
+/* Purposes defined by a batch, registered once it commits. */
+struct pending_purpose {
+    Dossier__V1__Purpose *purpose; /* owned */
+    uint64_t version;
+    struct pending_purpose *next;
+};
+
 struct store_batch {
     struct store *s;
     rocksdb_writebatch_wi_t *wb;
@@ -47,7 +62,17 @@ struct store_batch {
     unsigned effects;  /* STORE_EFFECT_* of the commands applied */
     struct pending_kind *kinds; /* oldest first */
     struct pending_kind **kinds_tail;
+    struct pending_purpose *purposes; /* oldest first */
+    struct pending_purpose **purposes_tail;
+    struct audit_chain audit; /* the chain as this batch leaves it */
+    int audit_changed;
+    uint8_t (*erased)[STORE_SP_BYTES];
+    size_t n_erased;
 };
+
+#define STORE_AUDIT_HEAD_BYTES (8 + AUDIT_HASH_BYTES + 8 + 8)
+void store_audit_head_encode(const struct audit_chain *c,
+                             uint8_t out[STORE_AUDIT_HEAD_BYTES]);
 
 /* Translates a RocksDB error (freed here) where it enters. */
 int store_rdb_error(struct dossier_status *st, char *err, const char *what);
@@ -66,7 +91,5 @@ int store_read_subject_key(struct store *s, struct store_batch *b,
                            const uint8_t *sp, SubjectKey **out,
                            struct dossier_status *st);
 
-void store_u64_be(uint8_t out[8], uint64_t v);
-uint64_t store_be_u64(const uint8_t in[8]);
 
 #endif

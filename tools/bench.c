@@ -183,7 +183,7 @@ static int dossier_setup(struct bench *b)
 
     dossier_client_options_init(&o);
     o.target = b->target;
-    o.purpose = "benchmark";
+    o.purpose = "operations"; /* built in: contract basis */
     o.token = getenv("DOSSIER_TOKEN");
     o.timeout_ms = 30000;
     if (dossier_client_open(&o, &b->client, &st))

@@ -23,7 +23,7 @@ enum exit_code {
     EXIT_OK = 0,
     EXIT_ERROR = 1,       /* anything not below */
     EXIT_USAGE = 2,       /* bad command line */
-    EXIT_NOT_FOUND = 3,   /* the record or kind does not exist */
+    EXIT_NOT_FOUND = 3,   /* the record, kind or purpose does not exist */
     EXIT_CONFLICT = 4,    /* version conflict, already exists, retry */
     EXIT_INVALID = 5,     /* the node refused the input */
     EXIT_UNAVAILABLE = 6, /* node unreachable, deadline, shutting down */
@@ -41,8 +41,9 @@ static const char usage_text[] =
     "                          127.0.0.1:7700); with several, calls fail over\n"
     "      --serializable      let any node answer reads from its own state,\n"
     "                          which may lag (default: linearizable reads)\n"
-    "  -p, --purpose NAME      purpose of the calls (default "
-    "$DOSSIER_PURPOSE)\n"
+    "  -p, --purpose NAME      purpose of data calls (default "
+    "$DOSSIER_PURPOSE, else\n"
+    "                          operations); see: dossier purpose list\n"
     "      --token-file FILE   file holding the bearer token of the calls\n"
     "                          (default: the token in $DOSSIER_TOKEN)\n"
     "      --timeout MS        deadline of each call (default 10000)\n"
@@ -78,13 +79,57 @@ static const char usage_text[] =
     "  cluster remove ID       remove a node from the cluster\n"
     "  cluster transfer-leader ID  hand leadership to a voter\n"
     "\n"
+    "GDPR commands:\n"
+    "  purpose list            every purpose, built-in ones included, one\n"
+    "                          JSON object per line\n"
+    "  purpose get NAME\n"
+    "  purpose define NAME --categories CAT[,CAT...] --basis BASIS\n"
+    "                [--description TEXT]\n"
+    "                          define or change a purpose (admin role) and\n"
+    "                          print it as stored. CAT: identity, contact,\n"
+    "                          financial, special, behavioral, operational.\n"
+    "                          BASIS: consent, contract, legal_obligation,\n"
+    "                          vital_interests, public_task,\n"
+    "                          legitimate_interest\n"
+    "  consent grant SUBJECT PURPOSE [--source LABEL] [--notice VERSION]\n"
+    "  consent withdraw SUBJECT PURPOSE [--source LABEL] [--notice VERSION]\n"
+    "                          record a subject's decision; prints the event\n"
+    "  consent show SUBJECT [PURPOSE]\n"
+    "                          the current state per purpose, one per line\n"
+    "  consent history SUBJECT [PURPOSE]\n"
+    "                          every event, oldest first, one per line\n"
+    "  subject status SUBJECT [--reference LABEL]\n"
+    "  subject restrict SUBJECT [--reference LABEL]\n"
+    "  subject unrestrict SUBJECT [--reference LABEL]\n"
+    "                          the subject's pseudonym, restriction (Art. 18;\n"
+    "                          restrict and unrestrict set it) and records\n"
+    "  subject erase SUBJECT [--reference LABEL]\n"
+    "                          erase a subject on every node (Art. 17), for\n"
+    "                          good; prints the signed erasure certificate\n"
+    "                          and checks its signature\n"
+    "  audit tail [--from N] [--limit N]\n"
+    "                          audit entries, one per line: the last N\n"
+    "                          (default 20), or N from entry --from on\n"
+    "  audit public-key        the audit log's public key (hex) on stdout; how\n"
+    "                          far the log and its signatures reach on stderr\n"
+    "  audit verify --public-key HEX | --public-key-file FILE\n"
+    "                          check the whole audit log (encoding, hash\n"
+    "                          chain, stored hashes, signed checkpoints)\n"
+    "                          against a public key kept apart from the node\n"
+    "\n"
+    "LABEL and VERSION are short tags such as signup-form, 2026-03 or\n"
+    "TICKET-123, never personal data: [A-Za-z0-9._:/-], at most 64 bytes.\n"
+    "Consent, subject and audit commands need the compliance role (consent\n"
+    "also the service role).\n"
+    "\n"
     "Listings print one record per line; when more remain and --all is\n"
     "not given, the last line on stderr is \"next_page_token: T\".\n"
     "\n"
-    "Exit status: 0 ok, 1 other error, 2 usage, 3 not found, 4 conflict\n"
+    "Exit status: 0 ok, 1 other error (also an audit log or an erasure\n"
+    "certificate that does not verify), 2 usage, 3 not found, 4 conflict\n"
     "(version conflict, already exists), 5 input refused (invalid, unknown\n"
-    "kind, schema violation, too large), 6 node unavailable or too slow,\n"
-    "7 unauthenticated or permission denied.\n";
+    "kind, schema violation, too large, failed precondition), 6 node\n"
+    "unavailable or too slow, 7 unauthenticated or permission denied.\n";
 
 struct cli {
     struct dossier_client *client;
@@ -186,6 +231,16 @@ struct cmd_opts {
     const char *page_token;
     const char *kind;
     int all;
+    /* GDPR commands; strings are borrowed from argv. */
+    const char *categories;
+    const char *basis;
+    const char *description;
+    const char *source;
+    const char *notice;
+    const char *reference;
+    uint64_t from; /* 0: not given */
+    const char *public_key;
+    const char *public_key_file;
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -200,18 +255,34 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"page-token", required_argument, NULL, 'T'},
         {"kind", required_argument, NULL, 'k'},
         {"all", no_argument, NULL, 'a'},
+        {"categories", required_argument, NULL, 'c'},
+        {"basis", required_argument, NULL, 'b'},
+        {"description", required_argument, NULL, 'd'},
+        {"source", required_argument, NULL, 's'},
+        {"notice", required_argument, NULL, 'n'},
+        {"reference", required_argument, NULL, 'r'},
+        {"from", required_argument, NULL, 'f'},
+        {"public-key", required_argument, NULL, 'K'},
+        {"public-key-file", required_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
-    int ch;
+    int ch, idx = -1;
 
     memset(o, 0, sizeof(*o));
     optind = 0; /* 0, not 1: makes glibc start a fresh scan */
     opterr = 0;
-    /* Options may come before or after the arguments; "--" ends them. */
-    while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-        if (ch == '?' || !strchr(allowed, ch))
+    /* Options may come before or after the arguments; "--" ends them.
+     * The leading ':' tells a missing value (':') from an unknown option. */
+    while ((ch = getopt_long(argc, argv, ":", lopts, &idx)) != -1) {
+        if (ch == ':')
+            return usage_error("%s needs a value", argv[optind - 1]);
+        if (ch == '?')
             return usage_error("%s: option not accepted here", argv[optind - 1]);
+        /* A known option with its value: name the option, not the value. */
+        if (!strchr(allowed, ch))
+            return usage_error("--%s: option not accepted here",
+                               lopts[idx].name);
         switch (ch) {
         case 'e':
             if (parse_u64(optarg, &o->expect))
@@ -231,6 +302,20 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         case 'T': o->page_token = optarg; break;
         case 'k': o->kind = optarg; break;
         case 'a': o->all = 1; break;
+        case 'c': o->categories = optarg; break;
+        case 'b': o->basis = optarg; break;
+        case 'd': o->description = optarg; break;
+        case 's': o->source = optarg; break;
+        case 'n': o->notice = optarg; break;
+        case 'r': o->reference = optarg; break;
+        case 'f':
+            if (parse_u64(optarg, &o->from) || o->from == 0)
+                return usage_error("--from %s: give an entry index, 1 or "
+                                   "more",
+                                   optarg);
+            break;
+        case 'K': o->public_key = optarg; break;
+        case 'F': o->public_key_file = optarg; break;
         }
     }
     return 0;
@@ -690,6 +775,386 @@ static int cmd_cluster(struct cli *cli, int argc, char **argv)
     return print_json(cli, json_from_status(cli->target, &s));
 }
 
+/* ------------------------------------------------------------------ */
+/* GDPR: purposes, consent, subject rights and the audit log */
+
+#define XSTR(x) STR(x)
+#define STR(x) #x
+#define PURPOSE_DESCRIPTION_MAX 255 /* sizeof(dossier_purpose.description) - 1 */
+#define AUDIT_TAIL_DEFAULT 20
+
+_Static_assert(sizeof(((struct dossier_purpose *)0)->description) ==
+                   PURPOSE_DESCRIPTION_MAX + 1,
+               "purpose description size");
+
+/* Fills @p from NAME and the options of `purpose define`; the fixed
+ * arrays are checked first, so nothing is cut short. */
+static int purpose_from_args(const char *name, const struct cmd_opts *o,
+                             struct dossier_purpose *p)
+{
+    char *list, *save = NULL, *tok;
+
+    memset(p, 0, sizeof(*p));
+    if (!o->categories || !o->basis)
+        return usage_error("purpose define needs --categories and --basis%s",
+                           "");
+    if (strlen(name) > DOSSIER_PURPOSE_NAME_MAX)
+        return usage_error("purpose name '%s' is longer than "
+                           XSTR(DOSSIER_PURPOSE_NAME_MAX) " bytes", name);
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    if (o->description) {
+        if (strlen(o->description) > PURPOSE_DESCRIPTION_MAX)
+            return usage_error("--description is longer than "
+                               XSTR(PURPOSE_DESCRIPTION_MAX) " bytes%s", "");
+        snprintf(p->description, sizeof(p->description), "%s",
+                 o->description);
+    }
+    p->basis = dossier_basis_parse(o->basis);
+    if (p->basis == DOSSIER_BASIS_UNSPECIFIED)
+        return usage_error("--basis %s: give consent, contract, "
+                           "legal_obligation, vital_interests, public_task "
+                           "or legitimate_interest",
+                           o->basis);
+    list = strdup(o->categories);
+    if (!list) {
+        fprintf(stderr, "dossier: out of memory\n");
+        return EXIT_ERROR;
+    }
+    for (tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        int c;
+        tok += strspn(tok, " ");
+        tok[strcspn(tok, " ")] = '\0';
+        if (!*tok)
+            continue;
+        c = dossier_category_parse(tok);
+        if (c < 0) {
+            int rc = usage_error("--categories: unknown category '%s' "
+                                 "(identity, contact, financial, special, "
+                                 "behavioral or operational)",
+                                 tok);
+            free(list);
+            return rc;
+        }
+        p->categories |= 1u << c;
+    }
+    free(list);
+    if (!p->categories)
+        return usage_error("--categories: name at least one category%s", "");
+    return 0;
+}
+
+static int cmd_purpose(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_purpose p, *list;
+    struct dossier_status st;
+    struct cmd_opts o;
+    size_t n;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("purpose needs list, get or define%s", "");
+    if (strcmp(argv[1], "list") == 0) {
+        if (argc != 2)
+            return usage_error("purpose list takes no arguments%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_purpose_list(cli->client, &cli->read_opts, &list, &n,
+                                 &st))
+            return report(&st);
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = print_json(cli, json_from_purpose(&list[i]));
+        free(list);
+        return rc;
+    }
+    if (strcmp(argv[1], "get") == 0) {
+        if (argc != 3)
+            return usage_error("purpose get needs a NAME%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_purpose_get(cli->client, &cli->read_opts, argv[2], &p,
+                                &st))
+            return report(&st);
+        return print_json(cli, json_from_purpose(&p));
+    }
+    if (strcmp(argv[1], "define") == 0) {
+        struct dossier_purpose stored;
+        int ac = argc - 1;
+        char **av = argv + 1;
+
+        if ((rc = cmd_options(ac, av, "cbd", &o)))
+            return rc;
+        if (ac - optind != 1)
+            return usage_error("purpose define needs one NAME%s", "");
+        if ((rc = purpose_from_args(av[optind], &o, &p)))
+            return rc;
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_purpose_define(cli->client, NULL, &p, &stored, &st))
+            return report(&st);
+        return print_json(cli, json_from_purpose(&stored));
+    }
+    return usage_error("unknown purpose command '%s'", argv[1]);
+}
+
+static int cmd_consent(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_consent_event ev, *events;
+    struct dossier_status st;
+    struct cmd_opts o;
+    int ac = argc - 1, history, rc;
+    char **av = argv + 1;
+    const char *purpose;
+    size_t n;
+
+    if (argc < 2)
+        return usage_error("consent needs grant, withdraw, show or "
+                           "history%s", "");
+    if (strcmp(argv[1], "grant") == 0 || strcmp(argv[1], "withdraw") == 0) {
+        int grant = argv[1][0] == 'g';
+        if ((rc = cmd_options(ac, av, "sn", &o)))
+            return rc;
+        if (ac - optind != 2)
+            return usage_error("consent %s needs SUBJECT and PURPOSE",
+                               argv[1]);
+        if ((rc = connect_node(cli)))
+            return rc;
+        rc = grant ? dossier_consent_grant(cli->client, NULL, av[optind],
+                                           av[optind + 1], o.source,
+                                           o.notice, &ev, &st)
+                   : dossier_consent_withdraw(cli->client, NULL, av[optind],
+                                              av[optind + 1], o.source,
+                                              o.notice, &ev, &st);
+        if (rc)
+            return report(&st);
+        return print_json(cli, json_from_consent_event(&ev));
+    }
+    if (strcmp(argv[1], "show") != 0 && strcmp(argv[1], "history") != 0)
+        return usage_error("unknown consent command '%s'", argv[1]);
+    history = argv[1][0] == 'h';
+    if ((rc = cmd_options(ac, av, "", &o)))
+        return rc;
+    if (ac - optind < 1 || ac - optind > 2)
+        return usage_error("consent %s needs SUBJECT and, optionally, "
+                           "PURPOSE", argv[1]);
+    if ((rc = connect_node(cli)))
+        return rc;
+    purpose = ac - optind == 2 ? av[optind + 1] : NULL;
+    rc = history ? dossier_consent_history(cli->client, &cli->read_opts,
+                                           av[optind], purpose, &events, &n,
+                                           &st)
+                 : dossier_consent_get(cli->client, &cli->read_opts,
+                                       av[optind], purpose, &events, &n,
+                                       &st);
+    if (rc)
+        return report(&st);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = print_json(cli, json_from_consent_event(&events[i]));
+    free(events);
+    return rc;
+}
+
+static int cmd_subject(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_subject_status s;
+    struct dossier_erasure_certificate cert;
+    struct dossier_status st;
+    struct cmd_opts o;
+    int ac = argc - 1, rc;
+    char **av = argv + 1;
+    const char *subject;
+
+    if (argc < 2)
+        return usage_error("subject needs status, restrict, unrestrict or "
+                           "erase%s", "");
+    if (strcmp(argv[1], "status") != 0 && strcmp(argv[1], "restrict") != 0 &&
+        strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0)
+        return usage_error("unknown subject command '%s'", argv[1]);
+    if ((rc = cmd_options(ac, av, "r", &o)))
+        return rc;
+    if (ac - optind != 1)
+        return usage_error("subject %s needs one SUBJECT id", argv[1]);
+    subject = av[optind];
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (strcmp(argv[1], "erase") == 0) {
+        if (dossier_subject_erase(cli->client, NULL, subject, o.reference,
+                                  &cert, &st))
+            return report(&st);
+        rc = print_json(cli, json_from_erasure_certificate(&cert));
+        /* Erased either way; a certificate that does not verify is worth
+         * an exit status of its own kind. */
+        if (dossier_erasure_certificate_verify(&cert, NULL, &st))
+            return report(&st);
+        return rc;
+    }
+    if (strcmp(argv[1], "status") == 0)
+        rc = dossier_subject_status(cli->client, &cli->read_opts, subject,
+                                    o.reference, &s, &st);
+    else if (strcmp(argv[1], "restrict") == 0)
+        rc = dossier_subject_restrict(cli->client, NULL, subject, o.reference,
+                                      &s, &st);
+    else
+        rc = dossier_subject_unrestrict(cli->client, NULL, subject,
+                                        o.reference, &s, &st);
+    if (rc)
+        return report(&st);
+    return print_json(cli, json_from_subject_status(&s));
+}
+
+/* Reads a public key, 64 hex digits, from @hex, or when NULL from the
+ * file @path (blanks and newlines around it ignored). */
+static int load_public_key(const char *hex, const char *path, uint8_t pk[32])
+{
+    char buf[256];
+    const char *end;
+    size_t len = 0;
+
+    if (path) {
+        FILE *f = fopen(path, "r");
+        size_t got;
+        char *h;
+        if (!f) {
+            fprintf(stderr, "dossier: cannot open %s: %s\n", path,
+                    strerror(errno));
+            return EXIT_ERROR;
+        }
+        got = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        h = buf + strspn(buf, " \t\r\n");
+        len = strcspn(h, " \t\r\n");
+        /* Only blanks may follow the key, and the file is short. */
+        if (got == sizeof(buf) - 1 || h[len + strspn(h + len, " \t\r\n")])
+            return usage_error("--public-key-file %s: not 64 hex digits",
+                               path);
+        h[len] = '\0';
+        hex = h;
+    }
+    if (sodium_hex2bin(pk, 32, hex, strlen(hex), NULL, &len, &end) != 0 ||
+        len != 32 || *end)
+        return usage_error(path ? "--public-key-file %s: not 64 hex digits"
+                                : "--public-key %s: not 64 hex digits",
+                           path ? path : hex);
+    return 0;
+}
+
+static int audit_tail(struct cli *cli, const struct cmd_opts *o)
+{
+    struct dossier_audit_entry *entries;
+    struct dossier_status st;
+    uint32_t limit = o->limit ? o->limit : AUDIT_TAIL_DEFAULT;
+    uint64_t from = o->from;
+    size_t n;
+    int rc;
+
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (!from) {
+        /* The last @limit entries: ask where the log ends. */
+        uint8_t pk[32];
+        uint64_t last, signed_index;
+        if (dossier_audit_public_key(cli->client, &cli->read_opts, pk, &last,
+                                     &signed_index, &st))
+            return report(&st);
+        if (last == 0)
+            return EXIT_OK;
+        from = last > limit ? last - limit + 1 : 1;
+    }
+    if (dossier_audit_read(cli->client, &cli->read_opts, from, limit,
+                           &entries, &n, &st))
+        return report(&st);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = print_json(cli, json_from_audit_entry(&entries[i]));
+    free(entries);
+    return rc;
+}
+
+static int audit_verify(struct cli *cli, const struct cmd_opts *o)
+{
+    struct dossier_audit_report rep;
+    struct dossier_status st;
+    uint8_t pk[32];
+    int rc;
+
+    if (!o->public_key == !o->public_key_file)
+        return usage_error("audit verify needs --public-key HEX or "
+                           "--public-key-file FILE (one of them)%s", "");
+    if ((rc = load_public_key(o->public_key, o->public_key_file, pk)))
+        return rc;
+    if ((rc = connect_node(cli)))
+        return rc;
+    rc = dossier_audit_verify(cli->client, &cli->read_opts, pk, &rep, &st);
+    if (rc == 0) {
+        printf("audit log verified: %" PRIu64 " entries, %" PRIu64
+               " checkpoints, signed through %" PRIu64 ", unsigned tail %"
+               PRIu64 "\n",
+               rep.entries, rep.checkpoints, rep.signed_through,
+               rep.unsigned_tail);
+        return EXIT_OK;
+    }
+    if (rc != DOSSIER_CORRUPT)
+        return report(&st);
+    fprintf(stderr, "dossier: audit log does not verify: %s\n", rep.message);
+    if (rep.bad_index && rep.suspect_from && rep.suspect_from < rep.bad_index)
+        fprintf(stderr, "  first entry proven bad: %" PRIu64
+                "; the cause lies in entries %" PRIu64 "..%" PRIu64 "\n",
+                rep.bad_index, rep.suspect_from, rep.bad_index);
+    else if (rep.bad_index)
+        fprintf(stderr, "  first entry proven bad: %" PRIu64 "\n",
+                rep.bad_index);
+    fprintf(stderr, "  before it: %" PRIu64 " entries in sequence, %" PRIu64
+            " checkpoints matched, signed through %" PRIu64 "\n",
+            rep.entries, rep.checkpoints, rep.signed_through);
+    return exit_for(rc);
+}
+
+static int cmd_audit(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_status st;
+    struct cmd_opts o;
+    int ac = argc - 1, rc;
+    char **av = argv + 1;
+
+    if (argc < 2)
+        return usage_error("audit needs tail, public-key or verify%s", "");
+    if (strcmp(argv[1], "tail") == 0) {
+        if ((rc = cmd_options(ac, av, "fl", &o)))
+            return rc;
+        if (ac - optind != 0)
+            return usage_error("audit tail takes no arguments, only --from "
+                               "and --limit%s", "");
+        return audit_tail(cli, &o);
+    }
+    if (strcmp(argv[1], "verify") == 0) {
+        if ((rc = cmd_options(ac, av, "KF", &o)))
+            return rc;
+        if (ac - optind != 0)
+            return usage_error("audit verify takes no arguments, only "
+                               "--public-key or --public-key-file%s", "");
+        return audit_verify(cli, &o);
+    }
+    if (strcmp(argv[1], "public-key") == 0) {
+        uint8_t pk[32];
+        char hex[65];
+        uint64_t last, signed_index;
+        if (argc != 2)
+            return usage_error("audit public-key takes no arguments%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_audit_public_key(cli->client, &cli->read_opts, pk, &last,
+                                     &signed_index, &st))
+            return report(&st);
+        sodium_bin2hex(hex, sizeof(hex), pk, sizeof(pk));
+        printf("%s\n", hex);
+        fflush(stdout);
+        fprintf(stderr, "last entry %" PRIu64 ", signed through entry %" PRIu64
+                "\n", last, signed_index);
+        return EXIT_OK;
+    }
+    return usage_error("unknown audit command '%s'", argv[1]);
+}
+
 struct command {
     const char *name;
     int (*run)(struct cli *cli, int argc, char **argv);
@@ -700,6 +1165,8 @@ static const struct command commands[] = {
     {"delete", cmd_delete}, {"find", cmd_find}, {"list", cmd_list},
     {"scan", cmd_scan},     {"schema", cmd_schema},
     {"cluster", cmd_cluster}, {"token", cmd_token},
+    {"purpose", cmd_purpose}, {"consent", cmd_consent},
+    {"subject", cmd_subject}, {"audit", cmd_audit},
 };
 
 int main(int argc, char **argv)
@@ -723,6 +1190,8 @@ int main(int argc, char **argv)
     if (!cli.target || !cli.target[0])
         cli.target = "127.0.0.1:7700";
     cli.purpose = getenv("DOSSIER_PURPOSE");
+    if (!cli.purpose || !cli.purpose[0])
+        cli.purpose = "operations"; /* built in: contract, no special data */
     cli.token = getenv("DOSSIER_TOKEN");
     cli.json_flags = JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER;
     opterr = 0;

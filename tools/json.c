@@ -1,9 +1,12 @@
-/* Records and kinds to and from JSON with jansson. */
+/* Records and kinds to and from JSON with jansson, and the GDPR structs
+ * out to JSON. */
 #include "json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 json_t *json_from_value(const struct dossier_value *v)
 {
@@ -349,4 +352,114 @@ nomem:
 fail:
     dossier_kind_schema_free(s);
     return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* GDPR: purposes, consent, subjects, erasure, audit entries */
+
+/* @n bytes at @b as a lower-case hex string (at most 64 bytes). */
+static json_t *json_hex(const uint8_t *b, size_t n)
+{
+    char hex[2 * 64 + 1];
+
+    if (n > 64)
+        return NULL;
+    sodium_bin2hex(hex, sizeof(hex), b, n);
+    return json_string(hex);
+}
+
+json_t *json_from_purpose(const struct dossier_purpose *p)
+{
+    json_t *cats = json_array();
+
+    for (unsigned c = 0; cats && c < 32; c++) {
+        const char *name;
+        char other[32];
+        if (!(p->categories & (1u << c)))
+            continue;
+        name = dossier_category_name((enum dossier_category)c);
+        if (!name) {
+            /* A category this tool does not know: show its number. */
+            snprintf(other, sizeof(other), "category-%u", c);
+            name = other;
+        }
+        if (json_array_append_new(cats, json_string(name))) {
+            json_decref(cats);
+            return NULL;
+        }
+    }
+    if (!cats)
+        return NULL;
+    return json_pack("{s:s, s:o, s:s, s:s, s:b, s:I}", "name", p->name,
+                     "categories", cats, "basis", dossier_basis_name(p->basis),
+                     "description", p->description, "builtin", p->builtin,
+                     "version", (json_int_t)p->version);
+}
+
+json_t *json_from_consent_event(const struct dossier_consent_event *e)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I}", "purpose",
+                     e->purpose, "state", dossier_consent_state_name(e->state),
+                     "source", e->source, "notice_version", e->notice_version,
+                     "time_ms", (json_int_t)e->time_ms, "principal",
+                     e->principal, "revision", (json_int_t)e->revision);
+}
+
+json_t *json_from_subject_status(const struct dossier_subject_status *s)
+{
+    return json_pack("{s:o, s:b, s:I}", "pseudonym",
+                     json_hex(s->pseudonym, sizeof(s->pseudonym)),
+                     "restricted", s->restricted, "records",
+                     (json_int_t)s->records);
+}
+
+json_t *json_from_erasure_certificate(
+    const struct dossier_erasure_certificate *c)
+{
+    json_t *nodes = json_array();
+
+    for (size_t i = 0; nodes && i < c->n_nodes; i++)
+        if (json_array_append_new(nodes, json_integer((json_int_t)c->nodes[i]))) {
+            json_decref(nodes);
+            return NULL;
+        }
+    if (!nodes)
+        return NULL;
+    return json_pack("{s:o, s:I, s:I, s:I, s:o, s:o, s:o}", "pseudonym",
+                     json_hex(c->pseudonym, sizeof(c->pseudonym)), "time_ms",
+                     (json_int_t)c->time_ms, "raft_index",
+                     (json_int_t)c->raft_index, "records_deleted",
+                     (json_int_t)c->records_deleted, "nodes", nodes,
+                     "signature", json_hex(c->signature, sizeof(c->signature)),
+                     "public_key",
+                     json_hex(c->public_key, sizeof(c->public_key)));
+}
+
+/* @s as a JSON string; the log's texts are bytes, so one that is not
+ * UTF-8 is shown with '?' for each byte outside printable ASCII. */
+static json_t *json_text(const char *s)
+{
+    json_t *j = json_string(s);
+    char safe[1024];
+    size_t i;
+
+    if (j)
+        return j;
+    for (i = 0; s[i] && i < sizeof(safe) - 1; i++)
+        safe[i] = s[i] >= ' ' && s[i] <= '~' ? s[i] : '?';
+    safe[i] = '\0';
+    return json_string(safe);
+}
+
+json_t *json_from_audit_entry(const struct dossier_audit_entry *e)
+{
+    return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:I, s:s}", "index",
+                     (json_int_t)e->index, "time_ms", (json_int_t)e->time_ms,
+                     "principal", json_text(e->principal), "action",
+                     json_text(e->action), "purpose", json_text(e->purpose),
+                     "subject",
+                     e->has_subject ? json_hex(e->subject, sizeof(e->subject))
+                                    : json_null(),
+                     "records", (json_int_t)e->n_records, "outcome",
+                     dossier_code_name(e->outcome));
 }

@@ -14,6 +14,22 @@
  *    "fields": [{"name": "tier", "type": "enum", "category": "operational",
  *                "indexed": true, "required": false, "retention_days": 0,
  *                "allowed_values": ["gold", "silver"], "description": ""}]}
+ *
+ * Output only, for the GDPR commands (subject ids are never included;
+ * pseudonyms, signatures and keys are lower-case hex):
+ *   purpose      {"name": "newsletter", "categories": ["identity",
+ *                 "contact"], "basis": "consent", "description": "...",
+ *                 "builtin": false, "version": 41}
+ *   consent      {"purpose": "newsletter", "state": "granted",
+ *                 "source": "signup-form", "notice_version": "2026-03",
+ *                 "time_ms": ..., "principal": "crm", "revision": 42}
+ *   subject      {"pseudonym": "9f..", "restricted": false, "records": 3}
+ *   erasure      {"pseudonym": "9f..", "time_ms": ..., "raft_index": 88,
+ *                 "records_deleted": 3, "nodes": [1, 2, 3],
+ *                 "signature": "..", "public_key": ".."}
+ *   audit entry  {"index": 7, "time_ms": ..., "principal": "crm",
+ *                 "action": "records.get", "purpose": "operations",
+ *                 "subject": "9f.." or null, "records": 1, "outcome": "OK"}
  */
 #ifndef DOSSIER_TOOLS_JSON_H
 #define DOSSIER_TOOLS_JSON_H
@@ -37,5 +53,13 @@ json_t *json_from_value(const struct dossier_value *v);
 json_t *json_from_kind(const struct dossier_kind_schema *s);
 int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
                  size_t cap);
+
+/* New JSON objects for the GDPR structs above; NULL when out of memory. */
+json_t *json_from_purpose(const struct dossier_purpose *p);
+json_t *json_from_consent_event(const struct dossier_consent_event *e);
+json_t *json_from_subject_status(const struct dossier_subject_status *s);
+json_t *json_from_erasure_certificate(
+    const struct dossier_erasure_certificate *c);
+json_t *json_from_audit_entry(const struct dossier_audit_entry *e);
 
 #endif

@@ -56,6 +56,8 @@ struct dossier_client *harness_client(const char *targets, int64_t timeout_ms);
 /* The bearer token node_client, harness_client and the cluster helpers
  * present (NULL: none); for nodes started with --auth-file. */
 extern const char *harness_token;
+/* The purpose clients of node_client() and harness_client() name. */
+extern const char *harness_purpose;
 
 /* A loopback port nothing listens on right now. */
 int harness_free_port(void);

@@ -108,13 +108,13 @@ static void test_roles_on_one_node(void **state)
     write_auth_file(auth);
     assert_int_equal(node_start(&n, extra), 0);
 
-    none = client_as(n.addr, NULL, "crm");
+    none = client_as(n.addr, NULL, "operations");
     assert_int_equal(put_contact(none, "c-1"), DOSSIER_UNAUTHENTICATED);
     assert_int_equal(cluster_status_code(none), DOSSIER_UNAUTHENTICATED);
-    bad = client_as(n.addr, "not-a-known-token", "crm");
+    bad = client_as(n.addr, "not-a-known-token", "operations");
     assert_int_equal(put_contact(bad, "c-1"), DOSSIER_UNAUTHENTICATED);
 
-    svc = client_as(n.addr, tok_service, "crm");
+    svc = client_as(n.addr, tok_service, "operations");
     assert_int_equal(define_kind_code(svc), DOSSIER_PERMISSION_DENIED);
     assert_int_equal(cluster_status_code(svc), DOSSIER_PERMISSION_DENIED);
     svc_nopurpose = client_as(n.addr, tok_service, NULL);
@@ -125,12 +125,12 @@ static void test_roles_on_one_node(void **state)
     assert_string_equal(dossier_record_field(got, "first_name")->u.s, "Ann");
     dossier_record_free(got);
 
-    dpo = client_as(n.addr, tok_compliance, "crm");
+    dpo = client_as(n.addr, tok_compliance, "operations");
     assert_int_equal(put_contact(dpo, "c-2"), DOSSIER_PERMISSION_DENIED);
     assert_int_equal(dossier_get(dpo, NULL, "contact", "c-1", &got, &st),
                      DOSSIER_PERMISSION_DENIED);
 
-    ops = client_as(n.addr, tok_admin, "crm");
+    ops = client_as(n.addr, tok_admin, "operations");
     assert_int_equal(cluster_status_code(ops), 0);
     assert_int_equal(define_kind_code(ops), 0);
     assert_int_equal(put_contact(ops, "c-3"), DOSSIER_PERMISSION_DENIED);
@@ -232,11 +232,11 @@ static void test_forwarded_calls_keep_their_principal(void **state)
     assert_true(leader >= 0);
     f = (leader + 1) % 3;
 
-    svc = client_as(c.nodes[f].addr, tok_service, "crm");
+    svc = client_as(c.nodes[f].addr, tok_service, "operations");
     assert_int_equal(put_contact(svc, "via-follower"), 0);
-    dpo = client_as(c.nodes[f].addr, tok_compliance, "crm");
+    dpo = client_as(c.nodes[f].addr, tok_compliance, "operations");
     assert_int_equal(put_contact(dpo, "refused"), DOSSIER_PERMISSION_DENIED);
-    all = client_as(c.targets, tok_service, "crm");
+    all = client_as(c.targets, tok_service, "operations");
     assert_int_equal(
         dossier_get(all, NULL, "contact", "via-follower", &got, &st), 0);
     dossier_record_free(got);

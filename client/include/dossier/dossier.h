@@ -487,6 +487,241 @@ dossier_cluster_transfer_leader(struct dossier_client *c,
                                 struct dossier_cluster_status *out,
                                 struct dossier_status *st);
 
+/* ------------------------------------------------------------------------
+ * Purposes (GDPR purpose limitation)
+ *
+ * Every data call names a purpose (dossier_call_options.purpose, or the
+ * client's default). A purpose says which field categories its answers may
+ * carry and on which lawful basis it rests; one whose basis is consent sees
+ * nothing of a subject who has not granted it. Unknown purposes are
+ * refused (DOSSIER_INVALID_ARGUMENT), as are purposes not granted to the
+ * caller's principal (DOSSIER_PERMISSION_DENIED). */
+
+enum dossier_lawful_basis {
+    DOSSIER_BASIS_UNSPECIFIED = 0,
+    DOSSIER_BASIS_CONSENT,
+    DOSSIER_BASIS_CONTRACT,
+    DOSSIER_BASIS_LEGAL_OBLIGATION,
+    DOSSIER_BASIS_VITAL_INTERESTS,
+    DOSSIER_BASIS_PUBLIC_TASK,
+    DOSSIER_BASIS_LEGITIMATE_INTEREST,
+};
+
+/* "consent", "contract", "legal_obligation", "vital_interests",
+ * "public_task", "legitimate_interest"; "unspecified" otherwise. */
+DOSSIER_API const char *dossier_basis_name(enum dossier_lawful_basis b);
+/* The basis named @name (as above), or DOSSIER_BASIS_UNSPECIFIED. */
+DOSSIER_API enum dossier_lawful_basis dossier_basis_parse(const char *name);
+
+#define DOSSIER_PURPOSE_NAME_MAX 64
+
+struct dossier_purpose {
+    char name[DOSSIER_PURPOSE_NAME_MAX + 1];
+    /* Bit (1u << c) for each enum dossier_category c it may see. */
+    unsigned categories;
+    enum dossier_lawful_basis basis;
+    char description[256];
+    int builtin;      /* output only */
+    uint64_t version; /* output only */
+};
+
+/* Defines or changes purpose @p (admin role). @out (may be NULL) gets it as
+ * stored. Errors: DOSSIER_INVALID_ARGUMENT (bad name, no category, no
+ * basis), DOSSIER_FAILED_PRECONDITION (a built-in purpose). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_purpose_define(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       const struct dossier_purpose *p,
+                       struct dossier_purpose *out, struct dossier_status *st);
+
+/* Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_purpose_get(struct dossier_client *c,
+                    const struct dossier_call_options *co, const char *name,
+                    struct dossier_purpose *out, struct dossier_status *st);
+
+/* Every purpose, built-in ones included: *@out is an array of *@n, to
+ * free with free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_purpose_list(struct dossier_client *c,
+                     const struct dossier_call_options *co,
+                     struct dossier_purpose **out, size_t *n,
+                     struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Consent (compliance or service role) */
+
+enum dossier_consent_state {
+    DOSSIER_CONSENT_UNSPECIFIED = 0, /* never decided: as withdrawn */
+    DOSSIER_CONSENT_GRANTED,
+    DOSSIER_CONSENT_WITHDRAWN,
+};
+
+/* "granted", "withdrawn", "unspecified". */
+DOSSIER_API const char *dossier_consent_state_name(
+    enum dossier_consent_state s);
+
+#define DOSSIER_LABEL_MAX 64
+
+struct dossier_consent_event {
+    char purpose[DOSSIER_PURPOSE_NAME_MAX + 1];
+    enum dossier_consent_state state;
+    char source[DOSSIER_LABEL_MAX + 1];         /* e.g. "signup-form" */
+    char notice_version[DOSSIER_LABEL_MAX + 1]; /* e.g. "2026-03" */
+    int64_t time_ms;
+    char principal[65]; /* who recorded it */
+    uint64_t revision;
+};
+
+/* Records that subject @subject_id granted (or withdrew) consent to
+ * @purpose. @source and @notice_version are short labels, never personal
+ * data ([A-Za-z0-9._:/-], at most DOSSIER_LABEL_MAX bytes; NULL: "").
+ * @out (may be NULL) gets the event as recorded. Takes effect for every
+ * read that starts after it returns.
+ * Errors: DOSSIER_INVALID_ARGUMENT (a bad label, an unknown purpose). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_consent_grant(struct dossier_client *c,
+                      const struct dossier_call_options *co,
+                      const char *subject_id, const char *purpose,
+                      const char *source, const char *notice_version,
+                      struct dossier_consent_event *out,
+                      struct dossier_status *st);
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_consent_withdraw(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         const char *subject_id, const char *purpose,
+                         const char *source, const char *notice_version,
+                         struct dossier_consent_event *out,
+                         struct dossier_status *st);
+
+/* The current state per purpose (@purpose NULL or "": every purpose the
+ * subject decided on), or every event oldest first (history). *@out is an
+ * array of *@n events, to free with free(); none is not an error. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_consent_get(struct dossier_client *c,
+                    const struct dossier_call_options *co,
+                    const char *subject_id, const char *purpose,
+                    struct dossier_consent_event **out, size_t *n,
+                    struct dossier_status *st);
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_consent_history(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const char *subject_id, const char *purpose,
+                        struct dossier_consent_event **out, size_t *n,
+                        struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Subject rights (compliance role). @reference: why (a ticket number, a
+ * label as for consent; NULL: ""), written to the audit log. */
+
+struct dossier_subject_status {
+    uint8_t pseudonym[16]; /* as the audit log names the subject */
+    int restricted;        /* Art. 18: only purpose legal_claims reads */
+    uint64_t records;      /* records held about the subject */
+};
+
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_status(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       const char *subject_id, const char *reference,
+                       struct dossier_subject_status *out,
+                       struct dossier_status *st);
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_restrict(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         const char *subject_id, const char *reference,
+                         struct dossier_subject_status *out,
+                         struct dossier_status *st);
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_unrestrict(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const char *subject_id, const char *reference,
+                           struct dossier_subject_status *out,
+                           struct dossier_status *st);
+
+/* What an erasure proves (see dossier.proto, ErasureCertificate). */
+struct dossier_erasure_certificate {
+    uint8_t pseudonym[16];
+    int64_t time_ms;
+    uint64_t raft_index;
+    uint64_t records_deleted;
+    uint8_t signature[64];
+    uint8_t public_key[32];
+    size_t n_nodes;
+    uint64_t nodes[DOSSIER_CLUSTER_MAX];
+};
+
+/* Erases subject @subject_id everywhere (Art. 17): their data key is
+ * destroyed on every node, their records, index entries and consent
+ * deleted, their key ranges compacted. Afterwards nothing of them can be
+ * read; a later write naming the same id starts a new subject.
+ * Erasing a subject the store holds nothing of still succeeds (and is
+ * certified): the ledger remembers it. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_erase(struct dossier_client *c,
+                      const struct dossier_call_options *co,
+                      const char *subject_id, const char *reference,
+                      struct dossier_erasure_certificate *out,
+                      struct dossier_status *st);
+
+/* Checks @cert's signature under its own public key (and, when @pk is not
+ * NULL, that this is the key @pk). Returns 0 or DOSSIER_CORRUPT. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_erasure_certificate_verify(
+    const struct dossier_erasure_certificate *cert, const uint8_t *pk,
+    struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Audit log (compliance role) */
+
+/* One decoded entry. Texts are NUL-terminated copies. */
+struct dossier_audit_entry {
+    uint64_t index;
+    int64_t time_ms;
+    char principal[65];
+    char action[65];
+    char purpose[DOSSIER_PURPOSE_NAME_MAX + 1];
+    int has_subject;
+    uint8_t subject[16]; /* subject pseudonym */
+    size_t n_records;    /* record pseudonyms named (not copied) */
+    int outcome;         /* DOSSIER_* code of the call, 0 = ok */
+};
+
+/* The audit log's public key (32 bytes) and how far it reaches. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_public_key(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         uint8_t pk[32], uint64_t *last_index,
+                         uint64_t *signed_index, struct dossier_status *st);
+
+/* Up to @limit entries from @from_index on (1: the first), decoded, into
+ * *@out (an array of *@n, free with free()). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_read(struct dossier_client *c,
+                   const struct dossier_call_options *co, uint64_t from_index,
+                   uint32_t limit, struct dossier_audit_entry **out,
+                   size_t *n, struct dossier_status *st);
+
+/* Verifies the whole log as the node serves it, against public key @pk
+ * (32 bytes, obtained once and kept apart from the node): every entry's
+ * encoding, the hash chain, every stored hash and every checkpoint's
+ * signature. Returns 0 if it verifies, DOSSIER_CORRUPT if not, with
+ * @report filled either way (may be NULL). */
+struct dossier_audit_report {
+    uint64_t entries;        /* entries checked */
+    uint64_t checkpoints;    /* signed checkpoints that matched */
+    uint64_t signed_through; /* last entry a checkpoint covers */
+    uint64_t unsigned_tail;  /* entries after it (not yet signed) */
+    uint64_t bad_index;      /* first entry proven bad, 0 if none */
+    uint64_t suspect_from;   /* lowest entry that may hold the cause */
+    char message[256];       /* for a human */
+};
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_verify(struct dossier_client *c,
+                     const struct dossier_call_options *co,
+                     const uint8_t pk[32], struct dossier_audit_report *report,
+                     struct dossier_status *st);
+
 #ifdef __cplusplus
 }
 #endif
