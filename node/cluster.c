@@ -1086,7 +1086,8 @@ static void finish_erasure(struct cluster *cl)
         return;
     }
     raft_compact(cl->raft, meta.index);
-    store_compact_raft_log(cl->store);
+    if (store_compact_raft_log(cl->store, &st) != 0)
+        fatal("reopening the database after an erasure", &st);
     log_printf(LOG_INFO, "erasure: raft log compacted through %" PRIu64,
                meta.index);
 }

@@ -927,9 +927,20 @@ int store_erase_finish(struct store *s, struct dossier_status *st)
     return err_ok(st);
 }
 
-void store_compact_raft_log(struct store *s)
+int store_compact_raft_log(struct store *s, struct dossier_status *st)
 {
+    int rc;
     compact_forced(s, STORE_RAFTLOG, NULL, 0, NULL, 0);
+    /* RocksDB's MANIFEST is a log of every file it ever made, with each
+     * file's first and last key, and index keys hold blind indexes: only a
+     * new MANIFEST, written when the database opens, forgets the files
+     * the compactions dropped. Readers wait meanwhile (tens of ms). */
+    pthread_rwlock_wrlock(&s->swap);
+    db_close(s->db, s->cf);
+    s->db = NULL;
+    rc = db_open(s, s->db_path, &s->db, s->cf, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc ? rc : err_ok(st);
 }
 
 /* RocksDB's default order: bytewise, a proper prefix first. */

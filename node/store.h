@@ -150,8 +150,12 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 int store_erase_finish(struct store *s, struct dossier_status *st);
 
 /* Compacts the whole raft log family down to the last level: after the
- * log was compacted past an erasure, its deleted entries leave the disk. */
-void store_compact_raft_log(struct store *s);
+ * log was compacted past an erasure, its deleted entries leave the disk.
+ * Then reopens the database, so that RocksDB writes a new MANIFEST and
+ * deletes the old one, which still names the dropped files' first and
+ * last keys. Applying thread only; handles from store_raw() change.
+ * Errors: DOSSIER_IO, DOSSIER_CORRUPT (the node cannot go on). */
+int store_compact_raft_log(struct store *s, struct dossier_status *st);
 
 /* The last committed revision. */
 uint64_t store_revision(struct store *s);

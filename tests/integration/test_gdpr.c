@@ -1,0 +1,742 @@
+/* GDPR operations against real nodes, through libdossier:
+ *  - purposes limit the fields in answers; a consent purpose sees nothing
+ *    of a subject without consent, and withdrawal takes effect at once;
+ *    a principal only uses the purposes it was granted;
+ *  - a restricted subject is read only for legal_claims;
+ *  - the audit log records writes, reads and refused calls, verifies with
+ *    the public key alone, and a byte flipped in one stored entry of a
+ *    stopped node is found and named;
+ *  - erasure on a 3-node cluster: certified, nothing of the subject reads
+ *    back, and no byte of its sealed values, data key or index entries is
+ *    left in any file of any node's data directory, while the other
+ *    subject's are (the scan can find what is there). */
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <rocksdb/c.h>
+#include <sodium.h>
+
+#include "harness.h"
+#include "store.pb-c.h"
+
+static char tok_admin[65], tok_service[65], tok_all[65], tok_dpo[65];
+
+static void new_token(char out[65])
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(out, 65, raw, sizeof(raw));
+}
+
+static void write_auth_file(const char *path)
+{
+    const struct {
+        const char *name, *role, *token, *purposes;
+    } p[] = {{"ops", "admin", tok_admin, "*"},
+             {"crm", "service", tok_service, "operations,marketing"},
+             {"all", "service", tok_all, "*"},
+             {"dpo", "compliance", tok_dpo, ""}};
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (size_t i = 0; i < 4; i++) {
+        uint8_t h[32];
+        char hex[65];
+        crypto_hash_sha256(h, (const unsigned char *)p[i].token, 64);
+        sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+        fprintf(f, "%s %s %s %s\n", p[i].name, p[i].role, hex, p[i].purposes);
+    }
+    fclose(f);
+}
+
+static struct dossier_client *client_as(const char *target, const char *token,
+                                        const char *purpose)
+{
+    struct dossier_client_options o;
+    struct dossier_client *c;
+    struct dossier_status st;
+    dossier_client_options_init(&o);
+    o.target = target;
+    o.token = token;
+    o.purpose = purpose;
+    o.timeout_ms = 15000;
+    if (dossier_client_open(&o, &c, &st) != 0)
+        fail_msg("client: %s", st.message);
+    return c;
+}
+
+static int put_contact(struct dossier_client *c, const char *id,
+                       const char *subject, const char *marker)
+{
+    struct dossier_record *r = dossier_record_new("contact", id, subject);
+    struct dossier_status st;
+    char email[128];
+    int rc;
+    snprintf(email, sizeof(email), "%s@example.org", marker);
+    dossier_record_set_string(r, "first_name", marker);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_double(r, "credit_limit", 1500.0);
+    dossier_record_set_string(r, "accessibility_needs", marker);
+    rc = dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st);
+    if (rc)
+        print_message("put %s: %s\n", id, st.message);
+    dossier_record_free(r);
+    return rc ? st.code : 0;
+}
+
+/* Gets contact @id: the status code, and the record into *@out if asked. */
+static int get_contact(struct dossier_client *c, const char *id,
+                       struct dossier_record **out)
+{
+    struct dossier_record *r = NULL;
+    struct dossier_status st;
+    int rc = dossier_get(c, NULL, "contact", id, &r, &st);
+    if (out)
+        *out = r;
+    else
+        dossier_record_free(r);
+    return rc ? st.code : 0;
+}
+
+static size_t scan_count(struct dossier_client *c)
+{
+    struct dossier_page pg;
+    struct dossier_status st;
+    size_t n;
+    if (dossier_scan(c, NULL, "contact", NULL, &pg, &st) != 0)
+        fail_msg("scan: %s", st.message);
+    n = pg.n_records;
+    dossier_page_release(&pg);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_purposes_and_consent(void **state)
+{
+    struct node_proc n;
+    char auth[400];
+    const char *extra[] = {"--auth-file", auth, NULL};
+    struct dossier_client *ops, *mkt, *crm, *analytics, *nope, *dpo, *billing;
+    struct dossier_record *r;
+    struct dossier_consent_event ev, *evs;
+    struct dossier_purpose p, got;
+    struct dossier_status st;
+    size_t nev;
+    (void)state;
+
+    node_init(&n);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    write_auth_file(auth);
+    harness_token = tok_admin;
+    assert_int_equal(node_start(&n, extra), 0);
+
+    crm = client_as(n.addr, tok_service, "operations");
+    mkt = client_as(n.addr, tok_service, "marketing");
+    analytics = client_as(n.addr, tok_service, "analytics");
+    nope = client_as(n.addr, tok_all, "no-such-purpose");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    ops = client_as(n.addr, tok_admin, NULL);
+    assert_int_equal(put_contact(crm, "c-a", "subj-a", "Alma"), 0);
+    assert_int_equal(put_contact(crm, "c-b", "subj-b", "Bert"), 0);
+
+    /* No consent yet: marketing sees nothing of either subject. */
+    assert_int_equal(get_contact(mkt, "c-a", NULL), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(scan_count(mkt), 0);
+    /* A purpose not granted to the principal, and an unknown one. */
+    assert_int_equal(get_contact(analytics, "c-a", NULL),
+                     DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(get_contact(nope, "c-a", NULL), DOSSIER_INVALID_ARGUMENT);
+
+    /* Consent for subject A: marketing sees A's identity and contact
+     * fields, never the financial or the special ones; B stays hidden. */
+    assert_int_equal(dossier_consent_grant(dpo, NULL, "subj-a", "marketing",
+                                           "signup-form", "2026-03", &ev, &st),
+                     0);
+    assert_int_equal(ev.state, DOSSIER_CONSENT_GRANTED);
+    assert_string_equal(ev.principal, "dpo");
+    assert_int_equal(get_contact(mkt, "c-a", &r), 0);
+    assert_string_equal(dossier_record_field(r, "first_name")->u.s, "Alma");
+    assert_non_null(dossier_record_field(r, "email"));
+    assert_null(dossier_record_field(r, "credit_limit"));
+    assert_null(dossier_record_field(r, "accessibility_needs"));
+    dossier_record_free(r);
+    assert_int_equal(scan_count(mkt), 1);
+    assert_int_equal(get_contact(mkt, "c-b", NULL), DOSSIER_PERMISSION_DENIED);
+
+    /* operations (contract) sees financial data, never special-category. */
+    assert_int_equal(get_contact(crm, "c-a", &r), 0);
+    assert_non_null(dossier_record_field(r, "credit_limit"));
+    assert_null(dossier_record_field(r, "accessibility_needs"));
+    dossier_record_free(r);
+
+    /* Withdrawal takes effect for the very next read. */
+    assert_int_equal(dossier_consent_withdraw(dpo, NULL, "subj-a", "marketing",
+                                              "preference-center", "2026-03",
+                                              NULL, &st),
+                     0);
+    assert_int_equal(get_contact(mkt, "c-a", NULL), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(scan_count(mkt), 0);
+    assert_int_equal(dossier_consent_history(dpo, NULL, "subj-a", NULL, &evs,
+                                             &nev, &st),
+                     0);
+    assert_int_equal(nev, 2);
+    assert_int_equal(evs[0].state, DOSSIER_CONSENT_GRANTED);
+    assert_string_equal(evs[0].source, "signup-form");
+    assert_int_equal(evs[1].state, DOSSIER_CONSENT_WITHDRAWN);
+    assert_true(evs[1].revision > evs[0].revision);
+    free(evs);
+    assert_int_equal(dossier_consent_get(dpo, NULL, "subj-a", "marketing",
+                                         &evs, &nev, &st),
+                     0);
+    assert_int_equal(nev, 1);
+    assert_int_equal(evs[0].state, DOSSIER_CONSENT_WITHDRAWN);
+    free(evs);
+    /* A label that could hold personal data is refused. */
+    assert_int_not_equal(dossier_consent_grant(dpo, NULL, "subj-a",
+                                               "marketing", "Alma Smith", "",
+                                               NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+
+    /* A purpose of our own: billing sees financial fields only. Only an
+     * admin defines purposes; built-in ones cannot be redefined. */
+    memset(&p, 0, sizeof(p));
+    snprintf(p.name, sizeof(p.name), "billing");
+    p.categories = 1u << DOSSIER_CATEGORY_FINANCIAL;
+    p.basis = DOSSIER_BASIS_CONTRACT;
+    snprintf(p.description, sizeof(p.description), "invoices");
+    assert_int_not_equal(dossier_purpose_define(crm, NULL, &p, NULL, &st), 0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_purpose_define(ops, NULL, &p, &got, &st), 0);
+    assert_int_equal(got.categories, p.categories);
+    assert_false(got.builtin);
+    snprintf(p.name, sizeof(p.name), "marketing");
+    assert_int_not_equal(dossier_purpose_define(ops, NULL, &p, NULL, &st), 0);
+    assert_int_equal(st.code, DOSSIER_FAILED_PRECONDITION);
+    billing = client_as(n.addr, tok_all, "billing");
+    assert_int_equal(get_contact(billing, "c-a", &r), 0);
+    assert_non_null(dossier_record_field(r, "credit_limit"));
+    assert_null(dossier_record_field(r, "first_name"));
+    assert_null(dossier_record_field(r, "email"));
+    dossier_record_free(r);
+    /* crm was not granted billing. */
+    dossier_client_close(analytics);
+    analytics = client_as(n.addr, tok_service, "billing");
+    assert_int_equal(get_contact(analytics, "c-a", NULL),
+                     DOSSIER_PERMISSION_DENIED);
+
+    /* The definition survives a restart. */
+    assert_int_equal(node_stop(&n), 0);
+    assert_int_equal(node_start(&n, extra), 0);
+    dossier_client_close(billing);
+    billing = client_as(n.addr, tok_all, "billing");
+    assert_int_equal(get_contact(billing, "c-a", NULL), 0);
+
+    dossier_client_close(billing);
+    dossier_client_close(analytics);
+    dossier_client_close(ops);
+    dossier_client_close(dpo);
+    dossier_client_close(nope);
+    dossier_client_close(crm);
+    dossier_client_close(mkt);
+    node_destroy(&n);
+}
+
+static void test_restriction(void **state)
+{
+    struct node_proc n;
+    char auth[400];
+    const char *extra[] = {"--auth-file", auth, NULL};
+    struct dossier_client *crm, *legal, *dpo;
+    struct dossier_subject_status ss;
+    struct dossier_status st;
+    (void)state;
+
+    node_init(&n);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    write_auth_file(auth);
+    harness_token = tok_admin;
+    assert_int_equal(node_start(&n, extra), 0);
+    crm = client_as(n.addr, tok_service, "operations");
+    legal = client_as(n.addr, tok_all, "legal_claims");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(put_contact(crm, "c-r", "subj-r", "Rita"), 0);
+
+    assert_int_equal(dossier_subject_restrict(dpo, NULL, "subj-r", "REQ-7",
+                                              &ss, &st),
+                     0);
+    assert_true(ss.restricted);
+    assert_int_equal(ss.records, 1);
+    assert_int_equal(get_contact(crm, "c-r", NULL), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(scan_count(crm), 0);
+    assert_int_equal(get_contact(legal, "c-r", NULL), 0);
+    /* Only compliance restricts. */
+    assert_int_not_equal(dossier_subject_unrestrict(crm, NULL, "subj-r", NULL,
+                                                    NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_subject_unrestrict(dpo, NULL, "subj-r", "REQ-7",
+                                                &ss, &st),
+                     0);
+    assert_false(ss.restricted);
+    assert_int_equal(get_contact(crm, "c-r", NULL), 0);
+
+    dossier_client_close(dpo);
+    dossier_client_close(legal);
+    dossier_client_close(crm);
+    node_destroy(&n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Audit */
+
+static const char *const families[] = {
+    "default", "schema",  "record", "subject", "index",  "requests",
+    "raft",    "raftlog", "policy", "consent", "audit"};
+#define N_FAMILIES (sizeof(families) / sizeof(families[0]))
+
+/* Opens a stopped node's database with every family. */
+static rocksdb_t *db_open(const char *data, int read_only,
+                          rocksdb_column_family_handle_t **cf)
+{
+    char path[400], *err = NULL;
+    const rocksdb_options_t *fo[N_FAMILIES];
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_t *db;
+    snprintf(path, sizeof(path), "%s/db", data);
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        fo[i] = o;
+    db = read_only ? rocksdb_open_for_read_only_column_families(
+                         o, path, N_FAMILIES, families, fo, cf, 0, &err)
+                   : rocksdb_open_column_families(o, path, N_FAMILIES,
+                                                  families, fo, cf, &err);
+    rocksdb_options_destroy(o);
+    if (err)
+        fail_msg("open %s: %s", path, err);
+    return db;
+}
+
+static void db_close(rocksdb_t *db, rocksdb_column_family_handle_t **cf)
+{
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        rocksdb_column_family_handle_destroy(cf[i]);
+    rocksdb_close(db);
+}
+
+static int find_entry(struct dossier_audit_entry *e, size_t n,
+                      const char *principal, const char *action, int outcome)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(e[i].principal, principal) == 0 &&
+            strcmp(e[i].action, action) == 0 && e[i].outcome == outcome)
+            return 1;
+    return 0;
+}
+
+/* Waits until the log holds an entry like that; 1 if it came. */
+static int wait_entry(struct dossier_client *dpo, const char *principal,
+                      const char *action, int outcome)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        struct dossier_audit_entry *e;
+        struct dossier_status st;
+        size_t n;
+        int found;
+        if (dossier_audit_read(dpo, NULL, 1, 10000, &e, &n, &st) != 0)
+            fail_msg("audit read: %s", st.message);
+        found = find_entry(e, n, principal, action, outcome);
+        free(e);
+        if (found)
+            return 1;
+        usleep(100000);
+    }
+    return 0;
+}
+
+static void test_audit_log(void **state)
+{
+    struct node_proc n;
+    char auth[400];
+    const char *extra[] = {"--auth-file", auth, "--audit-window-ms", "50",
+                           "--audit-checkpoint-entries", "4",
+                           "--audit-checkpoint-ms", "200", NULL};
+    struct dossier_client *crm, *anon, *badtok, *nopurpose, *dpo, *mkt;
+    struct dossier_audit_report rep;
+    struct dossier_status st;
+    rocksdb_column_family_handle_t *cf[N_FAMILIES];
+    rocksdb_t *db;
+    uint8_t pk[32], wrong[32], key[9];
+    uint64_t last = 0, signed_through = 0, victim;
+    char *v, *err = NULL;
+    size_t vlen;
+    (void)state;
+
+    node_init(&n);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    write_auth_file(auth);
+    harness_token = tok_admin;
+    assert_int_equal(node_start(&n, extra), 0);
+    crm = client_as(n.addr, tok_service, "operations");
+    mkt = client_as(n.addr, tok_service, "marketing");
+    anon = client_as(n.addr, NULL, "operations");
+    badtok = client_as(n.addr, "0123456789abcdef", "operations");
+    nopurpose = client_as(n.addr, tok_service, NULL);
+    dpo = client_as(n.addr, tok_dpo, NULL);
+
+    for (int i = 0; i < 6; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "c-%d", i);
+        assert_int_equal(put_contact(crm, id, "subj-x", "Xena"), 0);
+        assert_int_equal(get_contact(crm, id, NULL), 0);
+    }
+    assert_int_equal(put_contact(anon, "c-9", "subj-x", "Xena"),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(put_contact(badtok, "c-9", "subj-x", "Xena"),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(put_contact(nopurpose, "c-9", "subj-x", "Xena"),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(get_contact(mkt, "c-1", NULL), DOSSIER_PERMISSION_DENIED);
+    assert_int_not_equal(dossier_audit_public_key(crm, NULL, pk, NULL, NULL,
+                                                  &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+
+    /* Writes, reads and every refusal are in the log. */
+    assert_true(wait_entry(dpo, "crm", "records.put", 0));
+    assert_true(wait_entry(dpo, "crm", "records.get", 0));
+    assert_true(wait_entry(dpo, "", "records.put", DOSSIER_UNAUTHENTICATED));
+    assert_true(wait_entry(dpo, "crm", "records.put",
+                           DOSSIER_INVALID_ARGUMENT));
+    assert_true(wait_entry(dpo, "crm", "records.get",
+                           DOSSIER_PERMISSION_DENIED));
+    assert_true(wait_entry(dpo, "crm", "audit.public_key",
+                           DOSSIER_PERMISSION_DENIED));
+
+    /* The whole log verifies with the public key alone, once signed. */
+    for (int tries = 0; tries < 100 && (signed_through < 12 ||
+                                        signed_through != last);
+         tries++) {
+        assert_int_equal(dossier_audit_public_key(dpo, NULL, pk, &last,
+                                                  &signed_through, &st),
+                         0);
+        usleep(100000);
+    }
+    assert_true(signed_through >= 12);
+    assert_int_equal(dossier_audit_verify(dpo, NULL, pk, &rep, &st), 0);
+    assert_true(rep.entries >= signed_through);
+    assert_true(rep.checkpoints >= 1);
+    assert_int_equal(rep.bad_index, 0);
+    memcpy(wrong, pk, sizeof(wrong));
+    wrong[0] ^= 1;
+    assert_int_not_equal(dossier_audit_verify(dpo, NULL, wrong, &rep, &st), 0);
+
+    /* Flip one byte of entry 5 (its time) in the stopped node's RocksDB:
+     * verification fails and names entry 5. */
+    victim = 5;
+    assert_int_equal(node_stop(&n), 0);
+    db = db_open(n.data, 0, cf);
+    key[0] = 'e';
+    for (int i = 0; i < 8; i++)
+        key[1 + i] = (uint8_t)(victim >> (8 * (7 - i)));
+    {
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+        v = rocksdb_get_cf(db, ro, cf[10], (const char *)key, sizeof(key),
+                           &vlen, &err);
+        assert_null(err);
+        assert_non_null(v);
+        assert_true(vlen > 32 + 9);
+        v[32 + 8] ^= 0x01; /* the low byte of the entry's time */
+        rocksdb_put_cf(db, wo, cf[10], (const char *)key, sizeof(key), v,
+                       vlen, &err);
+        assert_null(err);
+        rocksdb_free(v);
+        rocksdb_readoptions_destroy(ro);
+        rocksdb_writeoptions_destroy(wo);
+    }
+    db_close(db, cf);
+    assert_int_equal(node_start(&n, extra), 0);
+    dossier_client_close(dpo);
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    memset(&rep, 0, sizeof(rep));
+    assert_int_equal(dossier_audit_verify(dpo, NULL, pk, &rep, &st),
+                     DOSSIER_CORRUPT);
+    assert_int_equal(rep.bad_index, victim);
+    print_message("tampered log: %s\n", rep.message);
+
+    dossier_client_close(dpo);
+    dossier_client_close(nopurpose);
+    dossier_client_close(badtok);
+    dossier_client_close(anon);
+    dossier_client_close(mkt);
+    dossier_client_close(crm);
+    node_destroy(&n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Erasure */
+
+struct needles {
+    uint8_t (*b)[32];
+    size_t n;
+};
+
+static void needle_add(struct needles *nd, const uint8_t *p, size_t len)
+{
+    if (len < 32)
+        return;
+    nd->b = realloc(nd->b, (nd->n + 1) * sizeof(*nd->b));
+    assert_non_null(nd->b);
+    memcpy(nd->b[nd->n++], p, 32);
+}
+
+/* From a stopped node: the first 32 bytes of every sealed box (field
+ * values, ids, links) and of the wrapped data key of subject @sp, and the
+ * blind index + record pseudonym of each of its index rows. */
+static void collect(const char *data, const uint8_t sp[16],
+                    struct needles *nd)
+{
+    rocksdb_column_family_handle_t *cf[N_FAMILIES];
+    rocksdb_t *db = db_open(data, 1, cf);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cf[2]);
+    char *v, *err = NULL;
+    size_t vlen;
+
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t len;
+        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &len);
+        Dossier__Store__V1__StoredRecord *r =
+            dossier__store__v1__stored_record__unpack(NULL, len, val);
+        assert_non_null(r);
+        if (r->subject.len == 16 && memcmp(r->subject.data, sp, 16) == 0) {
+            for (size_t i = 0; i < r->n_fields; i++)
+                needle_add(nd, r->fields[i]->box.data, r->fields[i]->box.len);
+            needle_add(nd, r->sealed_id.data, r->sealed_id.len);
+            for (size_t i = 0; i < r->n_index_keys; i++)
+                needle_add(nd, r->index_keys[i].data + r->index_keys[i].len -
+                                   32,
+                           32);
+        }
+        dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    }
+    rocksdb_iter_destroy(it);
+    v = rocksdb_get_cf(db, ro, cf[3], (const char *)sp, 16, &vlen, &err);
+    assert_null(err);
+    assert_non_null(v);
+    {
+        Dossier__Store__V1__SubjectKey *k =
+            dossier__store__v1__subject_key__unpack(NULL, vlen,
+                                                    (const uint8_t *)v);
+        assert_non_null(k);
+        needle_add(nd, k->wrapped_dek.data, k->wrapped_dek.len);
+        needle_add(nd, k->sealed_subject_id.data, k->sealed_subject_id.len);
+        dossier__store__v1__subject_key__free_unpacked(k, NULL);
+    }
+    rocksdb_free(v);
+    rocksdb_readoptions_destroy(ro);
+    db_close(db, cf);
+}
+
+/* How many of @nd occur in any regular file under @dir. */
+static size_t found_in(const char *dir, const struct needles *nd,
+                       int *seen)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t hits = 0;
+    assert_non_null(d);
+    while ((e = readdir(d))) {
+        char path[1024];
+        struct stat sb;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (lstat(path, &sb) != 0)
+            continue;
+        if (S_ISDIR(sb.st_mode)) {
+            hits += found_in(path, nd, seen);
+        } else if (S_ISREG(sb.st_mode) && sb.st_size > 0) {
+            int fd = open(path, O_RDONLY);
+            uint8_t *m;
+            assert_true(fd >= 0);
+            m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+            close(fd);
+            assert_true(m != MAP_FAILED);
+            for (size_t i = 0; i < nd->n; i++)
+                if (memmem(m, (size_t)sb.st_size, nd->b[i], 32)) {
+                    if (!seen[i])
+                        hits++;
+                    if (getenv("DOSSIER_TEST_WHERE"))
+                        print_message("needle %zu in %s\n", i, path);
+                    seen[i] = 1;
+                }
+            munmap(m, (size_t)sb.st_size);
+        }
+    }
+    closedir(d);
+    return hits;
+}
+
+static size_t count_in(const char *dir, const struct needles *nd)
+{
+    int *seen = calloc(nd->n ? nd->n : 1, sizeof(int));
+    size_t hits;
+    assert_non_null(seen);
+    hits = found_in(dir, nd, seen);
+    free(seen);
+    return hits;
+}
+
+static void wait_applied(struct cluster_proc *c, uint64_t index)
+{
+    for (int i = 0; i < c->n; i++) {
+        struct dossier_cluster_status s;
+        int tries = 0;
+        do {
+            cluster_node_status(c, i, &s);
+            if (s.applied_index >= index)
+                break;
+            usleep(50000);
+        } while (++tries < 200);
+        assert_true(s.applied_index >= index);
+    }
+}
+
+static void test_erasure(void **state)
+{
+    struct cluster_proc c;
+    struct dossier_client *cl;
+    struct dossier_subject_status ss_a, ss_b;
+    struct dossier_erasure_certificate cert;
+    struct dossier_page pg;
+    struct dossier_status st;
+    struct needles a = {0}, b = {0};
+    struct dossier_record *r;
+    uint8_t pk[32];
+    (void)state;
+
+    harness_token = NULL;
+    cluster_init(&c, 3, NULL);
+    assert_int_equal(cluster_start_all(&c), 0);
+    assert_true(cluster_leader(&c) >= 0);
+    cl = harness_client(c.targets, 20000);
+    assert_int_equal(put_contact(cl, "ea-1", "subj-erase-a", "Erika"), 0);
+    assert_int_equal(put_contact(cl, "ea-2", "subj-erase-a", "Erika2"), 0);
+    assert_int_equal(put_contact(cl, "eb-1", "subj-erase-b", "Bruno"), 0);
+    assert_int_equal(dossier_consent_grant(cl, NULL, "subj-erase-a",
+                                           "marketing", "web", "1", NULL, &st),
+                     0);
+    assert_int_equal(dossier_subject_status(cl, NULL, "subj-erase-a", NULL,
+                                            &ss_a, &st),
+                     0);
+    assert_int_equal(ss_a.records, 2);
+    assert_int_equal(dossier_subject_status(cl, NULL, "subj-erase-b", NULL,
+                                            &ss_b, &st),
+                     0);
+    assert_int_equal(cluster_wait_converged(&c), 0);
+
+    /* What A and B look like on disk, read from a stopped follower. */
+    {
+        int f = (cluster_leader(&c) + 1) % 3;
+        assert_int_equal(node_stop(&c.nodes[f]), 0);
+        collect(c.nodes[f].data, ss_a.pseudonym, &a);
+        collect(c.nodes[f].data, ss_b.pseudonym, &b);
+        assert_int_equal(node_start(&c.nodes[f], NULL), 0);
+    }
+    assert_true(a.n >= 2 * 4 + 2);
+    assert_true(b.n >= 4);
+    assert_int_equal(cluster_wait_converged(&c), 0);
+
+    assert_int_equal(dossier_subject_erase(cl, NULL, "subj-erase-a", "DSR-1",
+                                           &cert, &st),
+                     0);
+    assert_int_equal(cert.records_deleted, 2);
+    assert_memory_equal(cert.pseudonym, ss_a.pseudonym, 16);
+    assert_true(cert.n_nodes >= 1);
+    assert_int_equal(dossier_audit_public_key(cl, NULL, pk, NULL, NULL, &st),
+                     0);
+    assert_int_equal(dossier_erasure_certificate_verify(&cert, pk, &st), 0);
+    cert.records_deleted++;
+    assert_int_not_equal(dossier_erasure_certificate_verify(&cert, pk, &st),
+                         0);
+
+    /* Nothing of A reads back, on any node; B is intact. */
+    assert_int_equal(get_contact(cl, "ea-1", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(dossier_list_by_subject(cl, NULL, "subj-erase-a", NULL,
+                                             NULL, &pg, &st),
+                     0);
+    assert_int_equal(pg.n_records, 0);
+    dossier_page_release(&pg);
+    assert_int_equal(get_contact(cl, "eb-1", &r), 0);
+    assert_string_equal(dossier_record_field(r, "first_name")->u.s, "Bruno");
+    dossier_record_free(r);
+    assert_int_equal(dossier_subject_status(cl, NULL, "subj-erase-a", NULL,
+                                            &ss_a, &st),
+                     0);
+    assert_int_equal(ss_a.records, 0);
+
+    /* Every node applied it; then no byte of A is left on any disk. */
+    wait_applied(&c, cert.raft_index);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(node_stop(&c.nodes[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        size_t left = count_in(c.nodes[i].dir, &a);
+        size_t kept = count_in(c.nodes[i].dir, &b);
+        print_message("node %d: %zu of %zu needles of A left, %zu of %zu "
+                      "of B found\n",
+                      i + 1, left, a.n, kept, b.n);
+        assert_int_equal(left, 0);
+        assert_true(kept > 0);
+    }
+
+    /* The same subject id later starts a new subject. */
+    assert_int_equal(cluster_start_all(&c), 0);
+    assert_true(cluster_leader(&c) >= 0);
+    assert_int_equal(put_contact(cl, "ea-3", "subj-erase-a", "Again"), 0);
+    assert_int_equal(get_contact(cl, "ea-3", &r), 0);
+    assert_string_equal(dossier_record_field(r, "first_name")->u.s, "Again");
+    dossier_record_free(r);
+
+    free(a.b);
+    free(b.b);
+    dossier_client_close(cl);
+    cluster_destroy(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_purposes_and_consent),
+        cmocka_unit_test(test_restriction),
+        cmocka_unit_test(test_audit_log),
+        cmocka_unit_test(test_erasure),
+    };
+    if (sodium_init() < 0)
+        return 1;
+    new_token(tok_admin);
+    new_token(tok_service);
+    new_token(tok_all);
+    new_token(tok_dpo);
+    {
+        int rc = cmocka_run_group_tests(tests, NULL, NULL);
+        if (harness_running() != 0) {
+            fprintf(stderr, "a test left a process running\n");
+            return 1;
+        }
+        return rc;
+    }
+}
