@@ -138,6 +138,41 @@ expect 5 "an unknown field type exits 5" -- "$DOSSIER" schema define "$WORK/badk
 
 expect 6 "an unreachable node exits 6" -- "$DOSSIER" --target 127.0.0.1:1 --timeout 2000 get contact c1
 
+# --- the compliance officer's commands -------------------------------------
+echo '{"kind":"contact","id":"gdpr-1","subject_id":"gdpr-subj","fields":{"first_name":"Greta","email":"greta@example.org","credit_limit":900.0}}' >"$WORK/g.json"
+expect 0 "put a contact for the GDPR commands" -- "$DOSSIER" put "$WORK/g.json"
+expect 0 "purpose list" -- "$DOSSIER" purpose list
+contains "$WORK/out" '"name":"legal_claims"' "purpose list shows the built-in purposes"
+expect 7 "marketing without consent is refused (exit 7)" -- "$DOSSIER" --purpose marketing get contact gdpr-1
+expect 0 "consent grant" -- "$DOSSIER" consent grant gdpr-subj marketing --source signup-form --notice 2026-03
+json_check "the grant is recorded" "d['state'] == 'granted' and d['purpose'] == 'marketing'"
+expect 0 "marketing reads after consent" -- "$DOSSIER" --purpose marketing get contact gdpr-1
+json_check "marketing sees contact fields, not financial ones" "'email' in d['fields'] and 'credit_limit' not in d['fields']"
+expect 0 "consent withdraw" -- "$DOSSIER" consent withdraw gdpr-subj marketing
+expect 7 "withdrawal applies to the next read" -- "$DOSSIER" --purpose marketing get contact gdpr-1
+expect 0 "consent history" -- "$DOSSIER" consent history gdpr-subj
+[ "$(wc -l <"$WORK/out")" -eq 2 ] && ok "history holds both events" || fail "history: $(cat "$WORK/out")"
+expect 5 "an unknown purpose is refused (exit 5)" -- "$DOSSIER" purpose define "Bad Name" --categories contact --basis consent
+expect 0 "define a purpose" -- "$DOSSIER" purpose define billing --categories financial --basis contract --description invoices
+expect 0 "billing reads financial fields only" -- "$DOSSIER" --purpose billing get contact gdpr-1
+json_check "billing sees credit_limit only" "list(d['fields']) == ['credit_limit']"
+expect 0 "subject restrict" -- "$DOSSIER" subject restrict gdpr-subj --reference REQ-1
+expect 7 "a restricted subject is refused to operations" -- "$DOSSIER" get contact gdpr-1
+expect 0 "legal_claims still reads it" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
+expect 0 "subject unrestrict" -- "$DOSSIER" subject unrestrict gdpr-subj --reference REQ-1
+expect 0 "audit public-key" -- "$DOSSIER" audit public-key
+PK=$(cat "$WORK/out")
+[ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
+expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
+json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
+expect 3 "the erased record is gone" -- "$DOSSIER" get contact gdpr-1
+expect 0 "audit tail" -- "$DOSSIER" audit tail --limit 200
+contains "$WORK/out" '"action":"subjects.erase"' "the erasure is in the audit log"
+sleep 0.5 # one audit window, so the refused reads are in the log too
+expect 0 "audit verify with the public key" -- "$DOSSIER" audit verify --public-key "$PK"
+contains "$WORK/out" "audit log verified" "verify says the log is intact"
+expect 1 "audit verify with another key fails" -- "$DOSSIER" audit verify --public-key "$(echo "$PK" | tr 0-9a-f 1-9a-f0)"
+
 kill -TERM "$NODE_PID"
 wait "$NODE_PID"
 status=$?

@@ -37,12 +37,15 @@ int main(int argc, char **argv)
     struct dossier_record *r, *got;
     dossier_client_options_init(&o);
     o.target = argv[1];
+    o.purpose = "operations";
     if (argc != 2 || dossier_client_open(&o, &c, &st)) return 1;
     r = dossier_record_new("contact", "app-1", "subject-app");
     dossier_record_set_string(r, "first_name", "Installed");
     if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) ||
         dossier_get(c, NULL, "contact", "app-1", &got, &st)) {
         fprintf(stderr, "%s\n", st.message);
+        dossier_record_free(r);
+        dossier_client_close(c);
         return 1;
     }
     printf("%s\n", dossier_record_field(got, "first_name")->u.s);
