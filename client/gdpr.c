@@ -29,16 +29,6 @@
 #define AUDIT_VERIFY_PAGE 1000
 #define AUDIT_READ_MAX 10000
 
-/* What an erasure certificate's signature covers (dossier.proto):
- *   offset  size  content
- *   0       18    "dossier.erasure.v1", no NUL
- *   18      16    subject pseudonym
- *   34      8     be64(time_ms)
- *   42      8     be64(raft_index)
- *   50      8     be64(records_deleted) */
-#define ERASURE_DOMAIN "dossier.erasure.v1"
-#define ERASURE_MSG_BYTES (sizeof(ERASURE_DOMAIN) - 1 + PSEUDONYM_BYTES + 24)
-
 _Static_assert(sizeof(((struct dossier_subject_status *)0)->pseudonym) ==
                    PSEUDONYM_BYTES,
                "subject pseudonym size");
@@ -190,12 +180,6 @@ static int bytes_copy(uint8_t *dst, size_t want, const ProtobufCBinaryData *b,
                        b->len, want);
     memcpy(dst, b->data, want);
     return 0;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
 }
 
 /* ------------------------------------------------------------------ */
@@ -646,8 +630,7 @@ int dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
     struct dossier_status *st)
 {
-    uint8_t msg[ERASURE_MSG_BYTES];
-    size_t off = sizeof(ERASURE_DOMAIN) - 1;
+    uint8_t msg[AUDIT_ERASURE_MESSAGE_BYTES];
 
     if (!cert)
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "certificate is missing");
@@ -657,12 +640,8 @@ int dossier_erasure_certificate_verify(
         return err_set(st, DOSSIER_CORRUPT,
                        "the erasure certificate is signed with another key "
                        "than the one given");
-    memcpy(msg, ERASURE_DOMAIN, off);
-    memcpy(msg + off, cert->pseudonym, PSEUDONYM_BYTES);
-    off += PSEUDONYM_BYTES;
-    put_be64(msg + off, (uint64_t)cert->time_ms);
-    put_be64(msg + off + 8, cert->raft_index);
-    put_be64(msg + off + 16, cert->records_deleted);
+    audit_erasure_message(cert->pseudonym, cert->time_ms, cert->raft_index,
+                          cert->records_deleted, msg);
     if (crypto_sign_verify_detached(cert->signature, msg, sizeof(msg),
                                     cert->public_key) != 0)
         return err_set(st, DOSSIER_CORRUPT,

@@ -493,28 +493,12 @@ void api_subjects_unrestrict(struct call *c, ProtobufCMessage *msg)
     restriction(c, msg, 0);
 }
 
-/* The message an erasure certificate's signature covers. */
-#define ERASURE_CONTEXT "dossier.erasure.v1"
-#define ERASURE_MESSAGE_BYTES (sizeof(ERASURE_CONTEXT) - 1 + 16 + 3 * 8)
-
-static void erasure_message(const uint8_t sp[16], int64_t time_ms,
-                            uint64_t index, uint64_t deleted,
-                            uint8_t out[ERASURE_MESSAGE_BYTES])
-{
-    size_t o = sizeof(ERASURE_CONTEXT) - 1;
-    memcpy(out, ERASURE_CONTEXT, o);
-    memcpy(out + o, sp, 16);
-    store_u64_be(out + o + 16, (uint64_t)time_ms);
-    store_u64_be(out + o + 24, index);
-    store_u64_be(out + o + 32, deleted);
-}
-
 static void erase_done(void *arg, const struct store_result *res)
 {
     struct gdpr_ctx *d = arg;
     Dossier__V1__ErasureCertificate cert =
         DOSSIER__V1__ERASURE_CERTIFICATE__INIT;
-    uint8_t msg[ERASURE_MESSAGE_BYTES], sig[64], pk[32];
+    uint8_t msg[AUDIT_ERASURE_MESSAGE_BYTES], sig[64], pk[32];
     unsigned char *sk = NULL;
     uint64_t nodes[1];
     struct dossier_status st;
@@ -536,7 +520,8 @@ static void erase_done(void *arg, const struct store_result *res)
         free(d);
         return;
     }
-    erasure_message(d->sp, res->updated_at_ms, res->index, res->deleted, msg);
+    audit_erasure_message(d->sp, res->updated_at_ms, res->index,
+                          res->deleted, msg);
     crypto_sign_detached(sig, NULL, msg, sizeof(msg), sk);
     sodium_free(sk);
     nodes[0] = d->node->id;
@@ -659,7 +644,6 @@ void api_audit_read(struct call *c, ProtobufCMessage *msg)
     struct audit_chain head;
     struct dossier_status st;
     struct cp_bound bound;
-    uint8_t from[9];
     uint64_t start = req->from_index ? req->from_index : 1;
     int rc;
 
@@ -676,8 +660,6 @@ void api_audit_read(struct call *c, ProtobufCMessage *msg)
         goto out;
     }
     store_audit_head(s, &head);
-    from[0] = 'e';
-    store_u64_be(from + 1, start);
     /* Scan from the key before @start: store_scan starts after a key. */
     {
         uint8_t after[9];

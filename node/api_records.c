@@ -204,27 +204,11 @@ void api_records_delete(struct call *c, ProtobufCMessage *msg)
     }
 }
 
-/* ------------------------------------------------------------------ */
-/* What a purpose may see */
-
-/* Leaves out of @o the fields whose category @c's purpose may not see. */
-static void filter_fields(struct call *c, struct records_opened *o)
+/* The field categories @c's purpose may see (all for calls without one). */
+static unsigned visible_categories(const struct call *c)
 {
     const struct policy_purpose *pp = call_purpose_def(c);
-    const KindSchema *k;
-    size_t kept = 0;
-
-    if (!pp)
-        return;
-    k = schema_registry_get(store_schemas(call_node(c)->store), o->rec.kind);
-    for (size_t i = 0; i < o->rec.n_fields; i++) {
-        const FieldSchema *f = k ? schema_field(k, o->rec.fields[i]->name)
-                                 : NULL;
-        if (f && f->category >= 1 && f->category <= 6 &&
-            (pp->categories & (1u << f->category)))
-            o->rec.fields[kept++] = o->rec.fields[i];
-    }
-    o->rec.n_fields = kept;
+    return pp ? pp->categories : POLICY_ALL_CATEGORIES;
 }
 
 /* ------------------------------------------------------------------ */
@@ -254,9 +238,8 @@ void api_records_get(struct call *c, ProtobufCMessage *msg)
             return call_fail_status(c, &st);
         }
     }
-    if (records_open(n, sr, rid, &o, &st))
+    if (records_open(n, sr, rid, visible_categories(c), &o, &st))
         return call_fail_status(c, &st);
-    filter_fields(c, &o);
     if (o.rec.subject_id[0])
         call_audit_read(c, sp, rid, 1);
     resp.record = &o.rec;
@@ -372,7 +355,10 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
         int personal = sr->subject.len == STORE_SP_BYTES;
         pg->stored[i] = NULL; /* records_open or we free it */
         if (personal) {
-            int rc = api_subject_visible(c, sr->subject.data, &st);
+            /* ListBySubject checked its one subject before the scan. */
+            int rc = pg->subject ? 0
+                                 : api_subject_visible(c, sr->subject.data,
+                                                       &st);
             if (rc == DOSSIER_PERMISSION_DENIED) {
                 /* Not for this purpose: left out of the page. */
                 dossier__store__v1__stored_record__free_unpacked(sr, NULL);
@@ -385,11 +371,11 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
             }
             memcpy(seen[n_seen++], pg->rids[i], STORE_RID_BYTES);
         }
-        if (records_open(pg->node, sr, pg->rids[i], &o[opened], &st)) {
+        if (records_open(pg->node, sr, pg->rids[i], visible_categories(c),
+                         &o[opened], &st)) {
             call_fail_status(c, &st);
             goto out;
         }
-        filter_fields(c, &o[opened]);
         recs[opened] = &o[opened].rec;
         opened++;
     }

@@ -87,18 +87,23 @@ void audit_sink_add(struct audit_sink *s, const char *principal,
         return;
     }
     pthread_mutex_lock(&s->mu);
-    if (s->n == s->cap) {
+    if (s->n == s->cap && s->cap < AUDIT_SINK_MAX) {
         size_t cap = s->cap ? 2 * s->cap : 1024;
-        struct buffered *q = cap <= AUDIT_SINK_MAX * 2
-                                 ? realloc(s->q, cap * sizeof(*q))
-                                 : NULL;
+        struct buffered *q = realloc(s->q, cap * sizeof(*q));
         if (q) {
             s->q = q;
             s->cap = cap;
         }
     }
-    if (s->n >= AUDIT_SINK_MAX || s->n == s->cap)
+    if (s->n == s->cap || s->n >= AUDIT_SINK_MAX) {
+        if (s->n == 0) { /* no room at all: this entry is the one lost */
+            free(enc);
+            s->dropped++;
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
         drop_oldest(s, 1);
+    }
     s->q[s->n++] = (struct buffered){enc, len};
     pthread_mutex_unlock(&s->mu);
 }
@@ -163,15 +168,17 @@ static void settle(struct audit_sink *s, int ok)
         for (size_t i = 0; i < s->n_sent; i++)
             free(s->sent[i].enc);
     } else {
-        struct buffered *q = realloc(s->q, (s->n + s->n_sent + 1) *
-                                               sizeof(*q));
+        size_t need = s->n + s->n_sent;
+        struct buffered *q = need > s->cap
+                                 ? realloc(s->q, need * sizeof(*q))
+                                 : s->q;
         if (q) {
             s->q = q;
-            if (s->cap < s->n + s->n_sent + 1)
-                s->cap = s->n + s->n_sent + 1;
+            if (need > s->cap)
+                s->cap = need;
             memmove(s->q + s->n_sent, s->q, s->n * sizeof(*q));
             memcpy(s->q, s->sent, s->n_sent * sizeof(*q));
-            s->n += s->n_sent;
+            s->n = need;
             if (s->n > AUDIT_SINK_MAX)
                 drop_oldest(s, s->n - AUDIT_SINK_MAX);
         } else {

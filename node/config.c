@@ -80,7 +80,8 @@ static const struct opt opts[] = {
      "1000", 1, 1u << 30,
      "the leader signs the audit chain at least every this many entries"},
     {"audit-checkpoint-ms", OPT_U64, OFF(audit_checkpoint_ms), "10000", 100,
-     86400000, "... and at least this often (ms) while entries come"},
+     86400000, "the leader also signs the audit chain at least this often (ms) "
+     "while entries come"},
     {"enable-fault-injection", OPT_BOOL, OFF(fault_injection), "false", 0, 0,
      "TESTS ONLY: let Peer.Fault cut this node off from others"},
 };

@@ -337,9 +337,12 @@ static int open_string(const unsigned char *key, const struct crypt_place *p,
 }
 
 int records_open(struct node *n, StoredRecord *stored,
-                 const uint8_t rid[STORE_RID_BYTES], struct records_opened *o,
-                 struct dossier_status *st)
+                 const uint8_t rid[STORE_RID_BYTES], unsigned categories,
+                 struct records_opened *o, struct dossier_status *st)
 {
+    const KindSchema *k =
+        schema_registry_get(store_schemas(n->store), stored->kind);
+    size_t kept = 0;
     struct crypt_dek dek = {0, crypt_scratch_key()};
     struct crypt_place place = {0};
     char sid[CRYPT_SUBJECT_ID_MAX + 1] = "";
@@ -431,7 +434,12 @@ int records_open(struct node *n, StoredRecord *stored,
     place.domain = CRYPT_FIELD;
     for (size_t i = 0; i < stored->n_fields; i++) {
         const Dossier__Store__V1__SealedField *sf = stored->fields[i];
+        const FieldSchema *f = k ? schema_field(k, sf->name) : NULL;
         size_t len;
+        /* A field the caller's purpose may not see is not even opened. */
+        if (!f || f->category < 1 || f->category > 6 ||
+            !(categories & (1u << f->category)))
+            continue;
         if (sf->box.len < CRYPT_BOX_OVERHEAD ||
             sf->box.len - CRYPT_BOX_OVERHEAD > PLAIN_MAX)
             goto fail_box;
@@ -447,9 +455,9 @@ int records_open(struct node *n, StoredRecord *stored,
         dossier__v1__field__init(&o->fields[i]);
         o->fields[i].name = sf->name;
         o->fields[i].value = o->values[i];
-        o->field_ptrs[i] = &o->fields[i];
+        o->field_ptrs[kept++] = &o->fields[i];
     }
-    o->rec.n_fields = stored->n_fields;
+    o->rec.n_fields = kept;
     o->rec.fields = o->field_ptrs;
 
     if (has_subject) {

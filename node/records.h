@@ -52,11 +52,13 @@ struct records_opened {
 };
 
 /* Opens @stored, the record whose pseudonym is @rid (taken: freed by
- * records_opened_release, also on failure) into @o. Errors: DOSSIER_CORRUPT (a box does not open: tampering or a
- * key that no longer exists), DOSSIER_NOMEM, DOSSIER_IO. */
+ * records_opened_release, also on failure) into @o, with only the fields
+ * whose category is in @categories (bits 1 << Category; fields of no known
+ * category are left out). Errors: DOSSIER_CORRUPT (a box does not open:
+ * tampering or a key that no longer exists), DOSSIER_NOMEM, DOSSIER_IO. */
 int records_open(struct node *n, StoredRecord *stored,
-                 const uint8_t rid[STORE_RID_BYTES], struct records_opened *o,
-                 struct dossier_status *st);
+                 const uint8_t rid[STORE_RID_BYTES], unsigned categories,
+                 struct records_opened *o, struct dossier_status *st);
 
 /* Wipes and frees what @o holds. */
 void records_opened_release(struct records_opened *o);

@@ -174,6 +174,7 @@ struct call {
     char principal[AUTH_NAME_MAX + 1];
     unsigned role;
     struct policy_purpose purpose_def; /* API_PURPOSE: resolved */
+    int purpose_known; /* purpose_def holds the named purpose */
     int audited; /* an entry stands for this call already */
     uint8_t request_id[16];
     int has_request_id;
@@ -248,8 +249,15 @@ const char *call_purpose(const struct call *c)
 
 const struct policy_purpose *call_purpose_def(const struct call *c)
 {
-    const struct api_method *m = c->inner ? c->inner : c->m;
-    return m && (m->flags & API_PURPOSE) ? &c->purpose_def : NULL;
+    return c->purpose_known ? &c->purpose_def : NULL;
+}
+
+/* The purpose to write into a command or an audit entry: only a known
+ * one. The header is the caller's text, and any text could hold personal
+ * data. */
+static const char *recorded_purpose(const struct call *c)
+{
+    return c->purpose_known ? c->purpose_def.name : "";
 }
 
 ProtobufCMessage *call_request(const struct call *c)
@@ -268,7 +276,7 @@ void call_command_init(struct call *c, Dossier__Store__V1__Command *cmd)
     if (c->has_request_id)
         cmd->request_id = (ProtobufCBinaryData){16, c->request_id};
     cmd->principal = c->principal;
-    cmd->purpose = c->purpose;
+    cmd->purpose = (char *)recorded_purpose(c);
 }
 
 int call_submit(struct call *c, uint8_t *data, size_t len,
@@ -315,8 +323,8 @@ static void audit_call(struct call *c, const uint8_t *sp, const uint8_t *rids,
         return;
     c->audited = 1;
     action_name(m->path, action, sizeof(action));
-    audit_sink_add(call_node(c)->audit, c->principal, action, c->purpose, sp,
-                   rids, n, outcome);
+    audit_sink_add(call_node(c)->audit, c->principal, action,
+                   recorded_purpose(c), sp, rids, n, outcome);
 }
 
 void call_audit_read(struct call *c, const uint8_t *sp, const uint8_t *rids,
@@ -725,7 +733,9 @@ static int authorize_purpose(struct call *c, const struct api_method *m)
                   "'dossier-purpose'); see dossier purpose list");
         return -1;
     }
-    if (policy_get(store_policy(n->store), c->purpose, &c->purpose_def) != 0) {
+    c->purpose_known =
+        policy_get(store_policy(n->store), c->purpose, &c->purpose_def) == 0;
+    if (!c->purpose_known) {
         log_printf(LOG_WARN, "refused %s: unknown purpose", m->path);
         call_fail(c, DOSSIER_INVALID_ARGUMENT,
                   "unknown purpose '%s': define it first (dossier purpose "

@@ -359,6 +359,28 @@ out:
     return rc;
 }
 
+/* Packs @m into @family at @key in @b; with @copy, also unpacks what was
+ * stored into *@copy (for a registry, once the batch commits).
+ * Errors: DOSSIER_NOMEM. */
+static int put_pb(struct store_batch *b, enum store_family f,
+                  const uint8_t *key, size_t klen, const ProtobufCMessage *m,
+                  ProtobufCMessage **copy)
+{
+    uint8_t small[512], *buf = small;
+    size_t len = protobuf_c_message_get_packed_size(m);
+    if (len > sizeof(small) && !(buf = malloc(len)))
+        return DOSSIER_NOMEM;
+    protobuf_c_message_pack(m, buf);
+    if (copy)
+        *copy = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    if (!copy || *copy)
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[f], (const char *)key,
+                                     klen, (const char *)buf, len);
+    if (buf != small)
+        free(buf);
+    return copy && !*copy ? DOSSIER_NOMEM : 0;
+}
+
 /* The current definition of @kind as this batch sees it: the newest
  * pending definition (the list is oldest first), else the registry's. */
 static const KindSchema *batch_schema(struct store_batch *b, const char *kind)
@@ -378,8 +400,6 @@ static int apply_define_kind(struct store_batch *b, const Command *cmd,
     const KindSchema *prev;
     struct pending_kind *p;
     KindSchema def;
-    uint8_t *buf;
-    size_t len;
     int rc;
 
     if (!op->schema)
@@ -396,24 +416,12 @@ static int apply_define_kind(struct store_batch *b, const Command *cmd,
     def = *op->schema;
     def.builtin = schema_is_builtin(def.kind);
     def.version = b->revision + 1;
-    len = dossier__v1__kind_schema__get_packed_size(&def);
-    buf = malloc(len ? len : 1);
-    p = calloc(1, sizeof(*p));
-    if (!buf || !p) {
-        free(buf);
+    if (!(p = calloc(1, sizeof(*p))) ||
+        put_pb(b, STORE_SCHEMA, (const uint8_t *)def.kind, strlen(def.kind),
+               &def.base, (ProtobufCMessage **)&p->schema) != 0) {
         free(p);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
-    dossier__v1__kind_schema__pack(&def, buf);
-    p->schema = dossier__v1__kind_schema__unpack(NULL, len, buf);
-    if (!p->schema) {
-        free(buf);
-        free(p);
-        return err_set(st, DOSSIER_NOMEM, "out of memory");
-    }
-    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_SCHEMA], def.kind,
-                                 strlen(def.kind), (const char *)buf, len);
-    free(buf);
     *b->kinds_tail = p;
     b->kinds_tail = &p->next;
     b->revision++;
@@ -499,8 +507,8 @@ static int apply_define_purpose(struct store_batch *b, const Command *cmd,
     struct dossier_status *st = &res->status;
     struct pending_purpose *p;
     Dossier__V1__Purpose def;
-    uint8_t key[1 + POLICY_NAME_MAX], *buf;
-    size_t len, n;
+    uint8_t key[1 + POLICY_NAME_MAX];
+    size_t n;
     int rc;
 
     if (!op->purpose)
@@ -511,48 +519,21 @@ static int apply_define_purpose(struct store_batch *b, const Command *cmd,
     def = *op->purpose;
     def.builtin = 0;
     def.version = b->revision + 1;
-    len = dossier__v1__purpose__get_packed_size(&def);
-    buf = malloc(len ? len : 1);
-    p = calloc(1, sizeof(*p));
-    if (!buf || !p) {
-        free(buf);
-        free(p);
-        return err_set(st, DOSSIER_NOMEM, "out of memory");
-    }
-    dossier__v1__purpose__pack(&def, buf);
-    p->purpose = dossier__v1__purpose__unpack(NULL, len, buf);
-    if (!p->purpose) {
-        free(buf);
+    n = strlen(def.name);
+    key[0] = 'p';
+    memcpy(key + 1, def.name, n);
+    if (!(p = calloc(1, sizeof(*p))) ||
+        put_pb(b, STORE_POLICY, key, 1 + n, &def.base,
+               (ProtobufCMessage **)&p->purpose) != 0) {
         free(p);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
     p->version = def.version;
-    n = strlen(def.name);
-    key[0] = 'p';
-    memcpy(key + 1, def.name, n);
-    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
-                                 (const char *)key, 1 + n, (const char *)buf,
-                                 len);
-    free(buf);
     *b->purposes_tail = p;
     b->purposes_tail = &p->next;
     b->revision++;
     res->version = b->revision;
     return err_ok(st);
-}
-
-static void put_pb(struct store_batch *b, enum store_family f,
-                   const uint8_t *key, size_t klen, const ProtobufCMessage *m)
-{
-    uint8_t small[512], *buf = small;
-    size_t len = protobuf_c_message_get_packed_size(m);
-    if (len > sizeof(small) && !(buf = malloc(len)))
-        return; /* messages here are small: cannot happen */
-    protobuf_c_message_pack(m, buf);
-    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[f], (const char *)key, klen,
-                                 (const char *)buf, len);
-    if (buf != small)
-        free(buf);
 }
 
 static int apply_consent(struct store_batch *b, const Command *cmd,
@@ -582,10 +563,15 @@ static int apply_consent(struct store_batch *b, const Command *cmd,
     memcpy(key, op->subject.data, STORE_SP_BYTES);
     key[STORE_SP_BYTES] = 'c';
     memcpy(key + STORE_SP_BYTES + 1, op->purpose, n);
-    put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 1 + n, &sc.base);
+    /* Failing memory stops the node (cluster.c), so the batch needs no
+     * undoing here. */
+    if (put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 1 + n, &sc.base,
+               NULL) != 0)
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     key[STORE_SP_BYTES] = 'h';
     store_u64_be(key + STORE_SP_BYTES + 1, b->revision);
-    put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 9, &sc.base);
+    if (put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 9, &sc.base, NULL))
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     res->version = b->revision;
     res->updated_at_ms = cmd->time_ms;
     return err_ok(&res->status);
@@ -751,7 +737,11 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
         er.reference = cmd->reference;
         lkey[0] = 'e';
         memcpy(lkey + 1, op->subject.data, STORE_SP_BYTES);
-        put_pb(b, STORE_POLICY, lkey, sizeof(lkey), &er.base);
+        /* Failing memory stops the node (cluster.c): no undoing here. */
+        if (put_pb(b, STORE_POLICY, lkey, sizeof(lkey), &er.base, NULL))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    if (rc == 0) {
         memcpy(b->erased[b->n_erased++], op->subject.data, STORE_SP_BYTES);
         b->effects |= STORE_EFFECT_ERASED;
         b->revision++;
@@ -775,13 +765,16 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
  * entries of reads and refused calls. All of it follows from the
  * commands, so every replica's chain is the same. */
 
-static void audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
+/* Appends the encoded entry @enc to the chain and the audit family.
+ * Errors: DOSSIER_NOMEM (the chain is then unchanged). */
+static int audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
 {
     uint8_t key[9], small[512], *val = small;
-    uint64_t i = audit_chain_append(&b->audit, enc, len);
+    uint64_t i;
     if (AUDIT_HASH_BYTES + len > sizeof(small) &&
         !(val = malloc(AUDIT_HASH_BYTES + len)))
-        return; /* cannot happen: entries are small */
+        return DOSSIER_NOMEM;
+    i = audit_chain_append(&b->audit, enc, len);
     key[0] = 'e';
     store_u64_be(key + 1, i);
     memcpy(val, b->audit.hash, AUDIT_HASH_BYTES);
@@ -792,11 +785,13 @@ static void audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
     if (val != small)
         free(val);
     b->audit_changed = 1;
+    return 0;
 }
 
-/* The entry of @cmd, whose outcome was @outcome. */
-static void audit_command(struct store_batch *b, const Command *cmd,
-                          int outcome)
+/* Appends the entry of @cmd, whose outcome was @outcome. Errors:
+ * DOSSIER_NOMEM. */
+static int audit_command(struct store_batch *b, const Command *cmd,
+                         int outcome)
 {
     struct audit_entry e;
     const uint8_t *sp = NULL, *rid = NULL;
@@ -839,8 +834,11 @@ static void audit_command(struct store_batch *b, const Command *cmd,
             sp = cmd->consent->subject.data;
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION:
-        action = cmd->restriction->restricted ? "subjects.restrict"
-                                           : "subjects.unrestrict";
+        /* Named as the methods are, which server.c derives refusals'
+         * actions from. */
+        action = cmd->restriction->restricted
+                     ? "subjects.restrict_processing"
+                     : "subjects.lift_restriction";
         if (cmd->restriction->subject.len == STORE_SP_BYTES)
             sp = cmd->restriction->subject.data;
         break;
@@ -850,7 +848,7 @@ static void audit_command(struct store_batch *b, const Command *cmd,
             sp = cmd->erase->subject.data;
         break;
     default:
-        return; /* audit operations and unknown ones: no entry of their own */
+        return 0; /* audit operations and unknown ones: no entry of theirs */
     }
     memset(&e, 0, sizeof(e));
     e.time_ms = cmd->time_ms > 0 ? cmd->time_ms : 0;
@@ -873,9 +871,9 @@ static void audit_command(struct store_batch *b, const Command *cmd,
         /* A principal with a NUL or too long: name nobody, keep the rest. */
         e.principal_len = 0;
         if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0)
-            return;
+            return 0; /* cannot happen: action and pseudonyms are ours */
     }
-    audit_put(b, buf, len);
+    return audit_put(b, buf, len);
 }
 
 static int apply_audit(struct store_batch *b, const Command *cmd,
@@ -890,7 +888,8 @@ static int apply_audit(struct store_batch *b, const Command *cmd,
                                &st) != 0)
             return bad_command(res, "audit entry");
     for (size_t i = 0; i < op->n_entries; i++)
-        audit_put(b, op->entries[i].data, op->entries[i].len);
+        if (audit_put(b, op->entries[i].data, op->entries[i].len) != 0)
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     return err_ok(&res->status);
 }
 
@@ -1115,8 +1114,9 @@ int store_apply(struct store_batch *b, const Command *cmd,
     /* Failures are audited too, but not a node's own trouble (memory,
      * disk), which is not the command's and would differ between
      * replicas. */
-    if (rc != DOSSIER_NOMEM && rc != DOSSIER_IO)
-        audit_command(b, cmd, rc);
+    if (rc != DOSSIER_NOMEM && rc != DOSSIER_IO &&
+        audit_command(b, cmd, rc) != 0)
+        rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     if (rc == 0) {
         b->n_applied++;
         if (dedupe) {

@@ -625,3 +625,16 @@ int audit_verify_finish(struct audit_verifier *v, struct audit_report *r)
         snprintf(r->message, sizeof(r->message), "the log is empty");
     return r->code;
 }
+
+void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
+                           uint64_t raft_index, uint64_t records_deleted,
+                           uint8_t out[AUDIT_ERASURE_MESSAGE_BYTES])
+{
+    static const char domain[] = "dossier.erasure.v1";
+    size_t o = sizeof(domain) - 1;
+    memcpy(out, domain, o);
+    memcpy(out + o, pseudonym, 16);
+    put_be64(out + o + 16, (uint64_t)time_ms);
+    put_be64(out + o + 24, raft_index);
+    put_be64(out + o + 32, records_deleted);
+}

@@ -223,6 +223,21 @@ DOSSIER_MUST_CHECK int audit_checkpoint_decode(const uint8_t *buf, size_t len,
                                                struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
+ * Erasure certificates: what the cluster's audit key signs for an erasure,
+ * the same message on the node (signing) and in the client (checking).
+ *   offset  size  content
+ *   0       18    "dossier.erasure.v1", no NUL
+ *   18      16    subject pseudonym
+ *   34      8     be64(time_ms)
+ *   42      8     be64(raft_index)
+ *   50      8     be64(records_deleted) */
+#define AUDIT_ERASURE_MESSAGE_BYTES (18 + 16 + 3 * 8)
+
+void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
+                           uint64_t raft_index, uint64_t records_deleted,
+                           uint8_t out[AUDIT_ERASURE_MESSAGE_BYTES]);
+
+/* ------------------------------------------------------------------------
  * Verifying, streaming: memory stays constant however long the log.
  *
  * Feed the log in order: entries by increasing index, and each checkpoint

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #ifndef DOSSIERD_PATH
 #error "DOSSIERD_PATH must name the dossierd binary"
 #endif
@@ -524,4 +526,50 @@ void cluster_destroy(struct cluster_proc *c)
 {
     for (int i = 0; i < c->n; i++)
         node_destroy(&c->nodes[i]);
+}
+
+void harness_new_token(char out[65])
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(out, 65, raw, sizeof(raw));
+}
+
+void harness_write_auth_file(const char *path,
+                             const struct harness_principal *p, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        fatal("auth file");
+    fprintf(f, "# principals of the test\n");
+    for (size_t i = 0; i < n; i++) {
+        uint8_t h[32];
+        char hex[65];
+        crypto_hash_sha256(h, (const unsigned char *)p[i].token,
+                           strlen(p[i].token));
+        sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+        fprintf(f, "%s %s %s %s\n", p[i].name, p[i].role, hex,
+                p[i].purposes ? p[i].purposes : "");
+    }
+    if (fclose(f) != 0)
+        fatal("auth file");
+}
+
+struct dossier_client *harness_client_as(const char *target,
+                                         const char *token,
+                                         const char *purpose)
+{
+    struct dossier_client_options o;
+    struct dossier_client *c;
+    struct dossier_status st;
+    dossier_client_options_init(&o);
+    o.target = target;
+    o.token = token;
+    o.purpose = purpose;
+    o.timeout_ms = 15000;
+    if (dossier_client_open(&o, &c, &st) != 0) {
+        fprintf(stderr, "harness: client: %s\n", st.message);
+        fatal("client");
+    }
+    return c;
 }

@@ -59,6 +59,26 @@ extern const char *harness_token;
 /* The purpose clients of node_client() and harness_client() name. */
 extern const char *harness_purpose;
 
+/* A fresh random bearer token: 64 hex digits and a NUL. */
+void harness_new_token(char out[65]);
+
+/* One line of an auth file: its token is hashed into the file. */
+struct harness_principal {
+    const char *name, *role, *token;
+    const char *purposes; /* the optional fourth column, NULL: none */
+};
+
+/* Writes an auth file at @path for the @n principals @p. Aborts the test
+ * when it cannot. */
+void harness_write_auth_file(const char *path,
+                             const struct harness_principal *p, size_t n);
+
+/* A client of @target calling with @token and @purpose (either may be
+ * NULL), 15 s per call. Aborts the test when it cannot open one. */
+struct dossier_client *harness_client_as(const char *target,
+                                         const char *token,
+                                         const char *purpose);
+
 /* A loopback port nothing listens on right now. */
 int harness_free_port(void);
 

@@ -19,49 +19,17 @@
 /* Tokens of one principal per role, made fresh by the test. */
 static char tok_admin[65], tok_service[65], tok_compliance[65];
 
-static void new_token(char out[65])
-{
-    uint8_t raw[32];
-    randombytes_buf(raw, sizeof(raw));
-    sodium_bin2hex(out, 65, raw, sizeof(raw));
-}
-
 /* Writes an auth file at @path granting the three tokens. */
 static void write_auth_file(const char *path)
 {
-    const struct {
-        const char *name, *role, *token;
-    } p[] = {{"ops", "admin", tok_admin},
-             {"crm-sync", "service", tok_service},
-             {"dpo", "compliance", tok_compliance}};
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "# principals of the auth test\n");
-    for (size_t i = 0; i < 3; i++) {
-        uint8_t h[32];
-        char hex[65];
-        crypto_hash_sha256(h, (const unsigned char *)p[i].token, 64);
-        sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
-        fprintf(f, "%s %s %s\n", p[i].name, p[i].role, hex);
-    }
-    fclose(f);
+    const struct harness_principal p[] = {
+        {"ops", "admin", tok_admin, NULL},
+        {"crm-sync", "service", tok_service, NULL},
+        {"dpo", "compliance", tok_compliance, NULL}};
+    harness_write_auth_file(path, p, 3);
 }
 
-static struct dossier_client *client_as(const char *target, const char *token,
-                                        const char *purpose)
-{
-    struct dossier_client_options o;
-    struct dossier_client *c;
-    struct dossier_status st;
-    dossier_client_options_init(&o);
-    o.target = target;
-    o.token = token;
-    o.purpose = purpose;
-    o.timeout_ms = 15000;
-    if (dossier_client_open(&o, &c, &st) != 0)
-        fail_msg("client: %s", st.message);
-    return c;
-}
+#define client_as harness_client_as
 
 /* Puts a contact; returns the status code. */
 static int put_contact(struct dossier_client *c, const char *id)
@@ -259,9 +227,9 @@ int main(void)
     int rc;
     if (sodium_init() < 0)
         return 1;
-    new_token(tok_admin);
-    new_token(tok_service);
-    new_token(tok_compliance);
+    harness_new_token(tok_admin);
+    harness_new_token(tok_service);
+    harness_new_token(tok_compliance);
     rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (harness_running() != 0) {
         fprintf(stderr, "a test left a process running\n");

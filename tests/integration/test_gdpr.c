@@ -33,47 +33,38 @@
 
 static char tok_admin[65], tok_service[65], tok_all[65], tok_dpo[65];
 
-static void new_token(char out[65])
-{
-    uint8_t raw[32];
-    randombytes_buf(raw, sizeof(raw));
-    sodium_bin2hex(out, 65, raw, sizeof(raw));
-}
-
+/* Principals of every test: an admin, a service granted two purposes, a
+ * service granted all, and a compliance officer. */
 static void write_auth_file(const char *path)
 {
-    const struct {
-        const char *name, *role, *token, *purposes;
-    } p[] = {{"ops", "admin", tok_admin, "*"},
-             {"crm", "service", tok_service, "operations,marketing"},
-             {"all", "service", tok_all, "*"},
-             {"dpo", "compliance", tok_dpo, ""}};
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    for (size_t i = 0; i < 4; i++) {
-        uint8_t h[32];
-        char hex[65];
-        crypto_hash_sha256(h, (const unsigned char *)p[i].token, 64);
-        sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
-        fprintf(f, "%s %s %s %s\n", p[i].name, p[i].role, hex, p[i].purposes);
-    }
-    fclose(f);
+    const struct harness_principal p[] = {
+        {"ops", "admin", tok_admin, "*"},
+        {"crm", "service", tok_service, "operations,marketing"},
+        {"all", "service", tok_all, "*"},
+        {"dpo", "compliance", tok_dpo, NULL}};
+    harness_write_auth_file(path, p, 4);
 }
 
-static struct dossier_client *client_as(const char *target, const char *token,
-                                        const char *purpose)
+#define client_as harness_client_as
+
+/* Starts @n with an auth file of the principals above and the @more
+ * flags (NULL-ended, may be NULL); the harness watches it as admin. */
+static void start_with_auth(struct node_proc *n, const char *const *more)
 {
-    struct dossier_client_options o;
-    struct dossier_client *c;
-    struct dossier_status st;
-    dossier_client_options_init(&o);
-    o.target = target;
-    o.token = token;
-    o.purpose = purpose;
-    o.timeout_ms = 15000;
-    if (dossier_client_open(&o, &c, &st) != 0)
-        fail_msg("client: %s", st.message);
-    return c;
+    static char auth[400];
+    const char *argv[16] = {"--auth-file", auth};
+    int a = 2;
+    node_init(n);
+    snprintf(auth, sizeof(auth), "%s/auth", n->dir);
+    write_auth_file(auth);
+    for (int i = 0; more && more[i] && a < 15; i++)
+        argv[a++] = more[i];
+    argv[a] = NULL;
+    harness_token = tok_admin;
+    for (int i = 0; i < a; i++)
+        n->args[i] = argv[i];
+    n->args[a] = NULL;
+    assert_int_equal(node_start(n, NULL), 0);
 }
 
 static int put_contact(struct dossier_client *c, const char *id,
@@ -126,8 +117,6 @@ static size_t scan_count(struct dossier_client *c)
 static void test_purposes_and_consent(void **state)
 {
     struct node_proc n;
-    char auth[400];
-    const char *extra[] = {"--auth-file", auth, NULL};
     struct dossier_client *ops, *mkt, *crm, *analytics, *nope, *dpo, *billing;
     struct dossier_record *r;
     struct dossier_consent_event ev, *evs;
@@ -136,11 +125,7 @@ static void test_purposes_and_consent(void **state)
     size_t nev;
     (void)state;
 
-    node_init(&n);
-    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
-    write_auth_file(auth);
-    harness_token = tok_admin;
-    assert_int_equal(node_start(&n, extra), 0);
+    start_with_auth(&n, NULL);
 
     crm = client_as(n.addr, tok_service, "operations");
     mkt = client_as(n.addr, tok_service, "marketing");
@@ -239,7 +224,7 @@ static void test_purposes_and_consent(void **state)
 
     /* The definition survives a restart. */
     assert_int_equal(node_stop(&n), 0);
-    assert_int_equal(node_start(&n, extra), 0);
+    assert_int_equal(node_start(&n, NULL), 0);
     dossier_client_close(billing);
     billing = client_as(n.addr, tok_all, "billing");
     assert_int_equal(get_contact(billing, "c-a", NULL), 0);
@@ -257,18 +242,12 @@ static void test_purposes_and_consent(void **state)
 static void test_restriction(void **state)
 {
     struct node_proc n;
-    char auth[400];
-    const char *extra[] = {"--auth-file", auth, NULL};
     struct dossier_client *crm, *legal, *dpo;
     struct dossier_subject_status ss;
     struct dossier_status st;
     (void)state;
 
-    node_init(&n);
-    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
-    write_auth_file(auth);
-    harness_token = tok_admin;
-    assert_int_equal(node_start(&n, extra), 0);
+    start_with_auth(&n, NULL);
     crm = client_as(n.addr, tok_service, "operations");
     legal = client_as(n.addr, tok_all, "legal_claims");
     dpo = client_as(n.addr, tok_dpo, NULL);
@@ -368,11 +347,11 @@ static int wait_entry(struct dossier_client *dpo, const char *principal,
 static void test_audit_log(void **state)
 {
     struct node_proc n;
-    char auth[400];
-    const char *extra[] = {"--auth-file", auth, "--audit-window-ms", "50",
-                           "--audit-checkpoint-entries", "4",
-                           "--audit-checkpoint-ms", "200", NULL};
-    struct dossier_client *crm, *anon, *badtok, *nopurpose, *dpo, *mkt;
+    const char *audit_flags[] = {"--audit-window-ms", "50",
+                                 "--audit-checkpoint-entries", "4",
+                                 "--audit-checkpoint-ms", "200", NULL};
+    struct dossier_client *crm, *anon, *badtok, *nopurpose, *dpo, *mkt,
+        *nosuch;
     struct dossier_audit_report rep;
     struct dossier_status st;
     rocksdb_column_family_handle_t *cf[N_FAMILIES];
@@ -383,16 +362,13 @@ static void test_audit_log(void **state)
     size_t vlen;
     (void)state;
 
-    node_init(&n);
-    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
-    write_auth_file(auth);
-    harness_token = tok_admin;
-    assert_int_equal(node_start(&n, extra), 0);
+    start_with_auth(&n, audit_flags);
     crm = client_as(n.addr, tok_service, "operations");
     mkt = client_as(n.addr, tok_service, "marketing");
     anon = client_as(n.addr, NULL, "operations");
     badtok = client_as(n.addr, "0123456789abcdef", "operations");
     nopurpose = client_as(n.addr, tok_service, NULL);
+    nosuch = client_as(n.addr, tok_all, "email-marker-at-example-org");
     dpo = client_as(n.addr, tok_dpo, NULL);
 
     for (int i = 0; i < 6; i++) {
@@ -423,6 +399,26 @@ static void test_audit_log(void **state)
                            DOSSIER_PERMISSION_DENIED));
     assert_true(wait_entry(dpo, "crm", "audit.public_key",
                            DOSSIER_PERMISSION_DENIED));
+
+    /* The purpose of an entry is a known purpose or none: a header that
+     * names no purpose may be any text, and is not written down. */
+    assert_int_equal(put_contact(nosuch, "c-9", "subj-x", "Xena"),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_true(wait_entry(dpo, "all", "records.put",
+                           DOSSIER_INVALID_ARGUMENT));
+    {
+        struct dossier_audit_entry *e;
+        size_t ne, with_purpose = 0;
+        assert_int_equal(dossier_audit_read(dpo, NULL, 1, 10000, &e, &ne,
+                                            &st),
+                         0);
+        for (size_t i = 0; i < ne; i++) {
+            assert_null(strstr(e[i].purpose, "marker"));
+            with_purpose += strcmp(e[i].purpose, "operations") == 0;
+        }
+        assert_true(with_purpose >= 12); /* the puts and gets of crm */
+        free(e);
+    }
 
     /* The whole log verifies with the public key alone, once signed. */
     for (int tries = 0; tries < 100 && (signed_through < 12 ||
@@ -467,7 +463,7 @@ static void test_audit_log(void **state)
         rocksdb_writeoptions_destroy(wo);
     }
     db_close(db, cf);
-    assert_int_equal(node_start(&n, extra), 0);
+    assert_int_equal(node_start(&n, NULL), 0);
     dossier_client_close(dpo);
     dpo = client_as(n.addr, tok_dpo, NULL);
     memset(&rep, 0, sizeof(rep));
@@ -477,6 +473,7 @@ static void test_audit_log(void **state)
     print_message("tampered log: %s\n", rep.message);
 
     dossier_client_close(dpo);
+    dossier_client_close(nosuch);
     dossier_client_close(nopurpose);
     dossier_client_close(badtok);
     dossier_client_close(anon);
@@ -727,10 +724,10 @@ int main(void)
     };
     if (sodium_init() < 0)
         return 1;
-    new_token(tok_admin);
-    new_token(tok_service);
-    new_token(tok_all);
-    new_token(tok_dpo);
+    harness_new_token(tok_admin);
+    harness_new_token(tok_service);
+    harness_new_token(tok_all);
+    harness_new_token(tok_dpo);
     {
         int rc = cmocka_run_group_tests(tests, NULL, NULL);
         if (harness_running() != 0) {
