@@ -54,6 +54,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_SUBJECT_ERASE] = "/dossier.v1.Subjects/Erase",
     [M_AUDIT_READ] = "/dossier.v1.Audit/Read",
     [M_AUDIT_PUBLIC_KEY] = "/dossier.v1.Audit/PublicKey",
+    [M_HEALTH_CHECK] = "/grpc.health.v1.Health/Check",
 };
 
 struct target {

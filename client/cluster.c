@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "health.pb-c.h"
 #include "internal.h"
 
 static void status_from_pb(const Dossier__V1__ClusterStatus *m,
@@ -110,4 +111,37 @@ int dossier_cluster_transfer_leader(struct dossier_client *c,
                                     struct dossier_status *st)
 {
     return node_call(c, co, M_CLUSTER_TRANSFER, id, out, st);
+}
+
+int dossier_health_check(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         const char *service, enum dossier_health *out,
+                         struct dossier_status *st)
+{
+    Grpc__Health__V1__HealthCheckRequest req =
+        GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *resp;
+    int rc;
+
+    if (!out)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "state is missing");
+    *out = DOSSIER_HEALTH_UNKNOWN;
+    req.service = (char *)(service ? service : "");
+    rc = client_unary(c, co, M_HEALTH_CHECK, &req.base,
+                      &grpc__health__v1__health_check_response__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    switch (resp->status) {
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING:
+        *out = DOSSIER_HEALTH_SERVING;
+        break;
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING:
+        *out = DOSSIER_HEALTH_NOT_SERVING;
+        break;
+    default:
+        *out = DOSSIER_HEALTH_UNKNOWN;
+    }
+    grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+    return 0;
 }

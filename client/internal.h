@@ -38,6 +38,7 @@ enum client_method {
     M_SUBJECT_ERASE,
     M_AUDIT_READ,
     M_AUDIT_PUBLIC_KEY,
+    M_HEALTH_CHECK,
     M_COUNT,
 };
 

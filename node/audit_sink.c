@@ -108,6 +108,18 @@ void audit_sink_add(struct audit_sink *s, const char *principal,
     pthread_mutex_unlock(&s->mu);
 }
 
+void audit_sink_stats(struct audit_sink *s, uint64_t *queued,
+                      uint64_t *dropped)
+{
+    *queued = *dropped = 0;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    *queued = s->n + s->n_sent;
+    *dropped = s->dropped;
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Packs up to ENTRIES_PER_COMMAND queued entries into an AuditOp command
  * (into *@cmd, malloc'd) and its request alone (*@op, for forwarding);
  * the entries move to s->sent. Returns 0 if nothing is queued. */

@@ -45,6 +45,10 @@ void audit_sink_add(struct audit_sink *s, const char *principal,
  * 2 s). Call before the cluster stops. NULL is a no-op. */
 void audit_sink_stop(struct audit_sink *s);
 
+/* Entries buffered (not yet appended) and dropped since the start. */
+void audit_sink_stats(struct audit_sink *s, uint64_t *queued,
+                      uint64_t *dropped);
+
 /* Frees @s, once the cluster is shut down (no callback can come). */
 void audit_sink_free(struct audit_sink *s);
 

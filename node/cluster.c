@@ -120,7 +120,7 @@ struct cluster {
     int64_t next_tick_ms;
     raft_term bootstrapped_term; /* term whose leader seeded the cluster */
     uint64_t snap_seq;
-    uint64_t n_commands, n_batches, n_reads;
+    uint64_t n_commands, n_batches, n_reads, n_erasures;
 
     /* Read by any thread. */
     int keys_ready;
@@ -1033,6 +1033,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
         /* No unwrapped copy of an erased key may stay in memory. */
         crypt_cache_clear(cl->crypt);
         cl->erased = 1;
+        cl->n_erasures++;
     }
     settle_proposals(cl, rd->committed, results, rd->n_committed);
     free(results);
@@ -1131,6 +1132,8 @@ static void update_status(struct cluster *cl)
     s.commands = cl->n_commands;
     s.batches = cl->n_batches;
     s.reads = cl->n_reads;
+    s.erasures = cl->n_erasures;
+    s.erasure_log_pending = cl->erased;
     for (int pass = 0; pass < 2; pass++) {
         const raft_id *ids = pass ? s.raft.conf.learners : s.raft.conf.voters;
         size_t n = pass ? s.raft.conf.n_learners : s.raft.conf.n_voters;

@@ -143,6 +143,8 @@ struct cluster_status {
     struct raft_status raft;
     uint64_t store_applied;
     uint64_t commands, batches, reads;
+    uint64_t erasures;       /* erasures applied since the node started */
+    int erasure_log_pending; /* one applied, its raft log not yet compacted */
     size_t n_members;
     struct cluster_member members[RAFT_MAX_NODES * 2];
 };

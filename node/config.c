@@ -82,6 +82,13 @@ static const struct opt opts[] = {
     {"audit-checkpoint-ms", OPT_U64, OFF(audit_checkpoint_ms), "10000", 100,
      86400000, "the leader also signs the audit chain at least this often (ms) "
      "while entries come"},
+    {"metrics-listen", OPT_STR, OFF(metrics_listen), "", 0, 0,
+     "IPv4 host:port to serve Prometheus metrics on over HTTP (GET "
+     "/metrics); port 0 picks a free port; empty: no metrics"},
+    {"health-max-lag", OPT_U64, OFF(health_max_lag), "1000", 0, 1u << 30,
+     "committed entries a node may still have to apply and report SERVING "
+     "to the gRPC health service; beyond that it is catching up "
+     "(NOT_SERVING)"},
     {"enable-fault-injection", OPT_BOOL, OFF(fault_injection), "false", 0, 0,
      "TESTS ONLY: let Peer.Fault cut this node off from others"},
 };

@@ -33,6 +33,8 @@ struct config {
     uint64_t audit_window_ms;
     uint64_t audit_checkpoint_entries;
     uint64_t audit_checkpoint_ms;
+    char *metrics_listen;
+    uint64_t health_max_lag;
     int fault_injection;
 };
 

@@ -21,7 +21,9 @@
 #include "crypt.h"
 #include "errors.h"
 #include "keyfile.h"
+#include "health.h"
 #include "log.h"
+#include "node_metrics.h"
 #include "server.h"
 #include "store.h"
 
@@ -133,6 +135,7 @@ struct signal_ctx {
     struct server *server;
     struct cluster *cluster;
     struct audit_sink *audit;
+    struct health *health;
 };
 
 /* Calls that need the Raft loop get this long to finish at a stop. */
@@ -148,6 +151,9 @@ static void *signal_main(void *arg)
             break;
     }
     log_printf(LOG_INFO, "received %s: stopping", strsignal(sig));
+    /* Probes and load balancers hear first, and Watch streams end, so the
+     * server's drain below is not held up by them. */
+    health_shutdown(sc->health);
     /* No new calls; calls in flight finish while the Raft loop still runs
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */
@@ -309,6 +315,21 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (health_start(&node, cfg.health_max_lag, 0, &node.health, &st) != 0) {
+        log_printf(LOG_ERROR, "cannot start: %s", st.message);
+        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        goto out;
+    }
+    if (cfg.metrics_listen[0]) {
+        char maddr[128];
+        if (node_metrics_start(&node, cfg.metrics_listen, &node.metrics, maddr,
+                               sizeof(maddr), &st) != 0) {
+            log_printf(LOG_ERROR, "cannot start: %s", st.message);
+            fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+            goto out;
+        }
+        log_printf(LOG_INFO, "metrics on http://%s/metrics", maddr);
+    }
     if (!auth)
         log_printf(LOG_WARN, "no --auth-file: clients are not "
                              "authenticated; use this only for development");
@@ -319,6 +340,7 @@ int main(int argc, char **argv)
     sc.server = server;
     sc.cluster = cluster;
     sc.audit = node.audit;
+    sc.health = node.health;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {
         log_printf(LOG_ERROR, "cannot start the signal thread");
         audit_sink_stop(node.audit);
@@ -351,9 +373,11 @@ out:
     }
     if (exit_code != 0)
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
+    node_metrics_free(node.metrics); /* its scrapes read the cluster */
     cluster_free(cluster);
     audit_sink_free(node.audit);
     server_free(server);
+    health_free(node.health);
     if (exit_code == 0)
         log_printf(LOG_INFO, "stopped cleanly at applied index %" PRIu64,
                    store_applied(store));

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -24,7 +25,10 @@
 #include "cluster.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
+#include "health.h"
+#include "health.pb-c.h"
 #include "log.h"
+#include "node_metrics.h"
 #include "peer.pb-c.h"
 #include "records.h"
 #include "store.h"
@@ -116,6 +120,12 @@ static const struct api_method methods[] = {
      api_audit_read, R | LOG, 2, CMP},
     {"/dossier.v1.Audit/PublicKey", &dossier__v1__audit_key_request__descriptor,
      api_audit_public_key, R | D, 1, CMP},
+    {"/grpc.health.v1.Health/Check",
+     &grpc__health__v1__health_check_request__descriptor, api_health_check,
+     API_LOCAL | API_PUBLIC, 4, ANY},
+    {"/grpc.health.v1.Health/Watch",
+     &grpc__health__v1__health_check_request__descriptor, api_health_watch,
+     API_LOCAL | API_PUBLIC, 4, ANY},
     {"/dossier.peer.v1.Peer/Send",
      &dossier__peer__v1__message_batch__descriptor, api_peer_send,
      API_PEER | API_LOCAL, 16, 0},
@@ -147,7 +157,7 @@ static const struct api_method methods[] = {
 #define STOP_GRACE_MS 15000
 
 enum tag_kind { TAG_NEW_CALL, TAG_UNKNOWN_CALL, TAG_RECV, TAG_DONE,
-                TAG_READ, TAG_SHUTDOWN };
+                TAG_READ, TAG_SENT, TAG_CLOSED, TAG_SHUTDOWN };
 
 struct tag {
     enum tag_kind kind;
@@ -158,7 +168,7 @@ struct call {
     struct server *srv;
     const struct api_method *m;
     void *registered;
-    struct tag tag_new, tag_recv, tag_done, tag_read;
+    struct tag tag_new, tag_recv, tag_done, tag_read, tag_sent, tag_closed;
 
     grpc_call *call;
     gpr_timespec deadline;
@@ -192,6 +202,17 @@ struct call {
     grpc_byte_buffer *recv_buf;
     call_recv_cb on_recv;
     void *user;
+
+    /* Server streaming: the call is freed when the last of its batches
+     * (close watch, sends, final status) completes. */
+    int stream;
+    int refs;
+    int md_sent;
+    grpc_byte_buffer *stream_buf;
+    call_closed_cb on_closed;
+    call_sent_cb on_sent;
+
+    struct timespec arrived; /* CLOCK_MONOTONIC, for the latency metric */
 
     /* Reply state: kept alive until the reply batch completes. */
     int replied;
@@ -319,7 +340,7 @@ static void audit_call(struct call *c, const uint8_t *sp, const uint8_t *rids,
 {
     const struct api_method *m = c->inner ? c->inner : c->m;
     char action[80];
-    if (!m || (m->flags & API_PEER) || c->audited)
+    if (!m || (m->flags & (API_PEER | API_PUBLIC)) || c->audited)
         return;
     c->audited = 1;
     action_name(m->path, action, sizeof(action));
@@ -376,6 +397,8 @@ static void call_free(struct call *c)
         grpc_byte_buffer_destroy(c->recv_buf);
     if (c->resp)
         grpc_byte_buffer_destroy(c->resp);
+    if (c->stream_buf)
+        grpc_byte_buffer_destroy(c->stream_buf);
     if (c->replied)
         grpc_slice_unref(c->details);
     for (size_t i = 0; i < c->n_trailers; i++)
@@ -389,6 +412,13 @@ static void call_free(struct call *c)
     free(c);
 }
 
+/* Drops one reference of a stream's batches; the last frees it. */
+static void call_unref(struct call *c)
+{
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        call_free(c);
+}
+
 static struct call *call_new(struct server *s, const struct api_method *m)
 {
     struct call *c = calloc(1, sizeof(*c));
@@ -400,6 +430,8 @@ static struct call *call_new(struct server *s, const struct api_method *m)
     c->tag_recv = (struct tag){TAG_RECV, c};
     c->tag_done = (struct tag){TAG_DONE, c};
     c->tag_read = (struct tag){TAG_READ, c};
+    c->tag_sent = (struct tag){TAG_SENT, c};
+    c->tag_closed = (struct tag){TAG_CLOSED, c};
     grpc_metadata_array_init(&c->md);
     if (!m)
         grpc_call_details_init(&c->details_in);
@@ -463,6 +495,15 @@ static void call_send(struct call *c, int code, const char *message,
         return;
     }
     c->replied = 1;
+    if (call_node(c)->metrics) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        node_metrics_call(call_node(c)->metrics,
+                          c->m ? c->m->path : "unknown", code,
+                          (double)(now.tv_sec - c->arrived.tv_sec) +
+                              (double)(now.tv_nsec - c->arrived.tv_nsec) /
+                                  1e9);
+    }
     {
         /* Refusals and failures are audited, and the successes of
          * methods that say so; reads audit themselves (call_audit_read),
@@ -515,8 +556,10 @@ static void call_send(struct call *c, int code, const char *message,
     }
     c->details = grpc_slice_from_copied_string(message ? message : "");
     memset(ops, 0, sizeof(ops));
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    n++;
+    if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+    }
     if (c->resp) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = c->resp;
@@ -551,16 +594,21 @@ static void call_send(struct call *c, int code, const char *message,
         ops[n].data.send_status_from_server.trailing_metadata = c->trailers;
     }
     n++;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
-    n++;
+    if (!c->stream) { /* a stream watches for the close from its start */
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+        n++;
+    }
     e = grpc_call_start_batch(c->call, ops, n, &c->tag_done, NULL);
     if (e != GRPC_CALL_OK) {
         /* The batch never completes, so the loop never sees tag_done. */
         log_printf(LOG_ERROR, "cannot answer %s: error %d", call_path(c),
                    (int)e);
         __atomic_fetch_sub(&c->srv->in_flight, 1, __ATOMIC_RELAXED);
-        call_free(c);
+        if (c->stream)
+            call_unref(c);
+        else
+            call_free(c);
     }
 }
 
@@ -595,6 +643,58 @@ void call_recv(struct call *c, call_recv_cb cb)
     if (grpc_call_start_batch(c->call, &op, 1, &c->tag_recv, NULL) !=
         GRPC_CALL_OK)
         cb(c, NULL);
+}
+
+int call_stream_open(struct call *c, call_closed_cb closed)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    c->on_closed = closed;
+    /* One reference for the close watch, one for the final status. */
+    __atomic_store_n(&c->refs, 2, __ATOMIC_RELEASE);
+    c->stream = 1;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->tag_closed, NULL) !=
+        GRPC_CALL_OK) {
+        c->stream = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int call_stream_send(struct call *c, const ProtobufCMessage *msg,
+                     call_sent_cb sent)
+{
+    grpc_op ops[2];
+    size_t n = 0, len = protobuf_c_message_get_packed_size(msg);
+    grpc_slice sl = grpc_slice_malloc(len);
+
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(sl));
+    if (c->stream_buf)
+        grpc_byte_buffer_destroy(c->stream_buf);
+    c->stream_buf = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    memset(ops, 0, sizeof(ops));
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = 1;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->stream_buf;
+    c->on_sent = sent;
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);
+    if (grpc_call_start_batch(c->call, ops, n, &c->tag_sent, NULL) !=
+        GRPC_CALL_OK) {
+        __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);
+        return -1;
+    }
+    return 0;
+}
+
+void call_stream_end(struct call *c)
+{
+    call_send(c, 0, "", NULL, NULL, 0);
 }
 
 static void read_metadata(struct call *c)
@@ -763,6 +863,8 @@ static int authorize(struct call *c, const struct api_method *m)
 {
     struct node *n = call_node(c);
     int have = c->token_len > 0 && c->token_len != (size_t)-1;
+    if (m->flags & API_PUBLIC)
+        return 0;
     if (m->flags & API_PEER) {
         if (!have || !auth_is_peer_token(n->peer_token, c->token,
                                          c->token_len)) {
@@ -994,6 +1096,7 @@ void server_run(struct server *s)
                 call_free(c); /* the server is shutting down */
                 break;
             }
+            clock_gettime(CLOCK_MONOTONIC, &c->arrived);
             if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
                 request_call(s, (size_t)(c->m - methods));
             __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
@@ -1007,6 +1110,7 @@ void server_run(struct server *s)
                 call_free(c);
                 break;
             }
+            clock_gettime(CLOCK_MONOTONIC, &c->arrived);
             if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
                 request_unknown(s);
             __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
@@ -1030,10 +1134,29 @@ void server_run(struct server *s)
             c->on_recv(c, bb);
             break;
         }
-        case TAG_DONE:
-            __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
-            call_free(t->ptr);
+        case TAG_SENT: {
+            struct call *c = t->ptr;
+            if (c->on_sent)
+                c->on_sent(c, ev.success);
+            call_unref(c);
             break;
+        }
+        case TAG_CLOSED: {
+            struct call *c = t->ptr;
+            if (c->on_closed)
+                c->on_closed(c);
+            call_unref(c);
+            break;
+        }
+        case TAG_DONE: {
+            struct call *c = t->ptr;
+            __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
+            if (c->stream)
+                call_unref(c);
+            else
+                call_free(c);
+            break;
+        }
         case TAG_SHUTDOWN:
             grpc_completion_queue_shutdown(s->cq);
             break;

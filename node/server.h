@@ -29,6 +29,8 @@ struct node {
                             authentication */
     char peer_token[65]; /* what peer calls must present (auth.h) */
     struct audit_sink *audit; /* reads and refusals go here */
+    struct health *health;    /* what the health service reports */
+    struct node_metrics *metrics; /* NULL: no metrics */
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()
@@ -52,6 +54,8 @@ enum api_flags {
     API_STREAM_IN = 1 << 6, /* client streaming: see call_recv() */
     API_PURPOSE = 1 << 7, /* names a purpose the principal was granted */
     API_LOG_OK = 1 << 8,  /* a success is audited too (admin actions) */
+    API_PUBLIC = 1 << 9,  /* no credentials needed, never audited: the
+                             health service, for probes */
 };
 
 struct node *call_node(struct call *c);
@@ -106,6 +110,21 @@ void call_fail_status(struct call *c, const struct dossier_status *st);
  * the callee's to destroy) on a completion-queue thread. */
 typedef void (*call_recv_cb)(struct call *c, grpc_byte_buffer *msg);
 void call_recv(struct call *c, call_recv_cb cb);
+
+/* Server streaming. call_stream_open() makes @c a stream: @closed runs
+ * once, on a completion-queue thread, when the call is over for the
+ * client (it cancelled or went away, or the final status was sent); @c
+ * stays valid until @closed has returned. call_stream_send() sends @msg
+ * (packed before it returns) as the next message; @sent runs when it has
+ * left (@ok 0: the call broke). One send at a time. The stream ends with
+ * call_stream_end() or call_fail(). Both return 0, or -1 when gRPC refused
+ * (the callback then never runs). */
+typedef void (*call_closed_cb)(struct call *c);
+typedef void (*call_sent_cb)(struct call *c, int ok);
+int call_stream_open(struct call *c, call_closed_cb closed);
+int call_stream_send(struct call *c, const ProtobufCMessage *msg,
+                     call_sent_cb sent);
+void call_stream_end(struct call *c);
 
 /* Per-call storage for a streaming handler's state. */
 void call_set_user(struct call *c, void *user);

@@ -541,6 +541,18 @@ uint64_t store_applied(struct store *s)
     return __atomic_load_n(&s->applied, __ATOMIC_ACQUIRE);
 }
 
+uint64_t store_property_sum(struct store *s, const char *name)
+{
+    uint64_t sum = 0, v;
+    pthread_rwlock_rdlock(&s->swap);
+    for (int i = 0; i < STORE_N_FAMILIES; i++)
+        if (s->cf[i] &&
+            rocksdb_property_int_cf(s->db, s->cf[i], name, &v) == 0)
+            sum += v;
+    pthread_rwlock_unlock(&s->swap);
+    return sum;
+}
+
 void store_raw(struct store *s, struct store_raw *out)
 {
     out->db = s->db;

@@ -163,6 +163,10 @@ uint64_t store_revision(struct store *s);
 /* The raft index of the last command applied (0 before any). */
 uint64_t store_applied(struct store *s);
 
+/* RocksDB's integer property @name (e.g. "rocksdb.total-sst-files-size")
+ * summed over every column family; 0 where a family lacks it. */
+uint64_t store_property_sum(struct store *s, const char *name);
+
 /* Calls @cb for every cluster member recorded by SetMember commands;
  * @address is borrowed for the call. */
 int store_members(struct store *s,

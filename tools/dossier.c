@@ -78,6 +78,9 @@ static const char usage_text[] =
     "  cluster promote ID      make a caught-up learner a voter\n"
     "  cluster remove ID       remove a node from the cluster\n"
     "  cluster transfer-leader ID  hand leadership to a voter\n"
+    "  health [SERVICE]        each target's gRPC health (grpc.health.v1):\n"
+    "                          SERVING or NOT_SERVING; exit 6 unless all\n"
+    "                          serve\n"
     "\n"
     "GDPR commands:\n"
     "  purpose list            every purpose, built-in ones included, one\n"
@@ -731,6 +734,55 @@ static int cluster_status_all(struct cli *cli)
     return worst;
 }
 
+/* `dossier health [SERVICE]`: each target's gRPC health, one line per
+ * target; exit 0 only when every target is SERVING. */
+static int cmd_health(struct cli *cli, int argc, char **argv)
+{
+    char *list, *save = NULL, *tok;
+    const char *service = argc > 1 ? argv[1] : "";
+    int rc = EXIT_OK, worst = EXIT_OK;
+
+    if (argc > 2)
+        return usage_error("health takes at most a SERVICE%s", "");
+    list = strdup(cli->target);
+    if (!list)
+        return EXIT_ERROR;
+    for (tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        struct dossier_client_options o;
+        struct dossier_client *c;
+        struct dossier_status st;
+        enum dossier_health h;
+        client_options(cli, tok, &o);
+        if (!cli->timeout_ms)
+            o.timeout_ms = 3000;
+        if (dossier_client_open(&o, &c, &st)) {
+            worst = report(&st);
+            continue;
+        }
+        if (dossier_health_check(c, NULL, service, &h, &st)) {
+            fprintf(stderr, "dossier: %s: %s: %s\n", tok,
+                    dossier_code_name(st.code), st.message);
+            rc = print_json(cli, json_pack("{s:s, s:s}", "target", tok,
+                                           "error", st.message));
+            worst = exit_for(st.code);
+        } else {
+            rc = print_json(cli, json_pack(
+                "{s:s, s:s, s:s}", "target", tok, "service", service,
+                "status", h == DOSSIER_HEALTH_SERVING       ? "SERVING"
+                          : h == DOSSIER_HEALTH_NOT_SERVING ? "NOT_SERVING"
+                                                            : "UNKNOWN"));
+            if (h != DOSSIER_HEALTH_SERVING && worst == EXIT_OK)
+                worst = EXIT_UNAVAILABLE;
+        }
+        dossier_client_close(c);
+        if (rc)
+            worst = rc;
+    }
+    free(list);
+    return worst;
+}
+
 static int parse_id(const char *s, uint64_t *id)
 {
     return parse_u64(s, id) || *id == 0 ? -1 : 0;
@@ -1167,6 +1219,7 @@ static const struct command commands[] = {
     {"cluster", cmd_cluster}, {"token", cmd_token},
     {"purpose", cmd_purpose}, {"consent", cmd_consent},
     {"subject", cmd_subject}, {"audit", cmd_audit},
+    {"health", cmd_health},
 };
 
 int main(int argc, char **argv)

@@ -487,6 +487,24 @@ dossier_cluster_transfer_leader(struct dossier_client *c,
                                 struct dossier_cluster_status *out,
                                 struct dossier_status *st);
 
+/* What the standard gRPC health service (grpc.health.v1.Health) says of a
+ * node: SERVING when it has the cluster's keys, knows a leader, has
+ * applied what is committed and is not stopping. */
+enum dossier_health {
+    DOSSIER_HEALTH_UNKNOWN = 0,
+    DOSSIER_HEALTH_SERVING = 1,
+    DOSSIER_HEALTH_NOT_SERVING = 2,
+};
+
+/* Health/Check of @service ("" or NULL: the node as a whole; or a service
+ * such as "dossier.v1.Records") on the first reachable target. Needs no
+ * credentials. Errors: DOSSIER_NOT_FOUND (a service the node lacks). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_health_check(struct dossier_client *c,
+                     const struct dossier_call_options *co,
+                     const char *service, enum dossier_health *out,
+                     struct dossier_status *st);
+
 /* ------------------------------------------------------------------------
  * Purposes (GDPR purpose limitation)
  *

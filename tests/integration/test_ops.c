@@ -1,0 +1,299 @@
+/* Observability against real nodes: Prometheus metrics scraped over HTTP
+ * and parsed, and the gRPC health service through libdossier, as a
+ * platform team's monitoring and a load balancer's probes would use them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <dossier/dossier.h>
+
+#include "harness.h"
+
+/* The metrics address a node logged ("metrics on http://HOST:PORT/..."):
+ * its port, or -1. */
+static int metrics_port(const struct node_proc *n)
+{
+    char buf[65536], *p;
+    FILE *f = fopen(n->log, "r");
+    size_t len;
+    if (!f)
+        return -1;
+    len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    p = strstr(buf, "metrics on http://127.0.0.1:");
+    return p ? atoi(p + strlen("metrics on http://127.0.0.1:")) : -1;
+}
+
+/* GET /metrics from @port over plain HTTP/1.0: the body (malloc'd) when
+ * the status is 200 and the content type Prometheus' text format; else
+ * the test fails. */
+static char *scrape(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap), *body;
+    ssize_t k;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_non_null(buf);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    while ((k = read(fd, buf + len, cap - 1 - len)) > 0)
+        len += (size_t)k;
+    close(fd);
+    buf[len] = '\0';
+    assert_true(strncmp(buf, "HTTP/1.0 200", 12) == 0 ||
+                strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    assert_non_null(strstr(buf, "Content-Type: text/plain; version=0.0.4"));
+    body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    body = strdup(body + 4);
+    free(buf);
+    return body;
+}
+
+/* The value of series @series (name with its labels exactly as
+ * exposed, e.g. "dossier_raft_role{role=\"leader\"}") in @text; fails the
+ * test when absent. Also checks every sample line has a number. */
+static double metric(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    const char *line = text;
+    while (line && *line) {
+        const char *next = strchr(line, '\n');
+        if (line[0] != '#') {
+            const char *sp = strrchr(line, ' ');
+            assert_non_null(sp); /* "name{labels} value" */
+            if (strncmp(line, series, n) == 0 && line[n] == ' ')
+                return strtod(line + n + 1, NULL);
+        }
+        line = next ? next + 1 : NULL;
+    }
+    fail_msg("no series %s in the scrape", series);
+    return 0;
+}
+
+static int has_series(const char *text, const char *series)
+{
+    char pat[300];
+    snprintf(pat, sizeof(pat), "\n%.250s ", series);
+    return strstr(text, pat) != NULL;
+}
+
+static enum dossier_health health_of(const char *target, const char *service,
+                                     int *code)
+{
+    struct dossier_client *c = harness_client_as(target, NULL, NULL);
+    struct dossier_status st;
+    enum dossier_health h = DOSSIER_HEALTH_UNKNOWN;
+    *code = dossier_health_check(c, NULL, service, &h, &st);
+    dossier_client_close(c);
+    return h;
+}
+
+static void put_contact(struct dossier_client *c, const char *id)
+{
+    struct dossier_record *r = dossier_record_new("contact", id, "subj-ops");
+    struct dossier_status st;
+    dossier_record_set_string(r, "first_name", "Ops");
+    assert_int_equal(dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+}
+
+/* A 3-node cluster: every node exposes its role, term and indexes; the
+ * leader counts the calls it answered per method and status, with their
+ * latency, and each follower's lag; losing quorum turns health and the
+ * metric to NOT_SERVING. */
+static void test_metrics_and_health_in_a_cluster(void **state)
+{
+    const char *extra[] = {"--metrics-listen", "127.0.0.1:0", NULL};
+    struct cluster_proc c;
+    struct dossier_client *cl;
+    struct dossier_record *r = NULL;
+    struct dossier_status st;
+    char series[256], *text;
+    int leader, leaders = 0, code, ports[3];
+    double term = -1;
+    (void)state;
+
+    cluster_init(&c, 3, extra);
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    for (int i = 0; i < 3; i++) {
+        ports[i] = metrics_port(&c.nodes[i]);
+        assert_true(ports[i] > 0);
+        assert_int_equal(health_of(c.nodes[i].addr, "", &code),
+                         DOSSIER_HEALTH_SERVING);
+        assert_int_equal(code, 0);
+        assert_int_equal(health_of(c.nodes[i].addr, "dossier.v1.Records",
+                                   &code),
+                         DOSSIER_HEALTH_SERVING);
+        health_of(c.nodes[i].addr, "no.such.Service", &code);
+        assert_int_equal(code, DOSSIER_NOT_FOUND);
+
+        text = scrape(ports[i]);
+        leaders += metric(text, "dossier_raft_role{role=\"leader\"}") == 1;
+        assert_true(metric(text, "dossier_health_serving") == 1);
+        assert_true(metric(text, "dossier_keys_ready") == 1);
+        if (term < 0)
+            term = metric(text, "dossier_raft_term");
+        else
+            assert_true(metric(text, "dossier_raft_term") == term);
+        free(text);
+    }
+    assert_int_equal(leaders, 1);
+
+    /* 40 writes and one read of a missing record, on the leader. */
+    cl = harness_client(c.nodes[leader].addr, 10000);
+    for (int i = 0; i < 40; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "ops-%d", i);
+        put_contact(cl, id);
+    }
+    assert_int_equal(dossier_get(cl, NULL, "contact", "ops-none", &r, &st),
+                     DOSSIER_NOT_FOUND);
+    dossier_client_close(cl);
+    assert_int_equal(cluster_wait_converged(&c), 0);
+
+    text = scrape(ports[leader]);
+    assert_true(metric(text, "dossier_grpc_calls_total{method=\"/dossier.v1."
+                             "Records/Put\",code=\"OK\"}") == 40);
+    assert_true(metric(text, "dossier_grpc_call_seconds_count{method=\"/"
+                             "dossier.v1.Records/Put\",code=\"OK\"}") == 40);
+    assert_true(metric(text, "dossier_grpc_call_seconds_bucket{method=\"/"
+                             "dossier.v1.Records/Put\",code=\"OK\",le=\"+Inf\"}") ==
+                40);
+    assert_true(metric(text, "dossier_grpc_call_seconds_sum{method=\"/"
+                             "dossier.v1.Records/Put\",code=\"OK\"}") > 0);
+    assert_true(metric(text, "dossier_grpc_calls_total{method=\"/dossier.v1."
+                             "Records/Get\",code=\"NOT_FOUND\"}") == 1);
+    assert_true(metric(text, "dossier_raft_commit_index") >= 40);
+    assert_true(metric(text, "dossier_raft_applied_index") ==
+                metric(text, "dossier_raft_commit_index"));
+    assert_true(metric(text, "dossier_raft_commands_applied_total") >= 40);
+    assert_true(metric(text, "dossier_audit_entries") >= 40);
+    for (int i = 0; i < 3; i++) {
+        if (i == leader)
+            continue;
+        snprintf(series, sizeof(series),
+                 "dossier_raft_follower_lag_entries{peer=\"%s\"}", c.ids[i]);
+        assert_true(has_series(text, series));
+        assert_true(metric(text, series) >= 0);
+    }
+    free(text);
+
+    /* Quorum lost: the survivor (a follower) knows no leader any more. */
+    {
+        int survivor = (leader + 1) % 3, other = (leader + 2) % 3;
+        enum dossier_health h = DOSSIER_HEALTH_SERVING;
+        assert_int_equal(node_stop(&c.nodes[leader]), 0);
+        assert_int_equal(node_stop(&c.nodes[other]), 0);
+        for (int t = 0; t < 150 && h == DOSSIER_HEALTH_SERVING; t++) {
+            h = health_of(c.nodes[survivor].addr, "", &code);
+            assert_int_equal(code, 0);
+            if (h == DOSSIER_HEALTH_SERVING)
+                usleep(100000);
+        }
+        assert_int_equal(h, DOSSIER_HEALTH_NOT_SERVING);
+        text = scrape(ports[survivor]);
+        assert_true(metric(text, "dossier_health_serving") == 0);
+        assert_true(metric(text, "dossier_raft_role{role=\"leader\"}") == 0);
+        free(text);
+    }
+    cluster_destroy(&c);
+}
+
+/* With authentication on, probes still work without credentials, and
+ * nothing else does. */
+static void test_health_needs_no_credentials(void **state)
+{
+    struct harness_principal p[] = {{"svc", "service", NULL, NULL}};
+    char token[65], auth[400];
+    struct node_proc n;
+    struct dossier_client *c;
+    struct dossier_record *r = NULL;
+    struct dossier_status st;
+    enum dossier_health h;
+    (void)state;
+
+    node_init(&n);
+    harness_new_token(token);
+    p[0].token = token;
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    harness_write_auth_file(auth, p, 1);
+    {
+        const char *extra[] = {"--auth-file", auth, NULL};
+        assert_int_equal(node_start(&n, extra), 0);
+    }
+    c = harness_client_as(n.addr, NULL, "operations");
+    assert_int_equal(dossier_health_check(c, NULL, "", &h, &st), 0);
+    assert_int_equal(h, DOSSIER_HEALTH_SERVING);
+    assert_int_equal(dossier_get(c, NULL, "contact", "x", &r, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
+/* A bad or taken metrics address stops the start with a clear message. */
+static void test_metrics_address_errors(void **state)
+{
+    struct node_proc n, holder;
+    char err[4096], addr[64], port[16];
+    (void)state;
+
+    node_init(&n);
+    {
+        const char *args[] = {"--data-dir", n.data, "--key-file", n.key,
+                              "--listen", "127.0.0.1:0", "--metrics-listen",
+                              "nowhere", NULL};
+        assert_int_equal(node_run_to_exit(&n, args, err, sizeof(err)), 1);
+        assert_non_null(strstr(err, "--metrics-listen"));
+        assert_non_null(strstr(err, "nowhere"));
+    }
+    /* A port another node's exporter holds. */
+    node_init(&holder);
+    snprintf(port, sizeof(port), "%d", harness_free_port());
+    snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+    {
+        const char *extra[] = {"--metrics-listen", addr, NULL};
+        assert_int_equal(node_start(&holder, extra), 0);
+    }
+    {
+        const char *args[] = {"--data-dir", n.data, "--key-file", n.key,
+                              "--listen", "127.0.0.1:0", "--metrics-listen",
+                              addr, NULL};
+        assert_int_equal(node_run_to_exit(&n, args, err, sizeof(err)), 1);
+        assert_non_null(strstr(err, port));
+    }
+    node_destroy(&holder);
+    node_destroy(&n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_metrics_and_health_in_a_cluster),
+        cmocka_unit_test(test_health_needs_no_credentials),
+        cmocka_unit_test(test_metrics_address_errors),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    return rc || harness_running() != 0;
+}
