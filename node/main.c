@@ -141,6 +141,81 @@ struct signal_ctx {
 /* Calls that need the Raft loop get this long to finish at a stop. */
 #define STOP_DRAIN_MS 5000
 
+struct handoff {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, code;
+};
+
+static void handoff_done(void *arg, int code, const char *message)
+{
+    struct handoff *h = arg;
+    (void)message;
+    pthread_mutex_lock(&h->mu);
+    h->done = 1;
+    h->code = code;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* A leader that stops first hands leadership to its most caught-up
+ * active voter, so the cluster does not wait out an election timeout:
+ * writes go on at once, through the new leader. */
+static void hand_over_leadership(struct cluster *cl)
+{
+    struct cluster_status cs;
+    struct handoff *h;
+    struct timespec until;
+    uint64_t best = 0, best_match = 0;
+    int done, code;
+
+    cluster_status(cl, &cs);
+    if (!cluster_is_leader(cl))
+        return;
+    for (size_t i = 0; i < cs.raft.n_progress; i++) {
+        const struct raft_progress_status *p = &cs.raft.progress[i];
+        int voter = 0;
+        for (size_t k = 0; k < cs.raft.conf.n_voters; k++)
+            voter |= cs.raft.conf.voters[k] == p->id;
+        if (p->id == cs.raft.id || !voter || p->learner ||
+            !p->recent_active)
+            continue;
+        if (!best || p->match > best_match) {
+            best = p->id;
+            best_match = p->match;
+        }
+    }
+    if (!best || !(h = calloc(1, sizeof(*h))))
+        return;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    log_printf(LOG_INFO, "stopping: handing leadership to node %" PRIu64,
+               best);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5; /* the Raft loop gives up after 3 election timeouts */
+    cluster_admin(cl, CLUSTER_TRANSFER, best, NULL, handoff_done, h);
+    pthread_mutex_lock(&h->mu);
+    while (!h->done && pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0)
+        ;
+    done = h->done;
+    code = h->code;
+    pthread_mutex_unlock(&h->mu);
+    if (!done) {
+        /* The callback may still run: @h stays allocated for it. */
+        log_printf(LOG_WARN, "stopping: node %" PRIu64 " did not take "
+                   "leadership in time; stopping anyway", best);
+        return;
+    }
+    if (code == 0)
+        log_printf(LOG_INFO, "stopping: node %" PRIu64 " leads now", best);
+    else
+        log_printf(LOG_WARN, "stopping: leadership was not handed over (%s)",
+                   dossier_code_name(code));
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
 static void *signal_main(void *arg)
 {
     struct signal_ctx *sc = arg;
@@ -154,6 +229,7 @@ static void *signal_main(void *arg)
     /* Probes and load balancers hear first, and Watch streams end, so the
      * server's drain below is not held up by them. */
     health_shutdown(sc->health);
+    hand_over_leadership(sc->cluster);
     /* No new calls; calls in flight finish while the Raft loop still runs
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */

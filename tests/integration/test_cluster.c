@@ -255,6 +255,81 @@ static void test_leader_kill9_under_load(void **state)
     cluster_destroy(&c);
 }
 
+/* A rolling restart (each node in turn: SIGTERM, start again, wait until
+ * it has caught up) while 8 clients write through every node: no write
+ * fails, a stopping leader hands leadership over first (its log says so),
+ * and every acknowledged write is on every node. */
+static int log_has(const struct node_proc *n, const char *what)
+{
+    char buf[1 << 16];
+    FILE *f = fopen(n->log, "r");
+    size_t len;
+    if (!f)
+        return 0;
+    len = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[len] = '\0';
+    fclose(f);
+    return strstr(buf, what) != NULL;
+}
+
+static void test_rolling_restart_under_load(void **state)
+{
+    struct cluster_proc c;
+    pthread_t th[8];
+    struct writer w[8];
+    volatile int stop = 0;
+    int total = 0, failed = 0, leader, handed_over = 0;
+    (void)state;
+
+    cluster_init(&c, 3, NULL);
+    assert_int_equal(cluster_start_all(&c), 0);
+    for (int t = 0; t < 8; t++) {
+        w[t] = (struct writer){&c, t, &stop, 0, 0, NULL};
+        pthread_create(&th[t], NULL, writer_main, &w[t]);
+    }
+    sleep(1);
+    /* Followers first, the leader last, as an operator would. */
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    for (int k = 1; k <= 3; k++) {
+        int i = (leader + k) % 3;
+        int was_leader = i == leader;
+        assert_int_equal(node_stop(&c.nodes[i]), 0);
+        if (was_leader)
+            handed_over = log_has(&c.nodes[i], "leads now");
+        assert_int_equal(node_start(&c.nodes[i], NULL), 0);
+        assert_int_equal(cluster_wait_converged(&c), 0);
+        sleep(1);
+    }
+    stop = 1;
+    for (int t = 0; t < 8; t++) {
+        pthread_join(th[t], NULL);
+        total += w[t].acked;
+        failed += w[t].failed;
+    }
+    fprintf(stderr, "rolling restart: %d writes acknowledged, %d failed\n",
+            total, failed);
+    assert_int_equal(failed, 0);
+    assert_true(total > 0);
+    assert_true(handed_over);
+    assert_true(assert_nodes_agree(&c) >= (size_t)total);
+    for (int i = 0; i < 3; i++) {
+        struct dossier_client *cl = harness_client(c.nodes[i].listen, 10000);
+        for (int t = 0; t < 8; t++)
+            for (int k = 0; k < w[t].acked; k += 11) {
+                char name[64];
+                assert_int_equal(get_name(cl, &serializable, w[t].ids[k], name,
+                                          sizeof(name)),
+                                 0);
+                assert_string_equal(name, w[t].ids[k]);
+            }
+        dossier_client_close(cl);
+    }
+    for (int t = 0; t < 8; t++)
+        free(w[t].ids);
+    cluster_destroy(&c);
+}
+
 /* A follower stopped while thousands of writes happen, past a compaction
  * of the log, restarts and catches up through a streamed snapshot. */
 static void test_follower_catches_up_through_snapshot(void **state)
@@ -435,6 +510,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writes_survive_full_restart),
         cmocka_unit_test(test_leader_kill9_under_load),
+        cmocka_unit_test(test_rolling_restart_under_load),
         cmocka_unit_test(test_follower_catches_up_through_snapshot),
         cmocka_unit_test(test_partition_minority_cannot_commit),
         cmocka_unit_test(test_membership_changes),
