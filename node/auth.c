@@ -2,6 +2,7 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,10 @@
 
 #include "errors.h"
 
+/* The table is replaced whole by auth_reload(); readers hold the lock
+ * for the length of one lookup. */
 struct auth {
+    pthread_rwlock_t lock;
     struct auth_principal *p;
     size_t n;
 };
@@ -68,22 +72,25 @@ static int parse_line(char *line, struct auth_principal *p)
     return 0;
 }
 
-int auth_load(const char *path, struct auth **out, struct dossier_status *st)
+static void free_table(struct auth *a)
+{
+    free(a->p);
+    a->p = NULL;
+    a->n = 0;
+}
+
+/* Reads the principals of @path into @a's table (a->p, a->n; empty
+ * before the call). */
+static int load_table(const char *path, struct auth *a,
+                      struct dossier_status *st)
 {
     FILE *f = fopen(path, "r");
-    struct auth *a;
     char line[1024];
     int lineno = 0;
 
-    *out = NULL;
     if (!f)
         return err_set(st, DOSSIER_IO, "cannot read the auth file %s: %s",
                        path, strerror(errno));
-    a = calloc(1, sizeof(*a));
-    if (!a) {
-        fclose(f);
-        return err_set(st, DOSSIER_NOMEM, "out of memory");
-    }
     while (fgets(line, sizeof(line), f)) {
         char *s = line;
         struct auth_principal p, *grown;
@@ -95,7 +102,7 @@ int auth_load(const char *path, struct auth **out, struct dossier_status *st)
             continue;
         if (parse_line(s, &p) != 0) {
             fclose(f);
-            auth_free(a);
+            free_table(a);
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "%s line %d: expected 'name role sha256-hex "
                            "[purpose,...|*]' with role service, compliance "
@@ -105,7 +112,7 @@ int auth_load(const char *path, struct auth **out, struct dossier_status *st)
         for (size_t i = 0; i < a->n; i++)
             if (strcmp(a->p[i].name, p.name) == 0) {
                 fclose(f);
-                auth_free(a);
+                free_table(a);
                 return err_set(st, DOSSIER_INVALID_ARGUMENT,
                                "%s line %d: principal '%s' is listed twice",
                                path, lineno, p.name);
@@ -113,7 +120,7 @@ int auth_load(const char *path, struct auth **out, struct dossier_status *st)
         grown = realloc(a->p, (a->n + 1) * sizeof(*a->p));
         if (!grown) {
             fclose(f);
-            auth_free(a);
+            free_table(a);
             return err_set(st, DOSSIER_NOMEM, "out of memory");
         }
         a->p = grown;
@@ -121,39 +128,79 @@ int auth_load(const char *path, struct auth **out, struct dossier_status *st)
     }
     fclose(f);
     if (a->n == 0) {
-        auth_free(a);
+        free_table(a);
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "the auth file %s lists no principal", path);
     }
-    *out = a;
     return err_ok(st);
+}
+
+int auth_load(const char *path, struct auth **out, struct dossier_status *st)
+{
+    struct auth *a = calloc(1, sizeof(*a));
+    *out = NULL;
+    if (!a)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    if (load_table(path, a, st) != 0) {
+        free(a);
+        return st->code;
+    }
+    pthread_rwlock_init(&a->lock, NULL);
+    *out = a;
+    return 0;
+}
+
+int auth_reload(struct auth *a, const char *path, struct dossier_status *st)
+{
+    struct auth fresh = {.p = NULL, .n = 0};
+    struct auth_principal *old;
+    if (load_table(path, &fresh, st) != 0)
+        return st->code;
+    pthread_rwlock_wrlock(&a->lock);
+    old = a->p;
+    a->p = fresh.p;
+    a->n = fresh.n;
+    pthread_rwlock_unlock(&a->lock);
+    free(old);
+    return 0;
 }
 
 void auth_free(struct auth *a)
 {
     if (!a)
         return;
-    free(a->p);
+    free_table(a);
+    pthread_rwlock_destroy(&a->lock);
     free(a);
 }
 
-size_t auth_count(const struct auth *a)
+size_t auth_count(struct auth *a)
 {
-    return a ? a->n : 0;
+    size_t n;
+    if (!a)
+        return 0;
+    pthread_rwlock_rdlock(&a->lock);
+    n = a->n;
+    pthread_rwlock_unlock(&a->lock);
+    return n;
 }
 
-const struct auth_principal *auth_find(const struct auth *a,
-                                       const char *token, size_t len)
+int auth_find(struct auth *a, const char *token, size_t len,
+              struct auth_principal *out)
 {
     uint8_t h[crypto_hash_sha256_BYTES];
-    const struct auth_principal *found = NULL;
+    int found = 0;
     if (!a || !token || len == 0)
-        return NULL;
+        return 0;
     crypto_hash_sha256(h, (const unsigned char *)token, len);
+    pthread_rwlock_rdlock(&a->lock);
     /* Every entry is compared, so the time does not tell which matched. */
     for (size_t i = 0; i < a->n; i++)
-        if (sodium_memcmp(h, a->p[i].hash, sizeof(h)) == 0)
-            found = &a->p[i];
+        if (sodium_memcmp(h, a->p[i].hash, sizeof(h)) == 0) {
+            *out = a->p[i];
+            found = 1;
+        }
+    pthread_rwlock_unlock(&a->lock);
     return found;
 }
 
@@ -174,7 +221,8 @@ int auth_is_peer_token(const char *peer, const char *token, size_t len)
            sodium_memcmp(peer, token, AUTH_PEER_TOKEN_CHARS) == 0;
 }
 
-int auth_may_use(const struct auth *a, const char *name, const char *purpose)
+/* auth_may_use() under the lock. */
+static int may_use(const struct auth *a, const char *name, const char *purpose)
 {
     size_t n = strlen(purpose);
     for (size_t i = 0; i < a->n; i++) {
@@ -193,4 +241,13 @@ int auth_may_use(const struct auth *a, const char *name, const char *purpose)
         return 0;
     }
     return 0;
+}
+
+int auth_may_use(struct auth *a, const char *name, const char *purpose)
+{
+    int ok;
+    pthread_rwlock_rdlock(&a->lock);
+    ok = may_use(a, name, purpose);
+    pthread_rwlock_unlock(&a->lock);
+    return ok;
 }

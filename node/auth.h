@@ -48,15 +48,21 @@ struct auth;
  * twice, no principal at all), DOSSIER_NOMEM. The message names the line. */
 int auth_load(const char *path, struct auth **out, struct dossier_status *st);
 void auth_free(struct auth *a);
-size_t auth_count(const struct auth *a);
+size_t auth_count(struct auth *a);
 
-/* The principal whose token is @token (@len bytes), or NULL. Compares
- * against every principal in constant time per entry. */
-const struct auth_principal *auth_find(const struct auth *a,
-                                       const char *token, size_t len);
+/* Reads @path again and, if it is valid, replaces @a's principals at once
+ * (calls in flight keep what they were granted); if not, @a is unchanged.
+ * Errors: as auth_load(). Thread-safe with every lookup. */
+int auth_reload(struct auth *a, const char *path, struct dossier_status *st);
+
+/* 1 and a copy of the principal whose token is @token (@len bytes) in
+ * *@out, or 0. Compares against every principal in constant time per
+ * entry. */
+int auth_find(struct auth *a, const char *token, size_t len,
+              struct auth_principal *out);
 
 /* 1 if principal @name may name purpose @purpose. */
-int auth_may_use(const struct auth *a, const char *name, const char *purpose);
+int auth_may_use(struct auth *a, const char *name, const char *purpose);
 
 /* "service", "compliance", "admin"; "?" for anything else. */
 const char *auth_role_name(enum auth_role r);

@@ -15,7 +15,7 @@ static const char *const names[] = {"debug", "info", "warn", "error"};
 
 void log_set_level(enum log_level l)
 {
-    min_level = l;
+    __atomic_store_n(&min_level, l, __ATOMIC_RELAXED); /* SIGHUP: any time */
 }
 
 int log_level_parse(const char *name)
@@ -35,7 +35,7 @@ void log_printf(enum log_level l, const char *fmt, ...)
     json_t *o;
     char *line;
 
-    if (l < min_level)
+    if (l < __atomic_load_n(&min_level, __ATOMIC_RELAXED))
         return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -136,7 +136,42 @@ struct signal_ctx {
     struct cluster *cluster;
     struct audit_sink *audit;
     struct health *health;
+    struct auth *auth;
+    int argc;
+    char **argv;
 };
+
+/* SIGHUP: reads the config file and flags again and applies what can
+ * change while running: the log level and the auth file's principals,
+ * roles and purpose grants. A bad file changes nothing, and says why. */
+static void reload(struct signal_ctx *sc)
+{
+    struct config fresh;
+    enum config_action action;
+    struct dossier_status st;
+
+    memset(&fresh, 0, sizeof(fresh));
+    if (config_load(&fresh, sc->argc, sc->argv, &action, &st) != 0) {
+        log_printf(LOG_WARN, "SIGHUP: nothing reloaded: %s", st.message);
+        return;
+    }
+    if (log_level_parse(fresh.log_level) >= 0) {
+        log_set_level((enum log_level)log_level_parse(fresh.log_level));
+        log_printf(LOG_INFO, "SIGHUP: log level %s", fresh.log_level);
+    }
+    if (sc->auth && fresh.auth_file[0]) {
+        if (auth_reload(sc->auth, fresh.auth_file, &st) == 0)
+            log_printf(LOG_INFO, "SIGHUP: %zu principals may call (from %s)",
+                       auth_count(sc->auth), fresh.auth_file);
+        else
+            log_printf(LOG_WARN, "SIGHUP: principals not reloaded, the "
+                       "previous ones stay: %s", st.message);
+    } else if (sc->auth || fresh.auth_file[0]) {
+        log_printf(LOG_WARN, "SIGHUP: authentication is turned on or off "
+                   "only by a restart; the principals are unchanged");
+    }
+    config_release(&fresh);
+}
 
 /* Calls that need the Raft loop get this long to finish at a stop. */
 #define STOP_DRAIN_MS 5000
@@ -224,6 +259,8 @@ static void *signal_main(void *arg)
     while (sigwait(&sc->set, &sig) == 0) {
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (sig == SIGHUP)
+            reload(sc);
     }
     log_printf(LOG_INFO, "received %s: stopping", strsignal(sig));
     /* Probes and load balancers hear first, and Watch streams end, so the
@@ -417,6 +454,9 @@ int main(int argc, char **argv)
     sc.cluster = cluster;
     sc.audit = node.audit;
     sc.health = node.health;
+    sc.auth = auth;
+    sc.argc = argc;
+    sc.argv = argv;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {
         log_printf(LOG_ERROR, "cannot start the signal thread");
         audit_sink_stop(node.audit);

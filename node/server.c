@@ -879,8 +879,10 @@ static int authorize(struct call *c, const struct api_method *m)
     if (!n->auth)
         return authorize_purpose(c, m); /* authentication is off */
     if (!c->principal[0]) {
+        struct auth_principal pr;
         const struct auth_principal *p =
-            have ? auth_find(n->auth, c->token, c->token_len) : NULL;
+            have && auth_find(n->auth, c->token, c->token_len, &pr) ? &pr
+                                                                   : NULL;
         if (!p) {
             log_printf(LOG_WARN, "refused %s: %s", m->path,
                        have ? "unknown token" : "no bearer token");
@@ -890,7 +892,8 @@ static int authorize(struct call *c, const struct api_method *m)
                              "'authorization: Bearer <token>'");
             return -1;
         }
-        snprintf(c->principal, sizeof(c->principal), "%s", p->name);
+        snprintf(c->principal, sizeof(c->principal), "%.*s", AUTH_NAME_MAX,
+                 p->name);
         c->role = p->role;
     }
     if (!(m->roles & c->role)) {

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,89 @@ static void test_health_needs_no_credentials(void **state)
     node_destroy(&n);
 }
 
+static int count_in_log(const struct node_proc *n, const char *what)
+{
+    char buf[1 << 16], *p;
+    FILE *f = fopen(n->log, "r");
+    size_t len;
+    int k = 0;
+    if (!f)
+        return 0;
+    len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    for (p = buf; (p = strstr(p, what)); p++)
+        k++;
+    return k;
+}
+
+/* Sends SIGHUP and waits until the log shows @what once more. */
+static void sighup(struct node_proc *n, const char *what)
+{
+    int before = count_in_log(n, what);
+    assert_int_equal(kill(n->pid, SIGHUP), 0);
+    for (int t = 0; t < 200 && count_in_log(n, what) == before; t++)
+        usleep(50000);
+    assert_int_equal(count_in_log(n, what), before + 1);
+}
+
+static int get_code(const char *target, const char *token,
+                    const char *purpose)
+{
+    struct dossier_client *c = harness_client_as(target, token, purpose);
+    struct dossier_record *r = NULL;
+    struct dossier_status st;
+    int rc = dossier_get(c, NULL, "contact", "hup-1", &r, &st);
+    if (rc == 0)
+        dossier_record_free(r);
+    dossier_client_close(c);
+    return rc;
+}
+
+/* SIGHUP reloads the auth file: a new principal may call at once, a
+ * narrowed grant applies at once, and a broken file changes nothing. */
+static void test_sighup_reloads_principals(void **state)
+{
+    char ta[65], tb[65], auth[400];
+    struct harness_principal one[] = {{"svc-a", "service", ta, NULL}};
+    struct harness_principal two[] = {{"svc-a", "service", ta, "marketing"},
+                                      {"svc-b", "service", tb, NULL}};
+    struct node_proc n;
+    struct dossier_client *c;
+    FILE *f;
+    (void)state;
+
+    node_init(&n);
+    harness_new_token(ta);
+    harness_new_token(tb);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    harness_write_auth_file(auth, one, 1);
+    {
+        const char *extra[] = {"--auth-file", auth, NULL};
+        assert_int_equal(node_start(&n, extra), 0);
+    }
+    c = harness_client_as(n.addr, ta, "operations");
+    put_contact(c, "hup-1");
+    dossier_client_close(c);
+    assert_int_equal(get_code(n.addr, tb, "operations"),
+                     DOSSIER_UNAUTHENTICATED);
+
+    harness_write_auth_file(auth, two, 2);
+    sighup(&n, "SIGHUP: 2 principals may call");
+    assert_int_equal(get_code(n.addr, tb, "operations"), 0);
+    assert_int_equal(get_code(n.addr, ta, "operations"),
+                     DOSSIER_PERMISSION_DENIED);
+
+    f = fopen(auth, "w");
+    assert_non_null(f);
+    fputs("svc-b nonsense-role 1234\n", f);
+    fclose(f);
+    sighup(&n, "principals not reloaded");
+    assert_int_equal(get_code(n.addr, tb, "operations"), 0);
+    assert_int_equal(node_stop(&n), 0);
+    node_destroy(&n);
+}
+
 /* A bad or taken metrics address stops the start with a clear message. */
 static void test_metrics_address_errors(void **state)
 {
@@ -293,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_metrics_and_health_in_a_cluster),
         cmocka_unit_test(test_health_needs_no_credentials),
         cmocka_unit_test(test_metrics_address_errors),
+        cmocka_unit_test(test_sighup_reloads_principals),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     return rc || harness_running() != 0;
