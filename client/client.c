@@ -55,6 +55,9 @@ static const char *const method_paths[M_COUNT] = {
     [M_AUDIT_READ] = "/dossier.v1.Audit/Read",
     [M_AUDIT_PUBLIC_KEY] = "/dossier.v1.Audit/PublicKey",
     [M_HEALTH_CHECK] = "/grpc.health.v1.Health/Check",
+    [M_ERASURE_LEDGER] = "/dossier.v1.Subjects/ErasureLedger",
+    [M_BACKUP_CREATE] = "/dossier.v1.Backups/Create",
+    [M_BACKUP_LIST] = "/dossier.v1.Backups/List",
 };
 
 struct target {

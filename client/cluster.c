@@ -1,5 +1,6 @@
 /* libdossier: the cluster's status and membership. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "errors.h"
@@ -143,5 +144,70 @@ int dossier_health_check(struct dossier_client *c,
         *out = DOSSIER_HEALTH_UNKNOWN;
     }
     grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static void backup_from_pb(const Dossier__V1__BackupInfo *m,
+                           struct dossier_backup *out)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", m->name);
+    snprintf(out->path, sizeof(out->path), "%s", m->path);
+    snprintf(out->cluster_name, sizeof(out->cluster_name), "%s",
+             m->cluster_name);
+    out->created_ms = m->created_ms;
+    out->node_id = m->node_id;
+    out->applied_index = m->applied_index;
+    out->bytes = m->bytes;
+    out->files = m->files;
+}
+
+int dossier_backup_create(struct dossier_client *c,
+                          const struct dossier_call_options *co,
+                          struct dossier_backup *out,
+                          struct dossier_status *st)
+{
+    Dossier__V1__CreateBackupRequest req =
+        DOSSIER__V1__CREATE_BACKUP_REQUEST__INIT;
+    Dossier__V1__BackupInfo *resp;
+    int rc = client_unary(c, co, M_BACKUP_CREATE, &req.base,
+                          &dossier__v1__backup_info__descriptor,
+                          (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    if (out)
+        backup_from_pb(resp, out);
+    dossier__v1__backup_info__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int dossier_backup_list(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        struct dossier_backup **out, size_t *n,
+                        struct dossier_status *st)
+{
+    Dossier__V1__ListBackupsRequest req =
+        DOSSIER__V1__LIST_BACKUPS_REQUEST__INIT;
+    Dossier__V1__ListBackupsResponse *resp;
+    int rc;
+
+    if (!out || !n)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "outputs are missing");
+    *out = NULL;
+    *n = 0;
+    rc = client_unary(c, co, M_BACKUP_LIST, &req.base,
+                      &dossier__v1__list_backups_response__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    *out = calloc(resp->n_backups ? resp->n_backups : 1, sizeof(**out));
+    if (!*out) {
+        dossier__v1__list_backups_response__free_unpacked(resp, NULL);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_backups; i++)
+        backup_from_pb(resp->backups[i], &(*out)[i]);
+    *n = resp->n_backups;
+    dossier__v1__list_backups_response__free_unpacked(resp, NULL);
     return 0;
 }

@@ -650,6 +650,54 @@ int dossier_erasure_certificate_verify(
     return err_ok(st);
 }
 
+int dossier_erasure_ledger(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const struct dossier_page_request *pr,
+                           struct dossier_erasure_certificate **out,
+                           size_t *n, char **next_token,
+                           struct dossier_status *st)
+{
+    Dossier__V1__ErasureLedgerRequest req =
+        DOSSIER__V1__ERASURE_LEDGER_REQUEST__INIT;
+    Dossier__V1__ErasureLedgerPage *resp;
+    int rc;
+
+    if (!out || !n || !next_token)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "outputs are missing");
+    *out = NULL;
+    *n = 0;
+    *next_token = NULL;
+    if (pr) {
+        req.limit = pr->page_size;
+        req.page_token = (char *)(pr->page_token ? pr->page_token : "");
+    }
+    rc = client_unary(c, co, M_ERASURE_LEDGER, &req.base,
+                      &dossier__v1__erasure_ledger_page__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    *out = calloc(resp->n_certificates ? resp->n_certificates : 1,
+                  sizeof(**out));
+    if (resp->next_page_token[0])
+        *next_token = strdup(resp->next_page_token);
+    if (!*out || (resp->next_page_token[0] && !*next_token))
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < resp->n_certificates; i++) {
+        rc = certificate_from_pb(resp->certificates[i], &(*out)[i], st);
+        if (rc == 0)
+            *n = i + 1;
+    }
+    dossier__v1__erasure_ledger_page__free_unpacked(resp, NULL);
+    if (rc) {
+        free(*out);
+        free(*next_token);
+        *out = NULL;
+        *next_token = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* Audit log */
 

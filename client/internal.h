@@ -39,6 +39,9 @@ enum client_method {
     M_AUDIT_READ,
     M_AUDIT_PUBLIC_KEY,
     M_HEALTH_CHECK,
+    M_ERASURE_LEDGER,
+    M_BACKUP_CREATE,
+    M_BACKUP_LIST,
     M_COUNT,
 };
 

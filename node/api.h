@@ -36,6 +36,10 @@ void api_subjects_status(struct call *c, ProtobufCMessage *req);
 void api_subjects_restrict(struct call *c, ProtobufCMessage *req);
 void api_subjects_unrestrict(struct call *c, ProtobufCMessage *req);
 void api_subjects_erase(struct call *c, ProtobufCMessage *req);
+void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *req);
+
+void api_backups_create(struct call *c, ProtobufCMessage *req);
+void api_backups_list(struct call *c, ProtobufCMessage *req);
 
 void api_audit_read(struct call *c, ProtobufCMessage *req);
 void api_audit_public_key(struct call *c, ProtobufCMessage *req);

@@ -759,3 +759,124 @@ void api_peer_audit_append(struct call *c, ProtobufCMessage *msg)
     if (cluster_submit(call_node(c)->cluster, buf, len, append_done, c) != 0)
         call_fail(c, DOSSIER_UNAVAILABLE, "the node is shutting down");
 }
+
+/* ------------------------------------------------------------------ */
+/* The erasure ledger, for restores (dossier subject ledger). */
+
+#define LEDGER_PAGE_DEFAULT 1000
+#define LEDGER_PAGE_MAX 10000
+
+struct ledger_page {
+    size_t n, limit;
+    int more;
+    uint8_t (*sp)[CRYPT_PSEUDONYM_BYTES];
+    Dossier__Store__V1__ErasureRecord **rows;
+};
+
+static int ledger_row_cb(void *arg, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    struct ledger_page *p = arg;
+    if (klen != 1 + CRYPT_PSEUDONYM_BYTES)
+        return DOSSIER_CORRUPT;
+    if (p->n == p->limit) {
+        p->more = 1;
+        return 1; /* stop: one more row exists */
+    }
+    p->rows[p->n] = dossier__store__v1__erasure_record__unpack(NULL, vlen,
+                                                                val);
+    if (!p->rows[p->n])
+        return DOSSIER_CORRUPT;
+    memcpy(p->sp[p->n], key + 1, CRYPT_PSEUDONYM_BYTES);
+    p->n++;
+    return 0;
+}
+
+void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__ErasureLedgerRequest *req =
+        (Dossier__V1__ErasureLedgerRequest *)msg;
+    Dossier__V1__ErasureLedgerPage resp =
+        DOSSIER__V1__ERASURE_LEDGER_PAGE__INIT;
+    Dossier__V1__ErasureCertificate *certs = NULL, **ptrs = NULL;
+    struct ledger_page p;
+    struct dossier_status st;
+    uint8_t after[1 + CRYPT_PSEUDONYM_BYTES], pk[32], (*sigs)[64] = NULL;
+    char token[2 * CRYPT_PSEUDONYM_BYTES + 1];
+    unsigned char *sk = NULL;
+    size_t bin = 0;
+    int rc = 0;
+
+    memset(&p, 0, sizeof(p));
+    if (req->limit > LEDGER_PAGE_MAX)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT, "limit is at most %d",
+                         LEDGER_PAGE_MAX);
+    after[0] = 'e';
+    if (req->page_token[0] &&
+        (strlen(req->page_token) != 2 * CRYPT_PSEUDONYM_BYTES ||
+         sodium_hex2bin(after + 1, CRYPT_PSEUDONYM_BYTES, req->page_token,
+                        strlen(req->page_token), NULL, &bin, NULL) != 0 ||
+         bin != CRYPT_PSEUDONYM_BYTES))
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "page_token is not one this call returned");
+    p.limit = req->limit ? req->limit : LEDGER_PAGE_DEFAULT;
+    p.sp = calloc(p.limit, sizeof(*p.sp));
+    p.rows = calloc(p.limit, sizeof(*p.rows));
+    certs = calloc(p.limit, sizeof(*certs));
+    ptrs = calloc(p.limit, sizeof(*ptrs));
+    sigs = calloc(p.limit, sizeof(*sigs));
+    sk = sodium_malloc(64);
+    if (!p.sp || !p.rows || !certs || !ptrs || !sigs || !sk) {
+        rc = err_set(&st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = crypt_audit_keys(call_node(c)->crypt, pk, sk, &st);
+    if (rc)
+        goto out;
+    rc = store_scan(call_node(c)->store, STORE_POLICY, (const uint8_t *)"e", 1,
+                    req->page_token[0] ? after : NULL,
+                    req->page_token[0] ? sizeof(after) : 0, ledger_row_cb, &p,
+                    &st);
+    if (rc == 1)
+        rc = 0;
+    if (rc == DOSSIER_CORRUPT)
+        err_set(&st, rc, "an erasure ledger row is malformed");
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < p.n; i++) {
+        Dossier__V1__ErasureCertificate *ce = &certs[i];
+        uint8_t m[AUDIT_ERASURE_MESSAGE_BYTES];
+        dossier__v1__erasure_certificate__init(ce);
+        audit_erasure_message(p.sp[i], p.rows[i]->time_ms,
+                              p.rows[i]->raft_index,
+                              p.rows[i]->records_deleted, m);
+        crypto_sign_detached(sigs[i], NULL, m, sizeof(m), sk);
+        ce->pseudonym = (ProtobufCBinaryData){CRYPT_PSEUDONYM_BYTES, p.sp[i]};
+        ce->time_ms = p.rows[i]->time_ms;
+        ce->raft_index = p.rows[i]->raft_index;
+        ce->records_deleted = p.rows[i]->records_deleted;
+        ce->signature = (ProtobufCBinaryData){64, sigs[i]};
+        ce->public_key = (ProtobufCBinaryData){32, pk};
+        ptrs[i] = ce;
+    }
+    resp.n_certificates = p.n;
+    resp.certificates = ptrs;
+    token[0] = '\0';
+    if (p.more && p.n)
+        sodium_bin2hex(token, sizeof(token), p.sp[p.n - 1],
+                       CRYPT_PSEUDONYM_BYTES);
+    resp.next_page_token = token;
+out:
+    if (rc)
+        call_fail_status(c, &st);
+    else
+        call_reply(c, &resp.base);
+    for (size_t i = 0; i < p.n; i++)
+        dossier__store__v1__erasure_record__free_unpacked(p.rows[i], NULL);
+    sodium_free(sk);
+    free(p.sp);
+    free(p.rows);
+    free(certs);
+    free(ptrs);
+    free(sigs);
+}

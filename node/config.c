@@ -82,6 +82,10 @@ static const struct opt opts[] = {
     {"audit-checkpoint-ms", OPT_U64, OFF(audit_checkpoint_ms), "10000", 100,
      86400000, "the leader also signs the audit chain at least this often (ms) "
      "while entries come"},
+    {"backup-dir", OPT_STR, OFF(backup_dir), "", 0, 0,
+     "directory where `dossier backup create` puts this node's backups "
+     "(made mode 0700; best on the data directory's file system, where "
+     "SST files are hard-linked); empty: backups are refused"},
     {"metrics-listen", OPT_STR, OFF(metrics_listen), "", 0, 0,
      "IPv4 host:port to serve Prometheus metrics on over HTTP (GET "
      "/metrics); port 0 picks a free port; empty: no metrics"},

@@ -34,6 +34,7 @@ struct config {
     uint64_t audit_checkpoint_entries;
     uint64_t audit_checkpoint_ms;
     char *metrics_listen;
+    char *backup_dir;
     uint64_t health_max_lag;
     int fault_injection;
 };

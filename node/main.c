@@ -16,6 +16,7 @@
 
 #include "audit_sink.h"
 #include "auth.h"
+#include "backup.h"
 #include "cluster.h"
 #include "config.h"
 #include "crypt.h"
@@ -390,6 +391,11 @@ int main(int argc, char **argv)
                      self);
             n_members = cfg.join ? 0 : 1;
         }
+        if (backup_restore_pending(cfg.data_dir)) {
+            rc = backup_restore_membership(store, cfg.node_id, self, &st);
+            if (rc)
+                goto started;
+        }
         snprintf(snapdir, sizeof(snapdir), "%s/snapshots", cfg.data_dir);
         memset(&co, 0, sizeof(co));
         co.node_id = cfg.node_id;
@@ -406,6 +412,7 @@ int main(int argc, char **argv)
         co.peer_token = node.peer_token;
         rc = cluster_start(store, crypt, &co, &cluster, &st);
     }
+started:
     if (rc) {
         log_printf(LOG_ERROR, "cannot start: %s", st.message);
         fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
@@ -417,6 +424,9 @@ int main(int argc, char **argv)
     node.id = cfg.node_id;
     node.fault_injection = cfg.fault_injection;
     node.auth = auth;
+    node.data_dir = cfg.data_dir;
+    node.backup_dir = cfg.backup_dir;
+    node.cluster_name = cfg.cluster_name;
     {
         struct audit_sink_options ao;
         ao.window_ms = (int64_t)cfg.audit_window_ms;
@@ -427,6 +437,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
             goto out;
         }
+    }
+    if (backup_restore_pending(cfg.data_dir) &&
+        backup_restore_finish(&node, cfg.data_dir, &st) != 0) {
+        log_printf(LOG_ERROR, "cannot start: %s", st.message);
+        fprintf(stderr, "dossierd: cannot start: restore: %s\n", st.message);
+        goto out;
     }
     if (health_start(&node, cfg.health_max_lag, 0, &node.health, &st) != 0) {
         log_printf(LOG_ERROR, "cannot start: %s", st.message);
@@ -490,6 +506,7 @@ out:
     if (exit_code != 0)
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
+    backup_wait_idle();
     cluster_free(cluster);
     audit_sink_free(node.audit);
     server_free(server);

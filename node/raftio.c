@@ -506,3 +506,75 @@ void raftio_state_release(struct raftio_state *rs)
     free(rs->entries);
     memset(rs, 0, sizeof(*rs));
 }
+
+int raftio_reset_single(struct store *s, uint64_t self, const char *address,
+                        struct dossier_status *st)
+{
+    struct raftio_state rs;
+    struct raft_snapshot_meta meta;
+    struct raft_hard_state hs;
+    struct store_raw raw;
+    rocksdb_column_family_handle_t *const *cf;
+    rocksdb_writebatch_t *wb;
+    rocksdb_iterator_t *it;
+    Dossier__Store__V1__Member m = DOSSIER__STORE__V1__MEMBER__INIT;
+    uint64_t applied = store_applied(s);
+    uint8_t key[15], buf[300];
+    size_t len;
+    int rc, found = 0;
+
+    if (strlen(address) > 255)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "address too long");
+    if ((rc = raftio_load(s, &rs, st)) != 0)
+        return rc;
+    memset(&meta, 0, sizeof(meta));
+    meta.index = applied;
+    if (applied == rs.p.snap.index) {
+        meta.term = rs.p.snap.term;
+        found = 1;
+    }
+    for (size_t i = 0; !found && i < rs.n_entries; i++)
+        if (rs.entries[i].index == applied) {
+            meta.term = rs.entries[i].term;
+            found = 1;
+        }
+    hs = rs.p.hs;
+    raftio_state_release(&rs);
+    if (!found)
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the term of applied index %llu is not on disk",
+                       (unsigned long long)applied);
+    meta.conf.n_voters = 1;
+    meta.conf.voters[0] = self;
+    hs.vote = 0;
+    hs.commit = applied;
+
+    store_raw(s, &raw);
+    cf = (rocksdb_column_family_handle_t *const *)raw.cf;
+    wb = rocksdb_writebatch_create();
+    log_delete_from(wb, cf[STORE_RAFTLOG], 0);
+    hs_put(wb, cf[STORE_RAFT], &hs);
+    if (snap_put(wb, cf[STORE_RAFT], &meta)) {
+        rocksdb_writebatch_destroy(wb);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    /* The member addresses: this node alone. */
+    it = rocksdb_create_iterator_cf(raw.db, raw.ro, cf[STORE_DEFAULT]);
+    for (rocksdb_iter_seek(it, "member/", 7); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < 7 || memcmp(k, "member/", 7) != 0)
+            break;
+        rocksdb_writebatch_delete_cf(wb, cf[STORE_DEFAULT], k, klen);
+    }
+    rocksdb_iter_destroy(it);
+    memcpy(key, "member/", 7);
+    be64(key + 7, self);
+    m.id = self;
+    m.address = (char *)address;
+    len = dossier__store__v1__member__pack(&m, buf);
+    rocksdb_writebatch_put_cf(wb, cf[STORE_DEFAULT], (const char *)key,
+                              sizeof(key), (const char *)buf, len);
+    return write_sync(&raw, wb, st);
+}

@@ -38,6 +38,15 @@ int raftio_save(struct store *s, const struct raft_ready *rd,
 int raftio_compact(struct store *s, const struct raft_snapshot_meta *meta,
                    struct dossier_status *st);
 
+/* Restores only: makes this node's Raft state a cluster of one voter,
+ * @self (reachable at @address), at the index its store has applied: the
+ * log is emptied (entries past the applied index are dropped), the
+ * snapshot point moves to the applied index with @self as the only voter,
+ * and the member addresses list @self alone. Synced.
+ * Errors: DOSSIER_CORRUPT, DOSSIER_IO, DOSSIER_NOMEM. */
+int raftio_reset_single(struct store *s, uint64_t self, const char *address,
+                        struct dossier_status *st);
+
 /* The arguments of raftio_prepare_install (borrowed). */
 struct raftio_install {
     struct raft_hard_state hs;

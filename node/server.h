@@ -31,6 +31,9 @@ struct node {
     struct audit_sink *audit; /* reads and refusals go here */
     struct health *health;    /* what the health service reports */
     struct node_metrics *metrics; /* NULL: no metrics */
+    const char *data_dir;
+    const char *backup_dir;   /* "": backups are off */
+    const char *cluster_name;
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()

@@ -565,12 +565,17 @@ int store_checkpoint(struct store *s, const char *dir,
                      struct dossier_status *st)
 {
     char *err = NULL;
-    rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);
-    if (err)
-        return store_rdb_error(st, err, "cannot make a checkpoint");
-    /* 0: flush the memtables first, so the copy needs no WAL replay. */
-    rocksdb_checkpoint_create(cp, dir, 0, &err);
-    rocksdb_checkpoint_object_destroy(cp);
+    rocksdb_checkpoint_t *cp;
+    /* Backups call this from their own thread: not while an erasure
+     * reopens the database. */
+    pthread_rwlock_rdlock(&s->swap);
+    cp = rocksdb_checkpoint_object_create(s->db, &err);
+    if (!err) {
+        /* 0: flush the memtables first, so the copy needs no WAL replay. */
+        rocksdb_checkpoint_create(cp, dir, 0, &err);
+        rocksdb_checkpoint_object_destroy(cp);
+    }
+    pthread_rwlock_unlock(&s->swap);
     if (err)
         return store_rdb_error(st, err, "cannot make a checkpoint");
     return 0;

@@ -175,7 +175,7 @@ int store_members(struct store *s,
 
 /* Makes a RocksDB checkpoint of the whole database in @dir (which must not
  * exist): a consistent copy at the last committed batch, made of hard links
- * where it can. Call from the applying thread, between batches.
+ * where it can. Any thread.
  * Errors: DOSSIER_IO. */
 int store_checkpoint(struct store *s, const char *dir,
                      struct dossier_status *st);

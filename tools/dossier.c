@@ -13,6 +13,7 @@
 
 #include "json.h"
 #include "keyfile.h"
+#include "restore.h"
 
 #ifndef DOSSIER_VERSION
 #define DOSSIER_VERSION "0.0.0"
@@ -78,6 +79,15 @@ static const char usage_text[] =
     "  cluster promote ID      make a caught-up learner a voter\n"
     "  cluster remove ID       remove a node from the cluster\n"
     "  cluster transfer-leader ID  hand leadership to a voter\n"
+    "  backup create           a consistent online backup of the (first)\n"
+    "                          target node, in its --backup-dir\n"
+    "  backup list             that node's backups, oldest first\n"
+    "  backup restore (--ledger FILE | --without-ledger) BACKUP_DIR DATA_DIR\n"
+    "                          copy a backup into a new data directory,\n"
+    "                          checking every file; the node started on it\n"
+    "                          becomes a one-node cluster and erases again\n"
+    "                          every subject of FILE (dossier subject\n"
+    "                          ledger) before it serves\n"
     "  health [SERVICE]        each target's gRPC health (grpc.health.v1):\n"
     "                          SERVING or NOT_SERVING; exit 6 unless all\n"
     "                          serve\n"
@@ -110,6 +120,9 @@ static const char usage_text[] =
     "                          erase a subject on every node (Art. 17), for\n"
     "                          good; prints the signed erasure certificate\n"
     "                          and checks its signature\n"
+    "  subject ledger          the erasure ledger: one signed certificate per\n"
+    "                          line; keep it with your backups (a restore\n"
+    "                          replays it)\n"
     "  audit tail [--from N] [--limit N]\n"
     "                          audit entries, one per line: the last N\n"
     "                          (default 20), or N from entry --from on\n"
@@ -734,6 +747,93 @@ static int cluster_status_all(struct cli *cli)
     return worst;
 }
 
+static json_t *json_from_backup(const struct dossier_backup *b)
+{
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "name",
+                     b->name, "path", b->path, "created_ms",
+                     (json_int_t)b->created_ms, "node_id",
+                     (json_int_t)b->node_id, "applied_index",
+                     (json_int_t)b->applied_index, "bytes",
+                     (json_int_t)b->bytes, "files", (json_int_t)b->files,
+                     "cluster_name", b->cluster_name);
+}
+
+/* `dossier backup create|list|restore`. */
+static int cmd_backup(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_status st;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("backup needs create, list or restore%s", "");
+    if (strcmp(argv[1], "restore") == 0) {
+        const char *ledger = NULL;
+        int without = 0, k = 2;
+        char err[1024];
+        json_t *summary;
+        enum restore_result r;
+        for (; k < argc && strncmp(argv[k], "--", 2) == 0; k++) {
+            if (strcmp(argv[k], "--ledger") == 0 && k + 1 < argc)
+                ledger = argv[++k];
+            else if (strcmp(argv[k], "--without-ledger") == 0)
+                without = 1;
+            else
+                return usage_error("backup restore: unknown option '%s'",
+                                   argv[k]);
+        }
+        if (argc - k != 2)
+            return usage_error("backup restore needs BACKUP_DIR and "
+                               "DATA_DIR%s", "");
+        if (!ledger == !without)
+            return usage_error("backup restore needs --ledger FILE (from "
+                               "dossier subject ledger) or, to let subjects "
+                               "erased since the backup come back, "
+                               "--without-ledger%s", "");
+        r = restore_backup(argv[k], argv[k + 1], ledger, &summary, err,
+                           sizeof(err));
+        if (r != RESTORE_OK) {
+            fprintf(stderr, "dossier: backup restore: %s\n", err);
+            return r == RESTORE_IO ? EXIT_ERROR : EXIT_INVALID;
+        }
+        fprintf(stderr,
+                "dossier: restored. Start dossierd on %s (same master key, "
+                "its own --node-id and --listen): it becomes a cluster of "
+                "one voter, %s, then serves; add other nodes with dossier "
+                "cluster add.\n",
+                argv[k + 1],
+                ledger ? "erases again every subject of the ledger"
+                       : "WITHOUT replaying erasures");
+        return print_json(cli, summary);
+    }
+    if (argc != 2)
+        return usage_error("backup %s takes no arguments", argv[1]);
+    if (strcmp(argv[1], "create") == 0) {
+        struct dossier_call_options co = {0};
+        struct dossier_backup b;
+        /* Hashing a large database takes a while. */
+        co.timeout_ms = cli->timeout_ms ? cli->timeout_ms : 3600 * 1000;
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_backup_create(cli->client, &co, &b, &st))
+            return report(&st);
+        return print_json(cli, json_from_backup(&b));
+    }
+    if (strcmp(argv[1], "list") == 0) {
+        struct dossier_backup *b;
+        size_t n;
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_backup_list(cli->client, NULL, &b, &n, &st))
+            return report(&st);
+        rc = EXIT_OK;
+        for (size_t i = 0; i < n && rc == EXIT_OK; i++)
+            rc = print_json(cli, json_from_backup(&b[i]));
+        free(b);
+        return rc;
+    }
+    return usage_error("unknown backup command '%s'", argv[1]);
+}
+
 /* `dossier health [SERVICE]`: each target's gRPC health, one line per
  * target; exit 0 only when every target is SERVING. */
 static int cmd_health(struct cli *cli, int argc, char **argv)
@@ -1006,6 +1106,50 @@ static int cmd_consent(struct cli *cli, int argc, char **argv)
     return rc;
 }
 
+/* `dossier subject ledger`: every row of the erasure ledger, one signed
+ * certificate per line (always compact: a restore reads it line by
+ * line). */
+static int subject_ledger(struct cli *cli, int argc)
+{
+    struct dossier_page_request pr = {1000, NULL};
+    char *token = NULL;
+    int rc;
+
+    if (argc != 2)
+        return usage_error("subject ledger takes no arguments%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    do {
+        struct dossier_erasure_certificate *certs;
+        struct dossier_status st;
+        size_t n;
+        char *next = NULL;
+        pr.page_token = token;
+        if (dossier_erasure_ledger(cli->client, &cli->read_opts, &pr, &certs,
+                                   &n, &next, &st)) {
+            free(token);
+            return report(&st);
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_t *j = json_from_erasure_certificate(&certs[i]);
+            if (!j || json_dumpf(j, stdout, JSON_COMPACT) != 0) {
+                json_decref(j);
+                free(certs);
+                free(token);
+                free(next);
+                fprintf(stderr, "dossier: cannot print JSON\n");
+                return EXIT_ERROR;
+            }
+            fputc('\n', stdout);
+            json_decref(j);
+        }
+        free(certs);
+        free(token);
+        token = next;
+    } while (token);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
+}
+
 static int cmd_subject(struct cli *cli, int argc, char **argv)
 {
     struct dossier_subject_status s;
@@ -1017,8 +1161,10 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
     const char *subject;
 
     if (argc < 2)
-        return usage_error("subject needs status, restrict, unrestrict or "
-                           "erase%s", "");
+        return usage_error("subject needs status, restrict, unrestrict, "
+                           "erase or ledger%s", "");
+    if (strcmp(argv[1], "ledger") == 0)
+        return subject_ledger(cli, argc);
     if (strcmp(argv[1], "status") != 0 && strcmp(argv[1], "restrict") != 0 &&
         strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0)
         return usage_error("unknown subject command '%s'", argv[1]);
@@ -1219,7 +1365,7 @@ static const struct command commands[] = {
     {"cluster", cmd_cluster}, {"token", cmd_token},
     {"purpose", cmd_purpose}, {"consent", cmd_consent},
     {"subject", cmd_subject}, {"audit", cmd_audit},
-    {"health", cmd_health},
+    {"health", cmd_health}, {"backup", cmd_backup},
 };
 
 int main(int argc, char **argv)

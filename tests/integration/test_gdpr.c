@@ -714,6 +714,172 @@ static void test_erasure(void **state)
     cluster_destroy(&c);
 }
 
+/* Disaster recovery: a backup taken online from a follower of a 3-node
+ * cluster, subject A erased after it, every node lost. The backup restored
+ * with the erasure ledger becomes a one-node cluster that erases A again
+ * before it serves: A cannot be read, and no byte of A is left in the new
+ * data directory, though the restored copy held A before the replay. */
+static void test_restore_replays_erasures(void **state)
+{
+    struct cluster_proc c;
+    struct dossier_client *cl, *fc;
+    struct dossier_subject_status ss_a, ss_b;
+    struct dossier_erasure_certificate cert, *ledger;
+    struct dossier_backup bk, *list;
+    struct dossier_cluster_status cs;
+    struct dossier_status st;
+    struct dossier_record *r;
+    struct needles a = {0}, b = {0};
+    struct node_proc nr;
+    char bdir[3][400], ledger_path[600], *next = NULL, out[4096];
+    size_t n;
+    uint8_t pk[32];
+    int leader, f;
+    (void)state;
+
+    harness_token = NULL;
+    cluster_init(&c, 3, NULL);
+    for (int i = 0; i < 3; i++) {
+        int k = 0;
+        snprintf(bdir[i], sizeof(bdir[i]), "%s/backups", c.nodes[i].dir);
+        while (c.nodes[i].args[k])
+            k++;
+        c.nodes[i].args[k++] = "--backup-dir";
+        c.nodes[i].args[k++] = bdir[i];
+        c.nodes[i].args[k] = NULL;
+    }
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    f = (leader + 1) % 3;
+    cl = harness_client(c.targets, 20000);
+    assert_int_equal(put_contact(cl, "ra-1", "subj-restore-a", "Anna"), 0);
+    assert_int_equal(put_contact(cl, "ra-2", "subj-restore-a", "Anna2"), 0);
+    assert_int_equal(put_contact(cl, "rb-1", "subj-restore-b", "Berta"), 0);
+    assert_int_equal(put_contact(cl, "rc-1", "subj-restore-c", "Carl"), 0);
+    /* C is erased before the backup, A after it. */
+    assert_int_equal(dossier_subject_erase(cl, NULL, "subj-restore-c", "DSR-C",
+                                           &cert, &st),
+                     0);
+    assert_int_equal(dossier_subject_status(cl, NULL, "subj-restore-a", NULL,
+                                            &ss_a, &st),
+                     0);
+    assert_int_equal(dossier_subject_status(cl, NULL, "subj-restore-b", NULL,
+                                            &ss_b, &st),
+                     0);
+    assert_int_equal(cluster_wait_converged(&c), 0);
+
+    /* An online backup of a follower. */
+    fc = harness_client(c.nodes[f].addr, 60000);
+    assert_int_equal(dossier_backup_create(fc, NULL, &bk, &st), 0);
+    assert_int_equal(bk.node_id, (uint64_t)f + 1);
+    assert_true(bk.applied_index > 0);
+    assert_true(bk.files >= 4);
+    assert_int_equal(dossier_backup_list(fc, NULL, &list, &n, &st), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].name, bk.name);
+    free(list);
+    dossier_client_close(fc);
+
+    assert_int_equal(dossier_subject_erase(cl, NULL, "subj-restore-a", "DSR-A",
+                                           &cert, &st),
+                     0);
+    assert_int_equal(put_contact(cl, "rb-2", "subj-restore-b", "Later"), 0);
+
+    /* The ledger: both erasures, each signed by the cluster's audit key. */
+    assert_int_equal(dossier_erasure_ledger(cl, NULL, NULL, &ledger, &n, &next,
+                                            &st),
+                     0);
+    assert_int_equal(n, 2);
+    assert_null(next);
+    assert_int_equal(dossier_audit_public_key(cl, NULL, pk, NULL, NULL, &st),
+                     0);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(dossier_erasure_certificate_verify(&ledger[i], pk,
+                                                            &st),
+                         0);
+    free(ledger);
+    snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.jsonl",
+             c.nodes[leader].dir);
+    assert_int_equal(harness_sh(NULL, 0, "%s --target %s subject ledger > %s",
+                                DOSSIER_CLI_PATH, c.targets, ledger_path),
+                     0);
+    dossier_client_close(cl);
+
+    /* Disaster: every node is gone. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(node_stop(&c.nodes[i]), 0);
+
+    node_init(&nr);
+    assert_int_equal(harness_sh(NULL, 0, "cp %s %s", c.nodes[0].key, nr.key),
+                     0);
+    /* Without a ledger, or a damaged one, nothing is restored. */
+    assert_int_equal(harness_sh(NULL, 0, "%s backup restore %s/%s %s "
+                                "2>/dev/null",
+                                DOSSIER_CLI_PATH, bdir[f], bk.name, nr.data),
+                     2);
+    assert_int_equal(harness_sh(NULL, 0, "cp -r %s/%s %s/damaged && printf X "
+                                "| dd of=%s/damaged/DOSSIER conv=notrunc "
+                                "2>/dev/null",
+                                bdir[f], bk.name, nr.dir, nr.dir),
+                     0);
+    assert_int_equal(harness_sh(out, sizeof(out),
+                                "%s backup restore --ledger %s %s/damaged %s "
+                                "2>&1",
+                                DOSSIER_CLI_PATH, ledger_path, nr.dir,
+                                nr.data),
+                     5);
+    assert_non_null(strstr(out, "DOSSIER is damaged"));
+    assert_int_equal(harness_sh(NULL, 0, "test -z \"$(ls -A %s)\"", nr.data),
+                     0);
+    assert_int_equal(harness_sh(out, sizeof(out),
+                                "%s backup restore --ledger %s %s/%s %s",
+                                DOSSIER_CLI_PATH, ledger_path, bdir[f],
+                                bk.name, nr.data),
+                     0);
+    assert_non_null(strstr(out, "\"ledger_entries\":2"));
+    /* The restored copy holds A's bytes until the node replays. */
+    collect(nr.data, ss_a.pseudonym, &a);
+    collect(nr.data, ss_b.pseudonym, &b);
+    assert_true(a.n >= 2 * 4 + 2);
+    assert_true(count_in(nr.data, &a) > 0);
+    {
+        const char *extra[] = {"--node-id", "1", NULL};
+        assert_int_equal(node_start(&nr, extra), 0);
+    }
+    cl = node_client(&nr);
+    assert_int_equal(get_contact(cl, "ra-1", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(get_contact(cl, "ra-2", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(get_contact(cl, "rc-1", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(get_contact(cl, "rb-1", &r), 0);
+    assert_string_equal(dossier_record_field(r, "first_name")->u.s, "Berta");
+    dossier_record_free(r);
+    /* Written after the backup: not in it. */
+    assert_int_equal(get_contact(cl, "rb-2", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(dossier_cluster_status(cl, NULL, &cs, &st), 0);
+    assert_string_equal(cs.role, "leader");
+    assert_int_equal(cs.n_members, 1);
+    assert_int_equal(cs.members[0].id, 1);
+    assert_int_equal(dossier_erasure_ledger(cl, NULL, NULL, &ledger, &n, &next,
+                                            &st),
+                     0);
+    assert_int_equal(n, 2);
+    free(ledger);
+    dossier_client_close(cl);
+    assert_int_equal(node_stop(&nr), 0);
+    {
+        size_t left = count_in(nr.data, &a), kept = count_in(nr.data, &b);
+        print_message("restored node: %zu of %zu needles of A left, %zu of "
+                      "%zu of B found\n", left, a.n, kept, b.n);
+        assert_int_equal(left, 0);
+        assert_true(kept > 0);
+    }
+    free(a.b);
+    free(b.b);
+    node_destroy(&nr);
+    cluster_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -721,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_restriction),
         cmocka_unit_test(test_audit_log),
         cmocka_unit_test(test_erasure),
+        cmocka_unit_test(test_restore_replays_erasures),
     };
     if (sodium_init() < 0)
         return 1;

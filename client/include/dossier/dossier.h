@@ -487,6 +487,37 @@ dossier_cluster_transfer_leader(struct dossier_client *c,
                                 struct dossier_cluster_status *out,
                                 struct dossier_status *st);
 
+/* A backup of one node (admin role): a consistent RocksDB checkpoint in
+ * that node's --backup-dir. Restoring is offline: `dossier backup
+ * restore`. */
+struct dossier_backup {
+    char name[128];
+    char path[DOSSIER_ADDRESS_MAX * 4]; /* on the node's machine */
+    int64_t created_ms;
+    uint64_t node_id;
+    uint64_t applied_index;
+    uint64_t bytes;
+    uint32_t files;
+    char cluster_name[DOSSIER_ADDRESS_MAX];
+};
+
+/* Makes a backup on the first reachable target (give one target to choose
+ * the node) and describes it in @out. Takes as long as hashing the
+ * database: give a long deadline. Errors: DOSSIER_FAILED_PRECONDITION (no
+ * --backup-dir, or a backup in progress), DOSSIER_IO. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_backup_create(struct dossier_client *c,
+                      const struct dossier_call_options *co,
+                      struct dossier_backup *out, struct dossier_status *st);
+
+/* The backups of the first reachable target, oldest first, in *@out
+ * (free with free()). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_backup_list(struct dossier_client *c,
+                    const struct dossier_call_options *co,
+                    struct dossier_backup **out, size_t *n,
+                    struct dossier_status *st);
+
 /* What the standard gRPC health service (grpc.health.v1.Health) says of a
  * node: SERVING when it has the cluster's keys, knows a leader, has
  * applied what is committed and is not stopping. */
@@ -688,6 +719,20 @@ DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
     struct dossier_status *st);
+
+/* One page of the erasure ledger (compliance role): every erasure this
+ * cluster applied, oldest pseudonym order, each as a certificate signed
+ * now (n_nodes 0). `dossier subject ledger` saves it for restores, which
+ * replay it so that no erased subject comes back from a backup. @pr may
+ * be NULL (first page of 1000); *@next_token (malloc'd, or NULL at the
+ * end) asks for the next one. Free *@out with free().
+ * Errors: DOSSIER_INVALID_ARGUMENT (bad token, page size over 10000). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_erasure_ledger(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       const struct dossier_page_request *pr,
+                       struct dossier_erasure_certificate **out, size_t *n,
+                       char **next_token, struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
  * Audit log (compliance role) */
