@@ -162,7 +162,7 @@ int audit_entry_encode(const struct audit_entry *e, uint8_t *buf, size_t cap,
 int audit_entry_encode_alloc(const struct audit_entry *e, uint8_t **out,
                              size_t *len, struct dossier_status *st)
 {
-    size_t need;
+    size_t need = 0;
     uint8_t *buf;
     int rc;
 
@@ -174,7 +174,10 @@ int audit_entry_encode_alloc(const struct audit_entry *e, uint8_t **out,
     if (!buf)
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     rc = audit_entry_encode(e, buf, need, len, st);
-    assert(rc == 0);
+    if (rc) { /* cannot happen: the size was computed for this entry */
+        free(buf);
+        return rc;
+    }
     *out = buf;
     return 0;
 }
