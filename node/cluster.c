@@ -103,6 +103,10 @@ struct cluster {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     int stopping;
+    /* A storage failure stopped the loop (fatal()); under lock, halted is
+     * also read atomically. */
+    int halted;
+    char halt_reason[512];
     /* Inputs, under lock. */
     struct prop *in_props, **in_props_tail;
     struct read_wait *in_reads;
@@ -172,7 +176,7 @@ int cluster_submit(struct cluster *cl, uint8_t *data, size_t len,
     p->cb = cb;
     p->arg = arg;
     pthread_mutex_lock(&cl->lock);
-    if (cl->stopping) {
+    if (cl->stopping || cl->halted) {
         pthread_mutex_unlock(&cl->lock);
         free(data);
         free(p);
@@ -198,10 +202,12 @@ int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg)
     w->cb = cb;
     w->arg = arg;
     pthread_mutex_lock(&cl->lock);
-    if (cl->stopping) {
+    if (cl->stopping || cl->halted) {
         pthread_mutex_unlock(&cl->lock);
         free(w);
-        cb(arg, DOSSIER_UNAVAILABLE, "the node is stopping");
+        cb(arg, DOSSIER_UNAVAILABLE, cl->halted ? "this node halted after a "
+                                     "storage failure; see its log"
+                                   : "the node is stopping");
         return 0;
     }
     w->next = cl->in_reads;
@@ -316,9 +322,10 @@ int cluster_receive(struct cluster *cl, uint64_t from,
         tail = &im->next;
     }
     pthread_mutex_lock(&cl->lock);
-    if (cl->stopping) {
+    if (cl->stopping || cl->halted) {
         pthread_mutex_unlock(&cl->lock);
-        err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
+        err_set(st, DOSSIER_UNAVAILABLE, cl->halted ? "the node halted"
+                                                    : "the node is stopping");
         goto fail;
     }
     if (head) {
@@ -363,7 +370,7 @@ void cluster_snapshot_received(struct cluster *cl, const char *staged,
     s->m.entries = NULL;
     s->m.n_entries = 0;
     pthread_mutex_lock(&cl->lock);
-    if (cl->stopping) {
+    if (cl->stopping || cl->halted) {
         pthread_mutex_unlock(&cl->lock);
         store_rmtree(staged);
         free(s);
@@ -413,7 +420,7 @@ int cluster_admin(struct cluster *cl, enum cluster_admin_op op, uint64_t id,
     a->cb = cb;
     a->arg = arg;
     pthread_mutex_lock(&cl->lock);
-    if (cl->stopping) {
+    if (cl->stopping || cl->halted) {
         pthread_mutex_unlock(&cl->lock);
         free(a);
         return DOSSIER_UNAVAILABLE;
@@ -903,14 +910,46 @@ static void admin_settle(struct cluster *cl)
 /* ------------------------------------------------------------------ */
 /* Readies (Raft thread) */
 
-static void fatal(const char *what, const struct dossier_status *st)
+static void fail_pending(struct cluster *cl, const char *why);
+
+/* Persisting Raft state or applying committed commands failed (a full
+ * disk, an I/O error, corruption): going on could lose or reorder
+ * acknowledged writes. The loop halts here for good: everything pending
+ * is answered UNAVAILABLE, the node refuses data calls and reports
+ * NOT_SERVING and dossier_node_halted, and keeps its process up so that
+ * operators see why; a restart once the cause is fixed recovers from what
+ * is on disk. Never returns. */
+static void fatal(struct cluster *cl, const char *what,
+                  const struct dossier_status *st)
 {
-    /* Persisting Raft state or applying committed commands failed: going on
-     * could lose or reorder acknowledged writes. Stop; a restart recovers
-     * from what is on disk. */
-    log_printf(LOG_ERROR, "stopping: %s: %s", what, st->message);
-    fprintf(stderr, "dossierd: stopping: %s: %s\n", what, st->message);
-    abort();
+    log_printf(LOG_ERROR, "halted: %s: %s; this node serves no data until "
+               "it is restarted once the cause is fixed", what, st->message);
+    fprintf(stderr, "dossierd: halted: %s: %s\n", what, st->message);
+    pthread_mutex_lock(&cl->lock);
+    snprintf(cl->halt_reason, sizeof(cl->halt_reason), "%.100s: %.400s", what,
+             st->message);
+    __atomic_store_n(&cl->halted, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&cl->lock);
+    __atomic_store_n(&cl->fast_reads, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&cl->is_leader, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&cl->leader, 0, __ATOMIC_RELEASE);
+    fail_pending(cl, "this node halted after a storage failure; see its log");
+    pthread_mutex_lock(&cl->lock);
+    while (!cl->stopping)
+        pthread_cond_wait(&cl->wake, &cl->lock);
+    pthread_mutex_unlock(&cl->lock);
+    pthread_exit(NULL);
+}
+
+int cluster_halted(struct cluster *cl, char *why, size_t cap)
+{
+    int h = __atomic_load_n(&cl->halted, __ATOMIC_ACQUIRE);
+    if (h && why && cap) {
+        pthread_mutex_lock(&cl->lock);
+        snprintf(why, cap, "%s", cl->halt_reason);
+        pthread_mutex_unlock(&cl->lock);
+    }
+    return h;
 }
 
 static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
@@ -920,13 +959,13 @@ static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
 
     if (!cl->staged[0]) {
         err_set(&st, DOSSIER_INTERNAL, "no staged snapshot data");
-        fatal("installing a snapshot", &st);
+        fatal(cl, "installing a snapshot", &st);
     }
     in.hs = rd->hs;
     in.meta = rd->snapshot;
     if (store_install(cl->store, cl->staged, raftio_prepare_install, &in,
                       &st) != 0)
-        fatal("installing a snapshot", &st);
+        fatal(cl, "installing a snapshot", &st);
     cl->staged[0] = '\0';
     crypt_cache_clear(cl->crypt);
     load_keys(cl);
@@ -989,7 +1028,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
     b = store_batch_begin(cl->store);
     if (!results || !b) {
         err_set(&st, DOSSIER_NOMEM, "out of memory");
-        fatal("applying committed commands", &st);
+        fatal(cl, "applying committed commands", &st);
     }
     for (size_t i = 0; i < rd->n_committed; i++) {
         const struct raft_entry *e = &rd->committed[i];
@@ -1008,7 +1047,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
         /* A failing disk or memory is this node's, not the command's: a
          * result from it would make this replica differ from the others. */
         if (rc == DOSSIER_IO || rc == DOSSIER_NOMEM)
-            fatal("applying a committed command", &results[i].status);
+            fatal(cl, "applying a committed command", &results[i].status);
         cl->n_commands++;
     }
     store_batch_set_applied(b, rd->committed[rd->n_committed - 1].index);
@@ -1016,7 +1055,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
     /* Not synced: the log entries are durable, and a restart applies
      * again whatever this write lost. */
     if (store_batch_commit(b, 0, &st) != 0)
-        fatal("applying committed commands", &st);
+        fatal(cl, "applying committed commands", &st);
     cl->n_batches++;
     if (effects & STORE_EFFECT_KEYSET)
         load_keys(cl);
@@ -1027,7 +1066,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
          * WAL. The raft log follows once the core has advanced. */
         int64_t t0 = now_ms();
         if (store_erase_finish(cl->store, &st) != 0)
-            fatal("compacting after an erasure", &st);
+            fatal(cl, "compacting after an erasure", &st);
         log_printf(LOG_INFO, "erasure: erased ranges compacted in %" PRId64
                    " ms", now_ms() - t0);
         /* No unwrapped copy of an erased key may stay in memory. */
@@ -1048,7 +1087,7 @@ static void handle_ready(struct cluster *cl)
     if (rd.has_snapshot)
         install_snapshot(cl, &rd);
     if (raftio_save(cl->store, &rd, &st) != 0)
-        fatal("persisting raft state", &st);
+        fatal(cl, "persisting raft state", &st);
     send_messages(cl, &rd);
     apply_committed(cl, &rd);
     for (size_t i = 0; i < rd.n_reads; i++)
@@ -1088,7 +1127,7 @@ static void finish_erasure(struct cluster *cl)
     }
     raft_compact(cl->raft, meta.index);
     if (store_compact_raft_log(cl->store, &st) != 0)
-        fatal("reopening the database after an erasure", &st);
+        fatal(cl, "reopening the database after an erasure", &st);
     log_printf(LOG_INFO, "erasure: raft log compacted through %" PRIu64,
                meta.index);
 }
@@ -1460,6 +1499,57 @@ fail:
     return st->code;
 }
 
+/* Answers everything pending with UNAVAILABLE: the loop is gone (a stop)
+ * or this is its last act (a halt). Inputs no longer grow: stopping or
+ * halted is set. */
+static void fail_pending(struct cluster *cl, const char *why)
+{
+    struct prop *in_props;
+    struct read_wait *in_reads;
+    struct admin_req *in_admin;
+
+    pthread_mutex_lock(&cl->lock);
+    in_props = cl->in_props;
+    cl->in_props = NULL;
+    cl->in_props_tail = &cl->in_props;
+    in_reads = cl->in_reads;
+    cl->in_reads = NULL;
+    in_admin = cl->in_admin;
+    cl->in_admin = NULL;
+    pthread_mutex_unlock(&cl->lock);
+    while (cl->proposed) {
+        struct prop *p = cl->proposed;
+        cl->proposed = p->next;
+        prop_fail(p, DOSSIER_UNAVAILABLE,
+                  cl->halted ? why
+                             : "the node stopped before the write "
+                               "committed; retry with the same request id");
+    }
+    cl->proposed_tail = &cl->proposed;
+    while (in_props) {
+        struct prop *p = in_props;
+        in_props = p->next;
+        prop_fail(p, DOSSIER_UNAVAILABLE, why);
+    }
+    reads_fail(in_reads, DOSSIER_UNAVAILABLE, why);
+    while (cl->batches) {
+        struct read_batch *b = cl->batches;
+        cl->batches = b->next;
+        reads_fail(b->waiters, DOSSIER_UNAVAILABLE, why);
+        free(b);
+    }
+    while (cl->admin) {
+        struct admin_req *a = cl->admin;
+        cl->admin = a->next;
+        admin_done(a, DOSSIER_UNAVAILABLE, why);
+    }
+    while (in_admin) {
+        struct admin_req *a = in_admin;
+        in_admin = a->next;
+        admin_done(a, DOSSIER_UNAVAILABLE, why);
+    }
+}
+
 void cluster_shutdown(struct cluster *cl)
 {
     pthread_mutex_lock(&cl->lock);
@@ -1476,37 +1566,7 @@ void cluster_shutdown(struct cluster *cl)
                cl->n_commands, cl->n_batches, cl->n_reads);
     /* The loop is gone: what is left was never answered. Inputs cannot
      * grow any more (stopping is set). */
-    while (cl->proposed) {
-        struct prop *p = cl->proposed;
-        cl->proposed = p->next;
-        prop_fail(p, DOSSIER_UNAVAILABLE,
-                  "the node stopped before the write committed; retry "
-                  "with the same request id");
-    }
-    cl->proposed_tail = &cl->proposed;
-    while (cl->in_props) {
-        struct prop *p = cl->in_props;
-        cl->in_props = p->next;
-        prop_fail(p, DOSSIER_UNAVAILABLE, "the node is stopping");
-    }
-    reads_fail(cl->in_reads, DOSSIER_UNAVAILABLE, "the node is stopping");
-    cl->in_reads = NULL;
-    while (cl->batches) {
-        struct read_batch *b = cl->batches;
-        cl->batches = b->next;
-        reads_fail(b->waiters, DOSSIER_UNAVAILABLE, "the node is stopping");
-        free(b);
-    }
-    while (cl->admin) {
-        struct admin_req *a = cl->admin;
-        cl->admin = a->next;
-        admin_done(a, DOSSIER_UNAVAILABLE, "the node is stopping");
-    }
-    while (cl->in_admin) {
-        struct admin_req *a = cl->in_admin;
-        cl->in_admin = a->next;
-        admin_done(a, DOSSIER_UNAVAILABLE, "the node is stopping");
-    }
+    fail_pending(cl, "the node is stopping");
     __atomic_store_n(&cl->fast_reads, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&cl->is_leader, 0, __ATOMIC_RELEASE);
 }

@@ -84,6 +84,10 @@ int cluster_is_leader(struct cluster *cl);
 /* The leader as this node knows it: its id (0: none) and address. */
 uint64_t cluster_leader(struct cluster *cl, char *address, size_t cap);
 
+/* 1 if a storage failure halted this node's Raft loop for good (it then
+ * serves no data until restarted); the reason into @why (may be NULL). */
+int cluster_halted(struct cluster *cl, char *why, size_t cap);
+
 /* 1 once the cluster's keyset is open on this node (data calls may run). */
 int cluster_keys_ready(struct cluster *cl);
 

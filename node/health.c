@@ -67,6 +67,10 @@ static enum health_state evaluate(struct health *h, const char **why)
         *why = "the node is stopping";
         return HEALTH_NOT_SERVING;
     }
+    if (cluster_halted(n->cluster, NULL, 0)) {
+        *why = "halted after a storage failure (see the log)";
+        return HEALTH_NOT_SERVING;
+    }
     if (!cluster_keys_ready(n->cluster)) {
         *why = "the cluster's keys are not open on this node yet";
         return HEALTH_NOT_SERVING;

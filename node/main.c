@@ -333,6 +333,7 @@ int main(int argc, char **argv)
     char bound[300], snapdir[4200];
     size_t n_members = 0;
     int n_extra = 0, created = 0, rc, exit_code = 1, ready_started = 0;
+    int halted = 0;
 
     harden_process();
     if (config_load(&cfg, argc, argv, &action, &st) != 0) {
@@ -507,12 +508,21 @@ out:
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
+    if (exit_code == 0 && cluster && cluster_halted(cluster, NULL, 0)) {
+        /* Stopped as asked, but not everything it had to write was
+         * written: a supervisor should see a failure. */
+        log_printf(LOG_ERROR, "stopped after a halt (its reason is logged "
+                   "above); restart once the cause is fixed");
+        exit_code = 1;
+        halted = 1;
+    }
     cluster_free(cluster);
     audit_sink_free(node.audit);
     server_free(server);
     health_free(node.health);
-    if (exit_code == 0)
-        log_printf(LOG_INFO, "stopped cleanly at applied index %" PRIu64,
+    if (exit_code == 0 || halted)
+        log_printf(LOG_INFO, "stopped %sat applied index %" PRIu64,
+                   halted ? "after a halt " : "cleanly ",
                    store_applied(store));
     store_close(store);
     crypt_free(crypt);

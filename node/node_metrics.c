@@ -165,8 +165,21 @@ static void collect(struct metrics_writer *w, void *arg)
           health_state(n->health, &why) == HEALTH_SERVING);
     gauge(w, "dossier_keys_ready", "1 once the cluster's keys are open",
           n->cluster && cluster_keys_ready(n->cluster));
-    if (n->cluster)
+    if (n->cluster) {
+        static const char *const reason_label[] = {"reason"};
+        char why[512];
+        int halted = cluster_halted(n->cluster, why, sizeof(why));
+        const char *v[1] = {!halted ? "none"
+                            : strstr(why, "No space left") ? "disk_full"
+                            : strstr(why, "orrupt") ? "corruption"
+                                                     : "storage_error"};
+        metrics_write(w, "dossier_node_halted", "gauge",
+                      "1 once a storage failure halted this node (it serves "
+                      "no data until restarted); reason: disk_full, "
+                      "corruption or storage_error",
+                      1, reason_label, v, halted);
         collect_raft(w, n);
+    }
     if (n->store)
         collect_store(w, n);
 }

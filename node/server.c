@@ -975,6 +975,16 @@ static void call_start(struct call *c)
     read_metadata(c);
     if (authorize(c, c->m) != 0)
         return;
+    if (!(c->m->flags & (API_PEER | API_PUBLIC)) &&
+        (c->m->flags & (API_DATA | API_READ | API_WRITE))) {
+        char why[512];
+        if (cluster_halted(n->cluster, why, sizeof(why)))
+            return call_fail(c, DOSSIER_UNAVAILABLE,
+                             "node %llu halted after a storage failure and "
+                             "serves no data until it is restarted (%s); "
+                             "use another node",
+                             (unsigned long long)n->id, why);
+    }
     if (c->m->flags & API_STREAM_IN) {
         c->m->handler(c, NULL);
         return;
