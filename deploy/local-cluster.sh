@@ -20,6 +20,7 @@ NODES=${DOSSIER_NODES:-3}
 BASE=${DOSSIER_BASE_PORT:-7700}
 
 addr() { echo "127.0.0.1:$((BASE + $1))"; }
+metrics_addr() { echo "127.0.0.1:$((BASE + 100 + $1))"; }
 targets() {
     local t="" i
     for i in $(seq "$NODES"); do t="$t${t:+,}$(addr "$i")"; done
@@ -70,6 +71,7 @@ for i in $(seq "$NODES"); do
     nohup "$BUILD/dossierd" --node-id "$i" --peers "$peers" \
         --listen "$(addr "$i")" --data-dir "$RUN/node$i" \
         --key-file "$RUN/master.key" --ready-file "$RUN/node$i.ready" \
+        --metrics-listen "$(metrics_addr "$i")" --backup-dir "$RUN/backups$i" \
         >>"$RUN/node$i.log" 2>&1 &
     echo $! >"$RUN/node$i.pid"
 done
@@ -96,12 +98,15 @@ show() {
     "$BUILD/dossier" "$@"
 }
 show cluster status
+show health
 show --pretty get contact c-ann
 show find contact email ANN.ARCHER@acme.example
 show list person-ann --kind activity
 show --target "$(addr 2)" --serializable scan deal --limit 2
 echo
 echo "The CLI is $BUILD/dossier; DOSSIER_TARGET=$DOSSIER_TARGET reaches every node."
+echo "Metrics: http://$(metrics_addr 1)/metrics (node 1; +1 per node)."
+echo "Backups: dossier --target $(addr 2) backup create (into $RUN/backups2)."
 env_prefix=""
 [ -n "${DOSSIER_NODES:-}" ] && env_prefix="DOSSIER_NODES=$NODES "
 [ -n "${DOSSIER_BASE_PORT:-}" ] && env_prefix="${env_prefix}DOSSIER_BASE_PORT=$BASE "
