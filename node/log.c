@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -26,26 +27,36 @@ int log_level_parse(const char *name)
     return -1;
 }
 
-void log_printf(enum log_level l, const char *fmt, ...)
+int log_enabled(enum log_level l)
 {
-    char msg[1024], ts[40], frac[8];
+    return l >= __atomic_load_n(&min_level, __ATOMIC_RELAXED);
+}
+
+static void vlog(enum log_level l, const uint8_t *request_id,
+                 const char *fmt, va_list ap)
+{
+    char msg[1024], ts[40], frac[8], rid[33];
     struct timeval tv;
     struct tm tm;
-    va_list ap;
     json_t *o;
     char *line;
 
-    if (l < __atomic_load_n(&min_level, __ATOMIC_RELAXED))
-        return;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(frac, sizeof(frac), ".%03dZ", (int)(tv.tv_usec / 1000));
     strncat(ts, frac, sizeof(ts) - strlen(ts) - 1);
     o = json_pack("{s:s, s:s, s:s}", "ts", ts, "level", names[l], "msg", msg);
+    if (o && request_id) {
+        static const char hex[] = "0123456789abcdef";
+        for (int i = 0; i < 16; i++) {
+            rid[2 * i] = hex[request_id[i] >> 4];
+            rid[2 * i + 1] = hex[request_id[i] & 15];
+        }
+        rid[32] = '\0';
+        json_object_set_new(o, "request_id", json_string(rid));
+    }
     line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     if (line) {
         fprintf(stderr, "%s\n", line);
@@ -55,4 +66,25 @@ void log_printf(enum log_level l, const char *fmt, ...)
                 names[l]);
     }
     json_decref(o);
+}
+
+void log_printf(enum log_level l, const char *fmt, ...)
+{
+    va_list ap;
+    if (!log_enabled(l))
+        return;
+    va_start(ap, fmt);
+    vlog(l, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_call(enum log_level l, const uint8_t *request_id, const char *fmt,
+              ...)
+{
+    va_list ap;
+    if (!log_enabled(l))
+        return;
+    va_start(ap, fmt);
+    vlog(l, request_id, fmt, ap);
+    va_end(ap);
 }

@@ -504,14 +504,26 @@ static void call_send(struct call *c, int code, const char *message,
         return;
     }
     c->replied = 1;
-    if (call_node(c)->metrics) {
+    {
         struct timespec now;
+        double secs;
+        const char *path = c->inner ? c->inner->path : call_path(c);
         clock_gettime(CLOCK_MONOTONIC, &now);
+        secs = (double)(now.tv_sec - c->arrived.tv_sec) +
+               (double)(now.tv_nsec - c->arrived.tv_nsec) / 1e9;
         node_metrics_call(call_node(c)->metrics,
-                          c->m ? c->m->path : "unknown", code,
-                          (double)(now.tv_sec - c->arrived.tv_sec) +
-                              (double)(now.tv_nsec - c->arrived.tv_nsec) /
-                                  1e9);
+                          c->m ? c->m->path : "unknown", code, secs);
+        /* The node's own failures always; every call at debug level. The
+         * message may echo the request: never logged, only its code. */
+        if (code == DOSSIER_INTERNAL || code == DOSSIER_IO ||
+            code == DOSSIER_CORRUPT || code == DOSSIER_NOMEM)
+            log_call(LOG_WARN, call_request_id(c), "%s%s failed: %s",
+                     path, c->inner ? " (forwarded)" : "",
+                     dossier_code_name(code));
+        else if (log_enabled(LOG_DEBUG))
+            log_call(LOG_DEBUG, call_request_id(c), "%s%s: %s in %.3f ms",
+                     path, c->inner ? " (forwarded)" : "",
+                     dossier_code_name(code), secs * 1e3);
     }
     {
         /* Refusals and failures are audited, and the successes of
@@ -835,7 +847,7 @@ static int authorize_purpose(struct call *c, const struct api_method *m)
     if (!(m->flags & API_PURPOSE))
         return 0;
     if (!c->purpose[0]) {
-        log_printf(LOG_WARN, "refused %s to %s: no purpose", m->path,
+        log_call(LOG_WARN, call_request_id(c), "refused %s to %s: no purpose", m->path,
                    c->principal[0] ? c->principal : "(anonymous)");
         call_fail(c, DOSSIER_INVALID_ARGUMENT,
                   "data calls must name a purpose (metadata "
@@ -845,7 +857,8 @@ static int authorize_purpose(struct call *c, const struct api_method *m)
     c->purpose_known =
         policy_get(store_policy(n->store), c->purpose, &c->purpose_def) == 0;
     if (!c->purpose_known) {
-        log_printf(LOG_WARN, "refused %s: unknown purpose", m->path);
+        log_call(LOG_WARN, call_request_id(c), "refused %s: unknown purpose",
+                 m->path);
         call_fail(c, DOSSIER_INVALID_ARGUMENT,
                   "unknown purpose '%s': define it first (dossier purpose "
                   "define) or use one of dossier purpose list",
@@ -854,7 +867,8 @@ static int authorize_purpose(struct call *c, const struct api_method *m)
     }
     if (n->auth && c->principal[0] &&
         !auth_may_use(n->auth, c->principal, c->purpose)) {
-        log_printf(LOG_WARN, "refused %s to %s: purpose not granted",
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s to %s: purpose not granted",
                    m->path, c->principal);
         call_fail(c, DOSSIER_PERMISSION_DENIED,
                   "principal '%s' was not granted purpose '%s'",
@@ -877,7 +891,8 @@ static int authorize(struct call *c, const struct api_method *m)
     if (m->flags & API_PEER) {
         if (!have || !auth_is_peer_token(n->peer_token, c->token,
                                          c->token_len)) {
-            log_printf(LOG_WARN, "refused %s: no valid peer token", m->path);
+            log_call(LOG_WARN, call_request_id(c),
+                     "refused %s: no valid peer token", m->path);
             call_fail(c, DOSSIER_UNAUTHENTICATED,
                       "peer calls need the cluster's peer token (nodes of "
                       "one cluster share the master key it comes from)");
@@ -893,7 +908,7 @@ static int authorize(struct call *c, const struct api_method *m)
             have && auth_find(n->auth, c->token, c->token_len, &pr) ? &pr
                                                                    : NULL;
         if (!p) {
-            log_printf(LOG_WARN, "refused %s: %s", m->path,
+            log_call(LOG_WARN, call_request_id(c), "refused %s: %s", m->path,
                        have ? "unknown token" : "no bearer token");
             call_fail(c, DOSSIER_UNAUTHENTICATED,
                       have ? "the token is not known to this cluster"
@@ -906,7 +921,8 @@ static int authorize(struct call *c, const struct api_method *m)
         c->role = p->role;
     }
     if (!(m->roles & c->role)) {
-        log_printf(LOG_WARN, "refused %s to %s: role %s may not call it",
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s to %s: role %s may not call it",
                    m->path, c->principal,
                    auth_role_name((enum auth_role)c->role));
         call_fail(c, DOSSIER_PERMISSION_DENIED,
@@ -957,12 +973,12 @@ static void forward_in(struct call *c, ProtobufCMessage *msg)
         (!c->principal[0] || !c->role))
         return call_fail(c, DOSSIER_UNAUTHENTICATED,
                          "a forwarded call without its principal");
-    if (authorize(c, m) != 0)
-        return;
     if (fr->request_id.len == 16) {
         memcpy(c->request_id, fr->request_id.data, 16);
         c->has_request_id = 1;
     }
+    if (authorize(c, m) != 0)
+        return;
     dispatch(c, m, c->inner_req);
 }
 
