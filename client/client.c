@@ -58,6 +58,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_ERASURE_LEDGER] = "/dossier.v1.Subjects/ErasureLedger",
     [M_BACKUP_CREATE] = "/dossier.v1.Backups/Create",
     [M_BACKUP_LIST] = "/dossier.v1.Backups/List",
+    [M_SUBJECT_EXPORT] = "/dossier.v1.Subjects/Export",
 };
 
 struct target {
@@ -321,12 +322,11 @@ static int call_init(struct dossier_client *c,
     return 0;
 }
 
-/* Starts an attempt of @cc on its target, tagged with @cc itself. */
-static int attempt_start(struct client_call *cc, grpc_completion_queue *cq,
-                         struct dossier_status *st)
+/* Creates the call of an attempt of @cc on its target, with its
+ * metadata in cc->md. */
+static void attempt_call(struct client_call *cc, grpc_completion_queue *cq)
 {
     struct target *t = &cc->c->targets[cc->target];
-    grpc_op *ops = cc->ops;
 
     cc->attempts++;
     cc->status = GRPC_STATUS_UNKNOWN;
@@ -357,6 +357,15 @@ static int attempt_start(struct client_call *cc, grpc_completion_queue *cq,
         cc->md[cc->n_md++].value =
             grpc_slice_from_static_string("serializable");
     }
+}
+
+/* Starts an attempt of @cc on its target, tagged with @cc itself. */
+static int attempt_start(struct client_call *cc, grpc_completion_queue *cq,
+                         struct dossier_status *st)
+{
+    grpc_op *ops = cc->ops;
+
+    attempt_call(cc, cq);
     memset(cc->ops, 0, sizeof(cc->ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[0].data.send_initial_metadata.count = cc->n_md;
@@ -427,6 +436,8 @@ static int attempt_outcome(struct client_call *cc,
         cc->staleness->commit_index =
             trailer_u64(&cc->trail_md, "dossier-commit-index");
     }
+    if (cc->status == GRPC_STATUS_OK && !d)
+        return err_ok(st); /* a stream: its messages were read already */
     if (cc->status == GRPC_STATUS_OK) {
         *resp = cc->recv ? pbgrpc_unpack(cc->recv, d) : NULL;
         return *resp ? err_ok(st)
@@ -524,6 +535,108 @@ int client_unary(struct dossier_client *c, const struct dossier_call_options *co
             rc = prev.code;
         }
         if (!retryable(cc, rc))
+            break;
+        {
+            int64_t wait = backoff_ms(cc);
+            next_target(cc);
+            if (wait)
+                usleep((useconds_t)wait * 1000);
+        }
+        rc = 0;
+    }
+    call_free(cc);
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    return rc;
+}
+
+/* Runs one batch of @n ops on @cc's call and waits for it. */
+static int stream_batch(struct client_call *cc, grpc_completion_queue *cq,
+                        grpc_op *ops, size_t n)
+{
+    if (grpc_call_start_batch(cc->call, ops, n, cc, NULL) != GRPC_CALL_OK)
+        return -1;
+    grpc_completion_queue_pluck(cq, cc, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                NULL);
+    return 0;
+}
+
+int client_stream(struct dossier_client *c,
+                  const struct dossier_call_options *co, enum client_method m,
+                  const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *d, client_stream_cb on_msg,
+                  void *arg, struct dossier_status *st)
+{
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    struct client_call *cc = calloc(1, sizeof(*cc));
+    int rc;
+
+    if (!cc) {
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    rc = call_init(c, co, m, req, 0, cc, st);
+    while (rc == 0) {
+        grpc_op ops[4];
+        size_t got = 0;
+        int stopped = 0;
+        ProtobufCMessage *none;
+
+        attempt_call(cc, cq);
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[0].data.send_initial_metadata.count = cc->n_md;
+        ops[0].data.send_initial_metadata.metadata = cc->n_md ? cc->md : NULL;
+        cc->attempt_send = grpc_byte_buffer_copy(cc->send);
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = cc->attempt_send;
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->init_md;
+        if (stream_batch(cc, cq, ops, 4) != 0) {
+            attempt_release(cc);
+            rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                         "the call could not start (invalid metadata)");
+            break;
+        }
+        for (;;) {
+            ProtobufCMessage *msg;
+            memset(ops, 0, sizeof(ops));
+            ops[0].op = GRPC_OP_RECV_MESSAGE;
+            ops[0].data.recv_message.recv_message = &cc->recv;
+            if (stream_batch(cc, cq, ops, 1) != 0 || !cc->recv)
+                break; /* the end, or a failure the status tells */
+            msg = pbgrpc_unpack(cc->recv, d);
+            grpc_byte_buffer_destroy(cc->recv);
+            cc->recv = NULL;
+            if (!msg) {
+                rc = err_set(st, DOSSIER_INTERNAL,
+                             "the node sent a message that does not decode");
+                stopped = 1;
+            } else {
+                got++;
+                rc = on_msg(arg, msg, st);
+                protobuf_c_message_free_unpacked(msg, NULL);
+                stopped = rc != 0;
+            }
+            if (stopped) {
+                grpc_call_cancel(cc->call, NULL);
+                break;
+            }
+        }
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[0].data.recv_status_on_client.trailing_metadata = &cc->trail_md;
+        ops[0].data.recv_status_on_client.status = &cc->status;
+        ops[0].data.recv_status_on_client.status_details = &cc->details;
+        ops[0].data.recv_status_on_client.error_string = &cc->error_string;
+        stream_batch(cc, cq, ops, 1);
+        if (!stopped)
+            rc = attempt_outcome(cc, NULL, &none, st);
+        attempt_release(cc);
+        /* Only a stream that delivered nothing may start again elsewhere. */
+        if (stopped || got || !retryable(cc, rc))
             break;
         {
             int64_t wait = backoff_ms(cc);

@@ -1006,3 +1006,135 @@ int dossier_audit_verify(struct dossier_client *c,
         return err_set(st, DOSSIER_CORRUPT, "%s", r.message);
     return err_ok(st);
 }
+
+/* ------------------------------------------------------------------ */
+/* Export */
+
+struct export_state {
+    dossier_export_fn fn;
+    void *arg;
+    int header_seen, footer_seen;
+    uint64_t records, consent, audit;
+};
+
+static int export_chunk(void *arg, ProtobufCMessage *msg,
+                        struct dossier_status *st)
+{
+    struct export_state *x = arg;
+    Dossier__V1__ExportChunk *ch = (Dossier__V1__ExportChunk *)msg;
+    struct dossier_export_item item;
+    int rc = 0;
+
+    memset(&item, 0, sizeof(item));
+    if (x->footer_seen ||
+        (!x->header_seen &&
+         ch->item_case != DOSSIER__V1__EXPORT_CHUNK__ITEM_HEADER))
+        return err_set(st, DOSSIER_INTERNAL,
+                       "the node sent export items out of order");
+    switch (ch->item_case) {
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_HEADER: {
+        struct dossier_export_header h;
+        memset(&h, 0, sizeof(h));
+        if (text_copy(h.subject_id, sizeof(h.subject_id),
+                      ch->header->subject_id) ||
+            bytes_copy(h.pseudonym, sizeof(h.pseudonym),
+                       &ch->header->pseudonym, "pseudonym", st))
+            return err_set(st, DOSSIER_INTERNAL,
+                           "the node sent a malformed export header");
+        h.exported_at_ms = ch->header->exported_at_ms;
+        h.applied_index = ch->header->applied_index;
+        h.restricted = ch->header->restricted;
+        h.erased = ch->header->erased;
+        x->header_seen = 1;
+        item.kind = DOSSIER_EXPORT_HEADER;
+        item.header = &h;
+        rc = x->fn(x->arg, &item);
+        break;
+    }
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_RECORD: {
+        struct dossier_record *r = record_from_pb(ch->record);
+        if (!r)
+            return err_set(st, DOSSIER_NOMEM, "out of memory");
+        x->records++;
+        item.kind = DOSSIER_EXPORT_RECORD;
+        item.record = r;
+        rc = x->fn(x->arg, &item);
+        dossier_record_free(r);
+        break;
+    }
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_CONSENT: {
+        struct dossier_consent_event e;
+        if (consent_event_from_pb(ch->consent, &e, st))
+            return st->code;
+        x->consent++;
+        item.kind = DOSSIER_EXPORT_CONSENT;
+        item.consent = &e;
+        rc = x->fn(x->arg, &item);
+        break;
+    }
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_AUDIT: {
+        struct dossier_audit_entry e;
+        if (audit_entry_from_pb(ch->audit, &e, st))
+            return st->code;
+        x->audit++;
+        item.kind = DOSSIER_EXPORT_AUDIT;
+        item.audit = &e;
+        rc = x->fn(x->arg, &item);
+        break;
+    }
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_FOOTER: {
+        struct dossier_export_footer f;
+        f.records = ch->footer->records;
+        f.consent_events = ch->footer->consent_events;
+        f.audit_entries = ch->footer->audit_entries;
+        if (f.records != x->records || f.consent_events != x->consent ||
+            f.audit_entries != x->audit)
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the export is incomplete: the node counted "
+                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64
+                           " records/consent events/audit entries, "
+                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64 " arrived",
+                           f.records, f.consent_events, f.audit_entries,
+                           x->records, x->consent, x->audit);
+        x->footer_seen = 1;
+        item.kind = DOSSIER_EXPORT_FOOTER;
+        item.footer = &f;
+        rc = x->fn(x->arg, &item);
+        break;
+    }
+    default:
+        return err_set(st, DOSSIER_INTERNAL,
+                       "the node sent an export item this client does not "
+                       "know");
+    }
+    if (rc)
+        return err_set(st, DOSSIER_CANCELLED, "the export was stopped by its "
+                       "reader");
+    return 0;
+}
+
+int dossier_subject_export(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const char *subject_id, dossier_export_fn fn,
+                           void *arg, struct dossier_status *st)
+{
+    Dossier__V1__SubjectRequest req = DOSSIER__V1__SUBJECT_REQUEST__INIT;
+    struct export_state x;
+    int rc;
+
+    if (subject_check(subject_id, st))
+        return st->code;
+    if (!fn)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "callback is missing");
+    memset(&x, 0, sizeof(x));
+    x.fn = fn;
+    x.arg = arg;
+    req.subject_id = (char *)subject_id;
+    rc = client_stream(c, co, M_SUBJECT_EXPORT, &req.base,
+                       &dossier__v1__export_chunk__descriptor, export_chunk,
+                       &x, st);
+    if (rc == 0 && !x.footer_seen)
+        rc = err_set(st, DOSSIER_CORRUPT,
+                     "the export ended before its footer");
+    return rc;
+}

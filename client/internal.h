@@ -42,6 +42,7 @@ enum client_method {
     M_ERASURE_LEDGER,
     M_BACKUP_CREATE,
     M_BACKUP_LIST,
+    M_SUBJECT_EXPORT,
     M_COUNT,
 };
 
@@ -75,6 +76,18 @@ int client_unary(struct dossier_client *c, const struct dossier_call_options *co
                  enum client_method m, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *resp_desc,
                  ProtobufCMessage **resp, struct dossier_status *st);
+
+/* Server streaming: sends @req to method @m (failing over like a unary
+ * call until a first message arrives) and calls @on_msg with each message
+ * decoded as @d (borrowed for the call). A non-zero return from @on_msg
+ * (with @st set) cancels the stream and is returned. */
+typedef int (*client_stream_cb)(void *arg, ProtobufCMessage *msg,
+                                struct dossier_status *st);
+int client_stream(struct dossier_client *c,
+                  const struct dossier_call_options *co, enum client_method m,
+                  const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *d, client_stream_cb on_msg,
+                  void *arg, struct dossier_status *st);
 
 /* A public record seen as a message. Borrows every string of @r; holds
  * the arrays it needs, freed by record_pb_release(). */

@@ -37,6 +37,9 @@ void api_subjects_restrict(struct call *c, ProtobufCMessage *req);
 void api_subjects_unrestrict(struct call *c, ProtobufCMessage *req);
 void api_subjects_erase(struct call *c, ProtobufCMessage *req);
 void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *req);
+void api_subjects_export(struct call *c, ProtobufCMessage *req);
+/* Waits until no export is running (before the store closes). */
+void api_export_wait_idle(void);
 
 void api_backups_create(struct call *c, ProtobufCMessage *req);
 void api_backups_list(struct call *c, ProtobufCMessage *req);

@@ -14,6 +14,7 @@
 
 #include <grpc/grpc.h>
 
+#include "api.h"
 #include "audit_sink.h"
 #include "auth.h"
 #include "backup.h"
@@ -508,6 +509,7 @@ out:
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
+    api_export_wait_idle();
     if (exit_code == 0 && cluster && cluster_halted(cluster, NULL, 0)) {
         /* Stopped as asked, but not everything it had to write was
          * written: a supervisor should see a failure. */

@@ -116,6 +116,8 @@ static const struct api_method methods[] = {
      W | D, 1, CMP},
     {"/dossier.v1.Subjects/Erase", &dossier__v1__subject_request__descriptor,
      api_subjects_erase, W | D, 1, CMP},
+    {"/dossier.v1.Subjects/Export", &dossier__v1__subject_request__descriptor,
+     api_subjects_export, R | D | LOG, 1, CMP},
     {"/dossier.v1.Subjects/ErasureLedger",
      &dossier__v1__erasure_ledger_request__descriptor,
      api_subjects_erasure_ledger, R | D | LOG, 1, CMP},

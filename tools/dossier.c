@@ -120,6 +120,9 @@ static const char usage_text[] =
     "                          erase a subject on every node (Art. 17), for\n"
     "                          good; prints the signed erasure certificate\n"
     "                          and checks its signature\n"
+    "  subject export SUBJECT  everything stored about the subject (Art. 15,\n"
+    "                          20) as one JSON document: records with every\n"
+    "                          field, consent events, audit entries\n"
     "  subject ledger          the erasure ledger: one signed certificate per\n"
     "                          line; keep it with your backups (a restore\n"
     "                          replays it)\n"
@@ -1150,6 +1153,116 @@ static int subject_ledger(struct cli *cli, int argc)
     return fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
 }
 
+/* `dossier subject export SUBJECT`: one JSON document, written as the
+ * items arrive: {"subject": header, "records": [...], "consent": [...],
+ * "audit": [...], "counts": footer}. */
+struct export_out {
+    FILE *f;
+    int section; /* 0 none yet, 1 records, 2 consent, 3 audit */
+    int first;   /* no item printed in the section yet */
+    int failed;
+};
+
+static int export_put(struct export_out *o, json_t *j)
+{
+    int rc = -1;
+    if (j) {
+        rc = json_dumpf(j, o->f, JSON_COMPACT);
+        json_decref(j);
+    }
+    if (rc != 0)
+        o->failed = 1;
+    return rc;
+}
+
+/* Moves to section @s (1..3), opening the ones before it even if empty. */
+static void export_open(struct export_out *o, int s)
+{
+    static const char *const names[] = {"", "records", "consent", "audit"};
+    while (o->section < s) {
+        if (o->section > 0)
+            fputs("]", o->f);
+        o->section++;
+        fprintf(o->f, ",\n\"%s\": [", names[o->section]);
+        o->first = 1;
+    }
+}
+
+/* Starts an item of section @s. */
+static void export_section(struct export_out *o, int s)
+{
+    export_open(o, s);
+    fputs(o->first ? "\n  " : ",\n  ", o->f);
+    o->first = 0;
+}
+
+static int export_item(void *arg, const struct dossier_export_item *it)
+{
+    struct export_out *o = arg;
+    switch (it->kind) {
+    case DOSSIER_EXPORT_HEADER: {
+        const struct dossier_export_header *h = it->header;
+        fputs("{\"subject\": ", o->f);
+        return export_put(
+            o, json_pack("{s:s, s:o, s:I, s:I, s:b, s:b}", "subject_id",
+                         h->subject_id, "pseudonym",
+                         json_hex(h->pseudonym, sizeof(h->pseudonym)),
+                         "exported_at_ms", (json_int_t)h->exported_at_ms,
+                         "applied_index", (json_int_t)h->applied_index,
+                         "restricted", h->restricted, "erased", h->erased));
+    }
+    case DOSSIER_EXPORT_RECORD:
+        export_section(o, 1);
+        return export_put(o, json_from_record(it->record));
+    case DOSSIER_EXPORT_CONSENT:
+        export_section(o, 2);
+        return export_put(o, json_from_consent_event(it->consent));
+    case DOSSIER_EXPORT_AUDIT:
+        export_section(o, 3);
+        return export_put(o, json_from_audit_entry(it->audit));
+    case DOSSIER_EXPORT_FOOTER:
+        export_open(o, 3);
+        fputs("]", o->f);
+        fputs(",\n\"counts\": ", o->f);
+        if (export_put(o, json_pack("{s:I, s:I, s:I}", "records",
+                                    (json_int_t)it->footer->records,
+                                    "consent_events",
+                                    (json_int_t)it->footer->consent_events,
+                                    "audit_entries",
+                                    (json_int_t)it->footer->audit_entries)))
+            return -1;
+        fputs("}\n", o->f);
+        return 0;
+    }
+    return -1;
+}
+
+static int subject_export(struct cli *cli, int argc, char **argv)
+{
+    struct export_out o = {stdout, 0, 1, 0};
+    struct dossier_call_options co = cli->read_opts;
+    struct dossier_status st;
+    int rc;
+
+    if (argc != 3)
+        return usage_error("subject export needs one SUBJECT id%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (!cli->timeout_ms)
+        co.timeout_ms = 3600 * 1000; /* the node walks its audit log */
+    if (dossier_subject_export(cli->client, &co, argv[2], export_item, &o,
+                               &st)) {
+        fflush(stdout);
+        fprintf(stderr, "\n");
+        return report(&st);
+    }
+    if (o.failed || fflush(stdout) != 0) {
+        fprintf(stderr, "dossier: cannot write the export\n");
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+}
+
 static int cmd_subject(struct cli *cli, int argc, char **argv)
 {
     struct dossier_subject_status s;
@@ -1162,9 +1275,11 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
 
     if (argc < 2)
         return usage_error("subject needs status, restrict, unrestrict, "
-                           "erase or ledger%s", "");
+                           "erase, export or ledger%s", "");
     if (strcmp(argv[1], "ledger") == 0)
         return subject_ledger(cli, argc);
+    if (strcmp(argv[1], "export") == 0)
+        return subject_export(cli, argc, argv);
     if (strcmp(argv[1], "status") != 0 && strcmp(argv[1], "restrict") != 0 &&
         strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0)
         return usage_error("unknown subject command '%s'", argv[1]);

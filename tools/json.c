@@ -358,7 +358,7 @@ fail:
 /* GDPR: purposes, consent, subjects, erasure, audit entries */
 
 /* @n bytes at @b as a lower-case hex string (at most 64 bytes). */
-static json_t *json_hex(const uint8_t *b, size_t n)
+json_t *json_hex(const uint8_t *b, size_t n)
 {
     char hex[2 * 64 + 1];
 

@@ -62,4 +62,7 @@ json_t *json_from_erasure_certificate(
     const struct dossier_erasure_certificate *c);
 json_t *json_from_audit_entry(const struct dossier_audit_entry *e);
 
+/* @n bytes at @b as a lower-case hex string. */
+json_t *json_hex(const uint8_t *b, size_t n);
+
 #endif

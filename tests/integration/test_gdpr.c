@@ -880,12 +880,157 @@ static void test_restore_replays_erasures(void **state)
     cluster_destroy(&c);
 }
 
+/* Subject export (Art. 15/20): everything about one subject, and nothing
+ * about anyone else, for the compliance role only; audited; an erased
+ * subject exports no data. */
+struct export_seen {
+    struct dossier_export_header header;
+    struct dossier_export_footer footer;
+    size_t records, consent, audit, audit_other, kinds_seen;
+    int emails, fields_all, order_ok, last_kind;
+    char actions[32][65];
+    size_t n_actions;
+    uint8_t sp[16];
+};
+
+static int export_cb(void *arg, const struct dossier_export_item *it)
+{
+    struct export_seen *x = arg;
+    if ((int)it->kind < x->last_kind)
+        x->order_ok = 0;
+    x->last_kind = (int)it->kind;
+    switch (it->kind) {
+    case DOSSIER_EXPORT_HEADER:
+        x->header = *it->header;
+        break;
+    case DOSSIER_EXPORT_RECORD: {
+        const struct dossier_value *e =
+            dossier_record_field(it->record, "email");
+        const struct dossier_value *a =
+            dossier_record_field(it->record, "accessibility_needs");
+        const struct dossier_value *cl =
+            dossier_record_field(it->record, "credit_limit");
+        x->records++;
+        if (e && strstr(e->u.s, "@example.org"))
+            x->emails++;
+        if (a && cl) /* special and financial categories too */
+            x->fields_all++;
+        break;
+    }
+    case DOSSIER_EXPORT_CONSENT:
+        x->consent++;
+        break;
+    case DOSSIER_EXPORT_AUDIT:
+        x->audit++;
+        if (!it->audit->has_subject ||
+            memcmp(it->audit->subject, x->sp, 16) != 0)
+            x->audit_other++;
+        if (x->n_actions < 32)
+            snprintf(x->actions[x->n_actions++], 65, "%s",
+                     it->audit->action);
+        break;
+    case DOSSIER_EXPORT_FOOTER:
+        x->footer = *it->footer;
+        break;
+    }
+    return 0;
+}
+
+static int has_action(const struct export_seen *x, const char *a, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < x->n_actions; i++)
+        k += strcmp(x->actions[i], a) == 0;
+    return k == n;
+}
+
+static void test_export(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *svc, *dpo;
+    struct dossier_subject_status ss;
+    struct dossier_erasure_certificate cert;
+    struct dossier_status st;
+    struct export_seen x;
+    (void)state;
+
+    start_with_auth(&n, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(put_contact(svc, "ex-1", "subj-export-x", "Xena"), 0);
+    assert_int_equal(put_contact(svc, "ex-2", "subj-export-x", "Xena2"), 0);
+    assert_int_equal(put_contact(svc, "ey-1", "subj-export-y", "Yuri"), 0);
+    assert_int_equal(dossier_consent_grant(svc, NULL, "subj-export-x",
+                                           "marketing", "web", "1", NULL, &st),
+                     0);
+    assert_int_equal(dossier_consent_withdraw(svc, NULL, "subj-export-x",
+                                              "marketing", "web", "1", NULL,
+                                              &st),
+                     0);
+    assert_int_equal(get_contact(svc, "ex-1", NULL), 0);
+    assert_int_equal(get_contact(svc, "ey-1", NULL), 0);
+    assert_true(wait_entry(dpo, "crm", "records.get", 0));
+    assert_int_equal(dossier_subject_status(dpo, NULL, "subj-export-x", NULL,
+                                            &ss, &st),
+                     0);
+
+    memset(&x, 0, sizeof(x));
+    x.order_ok = 1;
+    memcpy(x.sp, ss.pseudonym, 16);
+    assert_int_equal(dossier_subject_export(dpo, NULL, "subj-export-x",
+                                            export_cb, &x, &st),
+                     0);
+    assert_true(x.order_ok);
+    assert_string_equal(x.header.subject_id, "subj-export-x");
+    assert_memory_equal(x.header.pseudonym, ss.pseudonym, 16);
+    assert_false(x.header.erased);
+    assert_int_equal(x.records, 2);
+    assert_int_equal(x.emails, 2);
+    assert_int_equal(x.fields_all, 2);
+    assert_int_equal(x.consent, 2); /* granted, then withdrawn */
+    assert_int_equal(x.audit_other, 0);
+    assert_true(has_action(&x, "records.put", 2));
+    assert_true(has_action(&x, "consent.grant", 1));
+    assert_true(has_action(&x, "consent.withdraw", 1));
+    assert_true(has_action(&x, "records.get", 1));
+    assert_int_equal(x.footer.records, 2);
+    assert_int_equal(x.footer.audit_entries, x.audit);
+
+    /* Only the compliance role exports; the export is audited. */
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(dossier_subject_export(svc, NULL, "subj-export-x",
+                                            export_cb, &x, &st),
+                     DOSSIER_PERMISSION_DENIED);
+    assert_true(wait_entry(dpo, "dpo", "subjects.export", 0));
+
+    /* Erased: no records, no consent; the header says so. */
+    assert_int_equal(dossier_subject_erase(dpo, NULL, "subj-export-x", "DSR-9",
+                                           &cert, &st),
+                     0);
+    memset(&x, 0, sizeof(x));
+    x.order_ok = 1;
+    memcpy(x.sp, ss.pseudonym, 16);
+    assert_int_equal(dossier_subject_export(dpo, NULL, "subj-export-x",
+                                            export_cb, &x, &st),
+                     0);
+    assert_true(x.header.erased);
+    assert_int_equal(x.records, 0);
+    assert_int_equal(x.consent, 0);
+    assert_true(has_action(&x, "subjects.erase", 1));
+
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_purposes_and_consent),
         cmocka_unit_test(test_restriction),
         cmocka_unit_test(test_audit_log),
+        cmocka_unit_test(test_export),
         cmocka_unit_test(test_erasure),
         cmocka_unit_test(test_restore_replays_erasures),
     };

@@ -785,6 +785,60 @@ dossier_audit_verify(struct dossier_client *c,
                      const uint8_t pk[32], struct dossier_audit_report *report,
                      struct dossier_status *st);
 
+/* ------------------------------------------------------------------------
+ * Subject export (Art. 15 access, Art. 20 portability; compliance role) */
+
+/* What an export is made of, in this order: one header, every record
+ * (with every field, whatever the purpose), every consent event, every
+ * audit entry that names the subject, one footer. */
+enum dossier_export_kind {
+    DOSSIER_EXPORT_HEADER = 1,
+    DOSSIER_EXPORT_RECORD,
+    DOSSIER_EXPORT_CONSENT,
+    DOSSIER_EXPORT_AUDIT,
+    DOSSIER_EXPORT_FOOTER,
+};
+
+struct dossier_export_header {
+    char subject_id[256];
+    uint8_t pseudonym[16];
+    int64_t exported_at_ms;
+    uint64_t applied_index; /* the state exported */
+    int restricted;
+    int erased; /* the erasure ledger holds this subject id */
+};
+
+struct dossier_export_footer {
+    uint64_t records, consent_events, audit_entries;
+};
+
+/* One item; only the member of its kind is set, borrowed for the
+ * callback. */
+struct dossier_export_item {
+    enum dossier_export_kind kind;
+    const struct dossier_export_header *header;
+    const struct dossier_record *record;
+    const struct dossier_consent_event *consent;
+    const struct dossier_audit_entry *audit;
+    const struct dossier_export_footer *footer;
+};
+
+/* Called once per item as it arrives; return 0 to go on, anything else to
+ * stop (the export then fails with DOSSIER_CANCELLED). */
+typedef int (*dossier_export_fn)(void *arg,
+                                 const struct dossier_export_item *item);
+
+/* Streams everything stored about @subject_id to @fn, without holding it
+ * all in memory. Returns 0 once the footer arrived (and its counts match
+ * what came). Give a long deadline for subjects with much history: the
+ * node walks its whole audit log. The export is audited. Errors:
+ * DOSSIER_INVALID_ARGUMENT, DOSSIER_CANCELLED, DOSSIER_CORRUPT. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_export(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       const char *subject_id, dossier_export_fn fn,
+                       void *arg, struct dossier_status *st);
+
 #ifdef __cplusplus
 }
 #endif
