@@ -59,6 +59,11 @@ static const char *const method_paths[M_COUNT] = {
     [M_BACKUP_CREATE] = "/dossier.v1.Backups/Create",
     [M_BACKUP_LIST] = "/dossier.v1.Backups/List",
     [M_SUBJECT_EXPORT] = "/dossier.v1.Subjects/Export",
+    [M_REQUEST_FILE] = "/dossier.v1.Requests/File",
+    [M_REQUEST_LIST] = "/dossier.v1.Requests/List",
+    [M_REQUEST_GET] = "/dossier.v1.Requests/Get",
+    [M_REQUEST_EXECUTE] = "/dossier.v1.Requests/Execute",
+    [M_REQUEST_COMPLETE] = "/dossier.v1.Requests/Complete",
 };
 
 struct target {

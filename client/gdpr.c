@@ -1138,3 +1138,215 @@ int dossier_subject_export(struct dossier_client *c,
                      "the export ended before its footer");
     return rc;
 }
+
+/* ------------------------------------------------------------------ */
+/* Tracked requests */
+
+static int tracked_from_pb(const Dossier__V1__TrackedRequestInfo *m,
+                           struct dossier_tracked_request *out,
+                           struct dossier_status *st)
+{
+    struct dossier_tracked_request t;
+    memset(&t, 0, sizeof(t));
+    if (text_copy(t.id, sizeof(t.id), m->id) ||
+        text_copy(t.kind, sizeof(t.kind), m->kind) ||
+        text_copy(t.reference, sizeof(t.reference), m->reference) ||
+        text_copy(t.filed_by, sizeof(t.filed_by), m->filed_by) ||
+        text_copy(t.executed_by, sizeof(t.executed_by), m->executed_by) ||
+        bytes_copy(t.pseudonym, sizeof(t.pseudonym), &m->pseudonym,
+                   "pseudonym", st))
+        return err_set(st, DOSSIER_INTERNAL,
+                       "the node sent a malformed tracked request");
+    if (m->digest.len == 32) {
+        memcpy(t.digest, m->digest.data, 32);
+        t.has_digest = 1;
+    }
+    t.received_ms = m->received_ms;
+    t.deadline_ms = m->deadline_ms;
+    t.executed = strcmp(m->state, "executed") == 0;
+    t.executed_ms = m->executed_ms;
+    t.result_index = m->result_index;
+    t.records = m->records;
+    t.overdue = m->overdue;
+    *out = t;
+    return 0;
+}
+
+static int receipt_call(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        enum client_method m, const ProtobufCMessage *req,
+                        struct dossier_request_receipt *out,
+                        struct dossier_status *st)
+{
+    Dossier__V1__RequestReceipt *resp;
+    struct dossier_request_receipt r;
+    int rc = client_unary(c, co, m, req,
+                          &dossier__v1__request_receipt__descriptor,
+                          (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    memset(&r, 0, sizeof(r));
+    if (!resp->request)
+        rc = err_set(st, DOSSIER_INTERNAL, "the node sent an empty receipt");
+    else
+        rc = tracked_from_pb(resp->request, &r.request, st);
+    if (rc == 0 && resp->erasure) {
+        rc = certificate_from_pb(resp->erasure, &r.erasure, st);
+        r.has_erasure = rc == 0;
+    }
+    if (rc == 0 && resp->signature.len == 64 && resp->public_key.len == 32) {
+        memcpy(r.signature, resp->signature.data, 64);
+        r.has_signature = 1;
+    }
+    if (rc == 0 && resp->public_key.len == 32)
+        memcpy(r.public_key, resp->public_key.data, 32);
+    dossier__v1__request_receipt__free_unpacked(resp, NULL);
+    if (rc == 0 && out)
+        *out = r;
+    return rc;
+}
+
+int dossier_request_file(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         const char *kind, const char *subject_id,
+                         const char *reference, int64_t received_ms,
+                         struct dossier_tracked_request *out,
+                         struct dossier_status *st)
+{
+    Dossier__V1__FileRequest req = DOSSIER__V1__FILE_REQUEST__INIT;
+    struct dossier_request_receipt r;
+    int rc;
+
+    if (!kind || (strcmp(kind, "erasure") != 0 && strcmp(kind, "export") != 0))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "kind must be erasure or export");
+    if (subject_check(subject_id, st) ||
+        label_check(reference, "reference", st))
+        return st->code;
+    req.kind = (char *)kind;
+    req.subject_id = (char *)subject_id;
+    req.reference = (char *)(reference ? reference : "");
+    req.received_ms = received_ms;
+    rc = receipt_call(c, co, M_REQUEST_FILE, &req.base, &r, st);
+    if (rc == 0 && out)
+        *out = r.request;
+    return rc;
+}
+
+int dossier_request_list(struct dossier_client *c,
+                         const struct dossier_call_options *co, int open_only,
+                         struct dossier_tracked_request **out, size_t *n,
+                         struct dossier_status *st)
+{
+    Dossier__V1__ListRequestsRequest req =
+        DOSSIER__V1__LIST_REQUESTS_REQUEST__INIT;
+    Dossier__V1__ListRequestsResponse *resp;
+    int rc;
+
+    if (!out || !n)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "outputs are missing");
+    *out = NULL;
+    *n = 0;
+    req.open_only = open_only != 0;
+    rc = client_unary(c, co, M_REQUEST_LIST, &req.base,
+                      &dossier__v1__list_requests_response__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    *out = calloc(resp->n_requests ? resp->n_requests : 1, sizeof(**out));
+    if (!*out)
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < resp->n_requests; i++)
+        if ((rc = tracked_from_pb(resp->requests[i], &(*out)[i], st)) == 0)
+            *n = i + 1;
+    dossier__v1__list_requests_response__free_unpacked(resp, NULL);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+int dossier_request_get(struct dossier_client *c,
+                        const struct dossier_call_options *co, const char *id,
+                        struct dossier_request_receipt *out,
+                        struct dossier_status *st)
+{
+    Dossier__V1__GetTrackedRequest req = DOSSIER__V1__GET_TRACKED_REQUEST__INIT;
+    if (!id || !id[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "id is missing");
+    req.id = (char *)id;
+    return receipt_call(c, co, M_REQUEST_GET, &req.base, out, st);
+}
+
+int dossier_request_execute(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            const char *id, const char *subject_id,
+                            struct dossier_request_receipt *out,
+                            struct dossier_status *st)
+{
+    Dossier__V1__ExecuteRequest req = DOSSIER__V1__EXECUTE_REQUEST__INIT;
+    if (!id || !id[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "id is missing");
+    if (subject_check(subject_id, st))
+        return st->code;
+    req.id = (char *)id;
+    req.subject_id = (char *)subject_id;
+    return receipt_call(c, co, M_REQUEST_EXECUTE, &req.base, out, st);
+}
+
+int dossier_request_complete(struct dossier_client *c,
+                             const struct dossier_call_options *co,
+                             const char *id, const char *subject_id,
+                             const uint8_t digest[32],
+                             struct dossier_request_receipt *out,
+                             struct dossier_status *st)
+{
+    Dossier__V1__CompleteRequest req = DOSSIER__V1__COMPLETE_REQUEST__INIT;
+    if (!id || !id[0] || !digest)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "id and digest are needed");
+    if (subject_check(subject_id, st))
+        return st->code;
+    req.id = (char *)id;
+    req.subject_id = (char *)subject_id;
+    req.digest = (ProtobufCBinaryData){32, (uint8_t *)digest};
+    return receipt_call(c, co, M_REQUEST_COMPLETE, &req.base, out, st);
+}
+
+int dossier_request_receipt_verify(const struct dossier_request_receipt *r,
+                                   const uint8_t *pk,
+                                   struct dossier_status *st)
+{
+    uint8_t m[AUDIT_REQUEST_MESSAGE_MAX];
+    size_t len;
+
+    if (!r)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "receipt is missing");
+    if (!r->request.executed)
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "request %s is not executed yet: no proof to check",
+                       r->request.id);
+    if (r->has_erasure)
+        return dossier_erasure_certificate_verify(&r->erasure, pk, st);
+    if (!r->has_signature)
+        return err_set(st, DOSSIER_CORRUPT, "the receipt carries no proof");
+    if (sodium_init() < 0)
+        return err_set(st, DOSSIER_INTERNAL, "libsodium failed to start");
+    if (pk && memcmp(pk, r->public_key, 32) != 0)
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the receipt is signed with another key than the one "
+                       "given");
+    len = audit_request_message(r->request.id, r->request.kind,
+                                r->request.pseudonym,
+                                r->request.has_digest ? r->request.digest
+                                                      : NULL,
+                                r->request.executed_ms,
+                                r->request.result_index, m);
+    if (crypto_sign_verify_detached(r->signature, m, len, r->public_key) != 0)
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the receipt's signature does not verify (forged, "
+                       "altered or damaged)");
+    return err_ok(st);
+}

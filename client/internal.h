@@ -43,6 +43,11 @@ enum client_method {
     M_BACKUP_CREATE,
     M_BACKUP_LIST,
     M_SUBJECT_EXPORT,
+    M_REQUEST_FILE,
+    M_REQUEST_LIST,
+    M_REQUEST_GET,
+    M_REQUEST_EXECUTE,
+    M_REQUEST_COMPLETE,
     M_COUNT,
 };
 
@@ -63,6 +68,9 @@ static inline int client_method_is_write(enum client_method m)
     case M_SUBJECT_RESTRICT:
     case M_SUBJECT_UNRESTRICT:
     case M_SUBJECT_ERASE:
+    case M_REQUEST_FILE:
+    case M_REQUEST_EXECUTE:
+    case M_REQUEST_COMPLETE:
         return 1;
     default:
         return 0;

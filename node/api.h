@@ -41,6 +41,16 @@ void api_subjects_export(struct call *c, ProtobufCMessage *req);
 /* Waits until no export is running (before the store closes). */
 void api_export_wait_idle(void);
 
+void api_requests_file(struct call *c, ProtobufCMessage *req);
+void api_requests_list(struct call *c, ProtobufCMessage *req);
+void api_requests_get(struct call *c, ProtobufCMessage *req);
+void api_requests_execute(struct call *c, ProtobufCMessage *req);
+void api_requests_complete(struct call *c, ProtobufCMessage *req);
+/* Tracked requests: open ones, executed ones, and open ones past their
+ * deadline at @now (for metrics). Returns 0 or a store error code. */
+int api_requests_count(struct node *n, int64_t now, uint64_t *open,
+                       uint64_t *executed, uint64_t *overdue);
+
 void api_backups_create(struct call *c, ProtobufCMessage *req);
 void api_backups_list(struct call *c, ProtobufCMessage *req);
 

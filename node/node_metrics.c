@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "audit_sink.h"
 #include "cluster.h"
 #include "errors.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "records.h"
 #include "store.h"
 
 struct node_metrics {
@@ -140,6 +142,23 @@ static void collect_store(struct metrics_writer *w, struct node *n)
           "keys RocksDB estimates it holds, all families",
           (double)store_property_sum(n->store, "rocksdb.estimate-num-keys"));
 
+    {
+        static const char *const state_label[] = {"state"};
+        uint64_t open, executed, overdue;
+        if (api_requests_count(n, records_now_ms(), &open, &executed,
+                               &overdue) == 0) {
+            const char *vo[1] = {"open"}, *ve[1] = {"executed"};
+            metrics_write(w, "dossier_gdpr_requests", "gauge",
+                          "tracked GDPR requests (dossier request) by state",
+                          1, state_label, vo, (double)open);
+            metrics_write(w, "dossier_gdpr_requests", "gauge",
+                          "tracked GDPR requests (dossier request) by state",
+                          1, state_label, ve, (double)executed);
+            gauge(w, "dossier_gdpr_requests_overdue",
+                  "open tracked requests past their one-month deadline",
+                  (double)overdue);
+        }
+    }
     store_audit_head(n->store, &chain);
     gauge(w, "dossier_audit_entries", "entries in the audit chain",
           (double)chain.index);

@@ -894,6 +894,34 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
     return 0;
 }
 
+int store_request_get(struct store *s, const char *id,
+                      Dossier__Store__V1__TrackedRequest **out,
+                      struct dossier_status *st)
+{
+    uint8_t key[1 + 64];
+    size_t n = strlen(id), vlen;
+    char *v;
+    int rc;
+
+    *out = NULL;
+    if (n == 0 || n > 64)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "bad request id");
+    key[0] = 'q';
+    memcpy(key + 1, id, n);
+    rc = get_locked(s, STORE_POLICY, key, n + 1, &v, &vlen, st);
+    if (rc)
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "no tracked request %s", id);
+    *out = dossier__store__v1__tracked_request__unpack(NULL, vlen,
+                                                       (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "tracked request %s is corrupt",
+                       id);
+    return 0;
+}
+
 /* Compacts [@from, @to) of @family (NULL: open end) down to the last
  * level, rewriting even files already there, so deleted bytes go. */
 static void compact_forced(struct store *s, enum store_family family,

@@ -26,6 +26,7 @@
  *                                                     signed index, time
  *   policy    "p" purpose name                        dossier.v1.Purpose
  *   policy    "e" sp[16]                              ErasureRecord (ledger)
+ *   policy    "q" request id (REQ-...)                TrackedRequest
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted
@@ -134,6 +135,13 @@ int store_consent_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 /* 1 if subject @sp is restricted, 0 if not, or an error code (st set). */
 int store_restricted(struct store *s, const uint8_t sp[STORE_SP_BYTES],
                      struct dossier_status *st);
+
+/* Tracked request @id ("q" + id in the policy family) into *@out (free
+ * with dossier__store__v1__tracked_request__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_request_get(struct store *s, const char *id,
+                      Dossier__Store__V1__TrackedRequest **out,
+                      struct dossier_status *st);
 
 /* The erasure ledger's record of @sp into *@out (free with
  * dossier__store__v1__erasure_record__free_unpacked).

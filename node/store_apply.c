@@ -657,6 +657,147 @@ static int keys_under(struct store_batch *b, enum store_family family,
     return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* Tracked GDPR requests: "q" + id in the policy family. */
+
+#define REQUEST_ID_MAX 32
+
+static int request_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > REQUEST_ID_MAX)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+              (*p >= '0' && *p <= '9') || *p == '-'))
+            return 0;
+    return 1;
+}
+
+/* The tracked request @id as this batch sees it into *@out (free with
+ * dossier__store__v1__tracked_request__free_unpacked), checked to be of
+ * @kind, for subject @sp and not yet executed. */
+static int request_open(struct store_batch *b, const char *id,
+                        const char *kind, const uint8_t *sp,
+                        Dossier__Store__V1__TrackedRequest **out,
+                        struct store_result *res)
+{
+    uint8_t key[1 + REQUEST_ID_MAX];
+    size_t n = strlen(id), vlen;
+    char *v;
+    int rc;
+
+    *out = NULL;
+    if (!request_id_ok(id))
+        return bad_command(res, "request id");
+    key[0] = 'q';
+    memcpy(key + 1, id, n);
+    rc = store_get_raw(b->s, b, STORE_POLICY, key, n + 1, &v, &vlen,
+                       &res->status);
+    if (rc)
+        return rc;
+    if (!v)
+        return err_set(&res->status, DOSSIER_NOT_FOUND,
+                       "no tracked request %s", id);
+    *out = dossier__store__v1__tracked_request__unpack(NULL, vlen,
+                                                       (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(&res->status, DOSSIER_CORRUPT,
+                       "tracked request %s is corrupt", id);
+    if (strcmp((*out)->kind, kind) != 0)
+        rc = err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                     "request %s is an %s request, not an %s request", id,
+                     (*out)->kind, kind);
+    else if ((*out)->executed)
+        rc = err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                     "request %s was executed already", id);
+    else if ((*out)->subject.len != STORE_SP_BYTES ||
+             memcmp((*out)->subject.data, sp, STORE_SP_BYTES) != 0)
+        rc = err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                     "request %s was filed for another subject", id);
+    if (rc) {
+        dossier__store__v1__tracked_request__free_unpacked(*out, NULL);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int request_put(struct store_batch *b,
+                       const Dossier__Store__V1__TrackedRequest *t)
+{
+    uint8_t key[1 + REQUEST_ID_MAX];
+    size_t n = strlen(t->id);
+    key[0] = 'q';
+    memcpy(key + 1, t->id, n);
+    return put_pb(b, STORE_POLICY, key, n + 1, &t->base, NULL);
+}
+
+static int apply_request(struct store_batch *b, const Command *cmd,
+                         struct store_result *res)
+{
+    const Dossier__Store__V1__RequestOp *op = cmd->request;
+    Dossier__Store__V1__TrackedRequest *t = NULL;
+    int rc;
+
+    if (op->subject.len != STORE_SP_BYTES || !request_id_ok(op->id) ||
+        (strcmp(op->kind, "erasure") != 0 && strcmp(op->kind, "export") != 0))
+        return bad_command(res, "request");
+    if (op->action == DOSSIER__STORE__V1__REQUEST_OP__ACTION__FILE) {
+        Dossier__Store__V1__TrackedRequest n =
+            DOSSIER__STORE__V1__TRACKED_REQUEST__INIT;
+        uint8_t key[1 + REQUEST_ID_MAX];
+        size_t len = strlen(op->id), vlen;
+        char *v;
+        if (op->received_ms <= 0 || op->deadline_ms <= op->received_ms)
+            return bad_command(res, "request times");
+        key[0] = 'q';
+        memcpy(key + 1, op->id, len);
+        rc = store_get_raw(b->s, b, STORE_POLICY, key, len + 1, &v, &vlen,
+                           &res->status);
+        if (rc)
+            return rc;
+        if (v) {
+            rocksdb_free(v);
+            return err_set(&res->status, DOSSIER_ALREADY_EXISTS,
+                           "request %s exists already", op->id);
+        }
+        n.id = op->id;
+        n.kind = op->kind;
+        n.subject = op->subject;
+        n.reference = cmd->reference;
+        n.received_ms = op->received_ms;
+        n.deadline_ms = op->deadline_ms;
+        n.filed_by = cmd->principal;
+        if (request_put(b, &n))
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    } else if (op->action == DOSSIER__STORE__V1__REQUEST_OP__ACTION__COMPLETE) {
+        if (strcmp(op->kind, "export") != 0 || op->digest.len != 32)
+            return bad_command(res, "request completion");
+        rc = request_open(b, op->id, "export", op->subject.data, &t, res);
+        if (rc)
+            return rc;
+        t->executed = 1;
+        t->executed_ms = cmd->time_ms;
+        t->result_index = b->applied;
+        t->digest = op->digest; /* borrowed until the put below */
+        t->executed_by = cmd->principal;
+        rc = request_put(b, t);
+        t->digest = (ProtobufCBinaryData){0, NULL};
+        t->executed_by = NULL;
+        dossier__store__v1__tracked_request__free_unpacked(t, NULL);
+        if (rc)
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    } else {
+        return bad_command(res, "request action");
+    }
+    b->revision++;
+    res->version = b->revision;
+    res->index = b->applied;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
 static int apply_erase(struct store_batch *b, const Command *cmd,
                        struct store_result *res)
 {
@@ -666,23 +807,39 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     struct store *s = b->s;
     struct keylist subj, cons;
     uint8_t lkey[1 + STORE_SP_BYTES], (*erased)[STORE_SP_BYTES];
+    Dossier__Store__V1__TrackedRequest *treq = NULL;
     uint64_t deleted = 0;
     int rc;
 
     if (op->subject.len != STORE_SP_BYTES)
         return bad_command(res, "erase");
+    if (op->request_id[0]) {
+        /* Executing a tracked request: it must be a pending erasure
+         * request of this subject, checked before anything changes. */
+        rc = request_open(b, op->request_id, "erasure", op->subject.data,
+                          &treq, res);
+        if (rc)
+            return rc;
+    }
     if (keys_under(b, STORE_SUBJECT, op->subject.data, STORE_SP_BYTES,
-                   &subj))
+                   &subj)) {
+        if (treq)
+            dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
         return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
     if (keys_under(b, STORE_CONSENT, op->subject.data, STORE_SP_BYTES,
                    &cons)) {
         keys_free(&subj);
+        if (treq)
+            dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
         return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     }
     erased = realloc(b->erased, (b->n_erased + 1) * sizeof(*erased));
     if (!erased) {
         keys_free(&subj);
         keys_free(&cons);
+        if (treq)
+            dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
         return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     }
     b->erased = erased;
@@ -740,7 +897,19 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
         /* Failing memory stops the node (cluster.c): no undoing here. */
         if (put_pb(b, STORE_POLICY, lkey, sizeof(lkey), &er.base, NULL))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        if (rc == 0 && treq) {
+            treq->executed = 1;
+            treq->executed_ms = cmd->time_ms;
+            treq->result_index = b->applied;
+            treq->records = deleted;
+            treq->executed_by = cmd->principal;
+            if (request_put(b, treq))
+                rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+            treq->executed_by = NULL;
+        }
     }
+    if (treq)
+        dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
     if (rc == 0) {
         memcpy(b->erased[b->n_erased++], op->subject.data, STORE_SP_BYTES);
         b->effects |= STORE_EFFECT_ERASED;
@@ -846,6 +1015,14 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         action = "subjects.erase";
         if (cmd->erase->subject.len == STORE_SP_BYTES)
             sp = cmd->erase->subject.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_REQUEST:
+        action = cmd->request->action ==
+                         DOSSIER__STORE__V1__REQUEST_OP__ACTION__FILE
+                     ? "requests.file"
+                     : "requests.complete";
+        if (cmd->request->subject.len == STORE_SP_BYTES)
+            sp = cmd->request->subject.data;
         break;
     default:
         return 0; /* audit operations and unknown ones: no entry of theirs */
@@ -1106,6 +1283,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_AUDIT_CHECKPOINT:
         rc = cmd->audit_checkpoint ? apply_audit_checkpoint(b, cmd, res)
                                    : bad_command(res, "audit checkpoint");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_REQUEST:
+        rc = cmd->request ? apply_request(b, cmd, res)
+                          : bad_command(res, "request");
         break;
     default:
         rc = bad_command(res, "unknown operation");

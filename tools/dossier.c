@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -13,6 +14,7 @@
 
 #include "json.h"
 #include "keyfile.h"
+#include "backupfmt.h"
 #include "restore.h"
 
 #ifndef DOSSIER_VERSION
@@ -123,6 +125,17 @@ static const char usage_text[] =
     "  subject export SUBJECT  everything stored about the subject (Art. 15,\n"
     "                          20) as one JSON document: records with every\n"
     "                          field, consent events, audit entries\n"
+    "  request file erasure|export SUBJECT [--reference LABEL]\n"
+    "               [--received YYYY-MM-DD]\n"
+    "                          track a data subject's request; its deadline\n"
+    "                          is one month after it was received\n"
+    "  request list [--open]   tracked requests, soonest deadline first,\n"
+    "                          with days left or overdue\n"
+    "  request show ID         one request, and its proof once executed\n"
+    "  request execute ID SUBJECT [--out FILE]\n"
+    "                          meet the request: erase the subject, or write\n"
+    "                          the export to FILE (needed for exports);\n"
+    "                          prints the signed proof and checks it\n"
     "  subject ledger          the erasure ledger: one signed certificate per\n"
     "                          line; keep it with your backups (a restore\n"
     "                          replays it)\n"
@@ -260,6 +273,10 @@ struct cmd_opts {
     uint64_t from; /* 0: not given */
     const char *public_key;
     const char *public_key_file;
+    /* request */
+    const char *received; /* YYYY-MM-DD */
+    const char *out;
+    int open_only;
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -283,6 +300,9 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"from", required_argument, NULL, 'f'},
         {"public-key", required_argument, NULL, 'K'},
         {"public-key-file", required_argument, NULL, 'F'},
+        {"received", required_argument, NULL, 'R'},
+        {"out", required_argument, NULL, 'o'},
+        {"open", no_argument, NULL, 'O'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -335,6 +355,9 @@ static int cmd_options(int argc, char **argv, const char *allowed,
             break;
         case 'K': o->public_key = optarg; break;
         case 'F': o->public_key_file = optarg; break;
+        case 'R': o->received = optarg; break;
+        case 'o': o->out = optarg; break;
+        case 'O': o->open_only = 1; break;
         }
     }
     return 0;
@@ -1315,6 +1338,190 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
     return print_json(cli, json_from_subject_status(&s));
 }
 
+/* ------------------------------------------------------------------ */
+/* Tracked requests */
+
+static json_t *json_date(int64_t ms)
+{
+    char buf[32];
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%d", &tm);
+    return json_string(buf);
+}
+
+static json_t *json_from_tracked(const struct dossier_tracked_request *t)
+{
+    json_t *j = json_pack(
+        "{s:s, s:s, s:o, s:s, s:o, s:o, s:I, s:I, s:s, s:b, s:s}", "id", t->id,
+        "kind", t->kind, "pseudonym", json_hex(t->pseudonym, 16), "reference",
+        t->reference, "received", json_date(t->received_ms), "deadline",
+        json_date(t->deadline_ms), "received_ms", (json_int_t)t->received_ms,
+        "deadline_ms", (json_int_t)t->deadline_ms, "state",
+        t->executed ? "executed" : "received", "overdue", t->overdue,
+        "filed_by", t->filed_by);
+    if (!j)
+        return NULL;
+    if (t->executed) {
+        json_object_set_new(j, "executed", json_date(t->executed_ms));
+        json_object_set_new(j, "executed_ms", json_integer(t->executed_ms));
+        json_object_set_new(j, "executed_by", json_string(t->executed_by));
+        json_object_set_new(j, "result_index",
+                            json_integer((json_int_t)t->result_index));
+        if (t->has_digest)
+            json_object_set_new(j, "sha256", json_hex(t->digest, 32));
+        if (strcmp(t->kind, "erasure") == 0)
+            json_object_set_new(j, "records_deleted",
+                                json_integer((json_int_t)t->records));
+    } else {
+        int64_t left = t->deadline_ms - (int64_t)time(NULL) * 1000;
+        json_object_set_new(j, "days_left",
+                            json_integer(left >= 0 ? left / 86400000
+                                                   : -((-left + 86399999) /
+                                                       86400000)));
+    }
+    return j;
+}
+
+static json_t *json_from_receipt(const struct dossier_request_receipt *r)
+{
+    json_t *j = json_pack("{s:o}", "request", json_from_tracked(&r->request));
+    if (j && r->has_erasure)
+        json_object_set_new(j, "erasure_certificate",
+                            json_from_erasure_certificate(&r->erasure));
+    if (j && r->has_signature) {
+        json_object_set_new(j, "signature", json_hex(r->signature, 64));
+        json_object_set_new(j, "public_key", json_hex(r->public_key, 32));
+    }
+    return j;
+}
+
+/* Prints @r and checks its proof: exit 1 if it does not verify. */
+static int print_receipt(struct cli *cli, const struct dossier_request_receipt *r)
+{
+    struct dossier_status st;
+    int rc = print_json(cli, json_from_receipt(r));
+    if (r->request.executed && dossier_request_receipt_verify(r, NULL, &st))
+        return report(&st);
+    return rc;
+}
+
+static int parse_day(const char *s, int64_t *ms)
+{
+    struct tm tm;
+    char *end;
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y-%m-%d", &tm);
+    if (!end || *end)
+        return -1;
+    *ms = (int64_t)timegm(&tm) * 1000;
+    return 0;
+}
+
+static int cmd_request(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_status st;
+    struct cmd_opts o;
+    int ac = argc - 1, rc;
+    char **av = argv + 1;
+    const char *sub = argc > 1 ? argv[1] : "";
+
+    if (strcmp(sub, "file") && strcmp(sub, "list") && strcmp(sub, "show") &&
+        strcmp(sub, "execute"))
+        return usage_error("request needs file, list, show or execute%s", "");
+    if ((rc = cmd_options(ac, av, "rRoO", &o)))
+        return rc;
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (strcmp(sub, "file") == 0) {
+        struct dossier_tracked_request t;
+        int64_t received = 0;
+        if (ac - optind != 2)
+            return usage_error("request file needs KIND (erasure or export) "
+                               "and SUBJECT%s", "");
+        if (o.received && parse_day(o.received, &received))
+            return usage_error("--received %s: give YYYY-MM-DD", o.received);
+        if (dossier_request_file(cli->client, NULL, av[optind],
+                                 av[optind + 1], o.reference, received, &t,
+                                 &st))
+            return report(&st);
+        return print_json(cli, json_from_tracked(&t));
+    }
+    if (strcmp(sub, "list") == 0) {
+        struct dossier_tracked_request *t;
+        size_t n;
+        if (ac - optind != 0)
+            return usage_error("request list takes no arguments%s", "");
+        if (dossier_request_list(cli->client, NULL, o.open_only, &t, &n, &st))
+            return report(&st);
+        rc = EXIT_OK;
+        for (size_t i = 0; i < n && rc == EXIT_OK; i++)
+            rc = print_json(cli, json_from_tracked(&t[i]));
+        free(t);
+        return rc;
+    }
+    if (strcmp(sub, "show") == 0) {
+        struct dossier_request_receipt r;
+        if (ac - optind != 1)
+            return usage_error("request show needs an ID%s", "");
+        if (dossier_request_get(cli->client, NULL, av[optind], &r, &st))
+            return report(&st);
+        return print_receipt(cli, &r);
+    }
+    {
+        /* execute ID SUBJECT */
+        struct dossier_request_receipt r;
+        const char *id, *subject;
+        if (ac - optind != 2)
+            return usage_error("request execute needs ID and SUBJECT%s", "");
+        id = av[optind];
+        subject = av[optind + 1];
+        if (dossier_request_get(cli->client, NULL, id, &r, &st))
+            return report(&st);
+        if (strcmp(r.request.kind, "export") == 0) {
+            struct dossier_call_options co = cli->read_opts;
+            struct export_out eo = {NULL, 0, 1, 0};
+            uint8_t digest[32];
+            uint64_t size;
+            if (!o.out)
+                return usage_error("an export request needs --out FILE, "
+                                   "where the export is written%s", "");
+            if (!(eo.f = fopen(o.out, "wx"))) {
+                fprintf(stderr, "dossier: cannot create %s: %s\n", o.out,
+                        strerror(errno));
+                return EXIT_ERROR;
+            }
+            if (!cli->timeout_ms)
+                co.timeout_ms = 3600 * 1000;
+            rc = dossier_subject_export(cli->client, &co, subject, export_item,
+                                        &eo, &st);
+            if (fclose(eo.f) != 0 || eo.failed) {
+                fprintf(stderr, "dossier: cannot write %s\n", o.out);
+                return EXIT_ERROR;
+            }
+            if (rc)
+                return report(&st);
+            if (backup_hash_file(o.out, digest, &size) != 0) {
+                fprintf(stderr, "dossier: cannot read %s back\n", o.out);
+                return EXIT_ERROR;
+            }
+            if (dossier_request_complete(cli->client, NULL, id, subject,
+                                         digest, &r, &st))
+                return report(&st);
+            fprintf(stderr, "dossier: wrote the export to %s (%" PRIu64
+                    " bytes); deliver it to the subject\n",
+                    o.out, size);
+            return print_receipt(cli, &r);
+        }
+        if (o.out)
+            return usage_error("--out is for export requests%s", "");
+        if (dossier_request_execute(cli->client, NULL, id, subject, &r, &st))
+            return report(&st);
+        return print_receipt(cli, &r);
+    }
+}
+
 /* Reads a public key, 64 hex digits, from @hex, or when NULL from the
  * file @path (blanks and newlines around it ignored). */
 static int load_public_key(const char *hex, const char *path, uint8_t pk[32])
@@ -1481,6 +1688,7 @@ static const struct command commands[] = {
     {"purpose", cmd_purpose}, {"consent", cmd_consent},
     {"subject", cmd_subject}, {"audit", cmd_audit},
     {"health", cmd_health}, {"backup", cmd_backup},
+    {"request", cmd_request},
 };
 
 int main(int argc, char **argv)

@@ -629,6 +629,34 @@ int audit_verify_finish(struct audit_verifier *v, struct audit_report *r)
     return r->code;
 }
 
+size_t audit_request_message(const char *id, const char *kind,
+                             const uint8_t pseudonym[16],
+                             const uint8_t digest[32], int64_t executed_ms,
+                             uint64_t result_index,
+                             uint8_t out[AUDIT_REQUEST_MESSAGE_MAX])
+{
+    static const char domain[] = "dossier.request.v1";
+    size_t o = 0, il = strnlen(id, 64), kl = strnlen(kind, 16);
+    memcpy(out, domain, sizeof(domain)); /* with its NUL */
+    o += sizeof(domain);
+    memcpy(out + o, id, il);
+    o += il;
+    out[o++] = 0;
+    memcpy(out + o, kind, kl);
+    o += kl;
+    out[o++] = 0;
+    memcpy(out + o, pseudonym, 16);
+    o += 16;
+    if (digest)
+        memcpy(out + o, digest, 32);
+    else
+        memset(out + o, 0, 32);
+    o += 32;
+    put_be64(out + o, (uint64_t)executed_ms);
+    put_be64(out + o + 8, result_index);
+    return o + 16;
+}
+
 void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
                            uint64_t raft_index, uint64_t records_deleted,
                            uint8_t out[AUDIT_ERASURE_MESSAGE_BYTES])

@@ -233,6 +233,18 @@ DOSSIER_MUST_CHECK int audit_checkpoint_decode(const uint8_t *buf, size_t len,
  *   50      8     be64(records_deleted) */
 #define AUDIT_ERASURE_MESSAGE_BYTES (18 + 16 + 3 * 8)
 
+/* What an export request's receipt signs (see RequestReceipt in
+ * proto/dossier.proto): "dossier.request.v1" NUL id NUL kind NUL |
+ * pseudonym | digest (NULL: zeros) | be64(executed_ms) |
+ * be64(result_index), into @out; returns its length. @id is at most 64
+ * bytes and @kind 16 (longer ones are cut). */
+#define AUDIT_REQUEST_MESSAGE_MAX (19 + 65 + 17 + 16 + 32 + 16)
+size_t audit_request_message(const char *id, const char *kind,
+                             const uint8_t pseudonym[16],
+                             const uint8_t digest[32], int64_t executed_ms,
+                             uint64_t result_index,
+                             uint8_t out[AUDIT_REQUEST_MESSAGE_MAX]);
+
 void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
                            uint64_t raft_index, uint64_t records_deleted,
                            uint8_t out[AUDIT_ERASURE_MESSAGE_BYTES]);

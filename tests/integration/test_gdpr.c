@@ -1024,6 +1024,111 @@ static void test_export(void **state)
     harness_token = NULL;
 }
 
+/* Tracked requests: filed with a one-month deadline (back-dated ones can
+ * be overdue), met through the request with signed proof, refused when
+ * they do not fit, kept across a restart. */
+static void test_tracked_requests(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *svc, *dpo;
+    struct dossier_tracked_request er, ex, *list;
+    struct dossier_request_receipt r;
+    struct dossier_status st;
+    uint8_t digest[32], pk[32];
+    int64_t now = (int64_t)time(NULL) * 1000;
+    size_t count;
+    (void)state;
+
+    start_with_auth(&n, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(put_contact(svc, "rq-1", "subj-req-1", "Rita"), 0);
+    assert_int_equal(put_contact(svc, "rq-2", "subj-req-2", "Rolf"), 0);
+
+    assert_int_equal(dossier_request_file(dpo, NULL, "erasure", "subj-req-1",
+                                          "TICKET-1", 0, &er, &st),
+                     0);
+    assert_int_equal(er.deadline_ms - er.received_ms,
+                     30LL * 24 * 3600 * 1000);
+    assert_false(er.executed);
+    assert_false(er.overdue);
+    assert_string_equal(er.filed_by, "dpo");
+    /* Received 40 days ago: already late. */
+    assert_int_equal(dossier_request_file(dpo, NULL, "export", "subj-req-2",
+                                          NULL, now - 40LL * 86400000, &ex,
+                                          &st),
+                     0);
+    assert_true(ex.overdue);
+    assert_int_equal(dossier_request_file(dpo, NULL, "rectify", "subj-req-2",
+                                          NULL, 0, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(dossier_request_file(svc, NULL, "export", "subj-req-2",
+                                          NULL, 0, NULL, &st),
+                     DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_request_list(dpo, NULL, 1, &list, &count, &st),
+                     0);
+    assert_int_equal(count, 2);
+    assert_string_equal(list[0].id, ex.id); /* the soonest deadline first */
+    free(list);
+
+    /* Erasure: only for its subject, once. */
+    assert_int_equal(dossier_request_execute(dpo, NULL, er.id, "subj-req-2",
+                                             &r, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_int_equal(dossier_request_execute(dpo, NULL, ex.id, "subj-req-2",
+                                             &r, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_int_equal(dossier_request_execute(dpo, NULL, er.id, "subj-req-1",
+                                             &r, &st),
+                     0);
+    assert_true(r.request.executed);
+    assert_int_equal(r.request.records, 1);
+    assert_true(r.has_erasure);
+    assert_int_equal(dossier_audit_public_key(dpo, NULL, pk, NULL, NULL, &st),
+                     0);
+    assert_int_equal(dossier_request_receipt_verify(&r, pk, &st), 0);
+    assert_int_equal(get_contact(svc, "rq-1", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(dossier_request_execute(dpo, NULL, er.id, "subj-req-1",
+                                             &r, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+
+    /* Export: completed with the digest of what was delivered. */
+    memset(digest, 0x5a, sizeof(digest));
+    assert_int_equal(dossier_request_complete(dpo, NULL, ex.id, "subj-req-2",
+                                              digest, &r, &st),
+                     0);
+    assert_true(r.request.executed);
+    assert_true(r.request.overdue); /* executed after its deadline */
+    assert_memory_equal(r.request.digest, digest, 32);
+    assert_int_equal(dossier_request_receipt_verify(&r, pk, &st), 0);
+    r.request.digest[0] ^= 1;
+    assert_int_equal(dossier_request_receipt_verify(&r, pk, &st),
+                     DOSSIER_CORRUPT);
+
+    /* Replicated state: still there after a restart, with its proof. */
+    assert_int_equal(node_stop(&n), 0);
+    assert_int_equal(node_start(&n, NULL), 0);
+    dossier_client_close(dpo);
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(dossier_request_list(dpo, NULL, 0, &list, &count, &st),
+                     0);
+    assert_int_equal(count, 2);
+    free(list);
+    assert_int_equal(dossier_request_list(dpo, NULL, 1, &list, &count, &st),
+                     0);
+    assert_int_equal(count, 0);
+    free(list);
+    assert_int_equal(dossier_request_get(dpo, NULL, ex.id, &r, &st), 0);
+    assert_int_equal(dossier_request_receipt_verify(&r, pk, &st), 0);
+    assert_int_equal(dossier_request_get(dpo, NULL, "REQ-NONE", &r, &st),
+                     DOSSIER_NOT_FOUND);
+
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1031,6 +1136,7 @@ int main(void)
         cmocka_unit_test(test_restriction),
         cmocka_unit_test(test_audit_log),
         cmocka_unit_test(test_export),
+        cmocka_unit_test(test_tracked_requests),
         cmocka_unit_test(test_erasure),
         cmocka_unit_test(test_restore_replays_erasures),
     };

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -191,6 +192,7 @@ static void test_metrics_and_health_in_a_cluster(void **state)
                 metric(text, "dossier_raft_commit_index"));
     assert_true(metric(text, "dossier_raft_commands_applied_total") >= 40);
     assert_true(metric(text, "dossier_audit_entries") >= 40);
+    assert_true(metric(text, "dossier_gdpr_requests_overdue") == 0);
     for (int i = 0; i < 3; i++) {
         if (i == leader)
             continue;
@@ -201,7 +203,27 @@ static void test_metrics_and_health_in_a_cluster(void **state)
     }
     free(text);
 
-    /* Quorum lost: the survivor (a follower) knows no leader any more. */
+    /* A tracked request received 40 days ago is past its deadline. */
+    {
+        struct dossier_client *c2 = harness_client(c.nodes[leader].addr,
+                                                   10000);
+        int64_t now = (int64_t)time(NULL) * 1000;
+        assert_int_equal(dossier_request_file(c2, NULL, "export", "subj-ops",
+                                              NULL, now - 40LL * 86400000,
+                                              NULL, &st),
+                         0);
+        assert_int_equal(dossier_request_file(c2, NULL, "erasure", "subj-ops",
+                                              NULL, 0, NULL, &st),
+                         0);
+        dossier_client_close(c2);
+        text = scrape(ports[leader]);
+        assert_true(metric(text, "dossier_gdpr_requests_overdue") == 1);
+        assert_true(metric(text, "dossier_gdpr_requests{state=\"open\"}") ==
+                    2);
+        free(text);
+    }
+
+        /* Quorum lost: the survivor (a follower) knows no leader any more. */
     {
         int survivor = (leader + 1) % 3, other = (leader + 2) % 3;
         enum dossier_health h = DOSSIER_HEALTH_SERVING;

@@ -839,6 +839,95 @@ dossier_subject_export(struct dossier_client *c,
                        const char *subject_id, dossier_export_fn fn,
                        void *arg, struct dossier_status *st);
 
+/* ------------------------------------------------------------------------
+ * Tracked GDPR requests (compliance role)
+ *
+ * An erasure or export request is filed when it arrives and is then met
+ * through the request, which records when and by whom, so that every
+ * request can be shown with its one-month deadline (GDPR Art. 12(3)). */
+
+struct dossier_tracked_request {
+    char id[40];       /* REQ-XXXXXXXX, made by the node */
+    char kind[16];     /* "erasure" or "export" */
+    uint8_t pseudonym[16];
+    char reference[DOSSIER_LABEL_MAX + 1];
+    int64_t received_ms;
+    int64_t deadline_ms; /* received + 30 days */
+    int executed;
+    int64_t executed_ms;
+    uint64_t result_index; /* raft index of the executing command */
+    int has_digest;
+    uint8_t digest[32]; /* export: SHA-256 of what was delivered */
+    uint64_t records;   /* erasure: records deleted */
+    char filed_by[65];
+    char executed_by[65];
+    int overdue; /* open past its deadline, or executed after it */
+};
+
+/* An executed request's proof: the erasure certificate, or for an export
+ * a signature by the audit key (see dossier_request_receipt_verify). */
+struct dossier_request_receipt {
+    struct dossier_tracked_request request;
+    int has_erasure;
+    struct dossier_erasure_certificate erasure;
+    int has_signature;
+    uint8_t signature[64];
+    uint8_t public_key[32];
+};
+
+/* Files a request of @kind ("erasure" or "export") for @subject_id that
+ * arrived at @received_ms (0: now; at most a year back). @reference: a
+ * label such as a ticket number (may be NULL). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_file(struct dossier_client *c,
+                     const struct dossier_call_options *co, const char *kind,
+                     const char *subject_id, const char *reference,
+                     int64_t received_ms, struct dossier_tracked_request *out,
+                     struct dossier_status *st);
+
+/* Every request (or only open ones), soonest deadline first; free *@out
+ * with free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_list(struct dossier_client *c,
+                     const struct dossier_call_options *co, int open_only,
+                     struct dossier_tracked_request **out, size_t *n,
+                     struct dossier_status *st);
+
+/* One request, with its proof once executed. Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_get(struct dossier_client *c,
+                    const struct dossier_call_options *co, const char *id,
+                    struct dossier_request_receipt *out,
+                    struct dossier_status *st);
+
+/* Executes erasure request @id: erases @subject_id (which must be the
+ * subject it was filed for) and answers with the certificate.
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_FAILED_PRECONDITION (another kind,
+ * another subject, executed already). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_execute(struct dossier_client *c,
+                        const struct dossier_call_options *co, const char *id,
+                        const char *subject_id,
+                        struct dossier_request_receipt *out,
+                        struct dossier_status *st);
+
+/* Records that export request @id was met by delivering the export
+ * document whose SHA-256 is @digest; answers with the signed receipt. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_complete(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         const char *id, const char *subject_id,
+                         const uint8_t digest[32],
+                         struct dossier_request_receipt *out,
+                         struct dossier_status *st);
+
+/* Checks a receipt's proof under its public key (and, when @pk is not
+ * NULL, that this is the key @pk). Returns 0, DOSSIER_CORRUPT, or
+ * DOSSIER_FAILED_PRECONDITION for a request not executed. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_receipt_verify(const struct dossier_request_receipt *r,
+                               const uint8_t *pk, struct dossier_status *st);
+
 #ifdef __cplusplus
 }
 #endif
