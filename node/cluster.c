@@ -933,7 +933,14 @@ static void fatal(struct cluster *cl, const char *what,
     __atomic_store_n(&cl->fast_reads, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&cl->is_leader, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&cl->leader, 0, __ATOMIC_RELEASE);
-    fail_pending(cl, "this node halted after a storage failure; see its log");
+    {
+        char why[700];
+        snprintf(why, sizeof(why),
+                 "node %llu halted after a storage failure and serves no "
+                 "data until it is restarted (%s); use another node",
+                 (unsigned long long)cl->id, cl->halt_reason);
+        fail_pending(cl, why);
+    }
     pthread_mutex_lock(&cl->lock);
     while (!cl->stopping)
         pthread_cond_wait(&cl->wake, &cl->lock);

@@ -438,6 +438,15 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
     rocksdb_options_set_create_if_missing(s->opts, 1);
     rocksdb_options_set_create_missing_column_families(s->opts, 1);
     rocksdb_options_set_paranoid_checks(s->opts, 1);
+    /* A damaged write-ahead log stops the start (Corruption: ...) rather
+     * than being cut short silently, which would drop acknowledged writes;
+     * only a half-written last record (a crash mid-write) is tolerated. */
+    rocksdb_options_set_wal_recovery_mode(
+        s->opts, rocksdb_tolerate_corrupted_tail_records_recovery);
+    /* RocksDB's own LOG sits on the data disk: on a full disk, Debian's
+     * build (assertions on) aborts on its second failed write there before
+     * the node can halt cleanly. Only fatal lines go to it. */
+    rocksdb_options_set_info_log_level(s->opts, 4 /* FATAL */);
     /* Values are ciphertext: compression would only cost CPU. */
     rocksdb_options_set_compression(s->opts, rocksdb_no_compression);
     /* No WAL archive: erased data must leave the disk with its WAL files. */
