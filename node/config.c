@@ -93,6 +93,14 @@ static const struct opt opts[] = {
      "committed entries a node may still have to apply and report SERVING "
      "to the gRPC health service; beyond that it is catching up "
      "(NOT_SERVING)"},
+    {"retention-sweep-ms", OPT_U64, OFF(retention_sweep_ms), "3600000", 0,
+     7u * 86400000u,
+     "the leader drops fields past their kind's retention_days this often "
+     "(ms; each sweep reads every record); 0: never"},
+    {"retention-clock-offset-days", OPT_U64, OFF(retention_offset_days), "0",
+     0, 36500,
+     "TESTS ONLY (needs --enable-fault-injection): the retention sweeper's "
+     "clock runs this many days ahead"},
     {"enable-fault-injection", OPT_BOOL, OFF(fault_injection), "false", 0, 0,
      "TESTS ONLY: let Peer.Fault cut this node off from others"},
 };

@@ -36,6 +36,8 @@ struct config {
     char *metrics_listen;
     char *backup_dir;
     uint64_t health_max_lag;
+    uint64_t retention_sweep_ms;
+    uint64_t retention_offset_days;
     int fault_injection;
 };
 

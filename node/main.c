@@ -26,6 +26,7 @@
 #include "health.h"
 #include "log.h"
 #include "node_metrics.h"
+#include "retention.h"
 #include "server.h"
 #include "store.h"
 
@@ -139,6 +140,7 @@ struct signal_ctx {
     struct audit_sink *audit;
     struct health *health;
     struct auth *auth;
+    struct retention *retention;
     int argc;
     char **argv;
 };
@@ -269,6 +271,8 @@ static void *signal_main(void *arg)
      * server's drain below is not held up by them. */
     health_shutdown(sc->health);
     hand_over_leadership(sc->cluster);
+    retention_stop(sc->retention);
+    sc->retention = NULL;
     /* No new calls; calls in flight finish while the Raft loop still runs
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */
@@ -369,6 +373,7 @@ int main(int argc, char **argv)
 
     grpc_init();
     memset(&node, 0, sizeof(node));
+    sc.retention = NULL;
     rc = load_keys(&cfg, &kf, &st);
     if (rc == 0)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
@@ -461,6 +466,18 @@ started:
         }
         log_printf(LOG_INFO, "metrics on http://%s/metrics", maddr);
     }
+    if (cfg.retention_offset_days && !cfg.fault_injection) {
+        fprintf(stderr, "dossierd: --retention-clock-offset-days is for "
+                        "tests and needs --enable-fault-injection\n");
+        goto out;
+    }
+    if (retention_start(&node, (int64_t)cfg.retention_sweep_ms,
+                        (int64_t)cfg.retention_offset_days * 86400000LL,
+                        &sc.retention, &st) != 0) {
+        log_printf(LOG_ERROR, "cannot start: %s", st.message);
+        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        goto out;
+    }
     if (!auth)
         log_printf(LOG_WARN, "no --auth-file: clients are not "
                              "authenticated; use this only for development");
@@ -507,6 +524,7 @@ out:
     }
     if (exit_code != 0)
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
+    retention_stop(sc.retention); /* stopped by the signal thread else */
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
     api_export_wait_idle();

@@ -658,6 +658,109 @@ static int keys_under(struct store_batch *b, enum store_family family,
 }
 
 /* ------------------------------------------------------------------ */
+/* Retention: fields past their kind's retention are dropped. */
+
+#define DAY_MS (24LL * 3600 * 1000)
+
+/* The field an index key "kind 0x00 field 0x00 blind rid" belongs to: 1
+ * if it is @field. */
+static int index_key_of(const ProtobufCBinaryData *k, const char *field)
+{
+    const uint8_t *p = memchr(k->data, 0, k->len), *q;
+    size_t n = strlen(field);
+    if (!p)
+        return 0;
+    p++;
+    q = memchr(p, 0, k->len - (size_t)(p - k->data));
+    return q && (size_t)(q - p) == n && memcmp(p, field, n) == 0;
+}
+
+/* Drops from the record of @item the listed fields that are past their
+ * retention at @now; adds the count to *@dropped. */
+static int retention_item(struct store_batch *b,
+                          const Dossier__Store__V1__RetentionOp__Item *item,
+                          int64_t now, uint64_t *dropped,
+                          struct store_result *res)
+{
+    const KindSchema *k = batch_schema(b, item->kind);
+    StoredRecord *r = NULL;
+    uint8_t key[STORE_KEY_MAX];
+    size_t kept = 0, kept_ix = 0, gone = 0, klen;
+    int rc;
+
+    if (!k || item->rid.len != STORE_RID_BYTES)
+        return 0; /* the kind went away: nothing to do */
+    rc = store_read_record(b->s, b, item->kind, item->rid.data, &r,
+                           &res->status);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0; /* deleted or erased meanwhile */
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < r->n_fields; i++) {
+        const char *name = r->fields[i]->name;
+        const FieldSchema *f = schema_field(k, name);
+        int listed = 0, expired;
+        for (size_t j = 0; j < item->n_fields; j++)
+            listed |= strcmp(item->fields[j], name) == 0;
+        expired = listed && f && f->retention_days > 0 &&
+                  r->updated_at_ms + (int64_t)f->retention_days * DAY_MS <=
+                      now;
+        if (!expired) {
+            r->fields[kept++] = r->fields[i];
+            continue;
+        }
+        /* Its index rows go with it. */
+        kept_ix = 0;
+        for (size_t j = 0; j < r->n_index_keys; j++) {
+            if (index_key_of(&r->index_keys[j], name)) {
+                rocksdb_writebatch_wi_delete_cf(
+                    b->wb, b->s->cf[STORE_INDEX],
+                    (const char *)r->index_keys[j].data,
+                    r->index_keys[j].len);
+                free(r->index_keys[j].data); /* protobuf-c's malloc */
+            } else {
+                r->index_keys[kept_ix++] = r->index_keys[j];
+            }
+        }
+        r->n_index_keys = kept_ix;
+        dossier__store__v1__sealed_field__free_unpacked(r->fields[i], NULL);
+        gone++;
+    }
+    if (gone) {
+        r->n_fields = kept;
+        r->version++;
+        klen = store_record_key(key, item->kind, item->rid.data);
+        if (put_pb(b, STORE_RECORD, key, klen, &r->base, NULL))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        *dropped += gone;
+    }
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    return rc;
+}
+
+static int apply_retention(struct store_batch *b, const Command *cmd,
+                           struct store_result *res)
+{
+    const Dossier__Store__V1__RetentionOp *op = cmd->retention;
+    uint64_t dropped = 0;
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < op->n_items; i++) {
+        if (!schema_name_valid(op->items[i]->kind))
+            return bad_command(res, "retention item");
+        rc = retention_item(b, op->items[i], cmd->time_ms, &dropped, res);
+    }
+    if (rc)
+        return rc;
+    b->revision++;
+    res->version = b->revision;
+    res->deleted = dropped; /* fields dropped */
+    res->index = b->applied;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
+/* ------------------------------------------------------------------ */
 /* Tracked GDPR requests: "q" + id in the policy family. */
 
 #define REQUEST_ID_MAX 32
@@ -959,9 +1062,15 @@ static int audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
 
 /* Appends the entry of @cmd, whose outcome was @outcome. Errors:
  * DOSSIER_NOMEM. */
+/* A sweep's entry names the records it looked at; the leader proposes at
+ * most this many per command (retention.c). */
+#define RETENTION_AUDIT_RECORDS 32
+
 static int audit_command(struct store_batch *b, const Command *cmd,
                          int outcome)
 {
+    uint8_t swept[RETENTION_AUDIT_RECORDS][STORE_RID_BYTES];
+    size_t n_swept = 0;
     struct audit_entry e;
     const uint8_t *sp = NULL, *rid = NULL;
     const char *action = NULL;
@@ -1016,6 +1125,15 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         if (cmd->erase->subject.len == STORE_SP_BYTES)
             sp = cmd->erase->subject.data;
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RETENTION:
+        action = "retention.sweep";
+        for (size_t i = 0; i < cmd->retention->n_items &&
+                           n_swept < RETENTION_AUDIT_RECORDS;
+             i++)
+            if (cmd->retention->items[i]->rid.len == STORE_RID_BYTES)
+                memcpy(swept[n_swept++], cmd->retention->items[i]->rid.data,
+                       STORE_RID_BYTES);
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_REQUEST:
         action = cmd->request->action ==
                          DOSSIER__STORE__V1__REQUEST_OP__ACTION__FILE
@@ -1041,8 +1159,8 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         e.purpose_len = 0;
     e.pseudonym_len = STORE_SP_BYTES;
     e.subject = sp;
-    e.records = rid;
-    e.n_records = rid ? 1 : 0;
+    e.records = n_swept ? swept[0] : rid;
+    e.n_records = n_swept ? n_swept : rid ? 1 : 0;
     e.outcome = outcome;
     if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
         /* A principal with a NUL or too long: name nobody, keep the rest. */
@@ -1287,6 +1405,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_REQUEST:
         rc = cmd->request ? apply_request(b, cmd, res)
                           : bad_command(res, "request");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RETENTION:
+        rc = cmd->retention ? apply_retention(b, cmd, res)
+                            : bad_command(res, "retention");
         break;
     default:
         rc = bad_command(res, "unknown operation");

@@ -1129,6 +1129,75 @@ static void test_tracked_requests(void **state)
     harness_token = NULL;
 }
 
+/* Retention: the leader's sweeper drops fields past their kind's
+ * retention_days (its clock runs 45 days ahead here), with their blind
+ * index rows, keeps the others, and audits each sweep. */
+static void test_retention(void **state)
+{
+    const char *more[] = {"--enable-fault-injection", "--retention-sweep-ms",
+                          "200", "--retention-clock-offset-days", "45", NULL};
+    struct dossier_field_schema fields[] = {
+        {"email", DOSSIER_FIELD_EMAIL, DOSSIER_CATEGORY_CONTACT, 1, 0, 30, 0,
+         NULL, NULL},
+        {"note", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
+         0, NULL, NULL},
+        {"score", DOSSIER_FIELD_INT, DOSSIER_CATEGORY_BEHAVIORAL, 0, 0, 60, 0,
+         NULL, NULL}};
+    struct dossier_kind_schema k = {"lead", 1, 0, 0, "retention test", 3,
+                                    fields};
+    struct dossier_client *admin, *svc, *dpo;
+    struct dossier_record *r, *got = NULL;
+    struct dossier_status st;
+    struct dossier_page pg;
+    struct dossier_value email = {0};
+    struct node_proc n;
+    int gone = 0;
+    (void)state;
+
+    start_with_auth(&n, more);
+    admin = client_as(n.addr, tok_admin, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(dossier_schema_define(admin, NULL, &k, NULL, &st), 0);
+    r = dossier_record_new("lead", "l-1", "subj-retention");
+    dossier_record_set_string(r, "email", "old@example.org");
+    dossier_record_set_string(r, "note", "keep me");
+    dossier_record_set_int(r, "score", 7);
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+
+    for (int t = 0; t < 100 && !gone; t++) {
+        assert_int_equal(dossier_get(svc, NULL, "lead", "l-1", &got, &st), 0);
+        gone = dossier_record_field(got, "email") == NULL;
+        if (!gone) {
+            dossier_record_free(got);
+            got = NULL;
+            usleep(100000);
+        }
+    }
+    assert_true(gone);
+    assert_string_equal(dossier_record_field(got, "note")->u.s, "keep me");
+    assert_int_equal(dossier_record_field(got, "score")->u.i, 7);
+    assert_true(got->version > 1);
+    dossier_record_free(got);
+    /* Its blind index row went with it. */
+    email.type = DOSSIER_TYPE_STRING;
+    email.u.s = "old@example.org";
+    assert_int_equal(dossier_find(svc, NULL, "lead", "email", &email, NULL, &pg,
+                                  &st),
+                     0);
+    assert_int_equal(pg.n_records, 0);
+    dossier_page_release(&pg);
+    assert_true(wait_entry(dpo, "dossierd-retention", "retention.sweep", 0));
+
+    dossier_client_close(admin);
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1137,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_audit_log),
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_tracked_requests),
+        cmocka_unit_test(test_retention),
         cmocka_unit_test(test_erasure),
         cmocka_unit_test(test_restore_replays_erasures),
     };

@@ -1,0 +1,286 @@
+/* The retention sweeper (see retention.h). */
+#include "retention.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster.h"
+#include "errors.h"
+#include "log.h"
+#include "records.h"
+#include "schema.h"
+#include "store.h"
+
+#define DAY_MS (24LL * 3600 * 1000)
+/* Records per command: the sweep's audit entry names each of them. */
+#define ITEMS_PER_COMMAND 32
+/* Records looked at per scan slice, so the store lock is never held long. */
+#define SLICE_RECORDS 2000
+
+struct retention {
+    struct node *node;
+    int64_t interval_ms;
+    int64_t offset_ms;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopping;
+};
+
+struct sweep {
+    struct store *store;
+    int64_t now;
+    Dossier__Store__V1__RetentionOp__Item items[ITEMS_PER_COMMAND];
+    Dossier__Store__V1__RetentionOp__Item *ptrs[ITEMS_PER_COMMAND];
+    uint8_t rids[ITEMS_PER_COMMAND][STORE_RID_BYTES];
+    char kinds[ITEMS_PER_COMMAND][SCHEMA_NAME_MAX + 1];
+    char **fields[ITEMS_PER_COMMAND];
+    size_t n;
+    size_t visited;
+    uint8_t last[STORE_KEY_MAX];
+    size_t last_len;
+    int more;
+};
+
+static void sweep_clear(struct sweep *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        for (size_t j = 0; j < s->items[i].n_fields; j++)
+            free(s->fields[i][j]);
+        free(s->fields[i]);
+    }
+    s->n = 0;
+}
+
+/* Looks at one stored record: adds an item when some field is past its
+ * kind's retention. */
+static int record_cb(void *arg, const uint8_t *key, size_t klen,
+                     const uint8_t *val, size_t vlen)
+{
+    struct sweep *s = arg;
+    const KindSchema *k;
+    StoredRecord *r;
+    char **names = NULL;
+    size_t n = 0;
+
+    if (s->n == ITEMS_PER_COMMAND || s->visited == SLICE_RECORDS) {
+        s->more = 1;
+        return 1;
+    }
+    s->visited++;
+    memcpy(s->last, key, klen);
+    s->last_len = klen;
+    if (klen < STORE_RID_BYTES + 2)
+        return 0;
+    r = dossier__store__v1__stored_record__unpack(NULL, vlen, val);
+    if (!r)
+        return 0; /* reads report corruption; the sweep goes on */
+    k = schema_registry_get(store_schemas(s->store), r->kind);
+    for (size_t i = 0; k && i < r->n_fields; i++) {
+        const FieldSchema *f = schema_field(k, r->fields[i]->name);
+        char **g;
+        if (!f || f->retention_days == 0 ||
+            r->updated_at_ms + (int64_t)f->retention_days * DAY_MS > s->now)
+            continue;
+        g = realloc(names, (n + 1) * sizeof(*names));
+        if (!g || !(g[n] = strdup(r->fields[i]->name))) {
+            names = g ? g : names;
+            break;
+        }
+        names = g;
+        n++;
+    }
+    if (n && strlen(r->kind) <= SCHEMA_NAME_MAX) {
+        Dossier__Store__V1__RetentionOp__Item *it = &s->items[s->n];
+        dossier__store__v1__retention_op__item__init(it);
+        snprintf(s->kinds[s->n], sizeof(s->kinds[s->n]), "%s", r->kind);
+        memcpy(s->rids[s->n], key + klen - STORE_RID_BYTES, STORE_RID_BYTES);
+        it->kind = s->kinds[s->n];
+        it->rid = (ProtobufCBinaryData){STORE_RID_BYTES, s->rids[s->n]};
+        it->fields = names;
+        it->n_fields = n;
+        s->fields[s->n] = names;
+        s->ptrs[s->n] = it;
+        s->n++;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+    }
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    return 0;
+}
+
+struct wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    struct dossier_status st;
+    uint64_t dropped;
+};
+
+static void proposed(void *arg, const struct store_result *res)
+{
+    struct wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->st = res->status;
+    w->dropped = res->deleted;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Proposes the items of @s as one RetentionOp and waits for it; the
+ * number of fields dropped into *@dropped. */
+static int propose(struct retention *rt, struct sweep *s, uint64_t *dropped,
+                   struct dossier_status *st)
+{
+    Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RetentionOp op = DOSSIER__STORE__V1__RETENTION_OP__INIT;
+    struct wait w = {.done = 0};
+    uint8_t *buf;
+    size_t len;
+
+    op.n_items = s->n;
+    op.items = s->ptrs;
+    cmd.time_ms = s->now;
+    cmd.principal = (char *)"dossierd-retention";
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
+    cmd.retention = &op;
+    len = dossier__store__v1__command__get_packed_size(&cmd);
+    if (!(buf = malloc(len)))
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    dossier__store__v1__command__pack(&cmd, buf);
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    if (cluster_submit(rt->node->cluster, buf, len, proposed, &w) != 0) {
+        pthread_mutex_destroy(&w.mu);
+        pthread_cond_destroy(&w.cv);
+        return err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
+    }
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    *st = w.st;
+    *dropped += w.dropped;
+    return st->code;
+}
+
+/* One sweep over every record. */
+static void sweep(struct retention *rt)
+{
+    struct sweep *s = calloc(1, sizeof(*s));
+    struct dossier_status st;
+    uint64_t dropped = 0, records = 0, commands = 0;
+    int first = 1, rc = 0;
+
+    if (!s)
+        return;
+    s->store = rt->node->store;
+    s->now = records_now_ms() + rt->offset_ms;
+    while (rc == 0 && (first || s->more)) {
+        uint8_t after[STORE_KEY_MAX];
+        size_t alen = s->last_len;
+        memcpy(after, s->last, alen);
+        s->more = 0;
+        s->visited = 0;
+        rc = store_scan(s->store, STORE_RECORD, (const uint8_t *)"", 0,
+                        first ? NULL : after,
+                        first ? 0 : alen, record_cb, s, &st);
+        first = 0;
+        if (rc == 1)
+            rc = 0;
+        if (rc == 0 && s->n) {
+            records += s->n;
+            commands++;
+            rc = propose(rt, s, &dropped, &st);
+        }
+        sweep_clear(s);
+        if (!cluster_is_leader(rt->node->cluster))
+            break; /* the new leader sweeps */
+    }
+    /* Every sweep leaves an audit entry, also one that found nothing. */
+    if (rc == 0 && commands == 0 && cluster_is_leader(rt->node->cluster))
+        rc = propose(rt, s, &dropped, &st);
+    if (rc)
+        log_printf(LOG_WARN, "retention sweep stopped: %s", st.message);
+    else
+        log_printf(records ? LOG_INFO : LOG_DEBUG,
+                   "retention sweep: %" PRIu64 " fields past their retention "
+                   "dropped from %" PRIu64 " records",
+                   dropped, records);
+    free(s);
+}
+
+static void *retention_main(void *arg)
+{
+    struct retention *rt = arg;
+    pthread_mutex_lock(&rt->mu);
+    while (!rt->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += rt->interval_ms / 1000;
+        until.tv_nsec += (rt->interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&rt->cv, &rt->mu, &until);
+        if (rt->stopping)
+            break;
+        pthread_mutex_unlock(&rt->mu);
+        if (cluster_is_leader(rt->node->cluster) &&
+            cluster_keys_ready(rt->node->cluster))
+            sweep(rt);
+        pthread_mutex_lock(&rt->mu);
+    }
+    pthread_mutex_unlock(&rt->mu);
+    return NULL;
+}
+
+int retention_start(struct node *n, int64_t interval_ms, int64_t offset_ms,
+                    struct retention **out, struct dossier_status *st)
+{
+    struct retention *rt;
+    *out = NULL;
+    if (interval_ms <= 0)
+        return err_ok(st); /* off */
+    rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    rt->node = n;
+    rt->interval_ms = interval_ms;
+    rt->offset_ms = offset_ms;
+    pthread_mutex_init(&rt->mu, NULL);
+    pthread_cond_init(&rt->cv, NULL);
+    if (pthread_create(&rt->thread, NULL, retention_main, rt) != 0) {
+        pthread_mutex_destroy(&rt->mu);
+        pthread_cond_destroy(&rt->cv);
+        free(rt);
+        return err_set(st, DOSSIER_INTERNAL,
+                       "cannot start the retention thread");
+    }
+    *out = rt;
+    return err_ok(st);
+}
+
+void retention_stop(struct retention *rt)
+{
+    if (!rt)
+        return;
+    pthread_mutex_lock(&rt->mu);
+    rt->stopping = 1;
+    pthread_cond_signal(&rt->cv);
+    pthread_mutex_unlock(&rt->mu);
+    pthread_join(rt->thread, NULL);
+    pthread_mutex_destroy(&rt->mu);
+    pthread_cond_destroy(&rt->cv);
+    free(rt);
+}

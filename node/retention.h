@@ -1,0 +1,28 @@
+/* The retention sweeper. On the leader, every --retention-sweep-ms, it
+ * walks every record (a slice at a time) and proposes, 32 records per
+ * command, the fields found past their kind's retention_days, counted
+ * from the record's last update. Applying the command drops those fields
+ * and their blind-index rows on every replica, after checking each again
+ * against the command's time, and leaves one audit entry per command
+ * (action "retention.sweep", naming the records looked at; a sweep that
+ * finds nothing still leaves one). Records keep their other fields; the
+ * version goes up. */
+#ifndef DOSSIER_NODE_RETENTION_H
+#define DOSSIER_NODE_RETENTION_H
+
+#include <stdint.h>
+
+#include "server.h"
+
+struct retention;
+
+/* Starts sweeping for node @n every @interval_ms (0: never; *@out NULL),
+ * with the clock moved @offset_ms ahead (tests only). Errors:
+ * DOSSIER_NOMEM, DOSSIER_INTERNAL. */
+int retention_start(struct node *n, int64_t interval_ms, int64_t offset_ms,
+                    struct retention **out, struct dossier_status *st);
+
+/* Stops the sweeper (a sweep under way ends first). NULL is a no-op. */
+void retention_stop(struct retention *rt);
+
+#endif
