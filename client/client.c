@@ -15,6 +15,7 @@
 #include "errors.h"
 #include "internal.h"
 #include "pbgrpc.h"
+#include "pemfile.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_MESSAGE (16u << 20)
@@ -142,9 +143,43 @@ static void targets_free(struct dossier_client *c)
     c->n_targets = 0;
 }
 
+/* The PEM text of @o's TLS files (all NULL for plaintext); the caller
+ * frees each with pemfile_free(). Errors: DOSSIER_INVALID_ARGUMENT,
+ * naming the file that cannot be read or is not PEM. */
+static int client_tls_read(const struct dossier_client_options *o,
+                           char *pem[3], struct dossier_status *st)
+{
+    const char *paths[3] = {o->tls_ca, o->tls_cert, o->tls_key};
+    const char *what[3] = {"TLS CA file", "TLS certificate file",
+                           "TLS key file"};
+    struct dossier_status fst;
+
+    if (!o->tls_cert != !o->tls_key)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "tls_cert and tls_key go together: give both or "
+                       "neither");
+    if (o->tls_cert && !o->tls_ca)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "a client certificate needs tls_ca: it is only "
+                       "presented over TLS");
+    for (int i = 0; i < 3; i++)
+        if (paths[i] && pemfile_read(paths[i], what[i], 0, &pem[i], &fst)) {
+            for (int k = 0; k < i; k++) {
+                pemfile_free(pem[k]);
+                pem[k] = NULL;
+            }
+            /* Whatever went wrong, it is the option that is wrong. */
+            return err_set(st, DOSSIER_INVALID_ARGUMENT, "%s", fst.message);
+        }
+    return 0;
+}
+
 int dossier_client_open(const struct dossier_client_options *o,
                         struct dossier_client **out, struct dossier_status *st)
 {
+    grpc_channel_credentials *creds;
+    grpc_ssl_pem_key_cert_pair pair;
+    char *pem[3] = {NULL, NULL, NULL}; /* TLS: CA, certificate, key */
     struct dossier_client *c;
     grpc_arg args[1];
     grpc_channel_args chargs = {1, args};
@@ -168,11 +203,15 @@ int dossier_client_open(const struct dossier_client_options *o,
                                "token holds a character that is not "
                                "printable ASCII");
     }
+    if (client_tls_read(o, pem, st))
+        return st ? st->code : DOSSIER_INVALID_ARGUMENT;
     c = calloc(1, sizeof(*c));
     list = strdup(o->target);
     if (!c || !list) {
         free(c);
         free(list);
+        for (int i = 0; i < 3; i++)
+            pemfile_free(pem[i]);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
     c->purpose = strdup(o->purpose ? o->purpose : "");
@@ -191,10 +230,17 @@ int dossier_client_open(const struct dossier_client_options *o,
     args[0].value.integer = (int)(o->max_message_bytes
                                       ? o->max_message_bytes
                                       : DEFAULT_MAX_MESSAGE);
+    /* One set of credentials for every target; they copy the PEM text. */
+    pair.cert_chain = pem[1];
+    pair.private_key = pem[2];
+    creds = pem[0] ? grpc_ssl_credentials_create(pem[0], pem[1] ? &pair : NULL,
+                                                 NULL, NULL)
+                   : grpc_insecure_credentials_create();
+    for (int i = 0; i < 3; i++)
+        pemfile_free(pem[i]);
     for (tok = strtok_r(list, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         struct target *t;
-        grpc_channel_credentials *creds;
         while (*tok == ' ')
             tok++;
         if (!*tok)
@@ -205,21 +251,21 @@ int dossier_client_open(const struct dossier_client_options *o,
             free(c->purpose);
             free(c->bearer);
             free(c);
+            grpc_channel_credentials_release(creds);
             grpc_shutdown();
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "at most %d targets", MAX_TARGETS);
         }
         t = &c->targets[c->n_targets++];
         t->address = strdup(tok);
-        creds = grpc_insecure_credentials_create();
         t->channel = grpc_channel_create(tok, creds, &chargs);
-        grpc_channel_credentials_release(creds);
         for (int i = 0; i < M_COUNT; i++)
             t->methods[i] = grpc_channel_register_call(t->channel,
                                                        method_paths[i], NULL,
                                                        NULL);
     }
     free(list);
+    grpc_channel_credentials_release(creds);
     if (c->n_targets == 0 || !c->purpose ||
         (o->token && o->token[0] && !c->bearer)) {
         targets_free(c);

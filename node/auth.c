@@ -55,7 +55,7 @@ static int parse_line(char *line, struct auth_principal *p)
     purposes = strtok_r(NULL, " \t", &save);
     extra = strtok_r(NULL, " \t", &save);
     if (!name || !role || !hex || extra || strlen(name) > AUTH_NAME_MAX ||
-        strlen(hex) != 64 ||
+        (strlen(hex) != 64 && strcmp(hex, "cert") != 0) ||
         (purposes && strlen(purposes) >= sizeof(p->purposes)))
         return -1;
     memset(p, 0, sizeof(*p));
@@ -65,6 +65,10 @@ static int parse_line(char *line, struct auth_principal *p)
     p->role = auth_role_parse(role);
     if (!p->role)
         return -1;
+    if (strcmp(hex, "cert") == 0) {
+        p->cert = 1;
+        return 0;
+    }
     if (sodium_hex2bin(p->hash, sizeof(p->hash), hex, 64, NULL, &bin, NULL) !=
             0 ||
         bin != 32)
@@ -104,7 +108,7 @@ static int load_table(const char *path, struct auth *a,
             fclose(f);
             free_table(a);
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                           "%s line %d: expected 'name role sha256-hex "
+                           "%s line %d: expected 'name role sha256-hex|cert "
                            "[purpose,...|*]' with role service, compliance "
                            "or admin",
                            path, lineno);
@@ -196,7 +200,24 @@ int auth_find(struct auth *a, const char *token, size_t len,
     pthread_rwlock_rdlock(&a->lock);
     /* Every entry is compared, so the time does not tell which matched. */
     for (size_t i = 0; i < a->n; i++)
-        if (sodium_memcmp(h, a->p[i].hash, sizeof(h)) == 0) {
+        if (sodium_memcmp(h, a->p[i].hash, sizeof(h)) == 0 && !a->p[i].cert) {
+            *out = a->p[i];
+            found = 1;
+        }
+    pthread_rwlock_unlock(&a->lock);
+    return found;
+}
+
+int auth_find_cert(struct auth *a, const char *cn, size_t len,
+                   struct auth_principal *out)
+{
+    int found = 0;
+    if (!a || !cn || len == 0 || len > AUTH_NAME_MAX)
+        return 0;
+    pthread_rwlock_rdlock(&a->lock);
+    for (size_t i = 0; i < a->n && !found; i++)
+        if (a->p[i].cert && strlen(a->p[i].name) == len &&
+            memcmp(a->p[i].name, cn, len) == 0) {
             *out = a->p[i];
             found = 1;
         }

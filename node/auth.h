@@ -8,6 +8,17 @@
  *
  * The optional fourth column lists the purposes the principal may name,
  * comma-separated; "*" or nothing: every purpose.
+ *
+ * The word `cert` in the third column, instead of a hash, makes a
+ * certificate principal: a caller is that principal when it presents, over
+ * TLS, a client certificate that verified against the node's --tls-ca and
+ * whose subject CN is exactly the principal's name (so a CN with blanks
+ * cannot be one). It has no token:
+ *
+ *   dpo-laptop compliance  cert                             *
+ *
+ * A call is authenticated by its bearer token first; without a known
+ * token, by its certificate; with neither, it is refused.
  * Roles: service (reads and writes records for a purpose), compliance
  * (consent, export, erasure, audit), admin (schema, cluster, principals).
  * Only hashes are stored: `dossier token new NAME ROLE` prints a fresh token
@@ -37,14 +48,15 @@ enum auth_role {
 struct auth_principal {
     char name[AUTH_NAME_MAX + 1];
     enum auth_role role;
-    uint8_t hash[32]; /* SHA-256 of the token */
+    uint8_t hash[32]; /* SHA-256 of the token; zero for cert */
+    int cert;         /* 1: known by its client certificate's CN */
     char purposes[512]; /* "a,b,c" or "*" */
 };
 
 struct auth;
 
 /* Reads @path. Errors: DOSSIER_IO (unreadable), DOSSIER_INVALID_ARGUMENT
- * (a line that is not "name role hash", an unknown role, a name used
+ * (a line that is not "name role hash|cert", an unknown role, a name used
  * twice, no principal at all), DOSSIER_NOMEM. The message names the line. */
 int auth_load(const char *path, struct auth **out, struct dossier_status *st);
 void auth_free(struct auth *a);
@@ -60,6 +72,12 @@ int auth_reload(struct auth *a, const char *path, struct dossier_status *st);
  * entry. */
 int auth_find(struct auth *a, const char *token, size_t len,
               struct auth_principal *out);
+
+/* 1 and a copy of the certificate principal named @cn (@len bytes: the
+ * subject CN of a verified client certificate) in *@out, or 0. Token
+ * principals never match. */
+int auth_find_cert(struct auth *a, const char *cn, size_t len,
+                   struct auth_principal *out);
 
 /* 1 if principal @name may name purpose @purpose. */
 int auth_may_use(struct auth *a, const char *name, const char *purpose);

@@ -34,8 +34,29 @@ static const struct opt opts[] = {
      "is read from $DOSSIER_MASTER_KEY"},
     {"auth-file", OPT_STR, OFF(auth_file), "", 0, 0,
      "principals allowed to call, one 'name role sha256-of-token' per line "
-     "(`dossier token new` makes one); empty: clients are not "
+     "(`dossier token new` makes one), or 'name role cert' for a principal "
+     "known by its TLS client certificate's CN; empty: clients are not "
      "authenticated (development only)"},
+    {"tls-cert", OPT_STR, OFF(tls_cert), "", 0, 0,
+     "PEM certificate (chain) of this node; with tls-key, the gRPC port "
+     "speaks TLS only, and this node presents it to the nodes it calls. It "
+     "must name the address others dial (SAN IP:10.0.0.1 or "
+     "DNS:node1.example); empty: plaintext"},
+    {"tls-key", OPT_STR, OFF(tls_key), "", 0, 0,
+     "PEM private key of tls-cert; refused if group or others can access "
+     "it (mode 0600, like the master key file)"},
+    {"tls-ca", OPT_STR, OFF(tls_ca), "", 0, 0,
+     "PEM bundle of the CA(s) that client certificates and the other "
+     "nodes' certificates must chain to; needs tls-cert; empty: clients "
+     "are not asked for certificates, and other nodes are checked against "
+     "the system's CAs"},
+    {"tls-client-cert", OPT_STR, OFF(tls_client_cert), "request", 0, 0,
+     "with tls-ca: 'request' (a client certificate, if presented, must "
+     "verify against tls-ca; callers without one still connect and need a "
+     "token), 'require' (a connection without a verified client "
+     "certificate fails its handshake) or 'none' (not asked for). An "
+     "auth-file principal with 'cert' for its hash is authenticated by a "
+     "verified certificate whose subject CN is its name"},
     {"ready-file", OPT_STR, OFF(ready_file), "", 0, 0,
      "file to write the bound address to once the node serves"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0,
@@ -288,6 +309,31 @@ int config_load(struct config *c, int argc, char **argv,
     if (log_level_parse(c->log_level) < 0) {
         rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
                      "log-level must be debug, info, warn or error");
+        goto fail;
+    }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "tls-cert and tls-key go together: give both (TLS) or "
+                     "neither (plaintext)");
+        goto fail;
+    }
+    if (c->tls_ca[0] && !c->tls_cert[0]) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "tls-ca needs tls-cert and tls-key: client certificates "
+                     "are only asked for over TLS");
+        goto fail;
+    }
+    if (strcmp(c->tls_client_cert, "none") != 0 &&
+        strcmp(c->tls_client_cert, "request") != 0 &&
+        strcmp(c->tls_client_cert, "require") != 0) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "tls-client-cert must be none, request or require");
+        goto fail;
+    }
+    if (!strcmp(c->tls_client_cert, "require") && !c->tls_ca[0]) {
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "tls-client-cert require needs tls-ca to verify client "
+                     "certificates against");
         goto fail;
     }
     if (!c->data_dir[0] || !c->listen[0]) {

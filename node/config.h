@@ -16,6 +16,10 @@ struct config {
     char *key_file;
     char *ready_file;
     char *auth_file;
+    char *tls_cert;        /* PEM; with tls_key: the port speaks TLS only */
+    char *tls_key;
+    char *tls_ca;          /* PEM bundle: client and peer certificates */
+    char *tls_client_cert; /* none, request or require */
     char *log_level;
     uint64_t max_message_bytes;
     uint64_t key_cache_entries;

@@ -27,6 +27,8 @@
 #include "log.h"
 #include "node_metrics.h"
 #include "retention.h"
+#include "peer.h"
+#include "pemfile.h"
 #include "server.h"
 #include "store.h"
 
@@ -54,6 +56,46 @@ static int load_keys(const struct config *cfg, struct keyfile *kf,
     return err_set(st, DOSSIER_INVALID_ARGUMENT,
                    "no master key: give --key-file (make one with `dossier "
                    "keygen`) or set $" KEYFILE_ENV);
+}
+
+/* The node's TLS files (--tls-*), read whole: gRPC takes PEM text. */
+struct tls_files {
+    char *cert, *key, *ca; /* pemfile_free(); NULL when not given */
+};
+
+/* Reads the TLS files of @cfg into @t and describes them in @out. The key
+ * file must be private, as the master key file must. Errors: those of
+ * pemfile_read(), naming the file. */
+static int tls_load(const struct config *cfg, struct tls_files *t,
+                    struct server_tls *out, struct dossier_status *st)
+{
+    int rc = pemfile_read(cfg->tls_cert, "TLS certificate file", 0, &t->cert,
+                          st);
+    if (rc == 0)
+        rc = pemfile_read(cfg->tls_key, "TLS key file", PEMFILE_OWNER_ONLY,
+                          &t->key, st);
+    if (rc == 0 && cfg->tls_ca[0])
+        rc = pemfile_read(cfg->tls_ca, "TLS CA file", 0, &t->ca, st);
+    if (rc)
+        return rc;
+    out->cert_pem = t->cert;
+    out->key_pem = t->key;
+    out->ca_pem = t->ca;
+    out->client_cert = !strcmp(cfg->tls_client_cert, "require")
+                           ? SERVER_CLIENT_CERT_REQUIRE
+                       : !strcmp(cfg->tls_client_cert, "none")
+                           ? SERVER_CLIENT_CERT_NONE
+                           : SERVER_CLIENT_CERT_REQUEST;
+    return 0;
+}
+
+/* Wipes and frees what tls_load() read (gRPC keeps its own copies). */
+static void tls_release(struct tls_files *t)
+{
+    pemfile_free(t->cert);
+    pemfile_free(t->key);
+    pemfile_free(t->ca);
+    memset(t, 0, sizeof(*t));
 }
 
 /* A data directory that already holds the cluster's keyset must open it
@@ -334,6 +376,8 @@ int main(int argc, char **argv)
     struct node node;
     struct signal_ctx sc;
     struct ready_ctx ready;
+    struct tls_files tls_files = {NULL, NULL, NULL};
+    struct server_tls tls = {NULL, NULL, NULL, SERVER_CLIENT_CERT_NONE};
     pthread_t sig_thread, ready_thread, extra[63];
     char bound[300], snapdir[4200];
     size_t n_members = 0;
@@ -379,6 +423,8 @@ int main(int argc, char **argv)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
     if (rc == 0 && cfg.auth_file[0])
         rc = auth_load(cfg.auth_file, &auth, &st);
+    if (rc == 0 && cfg.tls_cert[0])
+        rc = tls_load(&cfg, &tls_files, &tls, &st);
     if (rc == 0)
         crypt_peer_token(crypt, node.peer_token);
     if (rc == 0)
@@ -387,8 +433,12 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = check_keys(store, crypt, &st);
     if (rc == 0)
-        rc = server_bind(&node, cfg.listen, cfg.max_message_bytes, &server,
-                         bound, sizeof(bound), &st);
+        rc = server_bind(&node, cfg.listen, cfg.max_message_bytes, &tls,
+                         &server, bound, sizeof(bound), &st);
+    /* Node-to-node calls are mutual TLS too: this node's certificate is
+     * its client certificate when it calls the others. */
+    if (rc == 0 && tls.cert_pem)
+        rc = peer_tls_set(tls.ca_pem, tls.cert_pem, tls.key_pem, &st);
     if (rc == 0) {
         const char *self = cfg.advertise[0] ? cfg.advertise : bound;
         if (n_members == 0) {
@@ -420,6 +470,7 @@ int main(int argc, char **argv)
         rc = cluster_start(store, crypt, &co, &cluster, &st);
     }
 started:
+    tls_release(&tls_files);
     if (rc) {
         log_printf(LOG_ERROR, "cannot start: %s", st.message);
         fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
@@ -484,6 +535,15 @@ started:
     else
         log_printf(LOG_INFO, "%zu principals may call (from %s)",
                    auth_count(auth), cfg.auth_file);
+    if (!cfg.tls_cert[0])
+        log_printf(LOG_WARN, "no --tls-cert: clients and nodes talk "
+                             "plaintext gRPC; keep them on a private "
+                             "network");
+    else
+        log_printf(LOG_INFO, "TLS only on %s, to other nodes too (certificate "
+                   "%s); client certificates: %s", bound, cfg.tls_cert,
+                   cfg.tls_ca[0] ? cfg.tls_client_cert
+                                 : "not asked (no --tls-ca)");
     server_start(server);
     sc.server = server;
     sc.cluster = cluster;
@@ -537,6 +597,7 @@ out:
         halted = 1;
     }
     cluster_free(cluster);
+    peer_tls_clear(); /* after the last peer channel is gone */
     audit_sink_free(node.audit);
     server_free(server);
     health_free(node.health);

@@ -2,6 +2,7 @@
  * snapshot streams. */
 #include "peer.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -61,6 +62,11 @@ struct peer_client {
     grpc_channel *old[64];
     size_t n_old;
 };
+
+/* Credentials of every peer channel; NULL: plaintext. Set by
+ * peer_tls_set() before any peer client exists, read under a client's
+ * lock, and shared by all channels (each takes its own reference). */
+static grpc_channel_credentials *peer_creds;
 
 enum pcall_kind { PC_SEND, PC_FORWARD };
 
@@ -204,6 +210,30 @@ static void *cq_main(void *arg)
 
 /* ------------------------------------------------------------------ */
 
+int peer_tls_set(const char *ca_pem, const char *cert_pem,
+                 const char *key_pem, struct dossier_status *st)
+{
+    grpc_ssl_pem_key_cert_pair pair = {key_pem, cert_pem};
+
+    assert(!peer_creds);
+    /* Nodes are dialled at the address they advertise, and gRPC checks it
+     * against the certificate's SANs: no target name override, so a
+     * certificate for another name is refused. */
+    peer_creds = grpc_ssl_credentials_create(ca_pem, &pair, NULL, NULL);
+    if (!peer_creds)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "gRPC refused the TLS certificate and key for "
+                       "calls to other nodes");
+    return 0;
+}
+
+void peer_tls_clear(void)
+{
+    if (peer_creds)
+        grpc_channel_credentials_release(peer_creds);
+    peer_creds = NULL;
+}
+
 int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
                     uint64_t self, const char *self_address,
                     const char *peer_token, const struct peer_events *ev,
@@ -286,9 +316,10 @@ void peer_client_set_address(struct peer_client *pc, uint64_t id,
                 grpc_channel_destroy(p->ch); /* unlikely: 64 moves */
         }
         snprintf(p->address, sizeof(p->address), "%s", address);
-        creds = grpc_insecure_credentials_create();
+        creds = peer_creds ? peer_creds : grpc_insecure_credentials_create();
         p->ch = grpc_channel_create(p->address, creds, NULL);
-        grpc_channel_credentials_release(creds);
+        if (creds != peer_creds)
+            grpc_channel_credentials_release(creds);
         p->m_send = grpc_channel_register_call(
             p->ch, "/dossier.peer.v1.Peer/Send", NULL, NULL);
         p->m_forward = grpc_channel_register_call(

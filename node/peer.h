@@ -40,6 +40,19 @@ typedef void (*peer_forward_cb)(void *arg, int code, const char *message,
 
 struct peer_client;
 
+/* Makes every peer channel opened from now on mutual TLS: the other node's
+ * certificate must verify against @ca_pem (NULL: the system's CAs) and
+ * name the address dialled, and this node presents @cert_pem with
+ * @key_pem (all PEM text, copied). The peer token is still sent on every
+ * call. The TLS identity is the process's, like grpc_init(): call it once,
+ * before the first peer_client_new() (cluster_start() makes the client),
+ * and peer_tls_clear() after the last peer_client_free(). Without it,
+ * peers talk plaintext. Errors: DOSSIER_INVALID_ARGUMENT (gRPC refused the
+ * credentials). */
+int peer_tls_set(const char *ca_pem, const char *cert_pem,
+                 const char *key_pem, struct dossier_status *st);
+void peer_tls_clear(void);
+
 /* @self_address (copied) is sent with every message batch, @peer_token
  * (copied; see auth.h) with every call. Errors: DOSSIER_NOMEM,
  * DOSSIER_INTERNAL (no thread). */

@@ -892,9 +892,45 @@ static int authorize_purpose(struct call *c, const struct api_method *m)
     return 0;
 }
 
+/* The certificate principal of @c's caller: 1 and *@out when the call
+ * came over TLS with a verified client certificate whose subject CN names
+ * a `cert` principal of @a. That CN (printable ASCII, '?' for the rest;
+ * "" for none) goes into @cn for the log: nothing else of a certificate
+ * is ever logged. */
+static int cert_principal(struct call *c, struct auth *a,
+                          struct auth_principal *out, char *cn, size_t cap)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p = NULL;
+    int found = 0;
+
+    cn[0] = '\0';
+    if (!ctx)
+        return 0;
+    /* The port asks only for certificates it verifies (server_bind), so
+     * an authenticated peer's CN is from a certificate that verified. */
+    if (grpc_auth_context_peer_is_authenticated(ctx)) {
+        it = grpc_auth_context_find_properties_by_name(
+            ctx, GRPC_X509_CN_PROPERTY_NAME);
+        p = grpc_auth_property_iterator_next(&it);
+    }
+    if (p && p->value && p->value_length > 0) {
+        size_t i;
+        found = auth_find_cert(a, p->value, p->value_length, out);
+        for (i = 0; i < p->value_length && i + 1 < cap; i++)
+            cn[i] = p->value[i] >= ' ' && p->value[i] <= '~' ? p->value[i]
+                                                             : '?';
+        cn[i] = '\0';
+    }
+    grpc_auth_context_release(ctx);
+    return found;
+}
+
 /* Refuses @c (answering it) unless its caller may call @m; 0 if it may.
  * Peer methods need the peer token. With an auth file, every other call
- * needs a known token whose role the method allows, and data calls need a
+ * needs a known token, or a verified client certificate of a certificate
+ * principal, whose role the method allows, and data calls need a
  * purpose. Every refusal is logged (no token or personal data in it). */
 static int authorize(struct call *c, const struct api_method *m)
 {
@@ -918,16 +954,25 @@ static int authorize(struct call *c, const struct api_method *m)
         return authorize_purpose(c, m); /* authentication is off */
     if (!c->principal[0]) {
         struct auth_principal pr;
+        char cn[AUTH_NAME_MAX + 1];
         const struct auth_principal *p =
             have && auth_find(n->auth, c->token, c->token_len, &pr) ? &pr
                                                                    : NULL;
+        if (!p && cert_principal(c, n->auth, &pr, cn, sizeof(cn)))
+            p = &pr;
         if (!p) {
-            log_call(LOG_WARN, call_request_id(c), "refused %s: %s", m->path,
-                       have ? "unknown token" : "no bearer token");
+            log_call(LOG_WARN, call_request_id(c), "refused %s: %s%s%s%s",
+                     m->path, have ? "unknown token" : "no bearer token",
+                     cn[0] ? ", and certificate CN '" : "", cn,
+                     cn[0] ? "' is no cert principal" : "");
             call_fail(c, DOSSIER_UNAUTHENTICATED,
                       have ? "the token is not known to this cluster"
-                           : "no credentials: send the metadata "
-                             "'authorization: Bearer <token>'");
+                           : cn[0] ? "the client certificate's CN is not a "
+                                     "principal of this cluster"
+                                   : "no credentials: send the metadata "
+                                     "'authorization: Bearer <token>', or a "
+                                     "client certificate of a cert "
+                                     "principal over TLS");
             return -1;
         }
         snprintf(c->principal, sizeof(c->principal), "%.*s", AUTH_NAME_MAX,
@@ -1041,9 +1086,33 @@ static void call_start(struct call *c)
 /* ------------------------------------------------------------------ */
 /* Server */
 
+/* The credentials of the gRPC port: TLS when @tls has a certificate. */
+static grpc_server_credentials *server_credentials(const struct server_tls *tls)
+{
+    grpc_ssl_pem_key_cert_pair pair;
+    grpc_ssl_server_certificate_config *config;
+    grpc_ssl_client_certificate_request_type req =
+        GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+
+    if (!tls || !tls->cert_pem)
+        return grpc_insecure_server_credentials_create();
+    /* Only the verifying modes: a certificate that did not verify must
+     * never reach authorize(), where its CN could name a principal. */
+    if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUEST)
+        req = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    else if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUIRE)
+        req = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    pair.private_key = tls->key_pem;
+    pair.cert_chain = tls->cert_pem;
+    config = grpc_ssl_server_certificate_config_create(tls->ca_pem, &pair, 1);
+    /* Both take ownership of what they are given. */
+    return grpc_ssl_server_credentials_create_with_options(
+        grpc_ssl_server_credentials_create_options_using_config(req, config));
+}
+
 int server_bind(struct node *n, const char *listen, size_t max_message,
-                struct server **out, char *bound, size_t cap,
-                struct dossier_status *st)
+                const struct server_tls *tls, struct server **out,
+                char *bound, size_t cap, struct dossier_status *st)
 {
     grpc_arg args[1];
     grpc_channel_args chargs = {1, args};
@@ -1071,9 +1140,10 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
                 ? GRPC_SRM_PAYLOAD_NONE
                 : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
             0);
-    creds = grpc_insecure_server_credentials_create();
-    port = grpc_server_add_http2_port(s->grpc, listen, creds);
-    grpc_server_credentials_release(creds);
+    creds = server_credentials(tls);
+    port = creds ? grpc_server_add_http2_port(s->grpc, listen, creds) : 0;
+    if (creds)
+        grpc_server_credentials_release(creds);
     if (port == 0) {
         grpc_server_destroy(s->grpc);
         grpc_completion_queue_shutdown(s->cq);
@@ -1084,6 +1154,13 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
             ;
         grpc_completion_queue_destroy(s->cq);
         free(s);
+        if (tls && tls->cert_pem)
+            return err_set(st, DOSSIER_UNAVAILABLE,
+                           "cannot listen on %s with TLS (address in use "
+                           "or invalid, or gRPC refused the certificate, "
+                           "key or CA: they must be PEM and the key must "
+                           "match the certificate)",
+                           listen);
         return err_set(st, DOSSIER_UNAVAILABLE,
                        "cannot listen on %s (address in use or invalid)",
                        listen);

@@ -135,12 +135,32 @@ void *call_user(const struct call *c);
 
 struct server;
 
+/* Whether a TLS port asks callers for a certificate. Every certificate it
+ * asks for must verify against the CA; the CN of a verified one can name
+ * a certificate principal (auth.h). */
+enum server_client_cert {
+    SERVER_CLIENT_CERT_NONE,    /* not asked for */
+    SERVER_CLIENT_CERT_REQUEST, /* optional; one presented must verify */
+    SERVER_CLIENT_CERT_REQUIRE, /* the handshake fails without one */
+};
+
+/* TLS settings of the gRPC port: PEM text (not paths), borrowed for the
+ * call (gRPC copies it). */
+struct server_tls {
+    const char *cert_pem;  /* NULL: plaintext; else with key_pem */
+    const char *key_pem;
+    const char *ca_pem;    /* NULL: client certificates are not asked */
+    enum server_client_cert client_cert;
+};
+
 /* Binds @listen ("host:port"; port 0 for any) for @n (borrowed), without
- * serving yet; the bound address goes into @bound (@cap bytes).
- * Errors: DOSSIER_UNAVAILABLE (cannot bind), DOSSIER_NOMEM. */
+ * serving yet, speaking TLS only when @tls (may be NULL) has a cert_pem;
+ * the bound address goes into @bound (@cap bytes).
+ * Errors: DOSSIER_UNAVAILABLE (cannot bind, or gRPC refused the TLS
+ * certificate, key or CA), DOSSIER_NOMEM. */
 int server_bind(struct node *n, const char *listen, size_t max_message,
-                struct server **out, char *bound, size_t cap,
-                struct dossier_status *st);
+                const struct server_tls *tls, struct server **out,
+                char *bound, size_t cap, struct dossier_status *st);
 
 /* Starts taking calls; @n must be complete by now. */
 void server_start(struct server *s);

@@ -35,6 +35,12 @@ static const char usage_text[] =
     "                       go to the first that answers\n"
     "  --rocksdb DIR        raw RocksDB in DIR (made if missing): synced\n"
     "                       puts and plain gets, the baseline\n"
+    "TLS (Dossier nodes; default: plaintext):\n"
+    "  --tls-ca FILE        call over TLS, verifying the nodes against this\n"
+    "                       PEM CA bundle (default $DOSSIER_TLS_CA)\n"
+    "  --tls-cert FILE      PEM client certificate to present, with\n"
+    "  --tls-key FILE       its key (default $DOSSIER_TLS_CERT and\n"
+    "                       $DOSSIER_TLS_KEY)\n"
     "Load:\n"
     "  --clients N          concurrent closed-loop clients (default 16)\n"
     "  --duration S         seconds to measure (default 10)\n"
@@ -61,6 +67,7 @@ static const char usage_text[] =
 
 struct bench {
     const char *target;
+    const char *tls_ca, *tls_cert, *tls_key; /* NULL: plaintext */
     struct dossier_call_options read_opts;
     const char *rocksdb_dir;
     int clients;
@@ -186,6 +193,9 @@ static int dossier_setup(struct bench *b)
     o.purpose = "operations"; /* built in: contract basis */
     o.token = getenv("DOSSIER_TOKEN");
     o.timeout_ms = 30000;
+    o.tls_ca = b->tls_ca;
+    o.tls_cert = b->tls_cert;
+    o.tls_key = b->tls_key;
     if (dossier_client_open(&o, &b->client, &st))
         goto fail;
     if (dossier_schema_get(b->client, NULL, BENCH_KIND, &k, &st) == 0) {
@@ -448,6 +458,9 @@ int main(int argc, char **argv)
     static const struct option lopts[] = {
         {"target", required_argument, NULL, 't'},
         {"rocksdb", required_argument, NULL, 'r'},
+        {"tls-ca", required_argument, NULL, 'A'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"clients", required_argument, NULL, 'c'},
         {"duration", required_argument, NULL, 'd'},
         {"warmup", required_argument, NULL, 'w'},
@@ -473,10 +486,16 @@ int main(int argc, char **argv)
     double t0, t1, cpu0, cpu1, thr;
     int ch, p, g;
 
+    b.tls_ca = getenv("DOSSIER_TLS_CA");
+    b.tls_cert = getenv("DOSSIER_TLS_CERT");
+    b.tls_key = getenv("DOSSIER_TLS_KEY");
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
         switch (ch) {
         case 't': b.target = optarg; break;
         case 'r': b.rocksdb_dir = optarg; break;
+        case 'A': b.tls_ca = optarg; break;
+        case 'C': b.tls_cert = optarg; break;
+        case 'K': b.tls_key = optarg; break;
         case 'c': b.clients = atoi(optarg); break;
         case 'd': b.duration = atof(optarg); break;
         case 'w': b.warmup = atof(optarg); break;
@@ -491,6 +510,13 @@ int main(int argc, char **argv)
         default: fputs(usage_text, stderr); return 2;
         }
     }
+    /* An empty variable or flag is as good as none. */
+    if (b.tls_ca && !b.tls_ca[0])
+        b.tls_ca = NULL;
+    if (b.tls_cert && !b.tls_cert[0])
+        b.tls_cert = NULL;
+    if (b.tls_key && !b.tls_key[0])
+        b.tls_key = NULL;
     if (strcmp(mix, "put") == 0)
         b.put_pct = 100;
     else if (strcmp(mix, "get") == 0)

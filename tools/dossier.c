@@ -49,6 +49,13 @@ static const char usage_text[] =
     "                          operations); see: dossier purpose list\n"
     "      --token-file FILE   file holding the bearer token of the calls\n"
     "                          (default: the token in $DOSSIER_TOKEN)\n"
+    "      --tls-ca FILE       call over TLS, verifying the nodes against this\n"
+    "                          PEM CA bundle (default $DOSSIER_TLS_CA; unset:\n"
+    "                          plaintext)\n"
+    "      --tls-cert FILE     PEM client certificate to present, with --tls-key\n"
+    "                          (default $DOSSIER_TLS_CERT); its CN can name a\n"
+    "                          principal, then no token is needed\n"
+    "      --tls-key FILE      PEM key of --tls-cert (default $DOSSIER_TLS_KEY)\n"
     "      --timeout MS        deadline of each call (default 10000)\n"
     "      --pretty            indent JSON output\n"
     "  -h, --help              this text\n"
@@ -169,6 +176,7 @@ struct cli {
     const char *purpose;
     const char *token;
     char token_buf[160];
+    const char *tls_ca, *tls_cert, *tls_key; /* NULL: not given */
     int64_t timeout_ms;
     size_t json_flags;
     struct dossier_call_options read_opts; /* for reads */
@@ -220,6 +228,9 @@ static void client_options(const struct cli *cli, const char *target,
     o->purpose = cli->purpose;
     o->token = cli->token;
     o->timeout_ms = cli->timeout_ms;
+    o->tls_ca = cli->tls_ca;
+    o->tls_cert = cli->tls_cert;
+    o->tls_key = cli->tls_key;
 }
 
 static int connect_node(struct cli *cli)
@@ -1697,6 +1708,9 @@ int main(int argc, char **argv)
         {"target", required_argument, NULL, 't'},
         {"purpose", required_argument, NULL, 'p'},
         {"token-file", required_argument, NULL, 'T'},
+        {"tls-ca", required_argument, NULL, 'A'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"timeout", required_argument, NULL, 'O'},
         {"pretty", no_argument, NULL, 'P'},
         {"serializable", no_argument, NULL, 'S'},
@@ -1715,6 +1729,9 @@ int main(int argc, char **argv)
     if (!cli.purpose || !cli.purpose[0])
         cli.purpose = "operations"; /* built in: contract, no special data */
     cli.token = getenv("DOSSIER_TOKEN");
+    cli.tls_ca = getenv("DOSSIER_TLS_CA");
+    cli.tls_cert = getenv("DOSSIER_TLS_CERT");
+    cli.tls_key = getenv("DOSSIER_TLS_KEY");
     cli.json_flags = JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER;
     opterr = 0;
     /* '+' stops at the command: its own options belong to it. */
@@ -1735,6 +1752,9 @@ int main(int argc, char **argv)
             cli.token = cli.token_buf;
             break;
         }
+        case 'A': cli.tls_ca = optarg; break;
+        case 'C': cli.tls_cert = optarg; break;
+        case 'K': cli.tls_key = optarg; break;
         case 'O':
             if (parse_u64(optarg, &timeout) || timeout == 0 ||
                 timeout > 3600000)
@@ -1753,6 +1773,18 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("no command given%s", "");
+    /* An empty variable or flag is as good as none. */
+    if (cli.tls_ca && !cli.tls_ca[0])
+        cli.tls_ca = NULL;
+    if (cli.tls_cert && !cli.tls_cert[0])
+        cli.tls_cert = NULL;
+    if (cli.tls_key && !cli.tls_key[0])
+        cli.tls_key = NULL;
+    if (!cli.tls_cert != !cli.tls_key)
+        return usage_error("--tls-cert and --tls-key go together%s", "");
+    if (cli.tls_cert && !cli.tls_ca)
+        return usage_error("--tls-cert needs --tls-ca (a client certificate "
+                           "is only presented over TLS)%s", "");
     if (sodium_init() < 0)
         return EXIT_ERROR;
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

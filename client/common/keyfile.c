@@ -109,6 +109,20 @@ static int parse_line(struct keyfile *kf, char *line, const char *path,
     return add_key(kf, (uint32_t)v, hex, strlen(hex), where, st);
 }
 
+int keyfile_check_private(int fd, const char *what, const char *path,
+                          struct stat *sb, struct dossier_status *st)
+{
+    if (fstat(fd, sb) != 0 || !S_ISREG(sb->st_mode))
+        return err_set(st, DOSSIER_IO, "%s %s is not a regular file", what,
+                       path);
+    if (sb->st_mode & (S_IRWXG | S_IRWXO))
+        return err_set(st, DOSSIER_PERMISSION_DENIED,
+                       "%s %s is accessible by group or others (mode "
+                       "%04o); run: chmod 600 %s",
+                       what, path, (unsigned)(sb->st_mode & 07777), path);
+    return 0;
+}
+
 int keyfile_load(struct keyfile *kf, const char *path,
                  struct dossier_status *st)
 {
@@ -125,18 +139,9 @@ int keyfile_load(struct keyfile *kf, const char *path,
     if (fd < 0)
         return err_set(st, DOSSIER_IO, "cannot open key file %s: %s", path,
                        strerror(errno));
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        rc = err_set(st, DOSSIER_IO, "key file %s is not a regular file",
-                     path);
+    rc = keyfile_check_private(fd, "key file", path, &sb, st);
+    if (rc)
         goto out_close;
-    }
-    if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
-        rc = err_set(st, DOSSIER_PERMISSION_DENIED,
-                     "key file %s is accessible by group or others (mode "
-                     "%04o); run: chmod 600 %s",
-                     path, (unsigned)(sb.st_mode & 07777), path);
-        goto out_close;
-    }
     if (sb.st_size > KEYFILE_MAX_BYTES) {
         rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
                      "key file %s is larger than %d bytes", path,

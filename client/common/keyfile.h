@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include <dossier/dossier.h>
 
@@ -32,6 +33,15 @@ struct keyfile {
     size_t n;
     struct keyfile_key keys[KEYFILE_MAX_VERSIONS];
 };
+
+/* Refuses the open file @fd unless it is a regular file that neither group
+ * nor others can access: the check of the master key file, also applied to
+ * the node's TLS key. @what and @path name the file in the message ("key
+ * file", "TLS key file"); *@sb gets its fstat().
+ * Errors: DOSSIER_IO (cannot stat, not a regular file),
+ * DOSSIER_PERMISSION_DENIED (mode). */
+int keyfile_check_private(int fd, const char *what, const char *path,
+                          struct stat *sb, struct dossier_status *st);
 
 /* Loads @path into @kf (zeroed first). Refuses a file readable or writable
  * by group or others, a malformed line (named by number, never quoted) and

@@ -225,6 +225,16 @@ struct dossier_client_options {
                                printable ASCII characters. */
     int64_t timeout_ms;     /* default deadline of a call; default 10000 */
     size_t max_message_bytes; /* largest reply accepted; default 16 MiB */
+    /* TLS (paths of PEM files; all NULL: plaintext, the default).
+     * tls_ca set: calls go over TLS, and each node's certificate must
+     * verify against this CA bundle and name the address dialled (SAN
+     * IP:... or DNS:...). tls_cert and tls_key (both or neither, and only
+     * with tls_ca): the client certificate and its key, presented to nodes
+     * that ask for one; its subject CN can name a principal (see dossierd
+     * --auth-file), so no token is needed. */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 };
 
 DOSSIER_API void dossier_client_options_init(struct dossier_client_options *o);
@@ -265,7 +275,13 @@ struct dossier_client;
  * with a short growing pause. Every write carries a request id, the same
  * on each retry, and the cluster applies a retried write only once.
  *
- * Errors: DOSSIER_INVALID_ARGUMENT (no target, too many), DOSSIER_NOMEM. */
+ * The TLS files are read here (a node's certificate is checked at the
+ * first call: a node that does not verify, or that refuses this client's
+ * certificate, shows as DOSSIER_UNAVAILABLE then).
+ *
+ * Errors: DOSSIER_INVALID_ARGUMENT (no target, too many; a TLS file that
+ * cannot be read or is not PEM, named in the message; tls_cert without
+ * tls_key or either without tls_ca), DOSSIER_NOMEM. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_client_open(const struct dossier_client_options *o,
                     struct dossier_client **out, struct dossier_status *st);
