@@ -524,7 +524,12 @@ static int retryable(const struct client_call *cc, int rc)
     gpr_timespec next = gpr_time_add(
         gpr_now(GPR_CLOCK_REALTIME),
         gpr_time_from_millis(backoff_ms(cc) + 10, GPR_TIMESPAN));
-    return rc == DOSSIER_UNAVAILABLE && gpr_time_cmp(next, cc->deadline) < 0;
+    /* CANCELLED: libdossier cancels nothing itself, so the node did, as
+     * it stopped with the call unanswered (gRPC cancels calls a stopping
+     * server never took up). Like UNAVAILABLE, the call may be tried on
+     * another node: a write carries its request id. */
+    return (rc == DOSSIER_UNAVAILABLE || rc == DOSSIER_CANCELLED) &&
+           gpr_time_cmp(next, cc->deadline) < 0;
 }
 
 static int64_t backoff_ms(const struct client_call *cc)

@@ -270,8 +270,9 @@ struct dossier_client;
  * lazily: an unreachable node shows as DOSSIER_UNAVAILABLE on the first
  * call, not here. A client is safe to share between threads.
  *
- * Failover: a call that finds its node unreachable, without a leader, or
- * losing leadership, is retried on the next target until its deadline,
+ * Failover: a call that finds its node unreachable, without a leader,
+ * losing leadership or stopping, is retried on the next target until its
+ * deadline,
  * with a short growing pause. Every write carries a request id, the same
  * on each retry, and the cluster applies a retried write only once.
  *
