@@ -40,6 +40,9 @@ void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *req);
 void api_subjects_export(struct call *c, ProtobufCMessage *req);
 /* Waits until no export is running (before the store closes). */
 void api_export_wait_idle(void);
+/* At a stop: exports under way end (their calls answered) and none
+ * starts; returns once none runs. */
+void api_export_stop(void);
 
 void api_requests_file(struct call *c, ProtobufCMessage *req);
 void api_requests_list(struct call *c, ProtobufCMessage *req);

@@ -27,6 +27,7 @@
 static pthread_mutex_t running_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t running_cv = PTHREAD_COND_INITIALIZER;
 static int running;
+static int exports_stopping;
 
 static void running_add(int d)
 {
@@ -35,6 +36,12 @@ static void running_add(int d)
     if (running == 0)
         pthread_cond_broadcast(&running_cv);
     pthread_mutex_unlock(&running_mu);
+}
+
+void api_export_stop(void)
+{
+    __atomic_store_n(&exports_stopping, 1, __ATOMIC_RELEASE);
+    api_export_wait_idle();
 }
 
 void api_export_wait_idle(void)
@@ -96,6 +103,8 @@ static void on_closed(struct call *c)
 static int send_chunk(struct export_job *j, Dossier__V1__ExportChunk *chunk)
 {
     int ok;
+    if (__atomic_load_n(&exports_stopping, __ATOMIC_ACQUIRE))
+        return -1; /* the node is stopping */
     pthread_mutex_lock(&j->mu);
     if (j->closed || j->broken) {
         pthread_mutex_unlock(&j->mu);
@@ -413,6 +422,9 @@ static void *export_main(void *arg)
         call_audit_read(j->call, j->sp, NULL, 0);
         call_stream_end(j->call);
     } else {
+        if (__atomic_load_n(&exports_stopping, __ATOMIC_ACQUIRE))
+            err_set(&st, DOSSIER_UNAVAILABLE, "the node is stopping: export "
+                    "again, from another node");
         call_fail_status(j->call, &st);
     }
     job_unref(j);

@@ -940,7 +940,6 @@ static void receipt_reply(struct call *c, const char *id)
     Dossier__V1__ErasureCertificate cert =
         DOSSIER__V1__ERASURE_CERTIFICATE__INIT;
     Dossier__Store__V1__TrackedRequest *t;
-    Dossier__Store__V1__ErasureRecord *er = NULL;
     struct dossier_status st;
     uint8_t pk[32], sig[64], esig[64];
     unsigned char *sk = NULL;
@@ -960,16 +959,18 @@ static void receipt_reply(struct call *c, const char *id)
             return call_fail_status(c, &st);
         }
         resp.public_key = (ProtobufCBinaryData){32, pk};
-        if (strcmp(t->kind, "erasure") == 0 && t->subject.len == 16 &&
-            store_erasure_get(n->store, t->subject.data, &er, &st) == 0) {
+        if (strcmp(t->kind, "erasure") == 0 && t->subject.len == 16) {
+            /* The erasure this request executed, as the request recorded
+             * it (the same values its ledger row had then; the row itself
+             * may belong to a later erasure by now). */
             uint8_t m[AUDIT_ERASURE_MESSAGE_BYTES];
-            audit_erasure_message(t->subject.data, er->time_ms,
-                                  er->raft_index, er->records_deleted, m);
+            audit_erasure_message(t->subject.data, t->executed_ms,
+                                  t->result_index, t->records, m);
             crypto_sign_detached(esig, NULL, m, sizeof(m), sk);
             cert.pseudonym = t->subject;
-            cert.time_ms = er->time_ms;
-            cert.raft_index = er->raft_index;
-            cert.records_deleted = er->records_deleted;
+            cert.time_ms = t->executed_ms;
+            cert.raft_index = t->result_index;
+            cert.records_deleted = t->records;
             cert.signature = (ProtobufCBinaryData){64, esig};
             cert.public_key = (ProtobufCBinaryData){32, pk};
             cert.n_nodes = 1;
@@ -989,8 +990,6 @@ static void receipt_reply(struct call *c, const char *id)
     call_audit_read(c, t->subject.len == 16 ? t->subject.data : NULL, NULL,
                     0);
     call_reply(c, &resp.base);
-    if (er)
-        dossier__store__v1__erasure_record__free_unpacked(er, NULL);
     dossier__store__v1__tracked_request__free_unpacked(t, NULL);
 }
 
@@ -1043,7 +1042,7 @@ void api_requests_file(struct call *c, ProtobufCMessage *msg)
     Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
     Dossier__Store__V1__RequestOp op = DOSSIER__STORE__V1__REQUEST_OP__INIT;
     int64_t now = records_now_ms(), received;
-    uint8_t rnd[4];
+    uint8_t rnd[8];
     struct req_ctx *r;
 
     if (strcmp(req->kind, "erasure") != 0 && strcmp(req->kind, "export") != 0)
@@ -1059,9 +1058,17 @@ void api_requests_file(struct call *c, ProtobufCMessage *msg)
         free(r);
         return;
     }
-    randombytes_buf(rnd, sizeof(rnd));
-    snprintf(r->id, sizeof(r->id), "REQ-%02X%02X%02X%02X", rnd[0], rnd[1],
-             rnd[2], rnd[3]);
+    /* From the call's request id when it has one: a retry of this call
+     * files the same request, which the store then applies once. */
+    if (call_request_id(c))
+        memcpy(rnd, call_request_id(c), sizeof(rnd));
+    else
+        randombytes_buf(rnd, sizeof(rnd));
+    snprintf(r->id, sizeof(r->id), "REQ-");
+    sodium_bin2hex(r->id + 4, sizeof(r->id) - 4, rnd, sizeof(rnd));
+    for (char *p = r->id + 4; *p; p++)
+        if (*p >= 'a' && *p <= 'f')
+            *p = (char)(*p - 'a' + 'A');
     op.action = DOSSIER__STORE__V1__REQUEST_OP__ACTION__FILE;
     op.id = r->id;
     op.kind = req->kind;

@@ -29,8 +29,10 @@
 
 #define PATH_CAP 4096
 
-/* One backup at a time per node. */
-static pthread_mutex_t backup_mu = PTHREAD_MUTEX_INITIALIZER;
+/* One backup at a time per node: set by the call that starts it, cleared
+ * by its thread. A stop cancels it between files. */
+static int backup_busy;
+static int backup_cancel;
 
 /* @a/@b into @out; -1 when it does not fit (the caller refuses). */
 static int pjoin(char *out, size_t cap, const char *a, const char *b)
@@ -122,6 +124,11 @@ static int manifest_files(const char *root, const char *rel, json_t *files,
         char **grown;
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
+        if (__atomic_load_n(&backup_cancel, __ATOMIC_ACQUIRE)) {
+            rc = err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping: "
+                         "the backup was abandoned");
+            break;
+        }
         grown = realloc(names, (n + 1) * sizeof(*names));
         if (!grown || !(grown[n] = strdup(e->d_name))) {
             names = grown ? grown : names;
@@ -282,7 +289,7 @@ static void *backup_main(void *arg)
         log_printf(LOG_ERROR, "backup failed: %s", st.message);
         call_fail_status(c, &st);
     }
-    pthread_mutex_unlock(&backup_mu);
+    __atomic_store_n(&backup_busy, 0, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -298,7 +305,14 @@ void api_backups_create(struct call *c, ProtobufCMessage *req)
                          "node %llu has no --backup-dir: set one to take "
                          "backups there",
                          (unsigned long long)n->id);
-    if (pthread_mutex_trylock(&backup_mu) != 0)
+    if (cluster_halted(n->cluster, NULL, 0))
+        return call_fail(c, DOSSIER_UNAVAILABLE,
+                         "node %llu halted after a storage failure: no backup "
+                         "can be taken from it",
+                         (unsigned long long)n->id);
+    if (__atomic_load_n(&backup_cancel, __ATOMIC_ACQUIRE))
+        return call_fail(c, DOSSIER_UNAVAILABLE, "the node is stopping");
+    if (__atomic_exchange_n(&backup_busy, 1, __ATOMIC_ACQ_REL))
         return call_fail(c, DOSSIER_FAILED_PRECONDITION,
                          "a backup is being made on this node; retry once "
                          "it is done");
@@ -307,7 +321,7 @@ void api_backups_create(struct call *c, ProtobufCMessage *req)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, backup_main, c) != 0) {
-        pthread_mutex_unlock(&backup_mu);
+        __atomic_store_n(&backup_busy, 0, __ATOMIC_RELEASE);
         call_fail(c, DOSSIER_UNAVAILABLE, "cannot start a backup thread");
     }
     pthread_attr_destroy(&attr);
@@ -315,8 +329,14 @@ void api_backups_create(struct call *c, ProtobufCMessage *req)
 
 void backup_wait_idle(void)
 {
-    pthread_mutex_lock(&backup_mu);
-    pthread_mutex_unlock(&backup_mu);
+    while (__atomic_load_n(&backup_busy, __ATOMIC_ACQUIRE))
+        usleep(10000);
+}
+
+void backup_stop(void)
+{
+    __atomic_store_n(&backup_cancel, 1, __ATOMIC_RELEASE);
+    backup_wait_idle();
 }
 
 /* Reads <dir>/BACKUP.json into @b (strings malloc'd: free_info). */
@@ -352,7 +372,12 @@ static int read_info(const char *dir, Dossier__V1__BackupInfo *b)
     b->bytes = (uint64_t)bytes;
     b->files = (uint32_t)files;
     json_decref(m);
-    return b->name && b->path && b->cluster_name ? 0 : -1;
+    if (b->name && b->path && b->cluster_name)
+        return 0;
+    free(b->name);
+    free(b->path);
+    free(b->cluster_name);
+    return -1;
 }
 
 static void free_info(Dossier__V1__BackupInfo *b)
@@ -565,9 +590,15 @@ static int replay_ledger(struct node *n, const char *path, size_t *erased,
             goto out;
         }
         if (store_erasure_get(n->store, sp, &er, st) == 0) {
+            /* Erased in the backup already, by this very erasure or a
+             * later one; an earlier erasure does not count: the subject
+             * may have been written again since. */
+            int covered = er->raft_index >= (uint64_t)idx;
             dossier__store__v1__erasure_record__free_unpacked(er, NULL);
-            (*skipped)++; /* erased before the backup was taken */
-            continue;
+            if (covered) {
+                (*skipped)++;
+                continue;
+            }
         }
         if ((rc = replay_one(n, sp, st)) != 0)
             goto out;

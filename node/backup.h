@@ -41,4 +41,8 @@ int backup_restore_finish(struct node *n, const char *data_dir,
 /* Waits until no backup is being made (before the store closes). */
 void backup_wait_idle(void);
 
+/* At a stop: a backup under way is abandoned (its call answered
+ * UNAVAILABLE) and no new one starts; returns once none runs. */
+void backup_stop(void);
+
 #endif

@@ -46,6 +46,8 @@ static const char *const known_services[] = {
     "dossier.v1.Consent",
     "dossier.v1.Subjects",
     "dossier.v1.Audit",
+    "dossier.v1.Requests",
+    "dossier.v1.Backups",
 };
 
 static int service_known(const char *name)

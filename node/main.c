@@ -319,6 +319,9 @@ static void *signal_main(void *arg)
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */
     server_stop(sc->server);
+    /* Their calls are answered while the server loop still runs. */
+    backup_stop();
+    api_export_stop();
     for (int waited = 0; waited < STOP_DRAIN_MS &&
                          server_in_flight(sc->server) > 0;
          waited += 10)

@@ -205,6 +205,10 @@ static void sweep(struct retention *rt)
         sweep_clear(s);
         if (!cluster_is_leader(rt->node->cluster))
             break; /* the new leader sweeps */
+        if (__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE)) {
+            free(s); /* the node is stopping; the next leader sweeps */
+            return;
+        }
     }
     /* Every sweep leaves an audit entry, also one that found nothing. */
     if (rc == 0 && commands == 0 && cluster_is_leader(rt->node->cluster))
@@ -276,7 +280,7 @@ void retention_stop(struct retention *rt)
     if (!rt)
         return;
     pthread_mutex_lock(&rt->mu);
-    rt->stopping = 1;
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&rt->cv);
     pthread_mutex_unlock(&rt->mu);
     pthread_join(rt->thread, NULL);

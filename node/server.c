@@ -384,7 +384,10 @@ const uint8_t *call_request_id(const struct call *c)
 
 int64_t call_time_left_ms(const struct call *c)
 {
-    gpr_timespec left = gpr_time_sub(
+    gpr_timespec left;
+    if (gpr_time_cmp(c->deadline, gpr_inf_future(c->deadline.clock_type)) == 0)
+        return 3600 * 1000; /* no deadline (not libdossier: it sets one) */
+    left = gpr_time_sub(
         gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
         gpr_now(GPR_CLOCK_MONOTONIC));
     int64_t ms = (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
@@ -961,10 +964,12 @@ static int authorize(struct call *c, const struct api_method *m)
         if (!p && cert_principal(c, n->auth, &pr, cn, sizeof(cn)))
             p = &pr;
         if (!p) {
-            log_call(LOG_WARN, call_request_id(c), "refused %s: %s%s%s%s",
+            /* Not the CN itself: it is often a person's name. */
+            log_call(LOG_WARN, call_request_id(c), "refused %s: %s%s",
                      m->path, have ? "unknown token" : "no bearer token",
-                     cn[0] ? ", and certificate CN '" : "", cn,
-                     cn[0] ? "' is no cert principal" : "");
+                     cn[0] ? ", and a client certificate that names no "
+                             "principal"
+                           : "");
             call_fail(c, DOSSIER_UNAUTHENTICATED,
                       have ? "the token is not known to this cluster"
                            : cn[0] ? "the client certificate's CN is not a "

@@ -554,7 +554,7 @@ uint64_t store_property_sum(struct store *s, const char *name)
 {
     uint64_t sum = 0, v;
     pthread_rwlock_rdlock(&s->swap);
-    for (int i = 0; i < STORE_N_FAMILIES; i++)
+    for (int i = 0; s->db && i < STORE_N_FAMILIES; i++)
         if (s->cf[i] &&
             rocksdb_property_int_cf(s->db, s->cf[i], name, &v) == 0)
             sum += v;
@@ -578,6 +578,11 @@ int store_checkpoint(struct store *s, const char *dir,
     /* Backups call this from their own thread: not while an erasure
      * reopens the database. */
     pthread_rwlock_rdlock(&s->swap);
+    if (!s->db) {
+        pthread_rwlock_unlock(&s->swap);
+        return err_set(st, DOSSIER_UNAVAILABLE, "the store is closed (the "
+                       "node halted after a storage failure)");
+    }
     cp = rocksdb_checkpoint_object_create(s->db, &err);
     if (!err) {
         /* 0: flush the memtables first, so the copy needs no WAL replay. */
@@ -738,6 +743,10 @@ int store_get_raw(struct store *s, struct store_batch *b,
                    char **val, size_t *vlen, struct dossier_status *st)
 {
     char *err = NULL;
+    *val = NULL;
+    if (!s->db) /* a reopen failed and the node halted */
+        return err_set(st, DOSSIER_UNAVAILABLE, "the store is closed (the "
+                       "node halted after a storage failure)");
     if (b)
         *val = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
             b->wb, s->db, s->ro, s->cf[family], (const char *)key, klen, vlen,
@@ -1047,6 +1056,11 @@ static int scan_unlocked(struct store *s, enum store_family family,
     char *err = NULL;
     int rc = 0;
 
+    if (!s->db) { /* a reopen failed and the node halted */
+        rocksdb_readoptions_destroy(ro);
+        return err_set(st, DOSSIER_UNAVAILABLE, "the store is closed (the "
+                       "node halted after a storage failure)");
+    }
     if (prefix_len && prefix_len <= sizeof(upper))
         upper_len = prefix_successor(prefix, prefix_len, upper);
     if (upper_len)

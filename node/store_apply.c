@@ -728,7 +728,7 @@ static int retention_item(struct store_batch *b,
     }
     if (gone) {
         r->n_fields = kept;
-        r->version++;
+        r->version = b->revision; /* the revision of its last change */
         klen = store_record_key(key, item->kind, item->rid.data);
         if (put_pb(b, STORE_RECORD, key, klen, &r->base, NULL))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
@@ -745,14 +745,18 @@ static int apply_retention(struct store_batch *b, const Command *cmd,
     uint64_t dropped = 0;
     int rc = 0;
 
-    for (size_t i = 0; rc == 0 && i < op->n_items; i++) {
-        if (!schema_name_valid(op->items[i]->kind))
+    /* Every item is checked before any is applied: a command fails whole. */
+    for (size_t i = 0; i < op->n_items; i++)
+        if (!schema_name_valid(op->items[i]->kind) ||
+            op->items[i]->rid.len != STORE_RID_BYTES)
             return bad_command(res, "retention item");
-        rc = retention_item(b, op->items[i], cmd->time_ms, &dropped, res);
-    }
-    if (rc)
-        return rc;
     b->revision++;
+    for (size_t i = 0; rc == 0 && i < op->n_items; i++)
+        rc = retention_item(b, op->items[i], cmd->time_ms, &dropped, res);
+    if (rc) {
+        b->revision--;
+        return rc;
+    }
     res->version = b->revision;
     res->deleted = dropped; /* fields dropped */
     res->index = b->applied;
@@ -1350,7 +1354,8 @@ int store_apply(struct store_batch *b, const Command *cmd,
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_CONSENT ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
-             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE);
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {

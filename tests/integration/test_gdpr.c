@@ -757,10 +757,17 @@ static void test_restore_replays_erasures(void **state)
     assert_int_equal(put_contact(cl, "ra-2", "subj-restore-a", "Anna2"), 0);
     assert_int_equal(put_contact(cl, "rb-1", "subj-restore-b", "Berta"), 0);
     assert_int_equal(put_contact(cl, "rc-1", "subj-restore-c", "Carl"), 0);
-    /* C is erased before the backup, A after it. */
+    /* C is erased before the backup, A after it. D is erased before it,
+     * written again, and erased again after it: the backup's ledger row
+     * of D's first erasure must not stop the replay of the second. */
     assert_int_equal(dossier_subject_erase(cl, NULL, "subj-restore-c", "DSR-C",
                                            &cert, &st),
                      0);
+    assert_int_equal(put_contact(cl, "rd-1", "subj-restore-d", "Dora"), 0);
+    assert_int_equal(dossier_subject_erase(cl, NULL, "subj-restore-d", "DSR-D",
+                                           &cert, &st),
+                     0);
+    assert_int_equal(put_contact(cl, "rd-2", "subj-restore-d", "Dora2"), 0);
     assert_int_equal(dossier_subject_status(cl, NULL, "subj-restore-a", NULL,
                                             &ss_a, &st),
                      0);
@@ -784,13 +791,17 @@ static void test_restore_replays_erasures(void **state)
     assert_int_equal(dossier_subject_erase(cl, NULL, "subj-restore-a", "DSR-A",
                                            &cert, &st),
                      0);
+    assert_int_equal(dossier_subject_erase(cl, NULL, "subj-restore-d",
+                                           "DSR-D2", &cert, &st),
+                     0);
     assert_int_equal(put_contact(cl, "rb-2", "subj-restore-b", "Later"), 0);
 
-    /* The ledger: both erasures, each signed by the cluster's audit key. */
+    /* The ledger: one row per erased subject (D's latest erasure), each
+     * signed by the cluster's audit key. */
     assert_int_equal(dossier_erasure_ledger(cl, NULL, NULL, &ledger, &n, &next,
                                             &st),
                      0);
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
     assert_null(next);
     assert_int_equal(dossier_audit_public_key(cl, NULL, pk, NULL, NULL, &st),
                      0);
@@ -837,7 +848,7 @@ static void test_restore_replays_erasures(void **state)
                                 DOSSIER_CLI_PATH, ledger_path, bdir[f],
                                 bk.name, nr.data),
                      0);
-    assert_non_null(strstr(out, "\"ledger_entries\":2"));
+    assert_non_null(strstr(out, "\"ledger_entries\":3"));
     /* The restored copy holds A's bytes until the node replays. */
     collect(nr.data, ss_a.pseudonym, &a);
     collect(nr.data, ss_b.pseudonym, &b);
@@ -851,6 +862,8 @@ static void test_restore_replays_erasures(void **state)
     assert_int_equal(get_contact(cl, "ra-1", NULL), DOSSIER_NOT_FOUND);
     assert_int_equal(get_contact(cl, "ra-2", NULL), DOSSIER_NOT_FOUND);
     assert_int_equal(get_contact(cl, "rc-1", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(get_contact(cl, "rd-1", NULL), DOSSIER_NOT_FOUND);
+    assert_int_equal(get_contact(cl, "rd-2", NULL), DOSSIER_NOT_FOUND);
     assert_int_equal(get_contact(cl, "rb-1", &r), 0);
     assert_string_equal(dossier_record_field(r, "first_name")->u.s, "Berta");
     dossier_record_free(r);
@@ -863,7 +876,7 @@ static void test_restore_replays_erasures(void **state)
     assert_int_equal(dossier_erasure_ledger(cl, NULL, NULL, &ledger, &n, &next,
                                             &st),
                      0);
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
     free(ledger);
     dossier_client_close(cl);
     assert_int_equal(node_stop(&nr), 0);

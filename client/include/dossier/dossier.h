@@ -820,7 +820,7 @@ struct dossier_export_header {
     char subject_id[256];
     uint8_t pseudonym[16];
     int64_t exported_at_ms;
-    uint64_t applied_index; /* the state exported */
+    uint64_t applied_index; /* applied when the export began */
     int restricted;
     int erased; /* the erasure ledger holds this subject id */
 };
@@ -864,7 +864,7 @@ dossier_subject_export(struct dossier_client *c,
  * request can be shown with its one-month deadline (GDPR Art. 12(3)). */
 
 struct dossier_tracked_request {
-    char id[40];       /* REQ-XXXXXXXX, made by the node */
+    char id[40];       /* REQ- and 16 hex digits, made by the node */
     char kind[16];     /* "erasure" or "export" */
     uint8_t pseudonym[16];
     char reference[DOSSIER_LABEL_MAX + 1];
