@@ -22,6 +22,8 @@
 
 /* Audit entries visited per slice of the walk. */
 #define AUDIT_SLICE 10000
+/* Exports running at once on a node; more are refused until one ends. */
+#define EXPORTS_MAX 4
 
 /* Exports running, so that the node closes its store only after them. */
 static pthread_mutex_t running_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -443,6 +445,15 @@ void api_subjects_export(struct call *c, ProtobufCMessage *msg)
 
     if (records_check_id(req->subject_id, "subject_id", &st))
         return call_fail_status(c, &st);
+    pthread_mutex_lock(&running_mu);
+    if (running >= EXPORTS_MAX) {
+        pthread_mutex_unlock(&running_mu);
+        return call_fail(c, DOSSIER_UNAVAILABLE,
+                         "%d exports are running on this node; retry when "
+                         "one has ended",
+                         EXPORTS_MAX);
+    }
+    pthread_mutex_unlock(&running_mu);
     j = calloc(1, sizeof(*j));
     if (!j || !(j->subject_id = strdup(req->subject_id))) {
         free(j);

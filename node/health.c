@@ -24,6 +24,9 @@ struct watcher {
     int closed;    /* the call is over for the client */
 };
 
+/* Watch streams a node keeps at once (they need no credentials). */
+#define WATCHERS_MAX 256
+
 struct health {
     struct node *node;
     uint64_t max_lag;
@@ -35,6 +38,7 @@ struct health {
     enum health_state state;
     const char *why;
     struct watcher *watchers;
+    size_t n_watchers;
 };
 
 static const char *const known_services[] = {
@@ -122,6 +126,7 @@ static void remove_watcher(struct health *h, struct watcher *w)
     for (struct watcher **p = &h->watchers; *p; p = &(*p)->next)
         if (*p == w) {
             *p = w->next;
+            h->n_watchers--;
             break;
         }
     free(w);
@@ -313,6 +318,14 @@ void api_health_watch(struct call *c, ProtobufCMessage *msg)
         call_set_user(c, NULL);
         return call_fail(c, DOSSIER_UNAVAILABLE, "the node is stopping");
     }
+    if (h->n_watchers >= WATCHERS_MAX) {
+        pthread_mutex_unlock(&h->mu);
+        free(w);
+        call_set_user(c, NULL);
+        return call_fail(c, DOSSIER_UNAVAILABLE,
+                         "%d health watchers already; use Check",
+                         WATCHERS_MAX);
+    }
     if (call_stream_open(c, on_closed) != 0) {
         pthread_mutex_unlock(&h->mu);
         free(w);
@@ -321,6 +334,7 @@ void api_health_watch(struct call *c, ProtobufCMessage *msg)
     }
     w->next = h->watchers;
     h->watchers = w;
+    h->n_watchers++;
     update(h);
     push(h, w); /* the first message: the state now */
     pthread_mutex_unlock(&h->mu);
