@@ -65,6 +65,9 @@ static const char *const method_paths[M_COUNT] = {
     [M_REQUEST_GET] = "/dossier.v1.Requests/Get",
     [M_REQUEST_EXECUTE] = "/dossier.v1.Requests/Execute",
     [M_REQUEST_COMPLETE] = "/dossier.v1.Requests/Complete",
+    [M_PRINCIPAL_ADD] = "/dossier.v1.Principals/Add",
+    [M_PRINCIPAL_REMOVE] = "/dossier.v1.Principals/Remove",
+    [M_PRINCIPAL_LIST] = "/dossier.v1.Principals/List",
 };
 
 struct target {

@@ -1,6 +1,8 @@
 /* libdossier: the cluster's status and membership. */
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <sodium.h>
 #include <string.h>
 
 #include "errors.h"
@@ -209,5 +211,105 @@ int dossier_backup_list(struct dossier_client *c,
         backup_from_pb(resp->backups[i], &(*out)[i]);
     *n = resp->n_backups;
     dossier__v1__list_backups_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static void principal_from_pb(const Dossier__V1__PrincipalInfo *m,
+                              struct dossier_principal *out)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", m->name);
+    snprintf(out->role, sizeof(out->role), "%s", m->role);
+    snprintf(out->purposes, sizeof(out->purposes), "%s", m->purposes);
+    snprintf(out->created_by, sizeof(out->created_by), "%s", m->created_by);
+    out->created_ms = m->created_ms;
+}
+
+int dossier_principal_add(struct dossier_client *c,
+                          const struct dossier_call_options *co,
+                          const char *name, const char *role,
+                          const char *purposes, char token[65],
+                          struct dossier_principal *out,
+                          struct dossier_status *st)
+{
+    Dossier__V1__AddPrincipalRequest req =
+        DOSSIER__V1__ADD_PRINCIPAL_REQUEST__INIT;
+    Dossier__V1__PrincipalInfo *resp;
+    uint8_t raw[32], hash[crypto_hash_sha256_BYTES];
+    int rc;
+
+    if (!name || !role || !token)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "name, role and token are needed");
+    if (sodium_init() < 0)
+        return err_set(st, DOSSIER_INTERNAL, "libsodium failed to start");
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(token, 65, raw, sizeof(raw));
+    sodium_memzero(raw, sizeof(raw));
+    crypto_hash_sha256(hash, (const unsigned char *)token, 64);
+    req.name = (char *)name;
+    req.role = (char *)role;
+    req.purposes = (char *)(purposes ? purposes : "*");
+    req.token_hash = (ProtobufCBinaryData){sizeof(hash), hash};
+    rc = client_unary(c, co, M_PRINCIPAL_ADD, &req.base,
+                      &dossier__v1__principal_info__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc) {
+        sodium_memzero(token, 65);
+        return rc;
+    }
+    if (out)
+        principal_from_pb(resp, out);
+    dossier__v1__principal_info__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int dossier_principal_remove(struct dossier_client *c,
+                             const struct dossier_call_options *co,
+                             const char *name, struct dossier_status *st)
+{
+    Dossier__V1__RemovePrincipalRequest req =
+        DOSSIER__V1__REMOVE_PRINCIPAL_REQUEST__INIT;
+    Dossier__V1__PrincipalInfo *resp;
+    int rc;
+    if (!name)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "name is missing");
+    req.name = (char *)name;
+    rc = client_unary(c, co, M_PRINCIPAL_REMOVE, &req.base,
+                      &dossier__v1__principal_info__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc == 0)
+        dossier__v1__principal_info__free_unpacked(resp, NULL);
+    return rc;
+}
+
+int dossier_principal_list(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           struct dossier_principal **out, size_t *n,
+                           struct dossier_status *st)
+{
+    Dossier__V1__ListPrincipalsRequest req =
+        DOSSIER__V1__LIST_PRINCIPALS_REQUEST__INIT;
+    Dossier__V1__ListPrincipalsResponse *resp;
+    int rc;
+
+    if (!out || !n)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "outputs are missing");
+    *out = NULL;
+    *n = 0;
+    rc = client_unary(c, co, M_PRINCIPAL_LIST, &req.base,
+                      &dossier__v1__list_principals_response__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    *out = calloc(resp->n_principals ? resp->n_principals : 1, sizeof(**out));
+    if (!*out) {
+        dossier__v1__list_principals_response__free_unpacked(resp, NULL);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_principals; i++)
+        principal_from_pb(resp->principals[i], &(*out)[i]);
+    *n = resp->n_principals;
+    dossier__v1__list_principals_response__free_unpacked(resp, NULL);
     return 0;
 }

@@ -48,6 +48,9 @@ enum client_method {
     M_REQUEST_GET,
     M_REQUEST_EXECUTE,
     M_REQUEST_COMPLETE,
+    M_PRINCIPAL_ADD,
+    M_PRINCIPAL_REMOVE,
+    M_PRINCIPAL_LIST,
     M_COUNT,
 };
 
@@ -71,6 +74,8 @@ static inline int client_method_is_write(enum client_method m)
     case M_REQUEST_FILE:
     case M_REQUEST_EXECUTE:
     case M_REQUEST_COMPLETE:
+    case M_PRINCIPAL_ADD:
+    case M_PRINCIPAL_REMOVE:
         return 1;
     default:
         return 0;

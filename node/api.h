@@ -54,6 +54,10 @@ void api_requests_complete(struct call *c, ProtobufCMessage *req);
 int api_requests_count(struct node *n, int64_t now, uint64_t *open,
                        uint64_t *executed, uint64_t *overdue);
 
+void api_principals_add(struct call *c, ProtobufCMessage *req);
+void api_principals_remove(struct call *c, ProtobufCMessage *req);
+void api_principals_list(struct call *c, ProtobufCMessage *req);
+
 void api_backups_create(struct call *c, ProtobufCMessage *req);
 void api_backups_list(struct call *c, ProtobufCMessage *req);
 

@@ -243,30 +243,34 @@ int auth_is_peer_token(const char *peer, const char *token, size_t len)
 }
 
 /* auth_may_use() under the lock. */
-static int may_use(const struct auth *a, const char *name, const char *purpose)
+int auth_purposes_allow(const char *list, const char *purpose)
 {
     size_t n = strlen(purpose);
-    for (size_t i = 0; i < a->n; i++) {
-        const char *p;
-        if (strcmp(a->p[i].name, name) != 0)
-            continue;
-        if (strcmp(a->p[i].purposes, "*") == 0)
+    if (!list[0] || strcmp(list, "*") == 0)
+        return 1;
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && memcmp(p, purpose, n) == 0)
             return 1;
-        for (p = a->p[i].purposes; *p;) {
-            const char *end = strchr(p, ',');
-            size_t len = end ? (size_t)(end - p) : strlen(p);
-            if (len == n && memcmp(p, purpose, n) == 0)
-                return 1;
-            p += len + (end ? 1 : 0);
-        }
-        return 0;
+        p += len + (end ? 1 : 0);
     }
     return 0;
+}
+
+static int may_use(const struct auth *a, const char *name, const char *purpose)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->p[i].name, name) == 0)
+            return auth_purposes_allow(a->p[i].purposes, purpose);
+    return -1; /* not a principal of the file */
 }
 
 int auth_may_use(struct auth *a, const char *name, const char *purpose)
 {
     int ok;
+    if (!a)
+        return -1;
     pthread_rwlock_rdlock(&a->lock);
     ok = may_use(a, name, purpose);
     pthread_rwlock_unlock(&a->lock);

@@ -79,8 +79,13 @@ int auth_find(struct auth *a, const char *token, size_t len,
 int auth_find_cert(struct auth *a, const char *cn, size_t len,
                    struct auth_principal *out);
 
-/* 1 if principal @name may name purpose @purpose. */
+/* 1 if principal @name of the file may name purpose @purpose, 0 if not,
+ * -1 if the file has no principal @name (or @a is NULL). */
 int auth_may_use(struct auth *a, const char *name, const char *purpose);
+
+/* 1 if the purposes list @list ("a,b", "*" or "": every purpose) holds
+ * @purpose. */
+int auth_purposes_allow(const char *list, const char *purpose);
 
 /* "service", "compliance", "admin"; "?" for anything else. */
 const char *auth_role_name(enum auth_role r);

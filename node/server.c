@@ -133,6 +133,15 @@ static const struct api_method methods[] = {
     {"/dossier.v1.Requests/Complete",
      &dossier__v1__complete_request__descriptor, api_requests_complete,
      W | D, 1, CMP},
+    {"/dossier.v1.Principals/Add",
+     &dossier__v1__add_principal_request__descriptor, api_principals_add,
+     W | API_ADMIN, 1, ADM},
+    {"/dossier.v1.Principals/Remove",
+     &dossier__v1__remove_principal_request__descriptor,
+     api_principals_remove, W | API_ADMIN, 1, ADM},
+    {"/dossier.v1.Principals/List",
+     &dossier__v1__list_principals_request__descriptor, api_principals_list,
+     R, 1, ADM},
     {"/dossier.v1.Backups/Create",
      &dossier__v1__create_backup_request__descriptor, api_backups_create,
      API_LOCAL | LOG, 1, ADM},
@@ -207,6 +216,8 @@ struct call {
     char principal[AUTH_NAME_MAX + 1];
     unsigned role;
     struct policy_purpose purpose_def; /* API_PURPOSE: resolved */
+    char grants[512]; /* purposes the authenticated principal may name */
+    int grants_set;   /* grants holds them (not for forwarded calls) */
     int purpose_known; /* purpose_def holds the named purpose */
     int audited; /* an entry stands for this call already */
     uint8_t request_id[16];
@@ -856,6 +867,56 @@ static void dispatch(struct call *c, const struct api_method *m,
     m->handler(c, req);
 }
 
+/* 1 when authentication is on: the node has an auth file, or the
+ * cluster's state holds a principal. */
+static int auth_on(struct node *n)
+{
+    return n->auth || store_principal_count(n->store) > 0;
+}
+
+/* A principal of the cluster's state whose token is @token: 1 and *@out. */
+static int stored_principal(struct node *n, const char *token, size_t len,
+                            struct auth_principal *out)
+{
+    Dossier__Store__V1__StoredPrincipal *sp;
+    struct dossier_status st;
+    uint8_t h[crypto_hash_sha256_BYTES];
+
+    if (store_principal_count(n->store) == 0)
+        return 0;
+    crypto_hash_sha256(h, (const unsigned char *)token, len);
+    if (store_principal_by_hash(n->store, h, &sp, &st) != 0)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%.*s", AUTH_NAME_MAX, sp->name);
+    out->role = auth_role_parse(sp->role);
+    snprintf(out->purposes, sizeof(out->purposes), "%s", sp->purposes);
+    dossier__store__v1__stored_principal__free_unpacked(sp, NULL);
+    return out->role != 0;
+}
+
+/* Whether @c's principal may name @purpose: its grants as authenticated
+ * here, or, for a call forwarded with only a name, the grants of that
+ * name in the auth file or the cluster's state. */
+static int principal_may_use(struct call *c, const char *purpose)
+{
+    struct node *n = call_node(c);
+    Dossier__Store__V1__StoredPrincipal *sp;
+    struct dossier_status st;
+    int ok;
+
+    if (c->grants_set)
+        return auth_purposes_allow(c->grants, purpose);
+    ok = auth_may_use(n->auth, c->principal, purpose);
+    if (ok >= 0)
+        return ok;
+    if (store_principal_get(n->store, c->principal, &sp, &st) != 0)
+        return 0;
+    ok = auth_purposes_allow(sp->purposes, purpose);
+    dossier__store__v1__stored_principal__free_unpacked(sp, NULL);
+    return ok;
+}
+
 /* Refuses @c unless it names a known purpose its principal was granted,
  * for the methods that need one; 0 if it may go on. */
 static int authorize_purpose(struct call *c, const struct api_method *m)
@@ -882,8 +943,7 @@ static int authorize_purpose(struct call *c, const struct api_method *m)
                   c->purpose);
         return -1;
     }
-    if (n->auth && c->principal[0] &&
-        !auth_may_use(n->auth, c->principal, c->purpose)) {
+    if (c->principal[0] && !principal_may_use(c, c->purpose)) {
         log_call(LOG_WARN, call_request_id(c),
                  "refused %s to %s: purpose not granted",
                    m->path, c->principal);
@@ -953,15 +1013,18 @@ static int authorize(struct call *c, const struct api_method *m)
         }
         return 0;
     }
-    if (!n->auth)
+    if (!auth_on(n))
         return authorize_purpose(c, m); /* authentication is off */
     if (!c->principal[0]) {
         struct auth_principal pr;
-        char cn[AUTH_NAME_MAX + 1];
+        char cn[AUTH_NAME_MAX + 1] = "";
         const struct auth_principal *p =
-            have && auth_find(n->auth, c->token, c->token_len, &pr) ? &pr
-                                                                   : NULL;
-        if (!p && cert_principal(c, n->auth, &pr, cn, sizeof(cn)))
+            have && n->auth && auth_find(n->auth, c->token, c->token_len, &pr)
+                ? &pr
+                : NULL;
+        if (!p && have && stored_principal(n, c->token, c->token_len, &pr))
+            p = &pr;
+        if (!p && n->auth && cert_principal(c, n->auth, &pr, cn, sizeof(cn)))
             p = &pr;
         if (!p) {
             /* Not the CN itself: it is often a person's name. */
@@ -983,6 +1046,8 @@ static int authorize(struct call *c, const struct api_method *m)
         snprintf(c->principal, sizeof(c->principal), "%.*s", AUTH_NAME_MAX,
                  p->name);
         c->role = p->role;
+        snprintf(c->grants, sizeof(c->grants), "%s", p->purposes);
+        c->grants_set = 1;
     }
     if (!(m->roles & c->role)) {
         log_call(LOG_WARN, call_request_id(c),
@@ -1033,7 +1098,7 @@ static void forward_in(struct call *c, ProtobufCMessage *msg)
     snprintf(c->principal, sizeof(c->principal), "%.*s", AUTH_NAME_MAX,
              fr->principal);
     c->role = fr->role;
-    if (call_node(c)->auth && !(m->flags & API_PEER) &&
+    if (auth_on(call_node(c)) && !(m->flags & API_PEER) &&
         (!c->principal[0] || !c->role))
         return call_fail(c, DOSSIER_UNAUTHENTICATED,
                          "a forwarded call without its principal");

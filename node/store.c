@@ -352,6 +352,17 @@ static void db_close(rocksdb_t *db, rocksdb_column_family_handle_t **cf)
 }
 
 /* Loads what is kept in memory about the open database. */
+static int count_row_cb(void *arg, const uint8_t *key, size_t klen,
+                        const uint8_t *val, size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    (void)val;
+    (void)vlen;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
 static int state_load(struct store *s, struct dossier_status *st)
 {
     int rc = u64_load(s, "revision", &s->revision, st);
@@ -373,6 +384,12 @@ static int state_load(struct store *s, struct dossier_status *st)
     }
     if (rc == 0)
         rc = audit_head_load(s, st);
+    if (rc == 0) {
+        uint64_t n = 0;
+        rc = scan_unlocked(s, STORE_POLICY, (const uint8_t *)"a", 1, NULL, 0,
+                           count_row_cb, &n, st);
+        __atomic_store_n(&s->principals, n, __ATOMIC_RELEASE);
+    }
     return rc;
 }
 
@@ -909,6 +926,65 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
     rocksdb_free(v);
     if (!*out)
         return err_set(st, DOSSIER_CORRUPT, "an erasure record is corrupt");
+    return 0;
+}
+
+uint64_t store_principal_count(struct store *s)
+{
+    return __atomic_load_n(&s->principals, __ATOMIC_ACQUIRE);
+}
+
+int store_principal_by_hash(struct store *s, const uint8_t hash[32],
+                            Dossier__Store__V1__StoredPrincipal **out,
+                            struct dossier_status *st)
+{
+    uint8_t key[33];
+    char *v, name[80];
+    size_t vlen;
+    int rc;
+
+    *out = NULL;
+    key[0] = 't';
+    memcpy(key + 1, hash, 32);
+    rc = get_locked(s, STORE_POLICY, key, sizeof(key), &v, &vlen, st);
+    if (rc)
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "no such token");
+    if (vlen >= sizeof(name)) {
+        rocksdb_free(v);
+        return err_set(st, DOSSIER_CORRUPT, "a token row is corrupt");
+    }
+    memcpy(name, v, vlen);
+    name[vlen] = '\0';
+    rocksdb_free(v);
+    return store_principal_get(s, name, out, st);
+}
+
+int store_principal_get(struct store *s, const char *name,
+                        Dossier__Store__V1__StoredPrincipal **out,
+                        struct dossier_status *st)
+{
+    uint8_t key[1 + 80];
+    size_t n = strlen(name), vlen;
+    char *v;
+    int rc;
+
+    *out = NULL;
+    if (n == 0 || n > 64)
+        return err_set(st, DOSSIER_NOT_FOUND, "no such principal");
+    key[0] = 'a';
+    memcpy(key + 1, name, n);
+    rc = get_locked(s, STORE_POLICY, key, n + 1, &v, &vlen, st);
+    if (rc)
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "no principal %s", name);
+    *out = dossier__store__v1__stored_principal__unpack(NULL, vlen,
+                                                        (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "principal %s is corrupt", name);
     return 0;
 }
 

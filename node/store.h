@@ -27,6 +27,8 @@
  *   policy    "p" purpose name                        dossier.v1.Purpose
  *   policy    "e" sp[16]                              ErasureRecord (ledger)
  *   policy    "q" request id (REQ-...)                TrackedRequest
+ *   policy    "a" principal name                      StoredPrincipal
+ *   policy    "t" sha256(token)[32]                   principal name
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted
@@ -135,6 +137,19 @@ int store_consent_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 /* 1 if subject @sp is restricted, 0 if not, or an error code (st set). */
 int store_restricted(struct store *s, const uint8_t sp[STORE_SP_BYTES],
                      struct dossier_status *st);
+
+/* Principals in the replicated state ("a" + name -> StoredPrincipal and
+ * "t" + SHA-256 of the token -> name, policy family): how many, and one by
+ * its token's hash or its name (free *@out with
+ * dossier__store__v1__stored_principal__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+uint64_t store_principal_count(struct store *s);
+int store_principal_by_hash(struct store *s, const uint8_t hash[32],
+                            Dossier__Store__V1__StoredPrincipal **out,
+                            struct dossier_status *st);
+int store_principal_get(struct store *s, const char *name,
+                        Dossier__Store__V1__StoredPrincipal **out,
+                        struct dossier_status *st);
 
 /* Tracked request @id ("q" + id in the policy family) into *@out (free
  * with dossier__store__v1__tracked_request__free_unpacked).

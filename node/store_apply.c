@@ -5,6 +5,7 @@
 
 #include <rocksdb/c.h>
 
+#include "auth.h"
 #include "errors.h"
 #include "store_int.h"
 
@@ -132,6 +133,9 @@ int store_batch_commit(struct store_batch *b, int sync,
             p->schema = NULL; /* the registry owns it now */
     for (struct pending_purpose *p = b->purposes; p; p = p->next)
         policy_set(s->policy, p->purpose, p->version);
+    if (b->principals_delta)
+        __atomic_add_fetch(&s->principals, (uint64_t)b->principals_delta,
+                           __ATOMIC_ACQ_REL);
     if (b->audit_changed) {
         pthread_mutex_lock(&s->audit_mu);
         s->audit = b->audit;
@@ -658,6 +662,101 @@ static int keys_under(struct store_batch *b, enum store_family family,
 }
 
 /* ------------------------------------------------------------------ */
+/* Principals in the replicated state. */
+
+static int principal_name_ok(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > 64)
+        return 0;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+static int apply_principal(struct store_batch *b, const Command *cmd,
+                           struct store_result *res)
+{
+    const Dossier__Store__V1__PrincipalOp *op = cmd->principal_op;
+    uint8_t akey[1 + 64], tkey[33];
+    size_t n = strlen(op->name), vlen;
+    char *v = NULL;
+    int rc;
+
+    if (!principal_name_ok(op->name))
+        return bad_command(res, "principal name");
+    akey[0] = 'a';
+    memcpy(akey + 1, op->name, n);
+    rc = store_get_raw(b->s, b, STORE_POLICY, akey, n + 1, &v, &vlen,
+                       &res->status);
+    if (rc)
+        return rc;
+    if (op->remove) {
+        Dossier__Store__V1__StoredPrincipal *old;
+        if (!v)
+            return err_set(&res->status, DOSSIER_NOT_FOUND,
+                           "no principal %s in the cluster's state", op->name);
+        old = dossier__store__v1__stored_principal__unpack(NULL, vlen,
+                                                           (uint8_t *)v);
+        rocksdb_free(v);
+        if (!old || old->token_hash.len != 32) {
+            if (old)
+                dossier__store__v1__stored_principal__free_unpacked(old, NULL);
+            return err_set(&res->status, DOSSIER_CORRUPT,
+                           "principal %s is corrupt", op->name);
+        }
+        tkey[0] = 't';
+        memcpy(tkey + 1, old->token_hash.data, 32);
+        dossier__store__v1__stored_principal__free_unpacked(old, NULL);
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
+                                        (const char *)akey, n + 1);
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
+                                        (const char *)tkey, sizeof(tkey));
+        b->principals_delta--;
+    } else {
+        Dossier__Store__V1__StoredPrincipal sp =
+            DOSSIER__STORE__V1__STORED_PRINCIPAL__INIT;
+        if (v) {
+            rocksdb_free(v);
+            return err_set(&res->status, DOSSIER_ALREADY_EXISTS,
+                           "principal %s exists already", op->name);
+        }
+        if (op->token_hash.len != 32 || !auth_role_parse(op->role) ||
+            strlen(op->purposes) > 500)
+            return bad_command(res, "principal");
+        tkey[0] = 't';
+        memcpy(tkey + 1, op->token_hash.data, 32);
+        rc = store_get_raw(b->s, b, STORE_POLICY, tkey, sizeof(tkey), &v,
+                           &vlen, &res->status);
+        if (rc)
+            return rc;
+        if (v) {
+            rocksdb_free(v);
+            return err_set(&res->status, DOSSIER_ALREADY_EXISTS,
+                           "that token belongs to another principal");
+        }
+        sp.name = op->name;
+        sp.role = op->role;
+        sp.token_hash = op->token_hash;
+        sp.purposes = op->purposes[0] ? op->purposes : (char *)"*";
+        sp.created_ms = cmd->time_ms;
+        sp.created_by = cmd->principal;
+        if (put_pb(b, STORE_POLICY, akey, n + 1, &sp.base, NULL))
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
+                                     (const char *)tkey, sizeof(tkey),
+                                     op->name, n);
+        b->principals_delta++;
+    }
+    b->revision++;
+    res->version = b->revision;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
+/* ------------------------------------------------------------------ */
 /* Retention: fields past their kind's retention are dropped. */
 
 #define DAY_MS (24LL * 3600 * 1000)
@@ -1129,6 +1228,10 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         if (cmd->erase->subject.len == STORE_SP_BYTES)
             sp = cmd->erase->subject.data;
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP:
+        action = cmd->principal_op->remove ? "principals.remove"
+                                        : "principals.add";
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_RETENTION:
         action = "retention.sweep";
         for (size_t i = 0; i < cmd->retention->n_items &&
@@ -1355,7 +1458,8 @@ int store_apply(struct store_batch *b, const Command *cmd,
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_CONSENT ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
-             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST);
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {
@@ -1414,6 +1518,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_RETENTION:
         rc = cmd->retention ? apply_retention(b, cmd, res)
                             : bad_command(res, "retention");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP:
+        rc = cmd->principal_op ? apply_principal(b, cmd, res)
+                            : bad_command(res, "principal");
         break;
     default:
         rc = bad_command(res, "unknown operation");

@@ -36,6 +36,7 @@ struct store {
     /* Written by the applying thread, read by any. */
     uint64_t revision;
     uint64_t applied;
+    uint64_t principals; /* principals in the replicated state */
 };
 
 /* Kinds defined by a batch, registered once it commits. */
@@ -68,6 +69,7 @@ struct store_batch {
     int audit_changed;
     uint8_t (*erased)[STORE_SP_BYTES];
     size_t n_erased;
+    int64_t principals_delta; /* principals added minus removed */
 };
 
 #define STORE_AUDIT_HEAD_BYTES (8 + AUDIT_HASH_BYTES + 8 + 8)

@@ -63,6 +63,12 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  keygen FILE             write a new master key file (mode 0600)\n"
+    "  principal add NAME ROLE [--purposes LIST]\n"
+    "                          a principal kept by the cluster itself (admin\n"
+    "                          role); prints its new token once. The first\n"
+    "                          one turns authentication on everywhere\n"
+    "  principal list          those principals (never their tokens)\n"
+    "  principal remove NAME   its token stops working on every node\n"
     "  token new NAME ROLE     a new bearer token for principal NAME (role\n"
     "                          service, compliance or admin), and the line\n"
     "                          that grants it in a node's --auth-file\n"
@@ -869,6 +875,69 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         return rc;
     }
     return usage_error("unknown backup command '%s'", argv[1]);
+}
+
+/* `dossier principal add|list|remove`: principals of the cluster's
+ * replicated state. */
+static int cmd_principal(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_status st;
+    const char *sub = argc > 1 ? argv[1] : "";
+    int rc;
+
+    if (strcmp(sub, "add") == 0) {
+        const char *purposes = NULL;
+        struct dossier_principal p;
+        char token[65];
+        if (argc == 6 && strcmp(argv[4], "--purposes") == 0)
+            purposes = argv[5];
+        else if (argc != 4)
+            return usage_error("principal add needs NAME ROLE "
+                               "[--purposes LIST]%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_principal_add(cli->client, NULL, argv[2], argv[3],
+                                  purposes, token, &p, &st))
+            return report(&st);
+        rc = print_json(cli, json_pack("{s:s, s:s, s:s, s:s}", "name", p.name,
+                                       "role", p.role, "purposes", p.purposes,
+                                       "token", token));
+        sodium_memzero(token, sizeof(token));
+        fprintf(stderr, "dossier: the token is shown once: give it to its "
+                        "owner (the cluster keeps only its SHA-256)\n");
+        return rc;
+    }
+    if (strcmp(sub, "remove") == 0) {
+        if (argc != 3)
+            return usage_error("principal remove needs NAME%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_principal_remove(cli->client, NULL, argv[2], &st))
+            return report(&st);
+        return print_json(cli, json_pack("{s:s, s:b}", "name", argv[2],
+                                         "removed", 1));
+    }
+    if (strcmp(sub, "list") == 0) {
+        struct dossier_principal *p;
+        size_t n;
+        if (argc != 2)
+            return usage_error("principal list takes no arguments%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_principal_list(cli->client, NULL, &p, &n, &st))
+            return report(&st);
+        rc = EXIT_OK;
+        for (size_t i = 0; i < n && rc == EXIT_OK; i++)
+            rc = print_json(cli, json_pack("{s:s, s:s, s:s, s:I, s:s}", "name",
+                                           p[i].name, "role", p[i].role,
+                                           "purposes", p[i].purposes,
+                                           "created_ms",
+                                           (json_int_t)p[i].created_ms,
+                                           "created_by", p[i].created_by));
+        free(p);
+        return rc;
+    }
+    return usage_error("principal needs add, list or remove%s", "");
 }
 
 /* `dossier health [SERVICE]`: each target's gRPC health, one line per
@@ -1699,7 +1768,7 @@ static const struct command commands[] = {
     {"purpose", cmd_purpose}, {"consent", cmd_consent},
     {"subject", cmd_subject}, {"audit", cmd_audit},
     {"health", cmd_health}, {"backup", cmd_backup},
-    {"request", cmd_request},
+    {"request", cmd_request}, {"principal", cmd_principal},
 };
 
 int main(int argc, char **argv)

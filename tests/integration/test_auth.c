@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -217,12 +218,107 @@ static void test_forwarded_calls_keep_their_principal(void **state)
     harness_token = NULL;
 }
 
+/* Principals kept by the cluster: on a 3-node cluster without an auth
+ * file, the first admin is added without credentials and authentication
+ * is then on everywhere; a service principal is limited to its purposes
+ * on every node (a follower forwards its writes); removing it revokes its
+ * token at once; it all survives a restart of every node. */
+static void test_principals_in_the_replicated_state(void **state)
+{
+    struct cluster_proc c;
+    struct dossier_client *anon, *ops, *svc, *svc_mkt, *follower;
+    struct dossier_principal p, *list;
+    struct dossier_status st;
+    char tok_ops[65], tok_svc[65], scratch[65];
+    size_t n;
+    int leader, f;
+    (void)state;
+
+    harness_token = NULL;
+    cluster_init(&c, 3, NULL);
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    f = (leader + 1) % 3;
+    anon = harness_client_as(c.targets, NULL, "operations");
+    assert_int_equal(put_contact(anon, "pr-0"), 0); /* auth is off */
+    assert_int_equal(dossier_principal_add(anon, NULL, "ops", "admin", NULL,
+                                           tok_ops, &p, &st),
+                     0);
+    assert_string_equal(p.role, "admin");
+    assert_string_equal(p.purposes, "*");
+    /* From now on every node wants credentials. */
+    harness_token = tok_ops;
+    ops = harness_client_as(c.targets, tok_ops, "operations");
+    for (int i = 0; i < 3; i++) {
+        struct dossier_client *one = harness_client_as(c.nodes[i].addr, NULL,
+                                                       "operations");
+        int code = 0;
+        for (int t = 0; t < 50; t++) { /* until the node applied the add */
+            code = put_contact(one, "pr-anon");
+            if (code == DOSSIER_UNAUTHENTICATED)
+                break;
+            usleep(100000);
+        }
+        assert_int_equal(code, DOSSIER_UNAUTHENTICATED);
+        dossier_client_close(one);
+    }
+    assert_int_equal(dossier_principal_add(anon, NULL, "x", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(dossier_principal_add(ops, NULL, "svc", "service",
+                                           "operations", tok_svc, &p, &st),
+                     0);
+    assert_int_equal(dossier_principal_add(ops, NULL, "svc", "service", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_ALREADY_EXISTS);
+    assert_int_equal(dossier_principal_add(ops, NULL, "Bad Name", "service",
+                                           NULL, scratch, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+
+    /* The service principal, through a follower: its purpose only, and no
+     * admin calls. */
+    follower = harness_client_as(c.nodes[f].addr, tok_svc, "operations");
+    assert_int_equal(put_contact(follower, "pr-1"), 0);
+    svc_mkt = harness_client_as(c.nodes[f].addr, tok_svc, "marketing");
+    assert_int_equal(put_contact(svc_mkt, "pr-2"), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(cluster_status_code(follower), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_principal_list(ops, NULL, &list, &n, &st), 0);
+    assert_int_equal(n, 2);
+    free(list);
+
+    /* All nodes restart: the principals are state, not configuration. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(node_stop(&c.nodes[i]), 0);
+    assert_int_equal(cluster_start_all(&c), 0);
+    assert_true(cluster_leader(&c) >= 0);
+    svc = harness_client_as(c.targets, tok_svc, "operations");
+    assert_int_equal(put_contact(svc, "pr-3"), 0);
+    assert_int_equal(put_contact(anon, "pr-4"), DOSSIER_UNAUTHENTICATED);
+
+    /* Removed: its token stops working. */
+    assert_int_equal(dossier_principal_remove(ops, NULL, "svc", &st), 0);
+    assert_int_equal(cluster_wait_converged(&c), 0);
+    assert_int_equal(put_contact(svc, "pr-5"), DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(dossier_principal_remove(ops, NULL, "svc", &st),
+                     DOSSIER_NOT_FOUND);
+
+    dossier_client_close(anon);
+    dossier_client_close(ops);
+    dossier_client_close(svc);
+    dossier_client_close(svc_mkt);
+    dossier_client_close(follower);
+    cluster_destroy(&c);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roles_on_one_node),
         cmocka_unit_test(test_bad_auth_file_refused_at_start),
         cmocka_unit_test(test_forwarded_calls_keep_their_principal),
+        cmocka_unit_test(test_principals_in_the_replicated_state),
     };
     int rc;
     if (sodium_init() < 0)

@@ -857,6 +857,49 @@ dossier_subject_export(struct dossier_client *c,
                        void *arg, struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
+ * Principals in the cluster's replicated state (admin role)
+ *
+ * Every node knows them, beside the principals of its --auth-file. Once
+ * one exists, every call needs credentials. Before that (a cluster
+ * without an auth file), adding one needs none: that is how a cluster gets
+ * its first admin. */
+
+struct dossier_principal {
+    char name[65];
+    char role[16];      /* "service", "compliance" or "admin" */
+    char purposes[512]; /* "a,b" or "*" */
+    int64_t created_ms;
+    char created_by[65];
+};
+
+/* Adds principal @name with @role ("service", "compliance", "admin") and
+ * @purposes ("a,b"; NULL or "*": every purpose). A fresh bearer token is
+ * made here and written into @token (64 hex digits and a NUL): only its
+ * SHA-256 leaves the client; show the token to its owner once.
+ * Errors: DOSSIER_ALREADY_EXISTS, DOSSIER_INVALID_ARGUMENT. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_principal_add(struct dossier_client *c,
+                      const struct dossier_call_options *co, const char *name,
+                      const char *role, const char *purposes, char token[65],
+                      struct dossier_principal *out,
+                      struct dossier_status *st);
+
+/* Removes principal @name: its token stops working at once on every
+ * node. Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_principal_remove(struct dossier_client *c,
+                         const struct dossier_call_options *co,
+                         const char *name, struct dossier_status *st);
+
+/* Every principal of the cluster's state (not the auth files'); free
+ * *@out with free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_principal_list(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       struct dossier_principal **out, size_t *n,
+                       struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
  * Tracked GDPR requests (compliance role)
  *
  * An erasure or export request is filed when it arrives and is then met
