@@ -247,8 +247,11 @@ static void test_principals_in_the_replicated_state(void **state)
                      0);
     assert_string_equal(p.role, "admin");
     assert_string_equal(p.purposes, "*");
-    /* From now on every node wants credentials. */
+    /* From now on every node wants credentials, once it has applied the
+     * principal (a follower behind forwards writes, which the leader then
+     * refuses without one). */
     harness_token = tok_ops;
+    assert_int_equal(cluster_wait_converged(&c), 0);
     ops = harness_client_as(c.targets, tok_ops, "operations");
     for (int i = 0; i < 3; i++) {
         struct dossier_client *one = harness_client_as(c.nodes[i].addr, NULL,
@@ -276,8 +279,9 @@ static void test_principals_in_the_replicated_state(void **state)
                                            NULL, scratch, NULL, &st),
                      DOSSIER_INVALID_ARGUMENT);
 
-    /* The service principal, through a follower: its purpose only, and no
-     * admin calls. */
+    /* The service principal, through a follower (once it applied the
+     * addition): its purpose only, and no admin calls. */
+    assert_int_equal(cluster_wait_converged(&c), 0);
     follower = harness_client_as(c.nodes[f].addr, tok_svc, "operations");
     assert_int_equal(put_contact(follower, "pr-1"), 0);
     svc_mkt = harness_client_as(c.nodes[f].addr, tok_svc, "marketing");
