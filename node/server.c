@@ -1321,7 +1321,15 @@ void server_run(struct server *s)
         }
         case TAG_READ: {
             struct call *c = t->ptr;
-            c->m->handler(c, c->req);
+            /* The barrier may have applied the cluster's first principal:
+             * an anonymous read let in before it is refused now. */
+            if (!c->principal[0] && !(c->m->flags & (API_PEER | API_PUBLIC)) &&
+                auth_on(call_node(c)))
+                call_fail(c, DOSSIER_UNAUTHENTICATED,
+                          "authentication was turned on: send the metadata "
+                          "'authorization: Bearer <token>'");
+            else
+                c->m->handler(c, c->req);
             break;
         }
         case TAG_RECV: {
