@@ -1,9 +1,12 @@
-/* The RPC handlers, one file per service (api_records.c, api_schema.c,
- * api_cluster.c, api_peer.c). Each validates its request, then reads
- * through the store or submits a command, and answers its call. */
+/* The RPC handlers, a file per service or family of services
+ * (api_records.c, api_schema.c, api_cluster.c, api_peer.c, api_gdpr.c,
+ * api_requests.c, api_export.c, api_principals.c; backup.c and health.c
+ * hold their own). Each validates its request, then reads through the
+ * store or submits a command, and answers its call. */
 #ifndef DOSSIER_NODE_API_H
 #define DOSSIER_NODE_API_H
 
+#include "dossier.pb-c.h"
 #include "server.h"
 
 void api_records_put(struct call *c, ProtobufCMessage *req);
@@ -31,6 +34,10 @@ void api_consent_grant(struct call *c, ProtobufCMessage *req);
 void api_consent_withdraw(struct call *c, ProtobufCMessage *req);
 void api_consent_get(struct call *c, ProtobufCMessage *req);
 void api_consent_history(struct call *c, ProtobufCMessage *req);
+/* A stored consent event of @subject_id as the API shows it (strings
+ * borrowed from @sc). */
+void api_consent_event(const Dossier__Store__V1__StoredConsent *sc,
+                       const char *subject_id, Dossier__V1__ConsentEvent *out);
 
 void api_subjects_status(struct call *c, ProtobufCMessage *req);
 void api_subjects_restrict(struct call *c, ProtobufCMessage *req);
@@ -64,6 +71,14 @@ void api_backups_list(struct call *c, ProtobufCMessage *req);
 void api_audit_read(struct call *c, ProtobufCMessage *req);
 void api_audit_public_key(struct call *c, ProtobufCMessage *req);
 void api_peer_audit_append(struct call *c, ProtobufCMessage *req);
+
+/* Checks subject id @id and makes its pseudonym into @sp; 0, or -1 after
+ * answering @c with the reason. */
+int api_subject_of(struct call *c, const char *id, uint8_t sp[16]);
+
+/* 1 if @v is a label (a reference, a source: never personal data); else 0
+ * after answering @c with the rule, naming the field @what. */
+int api_label_ok(struct call *c, const char *what, const char *v);
 
 /* Whether @c may see subject @sp's records under its purpose: 0 if so;
  * else DOSSIER_PERMISSION_DENIED (restricted subject, or no consent for a

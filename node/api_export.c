@@ -207,58 +207,23 @@ static int export_records(struct export_job *j, struct dossier_status *st)
 
 /* ---- consent ---- */
 
-struct consents {
-    Dossier__Store__V1__StoredConsent **c;
-    size_t n, cap;
-};
-
-static int consent_row_cb(void *arg, const uint8_t *key, size_t klen,
-                          const uint8_t *val, size_t vlen)
-{
-    struct consents *l = arg;
-    Dossier__Store__V1__StoredConsent *sc;
-    (void)key;
-    (void)klen;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        void *g = realloc(l->c, cap * sizeof(*l->c));
-        if (!g)
-            return DOSSIER_NOMEM;
-        l->c = g;
-        l->cap = cap;
-    }
-    sc = dossier__store__v1__stored_consent__unpack(NULL, vlen, val);
-    if (!sc)
-        return DOSSIER_CORRUPT;
-    l->c[l->n++] = sc;
-    return 0;
-}
-
 static int export_consent(struct export_job *j, struct dossier_status *st)
 {
-    struct consents l = {0};
+    Dossier__Store__V1__StoredConsent **sc;
     uint8_t prefix[STORE_SP_BYTES + 1];
+    size_t n;
     int rc;
 
     memcpy(prefix, j->sp, STORE_SP_BYTES);
     prefix[STORE_SP_BYTES] = 'h'; /* the history: every event */
-    rc = store_scan(j->node->store, STORE_CONSENT, prefix, sizeof(prefix),
-                    NULL, 0, consent_row_cb, &l, st);
-    if (rc == DOSSIER_CORRUPT || rc == DOSSIER_NOMEM)
-        err_set(st, rc, rc == DOSSIER_NOMEM ? "out of memory"
-                                            : "a consent row is malformed");
-    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+    rc = store_scan_messages(j->node->store, STORE_CONSENT, prefix,
+                             sizeof(prefix),
+                             &dossier__store__v1__stored_consent__descriptor,
+                             (ProtobufCMessage ***)&sc, &n, st);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         Dossier__V1__ExportChunk chunk = DOSSIER__V1__EXPORT_CHUNK__INIT;
-        Dossier__V1__ConsentEvent ev = DOSSIER__V1__CONSENT_EVENT__INIT;
-        Dossier__Store__V1__StoredConsent *sc = l.c[i];
-        ev.subject_id = j->subject_id;
-        ev.purpose = sc->purpose;
-        ev.state = sc->state;
-        ev.source = sc->source;
-        ev.notice_version = sc->notice_version;
-        ev.time_ms = sc->time_ms;
-        ev.principal = sc->principal;
-        ev.revision = sc->revision;
+        Dossier__V1__ConsentEvent ev;
+        api_consent_event(sc[i], j->subject_id, &ev);
         chunk.item_case = DOSSIER__V1__EXPORT_CHUNK__ITEM_CONSENT;
         chunk.consent = &ev;
         if (send_chunk(j, &chunk) != 0)
@@ -266,9 +231,7 @@ static int export_consent(struct export_job *j, struct dossier_status *st)
         else
             j->n_consent++;
     }
-    for (size_t i = 0; i < l.n; i++)
-        dossier__store__v1__stored_consent__free_unpacked(l.c[i], NULL);
-    free(l.c);
+    store_messages_free((ProtobufCMessage **)sc, n);
     return rc;
 }
 

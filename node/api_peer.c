@@ -15,6 +15,7 @@
 #include "api.h"
 #include "cluster.h"
 #include "errors.h"
+#include "fileutil.h"
 #include "log.h"
 #include "pbgrpc.h"
 #include "peer.pb-c.h"
@@ -119,7 +120,7 @@ static void snap_abort(struct call *c, struct snap_in *s, int code,
         if (s->fd >= 0)
             close(s->fd);
         if (s->dir[0])
-            store_rmtree(s->dir);
+            fu_rmtree(s->dir);
         free(s);
     }
     call_set_user(c, NULL);
@@ -220,7 +221,7 @@ static void snap_chunk(struct call *c, grpc_byte_buffer *bb)
     if (rc == -2) {
         /* refused and answered by api_peer_check */
         if (s->dir[0])
-            store_rmtree(s->dir);
+            fu_rmtree(s->dir);
         free(s);
         call_set_user(c, NULL);
         return;

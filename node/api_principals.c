@@ -58,11 +58,7 @@ static void principal_done(void *arg, const struct store_result *res)
 
 static int name_ok(struct call *c, const char *name)
 {
-    size_t n = strlen(name);
-    int ok = n > 0 && n <= 64;
-    for (const char *p = name; ok && *p; p++)
-        ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-             *p == '.' || *p == '_' || *p == '-';
+    int ok = auth_principal_name_valid(name);
     if (!ok)
         call_fail(c, DOSSIER_INVALID_ARGUMENT,
                   "a principal's name is 1 to 64 characters of a-z 0-9 . _ -");
@@ -161,67 +157,39 @@ void api_principals_remove(struct call *c, ProtobufCMessage *msg)
     submit_op(c, &op, x);
 }
 
-struct principal_list {
-    Dossier__Store__V1__StoredPrincipal **p;
-    size_t n, cap;
-};
-
-static int principal_row_cb(void *arg, const uint8_t *key, size_t klen,
-                            const uint8_t *val, size_t vlen)
-{
-    struct principal_list *l = arg;
-    (void)key;
-    (void)klen;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        void *g = realloc(l->p, cap * sizeof(*l->p));
-        if (!g)
-            return DOSSIER_NOMEM;
-        l->p = g;
-        l->cap = cap;
-    }
-    l->p[l->n] = dossier__store__v1__stored_principal__unpack(NULL, vlen, val);
-    if (!l->p[l->n])
-        return DOSSIER_CORRUPT;
-    l->n++;
-    return 0;
-}
-
 void api_principals_list(struct call *c, ProtobufCMessage *msg)
 {
     Dossier__V1__ListPrincipalsResponse resp =
         DOSSIER__V1__LIST_PRINCIPALS_RESPONSE__INIT;
     Dossier__V1__PrincipalInfo *infos = NULL, **ptrs = NULL;
-    struct principal_list l = {0};
+    Dossier__Store__V1__StoredPrincipal **p;
     struct dossier_status st;
+    size_t n;
     int rc;
     (void)msg;
 
-    rc = store_scan(call_node(c)->store, STORE_POLICY, (const uint8_t *)"a",
-                    1, NULL, 0, principal_row_cb, &l, &st);
-    if (rc == DOSSIER_NOMEM || rc == DOSSIER_CORRUPT)
-        err_set(&st, rc, rc == DOSSIER_NOMEM ? "out of memory"
-                                             : "a principal row is corrupt");
+    rc = store_scan_messages(call_node(c)->store, STORE_POLICY,
+                             (const uint8_t *)"a", 1,
+                             &dossier__store__v1__stored_principal__descriptor,
+                             (ProtobufCMessage ***)&p, &n, &st);
     if (rc == 0) {
-        infos = calloc(l.n ? l.n : 1, sizeof(*infos));
-        ptrs = calloc(l.n ? l.n : 1, sizeof(*ptrs));
+        infos = calloc(n ? n : 1, sizeof(*infos));
+        ptrs = calloc(n ? n : 1, sizeof(*ptrs));
         if (!infos || !ptrs)
             rc = err_set(&st, DOSSIER_NOMEM, "out of memory");
     }
     if (rc) {
         call_fail_status(c, &st);
     } else {
-        for (size_t i = 0; i < l.n; i++) {
-            info_from(l.p[i], &infos[i]);
+        for (size_t i = 0; i < n; i++) {
+            info_from(p[i], &infos[i]);
             ptrs[i] = &infos[i];
         }
-        resp.n_principals = l.n;
+        resp.n_principals = n;
         resp.principals = ptrs;
         call_reply(c, &resp.base);
     }
-    for (size_t i = 0; i < l.n; i++)
-        dossier__store__v1__stored_principal__free_unpacked(l.p[i], NULL);
-    free(l.p);
+    store_messages_free((ProtobufCMessage **)p, n);
     free(infos);
     free(ptrs);
 }

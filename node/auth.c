@@ -243,6 +243,18 @@ int auth_is_peer_token(const char *peer, const char *token, size_t len)
 }
 
 /* auth_may_use() under the lock. */
+int auth_principal_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
 int auth_purposes_allow(const char *list, const char *purpose)
 {
     size_t n = strlen(purpose);

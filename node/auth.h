@@ -83,6 +83,10 @@ int auth_find_cert(struct auth *a, const char *cn, size_t len,
  * -1 if the file has no principal @name (or @a is NULL). */
 int auth_may_use(struct auth *a, const char *name, const char *purpose);
 
+/* 1 if @name may name a principal of the cluster's replicated state:
+ * 1 to 64 characters of a-z 0-9 . _ - */
+int auth_principal_name_valid(const char *name);
+
 /* 1 if the purposes list @list ("a,b", "*" or "": every purpose) holds
  * @purpose. */
 int auth_purposes_allow(const char *list, const char *purpose);

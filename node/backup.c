@@ -22,6 +22,7 @@
 #include "cluster.h"
 #include "crypt.h"
 #include "errors.h"
+#include "fileutil.h"
 #include "log.h"
 #include "raftio.h"
 #include "records.h"
@@ -33,72 +34,6 @@
  * by its thread. A stop cancels it between files. */
 static int backup_busy;
 static int backup_cancel;
-
-/* @a/@b into @out; -1 when it does not fit (the caller refuses). */
-static int pjoin(char *out, size_t cap, const char *a, const char *b)
-{
-    int k = snprintf(out, cap, "%s/%s", a, b);
-    return k < 0 || (size_t)k >= cap ? -1 : 0;
-}
-
-static int fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc;
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Removes @path and everything under it; errors are ignored (what is
- * left is a partial backup, named as one). */
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-    if (d) {
-        while ((e = readdir(d))) {
-            char sub[PATH_CAP];
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            if (snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) >=
-                (int)sizeof(sub))
-                continue;
-            remove_tree(sub);
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
-static int copy_file(const char *from, const char *to)
-{
-    char buf[1 << 16];
-    ssize_t k;
-    int in = open(from, O_RDONLY | O_CLOEXEC), out, rc = 0;
-    if (in < 0)
-        return -1;
-    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out < 0) {
-        close(in);
-        return -1;
-    }
-    while ((k = read(in, buf, sizeof(buf))) > 0)
-        if (write(out, buf, (size_t)k) != k) {
-            rc = -1;
-            break;
-        }
-    if (k < 0 || fsync(out) != 0)
-        rc = -1;
-    close(in);
-    if (close(out) != 0)
-        rc = -1;
-    return rc;
-}
 
 /* Adds every regular file under @root/@rel to @files as {path, bytes,
  * sha256}, depth first, names sorted; sums into *@bytes. */
@@ -146,11 +81,11 @@ static int manifest_files(const char *root, const char *rel, json_t *files,
         struct stat sb;
         uint8_t h[32];
         uint64_t size;
-        int too_long = rel[0] ? pjoin(sub, sizeof(sub), rel, names[i])
+        int too_long = rel[0] ? fu_join(sub, sizeof(sub), rel, names[i])
                               : (int)strlen(names[i]) >= (int)sizeof(sub);
         if (!rel[0] && !too_long)
             strcpy(sub, names[i]);
-        if (too_long || pjoin(full, sizeof(full), root, sub) != 0) {
+        if (too_long || fu_join(full, sizeof(full), root, sub) != 0) {
             rc = err_set(st, DOSSIER_IO, "a path under %s is too long", root);
         } else if (lstat(full, &sb) != 0) {
             rc = err_set(st, DOSSIER_IO, "cannot stat %s: %s", full,
@@ -158,7 +93,7 @@ static int manifest_files(const char *root, const char *rel, json_t *files,
         } else if (S_ISDIR(sb.st_mode)) {
             rc = manifest_files(root, sub, files, bytes, st);
         } else if (S_ISREG(sb.st_mode)) {
-            if (backup_hash_file(full, h, &size) != 0) {
+            if (fu_sha256_file(full, h, &size) != 0) {
                 rc = err_set(st, DOSSIER_IO, "cannot read %s: %s", full,
                              strerror(errno));
             } else {
@@ -208,19 +143,19 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
     if (access(path, F_OK) == 0)
         return err_set(st, DOSSIER_ALREADY_EXISTS,
                        "backup %s exists already; retry in a second", name);
-    remove_tree(tmp); /* a partial one of an earlier crash */
+    fu_rmtree(tmp); /* a partial one of an earlier crash */
     if (mkdir(tmp, 0700) != 0)
         return err_set(st, DOSSIER_IO, "cannot make %s: %s", tmp,
                        strerror(errno));
-    if (pjoin(sub, sizeof(sub), tmp, "db") != 0) {
+    if (fu_join(sub, sizeof(sub), tmp, "db") != 0) {
         rc = err_set(st, DOSSIER_IO, "the backup path is too long");
         goto fail;
     }
     if ((rc = store_checkpoint(n->store, sub, st)) != 0)
         goto fail;
-    if (pjoin(from, sizeof(from), n->data_dir, "DOSSIER") != 0 ||
-        pjoin(sub, sizeof(sub), tmp, "DOSSIER") != 0 ||
-        copy_file(from, sub) != 0) {
+    if (fu_join(from, sizeof(from), n->data_dir, "DOSSIER") != 0 ||
+        fu_join(sub, sizeof(sub), tmp, "DOSSIER") != 0 ||
+        fu_copy(from, sub, 0600, NULL, NULL) != 0) {
         rc = err_set(st, DOSSIER_IO, "cannot copy %s: %s", from,
                      strerror(errno));
         goto fail;
@@ -239,15 +174,15 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
                          (json_int_t)applied, "bytes", (json_int_t)bytes,
                          "file_count", (json_int_t)json_array_size(files),
                          "files", files);
-    if (!manifest || pjoin(sub, sizeof(sub), tmp, BACKUP_MANIFEST) != 0 ||
+    if (!manifest || fu_join(sub, sizeof(sub), tmp, BACKUP_MANIFEST) != 0 ||
         json_dump_file(manifest, sub, JSON_INDENT(1)) != 0 ||
-        fsync_path(sub) != 0) {
+        fu_fsync(sub) != 0) {
         rc = err_set(st, DOSSIER_IO, "cannot write %s", sub);
         goto fail;
     }
-    if (pjoin(sub, sizeof(sub), tmp, "db") != 0 || fsync_path(sub) != 0 ||
-        fsync_path(tmp) != 0 ||
-        rename(tmp, path) != 0 || fsync_path(n->backup_dir) != 0) {
+    if (fu_join(sub, sizeof(sub), tmp, "db") != 0 || fu_fsync(sub) != 0 ||
+        fu_fsync(tmp) != 0 ||
+        rename(tmp, path) != 0 || fu_fsync(n->backup_dir) != 0) {
         rc = err_set(st, DOSSIER_IO, "cannot complete backup %s: %s", path,
                      strerror(errno));
         goto fail;
@@ -266,7 +201,7 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
 fail:
     json_decref(manifest);
     json_decref(files);
-    remove_tree(tmp);
+    fu_rmtree(tmp);
     return rc;
 }
 
@@ -348,7 +283,7 @@ static int read_info(const char *dir, Dossier__V1__BackupInfo *b)
     json_int_t created = 0, node = 0, applied = 0, bytes = 0, files = 0;
     int format = 0;
 
-    if (pjoin(path, sizeof(path), dir, BACKUP_MANIFEST) != 0)
+    if (fu_join(path, sizeof(path), dir, BACKUP_MANIFEST) != 0)
         return -1;
     m = json_load_file(path, 0, NULL);
     if (!m)
@@ -643,7 +578,7 @@ int backup_restore_finish(struct node *n, const char *data_dir,
                    "erased after this backup was taken are back; erase them "
                    "again");
     }
-    if (unlink(marker) != 0 || fsync_path(data_dir) != 0)
+    if (unlink(marker) != 0 || fu_fsync(data_dir) != 0)
         return err_set(st, DOSSIER_IO, "cannot remove %s: %s", marker,
                        strerror(errno));
     log_printf(LOG_INFO, "restore: complete");

@@ -16,6 +16,7 @@
 
 #include "crypt.h"
 #include "errors.h"
+#include "fileutil.h"
 #include "log.h"
 #include "peer.h"
 #include "raftio.h"
@@ -362,7 +363,7 @@ void cluster_snapshot_received(struct cluster *cl, const char *staged,
 {
     struct in_snap *s = calloc(1, sizeof(*s));
     if (!s) {
-        store_rmtree(staged);
+        fu_rmtree(staged);
         return;
     }
     snprintf(s->staged, sizeof(s->staged), "%s", staged);
@@ -372,7 +373,7 @@ void cluster_snapshot_received(struct cluster *cl, const char *staged,
     pthread_mutex_lock(&cl->lock);
     if (cl->stopping || cl->halted) {
         pthread_mutex_unlock(&cl->lock);
-        store_rmtree(staged);
+        fu_rmtree(staged);
         free(s);
         return;
     }
@@ -993,7 +994,7 @@ static void send_messages(struct cluster *cl, const struct raft_ready *rd)
             int64_t t0 = now_ms();
             snprintf(dir, sizeof(dir), "%s/out-%" PRIu64 "-%" PRIu64,
                      cl->snapshot_dir, m->to, ++cl->snap_seq);
-            store_rmtree(dir);
+            fu_rmtree(dir);
             /* The checkpoint is the state applied so far, which is what
              * raft_snapshot_at_applied describes: this ready's committed
              * entries are applied after the messages are sent. */
@@ -1001,7 +1002,7 @@ static void send_messages(struct cluster *cl, const struct raft_ready *rd)
             if (store_checkpoint(cl->store, dir, &st) != 0) {
                 log_printf(LOG_WARN, "cannot make a snapshot for node %" PRIu64
                            ": %s", m->to, st.message);
-                store_rmtree(dir);
+                fu_rmtree(dir);
                 on_snapshot_done(cl, m->to, 0);
                 continue;
             }
@@ -1216,10 +1217,10 @@ static void take_snapshot_inputs(struct cluster *cl, struct in_snap *s)
     while (s) {
         struct in_snap *next = s->next;
         if (cl->staged[0])
-            store_rmtree(cl->staged); /* superseded before it was used */
+            fu_rmtree(cl->staged); /* superseded before it was used */
         snprintf(cl->staged, sizeof(cl->staged), "%s", s->staged);
         if (raft_step(cl->raft, &s->m) != RAFT_OK) {
-            store_rmtree(cl->staged);
+            fu_rmtree(cl->staged);
             cl->staged[0] = '\0';
         }
         /* Install now, while the staged data matches what was stepped. */
@@ -1227,7 +1228,7 @@ static void take_snapshot_inputs(struct cluster *cl, struct in_snap *s)
             handle_ready(cl);
         if (cl->staged[0]) {
             /* The core did not take it (old news): drop the data. */
-            store_rmtree(cl->staged);
+            fu_rmtree(cl->staged);
             cl->staged[0] = '\0';
         }
         free(s);
@@ -1595,7 +1596,7 @@ void cluster_free(struct cluster *cl)
     while (cl->in_snaps) {
         struct in_snap *s = cl->in_snaps;
         cl->in_snaps = s->next;
-        store_rmtree(s->staged);
+        fu_rmtree(s->staged);
         free(s);
     }
     while (cl->in_reports) {

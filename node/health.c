@@ -41,26 +41,9 @@ struct health {
     size_t n_watchers;
 };
 
-static const char *const known_services[] = {
-    "",
-    "dossier.v1.Records",
-    "dossier.v1.Schema",
-    "dossier.v1.Cluster",
-    "dossier.v1.Purposes",
-    "dossier.v1.Consent",
-    "dossier.v1.Subjects",
-    "dossier.v1.Audit",
-    "dossier.v1.Requests",
-    "dossier.v1.Backups",
-};
-
 static int service_known(const char *name)
 {
-    for (size_t i = 0; i < sizeof(known_services) / sizeof(*known_services);
-         i++)
-        if (strcmp(name ? name : "", known_services[i]) == 0)
-            return 1;
-    return 0;
+    return server_has_service(name ? name : "");
 }
 
 /* What the node is now; h->mu held. */

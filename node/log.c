@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 static enum log_level min_level = LOG_INFO;
 static const char *const names[] = {"debug", "info", "warn", "error"};
@@ -49,12 +50,7 @@ static void vlog(enum log_level l, const uint8_t *request_id,
     strncat(ts, frac, sizeof(ts) - strlen(ts) - 1);
     o = json_pack("{s:s, s:s, s:s}", "ts", ts, "level", names[l], "msg", msg);
     if (o && request_id) {
-        static const char hex[] = "0123456789abcdef";
-        for (int i = 0; i < 16; i++) {
-            rid[2 * i] = hex[request_id[i] >> 4];
-            rid[2 * i + 1] = hex[request_id[i] & 15];
-        }
-        rid[32] = '\0';
+        sodium_bin2hex(rid, sizeof(rid), request_id, 16);
         json_object_set_new(o, "request_id", json_string(rid));
     }
     line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;

@@ -21,6 +21,7 @@
 #include <grpc/support/time.h>
 
 #include "errors.h"
+#include "fileutil.h"
 #include "log.h"
 #include "pbgrpc.h"
 #include "peer.pb-c.h"
@@ -643,7 +644,7 @@ static void *transfer_main(void *arg)
     grpc_slice_unref(details);
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
-    store_rmtree(t->dir);
+    fu_rmtree(t->dir);
     if (pc->ev.snapshot_done)
         pc->ev.snapshot_done(pc->ev.arg, t->to, ok);
     pthread_mutex_lock(&pc->lock);
@@ -696,7 +697,7 @@ void peer_client_send_snapshot(struct peer_client *pc, uint64_t to,
     pthread_mutex_unlock(&pc->lock);
     if (!ok) {
         free(t);
-        store_rmtree(dir);
+        fu_rmtree(dir);
         if (pc->ev.snapshot_done)
             pc->ev.snapshot_done(pc->ev.arg, to, 0);
     }

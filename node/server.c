@@ -269,6 +269,19 @@ struct server {
     long in_flight; /* calls received and not yet freed */
 };
 
+int server_has_service(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0)
+        return 1; /* the node as a whole */
+    for (size_t i = 0; i < N_METHODS; i++)
+        if ((methods[i].flags & (API_PEER | API_PUBLIC)) == 0 &&
+            strncmp(methods[i].path + 1, name, n) == 0 &&
+            methods[i].path[n + 1] == '/')
+            return 1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Wiping allocator for decoded requests. */
 

@@ -135,6 +135,10 @@ void *call_user(const struct call *c);
 
 struct server;
 
+/* 1 if @name is "" (the node) or a client service this node serves
+ * ("dossier.v1.Records", ...): what the health service answers for. */
+int server_has_service(const char *name);
+
 /* Whether a TLS port asks callers for a certificate. Every certificate it
  * asks for must verify against the CA; the CN of a verified one can name
  * a certificate principal (auth.h). */

@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include <rocksdb/c.h>
 
 #include "errors.h"
+#include "fileutil.h"
 
 #define MARKER_NAME "DOSSIER"
 #define MARKER_TEXT "dossier data directory\nformat 1\n"
@@ -98,54 +98,6 @@ uint64_t store_be_u64(const uint8_t in[8])
 /* ------------------------------------------------------------------ */
 /* Data directory */
 
-static int path_join(char *out, size_t cap, const char *dir, const char *name)
-{
-    return snprintf(out, cap, "%s/%s", dir, name) >= (int)cap ? -1 : 0;
-}
-
-static int dir_is_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int empty = 1;
-    if (!d)
-        return 0;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            empty = 0;
-            break;
-        }
-    closedir(d);
-    return empty;
-}
-
-/* Removes @path and everything under it; errors are ignored (used for
- * copies that are no longer needed). */
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void store_rmtree(const char *path)
-{
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Checks @dir: *@created is 1 when it is missing (then made, mode 0700) or
  * empty. */
 static int dir_prepare(const char *dir, int *created, struct dossier_status *st)
@@ -156,7 +108,7 @@ static int dir_prepare(const char *dir, int *created, struct dossier_status *st)
     int fd;
 
     *created = 0;
-    if (path_join(marker, sizeof(marker), dir, MARKER_NAME))
+    if (fu_join(marker, sizeof(marker), dir, MARKER_NAME))
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "data directory path is too long");
     if (stat(dir, &sb) != 0) {
@@ -174,7 +126,7 @@ static int dir_prepare(const char *dir, int *created, struct dossier_status *st)
                        "data directory %s is not a directory", dir);
     fd = open(marker, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT && dir_is_empty(dir)) {
+        if (errno == ENOENT && fu_dir_empty(dir)) {
             *created = 1;
             return 0;
         }
@@ -201,7 +153,7 @@ static int marker_write(const char *dir, struct dossier_status *st)
     size_t len = strlen(MARKER_TEXT);
     int fd;
 
-    if (path_join(path, sizeof(path), dir, MARKER_NAME))
+    if (fu_join(path, sizeof(path), dir, MARKER_NAME))
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -213,7 +165,7 @@ static int marker_write(const char *dir, struct dossier_status *st)
                        strerror(errno));
     }
     close(fd);
-    if (fsync_path(dir) != 0)
+    if (fu_fsync(dir) != 0)
         return err_set(st, DOSSIER_IO, "cannot sync %s: %s", dir,
                        strerror(errno));
     return 0;
@@ -398,9 +350,9 @@ static int state_load(struct store *s, struct dossier_status *st)
 static int install_recover(const char *dir, struct dossier_status *st)
 {
     char db[4096], old[4096], staged[4096];
-    if (path_join(db, sizeof(db), dir, "db") ||
-        path_join(old, sizeof(old), dir, "db.old") ||
-        path_join(staged, sizeof(staged), dir, "db.new"))
+    if (fu_join(db, sizeof(db), dir, "db") ||
+        fu_join(old, sizeof(old), dir, "db.old") ||
+        fu_join(staged, sizeof(staged), dir, "db.new"))
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
     if (access(old, F_OK) != 0)
         return 0;
@@ -409,10 +361,10 @@ static int install_recover(const char *dir, struct dossier_status *st)
         if (rename(from, db) != 0)
             return err_set(st, DOSSIER_IO, "cannot recover %s: %s", db,
                            strerror(errno));
-        fsync_path(dir);
+        fu_fsync(dir);
     }
     if (access(old, F_OK) == 0)
-        store_rmtree(old);
+        fu_rmtree(old);
     return 0;
 }
 
@@ -427,7 +379,7 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
     rc = dir_prepare(dir, created, st);
     if (rc)
         return rc;
-    if (path_join(dbpath, sizeof(dbpath), dir, "db"))
+    if (fu_join(dbpath, sizeof(dbpath), dir, "db"))
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
     if (!*created && (rc = install_recover(dir, st)) != 0)
         return rc;
@@ -623,15 +575,15 @@ int store_install(struct store *s, const char *staged,
     struct store_raw raw;
     int rc;
 
-    if (path_join(newp, sizeof(newp), s->dir, "db.new") ||
-        path_join(oldp, sizeof(oldp), s->dir, "db.old"))
+    if (fu_join(newp, sizeof(newp), s->dir, "db.new") ||
+        fu_join(oldp, sizeof(oldp), s->dir, "db.old"))
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "path too long");
     /* A checkpoint always has its CURRENT file; opening a directory
      * without one would create an empty database in its place. */
     {
         char cur[4200];
         struct stat sb;
-        if (path_join(cur, sizeof(cur), staged, "CURRENT") ||
+        if (fu_join(cur, sizeof(cur), staged, "CURRENT") ||
             stat(cur, &sb) != 0)
             return err_set(st, DOSSIER_CORRUPT,
                            "the staged snapshot is not a database");
@@ -650,7 +602,7 @@ int store_install(struct store *s, const char *staged,
     if (rc)
         return rc;
     if (strcmp(staged, newp) != 0) {
-        store_rmtree(newp);
+        fu_rmtree(newp);
         if (rename(staged, newp) != 0)
             return err_set(st, DOSSIER_IO, "cannot move %s: %s", staged,
                            strerror(errno));
@@ -664,13 +616,13 @@ int store_install(struct store *s, const char *staged,
                      strerror(errno));
         install_recover(s->dir, st);
     }
-    fsync_path(s->dir);
+    fu_fsync(s->dir);
     if (db_open(s, s->db_path, &s->db, s->cf, st) != 0 && rc == 0)
         rc = st->code;
     if (rc == 0)
         rc = state_load(s, st);
     pthread_rwlock_unlock(&s->swap);
-    store_rmtree(oldp);
+    fu_rmtree(oldp);
     return rc;
 }
 
@@ -927,6 +879,63 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
     if (!*out)
         return err_set(st, DOSSIER_CORRUPT, "an erasure record is corrupt");
     return 0;
+}
+
+struct message_list {
+    const ProtobufCMessageDescriptor *desc;
+    ProtobufCMessage **m;
+    size_t n, cap;
+};
+
+static int message_row_cb(void *arg, const uint8_t *key, size_t klen,
+                          const uint8_t *val, size_t vlen)
+{
+    struct message_list *l = arg;
+    (void)key;
+    (void)klen;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        ProtobufCMessage **g = realloc(l->m, cap * sizeof(*g));
+        if (!g)
+            return DOSSIER_NOMEM;
+        l->m = g;
+        l->cap = cap;
+    }
+    l->m[l->n] = protobuf_c_message_unpack(l->desc, NULL, vlen, val);
+    if (!l->m[l->n])
+        return DOSSIER_CORRUPT;
+    l->n++;
+    return 0;
+}
+
+int store_scan_messages(struct store *s, enum store_family family,
+                        const uint8_t *prefix, size_t plen,
+                        const ProtobufCMessageDescriptor *desc,
+                        ProtobufCMessage ***out, size_t *n,
+                        struct dossier_status *st)
+{
+    struct message_list l = {desc, NULL, 0, 0};
+    int rc = store_scan(s, family, prefix, plen, NULL, 0, message_row_cb, &l,
+                        st);
+    if (rc == DOSSIER_NOMEM || rc == DOSSIER_CORRUPT)
+        err_set(st, rc, rc == DOSSIER_NOMEM ? "out of memory"
+                                            : "a stored %s does not decode",
+                desc->short_name);
+    if (rc) {
+        store_messages_free(l.m, l.n);
+        l.m = NULL;
+        l.n = 0;
+    }
+    *out = l.m;
+    *n = l.n;
+    return rc;
+}
+
+void store_messages_free(ProtobufCMessage **m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        protobuf_c_message_free_unpacked(m[i], NULL);
+    free(m);
 }
 
 uint64_t store_principal_count(struct store *s)

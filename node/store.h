@@ -102,10 +102,6 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
 /* Closes @s; every batch must be committed or aborted. NULL is a no-op. */
 void store_close(struct store *s);
 
-/* Removes @path and everything under it, ignoring errors: for copies the
- * node no longer needs (checkpoints sent, snapshots replaced). */
-void store_rmtree(const char *path);
-
 /* The meta record into *@out (free with
  * dossier__store__v1__meta__free_unpacked). Errors: DOSSIER_NOT_FOUND (a
  * directory made but never initialised), DOSSIER_FAILED_PRECONDITION (a
@@ -137,6 +133,18 @@ int store_consent_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 /* 1 if subject @sp is restricted, 0 if not, or an error code (st set). */
 int store_restricted(struct store *s, const uint8_t sp[STORE_SP_BYTES],
                      struct dossier_status *st);
+
+/* Every value of @family under @prefix (@plen bytes), in key order,
+ * unpacked as @desc into *@out, an array of *@n messages (free with
+ * store_messages_free, also after a failure: then NULL and 0).
+ * Errors: DOSSIER_CORRUPT (a value that does not decode), DOSSIER_NOMEM,
+ * DOSSIER_IO. */
+int store_scan_messages(struct store *s, enum store_family family,
+                        const uint8_t *prefix, size_t plen,
+                        const ProtobufCMessageDescriptor *desc,
+                        ProtobufCMessage ***out, size_t *n,
+                        struct dossier_status *st);
+void store_messages_free(ProtobufCMessage **m, size_t n);
 
 /* Principals in the replicated state ("a" + name -> StoredPrincipal and
  * "t" + SHA-256 of the token -> name, policy family): how many, and one by

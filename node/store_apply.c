@@ -664,18 +664,6 @@ static int keys_under(struct store_batch *b, enum store_family family,
 /* ------------------------------------------------------------------ */
 /* Principals in the replicated state. */
 
-static int principal_name_ok(const char *n)
-{
-    size_t len = strlen(n);
-    if (len == 0 || len > 64)
-        return 0;
-    for (const char *p = n; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-              *p == '.' || *p == '_' || *p == '-'))
-            return 0;
-    return 1;
-}
-
 static int apply_principal(struct store_batch *b, const Command *cmd,
                            struct store_result *res)
 {
@@ -685,7 +673,7 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
     char *v = NULL;
     int rc;
 
-    if (!principal_name_ok(op->name))
+    if (!auth_principal_name_valid(op->name))
         return bad_command(res, "principal name");
     akey[0] = 'a';
     memcpy(akey + 1, op->name, n);

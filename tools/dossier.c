@@ -1,11 +1,13 @@
 /* dossier: the admin and compliance command line of Dossier. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -14,7 +16,7 @@
 
 #include "json.h"
 #include "keyfile.h"
-#include "backupfmt.h"
+#include "fileutil.h"
 #include "restore.h"
 
 #ifndef DOSSIER_VERSION
@@ -753,7 +755,15 @@ static json_t *json_from_status(const char *target,
 
 /* Each target's own view, one line per target: asking one client for all
  * would show only the first node that answers. */
-static int cluster_status_all(struct cli *cli)
+/* Asks each target on its own (one client for all would show only the
+ * first node that answers): @ask prints that target's line, or fails
+ * with @st. A failure is printed as {"target", "error"}. Returns the
+ * worst exit status, or the one @ask sets in *@worst. */
+typedef int (*target_ask)(struct cli *cli, struct dossier_client *c,
+                          const char *target, void *arg, int *worst,
+                          struct dossier_status *st);
+
+static int each_target(struct cli *cli, target_ask ask, void *arg)
 {
     char *list = strdup(cli->target), *save = NULL, *tok;
     int rc = EXIT_OK, worst = EXIT_OK;
@@ -764,7 +774,6 @@ static int cluster_status_all(struct cli *cli)
          tok = strtok_r(NULL, ",", &save)) {
         struct dossier_client_options o;
         struct dossier_client *c;
-        struct dossier_cluster_status s;
         struct dossier_status st;
         client_options(cli, tok, &o);
         if (!cli->timeout_ms)
@@ -773,14 +782,13 @@ static int cluster_status_all(struct cli *cli)
             worst = report(&st);
             continue;
         }
-        if (dossier_cluster_status(c, NULL, &s, &st)) {
+        rc = ask(cli, c, tok, arg, &worst, &st);
+        if (rc < 0) {
             fprintf(stderr, "dossier: %s: %s: %s\n", tok,
                     dossier_code_name(st.code), st.message);
             rc = print_json(cli, json_pack("{s:s, s:s}", "target", tok,
                                            "error", st.message));
             worst = exit_for(st.code);
-        } else {
-            rc = print_json(cli, json_from_status(tok, &s));
         }
         dossier_client_close(c);
         if (rc)
@@ -788,6 +796,23 @@ static int cluster_status_all(struct cli *cli)
     }
     free(list);
     return worst;
+}
+
+static int ask_status(struct cli *cli, struct dossier_client *c,
+                      const char *target, void *arg, int *worst,
+                      struct dossier_status *st)
+{
+    struct dossier_cluster_status s;
+    (void)arg;
+    (void)worst;
+    if (dossier_cluster_status(c, NULL, &s, st))
+        return -1;
+    return print_json(cli, json_from_status(target, &s));
+}
+
+static int cluster_status_all(struct cli *cli)
+{
+    return each_target(cli, ask_status, NULL);
 }
 
 static json_t *json_from_backup(const struct dossier_backup *b)
@@ -942,51 +967,29 @@ static int cmd_principal(struct cli *cli, int argc, char **argv)
 
 /* `dossier health [SERVICE]`: each target's gRPC health, one line per
  * target; exit 0 only when every target is SERVING. */
+static int ask_health(struct cli *cli, struct dossier_client *c,
+                      const char *target, void *arg, int *worst,
+                      struct dossier_status *st)
+{
+    const char *service = arg;
+    enum dossier_health h;
+    if (dossier_health_check(c, NULL, service, &h, st))
+        return -1;
+    if (h != DOSSIER_HEALTH_SERVING && *worst == EXIT_OK)
+        *worst = EXIT_UNAVAILABLE;
+    return print_json(
+        cli, json_pack("{s:s, s:s, s:s}", "target", target, "service",
+                       service, "status",
+                       h == DOSSIER_HEALTH_SERVING       ? "SERVING"
+                       : h == DOSSIER_HEALTH_NOT_SERVING ? "NOT_SERVING"
+                                                         : "UNKNOWN"));
+}
+
 static int cmd_health(struct cli *cli, int argc, char **argv)
 {
-    char *list, *save = NULL, *tok;
-    const char *service = argc > 1 ? argv[1] : "";
-    int rc = EXIT_OK, worst = EXIT_OK;
-
     if (argc > 2)
         return usage_error("health takes at most a SERVICE%s", "");
-    list = strdup(cli->target);
-    if (!list)
-        return EXIT_ERROR;
-    for (tok = strtok_r(list, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        struct dossier_client_options o;
-        struct dossier_client *c;
-        struct dossier_status st;
-        enum dossier_health h;
-        client_options(cli, tok, &o);
-        if (!cli->timeout_ms)
-            o.timeout_ms = 3000;
-        if (dossier_client_open(&o, &c, &st)) {
-            worst = report(&st);
-            continue;
-        }
-        if (dossier_health_check(c, NULL, service, &h, &st)) {
-            fprintf(stderr, "dossier: %s: %s: %s\n", tok,
-                    dossier_code_name(st.code), st.message);
-            rc = print_json(cli, json_pack("{s:s, s:s}", "target", tok,
-                                           "error", st.message));
-            worst = exit_for(st.code);
-        } else {
-            rc = print_json(cli, json_pack(
-                "{s:s, s:s, s:s}", "target", tok, "service", service,
-                "status", h == DOSSIER_HEALTH_SERVING       ? "SERVING"
-                          : h == DOSSIER_HEALTH_NOT_SERVING ? "NOT_SERVING"
-                                                            : "UNKNOWN"));
-            if (h != DOSSIER_HEALTH_SERVING && worst == EXIT_OK)
-                worst = EXIT_UNAVAILABLE;
-        }
-        dossier_client_close(c);
-        if (rc)
-            worst = rc;
-    }
-    free(list);
-    return worst;
+    return each_target(cli, ask_health, argc > 1 ? argv[1] : (char *)"");
 }
 
 static int parse_id(const char *s, uint64_t *id)
@@ -1567,7 +1570,12 @@ static int cmd_request(struct cli *cli, int argc, char **argv)
             if (!o.out)
                 return usage_error("an export request needs --out FILE, "
                                    "where the export is written%s", "");
-            if (!(eo.f = fopen(o.out, "wx"))) {
+            /* Personal data: readable by its owner only. */
+            int fd = open(o.out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                          0600);
+            if (fd < 0 || !(eo.f = fdopen(fd, "w"))) {
+                if (fd >= 0)
+                    close(fd);
                 fprintf(stderr, "dossier: cannot create %s: %s\n", o.out,
                         strerror(errno));
                 return EXIT_ERROR;
@@ -1582,7 +1590,7 @@ static int cmd_request(struct cli *cli, int argc, char **argv)
             }
             if (rc)
                 return report(&st);
-            if (backup_hash_file(o.out, digest, &size) != 0) {
+            if (fu_sha256_file(o.out, digest, &size) != 0) {
                 fprintf(stderr, "dossier: cannot read %s back\n", o.out);
                 return EXIT_ERROR;
             }

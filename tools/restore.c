@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "backupfmt.h"
+#include "fileutil.h"
 
 #define PATH_CAP 4096
 
@@ -32,22 +33,6 @@ static enum restore_result fail(char *err, size_t cap, enum restore_result r,
     return r;
 }
 
-static int pjoin(char *out, size_t cap, const char *a, const char *b)
-{
-    int k = snprintf(out, cap, "%s/%s", a, b);
-    return k < 0 || (size_t)k >= cap ? -1 : 0;
-}
-
-static int fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Removes everything inside @dir (not @dir itself). */
 static void empty_dir(const char *dir)
 {
@@ -57,16 +42,9 @@ static void empty_dir(const char *dir)
         return;
     while ((e = readdir(d))) {
         char sub[PATH_CAP];
-        struct stat sb;
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-            pjoin(sub, sizeof(sub), dir, e->d_name) != 0)
-            continue;
-        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            empty_dir(sub);
-            rmdir(sub);
-        } else {
-            unlink(sub);
-        }
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            fu_join(sub, sizeof(sub), dir, e->d_name) == 0)
+            fu_rmtree(sub);
     }
     closedir(d);
 }
@@ -75,7 +53,7 @@ static void empty_dir(const char *dir)
 static int make_parents(const char *root, const char *rel)
 {
     char path[PATH_CAP];
-    if (pjoin(path, sizeof(path), root, rel) != 0)
+    if (fu_join(path, sizeof(path), root, rel) != 0)
         return -1;
     for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')); p++) {
         *p = '\0';
@@ -86,53 +64,12 @@ static int make_parents(const char *root, const char *rel)
     return 0;
 }
 
-/* Copies @from to @to (new, 0600), synced; the SHA-256 and size of what
- * was read into @h and *@size. */
-static int copy_hashed(const char *from, const char *to, uint8_t h[32],
-                       uint64_t *size)
-{
-    crypto_hash_sha256_state hs;
-    unsigned char buf[1 << 16];
-    ssize_t k;
-    int in = open(from, O_RDONLY | O_CLOEXEC), out, rc = 0;
-    if (in < 0)
-        return -1;
-    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out < 0) {
-        close(in);
-        return -1;
-    }
-    *size = 0;
-    crypto_hash_sha256_init(&hs);
-    while ((k = read(in, buf, sizeof(buf))) > 0) {
-        crypto_hash_sha256_update(&hs, buf, (unsigned long long)k);
-        *size += (uint64_t)k;
-        if (write(out, buf, (size_t)k) != k) {
-            rc = -1;
-            break;
-        }
-    }
-    if (k < 0 || fsync(out) != 0)
-        rc = -1;
-    close(in);
-    if (close(out) != 0)
-        rc = -1;
-    crypto_hash_sha256_final(&hs, h);
-    return rc;
-}
-
+/* @dir exists and is empty, or did not exist and was made (mode 0700). */
 static int dir_usable(const char *dir)
 {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int empty = 1;
-    if (!d)
-        return errno == ENOENT ? mkdir(dir, 0700) == 0 : 0;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            empty = 0;
-    closedir(d);
-    return empty;
+    if (mkdir(dir, 0700) == 0)
+        return 1;
+    return errno == EEXIST && fu_dir_empty(dir);
 }
 
 /* Copies the ledger @from to @to, checking every line is a certificate;
@@ -204,12 +141,12 @@ static enum restore_result restore_files(const char *backup,
             strcmp(rel, BACKUP_MANIFEST) == 0)
             return fail(err, cap, RESTORE_BAD_INPUT,
                         "the manifest of %s has a bad file entry", backup);
-        if (pjoin(from, sizeof(from), backup, rel) != 0 ||
-            pjoin(to, sizeof(to), data_dir, rel) != 0 ||
+        if (fu_join(from, sizeof(from), backup, rel) != 0 ||
+            fu_join(to, sizeof(to), data_dir, rel) != 0 ||
             make_parents(data_dir, rel) != 0)
             return fail(err, cap, RESTORE_IO, "cannot make the directory of "
                         "%s in %s", rel, data_dir);
-        if (copy_hashed(from, to, h, &size) != 0)
+        if (fu_copy(from, to, 0600, h, &size) != 0)
             return fail(err, cap, RESTORE_IO, "cannot copy %s: %s", from,
                         strerror(errno));
         sodium_bin2hex(got_hex, sizeof(got_hex), h, sizeof(h));
@@ -238,7 +175,7 @@ enum restore_result restore_backup(const char *backup, const char *data_dir,
     FILE *mk;
 
     *summary = NULL;
-    if (pjoin(path, sizeof(path), backup, BACKUP_MANIFEST) != 0)
+    if (fu_join(path, sizeof(path), backup, BACKUP_MANIFEST) != 0)
         return fail(err, cap, RESTORE_BAD_INPUT, "path too long");
     m = json_load_file(path, 0, NULL);
     if (!m || json_unpack(m, "{s:i, s:s, s:I, s:I, s:o}", "format", &format,
@@ -266,21 +203,21 @@ enum restore_result restore_backup(const char *backup, const char *data_dir,
     }
     r = restore_files(backup, data_dir, files, &bytes, err, cap);
     if (r == RESTORE_OK && ledger) {
-        if (pjoin(path, sizeof(path), data_dir, BACKUP_RESTORE_LEDGER) != 0)
+        if (fu_join(path, sizeof(path), data_dir, BACKUP_RESTORE_LEDGER) != 0)
             r = fail(err, cap, RESTORE_IO, "path too long");
         else
             r = copy_ledger(ledger, path, &n_ledger, err, cap);
     }
     if (r == RESTORE_OK) {
         /* Last: the marker makes the node act on the restore. */
-        if (pjoin(path, sizeof(path), data_dir, BACKUP_RESTORE_MARKER) != 0 ||
+        if (fu_join(path, sizeof(path), data_dir, BACKUP_RESTORE_MARKER) != 0 ||
             !(mk = fopen(path, "wx")))
             r = fail(err, cap, RESTORE_IO, "cannot write the restore marker "
                      "in %s", data_dir);
         else if (fprintf(mk, "backup %s\nledger %s\n", name,
                          ledger ? "yes" : "no") < 0 ||
                  fflush(mk) != 0 || fsync(fileno(mk)) != 0 ||
-                 fclose(mk) != 0 || fsync_path(data_dir) != 0)
+                 fclose(mk) != 0 || fu_fsync(data_dir) != 0)
             r = fail(err, cap, RESTORE_IO, "cannot write the restore marker "
                      "in %s", data_dir);
     }

@@ -14,15 +14,9 @@
 #ifndef DOSSIER_COMMON_BACKUPFMT_H
 #define DOSSIER_COMMON_BACKUPFMT_H
 
-#include <stdint.h>
-
 #define BACKUP_MANIFEST "BACKUP.json"
 #define BACKUP_FORMAT 1
 #define BACKUP_RESTORE_MARKER "RESTORE"
 #define BACKUP_RESTORE_LEDGER "restore-ledger.jsonl"
-
-/* SHA-256 of the file at @path into @out and its size into *@size.
- * Returns 0, or -1 with errno set. */
-int backup_hash_file(const char *path, uint8_t out[32], uint64_t *size);
 
 #endif

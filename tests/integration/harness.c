@@ -7,6 +7,9 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -572,4 +575,122 @@ struct dossier_client *harness_client_as(const char *target,
         fatal("client");
     }
     return c;
+}
+
+char *harness_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t cap = 1 << 16, len = 0, k;
+    char *buf = f ? malloc(cap) : NULL, *g;
+
+    while (buf && (k = fread(buf + len, 1, cap - 1 - len, f)) > 0) {
+        len += k;
+        if (len == cap - 1) {
+            if (!(g = realloc(buf, 2 * cap))) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = g;
+            cap *= 2;
+        }
+    }
+    if (f)
+        fclose(f);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+int harness_log_count(const struct node_proc *n, const char *what)
+{
+    char *text = harness_read_file(n->log), *p;
+    int k = 0;
+    for (p = text; p && (p = strstr(p, what)); p++)
+        k++;
+    free(text);
+    return k;
+}
+
+int harness_metrics_port(const struct node_proc *n)
+{
+    static const char tag[] = "metrics on http://127.0.0.1:";
+    char *text = harness_read_file(n->log), *p, *last = NULL;
+    int port;
+    for (p = text; p && (p = strstr(p, tag)); p++)
+        last = p;
+    port = last ? atoi(last + strlen(tag)) : -1;
+    free(text);
+    return port;
+}
+
+char *harness_scrape(int port, char *err, size_t cap)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    size_t bcap = 1 << 20, len = 0;
+    char *buf = malloc(bcap), *body = NULL;
+    ssize_t k;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!buf || fd < 0 ||
+        connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+        snprintf(err, cap, "cannot ask 127.0.0.1:%d: %s", port,
+                 strerror(errno));
+        goto out;
+    }
+    while ((k = read(fd, buf + len, bcap - 1 - len)) > 0)
+        len += (size_t)k;
+    buf[len] = '\0';
+    if (strncmp(buf, "HTTP/1.0 200", 12) != 0 &&
+        strncmp(buf, "HTTP/1.1 200", 12) != 0)
+        snprintf(err, cap, "status line: %.40s", buf);
+    else if (!strstr(buf, "Content-Type: text/plain; version=0.0.4"))
+        snprintf(err, cap, "not Prometheus' text format");
+    else if (!(body = strstr(buf, "\r\n\r\n")))
+        snprintf(err, cap, "no body");
+    else
+        body = strdup(body + 4);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    return body;
+}
+
+int harness_metric(const char *text, const char *series, double *out)
+{
+    size_t n = strlen(series);
+    int found = -1;
+    for (const char *line = text; line && *line;) {
+        const char *next = strchr(line, '\n');
+        if (line[0] != '#') {
+            const char *sp = memchr(line, ' ',
+                                    next ? (size_t)(next - line)
+                                         : strlen(line));
+            if (!sp)
+                return -2; /* a sample is "name{labels} value" */
+            if (found < 0 && strncmp(line, series, n) == 0 &&
+                line[n] == ' ') {
+                *out = strtod(line + n + 1, NULL);
+                found = 0;
+            }
+        }
+        line = next ? next + 1 : NULL;
+    }
+    return found;
+}
+
+enum dossier_health harness_health(const char *target, const char *service,
+                                   int *code)
+{
+    struct dossier_client *c = harness_client_as(target, NULL, NULL);
+    struct dossier_status st;
+    enum dossier_health h = DOSSIER_HEALTH_UNKNOWN;
+    *code = dossier_health_check(c, NULL, service, &h, &st);
+    dossier_client_close(c);
+    return h;
 }

@@ -128,4 +128,29 @@ int harness_sh(char *out, size_t cap, const char *fmt, ...)
 /* Recursively removes @path. */
 void harness_rmtree(const char *path);
 
+/* The whole file at @path, NUL-terminated (free it); NULL if unreadable. */
+char *harness_read_file(const char *path);
+
+/* How many times @what occurs in @n's log. */
+int harness_log_count(const struct node_proc *n, const char *what);
+
+/* The metrics port @n logged last ("metrics on http://127.0.0.1:PORT/"; the
+ * log is appended to at each start), or -1. */
+int harness_metrics_port(const struct node_proc *n);
+
+/* GET /metrics from 127.0.0.1:@port: the body (free it), or NULL with the
+ * reason in @err when the answer is not 200 with Prometheus' text format
+ * (Content-Type text/plain; version=0.0.4). */
+char *harness_scrape(int port, char *err, size_t cap);
+
+/* The value of @series (name and labels exactly as exposed, e.g.
+ * dossier_raft_role{role="leader"}) in the scrape @text into *@out: 0, -1
+ * when absent, -2 when a sample line of @text is malformed. */
+int harness_metric(const char *text, const char *series, double *out);
+
+/* What the health service of @target says of @service ("" : the node);
+ * *@code gets the call's outcome (0 or a DOSSIER_* code). */
+enum dossier_health harness_health(const char *target, const char *service,
+                                   int *code);
+
 #endif

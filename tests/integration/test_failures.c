@@ -175,31 +175,11 @@ static void write_all(struct node_proc *n, const char *prefix, int per_writer,
 /* The whole of @path, malloc'd and NUL-terminated ("" when absent). */
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    size_t cap = 1 << 16, len = 0, got;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    if (f) {
-        while ((got = fread(buf + len, 1, cap - 1 - len, f)) > 0) {
-            len += got;
-            if (len + 1 == cap) {
-                cap *= 2;
-                buf = realloc(buf, cap);
-                assert_non_null(buf);
-            }
-        }
-        fclose(f);
-    }
-    buf[len] = '\0';
-    return buf;
-}
-
-static int log_has(const struct node_proc *n, const char *what)
-{
-    char *text = slurp(n->log);
-    int found = strstr(text, what) != NULL;
-    free(text);
-    return found;
+    char *text = harness_read_file(path);
+    if (!text)
+        text = strdup("");
+    assert_non_null(text);
+    return text;
 }
 
 /* 1 when one line of @n's log holds both @a and @b. */
@@ -219,83 +199,29 @@ static int log_line_has(const struct node_proc *n, const char *a,
     return found;
 }
 
-/* The metrics port the node logged last ("metrics on http://HOST:PORT/"):
- * the log is appended to at each start. -1 when none. */
-static int metrics_port(const struct node_proc *n)
-{
-    static const char tag[] = "metrics on http://127.0.0.1:";
-    char *text = slurp(n->log), *p, *last = NULL;
-    int port;
-    for (p = text; (p = strstr(p, tag)); p++)
-        last = p;
-    port = last ? atoi(last + strlen(tag)) : -1;
-    free(text);
-    return port;
-}
-
-/* GET /metrics from @port over HTTP/1.0: the body (malloc'd); the status
- * must be 200. */
+/* GET /metrics from @port: the body (malloc'd); the status must be 200. */
 static char *scrape(int port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port)};
-    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap), *body;
-    ssize_t k;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_non_null(buf);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
-    while ((k = read(fd, buf + len, cap - 1 - len)) > 0)
-        len += (size_t)k;
-    close(fd);
-    buf[len] = '\0';
-    assert_true(strncmp(buf, "HTTP/1.0 200", 12) == 0 ||
-                strncmp(buf, "HTTP/1.1 200", 12) == 0);
-    body = strstr(buf, "\r\n\r\n");
-    assert_non_null(body);
-    body = strdup(body + 4);
-    free(buf);
-    return body;
+    char err[256];
+    char *text = harness_scrape(port, err, sizeof(err));
+    if (!text)
+        fail_msg("scrape of port %d: %s", port, err);
+    return text;
 }
-
 /* The value of @series (name and labels exactly as exposed) in @text, or
  * -1 when the scrape lacks it. */
 static double metric_or(const char *text, const char *series)
 {
-    size_t n = strlen(series);
-    for (const char *line = text; line && *line;) {
-        const char *next = strchr(line, '\n');
-        if (line[0] != '#' && strncmp(line, series, n) == 0 && line[n] == ' ')
-            return strtod(line + n + 1, NULL);
-        line = next ? next + 1 : NULL;
-    }
-    return -1;
+    double v;
+    return harness_metric(text, series, &v) == 0 ? v : -1;
 }
-
-/* What the gRPC health service of @n says of the node as a whole; *@code
- * gets the call's outcome. */
-static enum dossier_health health_of(const struct node_proc *n, int *code)
-{
-    struct dossier_client *c = harness_client_as(n->addr, NULL, NULL);
-    struct dossier_status st;
-    enum dossier_health h = DOSSIER_HEALTH_UNKNOWN;
-    *code = dossier_health_check(c, NULL, "", &h, &st);
-    dossier_client_close(c);
-    return h;
-}
-
 /* Polls until @n's health is @want, for up to 15 s. */
 static void wait_health(const struct node_proc *n, enum dossier_health want)
 {
     enum dossier_health h = DOSSIER_HEALTH_UNKNOWN;
     int code = -1;
     for (int t = 0; t < 150; t++) {
-        h = health_of(n, &code);
+        h = harness_health(n->addr, "", &code);
         if (code == 0 && h == want)
             return;
         usleep(100000);
@@ -489,11 +415,11 @@ static void expect_node_survived(struct node_proc *n)
 {
     int code, rc;
     assert_true(node_alive(n));
-    health_of(n, &code);
+    harness_health(n->addr, "", &code);
     assert_int_equal(code, 0);
     rc = node_stop(n);
     if (rc == 1)
-        assert_true(log_has(n, "stopped after a halt"));
+        assert_true(harness_log_count(n, "stopped after a halt") > 0);
     else
         assert_int_equal(rc, 0);
 }
@@ -566,7 +492,7 @@ static void test_disk_full_halts_and_restart_keeps_acknowledged(void **state)
     full.mounted = 1;
     snprintf(n->data, sizeof(n->data), "%s/data", full.mnt);
     assert_int_equal(node_start(n, extra), 0);
-    port = metrics_port(n);
+    port = harness_metrics_port(n);
     assert_true(port > 0);
     text = scrape(port);
     assert_true(metric_or(text, "dossier_node_halted{reason=\"none\"}") == 0);
@@ -605,8 +531,8 @@ static void test_disk_full_halts_and_restart_keeps_acknowledged(void **state)
 
     /* The process stays up and says why, in its log and on stderr. */
     assert_true(log_line_has(n, "\"level\":\"error\"", "halted: "));
-    assert_true(log_has(n, "dossierd: halted: "));
-    assert_true(log_has(n, "No space left"));
+    assert_true(harness_log_count(n, "dossierd: halted: ") > 0);
+    assert_true(harness_log_count(n, "No space left") > 0);
 
     /* Later data calls, writes and reads, are refused with the reason. */
     c = harness_client(n->addr, 3000);
@@ -635,7 +561,7 @@ static void test_disk_full_halts_and_restart_keeps_acknowledged(void **state)
 
     /* Stopped as asked, but a supervisor must see the failure. */
     assert_int_equal(node_stop(n), 1);
-    assert_true(log_has(n, "stopped after a halt"));
+    assert_true(harness_log_count(n, "stopped after a halt") > 0);
 
     /* Room again: the restart recovers from disk and loses nothing. */
     assert_int_equal(mount("tmpfs", full.mnt, "tmpfs", MS_REMOUNT,
@@ -643,7 +569,7 @@ static void test_disk_full_halts_and_restart_keeps_acknowledged(void **state)
                      0);
     assert_int_equal(node_start(n, extra), 0);
     wait_health(n, DOSSIER_HEALTH_SERVING);
-    text = scrape(metrics_port(n));
+    text = scrape(harness_metrics_port(n));
     assert_true(metric_or(text, "dossier_node_halted{reason=\"none\"}") == 0);
     assert_true(metric_or(text, "dossier_health_serving") == 1);
     free(text);

@@ -22,91 +22,34 @@
 
 #include "harness.h"
 
-/* The metrics address a node logged ("metrics on http://HOST:PORT/..."):
- * its port, or -1. */
-static int metrics_port(const struct node_proc *n)
-{
-    char buf[65536], *p;
-    FILE *f = fopen(n->log, "r");
-    size_t len;
-    if (!f)
-        return -1;
-    len = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[len] = '\0';
-    p = strstr(buf, "metrics on http://127.0.0.1:");
-    return p ? atoi(p + strlen("metrics on http://127.0.0.1:")) : -1;
-}
-
-/* GET /metrics from @port over plain HTTP/1.0: the body (malloc'd) when
- * the status is 200 and the content type Prometheus' text format; else
- * the test fails. */
+/* A scrape of @port (the test fails unless it is a 200 in Prometheus'
+ * text format); free it. */
 static char *scrape(int port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port)};
-    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap), *body;
-    ssize_t k;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_non_null(buf);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
-    while ((k = read(fd, buf + len, cap - 1 - len)) > 0)
-        len += (size_t)k;
-    close(fd);
-    buf[len] = '\0';
-    assert_true(strncmp(buf, "HTTP/1.0 200", 12) == 0 ||
-                strncmp(buf, "HTTP/1.1 200", 12) == 0);
-    assert_non_null(strstr(buf, "Content-Type: text/plain; version=0.0.4"));
-    body = strstr(buf, "\r\n\r\n");
-    assert_non_null(body);
-    body = strdup(body + 4);
-    free(buf);
-    return body;
+    char err[256];
+    char *text = harness_scrape(port, err, sizeof(err));
+    if (!text)
+        fail_msg("scrape of port %d: %s", port, err);
+    return text;
 }
 
-/* The value of series @series (name with its labels exactly as
- * exposed, e.g. "dossier_raft_role{role=\"leader\"}") in @text; fails the
- * test when absent. Also checks every sample line has a number. */
+/* The value of @series in @text; the test fails when it is absent or when
+ * a sample line of the scrape is malformed. */
 static double metric(const char *text, const char *series)
 {
-    size_t n = strlen(series);
-    const char *line = text;
-    while (line && *line) {
-        const char *next = strchr(line, '\n');
-        if (line[0] != '#') {
-            const char *sp = strrchr(line, ' ');
-            assert_non_null(sp); /* "name{labels} value" */
-            if (strncmp(line, series, n) == 0 && line[n] == ' ')
-                return strtod(line + n + 1, NULL);
-        }
-        line = next ? next + 1 : NULL;
-    }
-    fail_msg("no series %s in the scrape", series);
-    return 0;
+    double v = 0;
+    int rc = harness_metric(text, series, &v);
+    if (rc == -2)
+        fail_msg("a sample line is not \"name{labels} value\"");
+    if (rc)
+        fail_msg("no series %s in the scrape", series);
+    return v;
 }
 
 static int has_series(const char *text, const char *series)
 {
-    char pat[300];
-    snprintf(pat, sizeof(pat), "\n%.250s ", series);
-    return strstr(text, pat) != NULL;
-}
-
-static enum dossier_health health_of(const char *target, const char *service,
-                                     int *code)
-{
-    struct dossier_client *c = harness_client_as(target, NULL, NULL);
-    struct dossier_status st;
-    enum dossier_health h = DOSSIER_HEALTH_UNKNOWN;
-    *code = dossier_health_check(c, NULL, service, &h, &st);
-    dossier_client_close(c);
-    return h;
+    double v;
+    return harness_metric(text, series, &v) == 0;
 }
 
 static void put_contact(struct dossier_client *c, const char *id)
@@ -140,15 +83,15 @@ static void test_metrics_and_health_in_a_cluster(void **state)
     leader = cluster_leader(&c);
     assert_true(leader >= 0);
     for (int i = 0; i < 3; i++) {
-        ports[i] = metrics_port(&c.nodes[i]);
+        ports[i] = harness_metrics_port(&c.nodes[i]);
         assert_true(ports[i] > 0);
-        assert_int_equal(health_of(c.nodes[i].addr, "", &code),
+        assert_int_equal(harness_health(c.nodes[i].addr, "", &code),
                          DOSSIER_HEALTH_SERVING);
         assert_int_equal(code, 0);
-        assert_int_equal(health_of(c.nodes[i].addr, "dossier.v1.Records",
+        assert_int_equal(harness_health(c.nodes[i].addr, "dossier.v1.Records",
                                    &code),
                          DOSSIER_HEALTH_SERVING);
-        health_of(c.nodes[i].addr, "no.such.Service", &code);
+        harness_health(c.nodes[i].addr, "no.such.Service", &code);
         assert_int_equal(code, DOSSIER_NOT_FOUND);
 
         text = scrape(ports[i]);
@@ -230,7 +173,7 @@ static void test_metrics_and_health_in_a_cluster(void **state)
         assert_int_equal(node_stop(&c.nodes[leader]), 0);
         assert_int_equal(node_stop(&c.nodes[other]), 0);
         for (int t = 0; t < 150 && h == DOSSIER_HEALTH_SERVING; t++) {
-            h = health_of(c.nodes[survivor].addr, "", &code);
+            h = harness_health(c.nodes[survivor].addr, "", &code);
             assert_int_equal(code, 0);
             if (h == DOSSIER_HEALTH_SERVING)
                 usleep(100000);
@@ -275,30 +218,14 @@ static void test_health_needs_no_credentials(void **state)
     node_destroy(&n);
 }
 
-static int count_in_log(const struct node_proc *n, const char *what)
-{
-    char buf[1 << 16], *p;
-    FILE *f = fopen(n->log, "r");
-    size_t len;
-    int k = 0;
-    if (!f)
-        return 0;
-    len = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[len] = '\0';
-    for (p = buf; (p = strstr(p, what)); p++)
-        k++;
-    return k;
-}
-
 /* Sends SIGHUP and waits until the log shows @what once more. */
 static void sighup(struct node_proc *n, const char *what)
 {
-    int before = count_in_log(n, what);
+    int before = harness_log_count(n, what);
     assert_int_equal(kill(n->pid, SIGHUP), 0);
-    for (int t = 0; t < 200 && count_in_log(n, what) == before; t++)
+    for (int t = 0; t < 200 && harness_log_count(n, what) == before; t++)
         usleep(50000);
-    assert_int_equal(count_in_log(n, what), before + 1);
+    assert_int_equal(harness_log_count(n, what), before + 1);
 }
 
 static int get_code(const char *target, const char *token,

@@ -5,37 +5,20 @@ test time): every refusal gets a clear status, is logged, and the cluster
 keeps working. Usage: test_peer_input.py DOSSIERD DOSSIER PROTO_DIR"""
 import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import grpc
 from grpc_tools import protoc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pycluster  # noqa: E402
 from fault import peer_token  # noqa: E402
+from pycluster import check  # noqa: E402
 
 DOSSIERD, DOSSIER, PROTO_DIR = sys.argv[1:4]
-failures = 0
 PEER_TOKEN = ""
-
-
-def check(cond, what):
-    global failures
-    print(("ok: " if cond else "FAIL: ") + what)
-    if not cond:
-        failures += 1
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def call(channel, method, payload, timeout=5, token=None):
@@ -58,29 +41,10 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
     sys.path.insert(0, work)
     import peer_pb2 as pb  # noqa: E402
 
-    key = os.path.join(work, "master.key")
-    subprocess.run([DOSSIER, "keygen", key], check=True,
-                   stderr=subprocess.DEVNULL)
-    PEER_TOKEN = peer_token(key)
-    ports = [free_port() for _ in range(3)]
-    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes, logs = [], []
-    for i, port in enumerate(ports):
-        log = open(os.path.join(work, f"node{i + 1}.log"), "w+")
-        logs.append(log)
-        nodes.append(subprocess.Popen(
-            [DOSSIERD, "--node-id", str(i + 1), "--peers", peers,
-             "--listen", f"127.0.0.1:{port}",
-             "--data-dir", os.path.join(work, f"d{i + 1}"),
-             "--key-file", key, "--tick-ms", "50",
-             "--ready-file", os.path.join(work, f"ready{i + 1}")],
-            stderr=log))
+    c = pycluster.Cluster(DOSSIERD, DOSSIER, work)
+    PEER_TOKEN = peer_token(c.key)
+    ports = c.ports
     try:
-        for _ in range(400):
-            if all(os.path.exists(os.path.join(work, f"ready{i + 1}"))
-                   for i in range(3)):
-                break
-            time.sleep(0.05)
         target = f"127.0.0.1:{ports[0]}"
         targets = ",".join(f"127.0.0.1:{p}" for p in ports)
         env = dict(os.environ, DOSSIER_TARGET=targets)
@@ -203,26 +167,17 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
                                capture_output=True)
             check(r.returncode == 0 and '"Ann"' in r.stdout,
                   f"node at port {port} reads it")
-        logs[0].flush()
-        text = open(os.path.join(work, "node1.log")).read()
+        text = open(c.logs[0]).read()
         check("refused" in text, "the node logged a refusal")
-        check(all(n.poll() is None for n in nodes), "every node still runs")
+        check(all(n.poll() is None for n in c.nodes), "every node still runs")
     finally:
-        for n in nodes:
-            n.send_signal(signal.SIGTERM)
-        for n in nodes:
-            try:
-                rc = n.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                n.kill()
-                rc = n.wait()
+        for i in range(len(c.nodes)):
+            rc = c.stop(i, timeout=20)
             check(rc == 0, f"a node stops cleanly (exit status {rc})")
-        for i, n in enumerate(nodes):
-            if n.returncode != 0:
-                logs[i].flush()
+            if rc != 0:
                 print(f"--- node {i + 1} log (tail):")
-                print("".join(open(os.path.join(
-                    work, f"node{i + 1}.log")).readlines()[-30:]))
+                print("".join(open(c.logs[i]).readlines()[-30:]))
+        c.close()
 
-print(f"{failures} failure(s)")
-sys.exit(1 if failures else 0)
+print(f"{pycluster.failures} failure(s)")
+sys.exit(1 if pycluster.failures else 0)

@@ -10,9 +10,6 @@ Usage: test_request_id.py DOSSIERD DOSSIER PROTO_DIR"""
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,23 +17,11 @@ import time
 import grpc
 from grpc_tools import protoc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pycluster  # noqa: E402
+from pycluster import check  # noqa: E402
+
 DOSSIERD, DOSSIER, PROTO_DIR = sys.argv[1:4]
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok: " if cond else "FAIL: ") + what)
-    if not cond:
-        failures += 1
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def lines_with(path, rid):
@@ -57,33 +42,11 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
     sys.path.insert(0, work)
     import dossier_pb2 as pb  # noqa: E402
 
-    key = os.path.join(work, "master.key")
-    subprocess.run([DOSSIER, "keygen", key], check=True,
-                   stderr=subprocess.DEVNULL)
-    ports = [free_port() for _ in range(3)]
-    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes, logs = [], []
-    for i, port in enumerate(ports):
-        logs.append(os.path.join(work, f"node{i + 1}.log"))
-        nodes.append(subprocess.Popen(
-            [DOSSIERD, "--node-id", str(i + 1), "--peers", peers,
-             "--listen", f"127.0.0.1:{port}",
-             "--data-dir", os.path.join(work, f"d{i + 1}"),
-             "--key-file", key, "--tick-ms", "50", "--log-level", "debug",
-             "--ready-file", os.path.join(work, f"ready{i + 1}")],
-            stderr=open(logs[-1], "w")))
+    c = pycluster.Cluster(DOSSIERD, DOSSIER, work,
+                          extra=("--log-level", "debug"))
+    logs = c.logs
     try:
-        for _ in range(400):
-            if all(os.path.exists(os.path.join(work, f"ready{i + 1}"))
-                   for i in range(3)):
-                break
-            time.sleep(0.05)
-        env = dict(os.environ,
-                   DOSSIER_TARGET=",".join(f"127.0.0.1:{p}" for p in ports))
-        status = subprocess.run([DOSSIER, "cluster", "status"], env=env,
-                                capture_output=True, text=True).stdout
-        leader = next(i for i, line in enumerate(status.splitlines())
-                      if '"role":"leader"' in line)
+        leader = c.leader()
         follower = (leader + 1) % 3
 
         marker = "rid-marker-" + secrets.token_hex(8)
@@ -91,7 +54,7 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
         rec = pb.Record(kind="contact", id="rid-1", subject_id=marker + "-s")
         rec.fields.add(name="first_name",
                        value=pb.Value(string_value=marker))
-        ch = grpc.insecure_channel(f"127.0.0.1:{ports[follower]}")
+        ch = grpc.insecure_channel(c.target(follower))
         put = ch.unary_unary("/dossier.v1.Records/Put",
                              request_serializer=None,
                              response_deserializer=None)
@@ -114,14 +77,7 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
         ch.close()
         time.sleep(0.5)  # let the log lines reach the files
     finally:
-        for p in nodes:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        c.close()
 
     on_follower = lines_with(logs[follower], rid)
     on_leader = lines_with(logs[leader], rid)
@@ -136,5 +92,5 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
     leaked = [p for p in logs if marker in open(p).read()]
     check(not leaked, f"no log holds the record's values ({leaked})")
 
-print("FAILED" if failures else "all passed")
-sys.exit(1 if failures else 0)
+print("FAILED" if pycluster.failures else "all passed")
+sys.exit(1 if pycluster.failures else 0)
