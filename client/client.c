@@ -60,6 +60,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_BACKUP_CREATE] = "/dossier.v1.Backups/Create",
     [M_BACKUP_LIST] = "/dossier.v1.Backups/List",
     [M_SUBJECT_EXPORT] = "/dossier.v1.Subjects/Export",
+    [M_WATCH] = "/dossier.v1.Watch/Changes",
     [M_REQUEST_FILE] = "/dossier.v1.Requests/File",
     [M_REQUEST_LIST] = "/dossier.v1.Requests/List",
     [M_REQUEST_GET] = "/dossier.v1.Requests/Get",
@@ -607,6 +608,11 @@ int client_unary(struct dossier_client *c, const struct dossier_call_options *co
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
     return rc;
+}
+
+int64_t client_timeout_ms(const struct dossier_client *c)
+{
+    return c->timeout_ms;
 }
 
 /* Runs one batch of @n ops on @cc's call and waits for it. */

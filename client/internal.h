@@ -51,6 +51,7 @@ enum client_method {
     M_PRINCIPAL_ADD,
     M_PRINCIPAL_REMOVE,
     M_PRINCIPAL_LIST,
+    M_WATCH,
     M_COUNT,
 };
 
@@ -89,6 +90,9 @@ int client_unary(struct dossier_client *c, const struct dossier_call_options *co
                  enum client_method m, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *resp_desc,
                  ProtobufCMessage **resp, struct dossier_status *st);
+
+/* The client's default timeout (ms) of a call. */
+int64_t client_timeout_ms(const struct dossier_client *c);
 
 /* Server streaming: sends @req to method @m (failing over like a unary
  * call until a first message arrives) and calls @on_msg with each message

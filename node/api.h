@@ -15,6 +15,14 @@ void api_records_delete(struct call *c, ProtobufCMessage *req);
 void api_records_list_by_subject(struct call *c, ProtobufCMessage *req);
 void api_records_find_by_index(struct call *c, ProtobufCMessage *req);
 void api_records_scan(struct call *c, ProtobufCMessage *req);
+/* The field categories @c's purpose may see (all for calls without one). */
+unsigned api_visible_categories(const struct call *c);
+
+/* The change feed (api_watch.c). */
+void api_watch_changes(struct call *c, ProtobufCMessage *req);
+/* At a stop: watchers end (their calls answered UNAVAILABLE, so clients
+ * resume elsewhere) and none starts; returns once none runs. */
+void api_watch_stop(void);
 
 void api_schema_define_kind(struct call *c, ProtobufCMessage *req);
 void api_schema_get_kind(struct call *c, ProtobufCMessage *req);

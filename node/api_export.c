@@ -1,13 +1,11 @@
 /* Subjects/Export (Art. 15/20): everything stored about one subject,
- * streamed from a thread of its own, one message at a time, so that a slow
- * reader holds no lock and no completion-queue thread:
+ * streamed from a thread of its own (stream_job.h):
  *
  *   header, every record (every field, whatever the caller's purpose),
  *   every consent event, every audit entry naming the subject, footer.
  *
  * Reading the audit entries walks the whole audit log, in slices, so the
  * swap lock is never held for long. The export itself is audited. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,110 +17,44 @@
 #include "policy.h"
 #include "records.h"
 #include "store.h"
+#include "stream_job.h"
 
 /* Audit entries visited per slice of the walk. */
 #define AUDIT_SLICE 10000
 /* Exports running at once on a node; more are refused until one ends. */
 #define EXPORTS_MAX 4
 
-/* Exports running, so that the node closes its store only after them. */
-static pthread_mutex_t running_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t running_cv = PTHREAD_COND_INITIALIZER;
-static int running;
-static int exports_stopping;
-
-static void running_add(int d)
-{
-    pthread_mutex_lock(&running_mu);
-    running += d;
-    if (running == 0)
-        pthread_cond_broadcast(&running_cv);
-    pthread_mutex_unlock(&running_mu);
-}
+static struct stream_group exports = STREAM_GROUP_INIT(EXPORTS_MAX, "export");
 
 void api_export_stop(void)
 {
-    __atomic_store_n(&exports_stopping, 1, __ATOMIC_RELEASE);
-    api_export_wait_idle();
+    stream_group_stop(&exports);
 }
 
 void api_export_wait_idle(void)
 {
-    pthread_mutex_lock(&running_mu);
-    while (running > 0)
-        pthread_cond_wait(&running_cv, &running_mu);
-    pthread_mutex_unlock(&running_mu);
+    stream_group_wait_idle(&exports);
 }
 
 struct export_job {
-    struct call *call;
+    struct stream_job *stream;
     struct node *node;
     char *subject_id;
     uint8_t sp[CRYPT_PSEUDONYM_BYTES];
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int sending, broken, closed;
-    int refs; /* the thread and the close callback */
     uint64_t n_records, n_consent, n_audit;
 };
 
-static void job_unref(struct export_job *j)
+static void export_job_free(void *arg)
 {
-    int last;
-    pthread_mutex_lock(&j->mu);
-    last = --j->refs == 0;
-    pthread_mutex_unlock(&j->mu);
-    if (last) {
-        pthread_mutex_destroy(&j->mu);
-        pthread_cond_destroy(&j->cv);
-        free(j->subject_id);
-        free(j);
-    }
-}
-
-static void on_sent(struct call *c, int ok)
-{
-    struct export_job *j = call_user(c);
-    pthread_mutex_lock(&j->mu);
-    j->sending = 0;
-    if (!ok)
-        j->broken = 1;
-    pthread_cond_signal(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-}
-
-static void on_closed(struct call *c)
-{
-    struct export_job *j = call_user(c);
-    pthread_mutex_lock(&j->mu);
-    j->closed = 1;
-    pthread_cond_signal(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-    job_unref(j);
+    struct export_job *j = arg;
+    free(j->subject_id);
+    free(j);
 }
 
 /* Sends @chunk and waits until it has left; -1 when the reader is gone. */
 static int send_chunk(struct export_job *j, Dossier__V1__ExportChunk *chunk)
 {
-    int ok;
-    if (__atomic_load_n(&exports_stopping, __ATOMIC_ACQUIRE))
-        return -1; /* the node is stopping */
-    pthread_mutex_lock(&j->mu);
-    if (j->closed || j->broken) {
-        pthread_mutex_unlock(&j->mu);
-        return -1;
-    }
-    j->sending = 1;
-    if (call_stream_send(j->call, &chunk->base, on_sent) != 0) {
-        j->sending = 0;
-        pthread_mutex_unlock(&j->mu);
-        return -1;
-    }
-    while (j->sending)
-        pthread_cond_wait(&j->cv, &j->mu);
-    ok = !j->broken && !j->closed;
-    pthread_mutex_unlock(&j->mu);
-    return ok ? 0 : -1;
+    return stream_job_send(j->stream, &chunk->base);
 }
 
 /* ---- records ---- */
@@ -373,28 +305,27 @@ static int export_all(struct export_job *j, struct dossier_status *st)
     return 0;
 }
 
-static void *export_main(void *arg)
+static void export_main(struct stream_job *sj)
 {
-    struct export_job *j = arg;
+    struct export_job *j = stream_job_user(sj);
+    struct call *c = stream_job_call(sj);
     struct dossier_status st;
 
+    j->stream = sj;
     if (export_all(j, &st) == 0) {
         log_printf(LOG_INFO, "exported a subject: %llu records, %llu consent "
                    "events, %llu audit entries",
                    (unsigned long long)j->n_records,
                    (unsigned long long)j->n_consent,
                    (unsigned long long)j->n_audit);
-        call_audit_read(j->call, j->sp, NULL, 0);
-        call_stream_end(j->call);
+        call_audit_read(c, j->sp, NULL, 0);
+        call_stream_end(c);
     } else {
-        if (__atomic_load_n(&exports_stopping, __ATOMIC_ACQUIRE))
+        if (stream_group_stopping(&exports))
             err_set(&st, DOSSIER_UNAVAILABLE, "the node is stopping: export "
                     "again, from another node");
-        call_fail_status(j->call, &st);
+        call_fail_status(c, &st);
     }
-    job_unref(j);
-    running_add(-1);
-    return NULL;
 }
 
 void api_subjects_export(struct call *c, ProtobufCMessage *msg)
@@ -403,48 +334,16 @@ void api_subjects_export(struct call *c, ProtobufCMessage *msg)
     struct node *n = call_node(c);
     struct export_job *j;
     struct dossier_status st;
-    pthread_attr_t attr;
-    pthread_t t;
 
     if (records_check_id(req->subject_id, "subject_id", &st))
         return call_fail_status(c, &st);
-    pthread_mutex_lock(&running_mu);
-    if (running >= EXPORTS_MAX) {
-        pthread_mutex_unlock(&running_mu);
-        return call_fail(c, DOSSIER_UNAVAILABLE,
-                         "%d exports are running on this node; retry when "
-                         "one has ended",
-                         EXPORTS_MAX);
-    }
-    pthread_mutex_unlock(&running_mu);
     j = calloc(1, sizeof(*j));
     if (!j || !(j->subject_id = strdup(req->subject_id))) {
         free(j);
         return call_fail(c, DOSSIER_NOMEM, "out of memory");
     }
-    j->call = c;
     j->node = n;
     crypt_subject_pseudonym(n->crypt, req->subject_id,
                             strlen(req->subject_id), j->sp);
-    pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
-    j->refs = 2;
-    call_set_user(c, j);
-    if (call_stream_open(c, on_closed) != 0) {
-        call_set_user(c, NULL);
-        pthread_mutex_destroy(&j->mu);
-        pthread_cond_destroy(&j->cv);
-        free(j->subject_id);
-        free(j);
-        return call_fail(c, DOSSIER_UNAVAILABLE, "the call ended");
-    }
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    running_add(1);
-    if (pthread_create(&t, &attr, export_main, j) != 0) {
-        running_add(-1);
-        job_unref(j); /* the thread's reference */
-        call_fail(c, DOSSIER_UNAVAILABLE, "cannot start an export thread");
-    }
-    pthread_attr_destroy(&attr);
+    stream_job_start(c, &exports, export_main, j, export_job_free);
 }

@@ -204,8 +204,7 @@ void api_records_delete(struct call *c, ProtobufCMessage *msg)
     }
 }
 
-/* The field categories @c's purpose may see (all for calls without one). */
-static unsigned visible_categories(const struct call *c)
+unsigned api_visible_categories(const struct call *c)
 {
     const struct policy_purpose *pp = call_purpose_def(c);
     return pp ? pp->categories : POLICY_ALL_CATEGORIES;
@@ -238,7 +237,7 @@ void api_records_get(struct call *c, ProtobufCMessage *msg)
             return call_fail_status(c, &st);
         }
     }
-    if (records_open(n, sr, rid, visible_categories(c), &o, &st))
+    if (records_open(n, sr, rid, api_visible_categories(c), &o, &st))
         return call_fail_status(c, &st);
     if (o.rec.subject_id[0])
         call_audit_read(c, sp, rid, 1);
@@ -371,7 +370,7 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
             }
             memcpy(seen[n_seen++], pg->rids[i], STORE_RID_BYTES);
         }
-        if (records_open(pg->node, sr, pg->rids[i], visible_categories(c),
+        if (records_open(pg->node, sr, pg->rids[i], api_visible_categories(c),
                          &o[opened], &st)) {
             call_fail_status(c, &st);
             goto out;

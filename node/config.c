@@ -118,6 +118,9 @@ static const struct opt opts[] = {
      7u * 86400000u,
      "the leader drops fields past their kind's retention_days this often "
      "(ms; each sweep reads every record); 0: never"},
+    {"watch-history", OPT_U64, OFF(watch_history), "100000", 1, 1ull << 40,
+     "revisions of changes this node keeps for the change feed (Watch); a "
+     "watcher may resume from any of them"},
     {"retention-clock-offset-days", OPT_U64, OFF(retention_offset_days), "0",
      0, 36500,
      "TESTS ONLY (needs --enable-fault-injection): the retention sweeper's "

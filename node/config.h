@@ -42,6 +42,7 @@ struct config {
     uint64_t health_max_lag;
     uint64_t retention_sweep_ms;
     uint64_t retention_offset_days;
+    uint64_t watch_history;
     int fault_injection;
 };
 

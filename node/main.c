@@ -322,6 +322,7 @@ static void *signal_main(void *arg)
     /* Their calls are answered while the server loop still runs. */
     backup_stop();
     api_export_stop();
+    api_watch_stop();
     for (int waited = 0; waited < STOP_DRAIN_MS &&
                          server_in_flight(sc->server) > 0;
          waited += 10)
@@ -433,6 +434,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = store_open(cfg.data_dir, cfg.block_cache_mb << 20, &store,
                         &created, &st);
+    if (rc == 0)
+        store_set_change_history(store, cfg.watch_history);
     if (rc == 0)
         rc = check_keys(store, crypt, &st);
     if (rc == 0)
@@ -591,6 +594,7 @@ out:
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
     api_export_wait_idle();
+    api_watch_stop(); /* stopped by the signal thread, or not at all */
     if (exit_code == 0 && cluster && cluster_halted(cluster, NULL, 0)) {
         /* Stopped as asked, but not everything it had to write was
          * written: a supervisor should see a failure. */

@@ -70,6 +70,8 @@ static const struct api_method methods[] = {
      api_records_find_by_index, R | D | P, 4, SVC},
     {"/dossier.v1.Records/Scan", &dossier__v1__scan_request__descriptor,
      api_records_scan, R | D | P, 4, SVC},
+    {"/dossier.v1.Watch/Changes", &dossier__v1__watch_request__descriptor,
+     api_watch_changes, R | D | P, 4, SVC},
     {"/dossier.v1.Schema/DefineKind",
      &dossier__v1__define_kind_request__descriptor, api_schema_define_kind,
      W | API_ADMIN, 2, ADM},

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -26,7 +27,8 @@ static const char *const family_names[STORE_N_FAMILIES] = {
     [STORE_INDEX] = "index",       [STORE_REQUESTS] = "requests",
     [STORE_RAFT] = "raft",         [STORE_RAFTLOG] = "raftlog",
     [STORE_POLICY] = "policy",     [STORE_CONSENT] = "consent",
-    [STORE_AUDIT] = "audit",
+    [STORE_AUDIT] = "audit",       [STORE_CHANGES] = "changes",
+    [STORE_CHANGE_INDEX] = "change_index",
 };
 
 /* Translates a RocksDB error (freed here) where it enters. RocksDB errors
@@ -315,11 +317,33 @@ static int count_row_cb(void *arg, const uint8_t *key, size_t klen,
     return 0;
 }
 
+/* The change feed's floor: a store made before the feed existed (no row)
+ * has its changes from now on, and remembers that. */
+static int changes_floor_load(struct store *s, struct dossier_status *st)
+{
+    uint64_t floor;
+    int rc = u64_load(s, "changes_floor", &floor, st);
+    if (rc == 0 && floor == 0) {
+        uint8_t v[8];
+        char *err = NULL;
+        floor = s->revision + 1;
+        store_u64_be(v, floor);
+        rocksdb_put_cf(s->db, s->wo_sync, s->cf[STORE_DEFAULT],
+                       "changes_floor", 13, (const char *)v, 8, &err);
+        if (err)
+            rc = store_rdb_error(st, err, "writing the change feed's floor");
+    }
+    __atomic_store_n(&s->changes_floor, floor, __ATOMIC_RELEASE);
+    return rc;
+}
+
 static int state_load(struct store *s, struct dossier_status *st)
 {
     int rc = u64_load(s, "revision", &s->revision, st);
     if (rc == 0)
         rc = u64_load(s, "applied", &s->applied, st);
+    if (rc == 0)
+        rc = changes_floor_load(s, st);
     if (rc == 0) {
         schema_registry_reset(s->schemas);
         rc = scan_unlocked(s, STORE_SCHEMA, NULL, 0, NULL, 0, schema_cb, s,
@@ -398,6 +422,9 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
     s->schemas = schema_registry_new();
     s->policy = policy_new();
     pthread_mutex_init(&s->audit_mu, NULL);
+    pthread_mutex_init(&s->revision_mu, NULL);
+    pthread_cond_init(&s->revision_cv, NULL);
+    s->change_history = STORE_CHANGE_HISTORY_DEFAULT;
     if (!s->dir || !s->db_path || !s->schemas || !s->policy) {
         rc = err_set(st, DOSSIER_NOMEM, "out of memory");
         goto fail;
@@ -486,6 +513,8 @@ void store_close(struct store *s)
     policy_free(s->policy);
     free(s->erased);
     pthread_mutex_destroy(&s->audit_mu);
+    pthread_mutex_destroy(&s->revision_mu);
+    pthread_cond_destroy(&s->revision_cv);
     pthread_rwlock_destroy(&s->swap);
     free(s->dir);
     free(s->db_path);
@@ -517,6 +546,164 @@ uint64_t store_revision(struct store *s)
 uint64_t store_applied(struct store *s)
 {
     return __atomic_load_n(&s->applied, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------------ */
+/* The change feed */
+
+void store_set_change_history(struct store *s, uint64_t revisions)
+{
+    __atomic_store_n(&s->change_history, revisions ? revisions : 1,
+                     __ATOMIC_RELEASE);
+}
+
+uint64_t store_change_floor(struct store *s)
+{
+    return __atomic_load_n(&s->changes_floor, __ATOMIC_ACQUIRE);
+}
+
+uint64_t store_wait_revision(struct store *s, uint64_t seen, int timeout_ms)
+{
+    struct timespec until;
+    uint64_t rev;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->revision_mu);
+    while ((rev = store_revision(s)) == seen &&
+           pthread_cond_timedwait(&s->revision_cv, &s->revision_mu,
+                                  &until) == 0)
+        ;
+    pthread_mutex_unlock(&s->revision_mu);
+    return store_revision(s);
+}
+
+/* Adds to @wb the deletion of every change_index row below @floor: one
+ * pass over the family, which holds about one row per change kept, once
+ * per trim (every eighth of the history). */
+static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
+                              uint64_t floor)
+{
+    rocksdb_iterator_t *it =
+        rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_CHANGE_INDEX]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen >= STORE_SP_BYTES + 12 &&
+            store_be_u64((const uint8_t *)k + STORE_SP_BYTES) < floor)
+            rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX], k,
+                                         klen);
+    }
+    rocksdb_iter_destroy(it);
+}
+
+void store_changes_committed(struct store *s, uint64_t revision)
+{
+    uint64_t hist = __atomic_load_n(&s->change_history, __ATOMIC_ACQUIRE);
+    uint64_t floor = store_change_floor(s);
+
+    pthread_mutex_lock(&s->revision_mu);
+    pthread_cond_broadcast(&s->revision_cv);
+    pthread_mutex_unlock(&s->revision_mu);
+    /* Trim once the feed holds an eighth more than it keeps: one range
+     * deletion now and then, not one per write. The floor moves first, so
+     * a reader that finds it past where it read knows it may have missed
+     * something. */
+    if (revision >= floor + hist + hist / 8) {
+        uint64_t new_floor = revision - hist + 1;
+        uint8_t from[12], to[12], v[8];
+        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+        char *err = NULL;
+
+        store_change_key(from, floor, 0);
+        store_change_key(to, new_floor, 0);
+        store_u64_be(v, new_floor);
+        __atomic_store_n(&s->changes_floor, new_floor, __ATOMIC_RELEASE);
+        rocksdb_writebatch_put_cf(wb, s->cf[STORE_DEFAULT], "changes_floor",
+                                  13, (const char *)v, 8);
+        rocksdb_writebatch_delete_range_cf(wb, s->cf[STORE_CHANGES],
+                                           (const char *)from, sizeof(from),
+                                           (const char *)to, sizeof(to));
+        change_index_trim(s, wb, new_floor);
+        rocksdb_write(s->db, s->wo_nosync, wb, &err);
+        rocksdb_writebatch_destroy(wb);
+        if (err) /* tried again at the next commit */
+            free(err);
+    }
+}
+
+void store_change_key(uint8_t out[12], uint64_t rev, uint32_t seq)
+{
+    store_u64_be(out, rev);
+    out[8] = (uint8_t)(seq >> 24);
+    out[9] = (uint8_t)(seq >> 16);
+    out[10] = (uint8_t)(seq >> 8);
+    out[11] = (uint8_t)seq;
+}
+
+struct changes_read {
+    struct store_change *out;
+    size_t n, max;
+    uint64_t last;
+};
+
+static int change_row_cb(void *arg, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    struct changes_read *r = arg;
+    struct store_change *c = &r->out[r->n];
+
+    if (klen != 12)
+        return DOSSIER_CORRUPT;
+    if (r->n == r->max || store_be_u64(key) > r->last)
+        return 1;
+    c->rev = store_be_u64(key);
+    c->seq = (uint32_t)key[8] << 24 | (uint32_t)key[9] << 16 |
+             (uint32_t)key[10] << 8 | key[11];
+    c->e = dossier__store__v1__change_entry__unpack(NULL, vlen, val);
+    if (!c->e)
+        return DOSSIER_CORRUPT;
+    r->n++;
+    return 0;
+}
+
+void store_changes_free(struct store_change *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dossier__store__v1__change_entry__free_unpacked(c[i].e, NULL);
+}
+
+int store_changes_read(struct store *s, uint64_t rev, uint32_t seq,
+                       uint64_t last, size_t max, struct store_change *out,
+                       size_t *n, struct dossier_status *st)
+{
+    struct changes_read r = {out, 0, max, last};
+    uint8_t after[12];
+    int rc, from_start = rev <= 1 && seq == 0;
+
+    /* store_scan starts after a key: the one just before (rev, seq). */
+    if (seq > 0)
+        store_change_key(after, rev, seq - 1);
+    else
+        store_change_key(after, rev - 1, UINT32_MAX);
+    rc = store_scan(s, STORE_CHANGES, NULL, 0, from_start ? NULL : after,
+                    from_start ? 0 : sizeof(after), change_row_cb, &r, st);
+    if (rc == 1)
+        rc = 0;
+    if (rc == DOSSIER_CORRUPT)
+        err_set(st, rc, "a change feed entry is corrupt");
+    if (rc) {
+        store_changes_free(out, r.n);
+        r.n = 0;
+    }
+    *n = r.n;
+    return rc ? rc : err_ok(st);
 }
 
 uint64_t store_property_sum(struct store *s, const char *name)
@@ -1068,8 +1255,15 @@ int store_erase_finish(struct store *s, struct dossier_status *st)
         compact_forced(s, STORE_CONSENT, s->erased[i], STORE_SP_BYTES,
                        tlen ? to : NULL, tlen);
     }
+    for (size_t i = 0; i < s->n_erased; i++) {
+        uint8_t to[STORE_SP_BYTES];
+        size_t tlen = prefix_successor(s->erased[i], STORE_SP_BYTES, to);
+        compact_forced(s, STORE_CHANGE_INDEX, s->erased[i], STORE_SP_BYTES,
+                       tlen ? to : NULL, tlen);
+    }
     compact_forced(s, STORE_RECORD, NULL, 0, NULL, 0);
     compact_forced(s, STORE_INDEX, NULL, 0, NULL, 0);
+    compact_forced(s, STORE_CHANGES, NULL, 0, NULL, 0);
     compact_forced(s, STORE_REQUESTS, NULL, 0, NULL, 0);
     s->n_erased = 0;
     return err_ok(st);

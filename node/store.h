@@ -34,6 +34,13 @@
  *   consent   sp[16] "r"                              empty: restricted
  *   audit     "e" index (u64 BE)                      hash[32] entry
  *   audit     "c" index (u64 BE)                      checkpoint (113 bytes)
+ *   default   "changes_floor"                         u64 BE: first revision
+ *                                                     the feed still holds
+ *   changes   revision (u64 BE) seq (u32 BE)          ChangeEntry
+ *   change_index sp[16] revision seq [rid[16]]        empty: a subject's
+ *                                                     changes (not its
+ *                                                     erasure), so erasing
+ *                                                     it removes them
  * Everything about one subject in the subject family shares the prefix
  * sp[16], and so does everything in the consent family, so erasing a
  * subject is one key range in each. No key or value holds a
@@ -41,7 +48,11 @@
  *
  * The families raft and raftlog are this node's Raft state; every other
  * family is the replicated state machine, identical on every node at the
- * same applied index, and is what a snapshot carries.
+ * same applied index, and is what a snapshot carries. The changes and
+ * change_index families (the change feed) are written by the state
+ * machine too, but each node trims them on its own
+ * (store_set_change_history), so how far back they reach may differ
+ * between nodes.
  *
  * The revision is the number of changes applied since the store was made;
  * each applied change takes the next one, and a record's version is the
@@ -78,6 +89,8 @@ enum store_family {
     STORE_POLICY,
     STORE_CONSENT,
     STORE_AUDIT,
+    STORE_CHANGES,
+    STORE_CHANGE_INDEX,
     STORE_N_FAMILIES,
 };
 
@@ -193,6 +206,43 @@ uint64_t store_revision(struct store *s);
 
 /* The raft index of the last command applied (0 before any). */
 uint64_t store_applied(struct store *s);
+
+/* ---- The change feed ---- */
+
+/* Revisions of changes each node keeps by default (store_set_change_history). */
+#define STORE_CHANGE_HISTORY_DEFAULT 100000
+
+/* Keeps the changes of the last @revisions revisions (at least 1); older
+ * ones are deleted as new ones come, a little at a time. */
+void store_set_change_history(struct store *s, uint64_t revisions);
+
+/* The first revision whose changes the feed still holds, all of them. */
+uint64_t store_change_floor(struct store *s);
+
+/* Waits up to @timeout_ms for the revision to move past @seen; returns
+ * the last committed revision. */
+uint64_t store_wait_revision(struct store *s, uint64_t seen, int timeout_ms);
+
+/* The key of change (@rev, @seq) in the changes family. */
+void store_change_key(uint8_t out[12], uint64_t rev, uint32_t seq);
+
+/* One change read from the feed. */
+struct store_change {
+    uint64_t rev;
+    uint32_t seq;
+    Dossier__Store__V1__ChangeEntry *e; /* owned */
+};
+
+/* Reads into @out up to @max changes from (@rev, @seq) on, in order, up to
+ * and including revision @last; *@n tells how many (free them with
+ * store_changes_free). The caller checks store_change_floor() after
+ * reading: changes below it may have been trimmed while it read.
+ * Errors: DOSSIER_CORRUPT (an entry that does not decode), DOSSIER_IO,
+ * DOSSIER_NOMEM. */
+int store_changes_read(struct store *s, uint64_t rev, uint32_t seq,
+                       uint64_t last, size_t max, struct store_change *out,
+                       size_t *n, struct dossier_status *st);
+void store_changes_free(struct store_change *c, size_t n);
 
 /* RocksDB's integer property @name (e.g. "rocksdb.total-sst-files-size")
  * summed over every column family; 0 where a family lacks it. */

@@ -124,6 +124,7 @@ int store_batch_commit(struct store_batch *b, int sync,
         return rc;
     }
     __atomic_store_n(&s->revision, b->revision, __ATOMIC_RELEASE);
+    store_changes_committed(s, b->revision);
     if (b->applied)
         __atomic_store_n(&s->applied, b->applied, __ATOMIC_RELEASE);
     /* Kinds become visible to requests only once they are durable, in the
@@ -161,6 +162,66 @@ static int bad_command(struct store_result *res, const char *what)
 {
     return err_set(&res->status, DOSSIER_CORRUPT, "malformed command: %s",
                    what);
+}
+
+/* Records change @e (its time from @cmd) in the feed at revision @rev,
+ * after any change already recorded at @rev. Errors: DOSSIER_NOMEM. */
+static int change_put(struct store_batch *b, const Command *cmd, uint64_t rev,
+                      Dossier__Store__V1__ChangeEntry *e)
+{
+    uint8_t key[12], small[256], *val = small;
+    size_t len;
+
+    b->change_seq = b->change_rev == rev ? b->change_seq + 1 : 0;
+    b->change_rev = rev;
+    e->time_ms = cmd->time_ms;
+    len = dossier__store__v1__change_entry__get_packed_size(e);
+    if (len > sizeof(small) && !(val = malloc(len)))
+        return DOSSIER_NOMEM;
+    dossier__store__v1__change_entry__pack(e, val);
+    store_change_key(key, rev, b->change_seq);
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGES],
+                                 (const char *)key, sizeof(key),
+                                 (const char *)val, len);
+    if (val != small)
+        free(val);
+    /* A subject's changes are indexed, so that its erasure takes them out
+     * of the feed; the erasure itself stays. */
+    if (e->subject.len == STORE_SP_BYTES &&
+        e->type != DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE) {
+        uint8_t ix[STORE_SP_BYTES + 12 + STORE_RID_BYTES];
+        size_t ixlen = STORE_SP_BYTES + 12;
+        memcpy(ix, e->subject.data, STORE_SP_BYTES);
+        memcpy(ix + STORE_SP_BYTES, key, 12);
+        if (e->rid.len == STORE_RID_BYTES) {
+            memcpy(ix + ixlen, e->rid.data, STORE_RID_BYTES);
+            ixlen += STORE_RID_BYTES;
+        }
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
+                                     (const char *)ix, ixlen, "", 0);
+    }
+    return 0;
+}
+
+/* Takes out of the feed the changes of subject @sp, or only those of its
+ * record @rid (NULL: all) before revision @before. Errors: DOSSIER_NOMEM. */
+static int changes_forget(struct store_batch *b, const uint8_t *sp,
+                          const uint8_t *rid, uint64_t before);
+
+/* A change of record @rid of kind @kind: @packed is the StoredRecord as
+ * stored (after a put, before a delete). */
+static int change_record(struct store_batch *b, const Command *cmd,
+                         uint64_t rev, int type, const char *kind,
+                         const uint8_t *rid, const ProtobufCBinaryData *subject,
+                         const uint8_t *packed, size_t len)
+{
+    Dossier__Store__V1__ChangeEntry e = DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
+    e.type = type;
+    e.kind = (char *)kind;
+    e.rid = (ProtobufCBinaryData){STORE_RID_BYTES, (uint8_t *)rid};
+    e.subject = *subject;
+    e.record = (ProtobufCBinaryData){len, (uint8_t *)packed};
+    return change_put(b, cmd, rev, &e);
 }
 
 /* An index key of @op is well formed: kind 0x00 field 0x00 blind rid. */
@@ -303,7 +364,14 @@ static int apply_put(struct store_batch *b, const Command *cmd,
     rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_RECORD],
                                  (const char *)key, klen, (const char *)buf,
                                  len);
+    /* Failing memory stops the node (cluster.c): no undoing here. */
+    rc = change_record(b, cmd, rec.version, DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_PUT,
+                       op->kind, op->rid.data, &op->subject, buf, len);
     free(buf);
+    if (rc) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
     b->revision++;
     res->version = rec.version;
     res->created = old == NULL;
@@ -355,6 +423,22 @@ static int apply_delete(struct store_batch *b, const Command *cmd,
     klen = store_record_key(key, op->kind, op->rid.data);
     rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
                                     (const char *)key, klen);
+    {
+        size_t len = dossier__store__v1__stored_record__get_packed_size(old);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) {
+            dossier__store__v1__stored_record__pack(old, buf);
+            rc = change_record(b, cmd, b->revision + 1,
+                               DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE,
+                               op->kind, op->rid.data, &old->subject, buf,
+                               len);
+            free(buf);
+        }
+        if (!buf || rc) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto out;
+        }
+    }
     b->revision++;
     res->version = old->version;
     rc = err_ok(st);
@@ -576,6 +660,16 @@ static int apply_consent(struct store_batch *b, const Command *cmd,
     store_u64_be(key + STORE_SP_BYTES + 1, b->revision);
     if (put_pb(b, STORE_CONSENT, key, STORE_SP_BYTES + 9, &sc.base, NULL))
         return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    {
+        Dossier__Store__V1__ChangeEntry e =
+            DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
+        e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_CONSENT;
+        e.subject = op->subject;
+        e.purpose = op->purpose;
+        e.state = op->state;
+        if (change_put(b, cmd, b->revision, &e))
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
     res->version = b->revision;
     res->updated_at_ms = cmd->time_ms;
     return err_ok(&res->status);
@@ -659,6 +753,29 @@ static int keys_under(struct store_batch *b, enum store_family family,
     if (rc)
         keys_free(l);
     return rc;
+}
+
+static int changes_forget(struct store_batch *b, const uint8_t *sp,
+                          const uint8_t *rid, uint64_t before)
+{
+    struct keylist l;
+    if (keys_under(b, STORE_CHANGE_INDEX, sp, STORE_SP_BYTES, &l))
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; i < l.n; i++) {
+        const uint8_t *k = l.keys[i];
+        if (l.lens[i] < STORE_SP_BYTES + 12)
+            continue;
+        if (rid && (l.lens[i] != STORE_SP_BYTES + 12 + STORE_RID_BYTES ||
+                    memcmp(k + STORE_SP_BYTES + 12, rid, STORE_RID_BYTES) ||
+                    store_be_u64(k + STORE_SP_BYTES) >= before))
+            continue;
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGES],
+                                        (const char *)k + STORE_SP_BYTES, 12);
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
+                                        (const char *)k, l.lens[i]);
+    }
+    keys_free(&l);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -764,7 +881,7 @@ static int index_key_of(const ProtobufCBinaryData *k, const char *field)
 
 /* Drops from the record of @item the listed fields that are past their
  * retention at @now; adds the count to *@dropped. */
-static int retention_item(struct store_batch *b,
+static int retention_item(struct store_batch *b, const Command *cmd,
                           const Dossier__Store__V1__RetentionOp__Item *item,
                           int64_t now, uint64_t *dropped,
                           struct store_result *res)
@@ -817,8 +934,24 @@ static int retention_item(struct store_batch *b,
         r->n_fields = kept;
         r->version = b->revision; /* the revision of its last change */
         klen = store_record_key(key, item->kind, item->rid.data);
-        if (put_pb(b, STORE_RECORD, key, klen, &r->base, NULL))
+        size_t len = dossier__store__v1__stored_record__get_packed_size(r);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (!buf || put_pb(b, STORE_RECORD, key, klen, &r->base, NULL))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        /* The expired values leave the feed too: the record's earlier
+         * changes go, the expiry carries what is left. */
+        if (rc == 0 && r->subject.len == STORE_SP_BYTES &&
+            changes_forget(b, r->subject.data, item->rid.data, b->revision))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        if (rc == 0) {
+            dossier__store__v1__stored_record__pack(r, buf);
+            if (change_record(b, cmd, b->revision,
+                              DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_EXPIRE,
+                              item->kind, item->rid.data, &r->subject, buf,
+                              len))
+                rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        }
+        free(buf);
         *dropped += gone;
     }
     dossier__store__v1__stored_record__free_unpacked(r, NULL);
@@ -839,7 +972,8 @@ static int apply_retention(struct store_batch *b, const Command *cmd,
             return bad_command(res, "retention item");
     b->revision++;
     for (size_t i = 0; rc == 0 && i < op->n_items; i++)
-        rc = retention_item(b, op->items[i], cmd->time_ms, &dropped, res);
+        rc = retention_item(b, cmd, op->items[i], cmd->time_ms, &dropped,
+                            res);
     if (rc) {
         b->revision--;
         return rc;
@@ -1104,6 +1238,17 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     }
     if (treq)
         dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
+    /* The subject's earlier changes leave the feed; the erasure stays. */
+    if (rc == 0 && changes_forget(b, op->subject.data, NULL, 0))
+        rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    if (rc == 0) {
+        Dossier__Store__V1__ChangeEntry e =
+            DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
+        e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE;
+        e.subject = op->subject;
+        if (change_put(b, cmd, b->revision + 1, &e))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
     if (rc == 0) {
         memcpy(b->erased[b->n_erased++], op->subject.data, STORE_SP_BYTES);
         b->effects |= STORE_EFFECT_ERASED;

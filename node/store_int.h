@@ -37,6 +37,12 @@ struct store {
     uint64_t revision;
     uint64_t applied;
     uint64_t principals; /* principals in the replicated state */
+    /* The change feed: its first revision (atomic), how many revisions it
+     * keeps; revision_cv is signalled under revision_mu at each commit. */
+    uint64_t changes_floor;
+    uint64_t change_history;
+    pthread_mutex_t revision_mu;
+    pthread_cond_t revision_cv;
 };
 
 /* Kinds defined by a batch, registered once it commits. */
@@ -70,7 +76,13 @@ struct store_batch {
     uint8_t (*erased)[STORE_SP_BYTES];
     size_t n_erased;
     int64_t principals_delta; /* principals added minus removed */
+    uint64_t change_rev; /* revision of the last change entry written */
+    uint32_t change_seq; /* its seq */
 };
+
+/* After a batch committed at @revision: wakes the feed's readers and trims
+ * the feed. */
+void store_changes_committed(struct store *s, uint64_t revision);
 
 #define STORE_AUDIT_HEAD_BYTES (8 + AUDIT_HASH_BYTES + 8 + 8)
 void store_audit_head_encode(const struct audit_chain *c,

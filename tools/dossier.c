@@ -86,6 +86,17 @@ static const char usage_text[] =
     "                          records of a data subject\n"
     "  scan KIND [--limit N] [--page-token T] [--all]\n"
     "                          records of a kind, a page at a time\n"
+    "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
+    "        [--count N] [--no-follow] [--progress]\n"
+    "                          the change feed: every put, delete, erase,\n"
+    "                          consent change and expiry, one JSON object\n"
+    "                          per line, in commit order, filtered by the\n"
+    "                          purpose; from now on, from a revision, or\n"
+    "                          after a change printed before; ends after N\n"
+    "                          changes, once caught up (--no-follow), or\n"
+    "                          never. --progress also prints\n"
+    "                          {\"type\":\"progress\",\"revision\":R} marks:\n"
+    "                          everything up to R was printed\n"
     "  schema list             every kind, one JSON object per line\n"
     "  schema get KIND\n"
     "  schema define [FILE|-]  create or extend a kind from JSON\n"
@@ -210,7 +221,8 @@ static int exit_for(int code)
     case DOSSIER_UNKNOWN_KIND:
     case DOSSIER_SCHEMA_VIOLATION:
     case DOSSIER_TOO_LARGE:
-    case DOSSIER_FAILED_PRECONDITION: return EXIT_INVALID;
+    case DOSSIER_FAILED_PRECONDITION:
+    case DOSSIER_OUT_OF_RANGE: return EXIT_INVALID;
     case DOSSIER_UNAVAILABLE:
     case DOSSIER_DEADLINE_EXCEEDED:
     case DOSSIER_CANCELLED: return EXIT_UNAVAILABLE;
@@ -296,6 +308,12 @@ struct cmd_opts {
     const char *received; /* YYYY-MM-DD */
     const char *out;
     int open_only;
+    /* watch */
+    struct dossier_watch_position after;
+    int has_after;
+    uint64_t count; /* 0: no end */
+    int progress;
+    int no_follow;
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -322,6 +340,10 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"received", required_argument, NULL, 'R'},
         {"out", required_argument, NULL, 'o'},
         {"open", no_argument, NULL, 'O'},
+        {"after", required_argument, NULL, 'A'},
+        {"count", required_argument, NULL, 'N'},
+        {"progress", no_argument, NULL, 'P'},
+        {"no-follow", no_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -368,8 +390,8 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         case 'r': o->reference = optarg; break;
         case 'f':
             if (parse_u64(optarg, &o->from) || o->from == 0)
-                return usage_error("--from %s: give an entry index, 1 or "
-                                   "more",
+                return usage_error("--from %s: give an entry index or a "
+                                   "revision, 1 or more",
                                    optarg);
             break;
         case 'K': o->public_key = optarg; break;
@@ -377,6 +399,34 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         case 'R': o->received = optarg; break;
         case 'o': o->out = optarg; break;
         case 'O': o->open_only = 1; break;
+        case 'A': {
+            /* REV.SEQ, as printed with each change */
+            char *dot = strchr(optarg, '.');
+            uint64_t seq = 0;
+            if (!dot)
+                return usage_error("--after %s: give REVISION.SEQ, as "
+                                   "printed with a change",
+                                   optarg);
+            *dot = '\0';
+            if (parse_u64(optarg, &o->after.revision) ||
+                o->after.revision == 0 || parse_u64(dot + 1, &seq) ||
+                seq >= UINT32_MAX) {
+                *dot = '.';
+                return usage_error("--after %s: give REVISION.SEQ, as "
+                                   "printed with a change",
+                                   optarg);
+            }
+            *dot = '.';
+            o->after.seq = (uint32_t)seq + 1; /* the change after it */
+            o->has_after = 1;
+            break;
+        }
+        case 'N':
+            if (parse_u64(optarg, &o->count) || o->count == 0)
+                return usage_error("--count %s: give 1 or more", optarg);
+            break;
+        case 'P': o->progress = 1; break;
+        case 'W': o->no_follow = 1; break;
         }
     }
     return 0;
@@ -1763,6 +1813,117 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
     return usage_error("unknown audit command '%s'", argv[1]);
 }
 
+/* `dossier watch`: the change feed as JSON lines. */
+struct watch_out {
+    struct cli *cli;
+    uint64_t left; /* changes still to print; 0: no end */
+    int progress;
+    int no_follow; /* stop once caught up */
+    int failed;
+};
+
+static int watch_change(void *arg, const struct dossier_change *ch)
+{
+    struct watch_out *w = arg;
+    json_t *j;
+
+    if (ch->type == DOSSIER_CHANGE_PROGRESS && !w->progress)
+        return w->no_follow;
+    j = json_pack("{s:s, s:I}", "type", dossier_change_type_name(ch->type),
+                  "revision", (json_int_t)ch->revision);
+    if (!j) {
+        w->failed = 1;
+        return 1;
+    }
+    if (ch->type != DOSSIER_CHANGE_PROGRESS) {
+        json_object_set_new(j, "seq", json_integer(ch->seq));
+        json_object_set_new(j, "time_ms", json_integer(ch->time_ms));
+    }
+    if (ch->subject_ref[0])
+        json_object_set_new(j, "subject_ref", json_string(ch->subject_ref));
+    if (ch->record)
+        json_object_set_new(j, "record", json_from_record(ch->record));
+    if (ch->content_erased)
+        json_object_set_new(j, "content_erased", json_true());
+    if (ch->type == DOSSIER_CHANGE_CONSENT) {
+        json_object_set_new(j, "purpose", json_string(ch->purpose));
+        json_object_set_new(
+            j, "state",
+            json_string(dossier_consent_state_name(ch->consent_state)));
+    }
+    if (json_dumpf(j, stdout, JSON_COMPACT) != 0 || fputc('\n', stdout) == EOF ||
+        fflush(stdout) != 0)
+        w->failed = 1;
+    json_decref(j);
+    if (w->failed)
+        return 1;
+    if (ch->type == DOSSIER_CHANGE_PROGRESS)
+        return w->no_follow;
+    return w->left && --w->left == 0;
+}
+
+static int cmd_watch(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_watch_options wo = {0};
+    struct dossier_call_options co = cli->read_opts;
+    struct watch_out w = {cli, 0, 0, 0, 0};
+    struct dossier_watch_position next;
+    struct dossier_status st;
+    const char *kinds[64];
+    char *list = NULL;
+    struct cmd_opts o;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "kfANPW", &o)))
+        return rc;
+    if (optind != argc)
+        return usage_error("watch takes options only (%s?)", argv[optind]);
+    if (o.from && o.has_after)
+        return usage_error("give --from or --after, not both%s", "");
+    if (o.kind) {
+        if (!(list = strdup(o.kind)))
+            return EXIT_ERROR;
+        for (char *save, *k = strtok_r(list, ",", &save); k;
+             k = strtok_r(NULL, ",", &save)) {
+            if (wo.n_kinds == sizeof(kinds) / sizeof(kinds[0])) {
+                free(list);
+                return usage_error("--kind: at most 64 kinds%s", "");
+            }
+            kinds[wo.n_kinds++] = k;
+        }
+        wo.kinds = kinds;
+    }
+    if (o.has_after)
+        wo.start = o.after;
+    else
+        wo.start.revision = o.from;
+    w.left = o.count;
+    w.progress = o.progress;
+    w.no_follow = o.no_follow;
+    if ((rc = connect_node(cli))) {
+        free(list);
+        return rc;
+    }
+    if (!cli->timeout_ms)
+        co.timeout_ms = INT64_C(10) * 365 * 86400 * 1000; /* no end */
+    rc = dossier_watch(cli->client, &co, &wo, watch_change, &w, &next, &st);
+    free(list);
+    if (w.failed) {
+        fprintf(stderr, "dossier: cannot write the changes\n");
+        return EXIT_ERROR;
+    }
+    if (rc) {
+        if (next.seq)
+            fprintf(stderr, "dossier: resume with --after %llu.%u\n",
+                    (unsigned long long)next.revision, next.seq - 1);
+        else if (next.revision)
+            fprintf(stderr, "dossier: resume with --from %llu\n",
+                    (unsigned long long)next.revision);
+        return report(&st);
+    }
+    return EXIT_OK;
+}
+
 struct command {
     const char *name;
     int (*run)(struct cli *cli, int argc, char **argv);
@@ -1777,6 +1938,7 @@ static const struct command commands[] = {
     {"subject", cmd_subject}, {"audit", cmd_audit},
     {"health", cmd_health}, {"backup", cmd_backup},
     {"request", cmd_request}, {"principal", cmd_principal},
+    {"watch", cmd_watch},
 };
 
 int main(int argc, char **argv)

@@ -65,6 +65,7 @@ grpc_status_code err_to_grpc(int code)
     case DOSSIER_CANCELLED: return GRPC_STATUS_CANCELLED;
     case DOSSIER_CORRUPT: return GRPC_STATUS_DATA_LOSS;
     case DOSSIER_UNIMPLEMENTED: return GRPC_STATUS_UNIMPLEMENTED;
+    case DOSSIER_OUT_OF_RANGE: return GRPC_STATUS_OUT_OF_RANGE;
     default: return GRPC_STATUS_INTERNAL;
     }
 }
@@ -93,6 +94,7 @@ int err_from_grpc(grpc_status_code s, const char *name)
     case GRPC_STATUS_CANCELLED: return DOSSIER_CANCELLED;
     case GRPC_STATUS_DATA_LOSS: return DOSSIER_CORRUPT;
     case GRPC_STATUS_UNIMPLEMENTED: return DOSSIER_UNIMPLEMENTED;
+    case GRPC_STATUS_OUT_OF_RANGE: return DOSSIER_OUT_OF_RANGE;
     default: return DOSSIER_INTERNAL;
     }
 }

@@ -33,6 +33,11 @@ contains() { # FILE TEXT DESCRIPTION
     if grep -qF -- "$2" "$1"; then ok "$3"; else fail "$3: '$2' not in output"; sed 's/^/    /' "$1"; fi
 }
 
+jsonl_check() { # DESCRIPTION PYTHON-EXPRESSION over d = the JSON lines in $WORK/out
+    if $PY -c "import json,sys; d=[json.loads(l) for l in open('$WORK/out')]; sys.exit(0 if ($2) else 1)"; then
+        ok "$1"; else fail "$1"; sed 's/^/    /' "$WORK/out"; fi
+}
+
 json_check() { # DESCRIPTION PYTHON-EXPRESSION over d = the JSON in $WORK/out
     if $PY -c "import json,sys; d=json.load(open('$WORK/out')); sys.exit(0 if ($2) else 1)"; then
         ok "$1"; else fail "$1"; sed 's/^/    /' "$WORK/out"; fi
@@ -163,9 +168,28 @@ expect 0 "subject unrestrict" -- "$DOSSIER" subject unrestrict gdpr-subj --refer
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
+expect 0 "watch before the erasure" -- "$DOSSIER" watch --from 1 --no-follow
+jsonl_check "the consent changes are in the feed" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
+ERASED_REF=$($PY -c "import json; print([x for x in map(json.loads, open('$WORK/out')) if x['type'] == 'consent'][0]['subject_ref'])")
 expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
 expect 3 "the erased record is gone" -- "$DOSSIER" get contact gdpr-1
+
+# --- the change feed -------------------------------------------------------
+expect 0 "watch --no-follow prints the history and ends" -- "$DOSSIER" watch --from 1 --no-follow
+jsonl_check "changes come in commit order" "all(a['revision'] < b['revision'] for a, b in zip(d, d[1:]))"
+jsonl_check "puts carry their record at its version" "all(x['record']['version'] == x['revision'] for x in d if x['type'] == 'put') and any(x['type'] == 'put' and x['record']['fields'].get('first_name') == 'Ann' for x in d)"
+jsonl_check "the erased subject's changes left the feed with it" "not any(x['type'] == 'consent' or x.get('record', {}).get('id') == 'gdpr-1' for x in d)"
+jsonl_check "the erasure stays, naming no other change's subject" "[x['subject_ref'] for x in d if x['type'] == 'erase'] == ['$ERASED_REF'] and all(x.get('subject_ref') != '$ERASED_REF' for x in d if x['type'] != 'erase')"
+jsonl_check "the deletion of c2 is there" "any(x['type'] == 'delete' and x['record']['id'] == 'c2' for x in d)"
+cp "$WORK/out" "$WORK/history"
+after=$($PY -c "import json; d=[json.loads(l) for l in open('$WORK/history')]; print('%d.%d' % (d[1]['revision'], d[1]['seq']))")
+expect 0 "watch --after resumes after a change" -- "$DOSSIER" watch --after "$after" --count 1
+[ "$(cat "$WORK/out")" = "$(sed -n 3p "$WORK/history")" ] && ok "--after gives the next change" || fail "--after: $(cat "$WORK/out") vs $(sed -n 3p "$WORK/history")"
+expect 0 "watch --kind company --no-follow" -- "$DOSSIER" watch --kind company --from 1 --no-follow
+jsonl_check "a kind filter keeps no contact changes" "not any(x.get('record', {}).get('kind') == 'contact' for x in d)"
+expect 5 "watch of an unknown kind exits 5" -- "$DOSSIER" watch --kind spaceship
+expect 2 "watch --after without a seq is a usage error" -- "$DOSSIER" watch --after 12
 expect 0 "audit tail" -- "$DOSSIER" audit tail --limit 200
 contains "$WORK/out" '"action":"subjects.erase"' "the erasure is in the audit log"
 sleep 0.5 # one audit window, so the refused reads are in the log too

@@ -347,7 +347,7 @@ static int start_or_refusal(struct node_proc *n, const char *const *extra,
 
 /* What reading back the records of a damaged node found. */
 struct readback {
-    int exact, not_found, errors[DOSSIER_UNIMPLEMENTED + 1];
+    int exact, not_found, errors[DOSSIER_OUT_OF_RANGE + 1];
     int skipped; /* not read: the node had halted */
     char first_error[DOSSIER_STATUS_MESSAGE_MAX];
 };

@@ -86,6 +86,7 @@ static void test_codes_travel_as_the_documented_grpc_statuses(void **state)
         {DOSSIER_RETRY, GRPC_STATUS_ABORTED},
         {DOSSIER_INTERNAL, GRPC_STATUS_INTERNAL},
         {DOSSIER_UNIMPLEMENTED, GRPC_STATUS_UNIMPLEMENTED},
+        {DOSSIER_OUT_OF_RANGE, GRPC_STATUS_OUT_OF_RANGE},
     };
     (void)state;
     /* Every code of the table has a row here. */
@@ -136,14 +137,14 @@ static void test_ok_status_without_name_is_ok(void **state)
 }
 
 /* Without a trailer, statuses that have no Dossier meaning (UNKNOWN,
- * OUT_OF_RANGE, INTERNAL) are INTERNAL. */
+ * INTERNAL) are INTERNAL; OUT_OF_RANGE is the change feed's. */
 static void test_statuses_without_dossier_meaning_are_internal(void **state)
 {
     (void)state;
     assert_int_equal(err_from_grpc(GRPC_STATUS_UNKNOWN, NULL),
                      DOSSIER_INTERNAL);
     assert_int_equal(err_from_grpc(GRPC_STATUS_OUT_OF_RANGE, NULL),
-                     DOSSIER_INTERNAL);
+                     DOSSIER_OUT_OF_RANGE);
     assert_int_equal(err_from_grpc(GRPC_STATUS_INTERNAL, NULL),
                      DOSSIER_INTERNAL);
 }

@@ -48,7 +48,8 @@ extern "C" {
     X(WRONG_KEY, 17, "wrong master key")                                    \
     X(RETRY, 18, "transient conflict, retry")                               \
     X(INTERNAL, 19, "internal error")                                       \
-    X(UNIMPLEMENTED, 20, "method not implemented by this node")
+    X(UNIMPLEMENTED, 20, "method not implemented by this node")            \
+    X(OUT_OF_RANGE, 21, "before the history the node keeps")
 
 enum dossier_code {
 #define DOSSIER_X_ENUM(name, value, msg) DOSSIER_##name = value,
@@ -855,6 +856,78 @@ dossier_subject_export(struct dossier_client *c,
                        const struct dossier_call_options *co,
                        const char *subject_id, dossier_export_fn fn,
                        void *arg, struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Change feed (service role; a purpose)
+ *
+ * Every put, delete, erasure, consent change and retention expiry, in
+ * commit order, from a given revision, filtered by the call's purpose
+ * exactly as reads are: fields the purpose may not see are left out, and
+ * record changes about subjects it may not see (no consent for a consent
+ * purpose, restricted) are not delivered. Erasures and consent changes go
+ * to every watcher. */
+
+enum dossier_change_type {
+    DOSSIER_CHANGE_PUT = 1,  /* record: as after the change */
+    DOSSIER_CHANGE_DELETE,   /* record: kind, id, subject, version only */
+    DOSSIER_CHANGE_ERASE,    /* forget everything with this subject_ref */
+    DOSSIER_CHANGE_CONSENT,  /* purpose and consent_state */
+    DOSSIER_CHANGE_EXPIRE,   /* fields past retention dropped; record: as
+                                after */
+    DOSSIER_CHANGE_PROGRESS, /* not a change: every change up to revision
+                                has been delivered */
+};
+
+/* "put", "delete", "erase", "consent", "expire", "progress"; "unknown". */
+DOSSIER_API const char *dossier_change_type_name(enum dossier_change_type t);
+
+/* Where a feed resumes: the next change to deliver. */
+struct dossier_watch_position {
+    uint64_t revision; /* 0: from the changes after the call began */
+    uint32_t seq;
+};
+
+/* One change, borrowed for the callback. Changes are ordered by
+ * (revision, seq): revision is the store revision of the command (a
+ * record's version after a put), seq orders the changes of one command. */
+struct dossier_change {
+    enum dossier_change_type type;
+    uint64_t revision;
+    uint32_t seq;
+    int64_t time_ms;
+    /* The subject's pseudonym as 32 hex digits ("" for none): the same in
+     * every change about one subject, and what an erasure names. */
+    char subject_ref[33];
+    const struct dossier_record *record; /* PUT, EXPIRE, DELETE */
+    /* The subject was erased since: record holds only kind and version. */
+    int content_erased;
+    char purpose[DOSSIER_PURPOSE_NAME_MAX + 1]; /* CONSENT */
+    enum dossier_consent_state consent_state;   /* CONSENT */
+};
+
+struct dossier_watch_options {
+    const char *const *kinds; /* record changes of these kinds only */
+    size_t n_kinds;           /* 0: every kind */
+    struct dossier_watch_position start;
+};
+
+/* Called once per change; return 0 to go on, anything else to stop. */
+typedef int (*dossier_change_fn)(void *arg, const struct dossier_change *ch);
+
+/* Delivers changes to @fn until @fn returns non-zero (then returns 0) or
+ * the call's deadline passes (DOSSIER_DEADLINE_EXCEEDED): give @co a
+ * timeout as long as the watch should last. When the node goes away or
+ * stops, the watch resumes on the next target from the change after the
+ * last one delivered, so nothing is missed or delivered twice. *@next
+ * (may be NULL) gets the position to resume from later. Errors:
+ * DOSSIER_UNKNOWN_KIND, DOSSIER_OUT_OF_RANGE (the nodes no longer keep
+ * changes that old: scan, then watch from the revision the scan began
+ * at), DOSSIER_PERMISSION_DENIED. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_watch(struct dossier_client *c, const struct dossier_call_options *co,
+              const struct dossier_watch_options *o, dossier_change_fn fn,
+              void *arg, struct dossier_watch_position *next,
+              struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
  * Principals in the cluster's replicated state (admin role)

@@ -1,0 +1,506 @@
+/* The change feed (Watch) against real nodes, through libdossier:
+ *  - every put, delete, consent change and erasure comes in commit order,
+ *    with the record as after the change, a put's revision being the
+ *    record's version; a kind filter keeps record changes of that kind and
+ *    every erasure and consent change;
+ *  - changes are filtered by purpose exactly as reads: fields the purpose
+ *    may not see never arrive, and a watcher whose purpose needs consent
+ *    never sees a record of a subject without it; an erased subject's
+ *    earlier changes leave the feed, its erasure stays;
+ *  - a watcher that stops and resumes from its position, and one whose
+ *    node is stopped under it while writers run (the library resumes on
+ *    another node), see every acknowledged write exactly once, on a
+ *    3-node cluster;
+ *  - a start older than what the node keeps fails with OUT_OF_RANGE. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "harness.h"
+
+/* What a watcher saw: a copy of each change's essentials. */
+struct seen {
+    enum dossier_change_type type;
+    uint64_t revision, version;
+    uint32_t seq;
+    char kind[32], id[64], subject_ref[33], purpose[65];
+    int content_erased, has_email, has_special, has_name;
+    char first_name[64];
+};
+
+struct collector {
+    struct seen *v;
+    size_t n, cap;
+    const char *stop_id;   /* stop at a put of this record id */
+    int stop_at_progress;  /* stop at the first PROGRESS */
+    size_t stop_after;     /* stop after this many changes (0: no) */
+    pthread_mutex_t mu;
+    int started;           /* a first PROGRESS came: the watch is live */
+};
+
+static void collector_init(struct collector *c)
+{
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&c->mu, NULL);
+}
+
+static void collector_free(struct collector *c)
+{
+    free(c->v);
+    pthread_mutex_destroy(&c->mu);
+}
+
+static int collect(void *arg, const struct dossier_change *ch)
+{
+    struct collector *c = arg;
+    struct seen s;
+    int stop = 0;
+
+    if (ch->type == DOSSIER_CHANGE_PROGRESS) {
+        pthread_mutex_lock(&c->mu);
+        c->started = 1;
+        pthread_mutex_unlock(&c->mu);
+        return c->stop_at_progress;
+    }
+    memset(&s, 0, sizeof(s));
+    s.type = ch->type;
+    s.revision = ch->revision;
+    s.seq = ch->seq;
+    s.content_erased = ch->content_erased;
+    snprintf(s.subject_ref, sizeof(s.subject_ref), "%s", ch->subject_ref);
+    snprintf(s.purpose, sizeof(s.purpose), "%s", ch->purpose);
+    if (ch->record) {
+        const struct dossier_value *v;
+        snprintf(s.kind, sizeof(s.kind), "%s", ch->record->kind);
+        snprintf(s.id, sizeof(s.id), "%s", ch->record->id);
+        s.version = ch->record->version;
+        s.has_email = dossier_record_field(ch->record, "email") != NULL;
+        s.has_special =
+            dossier_record_field(ch->record, "accessibility_needs") != NULL;
+        v = dossier_record_field(ch->record, "first_name");
+        s.has_name = v != NULL;
+        if (v && v->type == DOSSIER_TYPE_STRING)
+            snprintf(s.first_name, sizeof(s.first_name), "%s", v->u.s);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 64;
+        c->v = realloc(c->v, c->cap * sizeof(*c->v));
+        assert_non_null(c->v);
+    }
+    c->v[c->n++] = s;
+    if (c->stop_after && c->n >= c->stop_after)
+        stop = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (c->stop_id && ch->type == DOSSIER_CHANGE_PUT &&
+        strcmp(s.id, c->stop_id) == 0)
+        stop = 1;
+    return stop;
+}
+
+static int put_contact(struct dossier_client *c, const char *id,
+                       const char *subject, const char *name)
+{
+    struct dossier_record *r = dossier_record_new("contact", id, subject);
+    struct dossier_status st;
+    char email[96];
+    int rc;
+    snprintf(email, sizeof(email), "%s@example.org", id);
+    dossier_record_set_string(r, "first_name", name);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_string(r, "accessibility_needs", "wheelchair");
+    rc = dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st);
+    if (rc)
+        print_message("put %s: %s\n", id, st.message);
+    dossier_record_free(r);
+    return rc ? st.code : 0;
+}
+
+static void put_company(struct dossier_client *c, const char *id)
+{
+    struct dossier_record *r = dossier_record_new("company", id, NULL);
+    struct dossier_status st;
+    dossier_record_set_string(r, "name", "Acme");
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put company: %s", st.message);
+    dossier_record_free(r);
+}
+
+/* Watches @cl from @start until caught up (the first PROGRESS). */
+static int watch_history(struct dossier_client *cl, const char *const *kinds,
+                         size_t n_kinds, uint64_t start, struct collector *col,
+                         struct dossier_status *st)
+{
+    struct dossier_watch_options o = {kinds, n_kinds, {start, 0}};
+    col->stop_at_progress = 1;
+    return dossier_watch(cl, NULL, &o, collect, col, NULL, st);
+}
+
+static const struct seen *find(const struct collector *c,
+                               enum dossier_change_type t, const char *id)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i].type == t && (!id || strcmp(c->v[i].id, id) == 0))
+            return &c->v[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_changes_in_order_and_filtered(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *mkt, *co_only;
+    struct dossier_status st;
+    struct collector all, companies, marketing;
+    const char *company_kind[] = {"company"};
+    char ref_s1[33] = "", ref_s2[33] = "";
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    mkt = harness_client_as(n.addr, NULL, "marketing");
+    co_only = harness_client_as(n.addr, NULL, "operations");
+
+    assert_int_equal(put_contact(ops, "c1", "s1", "Ann"), 0);
+    put_company(ops, "co1");
+    assert_int_equal(put_contact(ops, "c2", "s2", "Bob"), 0);
+    assert_int_equal(dossier_consent_grant(ops, NULL, "s1", "marketing",
+                                           "signup-form", "2026-03", NULL,
+                                           &st),
+                     0);
+    assert_int_equal(put_contact(ops, "c1", "s1", "Anna"), 0);
+    assert_int_equal(
+        dossier_delete(ops, NULL, "company", "co1", DOSSIER_ANY_VERSION, NULL,
+                       &st),
+        0);
+    assert_int_equal(dossier_subject_erase(ops, NULL, "s2", "T-1", NULL, &st),
+                     0);
+    assert_int_equal(put_contact(ops, "c3", "s3", "Cem"), 0);
+
+    /* Everything, from the first revision, for operations. s2 was
+     * erased: its put left the feed with it, and only the erasure, naming
+     * its pseudonym, remains. */
+    collector_init(&all);
+    assert_int_equal(watch_history(ops, NULL, 0, 1, &all, &st), 0);
+    assert_int_equal(all.n, 7);
+    {
+        static const enum dossier_change_type want[] = {
+            DOSSIER_CHANGE_PUT,    DOSSIER_CHANGE_PUT,
+            DOSSIER_CHANGE_CONSENT, DOSSIER_CHANGE_PUT,
+            DOSSIER_CHANGE_DELETE, DOSSIER_CHANGE_ERASE,
+            DOSSIER_CHANGE_PUT};
+        static const char *const ids[] = {"c1", "co1", "", "c1",
+                                          "co1", "", "c3"};
+        for (size_t i = 0; i < 7; i++) {
+            assert_int_equal(all.v[i].type, want[i]);
+            assert_string_equal(all.v[i].id, ids[i]);
+            assert_false(all.v[i].content_erased);
+            if (i)
+                assert_true(all.v[i].revision > all.v[i - 1].revision);
+        }
+    }
+    /* A put's revision is the version it made; fields as operations sees
+     * them: no special category. */
+    assert_int_equal(all.v[0].version, all.v[0].revision);
+    assert_string_equal(all.v[0].first_name, "Ann");
+    assert_string_equal(all.v[3].first_name, "Anna");
+    assert_true(all.v[0].has_email);
+    assert_false(all.v[0].has_special);
+    snprintf(ref_s1, sizeof(ref_s1), "%s", all.v[0].subject_ref);
+    assert_int_equal(strlen(ref_s1), 32);
+    assert_string_equal(all.v[3].subject_ref, ref_s1);
+    assert_string_equal(all.v[1].subject_ref, ""); /* a company: no one */
+    /* The consent change names the subject and the purpose. */
+    assert_string_equal(all.v[2].subject_ref, ref_s1);
+    assert_string_equal(all.v[2].purpose, "marketing");
+    /* The erasure names a subject none of the remaining changes is
+     * about, and the revision it took (its put's was before c1's
+     * update). */
+    snprintf(ref_s2, sizeof(ref_s2), "%s", all.v[5].subject_ref);
+    assert_int_equal(strlen(ref_s2), 32);
+    for (size_t i = 0; i < all.n; i++)
+        if (i != 5)
+            assert_string_not_equal(all.v[i].subject_ref, ref_s2);
+    assert_true(all.v[2].revision > all.v[1].revision + 1);
+    /* The deletion names the record and the version deleted. */
+    assert_int_equal(all.v[4].version, all.v[1].revision);
+    assert_false(all.v[4].has_name);
+
+    /* Kinds: record changes of companies only, and every erasure and
+     * consent change. */
+    collector_init(&companies);
+    assert_int_equal(
+        watch_history(co_only, company_kind, 1, 1, &companies, &st), 0);
+    assert_int_equal(companies.n, 4);
+    assert_int_equal(companies.v[0].type, DOSSIER_CHANGE_PUT);
+    assert_int_equal(companies.v[1].type, DOSSIER_CHANGE_CONSENT);
+    assert_int_equal(companies.v[2].type, DOSSIER_CHANGE_DELETE);
+    assert_int_equal(companies.v[3].type, DOSSIER_CHANGE_ERASE);
+
+    /* Marketing rests on consent: only s1 gave it, so c3 (s3) never comes,
+     * and c1 comes without the special category. */
+    collector_init(&marketing);
+    assert_int_equal(watch_history(mkt, NULL, 0, 1, &marketing, &st), 0);
+    assert_non_null(find(&marketing, DOSSIER_CHANGE_PUT, "c1"));
+    assert_null(find(&marketing, DOSSIER_CHANGE_PUT, "c3"));
+    assert_null(find(&marketing, DOSSIER_CHANGE_PUT, "c2"));
+    for (size_t i = 0; i < marketing.n; i++)
+        assert_false(marketing.v[i].has_special);
+    /* Withdrawal affects every change delivered after it. */
+    assert_int_equal(dossier_consent_withdraw(ops, NULL, "s1", "marketing",
+                                              "signup-form", "2026-03",
+                                              NULL, &st),
+                     0);
+    collector_free(&marketing);
+    collector_init(&marketing);
+    assert_int_equal(watch_history(mkt, NULL, 0, 1, &marketing, &st), 0);
+    assert_null(find(&marketing, DOSSIER_CHANGE_PUT, "c1"));
+    assert_non_null(find(&marketing, DOSSIER_CHANGE_ERASE, NULL));
+
+    /* Bad input: an unknown kind, a start in the future. */
+    {
+        const char *nokind[] = {"no_such_kind"};
+        struct collector x;
+        collector_init(&x);
+        assert_int_not_equal(watch_history(ops, nokind, 1, 1, &x, &st), 0);
+        assert_int_equal(st.code, DOSSIER_UNKNOWN_KIND);
+        assert_int_not_equal(watch_history(ops, NULL, 0, 1000000, &x, &st),
+                             0);
+        assert_int_equal(st.code, DOSSIER_OUT_OF_RANGE);
+        collector_free(&x);
+    }
+    collector_free(&all);
+    collector_free(&companies);
+    collector_free(&marketing);
+    dossier_client_close(ops);
+    dossier_client_close(mkt);
+    dossier_client_close(co_only);
+    node_destroy(&n);
+}
+
+/* ------------------------------------------------------------------ */
+
+struct live {
+    struct dossier_client *cl;
+    struct collector col;
+    struct dossier_watch_options o;
+    struct dossier_watch_position next;
+    struct dossier_status st;
+    int rc;
+};
+
+static void *watch_main(void *arg)
+{
+    struct live *l = arg;
+    struct dossier_call_options co = {0};
+    co.timeout_ms = 120000;
+    l->rc = dossier_watch(l->cl, &co, &l->o, collect, &l->col, &l->next,
+                          &l->st);
+    return NULL;
+}
+
+static void wait_started(struct collector *c)
+{
+    for (int i = 0; i < 200; i++) {
+        int started;
+        pthread_mutex_lock(&c->mu);
+        started = c->started;
+        pthread_mutex_unlock(&c->mu);
+        if (started)
+            return;
+        usleep(50000);
+    }
+    fail_msg("the watcher never caught up");
+}
+
+struct writer {
+    struct cluster_proc *c;
+    int t, from, to;
+    int acked[400];
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    struct dossier_client *cl = harness_client(w->c->targets, 30000);
+    for (int k = w->from; k < w->to; k++) {
+        char id[32], subj[32];
+        snprintf(id, sizeof(id), "w%d-%d", w->t, k);
+        snprintf(subj, sizeof(subj), "subj-%d-%d", w->t, k);
+        w->acked[k] = put_contact(cl, id, subj, "Wri") == 0;
+        usleep(5000);
+    }
+    dossier_client_close(cl);
+    return NULL;
+}
+
+/* Every acknowledged write of @w was seen exactly once by @col (which may
+ * also have seen unacknowledged ones that were applied after all). */
+static void assert_each_once(const struct collector *col, struct writer *w,
+                             int n_writers, int n)
+{
+    int acked = 0;
+    for (size_t i = 1; i < col->n; i++)
+        assert_true(col->v[i].revision > col->v[i - 1].revision ||
+                    (col->v[i].revision == col->v[i - 1].revision &&
+                     col->v[i].seq > col->v[i - 1].seq));
+    for (int t = 0; t < n_writers; t++)
+        for (int k = 0; k < n; k++) {
+            char id[32];
+            size_t times = 0;
+            snprintf(id, sizeof(id), "w%d-%d", t, k);
+            for (size_t i = 0; i < col->n; i++)
+                times += col->v[i].type == DOSSIER_CHANGE_PUT &&
+                         strcmp(col->v[i].id, id) == 0;
+            if (w[t].acked[k]) {
+                acked++;
+                if (times != 1)
+                    fail_msg("write %s seen %zu times", id, times);
+            } else if (times > 1) {
+                fail_msg("write %s seen %zu times", id, times);
+            }
+        }
+    fprintf(stderr, "watch: %d acknowledged writes, each seen once in %zu "
+                    "changes\n",
+            acked, col->n);
+    assert_true(acked > 0);
+}
+
+static void test_resume_exactly_once(void **state)
+{
+    const char *contact[] = {"contact"};
+    struct cluster_proc c;
+    struct live l;
+    struct writer w[2];
+    pthread_t wt[2], lt;
+    struct collector second;
+    struct dossier_client *cl;
+    int stopped;
+    (void)state;
+
+    cluster_init(&c, 3, NULL);
+    assert_int_equal(cluster_start_all(&c), 0);
+
+    /* A live watcher through the first node, from now on. */
+    memset(&l, 0, sizeof(l));
+    l.cl = harness_client(c.targets, 30000);
+    collector_init(&l.col);
+    l.col.stop_id = "end";
+    l.o.kinds = contact;
+    l.o.n_kinds = 1;
+    pthread_create(&lt, NULL, watch_main, &l);
+    wait_started(&l.col);
+
+    for (int t = 0; t < 2; t++) {
+        w[t] = (struct writer){&c, t, 0, 150, {0}};
+        pthread_create(&wt[t], NULL, writer_main, &w[t]);
+    }
+    /* Stop the node the watcher streams from (the first target) while
+     * the writers run; the library resumes on another node. */
+    usleep(600000);
+    stopped = 0;
+    assert_int_equal(node_stop(&c.nodes[stopped]), 0);
+    usleep(600000);
+    assert_int_equal(node_start(&c.nodes[stopped], NULL), 0);
+    for (int t = 0; t < 2; t++)
+        pthread_join(wt[t], NULL);
+    cl = harness_client(c.targets, 30000);
+    assert_int_equal(put_contact(cl, "end", "subj-end", "End"), 0);
+    pthread_join(lt, NULL);
+    if (l.rc)
+        fail_msg("watch: %s", l.st.message);
+    /* It did stream from the stopped node first, then from another. */
+    assert_true(harness_log_count(&c.nodes[stopped], "watcher started") >= 1);
+    assert_true(harness_log_count(&c.nodes[1], "watcher started") +
+                    harness_log_count(&c.nodes[2], "watcher started") >=
+                1);
+    assert_each_once(&l.col, w, 2, 150);
+
+    /* From the start again, in two goes: stop after 100 changes, resume
+     * from the position the library gives back. */
+    {
+        struct dossier_watch_options o = {contact, 1, {1, 0}};
+        struct dossier_watch_position next;
+        struct dossier_status st;
+        collector_init(&second);
+        second.stop_after = 100;
+        assert_int_equal(dossier_watch(cl, NULL, &o, collect, &second, &next,
+                                       &st),
+                         0);
+        assert_int_equal(second.n, 100);
+        second.stop_after = 0;
+        second.stop_id = "end";
+        o.start = next;
+        assert_int_equal(dossier_watch(cl, NULL, &o, collect, &second, &next,
+                                       &st),
+                         0);
+        assert_each_once(&second, w, 2, 150);
+        collector_free(&second);
+    }
+    dossier_client_close(cl);
+    dossier_client_close(l.cl);
+    collector_free(&l.col);
+    cluster_destroy(&c);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_trimmed_history(void **state)
+{
+    const char *extra[] = {"--watch-history", "10", NULL};
+    struct node_proc n;
+    struct dossier_client *cl;
+    struct dossier_status st;
+    struct collector col;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, extra), 0);
+    cl = node_client(&n);
+    for (int k = 0; k < 40; k++) {
+        char id[16];
+        snprintf(id, sizeof(id), "t%d", k);
+        assert_int_equal(put_contact(cl, id, id, "Tri"), 0);
+    }
+    collector_init(&col);
+    assert_int_not_equal(watch_history(cl, NULL, 0, 1, &col, &st), 0);
+    assert_int_equal(st.code, DOSSIER_OUT_OF_RANGE);
+    assert_non_null(strstr(st.message, "scan"));
+    /* The last ten revisions are kept. */
+    assert_int_equal(watch_history(cl, NULL, 0, 31, &col, &st), 0);
+    assert_int_equal(col.n, 10);
+    assert_string_equal(col.v[0].id, "t30");
+    assert_string_equal(col.v[9].id, "t39");
+    collector_free(&col);
+    dossier_client_close(cl);
+    node_destroy(&n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_changes_in_order_and_filtered),
+        cmocka_unit_test(test_trimmed_history),
+        cmocka_unit_test(test_resume_exactly_once),
+    };
+    int rc;
+    if (sodium_init() < 0)
+        return 1;
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (harness_running() != 0) {
+        fprintf(stderr, "a test left a process running\n");
+        return 1;
+    }
+    return rc;
+}
