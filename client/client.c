@@ -61,6 +61,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_BACKUP_LIST] = "/dossier.v1.Backups/List",
     [M_SUBJECT_EXPORT] = "/dossier.v1.Subjects/Export",
     [M_WATCH] = "/dossier.v1.Watch/Changes",
+    [M_FIND_DUPLICATES] = "/dossier.v1.Records/FindDuplicates",
     [M_REQUEST_FILE] = "/dossier.v1.Requests/File",
     [M_REQUEST_LIST] = "/dossier.v1.Requests/List",
     [M_REQUEST_GET] = "/dossier.v1.Requests/Get",

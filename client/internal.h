@@ -52,6 +52,7 @@ enum client_method {
     M_PRINCIPAL_REMOVE,
     M_PRINCIPAL_LIST,
     M_WATCH,
+    M_FIND_DUPLICATES,
     M_COUNT,
 };
 

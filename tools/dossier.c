@@ -86,6 +86,12 @@ static const char usage_text[] =
     "                          records of a data subject\n"
     "  scan KIND [--limit N] [--page-token T] [--all]\n"
     "                          records of a kind, a page at a time\n"
+    "  dedup report KIND [--fields F[,F...]] [--limit N] [--page-token T]\n"
+    "               [--all]\n"
+    "                          candidate duplicates: groups of records of\n"
+    "                          KIND sharing the normalised value of an\n"
+    "                          indexed field (all, or those given), found\n"
+    "                          through the blind indexes; one group per line\n"
     "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
     "        [--count N] [--no-follow] [--progress]\n"
     "                          the change feed: every put, delete, erase,\n"
@@ -314,6 +320,7 @@ struct cmd_opts {
     uint64_t count; /* 0: no end */
     int progress;
     int no_follow;
+    const char *fields; /* dedup: "a,b" */
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -344,6 +351,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"count", required_argument, NULL, 'N'},
         {"progress", no_argument, NULL, 'P'},
         {"no-follow", no_argument, NULL, 'W'},
+        {"fields", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -427,6 +435,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
             break;
         case 'P': o->progress = 1; break;
         case 'W': o->no_follow = 1; break;
+        case 'X': o->fields = optarg; break;
         }
     }
     return 0;
@@ -1813,6 +1822,78 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
     return usage_error("unknown audit command '%s'", argv[1]);
 }
 
+/* `dossier dedup report KIND`: candidate duplicate groups, one JSON
+ * object per line: {"field": F, "records": [...]}. */
+static int dedup_report(struct cli *cli, const char *kind,
+                        const struct cmd_opts *o)
+{
+    struct dossier_page_request pr = {o->limit, o->page_token};
+    const char *fields[32];
+    size_t n_fields = 0;
+    char *list = NULL, *token = NULL;
+    int rc = 0;
+
+    if (o->fields) {
+        if (!(list = strdup(o->fields)))
+            return EXIT_ERROR;
+        for (char *save, *f = strtok_r(list, ",", &save); f;
+             f = strtok_r(NULL, ",", &save)) {
+            if (n_fields == sizeof(fields) / sizeof(fields[0])) {
+                free(list);
+                return usage_error("--fields: at most 32 fields%s", "");
+            }
+            fields[n_fields++] = f;
+        }
+    }
+    for (;;) {
+        struct dossier_duplicates d;
+        struct dossier_status st;
+        if (dossier_find_duplicates(cli->client, &cli->read_opts, kind,
+                                    fields, n_fields, &pr, &d, &st)) {
+            rc = report(&st);
+            break;
+        }
+        for (size_t i = 0; i < d.n_groups && rc == 0; i++) {
+            json_t *recs = json_array();
+            for (size_t j = 0; recs && j < d.groups[i].n_records; j++)
+                json_array_append_new(recs,
+                                      json_from_record(d.groups[i].records[j]));
+            rc = print_json(cli, json_pack("{s:s, s:o}", "field",
+                                           d.groups[i].field, "records",
+                                           recs));
+        }
+        free(token);
+        token = d.next_page_token;
+        d.next_page_token = NULL;
+        dossier_duplicates_release(&d);
+        if (rc || !token)
+            break;
+        if (!o->all) {
+            fflush(stdout);
+            fprintf(stderr, "next_page_token: %s\n", token);
+            break;
+        }
+        pr.page_token = token;
+    }
+    free(token);
+    free(list);
+    return rc;
+}
+
+static int cmd_dedup(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "XlTa", &o)))
+        return rc;
+    if (argc - optind != 2 || strcmp(argv[optind], "report") != 0)
+        return usage_error("dedup needs: report KIND%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    return dedup_report(cli, argv[optind + 1], &o);
+}
+
 /* `dossier watch`: the change feed as JSON lines. */
 struct watch_out {
     struct cli *cli;
@@ -1938,7 +2019,7 @@ static const struct command commands[] = {
     {"subject", cmd_subject}, {"audit", cmd_audit},
     {"health", cmd_health}, {"backup", cmd_backup},
     {"request", cmd_request}, {"principal", cmd_principal},
-    {"watch", cmd_watch},
+    {"watch", cmd_watch},   {"dedup", cmd_dedup},
 };
 
 int main(int argc, char **argv)

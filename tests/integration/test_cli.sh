@@ -175,6 +175,15 @@ expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
 expect 3 "the erased record is gone" -- "$DOSSIER" get contact gdpr-1
 
+# --- duplicates --------------------------------------------------------------
+printf '%s\n' '{"kind":"contact","id":"dup-1","subject_id":"dup-s1","fields":{"first_name":"Dee","email":"Dee@Example.com"}}' \
+    '{"kind":"contact","id":"dup-2","subject_id":"dup-s2","fields":{"first_name":"Dee","email":"dee@example.COM"}}' >"$WORK/dups.jsonl"
+expect 0 "put two contacts with one e-mail address" -- "$DOSSIER" put "$WORK/dups.jsonl"
+expect 0 "dedup report" -- "$DOSSIER" dedup report contact --fields email
+jsonl_check "dedup report groups them by e-mail" "any(g['field'] == 'email' and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
+expect 5 "dedup report on an unindexed field exits 5" -- "$DOSSIER" dedup report contact --fields first_name
+expect 2 "dedup without report is a usage error" -- "$DOSSIER" dedup contact
+
 # --- the change feed -------------------------------------------------------
 expect 0 "watch --no-follow prints the history and ends" -- "$DOSSIER" watch --from 1 --no-follow
 jsonl_check "changes come in commit order" "all(a['revision'] < b['revision'] for a, b in zip(d, d[1:]))"

@@ -858,6 +858,42 @@ dossier_subject_export(struct dossier_client *c,
                        void *arg, struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
+ * Duplicate detection (service role; a purpose) */
+
+/* Records of one kind sharing the normalised value of field @field. */
+struct dossier_duplicate_group {
+    char field[65];
+    size_t n_records;
+    struct dossier_record **records;
+};
+
+/* A page of groups; release with dossier_duplicates_release(). */
+struct dossier_duplicates {
+    size_t n_groups;
+    struct dossier_duplicate_group *groups;
+    char *next_page_token; /* NULL when there is nothing more */
+};
+
+/* Candidate duplicates among the records of @kind: groups of records whose
+ * indexed field (one of @fields, @n_fields of them; 0: every indexed
+ * field) holds the same value after normalisation (e-mails in any case,
+ * phones however written), found through the blind indexes without
+ * decrypting anything. Records come as dossier_get() would return them for
+ * the call's purpose; those it may not see are left out, and so is a group
+ * left with fewer than two. @pr pages through groups (page_size: groups).
+ * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field that is
+ * not indexed). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_find_duplicates(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const char *kind, const char *const *fields,
+                        size_t n_fields, const struct dossier_page_request *pr,
+                        struct dossier_duplicates *out,
+                        struct dossier_status *st);
+
+DOSSIER_API void dossier_duplicates_release(struct dossier_duplicates *d);
+
+/* ------------------------------------------------------------------------
  * Change feed (service role; a purpose)
  *
  * Every put, delete, erasure, consent change and retention expiry, in
