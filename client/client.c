@@ -62,6 +62,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_SUBJECT_EXPORT] = "/dossier.v1.Subjects/Export",
     [M_WATCH] = "/dossier.v1.Watch/Changes",
     [M_FIND_DUPLICATES] = "/dossier.v1.Records/FindDuplicates",
+    [M_AGGREGATE] = "/dossier.v1.Records/Aggregate",
     [M_REQUEST_FILE] = "/dossier.v1.Requests/File",
     [M_REQUEST_LIST] = "/dossier.v1.Requests/List",
     [M_REQUEST_GET] = "/dossier.v1.Requests/Get",

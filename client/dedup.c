@@ -1,4 +1,5 @@
-/* Duplicate detection: dossier_find_duplicates(). */
+/* What the node computes over many records: dossier_find_duplicates()
+ * and dossier_aggregate(). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,7 @@ int dossier_find_duplicates(struct dossier_client *c,
     req.fields = (char **)fields;
     if (pr) {
         req.page_size = pr->page_size;
-        req.page_token = pr->page_token ? (char *)pr->page_token : "";
+        req.page_token = str_or_empty(pr->page_token);
     }
     rc = client_unary(c, co, M_FIND_DUPLICATES, &req.base,
                       &dossier__v1__duplicate_report__descriptor,
@@ -85,4 +86,53 @@ int dossier_find_duplicates(struct dossier_client *c,
     if (rc)
         dossier_duplicates_release(out);
     return rc;
+}
+
+void dossier_aggregate_release(struct dossier_aggregate *a)
+{
+    if (!a)
+        return;
+    free(a->rows);
+    memset(a, 0, sizeof(*a));
+}
+
+int dossier_aggregate(struct dossier_client *c,
+                      const struct dossier_call_options *co,
+                      const struct dossier_aggregate_request *r,
+                      struct dossier_aggregate *out, struct dossier_status *st)
+{
+    Dossier__V1__AggregateRequest req = DOSSIER__V1__AGGREGATE_REQUEST__INIT;
+    Dossier__V1__AggregateResult *resp;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!r || !r->kind || !r->kind[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "kind is missing");
+    req.kind = (char *)r->kind;
+    req.group_by = str_or_empty(r->group_by);
+    req.sum = str_or_empty(r->sum);
+    req.time_field = str_or_empty(r->time_field);
+    req.bucket = str_or_empty(r->bucket);
+    rc = client_unary(c, co, M_AGGREGATE, &req.base,
+                      &dossier__v1__aggregate_result__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    out->rows = calloc(resp->n_rows ? resp->n_rows : 1, sizeof(*out->rows));
+    if (!out->rows) {
+        dossier__v1__aggregate_result__free_unpacked(resp, NULL);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_rows; i++) {
+        struct dossier_aggregate_row *o = &out->rows[i];
+        snprintf(o->key, sizeof(o->key), "%s", resp->rows[i]->key);
+        o->bucket_start_ms = resp->rows[i]->bucket_start_ms;
+        o->count = resp->rows[i]->count;
+        o->sum = resp->rows[i]->sum;
+    }
+    out->n_rows = resp->n_rows;
+    out->records = resp->records;
+    out->left_out = resp->left_out;
+    dossier__v1__aggregate_result__free_unpacked(resp, NULL);
+    return 0;
 }

@@ -53,6 +53,7 @@ enum client_method {
     M_PRINCIPAL_LIST,
     M_WATCH,
     M_FIND_DUPLICATES,
+    M_AGGREGATE,
     M_COUNT,
 };
 

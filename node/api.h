@@ -16,6 +16,7 @@ void api_records_list_by_subject(struct call *c, ProtobufCMessage *req);
 void api_records_find_by_index(struct call *c, ProtobufCMessage *req);
 void api_records_scan(struct call *c, ProtobufCMessage *req);
 void api_records_find_duplicates(struct call *c, ProtobufCMessage *req);
+void api_records_aggregate(struct call *c, ProtobufCMessage *req);
 /* The field categories @c's purpose may see (all for calls without one). */
 unsigned api_visible_categories(const struct call *c);
 

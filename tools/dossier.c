@@ -92,6 +92,14 @@ static const char usage_text[] =
     "                          KIND sharing the normalised value of an\n"
     "                          indexed field (all, or those given), found\n"
     "                          through the blind indexes; one group per line\n"
+    "  report pipeline | KIND [--by FIELD] [--sum FIELD]\n"
+    "         [--per day|week|month --time FIELD] [--format table|json|png]\n"
+    "         [--out FILE]\n"
+    "                          counts (and totals of --sum) per value of\n"
+    "                          --by, per period of --time (a timestamp\n"
+    "                          field, created_at or updated_at), computed by\n"
+    "                          the node; pipeline: deals by stage with their\n"
+    "                          amounts. png draws a chart into --out\n"
     "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
     "        [--count N] [--no-follow] [--progress]\n"
     "                          the change feed: every put, delete, erase,\n"
@@ -321,6 +329,8 @@ struct cmd_opts {
     int progress;
     int no_follow;
     const char *fields; /* dedup: "a,b" */
+    /* report */
+    const char *by, *sum, *per, *time_field, *format;
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -352,6 +362,11 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"progress", no_argument, NULL, 'P'},
         {"no-follow", no_argument, NULL, 'W'},
         {"fields", required_argument, NULL, 'X'},
+        {"by", required_argument, NULL, 'y'},
+        {"sum", required_argument, NULL, 'u'},
+        {"per", required_argument, NULL, 'q'},
+        {"time", required_argument, NULL, 'm'},
+        {"format", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -436,6 +451,11 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         case 'P': o->progress = 1; break;
         case 'W': o->no_follow = 1; break;
         case 'X': o->fields = optarg; break;
+        case 'y': o->by = optarg; break;
+        case 'u': o->sum = optarg; break;
+        case 'q': o->per = optarg; break;
+        case 'm': o->time_field = optarg; break;
+        case 'g': o->format = optarg; break;
         }
     }
     return 0;
@@ -1894,6 +1914,146 @@ static int cmd_dedup(struct cli *cli, int argc, char **argv)
     return dedup_report(cli, argv[optind + 1], &o);
 }
 
+/* `dossier report`: figures the node computes, as a table, JSON lines or
+ * a PNG bar chart drawn by gnuplot. */
+static void bucket_label(int64_t ms, char *out, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%d", &tm);
+}
+
+static int report_png(const struct dossier_aggregate *a, const char *title,
+                      int with_sum, int with_bucket, const char *out)
+{
+    FILE *g;
+    int rc;
+
+    if (!out)
+        return usage_error("--format png needs --out FILE%s", "");
+    g = popen("gnuplot", "w");
+    if (!g) {
+        fprintf(stderr, "dossier: cannot run gnuplot (apt-get install "
+                        "gnuplot-nox)\n");
+        return EXIT_ERROR;
+    }
+    fprintf(g, "set terminal png size 900,500\nset output '%s'\n", out);
+    fprintf(g, "set title '%s'\nset style data histograms\n"
+               "set style fill solid 0.8\nset boxwidth 0.8\n"
+               "set xtics rotate by -30\nset grid ytics\n"
+               "set key top left\n",
+            title);
+    fprintf(g, "$d << EOD\n");
+    for (size_t i = 0; i < a->n_rows; i++) {
+        char label[160], day[16] = "";
+        const char *k = a->rows[i].key[0] ? a->rows[i].key : "(none)";
+        if (with_bucket)
+            bucket_label(a->rows[i].bucket_start_ms, day, sizeof(day));
+        snprintf(label, sizeof(label), "%s%s%s", day, with_bucket ? " " : "",
+                 k);
+        for (char *p = label; *p; p++)
+            if (*p == '"' || *p == '\'' || *p == '\\')
+                *p = '_';
+        fprintf(g, "\"%s\" %llu %.2f\n", label,
+                (unsigned long long)a->rows[i].count, a->rows[i].sum);
+    }
+    fprintf(g, "EOD\n");
+    if (with_sum)
+        fprintf(g, "set ylabel 'sum'\nset y2label 'count'\nset y2tics\n"
+                   "plot $d using 3:xtic(1) title 'sum', '' using 2 "
+                   "axes x1y2 title 'count'\n");
+    else
+        fprintf(g, "set ylabel 'count'\nplot $d using 2:xtic(1) title "
+                   "'count'\n");
+    rc = pclose(g);
+    if (rc != 0) {
+        fprintf(stderr, "dossier: gnuplot failed (exit %d)\n", rc);
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+}
+
+static int cmd_report(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_aggregate_request r = {0};
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct cmd_opts o;
+    const char *format;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "yuqmgo", &o)))
+        return rc;
+    if (argc - optind != 1)
+        return usage_error("report needs a KIND, or pipeline%s", "");
+    if (strcmp(argv[optind], "pipeline") == 0) {
+        r.kind = "deal";
+        r.group_by = o.by ? o.by : "stage";
+        r.sum = o.sum ? o.sum : "amount";
+    } else {
+        r.kind = argv[optind];
+        r.group_by = o.by;
+        r.sum = o.sum;
+    }
+    r.bucket = o.per;
+    r.time_field = o.time_field;
+    if (!o.per != !o.time_field)
+        return usage_error("--per and --time go together%s", "");
+    format = o.format ? o.format : "table";
+    if (strcmp(format, "table") && strcmp(format, "json") &&
+        strcmp(format, "png"))
+        return usage_error("--format %s: give table, json or png", format);
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (dossier_aggregate(cli->client, &cli->read_opts, &r, &a, &st))
+        return report(&st);
+    if (strcmp(format, "png") == 0) {
+        char title[200];
+        snprintf(title, sizeof(title), "%s%s%s%s%s", r.kind,
+                 r.group_by ? " by " : "", r.group_by ? r.group_by : "",
+                 r.bucket ? " per " : "", r.bucket ? r.bucket : "");
+        rc = report_png(&a, title, r.sum != NULL, r.bucket != NULL, o.out);
+    } else if (strcmp(format, "json") == 0) {
+        rc = 0;
+        for (size_t i = 0; i < a.n_rows && rc == 0; i++) {
+            json_t *j = json_pack("{s:s, s:I}", "key", a.rows[i].key, "count",
+                                  (json_int_t)a.rows[i].count);
+            if (j && r.sum)
+                json_object_set_new(j, "sum", json_real(a.rows[i].sum));
+            if (j && r.bucket)
+                json_object_set_new(j, "bucket_start_ms",
+                                    json_integer(a.rows[i].bucket_start_ms));
+            rc = print_json(cli, j);
+        }
+    } else {
+        printf("%-12s%-28s %10s", r.bucket ? r.bucket : "",
+               r.group_by ? r.group_by : "", "count");
+        if (r.sum)
+            printf(" %16s", r.sum);
+        printf("\n");
+        for (size_t i = 0; i < a.n_rows; i++) {
+            char day[16] = "";
+            if (r.bucket)
+                bucket_label(a.rows[i].bucket_start_ms, day, sizeof(day));
+            printf("%-12s%-28.28s %10llu", day,
+                   a.rows[i].key[0] ? a.rows[i].key : "(none)",
+                   (unsigned long long)a.rows[i].count);
+            if (r.sum)
+                printf(" %16.2f", a.rows[i].sum);
+            printf("\n");
+        }
+        printf("%llu records", (unsigned long long)a.records);
+        if (a.left_out)
+            printf(", %llu left out (not for this purpose)",
+                   (unsigned long long)a.left_out);
+        printf("\n");
+        rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
+    }
+    dossier_aggregate_release(&a);
+    return rc;
+}
+
 /* `dossier watch`: the change feed as JSON lines. */
 struct watch_out {
     struct cli *cli;
@@ -2020,6 +2180,7 @@ static const struct command commands[] = {
     {"health", cmd_health}, {"backup", cmd_backup},
     {"request", cmd_request}, {"principal", cmd_principal},
     {"watch", cmd_watch},   {"dedup", cmd_dedup},
+    {"report", cmd_report},
 };
 
 int main(int argc, char **argv)

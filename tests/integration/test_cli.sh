@@ -184,6 +184,20 @@ jsonl_check "dedup report groups them by e-mail" "any(g['field'] == 'email' and 
 expect 5 "dedup report on an unindexed field exits 5" -- "$DOSSIER" dedup report contact --fields first_name
 expect 2 "dedup without report is a usage error" -- "$DOSSIER" dedup contact
 
+# --- reports -----------------------------------------------------------------
+printf '%s\n' '{"kind":"deal","id":"deal-1","fields":{"name":"One","stage":"closed_won","amount":1200.5}}' \
+    '{"kind":"deal","id":"deal-2","fields":{"name":"Two","stage":"closed_won","amount":300}}' \
+    '{"kind":"deal","id":"deal-3","fields":{"name":"Three","stage":"qualified","amount":50}}' >"$WORK/deals.jsonl"
+expect 0 "put three deals" -- "$DOSSIER" put "$WORK/deals.jsonl"
+expect 0 "report pipeline" -- "$DOSSIER" report pipeline
+contains "$WORK/out" "1500.50" "the pipeline totals closed_won"
+expect 0 "report pipeline --format json" -- "$DOSSIER" report pipeline --format json
+jsonl_check "the pipeline as JSON lines" "{x['key']: (x['count'], x['sum']) for x in d} == {'closed_won': (2, 1500.5), 'qualified': (1, 50.0)}"
+expect 0 "report pipeline --format png" -- "$DOSSIER" report pipeline --format png --out "$WORK/pipeline.png"
+[ "$(head -c 4 "$WORK/pipeline.png" | od -An -tx1 | tr -d ' ')" = "89504e47" ] && ok "the chart is a PNG" || fail "the chart is not a PNG"
+expect 5 "report --sum on a text field exits 5" -- "$DOSSIER" report deal --by stage --sum name
+expect 2 "report --per without --time is a usage error" -- "$DOSSIER" report deal --per week
+
 # --- the change feed -------------------------------------------------------
 expect 0 "watch --no-follow prints the history and ends" -- "$DOSSIER" watch --from 1 --no-follow
 jsonl_check "changes come in commit order" "all(a['revision'] < b['revision'] for a, b in zip(d, d[1:]))"

@@ -894,6 +894,49 @@ dossier_find_duplicates(struct dossier_client *c,
 DOSSIER_API void dossier_duplicates_release(struct dossier_duplicates *d);
 
 /* ------------------------------------------------------------------------
+ * Reports (service role; a purpose): figures computed by the node */
+
+struct dossier_aggregate_request {
+    const char *kind;
+    const char *group_by;   /* NULL: one group */
+    const char *sum;        /* an int or double field; NULL: counts only */
+    const char *time_field; /* with bucket: a timestamp field, "created_at"
+                               or "updated_at" */
+    const char *bucket;     /* NULL, "day", "week" (from Monday) or
+                               "month", in UTC */
+};
+
+struct dossier_aggregate_row {
+    char key[128];           /* the group_by value ("" for none) */
+    int64_t bucket_start_ms; /* with a bucket */
+    uint64_t count;
+    double sum;
+};
+
+struct dossier_aggregate {
+    size_t n_rows;
+    struct dossier_aggregate_row *rows; /* by bucket, then key */
+    uint64_t records;  /* records counted */
+    uint64_t left_out; /* records the purpose may not see */
+};
+
+/* Counts and totals per group over every record of a kind (e.g. deals per
+ * stage with their amounts), computed by the node: no record leaves it.
+ * Records the call's purpose may not see are left out; every field named
+ * must be of a category it sees. Release @out with
+ * dossier_aggregate_release(). Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (a field of no such name or type, more than
+ * 10,000 groups), DOSSIER_PERMISSION_DENIED (a field the purpose may not
+ * see). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_aggregate(struct dossier_client *c,
+                  const struct dossier_call_options *co,
+                  const struct dossier_aggregate_request *r,
+                  struct dossier_aggregate *out, struct dossier_status *st);
+
+DOSSIER_API void dossier_aggregate_release(struct dossier_aggregate *a);
+
+/* ------------------------------------------------------------------------
  * Change feed (service role; a purpose)
  *
  * Every put, delete, erasure, consent change and retention expiry, in

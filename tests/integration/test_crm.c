@@ -1,8 +1,11 @@
-/* Duplicate detection against a real node, through libdossier: records
- * sharing an e-mail address (in any case) or a phone number (however
- * written) are grouped per field, through the blind indexes; a purpose
- * sees only the records it may read, and a group left with one record is
- * not one; groups come a page at a time. */
+/* CRM capabilities against a real node, through libdossier:
+ *  - duplicates: records sharing an e-mail address (in any case) or a
+ *    phone number (however written) are grouped per field, through the
+ *    blind indexes; a purpose sees only the records it may read, and a
+ *    group left with one record is not one; groups come a page at a time;
+ *  - reports: deals per stage with their amounts, activities per owner per
+ *    week, computed by the node; records a purpose may not see are left
+ *    out and counted, fields it may not see refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -167,10 +170,140 @@ static void test_duplicates(void **state)
     node_destroy(&n);
 }
 
+static void put_deal(struct dossier_client *c, const char *id,
+                     const char *stage, double amount, const char *subject)
+{
+    struct dossier_record *r = dossier_record_new("deal", id, subject);
+    struct dossier_status st;
+    dossier_record_set_string(r, "name", id);
+    dossier_record_set_string(r, "stage", stage);
+    if (amount > 0)
+        dossier_record_set_double(r, "amount", amount);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+static void put_activity(struct dossier_client *c, const char *id,
+                         const char *owner, int64_t at)
+{
+    struct dossier_record *r = dossier_record_new("activity", id, "s-act");
+    struct dossier_status st;
+    dossier_record_set_string(r, "type", "call");
+    dossier_record_set_string(r, "owner", owner);
+    dossier_record_set_int(r, "occurred_at", at);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+static void test_reports(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *mkt, *analytics;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request pipeline = {"deal", "stage", "amount",
+                                                 NULL, NULL};
+    struct dossier_aggregate_request weekly = {"activity", "owner", NULL,
+                                               "occurred_at", "week"};
+    /* 2026-11-16 is a Monday. */
+    const int64_t mon = INT64_C(1794787200000), day = 86400000;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    mkt = harness_client_as(n.addr, NULL, "marketing");
+    analytics = harness_client_as(n.addr, NULL, "analytics");
+    put_deal(ops, "q1", "qualified", 100, NULL);
+    put_deal(ops, "q2", "qualified", 250, "s-q2");
+    put_deal(ops, "w1", "closed_won", 1000, NULL);
+    put_deal(ops, "w2", "closed_won", 500.5, NULL);
+    put_deal(ops, "l1", "closed_lost", 0, NULL);
+
+    assert_int_equal(dossier_aggregate(ops, NULL, &pipeline, &a, &st), 0);
+    assert_int_equal(a.records, 5);
+    assert_int_equal(a.left_out, 0);
+    assert_int_equal(a.n_rows, 3);
+    assert_string_equal(a.rows[0].key, "closed_lost");
+    assert_int_equal(a.rows[0].count, 1);
+    assert_true(a.rows[0].sum == 0);
+    assert_string_equal(a.rows[1].key, "closed_won");
+    assert_int_equal(a.rows[1].count, 2);
+    assert_true(a.rows[1].sum == 1500.5);
+    assert_string_equal(a.rows[2].key, "qualified");
+    assert_int_equal(a.rows[2].count, 2);
+    assert_true(a.rows[2].sum == 350);
+    dossier_aggregate_release(&a);
+
+    /* Analytics needs consent: q2's subject gave none, so it is left out
+     * (counted); amounts are financial, which analytics may not total, and
+     * marketing may not even see stages. */
+    pipeline.sum = NULL;
+    assert_int_equal(dossier_aggregate(analytics, NULL, &pipeline, &a, &st),
+                     0);
+    assert_int_equal(a.records, 4);
+    assert_int_equal(a.left_out, 1);
+    assert_string_equal(a.rows[2].key, "qualified");
+    assert_int_equal(a.rows[2].count, 1);
+    dossier_aggregate_release(&a);
+    pipeline.sum = "amount";
+    assert_int_not_equal(
+        dossier_aggregate(analytics, NULL, &pipeline, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_non_null(strstr(st.message, "amount"));
+    assert_int_not_equal(dossier_aggregate(mkt, NULL, &pipeline, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_non_null(strstr(st.message, "stage"));
+
+    /* Activities per owner per week (from Monday, UTC). */
+    put_activity(ops, "a1", "amy", mon + 2 * day);
+    put_activity(ops, "a2", "amy", mon + 6 * day + 3600000);
+    put_activity(ops, "a3", "amy", mon + 7 * day);
+    put_activity(ops, "a4", "bob", mon + 1000);
+    assert_int_equal(dossier_aggregate(ops, NULL, &weekly, &a, &st), 0);
+    assert_int_equal(a.n_rows, 3);
+    assert_true(a.rows[0].bucket_start_ms == mon);
+    assert_string_equal(a.rows[0].key, "amy");
+    assert_int_equal(a.rows[0].count, 2);
+    assert_true(a.rows[1].bucket_start_ms == mon);
+    assert_string_equal(a.rows[1].key, "bob");
+    assert_true(a.rows[2].bucket_start_ms == mon + 7 * day);
+    assert_int_equal(a.rows[2].count, 1);
+    dossier_aggregate_release(&a);
+    /* analytics rests on consent, which s-act never gave. */
+    assert_int_equal(dossier_aggregate(analytics, NULL, &weekly, &a, &st), 0);
+    assert_int_equal(a.records, 0);
+    assert_int_equal(a.left_out, 4);
+    dossier_aggregate_release(&a);
+
+    /* Bad input. */
+    weekly.bucket = "year";
+    assert_int_not_equal(dossier_aggregate(ops, NULL, &weekly, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    weekly.bucket = "week";
+    weekly.time_field = NULL;
+    assert_int_not_equal(dossier_aggregate(ops, NULL, &weekly, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    pipeline.sum = "stage"; /* not a number */
+    assert_int_not_equal(dossier_aggregate(ops, NULL, &pipeline, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    pipeline.kind = "spaceship";
+    assert_int_not_equal(dossier_aggregate(ops, NULL, &pipeline, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_UNKNOWN_KIND);
+
+    dossier_client_close(ops);
+    dossier_client_close(mkt);
+    dossier_client_close(analytics);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_reports),
     };
     int rc;
     if (sodium_init() < 0)

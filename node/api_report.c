@@ -1,0 +1,353 @@
+/* Records/Aggregate: counts and totals per group over every record of a
+ * kind, computed in the store, so that a pipeline report (deals per stage
+ * with their amounts), tickets per status or activities per owner per week
+ * leave the node as figures, never as records.
+ *
+ * Each record is opened as a read of the call's purpose would open it: a
+ * record whose subject the purpose may not see is left out (and counted as
+ * such), and the fields named must be of categories the purpose sees. The
+ * kind is read in slices, so the store's swap lock is never held long. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "errors.h"
+#include "policy.h"
+#include "records.h"
+#include "store.h"
+
+/* Records read from the store at a time. */
+#define SLICE 256
+/* Groups one report may have. */
+#define GROUPS_MAX 10000
+#define KEY_MAX 128
+
+static const int64_t DAY = 86400000;
+
+struct group {
+    char key[KEY_MAX];
+    int64_t bucket;
+    uint64_t count;
+    double sum;
+};
+
+struct agg {
+    struct call *c;
+    const KindSchema *k;
+    const char *by, *sum, *time; /* "" when not asked */
+    int bucket;                  /* 0 none, 1 day, 2 week, 3 month */
+    struct group *g;
+    size_t n, cap;
+    uint64_t records, left_out;
+    /* The slice being read. */
+    StoredRecord *sr[SLICE];
+    uint8_t rid[SLICE][STORE_RID_BYTES];
+    size_t n_slice;
+    uint8_t last[STORE_KEY_MAX];
+    size_t last_len;
+    int more;
+};
+
+static int slice_cb(void *arg, const uint8_t *key, size_t klen,
+                    const uint8_t *val, size_t vlen)
+{
+    struct agg *a = arg;
+    if (a->n_slice == SLICE) {
+        a->more = 1;
+        return 1;
+    }
+    if (klen < STORE_RID_BYTES || klen > sizeof(a->last))
+        return DOSSIER_CORRUPT;
+    a->sr[a->n_slice] = dossier__store__v1__stored_record__unpack(NULL, vlen,
+                                                                  val);
+    if (!a->sr[a->n_slice])
+        return DOSSIER_CORRUPT;
+    memcpy(a->rid[a->n_slice], key + klen - STORE_RID_BYTES, STORE_RID_BYTES);
+    memcpy(a->last, key, klen);
+    a->last_len = klen;
+    a->n_slice++;
+    return 0;
+}
+
+static const Dossier__V1__Value *field_value(const Dossier__V1__Record *r,
+                                             const char *name)
+{
+    for (size_t i = 0; i < r->n_fields; i++)
+        if (strcmp(r->fields[i]->name, name) == 0)
+            return r->fields[i]->value;
+    return NULL;
+}
+
+/* The group key of @v as text ("" for no value). */
+static void key_of(const Dossier__V1__Value *v, char *out)
+{
+    out[0] = '\0';
+    if (!v)
+        return;
+    switch (v->kind_case) {
+    case DOSSIER__V1__VALUE__KIND_STRING_VALUE:
+        snprintf(out, KEY_MAX, "%s", v->string_value);
+        break;
+    case DOSSIER__V1__VALUE__KIND_INT_VALUE:
+        snprintf(out, KEY_MAX, "%lld", (long long)v->int_value);
+        break;
+    case DOSSIER__V1__VALUE__KIND_BOOL_VALUE:
+        snprintf(out, KEY_MAX, "%s", v->bool_value ? "true" : "false");
+        break;
+    case DOSSIER__V1__VALUE__KIND_DOUBLE_VALUE:
+        snprintf(out, KEY_MAX, "%g", v->double_value);
+        break;
+    default:
+        break;
+    }
+}
+
+/* The start of the bucket (UTC) that @ms falls in. */
+static int64_t bucket_start(int bucket, int64_t ms)
+{
+    int64_t day = (ms >= 0 ? ms : ms - DAY + 1) / DAY * DAY;
+    struct tm tm;
+    time_t t;
+
+    switch (bucket) {
+    case 1:
+        return day;
+    case 2: /* weeks start on Monday; 1970-01-01 was a Thursday */
+        return day - (((day / DAY) % 7 + 7 + 3) % 7) * DAY;
+    case 3:
+        t = (time_t)(ms / 1000);
+        gmtime_r(&t, &tm);
+        tm.tm_mday = 1;
+        tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+        return (int64_t)timegm(&tm) * 1000;
+    default:
+        return 0;
+    }
+}
+
+static int add(struct agg *a, const char *key, int64_t bucket, double sum)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->g[i].bucket == bucket && strcmp(a->g[i].key, key) == 0) {
+            a->g[i].count++;
+            a->g[i].sum += sum;
+            return 0;
+        }
+    if (a->n == GROUPS_MAX)
+        return DOSSIER_INVALID_ARGUMENT;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? 2 * a->cap : 64;
+        struct group *g = realloc(a->g, cap * sizeof(*g));
+        if (!g)
+            return DOSSIER_NOMEM;
+        a->g = g;
+        a->cap = cap;
+    }
+    snprintf(a->g[a->n].key, KEY_MAX, "%s", key);
+    a->g[a->n].bucket = bucket;
+    a->g[a->n].count = 1;
+    a->g[a->n].sum = sum;
+    a->n++;
+    return 0;
+}
+
+/* Counts record @i of the slice (taken). */
+static int count_one(struct agg *a, size_t i, unsigned cats,
+                     struct dossier_status *st)
+{
+    StoredRecord *sr = a->sr[i];
+    struct records_opened o;
+    char key[KEY_MAX] = "";
+    int64_t bucket = 0;
+    double sum = 0;
+    int rc;
+
+    a->sr[i] = NULL;
+    if (sr->subject.len == STORE_SP_BYTES) {
+        rc = api_subject_visible(a->c, sr->subject.data, st);
+        if (rc == DOSSIER_PERMISSION_DENIED) {
+            a->left_out++;
+            dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+            return 0;
+        }
+        if (rc) {
+            dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+            return rc;
+        }
+    }
+    if ((rc = records_open(call_node(a->c), sr, a->rid[i], cats, &o, st)))
+        return rc;
+    if (a->by[0])
+        key_of(field_value(&o.rec, a->by), key);
+    if (a->sum[0]) {
+        const Dossier__V1__Value *v = field_value(&o.rec, a->sum);
+        if (v && v->kind_case == DOSSIER__V1__VALUE__KIND_DOUBLE_VALUE)
+            sum = v->double_value;
+        else if (v && v->kind_case == DOSSIER__V1__VALUE__KIND_INT_VALUE)
+            sum = (double)v->int_value;
+    }
+    if (a->bucket) {
+        int64_t t = strcmp(a->time, "created_at") == 0   ? o.rec.created_at_ms
+                    : strcmp(a->time, "updated_at") == 0 ? o.rec.updated_at_ms
+                                                         : INT64_MIN;
+        if (t == INT64_MIN) {
+            const Dossier__V1__Value *v = field_value(&o.rec, a->time);
+            t = v && v->kind_case == DOSSIER__V1__VALUE__KIND_INT_VALUE
+                    ? v->int_value
+                    : INT64_MIN;
+        }
+        bucket = t == INT64_MIN ? INT64_MIN : bucket_start(a->bucket, t);
+    }
+    records_opened_release(&o);
+    a->records++;
+    rc = add(a, key, bucket, sum);
+    if (rc == DOSSIER_INVALID_ARGUMENT)
+        return err_set(st, rc, "more than %d groups: group by a field with "
+                       "fewer values", GROUPS_MAX);
+    if (rc)
+        return err_set(st, rc, "out of memory");
+    return 0;
+}
+
+/* Checks that @name is a field of the kind of one of @types (bit per
+ * FieldType) that the purpose of @c may see. */
+static int check_field(struct call *c, const KindSchema *k, const char *what,
+                       const char *name, unsigned types,
+                       struct dossier_status *st)
+{
+    const FieldSchema *f = schema_field(k, name);
+    if (!f)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "%s: kind '%s' has no field '%.64s'", what, k->kind,
+                       name);
+    if (!(types & (1u << f->type)))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "%s: field '%s' has a type that cannot be used here",
+                       what, f->name);
+    if (!(api_visible_categories(c) & (1u << f->category)))
+        return err_set(st, DOSSIER_PERMISSION_DENIED,
+                       "%s: purpose '%s' may not see field '%s'", what,
+                       call_purpose(c), f->name);
+    return 0;
+}
+
+#define TYPE(t) (1u << DOSSIER__V1__FIELD_TYPE__FIELD_TYPE_##t)
+
+static int cmp_group(const void *x, const void *y)
+{
+    const struct group *a = x, *b = y;
+    if (a->bucket != b->bucket)
+        return a->bucket < b->bucket ? -1 : 1;
+    return strcmp(a->key, b->key);
+}
+
+void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__AggregateRequest *req = (Dossier__V1__AggregateRequest *)msg;
+    Dossier__V1__AggregateResult resp = DOSSIER__V1__AGGREGATE_RESULT__INIT;
+    Dossier__V1__AggregateRow *rows = NULL, **ptrs = NULL;
+    struct node *n = call_node(c);
+    struct dossier_status st;
+    struct agg *a;
+    uint8_t prefix[SCHEMA_NAME_MAX + 1];
+    unsigned cats = api_visible_categories(c);
+    int rc = 0, first = 1;
+
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return call_fail(c, DOSSIER_NOMEM, "out of memory");
+    a->c = c;
+    a->by = req->group_by;
+    a->sum = req->sum;
+    a->time = req->time_field;
+    if (records_kind(n, req->kind, &a->k, &st))
+        goto fail;
+    if (strcmp(req->bucket, "") == 0)
+        a->bucket = 0;
+    else if (strcmp(req->bucket, "day") == 0)
+        a->bucket = 1;
+    else if (strcmp(req->bucket, "week") == 0)
+        a->bucket = 2;
+    else if (strcmp(req->bucket, "month") == 0)
+        a->bucket = 3;
+    else {
+        err_set(&st, DOSSIER_INVALID_ARGUMENT,
+                "bucket must be day, week, month or empty");
+        goto fail;
+    }
+    if (!a->bucket != !a->time[0]) {
+        err_set(&st, DOSSIER_INVALID_ARGUMENT,
+                "bucket and time_field go together");
+        goto fail;
+    }
+    if ((a->by[0] &&
+         check_field(c, a->k, "group_by", a->by,
+                     TYPE(STRING) | TYPE(ENUM) | TYPE(BOOL) | TYPE(INT) |
+                         TYPE(EMAIL) | TYPE(PHONE),
+                     &st)) ||
+        (a->sum[0] && check_field(c, a->k, "sum", a->sum,
+                                  TYPE(INT) | TYPE(DOUBLE), &st)) ||
+        (a->time[0] && strcmp(a->time, "created_at") != 0 &&
+         strcmp(a->time, "updated_at") != 0 &&
+         check_field(c, a->k, "time_field", a->time, TYPE(TIMESTAMP), &st)))
+        goto fail;
+
+    memcpy(prefix, a->k->kind, strlen(a->k->kind) + 1);
+    while (rc == 0 && (first || a->more)) {
+        uint8_t after[STORE_KEY_MAX];
+        size_t alen = a->last_len;
+        memcpy(after, a->last, alen);
+        a->more = 0;
+        a->n_slice = 0;
+        rc = store_scan(n->store, STORE_RECORD, prefix, strlen(a->k->kind) + 1,
+                        first ? NULL : after, first ? 0 : alen, slice_cb, a,
+                        &st);
+        first = 0;
+        if (rc == 1)
+            rc = 0;
+        if (rc == DOSSIER_CORRUPT)
+            err_set(&st, rc, "a stored record is malformed");
+        for (size_t i = 0; rc == 0 && i < a->n_slice; i++)
+            rc = count_one(a, i, cats, &st);
+        for (size_t i = 0; i < a->n_slice; i++)
+            if (a->sr[i])
+                dossier__store__v1__stored_record__free_unpacked(a->sr[i],
+                                                                 NULL);
+    }
+    if (rc)
+        goto fail;
+    qsort(a->g, a->n, sizeof(*a->g), cmp_group);
+    rows = calloc(a->n ? a->n : 1, sizeof(*rows));
+    ptrs = calloc(a->n ? a->n : 1, sizeof(*ptrs));
+    if (!rows || !ptrs) {
+        err_set(&st, DOSSIER_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        dossier__v1__aggregate_row__init(&rows[i]);
+        rows[i].key = a->g[i].key;
+        rows[i].bucket_start_ms = a->g[i].bucket == INT64_MIN ? 0
+                                                              : a->g[i].bucket;
+        rows[i].count = a->g[i].count;
+        rows[i].sum = a->g[i].sum;
+        ptrs[i] = &rows[i];
+    }
+    resp.n_rows = a->n;
+    resp.rows = ptrs;
+    resp.records = a->records;
+    resp.left_out = a->left_out;
+    /* Figures only: the audit entry names no subject and no record. */
+    call_audit_read(c, NULL, NULL, 0);
+    call_reply(c, &resp.base);
+    free(rows);
+    free(ptrs);
+    free(a->g);
+    free(a);
+    return;
+fail:
+    call_fail_status(c, &st);
+    free(a->g);
+    free(a);
+}
