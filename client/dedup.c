@@ -1,5 +1,5 @@
-/* What the node computes over many records: dossier_find_duplicates()
- * and dossier_aggregate(). */
+/* What the node computes over many records: dossier_find_duplicates(),
+ * dossier_aggregate() and segments. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,4 +135,141 @@ int dossier_aggregate(struct dossier_client *c,
     out->left_out = resp->left_out;
     dossier__v1__aggregate_result__free_unpacked(resp, NULL);
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Segments */
+
+int dossier_segment_define(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const struct dossier_segment *s, uint64_t *version,
+                           struct dossier_status *st)
+{
+    Dossier__V1__DefineSegmentRequest req =
+        DOSSIER__V1__DEFINE_SEGMENT_REQUEST__INIT;
+    Dossier__V1__Segment seg = DOSSIER__V1__SEGMENT__INIT, *resp;
+    Dossier__V1__SegmentCondition *conds = NULL, **cptrs = NULL;
+    Dossier__V1__Value *vals = NULL, **vptrs = NULL;
+    size_t n_vals = 0, at = 0;
+    int rc;
+
+    if (!s || !s->name || !s->kind)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "the segment, its name or its kind is missing");
+    if (s->n_conditions && !s->conditions)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "conditions is missing");
+    for (size_t i = 0; i < s->n_conditions; i++) {
+        if (!s->conditions[i].field ||
+            (s->conditions[i].n_any_of && !s->conditions[i].any_of))
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition %zu is missing its field or values",
+                           i + 1);
+        n_vals += s->conditions[i].n_any_of;
+    }
+    conds = calloc(s->n_conditions + 1, sizeof(*conds));
+    cptrs = calloc(s->n_conditions + 1, sizeof(*cptrs));
+    vals = calloc(n_vals + 1, sizeof(*vals));
+    vptrs = calloc(n_vals + 1, sizeof(*vptrs));
+    if (!conds || !cptrs || !vals || !vptrs) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < s->n_conditions; i++) {
+        const struct dossier_segment_condition *sc = &s->conditions[i];
+        dossier__v1__segment_condition__init(&conds[i]);
+        conds[i].field = (char *)sc->field;
+        conds[i].any_of = vptrs + at;
+        conds[i].n_any_of = sc->n_any_of;
+        for (size_t j = 0; j < sc->n_any_of; j++, at++) {
+            if (value_to_pb(&sc->any_of[j], &vals[at]) != 0) {
+                rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                             "condition on '%s': a value is malformed",
+                             sc->field);
+                goto out;
+            }
+            vptrs[at] = &vals[at];
+        }
+        cptrs[i] = &conds[i];
+    }
+    seg.name = (char *)s->name;
+    seg.kind = (char *)s->kind;
+    seg.description = str_or_empty(s->description);
+    seg.consent_purpose = str_or_empty(s->consent_purpose);
+    seg.n_conditions = s->n_conditions;
+    seg.conditions = cptrs;
+    seg.created_after_ms = s->created_after_ms;
+    seg.created_before_ms = s->created_before_ms;
+    seg.updated_after_ms = s->updated_after_ms;
+    seg.updated_before_ms = s->updated_before_ms;
+    req.segment = &seg;
+    rc = client_unary(c, co, M_SEGMENT_DEFINE, &req.base,
+                      &dossier__v1__segment__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc == 0) {
+        if (version)
+            *version = resp->version;
+        dossier__v1__segment__free_unpacked(resp, NULL);
+    }
+out:
+    free(conds);
+    free(cptrs);
+    free(vals);
+    free(vptrs);
+    return rc;
+}
+
+void dossier_segment_members_release(struct dossier_segment_members *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_ids; i++)
+        free(m->ids[i]);
+    free(m->ids);
+    free(m->next_page_token);
+    memset(m, 0, sizeof(*m));
+}
+
+int dossier_segment_run(struct dossier_client *c,
+                        const struct dossier_call_options *co, const char *name,
+                        const struct dossier_page_request *pr,
+                        struct dossier_segment_members *out,
+                        struct dossier_status *st)
+{
+    Dossier__V1__RunSegmentRequest req = DOSSIER__V1__RUN_SEGMENT_REQUEST__INIT;
+    Dossier__V1__SegmentMembers *resp;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!name || !name[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "name is missing");
+    req.name = (char *)name;
+    if (pr) {
+        req.page_size = pr->page_size;
+        req.page_token = str_or_empty(pr->page_token);
+    }
+    rc = client_unary(c, co, M_SEGMENT_RUN, &req.base,
+                      &dossier__v1__segment_members__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    out->ids = calloc(resp->n_records ? resp->n_records : 1,
+                      sizeof(*out->ids));
+    if (!out->ids)
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < resp->n_records; i++) {
+        if (!(out->ids[i] = strdup(resp->records[i]->id)))
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        else
+            out->n_ids++;
+        if (i == 0)
+            snprintf(out->kind, sizeof(out->kind), "%s",
+                     resp->records[i]->kind);
+    }
+    if (rc == 0 && resp->next_page_token[0] &&
+        !(out->next_page_token = strdup(resp->next_page_token)))
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    dossier__v1__segment_members__free_unpacked(resp, NULL);
+    if (rc)
+        dossier_segment_members_release(out);
+    return rc;
 }

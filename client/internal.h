@@ -54,6 +54,8 @@ enum client_method {
     M_WATCH,
     M_FIND_DUPLICATES,
     M_AGGREGATE,
+    M_SEGMENT_DEFINE,
+    M_SEGMENT_RUN,
     M_COUNT,
 };
 
@@ -79,6 +81,7 @@ static inline int client_method_is_write(enum client_method m)
     case M_REQUEST_COMPLETE:
     case M_PRINCIPAL_ADD:
     case M_PRINCIPAL_REMOVE:
+    case M_SEGMENT_DEFINE:
         return 1;
     default:
         return 0;

@@ -8,6 +8,7 @@
 
 #include "dossier.pb-c.h"
 #include "server.h"
+#include "store.pb-c.h"
 
 void api_records_put(struct call *c, ProtobufCMessage *req);
 void api_records_get(struct call *c, ProtobufCMessage *req);
@@ -17,8 +18,28 @@ void api_records_find_by_index(struct call *c, ProtobufCMessage *req);
 void api_records_scan(struct call *c, ProtobufCMessage *req);
 void api_records_find_duplicates(struct call *c, ProtobufCMessage *req);
 void api_records_aggregate(struct call *c, ProtobufCMessage *req);
+
+/* Calls @fn with every stored record of @kind (taken: @fn frees it), its
+ * pseudonym and its key, in key order, starting after key @after (NULL:
+ * from the first), reading the store in slices so that no lock is held
+ * while @fn runs. @fn returns 0 to go on, 1 to stop, or an error code
+ * (with @st set), which is returned. Errors: DOSSIER_CORRUPT, DOSSIER_IO,
+ * DOSSIER_NOMEM. */
+struct store;
+typedef int (*api_record_fn)(void *arg, Dossier__Store__V1__StoredRecord *sr,
+                             const uint8_t *rid, const uint8_t *key,
+                             size_t klen, struct dossier_status *st);
+int api_scan_kind(struct store *s, const char *kind, const uint8_t *after,
+                  size_t after_len, api_record_fn fn, void *arg,
+                  struct dossier_status *st);
 /* The field categories @c's purpose may see (all for calls without one). */
 unsigned api_visible_categories(const struct call *c);
+
+/* Segments (api_segments.c). */
+void api_segments_define(struct call *c, ProtobufCMessage *req);
+void api_segments_get(struct call *c, ProtobufCMessage *req);
+void api_segments_list(struct call *c, ProtobufCMessage *req);
+void api_segments_run(struct call *c, ProtobufCMessage *req);
 
 /* The change feed (api_watch.c). */
 void api_watch_changes(struct call *c, ProtobufCMessage *req);

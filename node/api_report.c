@@ -33,6 +33,83 @@ struct group {
     double sum;
 };
 
+/* ---- reading a kind in slices ---- */
+
+struct kind_slice {
+    StoredRecord *sr[SLICE];
+    uint8_t rid[SLICE][STORE_RID_BYTES];
+    uint8_t key[SLICE][STORE_KEY_MAX];
+    size_t klen[SLICE];
+    size_t n;
+    int more;
+};
+
+static int slice_cb(void *arg, const uint8_t *key, size_t klen,
+                    const uint8_t *val, size_t vlen)
+{
+    struct kind_slice *sl = arg;
+    if (sl->n == SLICE) {
+        sl->more = 1;
+        return 1;
+    }
+    if (klen < STORE_RID_BYTES || klen > STORE_KEY_MAX)
+        return DOSSIER_CORRUPT;
+    sl->sr[sl->n] = dossier__store__v1__stored_record__unpack(NULL, vlen, val);
+    if (!sl->sr[sl->n])
+        return DOSSIER_CORRUPT;
+    memcpy(sl->rid[sl->n], key + klen - STORE_RID_BYTES, STORE_RID_BYTES);
+    memcpy(sl->key[sl->n], key, klen);
+    sl->klen[sl->n] = klen;
+    sl->n++;
+    return 0;
+}
+
+int api_scan_kind(struct store *s, const char *kind, const uint8_t *after,
+                  size_t after_len, api_record_fn fn, void *arg,
+                  struct dossier_status *st)
+{
+    struct kind_slice *sl = calloc(1, sizeof(*sl));
+    uint8_t prefix[SCHEMA_NAME_MAX + 1], last[STORE_KEY_MAX];
+    size_t plen = strlen(kind) + 1, last_len = after_len;
+    int rc = 0, first = 1, stop = 0;
+
+    if (!sl)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    memcpy(prefix, kind, plen); /* kind 0x00 */
+    if (after_len)
+        memcpy(last, after, after_len);
+    while (rc == 0 && !stop && (first || sl->more)) {
+        sl->more = 0;
+        sl->n = 0;
+        rc = store_scan(s, STORE_RECORD, prefix, plen,
+                        last_len ? last : NULL, last_len, slice_cb, sl, st);
+        first = 0;
+        if (rc == 1)
+            rc = 0;
+        if (rc == DOSSIER_CORRUPT)
+            err_set(st, rc, "a stored record is malformed");
+        for (size_t i = 0; i < sl->n; i++) {
+            StoredRecord *sr = sl->sr[i];
+            sl->sr[i] = NULL;
+            if (rc || stop) {
+                dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+                continue;
+            }
+            rc = fn(arg, sr, sl->rid[i], sl->key[i], sl->klen[i], st);
+            if (rc == 1) {
+                stop = 1;
+                rc = 0;
+            }
+            memcpy(last, sl->key[i], sl->klen[i]);
+            last_len = sl->klen[i];
+        }
+    }
+    free(sl);
+    return rc;
+}
+
+/* ---- Aggregate ---- */
+
 struct agg {
     struct call *c;
     const KindSchema *k;
@@ -41,44 +118,8 @@ struct agg {
     struct group *g;
     size_t n, cap;
     uint64_t records, left_out;
-    /* The slice being read. */
-    StoredRecord *sr[SLICE];
-    uint8_t rid[SLICE][STORE_RID_BYTES];
-    size_t n_slice;
-    uint8_t last[STORE_KEY_MAX];
-    size_t last_len;
-    int more;
+    unsigned cats;
 };
-
-static int slice_cb(void *arg, const uint8_t *key, size_t klen,
-                    const uint8_t *val, size_t vlen)
-{
-    struct agg *a = arg;
-    if (a->n_slice == SLICE) {
-        a->more = 1;
-        return 1;
-    }
-    if (klen < STORE_RID_BYTES || klen > sizeof(a->last))
-        return DOSSIER_CORRUPT;
-    a->sr[a->n_slice] = dossier__store__v1__stored_record__unpack(NULL, vlen,
-                                                                  val);
-    if (!a->sr[a->n_slice])
-        return DOSSIER_CORRUPT;
-    memcpy(a->rid[a->n_slice], key + klen - STORE_RID_BYTES, STORE_RID_BYTES);
-    memcpy(a->last, key, klen);
-    a->last_len = klen;
-    a->n_slice++;
-    return 0;
-}
-
-static const Dossier__V1__Value *field_value(const Dossier__V1__Record *r,
-                                             const char *name)
-{
-    for (size_t i = 0; i < r->n_fields; i++)
-        if (strcmp(r->fields[i]->name, name) == 0)
-            return r->fields[i]->value;
-    return NULL;
-}
 
 /* The group key of @v as text ("" for no value). */
 static void key_of(const Dossier__V1__Value *v, char *out)
@@ -153,18 +194,20 @@ static int add(struct agg *a, const char *key, int64_t bucket, double sum)
     return 0;
 }
 
-/* Counts record @i of the slice (taken). */
-static int count_one(struct agg *a, size_t i, unsigned cats,
+/* Counts record @sr (taken) of pseudonym @rid. */
+static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
+                     const uint8_t *rkey, size_t klen,
                      struct dossier_status *st)
 {
-    StoredRecord *sr = a->sr[i];
+    struct agg *a = arg;
     struct records_opened o;
     char key[KEY_MAX] = "";
     int64_t bucket = 0;
     double sum = 0;
     int rc;
 
-    a->sr[i] = NULL;
+    (void)rkey;
+    (void)klen;
     if (sr->subject.len == STORE_SP_BYTES) {
         rc = api_subject_visible(a->c, sr->subject.data, st);
         if (rc == DOSSIER_PERMISSION_DENIED) {
@@ -177,12 +220,12 @@ static int count_one(struct agg *a, size_t i, unsigned cats,
             return rc;
         }
     }
-    if ((rc = records_open(call_node(a->c), sr, a->rid[i], cats, &o, st)))
+    if ((rc = records_open(call_node(a->c), sr, rid, a->cats, &o, st)))
         return rc;
     if (a->by[0])
-        key_of(field_value(&o.rec, a->by), key);
+        key_of(records_field_value(&o.rec, a->by), key);
     if (a->sum[0]) {
-        const Dossier__V1__Value *v = field_value(&o.rec, a->sum);
+        const Dossier__V1__Value *v = records_field_value(&o.rec, a->sum);
         if (v && v->kind_case == DOSSIER__V1__VALUE__KIND_DOUBLE_VALUE)
             sum = v->double_value;
         else if (v && v->kind_case == DOSSIER__V1__VALUE__KIND_INT_VALUE)
@@ -193,7 +236,7 @@ static int count_one(struct agg *a, size_t i, unsigned cats,
                     : strcmp(a->time, "updated_at") == 0 ? o.rec.updated_at_ms
                                                          : INT64_MIN;
         if (t == INT64_MIN) {
-            const Dossier__V1__Value *v = field_value(&o.rec, a->time);
+            const Dossier__V1__Value *v = records_field_value(&o.rec, a->time);
             t = v && v->kind_case == DOSSIER__V1__VALUE__KIND_INT_VALUE
                     ? v->int_value
                     : INT64_MIN;
@@ -251,9 +294,7 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     struct node *n = call_node(c);
     struct dossier_status st;
     struct agg *a;
-    uint8_t prefix[SCHEMA_NAME_MAX + 1];
-    unsigned cats = api_visible_categories(c);
-    int rc = 0, first = 1;
+    int rc;
 
     a = calloc(1, sizeof(*a));
     if (!a)
@@ -294,28 +335,8 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
          check_field(c, a->k, "time_field", a->time, TYPE(TIMESTAMP), &st)))
         goto fail;
 
-    memcpy(prefix, a->k->kind, strlen(a->k->kind) + 1);
-    while (rc == 0 && (first || a->more)) {
-        uint8_t after[STORE_KEY_MAX];
-        size_t alen = a->last_len;
-        memcpy(after, a->last, alen);
-        a->more = 0;
-        a->n_slice = 0;
-        rc = store_scan(n->store, STORE_RECORD, prefix, strlen(a->k->kind) + 1,
-                        first ? NULL : after, first ? 0 : alen, slice_cb, a,
-                        &st);
-        first = 0;
-        if (rc == 1)
-            rc = 0;
-        if (rc == DOSSIER_CORRUPT)
-            err_set(&st, rc, "a stored record is malformed");
-        for (size_t i = 0; rc == 0 && i < a->n_slice; i++)
-            rc = count_one(a, i, cats, &st);
-        for (size_t i = 0; i < a->n_slice; i++)
-            if (a->sr[i])
-                dossier__store__v1__stored_record__free_unpacked(a->sr[i],
-                                                                 NULL);
-    }
+    a->cats = api_visible_categories(c);
+    rc = api_scan_kind(n->store, a->k->kind, NULL, 0, count_one, a, &st);
     if (rc)
         goto fail;
     qsort(a->g, a->n, sizeof(*a->g), cmp_group);

@@ -488,3 +488,12 @@ fail:
     records_opened_release(o);
     return rc;
 }
+
+const Dossier__V1__Value *records_field_value(const Dossier__V1__Record *r,
+                                              const char *name)
+{
+    for (size_t i = 0; i < r->n_fields; i++)
+        if (strcmp(r->fields[i]->name, name) == 0)
+            return r->fields[i]->value;
+    return NULL;
+}

@@ -60,6 +60,10 @@ int records_open(struct node *n, StoredRecord *stored,
                  const uint8_t rid[STORE_RID_BYTES], unsigned categories,
                  struct records_opened *o, struct dossier_status *st);
 
+/* The value of field @name of @r, or NULL when it has none. */
+const Dossier__V1__Value *records_field_value(const Dossier__V1__Record *r,
+                                              const char *name);
+
 /* Wipes and frees what @o holds. */
 void records_opened_release(struct records_opened *o);
 

@@ -29,6 +29,7 @@
  *   policy    "q" request id (REQ-...)                TrackedRequest
  *   policy    "a" principal name                      StoredPrincipal
  *   policy    "t" sha256(token)[32]                   principal name
+ *   policy    "g" segment name                        dossier.v1.Segment
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted

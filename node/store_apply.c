@@ -588,6 +588,29 @@ static int apply_set_member(struct store_batch *b, const Command *cmd,
 /* ------------------------------------------------------------------ */
 /* Purposes, consent, restriction, erasure */
 
+static int apply_define_segment(struct store_batch *b, const Command *cmd,
+                                struct store_result *res)
+{
+    const Dossier__Store__V1__DefineSegmentOp *op = cmd->define_segment;
+    Dossier__V1__Segment def;
+    uint8_t key[1 + POLICY_NAME_MAX];
+    size_t n;
+
+    if (!op->segment || !policy_name_valid(op->segment->name) ||
+        !schema_name_valid(op->segment->kind))
+        return bad_command(res, "define segment");
+    def = *op->segment;
+    def.version = b->revision + 1;
+    n = strlen(def.name);
+    key[0] = 'g';
+    memcpy(key + 1, def.name, n);
+    if (put_pb(b, STORE_POLICY, key, 1 + n, &def.base, NULL) != 0)
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    b->revision++;
+    res->version = b->revision;
+    return err_ok(&res->status);
+}
+
 static int apply_define_purpose(struct store_batch *b, const Command *cmd,
                                 struct store_result *res)
 {
@@ -1339,6 +1362,9 @@ static int audit_command(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE:
         action = "purposes.define";
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_SEGMENT:
+        action = "segments.define";
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_CONSENT:
         action = cmd->consent->state ==
                          DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_GRANTED
@@ -1588,6 +1614,7 @@ int store_apply(struct store_batch *b, const Command *cmd,
               cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DELETE ||
               cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_KIND ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_DEFINE_SEGMENT ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_CONSENT ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
@@ -1623,6 +1650,9 @@ int store_apply(struct store_batch *b, const Command *cmd,
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_PURPOSE:
         rc = apply_define_purpose(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_SEGMENT:
+        rc = apply_define_segment(b, cmd, res);
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_CONSENT:
         rc = cmd->consent ? apply_consent(b, cmd, res)

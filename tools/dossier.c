@@ -92,6 +92,13 @@ static const char usage_text[] =
     "                          KIND sharing the normalised value of an\n"
     "                          indexed field (all, or those given), found\n"
     "                          through the blind indexes; one group per line\n"
+    "  segment define [FILE|-]  save a filter from JSON: {\"name\", \"kind\",\n"
+    "                          \"where\": {FIELD: VALUE or [VALUES]},\n"
+    "                          \"created_after_ms\" (and _before_, updated_),\n"
+    "                          \"consent_purpose\"}\n"
+    "  segment run NAME [--limit N] [--page-token T] [--all]\n"
+    "                          the records that match, for the purpose: one\n"
+    "                          {\"kind\", \"id\"} per line\n"
     "  report pipeline | KIND [--by FIELD] [--sum FIELD]\n"
     "         [--per day|week|month --time FIELD] [--format table|json|png]\n"
     "         [--out FILE]\n"
@@ -1914,6 +1921,191 @@ static int cmd_dedup(struct cli *cli, int argc, char **argv)
     return dedup_report(cli, argv[optind + 1], &o);
 }
 
+/* `dossier segment define FILE|-`: JSON such as
+ *   {"name": "hot_deals", "kind": "deal",
+ *    "where": {"stage": ["qualified", "presentation"], "owner": "sam"},
+ *    "created_after_ms": 0, "consent_purpose": "marketing"} */
+static int json_scalar(json_t *v, struct dossier_value *out)
+{
+    if (json_is_string(v)) {
+        out->type = DOSSIER_TYPE_STRING;
+        out->u.s = json_string_value(v);
+    } else if (json_is_integer(v)) {
+        out->type = DOSSIER_TYPE_INT;
+        out->u.i = json_integer_value(v);
+    } else if (json_is_real(v)) {
+        out->type = DOSSIER_TYPE_DOUBLE;
+        out->u.d = json_real_value(v);
+    } else if (json_is_boolean(v)) {
+        out->type = DOSSIER_TYPE_BOOL;
+        out->u.b = json_is_true(v);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static int segment_define(struct cli *cli, const char *path)
+{
+    struct dossier_segment_condition conds[16];
+    struct dossier_value vals[16][64];
+    struct dossier_segment seg = {0};
+    struct dossier_status st;
+    json_error_t jerr;
+    json_t *j, *where, *v;
+    const char *key, *unknown = NULL;
+    uint64_t version;
+    int rc;
+
+    j = strcmp(path, "-") == 0 ? json_loadf(stdin, 0, &jerr)
+                               : json_load_file(path, 0, &jerr);
+    if (!j) {
+        fprintf(stderr, "dossier: %s: not JSON: %s (line %d)\n", path,
+                jerr.text, jerr.line);
+        return EXIT_INVALID;
+    }
+    json_object_foreach(j, key, v) {
+        static const char *const known[] = {
+            "name", "kind", "description", "where", "consent_purpose",
+            "created_after_ms", "created_before_ms", "updated_after_ms",
+            "updated_before_ms"};
+        int ok = 0;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= strcmp(key, known[i]) == 0;
+        if (!ok && !unknown)
+            unknown = key;
+    }
+    if (!json_is_object(j) || unknown) {
+        fprintf(stderr, "dossier: %s: %s%s\n", path,
+                unknown ? "unknown key " : "not a JSON object",
+                unknown ? unknown : "");
+        json_decref(j);
+        return EXIT_INVALID;
+    }
+    seg.name = json_string_value(json_object_get(j, "name"));
+    seg.kind = json_string_value(json_object_get(j, "kind"));
+    seg.description = json_string_value(json_object_get(j, "description"));
+    seg.consent_purpose =
+        json_string_value(json_object_get(j, "consent_purpose"));
+    seg.created_after_ms =
+        json_integer_value(json_object_get(j, "created_after_ms"));
+    seg.created_before_ms =
+        json_integer_value(json_object_get(j, "created_before_ms"));
+    seg.updated_after_ms =
+        json_integer_value(json_object_get(j, "updated_after_ms"));
+    seg.updated_before_ms =
+        json_integer_value(json_object_get(j, "updated_before_ms"));
+    where = json_object_get(j, "where");
+    rc = 0;
+    if (!seg.name || !seg.kind)
+        rc = fprintf(stderr, "dossier: %s: name and kind are needed\n", path);
+    else if (where && !json_is_object(where))
+        rc = fprintf(stderr, "dossier: %s: where must be an object of "
+                             "field: value or [values]\n",
+                     path);
+    else if (where && json_object_size(where) > 16)
+        rc = fprintf(stderr, "dossier: %s: at most 16 conditions\n", path);
+    if (!rc && where)
+        json_object_foreach(where, key, v) {
+            struct dossier_segment_condition *c = &conds[seg.n_conditions];
+            size_t n = json_is_array(v) ? json_array_size(v) : 1;
+            if (n == 0 || n > 64) {
+                rc = fprintf(stderr, "dossier: %s: where.%s: give 1 to 64 "
+                                     "values\n",
+                             path, key);
+                break;
+            }
+            for (size_t i = 0; i < n; i++)
+                if (json_scalar(json_is_array(v) ? json_array_get(v, i) : v,
+                                &vals[seg.n_conditions][i])) {
+                    rc = fprintf(stderr, "dossier: %s: where.%s: values are "
+                                         "strings, numbers or booleans\n",
+                                 path, key);
+                    break;
+                }
+            if (rc)
+                break;
+            c->field = key;
+            c->n_any_of = n;
+            c->any_of = vals[seg.n_conditions];
+            seg.n_conditions++;
+        }
+    seg.conditions = conds;
+    if (rc) {
+        json_decref(j);
+        return EXIT_INVALID;
+    }
+    if ((rc = connect_node(cli))) {
+        json_decref(j);
+        return rc;
+    }
+    rc = dossier_segment_define(cli->client, NULL, &seg, &version, &st);
+    if (rc == 0)
+        rc = print_json(cli, json_pack("{s:s, s:s, s:I}", "name", seg.name,
+                                       "kind", seg.kind, "version",
+                                       (json_int_t)version));
+    else
+        rc = report(&st);
+    json_decref(j);
+    return rc;
+}
+
+static int segment_run(struct cli *cli, const char *name,
+                       const struct cmd_opts *o)
+{
+    struct dossier_page_request pr = {o->limit, o->page_token};
+    char *token = NULL;
+    int rc = 0;
+
+    for (;;) {
+        struct dossier_segment_members m;
+        struct dossier_status st;
+        if (dossier_segment_run(cli->client, &cli->read_opts, name, &pr, &m,
+                                &st)) {
+            rc = report(&st);
+            break;
+        }
+        for (size_t i = 0; i < m.n_ids && rc == 0; i++)
+            rc = print_json(cli, json_pack("{s:s, s:s}", "kind", m.kind, "id",
+                                           m.ids[i]));
+        free(token);
+        token = m.next_page_token;
+        m.next_page_token = NULL;
+        dossier_segment_members_release(&m);
+        if (rc || !token)
+            break;
+        if (!o->all) {
+            fflush(stdout);
+            fprintf(stderr, "next_page_token: %s\n", token);
+            break;
+        }
+        pr.page_token = token;
+    }
+    free(token);
+    return rc;
+}
+
+static int cmd_segment(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "lTa", &o)))
+        return rc;
+    if (argc - optind >= 1 && strcmp(argv[optind], "define") == 0) {
+        if (argc - optind > 2)
+            return usage_error("segment define takes one FILE (or -)%s", "");
+        return segment_define(cli, argc - optind == 2 ? argv[optind + 1]
+                                                      : "-");
+    }
+    if (argc - optind == 2 && strcmp(argv[optind], "run") == 0) {
+        if ((rc = connect_node(cli)))
+            return rc;
+        return segment_run(cli, argv[optind + 1], &o);
+    }
+    return usage_error("segment needs: define [FILE] | run NAME%s", "");
+}
+
 /* `dossier report`: figures the node computes, as a table, JSON lines or
  * a PNG bar chart drawn by gnuplot. */
 static void bucket_label(int64_t ms, char *out, size_t cap)
@@ -2180,7 +2372,7 @@ static const struct command commands[] = {
     {"health", cmd_health}, {"backup", cmd_backup},
     {"request", cmd_request}, {"principal", cmd_principal},
     {"watch", cmd_watch},   {"dedup", cmd_dedup},
-    {"report", cmd_report},
+    {"report", cmd_report}, {"segment", cmd_segment},
 };
 
 int main(int argc, char **argv)

@@ -198,6 +198,18 @@ expect 0 "report pipeline --format png" -- "$DOSSIER" report pipeline --format p
 expect 5 "report --sum on a text field exits 5" -- "$DOSSIER" report deal --by stage --sum name
 expect 2 "report --per without --time is a usage error" -- "$DOSSIER" report deal --per week
 
+# --- segments ----------------------------------------------------------------
+echo '{"name":"won_deals","kind":"deal","where":{"stage":["closed_won"]},"description":"won"}' >"$WORK/seg.json"
+expect 0 "segment define" -- "$DOSSIER" segment define "$WORK/seg.json"
+json_check "segment define prints its version" "d['name'] == 'won_deals' and d['version'] > 0"
+expect 0 "segment run" -- "$DOSSIER" segment run won_deals --all
+jsonl_check "segment run lists the won deals" "sorted(x['id'] for x in d) == ['deal-1', 'deal-2'] and all(x['kind'] == 'deal' for x in d)"
+echo '{"name":"bad","kind":"deal","where":{"colour":"red"}}' >"$WORK/badseg.json"
+expect 5 "a segment on a missing field exits 5" -- "$DOSSIER" segment define "$WORK/badseg.json"
+echo '{"name":"bad","kind":"deal","wehre":{}}' >"$WORK/typoseg.json"
+expect 5 "a segment with an unknown key exits 5" -- "$DOSSIER" segment define "$WORK/typoseg.json"
+expect 3 "an unknown segment exits 3" -- "$DOSSIER" segment run nothing_here
+
 # --- the change feed -------------------------------------------------------
 expect 0 "watch --no-follow prints the history and ends" -- "$DOSSIER" watch --from 1 --no-follow
 jsonl_check "changes come in commit order" "all(a['revision'] < b['revision'] for a, b in zip(d, d[1:]))"

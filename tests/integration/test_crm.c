@@ -5,7 +5,10 @@
  *    group left with one record is not one; groups come a page at a time;
  *  - reports: deals per stage with their amounts, activities per owner per
  *    week, computed by the node; records a purpose may not see are left
- *    out and counted, fields it may not see refused. */
+ *    out and counted, fields it may not see refused;
+ *  - segments: saved filters (values of fields, creation times, consent to
+ *    a purpose) return the ids of the matching records the purpose may
+ *    read, a page at a time. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -299,11 +304,174 @@ static void test_reports(void **state)
     node_destroy(&n);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every id segment @name matches for @c, over pages of @page, sorted and
+ * joined with ','; the status code of the first failing page. */
+static int run_all(struct dossier_client *c, const char *name, uint32_t page,
+                   char *out, size_t cap, struct dossier_status *st)
+{
+    struct dossier_page_request pr = {page, NULL};
+    char *ids[64], token[256];
+    size_t n = 0;
+    int pages = 0;
+
+    out[0] = '\0';
+    for (;;) {
+        struct dossier_segment_members m;
+        if (dossier_segment_run(c, NULL, name, &pr, &m, st) != 0)
+            return st->code;
+        for (size_t i = 0; i < m.n_ids && n < 64; i++)
+            ids[n++] = strdup(m.ids[i]);
+        pages++;
+        if (!m.next_page_token) {
+            dossier_segment_members_release(&m);
+            break;
+        }
+        snprintf(token, sizeof(token), "%s", m.next_page_token);
+        pr.page_token = token;
+        dossier_segment_members_release(&m);
+        assert_true(pages < 100);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(ids[j], ids[i]) < 0) {
+                char *t = ids[i];
+                ids[i] = ids[j];
+                ids[j] = t;
+            }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "",
+                 ids[i]);
+        free(ids[i]);
+    }
+    return 0;
+}
+
+static void put_owned_deal(struct dossier_client *c, const char *id,
+                           const char *stage, const char *owner,
+                           const char *subject)
+{
+    struct dossier_record *r = dossier_record_new("deal", id, subject);
+    struct dossier_status st;
+    dossier_record_set_string(r, "name", id);
+    dossier_record_set_string(r, "stage", stage);
+    dossier_record_set_string(r, "owner", owner);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+static void test_segments(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *mkt, *analytics;
+    struct dossier_status st;
+    const struct dossier_value stages[] = {
+        {.type = DOSSIER_TYPE_STRING, .u.s = "qualified"},
+        {.type = DOSSIER_TYPE_STRING, .u.s = "presentation"}};
+    const struct dossier_value sam = {.type = DOSSIER_TYPE_STRING,
+                                      .u.s = "sam"};
+    const struct dossier_segment_condition conds[] = {{"stage", 2, stages},
+                                                      {"owner", 1, &sam}};
+    struct dossier_segment open_deals = {"open_deals", "deal", "sam's open",
+                                         2, conds, 0, 0, 0, 0, NULL};
+    struct dossier_segment consented = {"consented", "contact", NULL, 0,
+                                        NULL, 0, 0, 0, 0, "marketing"};
+    struct dossier_segment recent = {"recent", "deal", NULL, 0, NULL,
+                                     0, 0, 0, 0, NULL};
+    const struct dossier_segment_condition nofield[] = {{"colour", 1, &sam}};
+    struct dossier_segment bad = {"bad", "deal", NULL, 1, nofield,
+                                  0, 0, 0, 0, NULL};
+    uint64_t version = 0;
+    int64_t cut;
+    char ids[512];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    mkt = harness_client_as(n.addr, NULL, "marketing");
+    analytics = harness_client_as(n.addr, NULL, "analytics");
+    put_owned_deal(ops, "d1", "qualified", "sam", NULL);
+    put_owned_deal(ops, "d2", "presentation", "sam", NULL);
+    put_owned_deal(ops, "d3", "qualified", "ines", NULL);
+    put_owned_deal(ops, "d4", "closed_won", "sam", NULL);
+    usleep(20000);
+    cut = now_ms();
+    usleep(20000);
+    put_owned_deal(ops, "d5", "qualified", "sam", "s-d5");
+    put(ops, "c1", "s1", "c1@example.org", NULL);
+    put(ops, "c2", "s2", "c2@example.org", NULL);
+
+    assert_int_equal(dossier_segment_define(ops, NULL, &open_deals, &version,
+                                            &st),
+                     0);
+    assert_true(version > 0);
+    assert_int_equal(run_all(ops, "open_deals", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "d1,d2,d5");
+    /* A page at a time: the same members. */
+    assert_int_equal(run_all(ops, "open_deals", 1, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "d1,d2,d5");
+    /* Analytics rests on consent, which d5's subject never gave. */
+    assert_int_equal(
+        run_all(analytics, "open_deals", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "d1,d2");
+    /* Marketing may not see stages or owners: the filter would tell. */
+    assert_int_equal(run_all(mkt, "open_deals", 0, ids, sizeof(ids), &st),
+                     DOSSIER_PERMISSION_DENIED);
+    assert_non_null(strstr(st.message, "stage"));
+
+    /* Created after a time. */
+    recent.created_after_ms = cut;
+    assert_int_equal(dossier_segment_define(ops, NULL, &recent, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "recent", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "d5");
+
+    /* Consent to a purpose. */
+    assert_int_equal(dossier_consent_grant(ops, NULL, "s1", "marketing",
+                                           "form", "v1", NULL, &st),
+                     0);
+    assert_int_equal(dossier_segment_define(ops, NULL, &consented, NULL, &st),
+                     0);
+    assert_int_equal(run_all(ops, "consented", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "c1");
+
+    /* Bad definitions and runs. */
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &bad, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "colour"));
+    bad.n_conditions = 0;
+    bad.kind = "spaceship";
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &bad, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_UNKNOWN_KIND);
+    bad.kind = "deal";
+    bad.name = "Bad Name";
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &bad, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(run_all(ops, "nothing_here", 0, ids, sizeof(ids), &st),
+                     DOSSIER_NOT_FOUND);
+
+    dossier_client_close(ops);
+    dossier_client_close(mkt);
+    dossier_client_close(analytics);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_reports),
+        cmocka_unit_test(test_segments),
     };
     int rc;
     if (sodium_init() < 0)

@@ -937,6 +937,65 @@ dossier_aggregate(struct dossier_client *c,
 DOSSIER_API void dossier_aggregate_release(struct dossier_aggregate *a);
 
 /* ------------------------------------------------------------------------
+ * Segments: saved filters over the records of one kind */
+
+/* The field's value is one of @any_of. Strings compare exactly, e-mails in
+ * any case, phones in E.164. */
+struct dossier_segment_condition {
+    const char *field;
+    size_t n_any_of;
+    const struct dossier_value *any_of;
+};
+
+/* Every condition holds, the times fall in the ranges (after: inclusive,
+ * before: exclusive; 0: open) and, with @consent_purpose, the record's
+ * subject has granted consent to that purpose. Strings are borrowed. */
+struct dossier_segment {
+    const char *name; /* [a-z][a-z0-9_]*, at most 64 */
+    const char *kind;
+    const char *description; /* may be NULL */
+    size_t n_conditions;
+    const struct dossier_segment_condition *conditions;
+    int64_t created_after_ms, created_before_ms;
+    int64_t updated_after_ms, updated_before_ms;
+    const char *consent_purpose; /* may be NULL */
+};
+
+/* Defines or replaces segment @s (service or admin role); *@version (may
+ * be NULL) gets its version. Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, no values, an unknown
+ * consent purpose), DOSSIER_PERMISSION_DENIED. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_segment_define(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       const struct dossier_segment *s, uint64_t *version,
+                       struct dossier_status *st);
+
+/* The ids of records that match a segment, a page at a time; release with
+ * dossier_segment_members_release(). */
+struct dossier_segment_members {
+    char kind[65];
+    size_t n_ids;
+    char **ids;
+    char *next_page_token; /* NULL when the run is complete */
+};
+
+/* Runs segment @name (service role) for the call's purpose: only records
+ * it may read match, and a condition on a field it may not see is
+ * refused (DOSSIER_PERMISSION_DENIED). A page may hold fewer matches than
+ * asked and still have a next_page_token: the node looks at a bounded
+ * number of records per call. Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_segment_run(struct dossier_client *c,
+                    const struct dossier_call_options *co, const char *name,
+                    const struct dossier_page_request *pr,
+                    struct dossier_segment_members *out,
+                    struct dossier_status *st);
+
+DOSSIER_API void
+dossier_segment_members_release(struct dossier_segment_members *m);
+
+/* ------------------------------------------------------------------------
  * Change feed (service role; a purpose)
  *
  * Every put, delete, erasure, consent change and retention expiry, in

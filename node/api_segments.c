@@ -1,0 +1,411 @@
+/* Segments: saved filters over the records of one kind ("policy" family,
+ * "g" + name), defined through a replicated command and run by the node,
+ * which returns the ids of the matching records the call's purpose may
+ * read. Times and consent are checked on the stored record; conditions on
+ * fields need it opened, as a read of the purpose opens it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
+
+#include "api.h"
+#include "errors.h"
+#include "policy.h"
+#include "records.h"
+#include "store.h"
+
+#define CONDITIONS_MAX 16
+#define VALUES_MAX 64
+#define MATCHES_DEFAULT 100
+#define MATCHES_MAX 1000
+/* Records one page of a run looks at before it answers with a token. */
+#define SCAN_MAX 20000
+
+/* Checks @seg against its kind: fields exist, values have their types. */
+static int segment_check(struct node *n, const Dossier__V1__Segment *seg,
+                         const KindSchema **k, struct dossier_status *st)
+{
+    struct policy_purpose pp;
+    if (!policy_name_valid(seg->name))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "name must be [a-z][a-z0-9_]*, at most %d characters",
+                       POLICY_NAME_MAX);
+    if (records_kind(n, seg->kind, k, st))
+        return st->code;
+    if (seg->n_conditions > CONDITIONS_MAX)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "at most %d conditions", CONDITIONS_MAX);
+    for (size_t i = 0; i < seg->n_conditions; i++) {
+        const Dossier__V1__SegmentCondition *cnd = seg->conditions[i];
+        const FieldSchema *f = schema_field(*k, cnd->field);
+        if (!f)
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition %zu: kind '%s' has no field '%.64s'",
+                           i + 1, (*k)->kind, cnd->field);
+        if (cnd->n_any_of == 0 || cnd->n_any_of > VALUES_MAX)
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition on '%s': give 1 to %d values", f->name,
+                           VALUES_MAX);
+        for (size_t j = 0; j < cnd->n_any_of; j++)
+            if (!cnd->any_of[j] ||
+                cnd->any_of[j]->kind_case ==
+                    DOSSIER__V1__VALUE__KIND__NOT_SET)
+                return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                               "condition on '%s': a value is missing",
+                               f->name);
+    }
+    if (seg->consent_purpose[0] &&
+        policy_get(store_policy(n->store), seg->consent_purpose, &pp) != 0)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "consent_purpose: no purpose named '%.64s'",
+                       seg->consent_purpose);
+    if (strlen(seg->description) > 512)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "description is at most 512 bytes");
+    return 0;
+}
+
+/* Reads segment @name into *@out (free with
+ * dossier__v1__segment__free_unpacked). Errors: DOSSIER_NOT_FOUND. */
+static int segment_get(struct node *n, const char *name,
+                       Dossier__V1__Segment **out, struct dossier_status *st)
+{
+    uint8_t prefix[1 + POLICY_NAME_MAX];
+    ProtobufCMessage **m;
+    size_t len = strlen(name), count;
+    int rc;
+
+    *out = NULL;
+    if (!policy_name_valid(name))
+        return err_set(st, DOSSIER_NOT_FOUND, "no segment named '%.64s'",
+                       name);
+    prefix[0] = 'g';
+    memcpy(prefix + 1, name, len);
+    rc = store_scan_messages(n->store, STORE_POLICY, prefix, 1 + len,
+                             &dossier__v1__segment__descriptor, &m, &count,
+                             st);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < count; i++)
+        if (!*out && strcmp(((Dossier__V1__Segment *)m[i])->name, name) == 0) {
+            *out = (Dossier__V1__Segment *)m[i];
+            m[i] = NULL;
+        }
+    store_messages_free(m, count);
+    return *out ? 0
+                : err_set(st, DOSSIER_NOT_FOUND, "no segment named '%.64s'",
+                          name);
+}
+
+struct define_ctx {
+    struct call *call;
+    char name[POLICY_NAME_MAX + 1];
+};
+
+static void define_done(void *arg, const struct store_result *res)
+{
+    struct define_ctx *d = arg;
+    Dossier__V1__Segment *seg;
+    struct dossier_status st;
+
+    if (res->status.code)
+        call_fail_status(d->call, &res->status);
+    else if (segment_get(call_node(d->call), d->name, &seg, &st))
+        call_fail_status(d->call, &st);
+    else {
+        call_reply(d->call, &seg->base);
+        dossier__v1__segment__free_unpacked(seg, NULL);
+    }
+    free(d);
+}
+
+void api_segments_define(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__DefineSegmentRequest *req =
+        (Dossier__V1__DefineSegmentRequest *)msg;
+    Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__DefineSegmentOp op =
+        DOSSIER__STORE__V1__DEFINE_SEGMENT_OP__INIT;
+    const KindSchema *k;
+    struct dossier_status st;
+    struct define_ctx *d;
+    uint8_t *buf;
+    size_t len;
+
+    if (!req->segment)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT, "segment is missing");
+    if (segment_check(call_node(c), req->segment, &k, &st))
+        return call_fail_status(c, &st);
+    req->segment->version = 0;
+    if (!(d = calloc(1, sizeof(*d))))
+        return call_fail(c, DOSSIER_NOMEM, "out of memory");
+    d->call = c;
+    snprintf(d->name, sizeof(d->name), "%s", req->segment->name);
+    op.segment = req->segment;
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_DEFINE_SEGMENT;
+    cmd.define_segment = &op;
+    call_command_init(c, &cmd);
+    len = dossier__store__v1__command__get_packed_size(&cmd);
+    if (!(buf = malloc(len))) {
+        free(d);
+        return call_fail(c, DOSSIER_NOMEM, "out of memory");
+    }
+    dossier__store__v1__command__pack(&cmd, buf);
+    if (call_submit(c, buf, len, define_done, d) != 0) {
+        free(d);
+        call_fail(c, DOSSIER_UNAVAILABLE, "the node is shutting down");
+    }
+}
+
+void api_segments_get(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__GetSegmentRequest *req = (Dossier__V1__GetSegmentRequest *)msg;
+    Dossier__V1__Segment *seg;
+    struct dossier_status st;
+
+    if (segment_get(call_node(c), req->name, &seg, &st))
+        return call_fail_status(c, &st);
+    call_reply(c, &seg->base);
+    dossier__v1__segment__free_unpacked(seg, NULL);
+}
+
+void api_segments_list(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__ListSegmentsResponse resp =
+        DOSSIER__V1__LIST_SEGMENTS_RESPONSE__INIT;
+    ProtobufCMessage **m;
+    struct dossier_status st;
+    size_t count;
+    (void)msg;
+
+    if (store_scan_messages(call_node(c)->store, STORE_POLICY,
+                            (const uint8_t *)"g", 1,
+                            &dossier__v1__segment__descriptor, &m, &count,
+                            &st))
+        return call_fail_status(c, &st);
+    resp.n_segments = count;
+    resp.segments = (Dossier__V1__Segment **)m;
+    call_reply(c, &resp.base);
+    store_messages_free(m, count);
+}
+
+/* ---- Run ---- */
+
+struct seg_run {
+    struct call *c;
+    const Dossier__V1__Segment *seg;
+    const KindSchema *k;
+    unsigned cats;
+    size_t want, scanned;
+    char **ids;
+    uint8_t (*seen)[STORE_RID_BYTES];
+    size_t n, n_seen;
+    uint8_t last[STORE_KEY_MAX];
+    size_t last_len;
+    int more;
+};
+
+static int value_matches(const FieldSchema *f, const Dossier__V1__Value *v,
+                         const Dossier__V1__Value *want)
+{
+    if (!v || v->kind_case != want->kind_case)
+        return 0;
+    switch (v->kind_case) {
+    case DOSSIER__V1__VALUE__KIND_STRING_VALUE:
+        return f->type == DOSSIER__V1__FIELD_TYPE__FIELD_TYPE_EMAIL
+                   ? strcasecmp(v->string_value, want->string_value) == 0
+                   : strcmp(v->string_value, want->string_value) == 0;
+    case DOSSIER__V1__VALUE__KIND_INT_VALUE:
+        return v->int_value == want->int_value;
+    case DOSSIER__V1__VALUE__KIND_DOUBLE_VALUE:
+        return v->double_value == want->double_value;
+    case DOSSIER__V1__VALUE__KIND_BOOL_VALUE:
+        return v->bool_value == want->bool_value;
+    default:
+        return 0;
+    }
+}
+
+static int in_range(int64_t t, int64_t after, int64_t before)
+{
+    return (!after || t >= after) && (!before || t < before);
+}
+
+/* Whether record @sr (borrowed) matches, before it is opened: times,
+ * visibility, consent. 1, 0, or -1 with @st set. */
+static int pre_match(struct seg_run *r, const StoredRecord *sr,
+                     struct dossier_status *st)
+{
+    const Dossier__V1__Segment *g = r->seg;
+    int personal = sr->subject.len == STORE_SP_BYTES, rc;
+
+    if (!in_range(sr->created_at_ms, g->created_after_ms,
+                  g->created_before_ms) ||
+        !in_range(sr->updated_at_ms, g->updated_after_ms,
+                  g->updated_before_ms))
+        return 0;
+    if (personal) {
+        rc = api_subject_visible(r->c, sr->subject.data, st);
+        if (rc == DOSSIER_PERMISSION_DENIED)
+            return 0;
+        if (rc)
+            return -1;
+    }
+    if (g->consent_purpose[0]) {
+        Dossier__Store__V1__StoredConsent *sc;
+        int granted;
+        if (!personal)
+            return 0;
+        rc = store_consent_get(call_node(r->c)->store, sr->subject.data,
+                               g->consent_purpose, &sc, st);
+        if (rc == DOSSIER_NOT_FOUND)
+            return 0;
+        if (rc)
+            return -1;
+        granted = sc->state == DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_GRANTED;
+        dossier__store__v1__stored_consent__free_unpacked(sc, NULL);
+        return granted;
+    }
+    return 1;
+}
+
+static int run_one(void *arg, StoredRecord *sr, const uint8_t *rid,
+                   const uint8_t *key, size_t klen, struct dossier_status *st)
+{
+    struct seg_run *r = arg;
+    struct records_opened o;
+    int m, rc, personal = sr->subject.len == STORE_SP_BYTES;
+
+    if (r->n == r->want || r->scanned == SCAN_MAX) {
+        dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+        r->more = 1;
+        return 1; /* the page ends before this record */
+    }
+    r->scanned++;
+    memcpy(r->last, key, klen);
+    r->last_len = klen;
+    m = pre_match(r, sr, st);
+    if (m <= 0) {
+        dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+        return m < 0 ? st->code : 0;
+    }
+    if ((rc = records_open(call_node(r->c), sr, rid, r->cats, &o, st)))
+        return rc;
+    for (size_t i = 0; m && i < r->seg->n_conditions; i++) {
+        const Dossier__V1__SegmentCondition *cnd = r->seg->conditions[i];
+        const FieldSchema *f = schema_field(r->k, cnd->field);
+        const Dossier__V1__Value *v = records_field_value(&o.rec, cnd->field);
+        int any = 0;
+        for (size_t j = 0; f && !any && j < cnd->n_any_of; j++)
+            any = value_matches(f, v, cnd->any_of[j]);
+        m = any;
+    }
+    if (m) {
+        if (!(r->ids[r->n] = strdup(o.rec.id))) {
+            records_opened_release(&o);
+            return err_set(st, DOSSIER_NOMEM, "out of memory");
+        }
+        r->n++;
+        if (personal)
+            memcpy(r->seen[r->n_seen++], rid, STORE_RID_BYTES);
+    }
+    records_opened_release(&o);
+    return 0;
+}
+
+void api_segments_run(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__RunSegmentRequest *req = (Dossier__V1__RunSegmentRequest *)msg;
+    Dossier__V1__SegmentMembers resp = DOSSIER__V1__SEGMENT_MEMBERS__INIT;
+    Dossier__V1__RecordRef *refs = NULL, **ptrs = NULL;
+    struct node *n = call_node(c);
+    struct dossier_status st;
+    struct seg_run r;
+    Dossier__V1__Segment *seg;
+    uint8_t after[STORE_KEY_MAX];
+    size_t alen = 0, tlen = strlen(req->page_token), klen;
+    char token[2 * STORE_KEY_MAX + 1] = "";
+    int rc;
+
+    if (req->page_size > MATCHES_MAX)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "page_size is at most %d", MATCHES_MAX);
+    if (segment_get(n, req->name, &seg, &st))
+        return call_fail_status(c, &st);
+    memset(&r, 0, sizeof(r));
+    r.c = c;
+    r.seg = seg;
+    r.cats = api_visible_categories(c);
+    r.want = req->page_size ? req->page_size : MATCHES_DEFAULT;
+    if (records_kind(n, seg->kind, &r.k, &st))
+        goto fail;
+    /* A condition on a field the purpose may not see would tell what the
+     * field holds: refused, as reading it would be. */
+    for (size_t i = 0; i < seg->n_conditions; i++) {
+        const FieldSchema *f = schema_field(r.k, seg->conditions[i]->field);
+        if (f && !(r.cats & (1u << f->category))) {
+            err_set(&st, DOSSIER_PERMISSION_DENIED,
+                    "segment '%s' filters on field '%s', which purpose '%s' "
+                    "may not see",
+                    seg->name, f->name, call_purpose(c));
+            goto fail;
+        }
+    }
+    klen = strlen(r.k->kind) + 1;
+    if (tlen) {
+        size_t bin = 0;
+        memcpy(after, r.k->kind, klen);
+        if (tlen % 2 || tlen / 2 != STORE_RID_BYTES ||
+            sodium_hex2bin(after + klen, sizeof(after) - klen,
+                           req->page_token, tlen, NULL, &bin, NULL) != 0) {
+            err_set(&st, DOSSIER_INVALID_ARGUMENT,
+                    "page_token is not one this segment issued");
+            goto fail;
+        }
+        alen = klen + bin;
+    }
+    r.ids = calloc(r.want, sizeof(*r.ids));
+    r.seen = calloc(r.want, sizeof(*r.seen));
+    if (!r.ids || !r.seen) {
+        err_set(&st, DOSSIER_NOMEM, "out of memory");
+        goto fail;
+    }
+    rc = api_scan_kind(n->store, r.k->kind, alen ? after : NULL, alen,
+                       run_one, &r, &st);
+    if (rc)
+        goto fail;
+    refs = calloc(r.n ? r.n : 1, sizeof(*refs));
+    ptrs = calloc(r.n ? r.n : 1, sizeof(*ptrs));
+    if (!refs || !ptrs) {
+        err_set(&st, DOSSIER_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < r.n; i++) {
+        dossier__v1__record_ref__init(&refs[i]);
+        refs[i].kind = (char *)r.k->kind;
+        refs[i].id = r.ids[i];
+        ptrs[i] = &refs[i];
+    }
+    /* The token is the last record looked at: its pseudonym. */
+    if (r.more)
+        sodium_bin2hex(token, sizeof(token), r.last + klen, STORE_RID_BYTES);
+    resp.n_records = r.n;
+    resp.records = ptrs;
+    resp.next_page_token = token;
+    if (r.n_seen)
+        call_audit_read(c, NULL, (const uint8_t *)r.seen, r.n_seen);
+    call_reply(c, &resp.base);
+    goto out;
+fail:
+    call_fail_status(c, &st);
+out:
+    for (size_t i = 0; r.ids && i < r.n; i++)
+        free(r.ids[i]);
+    free(r.ids);
+    free(r.seen);
+    free(refs);
+    free(ptrs);
+    dossier__v1__segment__free_unpacked(seg, NULL);
+}
