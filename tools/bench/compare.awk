@@ -1,7 +1,8 @@
 # Summarises compare.sh's CSV (dossier-bench's row, then disk_bytes,
 # records, disk_per_record): for each label (in the order of -v order="a b")
 # and system, the median of the rounds of every figure, with the minimum
-# and maximum of the throughput; then Dossier's ratio to each peer and the
+# and maximum of the throughput; then Dossier's ratio to each peer (of the
+# medians, and the median of the per-round ratios) and the
 # issue's targets, checked at -v clients=N. Writes every median, minimum
 # and maximum to -v summary=FILE and the chart's data to -v plot=FILE.
 BEGIN {
@@ -13,6 +14,9 @@ NR > 1 {
     k = $1 SUBSEP $2
     seen[k] = 1
     runs[k]++
+    # The n-th row of a label and system is from round n.
+    T[k, runs[k]] = $8
+    P99[k, runs[k]] = $10
     v["tput", k] = v["tput", k] " " $8
     v["p50", k] = v["p50", k] " " $9
     v["p99", k] = v["p99", k] " " $10
@@ -71,20 +75,27 @@ END {
     }
     print "(CPU: seconds the servers used while measuring, children included;"
     print " * raw RocksDB runs inside dossier-bench: the whole process. disk:"
-    print " du of the data dirs, all replicas, after the run less right after"
-    print " start, over every record written to that deployment so far.)"
+    print " du -sb of the data dirs, all replicas, after the run less right"
+    print " after start, over every record written to that deployment so far.)"
 
-    print "\nDossier / peer (throughput: higher is better for Dossier; p99, CPU per op, disk: lower is):"
-    printf "%-23s %-9s %10s %8s %10s %8s\n", "workload", "peer", "ops/s", "p99", "CPU/op", "disk"
+    print "\nDossier / peer, of the medians and per round (median, min..max):"
+    print "(ops/s: higher is better for Dossier; p99, CPU per op, disk: lower is)"
+    printf "%-23s %-9s %6s %18s %6s %18s %7s %6s\n", "workload", "peer", "ops/s",
+        "per round", "p99", "per round", "CPU/op", "disk"
     for (i = 1; i <= n; i++) {
         d = labels[i] SUBSEP "dossier"
         if (!(d in seen)) continue
         for (s = 2; s <= nsys; s++) {
             k = labels[i] SUBSEP systems[s]
             if (!(k in seen)) continue
-            printf "%-23s %-9s %10s %8s %10s %8s\n", labels[i], systems[s],
-                ratio(M["tput", d], M["tput", k]), ratio(M["p99", d], M["p99", k]),
+            tr = paired(T, d, k); tlo = lo; thi = hi
+            pr = paired(P99, d, k)
+            printf "%-23s %-9s %6s %18s %6s %18s %7s %6s\n", labels[i], systems[s],
+                ratio(M["tput", d], M["tput", k]), range(tr, tlo, thi),
+                ratio(M["p99", d], M["p99", k]), range(pr, lo, hi),
                 ratio(M["cpu_us", d], M["cpu_us", k]), ratio(M["disk", d], M["disk", k])
+            R["tput", labels[i], systems[s]] = tr
+            R["p99", labels[i], systems[s]] = pr
         }
     }
 
@@ -124,6 +135,14 @@ END {
         printf "%s %s %s %s\n", systems[s], M["tput", k], lo, hi > plot
     }
 }
+# The median of the per-round ratios of A[d, r] to A[k, r]; sets lo, hi.
+function paired(A, d, k,   r, s) {
+    s = ""
+    for (r = 1; r <= runs[d] && r <= runs[k]; r++)
+        if (A[k, r] + 0 > 0) s = s " " A[d, r] / A[k, r]
+    return med(s)
+}
+function range(m, a, b) { return m == "" ? "-" : sprintf("%.2fx (%.2f..%.2f)", m, a, b) }
 function val(x) { return x == "" ? "NaN" : x }
 # The client counts of the put-leader labels, in order.
 function counts_of(n,   i, out, p) {
@@ -142,9 +161,11 @@ function target(label, peer, times, p99frac,   d, k, r, ok, msg) {
     if (!(d in seen) || !(k in seen)) return
     r = M["tput", d] / M["tput", k]
     ok = r >= times
-    msg = sprintf("%-23s vs %-8s ops/s %.2fx (target >= %gx)", label, peer, r, times)
+    msg = sprintf("%-23s vs %-8s ops/s %.2fx, per round %.2fx (target >= %gx)", label,
+        peer, r, R["tput", label, peer], times)
     if (p99frac > 0) {
-        msg = msg sprintf(", p99 %.2fx (target <= %gx)", M["p99", d] / M["p99", k], p99frac)
+        msg = msg sprintf("; p99 %.2fx, per round %.2fx (target <= %gx)",
+            M["p99", d] / M["p99", k], R["p99", label, peer], p99frac)
         ok = ok && M["p99", d] <= p99frac * M["p99", k]
     }
     printf "  %s: %s\n", ok ? "met   " : "MISSED", msg

@@ -26,7 +26,8 @@
 # over every record written to that deployment so far).
 #
 # Prints one table (medians of the rounds, throughput with min..max) and
-# Dossier's ratio to each peer, and writes OUT/compare.csv (every row),
+# Dossier's ratio to each peer (of the medians, and per round: each round
+# measures both within minutes), and writes OUT/compare.csv (every row),
 # OUT/compare-summary.csv (median, min and max of every figure),
 # OUT/compare.txt (the table) and OUT/compare.png (a chart).
 #
@@ -135,7 +136,10 @@ wait_for() { # SECONDS WHAT COMMAND...: retries COMMAND until it succeeds
 # du right after start.
 SERVER_PIDS=""; DATA_DIRS=(); RECORDS=0; DISK0=0
 
-disk_bytes() { du -sB1 -c "${DATA_DIRS[@]}" | tail -n 1 | cut -f1; }
+# Apparent size (bytes in files): RocksDB preallocates its WAL with
+# fallocate(KEEP_SIZE), which block counts would show as used before a
+# byte is written.
+disk_bytes() { du -sb -c "${DATA_DIRS[@]}" | tail -n 1 | cut -f1; }
 
 deployment_started() { # PID... of the servers just started
     SERVER_PIDS=$(IFS=,; echo "$*")
