@@ -216,10 +216,17 @@ static void run_phase(struct bench *b, struct bench_worker *w, int preload,
     b->preloading = preload;
     b->active = b->clients;
     for (int i = 0; i < b->clients; i++) {
-        if (async)
+        if (async) {
             async_next(&w[i]);
-        else
-            pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+        } else if (pthread_create(&w[i].thread, NULL, worker_main, &w[i]) ==
+                   0) {
+            w[i].thread_started = 1;
+        } else {
+            /* Counted as an error of that client, so the run fails. */
+            snprintf(w[i].first_error, sizeof(w[i].first_error),
+                     "cannot start a client thread");
+            w[i].errors++;
+        }
     }
     if (!preload) {
         if (b->warmup > 0)
@@ -240,7 +247,10 @@ static void run_phase(struct bench *b, struct bench_worker *w, int preload,
         pthread_mutex_unlock(&b->lock);
     } else {
         for (int i = 0; i < b->clients; i++)
-            pthread_join(w[i].thread, NULL);
+            if (w[i].thread_started) {
+                pthread_join(w[i].thread, NULL);
+                w[i].thread_started = 0;
+            }
     }
     b->preloading = 0;
 }

@@ -77,7 +77,8 @@ struct bench {
 struct bench_worker {
     struct bench *b;
     int index;               /* 0 .. clients-1 */
-    pthread_t thread;        /* blocking drivers */
+    pthread_t thread;        /* blocking drivers, when thread_started */
+    int thread_started;
     unsigned seed;
     void *drv;               /* the driver's per-client state */
     char err[640];           /* the driver's message for a failed call */
