@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="build-essential cmake pkg-config
 libgrpc-dev protobuf-c-compiler libprotobuf-c-dev librocksdb-dev libsodium-dev
-libjansson-dev libinih-dev libcmocka-dev libmicrohttpd-dev
+libjansson-dev libinih-dev libcmocka-dev libmicrohttpd-dev libpq-dev
 python3 python3-grpcio python3-grpc-tools rocksdb-tools systemd
 help2man groff-base python3-yaml openssl gnuplot-nox"
 

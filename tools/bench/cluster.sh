@@ -44,7 +44,7 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
 mkdir -p "$OUT"
 CSV=$OUT/cluster.csv
-echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors" >"$CSV"
+echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written" >"$CSV"
 "$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
 
 start_cluster() {

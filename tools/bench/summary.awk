@@ -1,5 +1,6 @@
 # Summarises dossier-bench CSV rows (label,target,mix,clients,value,
-# duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors): for each label, in
+# duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors, then client_cpu_s,
+# server_cpu_s and written, which it does not read): for each label, in
 # the order given by -v order="a b c", the median throughput with its min and
 # max over the rounds, and the median latencies. Sets tput[label] for an
 # END block appended by the caller (awk -f summary.awk -f more.awk).
