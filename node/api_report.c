@@ -339,7 +339,8 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     rc = api_scan_kind(n->store, a->k->kind, NULL, 0, count_one, a, &st);
     if (rc)
         goto fail;
-    qsort(a->g, a->n, sizeof(*a->g), cmp_group);
+    if (a->n)
+        qsort(a->g, a->n, sizeof(*a->g), cmp_group);
     rows = calloc(a->n ? a->n : 1, sizeof(*rows));
     ptrs = calloc(a->n ? a->n : 1, sizeof(*ptrs));
     if (!rows || !ptrs) {
