@@ -51,6 +51,7 @@ enum client_method {
     M_PRINCIPAL_ADD,
     M_PRINCIPAL_REMOVE,
     M_PRINCIPAL_LIST,
+    M_LIST_LINKS,
     M_COUNT,
 };
 
