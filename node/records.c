@@ -398,8 +398,8 @@ static int links_load(struct node *n, const uint8_t rid[STORE_RID_BYTES],
     if (rc)
         return rc;
     if (now->subject.len != o->stored->subject.len ||
-        memcmp(now->subject.data, o->stored->subject.data,
-               now->subject.len) != 0) {
+        (now->subject.len && memcmp(now->subject.data, o->stored->subject.data,
+                                    now->subject.len) != 0)) {
         /* Deleted and made again for another subject while it was read:
          * what the caller checked no longer applies. */
         dossier__store__v1__stored_record__free_unpacked(now, NULL);

@@ -91,8 +91,8 @@ static void put_on(struct dossier_client *c, struct dossier_record *r)
 {
     struct dossier_status st;
     if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
-        fail_msg("put %s %s: %s %s", r->kind, r->id, dossier_code_name(st.code),
-                 st.message);
+        fail_msg("put %s %s: %s %s", r->kind, r->id,
+                 dossier_code_name(st.code), st.message);
     dossier_record_free(r);
 }
 
@@ -102,8 +102,9 @@ static void put(struct dossier_record *r)
 }
 
 /* @r with a link added; returns @r. */
-static struct dossier_record *with_link(struct dossier_record *r, const char *label,
-                                   const char *kind, const char *id)
+static struct dossier_record *with_link(struct dossier_record *r,
+                                        const char *label, const char *kind,
+                                        const char *id)
 {
     assert_int_equal(dossier_record_add_link(r, label, kind, id), 0);
     return r;
@@ -173,8 +174,9 @@ static char *links_on(struct dossier_client *c,
         if (i > 0)
             assert_string_not_equal(lines[i - 1], lines[i]);
         strcat(out, lines[i]);
-        free(lines[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        free(lines[i]);
     free(lines);
     return out;
 }
@@ -226,13 +228,15 @@ static void test_links_list_from_both_ends(void **state)
 {
     (void)state;
     put(rec("company", "acme", NULL));
-    put(with_link(rec("contact", "c-ann", "s-ann"), "works_at", "company", "acme"));
-    put(with_link(with_link(rec("deal", "d-big", NULL), "involves", "contact", "c-ann"),
-             "for", "company", "acme"));
+    put(with_link(rec("contact", "c-ann", "s-ann"), "works_at", "company",
+                  "acme"));
+    put(with_link(
+        with_link(rec("deal", "d-big", NULL), "involves", "contact", "c-ann"),
+        "for", "company", "acme"));
     put(with_link(rec("ticket", "t-login", "s-ann"), "raised_by", "contact",
-             "c-ann"));
+                  "c-ann"));
     put(with_link(rec("activity", "a-call", "s-ann"), "logged_on", "deal",
-             "d-big"));
+                  "d-big"));
 
     expect_links("contact", "c-ann", DOSSIER_LINKS_OUTGOING, NULL,
                  "out works_at company/acme\n");
@@ -284,9 +288,9 @@ static void test_links_list_from_both_ends(void **state)
 static void test_repeated_and_forward_links(void **state)
 {
     (void)state;
-    put(with_link(with_link(rec("contact", "c-rep", "s-rep"), "works_at", "company",
-                  "rep-co"),
-             "works_at", "company", "rep-co"));
+    put(with_link(with_link(rec("contact", "c-rep", "s-rep"), "works_at",
+                            "company", "rep-co"),
+                  "works_at", "company", "rep-co"));
     expect_record_links("contact", "c-rep", "works_at company/rep-co\n");
     /* rep-co does not exist: nothing to list, but the link is there. */
     expect_links("contact", "c-rep", DOSSIER_LINKS_OUTGOING, NULL, "");
@@ -305,16 +309,16 @@ static void test_put_changing_links_updates_both_directions(void **state)
     put(rec("company", "old-co", NULL));
     put(rec("company", "new-co", NULL));
     put(with_link(rec("contact", "c-mover", "s-mover"), "works_at", "company",
-             "old-co"));
-    put(with_link(rec("contact", "c-stayer", "s-stayer"), "works_at", "company",
-             "old-co"));
+                  "old-co"));
+    put(with_link(rec("contact", "c-stayer", "s-stayer"), "works_at",
+                  "company", "old-co"));
     expect_links("company", "old-co", DOSSIER_LINKS_INCOMING, NULL,
                  "in works_at contact/c-mover\n"
                  "in works_at contact/c-stayer\n");
 
-    put(with_link(with_link(rec("contact", "c-mover", "s-mover"), "works_at", "company",
-                  "new-co"),
-             "advises", "company", "old-co"));
+    put(with_link(with_link(rec("contact", "c-mover", "s-mover"), "works_at",
+                            "company", "new-co"),
+                  "advises", "company", "old-co"));
     expect_links("company", "old-co", DOSSIER_LINKS_INCOMING, NULL,
                  "in advises contact/c-mover\n"
                  "in works_at contact/c-stayer\n");
@@ -339,9 +343,10 @@ static void test_delete_removes_links_from_both_sides(void **state)
     (void)state;
     put(rec("company", "del-co", NULL));
     put(with_link(rec("contact", "c-del", "s-del"), "works_at", "company",
-             "del-co"));
-    put(with_link(with_link(rec("deal", "d-del", NULL), "involves", "contact", "c-del"),
-             "for", "company", "del-co"));
+                  "del-co"));
+    put(with_link(
+        with_link(rec("deal", "d-del", NULL), "involves", "contact", "c-del"),
+        "for", "company", "del-co"));
 
     /* The deal goes: the contact and the company no longer list it. */
     del("deal", "d-del");
@@ -371,17 +376,17 @@ static void test_erase_removes_links_of_the_subject(void **state)
 
     put(rec("company", "eve-co", NULL));
     put(with_link(rec("contact", "c-eve", "s-eve"), "works_at", "company",
-             "eve-co"));
+                  "eve-co"));
     put(with_link(rec("ticket", "t-eve", "s-eve"), "raised_by", "contact",
-             "c-eve"));
-    put(with_link(with_link(rec("deal", "d-eve", NULL), "involves", "contact", "c-eve"),
-             "for", "company", "eve-co"));
+                  "c-eve"));
+    put(with_link(
+        with_link(rec("deal", "d-eve", NULL), "involves", "contact", "c-eve"),
+        "for", "company", "eve-co"));
     put(with_link(rec("contact", "c-other", "s-other"), "knows", "contact",
-             "c-eve"));
+                  "c-eve"));
 
-    assert_int_equal(dossier_subject_erase(dpo, NULL, "s-eve", "DSR-LINKS",
-                                           &cert, &st),
-                     0);
+    assert_int_equal(
+        dossier_subject_erase(dpo, NULL, "s-eve", "DSR-LINKS", &cert, &st), 0);
     assert_int_equal(cert.records_deleted, 2);
     expect_links("company", "eve-co", DOSSIER_LINKS_INCOMING, NULL,
                  "in for deal/d-eve\n");
@@ -408,8 +413,10 @@ static void test_purpose_filters_linked_records(void **state)
     (void)state;
 
     put(rec("company", "p-co", NULL));
-    put(with_link(rec("contact", "c-yes", "s-yes"), "works_at", "company", "p-co"));
-    put(with_link(rec("contact", "c-no", "s-no"), "works_at", "company", "p-co"));
+    put(with_link(rec("contact", "c-yes", "s-yes"), "works_at", "company",
+                  "p-co"));
+    put(with_link(rec("contact", "c-no", "s-no"), "works_at", "company",
+                  "p-co"));
     assert_int_equal(dossier_consent_grant(crm, NULL, "s-yes", "marketing",
                                            "signup-form", "2026-03", &ev, &st),
                      0);
@@ -569,15 +576,15 @@ static void test_bad_input_is_refused(void **state)
                                         &st),
                      DOSSIER_PERMISSION_DENIED);
 
-    r = with_link(with_link(rec("contact", "c-badlink", "s-badlink"), "works_at",
-                  "company", "bad-co"),
-             "Works-At", "company", "bad-co");
+    r = with_link(with_link(rec("contact", "c-badlink", "s-badlink"),
+                            "works_at", "company", "bad-co"),
+                  "Works-At", "company", "bad-co");
     assert_int_equal(dossier_put(crm, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
                      DOSSIER_INVALID_ARGUMENT);
     assert_non_null(strstr(st.message, "label"));
     dossier_record_free(r);
     r = with_link(rec("contact", "c-badlink", "s-badlink"), "works_at",
-             "spaceship", "x");
+                  "spaceship", "x");
     assert_int_equal(dossier_put(crm, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
                      DOSSIER_UNKNOWN_KIND);
     dossier_record_free(r);
@@ -599,20 +606,18 @@ static void test_listing_is_audited(void **state)
 
     put(rec("company", "aud-co", NULL));
     put(with_link(rec("contact", "c-aud1", "s-aud1"), "works_at", "company",
-             "aud-co"));
+                  "aud-co"));
     put(with_link(rec("contact", "c-aud2", "s-aud2"), "works_at", "company",
-             "aud-co"));
-    assert_int_equal(dossier_audit_public_key(dpo, NULL, pk, &from,
-                                              &signed_index, &st),
-                     0);
-    free(links_on(crm, NULL, "company", "aud-co", DOSSIER_LINKS_INCOMING,
-                  NULL, 0, &pages));
+                  "aud-co"));
+    assert_int_equal(
+        dossier_audit_public_key(dpo, NULL, pk, &from, &signed_index, &st), 0);
+    free(links_on(crm, NULL, "company", "aud-co", DOSSIER_LINKS_INCOMING, NULL,
+                  0, &pages));
     for (int tries = 0; tries < 100 && !found; tries++) {
         struct dossier_audit_entry *e;
         size_t n;
-        assert_int_equal(dossier_audit_read(dpo, NULL, from + 1, 10000, &e,
-                                            &n, &st),
-                         0);
+        assert_int_equal(
+            dossier_audit_read(dpo, NULL, from + 1, 10000, &e, &n, &st), 0);
         for (size_t i = 0; i < n; i++)
             if (strcmp(e[i].action, "records.list_links") == 0 &&
                 strcmp(e[i].principal, "crm") == 0 && e[i].outcome == 0 &&
@@ -656,9 +661,10 @@ static void test_links_replicate(void **state)
     assert_true(leader >= 0);
     cl = harness_client(c.targets, 15000);
     put_on(cl, rec("company", "r-co", NULL));
-    put_on(cl, with_link(rec("contact", "r-ann", "s-r-ann"), "works_at", "company",
-                    "r-co"));
-    put_on(cl, with_link(rec("deal", "r-deal", NULL), "for", "company", "r-co"));
+    put_on(cl, with_link(rec("contact", "r-ann", "s-r-ann"), "works_at",
+                         "company", "r-co"));
+    put_on(cl,
+           with_link(rec("deal", "r-deal", NULL), "for", "company", "r-co"));
     assert_int_equal(cluster_wait_converged(&c), 0);
     for (int i = 0; i < 3; i++) {
         node_cl = harness_client(c.nodes[i].listen, 10000);
@@ -672,9 +678,9 @@ static void test_links_replicate(void **state)
 
     /* A new leader lists them, and deletes one for every node. */
     to = (leader + 1) % 3;
-    assert_int_equal(dossier_cluster_transfer_leader(cl, NULL, (uint64_t)to + 1,
-                                                     NULL, &st),
-                     0);
+    assert_int_equal(
+        dossier_cluster_transfer_leader(cl, NULL, (uint64_t)to + 1, NULL, &st),
+        0);
     assert_int_equal(cluster_leader(&c), to);
     node_cl = harness_client(c.nodes[to].listen, 10000);
     got = links_on(node_cl, NULL, "company", "r-co", DOSSIER_LINKS_INCOMING,
@@ -696,7 +702,7 @@ static void test_links_replicate(void **state)
         snprintf(id, sizeof(id), "r-staff-%02d", i);
         snprintf(sid, sizeof(sid), "s-r-staff-%02d", i);
         put_on(cl, with_link(rec("contact", id, sid), "works_at", "company",
-                        "r-co"));
+                             "r-co"));
     }
     assert_int_equal(node_start(&c.nodes[f], NULL), 0);
     assert_int_equal(cluster_wait_converged(&c), 0);
