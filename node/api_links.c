@@ -156,8 +156,9 @@ static void links_reply(struct call *c, struct links_page *pg,
         dossier__v1__linked_record__init(&lr[opened]);
         lr[opened].label = it->label;
         lr[opened].direction =
-            it->incoming ? DOSSIER__V1__LINK_DIRECTION__LINK_DIRECTION_INCOMING
-                         : DOSSIER__V1__LINK_DIRECTION__LINK_DIRECTION_OUTGOING;
+            it->incoming
+                ? DOSSIER__V1__LINK_DIRECTION__LINK_DIRECTION_INCOMING
+                : DOSSIER__V1__LINK_DIRECTION__LINK_DIRECTION_OUTGOING;
         lr[opened].record = &o[opened].rec;
         ptrs[opened] = &lr[opened];
         opened++;
@@ -191,16 +192,15 @@ static int token_decode(const char *token, const char *kind,
     *after_len = 0;
     if (!tlen)
         return 0;
-    if (tlen < 3 || tlen > LINKS_TOKEN_MAX || (token[0] != 'o' &&
-                                                token[0] != 'i'))
+    if (tlen < 3 || tlen > LINKS_TOKEN_MAX ||
+        (token[0] != 'o' && token[0] != 'i'))
         goto bad;
     *dir = token[0];
     after[0] = (uint8_t)token[0];
     plen = 1 + store_record_key(after + 1, kind, rid);
-    if (sodium_hex2bin(after + plen, STORE_KEY_MAX - plen, token + 1,
-                       tlen - 1, NULL, &bin, NULL) != 0 ||
-        bin != (tlen - 1) / 2 || (tlen - 1) % 2 ||
-        bin < 4 + STORE_RID_BYTES)
+    if (sodium_hex2bin(after + plen, STORE_KEY_MAX - plen, token + 1, tlen - 1,
+                       NULL, &bin, NULL) != 0 ||
+        bin != (tlen - 1) / 2 || (tlen - 1) % 2 || bin < 4 + STORE_RID_BYTES)
         goto bad;
     /* A token of a listing of another label does not belong here. */
     if (llen && (bin < llen + 1 || memcmp(after + plen, label, llen) != 0 ||

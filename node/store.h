@@ -190,9 +190,9 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 
 /* After a batch with STORE_EFFECT_ERASED committed: flushes every family
  * (so the WAL files that held the erased data are dropped) and compacts
- * the erased key ranges, and the record, index, link and request families, down
- * to the last level, so their bytes leave the SST files. Slow; applying
- * thread only. Errors: DOSSIER_IO. */
+ * the erased key ranges, and the record, index, link and request
+ * families, down to the last level, so their bytes leave the SST files.
+ * Slow; applying thread only. Errors: DOSSIER_IO. */
 int store_erase_finish(struct store *s, struct dossier_status *st);
 
 /* Compacts the whole raft log family down to the last level: after the
