@@ -73,6 +73,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_PRINCIPAL_ADD] = "/dossier.v1.Principals/Add",
     [M_PRINCIPAL_REMOVE] = "/dossier.v1.Principals/Remove",
     [M_PRINCIPAL_LIST] = "/dossier.v1.Principals/List",
+    [M_LIST_LINKS] = "/dossier.v1.Records/ListLinks",
 };
 
 struct target {
@@ -1083,6 +1084,83 @@ int dossier_scan(struct dossier_client *c, const struct dossier_call_options *co
         req.page_token = str_or_empty(pr->page_token);
     }
     return page_call(c, co, M_SCAN, &req.base, out, st);
+}
+
+/* ------------------------------------------------------------------ */
+/* Links */
+
+void dossier_link_page_release(struct dossier_link_page *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n_links; i++) {
+        free(p->links[i].label);
+        dossier_record_free(p->links[i].record);
+    }
+    free(p->links);
+    free(p->next_page_token);
+    memset(p, 0, sizeof(*p));
+}
+
+int dossier_list_links(struct dossier_client *c,
+                       const struct dossier_call_options *co, const char *kind,
+                       const char *id, enum dossier_link_direction direction,
+                       const char *label, const struct dossier_page_request *pr,
+                       struct dossier_link_page *out, struct dossier_status *st)
+{
+    Dossier__V1__ListLinksRequest req = DOSSIER__V1__LIST_LINKS_REQUEST__INIT;
+    Dossier__V1__LinkedPage *resp;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = need(kind, "kind", st)) || (rc = need(id, "id", st)))
+        return rc;
+    req.kind = (char *)kind;
+    req.id = (char *)id;
+    /* The public values are the wire's; the node names a wrong one. */
+    req.direction = (Dossier__V1__LinkDirection)direction;
+    req.label = str_or_empty(label);
+    if (pr) {
+        req.page_size = pr->page_size;
+        req.page_token = str_or_empty(pr->page_token);
+    }
+    rc = client_unary(c, co, M_LIST_LINKS, &req.base,
+                      &dossier__v1__linked_page__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    out->links = calloc(resp->n_links ? resp->n_links : 1,
+                        sizeof(*out->links));
+    if (!out->links)
+        goto nomem;
+    for (size_t i = 0; i < resp->n_links; i++) {
+        const Dossier__V1__LinkedRecord *l = resp->links[i];
+        struct dossier_linked_record *d = &out->links[out->n_links];
+        if (!l->record) {
+            dossier__v1__linked_page__free_unpacked(resp, NULL);
+            dossier_link_page_release(out);
+            return err_set(st, DOSSIER_INTERNAL,
+                           "a linked record in the reply holds no record");
+        }
+        d->label = strdup(l->label);
+        d->direction = (enum dossier_link_direction)l->direction;
+        d->record = record_from_pb(l->record);
+        if (!d->label || !d->record) {
+            free(d->label);
+            dossier_record_free(d->record);
+            goto nomem;
+        }
+        out->n_links++;
+    }
+    if (resp->next_page_token[0] &&
+        !(out->next_page_token = strdup(resp->next_page_token)))
+        goto nomem;
+    dossier__v1__linked_page__free_unpacked(resp, NULL);
+    return 0;
+nomem:
+    dossier__v1__linked_page__free_unpacked(resp, NULL);
+    dossier_link_page_release(out);
+    return err_set(st, DOSSIER_NOMEM, "out of memory");
 }
 
 /* ------------------------------------------------------------------ */

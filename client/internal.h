@@ -56,6 +56,7 @@ enum client_method {
     M_AGGREGATE,
     M_SEGMENT_DEFINE,
     M_SEGMENT_RUN,
+    M_LIST_LINKS,
     M_COUNT,
 };
 

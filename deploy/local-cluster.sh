@@ -102,6 +102,7 @@ show health
 show --pretty get contact c-ann
 show find contact email ANN.ARCHER@acme.example
 show list person-ann --kind activity
+show links company acme --direction in
 show --target "$(addr 2)" --serializable scan deal --limit 2
 echo
 echo "The CLI is $BUILD/dossier; DOSSIER_TARGET=$DOSSIER_TARGET reaches every node."

@@ -1,8 +1,8 @@
 /* The RPC handlers, a file per service or family of services
- * (api_records.c, api_schema.c, api_cluster.c, api_peer.c, api_gdpr.c,
- * api_requests.c, api_export.c, api_principals.c; backup.c and health.c
- * hold their own). Each validates its request, then reads through the
- * store or submits a command, and answers its call. */
+ * (api_records.c and api_links.c, api_schema.c, api_cluster.c, api_peer.c,
+ * api_gdpr.c, api_requests.c, api_export.c, api_principals.c; backup.c
+ * and health.c hold their own). Each validates its request, then reads
+ * through the store or submits a command, and answers its call. */
 #ifndef DOSSIER_NODE_API_H
 #define DOSSIER_NODE_API_H
 
@@ -46,6 +46,8 @@ void api_watch_changes(struct call *c, ProtobufCMessage *req);
 /* At a stop: watchers end (their calls answered UNAVAILABLE, so clients
  * resume elsewhere) and none starts; returns once none runs. */
 void api_watch_stop(void);
+/* In api_links.c. */
+void api_records_list_links(struct call *c, ProtobufCMessage *req);
 
 void api_schema_define_kind(struct call *c, ProtobufCMessage *req);
 void api_schema_get_kind(struct call *c, ProtobufCMessage *req);

@@ -123,6 +123,10 @@ static int export_records(struct export_job *j, struct dossier_status *st)
             break;
         rc = records_open(j->node, sr, l.k[i].rid, POLICY_ALL_CATEGORIES, &o,
                           st);
+        if (rc == DOSSIER_NOT_FOUND) {
+            rc = 0; /* deleted while its links were read */
+            continue;
+        }
         if (rc)
             break;
         chunk.item_case = DOSSIER__V1__EXPORT_CHUNK__ITEM_RECORD;

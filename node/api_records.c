@@ -351,13 +351,12 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
     }
     for (size_t i = 0; i < pg->n; i++) {
         StoredRecord *sr = pg->stored[i];
-        int personal = sr->subject.len == STORE_SP_BYTES;
+        int personal = sr->subject.len == STORE_SP_BYTES, rc;
         pg->stored[i] = NULL; /* records_open or we free it */
         if (personal) {
             /* ListBySubject checked its one subject before the scan. */
-            int rc = pg->subject ? 0
-                                 : api_subject_visible(c, sr->subject.data,
-                                                       &st);
+            rc = pg->subject ? 0
+                             : api_subject_visible(c, sr->subject.data, &st);
             if (rc == DOSSIER_PERMISSION_DENIED) {
                 /* Not for this purpose: left out of the page. */
                 dossier__store__v1__stored_record__free_unpacked(sr, NULL);
@@ -368,13 +367,17 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
                 call_fail_status(c, &st);
                 goto out;
             }
-            memcpy(seen[n_seen++], pg->rids[i], STORE_RID_BYTES);
         }
-        if (records_open(pg->node, sr, pg->rids[i], api_visible_categories(c),
-                         &o[opened], &st)) {
+        rc = records_open(pg->node, sr, pg->rids[i], api_visible_categories(c),
+                          &o[opened], &st);
+        if (rc == DOSSIER_NOT_FOUND)
+            continue; /* deleted while its links were read */
+        if (rc) {
             call_fail_status(c, &st);
             goto out;
         }
+        if (personal)
+            memcpy(seen[n_seen++], pg->rids[i], STORE_RID_BYTES);
         recs[opened] = &o[opened].rec;
         opened++;
     }

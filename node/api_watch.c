@@ -134,7 +134,9 @@ static int send_record_change(struct watch_job *j,
     version = sr->version;
     /* A deletion tells which record went: no fields, no links. */
     rc = records_open(j->node, sr, e->rid.data,
-                      is_delete ? 0 : api_visible_categories(c), &o, st);
+                      RECORDS_AS_STORED |
+                          (is_delete ? 0 : api_visible_categories(c)),
+                      &o, st);
     if (rc == DOSSIER_CORRUPT && content_erased(j->node, e, dek_id)) {
         gone.kind = e->kind;
         gone.version = version;

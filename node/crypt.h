@@ -5,7 +5,7 @@
  *   master key (KEK, from the key file; versioned)
  *     seals the keyset: pseudonym key, record key, index key, shared key
  *     wraps each subject's data key (DEK, random, one per subject)
- *   DEK seals every field value, record id, link list and the subject id
+ *   DEK seals every field value, record id, link target and the subject id
  *   of its subject's records; records without a subject use the shared key.
  *
  * Sealed box (all boxes, version 1)
@@ -22,6 +22,9 @@
  *   'F' field value   (subject pseudonym, kind, record pseudonym, field name)
  *   'I' record id     (subject pseudonym, kind, record pseudonym, "")
  *   'L' link list     (subject pseudonym, kind, record pseudonym, "")
+ *                     (written only before links were indexed)
+ *   'A' link target id (subject pseudonym, kind, record pseudonym,
+ *                     label "/" target kind "/" hex(target pseudonym))
  *   'S' subject id    (subject pseudonym, "", "", "")
  *   'K' wrapped DEK   (subject pseudonym, "", "", "v<kek version>")
  *   'X' sealed keyset (cluster id, "", "", "v<kek version>")
@@ -59,6 +62,7 @@ enum crypt_domain {
     CRYPT_FIELD = 'F',
     CRYPT_RECORD_ID = 'I',
     CRYPT_LINKS = 'L',
+    CRYPT_LINK_TARGET = 'A',
     CRYPT_SUBJECT_ID = 'S',
     CRYPT_WRAPPED_DEK = 'K',
     CRYPT_KEYSET = 'X',

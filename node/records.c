@@ -38,6 +38,17 @@ static uint8_t *plain_scratch(void)
     return plain_buf;
 }
 
+/* The place name of a link's sealed target id (crypt.h, domain 'A'):
+ * label "/" kind "/" hex(target pseudonym). */
+#define LINK_PLACE_MAX (2 * (SCHEMA_NAME_MAX + 1) + 2 * STORE_RID_BYTES + 1)
+static void link_place_name(char out[LINK_PLACE_MAX], const char *label,
+                            const char *kind,
+                            const uint8_t rid[STORE_RID_BYTES])
+{
+    int n = snprintf(out, LINK_PLACE_MAX, "%s/%s/", label, kind);
+    sodium_bin2hex(out + n, LINK_PLACE_MAX - (size_t)n, rid, STORE_RID_BYTES);
+}
+
 int64_t records_now_ms(void)
 {
     struct timespec ts;
@@ -118,15 +129,17 @@ int records_seal_put(struct node *n, const KindSchema *k,
     Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
     Dossier__Store__V1__PutOp op = DOSSIER__STORE__V1__PUT_OP__INIT;
     SubjectKey newsk = DOSSIER__STORE__V1__SUBJECT_KEY__INIT;
-    Dossier__Store__V1__LinkList ll = DOSSIER__STORE__V1__LINK_LIST__INIT;
     struct crypt_dek dek = {0, crypt_scratch_key()};
     struct crypt_place place = {0};
     uint8_t rid[CRYPT_PSEUDONYM_BYTES];
-    uint8_t *plain = plain_scratch(), *boxes = NULL, *links_plain = NULL;
+    uint8_t *plain = plain_scratch(), *boxes = NULL;
     uint8_t *keys = NULL, *cur;
     Dossier__Store__V1__SealedField *sealed = NULL, **sealed_ptrs = NULL;
     ProtobufCBinaryData *index_keys = NULL;
-    size_t n_live = 0, n_indexed = 0, box_total, links_len = 0, id_len;
+    Dossier__Store__V1__LinkEntry *links = NULL, **link_ptrs = NULL;
+    uint8_t (*trids)[STORE_RID_BYTES] = NULL;
+    const char **tids = NULL;
+    size_t n_live = 0, n_indexed = 0, n_links = 0, box_total, id_len;
     int has_subject = r->subject_id[0] != 0, created = 0, rc;
 
     *out = NULL;
@@ -154,11 +167,37 @@ int records_seal_put(struct node *n, const KindSchema *k,
     }
     id_len = strlen(r->id);
     box_total = crypt_box_len(id_len);
-    if (r->n_links) {
-        ll.n_links = r->n_links;
-        ll.links = r->links;
-        links_len = dossier__store__v1__link_list__get_packed_size(&ll);
-        box_total += crypt_box_len(links_len);
+    /* Links are a set: each (label, kind, id) once. Each becomes a row of
+     * the link family holding its target id, sealed on its own. */
+    trids = calloc(r->n_links ? r->n_links : 1, sizeof(*trids));
+    links = calloc(r->n_links ? r->n_links : 1, sizeof(*links));
+    link_ptrs = calloc(r->n_links ? r->n_links : 1, sizeof(*link_ptrs));
+    tids = calloc(r->n_links ? r->n_links : 1, sizeof(*tids));
+    if (!trids || !links || !link_ptrs || !tids) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < r->n_links; i++) {
+        const Dossier__V1__Link *l = r->links[i];
+        size_t j;
+        crypt_record_pseudonym(n->crypt, l->kind, l->id, strlen(l->id),
+                               trids[n_links]);
+        for (j = 0; j < n_links; j++)
+            if (strcmp(links[j].label, l->label) == 0 &&
+                strcmp(links[j].kind, l->kind) == 0 &&
+                memcmp(trids[j], trids[n_links], STORE_RID_BYTES) == 0)
+                break;
+        if (j < n_links)
+            continue; /* a repeat */
+        dossier__store__v1__link_entry__init(&links[n_links]);
+        links[n_links].label = l->label;
+        links[n_links].kind = l->kind;
+        links[n_links].rid =
+            (ProtobufCBinaryData){STORE_RID_BYTES, trids[n_links]};
+        link_ptrs[n_links] = &links[n_links];
+        tids[n_links] = l->id;
+        box_total += crypt_box_len(strlen(l->id));
+        n_links++;
     }
     for (size_t i = 0; i < r->n_fields; i++)
         if (field_is_set(r->fields[i]))
@@ -186,18 +225,17 @@ int records_seal_put(struct node *n, const KindSchema *k,
     op.sealed_id = (ProtobufCBinaryData){crypt_box_len(id_len), cur};
     cur += crypt_box_len(id_len);
 
-    if (links_len) {
-        links_plain = sodium_malloc(links_len);
-        if (!links_plain) {
-            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
-            goto out;
-        }
-        dossier__store__v1__link_list__pack(&ll, links_plain);
-        place.domain = CRYPT_LINKS;
-        crypt_seal(dek.key, &place, links_plain, links_len, cur);
-        op.sealed_links = (ProtobufCBinaryData){crypt_box_len(links_len), cur};
-        cur += crypt_box_len(links_len);
+    place.domain = CRYPT_LINK_TARGET;
+    for (size_t j = 0; j < n_links; j++) {
+        char name[LINK_PLACE_MAX];
+        size_t len = strlen(tids[j]);
+        link_place_name(name, links[j].label, links[j].kind, trids[j]);
+        place.name = name;
+        crypt_seal(dek.key, &place, (const uint8_t *)tids[j], len, cur);
+        links[j].sealed_id = (ProtobufCBinaryData){crypt_box_len(len), cur};
+        cur += crypt_box_len(len);
     }
+    place.name = NULL;
 
     place.domain = CRYPT_FIELD;
     for (size_t i = 0, j = 0, x = 0; i < r->n_fields; i++) {
@@ -261,6 +299,8 @@ int records_seal_put(struct node *n, const KindSchema *k,
     op.fields = sealed_ptrs;
     op.n_index_keys = n_indexed;
     op.index_keys = index_keys;
+    op.n_links = n_links;
+    op.links = link_ptrs;
     call_command_init(call, &cmd);
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_PUT;
     cmd.put = &op;
@@ -274,8 +314,6 @@ int records_seal_put(struct node *n, const KindSchema *k,
     rc = err_ok(st);
 out:
     crypt_dek_wipe(&dek);
-    if (links_plain)
-        sodium_free(links_plain);
     free(newsk.wrapped_dek.data);
     free(newsk.sealed_subject_id.data);
     free(boxes);
@@ -283,6 +321,10 @@ out:
     free(sealed_ptrs);
     free(index_keys);
     free(keys);
+    free(links);
+    free(link_ptrs);
+    free(trids);
+    free(tids);
     return rc;
 }
 
@@ -303,6 +345,15 @@ void records_opened_release(struct records_opened *o)
     if (o->links)
         protobuf_c_message_free_unpacked(&o->links->base,
                                          &server_wiping_allocator);
+    for (size_t i = 0; o->link_ids && i < o->n_index_links; i++)
+        if (o->link_ids[i]) {
+            sodium_memzero(o->link_ids[i], strlen(o->link_ids[i]));
+            free(o->link_ids[i]);
+        }
+    free(o->link_ids);
+    free(o->link_items);
+    free(o->link_ptrs);
+    store_links_free(o->index_links, o->n_index_links);
     if (o->id) {
         sodium_memzero(o->id, strlen(o->id));
         free(o->id);
@@ -336,6 +387,67 @@ static int open_string(const unsigned char *key, const struct crypt_place *p,
     return 0;
 }
 
+/* Reads @o's record again with its links, at one moment (store.h), and
+ * replaces o->stored by what was read. */
+static int links_load(struct node *n, const uint8_t rid[STORE_RID_BYTES],
+                      struct records_opened *o, struct dossier_status *st)
+{
+    StoredRecord *now;
+    int rc = store_record_links(n->store, o->stored->kind, rid, &now,
+                                &o->index_links, &o->n_index_links, st);
+    if (rc)
+        return rc;
+    if (now->subject.len != o->stored->subject.len ||
+        (now->subject.len && memcmp(now->subject.data, o->stored->subject.data,
+                                    now->subject.len) != 0)) {
+        /* Deleted and made again for another subject while it was read:
+         * what the caller checked no longer applies. */
+        dossier__store__v1__stored_record__free_unpacked(now, NULL);
+        return err_set(st, DOSSIER_NOT_FOUND, "no record of kind '%s' with "
+                       "that id",
+                       o->stored->kind);
+    }
+    dossier__store__v1__stored_record__free_unpacked(o->stored, NULL);
+    o->stored = now;
+    o->link_items = calloc(o->n_index_links ? o->n_index_links : 1,
+                           sizeof(*o->link_items));
+    o->link_ptrs = calloc(o->n_index_links ? o->n_index_links : 1,
+                          sizeof(*o->link_ptrs));
+    o->link_ids = calloc(o->n_index_links ? o->n_index_links : 1,
+                         sizeof(*o->link_ids));
+    if (!o->link_items || !o->link_ptrs || !o->link_ids)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    return 0;
+}
+
+/* Opens the target ids of the links links_load() read, under @key at
+ * @place (its record's). */
+static int links_open(const unsigned char *key, struct crypt_place place,
+                      struct records_opened *o)
+{
+    place.domain = CRYPT_LINK_TARGET;
+    for (size_t i = 0; i < o->n_index_links; i++) {
+        struct store_link *l = &o->index_links[i];
+        char name[LINK_PLACE_MAX];
+        int rc;
+        link_place_name(name, l->label, l->kind, l->rid);
+        place.name = name;
+        rc = open_string(key, &place,
+                         &(ProtobufCBinaryData){l->sealed_len, l->sealed_id},
+                         &o->link_ids[i]);
+        if (rc)
+            return rc;
+        dossier__v1__link__init(&o->link_items[i]);
+        o->link_items[i].label = l->label;
+        o->link_items[i].kind = l->kind;
+        o->link_items[i].id = o->link_ids[i];
+        o->link_ptrs[i] = &o->link_items[i];
+    }
+    o->rec.n_links = o->n_index_links;
+    o->rec.links = o->link_ptrs;
+    return 0;
+}
+
 int records_open(struct node *n, StoredRecord *stored,
                  const uint8_t rid[STORE_RID_BYTES], unsigned categories,
                  struct records_opened *o, struct dossier_status *st)
@@ -352,8 +464,17 @@ int records_open(struct node *n, StoredRecord *stored,
     memset(o, 0, sizeof(*o));
     o->stored = stored;
     dossier__v1__record__init(&o->rec);
-    if (!dek.key || !plain)
-        return err_set(st, DOSSIER_NOMEM, "out of locked memory");
+    if (!dek.key || !plain) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of locked memory");
+        goto fail;
+    }
+    if (stored->n_links && !(categories & RECORDS_AS_STORED)) {
+        rc = links_load(n, rid, o, st);
+        if (rc)
+            goto fail;
+        stored = o->stored;
+        k = schema_registry_get(store_schemas(n->store), stored->kind);
+    }
     if (has_subject) {
         rc = crypt_subject_key_open(n->crypt, stored->subject.data, NULL,
                                     &dek, sid, sizeof(sid), st);
@@ -419,6 +540,15 @@ int records_open(struct node *n, StoredRecord *stored,
             goto fail_box;
         o->rec.n_links = o->links->n_links;
         o->rec.links = o->links->links;
+    }
+    if (o->n_index_links) {
+        rc = links_open(dek.key, place, o);
+        if (rc == DOSSIER_NOMEM) {
+            err_set(st, rc, "out of memory");
+            goto fail;
+        }
+        if (rc)
+            goto fail_box;
     }
 
     o->fields = calloc(stored->n_fields ? stored->n_fields : 1,

@@ -46,16 +46,30 @@ struct records_opened {
     Dossier__V1__Field *fields;
     Dossier__V1__Field **field_ptrs;
     Dossier__V1__Value **values;
-    Dossier__Store__V1__LinkList *links;
+    Dossier__Store__V1__LinkList *links; /* links sealed in the record
+                                            (before they were indexed) */
+    struct store_link *index_links;      /* links from the link family */
+    size_t n_index_links;
+    Dossier__V1__Link *link_items, **link_ptrs;
+    char **link_ids;                     /* opened target ids */
     char *id;
     char *subject_id;
 };
 
+/* A flag beside the categories of records_open(): open @stored exactly as
+ * it is, an old version included (the change feed), without its links
+ * (which the link family holds only as they are now). */
+#define RECORDS_AS_STORED (1u << 31)
+
 /* Opens @stored, the record whose pseudonym is @rid (taken: freed by
  * records_opened_release, also on failure) into @o, with only the fields
  * whose category is in @categories (bits 1 << Category; fields of no known
- * category are left out). Errors: DOSSIER_CORRUPT (a box does not open:
- * tampering or a key that no longer exists), DOSSIER_NOMEM, DOSSIER_IO. */
+ * category are left out), and its links as the link family holds them.
+ * A record with links is read again with them, at one moment, so @o may
+ * show a newer version than @stored; one deleted meanwhile, or made again
+ * for another subject, is DOSSIER_NOT_FOUND.
+ * Errors: DOSSIER_CORRUPT (a box does not open: tampering or a key that no
+ * longer exists), DOSSIER_NOT_FOUND, DOSSIER_NOMEM, DOSSIER_IO. */
 int records_open(struct node *n, StoredRecord *stored,
                  const uint8_t rid[STORE_RID_BYTES], unsigned categories,
                  struct records_opened *o, struct dossier_status *st);

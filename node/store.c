@@ -28,7 +28,7 @@ static const char *const family_names[STORE_N_FAMILIES] = {
     [STORE_RAFT] = "raft",         [STORE_RAFTLOG] = "raftlog",
     [STORE_POLICY] = "policy",     [STORE_CONSENT] = "consent",
     [STORE_AUDIT] = "audit",       [STORE_CHANGES] = "changes",
-    [STORE_CHANGE_INDEX] = "change_index",
+    [STORE_CHANGE_INDEX] = "change_index", [STORE_LINK] = "link",
 };
 
 /* Translates a RocksDB error (freed here) where it enters. RocksDB errors
@@ -81,6 +81,52 @@ size_t store_index_key(uint8_t *out, const char *kind, const char *field,
     memcpy(out + n, blind, STORE_BLIND_BYTES);
     memcpy(out + n + STORE_BLIND_BYTES, rid, STORE_RID_BYTES);
     return n + STORE_BLIND_BYTES + STORE_RID_BYTES;
+}
+
+size_t store_link_key(uint8_t *out, char dir, const char *a_kind,
+                      const uint8_t a_rid[STORE_RID_BYTES], const char *label,
+                      const char *b_kind, const uint8_t b_rid[STORE_RID_BYTES])
+{
+    size_t n = 1;
+    out[0] = (uint8_t)dir;
+    n += store_record_key(out + n, a_kind, a_rid);
+    n += put_name(out + n, label);
+    n += store_record_key(out + n, b_kind, b_rid);
+    return n;
+}
+
+/* Copies the name at *@p (up to a 0x00 before @end) into @out and moves
+ * *@p past its 0x00; -1 if there is none or it is empty or too long. */
+static int take_name(const uint8_t **p, const uint8_t *end, char *out)
+{
+    const uint8_t *nul = memchr(*p, 0, (size_t)(end - *p));
+    size_t n = nul ? (size_t)(nul - *p) : 0;
+    if (!nul || n == 0 || n > SCHEMA_NAME_MAX)
+        return -1;
+    memcpy(out, *p, n);
+    out[n] = '\0';
+    *p = nul + 1;
+    return 0;
+}
+
+int store_link_key_parse(const uint8_t *key, size_t klen,
+                         struct store_link_row *out)
+{
+    const uint8_t *p = key + 1, *end = key + klen;
+
+    if (klen < 1 || (key[0] != 'o' && key[0] != 'i'))
+        return DOSSIER_CORRUPT;
+    out->dir = (char)key[0];
+    if (take_name(&p, end, out->a_kind) ||
+        (size_t)(end - p) < STORE_RID_BYTES)
+        return DOSSIER_CORRUPT;
+    memcpy(out->a_rid, p, STORE_RID_BYTES);
+    p += STORE_RID_BYTES;
+    if (take_name(&p, end, out->label) || take_name(&p, end, out->b_kind) ||
+        (size_t)(end - p) != STORE_RID_BYTES)
+        return DOSSIER_CORRUPT;
+    memcpy(out->b_rid, p, STORE_RID_BYTES);
+    return 0;
 }
 
 void store_u64_be(uint8_t out[8], uint64_t v)
@@ -1264,6 +1310,7 @@ int store_erase_finish(struct store *s, struct dossier_status *st)
     compact_forced(s, STORE_RECORD, NULL, 0, NULL, 0);
     compact_forced(s, STORE_INDEX, NULL, 0, NULL, 0);
     compact_forced(s, STORE_CHANGES, NULL, 0, NULL, 0);
+    compact_forced(s, STORE_LINK, NULL, 0, NULL, 0);
     compact_forced(s, STORE_REQUESTS, NULL, 0, NULL, 0);
     s->n_erased = 0;
     return err_ok(st);
@@ -1382,3 +1429,126 @@ static int scan_unlocked(struct store *s, enum store_family family,
     return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* Links: a record's "o" rows, read with the record at one moment. */
+
+void store_links_free(struct store_link *l, size_t n)
+{
+    for (size_t i = 0; l && i < n; i++)
+        free(l[i].sealed_id);
+    free(l);
+}
+
+int store_record_links(struct store *s, const char *kind,
+                       const uint8_t rid[STORE_RID_BYTES], StoredRecord **rec,
+                       struct store_link **links, size_t *n,
+                       struct dossier_status *st)
+{
+    uint8_t prefix[1 + SCHEMA_NAME_MAX + 1 + STORE_RID_BYTES];
+    uint8_t upper[sizeof(prefix)], key[STORE_KEY_MAX];
+    size_t plen, ulen, klen, vlen, cap = 0;
+    const rocksdb_snapshot_t *snap = NULL;
+    rocksdb_readoptions_t *ro = NULL;
+    rocksdb_iterator_t *it = NULL;
+    StoredRecord *fresh = NULL;
+    struct store_link_row row;
+    char *err = NULL, *v = NULL;
+    int rc = 0;
+
+    *links = NULL;
+    *n = 0;
+    *rec = NULL;
+    prefix[0] = 'o';
+    plen = 1 + store_record_key(prefix + 1, kind, rid);
+    ulen = prefix_successor(prefix, plen, upper);
+    pthread_rwlock_rdlock(&s->swap);
+    if (!s->db) {
+        rc = err_set(st, DOSSIER_UNAVAILABLE, "the store is closed (the "
+                     "node halted after a storage failure)");
+        goto out;
+    }
+    /* One snapshot for the record and its rows: a Put applied meanwhile
+     * shows whole or not at all. */
+    snap = rocksdb_create_snapshot(s->db);
+    ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(ro, snap);
+    klen = store_record_key(key, kind, rid);
+    v = rocksdb_get_cf(s->db, ro, s->cf[STORE_RECORD], (const char *)key,
+                       klen, &vlen, &err);
+    if (err) {
+        rc = store_rdb_error(st, err, "read failed");
+        goto out;
+    }
+    if (!v) {
+        rc = err_set(st, DOSSIER_NOT_FOUND, "no record of kind '%s' with "
+                     "that id",
+                     kind);
+        goto out;
+    }
+    fresh = dossier__store__v1__stored_record__unpack(NULL, vlen,
+                                                      (const uint8_t *)v);
+    if (!fresh) {
+        rc = err_set(st, DOSSIER_CORRUPT, "a stored record is corrupt");
+        goto out;
+    }
+    if (ulen)
+        rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper,
+                                                    ulen);
+    it = rocksdb_create_iterator_cf(s->db, ro, s->cf[STORE_LINK]);
+    for (rocksdb_iter_seek(it, (const char *)prefix, plen);
+         rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+        struct store_link *l;
+        if (klen < plen || memcmp(k, prefix, plen) != 0)
+            break;
+        if (*n == cap) {
+            size_t ncap = cap ? 2 * cap : 8;
+            struct store_link *g = realloc(*links, ncap * sizeof(*g));
+            if (!g) {
+                rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+                goto out;
+            }
+            *links = g;
+            cap = ncap;
+        }
+        l = &(*links)[*n];
+        memset(l, 0, sizeof(*l));
+        if (store_link_key_parse(k, klen, &row) != 0 || vlen == 0) {
+            rc = err_set(st, DOSSIER_CORRUPT, "a link row is malformed");
+            goto out;
+        }
+        memcpy(l->label, row.label, sizeof(l->label));
+        memcpy(l->kind, row.b_kind, sizeof(l->kind));
+        memcpy(l->rid, row.b_rid, STORE_RID_BYTES);
+        if (!(l->sealed_id = malloc(vlen))) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto out;
+        }
+        memcpy(l->sealed_id, val, vlen);
+        l->sealed_len = vlen;
+        (*n)++;
+    }
+    rocksdb_iter_get_error(it, &err);
+    if (err)
+        rc = store_rdb_error(st, err, "reading links failed");
+out:
+    if (it)
+        rocksdb_iter_destroy(it);
+    if (ro)
+        rocksdb_readoptions_destroy(ro);
+    if (snap)
+        rocksdb_release_snapshot(s->db, snap);
+    pthread_rwlock_unlock(&s->swap);
+    rocksdb_free(v);
+    if (rc) {
+        if (fresh)
+            dossier__store__v1__stored_record__free_unpacked(fresh, NULL);
+        store_links_free(*links, *n);
+        *links = NULL;
+        *n = 0;
+        return rc;
+    }
+    *rec = fresh;
+    return err_ok(st);
+}

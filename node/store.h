@@ -42,10 +42,23 @@
  *                                                     changes (not its
  *                                                     erasure), so erasing
  *                                                     it removes them
+ *   link      "o" kind 0x00 rid[16]                   sealed target id
+ *               label 0x00 tkind 0x00 trid[16]        (box domain 'A')
+ *   link      "i" tkind 0x00 trid[16]                 empty (the mirror:
+ *               label 0x00 kind 0x00 rid[16]          incoming links)
  * Everything about one subject in the subject family shares the prefix
  * sp[16], and so does everything in the consent family, so erasing a
  * subject is one key range in each. No key or value holds a
  * subject id, record id or field value in plaintext.
+ *
+ * The link family is the association index: record (kind, rid) links with
+ * label to target (tkind, trid). Each link is two rows written and deleted
+ * together, so both directions list with one prefix scan ("o" + record for
+ * its links, "i" + record for the links to it). Labels are names like
+ * kinds, not personal. A Put replaces the record's "o" rows (and their
+ * mirrors); deleting or erasing a record deletes its "o" and "i" rows and
+ * their mirrors, so a link goes with either end, and so does the target id
+ * sealed in it. A target need not exist.
  *
  * The families raft and raftlog are this node's Raft state; every other
  * family is the replicated state machine, identical on every node at the
@@ -75,8 +88,9 @@
 #define STORE_RID_BYTES 16
 #define STORE_SP_BYTES 16
 #define STORE_BLIND_BYTES 16
-/* Longest key the layout above can make. */
-#define STORE_KEY_MAX (2 * (SCHEMA_NAME_MAX + 1) + 2 * 16 + 16)
+/* Longest key the layout above can make: a link row. */
+#define STORE_LINK_KEY_MAX (1 + 3 * (SCHEMA_NAME_MAX + 1) + 2 * STORE_RID_BYTES)
+#define STORE_KEY_MAX STORE_LINK_KEY_MAX
 
 enum store_family {
     STORE_DEFAULT = 0,
@@ -92,6 +106,7 @@ enum store_family {
     STORE_AUDIT,
     STORE_CHANGES,
     STORE_CHANGE_INDEX,
+    STORE_LINK,
     STORE_N_FAMILIES,
 };
 
@@ -189,9 +204,9 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 
 /* After a batch with STORE_EFFECT_ERASED committed: flushes every family
  * (so the WAL files that held the erased data are dropped) and compacts
- * the erased key ranges, and the record, index and request families, down
- * to the last level, so their bytes leave the SST files. Slow; applying
- * thread only. Errors: DOSSIER_IO. */
+ * the erased key ranges, and the record, index, link and request
+ * families, down to the last level, so their bytes leave the SST files.
+ * Slow; applying thread only. Errors: DOSSIER_IO. */
 int store_erase_finish(struct store *s, struct dossier_status *st);
 
 /* Compacts the whole raft log family down to the last level: after the
@@ -295,6 +310,28 @@ size_t store_index_key(uint8_t *out, const char *kind, const char *field,
                        const uint8_t blind[STORE_BLIND_BYTES],
                        const uint8_t rid[STORE_RID_BYTES]);
 
+/* A link row: @dir ('o' or 'i') @a_kind 0x00 @a_rid @label 0x00 @b_kind
+ * 0x00 @b_rid. An "o" row names (record, label, target), its "i" mirror
+ * (target, label, record). */
+size_t store_link_key(uint8_t *out, char dir, const char *a_kind,
+                      const uint8_t a_rid[STORE_RID_BYTES], const char *label,
+                      const char *b_kind, const uint8_t b_rid[STORE_RID_BYTES]);
+
+/* A link row taken apart (store_link_key's arguments). */
+struct store_link_row {
+    char dir; /* 'o' or 'i' */
+    char a_kind[SCHEMA_NAME_MAX + 1];
+    uint8_t a_rid[STORE_RID_BYTES];
+    char label[SCHEMA_NAME_MAX + 1];
+    char b_kind[SCHEMA_NAME_MAX + 1];
+    uint8_t b_rid[STORE_RID_BYTES];
+};
+
+/* Parses link row @key (@klen bytes) into @out.
+ * Errors: DOSSIER_CORRUPT (not a link row). */
+int store_link_key_parse(const uint8_t *key, size_t klen,
+                         struct store_link_row *out);
+
 /* Big-endian u64, as keys hold them. */
 void store_u64_be(uint8_t out[8], uint64_t v);
 uint64_t store_be_u64(const uint8_t in[8]);
@@ -305,6 +342,28 @@ uint64_t store_be_u64(const uint8_t in[8]);
 int store_record_get(struct store *s, const char *kind,
                      const uint8_t rid[STORE_RID_BYTES], StoredRecord **out,
                      struct dossier_status *st);
+
+/* One link of a record as the link family holds it. */
+struct store_link {
+    char label[SCHEMA_NAME_MAX + 1];
+    char kind[SCHEMA_NAME_MAX + 1];  /* the target's */
+    uint8_t rid[STORE_RID_BYTES];    /* the target's */
+    uint8_t *sealed_id;              /* malloc'd: the target's id, sealed */
+    size_t sealed_len;
+};
+
+/* Reads record (@kind, @rid) into *@rec (free with
+ * dossier__store__v1__stored_record__free_unpacked) and its links ("o"
+ * rows) into *@links, an array of *@n in key order (free with
+ * store_links_free), both as of one moment: a caller that read the record
+ * before gets it again, as it is with these links (it may be newer). On
+ * failure *@rec and *@links are NULL and *@n 0.
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_NOMEM, DOSSIER_IO. */
+int store_record_links(struct store *s, const char *kind,
+                       const uint8_t rid[STORE_RID_BYTES], StoredRecord **rec,
+                       struct store_link **links, size_t *n,
+                       struct dossier_status *st);
+void store_links_free(struct store_link *l, size_t n);
 
 /* Reads subject @sp's key into *@out (free with
  * dossier__store__v1__subject_key__free_unpacked).

@@ -238,6 +238,19 @@ static int index_key_valid(const Dossier__Store__V1__PutOp *op,
     return memchr(k->data + kl + 1, 0, k->len - kl - 1 - 32) != NULL;
 }
 
+/* The link index (section "Links" below). Rows to delete are collected
+ * into a keylist before anything is written, so a failure leaves the batch
+ * as it was. */
+struct keylist;
+static int links_valid(const Dossier__Store__V1__PutOp *op);
+static int links_collect(struct store_batch *b, const char *kind,
+                         const uint8_t *rid, int outgoing, int incoming,
+                         struct keylist **del);
+static void links_delete(struct store_batch *b, const struct keylist *del);
+static void links_put(struct store_batch *b,
+                      const Dossier__Store__V1__PutOp *op);
+static void links_release(struct keylist *del);
+
 static int apply_put(struct store_batch *b, const Command *cmd,
                      struct store_result *res)
 {
@@ -247,6 +260,7 @@ static int apply_put(struct store_batch *b, const Command *cmd,
     StoredRecord *old = NULL;
     SubjectKey *sk = NULL;
     StoredRecord rec = DOSSIER__STORE__V1__STORED_RECORD__INIT;
+    struct keylist *old_links = NULL;
     uint8_t key[STORE_KEY_MAX];
     size_t klen, len, sk_len;
     uint8_t *buf = NULL;
@@ -260,6 +274,8 @@ static int apply_put(struct store_batch *b, const Command *cmd,
     for (size_t i = 0; i < op->n_index_keys; i++)
         if (!index_key_valid(op, &op->index_keys[i]))
             return bad_command(res, "put index key");
+    if (!links_valid(op))
+        return bad_command(res, "put link");
 
     rc = store_read_record(s, b, op->kind, op->rid.data, &old, st);
     if (rc && rc != DOSSIER_NOT_FOUND)
@@ -312,6 +328,16 @@ static int apply_put(struct store_batch *b, const Command *cmd,
         }
     }
 
+    /* The links it had go, with their mirrors (a Put replaces them). */
+    if (old && old->n_links) {
+        rc = links_collect(b, op->kind, op->rid.data, 1, 0, &old_links);
+        if (rc) {
+            err_set(st, rc, rc == DOSSIER_NOMEM ? "out of memory"
+                                                : "a link row is malformed");
+            goto out;
+        }
+    }
+
     /* Every check passed. Encode everything first, so that once the first
      * write goes into the batch nothing can fail half-way. */
     rec.kind = op->kind;
@@ -326,6 +352,7 @@ static int apply_put(struct store_batch *b, const Command *cmd,
     rec.fields = op->fields;
     rec.n_index_keys = op->n_index_keys;
     rec.index_keys = op->index_keys;
+    rec.n_links = (uint32_t)op->n_links;
     len = dossier__store__v1__stored_record__get_packed_size(&rec);
     sk_len = has_subject && !sk ? dossier__store__v1__subject_key__get_packed_size(
                                       op->new_subject_key)
@@ -354,6 +381,8 @@ static int apply_put(struct store_batch *b, const Command *cmd,
         rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_INDEX],
                                      (const char *)op->index_keys[i].data,
                                      op->index_keys[i].len, "", 0);
+    links_delete(b, old_links);
+    links_put(b, op);
     if (has_subject) {
         klen = store_membership_key(key, op->subject.data, op->kind,
                                     op->rid.data);
@@ -378,6 +407,7 @@ static int apply_put(struct store_batch *b, const Command *cmd,
     res->updated_at_ms = rec.updated_at_ms;
     rc = err_ok(st);
 out:
+    links_release(old_links);
     if (old)
         dossier__store__v1__stored_record__free_unpacked(old, NULL);
     if (sk)
@@ -392,6 +422,7 @@ static int apply_delete(struct store_batch *b, const Command *cmd,
     struct store *s = b->s;
     struct dossier_status *st = &res->status;
     StoredRecord *old = NULL;
+    struct keylist *links = NULL;
     uint8_t key[STORE_KEY_MAX];
     size_t klen;
     int rc;
@@ -410,6 +441,15 @@ static int apply_delete(struct store_batch *b, const Command *cmd,
                      (unsigned long long)op->expected_version);
         goto out;
     }
+    /* Its links go, and the links of other records to it. */
+    rc = links_collect(b, op->kind, op->rid.data, old->n_links != 0, 1,
+                       &links);
+    if (rc) {
+        err_set(st, rc, rc == DOSSIER_NOMEM ? "out of memory"
+                                            : "a link row is malformed");
+        goto out;
+    }
+    links_delete(b, links);
     for (size_t i = 0; i < old->n_index_keys; i++)
         rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_INDEX],
                                         (const char *)old->index_keys[i].data,
@@ -443,6 +483,7 @@ static int apply_delete(struct store_batch *b, const Command *cmd,
     res->version = old->version;
     rc = err_ok(st);
 out:
+    links_release(links);
     dossier__store__v1__stored_record__free_unpacked(old, NULL);
     return rc;
 }
@@ -1156,7 +1197,7 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     Dossier__Store__V1__ErasureRecord er =
         DOSSIER__STORE__V1__ERASURE_RECORD__INIT;
     struct store *s = b->s;
-    struct keylist subj, cons;
+    struct keylist subj, cons, *links = NULL;
     uint8_t lkey[1 + STORE_SP_BYTES], (*erased)[STORE_SP_BYTES];
     Dossier__Store__V1__TrackedRequest *treq = NULL;
     uint64_t deleted = 0;
@@ -1213,8 +1254,18 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
                                nul + 1, &recs[i], &res->status);
         if (rc == DOSSIER_NOT_FOUND)
             rc = 0; /* a dangling membership: deleted below */
+        /* Its links go, and other records' links to it. */
+        if (rc == 0 && recs[i]) {
+            rc = links_collect(b, recs[i]->kind, nul + 1,
+                               recs[i]->n_links != 0, 1, &links);
+            if (rc)
+                err_set(&res->status, rc,
+                        rc == DOSSIER_NOMEM ? "out of memory"
+                                            : "a link row is malformed");
+        }
     }
     if (rc == 0) {
+        links_delete(b, links);
         for (size_t i = 0; i < subj.n; i++) {
             StoredRecord *r = recs[i];
             if (r) {
@@ -1286,9 +1337,131 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
         if (recs[i])
             dossier__store__v1__stored_record__free_unpacked(recs[i], NULL);
     free(recs);
+    links_release(links);
     keys_free(&subj);
     keys_free(&cons);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Links: each link is an "o" row (record, label, target) holding the
+ * sealed target id and its "i" mirror (target, label, record), written
+ * and deleted together (store.h). */
+
+static int links_valid(const Dossier__Store__V1__PutOp *op)
+{
+    for (size_t i = 0; i < op->n_links; i++) {
+        const Dossier__Store__V1__LinkEntry *l = op->links[i];
+        if (!schema_name_valid(l->label) || !schema_name_valid(l->kind) ||
+            l->rid.len != STORE_RID_BYTES || l->sealed_id.len == 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int keylist_push(struct keylist *l, const uint8_t *k, size_t klen)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        uint8_t **keys = realloc(l->keys, cap * sizeof(*keys));
+        size_t *lens;
+        if (!keys)
+            return DOSSIER_NOMEM;
+        l->keys = keys;
+        if (!(lens = realloc(l->lens, cap * sizeof(*lens))))
+            return DOSSIER_NOMEM;
+        l->lens = lens;
+        l->cap = cap;
+    }
+    if (!(l->keys[l->n] = malloc(klen)))
+        return DOSSIER_NOMEM;
+    memcpy(l->keys[l->n], k, klen);
+    l->lens[l->n++] = klen;
+    return 0;
+}
+
+/* The mirror of link row @k: the same link seen from its other end, into
+ * @out (STORE_KEY_MAX bytes). Returns its length, 0 if @k is malformed. */
+static size_t link_mirror(const uint8_t *k, size_t klen, uint8_t *out)
+{
+    struct store_link_row r;
+    if (store_link_key_parse(k, klen, &r) != 0)
+        return 0;
+    return store_link_key(out, r.dir == 'o' ? 'i' : 'o', r.b_kind, r.b_rid,
+                          r.label, r.a_kind, r.a_rid);
+}
+
+/* Adds to *@del (made on first use) the rows of record (@kind, @rid), as
+ * this batch sees them: its own links ("o") if @outgoing, the links to it
+ * ("i") if @incoming, each with its mirror.
+ * Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT (a malformed row). */
+static int links_collect(struct store_batch *b, const char *kind,
+                         const uint8_t *rid, int outgoing, int incoming,
+                         struct keylist **del)
+{
+    uint8_t prefix[1 + SCHEMA_NAME_MAX + 1 + STORE_RID_BYTES];
+    uint8_t mirror[STORE_KEY_MAX];
+    int rc = 0;
+
+    if (!*del && !(*del = calloc(1, sizeof(**del))))
+        return DOSSIER_NOMEM;
+    for (int pass = 0; rc == 0 && pass < 2; pass++) {
+        struct keylist found;
+        size_t plen;
+        if (!(pass == 0 ? outgoing : incoming))
+            continue;
+        prefix[0] = pass == 0 ? 'o' : 'i';
+        plen = 1 + store_record_key(prefix + 1, kind, rid);
+        if (keys_under(b, STORE_LINK, prefix, plen, &found))
+            return DOSSIER_NOMEM;
+        for (size_t i = 0; rc == 0 && i < found.n; i++) {
+            size_t mlen = link_mirror(found.keys[i], found.lens[i], mirror);
+            if (!mlen)
+                rc = DOSSIER_CORRUPT;
+            else if (keylist_push(*del, found.keys[i], found.lens[i]) ||
+                     keylist_push(*del, mirror, mlen))
+                rc = DOSSIER_NOMEM;
+        }
+        keys_free(&found);
+    }
+    return rc;
+}
+
+static void links_delete(struct store_batch *b, const struct keylist *del)
+{
+    for (size_t i = 0; del && i < del->n; i++)
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_LINK],
+                                        (const char *)del->keys[i],
+                                        del->lens[i]);
+}
+
+static void links_put(struct store_batch *b,
+                      const Dossier__Store__V1__PutOp *op)
+{
+    uint8_t key[STORE_KEY_MAX];
+    size_t klen;
+
+    for (size_t i = 0; i < op->n_links; i++) {
+        const Dossier__Store__V1__LinkEntry *l = op->links[i];
+        klen = store_link_key(key, 'o', op->kind, op->rid.data, l->label,
+                              l->kind, l->rid.data);
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_LINK],
+                                     (const char *)key, klen,
+                                     (const char *)l->sealed_id.data,
+                                     l->sealed_id.len);
+        klen = store_link_key(key, 'i', l->kind, l->rid.data, l->label,
+                              op->kind, op->rid.data);
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_LINK],
+                                     (const char *)key, klen, "", 0);
+    }
+}
+
+static void links_release(struct keylist *del)
+{
+    if (del) {
+        keys_free(del);
+        free(del);
+    }
 }
 
 /* ------------------------------------------------------------------ */

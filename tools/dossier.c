@@ -118,6 +118,11 @@ static const char usage_text[] =
     "                          never. --progress also prints\n"
     "                          {\"type\":\"progress\",\"revision\":R} marks:\n"
     "                          everything up to R was printed\n"
+    "  links KIND ID [--direction out|in|both] [--label L] [--limit N]\n"
+    "                [--page-token T] [--all]\n"
+    "                          records linked from the record (out), to it\n"
+    "                          (in) or both (the default), one\n"
+    "                          {label,direction,record} per line\n"
     "  schema list             every kind, one JSON object per line\n"
     "  schema get KIND\n"
     "  schema define [FILE|-]  create or extend a kind from JSON\n"
@@ -338,6 +343,9 @@ struct cmd_opts {
     const char *fields; /* dedup: "a,b" */
     /* report */
     const char *by, *sum, *per, *time_field, *format;
+    /* links */
+    int direction; /* enum dossier_link_direction */
+    const char *label;
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -374,6 +382,8 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"per", required_argument, NULL, 'q'},
         {"time", required_argument, NULL, 'm'},
         {"format", required_argument, NULL, 'g'},
+        {"direction", required_argument, NULL, 'D'},
+        {"label", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -463,6 +473,18 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         case 'q': o->per = optarg; break;
         case 'm': o->time_field = optarg; break;
         case 'g': o->format = optarg; break;
+        case 'D':
+            if (strcmp(optarg, "out") == 0)
+                o->direction = DOSSIER_LINKS_OUTGOING;
+            else if (strcmp(optarg, "in") == 0)
+                o->direction = DOSSIER_LINKS_INCOMING;
+            else if (strcmp(optarg, "both") == 0)
+                o->direction = DOSSIER_LINKS_BOTH;
+            else
+                return usage_error("--direction %s: give out, in or both",
+                                   optarg);
+            break;
+        case 'L': o->label = optarg; break;
         }
     }
     return 0;
@@ -732,6 +754,57 @@ static int cmd_scan(struct cli *cli, int argc, char **argv)
     if ((rc = connect_node(cli)))
         return rc;
     return run_listing(cli, L_SCAN, argv[optind], NULL, NULL, &o);
+}
+
+/* Each linked record as {"label", "direction": "out"|"in", "record"},
+ * page by page as run_listing does. */
+static int cmd_links(struct cli *cli, int argc, char **argv)
+{
+    struct cmd_opts o;
+    struct dossier_page_request pr;
+    char *token = NULL;
+    int rc;
+
+    if ((rc = cmd_options(argc, argv, "DLlTa", &o)))
+        return rc;
+    if (argc - optind != 2)
+        return usage_error("links needs KIND and ID%s", "");
+    if ((rc = connect_node(cli)))
+        return rc;
+    pr = (struct dossier_page_request){o.limit, o.page_token};
+    for (;;) {
+        struct dossier_link_page page;
+        struct dossier_status st;
+        if (dossier_list_links(cli->client, &cli->read_opts, argv[optind],
+                               argv[optind + 1], o.direction, o.label, &pr,
+                               &page, &st)) {
+            rc = report(&st);
+            break;
+        }
+        for (size_t i = 0; i < page.n_links && rc == 0; i++) {
+            const struct dossier_linked_record *l = &page.links[i];
+            rc = print_json(
+                cli, json_pack("{s:s, s:s, s:o}", "label", l->label,
+                               "direction",
+                               l->direction == DOSSIER_LINKS_INCOMING ? "in"
+                                                                      : "out",
+                               "record", json_from_record(l->record)));
+        }
+        free(token);
+        token = page.next_page_token;
+        page.next_page_token = NULL;
+        dossier_link_page_release(&page);
+        if (rc || !token)
+            break;
+        if (!o.all) {
+            fflush(stdout);
+            fprintf(stderr, "next_page_token: %s\n", token);
+            break;
+        }
+        pr.page_token = token;
+    }
+    free(token);
+    return rc;
 }
 
 static int cmd_schema(struct cli *cli, int argc, char **argv)
@@ -2366,6 +2439,7 @@ static const struct command commands[] = {
     {"keygen", cmd_keygen}, {"put", cmd_put},   {"get", cmd_get},
     {"delete", cmd_delete}, {"find", cmd_find}, {"list", cmd_list},
     {"scan", cmd_scan},     {"schema", cmd_schema},
+    {"links", cmd_links},
     {"cluster", cmd_cluster}, {"token", cmd_token},
     {"purpose", cmd_purpose}, {"consent", cmd_consent},
     {"subject", cmd_subject}, {"audit", cmd_audit},

@@ -43,12 +43,17 @@ json_check() { # DESCRIPTION PYTHON-EXPRESSION over d = the JSON in $WORK/out
         ok "$1"; else fail "$1"; sed 's/^/    /' "$WORK/out"; fi
 }
 
+lines_check() { # DESCRIPTION PYTHON-EXPRESSION over d = the JSON lines of $WORK/out, a list
+    if $PY -c "import json,sys; d=[json.loads(l) for l in open('$WORK/out')]; sys.exit(0 if ($2) else 1)"; then
+        ok "$1"; else fail "$1"; sed 's/^/    /' "$WORK/out"; fi
+}
+
 # --- keys and help, no node needed --------------------------------------
 expect 0 "keygen writes a key" -- "$DOSSIER" keygen "$WORK/master.key"
 [ "$(stat -c %a "$WORK/master.key")" = 600 ] && ok "key file is mode 600" || fail "key file mode"
 expect 4 "keygen refuses to overwrite" -- "$DOSSIER" keygen "$WORK/master.key"
 expect 0 "dossier --help" -- "$DOSSIER" --help
-for cmd in keygen put get delete find list scan "schema list"; do
+for cmd in keygen put get delete find list scan links "schema list"; do
     contains "$WORK/out" "$cmd" "help lists '$cmd'"
 done
 expect 0 "dossierd --help" -- "$DOSSIERD" --help
@@ -125,6 +130,37 @@ expect 0 "scan --all" -- "$DOSSIER" scan contact --all --limit 1
 expect 0 "delete" -- "$DOSSIER" delete contact c2
 json_check "delete reports the deleted version" "d['deleted_version']>0"
 expect 3 "deleted record is gone" -- "$DOSSIER" get contact c2
+
+# --- links between records ------------------------------------------------
+cat >"$WORK/links.jsonl" <<'JSON'
+{"kind":"company","id":"globex","fields":{"name":"Globex"}}
+{"kind":"contact","id":"l1","subject_id":"ls1","fields":{"first_name":"Lin"},"links":[{"label":"works_at","kind":"company","id":"globex"}]}
+{"kind":"deal","id":"ld1","fields":{"name":"Renewal","stage":"qualified"},"links":[{"label":"involves","kind":"contact","id":"l1"},{"label":"for","kind":"company","id":"globex"}]}
+JSON
+expect 0 "put linked records" -- "$DOSSIER" put "$WORK/links.jsonl"
+expect 0 "links lists both directions" -- "$DOSSIER" links contact l1
+lines_check "links prints {label, direction, record} per link, out before in" \
+    "[(x['direction'], x['label'], x['record']['kind'], x['record']['id']) for x in d] == [('out', 'works_at', 'company', 'globex'), ('in', 'involves', 'deal', 'ld1')]"
+lines_check "linked records come whole" "d[1]['record']['fields']['stage'] == 'qualified' and len(d[1]['record']['links']) == 2"
+expect 0 "links --direction in --label" -- "$DOSSIER" links company globex --direction in --label for
+lines_check "the label narrows the listing" "[x['record']['id'] for x in d] == ['ld1']"
+expect 0 "links one page" -- "$DOSSIER" links company globex --direction in --limit 1
+[ "$(wc -l <"$WORK/out")" -eq 1 ] && ok "links --limit 1 prints 1 link" || fail "links page size"
+contains "$WORK/err" "next_page_token:" "links says where the next page starts"
+token=$(sed -n 's/^next_page_token: //p' "$WORK/err")
+cp "$WORK/out" "$WORK/page1"
+expect 0 "links from a page token" -- "$DOSSIER" links company globex --direction in --limit 1 --page-token "$token"
+cmp -s "$WORK/out" "$WORK/page1" && fail "the second page repeats the first" || ok "the second page is another link"
+expect 0 "links --all" -- "$DOSSIER" links company globex --all --limit 1
+[ "$(wc -l <"$WORK/out")" -eq 2 ] && ok "links --all returns every link" || fail "links --all count"
+expect 2 "links --direction sideways is a usage error" -- "$DOSSIER" links company globex --direction sideways
+expect 2 "links without an ID is a usage error" -- "$DOSSIER" links company
+expect 5 "a label that is not a name exits 5" -- "$DOSSIER" links company globex --label "Works At"
+contains "$WORK/err" label "the message names the label"
+expect 3 "links of a missing record exits 3" -- "$DOSSIER" links company initech
+expect 0 "delete a linked deal" -- "$DOSSIER" delete deal ld1
+expect 0 "links after the delete" -- "$DOSSIER" links company globex
+lines_check "the deleted deal's link is gone" "[x['record']['id'] for x in d] == ['l1']"
 
 cat >"$WORK/kind.json" <<'JSON'
 {"kind":"loyalty_member","personal":true,"description":"loyalty programme",

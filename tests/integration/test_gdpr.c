@@ -86,6 +86,30 @@ static int put_contact(struct dossier_client *c, const char *id,
     return rc ? st.code : 0;
 }
 
+/* Puts a minimal record (@kind, @id) of @subject (NULL: none) with one
+ * link @label to a record of the same kind as its usual target (a
+ * company for works_at, else a contact), or none when @label is NULL. */
+static void put_linked(struct dossier_client *c, const char *kind,
+                       const char *id, const char *subject, const char *label,
+                       const char *target)
+{
+    struct dossier_record *r = dossier_record_new(kind, id, subject);
+    struct dossier_status st;
+    if (strcmp(kind, "deal") == 0)
+        dossier_record_set_string(r, "stage", "qualified");
+    dossier_record_set_string(r, strcmp(kind, "contact") == 0 ? "first_name"
+                                                              : "name",
+                              id);
+    if (label)
+        dossier_record_add_link(r, label,
+                                strcmp(label, "works_at") == 0 ? "company"
+                                                               : "contact",
+                                target);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s %s: %s", kind, id, st.message);
+    dossier_record_free(r);
+}
+
 /* Gets contact @id: the status code, and the record into *@out if asked. */
 static int get_contact(struct dossier_client *c, const char *id,
                        struct dossier_record **out)
@@ -283,8 +307,8 @@ static void test_restriction(void **state)
 
 static const char *const families[] = {
     "default", "schema",  "record", "subject", "index",  "requests",
-    "raft",    "raftlog", "policy", "consent", "audit",   "changes",
-    "change_index"};
+    "raft",    "raftlog", "policy", "consent", "audit",  "changes",
+    "change_index", "link"};
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 
 /* Opens a stopped node's database with every family. */
@@ -501,8 +525,11 @@ static void needle_add(struct needles *nd, const uint8_t *p, size_t len)
 }
 
 /* From a stopped node: the first 32 bytes of every sealed box (field
- * values, ids, links) and of the wrapped data key of subject @sp, and the
- * blind index + record pseudonym of each of its index rows. */
+ * values, ids, links) and of the wrapped data key of subject @sp, the
+ * blind index + record pseudonym of each of its index rows, and the
+ * sealed target id of every link from or to one of its records (a link
+ * from another subject's record is sealed under that subject's key, which
+ * erasure does not destroy: the row itself must go). */
 static void collect(const char *data, const uint8_t sp[16],
                     struct needles *nd)
 {
@@ -510,13 +537,16 @@ static void collect(const char *data, const uint8_t sp[16],
     rocksdb_t *db = db_open(data, 1, cf);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cf[2]);
+    uint8_t (*rids)[16] = NULL;
+    size_t n_rids = 0;
     char *v, *err = NULL;
     size_t vlen;
 
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
-        size_t len;
+        size_t len, klen;
         const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &len);
+        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(it, &klen);
         Dossier__Store__V1__StoredRecord *r =
             dossier__store__v1__stored_record__unpack(NULL, len, val);
         assert_non_null(r);
@@ -528,10 +558,33 @@ static void collect(const char *data, const uint8_t sp[16],
                 needle_add(nd, r->index_keys[i].data + r->index_keys[i].len -
                                    32,
                            32);
+            rids = realloc(rids, (n_rids + 1) * sizeof(*rids));
+            assert_non_null(rids);
+            memcpy(rids[n_rids++], key + klen - 16, 16);
         }
         dossier__store__v1__stored_record__free_unpacked(r, NULL);
     }
     rocksdb_iter_destroy(it);
+    /* Link rows "o" kind 0 rid label 0 kind 0 rid: the record's pseudonym
+     * follows the first 0x00, the target's ends the key. */
+    it = rocksdb_create_iterator_cf(db, ro, cf[13]);
+    for (rocksdb_iter_seek(it, "o", 1); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, len;
+        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(it, &klen);
+        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &len);
+        const uint8_t *from = (const uint8_t *)memchr(key, 0, klen) + 1;
+        if (key[0] != 'o')
+            break;
+        for (size_t i = 0; i < n_rids; i++)
+            if (memcmp(from, rids[i], 16) == 0 ||
+                memcmp(key + klen - 16, rids[i], 16) == 0) {
+                needle_add(nd, val, len);
+                break;
+            }
+    }
+    rocksdb_iter_destroy(it);
+    free(rids);
     v = rocksdb_get_cf(db, ro, cf[3], (const char *)sp, 16, &vlen, &err);
     assert_null(err);
     assert_non_null(v);
@@ -635,6 +688,12 @@ static void test_erasure(void **state)
     assert_int_equal(put_contact(cl, "ea-1", "subj-erase-a", "Erika"), 0);
     assert_int_equal(put_contact(cl, "ea-2", "subj-erase-a", "Erika2"), 0);
     assert_int_equal(put_contact(cl, "eb-1", "subj-erase-b", "Bruno"), 0);
+    /* Links from A's records, and to them from B's and from a deal. */
+    put_linked(cl, "company", "erase-co", NULL, NULL, NULL);
+    put_linked(cl, "contact", "ea-2", "subj-erase-a", "works_at", "erase-co");
+    put_linked(cl, "contact", "eb-2", "subj-erase-b", "knows", "ea-1");
+    put_linked(cl, "deal", "ed-1", NULL, "involves", "ea-1");
+    put_linked(cl, "contact", "eb-3", "subj-erase-b", "works_at", "erase-co");
     assert_int_equal(dossier_consent_grant(cl, NULL, "subj-erase-a",
                                            "marketing", "web", "1", NULL, &st),
                      0);
@@ -655,7 +714,7 @@ static void test_erasure(void **state)
         collect(c.nodes[f].data, ss_b.pseudonym, &b);
         assert_int_equal(node_start(&c.nodes[f], NULL), 0);
     }
-    assert_true(a.n >= 2 * 4 + 2);
+    assert_true(a.n >= 2 * 4 + 2 + 3);
     assert_true(b.n >= 4);
     assert_int_equal(cluster_wait_converged(&c), 0);
 
@@ -686,6 +745,23 @@ static void test_erasure(void **state)
                                             &ss_a, &st),
                      0);
     assert_int_equal(ss_a.records, 0);
+    /* The links to A's records went with them; B's own link stays. */
+    assert_int_equal(dossier_get(cl, NULL, "contact", "eb-2", &r, &st), 0);
+    assert_int_equal(r->n_links, 0);
+    dossier_record_free(r);
+    assert_int_equal(dossier_get(cl, NULL, "deal", "ed-1", &r, &st), 0);
+    assert_int_equal(r->n_links, 0);
+    dossier_record_free(r);
+    {
+        struct dossier_link_page lp;
+        assert_int_equal(dossier_list_links(cl, NULL, "company", "erase-co",
+                                            DOSSIER_LINKS_INCOMING, NULL, NULL,
+                                            &lp, &st),
+                         0);
+        assert_int_equal(lp.n_links, 1);
+        assert_string_equal(lp.links[0].record->id, "eb-3");
+        dossier_link_page_release(&lp);
+    }
 
     /* Every node applied it; then no byte of A is left on any disk. */
     wait_applied(&c, cert.raft_index);

@@ -106,6 +106,8 @@ expect cluster -- dossier --target 127.0.0.1:7700 cl
 expect transfer-leader -- dossier -t 127.0.0.1:7700 --pretty cluster tr
 expect --reference -- dossier subject erase person-1 --
 expect admin service compliance -- dossier token new ops ""
+expect --direction --label --all -- dossier links contact c-1 --
+expect out in both -- dossier links contact c-1 --direction ""
 # Every command of --help is offered after "dossier ".
 got=$(complete_words dossier "")
 missing=""

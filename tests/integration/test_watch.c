@@ -118,6 +118,9 @@ static int put_contact(struct dossier_client *c, const char *id,
     dossier_record_set_string(r, "first_name", name);
     dossier_record_set_string(r, "email", email);
     dossier_record_set_string(r, "accessibility_needs", "wheelchair");
+    /* Linked records are read with their links as they are now; the feed
+     * must still show each version as it was. */
+    dossier_record_add_link(r, "works_at", "company", "co1");
     rc = dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st);
     if (rc)
         print_message("put %s: %s\n", id, st.message);

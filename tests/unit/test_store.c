@@ -78,6 +78,9 @@ struct put {
     uint8_t wrapped[8];
     uint8_t sealed_sid[8];
     uint8_t box[8];
+    Dossier__Store__V1__LinkEntry le[2];
+    Dossier__Store__V1__LinkEntry *lep[2];
+    uint8_t lrid[2][STORE_RID_BYTES];
 };
 
 /* A Put of record (@kind, rid = 16 x @rid_byte), of subject 16 x @sp_byte
@@ -112,6 +115,7 @@ static void put_init(struct put *p, const char *kind, uint8_t rid_byte,
     p->op.fields = p->fields;
     p->op.n_fields = 1;
     p->op.index_keys = p->ik;
+    p->op.links = p->lep;
 }
 
 /* Sets the new subject key the proposer made, with id @dek_id and wrapped
@@ -156,6 +160,22 @@ static void put_index(struct put *p, const char *field, uint8_t blind_byte)
     p->ik[i].len = store_index_key(p->ikbuf[i], p->op.kind, field, blind,
                                    p->rid);
     p->ik[i].data = p->ikbuf[i];
+}
+
+/* Adds a link with @label to (@kind, 16 x @rid_byte), its sealed target
+ * id 8 x @rid_byte. */
+static void put_link(struct put *p, const char *label, const char *kind,
+                     uint8_t rid_byte)
+{
+    size_t i = p->op.n_links++;
+    assert_true(i < 2);
+    dossier__store__v1__link_entry__init(&p->le[i]);
+    memset(p->lrid[i], rid_byte, STORE_RID_BYTES);
+    p->le[i].label = (char *)label;
+    p->le[i].kind = (char *)kind;
+    p->le[i].rid = (ProtobufCBinaryData){STORE_RID_BYTES, p->lrid[i]};
+    p->le[i].sealed_id = (ProtobufCBinaryData){8, p->lrid[i]};
+    p->lep[i] = &p->le[i];
 }
 
 struct del {
@@ -549,6 +569,40 @@ static void test_index_key_is_kind_nul_field_nul_blind_rid(void **state)
     assert_memory_equal(out, want, sizeof(want));
 }
 
+/* link row = dir kind 0x00 rid[16] label 0x00 kind 0x00 rid[16], and it
+ * parses back into its parts. */
+static void test_link_key_is_dir_kind_rid_label_kind_rid(void **state)
+{
+    static const uint8_t trid[16] = {0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5,
+                                     0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb,
+                                     0xcc, 0xcd, 0xce, 0xcf};
+    static const uint8_t want[] = {
+        'o',  'd',  'e',  'a',  'l',  0x00, 0xb0, 0xb1, 0xb2, 0xb3, 0xb4,
+        0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,
+        'f',  'o',  'r',  0x00, 'c',  'o',  0x00, 0xc0, 0xc1, 0xc2, 0xc3,
+        0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce,
+        0xcf};
+    uint8_t out[STORE_KEY_MAX];
+    struct store_link_row r;
+    (void)state;
+    assert_int_equal(store_link_key(out, 'o', "deal", RID, "for", "co", trid),
+                     sizeof(want));
+    assert_memory_equal(out, want, sizeof(want));
+    assert_int_equal(store_link_key_parse(out, sizeof(want), &r), 0);
+    assert_int_equal(r.dir, 'o');
+    assert_string_equal(r.a_kind, "deal");
+    assert_memory_equal(r.a_rid, RID, 16);
+    assert_string_equal(r.label, "for");
+    assert_string_equal(r.b_kind, "co");
+    assert_memory_equal(r.b_rid, trid, 16);
+    /* One byte short, or a wrong direction letter: not a link row. */
+    assert_int_equal(store_link_key_parse(out, sizeof(want) - 1, &r),
+                     DOSSIER_CORRUPT);
+    out[0] = 'x';
+    assert_int_equal(store_link_key_parse(out, sizeof(want), &r),
+                     DOSSIER_CORRUPT);
+}
+
 /* The longest names give keys of at most STORE_KEY_MAX bytes. */
 static void test_longest_keys_fit_store_key_max(void **state)
 {
@@ -560,6 +614,8 @@ static void test_longest_keys_fit_store_key_max(void **state)
     assert_true(store_record_key(out, name, RID) <= STORE_KEY_MAX);
     assert_true(store_membership_key(out, sp, name, RID) <= STORE_KEY_MAX);
     assert_true(store_index_key(out, name, name, blind, RID) <= STORE_KEY_MAX);
+    assert_true(store_link_key(out, 'i', name, RID, name, name, RID) <=
+                STORE_KEY_MAX);
 }
 
 /* ------------------------------------------------------------------ */
@@ -994,6 +1050,199 @@ static void test_delete_expecting_wrong_version_is_version_conflict(
 }
 
 /* ------------------------------------------------------------------ */
+/* Links */
+
+/* The number of rows of the link family. */
+static size_t link_rows(struct store *s)
+{
+    struct keys ks;
+    scan(s, STORE_LINK, NULL, 0, NULL, 0, &ks);
+    return ks.n;
+}
+
+/* Whether the link family holds the "o" row (@kind, 16 x @from) @label
+ * (@tkind, 16 x @to), and whether it holds its "i" mirror: 1 if both, 0 if
+ * neither (a row without its mirror fails the test). */
+static int has_link(struct store *s, const char *kind, uint8_t from,
+                    const char *label, const char *tkind, uint8_t to)
+{
+    uint8_t a[STORE_RID_BYTES], b[STORE_RID_BYTES], key[STORE_KEY_MAX];
+    struct keys ks;
+    size_t klen;
+    int o, i;
+
+    memset(a, from, sizeof(a));
+    memset(b, to, sizeof(b));
+    scan(s, STORE_LINK, NULL, 0, NULL, 0, &ks);
+    klen = store_link_key(key, 'o', kind, a, label, tkind, b);
+    o = keys_has(&ks, key, klen);
+    klen = store_link_key(key, 'i', tkind, b, label, kind, a);
+    i = keys_has(&ks, key, klen);
+    assert_int_equal(o, i);
+    return o;
+}
+
+/* A Put writes each link as an "o" row holding the sealed target id and an
+ * "i" mirror, records how many, and store_record_links reads them back
+ * with the record. */
+static void test_put_writes_link_rows_both_ways(void **state)
+{
+    struct fixture *f = *state;
+    struct put p;
+    struct store_result res;
+    struct store_link *links;
+    StoredRecord *r;
+    struct dossier_status st;
+    size_t n;
+
+    fx_open(f);
+    put_person(&p, 0x0a, 1000);
+    put_link(&p, "works_at", "company", 0x0c);
+    put_link(&p, "owns", "deal", 0x0d);
+    apply1_ok(f->s, &p.cmd, &res);
+    assert_int_equal(link_rows(f->s), 4);
+    assert_true(has_link(f->s, "contact", 0x0a, "works_at", "company", 0x0c));
+    assert_true(has_link(f->s, "contact", 0x0a, "owns", "deal", 0x0d));
+
+    assert_int_equal(store_record_links(f->s, "contact", p.rid, &r, &links, &n,
+                                        &st),
+                     0);
+    assert_int_equal(r->version, res.version);
+    assert_int_equal(r->n_links, 2);
+    assert_int_equal(n, 2);
+    /* Key order: by label. */
+    assert_string_equal(links[0].label, "owns");
+    assert_string_equal(links[0].kind, "deal");
+    assert_memory_equal(links[0].rid, p.lrid[1], STORE_RID_BYTES);
+    assert_int_equal(links[0].sealed_len, 8);
+    assert_memory_equal(links[0].sealed_id, p.lrid[1], 8);
+    assert_string_equal(links[1].label, "works_at");
+    store_links_free(links, n);
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+
+    /* A record that is not there has no links to read. */
+    memset(p.rid, 0x0f, sizeof(p.rid));
+    assert_int_equal(store_record_links(f->s, "contact", p.rid, &r, &links, &n,
+                                        &st),
+                     DOSSIER_NOT_FOUND);
+    assert_null(r);
+    assert_null(links);
+}
+
+/* A Put replaces the record's links: rows of links it no longer has go,
+ * with their mirrors; other records' links stay. */
+static void test_put_replaces_link_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct put p, q;
+    struct store_result res;
+
+    fx_open(f);
+    put_person(&q, 0x0b, 1000);
+    put_link(&q, "works_at", "company", 0x0c);
+    apply1_ok(f->s, &q.cmd, &res);
+    put_person(&p, 0x0a, 1000);
+    put_link(&p, "works_at", "company", 0x0c);
+    apply1_ok(f->s, &p.cmd, &res);
+    put_person(&p, 0x0a, 2000);
+    put_link(&p, "works_at", "company", 0x0e);
+    apply1_ok(f->s, &p.cmd, &res);
+    assert_false(has_link(f->s, "contact", 0x0a, "works_at", "company", 0x0c));
+    assert_true(has_link(f->s, "contact", 0x0a, "works_at", "company", 0x0e));
+    assert_true(has_link(f->s, "contact", 0x0b, "works_at", "company", 0x0c));
+    assert_int_equal(link_rows(f->s), 4);
+
+    put_person(&p, 0x0a, 3000); /* no links at all */
+    apply1_ok(f->s, &p.cmd, &res);
+    assert_int_equal(link_rows(f->s), 2);
+}
+
+/* Deleting a record removes its links and the links of other records to
+ * it, both rows of each. */
+static void test_delete_removes_links_from_and_to_the_record(void **state)
+{
+    struct fixture *f = *state;
+    struct put a, b;
+    struct del d;
+    struct store_result res;
+
+    fx_open(f);
+    put_person(&a, 0x0a, 1000);
+    put_link(&a, "works_at", "company", 0x0c);
+    apply1_ok(f->s, &a.cmd, &res);
+    put_init(&b, "deal", 0x0d, 0, 0, 1000);
+    put_link(&b, "involves", "contact", 0x0a);
+    put_link(&b, "for", "company", 0x0c);
+    apply1_ok(f->s, &b.cmd, &res);
+    assert_int_equal(link_rows(f->s), 6);
+
+    del_init(&d, "contact", 0x0a);
+    apply1_ok(f->s, &d.cmd, &res);
+    assert_false(has_link(f->s, "contact", 0x0a, "works_at", "company", 0x0c));
+    assert_false(has_link(f->s, "deal", 0x0d, "involves", "contact", 0x0a));
+    assert_true(has_link(f->s, "deal", 0x0d, "for", "company", 0x0c));
+    assert_int_equal(link_rows(f->s), 2);
+}
+
+/* Erasing a subject removes the links from and to each of its records. */
+static void test_erase_removes_links_of_every_record(void **state)
+{
+    struct fixture *f = *state;
+    struct put a, t, d;
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__EraseOp op = DOSSIER__STORE__V1__ERASE_OP__INIT;
+    struct store_result res;
+
+    fx_open(f);
+    put_person(&a, 0x0a, 1000);
+    put_link(&a, "works_at", "company", 0x0c);
+    apply1_ok(f->s, &a.cmd, &res);
+    put_init(&t, "ticket", 0x0b, 0x5a, 7, 1000);
+    put_link(&t, "raised_by", "contact", 0x0a);
+    apply1_ok(f->s, &t.cmd, &res);
+    put_init(&d, "deal", 0x0d, 0, 0, 1000);
+    put_link(&d, "involves", "contact", 0x0a);
+    put_link(&d, "for", "company", 0x0c);
+    apply1_ok(f->s, &d.cmd, &res);
+    assert_int_equal(link_rows(f->s), 8);
+
+    op.subject = (ProtobufCBinaryData){STORE_SP_BYTES, a.sp};
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASE;
+    cmd.erase = &op;
+    apply1_ok(f->s, &cmd, &res);
+    assert_int_equal(res.deleted, 2);
+    assert_true(has_link(f->s, "deal", 0x0d, "for", "company", 0x0c));
+    assert_int_equal(link_rows(f->s), 2);
+}
+
+/* A link with a bad label, kind, pseudonym or no sealed id is a malformed
+ * Put: nothing is written. */
+static void test_put_with_malformed_link_is_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    struct put p;
+    struct store_result res;
+
+    fx_open(f);
+    put_person(&p, 0x0a, 1000);
+    put_link(&p, "Works At", "company", 0x0c);
+    assert_int_equal(apply1(f->s, &p.cmd, &res), DOSSIER_CORRUPT);
+    put_person(&p, 0x0a, 1000);
+    put_link(&p, "works_at", "", 0x0c);
+    assert_int_equal(apply1(f->s, &p.cmd, &res), DOSSIER_CORRUPT);
+    put_person(&p, 0x0a, 1000);
+    put_link(&p, "works_at", "company", 0x0c);
+    p.le[0].rid.len = 15;
+    assert_int_equal(apply1(f->s, &p.cmd, &res), DOSSIER_CORRUPT);
+    put_person(&p, 0x0a, 1000);
+    put_link(&p, "works_at", "company", 0x0c);
+    p.le[0].sealed_id.len = 0;
+    assert_int_equal(apply1(f->s, &p.cmd, &res), DOSSIER_CORRUPT);
+    assert_null(record_get(f->s, "contact", 0x0a));
+    assert_int_equal(link_rows(f->s), 0);
+}
+
+/* ------------------------------------------------------------------ */
 /* Revision, batches and kinds */
 
 /* The revision survives closing and reopening the store, and numbering
@@ -1357,6 +1606,7 @@ int main(void)
         T(test_record_key_is_kind_nul_rid),
         T(test_membership_key_is_sp_kind_nul_rid),
         T(test_index_key_is_kind_nul_field_nul_blind_rid),
+        T(test_link_key_is_dir_kind_rid_label_kind_rid),
         T(test_longest_keys_fit_store_key_max),
         T(test_put_versions_are_revisions_and_grow),
         T(test_put_stores_record_with_times),
@@ -1374,6 +1624,11 @@ int main(void)
         T(test_delete_removes_record_index_keys_and_membership),
         T(test_delete_of_missing_record_is_not_found),
         T(test_delete_expecting_wrong_version_is_version_conflict),
+        T(test_put_writes_link_rows_both_ways),
+        T(test_put_replaces_link_rows),
+        T(test_delete_removes_links_from_and_to_the_record),
+        T(test_erase_removes_links_of_every_record),
+        T(test_put_with_malformed_link_is_corrupt),
         T(test_revision_survives_reopen),
         T(test_batch_of_failed_commands_keeps_revision),
         T(test_aborted_batch_writes_nothing),

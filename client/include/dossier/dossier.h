@@ -105,6 +105,10 @@ struct dossier_field {
     struct dossier_value value;
 };
 
+/* A link to another record (see "Links between records" below). The
+ * label is a name like a kind's (lower-case letters, digits and _, at most
+ * 63 bytes) and is not secret: never put personal data in it. A record's
+ * links are a set, read back ordered by label and kind. */
 struct dossier_link {
     const char *label; /* e.g. "works_at" */
     const char *kind;
@@ -377,6 +381,59 @@ DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_scan(struct dossier_client *c, const struct dossier_call_options *co,
              const char *kind, const struct dossier_page_request *pr,
              struct dossier_page *out, struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Links between records
+ *
+ * A record's links (struct dossier_link, written with dossier_put) are
+ * kept in an index both ways: from a record to its targets (outgoing) and
+ * from a record to the records that link to it (incoming). Deleting or
+ * erasing either end removes the link. */
+
+enum dossier_link_direction {
+    DOSSIER_LINKS_BOTH = 0,     /* outgoing, then incoming */
+    DOSSIER_LINKS_OUTGOING = 1, /* the record's links, to their targets */
+    DOSSIER_LINKS_INCOMING = 2, /* other records' links to the record */
+};
+
+/* A record at the other end of a link. */
+struct dossier_linked_record {
+    char *label;
+    /* DOSSIER_LINKS_OUTGOING: the record asked about links to @record;
+     * DOSSIER_LINKS_INCOMING: @record links to it. */
+    enum dossier_link_direction direction;
+    struct dossier_record *record;
+};
+
+/* A page of linked records. The caller releases it with
+ * dossier_link_page_release(). */
+struct dossier_link_page {
+    size_t n_links;
+    struct dossier_linked_record *links;
+    char *next_page_token; /* NULL when there is nothing more */
+};
+
+DOSSIER_API void dossier_link_page_release(struct dossier_link_page *p);
+
+/* The records linked from and/or to record (@kind, @id), in @direction,
+ * with link label @label only (NULL: every label), a page at a time
+ * (@pr may be NULL: the first page of 100), into @out. Each comes as
+ * dossier_get() would return it under the call's purpose: fields the
+ * purpose may not see are left out. Records the purpose may not read at
+ * all (a restricted subject, or one without the consent the purpose
+ * needs) and links to records that do not exist are left out of the
+ * page, so a page may be short while next_page_token says more follow.
+ * The read is audited.
+ * Errors: DOSSIER_NOT_FOUND (no such record), DOSSIER_PERMISSION_DENIED
+ * (the purpose may not read the record itself), DOSSIER_INVALID_ARGUMENT
+ * (a direction not above, a label that is not a name, a foreign page
+ * token). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_list_links(struct dossier_client *c,
+                   const struct dossier_call_options *co, const char *kind,
+                   const char *id, enum dossier_link_direction direction,
+                   const char *label, const struct dossier_page_request *pr,
+                   struct dossier_link_page *out, struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
  * Asynchronous records calls
