@@ -1461,8 +1461,14 @@ int cluster_start(struct store *s, struct crypt *c,
     rc.election_ticks = cl->election_ticks;
     if (raft_new(&rc, &rs.p, &cl->raft) != RAFT_OK) {
         raftio_state_release(&rs);
+        /* RocksDB opened the files, but what they hold does not add up
+         * (e.g. a damaged MANIFEST read as a torn tail, losing its last
+         * edits): refuse, rather than serve from a state that lost
+         * acknowledged writes. */
         err_set(st, DOSSIER_CORRUPT,
-                "the raft state on disk is inconsistent");
+                "the raft state on disk is inconsistent: the data "
+                "directory is corrupt or incomplete (restore this node from "
+                "a backup, or remove it and add it again)");
         goto fail;
     }
     raftio_state_release(&rs);

@@ -667,38 +667,27 @@ static int cmd_delete(struct cli *cli, int argc, char **argv)
                                      (json_int_t)version));
 }
 
-enum listing { L_FIND, L_LIST, L_SCAN };
+/* Fetches and prints one page of a listing asked for with @pr; puts the
+ * next page's token (malloc'd) or NULL into *@next. Returns 0 or an exit
+ * code (the error already reported). */
+typedef int (*page_fn)(struct cli *cli, void *arg,
+                       const struct dossier_page_request *pr, char **next);
 
-/* Runs a listing page by page, printing each record as a line. */
-static int run_listing(struct cli *cli, enum listing which, const char *a,
-                       const char *b, const struct dossier_value *v,
-                       const struct cmd_opts *o)
+/* Runs a listing page by page from --page-token: every page with --all,
+ * else the first, and then "next_page_token: T" on stderr when more
+ * remain. */
+static int run_pages(struct cli *cli, const struct cmd_opts *o, page_fn fn,
+                     void *arg)
 {
     struct dossier_page_request pr = {o->limit, o->page_token};
     char *token = NULL;
-    int rc = 0;
+    int rc;
 
     for (;;) {
-        struct dossier_page page;
-        struct dossier_status st;
-        int e;
-        if (which == L_FIND)
-            e = dossier_find(cli->client, &cli->read_opts, a, b, v, &pr, &page, &st);
-        else if (which == L_LIST)
-            e = dossier_list_by_subject(cli->client, &cli->read_opts, a,
-                                        o->kind, &pr, &page, &st);
-        else
-            e = dossier_scan(cli->client, &cli->read_opts, a, &pr, &page, &st);
-        if (e) {
-            rc = report(&st);
-            break;
-        }
-        for (size_t i = 0; i < page.n_records && rc == 0; i++)
-            rc = print_json(cli, json_from_record(page.records[i]));
+        char *next = NULL;
+        rc = fn(cli, arg, &pr, &next);
         free(token);
-        token = page.next_page_token;
-        page.next_page_token = NULL;
-        dossier_page_release(&page);
+        token = next;
         if (rc || !token)
             break;
         if (!o->all) {
@@ -710,6 +699,49 @@ static int run_listing(struct cli *cli, enum listing which, const char *a,
     }
     free(token);
     return rc;
+}
+
+enum listing { L_FIND, L_LIST, L_SCAN };
+
+struct listing_args {
+    enum listing which;
+    const char *a, *b, *kind;
+    const struct dossier_value *v;
+};
+
+static int listing_page(struct cli *cli, void *arg,
+                        const struct dossier_page_request *pr, char **next)
+{
+    const struct listing_args *l = arg;
+    struct dossier_page page;
+    struct dossier_status st;
+    int e, rc = 0;
+
+    if (l->which == L_FIND)
+        e = dossier_find(cli->client, &cli->read_opts, l->a, l->b, l->v, pr,
+                         &page, &st);
+    else if (l->which == L_LIST)
+        e = dossier_list_by_subject(cli->client, &cli->read_opts, l->a,
+                                    l->kind, pr, &page, &st);
+    else
+        e = dossier_scan(cli->client, &cli->read_opts, l->a, pr, &page, &st);
+    if (e)
+        return report(&st);
+    for (size_t i = 0; i < page.n_records && rc == 0; i++)
+        rc = print_json(cli, json_from_record(page.records[i]));
+    *next = page.next_page_token;
+    page.next_page_token = NULL;
+    dossier_page_release(&page);
+    return rc;
+}
+
+/* Runs a listing page by page, printing each record as a line. */
+static int run_listing(struct cli *cli, enum listing which, const char *a,
+                       const char *b, const struct dossier_value *v,
+                       const struct cmd_opts *o)
+{
+    struct listing_args l = {which, a, b, o->kind, v};
+    return run_pages(cli, o, listing_page, &l);
 }
 
 static int cmd_find(struct cli *cli, int argc, char **argv)
@@ -758,11 +790,40 @@ static int cmd_scan(struct cli *cli, int argc, char **argv)
 
 /* Each linked record as {"label", "direction": "out"|"in", "record"},
  * page by page as run_listing does. */
+struct links_args {
+    const char *kind, *id;
+    const struct cmd_opts *o;
+};
+
+static int links_page(struct cli *cli, void *arg,
+                      const struct dossier_page_request *pr, char **next)
+{
+    const struct links_args *l = arg;
+    struct dossier_link_page page;
+    struct dossier_status st;
+    int rc = 0;
+
+    if (dossier_list_links(cli->client, &cli->read_opts, l->kind, l->id,
+                           l->o->direction, l->o->label, pr, &page, &st))
+        return report(&st);
+    for (size_t i = 0; i < page.n_links && rc == 0; i++) {
+        const struct dossier_linked_record *k = &page.links[i];
+        rc = print_json(
+            cli, json_pack("{s:s, s:s, s:o}", "label", k->label, "direction",
+                           k->direction == DOSSIER_LINKS_INCOMING ? "in"
+                                                                  : "out",
+                           "record", json_from_record(k->record)));
+    }
+    *next = page.next_page_token;
+    page.next_page_token = NULL;
+    dossier_link_page_release(&page);
+    return rc;
+}
+
 static int cmd_links(struct cli *cli, int argc, char **argv)
 {
+    struct links_args l;
     struct cmd_opts o;
-    struct dossier_page_request pr;
-    char *token = NULL;
     int rc;
 
     if ((rc = cmd_options(argc, argv, "DLlTa", &o)))
@@ -771,40 +832,8 @@ static int cmd_links(struct cli *cli, int argc, char **argv)
         return usage_error("links needs KIND and ID%s", "");
     if ((rc = connect_node(cli)))
         return rc;
-    pr = (struct dossier_page_request){o.limit, o.page_token};
-    for (;;) {
-        struct dossier_link_page page;
-        struct dossier_status st;
-        if (dossier_list_links(cli->client, &cli->read_opts, argv[optind],
-                               argv[optind + 1], o.direction, o.label, &pr,
-                               &page, &st)) {
-            rc = report(&st);
-            break;
-        }
-        for (size_t i = 0; i < page.n_links && rc == 0; i++) {
-            const struct dossier_linked_record *l = &page.links[i];
-            rc = print_json(
-                cli, json_pack("{s:s, s:s, s:o}", "label", l->label,
-                               "direction",
-                               l->direction == DOSSIER_LINKS_INCOMING ? "in"
-                                                                      : "out",
-                               "record", json_from_record(l->record)));
-        }
-        free(token);
-        token = page.next_page_token;
-        page.next_page_token = NULL;
-        dossier_link_page_release(&page);
-        if (rc || !token)
-            break;
-        if (!o.all) {
-            fflush(stdout);
-            fprintf(stderr, "next_page_token: %s\n", token);
-            break;
-        }
-        pr.page_token = token;
-    }
-    free(token);
-    return rc;
+    l = (struct links_args){argv[optind], argv[optind + 1], &o};
+    return run_pages(cli, &o, links_page, &l);
 }
 
 static int cmd_schema(struct cli *cli, int argc, char **argv)
@@ -1924,58 +1953,57 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
 
 /* `dossier dedup report KIND`: candidate duplicate groups, one JSON
  * object per line: {"field": F, "records": [...]}. */
+struct dedup_args {
+    const char *kind;
+    const char *fields[32];
+    size_t n_fields;
+};
+
+static int dedup_page(struct cli *cli, void *arg,
+                      const struct dossier_page_request *pr, char **next)
+{
+    const struct dedup_args *a = arg;
+    struct dossier_duplicates d;
+    struct dossier_status st;
+    int rc = 0;
+
+    if (dossier_find_duplicates(cli->client, &cli->read_opts, a->kind,
+                                a->fields, a->n_fields, pr, &d, &st))
+        return report(&st);
+    for (size_t i = 0; i < d.n_groups && rc == 0; i++) {
+        json_t *recs = json_array();
+        for (size_t j = 0; recs && j < d.groups[i].n_records; j++)
+            json_array_append_new(recs,
+                                  json_from_record(d.groups[i].records[j]));
+        rc = print_json(cli, json_pack("{s:s, s:o}", "field",
+                                       d.groups[i].field, "records", recs));
+    }
+    *next = d.next_page_token;
+    d.next_page_token = NULL;
+    dossier_duplicates_release(&d);
+    return rc;
+}
+
 static int dedup_report(struct cli *cli, const char *kind,
                         const struct cmd_opts *o)
 {
-    struct dossier_page_request pr = {o->limit, o->page_token};
-    const char *fields[32];
-    size_t n_fields = 0;
-    char *list = NULL, *token = NULL;
-    int rc = 0;
+    struct dedup_args a = {kind, {0}, 0};
+    char *list = NULL;
+    int rc;
 
     if (o->fields) {
         if (!(list = strdup(o->fields)))
             return EXIT_ERROR;
         for (char *save, *f = strtok_r(list, ",", &save); f;
              f = strtok_r(NULL, ",", &save)) {
-            if (n_fields == sizeof(fields) / sizeof(fields[0])) {
+            if (a.n_fields == sizeof(a.fields) / sizeof(a.fields[0])) {
                 free(list);
                 return usage_error("--fields: at most 32 fields%s", "");
             }
-            fields[n_fields++] = f;
+            a.fields[a.n_fields++] = f;
         }
     }
-    for (;;) {
-        struct dossier_duplicates d;
-        struct dossier_status st;
-        if (dossier_find_duplicates(cli->client, &cli->read_opts, kind,
-                                    fields, n_fields, &pr, &d, &st)) {
-            rc = report(&st);
-            break;
-        }
-        for (size_t i = 0; i < d.n_groups && rc == 0; i++) {
-            json_t *recs = json_array();
-            for (size_t j = 0; recs && j < d.groups[i].n_records; j++)
-                json_array_append_new(recs,
-                                      json_from_record(d.groups[i].records[j]));
-            rc = print_json(cli, json_pack("{s:s, s:o}", "field",
-                                           d.groups[i].field, "records",
-                                           recs));
-        }
-        free(token);
-        token = d.next_page_token;
-        d.next_page_token = NULL;
-        dossier_duplicates_release(&d);
-        if (rc || !token)
-            break;
-        if (!o->all) {
-            fflush(stdout);
-            fprintf(stderr, "next_page_token: %s\n", token);
-            break;
-        }
-        pr.page_token = token;
-    }
-    free(token);
+    rc = run_pages(cli, o, dedup_page, &a);
     free(list);
     return rc;
 }
@@ -2123,39 +2151,28 @@ static int segment_define(struct cli *cli, const char *path)
     return rc;
 }
 
+static int segment_page(struct cli *cli, void *arg,
+                        const struct dossier_page_request *pr, char **next)
+{
+    struct dossier_segment_members m;
+    struct dossier_status st;
+    int rc = 0;
+
+    if (dossier_segment_run(cli->client, &cli->read_opts, arg, pr, &m, &st))
+        return report(&st);
+    for (size_t i = 0; i < m.n_ids && rc == 0; i++)
+        rc = print_json(cli, json_pack("{s:s, s:s}", "kind", m.kind, "id",
+                                       m.ids[i]));
+    *next = m.next_page_token;
+    m.next_page_token = NULL;
+    dossier_segment_members_release(&m);
+    return rc;
+}
+
 static int segment_run(struct cli *cli, const char *name,
                        const struct cmd_opts *o)
 {
-    struct dossier_page_request pr = {o->limit, o->page_token};
-    char *token = NULL;
-    int rc = 0;
-
-    for (;;) {
-        struct dossier_segment_members m;
-        struct dossier_status st;
-        if (dossier_segment_run(cli->client, &cli->read_opts, name, &pr, &m,
-                                &st)) {
-            rc = report(&st);
-            break;
-        }
-        for (size_t i = 0; i < m.n_ids && rc == 0; i++)
-            rc = print_json(cli, json_pack("{s:s, s:s}", "kind", m.kind, "id",
-                                           m.ids[i]));
-        free(token);
-        token = m.next_page_token;
-        m.next_page_token = NULL;
-        dossier_segment_members_release(&m);
-        if (rc || !token)
-            break;
-        if (!o->all) {
-            fflush(stdout);
-            fprintf(stderr, "next_page_token: %s\n", token);
-            break;
-        }
-        pr.page_token = token;
-    }
-    free(token);
-    return rc;
+    return run_pages(cli, o, segment_page, (void *)name);
 }
 
 static int cmd_segment(struct cli *cli, int argc, char **argv)
