@@ -1153,6 +1153,8 @@ static int tracked_from_pb(const Dossier__V1__TrackedRequestInfo *m,
         text_copy(t.reference, sizeof(t.reference), m->reference) ||
         text_copy(t.filed_by, sizeof(t.filed_by), m->filed_by) ||
         text_copy(t.executed_by, sizeof(t.executed_by), m->executed_by) ||
+        text_copy(t.extension_reason, sizeof(t.extension_reason),
+                  m->extension_reason) ||
         bytes_copy(t.pseudonym, sizeof(t.pseudonym), &m->pseudonym,
                    "pseudonym", st))
         return err_set(st, DOSSIER_INTERNAL,
@@ -1168,6 +1170,8 @@ static int tracked_from_pb(const Dossier__V1__TrackedRequestInfo *m,
     t.result_index = m->result_index;
     t.records = m->records;
     t.overdue = m->overdue;
+    t.extended_ms = m->extended_ms;
+    t.original_deadline_ms = m->original_deadline_ms;
     *out = t;
     return 0;
 }
@@ -1313,6 +1317,21 @@ int dossier_request_complete(struct dossier_client *c,
     req.subject_id = (char *)subject_id;
     req.digest = (ProtobufCBinaryData){32, (uint8_t *)digest};
     return receipt_call(c, co, M_REQUEST_COMPLETE, &req.base, out, st);
+}
+
+int dossier_request_extend(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const char *id, const char *reason,
+                           struct dossier_request_receipt *out,
+                           struct dossier_status *st)
+{
+    Dossier__V1__ExtendRequest req = DOSSIER__V1__EXTEND_REQUEST__INIT;
+    if (!id || !id[0] || !reason || !reason[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "id and reason are needed");
+    req.id = (char *)id;
+    req.reason = (char *)reason;
+    return receipt_call(c, co, M_REQUEST_EXTEND, &req.base, out, st);
 }
 
 int dossier_request_receipt_verify(const struct dossier_request_receipt *r,

@@ -57,6 +57,7 @@ enum client_method {
     M_SEGMENT_DEFINE,
     M_SEGMENT_RUN,
     M_LIST_LINKS,
+    M_REQUEST_EXTEND,
     M_COUNT,
 };
 
@@ -83,6 +84,7 @@ static inline int client_method_is_write(enum client_method m)
     case M_PRINCIPAL_ADD:
     case M_PRINCIPAL_REMOVE:
     case M_SEGMENT_DEFINE:
+    case M_REQUEST_EXTEND:
         return 1;
     default:
         return 0;

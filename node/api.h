@@ -89,6 +89,7 @@ void api_requests_list(struct call *c, ProtobufCMessage *req);
 void api_requests_get(struct call *c, ProtobufCMessage *req);
 void api_requests_execute(struct call *c, ProtobufCMessage *req);
 void api_requests_complete(struct call *c, ProtobufCMessage *req);
+void api_requests_extend(struct call *c, ProtobufCMessage *req);
 /* Tracked requests: open ones, executed ones, and open ones past their
  * deadline at @now (for metrics). Returns 0 or a store error code. */
 int api_requests_count(struct node *n, int64_t now, uint64_t *open,

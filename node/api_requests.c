@@ -61,6 +61,9 @@ static void request_info(const Dossier__Store__V1__TrackedRequest *t,
     out->executed_by = t->executed_by;
     out->overdue = t->executed ? t->executed_ms > t->deadline_ms
                                : now > t->deadline_ms;
+    out->extended_ms = t->extended_ms;
+    out->extension_reason = t->extension_reason;
+    out->original_deadline_ms = t->original_deadline_ms;
 }
 
 /* Answers @c with request @id as stored now and, once executed, its
@@ -378,6 +381,44 @@ void api_requests_complete(struct call *c, ProtobufCMessage *msg)
     op.kind = (char *)"export";
     op.subject = (ProtobufCBinaryData){sizeof(r->sp), r->sp};
     op.digest = (ProtobufCBinaryData){32, r->digest};
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_REQUEST;
+    cmd.request = &op;
+    request_submit(c, &cmd, r);
+}
+
+void api_requests_extend(struct call *c, ProtobufCMessage *msg)
+{
+    Dossier__V1__ExtendRequest *req = (Dossier__V1__ExtendRequest *)msg;
+    Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RequestOp op = DOSSIER__STORE__V1__REQUEST_OP__INIT;
+    Dossier__Store__V1__TrackedRequest *t;
+    struct dossier_status st;
+    struct req_ctx *r;
+    char kind[16];
+
+    if (!req->reason[0])
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "reason is needed: why the request needs longer");
+    if (!api_label_ok(c, "reason", req->reason))
+        return;
+    if (request_read(call_node(c), req->id, &t, &st))
+        return call_fail_status(c, &st);
+    if (!(r = req_new(c))) {
+        dossier__store__v1__tracked_request__free_unpacked(t, NULL);
+        return;
+    }
+    /* The state machine checks the rest (open, not extended, in time)
+     * against the request as it is when the command applies. */
+    snprintf(r->id, sizeof(r->id), "%s", t->id);
+    snprintf(kind, sizeof(kind), "%s", t->kind);
+    if (t->subject.len == sizeof(r->sp))
+        memcpy(r->sp, t->subject.data, sizeof(r->sp));
+    dossier__store__v1__tracked_request__free_unpacked(t, NULL);
+    op.action = DOSSIER__STORE__V1__REQUEST_OP__ACTION__EXTEND;
+    op.id = r->id;
+    op.kind = kind;
+    op.subject = (ProtobufCBinaryData){sizeof(r->sp), r->sp};
+    op.reason = req->reason;
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_REQUEST;
     cmd.request = &op;
     request_submit(c, &cmd, r);

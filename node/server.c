@@ -154,6 +154,8 @@ static const struct api_method methods[] = {
     {"/dossier.v1.Requests/Complete",
      &dossier__v1__complete_request__descriptor, api_requests_complete,
      W | D, 1, CMP},
+    {"/dossier.v1.Requests/Extend", &dossier__v1__extend_request__descriptor,
+     api_requests_extend, W | D, 1, CMP},
     {"/dossier.v1.Principals/Add",
      &dossier__v1__add_principal_request__descriptor, api_principals_add,
      W | API_ADMIN, 1, ADM},

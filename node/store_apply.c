@@ -1066,6 +1066,9 @@ static int request_id_ok(const char *id)
     return 1;
 }
 
+/* GDPR Art. 12(3): two further months. */
+#define REQUEST_EXTENSION_MS (60LL * 24 * 3600 * 1000)
+
 /* The tracked request @id as this batch sees it into *@out (free with
  * dossier__store__v1__tracked_request__free_unpacked), checked to be of
  * @kind, for subject @sp and not yet executed. */
@@ -1177,6 +1180,38 @@ static int apply_request(struct store_batch *b, const Command *cmd,
         rc = request_put(b, t);
         t->digest = (ProtobufCBinaryData){0, NULL};
         t->executed_by = NULL;
+        dossier__store__v1__tracked_request__free_unpacked(t, NULL);
+        if (rc)
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    } else if (op->action == DOSSIER__STORE__V1__REQUEST_OP__ACTION__EXTEND) {
+        if (!op->reason[0] || !policy_label_valid(op->reason))
+            return bad_command(res, "request extension");
+        rc = request_open(b, op->id, op->kind, op->subject.data, &t, res);
+        if (rc)
+            return rc;
+        if (t->original_deadline_ms)
+            rc = err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                         "request %s was extended already: GDPR allows "
+                         "one extension",
+                         op->id);
+        else if (cmd->time_ms > t->deadline_ms)
+            rc = err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                         "request %s is past its deadline: an extension "
+                         "must be decided (and the subject told) within the "
+                         "first month",
+                         op->id);
+        if (rc) {
+            dossier__store__v1__tracked_request__free_unpacked(t, NULL);
+            return rc;
+        }
+        t->original_deadline_ms = t->deadline_ms;
+        t->deadline_ms += REQUEST_EXTENSION_MS;
+        t->extended_ms = cmd->time_ms;
+        t->extended_by = cmd->principal;       /* borrowed until the put */
+        t->extension_reason = op->reason;
+        rc = request_put(b, t);
+        t->extended_by = NULL;
+        t->extension_reason = NULL;
         dossier__store__v1__tracked_request__free_unpacked(t, NULL);
         if (rc)
             return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
@@ -1577,6 +1612,9 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         action = cmd->request->action ==
                          DOSSIER__STORE__V1__REQUEST_OP__ACTION__FILE
                      ? "requests.file"
+                 : cmd->request->action ==
+                         DOSSIER__STORE__V1__REQUEST_OP__ACTION__EXTEND
+                     ? "requests.extend"
                      : "requests.complete";
         if (cmd->request->subject.len == STORE_SP_BYTES)
             sp = cmd->request->subject.data;

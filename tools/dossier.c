@@ -184,6 +184,10 @@ static const char usage_text[] =
     "  request list [--open]   tracked requests, soonest deadline first,\n"
     "                          with days left or overdue\n"
     "  request show ID         one request, and its proof once executed\n"
+    "  request extend ID --reason LABEL\n"
+    "                          GDPR Art. 12(3): two further months for an\n"
+    "                          open request, once, within its first month\n"
+    "                          (tell the subject why)\n"
     "  request execute ID SUBJECT [--out FILE]\n"
     "                          meet the request: erase the subject, or write\n"
     "                          the export to FILE (needed for exports);\n"
@@ -343,6 +347,7 @@ struct cmd_opts {
     const char *fields; /* dedup: "a,b" */
     /* report */
     const char *by, *sum, *per, *time_field, *format;
+    const char *reason; /* request extend */
     /* links */
     int direction; /* enum dossier_link_direction */
     const char *label;
@@ -382,6 +387,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"per", required_argument, NULL, 'q'},
         {"time", required_argument, NULL, 'm'},
         {"format", required_argument, NULL, 'g'},
+        {"reason", required_argument, NULL, 'Z'},
         {"direction", required_argument, NULL, 'D'},
         {"label", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
@@ -473,6 +479,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         case 'q': o->per = optarg; break;
         case 'm': o->time_field = optarg; break;
         case 'g': o->format = optarg; break;
+        case 'Z': o->reason = optarg; break;
         case 'D':
             if (strcmp(optarg, "out") == 0)
                 o->direction = DOSSIER_LINKS_OUTGOING;
@@ -1634,6 +1641,13 @@ static json_t *json_from_tracked(const struct dossier_tracked_request *t)
         "filed_by", t->filed_by);
     if (!j)
         return NULL;
+    if (t->extended_ms) {
+        json_object_set_new(j, "extended", json_date(t->extended_ms));
+        json_object_set_new(j, "extension_reason",
+                            json_string(t->extension_reason));
+        json_object_set_new(j, "original_deadline",
+                            json_date(t->original_deadline_ms));
+    }
     if (t->executed) {
         json_object_set_new(j, "executed", json_date(t->executed_ms));
         json_object_set_new(j, "executed_ms", json_integer(t->executed_ms));
@@ -1699,9 +1713,10 @@ static int cmd_request(struct cli *cli, int argc, char **argv)
     const char *sub = argc > 1 ? argv[1] : "";
 
     if (strcmp(sub, "file") && strcmp(sub, "list") && strcmp(sub, "show") &&
-        strcmp(sub, "execute"))
-        return usage_error("request needs file, list, show or execute%s", "");
-    if ((rc = cmd_options(ac, av, "rRoO", &o)))
+        strcmp(sub, "execute") && strcmp(sub, "extend"))
+        return usage_error("request needs file, list, show, extend or "
+                           "execute%s", "");
+    if ((rc = cmd_options(ac, av, "rRoOZ", &o)))
         return rc;
     if ((rc = connect_node(cli)))
         return rc;
@@ -1731,6 +1746,16 @@ static int cmd_request(struct cli *cli, int argc, char **argv)
             rc = print_json(cli, json_from_tracked(&t[i]));
         free(t);
         return rc;
+    }
+    if (strcmp(sub, "extend") == 0) {
+        struct dossier_request_receipt r;
+        if (ac - optind != 1 || !o.reason)
+            return usage_error("request extend needs an ID and --reason "
+                               "LABEL%s", "");
+        if (dossier_request_extend(cli->client, NULL, av[optind], o.reason,
+                                   &r, &st))
+            return report(&st);
+        return print_receipt(cli, &r);
     }
     if (strcmp(sub, "show") == 0) {
         struct dossier_request_receipt r;

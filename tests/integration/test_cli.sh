@@ -211,6 +211,14 @@ expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
 expect 3 "the erased record is gone" -- "$DOSSIER" get contact gdpr-1
 
+# --- tracked requests: an extension ------------------------------------------
+expect 0 "request file" -- "$DOSSIER" request file export gdpr-subj --reference T-9
+REQ=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+expect 2 "request extend without --reason is a usage error" -- "$DOSSIER" request extend "$REQ"
+expect 0 "request extend" -- "$DOSSIER" request extend "$REQ" --reason complexity
+json_check "the deadline moved by two months, with the reason" "d['request']['deadline_ms'] - d['request']['received_ms'] == 90 * 86400000 and d['request']['extension_reason'] == 'complexity'"
+expect 5 "a second extension is refused (exit 5)" -- "$DOSSIER" request extend "$REQ" --reason again
+
 # --- duplicates --------------------------------------------------------------
 printf '%s\n' '{"kind":"contact","id":"dup-1","subject_id":"dup-s1","fields":{"first_name":"Dee","email":"Dee@Example.com"}}' \
     '{"kind":"contact","id":"dup-2","subject_id":"dup-s2","fields":{"first_name":"Dee","email":"dee@example.COM"}}' >"$WORK/dups.jsonl"

@@ -1199,7 +1199,9 @@ static void test_tracked_requests(void **state)
     assert_int_equal(node_stop(&n), 0);
     assert_int_equal(node_start(&n, NULL), 0);
     dossier_client_close(dpo);
+    dossier_client_close(svc);
     dpo = client_as(n.addr, tok_dpo, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
     assert_int_equal(dossier_request_list(dpo, NULL, 0, &list, &count, &st),
                      0);
     assert_int_equal(count, 2);
@@ -1212,6 +1214,53 @@ static void test_tracked_requests(void **state)
     assert_int_equal(dossier_request_receipt_verify(&r, pk, &st), 0);
     assert_int_equal(dossier_request_get(dpo, NULL, "REQ-NONE", &r, &st),
                      DOSSIER_NOT_FOUND);
+
+    /* Art. 12(3): an open request received 10 days ago gets two further
+     * months, once; one past its first month, or executed, gets none. */
+    {
+        struct dossier_tracked_request late, young;
+        assert_int_equal(dossier_request_file(dpo, NULL, "export",
+                                              "subj-req-3", NULL,
+                                              now - 10LL * 86400000, &young,
+                                              &st),
+                         0);
+        assert_int_equal(dossier_request_file(dpo, NULL, "export",
+                                              "subj-req-4", NULL,
+                                              now - 31LL * 86400000, &late,
+                                              &st),
+                         0);
+        assert_int_equal(dossier_request_extend(dpo, NULL, young.id,
+                                                "complexity", &r, &st),
+                         0);
+        assert_int_equal(r.request.deadline_ms - r.request.received_ms,
+                         90LL * 24 * 3600 * 1000);
+        assert_int_equal(r.request.original_deadline_ms, young.deadline_ms);
+        assert_true(r.request.extended_ms >= now);
+        assert_string_equal(r.request.extension_reason, "complexity");
+        assert_false(r.request.overdue);
+        assert_int_equal(dossier_request_extend(dpo, NULL, young.id,
+                                                "complexity", &r, &st),
+                         DOSSIER_FAILED_PRECONDITION);
+        assert_non_null(strstr(st.message, "extended already"));
+        assert_int_equal(dossier_request_extend(dpo, NULL, late.id,
+                                                "complexity", &r, &st),
+                         DOSSIER_FAILED_PRECONDITION);
+        assert_non_null(strstr(st.message, "first month"));
+        assert_int_equal(dossier_request_extend(dpo, NULL, ex.id, "complexity",
+                                                &r, &st),
+                         DOSSIER_FAILED_PRECONDITION);
+        assert_int_equal(dossier_request_extend(dpo, NULL, young.id,
+                                                "has spaces", &r, &st),
+                         DOSSIER_INVALID_ARGUMENT);
+        assert_int_equal(dossier_request_extend(svc, NULL, young.id,
+                                                "complexity", &r, &st),
+                         DOSSIER_PERMISSION_DENIED);
+        /* Kept in the replicated state, with who and why. */
+        assert_int_equal(dossier_request_get(dpo, NULL, young.id, &r, &st),
+                         0);
+        assert_int_equal(r.request.original_deadline_ms, young.deadline_ms);
+        assert_string_equal(r.request.extension_reason, "complexity");
+    }
 
     dossier_client_close(svc);
     dossier_client_close(dpo);

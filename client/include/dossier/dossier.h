@@ -1190,6 +1190,10 @@ struct dossier_tracked_request {
     char filed_by[65];
     char executed_by[65];
     int overdue; /* open past its deadline, or executed after it */
+    /* Extended (GDPR Art. 12(3)): when, why, and the deadline before. */
+    int64_t extended_ms; /* 0: not extended */
+    char extension_reason[DOSSIER_LABEL_MAX + 1];
+    int64_t original_deadline_ms;
 };
 
 /* An executed request's proof: the erasure certificate, or for an export
@@ -1248,6 +1252,17 @@ dossier_request_complete(struct dossier_client *c,
                          const uint8_t digest[32],
                          struct dossier_request_receipt *out,
                          struct dossier_status *st);
+
+/* Extends open request @id by two further months (GDPR Art. 12(3)), for
+ * @reason (a label such as "complexity" or a ticket): once, and only
+ * within the first month after receipt, when the subject must be told.
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_FAILED_PRECONDITION (executed,
+ * extended already, or past its deadline), DOSSIER_INVALID_ARGUMENT. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_request_extend(struct dossier_client *c,
+                       const struct dossier_call_options *co, const char *id,
+                       const char *reason, struct dossier_request_receipt *out,
+                       struct dossier_status *st);
 
 /* Checks a receipt's proof under its public key (and, when @pk is not
  * NULL, that this is the key @pk). Returns 0, DOSSIER_CORRUPT, or
