@@ -127,6 +127,7 @@ int dossier_aggregate(struct dossier_client *c,
         struct dossier_aggregate_row *o = &out->rows[i];
         snprintf(o->key, sizeof(o->key), "%s", resp->rows[i]->key);
         o->bucket_start_ms = resp->rows[i]->bucket_start_ms;
+        o->no_time = resp->rows[i]->no_time;
         o->count = resp->rows[i]->count;
         o->sum = resp->rows[i]->sum;
     }

@@ -104,6 +104,8 @@ show find contact email ANN.ARCHER@acme.example
 show list person-ann --kind activity
 show links company acme --direction in
 show --target "$(addr 2)" --serializable scan deal --limit 2
+show report pipeline
+show watch --kind deal --from 1 --count 2
 echo
 echo "The CLI is $BUILD/dossier; DOSSIER_TARGET=$DOSSIER_TARGET reaches every node."
 echo "Metrics: http://$(metrics_addr 1)/metrics (node 1; +1 per node)."

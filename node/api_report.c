@@ -350,8 +350,8 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     for (size_t i = 0; i < a->n; i++) {
         dossier__v1__aggregate_row__init(&rows[i]);
         rows[i].key = a->g[i].key;
-        rows[i].bucket_start_ms = a->g[i].bucket == INT64_MIN ? 0
-                                                              : a->g[i].bucket;
+        rows[i].no_time = a->bucket && a->g[i].bucket == INT64_MIN;
+        rows[i].bucket_start_ms = rows[i].no_time ? 0 : a->g[i].bucket;
         rows[i].count = a->g[i].count;
         rows[i].sum = a->g[i].sum;
         ptrs[i] = &rows[i];

@@ -2255,7 +2255,9 @@ static int report_png(const struct dossier_aggregate *a, const char *title,
     for (size_t i = 0; i < a->n_rows; i++) {
         char label[160], day[16] = "";
         const char *k = a->rows[i].key[0] ? a->rows[i].key : "(none)";
-        if (with_bucket)
+        if (with_bucket && a->rows[i].no_time)
+            snprintf(day, sizeof(day), "(no time)");
+        else if (with_bucket)
             bucket_label(a->rows[i].bucket_start_ms, day, sizeof(day));
         snprintf(label, sizeof(label), "%s%s%s", day, with_bucket ? " " : "",
                  k);
@@ -2328,7 +2330,9 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
                                   (json_int_t)a.rows[i].count);
             if (j && r.sum)
                 json_object_set_new(j, "sum", json_real(a.rows[i].sum));
-            if (j && r.bucket)
+            if (j && r.bucket && a.rows[i].no_time)
+                json_object_set_new(j, "no_time", json_true());
+            else if (j && r.bucket)
                 json_object_set_new(j, "bucket_start_ms",
                                     json_integer(a.rows[i].bucket_start_ms));
             rc = print_json(cli, j);
@@ -2341,7 +2345,9 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
         printf("\n");
         for (size_t i = 0; i < a.n_rows; i++) {
             char day[16] = "";
-            if (r.bucket)
+            if (r.bucket && a.rows[i].no_time)
+                snprintf(day, sizeof(day), "(no time)");
+            else if (r.bucket)
                 bucket_label(a.rows[i].bucket_start_ms, day, sizeof(day));
             printf("%-12s%-28.28s %10llu", day,
                    a.rows[i].key[0] ? a.rows[i].key : "(none)",

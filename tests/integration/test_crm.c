@@ -196,7 +196,8 @@ static void put_activity(struct dossier_client *c, const char *id,
     struct dossier_status st;
     dossier_record_set_string(r, "type", "call");
     dossier_record_set_string(r, "owner", owner);
-    dossier_record_set_int(r, "occurred_at", at);
+    if (at >= 0)
+        dossier_record_set_int(r, "occurred_at", at);
     if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
         fail_msg("put %s: %s", id, st.message);
     dossier_record_free(r);
@@ -267,8 +268,14 @@ static void test_reports(void **state)
     put_activity(ops, "a2", "amy", mon + 6 * day + 3600000);
     put_activity(ops, "a3", "amy", mon + 7 * day);
     put_activity(ops, "a4", "bob", mon + 1000);
+    put_activity(ops, "a5", "bob", -1); /* no time: a group of its own */
     assert_int_equal(dossier_aggregate(ops, NULL, &weekly, &a, &st), 0);
-    assert_int_equal(a.n_rows, 3);
+    assert_int_equal(a.n_rows, 4);
+    assert_true(a.rows[0].no_time);
+    assert_string_equal(a.rows[0].key, "bob");
+    memmove(a.rows, a.rows + 1, 3 * sizeof(*a.rows)); /* the timed ones */
+    for (size_t i = 0; i < 3; i++)
+        assert_false(a.rows[i].no_time);
     assert_true(a.rows[0].bucket_start_ms == mon);
     assert_string_equal(a.rows[0].key, "amy");
     assert_int_equal(a.rows[0].count, 2);
@@ -280,7 +287,7 @@ static void test_reports(void **state)
     /* analytics rests on consent, which s-act never gave. */
     assert_int_equal(dossier_aggregate(analytics, NULL, &weekly, &a, &st), 0);
     assert_int_equal(a.records, 0);
-    assert_int_equal(a.left_out, 4);
+    assert_int_equal(a.left_out, 5);
     dossier_aggregate_release(&a);
 
     /* Bad input. */

@@ -966,6 +966,7 @@ struct dossier_aggregate_request {
 struct dossier_aggregate_row {
     char key[128];           /* the group_by value ("" for none) */
     int64_t bucket_start_ms; /* with a bucket */
+    int no_time;             /* with a bucket: records without a time */
     uint64_t count;
     double sum;
 };
