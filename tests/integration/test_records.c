@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -494,6 +496,67 @@ static void test_oversized_request_refused(void **state)
     dossier_record_free(r);
 }
 
+/* A reply over the client's own limit (max_message_bytes) is refused as
+ * TOO_LARGE, and the same client reads it once the limit allows. */
+static void test_reply_over_the_client_limit_refused(void **state)
+{
+    struct dossier_client_options o;
+    struct dossier_client *small;
+    struct dossier_record *r = contact("big-reply", "subj-big-reply", NULL,
+                                       NULL), *got = NULL;
+    struct dossier_status st;
+    char text[3001];
+    (void)state;
+
+    memset(text, 'b', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    assert_int_equal(dossier_record_set_string(r, "address", text), 0);
+    put_ok(r, DOSSIER_ANY_VERSION);
+    dossier_client_options_init(&o);
+    o.target = node.addr;
+    o.purpose = harness_purpose;
+    o.token = harness_token;
+    o.max_message_bytes = 1000;
+    assert_int_equal(dossier_client_open(&o, &small, &st), 0);
+    assert_int_equal(dossier_get(small, NULL, "contact", "big-reply", &got,
+                                 &st),
+                     DOSSIER_TOO_LARGE);
+    assert_null(got);
+    assert_non_null(strstr(st.message, "max_message_bytes"));
+    dossier_client_close(small);
+    assert_int_equal(get_code("contact", "big-reply"), DOSSIER_OK);
+    dossier_record_free(r);
+}
+
+/* A call to a node that does not answer (stopped with SIGSTOP) ends with
+ * DEADLINE_EXCEEDED once its deadline passed, not later; the node answers
+ * again once it runs. */
+static void test_deadline_of_a_call_to_a_frozen_node(void **state)
+{
+    struct dossier_client *c = harness_client(node.addr, 500);
+    struct dossier_record *got = NULL;
+    struct dossier_status st;
+    struct timespec t0, t1;
+    double waited;
+    int rc;
+    (void)state;
+
+    assert_int_equal(kill(node.pid, SIGSTOP), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = dossier_get(c, NULL, "contact", "big-reply", &got, &st);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(kill(node.pid, SIGCONT), 0);
+    assert_int_equal(rc, DOSSIER_DEADLINE_EXCEEDED);
+    assert_null(got);
+    /* Not a speed check: a client that ignored its deadline would wait
+     * for the node forever, so anything under a minute tells them apart. */
+    waited = (double)(t1.tv_sec - t0.tv_sec) +
+             (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(waited >= 0.4 && waited < 60.0);
+    dossier_client_close(c);
+    assert_int_equal(get_code("contact", "big-reply"), DOSSIER_OK);
+}
+
 /* A record without a subject (a company) round-trips. */
 static void test_company_without_subject(void **state)
 {
@@ -774,6 +837,8 @@ int main(void)
         cmocka_unit_test(test_scan_pages_through_a_kind),
         cmocka_unit_test(test_bad_records_are_refused_and_write_nothing),
         cmocka_unit_test(test_oversized_request_refused),
+        cmocka_unit_test(test_reply_over_the_client_limit_refused),
+        cmocka_unit_test(test_deadline_of_a_call_to_a_frozen_node),
         cmocka_unit_test(test_company_without_subject),
         cmocka_unit_test(test_schema_define_extend_and_refuse),
         cmocka_unit_test(test_async_calls),
