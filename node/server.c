@@ -23,10 +23,12 @@
 #include "audit_sink.h"
 #include "auth.h"
 #include "cluster.h"
+#include "crypt.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
 #include "health.h"
 #include "health.pb-c.h"
+#include "keys.pb-c.h"
 #include "log.h"
 #include "node_metrics.h"
 #include "peer.pb-c.h"
@@ -191,6 +193,13 @@ static const struct api_method methods[] = {
      API_PEER | API_LOCAL | API_STREAM_IN, 2, 0},
     {"/dossier.peer.v1.Peer/Fault", &dossier__peer__v1__fault_request__descriptor,
      api_peer_fault, API_PEER | API_LOCAL, 1, 0},
+    {"/dossier.v1.Keys/Rotate", &dossier__v1__rotate_keys_request__descriptor,
+     api_keys_rotate, W | API_ADMIN | LOG, 1, ADM},
+    {"/dossier.v1.Keys/Status", &dossier__v1__keys_status_request__descriptor,
+     api_keys_status, R, 1, ADM},
+    {"/dossier.peer.v1.Peer/KeyStatus",
+     &dossier__peer__v1__key_status_request__descriptor, api_peer_key_status,
+     API_PEER | API_LOCAL, 2, 0},
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
      API_PEER | W, 4, 0},
@@ -1038,8 +1047,8 @@ static int authorize(struct call *c, const struct api_method *m)
     if (m->flags & API_PUBLIC)
         return 0;
     if (m->flags & API_PEER) {
-        if (!have || !auth_is_peer_token(n->peer_token, c->token,
-                                         c->token_len)) {
+        if (!have || !crypt_peer_token_ok(n->crypt, c->token,
+                                          c->token_len)) {
             log_call(LOG_WARN, call_request_id(c),
                      "refused %s: no valid peer token", m->path);
             call_fail(c, DOSSIER_UNAUTHENTICATED,

@@ -34,6 +34,7 @@ struct node {
     const char *data_dir;
     const char *backup_dir;   /* "": backups are off */
     const char *cluster_name;
+    struct keys *keys;        /* master key rotation (keys.h) */
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()
