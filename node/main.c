@@ -525,8 +525,10 @@ int main(int argc, char **argv)
 started:
     tls_release(&tls_files);
     if (rc) {
-        log_printf(LOG_ERROR, "cannot start: %s", st.message);
-        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        log_printf(LOG_ERROR, "cannot start: %s: %s",
+                   dossier_code_name(st.code), st.message);
+        fprintf(stderr, "dossierd: cannot start: %s: %s\n",
+                dossier_code_name(st.code), st.message);
         goto out;
     }
     node.store = store;

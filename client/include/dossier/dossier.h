@@ -585,7 +585,8 @@ struct dossier_keys_status {
     uint32_t from_version, to_version;
     uint64_t subjects;        /* subject keys when it began */
     uint64_t rewrapped;       /* rewrapped so far */
-    uint64_t skipped;         /* erased or replaced before their turn */
+    uint64_t skipped;         /* erased or replaced before their turn, or
+                                 sent twice across a leader change */
     int64_t started_ms, finished_ms;
     char started_by[65];      /* principal; "" without authentication */
 };
