@@ -181,6 +181,7 @@ static int rewrap(struct store_batch *b,
     for (size_t i = 0; i < op->n_items; i++) {
         const Dossier__Store__V1__KeyRotateOp__Rewrap *it = op->items[i];
         SubjectKey *sk = NULL;
+        ProtobufCBinaryData old_wrap;
         size_t len;
         uint8_t *buf;
 
@@ -199,15 +200,14 @@ static int rewrap(struct store_batch *b,
             continue;
         }
         sk->kek_version = op->to_version;
-        sk->wrapped_dek.data = it->wrapped_dek.data; /* borrowed */
-        sk->wrapped_dek.len = it->wrapped_dek.len;
+        old_wrap = sk->wrapped_dek;
+        sk->wrapped_dek = it->wrapped_dek; /* borrowed from the command */
         len = dossier__store__v1__subject_key__get_packed_size(sk);
         buf = malloc(len ? len : 1);
         if (buf)
             dossier__store__v1__subject_key__pack(sk, buf);
-        /* Not the command's to free: back before freeing the message. */
-        sk->wrapped_dek.data = NULL;
-        sk->wrapped_dek.len = 0;
+        /* The message frees its own buffer, not the command's. */
+        sk->wrapped_dek = old_wrap;
         dossier__store__v1__subject_key__free_unpacked(sk, NULL);
         if (!buf)
             return err_set(st, DOSSIER_NOMEM, "out of memory");
