@@ -3,7 +3,7 @@
  *    new key version; SIGHUP loads a version added to the key files;
  *  - rotated with subjects written during it and the leader killed half
  *    way (the next leader finishes it), every record reads back on every
- *    node, and the rotation is audited;
+ *    node, and the rotation is audited and shows in the metrics;
  *  - on every node's disk each subject key and the keyset open under the
  *    new master key only, wrapping the very same data keys, and no byte
  *    of an old wrap is left in any file (the scan finds them before);
@@ -352,7 +352,8 @@ static void test_rotation(void **state)
     uint8_t (*old_wraps)[WRAP_BYTES];
     char auth[300], only_old[400], err[4096], line[200];
     const char *extra[] = {"--auth-file", auth, "--key-rotation-batch", "4",
-                           "--key-rotation-pause-ms", "150", NULL};
+                           "--key-rotation-pause-ms", "150",
+                           "--metrics-listen", "127.0.0.1:0", NULL};
     int leader, f, killed;
     (void)state;
 
@@ -500,6 +501,28 @@ static void test_rotation(void **state)
         keys_status(c.nodes[i].addr, &ks);
         assert_int_equal(ks.active_version, 2);
         read_all(c.nodes[i].addr, SUBJECTS, 5);
+    }
+    /* The metrics say the same. */
+    {
+        char merr[256], *text;
+        double v;
+        text = harness_scrape(harness_metrics_port(&c.nodes[0]), merr,
+                              sizeof(merr));
+        if (!text)
+            fail_msg("scrape: %s", merr);
+        assert_int_equal(harness_metric(text, "dossier_master_key_version",
+                                        &v),
+                         0);
+        assert_true(v == 2);
+        assert_int_equal(harness_metric(text, "dossier_key_rotation_running",
+                                        &v),
+                         0);
+        assert_true(v == 0);
+        assert_int_equal(harness_metric(text,
+                                        "dossier_key_rotation_rewrapped", &v),
+                         0);
+        assert_true(v == SUBJECTS);
+        free(text);
     }
     assert_true(has_entry(dpo, "ops", "keys.rotate"));
     assert_true(has_entry(dpo, "", "keys.rewrap"));
