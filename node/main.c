@@ -480,8 +480,18 @@ int main(int argc, char **argv)
                         &created, &st);
     if (rc == 0)
         store_set_change_history(store, cfg.watch_history);
-    if (rc == 0)
+    if (rc == 0) {
         rc = check_keys(store, crypt, &st);
+        if (rc == DOSSIER_WRONG_KEY && backup_restore_pending(cfg.data_dir)) {
+            char why[DOSSIER_STATUS_MESSAGE_MAX];
+            snprintf(why, sizeof(why), "%s", st.message);
+            err_set(&st, rc, "%s. This data directory is a restored backup: "
+                    "it needs the master key version it was sealed under "
+                    "when the backup was taken (dossier backup restore "
+                    "named it), even if the cluster rotated away from it "
+                    "since; rotate again once it serves", why);
+        }
+    }
     /* From the version in use, known once the keyset is open. */
     if (rc == 0)
         crypt_peer_token(crypt, node.peer_token);

@@ -1083,6 +1083,19 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
                 argv[k + 1],
                 ledger ? "erases again every subject of the ledger"
                        : "WITHOUT replaying erasures");
+        {
+            json_t *keys = json_object_get(summary, "master_keys"), *e;
+            size_t i;
+            json_array_foreach(keys, i, e)
+                fprintf(stderr,
+                        "dossier: the backup is sealed under master key "
+                        "version %lld (key id %s): the node's key file must "
+                        "hold that version, even if the cluster has rotated "
+                        "away from it since.\n",
+                        (long long)json_integer_value(
+                            json_object_get(e, "version")),
+                        json_string_value(json_object_get(e, "key_id")));
+        }
         return print_json(cli, summary);
     }
     if (argc != 2)

@@ -68,7 +68,8 @@ expect 2 "get with missing arguments is a usage error" -- "$DOSSIER" get contact
 
 # --- a node ---------------------------------------------------------------
 "$DOSSIERD" --data-dir "$WORK/data" --key-file "$WORK/master.key" \
-    --listen 127.0.0.1:0 --ready-file "$WORK/ready" 2>"$WORK/node.log" &
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready" --backup-dir "$WORK/backups" \
+    2>"$WORK/node.log" &
 NODE_PID=$!
 for _ in $(seq 200); do [ -s "$WORK/ready" ] && break; sleep 0.05; done
 [ -s "$WORK/ready" ] || { echo "node did not start"; cat "$WORK/node.log"; exit 1; }
@@ -276,6 +277,8 @@ expect 0 "put a record before the rotation" -- "$DOSSIER" put "$WORK/rot.json"
 expect 0 "keys status" -- "$DOSSIER" keys status
 json_check "one master key version, in use, never rotated" "d['active_version'] == 1 and [v['version'] for v in d['loaded']] == [1] and d['rotation'] is None"
 cp -p "$WORK/master.key" "$WORK/old.key"
+expect 0 "a backup before the rotation" -- "$DOSSIER" backup create
+BACKUP=$($PY -c "import json; print(json.load(open('$WORK/out'))['path'])")
 expect 0 "keygen --add-version adds version 2" -- "$DOSSIER" keygen --add-version "$WORK/master.key"
 [ "$(cat "$WORK/out")" = 2 ] && ok "it prints the new version" || fail "keygen --add-version printed $(cat "$WORK/out")"
 [ "$(stat -c %a "$WORK/master.key")" = 600 ] && ok "the key file stays mode 600" || fail "key file mode after --add-version"
@@ -321,6 +324,23 @@ for _ in $(seq 200); do [ -s "$WORK/ready3" ] && break; sleep 0.05; done
 [ -s "$WORK/ready3" ] && ok "with only the new version it serves" || { fail "new key only"; cat "$WORK/node3.log"; }
 expect 0 "and reads back the records" -- "$DOSSIER" -t "$(cat "$WORK/ready3")" get contact c-rot
 json_check "with their fields" "d['fields']['first_name'] == 'Rita'"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+
+# A backup from before the rotation needs the key version it was sealed under.
+expect 0 "restore the backup from before the rotation" -- \
+    "$DOSSIER" backup restore --without-ledger "$BACKUP" "$WORK/restored"
+contains "$WORK/err" "sealed under master key version 1" "restore names the key version the backup needs"
+json_check "and so does its summary" "[k['version'] for k in d['master_keys']] == [1]"
+expect 1 "the restored backup refuses the new key alone" -- \
+    "$DOSSIERD" --data-dir "$WORK/restored" --key-file "$WORK/new.key" --listen 127.0.0.1:0
+contains "$WORK/err" "WRONG_KEY" "it says WRONG_KEY"
+contains "$WORK/err" "restored backup" "and that a restored backup needs the version it was sealed under"
+"$DOSSIERD" --data-dir "$WORK/restored" --key-file "$WORK/old.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready4" 2>"$WORK/node4.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready4" ] && break; sleep 0.05; done
+[ -s "$WORK/ready4" ] && ok "with the old key it serves" || { fail "restore with the old key"; cat "$WORK/node4.log"; }
+expect 0 "and reads back what the backup held" -- "$DOSSIER" -t "$(cat "$WORK/ready4")" get contact c-rot
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 
 # --- the example config file is accepted; a bad one is refused ----------
