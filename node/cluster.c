@@ -467,6 +467,11 @@ int cluster_key_status(struct cluster *cl, uint64_t id, int64_t timeout_ms,
     return peer_client_key_status(cl->peers, id, timeout_ms, out, st);
 }
 
+void cluster_renew_peer_channels(struct cluster *cl)
+{
+    peer_client_renew_channels(cl->peers);
+}
+
 void cluster_keys_reloaded(struct cluster *cl)
 {
     /* The Raft thread opens the keys: a node that could not (a version

@@ -144,6 +144,9 @@ int cluster_key_status(struct cluster *cl, uint64_t id, int64_t timeout_ms,
                        Dossier__Peer__V1__KeyStatusResponse **out,
                        struct dossier_status *st);
 
+/* Reopens the channels to the other nodes (after peer_tls_reload()). */
+void cluster_renew_peer_channels(struct cluster *cl);
+
 /* The key file was reloaded (SIGHUP): a node whose keys could not be
  * opened tries again. */
 void cluster_keys_reloaded(struct cluster *cl);

@@ -196,6 +196,7 @@ static int write_ready_file(const char *path, const char *addr)
 
 struct signal_ctx {
     sigset_t set;
+    int tls_on; /* the port was started with --tls-cert */
     struct crypt *crypt;
     struct keys *keys;
     struct server *server;
@@ -247,6 +248,30 @@ static void reload(struct signal_ctx *sc)
                        list, fresh.key_file, crypt_active_version(sc->crypt));
             cluster_keys_reloaded(sc->cluster);
         }
+    }
+    if (sc->tls_on || fresh.tls_cert[0]) {
+        /* New certificates for connections made from now on, the port's
+         * and the peer channels'; a file gRPC refuses changes nothing. */
+        struct tls_files tf = {NULL, NULL, NULL};
+        struct server_tls t;
+        if (!sc->tls_on || !fresh.tls_cert[0])
+            log_printf(LOG_WARN, "SIGHUP: TLS is turned on or off only by "
+                       "a restart; the port is unchanged");
+        else if (tls_load(&fresh, &tf, &t, &st) != 0 ||
+                 server_tls_reload(sc->server, &t, &st) != 0)
+            log_printf(LOG_WARN, "SIGHUP: TLS certificate not reloaded, the "
+                       "current one stays: %s", st.message);
+        else if (peer_tls_reload(t.ca_pem, t.cert_pem, t.key_pem, &st) != 0)
+            log_printf(LOG_WARN, "SIGHUP: TLS certificate reloaded for the "
+                       "port but not for calls to other nodes: %s",
+                       st.message);
+        else {
+            cluster_renew_peer_channels(sc->cluster);
+            log_printf(LOG_INFO, "SIGHUP: TLS certificate reloaded from %s: "
+                       "new connections, and calls to other nodes, use it",
+                       fresh.tls_cert);
+        }
+        tls_release(&tf);
     }
     if (sc->auth && fresh.auth_file[0]) {
         if (auth_reload(sc->auth, fresh.auth_file, &st) == 0)
@@ -629,6 +654,7 @@ started:
     sc.health = node.health;
     sc.auth = auth;
     sc.crypt = crypt;
+    sc.tls_on = cfg.tls_cert[0] != '\0';
     sc.argc = argc;
     sc.argv = argv;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {

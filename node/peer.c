@@ -59,16 +59,28 @@ struct peer_client {
     pthread_t cq_thread;
     int calls;     /* asynchronous calls in flight */
     int transfers; /* snapshot threads running */
-    /* Channels replaced by a new address, destroyed at the end (a call in
-     * flight may still use one). */
-    grpc_channel *old[64];
-    size_t n_old;
+    /* Channels replaced (a new address, a new certificate), destroyed at
+     * the end: a snapshot transfer may still use one. */
+    grpc_channel **old;
+    size_t n_old, cap_old;
 };
 
 /* Credentials of every peer channel; NULL: plaintext. Set by
- * peer_tls_set() before any peer client exists, read under a client's
- * lock, and shared by all channels (each takes its own reference). */
+ * peer_tls_set() before any peer client exists, replaced by
+ * peer_tls_reload(), read under creds_mu, and shared by all channels
+ * (each takes its own reference). */
 static grpc_channel_credentials *peer_creds;
+static pthread_mutex_t creds_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* 1 when peer channels speak TLS. */
+static int peer_tls_on(void)
+{
+    int on;
+    pthread_mutex_lock(&creds_mu);
+    on = peer_creds != NULL;
+    pthread_mutex_unlock(&creds_mu);
+    return on;
+}
 
 enum pcall_kind { PC_SEND, PC_FORWARD };
 
@@ -229,6 +241,30 @@ int peer_tls_set(const char *ca_pem, const char *cert_pem,
     return 0;
 }
 
+int peer_tls_reload(const char *ca_pem, const char *cert_pem,
+                    const char *key_pem, struct dossier_status *st)
+{
+    grpc_ssl_pem_key_cert_pair pair = {key_pem, cert_pem};
+    grpc_channel_credentials *fresh, *old;
+
+    if (!peer_tls_on())
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "peer calls are plaintext; TLS is turned on only by a "
+                       "restart");
+    fresh = grpc_ssl_credentials_create(ca_pem, &pair, NULL, NULL);
+    if (!fresh)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "gRPC refused the TLS certificate and key for calls "
+                       "to other nodes");
+    pthread_mutex_lock(&creds_mu);
+    old = peer_creds;
+    peer_creds = fresh;
+    pthread_mutex_unlock(&creds_mu);
+    /* Channels made with the old ones hold their own reference. */
+    grpc_channel_credentials_release(old);
+    return err_ok(st);
+}
+
 void peer_tls_clear(void)
 {
     if (peer_creds)
@@ -304,6 +340,7 @@ void peer_client_free(struct peer_client *pc)
             grpc_channel_destroy(pc->peers[i].ch);
     for (size_t i = 0; i < pc->n_old; i++)
         grpc_channel_destroy(pc->old[i]);
+    free(pc->old);
     grpc_slice_unref(pc->auth_md.value);
     pthread_mutex_destroy(&pc->lock);
     pthread_cond_destroy(&pc->idle);
@@ -311,11 +348,58 @@ void peer_client_free(struct peer_client *pc)
     grpc_shutdown();
 }
 
+/* Retires @ch (kept until the client is freed); pc->lock held. */
+static void retire_channel(struct peer_client *pc, grpc_channel *ch)
+{
+    if (pc->n_old == pc->cap_old) {
+        size_t cap = pc->cap_old ? 2 * pc->cap_old : 16;
+        grpc_channel **n = realloc(pc->old, cap * sizeof(*n));
+        if (!n) {
+            /* Calls hold the channel themselves; only a snapshot thread
+             * that has not started its call yet could miss it. */
+            grpc_channel_destroy(ch);
+            return;
+        }
+        pc->old = n;
+        pc->cap_old = cap;
+    }
+    pc->old[pc->n_old++] = ch;
+}
+
+/* (Re)makes @p's channel to @p->address with the current credentials;
+ * pc->lock held. */
+static void open_channel(struct peer_client *pc, struct peer *p)
+{
+    grpc_channel_credentials *creds;
+    if (p->ch)
+        retire_channel(pc, p->ch);
+    pthread_mutex_lock(&creds_mu);
+    creds = peer_creds ? peer_creds : grpc_insecure_credentials_create();
+    p->ch = grpc_channel_create(p->address, creds, NULL);
+    if (creds != peer_creds)
+        grpc_channel_credentials_release(creds);
+    pthread_mutex_unlock(&creds_mu);
+    p->m_send = grpc_channel_register_call(p->ch, "/dossier.peer.v1.Peer/Send",
+                                           NULL, NULL);
+    p->m_forward = grpc_channel_register_call(
+        p->ch, "/dossier.peer.v1.Peer/Forward", NULL, NULL);
+    p->m_snapshot = grpc_channel_register_call(
+        p->ch, "/dossier.peer.v1.Peer/InstallSnapshot", NULL, NULL);
+}
+
+void peer_client_renew_channels(struct peer_client *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    for (size_t i = 0; i < pc->n; i++)
+        if (pc->peers[i].ch)
+            open_channel(pc, &pc->peers[i]);
+    pthread_mutex_unlock(&pc->lock);
+}
+
 void peer_client_set_address(struct peer_client *pc, uint64_t id,
                              const char *address)
 {
     struct peer *p;
-    grpc_channel_credentials *creds;
 
     if (id == 0 || id == pc->self || !address || !address[0])
         return;
@@ -331,23 +415,8 @@ void peer_client_set_address(struct peer_client *pc, uint64_t id,
         p->id = id;
     }
     if (strcmp(p->address, address) != 0) {
-        if (p->ch) {
-            if (pc->n_old < sizeof(pc->old) / sizeof(pc->old[0]))
-                pc->old[pc->n_old++] = p->ch;
-            else
-                grpc_channel_destroy(p->ch); /* unlikely: 64 moves */
-        }
         snprintf(p->address, sizeof(p->address), "%s", address);
-        creds = peer_creds ? peer_creds : grpc_insecure_credentials_create();
-        p->ch = grpc_channel_create(p->address, creds, NULL);
-        if (creds != peer_creds)
-            grpc_channel_credentials_release(creds);
-        p->m_send = grpc_channel_register_call(
-            p->ch, "/dossier.peer.v1.Peer/Send", NULL, NULL);
-        p->m_forward = grpc_channel_register_call(
-            p->ch, "/dossier.peer.v1.Peer/Forward", NULL, NULL);
-        p->m_snapshot = grpc_channel_register_call(
-            p->ch, "/dossier.peer.v1.Peer/InstallSnapshot", NULL, NULL);
+        open_channel(pc, p);
     }
     pthread_mutex_unlock(&pc->lock);
 }

@@ -54,6 +54,17 @@ int peer_tls_set(const char *ca_pem, const char *cert_pem,
                  const char *key_pem, struct dossier_status *st);
 void peer_tls_clear(void);
 
+/* Replaces the certificate, key and CA of peer channels opened from now
+ * on (SIGHUP; copied); then peer_client_renew_channels() reopens the
+ * channels already made. Errors: DOSSIER_FAILED_PRECONDITION (peers talk
+ * plaintext), DOSSIER_INVALID_ARGUMENT (gRPC refused them). */
+int peer_tls_reload(const char *ca_pem, const char *cert_pem,
+                    const char *key_pem, struct dossier_status *st);
+
+/* Reopens every peer channel with the current credentials; calls in
+ * flight finish on the old ones. */
+void peer_client_renew_channels(struct peer_client *pc);
+
 /* @self_address (copied) is sent with every message batch, @peer_token
  * (copied; see auth.h) with every call. Errors: DOSSIER_NOMEM,
  * DOSSIER_INTERNAL (no thread). */

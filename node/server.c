@@ -289,8 +289,20 @@ struct call {
     size_t n_trailers;
 };
 
+/* The port's certificate, handed to gRPC through a config fetcher that
+ * gRPC calls at each new TLS handshake: a certificate reloaded on SIGHUP
+ * is picked up by the next connection, while connections already made
+ * keep theirs. */
+struct tls_fetch {
+    pthread_mutex_t mu;
+    grpc_ssl_server_certificate_config *pending; /* NULL: unchanged */
+    int on;                                      /* the port speaks TLS */
+    grpc_ssl_client_certificate_request_type req;
+};
+
 struct server {
     struct node *node;
+    struct tls_fetch tls;
     grpc_server *grpc;
     grpc_completion_queue *cq;
     void *registered[N_METHODS];
@@ -1201,28 +1213,127 @@ static void call_start(struct call *c)
 /* ------------------------------------------------------------------ */
 /* Server */
 
-/* The credentials of the gRPC port: TLS when @tls has a certificate. */
-static grpc_server_credentials *server_credentials(const struct server_tls *tls)
+/* Whether and how the port asks for client certificates under @tls. */
+static grpc_ssl_client_certificate_request_type
+client_cert_request(const struct server_tls *tls)
 {
-    grpc_ssl_pem_key_cert_pair pair;
-    grpc_ssl_server_certificate_config *config;
-    grpc_ssl_client_certificate_request_type req =
-        GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-
-    if (!tls || !tls->cert_pem)
-        return grpc_insecure_server_credentials_create();
     /* Only the verifying modes: a certificate that did not verify must
      * never reach authorize(), where its CN could name a principal. */
     if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUEST)
-        req = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
-    else if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUIRE)
-        req = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+        return GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUIRE)
+        return GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    return GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+}
+
+static grpc_ssl_server_certificate_config *
+certificate_config(const struct server_tls *tls)
+{
+    grpc_ssl_pem_key_cert_pair pair;
     pair.private_key = tls->key_pem;
     pair.cert_chain = tls->cert_pem;
-    config = grpc_ssl_server_certificate_config_create(tls->ca_pem, &pair, 1);
-    /* Both take ownership of what they are given. */
+    /* gRPC copies the PEM text. */
+    return grpc_ssl_server_certificate_config_create(tls->ca_pem, &pair, 1);
+}
+
+/* gRPC asks at each new handshake: a config set by server_tls_reload() is
+ * handed over (gRPC takes it), else the one it has stays. */
+static grpc_ssl_certificate_config_reload_status
+fetch_certificate(void *arg, grpc_ssl_server_certificate_config **config)
+{
+    struct tls_fetch *t = arg;
+    grpc_ssl_certificate_config_reload_status rc =
+        GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    pthread_mutex_lock(&t->mu);
+    if (t->pending) {
+        *config = t->pending;
+        t->pending = NULL;
+        rc = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+/* The credentials of the gRPC port: TLS when @tls has a certificate, its
+ * certificate given through @fetch (may be NULL: given once, for a check
+ * of the files only). */
+static grpc_server_credentials *server_credentials(const struct server_tls *tls,
+                                                   struct tls_fetch *fetch)
+{
+    grpc_ssl_client_certificate_request_type req;
+
+    if (!tls || !tls->cert_pem)
+        return grpc_insecure_server_credentials_create();
+    req = client_cert_request(tls);
+    if (!fetch)
+        return grpc_ssl_server_credentials_create_with_options(
+            grpc_ssl_server_credentials_create_options_using_config(
+                req, certificate_config(tls)));
+    pthread_mutex_lock(&fetch->mu);
+    fetch->on = 1;
+    fetch->req = req;
+    fetch->pending = certificate_config(tls);
+    pthread_mutex_unlock(&fetch->mu);
     return grpc_ssl_server_credentials_create_with_options(
-        grpc_ssl_server_credentials_create_options_using_config(req, config));
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            req, fetch_certificate, fetch));
+}
+
+/* Whether gRPC takes @tls's certificate, key and CA: it builds a TLS
+ * context for them when a port is added, on a throwaway server bound to
+ * a free loopback port. 0 if it does. */
+static int tls_check(const struct server_tls *tls)
+{
+    grpc_server *g = grpc_server_create(NULL, NULL);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_credentials *creds;
+    int port;
+    char tag;
+
+    grpc_server_register_completion_queue(g, cq, NULL);
+    creds = server_credentials(tls, NULL);
+    port = creds ? grpc_server_add_http2_port(g, "127.0.0.1:0", creds) : 0;
+    if (creds)
+        grpc_server_credentials_release(creds);
+    grpc_server_shutdown_and_notify(g, cq, &tag);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                      NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_server_destroy(g);
+    grpc_completion_queue_destroy(cq);
+    return port ? 0 : -1;
+}
+
+int server_tls_reload(struct server *s, const struct server_tls *tls,
+                      struct dossier_status *st)
+{
+    grpc_ssl_server_certificate_config *config, *old;
+    int on;
+
+    pthread_mutex_lock(&s->tls.mu);
+    on = s->tls.on;
+    pthread_mutex_unlock(&s->tls.mu);
+    if (!on || !tls || !tls->cert_pem)
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "TLS is turned on or off only by a restart");
+    if (client_cert_request(tls) != s->tls.req)
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "whether client certificates are asked for changes "
+                       "only by a restart");
+    if (tls_check(tls) != 0)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "gRPC refused the new certificate, key or CA (they "
+                       "must be PEM and the key must match the certificate)");
+    config = certificate_config(tls);
+    pthread_mutex_lock(&s->tls.mu);
+    old = s->tls.pending;
+    s->tls.pending = config;
+    pthread_mutex_unlock(&s->tls.mu);
+    if (old) /* set by a reload no connection has picked up yet */
+        grpc_ssl_server_certificate_config_destroy(old);
+    return err_ok(st);
 }
 
 int server_bind(struct node *n, const char *listen, size_t max_message,
@@ -1241,6 +1352,7 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
     if (!s)
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     s->node = n;
+    pthread_mutex_init(&s->tls.mu, NULL);
     s->tag_shutdown = (struct tag){TAG_SHUTDOWN, s};
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -1255,7 +1367,7 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
                 ? GRPC_SRM_PAYLOAD_NONE
                 : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
             0);
-    creds = server_credentials(tls);
+    creds = server_credentials(tls, &s->tls);
     port = creds ? grpc_server_add_http2_port(s->grpc, listen, creds) : 0;
     if (creds)
         grpc_server_credentials_release(creds);
@@ -1268,6 +1380,9 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
                    .type != GRPC_QUEUE_SHUTDOWN)
             ;
         grpc_completion_queue_destroy(s->cq);
+        if (s->tls.pending)
+            grpc_ssl_server_certificate_config_destroy(s->tls.pending);
+        pthread_mutex_destroy(&s->tls.mu);
         free(s);
         if (tls && tls->cert_pem)
             return err_set(st, DOSSIER_UNAVAILABLE,
@@ -1437,5 +1552,8 @@ void server_free(struct server *s)
     }
     grpc_server_destroy(s->grpc);
     grpc_completion_queue_destroy(s->cq);
+    if (s->tls.pending)
+        grpc_ssl_server_certificate_config_destroy(s->tls.pending);
+    pthread_mutex_destroy(&s->tls.mu);
     free(s);
 }
