@@ -511,6 +511,12 @@ static int refresh_versions(struct cluster *cl, struct dossier_status *st)
 
     if (store_meta_get(cl->store, &m, st) != 0)
         return err_ok(st);
+    /* The version sealing the keyset may have moved under a snapshot. */
+    if (crypt_kek_require(cl->crypt, m->kek_version, m->kek_check.data,
+                          m->kek_check.len, "the cluster's keyset", st) != 0) {
+        dossier__store__v1__meta__free_unpacked(m, NULL);
+        return st->code;
+    }
     rc = store_key_rotation_get(cl->store, &r, st);
     if (rc == 0 && !r->done) {
         to = r->to_version;
@@ -537,8 +543,16 @@ static void load_keys(struct cluster *cl)
     Dossier__Store__V1__Meta *m = NULL;
     struct dossier_status st;
 
-    if (cluster_keys_ready(cl))
+    if (cluster_keys_ready(cl)) {
+        /* A snapshot may bring another version in use. */
+        if (refresh_versions(cl, &st) != 0) {
+            log_printf(LOG_ERROR, "%s; this node replicates but refuses to "
+                       "serve data until its key file holds that version "
+                       "(then SIGHUP)", st.message);
+            __atomic_store_n(&cl->keys_ready, 0, __ATOMIC_RELEASE);
+        }
         return;
+    }
     if (store_meta_get(cl->store, &m, &st) != 0)
         return; /* not initialised yet */
     if (crypt_keyset_load(cl->crypt, m, &st) != 0 ||

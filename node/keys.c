@@ -114,19 +114,30 @@ static int propose(struct keys *k, struct call *c, const Command *cmd,
         waiter_unref(w);
         return err_set(&res->status, rc, "the node is stopping");
     }
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += STEP_TIMEOUT_MS / 1000;
+    /* In short waits, so that a node stopping is not held up. */
+    for (int waited = 0; waited < STEP_TIMEOUT_MS; waited += 100) {
+        int done;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&w->mu);
+        if (!w->done)
+            pthread_cond_timedwait(&w->cv, &w->mu, &until);
+        done = w->done;
+        pthread_mutex_unlock(&w->mu);
+        if (done || __atomic_load_n(&k->stop, __ATOMIC_ACQUIRE))
+            break;
+    }
     pthread_mutex_lock(&w->mu);
-    while (!w->done &&
-           pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
-        ;
     if (w->done)
         *res = w->res;
     else
         err_set(&res->status, DOSSIER_UNAVAILABLE,
-                "the step was not applied within %d s; it goes on from "
-                "the replicated state",
-                STEP_TIMEOUT_MS / 1000);
+                "the step was not applied in time (or the node is "
+                "stopping); the rotation goes on from the replicated state");
     pthread_mutex_unlock(&w->mu);
     waiter_unref(w);
     return res->status.code;
@@ -631,7 +642,7 @@ void keys_stop(struct keys *k)
     if (!k)
         return;
     pthread_mutex_lock(&k->lock);
-    k->stop = 1;
+    __atomic_store_n(&k->stop, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&k->wake);
     pthread_mutex_unlock(&k->lock);
     pthread_join(k->thread, NULL);

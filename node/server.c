@@ -311,7 +311,25 @@ struct server {
     int stopping;
     gpr_timespec stop_deadline;
     long in_flight; /* calls received and not yet freed */
+    /* gRPC reported the server shut down, but calls are still to be
+     * answered (by the Raft loop as it stops): the queue is shut down
+     * once the last is freed, since answering a call whose queue is shut
+     * down aborts the process. */
+    int shutdown_seen;
+    int cq_shut;
 };
+
+/* Shuts the queue down once gRPC's shutdown came and no call is left. */
+static void maybe_shut_queue(struct server *s, int force)
+{
+    if (!__atomic_load_n(&s->shutdown_seen, __ATOMIC_ACQUIRE))
+        return;
+    if (!force && __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) > 0)
+        return;
+    if (__atomic_exchange_n(&s->cq_shut, 1, __ATOMIC_ACQ_REL))
+        return;
+    grpc_completion_queue_shutdown(s->cq);
+}
 
 int server_has_service(const char *name)
 {
@@ -708,13 +726,15 @@ static void call_send(struct call *c, int code, const char *message,
     e = grpc_call_start_batch(c->call, ops, n, &c->tag_done, NULL);
     if (e != GRPC_CALL_OK) {
         /* The batch never completes, so the loop never sees tag_done. */
+        struct server *srv = c->srv;
         log_printf(LOG_ERROR, "cannot answer %s: error %d", call_path(c),
                    (int)e);
-        __atomic_fetch_sub(&c->srv->in_flight, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&srv->in_flight, 1, __ATOMIC_ACQ_REL);
         if (c->stream)
             call_unref(c);
         else
             call_free(c);
+        maybe_shut_queue(srv, 0);
     }
 }
 
@@ -1444,6 +1464,18 @@ void server_run(struct server *s)
                            "after %d ms", s->in_flight, STOP_GRACE_MS);
                 grpc_server_cancel_all_calls(s->grpc);
                 cancelled_all = 1;
+            } else if (cancelled_all &&
+                       gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC),
+                                    gpr_time_add(s->stop_deadline,
+                                                 gpr_time_from_millis(
+                                                     STOP_GRACE_MS,
+                                                     GPR_TIMESPAN))) > 0 &&
+                       __atomic_load_n(&s->shutdown_seen, __ATOMIC_ACQUIRE) &&
+                       !__atomic_load_n(&s->cq_shut, __ATOMIC_ACQUIRE)) {
+                /* A call nobody answers must not keep the node up. */
+                log_printf(LOG_WARN, "stopping with %ld calls never "
+                           "answered", s->in_flight);
+                maybe_shut_queue(s, 1);
             }
             continue;
         }
@@ -1517,15 +1549,17 @@ void server_run(struct server *s)
         }
         case TAG_DONE: {
             struct call *c = t->ptr;
-            __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_ACQ_REL);
             if (c->stream)
                 call_unref(c);
             else
                 call_free(c);
+            maybe_shut_queue(s, 0);
             break;
         }
         case TAG_SHUTDOWN:
-            grpc_completion_queue_shutdown(s->cq);
+            __atomic_store_n(&s->shutdown_seen, 1, __ATOMIC_RELEASE);
+            maybe_shut_queue(s, 0);
             break;
         }
     }
