@@ -96,6 +96,7 @@ struct cluster {
     size_t max_batch;
     uint64_t snapshot_entries;
     int erased; /* an erasure was applied: finish_erasure() is due */
+    const char *purge_reason; /* "erasure" or "key rotation", for the log */
     char snapshot_dir[4096];
     size_t n_initial;
     struct cluster_member *initial;
@@ -1161,6 +1162,8 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
                    "in use; old wraps compacted away in %" PRId64 " ms",
                    crypt_active_version(cl->crypt), now_ms() - t0);
         cl->erased = 1;
+        if (!(effects & STORE_EFFECT_ERASED))
+            cl->purge_reason = "key rotation";
     }
     if (effects & STORE_EFFECT_MEMBERS)
         load_members(cl);
@@ -1175,6 +1178,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
         /* No unwrapped copy of an erased key may stay in memory. */
         crypt_cache_clear(cl->crypt);
         cl->erased = 1;
+        cl->purge_reason = "erasure";
         cl->n_erasures++;
     }
     settle_proposals(cl, rd->committed, results, rd->n_committed);
@@ -1231,8 +1235,8 @@ static void finish_erasure(struct cluster *cl)
     raft_compact(cl->raft, meta.index);
     if (store_compact_raft_log(cl->store, &st) != 0)
         fatal(cl, "reopening the database after an erasure", &st);
-    log_printf(LOG_INFO, "erasure: raft log compacted through %" PRIu64,
-               meta.index);
+    log_printf(LOG_INFO, "%s: raft log compacted through %" PRIu64,
+               cl->purge_reason, meta.index);
 }
 
 /* Compacts the log once it holds many applied entries. */
