@@ -75,6 +75,8 @@ static const char *const method_paths[M_COUNT] = {
     [M_PRINCIPAL_REMOVE] = "/dossier.v1.Principals/Remove",
     [M_PRINCIPAL_LIST] = "/dossier.v1.Principals/List",
     [M_LIST_LINKS] = "/dossier.v1.Records/ListLinks",
+    [M_KEYS_ROTATE] = "/dossier.v1.Keys/Rotate",
+    [M_KEYS_STATUS] = "/dossier.v1.Keys/Status",
 };
 
 struct target {

@@ -120,6 +120,11 @@ int api_label_ok(struct call *c, const char *what, const char *v);
 int api_subject_visible(struct call *c, const uint8_t *sp,
                         struct dossier_status *st);
 
+/* Master key rotation (api_keys.c). */
+void api_keys_rotate(struct call *c, ProtobufCMessage *req);
+void api_keys_status(struct call *c, ProtobufCMessage *req);
+void api_peer_key_status(struct call *c, ProtobufCMessage *req);
+
 void api_peer_send(struct call *c, ProtobufCMessage *req);
 void api_peer_install_snapshot(struct call *c, ProtobufCMessage *req);
 void api_peer_fault(struct call *c, ProtobufCMessage *req);

@@ -113,6 +113,45 @@ static int manifest_files(const char *root, const char *rel, json_t *files,
     return rc;
 }
 
+/* Adds to @keys (a JSON array of {"version", "key_id"}) the master key
+ * versions the store needs now: the one sealing the keyset and, during a
+ * rotation, its target. A restore needs each of them in its key file. */
+static void backup_key_versions(struct node *n, json_t *keys)
+{
+    Dossier__Store__V1__Meta *m = NULL;
+    Dossier__Store__V1__KeyRotation *r = NULL;
+    struct dossier_status st;
+    uint32_t v[2] = {0, 0};
+    char id[17];
+
+    if (store_meta_get(n->store, &m, &st) == 0) {
+        v[0] = m->kek_version;
+        dossier__store__v1__meta__free_unpacked(m, NULL);
+    }
+    if (store_key_rotation_get(n->store, &r, &st) == 0) {
+        if (!r->done)
+            v[1] = r->to_version;
+        dossier__store__v1__key_rotation__free_unpacked(r, NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        int seen = 0;
+        json_t *e;
+        size_t k;
+        if (!v[i])
+            continue;
+        json_array_foreach(keys, k, e) seen |= json_integer_value(
+                                                   json_object_get(
+                                                       e, "version")) ==
+                                               (json_int_t)v[i];
+        if (seen)
+            continue;
+        crypt_kek_id(n->crypt, v[i], id);
+        json_array_append_new(keys, json_pack("{s:I, s:s}", "version",
+                                              (json_int_t)v[i], "key_id",
+                                              id));
+    }
+}
+
 /* Makes a backup of @n into its backup directory, described in @info
  * (strings into @name and @path). */
 static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
@@ -120,7 +159,7 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
                        size_t path_cap, struct dossier_status *st)
 {
     char tmp[PATH_CAP], sub[PATH_CAP], from[PATH_CAP], stamp[32];
-    json_t *manifest = NULL, *files = NULL;
+    json_t *manifest = NULL, *files = NULL, *keys = NULL;
     uint64_t applied = store_applied(n->store), bytes = 0;
     int64_t now = records_now_ms();
     time_t secs = (time_t)(now / 1000);
@@ -151,8 +190,16 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
         rc = err_set(st, DOSSIER_IO, "the backup path is too long");
         goto fail;
     }
+    /* Before and after the checkpoint: a rotation may end in between. */
+    keys = json_array();
+    if (!keys) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto fail;
+    }
+    backup_key_versions(n, keys);
     if ((rc = store_checkpoint(n->store, sub, st)) != 0)
         goto fail;
+    backup_key_versions(n, keys);
     if (fu_join(from, sizeof(from), n->data_dir, "DOSSIER") != 0 ||
         fu_join(sub, sizeof(sub), tmp, "DOSSIER") != 0 ||
         fu_copy(from, sub, 0600, NULL, NULL) != 0) {
@@ -167,13 +214,14 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
     }
     if ((rc = manifest_files(tmp, "", files, &bytes, st)) != 0)
         goto fail;
-    manifest = json_pack("{s:i, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:O}",
+    manifest = json_pack("{s:i, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:O, "
+                         "s:O}",
                          "format", BACKUP_FORMAT, "name", name, "created_ms",
                          (json_int_t)now, "node_id", (json_int_t)n->id,
                          "cluster_name", n->cluster_name, "applied_index",
                          (json_int_t)applied, "bytes", (json_int_t)bytes,
                          "file_count", (json_int_t)json_array_size(files),
-                         "files", files);
+                         "master_keys", keys, "files", files);
     if (!manifest || fu_join(sub, sizeof(sub), tmp, BACKUP_MANIFEST) != 0 ||
         json_dump_file(manifest, sub, JSON_INDENT(1)) != 0 ||
         fu_fsync(sub) != 0) {
@@ -197,10 +245,12 @@ static int make_backup(struct node *n, Dossier__V1__BackupInfo *info,
     info->cluster_name = (char *)n->cluster_name;
     json_decref(manifest);
     json_decref(files);
+    json_decref(keys);
     return 0;
 fail:
     json_decref(manifest);
     json_decref(files);
+    json_decref(keys);
     fu_rmtree(tmp);
     return rc;
 }

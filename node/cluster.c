@@ -96,6 +96,7 @@ struct cluster {
     size_t max_batch;
     uint64_t snapshot_entries;
     int erased; /* an erasure was applied: finish_erasure() is due */
+    const char *purge_reason; /* "erasure" or "key rotation", for the log */
     char snapshot_dir[4096];
     size_t n_initial;
     struct cluster_member *initial;
@@ -115,6 +116,7 @@ struct cluster {
     struct in_snap *in_snaps;
     struct report *in_reports;
     struct admin_req *in_admin;
+    int retry_keys; /* the key file was reloaded */
 
     /* Raft thread only. */
     struct prop *proposed, **proposed_tail;
@@ -459,6 +461,28 @@ void cluster_isolate(struct cluster *cl, const uint64_t *ids, size_t n)
         peer_client_block(cl->peers, ids[i], 1);
 }
 
+int cluster_key_status(struct cluster *cl, uint64_t id, int64_t timeout_ms,
+                       Dossier__Peer__V1__KeyStatusResponse **out,
+                       struct dossier_status *st)
+{
+    return peer_client_key_status(cl->peers, id, timeout_ms, out, st);
+}
+
+void cluster_renew_peer_channels(struct cluster *cl)
+{
+    peer_client_renew_channels(cl->peers);
+}
+
+void cluster_keys_reloaded(struct cluster *cl)
+{
+    /* The Raft thread opens the keys: a node that could not (a version
+     * missing) tries again with the keys just loaded. */
+    pthread_mutex_lock(&cl->lock);
+    cl->retry_keys = 1;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+}
+
 int cluster_is_isolated_from(struct cluster *cl, uint64_t id)
 {
     return peer_client_blocked(cl->peers, id);
@@ -474,16 +498,66 @@ void cluster_status(struct cluster *cl, struct cluster_status *out)
 /* ------------------------------------------------------------------ */
 /* Keys and members (Raft thread) */
 
+/* Tells crypt which master key versions the replicated state uses now
+ * (after a rotation began or ended), and makes peer calls present the
+ * token of the version in use. 0, or WRONG_KEY when this node lacks the
+ * version a rotation under way needs (st says which). */
+static int refresh_versions(struct cluster *cl, struct dossier_status *st)
+{
+    Dossier__Store__V1__Meta *m = NULL;
+    Dossier__Store__V1__KeyRotation *r = NULL;
+    char token[65];
+    uint32_t to = 0;
+    int rc;
+
+    if (store_meta_get(cl->store, &m, st) != 0)
+        return err_ok(st);
+    /* The version sealing the keyset may have moved under a snapshot. */
+    if (crypt_kek_require(cl->crypt, m->kek_version, m->kek_check.data,
+                          m->kek_check.len, "the cluster's keyset", st) != 0) {
+        dossier__store__v1__meta__free_unpacked(m, NULL);
+        return st->code;
+    }
+    rc = store_key_rotation_get(cl->store, &r, st);
+    if (rc == 0 && !r->done) {
+        to = r->to_version;
+        rc = crypt_kek_require(cl->crypt, to, r->to_check.data,
+                               r->to_check.len,
+                               "the key rotation under way", st);
+    } else {
+        rc = err_ok(st);
+    }
+    if (rc == 0 || rc == DOSSIER_WRONG_KEY) {
+        crypt_set_versions(cl->crypt, m->kek_version, to);
+        crypt_peer_token(cl->crypt, token);
+        peer_client_set_token(cl->peers, token);
+        sodium_memzero(token, sizeof(token));
+    }
+    if (r)
+        dossier__store__v1__key_rotation__free_unpacked(r, NULL);
+    dossier__store__v1__meta__free_unpacked(m, NULL);
+    return rc;
+}
+
 static void load_keys(struct cluster *cl)
 {
     Dossier__Store__V1__Meta *m = NULL;
     struct dossier_status st;
 
-    if (cluster_keys_ready(cl))
+    if (cluster_keys_ready(cl)) {
+        /* A snapshot may bring another version in use. */
+        if (refresh_versions(cl, &st) != 0) {
+            log_printf(LOG_ERROR, "%s; this node replicates but refuses to "
+                       "serve data until its key file holds that version "
+                       "(then SIGHUP)", st.message);
+            __atomic_store_n(&cl->keys_ready, 0, __ATOMIC_RELEASE);
+        }
         return;
+    }
     if (store_meta_get(cl->store, &m, &st) != 0)
         return; /* not initialised yet */
-    if (crypt_keyset_load(cl->crypt, m, &st) != 0) {
+    if (crypt_keyset_load(cl->crypt, m, &st) != 0 ||
+        refresh_versions(cl, &st) != 0) {
         log_printf(LOG_ERROR,
                    "cannot open the cluster's keyset: %s; this node "
                    "replicates but refuses to serve data",
@@ -1067,6 +1141,30 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
     cl->n_batches++;
     if (effects & STORE_EFFECT_KEYSET)
         load_keys(cl);
+    if (effects & STORE_EFFECT_KEYS) {
+        /* Before the callbacks: a write retried because a rotation began
+         * must be sealed again under the new version. */
+        if (refresh_versions(cl, &st) != 0) {
+            log_printf(LOG_ERROR, "%s; this node replicates but refuses to "
+                       "serve data until its key file holds that version "
+                       "(then SIGHUP)", st.message);
+            __atomic_store_n(&cl->keys_ready, 0, __ATOMIC_RELEASE);
+        }
+    }
+    if (effects & STORE_EFFECT_ROTATED) {
+        /* No wrap under the old master key may stay on disk: the families
+         * are rewritten now, the raft log that carried old wraps is
+         * compacted and the database reopened next (finish_erasure). */
+        int64_t t0 = now_ms();
+        if (store_rotation_purge(cl->store, &st) != 0)
+            fatal(cl, "compacting after a key rotation", &st);
+        log_printf(LOG_INFO, "key rotation finished: master key version %u "
+                   "in use; old wraps compacted away in %" PRId64 " ms",
+                   crypt_active_version(cl->crypt), now_ms() - t0);
+        cl->erased = 1;
+        if (!(effects & STORE_EFFECT_ERASED))
+            cl->purge_reason = "key rotation";
+    }
     if (effects & STORE_EFFECT_MEMBERS)
         load_members(cl);
     if (effects & STORE_EFFECT_ERASED) {
@@ -1080,6 +1178,7 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
         /* No unwrapped copy of an erased key may stay in memory. */
         crypt_cache_clear(cl->crypt);
         cl->erased = 1;
+        cl->purge_reason = "erasure";
         cl->n_erasures++;
     }
     settle_proposals(cl, rd->committed, results, rd->n_committed);
@@ -1115,9 +1214,9 @@ static void handle_ready(struct cluster *cl)
         leader_bootstrap(cl);
 }
 
-/* After an erasure: the raft log still holds the subject's sealed writes
- * and wrapped data key, so it is compacted up to what was applied, at
- * once, whoever still needs those entries (a follower behind gets a
+/* After an erasure (or a key rotation): the raft log still holds the
+ * subject's sealed writes and wrapped data key (or the old wraps), so it
+ * is compacted up to what was applied, at once, whoever still needs those entries (a follower behind gets a
  * snapshot instead), and the store then compacts the erased ranges. */
 static void finish_erasure(struct cluster *cl)
 {
@@ -1136,8 +1235,8 @@ static void finish_erasure(struct cluster *cl)
     raft_compact(cl->raft, meta.index);
     if (store_compact_raft_log(cl->store, &st) != 0)
         fatal(cl, "reopening the database after an erasure", &st);
-    log_printf(LOG_INFO, "erasure: raft log compacted through %" PRIu64,
-               meta.index);
+    log_printf(LOG_INFO, "%s: raft log compacted through %" PRIu64,
+               cl->purge_reason, meta.index);
 }
 
 /* Compacts the log once it holds many applied entries. */
@@ -1247,7 +1346,7 @@ static void *loop_main(void *arg)
         struct in_snap *snaps;
         struct report *reports;
         struct admin_req *admin;
-        int stopping, ticks = 0;
+        int stopping, retry_keys, ticks = 0;
         int64_t now;
 
         pthread_mutex_lock(&cl->lock);
@@ -1255,7 +1354,7 @@ static void *loop_main(void *arg)
             now = now_ms();
             if (cl->stopping || cl->in_props || cl->in_reads ||
                 cl->in_msgs || cl->in_snaps || cl->in_reports ||
-                cl->in_admin || now >= cl->next_tick_ms)
+                cl->in_admin || cl->retry_keys || now >= cl->next_tick_ms)
                 break;
             {
                 struct timespec ts;
@@ -1294,7 +1393,12 @@ static void *loop_main(void *arg)
         admin = cl->in_admin;
         cl->in_admin = NULL;
         stopping = cl->stopping;
+        retry_keys = cl->retry_keys;
+        cl->retry_keys = 0;
         pthread_mutex_unlock(&cl->lock);
+
+        if (retry_keys)
+            load_keys(cl);
 
         while (reports) {
             struct report *r = reports;

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "peer.pb-c.h"
 #include "raft.h"
 #include "store.h"
 
@@ -136,6 +137,19 @@ int cluster_forward(struct cluster *cl, const char *method,
                     const uint8_t *request_id, const char *principal,
                     unsigned role, int64_t timeout_ms,
                     cluster_forward_cb cb, void *arg);
+
+/* Asks member @id which master key versions it holds (peer.h); blocks
+ * up to @timeout_ms: never from the Raft thread. */
+int cluster_key_status(struct cluster *cl, uint64_t id, int64_t timeout_ms,
+                       Dossier__Peer__V1__KeyStatusResponse **out,
+                       struct dossier_status *st);
+
+/* Reopens the channels to the other nodes (after peer_tls_reload()). */
+void cluster_renew_peer_channels(struct cluster *cl);
+
+/* The key file was reloaded (SIGHUP): a node whose keys could not be
+ * opened tries again. */
+void cluster_keys_reloaded(struct cluster *cl);
 
 /* TEST ONLY (--enable-fault-injection): drop all traffic to and from the
  * @n nodes in @ids; n = 0 heals. */

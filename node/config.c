@@ -121,6 +121,13 @@ static const struct opt opts[] = {
     {"watch-history", OPT_U64, OFF(watch_history), "100000", 1, 1ull << 40,
      "revisions of changes this node keeps for the change feed (Watch); a "
      "watcher may resume from any of them"},
+    {"key-rotation-batch", OPT_U64, OFF(key_rotation_batch), "256", 1, 65536,
+     "subject keys a leader rewraps per replicated command during a master "
+     "key rotation (dossier keys rotate)"},
+    {"key-rotation-pause-ms", OPT_U64, OFF(key_rotation_pause_ms), "0", 0,
+     60000,
+     "TESTS ONLY (needs --enable-fault-injection): pause between the "
+     "batches of a key rotation, so a test can interrupt one"},
     {"retention-clock-offset-days", OPT_U64, OFF(retention_offset_days), "0",
      0, 36500,
      "TESTS ONLY (needs --enable-fault-injection): the retention sweeper's "

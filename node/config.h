@@ -43,6 +43,8 @@ struct config {
     uint64_t retention_sweep_ms;
     uint64_t retention_offset_days;
     uint64_t watch_history;
+    uint64_t key_rotation_batch;
+    uint64_t key_rotation_pause_ms;
     int fault_injection;
 };
 

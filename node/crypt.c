@@ -35,7 +35,14 @@ struct cache_slot {
 #define CACHE_WAYS 4
 
 struct crypt {
+    /* The master keys; replaced whole by crypt_keys_reload() (SIGHUP), so
+     * readers hold kek_lock shared while they use one. */
+    pthread_rwlock_t kek_lock;
     struct keyfile kek;
+    /* Versions in use, from the replicated state (crypt_set_versions):
+     * active seals the keyset, rotate_to is the rotation's target (0:
+     * none). Atomic. */
+    uint32_t active, rotate_to;
     struct keyset_secrets *ks; /* NULL until create or load */
     uint8_t cluster_id[16];
 
@@ -189,6 +196,7 @@ int crypt_new(struct keyfile *kf, size_t cache_entries, struct crypt **out,
         goto nomem;
     c->kek = *kf;
     memset(kf, 0, sizeof(*kf));
+    pthread_rwlock_init(&c->kek_lock, NULL);
     while (sets * CACHE_WAYS < cache_entries)
         sets <<= 1;
     c->n_sets = sets;
@@ -212,6 +220,7 @@ void crypt_free(struct crypt *c)
     if (!c)
         return;
     keyfile_release(&c->kek);
+    pthread_rwlock_destroy(&c->kek_lock);
     if (c->ks)
         sodium_free(c->ks);
     sodium_free(c->slots);
@@ -231,10 +240,176 @@ static void check_hex(const uint8_t check[CRYPT_KEK_CHECK_BYTES], char out[17])
     sodium_bin2hex(out, 17, check, 8);
 }
 
+/* The version new wraps and the peer token use: the rotation's target,
+ * else the active version, else (no keyset yet) the highest loaded.
+ * Caller holds kek_lock. */
+static const struct keyfile_key *kek_in_use(const struct crypt *c,
+                                            int for_wrap)
+{
+    uint32_t to = __atomic_load_n(&c->rotate_to, __ATOMIC_ACQUIRE);
+    uint32_t active = __atomic_load_n(&c->active, __ATOMIC_ACQUIRE);
+    if (for_wrap && to)
+        return keyfile_find(&c->kek, to);
+    if (active)
+        return keyfile_find(&c->kek, active);
+    return keyfile_current(&c->kek);
+}
+
+static void kek_rdlock(const struct crypt *c)
+{
+    pthread_rwlock_rdlock((pthread_rwlock_t *)&c->kek_lock);
+}
+
+static void kek_unlock(const struct crypt *c)
+{
+    pthread_rwlock_unlock((pthread_rwlock_t *)&c->kek_lock);
+}
+
 void crypt_peer_token(const struct crypt *c,
                       char out[AUTH_PEER_TOKEN_CHARS + 1])
 {
-    auth_peer_token(keyfile_current(&c->kek)->key, out);
+    const struct keyfile_key *k;
+    kek_rdlock(c);
+    k = kek_in_use(c, 0);
+    if (!k) /* the active version was checked at load: cannot happen */
+        k = keyfile_current(&c->kek);
+    auth_peer_token(k->key, out);
+    kek_unlock(c);
+}
+
+int crypt_peer_token_ok(const struct crypt *c, const char *token, size_t len)
+{
+    char t[AUTH_PEER_TOKEN_CHARS + 1];
+    int ok = 0;
+    kek_rdlock(c);
+    for (size_t i = 0; i < c->kek.n && !ok; i++) {
+        auth_peer_token(c->kek.keys[i].key, t);
+        ok = auth_is_peer_token(t, token, len);
+    }
+    kek_unlock(c);
+    sodium_memzero(t, sizeof(t));
+    return ok;
+}
+
+void crypt_set_versions(struct crypt *c, uint32_t active, uint32_t rotate_to)
+{
+    __atomic_store_n(&c->active, active, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->rotate_to, rotate_to, __ATOMIC_RELEASE);
+}
+
+uint32_t crypt_active_version(const struct crypt *c)
+{
+    return __atomic_load_n(&c->active, __ATOMIC_ACQUIRE);
+}
+
+uint32_t crypt_wrap_version(const struct crypt *c)
+{
+    uint32_t to = __atomic_load_n(&c->rotate_to, __ATOMIC_ACQUIRE);
+    return to ? to : __atomic_load_n(&c->active, __ATOMIC_ACQUIRE);
+}
+
+size_t crypt_kek_versions(const struct crypt *c, uint32_t *versions,
+                          uint8_t (*checks)[CRYPT_KEK_CHECK_BYTES], size_t cap)
+{
+    size_t n = 0;
+    kek_rdlock(c);
+    /* In version order, for listings. */
+    for (uint32_t last = 0;;) {
+        const struct keyfile_key *next = NULL;
+        for (size_t i = 0; i < c->kek.n; i++)
+            if (c->kek.keys[i].version > last &&
+                (!next || c->kek.keys[i].version < next->version))
+                next = &c->kek.keys[i];
+        if (!next || n == cap)
+            break;
+        versions[n] = next->version;
+        if (checks)
+            kek_check(next->key, checks[n]);
+        n++;
+        last = next->version;
+    }
+    kek_unlock(c);
+    return n;
+}
+
+int crypt_kek_check_of(const struct crypt *c, uint32_t version,
+                       uint8_t out[CRYPT_KEK_CHECK_BYTES])
+{
+    const struct keyfile_key *k;
+    int rc = -1;
+    kek_rdlock(c);
+    k = keyfile_find(&c->kek, version);
+    if (k) {
+        kek_check(k->key, out);
+        rc = 0;
+    }
+    kek_unlock(c);
+    return rc;
+}
+
+int crypt_kek_require(const struct crypt *c, uint32_t version,
+                      const uint8_t *check, size_t check_len,
+                      const char *why, struct dossier_status *st)
+{
+    uint8_t have[CRYPT_KEK_CHECK_BYTES];
+    char want_id[17] = "?", have_id[17];
+
+    if (check_len == CRYPT_KEK_CHECK_BYTES)
+        check_hex(check, want_id);
+    if (crypt_kek_check_of(c, version, have) != 0)
+        return err_set(st, DOSSIER_WRONG_KEY,
+                       "wrong master key: %s needs master key version %u "
+                       "(key id %s), which the key given does not hold; add "
+                       "that version to the key file",
+                       why, version, want_id);
+    check_hex(have, have_id);
+    if (check_len != CRYPT_KEK_CHECK_BYTES ||
+        sodium_memcmp(have, check, CRYPT_KEK_CHECK_BYTES) != 0)
+        return err_set(st, DOSSIER_WRONG_KEY,
+                       "wrong master key: %s needs master key version %u "
+                       "with key id %s, but version %u of the key given has "
+                       "key id %s",
+                       why, version, want_id, version, have_id);
+    return err_ok(st);
+}
+
+int crypt_keys_reload(struct crypt *c, struct keyfile *kf,
+                      struct dossier_status *st)
+{
+    uint32_t in_use[2] = {crypt_active_version(c),
+                          __atomic_load_n(&c->rotate_to, __ATOMIC_ACQUIRE)};
+    struct keyfile old;
+    int rc = 0;
+
+    pthread_rwlock_wrlock(&c->kek_lock);
+    for (size_t i = 0; i < 2 && !rc; i++) {
+        if (in_use[i] && !keyfile_find(kf, in_use[i]))
+            rc = err_set(st, DOSSIER_WRONG_KEY,
+                         "the key file no longer holds master key version "
+                         "%u, which the cluster still uses%s",
+                         in_use[i], i ? " (a rotation to it is under way)"
+                                      : " (it seals the cluster's keyset)");
+    }
+    for (size_t i = 0; i < kf->n && !rc; i++) {
+        const struct keyfile_key *k = keyfile_find(&c->kek, kf->keys[i].version);
+        if (k && sodium_memcmp(k->key, kf->keys[i].key, CRYPT_KEY_BYTES) != 0)
+            rc = err_set(st, DOSSIER_WRONG_KEY,
+                         "master key version %u in the key file differs from "
+                         "the one loaded: a version's key never changes "
+                         "(add a new version instead)",
+                         kf->keys[i].version);
+    }
+    if (rc) {
+        pthread_rwlock_unlock(&c->kek_lock);
+        keyfile_release(kf);
+        return rc;
+    }
+    old = c->kek;
+    c->kek = *kf;
+    memset(kf, 0, sizeof(*kf));
+    pthread_rwlock_unlock(&c->kek_lock);
+    keyfile_release(&old);
+    return err_ok(st);
 }
 
 int crypt_audit_keys(const struct crypt *c, uint8_t pk[32],
@@ -255,14 +430,12 @@ int crypt_audit_keys(const struct crypt *c, uint8_t pk[32],
 
 void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17])
 {
-    const struct keyfile_key *k = keyfile_find(&c->kek, version);
     uint8_t check[CRYPT_KEK_CHECK_BYTES];
 
-    if (!k) {
+    if (crypt_kek_check_of(c, version, check) != 0) {
         snprintf(out, 17, "unknown");
         return;
     }
-    kek_check(k->key, check);
     check_hex(check, out);
 }
 
@@ -274,7 +447,7 @@ static void version_name(uint32_t v, char out[16])
 int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
                         struct dossier_status *st)
 {
-    const struct keyfile_key *kek = keyfile_current(&c->kek);
+    const struct keyfile_key *kek;
     Dossier__Store__V1__Keyset msg = DOSSIER__STORE__V1__KEYSET__INIT;
     struct keyset_secrets *ks;
     uint8_t *plain = NULL, *box = NULL, *check = NULL;
@@ -299,6 +472,8 @@ int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
     if (!plain || !box || !check || !m->cluster_id.data)
         goto nomem;
     dossier__store__v1__keyset__pack(&msg, plain);
+    kek_rdlock(c);
+    kek = keyfile_current(&c->kek);
     version_name(kek->version, vname);
     place.subject = c->cluster_id;
     place.subject_len = sizeof(c->cluster_id);
@@ -306,15 +481,17 @@ int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
     crypt_seal(kek->key, &place, plain, len, box);
     sodium_free(plain);
     kek_check(kek->key, check);
+    m->kek_version = kek->version;
+    kek_unlock(c);
 
     memcpy(m->cluster_id.data, c->cluster_id, sizeof(c->cluster_id));
     m->cluster_id.len = sizeof(c->cluster_id);
-    m->kek_version = kek->version;
     m->kek_check = (ProtobufCBinaryData){CRYPT_KEK_CHECK_BYTES, check};
     m->sealed_keyset = (ProtobufCBinaryData){crypt_box_len(len), box};
     if (c->ks)
         sodium_free(c->ks);
     c->ks = ks;
+    crypt_set_versions(c, m->kek_version, 0);
     return err_ok(st);
 nomem:
     sodium_free(plain);
@@ -329,7 +506,7 @@ nomem:
 int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
                       struct dossier_status *st)
 {
-    const struct keyfile_key *kek = keyfile_find(&c->kek, m->kek_version);
+    const struct keyfile_key *kek;
     uint8_t check[CRYPT_KEK_CHECK_BYTES];
     char want[17] = "?", have[17];
     Dossier__Store__V1__Keyset *msg = NULL;
@@ -342,8 +519,12 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
 
     if (m->kek_check.len == CRYPT_KEK_CHECK_BYTES)
         check_hex(m->kek_check.data, want);
+    kek_rdlock(c);
+    kek = keyfile_find(&c->kek, m->kek_version);
     if (!kek) {
-        crypt_kek_id(c, keyfile_current(&c->kek)->version, have);
+        kek_check(keyfile_current(&c->kek)->key, check);
+        check_hex(check, have);
+        kek_unlock(c);
         return err_set(st, DOSSIER_WRONG_KEY,
                        "wrong master key: the data directory needs master key "
                        "version %u (key id %s), which the key given does not "
@@ -353,19 +534,25 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
     kek_check(kek->key, check);
     check_hex(check, have);
     if (m->kek_check.len != CRYPT_KEK_CHECK_BYTES ||
-        sodium_memcmp(check, m->kek_check.data, CRYPT_KEK_CHECK_BYTES) != 0)
+        sodium_memcmp(check, m->kek_check.data, CRYPT_KEK_CHECK_BYTES) != 0) {
+        kek_unlock(c);
         return err_set(st, DOSSIER_WRONG_KEY,
                        "wrong master key: the data directory was sealed with "
-                       "key id %s, the key given has key id %s",
-                       want, have);
+                       "master key version %u, key id %s; version %u of the "
+                       "key given has key id %s",
+                       m->kek_version, want, m->kek_version, have);
+    }
     if (m->cluster_id.len != sizeof(c->cluster_id) ||
-        m->sealed_keyset.len < CRYPT_BOX_OVERHEAD)
+        m->sealed_keyset.len < CRYPT_BOX_OVERHEAD) {
+        kek_unlock(c);
         return err_set(st, DOSSIER_CORRUPT, "corrupt meta record");
+    }
     memcpy(c->cluster_id, m->cluster_id.data, sizeof(c->cluster_id));
     len = m->sealed_keyset.len - CRYPT_BOX_OVERHEAD;
     plain = sodium_malloc(len ? len : 1);
     ks = sodium_malloc(sizeof(*ks));
     if (!plain || !ks) {
+        kek_unlock(c);
         rc = err_set(st, DOSSIER_NOMEM, "out of memory");
         goto out;
     }
@@ -373,8 +560,11 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
     place.subject = c->cluster_id;
     place.subject_len = sizeof(c->cluster_id);
     place.name = vname;
-    if (crypt_open(kek->key, &place, m->sealed_keyset.data,
-                   m->sealed_keyset.len, plain) != 0) {
+    rc = crypt_open(kek->key, &place, m->sealed_keyset.data,
+                    m->sealed_keyset.len, plain);
+    kek_unlock(c);
+    kek = NULL;
+    if (rc != 0) {
         rc = err_set(st, DOSSIER_CORRUPT,
                      "the sealed keyset does not open under the right master "
                      "key: the meta record is corrupt");
@@ -396,6 +586,8 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
         sodium_free(c->ks);
     c->ks = ks;
     ks = NULL;
+    if (crypt_active_version(c) != m->kek_version)
+        crypt_set_versions(c, m->kek_version, 0);
     rc = err_ok(st);
 out:
     if (msg) {
@@ -546,7 +738,7 @@ int crypt_subject_key_new(const struct crypt *c,
                           Dossier__Store__V1__SubjectKey *out,
                           struct dossier_status *st)
 {
-    const struct keyfile_key *kek = keyfile_current(&c->kek);
+    const struct keyfile_key *kek;
     struct crypt_place wrap = {.domain = CRYPT_WRAPPED_DEK,
                                .subject = sp,
                                .subject_len = CRYPT_PSEUDONYM_BYTES};
@@ -566,6 +758,19 @@ int crypt_subject_key_new(const struct crypt *c,
         free(sealed);
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     }
+    kek_rdlock(c);
+    kek = kek_in_use(c, 1);
+    if (!kek) {
+        uint32_t v = crypt_wrap_version(c);
+        kek_unlock(c);
+        free(wrapped);
+        free(sealed);
+        return err_set(st, DOSSIER_WRONG_KEY,
+                       "new subject keys are wrapped under master key "
+                       "version %u, which this node's key file does not "
+                       "hold",
+                       v);
+    }
     randombytes_buf(k->key, CRYPT_KEY_BYTES);
     do
         randombytes_buf(&k->id, sizeof(k->id));
@@ -573,15 +778,158 @@ int crypt_subject_key_new(const struct crypt *c,
     version_name(kek->version, vname);
     wrap.name = vname;
     crypt_seal(kek->key, &wrap, k->key, CRYPT_KEY_BYTES, wrapped);
+    out->kek_version = kek->version;
+    kek_unlock(c);
     crypt_seal(k->key, &sidp, (const uint8_t *)subject_id, subject_len,
                sealed);
     out->dek_id = k->id;
-    out->kek_version = kek->version;
     out->wrapped_dek = (ProtobufCBinaryData){crypt_box_len(CRYPT_KEY_BYTES),
                                              wrapped};
     out->sealed_subject_id =
         (ProtobufCBinaryData){crypt_box_len(subject_len), sealed};
     out->created_at_ms = now_ms;
+    return err_ok(st);
+}
+
+/* Unwraps @sk (subject @sp) into @key (CRYPT_KEY_BYTES).
+ * Errors: DOSSIER_WRONG_KEY, DOSSIER_CORRUPT. */
+static int unwrap_dek(const struct crypt *c,
+                      const uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                      const Dossier__Store__V1__SubjectKey *sk,
+                      unsigned char *key, struct dossier_status *st)
+{
+    const struct keyfile_key *kek;
+    struct crypt_place wrap = {.domain = CRYPT_WRAPPED_DEK,
+                               .subject = sp,
+                               .subject_len = CRYPT_PSEUDONYM_BYTES};
+    char vname[16];
+    int rc;
+
+    version_name(sk->kek_version, vname);
+    wrap.name = vname;
+    kek_rdlock(c);
+    kek = keyfile_find(&c->kek, sk->kek_version);
+    if (!kek) {
+        kek_unlock(c);
+        return err_set(st, DOSSIER_WRONG_KEY,
+                       "a subject key is wrapped under master key version %u, "
+                       "which the key file does not hold",
+                       sk->kek_version);
+    }
+    rc = sk->wrapped_dek.len != crypt_box_len(CRYPT_KEY_BYTES) ||
+         crypt_open(kek->key, &wrap, sk->wrapped_dek.data,
+                    sk->wrapped_dek.len, key) != 0;
+    kek_unlock(c);
+    if (rc) {
+        sodium_memzero(key, CRYPT_KEY_BYTES);
+        return err_set(st, DOSSIER_CORRUPT, "a subject key does not unwrap");
+    }
+    return err_ok(st);
+}
+
+int crypt_subject_key_rewrap(const struct crypt *c,
+                             const uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                             const Dossier__Store__V1__SubjectKey *sk,
+                             uint32_t to_version, uint8_t **wrapped,
+                             size_t *len, struct dossier_status *st)
+{
+    struct crypt_place wrap = {.domain = CRYPT_WRAPPED_DEK,
+                               .subject = sp,
+                               .subject_len = CRYPT_PSEUDONYM_BYTES};
+    const struct keyfile_key *kek;
+    unsigned char *key = crypt_scratch_key();
+    uint8_t *box;
+    char vname[16];
+    int rc;
+
+    *wrapped = NULL;
+    *len = 0;
+    if (!key)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    box = malloc(crypt_box_len(CRYPT_KEY_BYTES));
+    if (!box)
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    rc = unwrap_dek(c, sp, sk, key, st);
+    if (rc) {
+        free(box);
+        return rc;
+    }
+    version_name(to_version, vname);
+    wrap.name = vname;
+    kek_rdlock(c);
+    kek = keyfile_find(&c->kek, to_version);
+    if (kek)
+        crypt_seal(kek->key, &wrap, key, CRYPT_KEY_BYTES, box);
+    kek_unlock(c);
+    sodium_memzero(key, CRYPT_KEY_BYTES);
+    if (!kek) {
+        free(box);
+        return err_set(st, DOSSIER_WRONG_KEY,
+                       "master key version %u is not loaded on this node",
+                       to_version);
+    }
+    *wrapped = box;
+    *len = crypt_box_len(CRYPT_KEY_BYTES);
+    return err_ok(st);
+}
+
+int crypt_keyset_reseal(const struct crypt *c, uint32_t to_version,
+                        Dossier__Store__V1__Meta *m, struct dossier_status *st)
+{
+    Dossier__Store__V1__Keyset msg = DOSSIER__STORE__V1__KEYSET__INIT;
+    struct crypt_place place = {.domain = CRYPT_KEYSET};
+    const struct keyfile_key *kek;
+    uint8_t *plain, *box, *check, *cid;
+    char vname[16];
+    size_t len;
+
+    if (!c->ks)
+        return err_set(st, DOSSIER_UNAVAILABLE,
+                       "the cluster's keyset is not open yet");
+    msg.pseudonym_key = (ProtobufCBinaryData){CRYPT_KEY_BYTES,
+                                              c->ks->pseudonym};
+    msg.record_key = (ProtobufCBinaryData){CRYPT_KEY_BYTES, c->ks->record};
+    msg.index_key = (ProtobufCBinaryData){CRYPT_KEY_BYTES, c->ks->index};
+    msg.shared_dek = (ProtobufCBinaryData){CRYPT_KEY_BYTES, c->ks->shared};
+    len = dossier__store__v1__keyset__get_packed_size(&msg);
+    plain = sodium_malloc(len);
+    box = malloc(crypt_box_len(len));
+    check = malloc(CRYPT_KEK_CHECK_BYTES);
+    cid = malloc(sizeof(c->cluster_id));
+    if (!plain || !box || !check || !cid) {
+        if (plain)
+            sodium_free(plain);
+        free(box);
+        free(check);
+        free(cid);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    dossier__store__v1__keyset__pack(&msg, plain);
+    version_name(to_version, vname);
+    place.subject = c->cluster_id;
+    place.subject_len = sizeof(c->cluster_id);
+    place.name = vname;
+    kek_rdlock(c);
+    kek = keyfile_find(&c->kek, to_version);
+    if (kek) {
+        crypt_seal(kek->key, &place, plain, len, box);
+        kek_check(kek->key, check);
+    }
+    kek_unlock(c);
+    sodium_free(plain);
+    if (!kek) {
+        free(box);
+        free(check);
+        free(cid);
+        return err_set(st, DOSSIER_WRONG_KEY,
+                       "master key version %u is not loaded on this node",
+                       to_version);
+    }
+    memcpy(cid, c->cluster_id, sizeof(c->cluster_id));
+    m->cluster_id = (ProtobufCBinaryData){sizeof(c->cluster_id), cid};
+    m->kek_version = to_version;
+    m->kek_check = (ProtobufCBinaryData){CRYPT_KEK_CHECK_BYTES, check};
+    m->sealed_keyset = (ProtobufCBinaryData){crypt_box_len(len), box};
     return err_ok(st);
 }
 
@@ -591,14 +939,9 @@ int crypt_subject_key_open(struct crypt *c,
                            struct crypt_dek *k, char *sid, size_t sid_cap,
                            struct dossier_status *st)
 {
-    const struct keyfile_key *kek;
-    struct crypt_place wrap = {.domain = CRYPT_WRAPPED_DEK,
-                               .subject = sp,
-                               .subject_len = CRYPT_PSEUDONYM_BYTES};
     struct crypt_place sidp = {.domain = CRYPT_SUBJECT_ID,
                                .subject = sp,
                                .subject_len = CRYPT_PSEUDONYM_BYTES};
-    char vname[16];
     char plain_sid[CRYPT_SUBJECT_ID_MAX + 1];
     size_t sid_len;
     int hit;
@@ -612,18 +955,8 @@ int crypt_subject_key_open(struct crypt *c,
         return 1;
     /* A stale cache entry (the subject was erased and came back with a new
      * key) is replaced below. */
-    kek = keyfile_find(&c->kek, sk->kek_version);
-    if (!kek)
-        return err_set(st, DOSSIER_WRONG_KEY,
-                       "a subject key is wrapped under master key version %u, "
-                       "which the key file does not hold",
-                       sk->kek_version);
-    version_name(sk->kek_version, vname);
-    wrap.name = vname;
-    if (sk->wrapped_dek.len != crypt_box_len(CRYPT_KEY_BYTES) ||
-        crypt_open(kek->key, &wrap, sk->wrapped_dek.data, sk->wrapped_dek.len,
-                   k->key) != 0)
-        return err_set(st, DOSSIER_CORRUPT, "a subject key does not unwrap");
+    if (unwrap_dek(c, sp, sk, k->key, st) != 0)
+        return st->code;
     k->id = sk->dek_id;
     if (sk->sealed_subject_id.len < CRYPT_BOX_OVERHEAD ||
         sk->sealed_subject_id.len - CRYPT_BOX_OVERHEAD > CRYPT_SUBJECT_ID_MAX ||

@@ -37,6 +37,15 @@
  * Key check value of a master key (Meta.kek_check), keyed BLAKE2b, 16 bytes:
  *   H(master key; "dossier.kek-check.v1")
  * Its first 8 bytes in hex are the "key id" operators see in messages.
+ *
+ * Master key versions in use (from the replicated state, set with
+ * crypt_set_versions): the active version seals the keyset (Meta); while
+ * a rotation runs (keys.h) new subject keys are wrapped under its target
+ * version, else under the active one. Never under the highest version
+ * merely loaded: a version added to one node's key file is used only
+ * once a rotation (which checks every node holds it) starts. The peer
+ * token nodes present comes from the active version; a node accepts the
+ * token of any version it holds, so nodes agree across a rotation.
  */
 #ifndef DOSSIER_NODE_CRYPT_H
 #define DOSSIER_NODE_CRYPT_H
@@ -99,7 +108,7 @@ int crypt_new(struct keyfile *kf, size_t cache_entries, struct crypt **out,
 void crypt_free(struct crypt *c);
 
 /* For a new data directory: draws a random keyset and a cluster id and
- * seals the keyset under the current master key, filling @m's cluster_id,
+ * seals the keyset under the highest master key version loaded, filling @m's cluster_id,
  * kek_version, kek_check and sealed_keyset. The three byte fields are
  * malloc'd; the caller frees each data pointer with free(). */
 int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
@@ -115,9 +124,66 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
  * operators' messages; "unknown" when the version is not loaded. */
 void crypt_kek_id(const struct crypt *c, uint32_t version, char out[17]);
 
-/* The token nodes of this cluster present to each other (auth.h), from
- * the current master key. */
+/* The token this node presents to the others (auth.h), from the active
+ * master key version (the highest loaded before the keyset is known). */
 void crypt_peer_token(const struct crypt *c, char out[65]);
+
+/* 1 if @token (@len bytes) is the peer token of a version this node
+ * holds, else 0. Constant time per version. */
+int crypt_peer_token_ok(const struct crypt *c, const char *token, size_t len);
+
+/* Records which versions the cluster uses (see the top of this file);
+ * @rotate_to 0: no rotation. Thread-safe. */
+void crypt_set_versions(struct crypt *c, uint32_t active, uint32_t rotate_to);
+uint32_t crypt_active_version(const struct crypt *c);
+/* The version new subject keys are wrapped under. */
+uint32_t crypt_wrap_version(const struct crypt *c);
+
+/* The versions loaded, ascending, into @versions and their key check
+ * values into @checks (may be NULL), at most @cap; returns how many. */
+size_t crypt_kek_versions(const struct crypt *c, uint32_t *versions,
+                          uint8_t (*checks)[CRYPT_KEK_CHECK_BYTES], size_t cap);
+
+/* The key check value of version @version into @out: 0, or -1 when it is
+ * not loaded. */
+int crypt_kek_check_of(const struct crypt *c, uint32_t version,
+                       uint8_t out[CRYPT_KEK_CHECK_BYTES]);
+
+/* Checks that version @version is loaded and has key check value @check
+ * (@check_len bytes); @why ("the data directory", ...) starts the
+ * message. Errors: DOSSIER_WRONG_KEY (missing or another key; both key
+ * ids named). */
+int crypt_kek_require(const struct crypt *c, uint32_t version,
+                      const uint8_t *check, size_t check_len,
+                      const char *why, struct dossier_status *st);
+
+/* Replaces the loaded master keys by @kf (taken, on success and failure
+ * alike), e.g. on SIGHUP. Refuses, keeping the old ones, a key file that
+ * lacks a version in use (the active one or a rotation's target) or gives
+ * a loaded version another key. Calls in flight finish with the old keys.
+ * Errors: DOSSIER_WRONG_KEY. */
+int crypt_keys_reload(struct crypt *c, struct keyfile *kf,
+                      struct dossier_status *st);
+
+/* Rotation: the data key of @sk (subject @sp; borrowed) unwrapped and
+ * wrapped again under version @to_version, into *@wrapped (malloc'd box
+ * of *@len bytes, freed by the caller). The data key itself is unchanged.
+ * Errors: DOSSIER_WRONG_KEY (a version not loaded), DOSSIER_CORRUPT,
+ * DOSSIER_NOMEM. */
+int crypt_subject_key_rewrap(const struct crypt *c,
+                             const uint8_t sp[CRYPT_PSEUDONYM_BYTES],
+                             const Dossier__Store__V1__SubjectKey *sk,
+                             uint32_t to_version, uint8_t **wrapped,
+                             size_t *len, struct dossier_status *st);
+
+/* Rotation: the open keyset sealed again, unchanged, under version
+ * @to_version: fills @m's cluster_id, kek_version, kek_check and
+ * sealed_keyset (malloc'd; the caller frees each data pointer).
+ * Errors: DOSSIER_UNAVAILABLE (no keyset open), DOSSIER_WRONG_KEY,
+ * DOSSIER_NOMEM. */
+int crypt_keyset_reseal(const struct crypt *c, uint32_t to_version,
+                        Dossier__Store__V1__Meta *m,
+                        struct dossier_status *st);
 
 /* The cluster's audit signing key pair (Ed25519), derived from the
  * keyset so every node that may lead signs with the same key: public key

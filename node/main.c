@@ -23,6 +23,7 @@
 #include "crypt.h"
 #include "errors.h"
 #include "keyfile.h"
+#include "keys.h"
 #include "health.h"
 #include "log.h"
 #include "node_metrics.h"
@@ -111,6 +112,24 @@ static int check_keys(struct store *s, struct crypt *c,
     if (rc)
         return rc;
     rc = crypt_keyset_load(c, m, st);
+    if (rc == 0) {
+        /* A rotation under way needs its target version too: subject
+         * keys rewrapped already open only under it. */
+        Dossier__Store__V1__KeyRotation *r = NULL;
+        int rr = store_key_rotation_get(s, &r, st);
+        if (rr == 0 && !r->done) {
+            crypt_set_versions(c, m->kek_version, r->to_version);
+            rc = crypt_kek_require(c, r->to_version, r->to_check.data,
+                                   r->to_check.len,
+                                   "the key rotation under way", st);
+        } else if (rr != 0 && rr != DOSSIER_NOT_FOUND) {
+            rc = rr;
+        } else {
+            err_ok(st);
+        }
+        if (r)
+            dossier__store__v1__key_rotation__free_unpacked(r, NULL);
+    }
     dossier__store__v1__meta__free_unpacked(m, NULL);
     return rc;
 }
@@ -177,6 +196,9 @@ static int write_ready_file(const char *path, const char *addr)
 
 struct signal_ctx {
     sigset_t set;
+    int tls_on; /* the port was started with --tls-cert */
+    struct crypt *crypt;
+    struct keys *keys;
     struct server *server;
     struct cluster *cluster;
     struct audit_sink *audit;
@@ -204,6 +226,52 @@ static void reload(struct signal_ctx *sc)
     if (log_level_parse(fresh.log_level) >= 0) {
         log_set_level((enum log_level)log_level_parse(fresh.log_level));
         log_printf(LOG_INFO, "SIGHUP: log level %s", fresh.log_level);
+    }
+    if (fresh.key_file[0]) {
+        /* New master key versions (a rotation is coming); a version the
+         * cluster still uses can never be dropped. */
+        struct keyfile kf;
+        if (keyfile_load(&kf, fresh.key_file, &st) != 0 ||
+            crypt_keys_reload(sc->crypt, &kf, &st) != 0) {
+            log_printf(LOG_WARN, "SIGHUP: master keys not reloaded, the "
+                       "loaded ones stay: %s", st.message);
+        } else {
+            uint32_t v[KEYFILE_MAX_VERSIONS];
+            char list[200] = "";
+            size_t n = crypt_kek_versions(sc->crypt, v, NULL,
+                                          KEYFILE_MAX_VERSIONS);
+            for (size_t i = 0; i < n; i++)
+                snprintf(list + strlen(list), sizeof(list) - strlen(list),
+                         "%s%u", i ? ", " : "", v[i]);
+            log_printf(LOG_INFO, "SIGHUP: master key versions %s loaded "
+                       "from %s (version %u in use)",
+                       list, fresh.key_file, crypt_active_version(sc->crypt));
+            cluster_keys_reloaded(sc->cluster);
+        }
+    }
+    if (sc->tls_on || fresh.tls_cert[0]) {
+        /* New certificates for connections made from now on, the port's
+         * and the peer channels'; a file gRPC refuses changes nothing. */
+        struct tls_files tf = {NULL, NULL, NULL};
+        struct server_tls t;
+        if (!sc->tls_on || !fresh.tls_cert[0])
+            log_printf(LOG_WARN, "SIGHUP: TLS is turned on or off only by "
+                       "a restart; the port is unchanged");
+        else if (tls_load(&fresh, &tf, &t, &st) != 0 ||
+                 server_tls_reload(sc->server, &t, &st) != 0)
+            log_printf(LOG_WARN, "SIGHUP: TLS certificate not reloaded, the "
+                       "current one stays: %s", st.message);
+        else if (peer_tls_reload(t.ca_pem, t.cert_pem, t.key_pem, &st) != 0)
+            log_printf(LOG_WARN, "SIGHUP: TLS certificate reloaded for the "
+                       "port but not for calls to other nodes: %s",
+                       st.message);
+        else {
+            cluster_renew_peer_channels(sc->cluster);
+            log_printf(LOG_INFO, "SIGHUP: TLS certificate reloaded from %s: "
+                       "new connections, and calls to other nodes, use it",
+                       fresh.tls_cert);
+        }
+        tls_release(&tf);
     }
     if (sc->auth && fresh.auth_file[0]) {
         if (auth_reload(sc->auth, fresh.auth_file, &st) == 0)
@@ -315,6 +383,8 @@ static void *signal_main(void *arg)
     hand_over_leadership(sc->cluster);
     retention_stop(sc->retention);
     sc->retention = NULL;
+    keys_stop(sc->keys);
+    sc->keys = NULL;
     /* No new calls; calls in flight finish while the Raft loop still runs
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */
@@ -422,6 +492,7 @@ int main(int argc, char **argv)
     grpc_init();
     memset(&node, 0, sizeof(node));
     sc.retention = NULL;
+    sc.keys = NULL;
     rc = load_keys(&cfg, &kf, &st);
     if (rc == 0)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
@@ -430,14 +501,25 @@ int main(int argc, char **argv)
     if (rc == 0 && cfg.tls_cert[0])
         rc = tls_load(&cfg, &tls_files, &tls, &st);
     if (rc == 0)
-        crypt_peer_token(crypt, node.peer_token);
-    if (rc == 0)
         rc = store_open(cfg.data_dir, cfg.block_cache_mb << 20, &store,
                         &created, &st);
     if (rc == 0)
         store_set_change_history(store, cfg.watch_history);
-    if (rc == 0)
+    if (rc == 0) {
         rc = check_keys(store, crypt, &st);
+        if (rc == DOSSIER_WRONG_KEY && backup_restore_pending(cfg.data_dir)) {
+            char why[DOSSIER_STATUS_MESSAGE_MAX];
+            snprintf(why, sizeof(why), "%s", st.message);
+            err_set(&st, rc, "%s. This data directory is a restored backup: "
+                    "it needs the master key version it was sealed under "
+                    "when the backup was taken (dossier backup restore "
+                    "named it), even if the cluster rotated away from it "
+                    "since; rotate again once it serves", why);
+        }
+    }
+    /* From the version in use, known once the keyset is open. */
+    if (rc == 0)
+        crypt_peer_token(crypt, node.peer_token);
     if (rc == 0)
         rc = server_bind(&node, cfg.listen, cfg.max_message_bytes, &tls,
                          &server, bound, sizeof(bound), &st);
@@ -478,8 +560,10 @@ int main(int argc, char **argv)
 started:
     tls_release(&tls_files);
     if (rc) {
-        log_printf(LOG_ERROR, "cannot start: %s", st.message);
-        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        log_printf(LOG_ERROR, "cannot start: %s: %s",
+                   dossier_code_name(st.code), st.message);
+        fprintf(stderr, "dossierd: cannot start: %s: %s\n",
+                dossier_code_name(st.code), st.message);
         goto out;
     }
     node.store = store;
@@ -528,6 +612,19 @@ started:
                         "tests and needs --enable-fault-injection\n");
         goto out;
     }
+    if (cfg.key_rotation_pause_ms && !cfg.fault_injection) {
+        fprintf(stderr, "dossierd: --key-rotation-pause-ms is for tests and "
+                        "needs --enable-fault-injection\n");
+        goto out;
+    }
+    if (keys_start(&node, cfg.key_rotation_batch,
+                   (unsigned)cfg.key_rotation_pause_ms, &node.keys,
+                   &st) != 0) {
+        log_printf(LOG_ERROR, "cannot start: %s", st.message);
+        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        goto out;
+    }
+    sc.keys = node.keys;
     if (retention_start(&node, (int64_t)cfg.retention_sweep_ms,
                         (int64_t)cfg.retention_offset_days * 86400000LL,
                         &sc.retention, &st) != 0) {
@@ -556,6 +653,8 @@ started:
     sc.audit = node.audit;
     sc.health = node.health;
     sc.auth = auth;
+    sc.crypt = crypt;
+    sc.tls_on = cfg.tls_cert[0] != '\0';
     sc.argc = argc;
     sc.argv = argv;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {
@@ -591,6 +690,7 @@ out:
     if (exit_code != 0)
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
     retention_stop(sc.retention); /* stopped by the signal thread else */
+    keys_stop(sc.keys);           /* likewise */
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
     api_export_wait_idle();

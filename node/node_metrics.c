@@ -9,6 +9,7 @@
 #include "api.h"
 #include "audit_sink.h"
 #include "cluster.h"
+#include "crypt.h"
 #include "errors.h"
 #include "health.h"
 #include "log.h"
@@ -174,6 +175,40 @@ static void collect_store(struct metrics_writer *w, struct node *n)
             (double)dropped);
 }
 
+/* Master keys: the version in use, those loaded, a rotation's progress. */
+static void collect_keys(struct metrics_writer *w, struct node *n)
+{
+    Dossier__Store__V1__KeyRotation *r = NULL;
+    struct dossier_status st;
+    uint32_t versions[KEYFILE_MAX_VERSIONS];
+    size_t nv = crypt_kek_versions(n->crypt, versions, NULL,
+                                   KEYFILE_MAX_VERSIONS);
+
+    gauge(w, "dossier_master_key_version",
+          "master key version sealing the cluster's keyset (0: no keyset "
+          "yet)",
+          crypt_active_version(n->crypt));
+    gauge(w, "dossier_master_key_versions_loaded",
+          "master key versions in this node's key file",
+          (double)nv);
+    gauge(w, "dossier_master_key_newest_loaded",
+          "highest master key version in this node's key file",
+          nv ? versions[nv - 1] : 0);
+    if (store_key_rotation_get(n->store, &r, &st) != 0)
+        r = NULL;
+    gauge(w, "dossier_key_rotation_running",
+          "1 while a master key rotation is under way",
+          r && !r->done);
+    gauge(w, "dossier_key_rotation_subjects",
+          "subject keys the current or last rotation had to rewrap",
+          r ? (double)r->subjects : 0);
+    gauge(w, "dossier_key_rotation_rewrapped",
+          "subject keys the current or last rotation rewrapped so far",
+          r ? (double)r->rewrapped : 0);
+    if (r)
+        dossier__store__v1__key_rotation__free_unpacked(r, NULL);
+}
+
 static void collect(struct metrics_writer *w, void *arg)
 {
     struct node *n = arg;
@@ -201,6 +236,8 @@ static void collect(struct metrics_writer *w, void *arg)
     }
     if (n->store)
         collect_store(w, n);
+    if (n->store && n->crypt)
+        collect_keys(w, n);
 }
 
 int node_metrics_start(struct node *n, const char *listen,

@@ -19,6 +19,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <sodium.h>
 
 #include "errors.h"
 #include "fileutil.h"
@@ -46,8 +47,8 @@ struct peer_client {
     uint8_t cid[PEER_CLUSTER_ID_BYTES];
     uint64_t self;
     char self_address[256];
-    /* "Bearer <peer token>", sent as `authorization` with every call. */
-    char bearer[80];
+    /* "Bearer <peer token>", sent as `authorization` with every call; its
+     * value slice is replaced (under lock) when the token changes. */
     grpc_metadata auth_md;
     struct peer_events ev;
     pthread_mutex_t lock;
@@ -58,16 +59,28 @@ struct peer_client {
     pthread_t cq_thread;
     int calls;     /* asynchronous calls in flight */
     int transfers; /* snapshot threads running */
-    /* Channels replaced by a new address, destroyed at the end (a call in
-     * flight may still use one). */
-    grpc_channel *old[64];
-    size_t n_old;
+    /* Channels replaced (a new address, a new certificate), destroyed at
+     * the end: a snapshot transfer may still use one. */
+    grpc_channel **old;
+    size_t n_old, cap_old;
 };
 
 /* Credentials of every peer channel; NULL: plaintext. Set by
- * peer_tls_set() before any peer client exists, read under a client's
- * lock, and shared by all channels (each takes its own reference). */
+ * peer_tls_set() before any peer client exists, replaced by
+ * peer_tls_reload(), read under creds_mu, and shared by all channels
+ * (each takes its own reference). */
 static grpc_channel_credentials *peer_creds;
+static pthread_mutex_t creds_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* 1 when peer channels speak TLS. */
+static int peer_tls_on(void)
+{
+    int on;
+    pthread_mutex_lock(&creds_mu);
+    on = peer_creds != NULL;
+    pthread_mutex_unlock(&creds_mu);
+    return on;
+}
 
 enum pcall_kind { PC_SEND, PC_FORWARD };
 
@@ -228,11 +241,56 @@ int peer_tls_set(const char *ca_pem, const char *cert_pem,
     return 0;
 }
 
+int peer_tls_reload(const char *ca_pem, const char *cert_pem,
+                    const char *key_pem, struct dossier_status *st)
+{
+    grpc_ssl_pem_key_cert_pair pair = {key_pem, cert_pem};
+    grpc_channel_credentials *fresh, *old;
+
+    if (!peer_tls_on())
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "peer calls are plaintext; TLS is turned on only by a "
+                       "restart");
+    fresh = grpc_ssl_credentials_create(ca_pem, &pair, NULL, NULL);
+    if (!fresh)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "gRPC refused the TLS certificate and key for calls "
+                       "to other nodes");
+    pthread_mutex_lock(&creds_mu);
+    old = peer_creds;
+    peer_creds = fresh;
+    pthread_mutex_unlock(&creds_mu);
+    /* Channels made with the old ones hold their own reference. */
+    grpc_channel_credentials_release(old);
+    return err_ok(st);
+}
+
 void peer_tls_clear(void)
 {
     if (peer_creds)
         grpc_channel_credentials_release(peer_creds);
     peer_creds = NULL;
+}
+
+static grpc_slice bearer_slice(const char *token)
+{
+    char bearer[80];
+    grpc_slice sl;
+    snprintf(bearer, sizeof(bearer), "Bearer %s", token ? token : "");
+    sl = grpc_slice_from_copied_string(bearer);
+    sodium_memzero(bearer, sizeof(bearer));
+    return sl;
+}
+
+void peer_client_set_token(struct peer_client *pc, const char *peer_token)
+{
+    grpc_slice old, fresh = bearer_slice(peer_token);
+    pthread_mutex_lock(&pc->lock);
+    old = pc->auth_md.value;
+    pc->auth_md.value = fresh;
+    pthread_mutex_unlock(&pc->lock);
+    /* Calls already started hold their own reference. */
+    grpc_slice_unref(old);
 }
 
 int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
@@ -248,10 +306,8 @@ int peer_client_new(const uint8_t cluster_id[PEER_CLUSTER_ID_BYTES],
     pc->self = self;
     snprintf(pc->self_address, sizeof(pc->self_address), "%s",
              self_address ? self_address : "");
-    snprintf(pc->bearer, sizeof(pc->bearer), "Bearer %s",
-             peer_token ? peer_token : "");
     pc->auth_md.key = grpc_slice_from_static_string("authorization");
-    pc->auth_md.value = grpc_slice_from_static_string(pc->bearer);
+    pc->auth_md.value = bearer_slice(peer_token);
     pc->ev = *ev;
     pthread_mutex_init(&pc->lock, NULL);
     pthread_cond_init(&pc->idle, NULL);
@@ -284,17 +340,66 @@ void peer_client_free(struct peer_client *pc)
             grpc_channel_destroy(pc->peers[i].ch);
     for (size_t i = 0; i < pc->n_old; i++)
         grpc_channel_destroy(pc->old[i]);
+    free(pc->old);
+    grpc_slice_unref(pc->auth_md.value);
     pthread_mutex_destroy(&pc->lock);
     pthread_cond_destroy(&pc->idle);
     free(pc);
     grpc_shutdown();
 }
 
+/* Retires @ch (kept until the client is freed); pc->lock held. */
+static void retire_channel(struct peer_client *pc, grpc_channel *ch)
+{
+    if (pc->n_old == pc->cap_old) {
+        size_t cap = pc->cap_old ? 2 * pc->cap_old : 16;
+        grpc_channel **n = realloc(pc->old, cap * sizeof(*n));
+        if (!n) {
+            /* Calls hold the channel themselves; only a snapshot thread
+             * that has not started its call yet could miss it. */
+            grpc_channel_destroy(ch);
+            return;
+        }
+        pc->old = n;
+        pc->cap_old = cap;
+    }
+    pc->old[pc->n_old++] = ch;
+}
+
+/* (Re)makes @p's channel to @p->address with the current credentials;
+ * pc->lock held. */
+static void open_channel(struct peer_client *pc, struct peer *p)
+{
+    grpc_channel_credentials *creds;
+    if (p->ch)
+        retire_channel(pc, p->ch);
+    pthread_mutex_lock(&creds_mu);
+    creds = peer_creds ? peer_creds : grpc_insecure_credentials_create();
+    p->ch = grpc_channel_create(p->address, creds, NULL);
+    if (creds != peer_creds)
+        grpc_channel_credentials_release(creds);
+    pthread_mutex_unlock(&creds_mu);
+    p->m_send = grpc_channel_register_call(p->ch, "/dossier.peer.v1.Peer/Send",
+                                           NULL, NULL);
+    p->m_forward = grpc_channel_register_call(
+        p->ch, "/dossier.peer.v1.Peer/Forward", NULL, NULL);
+    p->m_snapshot = grpc_channel_register_call(
+        p->ch, "/dossier.peer.v1.Peer/InstallSnapshot", NULL, NULL);
+}
+
+void peer_client_renew_channels(struct peer_client *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    for (size_t i = 0; i < pc->n; i++)
+        if (pc->peers[i].ch)
+            open_channel(pc, &pc->peers[i]);
+    pthread_mutex_unlock(&pc->lock);
+}
+
 void peer_client_set_address(struct peer_client *pc, uint64_t id,
                              const char *address)
 {
     struct peer *p;
-    grpc_channel_credentials *creds;
 
     if (id == 0 || id == pc->self || !address || !address[0])
         return;
@@ -310,23 +415,8 @@ void peer_client_set_address(struct peer_client *pc, uint64_t id,
         p->id = id;
     }
     if (strcmp(p->address, address) != 0) {
-        if (p->ch) {
-            if (pc->n_old < sizeof(pc->old) / sizeof(pc->old[0]))
-                pc->old[pc->n_old++] = p->ch;
-            else
-                grpc_channel_destroy(p->ch); /* unlikely: 64 moves */
-        }
         snprintf(p->address, sizeof(p->address), "%s", address);
-        creds = peer_creds ? peer_creds : grpc_insecure_credentials_create();
-        p->ch = grpc_channel_create(p->address, creds, NULL);
-        if (creds != peer_creds)
-            grpc_channel_credentials_release(creds);
-        p->m_send = grpc_channel_register_call(
-            p->ch, "/dossier.peer.v1.Peer/Send", NULL, NULL);
-        p->m_forward = grpc_channel_register_call(
-            p->ch, "/dossier.peer.v1.Peer/Forward", NULL, NULL);
-        p->m_snapshot = grpc_channel_register_call(
-            p->ch, "/dossier.peer.v1.Peer/InstallSnapshot", NULL, NULL);
+        open_channel(pc, p);
     }
     pthread_mutex_unlock(&pc->lock);
 }
@@ -599,14 +689,19 @@ static void *transfer_main(void *arg)
     grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
     grpc_op ops[4];
+    grpc_metadata auth;
     int ok = 0;
 
+    pthread_mutex_lock(&pc->lock);
+    auth = pc->auth_md;
+    auth.value = grpc_slice_ref(pc->auth_md.value);
+    pthread_mutex_unlock(&pc->lock);
     grpc_metadata_array_init(&init_md);
     grpc_metadata_array_init(&trail_md);
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[0].data.send_initial_metadata.count = 1;
-    ops[0].data.send_initial_metadata.metadata = &t->pc->auth_md;
+    ops[0].data.send_initial_metadata.metadata = &auth;
     if (grpc_call_start_batch(call, ops, 1, ops, NULL) == GRPC_CALL_OK &&
         grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME),
                                     NULL)
@@ -637,6 +732,7 @@ static void *transfer_main(void *arg)
         grpc_call_cancel(call, NULL);
     }
     grpc_call_unref(call);
+    grpc_slice_unref(auth.value);
     if (recv)
         grpc_byte_buffer_destroy(recv);
     grpc_metadata_array_destroy(&init_md);
@@ -701,4 +797,92 @@ void peer_client_send_snapshot(struct peer_client *pc, uint64_t to,
         if (pc->ev.snapshot_done)
             pc->ev.snapshot_done(pc->ev.arg, to, 0);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Synchronous calls (never from the Raft thread) */
+
+int peer_client_key_status(struct peer_client *pc, uint64_t to,
+                           int64_t timeout_ms,
+                           Dossier__Peer__V1__KeyStatusResponse **out,
+                           struct dossier_status *st)
+{
+    Dossier__Peer__V1__KeyStatusRequest req =
+        DOSSIER__PEER__V1__KEY_STATUS_REQUEST__INIT;
+    grpc_completion_queue *cq;
+    grpc_call *call = NULL;
+    grpc_metadata auth;
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send, *recv = NULL;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op ops[6];
+    struct peer *p;
+    int rc;
+
+    *out = NULL;
+    req.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES, pc->cid};
+    req.from = pc->self;
+    cq = grpc_completion_queue_create_for_pluck(NULL);
+    pthread_mutex_lock(&pc->lock);
+    p = find(pc, to);
+    if (p && p->ch && !p->blocked) {
+        grpc_slice method =
+            grpc_slice_from_static_string("/dossier.peer.v1.Peer/KeyStatus");
+        call = grpc_channel_create_call(p->ch, NULL, GRPC_PROPAGATE_DEFAULTS,
+                                        cq, method, NULL,
+                                        deadline_in(timeout_ms), NULL);
+    }
+    auth = pc->auth_md;
+    auth.value = grpc_slice_ref(pc->auth_md.value);
+    pthread_mutex_unlock(&pc->lock);
+    if (!call) {
+        grpc_slice_unref(auth.value);
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+        return err_set(st, DOSSIER_UNAVAILABLE, "no address known");
+    }
+    send = pbgrpc_pack(&req.base);
+    grpc_metadata_array_init(&init_md);
+    grpc_metadata_array_init(&trail_md);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &auth;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, ops, 6, ops, NULL) == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(cq, ops,
+                                    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (status == GRPC_STATUS_OK)
+        *out = (Dossier__Peer__V1__KeyStatusResponse *)pbgrpc_unpack(
+            recv, &dossier__peer__v1__key_status_response__descriptor);
+    if (*out) {
+        rc = err_ok(st);
+    } else {
+        char *text = grpc_slice_to_c_string(details);
+        rc = err_set(st, DOSSIER_UNAVAILABLE, "%s",
+                     text[0] ? text : "no answer");
+        gpr_free(text);
+    }
+    grpc_call_unref(call);
+    grpc_byte_buffer_destroy(send);
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
+    grpc_slice_unref(details);
+    grpc_slice_unref(auth.value);
+    grpc_metadata_array_destroy(&init_md);
+    grpc_metadata_array_destroy(&trail_md);
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    return rc;
 }

@@ -14,6 +14,7 @@
 
 #include <dossier/dossier.h>
 
+#include "peer.pb-c.h"
 #include "raft.h"
 
 #define PEER_CLUSTER_ID_BYTES 16
@@ -52,6 +53,17 @@ struct peer_client;
 int peer_tls_set(const char *ca_pem, const char *cert_pem,
                  const char *key_pem, struct dossier_status *st);
 void peer_tls_clear(void);
+
+/* Replaces the certificate, key and CA of peer channels opened from now
+ * on (SIGHUP; copied); then peer_client_renew_channels() reopens the
+ * channels already made. Errors: DOSSIER_FAILED_PRECONDITION (peers talk
+ * plaintext), DOSSIER_INVALID_ARGUMENT (gRPC refused them). */
+int peer_tls_reload(const char *ca_pem, const char *cert_pem,
+                    const char *key_pem, struct dossier_status *st);
+
+/* Reopens every peer channel with the current credentials; calls in
+ * flight finish on the old ones. */
+void peer_client_renew_channels(struct peer_client *pc);
 
 /* @self_address (copied) is sent with every message batch, @peer_token
  * (copied; see auth.h) with every call. Errors: DOSSIER_NOMEM,
@@ -98,6 +110,20 @@ int peer_client_forward(struct peer_client *pc, uint64_t to,
  * second one while the first runs is refused (reported failed). */
 void peer_client_send_snapshot(struct peer_client *pc, uint64_t to,
                                const char *dir, const struct raft_msg *msg);
+
+/* Changes the token presented on every call from now on (@peer_token
+ * copied), when the master key version in use changed. */
+void peer_client_set_token(struct peer_client *pc, const char *peer_token);
+
+/* Asks node @to which master key versions it holds (Peer.KeyStatus),
+ * waiting up to @timeout_ms: *@out (free with
+ * dossier__peer__v1__key_status_response__free_unpacked). Blocks: never
+ * call it from the Raft thread. Errors: DOSSIER_UNAVAILABLE (no address,
+ * no answer, or a refusal; the message says which). */
+int peer_client_key_status(struct peer_client *pc, uint64_t to,
+                           int64_t timeout_ms,
+                           Dossier__Peer__V1__KeyStatusResponse **out,
+                           struct dossier_status *st);
 
 /* Test switch: while set, every message to or from @id is dropped, as if
  * the network were cut (tests/integration partitions nodes with it). */

@@ -23,10 +23,12 @@
 #include "audit_sink.h"
 #include "auth.h"
 #include "cluster.h"
+#include "crypt.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
 #include "health.h"
 #include "health.pb-c.h"
+#include "keys.pb-c.h"
 #include "log.h"
 #include "node_metrics.h"
 #include "peer.pb-c.h"
@@ -191,6 +193,13 @@ static const struct api_method methods[] = {
      API_PEER | API_LOCAL | API_STREAM_IN, 2, 0},
     {"/dossier.peer.v1.Peer/Fault", &dossier__peer__v1__fault_request__descriptor,
      api_peer_fault, API_PEER | API_LOCAL, 1, 0},
+    {"/dossier.v1.Keys/Rotate", &dossier__v1__rotate_keys_request__descriptor,
+     api_keys_rotate, W | API_ADMIN | LOG, 1, ADM},
+    {"/dossier.v1.Keys/Status", &dossier__v1__keys_status_request__descriptor,
+     api_keys_status, R, 1, ADM},
+    {"/dossier.peer.v1.Peer/KeyStatus",
+     &dossier__peer__v1__key_status_request__descriptor, api_peer_key_status,
+     API_PEER | API_LOCAL, 2, 0},
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
      API_PEER | W, 4, 0},
@@ -280,8 +289,20 @@ struct call {
     size_t n_trailers;
 };
 
+/* The port's certificate, handed to gRPC through a config fetcher that
+ * gRPC calls at each new TLS handshake: a certificate reloaded on SIGHUP
+ * is picked up by the next connection, while connections already made
+ * keep theirs. */
+struct tls_fetch {
+    pthread_mutex_t mu;
+    grpc_ssl_server_certificate_config *pending; /* NULL: unchanged */
+    int on;                                      /* the port speaks TLS */
+    grpc_ssl_client_certificate_request_type req;
+};
+
 struct server {
     struct node *node;
+    struct tls_fetch tls;
     grpc_server *grpc;
     grpc_completion_queue *cq;
     void *registered[N_METHODS];
@@ -290,7 +311,25 @@ struct server {
     int stopping;
     gpr_timespec stop_deadline;
     long in_flight; /* calls received and not yet freed */
+    /* gRPC reported the server shut down, but calls are still to be
+     * answered (by the Raft loop as it stops): the queue is shut down
+     * once the last is freed, since answering a call whose queue is shut
+     * down aborts the process. */
+    int shutdown_seen;
+    int cq_shut;
 };
+
+/* Shuts the queue down once gRPC's shutdown came and no call is left. */
+static void maybe_shut_queue(struct server *s, int force)
+{
+    if (!__atomic_load_n(&s->shutdown_seen, __ATOMIC_ACQUIRE))
+        return;
+    if (!force && __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) > 0)
+        return;
+    if (__atomic_exchange_n(&s->cq_shut, 1, __ATOMIC_ACQ_REL))
+        return;
+    grpc_completion_queue_shutdown(s->cq);
+}
 
 int server_has_service(const char *name)
 {
@@ -687,13 +726,15 @@ static void call_send(struct call *c, int code, const char *message,
     e = grpc_call_start_batch(c->call, ops, n, &c->tag_done, NULL);
     if (e != GRPC_CALL_OK) {
         /* The batch never completes, so the loop never sees tag_done. */
+        struct server *srv = c->srv;
         log_printf(LOG_ERROR, "cannot answer %s: error %d", call_path(c),
                    (int)e);
-        __atomic_fetch_sub(&c->srv->in_flight, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&srv->in_flight, 1, __ATOMIC_ACQ_REL);
         if (c->stream)
             call_unref(c);
         else
             call_free(c);
+        maybe_shut_queue(srv, 0);
     }
 }
 
@@ -1038,8 +1079,8 @@ static int authorize(struct call *c, const struct api_method *m)
     if (m->flags & API_PUBLIC)
         return 0;
     if (m->flags & API_PEER) {
-        if (!have || !auth_is_peer_token(n->peer_token, c->token,
-                                         c->token_len)) {
+        if (!have || !crypt_peer_token_ok(n->crypt, c->token,
+                                          c->token_len)) {
             log_call(LOG_WARN, call_request_id(c),
                      "refused %s: no valid peer token", m->path);
             call_fail(c, DOSSIER_UNAUTHENTICATED,
@@ -1192,28 +1233,127 @@ static void call_start(struct call *c)
 /* ------------------------------------------------------------------ */
 /* Server */
 
-/* The credentials of the gRPC port: TLS when @tls has a certificate. */
-static grpc_server_credentials *server_credentials(const struct server_tls *tls)
+/* Whether and how the port asks for client certificates under @tls. */
+static grpc_ssl_client_certificate_request_type
+client_cert_request(const struct server_tls *tls)
 {
-    grpc_ssl_pem_key_cert_pair pair;
-    grpc_ssl_server_certificate_config *config;
-    grpc_ssl_client_certificate_request_type req =
-        GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-
-    if (!tls || !tls->cert_pem)
-        return grpc_insecure_server_credentials_create();
     /* Only the verifying modes: a certificate that did not verify must
      * never reach authorize(), where its CN could name a principal. */
     if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUEST)
-        req = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
-    else if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUIRE)
-        req = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+        return GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    if (tls->ca_pem && tls->client_cert == SERVER_CLIENT_CERT_REQUIRE)
+        return GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    return GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+}
+
+static grpc_ssl_server_certificate_config *
+certificate_config(const struct server_tls *tls)
+{
+    grpc_ssl_pem_key_cert_pair pair;
     pair.private_key = tls->key_pem;
     pair.cert_chain = tls->cert_pem;
-    config = grpc_ssl_server_certificate_config_create(tls->ca_pem, &pair, 1);
-    /* Both take ownership of what they are given. */
+    /* gRPC copies the PEM text. */
+    return grpc_ssl_server_certificate_config_create(tls->ca_pem, &pair, 1);
+}
+
+/* gRPC asks at each new handshake: a config set by server_tls_reload() is
+ * handed over (gRPC takes it), else the one it has stays. */
+static grpc_ssl_certificate_config_reload_status
+fetch_certificate(void *arg, grpc_ssl_server_certificate_config **config)
+{
+    struct tls_fetch *t = arg;
+    grpc_ssl_certificate_config_reload_status rc =
+        GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    pthread_mutex_lock(&t->mu);
+    if (t->pending) {
+        *config = t->pending;
+        t->pending = NULL;
+        rc = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+/* The credentials of the gRPC port: TLS when @tls has a certificate, its
+ * certificate given through @fetch (may be NULL: given once, for a check
+ * of the files only). */
+static grpc_server_credentials *server_credentials(const struct server_tls *tls,
+                                                   struct tls_fetch *fetch)
+{
+    grpc_ssl_client_certificate_request_type req;
+
+    if (!tls || !tls->cert_pem)
+        return grpc_insecure_server_credentials_create();
+    req = client_cert_request(tls);
+    if (!fetch)
+        return grpc_ssl_server_credentials_create_with_options(
+            grpc_ssl_server_credentials_create_options_using_config(
+                req, certificate_config(tls)));
+    pthread_mutex_lock(&fetch->mu);
+    fetch->on = 1;
+    fetch->req = req;
+    fetch->pending = certificate_config(tls);
+    pthread_mutex_unlock(&fetch->mu);
     return grpc_ssl_server_credentials_create_with_options(
-        grpc_ssl_server_credentials_create_options_using_config(req, config));
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            req, fetch_certificate, fetch));
+}
+
+/* Whether gRPC takes @tls's certificate, key and CA: it builds a TLS
+ * context for them when a port is added, on a throwaway server bound to
+ * a free loopback port. 0 if it does. */
+static int tls_check(const struct server_tls *tls)
+{
+    grpc_server *g = grpc_server_create(NULL, NULL);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_credentials *creds;
+    int port;
+    char tag;
+
+    grpc_server_register_completion_queue(g, cq, NULL);
+    creds = server_credentials(tls, NULL);
+    port = creds ? grpc_server_add_http2_port(g, "127.0.0.1:0", creds) : 0;
+    if (creds)
+        grpc_server_credentials_release(creds);
+    grpc_server_shutdown_and_notify(g, cq, &tag);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                      NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_server_destroy(g);
+    grpc_completion_queue_destroy(cq);
+    return port ? 0 : -1;
+}
+
+int server_tls_reload(struct server *s, const struct server_tls *tls,
+                      struct dossier_status *st)
+{
+    grpc_ssl_server_certificate_config *config, *old;
+    int on;
+
+    pthread_mutex_lock(&s->tls.mu);
+    on = s->tls.on;
+    pthread_mutex_unlock(&s->tls.mu);
+    if (!on || !tls || !tls->cert_pem)
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "TLS is turned on or off only by a restart");
+    if (client_cert_request(tls) != s->tls.req)
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "whether client certificates are asked for changes "
+                       "only by a restart");
+    if (tls_check(tls) != 0)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "gRPC refused the new certificate, key or CA (they "
+                       "must be PEM and the key must match the certificate)");
+    config = certificate_config(tls);
+    pthread_mutex_lock(&s->tls.mu);
+    old = s->tls.pending;
+    s->tls.pending = config;
+    pthread_mutex_unlock(&s->tls.mu);
+    if (old) /* set by a reload no connection has picked up yet */
+        grpc_ssl_server_certificate_config_destroy(old);
+    return err_ok(st);
 }
 
 int server_bind(struct node *n, const char *listen, size_t max_message,
@@ -1232,6 +1372,7 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
     if (!s)
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     s->node = n;
+    pthread_mutex_init(&s->tls.mu, NULL);
     s->tag_shutdown = (struct tag){TAG_SHUTDOWN, s};
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -1246,7 +1387,7 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
                 ? GRPC_SRM_PAYLOAD_NONE
                 : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
             0);
-    creds = server_credentials(tls);
+    creds = server_credentials(tls, &s->tls);
     port = creds ? grpc_server_add_http2_port(s->grpc, listen, creds) : 0;
     if (creds)
         grpc_server_credentials_release(creds);
@@ -1259,6 +1400,9 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
                    .type != GRPC_QUEUE_SHUTDOWN)
             ;
         grpc_completion_queue_destroy(s->cq);
+        if (s->tls.pending)
+            grpc_ssl_server_certificate_config_destroy(s->tls.pending);
+        pthread_mutex_destroy(&s->tls.mu);
         free(s);
         if (tls && tls->cert_pem)
             return err_set(st, DOSSIER_UNAVAILABLE,
@@ -1320,6 +1464,18 @@ void server_run(struct server *s)
                            "after %d ms", s->in_flight, STOP_GRACE_MS);
                 grpc_server_cancel_all_calls(s->grpc);
                 cancelled_all = 1;
+            } else if (cancelled_all &&
+                       gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC),
+                                    gpr_time_add(s->stop_deadline,
+                                                 gpr_time_from_millis(
+                                                     STOP_GRACE_MS,
+                                                     GPR_TIMESPAN))) > 0 &&
+                       __atomic_load_n(&s->shutdown_seen, __ATOMIC_ACQUIRE) &&
+                       !__atomic_load_n(&s->cq_shut, __ATOMIC_ACQUIRE)) {
+                /* A call nobody answers must not keep the node up. */
+                log_printf(LOG_WARN, "stopping with %ld calls never "
+                           "answered", s->in_flight);
+                maybe_shut_queue(s, 1);
             }
             continue;
         }
@@ -1393,15 +1549,17 @@ void server_run(struct server *s)
         }
         case TAG_DONE: {
             struct call *c = t->ptr;
-            __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_ACQ_REL);
             if (c->stream)
                 call_unref(c);
             else
                 call_free(c);
+            maybe_shut_queue(s, 0);
             break;
         }
         case TAG_SHUTDOWN:
-            grpc_completion_queue_shutdown(s->cq);
+            __atomic_store_n(&s->shutdown_seen, 1, __ATOMIC_RELEASE);
+            maybe_shut_queue(s, 0);
             break;
         }
     }
@@ -1428,5 +1586,8 @@ void server_free(struct server *s)
     }
     grpc_server_destroy(s->grpc);
     grpc_completion_queue_destroy(s->cq);
+    if (s->tls.pending)
+        grpc_ssl_server_certificate_config_destroy(s->tls.pending);
+    pthread_mutex_destroy(&s->tls.mu);
     free(s);
 }

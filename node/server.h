@@ -34,6 +34,7 @@ struct node {
     const char *data_dir;
     const char *backup_dir;   /* "": backups are off */
     const char *cluster_name;
+    struct keys *keys;        /* master key rotation (keys.h) */
 };
 
 /* One RPC in flight. A handler answers it exactly once, with call_reply()
@@ -165,6 +166,15 @@ struct server_tls {
 int server_bind(struct node *n, const char *listen, size_t max_message,
                 const struct server_tls *tls, struct server **out,
                 char *bound, size_t cap, struct dossier_status *st);
+
+/* Replaces the port's TLS certificate, key and CA by @tls's (PEM text,
+ * copied), for connections made from now on (SIGHUP); connections made
+ * before keep theirs. The files are checked by gRPC first: a certificate
+ * it refuses changes nothing. Errors: DOSSIER_FAILED_PRECONDITION (the
+ * port is plaintext, or the client certificate policy would change: a
+ * restart does that), DOSSIER_INVALID_ARGUMENT (refused). */
+int server_tls_reload(struct server *s, const struct server_tls *tls,
+                      struct dossier_status *st);
 
 /* Starts taking calls; @n must be complete by now. */
 void server_start(struct server *s);

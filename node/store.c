@@ -1316,6 +1316,26 @@ int store_erase_finish(struct store *s, struct dossier_status *st)
     return err_ok(st);
 }
 
+int store_rotation_purge(struct store *s, struct dossier_status *st)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    char *err = NULL;
+
+    /* As after an erasure: no memtable may still need a WAL file that
+     * carried an old wrap, and the families holding wrapped keys (subject
+     * keys, the meta record) are rewritten whole, so that the versions
+     * overwritten by the rotation leave the SST files. */
+    rocksdb_flushoptions_set_wait(fo, 1);
+    for (int i = 0; i < STORE_N_FAMILIES && !err; i++)
+        rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
+    rocksdb_flushoptions_destroy(fo);
+    if (err)
+        return store_rdb_error(st, err, "flushing after a key rotation");
+    compact_forced(s, STORE_SUBJECT, NULL, 0, NULL, 0);
+    compact_forced(s, STORE_DEFAULT, NULL, 0, NULL, 0);
+    return err_ok(st);
+}
+
 int store_compact_raft_log(struct store *s, struct dossier_status *st)
 {
     int rc;

@@ -9,6 +9,8 @@
  * "kind" is the kind name, never personal; 0x00 separates it)
  *   family    key                                     value
  *   default   "meta"                                  Meta
+ *   default   "keyrotation"                           KeyRotation: under
+ *                                                     way or last finished
  *   default   "revision"                              u64 big-endian
  *   default   "applied"                               u64 BE: raft index applied
  *   default   "member/" id (u64 BE)                   Member
@@ -209,6 +211,21 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
  * Slow; applying thread only. Errors: DOSSIER_IO. */
 int store_erase_finish(struct store *s, struct dossier_status *st);
 
+/* After a key rotation finished (STORE_EFFECT_ROTATED): flushes every
+ * family (the WAL files that carried old wraps are dropped) and compacts
+ * the subject and default families whole, down to the last level, so no
+ * subject key or keyset sealed under the old master key is left in an SST
+ * file. The raft log follows (store_compact_raft_log). Applying thread
+ * only. Errors: DOSSIER_IO. */
+int store_rotation_purge(struct store *s, struct dossier_status *st);
+
+/* The key rotation row into *@out (free with
+ * dossier__store__v1__key_rotation__free_unpacked).
+ * Errors: DOSSIER_NOT_FOUND (never rotated), DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_key_rotation_get(struct store *s,
+                           Dossier__Store__V1__KeyRotation **out,
+                           struct dossier_status *st);
+
 /* Compacts the whole raft log family down to the last level: after the
  * log was compacted past an erasure, its deleted entries leave the disk.
  * Then reopens the database, so that RocksDB writes a new MANIFEST and
@@ -391,6 +408,10 @@ enum store_effect {
     STORE_EFFECT_MEMBERS = 1 << 1, /* a member's address changed */
     STORE_EFFECT_ERASED = 1 << 2,  /* a subject was erased: call
                                       store_erase_finish() */
+    STORE_EFFECT_KEYS = 1 << 3,    /* the master key versions in use
+                                      changed (a rotation began or ended) */
+    STORE_EFFECT_ROTATED = 1 << 4, /* a rotation finished: call
+                                      store_rotation_purge() */
 };
 
 /* Outcome of one applied command. */

@@ -326,6 +326,21 @@ static int apply_put(struct store_batch *b, const Command *cmd,
             rc = err_set(st, DOSSIER_RETRY, "the subject's key changed");
             goto out;
         }
+        if (!sk) {
+            /* A new key must be wrapped under the version in use now: a
+             * rotation that began after it was proposed would otherwise
+             * leave it under the old master key. */
+            uint32_t want;
+            rc = store_wrap_version(b, &want, st);
+            if (rc)
+                goto out;
+            if (want && op->new_subject_key->kek_version != want) {
+                rc = err_set(st, DOSSIER_RETRY, "new subject keys are "
+                             "wrapped under master key version %u now",
+                             want);
+                goto out;
+            }
+        }
     }
 
     /* The links it had go, with their mirrors (a Put replaces them). */
@@ -1619,6 +1634,16 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         if (cmd->request->subject.len == STORE_SP_BYTES)
             sp = cmd->request->subject.data;
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_KEY_ROTATE:
+        action = !cmd->key_rotate ? "keys.rotate"
+                 : cmd->key_rotate->step ==
+                         DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__BEGIN
+                     ? "keys.rotate"
+                 : cmd->key_rotate->step ==
+                         DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__FINISH
+                     ? "keys.rotate_finish"
+                     : "keys.rewrap";
+        break;
     default:
         return 0; /* audit operations and unknown ones: no entry of theirs */
     }
@@ -1896,6 +1921,9 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP:
         rc = cmd->principal_op ? apply_principal(b, cmd, res)
                             : bad_command(res, "principal");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_KEY_ROTATE:
+        rc = store_apply_key_rotate(b, cmd, res);
         break;
     default:
         rc = bad_command(res, "unknown operation");

@@ -106,4 +106,12 @@ int store_read_subject_key(struct store *s, struct store_batch *b,
                            struct dossier_status *st);
 
 
+/* Master key rotation (store_keys.c): applies a KeyRotateOp, and the
+ * version a new subject key must be wrapped under as of @b (the
+ * rotation's target, else the keyset's version; 0: no keyset). */
+int store_apply_key_rotate(struct store_batch *b, const Command *cmd,
+                           struct store_result *res);
+int store_wrap_version(struct store_batch *b, uint32_t *out,
+                       struct dossier_status *st);
+
 #endif

@@ -16,6 +16,7 @@
 
 #include "json.h"
 #include "keyfile.h"
+#include "keys.h"
 #include "fileutil.h"
 #include "restore.h"
 
@@ -65,6 +66,19 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  keygen FILE             write a new master key file (mode 0600)\n"
+    "  keygen --add-version FILE\n"
+    "                          add a new master key version to a key file\n"
+    "                          (replaced whole, mode 0600, synced); prints\n"
+    "                          the version. Copy the line to every node's\n"
+    "                          key file, then SIGHUP the nodes\n"
+    "  keys status             master key versions: the one in use, those\n"
+    "                          the node holds (with key ids), the rotation\n"
+    "                          under way or the last one\n"
+    "  keys rotate [--version N] [--no-wait]\n"
+    "                          rewrap every data key and the keyset under\n"
+    "                          version N (default: the highest the leader\n"
+    "                          holds; admin role), once every node holds it;\n"
+    "                          waits until done, then prints the status\n"
     "  principal add NAME ROLE [--purposes LIST]\n"
     "                          a principal kept by the cluster itself (admin\n"
     "                          role); prints its new token once. The first\n"
@@ -503,8 +517,11 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
 {
     struct dossier_status st;
     (void)cli;
-    if (argc != 2)
-        return usage_error("keygen needs exactly one FILE%s", "");
+    if (argc == 3 && strcmp(argv[1], "--add-version") == 0)
+        return keys_add_version(argv[2]);
+    if (argc != 2 || argv[1][0] == '-')
+        return usage_error("usage: keygen FILE | keygen --add-version "
+                           "FILE%s", "");
     if (keyfile_create(argv[1], &st)) {
         fprintf(stderr, "dossier: %s\n", st.message);
         return st.code == DOSSIER_ALREADY_EXISTS ? EXIT_CONFLICT : EXIT_ERROR;
@@ -1066,6 +1083,19 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
                 argv[k + 1],
                 ledger ? "erases again every subject of the ledger"
                        : "WITHOUT replaying erasures");
+        {
+            json_t *keys = json_object_get(summary, "master_keys"), *e;
+            size_t i;
+            json_array_foreach(keys, i, e)
+                fprintf(stderr,
+                        "dossier: the backup is sealed under master key "
+                        "version %lld (key id %s): the node's key file must "
+                        "hold that version, even if the cluster has rotated "
+                        "away from it since.\n",
+                        (long long)json_integer_value(
+                            json_object_get(e, "version")),
+                        json_string_value(json_object_get(e, "key_id")));
+        }
         return print_json(cli, summary);
     }
     if (argc != 2)
@@ -2478,6 +2508,18 @@ static int cmd_watch(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_keys(struct cli *cli, int argc, char **argv)
+{
+    struct keys_cli k;
+    int rc = connect_node(cli);
+    if (rc)
+        return rc;
+    k.client = cli->client;
+    k.json_flags = cli->json_flags;
+    k.report = report;
+    return keys_command(&k, argc, argv);
+}
+
 struct command {
     const char *name;
     int (*run)(struct cli *cli, int argc, char **argv);
@@ -2495,6 +2537,7 @@ static const struct command commands[] = {
     {"request", cmd_request}, {"principal", cmd_principal},
     {"watch", cmd_watch},   {"dedup", cmd_dedup},
     {"report", cmd_report}, {"segment", cmd_segment},
+    {"keys", cmd_keys},
 };
 
 int main(int argc, char **argv)

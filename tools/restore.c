@@ -232,6 +232,10 @@ enum restore_result restore_backup(const char *backup, const char *data_dir,
                          (json_int_t)json_array_size(files), "bytes",
                          (json_int_t)bytes, "ledger_entries",
                          (json_int_t)n_ledger);
+    /* Backups made before the manifest named them do not say. */
+    if (*summary && json_is_array(json_object_get(m, "master_keys")))
+        json_object_set(*summary, "master_keys",
+                        json_object_get(m, "master_keys"));
     json_decref(m);
     return RESTORE_OK;
 }

@@ -17,7 +17,9 @@ enum restore_result {
 };
 
 /* Restores @backup (a backup's directory) into @data_dir (missing or
- * empty). @ledger: a file of `dossier subject ledger` lines, or NULL to
+ * empty). The summary names the master key versions the backup is sealed
+ * under ("master_keys": [{"version", "key_id"}], when the manifest says):
+ * the node started on it needs each in its key file. @ledger: a file of `dossier subject ledger` lines, or NULL to
  * restore without one. On success *@summary describes what was done. On
  * failure @err says why and whatever was copied is removed again. */
 enum restore_result restore_backup(const char *backup, const char *data_dir,

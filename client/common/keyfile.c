@@ -2,6 +2,7 @@
 #include "keyfile.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,4 +273,134 @@ out:
     if (rc)
         unlink(path);
     return rc ? rc : err_ok(st);
+}
+
+/* Writes @len bytes of @text to @fd. */
+static int write_all(int fd, const char *text, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+int keyfile_add_version(const char *path, uint32_t *version,
+                        struct dossier_status *st)
+{
+    struct keyfile kf;
+    const struct keyfile_key *cur;
+    unsigned char key[KEYFILE_KEY_BYTES];
+    char hex[2 * KEYFILE_KEY_BYTES + 1], line[256], when[64];
+    char *text = NULL, *dircopy = NULL, tmp[4200];
+    struct stat sb;
+    struct tm tm;
+    time_t now = time(NULL);
+    size_t len = 0;
+    ssize_t got;
+    int fd = -1, out = -1, dfd, rc;
+    uint32_t v;
+
+    /* Only a key file that loads gets a new version: its mode, format and
+     * versions are checked as the node checks them. */
+    rc = keyfile_load(&kf, path, st);
+    if (rc)
+        return rc;
+    cur = keyfile_current(&kf);
+    v = cur->version + 1;
+    if (kf.n == KEYFILE_MAX_VERSIONS || cur->version == UINT32_MAX) {
+        keyfile_release(&kf);
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "key file %s holds %d versions already: remove "
+                       "versions no longer in use (dossier keys status) first",
+                       path, KEYFILE_MAX_VERSIONS);
+    }
+    keyfile_release(&kf);
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &sb) != 0)
+        return err_set(st, DOSSIER_IO, "cannot open key file %s: %s", path,
+                       strerror(errno));
+    text = sodium_malloc(KEYFILE_MAX_BYTES + 1);
+    if (!text) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    while (len < KEYFILE_MAX_BYTES &&
+           (got = read(fd, text + len, KEYFILE_MAX_BYTES - len)) != 0) {
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = err_set(st, DOSSIER_IO, "cannot read key file %s: %s", path,
+                         strerror(errno));
+            goto out;
+        }
+        len += (size_t)got;
+    }
+    /* The new file is written beside the old one and renamed over it:
+     * a crash leaves the old file or the new one, never half of one. */
+    snprintf(tmp, sizeof(tmp), "%s.new-XXXXXX", path);
+    out = mkstemp(tmp);
+    if (out < 0) {
+        rc = err_set(st, DOSSIER_IO, "cannot create a file beside %s: %s",
+                     path, strerror(errno));
+        goto out;
+    }
+    if (fchmod(out, 0600) != 0 ||
+        (geteuid() == 0 && fchown(out, sb.st_uid, sb.st_gid) != 0)) {
+        rc = err_set(st, DOSSIER_IO, "cannot set the mode of %s: %s", tmp,
+                     strerror(errno));
+        goto out_unlink;
+    }
+    randombytes_buf(key, sizeof(key));
+    sodium_bin2hex(hex, sizeof(hex), key, sizeof(key));
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(line, sizeof(line),
+             "# Version %u added %s by dossier keygen --add-version.\n"
+             KEYFILE_TAG " %u %s\n",
+             v, when, v, hex);
+    if (write_all(out, text, len) != 0 ||
+        (len && text[len - 1] != '\n' && write_all(out, "\n", 1) != 0) ||
+        write_all(out, line, strlen(line)) != 0 || fsync(out) != 0) {
+        rc = err_set(st, DOSSIER_IO, "cannot write %s: %s", tmp,
+                     strerror(errno));
+        goto out_unlink;
+    }
+    if (rename(tmp, path) != 0) {
+        rc = err_set(st, DOSSIER_IO, "cannot replace key file %s: %s", path,
+                     strerror(errno));
+        goto out_unlink;
+    }
+    /* The rename itself must survive a crash. */
+    dircopy = strdup(path);
+    dfd = dircopy ? open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                  : -1;
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    free(dircopy);
+    *version = v;
+    rc = err_ok(st);
+    goto out;
+out_unlink:
+    unlink(tmp);
+out:
+    sodium_memzero(key, sizeof(key));
+    sodium_memzero(hex, sizeof(hex));
+    sodium_memzero(line, sizeof(line));
+    if (text)
+        sodium_free(text);
+    if (out >= 0)
+        close(out);
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }

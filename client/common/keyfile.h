@@ -71,4 +71,13 @@ const struct keyfile_key *keyfile_find(const struct keyfile *kf,
  * Errors: DOSSIER_ALREADY_EXISTS, DOSSIER_IO. */
 int keyfile_create(const char *path, struct dossier_status *st);
 
+/* Adds a new random key to @path as the version after its highest, into
+ * *@version: the file is checked as keyfile_load() checks it, written
+ * whole beside itself (mode 0600, same owner), synced and renamed over the
+ * old one, so a crash leaves one or the other. Lines and comments kept.
+ * Errors: those of keyfile_load(), DOSSIER_INVALID_ARGUMENT (too many
+ * versions), DOSSIER_IO. */
+int keyfile_add_version(const char *path, uint32_t *version,
+                        struct dossier_status *st);
+
 #endif

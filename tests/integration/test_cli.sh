@@ -68,7 +68,8 @@ expect 2 "get with missing arguments is a usage error" -- "$DOSSIER" get contact
 
 # --- a node ---------------------------------------------------------------
 "$DOSSIERD" --data-dir "$WORK/data" --key-file "$WORK/master.key" \
-    --listen 127.0.0.1:0 --ready-file "$WORK/ready" 2>"$WORK/node.log" &
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready" --backup-dir "$WORK/backups" \
+    2>"$WORK/node.log" &
 NODE_PID=$!
 for _ in $(seq 200); do [ -s "$WORK/ready" ] && break; sleep 0.05; done
 [ -s "$WORK/ready" ] || { echo "node did not start"; cat "$WORK/node.log"; exit 1; }
@@ -269,7 +270,34 @@ expect 0 "watch --kind company --no-follow" -- "$DOSSIER" watch --kind company -
 jsonl_check "a kind filter keeps no contact changes" "not any(x.get('record', {}).get('kind') == 'contact' for x in d)"
 expect 5 "watch of an unknown kind exits 5" -- "$DOSSIER" watch --kind spaceship
 expect 2 "watch --after without a seq is a usage error" -- "$DOSSIER" watch --after 12
+
+# --- master key rotation ------------------------------------------------------
+echo '{"kind":"contact","id":"c-rot","subject_id":"s-rot","fields":{"first_name":"Rita"}}' >"$WORK/rot.json"
+expect 0 "put a record before the rotation" -- "$DOSSIER" put "$WORK/rot.json"
+expect 0 "keys status" -- "$DOSSIER" keys status
+json_check "one master key version, in use, never rotated" "d['active_version'] == 1 and [v['version'] for v in d['loaded']] == [1] and d['rotation'] is None"
+cp -p "$WORK/master.key" "$WORK/old.key"
+expect 0 "a backup before the rotation" -- "$DOSSIER" backup create
+BACKUP=$($PY -c "import json; print(json.load(open('$WORK/out'))['path'])")
+expect 0 "keygen --add-version adds version 2" -- "$DOSSIER" keygen --add-version "$WORK/master.key"
+[ "$(cat "$WORK/out")" = 2 ] && ok "it prints the new version" || fail "keygen --add-version printed $(cat "$WORK/out")"
+[ "$(stat -c %a "$WORK/master.key")" = 600 ] && ok "the key file stays mode 600" || fail "key file mode after --add-version"
+cmp -s "$WORK/old.key" <(head -c "$(stat -c %s "$WORK/old.key")" "$WORK/master.key") && ok "the old lines are kept as they were" || fail "--add-version changed the old lines"
+expect 2 "keygen --add-version needs a FILE" -- "$DOSSIER" keygen --add-version
+expect 5 "rotate before the node loaded the version is refused" -- "$DOSSIER" keys rotate
+contains "$WORK/err" "keygen --add-version" "the refusal says what to do"
+kill -HUP "$NODE_PID"
+for _ in $(seq 100); do "$DOSSIER" keys status 2>/dev/null | grep -q '"version":2' && break; sleep 0.05; done
+expect 0 "keys rotate" -- "$DOSSIER" keys rotate
+json_check "every key rewrapped under version 2" "d['active_version'] == 2 and not d['rotation']['running'] and d['rotation']['from_version'] == 1 and d['rotation']['rewrapped'] == d['rotation']['subjects'] >= 1"
+contains "$WORK/err" "done: every wrapped key is under master key version 2" "rotate says when it is done"
+expect 0 "records read back after the rotation" -- "$DOSSIER" get contact c-rot
+json_check "with their fields" "d['fields']['first_name'] == 'Rita'"
+expect 5 "rotating again with no newer version is refused" -- "$DOSSIER" keys rotate
+expect 2 "keys rotate --version 0 is a usage error" -- "$DOSSIER" keys rotate --version 0
 expect 0 "audit tail" -- "$DOSSIER" audit tail --limit 200
+contains "$WORK/out" '"action":"keys.rotate"' "the rotation is in the audit log"
+contains "$WORK/out" '"action":"keys.rotate_finish"' "and its end"
 contains "$WORK/out" '"action":"subjects.erase"' "the erasure is in the audit log"
 sleep 0.5 # one audit window, so the refused reads are in the log too
 expect 0 "audit verify with the public key" -- "$DOSSIER" audit verify --public-key "$PK"
@@ -282,6 +310,38 @@ status=$?
 NODE_PID=
 [ "$status" -eq 0 ] && ok "SIGTERM stops the node with exit 0" || fail "node exit status $status"
 contains "$WORK/node.log" "stopped cleanly" "the node logs its clean stop"
+
+# --- after the rotation: the old key alone opens nothing ------------------
+expect 1 "a node given only the old master key refuses to start" -- \
+    "$DOSSIERD" --data-dir "$WORK/data" --key-file "$WORK/old.key" --listen 127.0.0.1:0
+contains "$WORK/err" "WRONG_KEY" "it says WRONG_KEY"
+contains "$WORK/err" "needs master key version 2" "and names the version needed"
+(umask 077; grep -v '^dossier-master-key 1 ' "$WORK/master.key" >"$WORK/new.key")
+"$DOSSIERD" --data-dir "$WORK/data" --key-file "$WORK/new.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready3" 2>"$WORK/node3.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready3" ] && break; sleep 0.05; done
+[ -s "$WORK/ready3" ] && ok "with only the new version it serves" || { fail "new key only"; cat "$WORK/node3.log"; }
+expect 0 "and reads back the records" -- "$DOSSIER" -t "$(cat "$WORK/ready3")" get contact c-rot
+json_check "with their fields" "d['fields']['first_name'] == 'Rita'"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+
+# A backup from before the rotation needs the key version it was sealed under.
+expect 0 "restore the backup from before the rotation" -- \
+    "$DOSSIER" backup restore --without-ledger "$BACKUP" "$WORK/restored"
+contains "$WORK/err" "sealed under master key version 1" "restore names the key version the backup needs"
+json_check "and so does its summary" "[k['version'] for k in d['master_keys']] == [1]"
+expect 1 "the restored backup refuses the new key alone" -- \
+    "$DOSSIERD" --data-dir "$WORK/restored" --key-file "$WORK/new.key" --listen 127.0.0.1:0
+contains "$WORK/err" "WRONG_KEY" "it says WRONG_KEY"
+contains "$WORK/err" "restored backup" "and that a restored backup needs the version it was sealed under"
+"$DOSSIERD" --data-dir "$WORK/restored" --key-file "$WORK/old.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready4" 2>"$WORK/node4.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready4" ] && break; sleep 0.05; done
+[ -s "$WORK/ready4" ] && ok "with the old key it serves" || { fail "restore with the old key"; cat "$WORK/node4.log"; }
+expect 0 "and reads back what the backup held" -- "$DOSSIER" -t "$(cat "$WORK/ready4")" get contact c-rot
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 
 # --- the example config file is accepted; a bad one is refused ----------
 CONF=$(dirname "$0")/../../deploy/dossierd.conf.example

@@ -108,6 +108,9 @@ expect --reference -- dossier subject erase person-1 --
 expect admin service compliance -- dossier token new ops ""
 expect --direction --label --all -- dossier links contact c-1 --
 expect out in both -- dossier links contact c-1 --direction ""
+expect status rotate -- dossier keys ""
+expect --version --no-wait -- dossier keys rotate --
+expect --add-version -- dossier keygen --
 # Every command of --help is offered after "dossier ".
 got=$(complete_words dossier "")
 missing=""

@@ -1011,6 +1011,219 @@ static void test_subject_key_of_another_subject_is_corrupt(void **state)
     crypt_free(a);
 }
 
+/* ------------------------------------------------------------------ */
+/* Master key rotation */
+
+static void hex_to(const char *hex, unsigned char out[32])
+{
+    assert_int_equal(sodium_hex2bin(out, 32, hex, 64, NULL, NULL, NULL), 0);
+}
+
+/* A keyfile of versions 1 (HEX_A) and 2 (HEX_B), loaded. */
+static void keyfile_both(struct keyfile *kf)
+{
+    struct dossier_status st;
+    struct tmpdir dir;
+    char path[128];
+    int rc;
+    tmpdir_make(&dir);
+    path_in(path, sizeof(path), dir.path, "master.key");
+    file_write(path,
+               "dossier-master-key 1 " HEX_A "\n"
+               "dossier-master-key 2 " HEX_B "\n",
+               0600);
+    rc = keyfile_load(kf, path, &st);
+    tmpdir_remove(&dir);
+    assert_int_equal(rc, 0);
+}
+
+/* A context holding versions 1 and 2 whose cluster uses version 1: the
+ * keyset of @m (sealed under version 1) loaded. */
+static struct crypt *crypt_rotating(Dossier__Store__V1__Meta *m)
+{
+    struct crypt *one = crypt_make(HEX_A), *both;
+    struct dossier_status st;
+    struct keyfile kf;
+    assert_int_equal(crypt_keyset_create(one, m, &st), 0);
+    crypt_free(one);
+    keyfile_both(&kf);
+    assert_int_equal(crypt_new(&kf, 16, &both, &st), 0);
+    assert_int_equal(crypt_keyset_load(both, m, &st), 0);
+    return both;
+}
+
+/* New subject keys are wrapped under the version the cluster uses, not
+ * the highest loaded; under the rotation's target once one runs. */
+static void test_new_subject_keys_follow_the_version_in_use(void **state)
+{
+    Dossier__Store__V1__Meta m = DOSSIER__STORE__V1__META__INIT;
+    Dossier__Store__V1__SubjectKey sk = DOSSIER__STORE__V1__SUBJECT_KEY__INIT;
+    unsigned char k[CRYPT_KEY_BYTES];
+    struct crypt_dek d = {.key = k};
+    struct dossier_status st;
+    struct crypt *c;
+    (void)state;
+
+    c = crypt_rotating(&m);
+    assert_int_equal(crypt_active_version(c), 1);
+    assert_int_equal(crypt_subject_key_new(c, SP, "s", 1, 0, &d, &sk, &st), 0);
+    assert_int_equal(sk.kek_version, 1);
+    subject_key_clear(&sk);
+    crypt_set_versions(c, 1, 2);
+    assert_int_equal(crypt_wrap_version(c), 2);
+    assert_int_equal(crypt_subject_key_new(c, SP, "s", 1, 0, &d, &sk, &st), 0);
+    assert_int_equal(sk.kek_version, 2);
+    subject_key_clear(&sk);
+    meta_clear(&m);
+    crypt_free(c);
+}
+
+/* A rewrapped subject key holds the same data key, opens under the new
+ * version (in a context holding only it) and no longer under the old. */
+static void test_rewrap_keeps_the_data_key_under_the_new_version(void **state)
+{
+    Dossier__Store__V1__Meta m = DOSSIER__STORE__V1__META__INIT;
+    Dossier__Store__V1__SubjectKey sk = DOSSIER__STORE__V1__SUBJECT_KEY__INIT;
+    unsigned char k1[CRYPT_KEY_BYTES], k2[CRYPT_KEY_BYTES], kek[32];
+    unsigned char plain[CRYPT_KEY_BYTES];
+    struct crypt_dek d1 = {.key = k1}, d2 = {.key = k2};
+    struct crypt_place wrap = {.domain = CRYPT_WRAPPED_DEK,
+                               .subject = SP,
+                               .subject_len = sizeof(SP),
+                               .name = "v1"};
+    struct dossier_status st;
+    struct crypt *c, *v2only;
+    uint8_t *box, *old;
+    size_t len;
+    char sid[16];
+    (void)state;
+
+    c = crypt_rotating(&m);
+    assert_int_equal(crypt_subject_key_new(c, SP, "s-1", 3, 0, &d1, &sk, &st),
+                     0);
+    assert_int_equal(crypt_subject_key_rewrap(c, SP, &sk, 2, &box, &len, &st),
+                     0);
+    assert_int_equal(len, crypt_box_len(CRYPT_KEY_BYTES));
+    old = sk.wrapped_dek.data;
+    sk.wrapped_dek.data = box;
+    sk.kek_version = 2;
+    v2only = crypt_make("2:" HEX_B);
+    assert_int_equal(crypt_subject_key_open(v2only, SP, &sk, &d2, sid,
+                                            sizeof(sid), &st),
+                     0);
+    assert_memory_equal(k1, k2, CRYPT_KEY_BYTES);
+    assert_string_equal(sid, "s-1");
+    /* Under the old master key it opens as neither version. */
+    hex_to(HEX_A, kek);
+    assert_int_not_equal(crypt_open(kek, &wrap, box, len, plain), 0);
+    wrap.name = "v2";
+    assert_int_not_equal(crypt_open(kek, &wrap, box, len, plain), 0);
+    free(old);
+    subject_key_clear(&sk);
+    meta_clear(&m);
+    crypt_free(c);
+    crypt_free(v2only);
+}
+
+/* The keyset resealed under version 2 loads in a context holding only
+ * version 2, with the same pseudonyms, and is the wrong key for version
+ * 1 alone. */
+static void test_resealed_keyset_loads_under_the_new_version_only(
+    void **state)
+{
+    Dossier__Store__V1__Meta m = DOSSIER__STORE__V1__META__INIT;
+    Dossier__Store__V1__Meta r = DOSSIER__STORE__V1__META__INIT;
+    uint8_t p1[CRYPT_PSEUDONYM_BYTES], p2[CRYPT_PSEUDONYM_BYTES];
+    struct dossier_status st;
+    struct crypt *c, *v2only, *v1only;
+    (void)state;
+
+    c = crypt_rotating(&m);
+    assert_int_equal(crypt_keyset_reseal(c, 2, &r, &st), 0);
+    assert_int_equal(r.kek_version, 2);
+    assert_memory_equal(r.cluster_id.data, m.cluster_id.data, 16);
+    v2only = crypt_make("2:" HEX_B);
+    v1only = crypt_make(HEX_A);
+    assert_int_equal(crypt_keyset_load(v2only, &r, &st), 0);
+    assert_int_equal(crypt_active_version(v2only), 2);
+    crypt_subject_pseudonym(c, "s-9", 3, p1);
+    crypt_subject_pseudonym(v2only, "s-9", 3, p2);
+    assert_memory_equal(p1, p2, sizeof(p1));
+    assert_int_equal(crypt_keyset_load(v1only, &r, &st), DOSSIER_WRONG_KEY);
+    assert_contains(st.message, "version 2");
+    assert_int_equal(crypt_keyset_reseal(v1only, 2, &m, &st),
+                     DOSSIER_UNAVAILABLE); /* no keyset open */
+    meta_clear(&m);
+    meta_clear(&r);
+    crypt_free(c);
+    crypt_free(v2only);
+    crypt_free(v1only);
+}
+
+/* A reload never drops a version in use nor changes a version's key; a
+ * good one adds versions and takes effect. */
+static void test_keys_reload_keeps_versions_in_use(void **state)
+{
+    Dossier__Store__V1__Meta m = DOSSIER__STORE__V1__META__INIT;
+    struct dossier_status st;
+    struct keyfile kf;
+    uint32_t v[4];
+    struct crypt *c;
+    (void)state;
+
+    c = crypt_rotating(&m);
+    assert_int_equal(keyfile_parse_env(&kf, "2:" HEX_B, &st), 0);
+    assert_int_equal(crypt_keys_reload(c, &kf, &st), DOSSIER_WRONG_KEY);
+    assert_contains(st.message, "version 1");
+    assert_int_equal(kf.n, 0); /* taken all the same */
+    assert_int_equal(crypt_kek_versions(c, v, NULL, 4), 2);
+    assert_int_equal(keyfile_parse_env(&kf, "1:" HEX_B, &st), 0);
+    assert_int_equal(crypt_keys_reload(c, &kf, &st), DOSSIER_WRONG_KEY);
+    assert_contains(st.message, "differs");
+    assert_int_equal(keyfile_parse_env(&kf, "1:" HEX_A, &st), 0);
+    assert_int_equal(crypt_keys_reload(c, &kf, &st), 0);
+    assert_int_equal(crypt_kek_versions(c, v, NULL, 4), 1);
+    assert_int_equal(v[0], 1);
+    /* A rotation's target is in use too. */
+    keyfile_both(&kf);
+    assert_int_equal(crypt_keys_reload(c, &kf, &st), 0);
+    crypt_set_versions(c, 1, 2);
+    assert_int_equal(keyfile_parse_env(&kf, "1:" HEX_A, &st), 0);
+    assert_int_equal(crypt_keys_reload(c, &kf, &st), DOSSIER_WRONG_KEY);
+    assert_contains(st.message, "version 2");
+    meta_clear(&m);
+    crypt_free(c);
+}
+
+/* Nodes present the token of the version in use and accept that of any
+ * version they hold. */
+static void test_peer_token_follows_the_version_in_use(void **state)
+{
+    Dossier__Store__V1__Meta m = DOSSIER__STORE__V1__META__INIT;
+    struct crypt *c, *v1only, *v2only;
+    char t1[65], t2[65], t[65];
+    (void)state;
+
+    c = crypt_rotating(&m);
+    v1only = crypt_make(HEX_A);
+    v2only = crypt_make("2:" HEX_B);
+    crypt_peer_token(v1only, t1);
+    crypt_peer_token(v2only, t2);
+    assert_string_not_equal(t1, t2);
+    crypt_peer_token(c, t);
+    assert_string_equal(t, t1); /* version 1 in use, 2 loaded */
+    assert_true(crypt_peer_token_ok(c, t1, 64));
+    assert_true(crypt_peer_token_ok(c, t2, 64));
+    assert_false(crypt_peer_token_ok(v1only, t2, 64));
+    crypt_set_versions(c, 2, 0);
+    crypt_peer_token(c, t);
+    assert_string_equal(t, t2);
+    meta_clear(&m);
+    crypt_free(c);
+    crypt_free(v1only);
+    crypt_free(v2only);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1053,6 +1266,12 @@ int main(void)
         cmocka_unit_test(test_cached_key_is_replaced_by_a_newer_subject_key),
         cmocka_unit_test(test_subject_key_under_missing_version_is_wrong_key),
         cmocka_unit_test(test_subject_key_of_another_subject_is_corrupt),
+        cmocka_unit_test(test_new_subject_keys_follow_the_version_in_use),
+        cmocka_unit_test(test_rewrap_keeps_the_data_key_under_the_new_version),
+        cmocka_unit_test(
+            test_resealed_keyset_loads_under_the_new_version_only),
+        cmocka_unit_test(test_keys_reload_keeps_versions_in_use),
+        cmocka_unit_test(test_peer_token_follows_the_version_in_use),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

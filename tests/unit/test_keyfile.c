@@ -333,6 +333,54 @@ static void test_env_refuses_malformed_value(void **state)
     }
 }
 
+/* keyfile_add_version appends the version after the highest, keeps every
+ * line before it (comments too), and leaves a private file that loads
+ * with the old keys unchanged and a new random one. */
+static void test_add_version_appends_the_next_version(void **state)
+{
+    struct fixture *f = *state;
+    struct dossier_status st;
+    struct stat sb;
+    char text[2048];
+    uint32_t v = 0;
+
+    file_write(f->path, "# precious\n" LINE(1, HEX_A) LINE(3, HEX_B), 0600);
+    assert_int_equal(keyfile_add_version(f->path, &v, &st), 0);
+    assert_int_equal(v, 4);
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    file_read(f->path, text, sizeof(text));
+    assert_memory_equal(text, "# precious\n" LINE(1, HEX_A) LINE(3, HEX_B),
+                        strlen("# precious\n" LINE(1, HEX_A) LINE(3, HEX_B)));
+    assert_int_equal(keyfile_load(&f->kf, f->path, &st), 0);
+    assert_int_equal(f->kf.n, 3);
+    assert_has_key(&f->kf, 1, HEX_A);
+    assert_has_key(&f->kf, 3, HEX_B);
+    assert_int_equal(keyfile_current(&f->kf)->version, 4);
+    assert_memory_not_equal(keyfile_find(&f->kf, 4)->key,
+                            keyfile_find(&f->kf, 3)->key, KEYFILE_KEY_BYTES);
+}
+
+/* keyfile_add_version refuses a file the node would refuse, and leaves it
+ * as it was. */
+static void test_add_version_refuses_what_load_refuses(void **state)
+{
+    struct fixture *f = *state;
+    struct dossier_status st;
+    char text[512];
+    uint32_t v = 0;
+
+    file_write(f->path, LINE(1, HEX_A), 0644);
+    assert_int_equal(keyfile_add_version(f->path, &v, &st),
+                     DOSSIER_PERMISSION_DENIED);
+    file_write(f->path, "dossier-master-key one " HEX_A "\n", 0600);
+    assert_int_equal(keyfile_add_version(f->path, &v, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    file_read(f->path, text, sizeof(text));
+    assert_string_equal(text, "dossier-master-key one " HEX_A "\n");
+    assert_int_equal(v, 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -352,6 +400,8 @@ int main(void)
         T(test_env_without_version_is_version_1),
         T(test_env_with_version_prefix_is_that_version),
         T(test_env_refuses_malformed_value),
+        T(test_add_version_appends_the_next_version),
+        T(test_add_version_refuses_what_load_refuses),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1591,6 +1591,194 @@ static void test_malformed_delete_and_empty_command_are_corrupt(
     assert_malformed(f, &empty, "no operation");
 }
 
+/* ------------------------------------------------------------------ */
+/* Master key rotation */
+
+/* A KeyRotateOp command of @step from version 1 to @to. */
+struct rot {
+    Command cmd;
+    Dossier__Store__V1__KeyRotateOp op;
+    Dossier__Store__V1__KeyRotateOp__Rewrap it[2], *itp[2];
+    uint8_t check[16], cursor[16], sp[2][16], wrapped[2][8];
+    Dossier__Store__V1__Meta meta;
+};
+
+static void rot_init(struct rot *r,
+                     Dossier__Store__V1__KeyRotateOp__Step step, uint32_t to)
+{
+    memset(r, 0, sizeof(*r));
+    dossier__store__v1__command__init(&r->cmd);
+    dossier__store__v1__key_rotate_op__init(&r->op);
+    dossier__store__v1__meta__init(&r->meta);
+    r->cmd.time_ms = 5000;
+    r->cmd.principal = "ops";
+    r->cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_KEY_ROTATE;
+    r->cmd.key_rotate = &r->op;
+    r->op.step = step;
+    r->op.from_version = 1;
+    r->op.to_version = to;
+    memset(r->check, 0xc2, sizeof(r->check));
+    r->op.to_check = (ProtobufCBinaryData){16, r->check};
+    r->op.items = r->itp;
+}
+
+/* Adds the rewrap of subject 16 x @sp_byte's key @dek_id, as 8 x @fill. */
+static void rot_item(struct rot *r, uint8_t sp_byte, uint64_t dek_id,
+                     uint8_t fill)
+{
+    size_t i = r->op.n_items++;
+    dossier__store__v1__key_rotate_op__rewrap__init(&r->it[i]);
+    memset(r->sp[i], sp_byte, 16);
+    memset(r->wrapped[i], fill, 8);
+    r->it[i].subject = (ProtobufCBinaryData){16, r->sp[i]};
+    r->it[i].dek_id = dek_id;
+    r->it[i].wrapped_dek = (ProtobufCBinaryData){8, r->wrapped[i]};
+    r->itp[i] = &r->it[i];
+}
+
+static void meta_v1(struct store *s)
+{
+    Dossier__Store__V1__Meta m = DOSSIER__STORE__V1__META__INIT;
+    uint8_t cid[16], check[16], box[48];
+    struct dossier_status st;
+    memset(cid, 0xc1, sizeof(cid));
+    memset(check, 0xc1, sizeof(check));
+    memset(box, 0xb1, sizeof(box));
+    m.format = STORE_FORMAT;
+    m.cluster_id = (ProtobufCBinaryData){16, cid};
+    m.kek_version = 1;
+    m.kek_check = (ProtobufCBinaryData){16, check};
+    m.sealed_keyset = (ProtobufCBinaryData){sizeof(box), box};
+    m.created_at_ms = 42;
+    assert_int_equal(store_meta_put(s, &m, &st), 0);
+}
+
+static SubjectKey *subject_key_of(struct store *s, uint8_t sp_byte)
+{
+    uint8_t sp[16];
+    SubjectKey *sk = NULL;
+    memset(sp, sp_byte, sizeof(sp));
+    assert_int_equal(store_subject_key_get(s, sp, &sk, NULL), 0);
+    return sk;
+}
+
+/* A rotation as apply sees it: BEGIN makes new subject keys under another
+ * version RETRY; REWRAP replaces a key only while the subject still has
+ * that key under the old version, and moves the cursor forward only;
+ * FINISH installs the resealed keyset (other fields kept) and ends it. */
+static void test_key_rotation_steps_check_what_is_stored(void **state)
+{
+    struct fixture *f = *state;
+    struct put a, b, c;
+    struct rot r;
+    struct store_result res;
+    struct store_batch *bt;
+    Dossier__Store__V1__KeyRotation *kr;
+    Dossier__Store__V1__Meta *m;
+    SubjectKey *sk;
+    struct dossier_status st;
+    uint8_t cid[16], box2[48];
+
+    fx_open(f);
+    meta_v1(f->s);
+    put_init(&a, "contact", 0x0a, 0x5a, 7, 1000);
+    put_new_key(&a, 7, 0x70);
+    apply1_ok(f->s, &a.cmd, &res);
+    put_init(&b, "contact", 0x0b, 0x5b, 8, 1000);
+    put_new_key(&b, 8, 0x80);
+    apply1_ok(f->s, &b.cmd, &res);
+    assert_int_equal(store_key_rotation_get(f->s, &kr, &st),
+                     DOSSIER_NOT_FOUND);
+
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__BEGIN, 1);
+    assert_int_equal(apply1(f->s, &r.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__BEGIN, 2);
+    r.op.subjects = 2;
+    bt = store_batch_begin(f->s);
+    assert_int_equal(store_apply(bt, &r.cmd, &res), 0);
+    assert_true(store_batch_effects(bt) & STORE_EFFECT_KEYS);
+    commit_ok(bt);
+    assert_int_equal(store_key_rotation_get(f->s, &kr, &st), 0);
+    assert_int_equal(kr->to_version, 2);
+    assert_false(kr->done);
+    assert_string_equal(kr->started_by, "ops");
+    dossier__store__v1__key_rotation__free_unpacked(kr, NULL);
+    /* Another rotation cannot begin meanwhile; the same one again is no-op. */
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__BEGIN, 3);
+    assert_int_equal(apply1(f->s, &r.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+
+    /* A new subject's key: version 1 is refused now, version 2 taken. */
+    put_init(&c, "contact", 0x0c, 0x5c, 9, 2000);
+    put_new_key(&c, 9, 0x90);
+    assert_int_equal(apply1(f->s, &c.cmd, &res), DOSSIER_RETRY);
+    assert_null(record_get(f->s, "contact", 0x0c));
+    c.sk.kek_version = 2;
+    apply1_ok(f->s, &c.cmd, &res);
+
+    /* A's key rewrapped; B's entry names another key: skipped. */
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__REWRAP, 2);
+    rot_item(&r, 0x5a, 7, 0xa2);
+    rot_item(&r, 0x5b, 99, 0xb2);
+    memset(r.cursor, 0x5b, 16);
+    r.op.cursor = (ProtobufCBinaryData){16, r.cursor};
+    apply1_ok(f->s, &r.cmd, &res);
+    sk = subject_key_of(f->s, 0x5a);
+    assert_int_equal(sk->kek_version, 2);
+    assert_int_equal(sk->dek_id, 7);
+    assert_memory_equal(sk->wrapped_dek.data, r.wrapped[0], 8);
+    assert_memory_equal(sk->sealed_subject_id.data, a.sealed_sid, 8);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    sk = subject_key_of(f->s, 0x5b);
+    assert_int_equal(sk->kek_version, 1);
+    assert_memory_equal(sk->wrapped_dek.data, b.wrapped, 8);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    /* A again (a new leader resending): skipped; the cursor stays. */
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__REWRAP, 2);
+    rot_item(&r, 0x5a, 7, 0xa3);
+    rot_item(&r, 0x5b, 8, 0xb3);
+    memset(r.cursor, 0x5a, 16);
+    r.op.cursor = (ProtobufCBinaryData){16, r.cursor};
+    apply1_ok(f->s, &r.cmd, &res);
+    sk = subject_key_of(f->s, 0x5a);
+    assert_int_equal(sk->wrapped_dek.data[0], 0xa2);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    assert_int_equal(store_key_rotation_get(f->s, &kr, &st), 0);
+    assert_int_equal(kr->rewrapped, 2);
+    assert_int_equal(kr->skipped, 2);
+    assert_int_equal(kr->cursor.len, 16);
+    assert_int_equal(kr->cursor.data[0], 0x5b);
+    dossier__store__v1__key_rotation__free_unpacked(kr, NULL);
+
+    /* FINISH: another cluster's keyset is refused, ours installed. */
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__FINISH, 2);
+    memset(cid, 0xee, sizeof(cid));
+    memset(box2, 0xb2, sizeof(box2));
+    r.meta.cluster_id = (ProtobufCBinaryData){16, cid};
+    r.meta.kek_version = 2;
+    r.meta.kek_check = (ProtobufCBinaryData){16, r.check};
+    r.meta.sealed_keyset = (ProtobufCBinaryData){sizeof(box2), box2};
+    r.op.meta = &r.meta;
+    assert_int_equal(apply1(f->s, &r.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    memset(cid, 0xc1, sizeof(cid));
+    bt = store_batch_begin(f->s);
+    assert_int_equal(store_apply(bt, &r.cmd, &res), 0);
+    assert_true(store_batch_effects(bt) & STORE_EFFECT_ROTATED);
+    commit_ok(bt);
+    assert_int_equal(store_meta_get(f->s, &m, &st), 0);
+    assert_int_equal(m->kek_version, 2);
+    assert_memory_equal(m->kek_check.data, r.check, 16);
+    assert_memory_equal(m->sealed_keyset.data, box2, sizeof(box2));
+    assert_int_equal(m->created_at_ms, 42);
+    dossier__store__v1__meta__free_unpacked(m, NULL);
+    assert_int_equal(store_key_rotation_get(f->s, &kr, &st), 0);
+    assert_true(kr->done);
+    assert_int_equal(kr->finished_ms, 5000);
+    dossier__store__v1__key_rotation__free_unpacked(kr, NULL);
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__REWRAP, 2);
+    assert_int_equal(apply1(f->s, &r.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_int_equal(store_rotation_purge(f->s, &st), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1629,6 +1817,7 @@ int main(void)
         T(test_delete_removes_links_from_and_to_the_record),
         T(test_erase_removes_links_of_every_record),
         T(test_put_with_malformed_link_is_corrupt),
+        T(test_key_rotation_steps_check_what_is_stored),
         T(test_revision_survives_reopen),
         T(test_batch_of_failed_commands_keeps_revision),
         T(test_aborted_batch_writes_nothing),

@@ -562,6 +562,56 @@ dossier_cluster_transfer_leader(struct dossier_client *c,
                                 struct dossier_cluster_status *out,
                                 struct dossier_status *st);
 
+/* Master key rotation (admin role; docs/OPERATIONS.md). A key file holds
+ * numbered master key versions; the cluster uses one (the active version)
+ * until a rotation moves every wrapped key to a newer one. */
+#define DOSSIER_KEY_VERSIONS_MAX 16
+
+struct dossier_key_version {
+    uint32_t version;
+    char key_id[17]; /* first 8 bytes of its key check value, hex */
+};
+
+/* What one node says of the master keys. */
+struct dossier_keys_status {
+    uint64_t node_id;         /* the node that answered */
+    uint32_t active_version;  /* seals the keyset (and, once no rotation
+                                 runs, every subject key) */
+    char active_key_id[17];
+    size_t n_loaded;          /* versions in that node's key file */
+    struct dossier_key_version loaded[DOSSIER_KEY_VERSIONS_MAX];
+    int has_rotation;         /* a rotation runs or has run: below */
+    int rotation_running;
+    uint32_t from_version, to_version;
+    uint64_t subjects;        /* subject keys when it began */
+    uint64_t rewrapped;       /* rewrapped so far */
+    uint64_t skipped;         /* erased or replaced before their turn, or
+                                 sent twice across a leader change */
+    int64_t started_ms, finished_ms;
+    char started_by[65];      /* principal; "" without authentication */
+};
+
+/* The key versions and the rotation under way (or the last one), as the
+ * first reachable target sees them. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_keys_status(struct dossier_client *c,
+                    const struct dossier_call_options *co,
+                    struct dossier_keys_status *out, struct dossier_status *st);
+
+/* Starts rotating every wrapped key to master key version @version (0:
+ * the highest version the leader holds), or resumes the rotation under
+ * way to it, and answers once it is recorded, with the status in @out
+ * (may be NULL); follow it with dossier_keys_status() until
+ * rotation_running is 0. Data is not touched and stays readable
+ * throughout. Errors: DOSSIER_FAILED_PRECONDITION (a member does not hold
+ * the version, or holds another key under it, or did not answer: the
+ * message names each; the cluster uses that version already; another
+ * rotation runs), DOSSIER_UNAVAILABLE (no leader). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_keys_rotate(struct dossier_client *c,
+                    const struct dossier_call_options *co, uint32_t version,
+                    struct dossier_keys_status *out, struct dossier_status *st);
+
 /* A backup of one node (admin role): a consistent RocksDB checkpoint in
  * that node's --backup-dir. Restoring is offline: `dossier backup
  * restore`. */
