@@ -22,6 +22,7 @@
 #include "api.h"
 #include "audit_sink.h"
 #include "auth.h"
+#include "bootstrap.h"
 #include "cluster.h"
 #include "dossier.pb-c.h"
 #include "errors.h"
@@ -903,11 +904,50 @@ static void dispatch(struct call *c, const struct api_method *m,
     m->handler(c, req);
 }
 
-/* 1 when authentication is on: the node has an auth file, or the
- * cluster's state holds a principal. */
+/* 1 when authentication is on: the node requires it (--require-auth),
+ * has an auth file, or the cluster's state holds a principal. */
 static int auth_on(struct node *n)
 {
-    return n->auth || store_principal_count(n->store) > 0;
+    return n->require_auth || n->auth || store_principal_count(n->store) > 0;
+}
+
+/* A call presenting the bootstrap token (bootstrap.h): 1 and *@out when
+ * it may act as the bootstrap principal for @m, which is only while the
+ * cluster has no principal of its own and only for Principals/Add; -1
+ * after answering @c when the token is spent or @m is another method; 0
+ * when @token is not the bootstrap token. */
+static int bootstrap_principal(struct call *c, const struct api_method *m,
+                               struct auth_principal *out)
+{
+    struct node *n = call_node(c);
+    if (!n->has_bootstrap ||
+        !bootstrap_token_matches(n->bootstrap_hash, c->token, c->token_len))
+        return 0;
+    if (store_principal_count(n->store) > 0) {
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s: the bootstrap token is spent", m->path);
+        call_fail(c, DOSSIER_UNAUTHENTICATED,
+                  "the bootstrap token was for the cluster's first admin, "
+                  "and the cluster has principals now: use a principal's "
+                  "token");
+        return -1;
+    }
+    if (strcmp(m->path, "/dossier.v1.Principals/Add") != 0) {
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s to the bootstrap token", m->path);
+        /* The refusal's audit entry names who was refused. */
+        snprintf(c->principal, sizeof(c->principal), "%s",
+                 BOOTSTRAP_PRINCIPAL);
+        call_fail(c, DOSSIER_PERMISSION_DENIED,
+                  "the bootstrap token may only add the cluster's first "
+                  "admin (dossier principal add NAME admin)");
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", BOOTSTRAP_PRINCIPAL);
+    out->role = AUTH_ADMIN;
+    snprintf(out->purposes, sizeof(out->purposes), "*");
+    return 1;
 }
 
 /* A principal of the cluster's state whose token is @token: 1 and *@out. */
@@ -1062,6 +1102,13 @@ static int authorize(struct call *c, const struct api_method *m)
             p = &pr;
         if (!p && n->auth && cert_principal(c, n->auth, &pr, cn, sizeof(cn)))
             p = &pr;
+        if (!p && have) {
+            int b = bootstrap_principal(c, m, &pr);
+            if (b < 0)
+                return -1;
+            if (b > 0)
+                p = &pr;
+        }
         if (!p) {
             /* Not the CN itself: it is often a person's name. */
             log_call(LOG_WARN, call_request_id(c), "refused %s: %s%s",

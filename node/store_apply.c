@@ -895,6 +895,11 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
         if (op->token_hash.len != 32 || !auth_role_parse(op->role) ||
             strlen(op->purposes) > 500)
             return bad_command(res, "principal");
+        if (op->first_only &&
+            store_principal_count(b->s) + (uint64_t)b->principals_delta > 0)
+            return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                           "the cluster has a principal already: the "
+                           "bootstrap token adds only the first");
         tkey[0] = 't';
         memcpy(tkey + 1, op->token_hash.data, 32);
         rc = store_get_raw(b->s, b, STORE_POLICY, tkey, sizeof(tkey), &v,

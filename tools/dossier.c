@@ -74,6 +74,10 @@ static const char usage_text[] =
     "  token new NAME ROLE     a new bearer token for principal NAME (role\n"
     "                          service, compliance or admin), and the line\n"
     "                          that grants it in a node's --auth-file\n"
+    "  token bootstrap FILE    write a new one-time token (mode 0600) for\n"
+    "                          nodes started with --require-auth\n"
+    "                          --bootstrap-token-file FILE: it may only add\n"
+    "                          the cluster's first admin\n"
     "  put [FILE|-] [--expect-version N | --create]\n"
     "                          create or replace records read as JSON\n"
     "                          (an object, an array, or one per line);\n"
@@ -514,6 +518,41 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* A new random bootstrap token (32 bytes, hex) in a new file of mode 0600,
+ * for a node's --bootstrap-token-file. */
+static int token_bootstrap(const char *path)
+{
+    uint8_t raw[32];
+    char token[66];
+    int fd, ok;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "dossier: cannot create %s: %s\n", path,
+                strerror(errno));
+        return errno == EEXIST ? EXIT_CONFLICT : EXIT_ERROR;
+    }
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(token, sizeof(token), raw, sizeof(raw));
+    token[64] = '\n';
+    ok = write(fd, token, 65) == 65 && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    sodium_memzero(raw, sizeof(raw));
+    sodium_memzero(token, sizeof(token));
+    if (!ok) {
+        fprintf(stderr, "dossier: cannot write %s: %s\n", path,
+                strerror(errno));
+        unlink(path);
+        return EXIT_ERROR;
+    }
+    fprintf(stderr, "wrote a bootstrap token to %s (mode 0600): start the "
+            "nodes with --require-auth --bootstrap-token-file %s, then add "
+            "the first admin with it once: DOSSIER_TOKEN=$(cat %s) dossier "
+            "principal add NAME admin\n",
+            path, path, path);
+    return EXIT_OK;
+}
+
 /* A new random token (32 bytes, hex) and the auth-file line that names its
  * SHA-256: the node stores only the hash. */
 static int cmd_token(struct cli *cli, int argc, char **argv)
@@ -522,8 +561,11 @@ static int cmd_token(struct cli *cli, int argc, char **argv)
     char token[65], hex[65], line[256];
     json_t *j;
     int rc;
+    if (argc == 3 && strcmp(argv[1], "bootstrap") == 0)
+        return token_bootstrap(argv[2]);
     if (argc != 4 || strcmp(argv[1], "new") != 0)
-        return usage_error("usage: token new NAME ROLE%s", "");
+        return usage_error("usage: token new NAME ROLE, or token bootstrap "
+                           "FILE%s", "");
     if (strcmp(argv[3], "service") != 0 && strcmp(argv[3], "compliance") != 0 &&
         strcmp(argv[3], "admin") != 0)
         return usage_error("role '%s': give service, compliance or admin",

@@ -285,11 +285,22 @@ contains "$WORK/node.log" "stopped cleanly" "the node logs its clean stop"
 
 # --- the example config file is accepted; a bad one is refused ----------
 CONF=$(dirname "$0")/../../deploy/dossierd.conf.example
+expect 0 "token bootstrap writes a token file" -- "$DOSSIER" token bootstrap "$WORK/boot.token"
+[ "$(stat -c %a "$WORK/boot.token")" = 600 ] && ok "the bootstrap token file is mode 600" || fail "bootstrap token file mode"
 "$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --bootstrap-token-file "$WORK/boot.token" \
     --listen 127.0.0.1:0 --ready-file "$WORK/ready2" 2>"$WORK/node2.log" &
 NODE_PID=$!
 for _ in $(seq 200); do [ -s "$WORK/ready2" ] && break; sleep 0.05; done
 [ -s "$WORK/ready2" ] && ok "a node starts from the example config" || { fail "example config"; cat "$WORK/node2.log"; }
+T2=$(cat "$WORK/ready2")
+expect 7 "the example config requires authentication" -- "$DOSSIER" --target "$T2" get contact c1
+contains "$WORK/err" UNAUTHENTICATED "the refusal says UNAUTHENTICATED"
+expect 7 "the bootstrap token reads no data" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" get contact c1
+expect 0 "the bootstrap token adds the first admin" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" principal add ops admin
+ADMIN2=$($PY -c "import json; print(json.load(open('$WORK/out'))['token'])")
+expect 7 "the bootstrap token is spent" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" principal add ops2 admin
+expect 0 "the admin's token works" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$T2" principal list
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 printf '[node]\nlisten = 127.0.0.1:0\nshoe_size = 44\n' >"$WORK/bad.conf"
 expect 2 "an unknown config setting is refused" -- "$DOSSIERD" --config "$WORK/bad.conf"
