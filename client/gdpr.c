@@ -775,6 +775,8 @@ static int audit_entry_from_pb(const Dossier__V1__AuditRecord *m,
     }
     d.n_records = e.n_records;
     d.outcome = e.outcome;
+    text_clip(d.reference, sizeof(d.reference), e.reference,
+              e.reference_len);
     *out = d;
     return 0;
 }
@@ -1014,7 +1016,7 @@ struct export_state {
     dossier_export_fn fn;
     void *arg;
     int header_seen, footer_seen;
-    uint64_t records, consent, audit;
+    uint64_t records, consent, audit, rectifications;
 };
 
 static int export_chunk(void *arg, ProtobufCMessage *msg,
@@ -1082,20 +1084,56 @@ static int export_chunk(void *arg, ProtobufCMessage *msg,
         rc = x->fn(x->arg, &item);
         break;
     }
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_RECTIFICATION: {
+        const Dossier__V1__Rectification *m = ch->rectification;
+        struct dossier_rectification r;
+        size_t used = 0;
+        memset(&r, 0, sizeof(r));
+        if (text_copy(r.kind, sizeof(r.kind), m->kind) ||
+            text_copy(r.id, sizeof(r.id), m->id) ||
+            text_copy(r.principal, sizeof(r.principal), m->principal) ||
+            text_copy(r.reference, sizeof(r.reference), m->reference) ||
+            bytes_copy(r.record, sizeof(r.record), &m->record,
+                       "rectified record", st))
+            return err_set(st, DOSSIER_INTERNAL,
+                           "the node sent a malformed rectification");
+        for (size_t i = 0; i < m->n_fields; i++) {
+            size_t len = strlen(m->fields[i]);
+            if (used + len + 2 > sizeof(r.fields))
+                return err_set(st, DOSSIER_INTERNAL,
+                               "the node sent a rectification naming more "
+                               "fields than fit");
+            if (used)
+                r.fields[used++] = ',';
+            memcpy(r.fields + used, m->fields[i], len + 1);
+            used += len;
+        }
+        r.time_ms = m->time_ms;
+        r.revision = m->revision;
+        x->rectifications++;
+        item.kind = DOSSIER_EXPORT_RECTIFICATION;
+        item.rectification = &r;
+        rc = x->fn(x->arg, &item);
+        break;
+    }
     case DOSSIER__V1__EXPORT_CHUNK__ITEM_FOOTER: {
         struct dossier_export_footer f;
         f.records = ch->footer->records;
         f.consent_events = ch->footer->consent_events;
         f.audit_entries = ch->footer->audit_entries;
+        f.rectifications = ch->footer->rectifications;
         if (f.records != x->records || f.consent_events != x->consent ||
-            f.audit_entries != x->audit)
+            f.audit_entries != x->audit ||
+            f.rectifications != x->rectifications)
             return err_set(st, DOSSIER_CORRUPT,
                            "the export is incomplete: the node counted "
-                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64
-                           " records/consent events/audit entries, "
-                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64 " arrived",
-                           f.records, f.consent_events, f.audit_entries,
-                           x->records, x->consent, x->audit);
+                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
+                           " records/consent events/rectifications/audit "
+                           "entries, %" PRIu64 "/%" PRIu64 "/%" PRIu64
+                           "/%" PRIu64 " arrived",
+                           f.records, f.consent_events, f.rectifications,
+                           f.audit_entries, x->records, x->consent,
+                           x->rectifications, x->audit);
         x->footer_seen = 1;
         item.kind = DOSSIER_EXPORT_FOOTER;
         item.footer = &f;

@@ -58,6 +58,7 @@ enum client_method {
     M_SEGMENT_RUN,
     M_LIST_LINKS,
     M_REQUEST_EXTEND,
+    M_SUBJECT_RECTIFY,
     M_COUNT,
 };
 
@@ -85,6 +86,7 @@ static inline int client_method_is_write(enum client_method m)
     case M_PRINCIPAL_REMOVE:
     case M_SEGMENT_DEFINE:
     case M_REQUEST_EXTEND:
+    case M_SUBJECT_RECTIFY:
         return 1;
     default:
         return 0;

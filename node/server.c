@@ -138,6 +138,8 @@ static const struct api_method methods[] = {
      W | D, 1, CMP},
     {"/dossier.v1.Subjects/Erase", &dossier__v1__subject_request__descriptor,
      api_subjects_erase, W | D, 1, CMP},
+    {"/dossier.v1.Subjects/Rectify", &dossier__v1__rectify_request__descriptor,
+     api_subjects_rectify, W | D, 1, CMP},
     {"/dossier.v1.Subjects/Export", &dossier__v1__subject_request__descriptor,
      api_subjects_export, R | D | LOG, 1, CMP},
     {"/dossier.v1.Subjects/ErasureLedger",

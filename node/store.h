@@ -33,6 +33,8 @@
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted
+ *   consent   sp[16] "f" revision (u64 BE)            StoredRectification
+ *                                                     (Art. 16 history)
  *   audit     "e" index (u64 BE)                      hash[32] entry
  *   audit     "c" index (u64 BE)                      checkpoint (113 bytes)
  *   default   "changes_floor"                         u64 BE: first revision

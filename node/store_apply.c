@@ -843,6 +843,52 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
 }
 
 /* ------------------------------------------------------------------ */
+/* Rectification (Art. 16): a Put of the corrected record, and a row of
+ * the subject's history. */
+
+static int apply_rectify(struct store_batch *b, const Command *cmd,
+                         struct store_result *res)
+{
+    const Dossier__Store__V1__RectifyOp *op = cmd->rectify;
+    Dossier__Store__V1__StoredRectification row =
+        DOSSIER__STORE__V1__STORED_RECTIFICATION__INIT;
+    Command put = *cmd;
+    uint8_t key[STORE_SP_BYTES + 1 + 8];
+    int rc;
+
+    /* Only an update of an existing record of a subject. */
+    if (!op->put || op->put->subject.len != STORE_SP_BYTES ||
+        op->put->expect_case !=
+            DOSSIER__STORE__V1__PUT_OP__EXPECT_EXPECTED_VERSION ||
+        op->put->expected_version == 0 ||
+        op->n_fields == 0 || op->n_fields > SCHEMA_FIELDS_MAX)
+        return bad_command(res, "rectify");
+    for (size_t i = 0; i < op->n_fields; i++)
+        if (!schema_name_valid(op->fields[i]))
+            return bad_command(res, "rectify field");
+    put.op_case = DOSSIER__STORE__V1__COMMAND__OP_PUT;
+    put.put = op->put;
+    rc = apply_put(b, &put, res);
+    if (rc)
+        return rc;
+    row.kind = op->put->kind;
+    row.rid = op->put->rid;
+    row.n_fields = op->n_fields;
+    row.fields = op->fields;
+    row.time_ms = cmd->time_ms;
+    row.principal = cmd->principal;
+    row.reference = cmd->reference;
+    row.revision = res->version;
+    memcpy(key, op->put->subject.data, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'f';
+    store_u64_be(key + STORE_SP_BYTES + 1, res->version);
+    /* Failing memory stops the node (cluster.c): no undoing here. */
+    if (put_pb(b, STORE_CONSENT, key, sizeof(key), &row.base, NULL))
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Principals in the replicated state. */
 
 static int apply_principal(struct store_batch *b, const Command *cmd,
@@ -1604,6 +1650,14 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         action = cmd->principal_op->remove ? "principals.remove"
                                         : "principals.add";
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
+        action = "subjects.rectify";
+        if (cmd->rectify->put &&
+            cmd->rectify->put->subject.len == STORE_SP_BYTES)
+            sp = cmd->rectify->put->subject.data;
+        if (cmd->rectify->put && cmd->rectify->put->rid.len == STORE_RID_BYTES)
+            rid = cmd->rectify->put->rid.data;
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_RETENTION:
         action = "retention.sweep";
         for (size_t i = 0; i < cmd->retention->n_items &&
@@ -1644,6 +1698,11 @@ static int audit_command(struct store_batch *b, const Command *cmd,
     e.records = n_swept ? swept[0] : rid;
     e.n_records = n_swept ? n_swept : rid ? 1 : 0;
     e.outcome = outcome;
+    /* Subject rights say why (a label checked by the proposer). */
+    e.reference = cmd->reference;
+    e.reference_len = strnlen(cmd->reference, POLICY_LABEL_MAX + 1);
+    if (e.reference_len > POLICY_LABEL_MAX)
+        e.reference_len = 0;
     if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
         /* A principal with a NUL or too long: name nobody, keep the rest. */
         e.principal_len = 0;
@@ -1835,7 +1894,8 @@ int store_apply(struct store_batch *b, const Command *cmd,
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST ||
-             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP);
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RECTIFY);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {
@@ -1901,6 +1961,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP:
         rc = cmd->principal_op ? apply_principal(b, cmd, res)
                             : bad_command(res, "principal");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
+        rc = cmd->rectify ? apply_rectify(b, cmd, res)
+                          : bad_command(res, "rectify");
         break;
     default:
         rc = bad_command(res, "unknown operation");

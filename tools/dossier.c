@@ -174,6 +174,13 @@ static const char usage_text[] =
     "  subject unrestrict SUBJECT [--reference LABEL]\n"
     "                          the subject's pseudonym, restriction (Art. 18;\n"
     "                          restrict and unrestrict set it) and records\n"
+    "  subject rectify SUBJECT KIND ID [--set FIELD=VALUE]... [--unset FIELD]...\n"
+    "                  --reference LABEL\n"
+    "                          correct (or remove) fields of one of the\n"
+    "                          subject's records (Art. 16), checked by the\n"
+    "                          kind's schema; VALUE takes the field's type.\n"
+    "                          Audited with the reference, listed in the\n"
+    "                          subject's export\n"
     "  subject erase SUBJECT [--reference LABEL]\n"
     "                          erase a subject on every node (Art. 17), for\n"
     "                          good; prints the signed erasure certificate\n"
@@ -1498,10 +1505,11 @@ static int subject_ledger(struct cli *cli, int argc)
 
 /* `dossier subject export SUBJECT`: one JSON document, written as the
  * items arrive: {"subject": header, "records": [...], "consent": [...],
- * "audit": [...], "counts": footer}. */
+ * "rectifications": [...], "audit": [...], "counts": footer}. */
 struct export_out {
     FILE *f;
-    int section; /* 0 none yet, 1 records, 2 consent, 3 audit */
+    int section; /* 0 none yet, 1 records, 2 consent, 3 rectifications,
+                    4 audit */
     int first;   /* no item printed in the section yet */
     int failed;
 };
@@ -1518,10 +1526,11 @@ static int export_put(struct export_out *o, json_t *j)
     return rc;
 }
 
-/* Moves to section @s (1..3), opening the ones before it even if empty. */
+/* Moves to section @s (1..4), opening the ones before it even if empty. */
 static void export_open(struct export_out *o, int s)
 {
-    static const char *const names[] = {"", "records", "consent", "audit"};
+    static const char *const names[] = {"", "records", "consent",
+                                        "rectifications", "audit"};
     while (o->section < s) {
         if (o->section > 0)
             fputs("]", o->f);
@@ -1560,17 +1569,22 @@ static int export_item(void *arg, const struct dossier_export_item *it)
     case DOSSIER_EXPORT_CONSENT:
         export_section(o, 2);
         return export_put(o, json_from_consent_event(it->consent));
-    case DOSSIER_EXPORT_AUDIT:
+    case DOSSIER_EXPORT_RECTIFICATION:
         export_section(o, 3);
+        return export_put(o, json_from_rectification(it->rectification));
+    case DOSSIER_EXPORT_AUDIT:
+        export_section(o, 4);
         return export_put(o, json_from_audit_entry(it->audit));
     case DOSSIER_EXPORT_FOOTER:
-        export_open(o, 3);
+        export_open(o, 4);
         fputs("]", o->f);
         fputs(",\n\"counts\": ", o->f);
-        if (export_put(o, json_pack("{s:I, s:I, s:I}", "records",
+        if (export_put(o, json_pack("{s:I, s:I, s:I, s:I}", "records",
                                     (json_int_t)it->footer->records,
                                     "consent_events",
                                     (json_int_t)it->footer->consent_events,
+                                    "rectifications",
+                                    (json_int_t)it->footer->rectifications,
                                     "audit_entries",
                                     (json_int_t)it->footer->audit_entries)))
             return -1;
@@ -1606,6 +1620,145 @@ static int subject_export(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* Gives the text @text of --set NAME=TEXT the type field @name has in
+ * kind @k (a field the kind lacks stays a string: the node names it). */
+static int rectify_value(struct dossier_record *r,
+                         const struct dossier_kind_schema *k,
+                         const char *name, const char *text)
+{
+    enum dossier_field_type t = DOSSIER_FIELD_STRING;
+    char *end;
+    for (size_t i = 0; i < k->n_fields; i++)
+        if (strcmp(k->fields[i].name, name) == 0)
+            t = k->fields[i].type;
+    errno = 0;
+    switch (t) {
+    case DOSSIER_FIELD_INT:
+    case DOSSIER_FIELD_TIMESTAMP: {
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end)
+            return usage_error("--set %s: give a whole number", name);
+        return dossier_record_set_int(r, name, v) ? EXIT_ERROR : 0;
+    }
+    case DOSSIER_FIELD_DOUBLE: {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end)
+            return usage_error("--set %s: give a number", name);
+        return dossier_record_set_double(r, name, v) ? EXIT_ERROR : 0;
+    }
+    case DOSSIER_FIELD_BOOL:
+        if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+            return usage_error("--set %s: give true or false", name);
+        return dossier_record_set_bool(r, name, strcmp(text, "true") == 0)
+                   ? EXIT_ERROR
+                   : 0;
+    default:
+        return dossier_record_set_string(r, name, text) ? EXIT_ERROR : 0;
+    }
+}
+
+/* dossier subject rectify SUBJECT KIND ID --set F=V... --unset F...
+ * --reference REF (Art. 16). Values take the field's type from the kind's
+ * schema, so --set lead_score=40 sends a number. */
+static int subject_rectify(struct cli *cli, int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        {"set", required_argument, NULL, 's'},
+        {"unset", required_argument, NULL, 'u'},
+        {"reference", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
+    const char **unset = calloc((size_t)argc, sizeof(*unset));
+    char **sets = calloc((size_t)argc, sizeof(*sets));
+    const char *reference = NULL, *subject = NULL, *kind = NULL, *id = NULL;
+    struct dossier_kind_schema *k = NULL;
+    struct dossier_record *r = NULL;
+    struct dossier_rectify_result res;
+    struct dossier_status st;
+    size_t n_unset = 0, n_set = 0;
+    int ch, rc = EXIT_OK;
+
+    if (!unset || !sets) {
+        free(unset);
+        free(sets);
+        fprintf(stderr, "dossier: out of memory\n");
+        return EXIT_ERROR;
+    }
+    optind = 0;
+    opterr = 0;
+    while (rc == EXIT_OK &&
+           (ch = getopt_long(argc - 1, argv + 1, ":", lopts, NULL)) != -1) {
+        if (ch == ':')
+            rc = usage_error("%s needs a value", argv[optind]);
+        else if (ch == '?')
+            rc = usage_error("%s: option not accepted here", argv[optind]);
+        else if (ch == 's' && !strchr(optarg, '='))
+            rc = usage_error("--set %s: give FIELD=VALUE", optarg);
+        else if (ch == 's')
+            sets[n_set++] = optarg;
+        else if (ch == 'u')
+            unset[n_unset++] = optarg;
+        else
+            reference = optarg;
+    }
+    if (rc == EXIT_OK && argc - 1 - optind != 3)
+        rc = usage_error("subject rectify needs SUBJECT KIND ID%s", "");
+    else if (rc == EXIT_OK && !n_set && !n_unset)
+        rc = usage_error("subject rectify needs --set FIELD=VALUE or --unset "
+                         "FIELD%s", "");
+    else if (rc == EXIT_OK && !reference)
+        rc = usage_error("subject rectify needs --reference LABEL (the "
+                         "subject's request)%s", "");
+    if (rc == EXIT_OK) {
+        subject = argv[1 + optind];
+        kind = argv[2 + optind];
+        id = argv[3 + optind];
+        rc = connect_node(cli);
+    }
+    if (rc == EXIT_OK &&
+        dossier_schema_get(cli->client, NULL, kind, &k, &st))
+        rc = report(&st);
+    if (rc == EXIT_OK && !(r = dossier_record_new(kind,
+                                                  id,
+                                                  subject))) {
+        fprintf(stderr, "dossier: out of memory\n");
+        rc = EXIT_ERROR;
+    }
+    for (size_t i = 0; rc == EXIT_OK && i < n_set; i++) {
+        char *eq = strchr(sets[i], '=');
+        *eq = '\0';
+        rc = rectify_value(r, k, sets[i], eq + 1);
+        *eq = '=';
+    }
+    if (rc == EXIT_OK &&
+        dossier_subject_rectify(cli->client, NULL, subject,
+                                kind, id,
+                                n_set ? r : NULL, unset, n_unset, reference,
+                                &res, &st))
+        rc = report(&st);
+    if (rc == EXIT_OK) {
+        json_t *fields = json_array();
+        for (size_t i = 0; fields && i < n_set; i++)
+            json_array_append_new(
+                fields, json_stringn(sets[i], strcspn(sets[i], "=")));
+        for (size_t i = 0; fields && i < n_unset; i++)
+            json_array_append_new(fields, json_string(unset[i]));
+        rc = print_json(cli,
+                        json_pack("{s:s, s:s, s:I, s:I, s:o, s:s}", "kind",
+                                  kind, "id",
+                                  id, "version",
+                                  (json_int_t)res.version, "updated_at_ms",
+                                  (json_int_t)res.updated_at_ms, "fields",
+                                  fields ? fields : json_null(), "reference",
+                                  reference));
+    }
+    dossier_record_free(r);
+    dossier_kind_schema_free(k);
+    free(unset);
+    free(sets);
+    return rc;
+}
+
 static int cmd_subject(struct cli *cli, int argc, char **argv)
 {
     struct dossier_subject_status s;
@@ -1618,11 +1771,13 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
 
     if (argc < 2)
         return usage_error("subject needs status, restrict, unrestrict, "
-                           "erase, export or ledger%s", "");
+                           "rectify, erase, export or ledger%s", "");
     if (strcmp(argv[1], "ledger") == 0)
         return subject_ledger(cli, argc);
     if (strcmp(argv[1], "export") == 0)
         return subject_export(cli, argc, argv);
+    if (strcmp(argv[1], "rectify") == 0)
+        return subject_rectify(cli, argc, argv);
     if (strcmp(argv[1], "status") != 0 && strcmp(argv[1], "restrict") != 0 &&
         strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0)
         return usage_error("unknown subject command '%s'", argv[1]);

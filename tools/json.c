@@ -451,15 +451,37 @@ static json_t *json_text(const char *s)
     return json_string(safe);
 }
 
+json_t *json_from_rectification(const struct dossier_rectification *r)
+{
+    json_t *fields = json_array();
+    const char *p = r->fields;
+    while (fields && *p) {
+        size_t n = strcspn(p, ",");
+        json_array_append_new(fields, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return json_pack("{s:s, s:o, s:o, s:o, s:I, s:o, s:s, s:I}", "kind",
+                     r->kind, "id", r->id[0] ? json_text(r->id) : json_null(),
+                     "record", json_hex(r->record, sizeof(r->record)),
+                     "fields", fields ? fields : json_null(), "time_ms",
+                     (json_int_t)r->time_ms, "principal",
+                     json_text(r->principal), "reference", r->reference,
+                     "revision", (json_int_t)r->revision);
+}
+
 json_t *json_from_audit_entry(const struct dossier_audit_entry *e)
 {
-    return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:I, s:s}", "index",
-                     (json_int_t)e->index, "time_ms", (json_int_t)e->time_ms,
-                     "principal", json_text(e->principal), "action",
-                     json_text(e->action), "purpose", json_text(e->purpose),
-                     "subject",
-                     e->has_subject ? json_hex(e->subject, sizeof(e->subject))
-                                    : json_null(),
-                     "records", (json_int_t)e->n_records, "outcome",
-                     dossier_code_name(e->outcome));
+    json_t *j = json_pack(
+        "{s:I, s:I, s:o, s:o, s:o, s:o, s:I, s:s}", "index",
+        (json_int_t)e->index, "time_ms", (json_int_t)e->time_ms, "principal",
+        json_text(e->principal), "action", json_text(e->action), "purpose",
+        json_text(e->purpose), "subject",
+        e->has_subject ? json_hex(e->subject, sizeof(e->subject))
+                       : json_null(),
+        "records", (json_int_t)e->n_records, "outcome",
+        dossier_code_name(e->outcome));
+    /* Only subject rights carry one (entry version 2). */
+    if (j && e->reference[0])
+        json_object_set_new(j, "reference", json_text(e->reference));
+    return j;
 }

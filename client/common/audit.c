@@ -94,7 +94,8 @@ int audit_entry_size(const struct audit_entry *e, size_t *len,
                        "audit entry: no action");
     if (!text_ok(e->principal, e->principal_len) ||
         !text_ok(e->action, e->action_len) ||
-        !text_ok(e->purpose, e->purpose_len))
+        !text_ok(e->purpose, e->purpose_len) ||
+        !text_ok(e->reference, e->reference_len))
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "audit entry: a text is longer than %d bytes or "
                        "holds a NUL byte",
@@ -108,7 +109,8 @@ int audit_entry_size(const struct audit_entry *e, size_t *len,
                        "audit entry: more than %u records, or none given",
                        AUDIT_RECORDS_MAX);
     *len = ENTRY_FIXED + e->principal_len + e->action_len + e->purpose_len +
-           (e->subject ? w : 0) + e->n_records * w;
+           (e->subject ? w : 0) + e->n_records * w +
+           (e->reference_len ? 2 + e->reference_len : 0);
     return 0;
 }
 
@@ -134,7 +136,9 @@ int audit_entry_encode(const struct audit_entry *e, uint8_t *buf, size_t cap,
         return err_set(st, DOSSIER_TOO_LARGE,
                        "audit entry: needs %zu bytes, buffer has %zu", need,
                        cap);
-    buf[off++] = AUDIT_ENTRY_VERSION;
+    /* Version 2 exactly when there is a reference: one encoding each. */
+    buf[off++] = e->reference_len ? AUDIT_ENTRY_VERSION_REFERENCE
+                                  : AUDIT_ENTRY_VERSION;
     put_be64(buf + off, (uint64_t)e->time_ms);
     off += 8;
     put_be32(buf + off, (uint32_t)e->outcome);
@@ -154,6 +158,8 @@ int audit_entry_encode(const struct audit_entry *e, uint8_t *buf, size_t cap,
         memcpy(buf + off, e->records, e->n_records * w);
         off += e->n_records * w;
     }
+    if (e->reference_len)
+        put_text(buf, &off, e->reference, e->reference_len);
     assert(off == need);
     *len = need;
     return 0;
@@ -225,11 +231,13 @@ static const char *entry_parse(struct reader *r, struct audit_entry *e)
 {
     const uint8_t *b;
     uint64_t v;
+    int version;
 
     if (!take(r, 1, &b))
         return "empty";
-    if (*b != AUDIT_ENTRY_VERSION)
+    if (*b != AUDIT_ENTRY_VERSION && *b != AUDIT_ENTRY_VERSION_REFERENCE)
         return "unknown version";
+    version = *b;
     if (!take_be(r, 8, &v))
         return "truncated";
     if (v > INT64_MAX)
@@ -270,6 +278,14 @@ static const char *entry_parse(struct reader *r, struct audit_entry *e)
     if (e->n_records &&
         !take(r, e->n_records * e->pseudonym_len, &e->records))
         return "truncated";
+    e->reference = NULL;
+    e->reference_len = 0;
+    if (version == AUDIT_ENTRY_VERSION_REFERENCE) {
+        if (!take_text(r, &e->reference, &e->reference_len))
+            return "truncated, or a reference too long or holding a NUL";
+        if (!e->reference_len)
+            return "version 2 without a reference";
+    }
     if (r->off != r->len)
         return "trailing bytes";
     return NULL;

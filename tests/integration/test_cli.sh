@@ -201,6 +201,20 @@ expect 0 "subject restrict" -- "$DOSSIER" subject restrict gdpr-subj --reference
 expect 7 "a restricted subject is refused to operations" -- "$DOSSIER" get contact gdpr-1
 expect 0 "legal_claims still reads it" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
 expect 0 "subject unrestrict" -- "$DOSSIER" subject unrestrict gdpr-subj --reference REQ-1
+expect 0 "subject rectify" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set first_name=Greta-Mae --set credit_limit=1200.5 --unset email --reference DSR-0
+json_check "rectify names the fields changed and the new version" "d['fields'] == ['first_name', 'credit_limit', 'email'] and d['version'] > 0 and d['reference'] == 'DSR-0'"
+expect 0 "get after the rectification" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
+json_check "the fields are corrected, typed as the schema says" "d['fields'] == {'first_name': 'Greta-Mae', 'credit_limit': 1200.5}"
+expect 5 "a value the schema refuses exits 5" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set email=nope --reference DSR-0
+contains "$WORK/err" email "the message names the field"
+expect 2 "rectify without --reference is a usage error" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set first_name=X
+expect 2 "rectify --set without = is a usage error" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set first_name --reference DSR-0
+expect 3 "rectify a record of another subject exits 3" -- "$DOSSIER" subject rectify s1 contact gdpr-1 --set first_name=X --reference DSR-0
+expect 0 "subject export after the rectification" -- "$DOSSIER" subject export gdpr-subj
+json_check "the export lists the rectification" "[(r['id'], r['fields'], r['reference']) for r in d['rectifications']] == [('gdpr-1', ['first_name', 'credit_limit', 'email'], 'DSR-0')] and d['counts']['rectifications'] == 1"
+expect 0 "audit tail after the rectification" -- "$DOSSIER" audit tail --limit 200
+contains "$WORK/out" '"action":"subjects.rectify"' "the rectification is audited"
+contains "$WORK/out" '"reference":"DSR-0"' "with its reference"
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"

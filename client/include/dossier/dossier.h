@@ -795,6 +795,41 @@ dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
     struct dossier_status *st);
 
+/* What a rectification did. */
+struct dossier_rectify_result {
+    uint64_t version;      /* the record's new version */
+    int64_t updated_at_ms;
+    size_t n_fields;       /* fields changed (set and removed) */
+};
+
+/* Rectification (Art. 16; compliance role): corrects fields of record
+ * (@kind, @id) of subject @subject_id. The fields of @set (a record made
+ * with dossier_record_new() and the setters; its kind, id and subject are
+ * not looked at) replace the record's fields of the same names, a NULL
+ * value removing one; the @n_unset fields named in @unset are removed. The
+ * record keeps its other fields and its links; the result is checked
+ * against the kind's schema as a Put is. @reference (a label, required)
+ * says why: the call is audited as subjects.rectify with it, and the
+ * subject's export lists every rectification (record, fields, time,
+ * principal, reference; never the values). @set may be NULL and @out may
+ * be NULL.
+ * Errors: DOSSIER_NOT_FOUND (the subject has no such record),
+ * DOSSIER_SCHEMA_VIOLATION (a field the kind lacks, a value it refuses,
+ * a required field removed), DOSSIER_INVALID_ARGUMENT (nothing to change,
+ * a field named twice, a missing or malformed reference),
+ * DOSSIER_FAILED_PRECONDITION (removing a field the record lacks),
+ * DOSSIER_VERSION_CONFLICT (the record changed while it was rectified:
+ * call again). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_rectify(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const char *subject_id, const char *kind,
+                        const char *id, const struct dossier_record *set,
+                        const char *const *unset, size_t n_unset,
+                        const char *reference,
+                        struct dossier_rectify_result *out,
+                        struct dossier_status *st);
+
 /* One page of the erasure ledger (compliance role): every erasure this
  * cluster applied, oldest pseudonym order, each as a certificate signed
  * now (n_nodes 0). `dossier subject ledger` saves it for restores, which
@@ -823,6 +858,7 @@ struct dossier_audit_entry {
     uint8_t subject[16]; /* subject pseudonym */
     size_t n_records;    /* record pseudonyms named (not copied) */
     int outcome;         /* DOSSIER_* code of the call, 0 = ok */
+    char reference[65];  /* a subject right's reference ("DSR-114"), or "" */
 };
 
 /* The audit log's public key (32 bytes) and how far it reaches. */
@@ -865,13 +901,14 @@ dossier_audit_verify(struct dossier_client *c,
 
 /* What an export is made of, in this order: one header, every record
  * (with every field, whatever the purpose), every consent event, every
- * audit entry that names the subject, one footer. */
+ * rectification, every audit entry that names the subject, one footer. */
 enum dossier_export_kind {
     DOSSIER_EXPORT_HEADER = 1,
     DOSSIER_EXPORT_RECORD,
     DOSSIER_EXPORT_CONSENT,
     DOSSIER_EXPORT_AUDIT,
     DOSSIER_EXPORT_FOOTER,
+    DOSSIER_EXPORT_RECTIFICATION, /* after the consent events */
 };
 
 struct dossier_export_header {
@@ -884,7 +921,19 @@ struct dossier_export_header {
 };
 
 struct dossier_export_footer {
-    uint64_t records, consent_events, audit_entries;
+    uint64_t records, consent_events, audit_entries, rectifications;
+};
+
+/* One rectification of the subject's records (Art. 16). */
+struct dossier_rectification {
+    char kind[65];
+    char id[257];        /* "" when the record no longer exists */
+    uint8_t record[16];  /* the record's pseudonym */
+    char fields[1024];   /* the fields changed, comma-separated */
+    int64_t time_ms;
+    char principal[65];
+    char reference[65];
+    uint64_t revision;   /* store revision of the rectified version */
 };
 
 /* One item; only the member of its kind is set, borrowed for the
@@ -896,6 +945,7 @@ struct dossier_export_item {
     const struct dossier_consent_event *consent;
     const struct dossier_audit_entry *audit;
     const struct dossier_export_footer *footer;
+    const struct dossier_rectification *rectification;
 };
 
 /* Called once per item as it arrives; return 0 to go on, anything else to

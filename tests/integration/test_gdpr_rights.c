@@ -1,0 +1,299 @@
+/* The subject rights added after the first GDPR round, against real nodes
+ * through libdossier:
+ *  - rectification (Art. 16): named fields of one of a subject's records
+ *    corrected or removed, checked by the schema, audited with its
+ *    reference, listed in the subject's export; every refusal leaves the
+ *    record as it was. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "harness.h"
+
+static char tok_admin[65], tok_service[65], tok_dpo[65];
+
+#define client_as harness_client_as
+
+/* Starts @n with an auth file naming an admin, a service and a compliance
+ * officer, and the @more flags (NULL-ended, may be NULL). */
+static void start_with_auth(struct node_proc *n, const char *const *more)
+{
+    static char auth[400];
+    const struct harness_principal p[] = {
+        {"ops", "admin", tok_admin, "*"},
+        {"crm", "service", tok_service, "*"},
+        {"dpo", "compliance", tok_dpo, NULL}};
+    int a = 2;
+    node_init(n);
+    snprintf(auth, sizeof(auth), "%s/auth", n->dir);
+    harness_write_auth_file(auth, p, 3);
+    n->args[0] = "--auth-file";
+    n->args[1] = auth;
+    for (int i = 0; more && more[i] && a < 23; i++)
+        n->args[a++] = more[i];
+    n->args[a] = NULL;
+    harness_token = tok_admin;
+    assert_int_equal(node_start(n, NULL), 0);
+}
+
+/* Waits (up to 10 s) for an audit entry of @principal, @action and
+ * @outcome; with @reference, it must carry that reference. */
+static int wait_entry(struct dossier_client *dpo, const char *principal,
+                      const char *action, int outcome, const char *reference)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        struct dossier_audit_entry *e;
+        struct dossier_status st;
+        size_t n;
+        int found = 0;
+        if (dossier_audit_read(dpo, NULL, 1, 10000, &e, &n, &st) != 0)
+            fail_msg("audit read: %s", st.message);
+        for (size_t i = 0; i < n && !found; i++)
+            found = strcmp(e[i].principal, principal) == 0 &&
+                    strcmp(e[i].action, action) == 0 &&
+                    e[i].outcome == outcome &&
+                    (!reference || strcmp(e[i].reference, reference) == 0);
+        free(e);
+        if (found)
+            return 1;
+        usleep(100000);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rectification */
+
+struct rect_seen {
+    size_t n;
+    struct dossier_rectification r[4];
+};
+
+static int rect_cb(void *arg, const struct dossier_export_item *it)
+{
+    struct rect_seen *x = arg;
+    if (it->kind == DOSSIER_EXPORT_RECTIFICATION && x->n < 4)
+        x->r[x->n++] = *it->rectification;
+    if (it->kind == DOSSIER_EXPORT_FOOTER &&
+        it->footer->rectifications != x->n)
+        return 1;
+    return 0;
+}
+
+/* Rectifies with one field set to the string @v; the status code. */
+static int rectify_one(struct dossier_client *c, const char *subject,
+                       const char *kind, const char *id, const char *field,
+                       const char *v, const char *reference)
+{
+    struct dossier_record *set = dossier_record_new(kind, id, subject);
+    struct dossier_status st;
+    int rc;
+    dossier_record_set_string(set, field, v);
+    rc = dossier_subject_rectify(c, NULL, subject, kind, id, set, NULL, 0,
+                                 reference, NULL, &st);
+    dossier_record_free(set);
+    return rc ? st.code : 0;
+}
+
+static void test_rectification(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *svc, *dpo;
+    struct dossier_record *r, *got, *set;
+    struct dossier_rectify_result res;
+    struct dossier_status st;
+    struct dossier_page pg;
+    struct dossier_value v = {0};
+    struct rect_seen x;
+    struct dossier_put_result put;
+    const char *unset[] = {"lead_score"};
+    const char *unset_title[] = {"title"};
+    const char *unset_absent[] = {"city"};
+    uint64_t version;
+    (void)state;
+
+    start_with_auth(&n, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    r = dossier_record_new("company", "acme", NULL);
+    dossier_record_set_string(r, "name", "Acme");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+    r = dossier_record_new("contact", "rc-1", "subj-rect");
+    dossier_record_set_string(r, "first_name", "Rita");
+    dossier_record_set_string(r, "email", "rita@old.example");
+    dossier_record_set_int(r, "lead_score", 40);
+    dossier_record_add_link(r, "works_at", "company", "acme");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, &put, &st),
+                     0);
+    dossier_record_free(r);
+    version = put.version;
+    r = dossier_record_new("contact", "ro-1", "subj-other");
+    dossier_record_set_string(r, "first_name", "Otto");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+    r = dossier_record_new("ticket", "rt-1", "subj-rect");
+    dossier_record_set_string(r, "title", "Printer on fire");
+    dossier_record_set_string(r, "status", "open");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+
+    /* Two fields corrected (one typed: the phone is normalised as a Put
+     * would), one removed; the others and the link stay. */
+    set = dossier_record_new("contact", "rc-1", "subj-rect");
+    dossier_record_set_string(set, "email", "rita@new.example");
+    dossier_record_set_string(set, "phone", "+44 20 7946 0018");
+    assert_int_equal(dossier_subject_rectify(dpo, NULL, "subj-rect",
+                                             "contact", "rc-1", set, unset, 1,
+                                             "DSR-21", &res, &st),
+                     0);
+    dossier_record_free(set);
+    assert_true(res.version > version);
+    assert_int_equal(res.n_fields, 3);
+    assert_int_equal(dossier_get(svc, NULL, "contact", "rc-1", &got, &st), 0);
+    assert_string_equal(dossier_record_field(got, "email")->u.s,
+                        "rita@new.example");
+    assert_string_equal(dossier_record_field(got, "phone")->u.s,
+                        "+442079460018");
+    assert_string_equal(dossier_record_field(got, "first_name")->u.s, "Rita");
+    assert_null(dossier_record_field(got, "lead_score"));
+    assert_int_equal(got->n_links, 1);
+    assert_string_equal(got->links[0].id, "acme");
+    assert_int_equal(got->version, res.version);
+    version = got->version;
+    dossier_record_free(got);
+    /* The blind index follows: the old address finds nothing. */
+    v.type = DOSSIER_TYPE_STRING;
+    v.u.s = "rita@old.example";
+    assert_int_equal(dossier_find(svc, NULL, "contact", "email", &v, NULL, &pg,
+                                  &st),
+                     0);
+    assert_int_equal(pg.n_records, 0);
+    dossier_page_release(&pg);
+    v.u.s = "RITA@new.example";
+    assert_int_equal(dossier_find(svc, NULL, "contact", "email", &v, NULL, &pg,
+                                  &st),
+                     0);
+    assert_int_equal(pg.n_records, 1);
+    dossier_page_release(&pg);
+
+    /* Refused, each naming what is wrong, and nothing changes. */
+    assert_int_equal(rectify_one(dpo, "subj-other", "contact", "rc-1",
+                                 "first_name", "X", "DSR-22"),
+                     DOSSIER_NOT_FOUND); /* not that subject's record */
+    assert_int_equal(rectify_one(dpo, "subj-rect", "contact", "rc-9",
+                                 "first_name", "X", "DSR-22"),
+                     DOSSIER_NOT_FOUND);
+    assert_int_equal(rectify_one(dpo, "subj-rect", "contact", "rc-1",
+                                 "shoe_size", "44", "DSR-22"),
+                     DOSSIER_SCHEMA_VIOLATION);
+    set = dossier_record_new("contact", "rc-1", "subj-rect");
+    dossier_record_set_string(set, "email", "not an address");
+    assert_int_equal(dossier_subject_rectify(dpo, NULL, "subj-rect",
+                                             "contact", "rc-1", set, NULL, 0,
+                                             "DSR-22", NULL, &st),
+                     DOSSIER_SCHEMA_VIOLATION);
+    assert_non_null(strstr(st.message, "email"));
+    dossier_record_free(set);
+    assert_int_equal(dossier_subject_rectify(dpo, NULL, "subj-rect", "ticket",
+                                             "rt-1", NULL, unset_title, 1,
+                                             "DSR-22", NULL, &st),
+                     DOSSIER_SCHEMA_VIOLATION); /* a required field */
+    assert_non_null(strstr(st.message, "title"));
+    assert_int_equal(dossier_subject_rectify(dpo, NULL, "subj-rect",
+                                             "contact", "rc-1", NULL,
+                                             unset_absent, 1, "DSR-22", NULL,
+                                             &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_int_equal(dossier_subject_rectify(dpo, NULL, "subj-rect",
+                                             "contact", "rc-1", NULL, NULL, 0,
+                                             "DSR-22", NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT); /* nothing to change */
+    assert_int_equal(rectify_one(dpo, "subj-rect", "contact", "rc-1",
+                                 "first_name", "X", NULL),
+                     DOSSIER_INVALID_ARGUMENT); /* no reference */
+    assert_int_equal(rectify_one(dpo, "subj-rect", "contact", "rc-1",
+                                 "first_name", "X", "not a label"),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(rectify_one(svc, "subj-rect", "contact", "rc-1",
+                                 "first_name", "X", "DSR-22"),
+                     DOSSIER_PERMISSION_DENIED); /* compliance only */
+    assert_int_equal(dossier_get(svc, NULL, "contact", "rc-1", &got, &st), 0);
+    assert_int_equal(got->version, version);
+    assert_string_equal(dossier_record_field(got, "first_name")->u.s, "Rita");
+    dossier_record_free(got);
+
+    /* Audited as subjects.rectify with its reference; refusals too. */
+    assert_true(wait_entry(dpo, "dpo", "subjects.rectify", 0, "DSR-21"));
+    assert_true(wait_entry(dpo, "dpo", "subjects.rectify",
+                           DOSSIER_SCHEMA_VIOLATION, NULL));
+    assert_true(wait_entry(dpo, "crm", "subjects.rectify",
+                           DOSSIER_PERMISSION_DENIED, NULL));
+
+    /* The subject's export lists it: record, fields, who, why; the other
+     * subject's export has none. */
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(dossier_subject_export(dpo, NULL, "subj-rect", rect_cb,
+                                            &x, &st),
+                     0);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.r[0].kind, "contact");
+    assert_string_equal(x.r[0].id, "rc-1");
+    assert_string_equal(x.r[0].fields, "email,phone,lead_score");
+    assert_string_equal(x.r[0].principal, "dpo");
+    assert_string_equal(x.r[0].reference, "DSR-21");
+    assert_int_equal(x.r[0].revision, version);
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(dossier_subject_export(dpo, NULL, "subj-other", rect_cb,
+                                            &x, &st),
+                     0);
+    assert_int_equal(x.n, 0);
+
+    /* The history goes with the subject when it is erased. */
+    {
+        struct dossier_erasure_certificate cert;
+        assert_int_equal(dossier_subject_erase(dpo, NULL, "subj-rect",
+                                               "DSR-23", &cert, &st),
+                         0);
+    }
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(dossier_subject_export(dpo, NULL, "subj-rect", rect_cb,
+                                            &x, &st),
+                     0);
+    assert_int_equal(x.n, 0);
+
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rectification),
+    };
+    int rc;
+    if (sodium_init() < 0)
+        return 1;
+    harness_new_token(tok_admin);
+    harness_new_token(tok_service);
+    harness_new_token(tok_dpo);
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (harness_running() != 0) {
+        fprintf(stderr, "a test left a process running\n");
+        return 1;
+    }
+    return rc;
+}
