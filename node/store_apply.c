@@ -1100,6 +1100,124 @@ static int apply_retention(struct store_batch *b, const Command *cmd,
     return err_ok(&res->status);
 }
 
+/* Whole records past their kind's record retention at the command's
+ * time go, as a Delete would take them. */
+
+/* Whether @r of kind @k is past its record retention at @now. */
+static int record_expired(const KindSchema *k, const StoredRecord *r,
+                          int64_t now)
+{
+    int64_t base;
+    if (!k || k->record_retention_days == 0)
+        return 0;
+    base = k->record_retention_base ==
+                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
+               ? r->created_at_ms
+               : r->updated_at_ms;
+    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
+}
+
+/* Deletes the record of @item if it is still past its retention; its
+ * expiry goes into the feed at revision @rev. Adds 1 to *@expired. */
+static int expire_record(struct store_batch *b, const Command *cmd,
+                         const Dossier__Store__V1__RecordRetentionOp__Item *it,
+                         uint64_t rev, uint64_t *expired,
+                         struct store_result *res)
+{
+    struct store *s = b->s;
+    StoredRecord *old = NULL;
+    struct keylist *links = NULL;
+    uint8_t key[STORE_KEY_MAX], *buf = NULL;
+    size_t klen, len;
+    int rc;
+
+    rc = store_read_record(s, b, it->kind, it->rid.data, &old, &res->status);
+    if (rc == DOSSIER_NOT_FOUND)
+        return err_ok(&res->status); /* deleted or erased meanwhile */
+    if (rc)
+        return rc;
+    /* Updated meanwhile, or its kind's retention changed: it stays. */
+    if (!record_expired(batch_schema(b, it->kind), old, cmd->time_ms))
+        goto out;
+    rc = links_collect(b, it->kind, it->rid.data, old->n_links != 0, 1,
+                       &links);
+    if (rc) {
+        err_set(&res->status, rc, rc == DOSSIER_NOMEM
+                                      ? "out of memory"
+                                      : "a link row is malformed");
+        goto out;
+    }
+    len = dossier__store__v1__stored_record__get_packed_size(old);
+    if (!(buf = malloc(len ? len : 1))) {
+        rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    dossier__store__v1__stored_record__pack(old, buf);
+    /* Failing memory stops the node (cluster.c): no undoing below. */
+    links_delete(b, links);
+    for (size_t i = 0; i < old->n_index_keys; i++)
+        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_INDEX],
+                                        (const char *)old->index_keys[i].data,
+                                        old->index_keys[i].len);
+    if (old->subject.len == STORE_SP_BYTES) {
+        klen = store_membership_key(key, old->subject.data, it->kind,
+                                    it->rid.data);
+        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_SUBJECT],
+                                        (const char *)key, klen);
+        /* Its earlier changes leave the feed: the values expired too. */
+        if (changes_forget(b, old->subject.data, it->rid.data, rev))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    klen = store_record_key(key, it->kind, it->rid.data);
+    rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
+                                    (const char *)key, klen);
+    if (rc == 0) {
+        Dossier__Store__V1__ChangeEntry e =
+            DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
+        e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_EXPIRE;
+        e.kind = it->kind;
+        e.rid = it->rid;
+        e.subject = old->subject;
+        e.record = (ProtobufCBinaryData){len, buf};
+        e.whole_record = 1;
+        if (change_put(b, cmd, rev, &e))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    if (rc == 0)
+        (*expired)++;
+out:
+    free(buf);
+    links_release(links);
+    dossier__store__v1__stored_record__free_unpacked(old, NULL);
+    return rc;
+}
+
+static int apply_record_retention(struct store_batch *b, const Command *cmd,
+                                  struct store_result *res)
+{
+    const Dossier__Store__V1__RecordRetentionOp *op = cmd->record_retention;
+    uint64_t expired = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < op->n_items; i++)
+        if (!schema_name_valid(op->items[i]->kind) ||
+            op->items[i]->rid.len != STORE_RID_BYTES)
+            return bad_command(res, "record retention item");
+    /* One revision for the sweep, a change (seq) per record. */
+    b->revision++;
+    for (size_t i = 0; rc == 0 && i < op->n_items; i++)
+        rc = expire_record(b, cmd, op->items[i], b->revision, &expired, res);
+    if (rc) {
+        b->revision--;
+        return rc;
+    }
+    res->version = b->revision;
+    res->deleted = expired; /* records deleted */
+    res->index = b->applied;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
 /* ------------------------------------------------------------------ */
 /* Tracked GDPR requests: "q" + id in the policy family. */
 
@@ -1650,6 +1768,16 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         action = cmd->principal_op->remove ? "principals.remove"
                                         : "principals.add";
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION:
+        action = "retention.expire_records";
+        for (size_t i = 0; i < cmd->record_retention->n_items &&
+                           n_swept < RETENTION_AUDIT_RECORDS;
+             i++)
+            if (cmd->record_retention->items[i]->rid.len == STORE_RID_BYTES)
+                memcpy(swept[n_swept++],
+                       cmd->record_retention->items[i]->rid.data,
+                       STORE_RID_BYTES);
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
         action = "subjects.rectify";
         if (cmd->rectify->put &&
@@ -1965,6 +2093,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
         rc = cmd->rectify ? apply_rectify(b, cmd, res)
                           : bad_command(res, "rectify");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION:
+        rc = cmd->record_retention ? apply_record_retention(b, cmd, res)
+                                   : bad_command(res, "record retention");
         break;
     default:
         rc = bad_command(res, "unknown operation");

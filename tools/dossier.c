@@ -114,7 +114,8 @@ static const char usage_text[] =
     "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
     "        [--count N] [--no-follow] [--progress]\n"
     "                          the change feed: every put, delete, erase,\n"
-    "                          consent change and expiry, one JSON object\n"
+    "                          consent change and expiry (\"record_expired\":\n"
+    "                          the whole record went), one JSON object\n"
     "                          per line, in commit order, filtered by the\n"
     "                          purpose; from now on, from a revision, or\n"
     "                          after a change printed before; ends after N\n"
@@ -2596,6 +2597,8 @@ static int watch_change(void *arg, const struct dossier_change *ch)
         json_object_set_new(j, "record", json_from_record(ch->record));
     if (ch->content_erased)
         json_object_set_new(j, "content_erased", json_true());
+    if (ch->record_expired)
+        json_object_set_new(j, "record_expired", json_true());
     if (ch->type == DOSSIER_CHANGE_CONSENT) {
         json_object_set_new(j, "purpose", json_string(ch->purpose));
         json_object_set_new(

@@ -211,10 +211,16 @@ json_t *json_from_kind(const struct dossier_kind_schema *s)
     }
     if (!fields)
         return NULL;
-    return json_pack("{s:s, s:b, s:b, s:I, s:s, s:o}", "kind", s->kind,
-                     "personal", s->personal, "builtin", s->builtin,
-                     "version", (json_int_t)s->version, "description",
-                     s->description ? s->description : "", "fields", fields);
+    return json_pack(
+        "{s:s, s:b, s:b, s:I, s:s, s:I, s:s, s:o}", "kind", s->kind,
+        "personal", s->personal, "builtin", s->builtin, "version",
+        (json_int_t)s->version, "description",
+        s->description ? s->description : "", "record_retention_days",
+        (json_int_t)s->record_retention_days, "record_retention_base",
+        s->record_retention_base == DOSSIER_RETENTION_SINCE_CREATION
+            ? "created"
+            : "updated",
+        "fields", fields);
 }
 
 static int get_bool(const json_t *j, const char *key, int *out, char *err,
@@ -235,7 +241,8 @@ int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
 {
     static const char *const keys[] = {"kind", "personal", "builtin",
                                        "version", "description", "fields",
-                                       NULL};
+                                       "record_retention_days",
+                                       "record_retention_base", NULL};
     static const char *const fkeys[] = {"name", "type", "category", "indexed",
                                         "required", "retention_days",
                                         "allowed_values", "description",
@@ -265,6 +272,30 @@ int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
     if (!s->kind || !s->description || !s->fields ||
         get_bool(j, "personal", &s->personal, err, cap))
         goto fail;
+    {
+        const json_t *days = json_object_get(j, "record_retention_days");
+        const json_t *base = json_object_get(j, "record_retention_base");
+        if (days && !json_is_null(days)) {
+            if (!json_is_integer(days) || json_integer_value(days) < 0 ||
+                json_integer_value(days) > UINT32_MAX) {
+                snprintf(err, cap, "record_retention_days must be a whole "
+                         "number of days");
+                goto fail;
+            }
+            s->record_retention_days = (uint32_t)json_integer_value(days);
+        }
+        if (base && !json_is_null(base)) {
+            const char *b = json_is_string(base) ? json_string_value(base)
+                                                 : "";
+            if (strcmp(b, "created") == 0)
+                s->record_retention_base = DOSSIER_RETENTION_SINCE_CREATION;
+            else if (strcmp(b, "updated") != 0) {
+                snprintf(err, cap, "record_retention_base must be \"updated\" "
+                         "(since the last update) or \"created\"");
+                goto fail;
+            }
+        }
+    }
     for (size_t i = 0; i < json_array_size(fields); i++) {
         const json_t *jf = json_array_get(fields, i);
         struct dossier_field_schema *f = &s->fields[i];

@@ -57,7 +57,7 @@ static int define_kind_code(struct dossier_client *c)
                                      DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
                                      0, NULL, NULL};
     struct dossier_kind_schema k = {"auth_test_kind", 0, 0, 0, "a kind", 1,
-                                    &f};
+                                    &f, 0, DOSSIER_RETENTION_SINCE_UPDATE};
     struct dossier_status st;
     return dossier_schema_define(c, NULL, &k, NULL, &st) ? st.code : 0;
 }

@@ -164,6 +164,7 @@ lines_check "the deleted deal's link is gone" "[x['record']['id'] for x in d] ==
 
 cat >"$WORK/kind.json" <<'JSON'
 {"kind":"loyalty_member","personal":true,"description":"loyalty programme",
+ "record_retention_days":730,"record_retention_base":"created",
  "fields":[{"name":"tier","type":"enum","category":"operational","indexed":true,"allowed_values":["gold","silver"]},
            {"name":"points","type":"int","category":"behavioral","retention_days":365}]}
 JSON
@@ -171,6 +172,10 @@ expect 0 "schema define" -- "$DOSSIER" schema define "$WORK/kind.json"
 json_check "schema define prints the stored kind" "d['kind']=='loyalty_member' and d['version']>0 and len(d['fields'])==2"
 expect 0 "schema get" -- "$DOSSIER" schema get loyalty_member
 json_check "schema get shows the enum" "d['fields'][0]['allowed_values']==['gold','silver']"
+json_check "schema get shows the record retention" "d['record_retention_days']==730 and d['record_retention_base']=='created'"
+echo '{"kind":"loyalty_member","personal":true,"record_retention_base":"birthday","fields":[{"name":"tier","type":"enum","category":"operational","indexed":true,"allowed_values":["gold","silver"]}]}' >"$WORK/badbase.json"
+expect 5 "an unknown record_retention_base exits 5" -- "$DOSSIER" schema define "$WORK/badbase.json"
+contains "$WORK/err" record_retention_base "the message names the setting"
 expect 0 "schema list" -- "$DOSSIER" schema list
 contains "$WORK/out" '"kind":"loyalty_member"' "schema list includes the new kind"
 contains "$WORK/out" '"kind":"ticket"' "schema list includes built-in kinds"

@@ -1299,7 +1299,8 @@ static void test_retention(void **state)
         {"score", DOSSIER_FIELD_INT, DOSSIER_CATEGORY_BEHAVIORAL, 0, 0, 60, 0,
          NULL, NULL}};
     struct dossier_kind_schema k = {"lead", 1, 0, 0, "retention test", 3,
-                                    fields};
+                                    fields, 0,
+                                    DOSSIER_RETENTION_SINCE_UPDATE};
     struct dossier_client *admin, *svc, *dpo;
     struct dossier_record *r, *got = NULL;
     struct dossier_status st;

@@ -3,7 +3,9 @@
  *  - rectification (Art. 16): named fields of one of a subject's records
  *    corrected or removed, checked by the schema, audited with its
  *    reference, listed in the subject's export; every refusal leaves the
- *    record as it was. */
+ *    record as it was;
+ *  - retention of whole records: a kind's record retention, applied by the
+ *    leader's sweeper through replicated commands. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -279,10 +281,189 @@ static void test_rectification(void **state)
     harness_token = NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* Retention of whole records */
+
+struct feed_seen {
+    int expired_v1, put_v1, expired_kept;
+};
+
+static int feed_cb(void *arg, const struct dossier_change *ch)
+{
+    struct feed_seen *f = arg;
+    const char *id = ch->record ? ch->record->id : "";
+    if (ch->type == DOSSIER_CHANGE_PROGRESS)
+        return 1; /* caught up */
+    if (ch->type == DOSSIER_CHANGE_EXPIRE && ch->record_expired &&
+        strcmp(id, "v-1") == 0 && ch->record->n_fields == 0)
+        f->expired_v1++;
+    if (ch->type == DOSSIER_CHANGE_PUT && strcmp(id, "v-1") == 0)
+        f->put_v1++;
+    if (ch->type == DOSSIER_CHANGE_EXPIRE && strcmp(id, "k-1") == 0)
+        f->expired_kept++;
+    return 0;
+}
+
+/* A kind with a record retention of its own: the leader's sweeper (its
+ * clock 45 days ahead) deletes a record of a 30-day kind whole, with its
+ * index rows, its links both ways and its subject membership, puts the
+ * expiry on the change feed (and takes the record's earlier changes out
+ * of it) and audits the sweep; a record of a 60-day kind stays. */
+static void test_record_retention(void **state)
+{
+    const char *more[] = {"--enable-fault-injection", "--retention-sweep-ms",
+                          "200", "--retention-clock-offset-days", "45", NULL};
+    struct dossier_field_schema fields[] = {
+        {"email", DOSSIER_FIELD_EMAIL, DOSSIER_CATEGORY_CONTACT, 1, 0, 0, 0,
+         NULL, NULL},
+        {"note", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
+         0, NULL, NULL}};
+    struct dossier_kind_schema visit = {
+        "visit", 1, 0, 0, "kept 30 days", 2, fields, 30,
+        DOSSIER_RETENTION_SINCE_UPDATE};
+    struct dossier_kind_schema kept = {
+        "visit_kept", 1, 0, 0, "kept 60 days", 2, fields, 60,
+        DOSSIER_RETENTION_SINCE_CREATION};
+    struct dossier_kind_schema *got_kind;
+    struct dossier_client *admin, *svc, *dpo;
+    struct dossier_record *r, *got = NULL;
+    struct dossier_subject_status ss;
+    struct dossier_watch_options wo;
+    struct dossier_link_page lp;
+    struct dossier_status st;
+    struct dossier_page pg;
+    struct dossier_value email = {0};
+    struct feed_seen feed = {0, 0, 0};
+    struct node_proc n;
+    int code = 0;
+    (void)state;
+
+    start_with_auth(&n, more);
+    admin = client_as(n.addr, tok_admin, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(dossier_schema_define(admin, NULL, &visit, &got_kind,
+                                           &st),
+                     0);
+    assert_int_equal(got_kind->record_retention_days, 30);
+    assert_int_equal(got_kind->record_retention_base,
+                     DOSSIER_RETENTION_SINCE_UPDATE);
+    dossier_kind_schema_free(got_kind);
+    assert_int_equal(dossier_schema_define(admin, NULL, &kept, NULL, &st), 0);
+    assert_int_equal(dossier_schema_get(admin, NULL, "visit_kept", &got_kind,
+                                        &st),
+                     0);
+    assert_int_equal(got_kind->record_retention_days, 60);
+    assert_int_equal(got_kind->record_retention_base,
+                     DOSSIER_RETENTION_SINCE_CREATION);
+    dossier_kind_schema_free(got_kind);
+
+    r = dossier_record_new("company", "acme", NULL);
+    dossier_record_set_string(r, "name", "Acme");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+    r = dossier_record_new("visit", "v-1", "subj-ret");
+    dossier_record_set_string(r, "email", "gone@example.org");
+    dossier_record_set_string(r, "note", "expires");
+    dossier_record_add_link(r, "at", "company", "acme");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+    r = dossier_record_new("visit_kept", "k-1", "subj-ret");
+    dossier_record_set_string(r, "note", "stays");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+    r = dossier_record_new("deal", "d-1", NULL);
+    dossier_record_set_string(r, "name", "Deal");
+    dossier_record_set_string(r, "stage", "qualified");
+    dossier_record_add_link(r, "involves", "visit", "v-1");
+    dossier_record_add_link(r, "for", "company", "acme");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+
+    /* The sweeper deletes v-1 whole. */
+    for (int t = 0; t < 100; t++) {
+        code = dossier_get(svc, NULL, "visit", "v-1", &got, &st) ? st.code : 0;
+        dossier_record_free(got);
+        got = NULL;
+        if (code == DOSSIER_NOT_FOUND)
+            break;
+        usleep(100000);
+    }
+    assert_int_equal(code, DOSSIER_NOT_FOUND);
+    /* The 60-day record stays, whole. */
+    assert_int_equal(dossier_get(svc, NULL, "visit_kept", "k-1", &got, &st),
+                     0);
+    assert_string_equal(dossier_record_field(got, "note")->u.s, "stays");
+    dossier_record_free(got);
+    /* Its index rows went: the address finds nothing. */
+    email.type = DOSSIER_TYPE_STRING;
+    email.u.s = "gone@example.org";
+    assert_int_equal(dossier_find(svc, NULL, "visit", "email", &email, NULL,
+                                  &pg, &st),
+                     0);
+    assert_int_equal(pg.n_records, 0);
+    dossier_page_release(&pg);
+    /* The link to it went from the deal, the deal's other link stays. */
+    assert_int_equal(dossier_get(svc, NULL, "deal", "d-1", &got, &st), 0);
+    assert_int_equal(got->n_links, 1);
+    assert_string_equal(got->links[0].label, "for");
+    dossier_record_free(got);
+    /* Its subject has one record left. */
+    assert_int_equal(dossier_subject_status(dpo, NULL, "subj-ret", NULL, &ss,
+                                            &st),
+                     0);
+    assert_int_equal(ss.records, 1);
+    /* Its own link went both ways: made again without links, v-1 is not
+     * listed as linking to acme (a mirror row left behind would be). */
+    r = dossier_record_new("visit", "v-1", "subj-ret");
+    dossier_record_set_string(r, "note", "new");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
+    assert_int_equal(dossier_list_links(svc, NULL, "company", "acme",
+                                        DOSSIER_LINKS_INCOMING, NULL, NULL,
+                                        &lp, &st),
+                     0);
+    for (size_t i = 0; i < lp.n_links; i++)
+        assert_string_not_equal(lp.links[i].record->id, "v-1");
+    assert_int_equal(lp.n_links, 1); /* the deal */
+    dossier_link_page_release(&lp);
+
+    /* The change feed has the expiry, naming the record but no field, and
+     * none of its earlier changes; the audit log has the sweep. */
+    memset(&wo, 0, sizeof(wo));
+    wo.start.revision = 1;
+    assert_int_equal(dossier_watch(svc, NULL, &wo, feed_cb, &feed, NULL, &st),
+                     0);
+    assert_int_equal(feed.expired_v1, 1);
+    assert_int_equal(feed.put_v1, 1); /* only the new one */
+    assert_int_equal(feed.expired_kept, 0);
+    assert_true(wait_entry(dpo, "dossierd-retention",
+                           "retention.expire_records", 0, NULL));
+
+    /* A base that is neither is refused. */
+    visit.kind = "visit_bad";
+    visit.record_retention_base = (enum dossier_retention_base)7;
+    assert_int_equal(dossier_schema_define(admin, NULL, &visit, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "record_retention_base"));
+
+    dossier_client_close(admin);
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rectification),
+        cmocka_unit_test(test_record_retention),
     };
     int rc;
     if (sodium_init() < 0)

@@ -194,6 +194,12 @@ struct dossier_field_schema {
     const char *description; /* may be NULL */
 };
 
+/* Where a kind's record retention is counted from. */
+enum dossier_retention_base {
+    DOSSIER_RETENTION_SINCE_UPDATE = 0,   /* the record's last update */
+    DOSSIER_RETENTION_SINCE_CREATION = 1, /* its creation */
+};
+
 struct dossier_kind_schema {
     const char *kind;
     int personal; /* records must name a subject */
@@ -202,6 +208,10 @@ struct dossier_kind_schema {
     const char *description;
     size_t n_fields;
     struct dossier_field_schema *fields;
+    /* Whole records are deleted by the retention sweep once this many days
+     * have passed since their base; 0: records are kept. */
+    uint32_t record_retention_days;
+    enum dossier_retention_base record_retention_base;
 };
 
 /* "string", "email", ...; NULL for an unknown value. Static. */
@@ -1147,6 +1157,9 @@ struct dossier_change {
     const struct dossier_record *record; /* PUT, EXPIRE, DELETE */
     /* The subject was erased since: record holds only kind and version. */
     int content_erased;
+    /* EXPIRE: the whole record was deleted, past its kind's record
+     * retention (record then as for DELETE); else fields expired. */
+    int record_expired;
     char purpose[DOSSIER_PURPOSE_NAME_MAX + 1]; /* CONSENT */
     enum dossier_consent_state consent_state;   /* CONSENT */
 };
