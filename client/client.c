@@ -67,6 +67,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_SEGMENT_RUN] = "/dossier.v1.Segments/Run",
     [M_REQUEST_EXTEND] = "/dossier.v1.Requests/Extend",
     [M_SUBJECT_RECTIFY] = "/dossier.v1.Subjects/Rectify",
+    [M_SUBJECT_CERTIFICATE] = "/dossier.v1.Subjects/Certificate",
     [M_REQUEST_FILE] = "/dossier.v1.Requests/File",
     [M_REQUEST_LIST] = "/dossier.v1.Requests/List",
     [M_REQUEST_GET] = "/dossier.v1.Requests/Get",

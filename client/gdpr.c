@@ -591,31 +591,46 @@ static int certificate_from_pb(const Dossier__V1__ErasureCertificate *m,
         (rc = bytes_copy(cert.public_key, sizeof(cert.public_key),
                          &m->public_key, "certificate public key", st)))
         return rc;
-    if (m->n_nodes > DOSSIER_CLUSTER_MAX)
+    if (m->n_nodes > DOSSIER_CLUSTER_MAX ||
+        m->n_pending_nodes > DOSSIER_CLUSTER_MAX)
         return err_set(st, DOSSIER_INTERNAL,
                        "the node sent a certificate naming %zu nodes, more "
                        "than a cluster has (%d)",
-                       m->n_nodes, DOSSIER_CLUSTER_MAX);
+                       m->n_nodes + m->n_pending_nodes, DOSSIER_CLUSTER_MAX);
     cert.time_ms = m->time_ms;
     cert.raft_index = m->raft_index;
     cert.records_deleted = m->records_deleted;
     cert.n_nodes = m->n_nodes;
     if (m->n_nodes)
         memcpy(cert.nodes, m->nodes, m->n_nodes * sizeof(cert.nodes[0]));
+    cert.n_pending = m->n_pending_nodes;
+    if (m->n_pending_nodes)
+        memcpy(cert.pending, m->pending_nodes,
+               m->n_pending_nodes * sizeof(cert.pending[0]));
+    cert.version = m->version ? (int)m->version : 1;
     *out = cert;
     return 0;
 }
 
-int dossier_subject_erase(struct dossier_client *c,
-                          const struct dossier_call_options *co,
-                          const char *subject_id, const char *reference,
-                          struct dossier_erasure_certificate *out,
-                          struct dossier_status *st)
+/* Erase (waiting up to @wait_ms) or Certificate of @subject_id. */
+static int certificate_call(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            enum client_method m, const char *subject_id,
+                            const char *reference, uint32_t wait_ms,
+                            struct dossier_erasure_certificate *out,
+                            struct dossier_status *st)
 {
+    Dossier__V1__SubjectRequest req = DOSSIER__V1__SUBJECT_REQUEST__INIT;
     Dossier__V1__ErasureCertificate *resp;
     int rc;
 
-    rc = subject_call(c, co, M_SUBJECT_ERASE, subject_id, reference,
+    if (subject_check(subject_id, st) ||
+        label_check(reference, "reference", st))
+        return st->code;
+    req.subject_id = (char *)subject_id;
+    req.reference = str_or_empty(reference);
+    req.completion_wait_ms = wait_ms;
+    rc = client_unary(c, co, m, &req.base,
                       &dossier__v1__erasure_certificate__descriptor,
                       (ProtobufCMessage **)&resp, st);
     if (rc)
@@ -626,11 +641,46 @@ int dossier_subject_erase(struct dossier_client *c,
     return rc;
 }
 
+int dossier_subject_erase(struct dossier_client *c,
+                          const struct dossier_call_options *co,
+                          const char *subject_id, const char *reference,
+                          struct dossier_erasure_certificate *out,
+                          struct dossier_status *st)
+{
+    return certificate_call(c, co, M_SUBJECT_ERASE, subject_id, reference, 0,
+                            out, st);
+}
+
+int dossier_subject_erase_wait(struct dossier_client *c,
+                               const struct dossier_call_options *co,
+                               const char *subject_id, const char *reference,
+                               uint32_t wait_ms,
+                               struct dossier_erasure_certificate *out,
+                               struct dossier_status *st)
+{
+    if (wait_ms > 60000)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "wait_ms is at most 60000");
+    return certificate_call(c, co, M_SUBJECT_ERASE, subject_id, reference,
+                            wait_ms, out, st);
+}
+
+int dossier_subject_certificate(struct dossier_client *c,
+                                const struct dossier_call_options *co,
+                                const char *subject_id,
+                                struct dossier_erasure_certificate *out,
+                                struct dossier_status *st)
+{
+    return certificate_call(c, co, M_SUBJECT_CERTIFICATE, subject_id, NULL,
+                            0, out, st);
+}
+
 int dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
     struct dossier_status *st)
 {
-    uint8_t msg[AUDIT_ERASURE_MESSAGE_BYTES];
+    uint8_t msg[AUDIT_ERASURE_V2_MESSAGE_MAX];
+    size_t len = 0;
 
     if (!cert)
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "certificate is missing");
@@ -640,9 +690,25 @@ int dossier_erasure_certificate_verify(
         return err_set(st, DOSSIER_CORRUPT,
                        "the erasure certificate is signed with another key "
                        "than the one given");
-    audit_erasure_message(cert->pseudonym, cert->time_ms, cert->raft_index,
-                          cert->records_deleted, msg);
-    if (crypto_sign_verify_detached(cert->signature, msg, sizeof(msg),
+    if (cert->version == 2) {
+        if (cert->n_nodes > DOSSIER_CLUSTER_MAX ||
+            audit_erasure_message_v2(cert->pseudonym, cert->time_ms,
+                                     cert->raft_index, cert->records_deleted,
+                                     cert->nodes, cert->n_nodes, msg,
+                                     &len) != 0)
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the erasure certificate's nodes are not in "
+                           "ascending order, or too many");
+    } else if (cert->version == 1 || cert->version == 0) {
+        audit_erasure_message(cert->pseudonym, cert->time_ms,
+                              cert->raft_index, cert->records_deleted, msg);
+        len = AUDIT_ERASURE_MESSAGE_BYTES;
+    } else {
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the erasure certificate has an unknown version %d",
+                       cert->version);
+    }
+    if (crypto_sign_verify_detached(cert->signature, msg, len,
                                     cert->public_key) != 0)
         return err_set(st, DOSSIER_CORRUPT,
                        "the erasure certificate's signature does not verify "

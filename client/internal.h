@@ -59,6 +59,7 @@ enum client_method {
     M_LIST_LINKS,
     M_REQUEST_EXTEND,
     M_SUBJECT_RECTIFY,
+    M_SUBJECT_CERTIFICATE,
     M_COUNT,
 };
 

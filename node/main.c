@@ -22,6 +22,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "crypt.h"
+#include "erasure.h"
 #include "errors.h"
 #include "keyfile.h"
 #include "health.h"
@@ -184,6 +185,7 @@ struct signal_ctx {
     struct health *health;
     struct auth *auth;
     struct retention *retention;
+    struct erasure_report *erasure_report;
     int argc;
     char **argv;
 };
@@ -316,6 +318,8 @@ static void *signal_main(void *arg)
     hand_over_leadership(sc->cluster);
     retention_stop(sc->retention);
     sc->retention = NULL;
+    erasure_report_stop(sc->erasure_report);
+    sc->erasure_report = NULL;
     /* No new calls; calls in flight finish while the Raft loop still runs
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */
@@ -324,6 +328,7 @@ static void *signal_main(void *arg)
     backup_stop();
     api_export_stop();
     api_watch_stop();
+    erasure_wait_stop(); /* waiting erase calls answer with what is known */
     for (int waited = 0; waited < STOP_DRAIN_MS &&
                          server_in_flight(sc->server) > 0;
          waited += 10)
@@ -438,6 +443,7 @@ int main(int argc, char **argv)
     grpc_init();
     memset(&node, 0, sizeof(node));
     sc.retention = NULL;
+    sc.erasure_report = NULL;
     rc = load_keys(&cfg, &kf, &st);
     if (rc == 0)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
@@ -569,6 +575,11 @@ started:
                    "bootstrap token, and the cluster has no principal yet: "
                    "nobody can call until a principal is replicated here "
                    "(give --bootstrap-token-file to add the first admin)");
+    if (erasure_report_start(&node, &sc.erasure_report, &st) != 0) {
+        log_printf(LOG_ERROR, "cannot start: %s", st.message);
+        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        goto out;
+    }
     if (!auth && !cfg.require_auth)
         log_printf(LOG_WARN, "no --auth-file and no --require-auth: clients "
                              "are not authenticated until the cluster has a "
@@ -626,6 +637,8 @@ out:
     if (exit_code != 0)
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
     retention_stop(sc.retention); /* stopped by the signal thread else */
+    erasure_report_stop(sc.erasure_report); /* likewise */
+    erasure_wait_stop();
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
     api_export_wait_idle();

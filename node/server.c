@@ -25,6 +25,7 @@
 #include "bootstrap.h"
 #include "cluster.h"
 #include "dossier.pb-c.h"
+#include "erasure.h"
 #include "errors.h"
 #include "health.h"
 #include "health.pb-c.h"
@@ -140,6 +141,9 @@ static const struct api_method methods[] = {
      api_subjects_erase, W | D, 1, CMP},
     {"/dossier.v1.Subjects/Rectify", &dossier__v1__rectify_request__descriptor,
      api_subjects_rectify, W | D, 1, CMP},
+    {"/dossier.v1.Subjects/Certificate",
+     &dossier__v1__subject_request__descriptor, api_subjects_certificate,
+     R | D, 1, CMP},
     {"/dossier.v1.Subjects/Export", &dossier__v1__subject_request__descriptor,
      api_subjects_export, R | D | LOG, 1, CMP},
     {"/dossier.v1.Subjects/ErasureLedger",
@@ -197,6 +201,8 @@ static const struct api_method methods[] = {
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
      API_PEER | W, 4, 0},
+    {ERASURE_DONE_METHOD, &dossier__store__v1__erasure_done_op__descriptor,
+     api_peer_erasure_done, API_PEER | W, 2, 0},
 };
 #undef R
 #undef W

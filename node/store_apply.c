@@ -1547,6 +1547,74 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     return rc;
 }
 
+/* A node finished erasures: it is recorded in each ledger row that is
+ * still that erasure's and does not list it yet. A row replaced by a later
+ * erasure of the subject, or gone, is skipped: the report is late. */
+static int apply_erasure_done(struct store_batch *b, const Command *cmd,
+                              struct store_result *res)
+{
+    const Dossier__Store__V1__ErasureDoneOp *op = cmd->erasure_done;
+    uint64_t recorded = 0;
+
+    if (op->node_id == 0 || op->n_items > ERASURE_DONE_ITEMS_MAX)
+        return bad_command(res, "erasure done");
+    for (size_t i = 0; i < op->n_items; i++)
+        if (op->items[i]->subject.len != STORE_SP_BYTES)
+            return bad_command(res, "erasure done item");
+    for (size_t i = 0; i < op->n_items; i++) {
+        Dossier__Store__V1__ErasureRecord *er;
+        Dossier__Store__V1__ErasureCompletion done =
+            DOSSIER__STORE__V1__ERASURE_COMPLETION__INIT, **grown;
+        uint8_t key[1 + STORE_SP_BYTES];
+        char *v;
+        size_t vlen;
+        int listed = 0, rc;
+
+        key[0] = 'e';
+        memcpy(key + 1, op->items[i]->subject.data, STORE_SP_BYTES);
+        rc = store_get_raw(b->s, b, STORE_POLICY, key, sizeof(key), &v,
+                           &vlen, &res->status);
+        if (rc)
+            return rc;
+        if (!v)
+            continue;
+        er = dossier__store__v1__erasure_record__unpack(NULL, vlen,
+                                                        (uint8_t *)v);
+        rocksdb_free(v);
+        if (!er)
+            return err_set(&res->status, DOSSIER_CORRUPT,
+                           "an erasure ledger row is malformed");
+        for (size_t k = 0; k < er->n_completed; k++)
+            listed |= er->completed[k]->node_id == op->node_id;
+        if (er->raft_index != op->items[i]->raft_index || listed ||
+            er->n_completed >= ERASURE_NODES_MAX) {
+            dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+            continue;
+        }
+        grown = realloc(er->completed,
+                        (er->n_completed + 1) * sizeof(*er->completed));
+        if (!grown) {
+            dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        }
+        er->completed = grown;
+        done.node_id = op->node_id;
+        done.time_ms = op->completed_ms;
+        er->completed[er->n_completed++] = &done;
+        rc = put_pb(b, STORE_POLICY, key, sizeof(key), &er->base, NULL);
+        er->n_completed--; /* @done is on the stack, not protobuf-c's */
+        dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+        /* Failing memory stops the node (cluster.c): no undoing here. */
+        if (rc)
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        recorded++;
+    }
+    res->deleted = recorded; /* ledger rows that now list the node */
+    res->index = b->applied;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
 /* ------------------------------------------------------------------ */
 /* Links: each link is an "o" row (record, label, target) holding the
  * sealed target id and its "i" mirror (target, label, record), written
@@ -1702,17 +1770,56 @@ static int audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
  * most this many per command (retention.c). */
 #define RETENTION_AUDIT_RECORDS 32
 
+/* Appends an entry of @cmd for @action, naming subject @sp (may be NULL)
+ * and the @n records @rids (16 bytes each), with @outcome.
+ * Errors: DOSSIER_NOMEM. */
+static int audit_entry_of(struct store_batch *b, const Command *cmd,
+                          const char *action, const uint8_t *sp,
+                          const uint8_t *rids, size_t n, int outcome)
+{
+    struct audit_entry e;
+    uint8_t buf[1024];
+    size_t len;
+    struct dossier_status st;
+
+    memset(&e, 0, sizeof(e));
+    e.time_ms = cmd->time_ms > 0 ? cmd->time_ms : 0;
+    e.principal = cmd->principal;
+    e.principal_len = strnlen(cmd->principal, AUDIT_TEXT_MAX);
+    e.action = action;
+    e.action_len = strlen(action);
+    /* The purpose was checked by the proposer; one that would not encode
+     * (too long) is left out rather than losing the entry. */
+    e.purpose = cmd->purpose;
+    e.purpose_len = strnlen(cmd->purpose, POLICY_NAME_MAX + 1);
+    if (e.purpose_len > POLICY_NAME_MAX)
+        e.purpose_len = 0;
+    e.pseudonym_len = STORE_SP_BYTES;
+    e.subject = sp;
+    e.records = rids;
+    e.n_records = n;
+    e.outcome = outcome;
+    /* Subject rights say why (a label checked by the proposer). */
+    e.reference = cmd->reference;
+    e.reference_len = strnlen(cmd->reference, POLICY_LABEL_MAX + 1);
+    if (e.reference_len > POLICY_LABEL_MAX)
+        e.reference_len = 0;
+    if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
+        /* A principal with a NUL or too long: name nobody, keep the rest. */
+        e.principal_len = 0;
+        if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0)
+            return 0; /* cannot happen: action and pseudonyms are ours */
+    }
+    return audit_put(b, buf, len);
+}
+
 static int audit_command(struct store_batch *b, const Command *cmd,
                          int outcome)
 {
     uint8_t swept[RETENTION_AUDIT_RECORDS][STORE_RID_BYTES];
     size_t n_swept = 0;
-    struct audit_entry e;
     const uint8_t *sp = NULL, *rid = NULL;
     const char *action = NULL;
-    uint8_t buf[1024];
-    size_t len;
-    struct dossier_status st;
 
     switch (cmd->op_case) {
     case DOSSIER__STORE__V1__COMMAND__OP_PUT:
@@ -1778,6 +1885,21 @@ static int audit_command(struct store_batch *b, const Command *cmd,
                        cmd->record_retention->items[i]->rid.data,
                        STORE_RID_BYTES);
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_ERASURE_DONE:
+        /* One entry per reported erasure, naming its subject. */
+        for (size_t i = 0; i + 1 < cmd->erasure_done->n_items; i++)
+            if (cmd->erasure_done->items[i]->subject.len == STORE_SP_BYTES &&
+                audit_entry_of(b, cmd, "subjects.erasure_completed",
+                               cmd->erasure_done->items[i]->subject.data,
+                               NULL, 0, outcome))
+                return DOSSIER_NOMEM;
+        action = "subjects.erasure_completed";
+        if (cmd->erasure_done->n_items &&
+            cmd->erasure_done->items[cmd->erasure_done->n_items - 1]
+                    ->subject.len == STORE_SP_BYTES)
+            sp = cmd->erasure_done->items[cmd->erasure_done->n_items - 1]
+                     ->subject.data;
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
         action = "subjects.rectify";
         if (cmd->rectify->put &&
@@ -1809,35 +1931,8 @@ static int audit_command(struct store_batch *b, const Command *cmd,
     default:
         return 0; /* audit operations and unknown ones: no entry of theirs */
     }
-    memset(&e, 0, sizeof(e));
-    e.time_ms = cmd->time_ms > 0 ? cmd->time_ms : 0;
-    e.principal = cmd->principal;
-    e.principal_len = strnlen(cmd->principal, AUDIT_TEXT_MAX);
-    e.action = action;
-    e.action_len = strlen(action);
-    /* The purpose was checked by the proposer; one that would not encode
-     * (too long) is left out rather than losing the entry. */
-    e.purpose = cmd->purpose;
-    e.purpose_len = strnlen(cmd->purpose, POLICY_NAME_MAX + 1);
-    if (e.purpose_len > POLICY_NAME_MAX)
-        e.purpose_len = 0;
-    e.pseudonym_len = STORE_SP_BYTES;
-    e.subject = sp;
-    e.records = n_swept ? swept[0] : rid;
-    e.n_records = n_swept ? n_swept : rid ? 1 : 0;
-    e.outcome = outcome;
-    /* Subject rights say why (a label checked by the proposer). */
-    e.reference = cmd->reference;
-    e.reference_len = strnlen(cmd->reference, POLICY_LABEL_MAX + 1);
-    if (e.reference_len > POLICY_LABEL_MAX)
-        e.reference_len = 0;
-    if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
-        /* A principal with a NUL or too long: name nobody, keep the rest. */
-        e.principal_len = 0;
-        if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0)
-            return 0; /* cannot happen: action and pseudonyms are ours */
-    }
-    return audit_put(b, buf, len);
+    return audit_entry_of(b, cmd, action, sp, n_swept ? swept[0] : rid,
+                          n_swept ? n_swept : rid ? 1 : 0, outcome);
 }
 
 static int apply_audit(struct store_batch *b, const Command *cmd,
@@ -2097,6 +2192,10 @@ int store_apply(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION:
         rc = cmd->record_retention ? apply_record_retention(b, cmd, res)
                                    : bad_command(res, "record retention");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_ERASURE_DONE:
+        rc = cmd->erasure_done ? apply_erasure_done(b, cmd, res)
+                               : bad_command(res, "erasure done");
         break;
     default:
         rc = bad_command(res, "unknown operation");

@@ -182,10 +182,16 @@ static const char usage_text[] =
     "                          kind's schema; VALUE takes the field's type.\n"
     "                          Audited with the reference, listed in the\n"
     "                          subject's export\n"
-    "  subject erase SUBJECT [--reference LABEL]\n"
+    "  subject erase SUBJECT [--reference LABEL] [--wait MS]\n"
     "                          erase a subject on every node (Art. 17), for\n"
-    "                          good; prints the signed erasure certificate\n"
-    "                          and checks its signature\n"
+    "                          good; waits up to MS (default 5000) for every\n"
+    "                          voter to report it finished, then prints the\n"
+    "                          signed erasure certificate (nodes that did,\n"
+    "                          pending_nodes that had not) and checks it\n"
+    "  subject certificate SUBJECT\n"
+    "                          the certificate of the subject's last\n"
+    "                          erasure, signed now over the nodes that have\n"
+    "                          reported finishing it; checks its signature\n"
     "  subject export SUBJECT  everything stored about the subject (Art. 15,\n"
     "                          20) as one JSON document: records with every\n"
     "                          field, consent events, audit entries\n"
@@ -363,6 +369,7 @@ struct cmd_opts {
     /* links */
     int direction; /* enum dossier_link_direction */
     const char *label;
+    uint32_t wait_ms; /* subject erase */
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -402,6 +409,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"reason", required_argument, NULL, 'Z'},
         {"direction", required_argument, NULL, 'D'},
         {"label", required_argument, NULL, 'L'},
+        {"wait", required_argument, NULL, 'w'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -504,6 +512,11 @@ static int cmd_options(int argc, char **argv, const char *allowed,
                                    optarg);
             break;
         case 'L': o->label = optarg; break;
+        case 'w':
+            if (parse_u64(optarg, &v) || v > 60000)
+                return usage_error("--wait %s: give 0 to 60000 ms", optarg);
+            o->wait_ms = (uint32_t)v;
+            break;
         }
     }
     return 0;
@@ -1772,7 +1785,8 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
 
     if (argc < 2)
         return usage_error("subject needs status, restrict, unrestrict, "
-                           "rectify, erase, export or ledger%s", "");
+                           "rectify, erase, certificate, export or "
+                           "ledger%s", "");
     if (strcmp(argv[1], "ledger") == 0)
         return subject_ledger(cli, argc);
     if (strcmp(argv[1], "export") == 0)
@@ -1780,20 +1794,35 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
     if (strcmp(argv[1], "rectify") == 0)
         return subject_rectify(cli, argc, argv);
     if (strcmp(argv[1], "status") != 0 && strcmp(argv[1], "restrict") != 0 &&
-        strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0)
+        strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0 &&
+        strcmp(argv[1], "certificate") != 0)
         return usage_error("unknown subject command '%s'", argv[1]);
-    if ((rc = cmd_options(ac, av, "r", &o)))
+    if ((rc = cmd_options(ac, av,
+                          strcmp(argv[1], "erase") == 0 ? "rw"
+                          : strcmp(argv[1], "certificate") == 0 ? ""
+                                                                : "r",
+                          &o)))
         return rc;
     if (ac - optind != 1)
         return usage_error("subject %s needs one SUBJECT id", argv[1]);
     subject = av[optind];
     if ((rc = connect_node(cli)))
         return rc;
-    if (strcmp(argv[1], "erase") == 0) {
-        if (dossier_subject_erase(cli->client, NULL, subject, o.reference,
-                                  &cert, &st))
+    if (strcmp(argv[1], "erase") == 0 ||
+        strcmp(argv[1], "certificate") == 0) {
+        if (strcmp(argv[1], "erase") == 0
+                ? dossier_subject_erase_wait(cli->client, NULL, subject,
+                                             o.reference, o.wait_ms, &cert,
+                                             &st)
+                : dossier_subject_certificate(cli->client, &cli->read_opts,
+                                              subject, &cert, &st))
             return report(&st);
         rc = print_json(cli, json_from_erasure_certificate(&cert));
+        if (cert.n_pending)
+            fprintf(stderr, "dossier: %zu voter(s) had not reported "
+                    "finishing the erasure yet (pending_nodes); `dossier "
+                    "subject certificate` shows it again later\n",
+                    cert.n_pending);
         /* Erased either way; a certificate that does not verify is worth
          * an exit status of its own kind. */
         if (dossier_erasure_certificate_verify(&cert, NULL, &st))

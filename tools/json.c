@@ -447,21 +447,32 @@ json_t *json_from_subject_status(const struct dossier_subject_status *s)
 json_t *json_from_erasure_certificate(
     const struct dossier_erasure_certificate *c)
 {
-    json_t *nodes = json_array();
+    json_t *nodes = json_array(), *pending = json_array();
 
     for (size_t i = 0; nodes && i < c->n_nodes; i++)
         if (json_array_append_new(nodes, json_integer((json_int_t)c->nodes[i]))) {
             json_decref(nodes);
-            return NULL;
+            nodes = NULL;
         }
-    if (!nodes)
+    for (size_t i = 0; pending && i < c->n_pending; i++)
+        if (json_array_append_new(pending,
+                                  json_integer((json_int_t)c->pending[i]))) {
+            json_decref(pending);
+            pending = NULL;
+        }
+    if (!nodes || !pending) {
+        json_decref(nodes);
+        json_decref(pending);
         return NULL;
-    return json_pack("{s:o, s:I, s:I, s:I, s:o, s:o, s:o}", "pseudonym",
+    }
+    return json_pack("{s:i, s:o, s:I, s:I, s:I, s:o, s:o, s:o, s:o}",
+                     "version", c->version, "pseudonym",
                      json_hex(c->pseudonym, sizeof(c->pseudonym)), "time_ms",
                      (json_int_t)c->time_ms, "raft_index",
                      (json_int_t)c->raft_index, "records_deleted",
                      (json_int_t)c->records_deleted, "nodes", nodes,
-                     "signature", json_hex(c->signature, sizeof(c->signature)),
+                     "pending_nodes", pending, "signature",
+                     json_hex(c->signature, sizeof(c->signature)),
                      "public_key",
                      json_hex(c->public_key, sizeof(c->public_key)));
 }

@@ -685,3 +685,29 @@ void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
     put_be64(out + o + 24, raft_index);
     put_be64(out + o + 32, records_deleted);
 }
+
+int audit_erasure_message_v2(const uint8_t pseudonym[16], int64_t time_ms,
+                             uint64_t raft_index, uint64_t records_deleted,
+                             const uint64_t *nodes, size_t n,
+                             uint8_t out[AUDIT_ERASURE_V2_MESSAGE_MAX],
+                             size_t *len)
+{
+    static const char domain[] = "dossier.erasure.v2";
+    size_t o = sizeof(domain) - 1;
+
+    if (n > AUDIT_ERASURE_NODES_MAX)
+        return -1;
+    for (size_t i = 1; i < n; i++)
+        if (nodes[i - 1] >= nodes[i])
+            return -1; /* one encoding: ascending, no repeats */
+    memcpy(out, domain, o);
+    memcpy(out + o, pseudonym, 16);
+    put_be64(out + o + 16, (uint64_t)time_ms);
+    put_be64(out + o + 24, raft_index);
+    put_be64(out + o + 32, records_deleted);
+    put_be32(out + o + 40, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        put_be64(out + o + 44 + 8 * i, nodes[i]);
+    *len = o + 44 + 8 * n;
+    return 0;
+}

@@ -259,6 +259,26 @@ void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
                            uint64_t raft_index, uint64_t records_deleted,
                            uint8_t out[AUDIT_ERASURE_MESSAGE_BYTES]);
 
+/* Erasure certificates, version 2: the nodes that finished the erasure
+ * are signed too.
+ *   offset  size    content
+ *   0       18      "dossier.erasure.v2", no NUL
+ *   18      16      subject pseudonym
+ *   34      8       be64(time_ms)
+ *   42      8       be64(raft_index)
+ *   50      8       be64(records_deleted)
+ *   58      4       be32(n), the number of nodes
+ *   62      8 * n   be64(node id), ascending, no repeats
+ * Into @out, its length into *@len; -1 (nothing written) when @nodes are
+ * not ascending or more than AUDIT_ERASURE_NODES_MAX. */
+#define AUDIT_ERASURE_NODES_MAX 18
+#define AUDIT_ERASURE_V2_MESSAGE_MAX (18 + 16 + 3 * 8 + 4 + 8 * AUDIT_ERASURE_NODES_MAX)
+int audit_erasure_message_v2(const uint8_t pseudonym[16], int64_t time_ms,
+                             uint64_t raft_index, uint64_t records_deleted,
+                             const uint64_t *nodes, size_t n,
+                             uint8_t out[AUDIT_ERASURE_V2_MESSAGE_MAX],
+                             size_t *len);
+
 /* ------------------------------------------------------------------------
  * Verifying, streaming: memory stays constant however long the log.
  *

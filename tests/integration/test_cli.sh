@@ -226,8 +226,14 @@ PK=$(cat "$WORK/out")
 expect 0 "watch before the erasure" -- "$DOSSIER" watch --from 1 --no-follow
 jsonl_check "the consent changes are in the feed" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
 ERASED_REF=$($PY -c "import json; print([x for x in map(json.loads, open('$WORK/out')) if x['type'] == 'consent'][0]['subject_ref'])")
-expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
+expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1 --wait 8000
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
+json_check "the certificate names the node that finished the erasure" "d['version'] == 2 and d['nodes'] == [1] and d['pending_nodes'] == []"
+cp "$WORK/out" "$WORK/cert.json"
+expect 0 "subject certificate" -- "$DOSSIER" subject certificate gdpr-subj
+json_check "subject certificate issues it again" "d['raft_index'] == $($PY -c "import json; print(json.load(open('$WORK/cert.json'))['raft_index'])") and d['nodes'] == [1]"
+expect 3 "subject certificate of a subject never erased exits 3" -- "$DOSSIER" subject certificate nobody-erased
+expect 2 "subject erase --wait takes milliseconds up to 60000" -- "$DOSSIER" subject erase gdpr-subj --wait 70000
 expect 3 "the erased record is gone" -- "$DOSSIER" get contact gdpr-1
 
 # --- tracked requests: an extension ------------------------------------------

@@ -5,7 +5,9 @@
  *    reference, listed in the subject's export; every refusal leaves the
  *    record as it was;
  *  - retention of whole records: a kind's record retention, applied by the
- *    leader's sweeper through replicated commands. */
+ *    leader's sweeper through replicated commands;
+ *  - erasure certificates listing every node that finished the erasure,
+ *    and the ones still pending. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -459,11 +461,151 @@ static void test_record_retention(void **state)
     harness_token = NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* Erasure completion reported by every node */
+
+static int has_node(const struct dossier_erasure_certificate *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (c->nodes[i] == id)
+            return 1;
+    return 0;
+}
+
+/* On a 3-node cluster every node reports when it finished an erasure, and
+ * the certificate, signed over the list, names all three. With a follower
+ * stopped, the next erasure's certificate names two and the stopped one as
+ * pending; once it restarts and catches up (by a snapshot: the log was
+ * compacted past the erasure) it reports too, and the certificate issued
+ * again names all three. The signature covers the list: a certificate
+ * with a node added does not verify. The CLI shows and checks the same. */
+static void test_erasure_completion_reports(void **state)
+{
+    struct cluster_proc c;
+    struct dossier_client *cl;
+    struct dossier_erasure_certificate cert, forged, *ledger;
+    struct dossier_status st;
+    struct dossier_record *r;
+    char out[4096], *token = NULL;
+    size_t n;
+    int leader, f, found = 0;
+    uint64_t stopped;
+    (void)state;
+
+    harness_token = NULL;
+    cluster_init(&c, 3, NULL);
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    cl = harness_client(c.targets, 30000);
+    for (int i = 0; i < 2; i++) {
+        r = dossier_record_new("contact", i ? "done-b" : "done-a",
+                               i ? "subj-done-b" : "subj-done-a");
+        dossier_record_set_string(r, "first_name", "Dora");
+        assert_int_equal(dossier_put(cl, NULL, r, DOSSIER_ANY_VERSION, NULL,
+                                     &st),
+                         0);
+        dossier_record_free(r);
+    }
+    assert_int_equal(cluster_wait_converged(&c), 0);
+
+    /* Every node up: all three report, within the wait. */
+    assert_int_equal(dossier_subject_erase_wait(cl, NULL, "subj-done-a",
+                                                "DSR-31", 20000, &cert, &st),
+                     0);
+    assert_int_equal(cert.version, 2);
+    assert_int_equal(cert.n_nodes, 3);
+    for (uint64_t id = 1; id <= 3; id++)
+        assert_true(has_node(&cert, id));
+    assert_int_equal(cert.n_pending, 0);
+    assert_int_equal(dossier_erasure_certificate_verify(&cert, NULL, &st), 0);
+
+    /* A follower is down during the next erasure. */
+    f = (leader + 1) % 3;
+    stopped = (uint64_t)f + 1;
+    assert_int_equal(node_stop(&c.nodes[f]), 0);
+    assert_int_equal(dossier_subject_erase_wait(cl, NULL, "subj-done-b",
+                                                "DSR-32", 2000, &cert, &st),
+                     0);
+    assert_int_equal(cert.n_nodes, 2);
+    assert_false(has_node(&cert, stopped));
+    assert_int_equal(cert.n_pending, 1);
+    assert_int_equal(cert.pending[0], stopped);
+    assert_int_equal(dossier_erasure_certificate_verify(&cert, NULL, &st), 0);
+    /* The list is signed: claiming the stopped node finished fails. */
+    forged = cert;
+    forged.n_nodes = 0;
+    for (uint64_t id = 1; id <= 3; id++)
+        forged.nodes[forged.n_nodes++] = id;
+    assert_int_equal(dossier_erasure_certificate_verify(&forged, NULL, &st),
+                     DOSSIER_CORRUPT);
+    /* The CLI names the pending node, and the signature verifies. */
+    assert_int_equal(harness_sh(out, sizeof(out),
+                                "%s --target %s subject certificate "
+                                "subj-done-b 2>/dev/null | /usr/bin/python3 "
+                                "-c 'import json, sys; d = json.load("
+                                "sys.stdin); print(len(d[\"nodes\"]), "
+                                "d[\"pending_nodes\"])'",
+                                DOSSIER_CLI_PATH, c.targets),
+                     0);
+    snprintf(st.message, sizeof(st.message), "2 [%llu]\n",
+             (unsigned long long)stopped);
+    assert_string_equal(out, st.message);
+
+    /* Back: it catches up, finishes the erasure and reports it. */
+    assert_int_equal(node_start(&c.nodes[f], NULL), 0);
+    for (int t = 0; t < 300; t++) {
+        assert_int_equal(dossier_subject_certificate(cl, NULL, "subj-done-b",
+                                                     &cert, &st),
+                         0);
+        if (cert.n_nodes == 3)
+            break;
+        usleep(100000);
+    }
+    assert_int_equal(cert.n_nodes, 3);
+    assert_true(has_node(&cert, stopped));
+    assert_int_equal(cert.n_pending, 0);
+    assert_int_equal(cert.raft_index, forged.raft_index);
+    assert_int_equal(dossier_erasure_certificate_verify(&cert, NULL, &st), 0);
+    assert_int_equal(harness_sh(out, sizeof(out),
+                                "%s --target %s subject certificate "
+                                "subj-done-b 2>/dev/null | /usr/bin/python3 "
+                                "-c 'import json, sys; d = json.load("
+                                "sys.stdin); print(d[\"nodes\"], "
+                                "d[\"pending_nodes\"], d[\"version\"])'",
+                                DOSSIER_CLI_PATH, c.targets),
+                     0);
+    assert_string_equal(out, "[1, 2, 3] [] 2\n");
+    assert_int_equal(harness_sh(NULL, 0,
+                                "%s --target %s subject certificate "
+                                "subj-never-erased >/dev/null 2>&1",
+                                DOSSIER_CLI_PATH, c.targets),
+                     3);
+
+    /* The ledger holds the same: each row certified over its nodes. */
+    assert_int_equal(dossier_erasure_ledger(cl, NULL, NULL, &ledger, &n,
+                                            &token, &st),
+                     0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(dossier_erasure_certificate_verify(&ledger[i], NULL,
+                                                            &st),
+                         0);
+        found += ledger[i].n_nodes == 3;
+    }
+    assert_int_equal(found, 2);
+    free(ledger);
+    free(token);
+    dossier_client_close(cl);
+    cluster_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rectification),
         cmocka_unit_test(test_record_retention),
+        cmocka_unit_test(test_erasure_completion_reports),
     };
     int rc;
     if (sodium_init() < 0)

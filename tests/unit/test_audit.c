@@ -270,6 +270,49 @@ static void test_entry_with_reference_is_version_2(void **state)
                      DOSSIER_CORRUPT);
 }
 
+/* The version 2 erasure message is the documented table (a known-answer
+ * vector); nodes must be ascending, without repeats. */
+static void test_erasure_message_v2_matches_the_table(void **state)
+{
+    static const uint64_t nodes[] = {1, 3}, unsorted[] = {3, 1},
+                          twice[] = {2, 2};
+    uint8_t sp[16], m[AUDIT_ERASURE_V2_MESSAGE_MAX], want[18 + 16 + 24 + 4 +
+                                                          16];
+    size_t len = 0, o = 0;
+
+    (void)state;
+    memset(sp, 0xab, sizeof(sp));
+    memcpy(want, "dossier.erasure.v2", 18);
+    o = 18;
+    memcpy(want + o, sp, 16);
+    o += 16;
+    for (int k = 0; k < 8; k++) /* time 0x0102, index 7, records 2 */
+        want[o + k] = k == 6 ? 0x01 : k == 7 ? 0x02 : 0;
+    for (int k = 0; k < 8; k++)
+        want[o + 8 + k] = k == 7 ? 7 : 0;
+    for (int k = 0; k < 8; k++)
+        want[o + 16 + k] = k == 7 ? 2 : 0;
+    o += 24;
+    memcpy(want + o, "\0\0\0\2", 4);
+    o += 4;
+    for (int k = 0; k < 16; k++)
+        want[o + k] = k == 7 ? 1 : k == 15 ? 3 : 0;
+    assert_int_equal(audit_erasure_message_v2(sp, 0x0102, 7, 2, nodes, 2, m,
+                                              &len),
+                     0);
+    assert_int_equal(len, sizeof(want));
+    assert_memory_equal(m, want, sizeof(want));
+    assert_int_equal(audit_erasure_message_v2(sp, 0x0102, 7, 2, unsorted, 2,
+                                              m, &len),
+                     -1);
+    assert_int_equal(audit_erasure_message_v2(sp, 0x0102, 7, 2, twice, 2, m,
+                                              &len),
+                     -1);
+    assert_int_equal(audit_erasure_message_v2(sp, 1, 1, 0, NULL, 0, m, &len),
+                     0);
+    assert_int_equal(len, 18 + 16 + 24 + 4);
+}
+
 /* An entry naming no pseudonym has width 0 and no subject, whatever
  * pseudonym_len says: one encoding per entry. */
 static void test_entry_without_pseudonyms_has_width_zero(void **state)
@@ -1111,6 +1154,7 @@ int main(void)
         cmocka_unit_test(test_entry_encoding_matches_the_table),
         cmocka_unit_test(test_entry_without_pseudonyms_has_width_zero),
         cmocka_unit_test(test_entry_with_reference_is_version_2),
+        cmocka_unit_test(test_erasure_message_v2_matches_the_table),
         cmocka_unit_test(test_entry_round_trips),
         cmocka_unit_test(test_entry_encode_rejects_bad_entries),
         cmocka_unit_test(test_entry_decode_rejects_every_truncation),

@@ -781,8 +781,16 @@ struct dossier_erasure_certificate {
     uint64_t records_deleted;
     uint8_t signature[64];
     uint8_t public_key[32];
+    /* Version 2: the nodes that reported they finished the erasure
+     * (applied it and compacted what it erased), ascending, signed.
+     * Version 1 (older nodes, or a tracked request whose subject was
+     * erased again since): not signed. */
     size_t n_nodes;
     uint64_t nodes[DOSSIER_CLUSTER_MAX];
+    /* The voters that had not reported when it was made (not signed). */
+    size_t n_pending;
+    uint64_t pending[DOSSIER_CLUSTER_MAX];
+    int version;
 };
 
 /* Erases subject @subject_id everywhere (Art. 17): their data key is
@@ -790,7 +798,11 @@ struct dossier_erasure_certificate {
  * deleted, their key ranges compacted. Afterwards nothing of them can be
  * read; a later write naming the same id starts a new subject.
  * Erasing a subject the store holds nothing of still succeeds (and is
- * certified): the ledger remembers it. */
+ * certified): the ledger remembers it. Each node reports when it has
+ * finished (compacted what was erased); the answer waits up to 5 s for
+ * every voter, and the certificate lists those that did (nodes) and those
+ * that had not yet (pending): dossier_subject_certificate() re-issues it
+ * later. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_subject_erase(struct dossier_client *c,
                       const struct dossier_call_options *co,
@@ -798,8 +810,29 @@ dossier_subject_erase(struct dossier_client *c,
                       struct dossier_erasure_certificate *out,
                       struct dossier_status *st);
 
+/* dossier_subject_erase(), waiting up to @wait_ms (0: 5000, at most
+ * 60000; less than the call's deadline) for every voter to report. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_erase_wait(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const char *subject_id, const char *reference,
+                           uint32_t wait_ms,
+                           struct dossier_erasure_certificate *out,
+                           struct dossier_status *st);
+
+/* The certificate of @subject_id's last erasure, signed now over the
+ * nodes that have reported finishing it (compliance role).
+ * Errors: DOSSIER_NOT_FOUND (never erased). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_certificate(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            const char *subject_id,
+                            struct dossier_erasure_certificate *out,
+                            struct dossier_status *st);
+
 /* Checks @cert's signature under its own public key (and, when @pk is not
- * NULL, that this is the key @pk). Returns 0 or DOSSIER_CORRUPT. */
+ * NULL, that this is the key @pk); for version 2, over its nodes too.
+ * Returns 0 or DOSSIER_CORRUPT. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
@@ -842,7 +875,7 @@ dossier_subject_rectify(struct dossier_client *c,
 
 /* One page of the erasure ledger (compliance role): every erasure this
  * cluster applied, oldest pseudonym order, each as a certificate signed
- * now (n_nodes 0). `dossier subject ledger` saves it for restores, which
+ * now over the nodes that reported finishing it. `dossier subject ledger` saves it for restores, which
  * replay it so that no erased subject comes back from a backup. @pr may
  * be NULL (first page of 1000); *@next_token (malloc'd, or NULL at the
  * end) asks for the next one. Free *@out with free().
