@@ -904,6 +904,10 @@ struct audit_walk {
     bool own_fault;
     uint64_t own_bad_index;
     char own_message[AUDIT_MESSAGE_MAX];
+    /* A checkpoint kept outside the cluster (NULL: none), and whether the
+     * walk reached its entry with the same hash. */
+    const struct audit_checkpoint *kept;
+    bool kept_reached;
 };
 
 __attribute__((format(printf, 3, 4))) static void
@@ -946,8 +950,22 @@ static void walk_entry(struct audit_walk *w, const Dossier__V1__AuditRecord *e)
         return;
     }
     if (audit_verify_entry(&w->v, e->index, e->entry.data, e->entry.len,
-                           e->hash.data) != 0)
+                           e->hash.data) != 0) {
         w->broken = w->done = true;
+        return;
+    }
+    if (w->kept && e->index == w->kept->index) {
+        uint8_t h[AUDIT_HASH_BYTES];
+        audit_verify_head(&w->v, h);
+        if (sodium_memcmp(h, w->kept->hash, AUDIT_HASH_BYTES) != 0)
+            walk_fault(w, e->index,
+                       "entry %" PRIu64 " does not hash as the checkpoint "
+                       "kept outside the cluster signed it: the log up to "
+                       "it was rewritten (and re-signed)",
+                       e->index);
+        else
+            w->kept_reached = true;
+    }
 }
 
 static int checkpoint_cmp(const void *a, const void *b)
@@ -1010,13 +1028,35 @@ static int walk_page(struct audit_walk *w, const Dossier__V1__AuditPage *page,
     return 0;
 }
 
+/* The public checkpoint as the verifier's. */
+static void checkpoint_in(const struct dossier_audit_checkpoint *k,
+                          struct audit_checkpoint *cp)
+{
+    memset(cp, 0, sizeof(*cp));
+    cp->index = k->index;
+    memcpy(cp->hash, k->hash, AUDIT_HASH_BYTES);
+    cp->time_ms = k->time_ms;
+    memcpy(cp->sig, k->signature, AUDIT_SIGNATURE_BYTES);
+}
+
 int dossier_audit_verify(struct dossier_client *c,
                          const struct dossier_call_options *co,
                          const uint8_t pk[32],
                          struct dossier_audit_report *report,
                          struct dossier_status *st)
 {
+    return dossier_audit_verify_kept(c, co, pk, NULL, report, st);
+}
+
+int dossier_audit_verify_kept(struct dossier_client *c,
+                              const struct dossier_call_options *co,
+                              const uint8_t pk[32],
+                              const struct dossier_audit_checkpoint *kept,
+                              struct dossier_audit_report *report,
+                              struct dossier_status *st)
+{
     Dossier__V1__AuditReadRequest req = DOSSIER__V1__AUDIT_READ_REQUEST__INIT;
+    struct audit_checkpoint kept_cp;
     struct audit_walk w;
     struct audit_report r;
     int rc = 0, verdict;
@@ -1028,6 +1068,21 @@ int dossier_audit_verify(struct dossier_client *c,
     memset(&w, 0, sizeof(w));
     if (audit_verify_init(&w.v, pk) != 0)
         return err_set(st, DOSSIER_INTERNAL, "libsodium failed to start");
+    if (kept) {
+        checkpoint_in(kept, &kept_cp);
+        if (audit_checkpoint_verify(&kept_cp, pk) != 0) {
+            if (report)
+                snprintf(report->message, sizeof(report->message),
+                         "the kept checkpoint (entry %" PRIu64 ") is not "
+                         "signed by this public key",
+                         kept->index);
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the kept checkpoint (entry %" PRIu64 ") is not "
+                           "signed by this public key",
+                           kept->index);
+        }
+        w.kept = &kept_cp;
+    }
     w.next = 1;
     while (!w.done) {
         Dossier__V1__AuditPage *page;
@@ -1042,6 +1097,15 @@ int dossier_audit_verify(struct dossier_client *c,
         dossier__v1__audit_page__free_unpacked(page, NULL);
         if (rc)
             break;
+    }
+    if (rc == 0 && w.kept && !w.kept_reached && !w.broken) {
+        uint8_t h[AUDIT_HASH_BYTES];
+        uint64_t last = audit_verify_head(&w.v, h);
+        walk_fault(&w, last + 1,
+                   "the log ends at entry %" PRIu64 ", before entry %" PRIu64
+                   " that the checkpoint kept outside the cluster signs: "
+                   "entries were cut off",
+                   last, w.kept->index);
     }
     verdict = audit_verify_finish(&w.v, &r);
     if (w.own_fault) {
@@ -1072,6 +1136,69 @@ int dossier_audit_verify(struct dossier_client *c,
         return rc;
     if (verdict)
         return err_set(st, DOSSIER_CORRUPT, "%s", r.message);
+    return err_ok(st);
+}
+
+int dossier_audit_checkpoint_latest(struct dossier_client *c,
+                                    const struct dossier_call_options *co,
+                                    const uint8_t *pk,
+                                    struct dossier_audit_checkpoint *out,
+                                    struct dossier_status *st)
+{
+    Dossier__V1__AuditReadRequest req = DOSSIER__V1__AUDIT_READ_REQUEST__INIT;
+    Dossier__V1__AuditPage *page;
+    struct audit_checkpoint cp;
+    uint8_t node_pk[32];
+    uint64_t last = 0, signed_index = 0;
+    int rc, found = 0;
+
+    if (!out)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "output is missing");
+    if ((rc = dossier_audit_public_key(c, co, node_pk, &last, &signed_index,
+                                       st)) != 0)
+        return rc;
+    if (signed_index == 0)
+        return err_set(st, DOSSIER_NOT_FOUND,
+                       "the audit log has no signed checkpoint yet");
+    req.from_index = signed_index;
+    req.limit = 1;
+    rc = client_unary(c, co, M_AUDIT_READ, &req.base,
+                      &dossier__v1__audit_page__descriptor,
+                      (ProtobufCMessage **)&page, st);
+    if (rc)
+        return rc;
+    /* The page holds the checkpoints from signed_index on: the latest is
+     * the one of the highest index (a newer one may have come since). */
+    for (size_t i = 0; i < page->n_checkpoints; i++) {
+        struct audit_checkpoint one;
+        struct dossier_status why;
+        if (audit_checkpoint_decode(page->checkpoints[i].data,
+                                    page->checkpoints[i].len, &one,
+                                    &why) != 0) {
+            dossier__v1__audit_page__free_unpacked(page, NULL);
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the node sent a malformed checkpoint (%s)",
+                           why.message);
+        }
+        if (!found || one.index > cp.index)
+            cp = one;
+        found = 1;
+    }
+    dossier__v1__audit_page__free_unpacked(page, NULL);
+    if (!found)
+        return err_set(st, DOSSIER_NOT_FOUND,
+                       "the node sent no checkpoint at entry %" PRIu64,
+                       signed_index);
+    if (audit_checkpoint_verify(&cp, pk ? pk : node_pk) != 0)
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the latest checkpoint (entry %" PRIu64 ") does not "
+                       "verify with %s",
+                       cp.index,
+                       pk ? "the public key given" : "the node's public key");
+    out->index = cp.index;
+    memcpy(out->hash, cp.hash, sizeof(out->hash));
+    out->time_ms = cp.time_ms;
+    memcpy(out->signature, cp.sig, sizeof(out->signature));
     return err_ok(st);
 }
 

@@ -218,10 +218,18 @@ static const char usage_text[] =
     "                          (default 20), or N from entry --from on\n"
     "  audit public-key        the audit log's public key (hex) on stdout; how\n"
     "                          far the log and its signatures reach on stderr\n"
+    "  audit checkpoint [--public-key HEX | --public-key-file FILE]\n"
+    "                          the log's latest signed checkpoint as JSON,\n"
+    "                          checked with the key: keep it apart from the\n"
+    "                          cluster (audit checkpoint > cp.json)\n"
     "  audit verify --public-key HEX | --public-key-file FILE\n"
+    "               [--checkpoint FILE]\n"
     "                          check the whole audit log (encoding, hash\n"
     "                          chain, stored hashes, signed checkpoints)\n"
-    "                          against a public key kept apart from the node\n"
+    "                          against a public key kept apart from the\n"
+    "                          node, and that it still holds the entry of a\n"
+    "                          kept checkpoint with the same hash (a log\n"
+    "                          cut off or rewritten and re-signed fails)\n"
     "\n"
     "LABEL and VERSION are short tags such as signup-form, 2026-03 or\n"
     "TICKET-123, never personal data: [A-Za-z0-9._:/-], at most 64 bytes.\n"
@@ -370,6 +378,7 @@ struct cmd_opts {
     int direction; /* enum dossier_link_direction */
     const char *label;
     uint32_t wait_ms; /* subject erase */
+    const char *checkpoint; /* audit verify: a kept checkpoint's file */
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -410,6 +419,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"direction", required_argument, NULL, 'D'},
         {"label", required_argument, NULL, 'L'},
         {"wait", required_argument, NULL, 'w'},
+        {"checkpoint", required_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -512,6 +522,7 @@ static int cmd_options(int argc, char **argv, const char *allowed,
                                    optarg);
             break;
         case 'L': o->label = optarg; break;
+        case 'j': o->checkpoint = optarg; break;
         case 'w':
             if (parse_u64(optarg, &v) || v > 60000)
                 return usage_error("--wait %s: give 0 to 60000 ms", optarg);
@@ -2118,9 +2129,85 @@ static int audit_tail(struct cli *cli, const struct cmd_opts *o)
     return rc;
 }
 
+/* `dossier audit checkpoint`: the log's latest signed checkpoint as one
+ * JSON object, checked against the key given (else the node's), to keep
+ * outside the cluster for `audit verify --checkpoint`. */
+static int audit_checkpoint(struct cli *cli, const struct cmd_opts *o)
+{
+    struct dossier_audit_checkpoint cp;
+    struct dossier_status st;
+    uint8_t pk[32];
+    uint64_t last, signed_index;
+    int rc, given = o->public_key || o->public_key_file;
+
+    if (o->public_key && o->public_key_file)
+        return usage_error("audit checkpoint takes --public-key or "
+                           "--public-key-file, not both%s", "");
+    if (given && (rc = load_public_key(o->public_key, o->public_key_file,
+                                       pk)))
+        return rc;
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (!given && dossier_audit_public_key(cli->client, &cli->read_opts, pk,
+                                           &last, &signed_index, &st))
+        return report(&st);
+    if (dossier_audit_checkpoint_latest(cli->client, &cli->read_opts, pk, &cp,
+                                        &st))
+        return report(&st);
+    rc = print_json(cli, json_pack("{s:I, s:o, s:I, s:o, s:o}", "index",
+                                   (json_int_t)cp.index, "hash",
+                                   json_hex(cp.hash, sizeof(cp.hash)),
+                                   "time_ms", (json_int_t)cp.time_ms,
+                                   "signature",
+                                   json_hex(cp.signature,
+                                            sizeof(cp.signature)),
+                                   "public_key", json_hex(pk, sizeof(pk))));
+    if (rc == EXIT_OK && !given)
+        fprintf(stderr, "dossier: checked with the key the node names; give "
+                "--public-key-file to check it with one kept apart\n");
+    return rc;
+}
+
+/* Reads the checkpoint `audit checkpoint` printed, from @path. */
+static int load_checkpoint(const char *path,
+                           struct dossier_audit_checkpoint *cp)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    json_int_t index = 0, time_ms = -1;
+    const char *hash = NULL, *sig = NULL;
+    size_t n1 = 0, n2 = 0;
+    int ok;
+
+    if (!j) {
+        fprintf(stderr, "dossier: --checkpoint %s: %s\n", path, jerr.text);
+        return EXIT_INVALID;
+    }
+    ok = json_unpack(j, "{s:I, s:s, s:I, s:s}", "index", &index, "hash",
+                     &hash, "time_ms", &time_ms, "signature", &sig) == 0 &&
+         index > 0 && time_ms >= 0 &&
+         sodium_hex2bin(cp->hash, sizeof(cp->hash), hash, strlen(hash), NULL,
+                        &n1, NULL) == 0 &&
+         n1 == sizeof(cp->hash) && strlen(hash) == 2 * n1 &&
+         sodium_hex2bin(cp->signature, sizeof(cp->signature), sig,
+                        strlen(sig), NULL, &n2, NULL) == 0 &&
+         n2 == sizeof(cp->signature) && strlen(sig) == 2 * n2;
+    json_decref(j);
+    if (!ok) {
+        fprintf(stderr, "dossier: --checkpoint %s: not a checkpoint of "
+                "`dossier audit checkpoint` (index, hash, time_ms, "
+                "signature)\n", path);
+        return EXIT_INVALID;
+    }
+    cp->index = (uint64_t)index;
+    cp->time_ms = time_ms;
+    return 0;
+}
+
 static int audit_verify(struct cli *cli, const struct cmd_opts *o)
 {
     struct dossier_audit_report rep;
+    struct dossier_audit_checkpoint kept;
     struct dossier_status st;
     uint8_t pk[32];
     int rc;
@@ -2130,15 +2217,22 @@ static int audit_verify(struct cli *cli, const struct cmd_opts *o)
                            "--public-key-file FILE (one of them)%s", "");
     if ((rc = load_public_key(o->public_key, o->public_key_file, pk)))
         return rc;
+    if (o->checkpoint && (rc = load_checkpoint(o->checkpoint, &kept)))
+        return rc;
     if ((rc = connect_node(cli)))
         return rc;
-    rc = dossier_audit_verify(cli->client, &cli->read_opts, pk, &rep, &st);
+    rc = dossier_audit_verify_kept(cli->client, &cli->read_opts, pk,
+                                   o->checkpoint ? &kept : NULL, &rep, &st);
     if (rc == 0) {
         printf("audit log verified: %" PRIu64 " entries, %" PRIu64
                " checkpoints, signed through %" PRIu64 ", unsigned tail %"
                PRIu64 "\n",
                rep.entries, rep.checkpoints, rep.signed_through,
                rep.unsigned_tail);
+        if (o->checkpoint)
+            printf("the log holds entry %" PRIu64 " as the kept checkpoint "
+                   "signed it\n",
+                   kept.index);
         return EXIT_OK;
     }
     if (rc != DOSSIER_CORRUPT)
@@ -2165,7 +2259,8 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
     char **av = argv + 1;
 
     if (argc < 2)
-        return usage_error("audit needs tail, public-key or verify%s", "");
+        return usage_error("audit needs tail, public-key, checkpoint or "
+                           "verify%s", "");
     if (strcmp(argv[1], "tail") == 0) {
         if ((rc = cmd_options(ac, av, "fl", &o)))
             return rc;
@@ -2175,12 +2270,21 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
         return audit_tail(cli, &o);
     }
     if (strcmp(argv[1], "verify") == 0) {
-        if ((rc = cmd_options(ac, av, "KF", &o)))
+        if ((rc = cmd_options(ac, av, "KFj", &o)))
             return rc;
         if (ac - optind != 0)
             return usage_error("audit verify takes no arguments, only "
-                               "--public-key or --public-key-file%s", "");
+                               "--public-key or --public-key-file, and "
+                               "--checkpoint%s", "");
         return audit_verify(cli, &o);
+    }
+    if (strcmp(argv[1], "checkpoint") == 0) {
+        if ((rc = cmd_options(ac, av, "KF", &o)))
+            return rc;
+        if (ac - optind != 0)
+            return usage_error("audit checkpoint takes no arguments, only "
+                               "--public-key or --public-key-file%s", "");
+        return audit_checkpoint(cli, &o);
     }
     if (strcmp(argv[1], "public-key") == 0) {
         uint8_t pk[32];

@@ -613,6 +613,13 @@ int audit_verify_checkpoint(struct audit_verifier *v,
     return 0;
 }
 
+uint64_t audit_verify_head(const struct audit_verifier *v,
+                           uint8_t hash[AUDIT_HASH_BYTES])
+{
+    memcpy(hash, v->hash, AUDIT_HASH_BYTES);
+    return v->index;
+}
+
 int audit_verify_finish(struct audit_verifier *v, struct audit_report *r)
 {
     if (!v->finished && !v->fault && v->pending)

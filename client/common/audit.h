@@ -374,6 +374,12 @@ int audit_verify_entry(struct audit_verifier *v, uint64_t index,
 int audit_verify_checkpoint(struct audit_verifier *v,
                             const struct audit_checkpoint *cp);
 
+/* The index of the last entry accepted so far (0: none) and, into @hash,
+ * its chain hash h_index: what a checkpoint kept outside the cluster is
+ * compared with once the walk reaches its index. */
+uint64_t audit_verify_head(const struct audit_verifier *v,
+                           uint8_t hash[AUDIT_HASH_BYTES]);
+
 /* Ends the log: a checkpoint still ahead of the entries means truncation.
  * Fills @report and returns its code: 0 (an unsigned tail is no fault) or
  * DOSSIER_CORRUPT. No more entries may be fed afterwards. */

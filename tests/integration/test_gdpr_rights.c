@@ -7,7 +7,9 @@
  *  - retention of whole records: a kind's record retention, applied by the
  *    leader's sweeper through replicated commands;
  *  - erasure certificates listing every node that finished the erasure,
- *    and the ones still pending. */
+ *    and the ones still pending;
+ *  - audit verification against a checkpoint kept outside the cluster,
+ *    which finds a log cut off in a stopped node's RocksDB. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <rocksdb/c.h>
 #include <sodium.h>
 
 #include "harness.h"
@@ -600,12 +603,257 @@ static void test_erasure_completion_reports(void **state)
     cluster_destroy(&c);
 }
 
+/* ------------------------------------------------------------------ */
+/* Verifying the audit log against a checkpoint kept outside the cluster */
+
+static const char *const families[] = {
+    "default", "schema",  "record", "subject", "index",  "requests",
+    "raft",    "raftlog", "policy", "consent", "audit",  "changes",
+    "change_index", "link"};
+#define N_FAMILIES (sizeof(families) / sizeof(families[0]))
+#define CF_DEFAULT 0
+#define CF_AUDIT 10
+
+static rocksdb_t *db_open(const char *data,
+                          rocksdb_column_family_handle_t **cf)
+{
+    char path[400], *err = NULL;
+    const rocksdb_options_t *fo[N_FAMILIES];
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_t *db;
+    snprintf(path, sizeof(path), "%s/db", data);
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        fo[i] = o;
+    db = rocksdb_open_column_families(o, path, N_FAMILIES, families, fo, cf,
+                                      &err);
+    rocksdb_options_destroy(o);
+    if (err)
+        fail_msg("open %s: %s", path, err);
+    return db;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+/* What someone holding a stopped node's files and the master key can do:
+ * cut the audit log after entry @keep, entries and checkpoints alike,
+ * and set the chain's head to match, so that the rest still verifies. */
+static void cut_audit_log(const char *data, uint64_t keep)
+{
+    rocksdb_column_family_handle_t *cf[N_FAMILIES];
+    rocksdb_t *db = db_open(data, cf);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it;
+    uint8_t head[8 + 32 + 8 + 8], key[9];
+    uint64_t signed_index = 0, signed_ms = 0;
+    char *err = NULL, *v;
+    size_t vlen;
+
+    /* Entry @keep's stored hash becomes the head's. */
+    key[0] = 'e';
+    put_be64(key + 1, keep);
+    v = rocksdb_get_cf(db, ro, cf[CF_AUDIT], (const char *)key, sizeof(key),
+                       &vlen, &err);
+    assert_null(err);
+    assert_non_null(v);
+    assert_true(vlen >= 32);
+    put_be64(head, keep);
+    memcpy(head + 8, v, 32);
+    rocksdb_free(v);
+    /* Every entry and checkpoint after it goes; the last checkpoint at or
+     * before it is the head's signed one. */
+    it = rocksdb_create_iterator_cf(db, ro, cf[CF_AUDIT]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        if (kl != 9)
+            continue;
+        if (be64(k + 1) > keep) {
+            rocksdb_delete_cf(db, wo, cf[CF_AUDIT], (const char *)k, kl,
+                              &err);
+            assert_null(err);
+        } else if (k[0] == 'c' && vl == 113) {
+            signed_index = be64(k + 1);
+            signed_ms = be64(val + 41);
+        }
+    }
+    rocksdb_iter_destroy(it);
+    put_be64(head + 40, signed_index);
+    put_be64(head + 48, signed_ms);
+    rocksdb_put_cf(db, wo, cf[CF_DEFAULT], "audit_head", 10,
+                   (const char *)head, sizeof(head), &err);
+    assert_null(err);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_writeoptions_destroy(wo);
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        rocksdb_column_family_handle_destroy(cf[i]);
+    rocksdb_close(db);
+}
+
+/* Waits until every entry of the log is signed; the last index. */
+static uint64_t wait_signed(struct dossier_client *dpo, uint64_t at_least)
+{
+    uint8_t pk[32];
+    uint64_t last = 0, signed_index = 0;
+    struct dossier_status st;
+    for (int t = 0; t < 200; t++) {
+        assert_int_equal(dossier_audit_public_key(dpo, NULL, pk, &last,
+                                                  &signed_index, &st),
+                         0);
+        if (last >= at_least && signed_index == last)
+            break;
+        usleep(50000);
+    }
+    assert_true(signed_index >= at_least);
+    return signed_index;
+}
+
+/* A checkpoint saved outside the cluster catches what the log alone
+ * cannot: the end of the log cut off together with its checkpoints (and
+ * the head made to match) verifies with the public key alone, but not
+ * against the kept checkpoint, which says the log was cut off; once the
+ * log grows past the kept entry again, it says the entry was rewritten.
+ * An untouched log passes; a kept checkpoint that is not the key's is
+ * refused. The same through the CLI. */
+static void test_kept_checkpoint_catches_a_cut_log(void **state)
+{
+    const char *more[] = {"--audit-window-ms", "50",
+                          "--audit-checkpoint-entries", "4",
+                          "--audit-checkpoint-ms", "200", NULL};
+    struct node_proc n;
+    struct dossier_client *svc, *dpo;
+    struct dossier_audit_checkpoint kept, forged;
+    struct dossier_audit_report rep;
+    struct dossier_status st;
+    char id[32], out[4096];
+    uint8_t pk[32];
+    uint64_t last, signed_index;
+    (void)state;
+
+    start_with_auth(&n, more);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    for (int i = 0; i < 60; i++) {
+        struct dossier_record *r;
+        snprintf(id, sizeof(id), "cp-%d", i);
+        r = dossier_record_new("company", id, NULL);
+        dossier_record_set_string(r, "name", "Kept Ltd");
+        assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL,
+                                     &st),
+                         0);
+        dossier_record_free(r);
+    }
+    wait_signed(dpo, 60);
+    assert_int_equal(dossier_audit_public_key(dpo, NULL, pk, &last,
+                                              &signed_index, &st),
+                     0);
+    /* Kept outside: through the library, and the CLI into cp.json. */
+    assert_int_equal(dossier_audit_checkpoint_latest(dpo, NULL, pk, &kept,
+                                                     &st),
+                     0);
+    assert_true(kept.index >= 60);
+    assert_int_equal(harness_sh(NULL, 0,
+                                "cd %s && DOSSIER_TOKEN=%s %s --target %s "
+                                "audit public-key >audit.pub 2>/dev/null && "
+                                "DOSSIER_TOKEN=%s %s --target %s audit "
+                                "checkpoint --public-key-file audit.pub "
+                                ">cp.json 2>/dev/null",
+                                n.dir, tok_dpo, DOSSIER_CLI_PATH, n.addr,
+                                tok_dpo, DOSSIER_CLI_PATH, n.addr),
+                     0);
+
+    /* Untouched: it passes, with the kept one too. */
+    assert_int_equal(dossier_audit_verify_kept(dpo, NULL, pk, &kept, &rep,
+                                               &st),
+                     0);
+    assert_int_equal(harness_sh(out, sizeof(out),
+                                "cd %s && DOSSIER_TOKEN=%s %s --target %s "
+                                "audit verify --public-key-file audit.pub "
+                                "--checkpoint cp.json 2>&1",
+                                n.dir, tok_dpo, DOSSIER_CLI_PATH, n.addr),
+                     0);
+    assert_non_null(strstr(out, "as the kept checkpoint signed it"));
+    /* A kept checkpoint that is not what the key signed is refused. */
+    forged = kept;
+    forged.hash[0] ^= 1;
+    assert_int_equal(dossier_audit_verify_kept(dpo, NULL, pk, &forged, &rep,
+                                               &st),
+                     DOSSIER_CORRUPT);
+    assert_non_null(strstr(rep.message, "not signed by this public key"));
+
+    /* The node stopped, its log cut 40 entries before the kept one. */
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    assert_int_equal(node_stop(&n), 0);
+    cut_audit_log(n.data, kept.index - 40);
+    assert_int_equal(node_start(&n, NULL), 0);
+    svc = client_as(n.addr, tok_service, "operations");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+
+    /* The public key alone sees nothing wrong ... */
+    assert_int_equal(dossier_audit_verify(dpo, NULL, pk, &rep, &st), 0);
+    assert_true(rep.entries < kept.index);
+    /* ... the kept checkpoint does, and says what happened. */
+    assert_int_equal(dossier_audit_verify_kept(dpo, NULL, pk, &kept, &rep,
+                                               &st),
+                     DOSSIER_CORRUPT);
+    assert_non_null(strstr(rep.message, "cut off"));
+    assert_true(rep.bad_index > kept.index - 40 && rep.bad_index <= kept.index);
+    assert_int_equal(harness_sh(out, sizeof(out),
+                                "cd %s && DOSSIER_TOKEN=%s %s --target %s "
+                                "audit verify --public-key-file audit.pub "
+                                "--checkpoint cp.json 2>&1",
+                                n.dir, tok_dpo, DOSSIER_CLI_PATH, n.addr),
+                     1);
+    assert_non_null(strstr(out, "cut off"));
+
+    /* New entries fill the gap past the kept index: the entry there is
+     * not the one that was signed. */
+    for (int i = 0; i < 60; i++) {
+        struct dossier_record *r;
+        snprintf(id, sizeof(id), "cq-%d", i);
+        r = dossier_record_new("company", id, NULL);
+        dossier_record_set_string(r, "name", "Later Ltd");
+        assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL,
+                                     &st),
+                         0);
+        dossier_record_free(r);
+    }
+    wait_signed(dpo, kept.index + 1);
+    assert_int_equal(dossier_audit_verify(dpo, NULL, pk, &rep, &st), 0);
+    assert_int_equal(dossier_audit_verify_kept(dpo, NULL, pk, &kept, &rep,
+                                               &st),
+                     DOSSIER_CORRUPT);
+    assert_non_null(strstr(rep.message, "rewritten"));
+    assert_int_equal(rep.bad_index, kept.index);
+
+    dossier_client_close(svc);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rectification),
         cmocka_unit_test(test_record_retention),
         cmocka_unit_test(test_erasure_completion_reports),
+        cmocka_unit_test(test_kept_checkpoint_catches_a_cut_log),
     };
     int rc;
     if (sodium_init() < 0)

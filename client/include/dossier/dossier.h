@@ -939,6 +939,43 @@ dossier_audit_verify(struct dossier_client *c,
                      const uint8_t pk[32], struct dossier_audit_report *report,
                      struct dossier_status *st);
 
+/* A signed checkpoint of the audit log: the leader's Ed25519 signature
+ * that the chain's hash of entries 1..index is @hash (the format is in
+ * client/common/audit.h). Kept outside the cluster, it lets a later
+ * verification prove the log was not cut off or rewritten since. */
+struct dossier_audit_checkpoint {
+    uint64_t index;        /* the last entry it signs */
+    uint8_t hash[32];      /* the chain's hash of entries 1..index */
+    int64_t time_ms;       /* when the leader signed it */
+    uint8_t signature[64];
+};
+
+/* The log's latest checkpoint, checked against public key @pk (32 bytes;
+ * NULL: the key the node names, which proves less).
+ * Errors: DOSSIER_NOT_FOUND (nothing signed yet), DOSSIER_CORRUPT (its
+ * signature does not verify). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_checkpoint_latest(struct dossier_client *c,
+                                const struct dossier_call_options *co,
+                                const uint8_t *pk,
+                                struct dossier_audit_checkpoint *out,
+                                struct dossier_status *st);
+
+/* dossier_audit_verify(), and also against checkpoint @kept (borrowed;
+ * NULL: none), one saved earlier outside the cluster: it must be signed
+ * by @pk, and the log must still hold its entry with the same chain hash.
+ * A log cut off before it fails ("the log ends at entry N, before entry M
+ * ..."), and so does one rewritten up to it, even when re-signed with the
+ * cluster's key: what the kept copy catches that the log alone cannot.
+ * Returns 0, or DOSSIER_CORRUPT with @report saying why. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_verify_kept(struct dossier_client *c,
+                          const struct dossier_call_options *co,
+                          const uint8_t pk[32],
+                          const struct dossier_audit_checkpoint *kept,
+                          struct dossier_audit_report *report,
+                          struct dossier_status *st);
+
 /* ------------------------------------------------------------------------
  * Subject export (Art. 15 access, Art. 20 portability; compliance role) */
 
