@@ -340,11 +340,14 @@ static int report_send(struct erasure_report *r, struct pending_rows *p)
         report_wait_put(w);
         return rc;
     }
-    deadline_in(&until, REPORT_TIMEOUT_MS);
+    /* In slices, so that a stop is not held up by a report in flight. */
     pthread_mutex_lock(&w->mu);
-    while (!w->done && !__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) &&
-           pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
-        ;
+    for (int64_t end = mono_ms() + REPORT_TIMEOUT_MS;
+         !w->done && !__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) &&
+         mono_ms() < end;) {
+        deadline_in(&until, REPORT_POLL_MS);
+        pthread_cond_timedwait(&w->cv, &w->mu, &until);
+    }
     code = w->done ? w->code : DOSSIER_DEADLINE_EXCEEDED;
     pthread_mutex_unlock(&w->mu);
     report_wait_put(w);
