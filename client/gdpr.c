@@ -591,31 +591,46 @@ static int certificate_from_pb(const Dossier__V1__ErasureCertificate *m,
         (rc = bytes_copy(cert.public_key, sizeof(cert.public_key),
                          &m->public_key, "certificate public key", st)))
         return rc;
-    if (m->n_nodes > DOSSIER_CLUSTER_MAX)
+    if (m->n_nodes > DOSSIER_CLUSTER_MAX ||
+        m->n_pending_nodes > DOSSIER_CLUSTER_MAX)
         return err_set(st, DOSSIER_INTERNAL,
                        "the node sent a certificate naming %zu nodes, more "
                        "than a cluster has (%d)",
-                       m->n_nodes, DOSSIER_CLUSTER_MAX);
+                       m->n_nodes + m->n_pending_nodes, DOSSIER_CLUSTER_MAX);
     cert.time_ms = m->time_ms;
     cert.raft_index = m->raft_index;
     cert.records_deleted = m->records_deleted;
     cert.n_nodes = m->n_nodes;
     if (m->n_nodes)
         memcpy(cert.nodes, m->nodes, m->n_nodes * sizeof(cert.nodes[0]));
+    cert.n_pending = m->n_pending_nodes;
+    if (m->n_pending_nodes)
+        memcpy(cert.pending, m->pending_nodes,
+               m->n_pending_nodes * sizeof(cert.pending[0]));
+    cert.version = m->version ? (int)m->version : 1;
     *out = cert;
     return 0;
 }
 
-int dossier_subject_erase(struct dossier_client *c,
-                          const struct dossier_call_options *co,
-                          const char *subject_id, const char *reference,
-                          struct dossier_erasure_certificate *out,
-                          struct dossier_status *st)
+/* Erase (waiting up to @wait_ms) or Certificate of @subject_id. */
+static int certificate_call(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            enum client_method m, const char *subject_id,
+                            const char *reference, uint32_t wait_ms,
+                            struct dossier_erasure_certificate *out,
+                            struct dossier_status *st)
 {
+    Dossier__V1__SubjectRequest req = DOSSIER__V1__SUBJECT_REQUEST__INIT;
     Dossier__V1__ErasureCertificate *resp;
     int rc;
 
-    rc = subject_call(c, co, M_SUBJECT_ERASE, subject_id, reference,
+    if (subject_check(subject_id, st) ||
+        label_check(reference, "reference", st))
+        return st->code;
+    req.subject_id = (char *)subject_id;
+    req.reference = str_or_empty(reference);
+    req.completion_wait_ms = wait_ms;
+    rc = client_unary(c, co, m, &req.base,
                       &dossier__v1__erasure_certificate__descriptor,
                       (ProtobufCMessage **)&resp, st);
     if (rc)
@@ -626,11 +641,46 @@ int dossier_subject_erase(struct dossier_client *c,
     return rc;
 }
 
+int dossier_subject_erase(struct dossier_client *c,
+                          const struct dossier_call_options *co,
+                          const char *subject_id, const char *reference,
+                          struct dossier_erasure_certificate *out,
+                          struct dossier_status *st)
+{
+    return certificate_call(c, co, M_SUBJECT_ERASE, subject_id, reference, 0,
+                            out, st);
+}
+
+int dossier_subject_erase_wait(struct dossier_client *c,
+                               const struct dossier_call_options *co,
+                               const char *subject_id, const char *reference,
+                               uint32_t wait_ms,
+                               struct dossier_erasure_certificate *out,
+                               struct dossier_status *st)
+{
+    if (wait_ms > 60000)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "wait_ms is at most 60000");
+    return certificate_call(c, co, M_SUBJECT_ERASE, subject_id, reference,
+                            wait_ms, out, st);
+}
+
+int dossier_subject_certificate(struct dossier_client *c,
+                                const struct dossier_call_options *co,
+                                const char *subject_id,
+                                struct dossier_erasure_certificate *out,
+                                struct dossier_status *st)
+{
+    return certificate_call(c, co, M_SUBJECT_CERTIFICATE, subject_id, NULL,
+                            0, out, st);
+}
+
 int dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
     struct dossier_status *st)
 {
-    uint8_t msg[AUDIT_ERASURE_MESSAGE_BYTES];
+    uint8_t msg[AUDIT_ERASURE_V2_MESSAGE_MAX];
+    size_t len = 0;
 
     if (!cert)
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "certificate is missing");
@@ -640,9 +690,25 @@ int dossier_erasure_certificate_verify(
         return err_set(st, DOSSIER_CORRUPT,
                        "the erasure certificate is signed with another key "
                        "than the one given");
-    audit_erasure_message(cert->pseudonym, cert->time_ms, cert->raft_index,
-                          cert->records_deleted, msg);
-    if (crypto_sign_verify_detached(cert->signature, msg, sizeof(msg),
+    if (cert->version == 2) {
+        if (cert->n_nodes > DOSSIER_CLUSTER_MAX ||
+            audit_erasure_message_v2(cert->pseudonym, cert->time_ms,
+                                     cert->raft_index, cert->records_deleted,
+                                     cert->nodes, cert->n_nodes, msg,
+                                     &len) != 0)
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the erasure certificate's nodes are not in "
+                           "ascending order, or too many");
+    } else if (cert->version == 1 || cert->version == 0) {
+        audit_erasure_message(cert->pseudonym, cert->time_ms,
+                              cert->raft_index, cert->records_deleted, msg);
+        len = AUDIT_ERASURE_MESSAGE_BYTES;
+    } else {
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the erasure certificate has an unknown version %d",
+                       cert->version);
+    }
+    if (crypto_sign_verify_detached(cert->signature, msg, len,
                                     cert->public_key) != 0)
         return err_set(st, DOSSIER_CORRUPT,
                        "the erasure certificate's signature does not verify "
@@ -775,6 +841,8 @@ static int audit_entry_from_pb(const Dossier__V1__AuditRecord *m,
     }
     d.n_records = e.n_records;
     d.outcome = e.outcome;
+    text_clip(d.reference, sizeof(d.reference), e.reference,
+              e.reference_len);
     *out = d;
     return 0;
 }
@@ -836,6 +904,10 @@ struct audit_walk {
     bool own_fault;
     uint64_t own_bad_index;
     char own_message[AUDIT_MESSAGE_MAX];
+    /* A checkpoint kept outside the cluster (NULL: none), and whether the
+     * walk reached its entry with the same hash. */
+    const struct audit_checkpoint *kept;
+    bool kept_reached;
 };
 
 __attribute__((format(printf, 3, 4))) static void
@@ -878,8 +950,22 @@ static void walk_entry(struct audit_walk *w, const Dossier__V1__AuditRecord *e)
         return;
     }
     if (audit_verify_entry(&w->v, e->index, e->entry.data, e->entry.len,
-                           e->hash.data) != 0)
+                           e->hash.data) != 0) {
         w->broken = w->done = true;
+        return;
+    }
+    if (w->kept && e->index == w->kept->index) {
+        uint8_t h[AUDIT_HASH_BYTES];
+        audit_verify_head(&w->v, h);
+        if (sodium_memcmp(h, w->kept->hash, AUDIT_HASH_BYTES) != 0)
+            walk_fault(w, e->index,
+                       "entry %" PRIu64 " does not hash as the checkpoint "
+                       "kept outside the cluster signed it: the log up to "
+                       "it was rewritten (and re-signed)",
+                       e->index);
+        else
+            w->kept_reached = true;
+    }
 }
 
 static int checkpoint_cmp(const void *a, const void *b)
@@ -942,13 +1028,35 @@ static int walk_page(struct audit_walk *w, const Dossier__V1__AuditPage *page,
     return 0;
 }
 
+/* The public checkpoint as the verifier's. */
+static void checkpoint_in(const struct dossier_audit_checkpoint *k,
+                          struct audit_checkpoint *cp)
+{
+    memset(cp, 0, sizeof(*cp));
+    cp->index = k->index;
+    memcpy(cp->hash, k->hash, AUDIT_HASH_BYTES);
+    cp->time_ms = k->time_ms;
+    memcpy(cp->sig, k->signature, AUDIT_SIGNATURE_BYTES);
+}
+
 int dossier_audit_verify(struct dossier_client *c,
                          const struct dossier_call_options *co,
                          const uint8_t pk[32],
                          struct dossier_audit_report *report,
                          struct dossier_status *st)
 {
+    return dossier_audit_verify_kept(c, co, pk, NULL, report, st);
+}
+
+int dossier_audit_verify_kept(struct dossier_client *c,
+                              const struct dossier_call_options *co,
+                              const uint8_t pk[32],
+                              const struct dossier_audit_checkpoint *kept,
+                              struct dossier_audit_report *report,
+                              struct dossier_status *st)
+{
     Dossier__V1__AuditReadRequest req = DOSSIER__V1__AUDIT_READ_REQUEST__INIT;
+    struct audit_checkpoint kept_cp;
     struct audit_walk w;
     struct audit_report r;
     int rc = 0, verdict;
@@ -960,6 +1068,21 @@ int dossier_audit_verify(struct dossier_client *c,
     memset(&w, 0, sizeof(w));
     if (audit_verify_init(&w.v, pk) != 0)
         return err_set(st, DOSSIER_INTERNAL, "libsodium failed to start");
+    if (kept) {
+        checkpoint_in(kept, &kept_cp);
+        if (audit_checkpoint_verify(&kept_cp, pk) != 0) {
+            if (report)
+                snprintf(report->message, sizeof(report->message),
+                         "the kept checkpoint (entry %" PRIu64 ") is not "
+                         "signed by this public key",
+                         kept->index);
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the kept checkpoint (entry %" PRIu64 ") is not "
+                           "signed by this public key",
+                           kept->index);
+        }
+        w.kept = &kept_cp;
+    }
     w.next = 1;
     while (!w.done) {
         Dossier__V1__AuditPage *page;
@@ -974,6 +1097,15 @@ int dossier_audit_verify(struct dossier_client *c,
         dossier__v1__audit_page__free_unpacked(page, NULL);
         if (rc)
             break;
+    }
+    if (rc == 0 && w.kept && !w.kept_reached && !w.broken) {
+        uint8_t h[AUDIT_HASH_BYTES];
+        uint64_t last = audit_verify_head(&w.v, h);
+        walk_fault(&w, last + 1,
+                   "the log ends at entry %" PRIu64 ", before entry %" PRIu64
+                   " that the checkpoint kept outside the cluster signs: "
+                   "entries were cut off",
+                   last, w.kept->index);
     }
     verdict = audit_verify_finish(&w.v, &r);
     if (w.own_fault) {
@@ -1007,6 +1139,69 @@ int dossier_audit_verify(struct dossier_client *c,
     return err_ok(st);
 }
 
+int dossier_audit_checkpoint_latest(struct dossier_client *c,
+                                    const struct dossier_call_options *co,
+                                    const uint8_t *pk,
+                                    struct dossier_audit_checkpoint *out,
+                                    struct dossier_status *st)
+{
+    Dossier__V1__AuditReadRequest req = DOSSIER__V1__AUDIT_READ_REQUEST__INIT;
+    Dossier__V1__AuditPage *page;
+    struct audit_checkpoint cp;
+    uint8_t node_pk[32];
+    uint64_t last = 0, signed_index = 0;
+    int rc, found = 0;
+
+    if (!out)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "output is missing");
+    if ((rc = dossier_audit_public_key(c, co, node_pk, &last, &signed_index,
+                                       st)) != 0)
+        return rc;
+    if (signed_index == 0)
+        return err_set(st, DOSSIER_NOT_FOUND,
+                       "the audit log has no signed checkpoint yet");
+    req.from_index = signed_index;
+    req.limit = 1;
+    rc = client_unary(c, co, M_AUDIT_READ, &req.base,
+                      &dossier__v1__audit_page__descriptor,
+                      (ProtobufCMessage **)&page, st);
+    if (rc)
+        return rc;
+    /* The page holds the checkpoints from signed_index on: the latest is
+     * the one of the highest index (a newer one may have come since). */
+    for (size_t i = 0; i < page->n_checkpoints; i++) {
+        struct audit_checkpoint one;
+        struct dossier_status why;
+        if (audit_checkpoint_decode(page->checkpoints[i].data,
+                                    page->checkpoints[i].len, &one,
+                                    &why) != 0) {
+            dossier__v1__audit_page__free_unpacked(page, NULL);
+            return err_set(st, DOSSIER_CORRUPT,
+                           "the node sent a malformed checkpoint (%s)",
+                           why.message);
+        }
+        if (!found || one.index > cp.index)
+            cp = one;
+        found = 1;
+    }
+    dossier__v1__audit_page__free_unpacked(page, NULL);
+    if (!found)
+        return err_set(st, DOSSIER_NOT_FOUND,
+                       "the node sent no checkpoint at entry %" PRIu64,
+                       signed_index);
+    if (audit_checkpoint_verify(&cp, pk ? pk : node_pk) != 0)
+        return err_set(st, DOSSIER_CORRUPT,
+                       "the latest checkpoint (entry %" PRIu64 ") does not "
+                       "verify with %s",
+                       cp.index,
+                       pk ? "the public key given" : "the node's public key");
+    out->index = cp.index;
+    memcpy(out->hash, cp.hash, sizeof(out->hash));
+    out->time_ms = cp.time_ms;
+    memcpy(out->signature, cp.sig, sizeof(out->signature));
+    return err_ok(st);
+}
+
 /* ------------------------------------------------------------------ */
 /* Export */
 
@@ -1014,7 +1209,7 @@ struct export_state {
     dossier_export_fn fn;
     void *arg;
     int header_seen, footer_seen;
-    uint64_t records, consent, audit;
+    uint64_t records, consent, audit, rectifications;
 };
 
 static int export_chunk(void *arg, ProtobufCMessage *msg,
@@ -1082,20 +1277,56 @@ static int export_chunk(void *arg, ProtobufCMessage *msg,
         rc = x->fn(x->arg, &item);
         break;
     }
+    case DOSSIER__V1__EXPORT_CHUNK__ITEM_RECTIFICATION: {
+        const Dossier__V1__Rectification *m = ch->rectification;
+        struct dossier_rectification r;
+        size_t used = 0;
+        memset(&r, 0, sizeof(r));
+        if (text_copy(r.kind, sizeof(r.kind), m->kind) ||
+            text_copy(r.id, sizeof(r.id), m->id) ||
+            text_copy(r.principal, sizeof(r.principal), m->principal) ||
+            text_copy(r.reference, sizeof(r.reference), m->reference) ||
+            bytes_copy(r.record, sizeof(r.record), &m->record,
+                       "rectified record", st))
+            return err_set(st, DOSSIER_INTERNAL,
+                           "the node sent a malformed rectification");
+        for (size_t i = 0; i < m->n_fields; i++) {
+            size_t len = strlen(m->fields[i]);
+            if (used + len + 2 > sizeof(r.fields))
+                return err_set(st, DOSSIER_INTERNAL,
+                               "the node sent a rectification naming more "
+                               "fields than fit");
+            if (used)
+                r.fields[used++] = ',';
+            memcpy(r.fields + used, m->fields[i], len + 1);
+            used += len;
+        }
+        r.time_ms = m->time_ms;
+        r.revision = m->revision;
+        x->rectifications++;
+        item.kind = DOSSIER_EXPORT_RECTIFICATION;
+        item.rectification = &r;
+        rc = x->fn(x->arg, &item);
+        break;
+    }
     case DOSSIER__V1__EXPORT_CHUNK__ITEM_FOOTER: {
         struct dossier_export_footer f;
         f.records = ch->footer->records;
         f.consent_events = ch->footer->consent_events;
         f.audit_entries = ch->footer->audit_entries;
+        f.rectifications = ch->footer->rectifications;
         if (f.records != x->records || f.consent_events != x->consent ||
-            f.audit_entries != x->audit)
+            f.audit_entries != x->audit ||
+            f.rectifications != x->rectifications)
             return err_set(st, DOSSIER_CORRUPT,
                            "the export is incomplete: the node counted "
-                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64
-                           " records/consent events/audit entries, "
-                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64 " arrived",
-                           f.records, f.consent_events, f.audit_entries,
-                           x->records, x->consent, x->audit);
+                           "%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
+                           " records/consent events/rectifications/audit "
+                           "entries, %" PRIu64 "/%" PRIu64 "/%" PRIu64
+                           "/%" PRIu64 " arrived",
+                           f.records, f.consent_events, f.rectifications,
+                           f.audit_entries, x->records, x->consent,
+                           x->rectifications, x->audit);
         x->footer_seen = 1;
         item.kind = DOSSIER_EXPORT_FOOTER;
         item.footer = &f;

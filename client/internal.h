@@ -60,6 +60,8 @@ enum client_method {
     M_REQUEST_EXTEND,
     M_KEYS_ROTATE,
     M_KEYS_STATUS,
+    M_SUBJECT_RECTIFY,
+    M_SUBJECT_CERTIFICATE,
     M_COUNT,
 };
 
@@ -88,6 +90,7 @@ static inline int client_method_is_write(enum client_method m)
     case M_SEGMENT_DEFINE:
     case M_REQUEST_EXTEND:
     case M_KEYS_ROTATE:
+    case M_SUBJECT_RECTIFY:
         return 1;
     default:
         return 0;

@@ -35,6 +35,9 @@ static struct dossier_kind_schema *schema_from_pb(const Dossier__V1__KindSchema 
     s->personal = m->personal;
     s->builtin = m->builtin;
     s->version = m->version;
+    s->record_retention_days = m->record_retention_days;
+    s->record_retention_base =
+        (enum dossier_retention_base)m->record_retention_base;
     s->fields = calloc(m->n_fields ? m->n_fields : 1, sizeof(*s->fields));
     fail = !s->kind || !s->description || !s->fields;
     for (size_t i = 0; i < m->n_fields && !fail; i++) {
@@ -90,6 +93,9 @@ int dossier_schema_define(struct dossier_client *c,
     k.kind = (char *)s->kind;
     k.personal = s->personal;
     k.description = str_or_empty(s->description);
+    k.record_retention_days = s->record_retention_days;
+    k.record_retention_base =
+        (Dossier__V1__RetentionBase)s->record_retention_base;
     for (size_t i = 0; i < s->n_fields; i++) {
         const struct dossier_field_schema *f = &s->fields[i];
         dossier__v1__field_schema__init(&fields[i]);

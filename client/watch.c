@@ -62,6 +62,7 @@ static int change_cb(void *arg, ProtobufCMessage *msg,
         sodium_bin2hex(ch.subject_ref, sizeof(ch.subject_ref),
                        ev->subject_ref.data, ev->subject_ref.len);
     ch.content_erased = ev->content_erased;
+    ch.record_expired = ev->record_expired;
     snprintf(ch.purpose, sizeof(ch.purpose), "%s", ev->purpose);
     ch.consent_state = (enum dossier_consent_state)ev->consent_state;
     if (ev->record) {

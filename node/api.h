@@ -78,6 +78,8 @@ void api_subjects_unrestrict(struct call *c, ProtobufCMessage *req);
 void api_subjects_erase(struct call *c, ProtobufCMessage *req);
 void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *req);
 void api_subjects_export(struct call *c, ProtobufCMessage *req);
+/* Art. 16 (api_rectify.c). */
+void api_subjects_rectify(struct call *c, ProtobufCMessage *req);
 /* Waits until no export is running (before the store closes). */
 void api_export_wait_idle(void);
 /* At a stop: exports under way end (their calls answered) and none

@@ -2,7 +2,9 @@
  * streamed from a thread of its own (stream_job.h):
  *
  *   header, every record (every field, whatever the caller's purpose),
- *   every consent event, every audit entry naming the subject, footer.
+ *   every consent event, every rectification (which fields of which
+ *   record, when, by whom, why; never the values), every audit entry
+ *   naming the subject, footer.
  *
  * Reading the audit entries walks the whole audit log, in slices, so the
  * swap lock is never held for long. The export itself is audited. */
@@ -41,7 +43,7 @@ struct export_job {
     struct node *node;
     char *subject_id;
     uint8_t sp[CRYPT_PSEUDONYM_BYTES];
-    uint64_t n_records, n_consent, n_audit;
+    uint64_t n_records, n_consent, n_audit, n_rectifications;
 };
 
 static void export_job_free(void *arg)
@@ -171,6 +173,84 @@ static int export_consent(struct export_job *j, struct dossier_status *st)
     return rc;
 }
 
+/* ---- rectifications (Art. 16) ---- */
+
+/* The id of record (@kind, @rid) as stored now, into *@id (malloc'd), or
+ * NULL when it is gone. */
+static int record_id(struct export_job *j, const char *kind,
+                     const uint8_t *rid, char **id, struct dossier_status *st)
+{
+    struct records_opened o;
+    StoredRecord *sr;
+    int rc;
+
+    *id = NULL;
+    if (!schema_name_valid(kind))
+        return 0;
+    rc = store_record_get(j->node->store, kind, rid, &sr, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0;
+    if (rc)
+        return rc;
+    /* No field is opened: only the id is wanted. */
+    rc = records_open(j->node, sr, rid, 0, &o, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0;
+    if (rc)
+        return rc;
+    if (o.rec.subject_id[0] && strcmp(o.rec.subject_id, j->subject_id) == 0 &&
+        !(*id = strdup(o.rec.id)))
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    records_opened_release(&o);
+    return rc;
+}
+
+static int export_rectifications(struct export_job *j,
+                                 struct dossier_status *st)
+{
+    Dossier__Store__V1__StoredRectification **rows;
+    uint8_t prefix[STORE_SP_BYTES + 1];
+    size_t n;
+    int rc;
+
+    memcpy(prefix, j->sp, STORE_SP_BYTES);
+    prefix[STORE_SP_BYTES] = 'f';
+    rc = store_scan_messages(
+        j->node->store, STORE_CONSENT, prefix, sizeof(prefix),
+        &dossier__store__v1__stored_rectification__descriptor,
+        (ProtobufCMessage ***)&rows, &n, st);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        Dossier__V1__ExportChunk chunk = DOSSIER__V1__EXPORT_CHUNK__INIT;
+        Dossier__V1__Rectification r = DOSSIER__V1__RECTIFICATION__INIT;
+        char *id = NULL;
+        if (rows[i]->rid.len != STORE_RID_BYTES) {
+            rc = err_set(st, DOSSIER_CORRUPT, "a rectification row is "
+                         "malformed");
+            break;
+        }
+        if ((rc = record_id(j, rows[i]->kind, rows[i]->rid.data, &id, st)))
+            break;
+        r.kind = rows[i]->kind;
+        r.id = id ? id : (char *)"";
+        r.record = rows[i]->rid;
+        r.n_fields = rows[i]->n_fields;
+        r.fields = rows[i]->fields;
+        r.time_ms = rows[i]->time_ms;
+        r.principal = rows[i]->principal;
+        r.reference = rows[i]->reference;
+        r.revision = rows[i]->revision;
+        chunk.item_case = DOSSIER__V1__EXPORT_CHUNK__ITEM_RECTIFICATION;
+        chunk.rectification = &r;
+        if (send_chunk(j, &chunk) != 0)
+            rc = err_set(st, DOSSIER_CANCELLED, "the reader went away");
+        else
+            j->n_rectifications++;
+        free(id);
+    }
+    store_messages_free((ProtobufCMessage **)rows, n);
+    return rc;
+}
+
 /* ---- audit ---- */
 
 struct audit_slice {
@@ -297,8 +377,11 @@ static int export_all(struct export_job *j, struct dossier_status *st)
     if (send_chunk(j, &chunk) != 0)
         return err_set(st, DOSSIER_CANCELLED, "the reader went away");
     if ((rc = export_records(j, st)) != 0 ||
-        (rc = export_consent(j, st)) != 0 || (rc = export_audit(j, st)) != 0)
+        (rc = export_consent(j, st)) != 0 ||
+        (rc = export_rectifications(j, st)) != 0 ||
+        (rc = export_audit(j, st)) != 0)
         return rc;
+    f.rectifications = j->n_rectifications;
     f.records = j->n_records;
     f.consent_events = j->n_consent;
     f.audit_entries = j->n_audit;

@@ -12,6 +12,7 @@
 #include "audit.h"
 #include "cluster.h"
 #include "crypt.h"
+#include "erasure.h"
 #include "errors.h"
 #include "log.h"
 #include "policy.h"
@@ -30,6 +31,9 @@ struct gdpr_ctx {
     char source[POLICY_LABEL_MAX + 1];
     char notice[POLICY_LABEL_MAX + 1];
     int state; /* consent: the state set; restrict: 1 restricted */
+    /* erase: what was applied, for the certificate */
+    int64_t time_ms;
+    uint64_t index, deleted;
 };
 
 /* Packs @cmd (with the call's time, request id, principal and purpose)
@@ -498,51 +502,68 @@ void api_subjects_unrestrict(struct call *c, ProtobufCMessage *msg)
     restriction(c, msg, 0);
 }
 
+/* The erase call's wait is over (erasure.h): answers with the certificate
+ * of the erasure, listing the nodes that reported finishing it. */
+static void erase_reply(struct call *c, void *arg)
+{
+    struct gdpr_ctx *d = arg;
+    Dossier__Store__V1__ErasureRecord mine =
+        DOSSIER__STORE__V1__ERASURE_RECORD__INIT, *er = NULL;
+    struct erasure_cert *cert = malloc(sizeof(*cert));
+    struct dossier_status st;
+    int rc;
+
+    /* The ledger row, unless a later erasure of the subject replaced it:
+     * then this one's own values, finished by no node known. */
+    if (store_erasure_get(d->node->store, d->sp, &er, &st) == 0 &&
+        er->raft_index != d->index) {
+        dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+        er = NULL;
+    }
+    mine.time_ms = d->time_ms;
+    mine.raft_index = d->index;
+    mine.records_deleted = d->deleted;
+    rc = cert ? erasure_certificate(d->node, d->sp, er ? er : &mine, cert,
+                                    &st)
+              : err_set(&st, DOSSIER_NOMEM, "out of memory");
+    if (rc) {
+        call_fail(c, st.code,
+                  "the subject was erased, but the certificate could not be "
+                  "signed: %s",
+                  st.message);
+    } else {
+        log_printf(LOG_INFO, "erased a subject: %llu records, raft index "
+                   "%llu; %zu nodes finished, %zu pending",
+                   (unsigned long long)d->deleted,
+                   (unsigned long long)d->index, cert->pb.n_nodes,
+                   cert->pb.n_pending_nodes);
+        call_reply(c, &cert->pb.base);
+    }
+    if (er)
+        dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+    free(cert);
+    free(d);
+}
+
 static void erase_done(void *arg, const struct store_result *res)
 {
     struct gdpr_ctx *d = arg;
-    Dossier__V1__ErasureCertificate cert =
-        DOSSIER__V1__ERASURE_CERTIFICATE__INIT;
-    uint8_t msg[AUDIT_ERASURE_MESSAGE_BYTES], sig[64], pk[32];
-    unsigned char *sk = NULL;
-    uint64_t nodes[1];
-    struct dossier_status st;
+    Dossier__V1__SubjectRequest *req =
+        (Dossier__V1__SubjectRequest *)call_request(d->call);
 
     if (res->status.code) {
         call_fail_status(d->call, &res->status);
         free(d);
         return;
     }
-    sk = sodium_malloc(64);
-    if (!sk || crypt_audit_keys(d->node->crypt, pk, sk, &st) != 0) {
-        if (!sk)
-            err_set(&st, DOSSIER_NOMEM, "out of memory");
-        sodium_free(sk);
-        call_fail(d->call, st.code,
-                  "the subject was erased, but the certificate could not be "
-                  "signed: %s",
-                  st.message);
-        free(d);
-        return;
-    }
-    audit_erasure_message(d->sp, res->updated_at_ms, res->index,
-                          res->deleted, msg);
-    crypto_sign_detached(sig, NULL, msg, sizeof(msg), sk);
-    sodium_free(sk);
-    nodes[0] = d->node->id;
-    cert.pseudonym = (ProtobufCBinaryData){sizeof(d->sp), d->sp};
-    cert.time_ms = res->updated_at_ms;
-    cert.raft_index = res->index;
-    cert.records_deleted = res->deleted;
-    cert.signature = (ProtobufCBinaryData){sizeof(sig), sig};
-    cert.public_key = (ProtobufCBinaryData){sizeof(pk), pk};
-    cert.n_nodes = 1;
-    cert.nodes = nodes;
-    log_printf(LOG_INFO, "erased a subject: %llu records, raft index %llu",
-               (unsigned long long)res->deleted,
-               (unsigned long long)res->index);
-    call_reply(d->call, &cert.base);
-    free(d);
+    d->time_ms = res->updated_at_ms;
+    d->index = res->index;
+    d->deleted = res->deleted;
+    /* Every voter reports when it has finished; the answer waits for them
+     * (a bounded time), on a thread of its own, not this one's. */
+    if (erasure_wait(d->call, d->sp, d->index, req->completion_wait_ms,
+                     erase_reply, d) != 0)
+        erase_reply(d->call, d);
 }
 
 void api_subjects_erase(struct call *c, ProtobufCMessage *msg)
@@ -803,12 +824,12 @@ void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *msg)
         (Dossier__V1__ErasureLedgerRequest *)msg;
     Dossier__V1__ErasureLedgerPage resp =
         DOSSIER__V1__ERASURE_LEDGER_PAGE__INIT;
-    Dossier__V1__ErasureCertificate *certs = NULL, **ptrs = NULL;
+    Dossier__V1__ErasureCertificate **ptrs = NULL;
+    struct erasure_cert *certs = NULL;
     struct ledger_page p;
     struct dossier_status st;
-    uint8_t after[1 + CRYPT_PSEUDONYM_BYTES], pk[32], (*sigs)[64] = NULL;
+    uint8_t after[1 + CRYPT_PSEUDONYM_BYTES];
     char token[2 * CRYPT_PSEUDONYM_BYTES + 1];
-    unsigned char *sk = NULL;
     size_t bin = 0;
     int rc = 0;
 
@@ -829,15 +850,10 @@ void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *msg)
     p.rows = calloc(p.limit, sizeof(*p.rows));
     certs = calloc(p.limit, sizeof(*certs));
     ptrs = calloc(p.limit, sizeof(*ptrs));
-    sigs = calloc(p.limit, sizeof(*sigs));
-    sk = sodium_malloc(64);
-    if (!p.sp || !p.rows || !certs || !ptrs || !sigs || !sk) {
+    if (!p.sp || !p.rows || !certs || !ptrs) {
         rc = err_set(&st, DOSSIER_NOMEM, "out of memory");
         goto out;
     }
-    rc = crypt_audit_keys(call_node(c)->crypt, pk, sk, &st);
-    if (rc)
-        goto out;
     rc = store_scan(call_node(c)->store, STORE_POLICY, (const uint8_t *)"e", 1,
                     req->page_token[0] ? after : NULL,
                     req->page_token[0] ? sizeof(after) : 0, ledger_row_cb, &p,
@@ -848,22 +864,15 @@ void api_subjects_erasure_ledger(struct call *c, ProtobufCMessage *msg)
         err_set(&st, rc, "an erasure ledger row is malformed");
     if (rc)
         goto out;
-    for (size_t i = 0; i < p.n; i++) {
-        Dossier__V1__ErasureCertificate *ce = &certs[i];
-        uint8_t m[AUDIT_ERASURE_MESSAGE_BYTES];
-        dossier__v1__erasure_certificate__init(ce);
-        audit_erasure_message(p.sp[i], p.rows[i]->time_ms,
-                              p.rows[i]->raft_index,
-                              p.rows[i]->records_deleted, m);
-        crypto_sign_detached(sigs[i], NULL, m, sizeof(m), sk);
-        ce->pseudonym = (ProtobufCBinaryData){CRYPT_PSEUDONYM_BYTES, p.sp[i]};
-        ce->time_ms = p.rows[i]->time_ms;
-        ce->raft_index = p.rows[i]->raft_index;
-        ce->records_deleted = p.rows[i]->records_deleted;
-        ce->signature = (ProtobufCBinaryData){64, sigs[i]};
-        ce->public_key = (ProtobufCBinaryData){32, pk};
-        ptrs[i] = ce;
+    /* Each row as a certificate signed now, over the nodes that reported
+     * finishing it. */
+    for (size_t i = 0; rc == 0 && i < p.n; i++) {
+        rc = erasure_certificate(call_node(c), p.sp[i], p.rows[i], &certs[i],
+                                 &st);
+        ptrs[i] = &certs[i].pb;
     }
+    if (rc)
+        goto out;
     resp.n_certificates = p.n;
     resp.certificates = ptrs;
     token[0] = '\0';
@@ -878,10 +887,8 @@ out:
         call_reply(c, &resp.base);
     for (size_t i = 0; i < p.n; i++)
         dossier__store__v1__erasure_record__free_unpacked(p.rows[i], NULL);
-    sodium_free(sk);
     free(p.sp);
     free(p.rows);
     free(certs);
     free(ptrs);
-    free(sigs);
 }

@@ -2,13 +2,16 @@
  * state, beside the auth file's. Adding the first one turns authentication
  * on for the whole cluster (server.c auth_on()); before that, as every
  * call, Add needs no credentials: that is how a cluster without an auth
- * file gets its first admin. */
+ * file gets its first admin. A node started with --require-auth takes no
+ * call without credentials: there the first admin is added with the
+ * bootstrap token (bootstrap.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "auth.h"
+#include "bootstrap.h"
 #include "errors.h"
 #include "records.h"
 #include "store.h"
@@ -118,6 +121,16 @@ void api_principals_add(struct call *c, ProtobufCMessage *msg)
             return call_fail(c, DOSSIER_INVALID_ARGUMENT,
                              "purposes: purpose names separated by commas, "
                              "or *");
+    /* The bootstrap token adds the first admin and nothing else; the
+     * state machine checks "first" again when it applies the command. */
+    if (strcmp(call_principal(c), BOOTSTRAP_PRINCIPAL) == 0) {
+        if (strcmp(req->role, "admin") != 0)
+            return call_fail(c, DOSSIER_PERMISSION_DENIED,
+                             "the bootstrap token adds only the cluster's "
+                             "first admin: give role admin, then add the "
+                             "others with that admin's token");
+        op.first_only = 1;
+    }
     if (n->auth && auth_may_use(n->auth, req->name, "operations") >= 0)
         return call_fail(c, DOSSIER_ALREADY_EXISTS,
                          "principal %s is in this node's auth file",

@@ -13,6 +13,7 @@
 #include "api.h"
 #include "audit.h"
 #include "crypt.h"
+#include "erasure.h"
 #include "errors.h"
 #include "records.h"
 #include "store.h"
@@ -26,6 +27,7 @@ struct req_ctx {
     char id[40];
     uint8_t sp[CRYPT_PSEUDONYM_BYTES];
     uint8_t digest[32];
+    int erasure; /* Execute of an erasure request */
 };
 
 /* Reads tracked request @id into *@out (free with
@@ -76,10 +78,11 @@ static void receipt_reply(struct call *c, const char *id)
     Dossier__V1__ErasureCertificate cert =
         DOSSIER__V1__ERASURE_CERTIFICATE__INIT;
     Dossier__Store__V1__TrackedRequest *t;
+    Dossier__Store__V1__ErasureRecord *er = NULL;
+    struct erasure_cert *v2 = NULL;
     struct dossier_status st;
     uint8_t pk[32], sig[64], esig[64];
     unsigned char *sk = NULL;
-    uint64_t node_id = n->id;
 
     if (request_read(n, id, &t, &st))
         return call_fail_status(c, &st);
@@ -95,10 +98,18 @@ static void receipt_reply(struct call *c, const char *id)
             return call_fail_status(c, &st);
         }
         resp.public_key = (ProtobufCBinaryData){32, pk};
-        if (strcmp(t->kind, "erasure") == 0 && t->subject.len == 16) {
-            /* The erasure this request executed, as the request recorded
-             * it (the same values its ledger row had then; the row itself
-             * may belong to a later erasure by now). */
+        if (strcmp(t->kind, "erasure") == 0 && t->subject.len == 16 &&
+            store_erasure_get(n->store, t->subject.data, &er, &st) == 0 &&
+            er->raft_index == t->result_index &&
+            (v2 = malloc(sizeof(*v2))) &&
+            erasure_certificate(n, t->subject.data, er, v2, &st) == 0) {
+            /* The erasure this request executed, still the subject's
+             * last: its ledger row names the nodes that finished it. */
+            resp.erasure = &v2->pb;
+        } else if (strcmp(t->kind, "erasure") == 0 && t->subject.len == 16) {
+            /* The row belongs to a later erasure by now: this one as the
+             * request recorded it (the values its row had then), in the
+             * version 1 form, which names no node. */
             uint8_t m[AUDIT_ERASURE_MESSAGE_BYTES];
             audit_erasure_message(t->subject.data, t->executed_ms,
                                   t->result_index, t->records, m);
@@ -109,8 +120,7 @@ static void receipt_reply(struct call *c, const char *id)
             cert.records_deleted = t->records;
             cert.signature = (ProtobufCBinaryData){64, esig};
             cert.public_key = (ProtobufCBinaryData){32, pk};
-            cert.n_nodes = 1;
-            cert.nodes = &node_id;
+            cert.version = 1;
             resp.erasure = &cert;
         } else if (strcmp(t->kind, "export") == 0 && t->subject.len == 16) {
             uint8_t m[AUDIT_REQUEST_MESSAGE_MAX];
@@ -127,15 +137,33 @@ static void receipt_reply(struct call *c, const char *id)
                     0);
     call_reply(c, &resp.base);
     dossier__store__v1__tracked_request__free_unpacked(t, NULL);
+    if (er)
+        dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+    free(v2);
+}
+
+/* An executed erasure request's wait is over (erasure.h). */
+static void executed_reply(struct call *c, void *arg)
+{
+    struct req_ctx *r = arg;
+    receipt_reply(c, r->id);
+    free(r);
 }
 
 static void request_done(void *arg, const struct store_result *res)
 {
     struct req_ctx *r = arg;
-    if (res->status.code)
+    if (res->status.code) {
         call_fail_status(r->call, &res->status);
-    else
+    } else if (r->erasure) {
+        /* As an erase call, the answer waits for the voters to report. */
+        if (erasure_wait(r->call, r->sp, res->index, 0, executed_reply, r) ==
+            0)
+            return;
         receipt_reply(r->call, r->id);
+    } else {
+        receipt_reply(r->call, r->id);
+    }
     free(r);
 }
 
@@ -353,6 +381,7 @@ void api_requests_execute(struct call *c, ProtobufCMessage *msg)
     }
     op.subject = (ProtobufCBinaryData){sizeof(r->sp), r->sp};
     op.request_id = r->id;
+    r->erasure = 1;
     cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASE;
     cmd.erase = &op;
     cmd.reference = r->id;

@@ -106,7 +106,10 @@ static int send_record_change(struct watch_job *j,
     const Dossier__Store__V1__ChangeEntry *e = ch->e;
     struct call *c = stream_job_call(j->stream);
     int personal = e->subject.len == STORE_SP_BYTES, rc;
-    int is_delete = e->type == DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE;
+    /* A record that expired whole is shown as a deletion is. */
+    int is_delete = e->type == DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE ||
+                    (e->type == DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_EXPIRE &&
+                     e->whole_record);
     Dossier__V1__Record gone = DOSSIER__V1__RECORD__INIT;
     struct records_opened o;
     StoredRecord *sr;
@@ -167,6 +170,7 @@ static int send_change(struct watch_job *j, const struct store_change *ch,
     Dossier__V1__ChangeEvent ev = DOSSIER__V1__CHANGE_EVENT__INIT;
 
     ev.type = e->type;
+    ev.record_expired = e->whole_record;
     ev.revision = ch->rev;
     ev.seq = ch->seq;
     ev.time_ms = e->time_ms;

@@ -546,10 +546,13 @@ static int replay_ledger(struct node *n, const char *path, size_t *erased,
         goto out;
     while (fgets(line, sizeof(line), f)) {
         uint8_t sp[CRYPT_PSEUDONYM_BYTES], sig[64],
-            m[AUDIT_ERASURE_MESSAGE_BYTES];
+            m[AUDIT_ERASURE_V2_MESSAGE_MAX];
+        uint64_t nodes[AUDIT_ERASURE_NODES_MAX];
         Dossier__Store__V1__ErasureRecord *er = NULL;
-        json_int_t t = 0, idx = 0, del = 0;
-        json_t *o;
+        json_int_t t = 0, idx = 0, del = 0, version = 1;
+        json_t *o, *jn;
+        size_t mlen = 0, nn = 0;
+        int bad;
         lineno++;
         if (line[strspn(line, " \t\r\n")] == '\0')
             continue;
@@ -565,9 +568,36 @@ static int replay_ledger(struct node *n, const char *path, size_t *erased,
                          path, lineno);
             goto out;
         }
+        /* Version 2 certificates sign the nodes that finished the
+         * erasure too (version 1, of older ledgers, does not). */
+        json_unpack(o, "{s?I}", "version", &version);
+        jn = json_object_get(o, "nodes");
+        bad = version != 1 && version != 2;
+        for (size_t i = 0; version == 2 && !bad && i < json_array_size(jn);
+             i++) {
+            json_t *v = json_array_get(jn, i);
+            bad = nn == AUDIT_ERASURE_NODES_MAX || !json_is_integer(v) ||
+                  json_integer_value(v) <= 0;
+            if (!bad)
+                nodes[nn++] = (uint64_t)json_integer_value(v);
+        }
         json_decref(o);
-        audit_erasure_message(sp, t, (uint64_t)idx, (uint64_t)del, m);
-        if (crypto_sign_verify_detached(sig, m, sizeof(m), pk) != 0) {
+        if (!bad && version == 2)
+            bad = audit_erasure_message_v2(sp, t, (uint64_t)idx,
+                                           (uint64_t)del, nodes, nn, m,
+                                           &mlen) != 0;
+        else if (!bad) {
+            audit_erasure_message(sp, t, (uint64_t)idx, (uint64_t)del, m);
+            mlen = AUDIT_ERASURE_MESSAGE_BYTES;
+        }
+        if (bad) {
+            rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                         "%s line %d is not a certificate of dossier "
+                         "subject ledger (version or nodes)",
+                         path, lineno);
+            goto out;
+        }
+        if (crypto_sign_verify_detached(sig, m, mlen, pk) != 0) {
             rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
                          "%s line %d is not signed by this cluster's audit "
                          "key: refusing to erase on its word",

@@ -97,6 +97,10 @@ struct cluster {
     uint64_t snapshot_entries;
     int erased; /* an erasure was applied: finish_erasure() is due */
     const char *purge_reason; /* "erasure" or "key rotation", for the log */
+    /* Every erasure this node applied up to this raft index is finished
+     * (compacted, raft log included): erasure reports may say so. Read by
+     * any thread. */
+    uint64_t erasure_finished;
     char snapshot_dir[4096];
     size_t n_initial;
     struct cluster_member *initial;
@@ -1054,6 +1058,13 @@ static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
     load_members(cl);
     log_printf(LOG_INFO, "installed a snapshot at index %" PRIu64,
                rd->snapshot.index);
+    /* The whole database is the leader's now, taken after it finished the
+     * erasures it holds; this node's old files are gone. */
+    if (!cl->erased &&
+        rd->snapshot.index > __atomic_load_n(&cl->erasure_finished,
+                                             __ATOMIC_ACQUIRE))
+        __atomic_store_n(&cl->erasure_finished, rd->snapshot.index,
+                         __ATOMIC_RELEASE);
 }
 
 static void send_messages(struct cluster *cl, const struct raft_ready *rd)
@@ -1214,9 +1225,30 @@ static void handle_ready(struct cluster *cl)
         leader_bootstrap(cl);
 }
 
+/* Collects the pseudonyms of the ledger rows ("e" + sp), in key order. */
+struct ledger_keys {
+    uint8_t (*sps)[STORE_SP_BYTES];
+    size_t cap, *n;
+};
+
+static int ledger_key_cb(void *arg, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    struct ledger_keys *l = arg;
+    (void)val;
+    (void)vlen;
+    if (klen != 1 + STORE_SP_BYTES)
+        return DOSSIER_CORRUPT;
+    if (*l->n == l->cap)
+        return 1; /* a row written since the first scan: next start */
+    memcpy(l->sps[(*l->n)++], key + 1, STORE_SP_BYTES);
+    return 0;
+}
+
 /* After an erasure (or a key rotation): the raft log still holds the
  * subject's sealed writes and wrapped data key (or the old wraps), so it
- * is compacted up to what was applied, at once, whoever still needs those entries (a follower behind gets a
+ * is compacted up to what was applied, at once, whoever still needs those
+ * entries (a follower behind gets a
  * snapshot instead), and the store then compacts the erased ranges. */
 static void finish_erasure(struct cluster *cl)
 {
@@ -1237,6 +1269,59 @@ static void finish_erasure(struct cluster *cl)
         fatal(cl, "reopening the database after an erasure", &st);
     log_printf(LOG_INFO, "%s: raft log compacted through %" PRIu64,
                cl->purge_reason, meta.index);
+    __atomic_store_n(&cl->erasure_finished, meta.index, __ATOMIC_RELEASE);
+}
+
+uint64_t cluster_erasures_finished(struct cluster *cl)
+{
+    return __atomic_load_n(&cl->erasure_finished, __ATOMIC_ACQUIRE);
+}
+
+/* At start: erasures in the ledger this node has not reported finishing
+ * may not be finished (a crash between applying one and compacting), so
+ * they are finished again before they are reported: their ranges and the
+ * erased families are compacted now, the raft log on the first turn of
+ * the loop. Returns how many; -1 with @st set on failure. */
+static long refinish_erasures(struct cluster *cl, struct dossier_status *st)
+{
+    Dossier__Store__V1__ErasureRecord **rows;
+    uint8_t (*sps)[STORE_SP_BYTES] = NULL;
+    size_t n = 0, k = 0;
+    long pending = 0;
+    int rc;
+
+    rc = store_scan_messages(cl->store, STORE_POLICY, (const uint8_t *)"e", 1,
+                             &dossier__store__v1__erasure_record__descriptor,
+                             (ProtobufCMessage ***)&rows, &n, st);
+    if (rc)
+        return -1;
+    /* The pseudonyms are the keys: read them again beside the rows. */
+    if (n && !(sps = calloc(n, sizeof(*sps)))) {
+        store_messages_free((ProtobufCMessage **)rows, n);
+        err_set(st, DOSSIER_NOMEM, "out of memory");
+        return -1;
+    }
+    rc = store_scan(cl->store, STORE_POLICY, (const uint8_t *)"e", 1, NULL, 0,
+                    ledger_key_cb, &(struct ledger_keys){sps, n, &k}, st);
+    for (size_t i = 0; rc == 0 && i < n && i < k; i++) {
+        int listed = 0;
+        for (size_t j = 0; j < rows[i]->n_completed; j++)
+            listed |= rows[i]->completed[j]->node_id == cl->id;
+        if (listed)
+            continue;
+        if (store_erase_mark(cl->store, sps[i]) != 0) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            break;
+        }
+        pending++;
+    }
+    store_messages_free((ProtobufCMessage **)rows, n);
+    free(sps);
+    if (rc)
+        return -1;
+    if (pending && store_erase_finish(cl->store, st) != 0)
+        return -1;
+    return pending;
 }
 
 /* Compacts the log once it holds many applied entries. */
@@ -1586,6 +1671,20 @@ int cluster_start(struct store *s, struct crypt *c,
      * crash left unapplied) before anyone asks. */
     while (raft_has_ready(cl->raft))
         handle_ready(cl);
+    {
+        long pending = refinish_erasures(cl, st);
+        if (pending < 0)
+            goto fail;
+        if (pending > 0) {
+            log_printf(LOG_INFO, "erasure: %ld erasures not reported "
+                       "finished by this node were compacted again; the "
+                       "raft log follows", pending);
+            cl->erased = 1; /* finish_erasure() sets erasure_finished */
+            cl->purge_reason = "erasure";
+        } else if (!cl->erased) {
+            cl->erasure_finished = store_applied(cl->store);
+        }
+    }
     {
         struct raft_status s0;
         raft_status(cl->raft, &s0);

@@ -76,6 +76,12 @@ int cluster_submit(struct cluster *cl, uint8_t *data, size_t len,
  * batched), or with DOSSIER_UNAVAILABLE if no leader confirms in time. */
 int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg);
 
+/* The raft index through which every erasure this node applied is
+ * finished here: applied, its ranges and families compacted, the raft log
+ * compacted past it (or a snapshot taken after it installed). Erasures at
+ * or below it may be reported finished (ErasureDoneOp). */
+uint64_t cluster_erasures_finished(struct cluster *cl);
+
 /* The commit index this node knows of (for staleness reports). */
 uint64_t cluster_commit_index(struct cluster *cl);
 

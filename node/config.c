@@ -37,6 +37,18 @@ static const struct opt opts[] = {
      "(`dossier token new` makes one), or 'name role cert' for a principal "
      "known by its TLS client certificate's CN; empty: clients are not "
      "authenticated (development only)"},
+    {"require-auth", OPT_BOOL, OFF(require_auth), "false", 0, 0,
+     "refuse every call without credentials of a known principal from the "
+     "first moment (UNAUTHENTICATED, audited), even while the cluster has "
+     "no principal of its own yet; the first admin comes from auth-file or "
+     "bootstrap-token-file. Without it, clients are authenticated only "
+     "once an auth file or a principal of the cluster exists"},
+    {"bootstrap-token-file", OPT_STR, OFF(bootstrap_token_file), "", 0, 0,
+     "with require-auth: a file (mode 0600; `dossier token bootstrap FILE` "
+     "makes one) holding a one-time token that may only add the cluster's "
+     "first admin (dossier principal add NAME admin), and only while the "
+     "cluster has no principal of its own; empty: the token in "
+     "$DOSSIER_BOOTSTRAP_TOKEN, if set"},
     {"tls-cert", OPT_STR, OFF(tls_cert), "", 0, 0,
      "PEM certificate (chain) of this node; with tls-key, the gRPC port "
      "speaks TLS only, and this node presents it to the nodes it calls. It "
@@ -57,6 +69,10 @@ static const struct opt opts[] = {
      "certificate fails its handshake) or 'none' (not asked for). An "
      "auth-file principal with 'cert' for its hash is authenticated by a "
      "verified certificate whose subject CN is its name"},
+    {"require-tls", OPT_BOOL, OFF(require_tls), "false", 0, 0,
+     "refuse to start without tls-cert and tls-key: clients and the other "
+     "nodes then reach this node over TLS only, and it calls the other "
+     "nodes over mutual TLS"},
     {"ready-file", OPT_STR, OFF(ready_file), "", 0, 0,
      "file to write the bound address to once the node serves"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0,
@@ -384,6 +400,9 @@ void config_usage(FILE *out, const char *prog)
             "  DOSSIER_MASTER_KEY  master key as [<version>:]<64 hex digits>, "
             "used when\n"
             "                      no key file is set\n"
+            "  DOSSIER_BOOTSTRAP_TOKEN  with --require-auth: the bootstrap "
+            "token, used\n"
+            "                      when no bootstrap token file is set\n"
             "\n"
             "Signals: SIGTERM and SIGINT stop the node cleanly: it reports\n"
             "NOT_SERVING, a leader hands leadership to another voter, calls in\n"

@@ -16,6 +16,9 @@ struct config {
     char *key_file;
     char *ready_file;
     char *auth_file;
+    int require_auth;      /* clients always need a principal */
+    char *bootstrap_token_file; /* with require_auth: the first admin */
+    int require_tls;       /* refuse to start without tls_cert */
     char *tls_cert;        /* PEM; with tls_key: the port speaks TLS only */
     char *tls_key;
     char *tls_ca;          /* PEM bundle: client and peer certificates */

@@ -18,9 +18,11 @@
 #include "audit_sink.h"
 #include "auth.h"
 #include "backup.h"
+#include "bootstrap.h"
 #include "cluster.h"
 #include "config.h"
 #include "crypt.h"
+#include "erasure.h"
 #include "errors.h"
 #include "keyfile.h"
 #include "keys.h"
@@ -205,6 +207,7 @@ struct signal_ctx {
     struct health *health;
     struct auth *auth;
     struct retention *retention;
+    struct erasure_report *erasure_report;
     int argc;
     char **argv;
 };
@@ -385,6 +388,8 @@ static void *signal_main(void *arg)
     sc->retention = NULL;
     keys_stop(sc->keys);
     sc->keys = NULL;
+    erasure_report_stop(sc->erasure_report);
+    sc->erasure_report = NULL;
     /* No new calls; calls in flight finish while the Raft loop still runs
      * (writes commit, reads pass their barrier); what remains after a
      * while is answered as unavailable. */
@@ -393,6 +398,7 @@ static void *signal_main(void *arg)
     backup_stop();
     api_export_stop();
     api_watch_stop();
+    erasure_wait_stop(); /* waiting erase calls answer with what is known */
     for (int waited = 0; waited < STOP_DRAIN_MS &&
                          server_in_flight(sc->server) > 0;
          waited += 10)
@@ -479,6 +485,21 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
+    if (cfg.require_tls && (!cfg.tls_cert[0] || !cfg.tls_key[0])) {
+        fprintf(stderr, "dossierd: --require-tls: refusing to start without "
+                        "TLS: give --tls-cert and --tls-key (the node would "
+                        "otherwise talk plaintext to clients and to the "
+                        "other nodes)\n");
+        config_release(&cfg);
+        return 2;
+    }
+    if (cfg.bootstrap_token_file[0] && !cfg.require_auth) {
+        fprintf(stderr, "dossierd: --bootstrap-token-file is for nodes "
+                        "started with --require-auth (without it, the "
+                        "first principal is added without credentials)\n");
+        config_release(&cfg);
+        return 2;
+    }
 
     /* Signals are taken by one thread with sigwait(); every other thread,
      * gRPC's and RocksDB's included, inherits this mask. */
@@ -493,11 +514,16 @@ int main(int argc, char **argv)
     memset(&node, 0, sizeof(node));
     sc.retention = NULL;
     sc.keys = NULL;
+    sc.erasure_report = NULL;
     rc = load_keys(&cfg, &kf, &st);
     if (rc == 0)
         rc = crypt_new(&kf, cfg.key_cache_entries, &crypt, &st);
     if (rc == 0 && cfg.auth_file[0])
         rc = auth_load(cfg.auth_file, &auth, &st);
+    if (rc == 0 && cfg.require_auth)
+        rc = bootstrap_token_load(cfg.bootstrap_token_file,
+                                  node.bootstrap_hash, &node.has_bootstrap,
+                                  &st);
     if (rc == 0 && cfg.tls_cert[0])
         rc = tls_load(&cfg, &tls_files, &tls, &st);
     if (rc == 0)
@@ -572,6 +598,7 @@ started:
     node.id = cfg.node_id;
     node.fault_injection = cfg.fault_injection;
     node.auth = auth;
+    node.require_auth = cfg.require_auth;
     node.data_dir = cfg.data_dir;
     node.backup_dir = cfg.backup_dir;
     node.cluster_name = cfg.cluster_name;
@@ -632,10 +659,29 @@ started:
         fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
         goto out;
     }
-    if (!auth)
-        log_printf(LOG_WARN, "no --auth-file: clients are not "
-                             "authenticated; use this only for development");
-    else
+    if (cfg.require_auth)
+        log_printf(LOG_INFO, "authentication required: every call needs a "
+                   "principal's token or certificate%s",
+                   node.has_bootstrap
+                       ? "; the bootstrap token may add the first admin "
+                         "while the cluster has no principal"
+                       : "");
+    if (cfg.require_auth && !auth && !node.has_bootstrap &&
+        store_principal_count(store) == 0)
+        log_printf(LOG_WARN, "--require-auth without --auth-file or a "
+                   "bootstrap token, and the cluster has no principal yet: "
+                   "nobody can call until a principal is replicated here "
+                   "(give --bootstrap-token-file to add the first admin)");
+    if (erasure_report_start(&node, &sc.erasure_report, &st) != 0) {
+        log_printf(LOG_ERROR, "cannot start: %s", st.message);
+        fprintf(stderr, "dossierd: cannot start: %s\n", st.message);
+        goto out;
+    }
+    if (!auth && !cfg.require_auth)
+        log_printf(LOG_WARN, "no --auth-file and no --require-auth: clients "
+                             "are not authenticated until the cluster has a "
+                             "principal; use this only for development");
+    else if (auth)
         log_printf(LOG_INFO, "%zu principals may call (from %s)",
                    auth_count(auth), cfg.auth_file);
     if (!cfg.tls_cert[0])
@@ -691,6 +737,8 @@ out:
         audit_sink_stop(node.audit); /* stopped by the signal thread else */
     retention_stop(sc.retention); /* stopped by the signal thread else */
     keys_stop(sc.keys);           /* likewise */
+    erasure_report_stop(sc.erasure_report); /* likewise */
+    erasure_wait_stop();
     node_metrics_free(node.metrics); /* its scrapes read the cluster */
     backup_wait_idle();
     api_export_wait_idle();

@@ -40,6 +40,12 @@ struct sweep {
     char kinds[ITEMS_PER_COMMAND][SCHEMA_NAME_MAX + 1];
     char **fields[ITEMS_PER_COMMAND];
     size_t n;
+    /* Whole records past their kind's record retention. */
+    Dossier__Store__V1__RecordRetentionOp__Item whole[ITEMS_PER_COMMAND];
+    Dossier__Store__V1__RecordRetentionOp__Item *whole_ptrs[ITEMS_PER_COMMAND];
+    uint8_t whole_rids[ITEMS_PER_COMMAND][STORE_RID_BYTES];
+    char whole_kinds[ITEMS_PER_COMMAND][SCHEMA_NAME_MAX + 1];
+    size_t n_whole;
     size_t visited;
     uint8_t last[STORE_KEY_MAX];
     size_t last_len;
@@ -54,6 +60,22 @@ static void sweep_clear(struct sweep *s)
         free(s->fields[i]);
     }
     s->n = 0;
+    s->n_whole = 0;
+}
+
+/* Whether @r of kind @k is past its record retention at @now (the state
+ * machine checks again, store_apply.c record_expired()). */
+static int past_record_retention(const KindSchema *k, const StoredRecord *r,
+                                 int64_t now)
+{
+    int64_t base;
+    if (!k || k->record_retention_days == 0)
+        return 0;
+    base = k->record_retention_base ==
+                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
+               ? r->created_at_ms
+               : r->updated_at_ms;
+    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
 }
 
 /* Looks at one stored record: adds an item when some field is past its
@@ -67,7 +89,8 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
     char **names = NULL;
     size_t n = 0;
 
-    if (s->n == ITEMS_PER_COMMAND || s->visited == SLICE_RECORDS) {
+    if (s->n == ITEMS_PER_COMMAND || s->n_whole == ITEMS_PER_COMMAND ||
+        s->visited == SLICE_RECORDS) {
         s->more = 1;
         return 1;
     }
@@ -80,6 +103,23 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
     if (!r)
         return 0; /* reads report corruption; the sweep goes on */
     k = schema_registry_get(store_schemas(s->store), r->kind);
+    if (past_record_retention(k, r, s->now) &&
+        strlen(r->kind) <= SCHEMA_NAME_MAX) {
+        /* The whole record goes: its fields need no look. */
+        Dossier__Store__V1__RecordRetentionOp__Item *it =
+            &s->whole[s->n_whole];
+        dossier__store__v1__record_retention_op__item__init(it);
+        snprintf(s->whole_kinds[s->n_whole], sizeof(s->whole_kinds[0]), "%s",
+                 r->kind);
+        memcpy(s->whole_rids[s->n_whole], key + klen - STORE_RID_BYTES,
+               STORE_RID_BYTES);
+        it->kind = s->whole_kinds[s->n_whole];
+        it->rid = (ProtobufCBinaryData){STORE_RID_BYTES,
+                                        s->whole_rids[s->n_whole]};
+        s->whole_ptrs[s->n_whole++] = it;
+        dossier__store__v1__stored_record__free_unpacked(r, NULL);
+        return 0;
+    }
     for (size_t i = 0; k && i < r->n_fields; i++) {
         const FieldSchema *f = schema_field(k, r->fields[i]->name);
         char **g;
@@ -134,23 +174,33 @@ static void proposed(void *arg, const struct store_result *res)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Proposes the items of @s as one RetentionOp and waits for it; the
- * number of fields dropped into *@dropped. */
-static int propose(struct retention *rt, struct sweep *s, uint64_t *dropped,
-                   struct dossier_status *st)
+/* Proposes the field items of @s as one RetentionOp, or, with @whole,
+ * its whole-record items as one RecordRetentionOp, and waits for it; adds
+ * the fields dropped (records deleted) to *@dropped. */
+static int propose(struct retention *rt, struct sweep *s, int whole,
+                   uint64_t *dropped, struct dossier_status *st)
 {
     Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
     Dossier__Store__V1__RetentionOp op = DOSSIER__STORE__V1__RETENTION_OP__INIT;
+    Dossier__Store__V1__RecordRetentionOp rop =
+        DOSSIER__STORE__V1__RECORD_RETENTION_OP__INIT;
     struct wait w = {.done = 0};
     uint8_t *buf;
     size_t len;
 
-    op.n_items = s->n;
-    op.items = s->ptrs;
     cmd.time_ms = s->now;
     cmd.principal = (char *)"dossierd-retention";
-    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
-    cmd.retention = &op;
+    if (whole) {
+        rop.n_items = s->n_whole;
+        rop.items = s->whole_ptrs;
+        cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION;
+        cmd.record_retention = &rop;
+    } else {
+        op.n_items = s->n;
+        op.items = s->ptrs;
+        cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
+        cmd.retention = &op;
+    }
     len = dossier__store__v1__command__get_packed_size(&cmd);
     if (!(buf = malloc(len)))
         return err_set(st, DOSSIER_NOMEM, "out of memory");
@@ -178,7 +228,7 @@ static void sweep(struct retention *rt)
 {
     struct sweep *s = calloc(1, sizeof(*s));
     struct dossier_status st;
-    uint64_t dropped = 0, records = 0, commands = 0;
+    uint64_t dropped = 0, records = 0, commands = 0, expired = 0;
     int first = 1, rc = 0;
 
     if (!s)
@@ -200,7 +250,11 @@ static void sweep(struct retention *rt)
         if (rc == 0 && s->n) {
             records += s->n;
             commands++;
-            rc = propose(rt, s, &dropped, &st);
+            rc = propose(rt, s, 0, &dropped, &st);
+        }
+        if (rc == 0 && s->n_whole) {
+            commands++;
+            rc = propose(rt, s, 1, &expired, &st);
         }
         sweep_clear(s);
         if (!cluster_is_leader(rt->node->cluster))
@@ -212,14 +266,15 @@ static void sweep(struct retention *rt)
     }
     /* Every sweep leaves an audit entry, also one that found nothing. */
     if (rc == 0 && commands == 0 && cluster_is_leader(rt->node->cluster))
-        rc = propose(rt, s, &dropped, &st);
+        rc = propose(rt, s, 0, &dropped, &st);
     if (rc)
         log_printf(LOG_WARN, "retention sweep stopped: %s", st.message);
     else
-        log_printf(records ? LOG_INFO : LOG_DEBUG,
+        log_printf(records || expired ? LOG_INFO : LOG_DEBUG,
                    "retention sweep: %" PRIu64 " fields past their retention "
-                   "dropped from %" PRIu64 " records",
-                   dropped, records);
+                   "dropped from %" PRIu64 " records; %" PRIu64 " records "
+                   "past their kind's retention deleted",
+                   dropped, records, expired);
     free(s);
 }
 

@@ -6,7 +6,15 @@
  * against the command's time, and leaves one audit entry per command
  * (action "retention.sweep", naming the records looked at; a sweep that
  * finds nothing still leaves one). Records keep their other fields; the
- * version goes up. */
+ * version goes up.
+ *
+ * Whole records of a kind with record_retention_days, past it (counted
+ * from their last update or their creation, as the kind says), are
+ * proposed the same way, 32 per RecordRetentionOp: applying it checks each
+ * again against the command's time and deletes it as a Delete would (index
+ * rows, links both ways, subject membership, its earlier changes in the
+ * feed), records the expiry in the change feed, and leaves one audit entry
+ * ("retention.expire_records", naming the records). */
 #ifndef DOSSIER_NODE_RETENTION_H
 #define DOSSIER_NODE_RETENTION_H
 

@@ -515,6 +515,19 @@ int schema_check_definition(const KindSchema *k, struct dossier_status *st)
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "description of kind '%s' is longer than 1024 bytes",
                        k->kind);
+    if (k->record_retention_base !=
+            DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_UPDATED &&
+        k->record_retention_base !=
+            DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "kind '%s': record_retention_base is updated or "
+                       "created",
+                       k->kind);
+    if (k->record_retention_days > SCHEMA_RETENTION_DAYS_MAX)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "kind '%s': record_retention_days is at most %d "
+                       "(0: records are kept)",
+                       k->kind, SCHEMA_RETENTION_DAYS_MAX);
     for (size_t i = 0; i < k->n_fields; i++) {
         const FieldSchema *f = k->fields[i];
         if (!schema_name_valid(f->name))

@@ -20,6 +20,7 @@ typedef Dossier__V1__FieldSchema FieldSchema;
 #define SCHEMA_FIELDS_MAX 256       /* fields of a kind */
 #define SCHEMA_LINKS_MAX 1024       /* links of a record */
 #define SCHEMA_NORM_MAX 512         /* longest normalised indexed value */
+#define SCHEMA_RETENTION_DAYS_MAX 36500 /* a kind's record retention */
 
 /* 1 if @s is a valid kind, field or label name: [a-z][a-z0-9_]{0,62}. */
 int schema_name_valid(const char *s);

@@ -22,9 +22,11 @@
 #include "api.h"
 #include "audit_sink.h"
 #include "auth.h"
+#include "bootstrap.h"
 #include "cluster.h"
 #include "crypt.h"
 #include "dossier.pb-c.h"
+#include "erasure.h"
 #include "errors.h"
 #include "health.h"
 #include "health.pb-c.h"
@@ -139,6 +141,11 @@ static const struct api_method methods[] = {
      W | D, 1, CMP},
     {"/dossier.v1.Subjects/Erase", &dossier__v1__subject_request__descriptor,
      api_subjects_erase, W | D, 1, CMP},
+    {"/dossier.v1.Subjects/Rectify", &dossier__v1__rectify_request__descriptor,
+     api_subjects_rectify, W | D, 1, CMP},
+    {"/dossier.v1.Subjects/Certificate",
+     &dossier__v1__subject_request__descriptor, api_subjects_certificate,
+     R | D, 1, CMP},
     {"/dossier.v1.Subjects/Export", &dossier__v1__subject_request__descriptor,
      api_subjects_export, R | D | LOG, 1, CMP},
     {"/dossier.v1.Subjects/ErasureLedger",
@@ -203,6 +210,8 @@ static const struct api_method methods[] = {
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
      API_PEER | W, 4, 0},
+    {ERASURE_DONE_METHOD, &dossier__store__v1__erasure_done_op__descriptor,
+     api_peer_erasure_done, API_PEER | W, 2, 0},
 };
 #undef R
 #undef W
@@ -221,7 +230,7 @@ static const struct api_method methods[] = {
 #define STOP_GRACE_MS 15000
 
 enum tag_kind { TAG_NEW_CALL, TAG_UNKNOWN_CALL, TAG_RECV, TAG_DONE,
-                TAG_READ, TAG_SENT, TAG_CLOSED, TAG_SHUTDOWN };
+                TAG_READ, TAG_AUTH, TAG_SENT, TAG_CLOSED, TAG_SHUTDOWN };
 
 struct tag {
     enum tag_kind kind;
@@ -232,7 +241,8 @@ struct call {
     struct server *srv;
     const struct api_method *m;
     void *registered;
-    struct tag tag_new, tag_recv, tag_done, tag_read, tag_sent, tag_closed;
+    struct tag tag_new, tag_recv, tag_done, tag_read, tag_auth, tag_sent,
+        tag_closed;
 
     grpc_call *call;
     gpr_timespec deadline;
@@ -250,6 +260,7 @@ struct call {
     struct policy_purpose purpose_def; /* API_PURPOSE: resolved */
     char grants[512]; /* purposes the authenticated principal may name */
     int grants_set;   /* grants holds them (not for forwarded calls) */
+    int auth_waited;  /* an unknown token waited for the node to catch up */
     int purpose_known; /* purpose_def holds the named purpose */
     int audited; /* an entry stands for this call already */
     uint8_t request_id[16];
@@ -542,6 +553,7 @@ static struct call *call_new(struct server *s, const struct api_method *m)
     c->tag_recv = (struct tag){TAG_RECV, c};
     c->tag_done = (struct tag){TAG_DONE, c};
     c->tag_read = (struct tag){TAG_READ, c};
+    c->tag_auth = (struct tag){TAG_AUTH, c};
     c->tag_sent = (struct tag){TAG_SENT, c};
     c->tag_closed = (struct tag){TAG_CLOSED, c};
     grpc_metadata_array_init(&c->md);
@@ -944,11 +956,50 @@ static void dispatch(struct call *c, const struct api_method *m,
     m->handler(c, req);
 }
 
-/* 1 when authentication is on: the node has an auth file, or the
- * cluster's state holds a principal. */
+/* 1 when authentication is on: the node requires it (--require-auth),
+ * has an auth file, or the cluster's state holds a principal. */
 static int auth_on(struct node *n)
 {
-    return n->auth || store_principal_count(n->store) > 0;
+    return n->require_auth || n->auth || store_principal_count(n->store) > 0;
+}
+
+/* A call presenting the bootstrap token (bootstrap.h): 1 and *@out when
+ * it may act as the bootstrap principal for @m, which is only while the
+ * cluster has no principal of its own and only for Principals/Add; -1
+ * after answering @c when the token is spent or @m is another method; 0
+ * when @token is not the bootstrap token. */
+static int bootstrap_principal(struct call *c, const struct api_method *m,
+                               struct auth_principal *out)
+{
+    struct node *n = call_node(c);
+    if (!n->has_bootstrap ||
+        !bootstrap_token_matches(n->bootstrap_hash, c->token, c->token_len))
+        return 0;
+    if (store_principal_count(n->store) > 0) {
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s: the bootstrap token is spent", m->path);
+        call_fail(c, DOSSIER_UNAUTHENTICATED,
+                  "the bootstrap token was for the cluster's first admin, "
+                  "and the cluster has principals now: use a principal's "
+                  "token");
+        return -1;
+    }
+    if (strcmp(m->path, "/dossier.v1.Principals/Add") != 0) {
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s to the bootstrap token", m->path);
+        /* The refusal's audit entry names who was refused. */
+        snprintf(c->principal, sizeof(c->principal), "%s",
+                 BOOTSTRAP_PRINCIPAL);
+        call_fail(c, DOSSIER_PERMISSION_DENIED,
+                  "the bootstrap token may only add the cluster's first "
+                  "admin (dossier principal add NAME admin)");
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", BOOTSTRAP_PRINCIPAL);
+    out->role = AUTH_ADMIN;
+    snprintf(out->purposes, sizeof(out->purposes), "*");
+    return 1;
 }
 
 /* A principal of the cluster's state whose token is @token: 1 and *@out. */
@@ -1067,11 +1118,32 @@ static int cert_principal(struct call *c, struct auth *a,
     return found;
 }
 
+/* The node caught up with the leader after an unknown token (authorize):
+ * back on the completion queue (TAG_AUTH), whose thread starts the call
+ * again, or refused when the node cannot catch up. Raft thread. */
+static void auth_ready(void *arg, int code, const char *message)
+{
+    struct call *c = arg;
+    if (code)
+        return call_fail(c, DOSSIER_UNAVAILABLE,
+                         "the token is not known to this node, which cannot "
+                         "catch up with the cluster to check again (%s); try "
+                         "another node",
+                         message);
+    if (grpc_call_start_batch(c->call, NULL, 0, &c->tag_auth, NULL) !=
+        GRPC_CALL_OK)
+        call_fail(c, DOSSIER_UNAVAILABLE, "the call ended before its check");
+}
+
 /* Refuses @c (answering it) unless its caller may call @m; 0 if it may.
  * Peer methods need the peer token. With an auth file, every other call
  * needs a known token, or a verified client certificate of a certificate
  * principal, whose role the method allows, and data calls need a
- * purpose. Every refusal is logged (no token or personal data in it). */
+ * purpose. Every refusal is logged (no token or personal data in it).
+ * A token this node does not know may name a principal added on another
+ * node a moment ago and not yet applied here: the call then waits for a
+ * read barrier (the node applies what the leader had committed) and is
+ * started again (TAG_AUTH); -1 then too, without an answer yet. */
 static int authorize(struct call *c, const struct api_method *m)
 {
     struct node *n = call_node(c);
@@ -1103,6 +1175,19 @@ static int authorize(struct call *c, const struct api_method *m)
             p = &pr;
         if (!p && n->auth && cert_principal(c, n->auth, &pr, cn, sizeof(cn)))
             p = &pr;
+        if (!p && have) {
+            int b = bootstrap_principal(c, m, &pr);
+            if (b < 0)
+                return -1;
+            if (b > 0)
+                p = &pr;
+        }
+        if (!p && have && !c->auth_waited && n->cluster) {
+            c->auth_waited = 1;
+            /* 1: a lone voter, which has applied everything it knows. */
+            if (!cluster_read_barrier(n->cluster, auth_ready, c))
+                return -1;
+        }
         if (!p) {
             /* Not the CN itself: it is often a person's name. */
             log_call(LOG_WARN, call_request_id(c), "refused %s: %s%s",
@@ -1524,6 +1609,9 @@ void server_run(struct server *s)
                 c->m->handler(c, c->req);
             break;
         }
+        case TAG_AUTH:
+            call_start(t->ptr); /* authorized again, now caught up */
+            break;
         case TAG_RECV: {
             struct call *c = t->ptr;
             grpc_byte_buffer *bb = ev.success ? c->recv_buf : NULL;

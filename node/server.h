@@ -27,6 +27,9 @@ struct node {
     int fault_injection; /* tests only: Peer.Fault is answered */
     struct auth *auth;   /* principals (--auth-file); NULL: no client
                             authentication */
+    int require_auth;    /* --require-auth: always authenticate */
+    int has_bootstrap;   /* a bootstrap token was given (bootstrap.h) */
+    uint8_t bootstrap_hash[32]; /* its SHA-256 */
     char peer_token[65]; /* what peer calls must present (auth.h) */
     struct audit_sink *audit; /* reads and refusals go here */
     struct health *health;    /* what the health service reports */

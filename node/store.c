@@ -1273,6 +1273,18 @@ static void compact_forced(struct store *s, enum store_family family,
     rocksdb_compactoptions_destroy(co);
 }
 
+int store_erase_mark(struct store *s, const uint8_t sp[STORE_SP_BYTES])
+{
+    uint8_t(*e)[STORE_SP_BYTES] =
+        realloc(s->erased, (s->n_erased + 1) * sizeof(*e));
+    if (!e)
+        return DOSSIER_NOMEM;
+    memcpy(e[s->n_erased], sp, STORE_SP_BYTES);
+    s->erased = e;
+    s->n_erased++;
+    return 0;
+}
+
 int store_erase_finish(struct store *s, struct dossier_status *st)
 {
     rocksdb_flushoptions_t *fo;

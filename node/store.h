@@ -27,7 +27,9 @@
  *   default   "audit_head"                            index, hash[32],
  *                                                     signed index, time
  *   policy    "p" purpose name                        dossier.v1.Purpose
- *   policy    "e" sp[16]                              ErasureRecord (ledger)
+ *   policy    "e" sp[16]                              ErasureRecord (ledger,
+ *                                                     with the nodes that
+ *                                                     finished it)
  *   policy    "q" request id (REQ-...)                TrackedRequest
  *   policy    "a" principal name                      StoredPrincipal
  *   policy    "t" sha256(token)[32]                   principal name
@@ -35,6 +37,8 @@
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted
+ *   consent   sp[16] "f" revision (u64 BE)            StoredRectification
+ *                                                     (Art. 16 history)
  *   audit     "e" index (u64 BE)                      hash[32] entry
  *   audit     "c" index (u64 BE)                      checkpoint (113 bytes)
  *   default   "changes_floor"                         u64 BE: first revision
@@ -203,6 +207,16 @@ int store_request_get(struct store *s, const char *id,
 int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
                       Dossier__Store__V1__ErasureRecord **out,
                       struct dossier_status *st);
+
+/* Erasure reports (ErasureDoneOp): at most this many erasures per
+ * command, and this many nodes recorded per ledger row. */
+#define ERASURE_DONE_ITEMS_MAX 256
+#define ERASURE_NODES_MAX 18
+
+/* Adds subject @sp to the ranges the next store_erase_finish() compacts:
+ * for an erasure applied before a restart whose finishing may not have
+ * run. Applying thread only. Errors: DOSSIER_NOMEM. */
+int store_erase_mark(struct store *s, const uint8_t sp[STORE_SP_BYTES]);
 
 /* After a batch with STORE_EFFECT_ERASED committed: flushes every family
  * (so the WAL files that held the erased data are dropped) and compacts

@@ -858,6 +858,52 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
 }
 
 /* ------------------------------------------------------------------ */
+/* Rectification (Art. 16): a Put of the corrected record, and a row of
+ * the subject's history. */
+
+static int apply_rectify(struct store_batch *b, const Command *cmd,
+                         struct store_result *res)
+{
+    const Dossier__Store__V1__RectifyOp *op = cmd->rectify;
+    Dossier__Store__V1__StoredRectification row =
+        DOSSIER__STORE__V1__STORED_RECTIFICATION__INIT;
+    Command put = *cmd;
+    uint8_t key[STORE_SP_BYTES + 1 + 8];
+    int rc;
+
+    /* Only an update of an existing record of a subject. */
+    if (!op->put || op->put->subject.len != STORE_SP_BYTES ||
+        op->put->expect_case !=
+            DOSSIER__STORE__V1__PUT_OP__EXPECT_EXPECTED_VERSION ||
+        op->put->expected_version == 0 ||
+        op->n_fields == 0 || op->n_fields > SCHEMA_FIELDS_MAX)
+        return bad_command(res, "rectify");
+    for (size_t i = 0; i < op->n_fields; i++)
+        if (!schema_name_valid(op->fields[i]))
+            return bad_command(res, "rectify field");
+    put.op_case = DOSSIER__STORE__V1__COMMAND__OP_PUT;
+    put.put = op->put;
+    rc = apply_put(b, &put, res);
+    if (rc)
+        return rc;
+    row.kind = op->put->kind;
+    row.rid = op->put->rid;
+    row.n_fields = op->n_fields;
+    row.fields = op->fields;
+    row.time_ms = cmd->time_ms;
+    row.principal = cmd->principal;
+    row.reference = cmd->reference;
+    row.revision = res->version;
+    memcpy(key, op->put->subject.data, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'f';
+    store_u64_be(key + STORE_SP_BYTES + 1, res->version);
+    /* Failing memory stops the node (cluster.c): no undoing here. */
+    if (put_pb(b, STORE_CONSENT, key, sizeof(key), &row.base, NULL))
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Principals in the replicated state. */
 
 static int apply_principal(struct store_batch *b, const Command *cmd,
@@ -910,6 +956,11 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
         if (op->token_hash.len != 32 || !auth_role_parse(op->role) ||
             strlen(op->purposes) > 500)
             return bad_command(res, "principal");
+        if (op->first_only &&
+            store_principal_count(b->s) + (uint64_t)b->principals_delta > 0)
+            return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                           "the cluster has a principal already: the "
+                           "bootstrap token adds only the first");
         tkey[0] = 't';
         memcpy(tkey + 1, op->token_hash.data, 32);
         rc = store_get_raw(b->s, b, STORE_POLICY, tkey, sizeof(tkey), &v,
@@ -1059,6 +1110,124 @@ static int apply_retention(struct store_batch *b, const Command *cmd,
     }
     res->version = b->revision;
     res->deleted = dropped; /* fields dropped */
+    res->index = b->applied;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
+/* Whole records past their kind's record retention at the command's
+ * time go, as a Delete would take them. */
+
+/* Whether @r of kind @k is past its record retention at @now. */
+static int record_expired(const KindSchema *k, const StoredRecord *r,
+                          int64_t now)
+{
+    int64_t base;
+    if (!k || k->record_retention_days == 0)
+        return 0;
+    base = k->record_retention_base ==
+                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
+               ? r->created_at_ms
+               : r->updated_at_ms;
+    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
+}
+
+/* Deletes the record of @item if it is still past its retention; its
+ * expiry goes into the feed at revision @rev. Adds 1 to *@expired. */
+static int expire_record(struct store_batch *b, const Command *cmd,
+                         const Dossier__Store__V1__RecordRetentionOp__Item *it,
+                         uint64_t rev, uint64_t *expired,
+                         struct store_result *res)
+{
+    struct store *s = b->s;
+    StoredRecord *old = NULL;
+    struct keylist *links = NULL;
+    uint8_t key[STORE_KEY_MAX], *buf = NULL;
+    size_t klen, len;
+    int rc;
+
+    rc = store_read_record(s, b, it->kind, it->rid.data, &old, &res->status);
+    if (rc == DOSSIER_NOT_FOUND)
+        return err_ok(&res->status); /* deleted or erased meanwhile */
+    if (rc)
+        return rc;
+    /* Updated meanwhile, or its kind's retention changed: it stays. */
+    if (!record_expired(batch_schema(b, it->kind), old, cmd->time_ms))
+        goto out;
+    rc = links_collect(b, it->kind, it->rid.data, old->n_links != 0, 1,
+                       &links);
+    if (rc) {
+        err_set(&res->status, rc, rc == DOSSIER_NOMEM
+                                      ? "out of memory"
+                                      : "a link row is malformed");
+        goto out;
+    }
+    len = dossier__store__v1__stored_record__get_packed_size(old);
+    if (!(buf = malloc(len ? len : 1))) {
+        rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    dossier__store__v1__stored_record__pack(old, buf);
+    /* Failing memory stops the node (cluster.c): no undoing below. */
+    links_delete(b, links);
+    for (size_t i = 0; i < old->n_index_keys; i++)
+        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_INDEX],
+                                        (const char *)old->index_keys[i].data,
+                                        old->index_keys[i].len);
+    if (old->subject.len == STORE_SP_BYTES) {
+        klen = store_membership_key(key, old->subject.data, it->kind,
+                                    it->rid.data);
+        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_SUBJECT],
+                                        (const char *)key, klen);
+        /* Its earlier changes leave the feed: the values expired too. */
+        if (changes_forget(b, old->subject.data, it->rid.data, rev))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    klen = store_record_key(key, it->kind, it->rid.data);
+    rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
+                                    (const char *)key, klen);
+    if (rc == 0) {
+        Dossier__Store__V1__ChangeEntry e =
+            DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
+        e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_EXPIRE;
+        e.kind = it->kind;
+        e.rid = it->rid;
+        e.subject = old->subject;
+        e.record = (ProtobufCBinaryData){len, buf};
+        e.whole_record = 1;
+        if (change_put(b, cmd, rev, &e))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
+    if (rc == 0)
+        (*expired)++;
+out:
+    free(buf);
+    links_release(links);
+    dossier__store__v1__stored_record__free_unpacked(old, NULL);
+    return rc;
+}
+
+static int apply_record_retention(struct store_batch *b, const Command *cmd,
+                                  struct store_result *res)
+{
+    const Dossier__Store__V1__RecordRetentionOp *op = cmd->record_retention;
+    uint64_t expired = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < op->n_items; i++)
+        if (!schema_name_valid(op->items[i]->kind) ||
+            op->items[i]->rid.len != STORE_RID_BYTES)
+            return bad_command(res, "record retention item");
+    /* One revision for the sweep, a change (seq) per record. */
+    b->revision++;
+    for (size_t i = 0; rc == 0 && i < op->n_items; i++)
+        rc = expire_record(b, cmd, op->items[i], b->revision, &expired, res);
+    if (rc) {
+        b->revision--;
+        return rc;
+    }
+    res->version = b->revision;
+    res->deleted = expired; /* records deleted */
     res->index = b->applied;
     res->updated_at_ms = cmd->time_ms;
     return err_ok(&res->status);
@@ -1393,6 +1562,74 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     return rc;
 }
 
+/* A node finished erasures: it is recorded in each ledger row that is
+ * still that erasure's and does not list it yet. A row replaced by a later
+ * erasure of the subject, or gone, is skipped: the report is late. */
+static int apply_erasure_done(struct store_batch *b, const Command *cmd,
+                              struct store_result *res)
+{
+    const Dossier__Store__V1__ErasureDoneOp *op = cmd->erasure_done;
+    uint64_t recorded = 0;
+
+    if (op->node_id == 0 || op->n_items > ERASURE_DONE_ITEMS_MAX)
+        return bad_command(res, "erasure done");
+    for (size_t i = 0; i < op->n_items; i++)
+        if (op->items[i]->subject.len != STORE_SP_BYTES)
+            return bad_command(res, "erasure done item");
+    for (size_t i = 0; i < op->n_items; i++) {
+        Dossier__Store__V1__ErasureRecord *er;
+        Dossier__Store__V1__ErasureCompletion done =
+            DOSSIER__STORE__V1__ERASURE_COMPLETION__INIT, **grown;
+        uint8_t key[1 + STORE_SP_BYTES];
+        char *v;
+        size_t vlen;
+        int listed = 0, rc;
+
+        key[0] = 'e';
+        memcpy(key + 1, op->items[i]->subject.data, STORE_SP_BYTES);
+        rc = store_get_raw(b->s, b, STORE_POLICY, key, sizeof(key), &v,
+                           &vlen, &res->status);
+        if (rc)
+            return rc;
+        if (!v)
+            continue;
+        er = dossier__store__v1__erasure_record__unpack(NULL, vlen,
+                                                        (uint8_t *)v);
+        rocksdb_free(v);
+        if (!er)
+            return err_set(&res->status, DOSSIER_CORRUPT,
+                           "an erasure ledger row is malformed");
+        for (size_t k = 0; k < er->n_completed; k++)
+            listed |= er->completed[k]->node_id == op->node_id;
+        if (er->raft_index != op->items[i]->raft_index || listed ||
+            er->n_completed >= ERASURE_NODES_MAX) {
+            dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+            continue;
+        }
+        grown = realloc(er->completed,
+                        (er->n_completed + 1) * sizeof(*er->completed));
+        if (!grown) {
+            dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        }
+        er->completed = grown;
+        done.node_id = op->node_id;
+        done.time_ms = op->completed_ms;
+        er->completed[er->n_completed++] = &done;
+        rc = put_pb(b, STORE_POLICY, key, sizeof(key), &er->base, NULL);
+        er->n_completed--; /* @done is on the stack, not protobuf-c's */
+        dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+        /* Failing memory stops the node (cluster.c): no undoing here. */
+        if (rc)
+            return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        recorded++;
+    }
+    res->deleted = recorded; /* ledger rows that now list the node */
+    res->index = b->applied;
+    res->updated_at_ms = cmd->time_ms;
+    return err_ok(&res->status);
+}
+
 /* ------------------------------------------------------------------ */
 /* Links: each link is an "o" row (record, label, target) holding the
  * sealed target id and its "i" mirror (target, label, record), written
@@ -1548,17 +1785,56 @@ static int audit_put(struct store_batch *b, const uint8_t *enc, size_t len)
  * most this many per command (retention.c). */
 #define RETENTION_AUDIT_RECORDS 32
 
+/* Appends an entry of @cmd for @action, naming subject @sp (may be NULL)
+ * and the @n records @rids (16 bytes each), with @outcome.
+ * Errors: DOSSIER_NOMEM. */
+static int audit_entry_of(struct store_batch *b, const Command *cmd,
+                          const char *action, const uint8_t *sp,
+                          const uint8_t *rids, size_t n, int outcome)
+{
+    struct audit_entry e;
+    uint8_t buf[1024];
+    size_t len;
+    struct dossier_status st;
+
+    memset(&e, 0, sizeof(e));
+    e.time_ms = cmd->time_ms > 0 ? cmd->time_ms : 0;
+    e.principal = cmd->principal;
+    e.principal_len = strnlen(cmd->principal, AUDIT_TEXT_MAX);
+    e.action = action;
+    e.action_len = strlen(action);
+    /* The purpose was checked by the proposer; one that would not encode
+     * (too long) is left out rather than losing the entry. */
+    e.purpose = cmd->purpose;
+    e.purpose_len = strnlen(cmd->purpose, POLICY_NAME_MAX + 1);
+    if (e.purpose_len > POLICY_NAME_MAX)
+        e.purpose_len = 0;
+    e.pseudonym_len = STORE_SP_BYTES;
+    e.subject = sp;
+    e.records = rids;
+    e.n_records = n;
+    e.outcome = outcome;
+    /* Subject rights say why (a label checked by the proposer). */
+    e.reference = cmd->reference;
+    e.reference_len = strnlen(cmd->reference, POLICY_LABEL_MAX + 1);
+    if (e.reference_len > POLICY_LABEL_MAX)
+        e.reference_len = 0;
+    if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
+        /* A principal with a NUL or too long: name nobody, keep the rest. */
+        e.principal_len = 0;
+        if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0)
+            return 0; /* cannot happen: action and pseudonyms are ours */
+    }
+    return audit_put(b, buf, len);
+}
+
 static int audit_command(struct store_batch *b, const Command *cmd,
                          int outcome)
 {
     uint8_t swept[RETENTION_AUDIT_RECORDS][STORE_RID_BYTES];
     size_t n_swept = 0;
-    struct audit_entry e;
     const uint8_t *sp = NULL, *rid = NULL;
     const char *action = NULL;
-    uint8_t buf[1024];
-    size_t len;
-    struct dossier_status st;
 
     switch (cmd->op_case) {
     case DOSSIER__STORE__V1__COMMAND__OP_PUT:
@@ -1614,6 +1890,39 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         action = cmd->principal_op->remove ? "principals.remove"
                                         : "principals.add";
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION:
+        action = "retention.expire_records";
+        for (size_t i = 0; i < cmd->record_retention->n_items &&
+                           n_swept < RETENTION_AUDIT_RECORDS;
+             i++)
+            if (cmd->record_retention->items[i]->rid.len == STORE_RID_BYTES)
+                memcpy(swept[n_swept++],
+                       cmd->record_retention->items[i]->rid.data,
+                       STORE_RID_BYTES);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_ERASURE_DONE:
+        /* One entry per reported erasure, naming its subject. */
+        for (size_t i = 0; i + 1 < cmd->erasure_done->n_items; i++)
+            if (cmd->erasure_done->items[i]->subject.len == STORE_SP_BYTES &&
+                audit_entry_of(b, cmd, "subjects.erasure_completed",
+                               cmd->erasure_done->items[i]->subject.data,
+                               NULL, 0, outcome))
+                return DOSSIER_NOMEM;
+        action = "subjects.erasure_completed";
+        if (cmd->erasure_done->n_items &&
+            cmd->erasure_done->items[cmd->erasure_done->n_items - 1]
+                    ->subject.len == STORE_SP_BYTES)
+            sp = cmd->erasure_done->items[cmd->erasure_done->n_items - 1]
+                     ->subject.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
+        action = "subjects.rectify";
+        if (cmd->rectify->put &&
+            cmd->rectify->put->subject.len == STORE_SP_BYTES)
+            sp = cmd->rectify->put->subject.data;
+        if (cmd->rectify->put && cmd->rectify->put->rid.len == STORE_RID_BYTES)
+            rid = cmd->rectify->put->rid.data;
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_RETENTION:
         action = "retention.sweep";
         for (size_t i = 0; i < cmd->retention->n_items &&
@@ -1647,30 +1956,8 @@ static int audit_command(struct store_batch *b, const Command *cmd,
     default:
         return 0; /* audit operations and unknown ones: no entry of theirs */
     }
-    memset(&e, 0, sizeof(e));
-    e.time_ms = cmd->time_ms > 0 ? cmd->time_ms : 0;
-    e.principal = cmd->principal;
-    e.principal_len = strnlen(cmd->principal, AUDIT_TEXT_MAX);
-    e.action = action;
-    e.action_len = strlen(action);
-    /* The purpose was checked by the proposer; one that would not encode
-     * (too long) is left out rather than losing the entry. */
-    e.purpose = cmd->purpose;
-    e.purpose_len = strnlen(cmd->purpose, POLICY_NAME_MAX + 1);
-    if (e.purpose_len > POLICY_NAME_MAX)
-        e.purpose_len = 0;
-    e.pseudonym_len = STORE_SP_BYTES;
-    e.subject = sp;
-    e.records = n_swept ? swept[0] : rid;
-    e.n_records = n_swept ? n_swept : rid ? 1 : 0;
-    e.outcome = outcome;
-    if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0) {
-        /* A principal with a NUL or too long: name nobody, keep the rest. */
-        e.principal_len = 0;
-        if (audit_entry_encode(&e, buf, sizeof(buf), &len, &st) != 0)
-            return 0; /* cannot happen: action and pseudonyms are ours */
-    }
-    return audit_put(b, buf, len);
+    return audit_entry_of(b, cmd, action, sp, n_swept ? swept[0] : rid,
+                          n_swept ? n_swept : rid ? 1 : 0, outcome);
 }
 
 static int apply_audit(struct store_batch *b, const Command *cmd,
@@ -1855,7 +2142,8 @@ int store_apply(struct store_batch *b, const Command *cmd,
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST ||
-             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP);
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RECTIFY);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {
@@ -1924,6 +2212,18 @@ int store_apply(struct store_batch *b, const Command *cmd,
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_KEY_ROTATE:
         rc = store_apply_key_rotate(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
+        rc = cmd->rectify ? apply_rectify(b, cmd, res)
+                          : bad_command(res, "rectify");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION:
+        rc = cmd->record_retention ? apply_record_retention(b, cmd, res)
+                                   : bad_command(res, "record retention");
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_ERASURE_DONE:
+        rc = cmd->erasure_done ? apply_erasure_done(b, cmd, res)
+                               : bad_command(res, "erasure done");
         break;
     default:
         rc = bad_command(res, "unknown operation");

@@ -56,7 +56,8 @@ static int define_kind(struct dossier_client *c)
          0, 0, NULL, NULL},
     };
     struct dossier_kind_schema def = {BENCH_KIND, 1, 0, 0,
-                                      "dossier-bench records", 3, f};
+                                      "dossier-bench records", 3, f, 0,
+                                      DOSSIER_RETENTION_SINCE_UPDATE};
 
     if (dossier_schema_get(c, NULL, BENCH_KIND, &k, &st) == 0) {
         dossier_kind_schema_free(k);

@@ -88,6 +88,10 @@ static const char usage_text[] =
     "  token new NAME ROLE     a new bearer token for principal NAME (role\n"
     "                          service, compliance or admin), and the line\n"
     "                          that grants it in a node's --auth-file\n"
+    "  token bootstrap FILE    write a new one-time token (mode 0600) for\n"
+    "                          nodes started with --require-auth\n"
+    "                          --bootstrap-token-file FILE: it may only add\n"
+    "                          the cluster's first admin\n"
     "  put [FILE|-] [--expect-version N | --create]\n"
     "                          create or replace records read as JSON\n"
     "                          (an object, an array, or one per line);\n"
@@ -124,7 +128,8 @@ static const char usage_text[] =
     "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
     "        [--count N] [--no-follow] [--progress]\n"
     "                          the change feed: every put, delete, erase,\n"
-    "                          consent change and expiry, one JSON object\n"
+    "                          consent change and expiry (\"record_expired\":\n"
+    "                          the whole record went), one JSON object\n"
     "                          per line, in commit order, filtered by the\n"
     "                          purpose; from now on, from a revision, or\n"
     "                          after a change printed before; ends after N\n"
@@ -184,10 +189,23 @@ static const char usage_text[] =
     "  subject unrestrict SUBJECT [--reference LABEL]\n"
     "                          the subject's pseudonym, restriction (Art. 18;\n"
     "                          restrict and unrestrict set it) and records\n"
-    "  subject erase SUBJECT [--reference LABEL]\n"
+    "  subject rectify SUBJECT KIND ID [--set FIELD=VALUE]... [--unset FIELD]...\n"
+    "                  --reference LABEL\n"
+    "                          correct (or remove) fields of one of the\n"
+    "                          subject's records (Art. 16), checked by the\n"
+    "                          kind's schema; VALUE takes the field's type.\n"
+    "                          Audited with the reference, listed in the\n"
+    "                          subject's export\n"
+    "  subject erase SUBJECT [--reference LABEL] [--wait MS]\n"
     "                          erase a subject on every node (Art. 17), for\n"
-    "                          good; prints the signed erasure certificate\n"
-    "                          and checks its signature\n"
+    "                          good; waits up to MS (default 5000) for every\n"
+    "                          voter to report it finished, then prints the\n"
+    "                          signed erasure certificate (nodes that did,\n"
+    "                          pending_nodes that had not) and checks it\n"
+    "  subject certificate SUBJECT\n"
+    "                          the certificate of the subject's last\n"
+    "                          erasure, signed now over the nodes that have\n"
+    "                          reported finishing it; checks its signature\n"
     "  subject export SUBJECT  everything stored about the subject (Art. 15,\n"
     "                          20) as one JSON document: records with every\n"
     "                          field, consent events, audit entries\n"
@@ -214,10 +232,18 @@ static const char usage_text[] =
     "                          (default 20), or N from entry --from on\n"
     "  audit public-key        the audit log's public key (hex) on stdout; how\n"
     "                          far the log and its signatures reach on stderr\n"
+    "  audit checkpoint [--public-key HEX | --public-key-file FILE]\n"
+    "                          the log's latest signed checkpoint as JSON,\n"
+    "                          checked with the key: keep it apart from the\n"
+    "                          cluster (audit checkpoint > cp.json)\n"
     "  audit verify --public-key HEX | --public-key-file FILE\n"
+    "               [--checkpoint FILE]\n"
     "                          check the whole audit log (encoding, hash\n"
     "                          chain, stored hashes, signed checkpoints)\n"
-    "                          against a public key kept apart from the node\n"
+    "                          against a public key kept apart from the\n"
+    "                          node, and that it still holds the entry of a\n"
+    "                          kept checkpoint with the same hash (a log\n"
+    "                          cut off or rewritten and re-signed fails)\n"
     "\n"
     "LABEL and VERSION are short tags such as signup-form, 2026-03 or\n"
     "TICKET-123, never personal data: [A-Za-z0-9._:/-], at most 64 bytes.\n"
@@ -365,6 +391,8 @@ struct cmd_opts {
     /* links */
     int direction; /* enum dossier_link_direction */
     const char *label;
+    uint32_t wait_ms; /* subject erase */
+    const char *checkpoint; /* audit verify: a kept checkpoint's file */
 };
 
 /* Parses the options of a command from @argv (getopt state is reset) and
@@ -404,6 +432,8 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"reason", required_argument, NULL, 'Z'},
         {"direction", required_argument, NULL, 'D'},
         {"label", required_argument, NULL, 'L'},
+        {"wait", required_argument, NULL, 'w'},
+        {"checkpoint", required_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -506,6 +536,12 @@ static int cmd_options(int argc, char **argv, const char *allowed,
                                    optarg);
             break;
         case 'L': o->label = optarg; break;
+        case 'j': o->checkpoint = optarg; break;
+        case 'w':
+            if (parse_u64(optarg, &v) || v > 60000)
+                return usage_error("--wait %s: give 0 to 60000 ms", optarg);
+            o->wait_ms = (uint32_t)v;
+            break;
         }
     }
     return 0;
@@ -531,6 +567,41 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* A new random bootstrap token (32 bytes, hex) in a new file of mode 0600,
+ * for a node's --bootstrap-token-file. */
+static int token_bootstrap(const char *path)
+{
+    uint8_t raw[32];
+    char token[66];
+    int fd, ok;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "dossier: cannot create %s: %s\n", path,
+                strerror(errno));
+        return errno == EEXIST ? EXIT_CONFLICT : EXIT_ERROR;
+    }
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(token, sizeof(token), raw, sizeof(raw));
+    token[64] = '\n';
+    ok = write(fd, token, 65) == 65 && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    sodium_memzero(raw, sizeof(raw));
+    sodium_memzero(token, sizeof(token));
+    if (!ok) {
+        fprintf(stderr, "dossier: cannot write %s: %s\n", path,
+                strerror(errno));
+        unlink(path);
+        return EXIT_ERROR;
+    }
+    fprintf(stderr, "wrote a bootstrap token to %s (mode 0600): start the "
+            "nodes with --require-auth --bootstrap-token-file %s, then add "
+            "the first admin with it once: DOSSIER_TOKEN=$(cat %s) dossier "
+            "principal add NAME admin\n",
+            path, path, path);
+    return EXIT_OK;
+}
+
 /* A new random token (32 bytes, hex) and the auth-file line that names its
  * SHA-256: the node stores only the hash. */
 static int cmd_token(struct cli *cli, int argc, char **argv)
@@ -539,8 +610,11 @@ static int cmd_token(struct cli *cli, int argc, char **argv)
     char token[65], hex[65], line[256];
     json_t *j;
     int rc;
+    if (argc == 3 && strcmp(argv[1], "bootstrap") == 0)
+        return token_bootstrap(argv[2]);
     if (argc != 4 || strcmp(argv[1], "new") != 0)
-        return usage_error("usage: token new NAME ROLE%s", "");
+        return usage_error("usage: token new NAME ROLE, or token bootstrap "
+                           "FILE%s", "");
     if (strcmp(argv[3], "service") != 0 && strcmp(argv[3], "compliance") != 0 &&
         strcmp(argv[3], "admin") != 0)
         return usage_error("role '%s': give service, compliance or admin",
@@ -1486,10 +1560,11 @@ static int subject_ledger(struct cli *cli, int argc)
 
 /* `dossier subject export SUBJECT`: one JSON document, written as the
  * items arrive: {"subject": header, "records": [...], "consent": [...],
- * "audit": [...], "counts": footer}. */
+ * "rectifications": [...], "audit": [...], "counts": footer}. */
 struct export_out {
     FILE *f;
-    int section; /* 0 none yet, 1 records, 2 consent, 3 audit */
+    int section; /* 0 none yet, 1 records, 2 consent, 3 rectifications,
+                    4 audit */
     int first;   /* no item printed in the section yet */
     int failed;
 };
@@ -1506,10 +1581,11 @@ static int export_put(struct export_out *o, json_t *j)
     return rc;
 }
 
-/* Moves to section @s (1..3), opening the ones before it even if empty. */
+/* Moves to section @s (1..4), opening the ones before it even if empty. */
 static void export_open(struct export_out *o, int s)
 {
-    static const char *const names[] = {"", "records", "consent", "audit"};
+    static const char *const names[] = {"", "records", "consent",
+                                        "rectifications", "audit"};
     while (o->section < s) {
         if (o->section > 0)
             fputs("]", o->f);
@@ -1548,17 +1624,22 @@ static int export_item(void *arg, const struct dossier_export_item *it)
     case DOSSIER_EXPORT_CONSENT:
         export_section(o, 2);
         return export_put(o, json_from_consent_event(it->consent));
-    case DOSSIER_EXPORT_AUDIT:
+    case DOSSIER_EXPORT_RECTIFICATION:
         export_section(o, 3);
+        return export_put(o, json_from_rectification(it->rectification));
+    case DOSSIER_EXPORT_AUDIT:
+        export_section(o, 4);
         return export_put(o, json_from_audit_entry(it->audit));
     case DOSSIER_EXPORT_FOOTER:
-        export_open(o, 3);
+        export_open(o, 4);
         fputs("]", o->f);
         fputs(",\n\"counts\": ", o->f);
-        if (export_put(o, json_pack("{s:I, s:I, s:I}", "records",
+        if (export_put(o, json_pack("{s:I, s:I, s:I, s:I}", "records",
                                     (json_int_t)it->footer->records,
                                     "consent_events",
                                     (json_int_t)it->footer->consent_events,
+                                    "rectifications",
+                                    (json_int_t)it->footer->rectifications,
                                     "audit_entries",
                                     (json_int_t)it->footer->audit_entries)))
             return -1;
@@ -1594,6 +1675,145 @@ static int subject_export(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* Gives the text @text of --set NAME=TEXT the type field @name has in
+ * kind @k (a field the kind lacks stays a string: the node names it). */
+static int rectify_value(struct dossier_record *r,
+                         const struct dossier_kind_schema *k,
+                         const char *name, const char *text)
+{
+    enum dossier_field_type t = DOSSIER_FIELD_STRING;
+    char *end;
+    for (size_t i = 0; i < k->n_fields; i++)
+        if (strcmp(k->fields[i].name, name) == 0)
+            t = k->fields[i].type;
+    errno = 0;
+    switch (t) {
+    case DOSSIER_FIELD_INT:
+    case DOSSIER_FIELD_TIMESTAMP: {
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end)
+            return usage_error("--set %s: give a whole number", name);
+        return dossier_record_set_int(r, name, v) ? EXIT_ERROR : 0;
+    }
+    case DOSSIER_FIELD_DOUBLE: {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end)
+            return usage_error("--set %s: give a number", name);
+        return dossier_record_set_double(r, name, v) ? EXIT_ERROR : 0;
+    }
+    case DOSSIER_FIELD_BOOL:
+        if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+            return usage_error("--set %s: give true or false", name);
+        return dossier_record_set_bool(r, name, strcmp(text, "true") == 0)
+                   ? EXIT_ERROR
+                   : 0;
+    default:
+        return dossier_record_set_string(r, name, text) ? EXIT_ERROR : 0;
+    }
+}
+
+/* dossier subject rectify SUBJECT KIND ID --set F=V... --unset F...
+ * --reference REF (Art. 16). Values take the field's type from the kind's
+ * schema, so --set lead_score=40 sends a number. */
+static int subject_rectify(struct cli *cli, int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        {"set", required_argument, NULL, 's'},
+        {"unset", required_argument, NULL, 'u'},
+        {"reference", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
+    const char **unset = calloc((size_t)argc, sizeof(*unset));
+    char **sets = calloc((size_t)argc, sizeof(*sets));
+    const char *reference = NULL, *subject = NULL, *kind = NULL, *id = NULL;
+    struct dossier_kind_schema *k = NULL;
+    struct dossier_record *r = NULL;
+    struct dossier_rectify_result res;
+    struct dossier_status st;
+    size_t n_unset = 0, n_set = 0;
+    int ch, rc = EXIT_OK;
+
+    if (!unset || !sets) {
+        free(unset);
+        free(sets);
+        fprintf(stderr, "dossier: out of memory\n");
+        return EXIT_ERROR;
+    }
+    optind = 0;
+    opterr = 0;
+    while (rc == EXIT_OK &&
+           (ch = getopt_long(argc - 1, argv + 1, ":", lopts, NULL)) != -1) {
+        if (ch == ':')
+            rc = usage_error("%s needs a value", argv[optind]);
+        else if (ch == '?')
+            rc = usage_error("%s: option not accepted here", argv[optind]);
+        else if (ch == 's' && !strchr(optarg, '='))
+            rc = usage_error("--set %s: give FIELD=VALUE", optarg);
+        else if (ch == 's')
+            sets[n_set++] = optarg;
+        else if (ch == 'u')
+            unset[n_unset++] = optarg;
+        else
+            reference = optarg;
+    }
+    if (rc == EXIT_OK && argc - 1 - optind != 3)
+        rc = usage_error("subject rectify needs SUBJECT KIND ID%s", "");
+    else if (rc == EXIT_OK && !n_set && !n_unset)
+        rc = usage_error("subject rectify needs --set FIELD=VALUE or --unset "
+                         "FIELD%s", "");
+    else if (rc == EXIT_OK && !reference)
+        rc = usage_error("subject rectify needs --reference LABEL (the "
+                         "subject's request)%s", "");
+    if (rc == EXIT_OK) {
+        subject = argv[1 + optind];
+        kind = argv[2 + optind];
+        id = argv[3 + optind];
+        rc = connect_node(cli);
+    }
+    if (rc == EXIT_OK &&
+        dossier_schema_get(cli->client, NULL, kind, &k, &st))
+        rc = report(&st);
+    if (rc == EXIT_OK && !(r = dossier_record_new(kind,
+                                                  id,
+                                                  subject))) {
+        fprintf(stderr, "dossier: out of memory\n");
+        rc = EXIT_ERROR;
+    }
+    for (size_t i = 0; rc == EXIT_OK && i < n_set; i++) {
+        char *eq = strchr(sets[i], '=');
+        *eq = '\0';
+        rc = rectify_value(r, k, sets[i], eq + 1);
+        *eq = '=';
+    }
+    if (rc == EXIT_OK &&
+        dossier_subject_rectify(cli->client, NULL, subject,
+                                kind, id,
+                                n_set ? r : NULL, unset, n_unset, reference,
+                                &res, &st))
+        rc = report(&st);
+    if (rc == EXIT_OK) {
+        json_t *fields = json_array();
+        for (size_t i = 0; fields && i < n_set; i++)
+            json_array_append_new(
+                fields, json_stringn(sets[i], strcspn(sets[i], "=")));
+        for (size_t i = 0; fields && i < n_unset; i++)
+            json_array_append_new(fields, json_string(unset[i]));
+        rc = print_json(cli,
+                        json_pack("{s:s, s:s, s:I, s:I, s:o, s:s}", "kind",
+                                  kind, "id",
+                                  id, "version",
+                                  (json_int_t)res.version, "updated_at_ms",
+                                  (json_int_t)res.updated_at_ms, "fields",
+                                  fields ? fields : json_null(), "reference",
+                                  reference));
+    }
+    dossier_record_free(r);
+    dossier_kind_schema_free(k);
+    free(unset);
+    free(sets);
+    return rc;
+}
+
 static int cmd_subject(struct cli *cli, int argc, char **argv)
 {
     struct dossier_subject_status s;
@@ -1606,26 +1826,44 @@ static int cmd_subject(struct cli *cli, int argc, char **argv)
 
     if (argc < 2)
         return usage_error("subject needs status, restrict, unrestrict, "
-                           "erase, export or ledger%s", "");
+                           "rectify, erase, certificate, export or "
+                           "ledger%s", "");
     if (strcmp(argv[1], "ledger") == 0)
         return subject_ledger(cli, argc);
     if (strcmp(argv[1], "export") == 0)
         return subject_export(cli, argc, argv);
+    if (strcmp(argv[1], "rectify") == 0)
+        return subject_rectify(cli, argc, argv);
     if (strcmp(argv[1], "status") != 0 && strcmp(argv[1], "restrict") != 0 &&
-        strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0)
+        strcmp(argv[1], "unrestrict") != 0 && strcmp(argv[1], "erase") != 0 &&
+        strcmp(argv[1], "certificate") != 0)
         return usage_error("unknown subject command '%s'", argv[1]);
-    if ((rc = cmd_options(ac, av, "r", &o)))
+    if ((rc = cmd_options(ac, av,
+                          strcmp(argv[1], "erase") == 0 ? "rw"
+                          : strcmp(argv[1], "certificate") == 0 ? ""
+                                                                : "r",
+                          &o)))
         return rc;
     if (ac - optind != 1)
         return usage_error("subject %s needs one SUBJECT id", argv[1]);
     subject = av[optind];
     if ((rc = connect_node(cli)))
         return rc;
-    if (strcmp(argv[1], "erase") == 0) {
-        if (dossier_subject_erase(cli->client, NULL, subject, o.reference,
-                                  &cert, &st))
+    if (strcmp(argv[1], "erase") == 0 ||
+        strcmp(argv[1], "certificate") == 0) {
+        if (strcmp(argv[1], "erase") == 0
+                ? dossier_subject_erase_wait(cli->client, NULL, subject,
+                                             o.reference, o.wait_ms, &cert,
+                                             &st)
+                : dossier_subject_certificate(cli->client, &cli->read_opts,
+                                              subject, &cert, &st))
             return report(&st);
         rc = print_json(cli, json_from_erasure_certificate(&cert));
+        if (cert.n_pending)
+            fprintf(stderr, "dossier: %zu voter(s) had not reported "
+                    "finishing the erasure yet (pending_nodes); `dossier "
+                    "subject certificate` shows it again later\n",
+                    cert.n_pending);
         /* Erased either way; a certificate that does not verify is worth
          * an exit status of its own kind. */
         if (dossier_erasure_certificate_verify(&cert, NULL, &st))
@@ -1921,9 +2159,85 @@ static int audit_tail(struct cli *cli, const struct cmd_opts *o)
     return rc;
 }
 
+/* `dossier audit checkpoint`: the log's latest signed checkpoint as one
+ * JSON object, checked against the key given (else the node's), to keep
+ * outside the cluster for `audit verify --checkpoint`. */
+static int audit_checkpoint(struct cli *cli, const struct cmd_opts *o)
+{
+    struct dossier_audit_checkpoint cp;
+    struct dossier_status st;
+    uint8_t pk[32];
+    uint64_t last, signed_index;
+    int rc, given = o->public_key || o->public_key_file;
+
+    if (o->public_key && o->public_key_file)
+        return usage_error("audit checkpoint takes --public-key or "
+                           "--public-key-file, not both%s", "");
+    if (given && (rc = load_public_key(o->public_key, o->public_key_file,
+                                       pk)))
+        return rc;
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (!given && dossier_audit_public_key(cli->client, &cli->read_opts, pk,
+                                           &last, &signed_index, &st))
+        return report(&st);
+    if (dossier_audit_checkpoint_latest(cli->client, &cli->read_opts, pk, &cp,
+                                        &st))
+        return report(&st);
+    rc = print_json(cli, json_pack("{s:I, s:o, s:I, s:o, s:o}", "index",
+                                   (json_int_t)cp.index, "hash",
+                                   json_hex(cp.hash, sizeof(cp.hash)),
+                                   "time_ms", (json_int_t)cp.time_ms,
+                                   "signature",
+                                   json_hex(cp.signature,
+                                            sizeof(cp.signature)),
+                                   "public_key", json_hex(pk, sizeof(pk))));
+    if (rc == EXIT_OK && !given)
+        fprintf(stderr, "dossier: checked with the key the node names; give "
+                "--public-key-file to check it with one kept apart\n");
+    return rc;
+}
+
+/* Reads the checkpoint `audit checkpoint` printed, from @path. */
+static int load_checkpoint(const char *path,
+                           struct dossier_audit_checkpoint *cp)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    json_int_t index = 0, time_ms = -1;
+    const char *hash = NULL, *sig = NULL;
+    size_t n1 = 0, n2 = 0;
+    int ok;
+
+    if (!j) {
+        fprintf(stderr, "dossier: --checkpoint %s: %s\n", path, jerr.text);
+        return EXIT_INVALID;
+    }
+    ok = json_unpack(j, "{s:I, s:s, s:I, s:s}", "index", &index, "hash",
+                     &hash, "time_ms", &time_ms, "signature", &sig) == 0 &&
+         index > 0 && time_ms >= 0 &&
+         sodium_hex2bin(cp->hash, sizeof(cp->hash), hash, strlen(hash), NULL,
+                        &n1, NULL) == 0 &&
+         n1 == sizeof(cp->hash) && strlen(hash) == 2 * n1 &&
+         sodium_hex2bin(cp->signature, sizeof(cp->signature), sig,
+                        strlen(sig), NULL, &n2, NULL) == 0 &&
+         n2 == sizeof(cp->signature) && strlen(sig) == 2 * n2;
+    json_decref(j);
+    if (!ok) {
+        fprintf(stderr, "dossier: --checkpoint %s: not a checkpoint of "
+                "`dossier audit checkpoint` (index, hash, time_ms, "
+                "signature)\n", path);
+        return EXIT_INVALID;
+    }
+    cp->index = (uint64_t)index;
+    cp->time_ms = time_ms;
+    return 0;
+}
+
 static int audit_verify(struct cli *cli, const struct cmd_opts *o)
 {
     struct dossier_audit_report rep;
+    struct dossier_audit_checkpoint kept;
     struct dossier_status st;
     uint8_t pk[32];
     int rc;
@@ -1933,15 +2247,22 @@ static int audit_verify(struct cli *cli, const struct cmd_opts *o)
                            "--public-key-file FILE (one of them)%s", "");
     if ((rc = load_public_key(o->public_key, o->public_key_file, pk)))
         return rc;
+    if (o->checkpoint && (rc = load_checkpoint(o->checkpoint, &kept)))
+        return rc;
     if ((rc = connect_node(cli)))
         return rc;
-    rc = dossier_audit_verify(cli->client, &cli->read_opts, pk, &rep, &st);
+    rc = dossier_audit_verify_kept(cli->client, &cli->read_opts, pk,
+                                   o->checkpoint ? &kept : NULL, &rep, &st);
     if (rc == 0) {
         printf("audit log verified: %" PRIu64 " entries, %" PRIu64
                " checkpoints, signed through %" PRIu64 ", unsigned tail %"
                PRIu64 "\n",
                rep.entries, rep.checkpoints, rep.signed_through,
                rep.unsigned_tail);
+        if (o->checkpoint)
+            printf("the log holds entry %" PRIu64 " as the kept checkpoint "
+                   "signed it\n",
+                   kept.index);
         return EXIT_OK;
     }
     if (rc != DOSSIER_CORRUPT)
@@ -1968,7 +2289,8 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
     char **av = argv + 1;
 
     if (argc < 2)
-        return usage_error("audit needs tail, public-key or verify%s", "");
+        return usage_error("audit needs tail, public-key, checkpoint or "
+                           "verify%s", "");
     if (strcmp(argv[1], "tail") == 0) {
         if ((rc = cmd_options(ac, av, "fl", &o)))
             return rc;
@@ -1978,12 +2300,21 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
         return audit_tail(cli, &o);
     }
     if (strcmp(argv[1], "verify") == 0) {
-        if ((rc = cmd_options(ac, av, "KF", &o)))
+        if ((rc = cmd_options(ac, av, "KFj", &o)))
             return rc;
         if (ac - optind != 0)
             return usage_error("audit verify takes no arguments, only "
-                               "--public-key or --public-key-file%s", "");
+                               "--public-key or --public-key-file, and "
+                               "--checkpoint%s", "");
         return audit_verify(cli, &o);
+    }
+    if (strcmp(argv[1], "checkpoint") == 0) {
+        if ((rc = cmd_options(ac, av, "KF", &o)))
+            return rc;
+        if (ac - optind != 0)
+            return usage_error("audit checkpoint takes no arguments, only "
+                               "--public-key or --public-key-file%s", "");
+        return audit_checkpoint(cli, &o);
     }
     if (strcmp(argv[1], "public-key") == 0) {
         uint8_t pk[32];
@@ -2429,6 +2760,8 @@ static int watch_change(void *arg, const struct dossier_change *ch)
         json_object_set_new(j, "record", json_from_record(ch->record));
     if (ch->content_erased)
         json_object_set_new(j, "content_erased", json_true());
+    if (ch->record_expired)
+        json_object_set_new(j, "record_expired", json_true());
     if (ch->type == DOSSIER_CHANGE_CONSENT) {
         json_object_set_new(j, "purpose", json_string(ch->purpose));
         json_object_set_new(

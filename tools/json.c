@@ -211,10 +211,16 @@ json_t *json_from_kind(const struct dossier_kind_schema *s)
     }
     if (!fields)
         return NULL;
-    return json_pack("{s:s, s:b, s:b, s:I, s:s, s:o}", "kind", s->kind,
-                     "personal", s->personal, "builtin", s->builtin,
-                     "version", (json_int_t)s->version, "description",
-                     s->description ? s->description : "", "fields", fields);
+    return json_pack(
+        "{s:s, s:b, s:b, s:I, s:s, s:I, s:s, s:o}", "kind", s->kind,
+        "personal", s->personal, "builtin", s->builtin, "version",
+        (json_int_t)s->version, "description",
+        s->description ? s->description : "", "record_retention_days",
+        (json_int_t)s->record_retention_days, "record_retention_base",
+        s->record_retention_base == DOSSIER_RETENTION_SINCE_CREATION
+            ? "created"
+            : "updated",
+        "fields", fields);
 }
 
 static int get_bool(const json_t *j, const char *key, int *out, char *err,
@@ -235,7 +241,8 @@ int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
 {
     static const char *const keys[] = {"kind", "personal", "builtin",
                                        "version", "description", "fields",
-                                       NULL};
+                                       "record_retention_days",
+                                       "record_retention_base", NULL};
     static const char *const fkeys[] = {"name", "type", "category", "indexed",
                                         "required", "retention_days",
                                         "allowed_values", "description",
@@ -265,6 +272,30 @@ int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
     if (!s->kind || !s->description || !s->fields ||
         get_bool(j, "personal", &s->personal, err, cap))
         goto fail;
+    {
+        const json_t *days = json_object_get(j, "record_retention_days");
+        const json_t *base = json_object_get(j, "record_retention_base");
+        if (days && !json_is_null(days)) {
+            if (!json_is_integer(days) || json_integer_value(days) < 0 ||
+                json_integer_value(days) > UINT32_MAX) {
+                snprintf(err, cap, "record_retention_days must be a whole "
+                         "number of days");
+                goto fail;
+            }
+            s->record_retention_days = (uint32_t)json_integer_value(days);
+        }
+        if (base && !json_is_null(base)) {
+            const char *b = json_is_string(base) ? json_string_value(base)
+                                                 : "";
+            if (strcmp(b, "created") == 0)
+                s->record_retention_base = DOSSIER_RETENTION_SINCE_CREATION;
+            else if (strcmp(b, "updated") != 0) {
+                snprintf(err, cap, "record_retention_base must be \"updated\" "
+                         "(since the last update) or \"created\"");
+                goto fail;
+            }
+        }
+    }
     for (size_t i = 0; i < json_array_size(fields); i++) {
         const json_t *jf = json_array_get(fields, i);
         struct dossier_field_schema *f = &s->fields[i];
@@ -416,21 +447,32 @@ json_t *json_from_subject_status(const struct dossier_subject_status *s)
 json_t *json_from_erasure_certificate(
     const struct dossier_erasure_certificate *c)
 {
-    json_t *nodes = json_array();
+    json_t *nodes = json_array(), *pending = json_array();
 
     for (size_t i = 0; nodes && i < c->n_nodes; i++)
         if (json_array_append_new(nodes, json_integer((json_int_t)c->nodes[i]))) {
             json_decref(nodes);
-            return NULL;
+            nodes = NULL;
         }
-    if (!nodes)
+    for (size_t i = 0; pending && i < c->n_pending; i++)
+        if (json_array_append_new(pending,
+                                  json_integer((json_int_t)c->pending[i]))) {
+            json_decref(pending);
+            pending = NULL;
+        }
+    if (!nodes || !pending) {
+        json_decref(nodes);
+        json_decref(pending);
         return NULL;
-    return json_pack("{s:o, s:I, s:I, s:I, s:o, s:o, s:o}", "pseudonym",
+    }
+    return json_pack("{s:i, s:o, s:I, s:I, s:I, s:o, s:o, s:o, s:o}",
+                     "version", c->version, "pseudonym",
                      json_hex(c->pseudonym, sizeof(c->pseudonym)), "time_ms",
                      (json_int_t)c->time_ms, "raft_index",
                      (json_int_t)c->raft_index, "records_deleted",
                      (json_int_t)c->records_deleted, "nodes", nodes,
-                     "signature", json_hex(c->signature, sizeof(c->signature)),
+                     "pending_nodes", pending, "signature",
+                     json_hex(c->signature, sizeof(c->signature)),
                      "public_key",
                      json_hex(c->public_key, sizeof(c->public_key)));
 }
@@ -451,15 +493,37 @@ static json_t *json_text(const char *s)
     return json_string(safe);
 }
 
+json_t *json_from_rectification(const struct dossier_rectification *r)
+{
+    json_t *fields = json_array();
+    const char *p = r->fields;
+    while (fields && *p) {
+        size_t n = strcspn(p, ",");
+        json_array_append_new(fields, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return json_pack("{s:s, s:o, s:o, s:o, s:I, s:o, s:s, s:I}", "kind",
+                     r->kind, "id", r->id[0] ? json_text(r->id) : json_null(),
+                     "record", json_hex(r->record, sizeof(r->record)),
+                     "fields", fields ? fields : json_null(), "time_ms",
+                     (json_int_t)r->time_ms, "principal",
+                     json_text(r->principal), "reference", r->reference,
+                     "revision", (json_int_t)r->revision);
+}
+
 json_t *json_from_audit_entry(const struct dossier_audit_entry *e)
 {
-    return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:I, s:s}", "index",
-                     (json_int_t)e->index, "time_ms", (json_int_t)e->time_ms,
-                     "principal", json_text(e->principal), "action",
-                     json_text(e->action), "purpose", json_text(e->purpose),
-                     "subject",
-                     e->has_subject ? json_hex(e->subject, sizeof(e->subject))
-                                    : json_null(),
-                     "records", (json_int_t)e->n_records, "outcome",
-                     dossier_code_name(e->outcome));
+    json_t *j = json_pack(
+        "{s:I, s:I, s:o, s:o, s:o, s:o, s:I, s:s}", "index",
+        (json_int_t)e->index, "time_ms", (json_int_t)e->time_ms, "principal",
+        json_text(e->principal), "action", json_text(e->action), "purpose",
+        json_text(e->purpose), "subject",
+        e->has_subject ? json_hex(e->subject, sizeof(e->subject))
+                       : json_null(),
+        "records", (json_int_t)e->n_records, "outcome",
+        dossier_code_name(e->outcome));
+    /* Only subject rights carry one (entry version 2). */
+    if (j && e->reference[0])
+        json_object_set_new(j, "reference", json_text(e->reference));
+    return j;
 }

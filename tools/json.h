@@ -58,6 +58,7 @@ int json_to_kind(const json_t *j, struct dossier_kind_schema **out, char *err,
 json_t *json_from_purpose(const struct dossier_purpose *p);
 json_t *json_from_consent_event(const struct dossier_consent_event *e);
 json_t *json_from_subject_status(const struct dossier_subject_status *s);
+json_t *json_from_rectification(const struct dossier_rectification *r);
 json_t *json_from_erasure_certificate(
     const struct dossier_erasure_certificate *c);
 json_t *json_from_audit_entry(const struct dossier_audit_entry *e);

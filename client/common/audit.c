@@ -94,7 +94,8 @@ int audit_entry_size(const struct audit_entry *e, size_t *len,
                        "audit entry: no action");
     if (!text_ok(e->principal, e->principal_len) ||
         !text_ok(e->action, e->action_len) ||
-        !text_ok(e->purpose, e->purpose_len))
+        !text_ok(e->purpose, e->purpose_len) ||
+        !text_ok(e->reference, e->reference_len))
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "audit entry: a text is longer than %d bytes or "
                        "holds a NUL byte",
@@ -108,7 +109,8 @@ int audit_entry_size(const struct audit_entry *e, size_t *len,
                        "audit entry: more than %u records, or none given",
                        AUDIT_RECORDS_MAX);
     *len = ENTRY_FIXED + e->principal_len + e->action_len + e->purpose_len +
-           (e->subject ? w : 0) + e->n_records * w;
+           (e->subject ? w : 0) + e->n_records * w +
+           (e->reference_len ? 2 + e->reference_len : 0);
     return 0;
 }
 
@@ -134,7 +136,9 @@ int audit_entry_encode(const struct audit_entry *e, uint8_t *buf, size_t cap,
         return err_set(st, DOSSIER_TOO_LARGE,
                        "audit entry: needs %zu bytes, buffer has %zu", need,
                        cap);
-    buf[off++] = AUDIT_ENTRY_VERSION;
+    /* Version 2 exactly when there is a reference: one encoding each. */
+    buf[off++] = e->reference_len ? AUDIT_ENTRY_VERSION_REFERENCE
+                                  : AUDIT_ENTRY_VERSION;
     put_be64(buf + off, (uint64_t)e->time_ms);
     off += 8;
     put_be32(buf + off, (uint32_t)e->outcome);
@@ -154,6 +158,8 @@ int audit_entry_encode(const struct audit_entry *e, uint8_t *buf, size_t cap,
         memcpy(buf + off, e->records, e->n_records * w);
         off += e->n_records * w;
     }
+    if (e->reference_len)
+        put_text(buf, &off, e->reference, e->reference_len);
     assert(off == need);
     *len = need;
     return 0;
@@ -225,11 +231,13 @@ static const char *entry_parse(struct reader *r, struct audit_entry *e)
 {
     const uint8_t *b;
     uint64_t v;
+    int version;
 
     if (!take(r, 1, &b))
         return "empty";
-    if (*b != AUDIT_ENTRY_VERSION)
+    if (*b != AUDIT_ENTRY_VERSION && *b != AUDIT_ENTRY_VERSION_REFERENCE)
         return "unknown version";
+    version = *b;
     if (!take_be(r, 8, &v))
         return "truncated";
     if (v > INT64_MAX)
@@ -270,6 +278,14 @@ static const char *entry_parse(struct reader *r, struct audit_entry *e)
     if (e->n_records &&
         !take(r, e->n_records * e->pseudonym_len, &e->records))
         return "truncated";
+    e->reference = NULL;
+    e->reference_len = 0;
+    if (version == AUDIT_ENTRY_VERSION_REFERENCE) {
+        if (!take_text(r, &e->reference, &e->reference_len))
+            return "truncated, or a reference too long or holding a NUL";
+        if (!e->reference_len)
+            return "version 2 without a reference";
+    }
     if (r->off != r->len)
         return "trailing bytes";
     return NULL;
@@ -597,6 +613,13 @@ int audit_verify_checkpoint(struct audit_verifier *v,
     return 0;
 }
 
+uint64_t audit_verify_head(const struct audit_verifier *v,
+                           uint8_t hash[AUDIT_HASH_BYTES])
+{
+    memcpy(hash, v->hash, AUDIT_HASH_BYTES);
+    return v->index;
+}
+
 int audit_verify_finish(struct audit_verifier *v, struct audit_report *r)
 {
     if (!v->finished && !v->fault && v->pending)
@@ -668,4 +691,30 @@ void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
     put_be64(out + o + 16, (uint64_t)time_ms);
     put_be64(out + o + 24, raft_index);
     put_be64(out + o + 32, records_deleted);
+}
+
+int audit_erasure_message_v2(const uint8_t pseudonym[16], int64_t time_ms,
+                             uint64_t raft_index, uint64_t records_deleted,
+                             const uint64_t *nodes, size_t n,
+                             uint8_t out[AUDIT_ERASURE_V2_MESSAGE_MAX],
+                             size_t *len)
+{
+    static const char domain[] = "dossier.erasure.v2";
+    size_t o = sizeof(domain) - 1;
+
+    if (n > AUDIT_ERASURE_NODES_MAX)
+        return -1;
+    for (size_t i = 1; i < n; i++)
+        if (nodes[i - 1] >= nodes[i])
+            return -1; /* one encoding: ascending, no repeats */
+    memcpy(out, domain, o);
+    memcpy(out + o, pseudonym, 16);
+    put_be64(out + o + 16, (uint64_t)time_ms);
+    put_be64(out + o + 24, raft_index);
+    put_be64(out + o + 32, records_deleted);
+    put_be32(out + o + 40, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        put_be64(out + o + 44 + 8 * i, nodes[i]);
+    *len = o + 44 + 8 * n;
+    return 0;
 }

@@ -2,9 +2,9 @@
  * hash chain, signed checkpoints and a streaming verifier. Pure: libsodium
  * and libc only, no storage, no threads; the node stores what it makes.
  *
- * Entry (version 1), every integer big-endian
+ * Entry (version 1 or 2), every integer big-endian
  *   size    content
- *   1       0x01, entry format version
+ *   1       0x01, entry format version; 0x02 when a reference follows
  *   8       time, ms since the epoch, >= 0
  *   4       outcome, a DOSSIER_* code (0 = ok), two's complement
  *   2 + P   principal: length P, then P bytes (may be empty)
@@ -15,6 +15,11 @@
  *   W       subject pseudonym, only when the byte above is 1
  *   4       N, number of record pseudonyms, <= AUDIT_RECORDS_MAX
  *   N * W   record pseudonyms
+ *   2 + R   version 2 only: the reference of a subject right (a ticket or
+ *           request label, "DSR-114"): length R >= 1, then R bytes. An
+ *           entry without a reference is version 1, so each has exactly
+ *           one encoding, and entries written before references existed
+ *           keep their hashes.
  * Texts are at most AUDIT_TEXT_MAX bytes and hold no NUL byte. Nothing may
  * follow the last field. An entry has exactly one encoding: a decoder
  * rejects any other byte string, so the hash of an entry is the hash of
@@ -61,6 +66,7 @@
 #include <dossier/dossier.h>
 
 #define AUDIT_ENTRY_VERSION 0x01
+#define AUDIT_ENTRY_VERSION_REFERENCE 0x02
 #define AUDIT_CHECKPOINT_VERSION 0x01
 #define AUDIT_HASH_BYTES 32
 #define AUDIT_PSEUDONYM_MAX 32
@@ -95,6 +101,10 @@ struct audit_entry {
     const uint8_t *records; /* n_records * pseudonym_len bytes */
     size_t n_records;
     int32_t outcome; /* DOSSIER_* code of the call, 0 = ok */
+    /* Why, for subject rights (a label such as "DSR-114"), may be empty:
+     * an entry with one is encoded as version 2. */
+    const char *reference;
+    size_t reference_len;
 };
 
 /* Size of @e's encoding into *@len, after checking @e.
@@ -249,6 +259,26 @@ void audit_erasure_message(const uint8_t pseudonym[16], int64_t time_ms,
                            uint64_t raft_index, uint64_t records_deleted,
                            uint8_t out[AUDIT_ERASURE_MESSAGE_BYTES]);
 
+/* Erasure certificates, version 2: the nodes that finished the erasure
+ * are signed too.
+ *   offset  size    content
+ *   0       18      "dossier.erasure.v2", no NUL
+ *   18      16      subject pseudonym
+ *   34      8       be64(time_ms)
+ *   42      8       be64(raft_index)
+ *   50      8       be64(records_deleted)
+ *   58      4       be32(n), the number of nodes
+ *   62      8 * n   be64(node id), ascending, no repeats
+ * Into @out, its length into *@len; -1 (nothing written) when @nodes are
+ * not ascending or more than AUDIT_ERASURE_NODES_MAX. */
+#define AUDIT_ERASURE_NODES_MAX 18
+#define AUDIT_ERASURE_V2_MESSAGE_MAX (18 + 16 + 3 * 8 + 4 + 8 * AUDIT_ERASURE_NODES_MAX)
+int audit_erasure_message_v2(const uint8_t pseudonym[16], int64_t time_ms,
+                             uint64_t raft_index, uint64_t records_deleted,
+                             const uint64_t *nodes, size_t n,
+                             uint8_t out[AUDIT_ERASURE_V2_MESSAGE_MAX],
+                             size_t *len);
+
 /* ------------------------------------------------------------------------
  * Verifying, streaming: memory stays constant however long the log.
  *
@@ -343,6 +373,12 @@ int audit_verify_entry(struct audit_verifier *v, uint64_t index,
  * Returns 0, or DOSSIER_CORRUPT once a fault is found. */
 int audit_verify_checkpoint(struct audit_verifier *v,
                             const struct audit_checkpoint *cp);
+
+/* The index of the last entry accepted so far (0: none) and, into @hash,
+ * its chain hash h_index: what a checkpoint kept outside the cluster is
+ * compared with once the walk reaches its index. */
+uint64_t audit_verify_head(const struct audit_verifier *v,
+                           uint8_t hash[AUDIT_HASH_BYTES]);
 
 /* Ends the log: a checkpoint still ahead of the entries means truncation.
  * Fills @report and returns its code: 0 (an unsigned tail is no fault) or

@@ -57,7 +57,7 @@ static int define_kind_code(struct dossier_client *c)
                                      DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
                                      0, NULL, NULL};
     struct dossier_kind_schema k = {"auth_test_kind", 0, 0, 0, "a kind", 1,
-                                    &f};
+                                    &f, 0, DOSSIER_RETENTION_SINCE_UPDATE};
     struct dossier_status st;
     return dossier_schema_define(c, NULL, &k, NULL, &st) ? st.code : 0;
 }
@@ -226,12 +226,12 @@ static void test_forwarded_calls_keep_their_principal(void **state)
 static void test_principals_in_the_replicated_state(void **state)
 {
     struct cluster_proc c;
-    struct dossier_client *anon, *ops, *svc, *svc_mkt, *follower;
+    struct dossier_client *anon, *ops, *svc, *svc_mkt, *follower, *lagging;
     struct dossier_principal p, *list;
     struct dossier_status st;
     char tok_ops[65], tok_svc[65], scratch[65];
     size_t n;
-    int leader, f;
+    int leader, f, lag_code;
     (void)state;
 
     harness_token = NULL;
@@ -269,9 +269,23 @@ static void test_principals_in_the_replicated_state(void **state)
     assert_int_equal(dossier_principal_add(anon, NULL, "x", "admin", NULL,
                                            scratch, NULL, &st),
                      DOSSIER_UNAUTHENTICATED);
+    /* The follower is cut off while the service principal is added, so
+     * it cannot have applied it when its token first arrives. */
+    cluster_isolate(&c, f, 0x7u & ~(1u << f));
     assert_int_equal(dossier_principal_add(ops, NULL, "svc", "service",
                                            "operations", tok_svc, &p, &st),
                      0);
+    /* While cut off it cannot catch up: the token is not refused as
+     * unknown, the call fails as the node being unavailable (so a client
+     * with several targets tries another). */
+    harness_token = tok_svc;
+    lagging = harness_client(c.nodes[f].addr, 3000);
+    harness_token = tok_ops;
+    lag_code = put_contact(lagging, "pr-lag");
+    assert_true(lag_code == DOSSIER_UNAVAILABLE ||
+                lag_code == DOSSIER_DEADLINE_EXCEEDED);
+    dossier_client_close(lagging);
+    cluster_isolate(&c, f, 0);
     assert_int_equal(dossier_principal_add(ops, NULL, "svc", "service", NULL,
                                            scratch, NULL, &st),
                      DOSSIER_ALREADY_EXISTS);
@@ -279,9 +293,10 @@ static void test_principals_in_the_replicated_state(void **state)
                                            NULL, scratch, NULL, &st),
                      DOSSIER_INVALID_ARGUMENT);
 
-    /* The service principal, through a follower (once it applied the
-     * addition): its purpose only, and no admin calls. */
-    assert_int_equal(cluster_wait_converged(&c), 0);
+    /* The service principal, through that follower at once: a token it
+     * does not know makes it catch up with the leader before it decides,
+     * so a principal works everywhere as soon as its addition returned.
+     * Its purpose only, and no admin calls. */
     follower = harness_client_as(c.nodes[f].addr, tok_svc, "operations");
     assert_int_equal(put_contact(follower, "pr-1"), 0);
     svc_mkt = harness_client_as(c.nodes[f].addr, tok_svc, "marketing");
@@ -316,6 +331,176 @@ static void test_principals_in_the_replicated_state(void **state)
     harness_token = NULL;
 }
 
+/* Counts audit entries of @action with outcome @outcome, read by @c. */
+static int audit_count(struct dossier_client *c, const char *action,
+                       int outcome, const char *principal)
+{
+    struct dossier_audit_entry *e;
+    struct dossier_status st;
+    size_t n;
+    int count = 0;
+    assert_int_equal(dossier_audit_read(c, NULL, 1, 10000, &e, &n, &st), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(e[i].action, action) == 0 && e[i].outcome == outcome &&
+            (!principal || strcmp(e[i].principal, principal) == 0))
+            count++;
+    free(e);
+    return count;
+}
+
+/* --require-auth: a new node without an auth file and without a single
+ * principal refuses every call that has no credentials (UNAUTHENTICATED,
+ * and audited); the bootstrap token adds the first admin and nothing
+ * else, once; afterwards only principals' tokens work, also after a
+ * restart. */
+static void test_require_auth_with_bootstrap_token(void **state)
+{
+    struct node_proc n;
+    char boot_file[400], boot[80], tok_ops[65], tok_dpo[65], tok_svc[65];
+    char scratch[65];
+    const char *extra[] = {"--require-auth", "--bootstrap-token-file",
+                           boot_file, NULL};
+    struct dossier_client *anon, *bt, *ops, *dpo, *svc;
+    struct dossier_principal p;
+    struct dossier_status st;
+    FILE *f;
+    (void)state;
+
+    node_init(&n);
+    snprintf(boot_file, sizeof(boot_file), "%s/bootstrap.token", n.dir);
+    /* The CLI makes the token file, private. */
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     0);
+    assert_int_equal(harness_sh(NULL, 0, "test $(stat -c %%a %s) = 600",
+                                boot_file),
+                     0);
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     4); /* never overwritten */
+    f = fopen(boot_file, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(boot, sizeof(boot), f));
+    fclose(f);
+    boot[strcspn(boot, "\n")] = '\0';
+    assert_int_equal(strlen(boot), 64);
+    assert_int_equal(node_start(&n, extra), 0);
+
+    /* From the first moment: nothing without credentials. */
+    anon = client_as(n.addr, NULL, "operations");
+    assert_int_equal(put_contact(anon, "ra-1"), DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(cluster_status_code(anon), DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(dossier_principal_add(anon, NULL, "ops", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    /* The bootstrap token: no data, no other role, only the first admin. */
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(put_contact(bt, "ra-2"), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(cluster_status_code(bt), DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_principal_add(bt, NULL, "svc", "service", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_PERMISSION_DENIED);
+    assert_int_equal(dossier_principal_add(bt, NULL, "ops", "admin", NULL,
+                                           tok_ops, &p, &st),
+                     0);
+    assert_string_equal(p.created_by, "(bootstrap)");
+    /* Spent: the cluster has a principal now. */
+    assert_int_equal(dossier_principal_add(bt, NULL, "ops2", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_non_null(strstr(st.message, "bootstrap"));
+
+    ops = client_as(n.addr, tok_ops, "operations");
+    assert_int_equal(cluster_status_code(ops), 0);
+    assert_int_equal(dossier_principal_add(ops, NULL, "dpo", "compliance",
+                                           NULL, tok_dpo, NULL, &st),
+                     0);
+    assert_int_equal(dossier_principal_add(ops, NULL, "svc", "service",
+                                           "operations", tok_svc, NULL, &st),
+                     0);
+    svc = client_as(n.addr, tok_svc, "operations");
+    assert_int_equal(put_contact(svc, "ra-3"), 0);
+
+    /* Every refusal is in the audit log: the anonymous put, and the
+     * bootstrap token's put; the first admin was added by "(bootstrap)". */
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    usleep(600000); /* refusals are appended every audit window */
+    assert_true(audit_count(dpo, "records.put", DOSSIER_UNAUTHENTICATED, "") >=
+                1);
+    assert_true(audit_count(dpo, "records.put", DOSSIER_PERMISSION_DENIED,
+                            "(bootstrap)") >= 1);
+    assert_int_equal(audit_count(dpo, "principals.add", 0, "(bootstrap)"), 1);
+    assert_int_equal(audit_count(dpo, "records.put", 0, "svc"), 1);
+
+    /* A restart changes nothing: still no anonymous call, and the
+     * bootstrap token stays spent. */
+    dossier_client_close(anon);
+    dossier_client_close(bt);
+    dossier_client_close(ops);
+    dossier_client_close(dpo);
+    dossier_client_close(svc);
+    assert_int_equal(node_stop(&n), 0);
+    assert_int_equal(node_start(&n, extra), 0);
+    anon = client_as(n.addr, NULL, "operations");
+    bt = client_as(n.addr, boot, "operations");
+    svc = client_as(n.addr, tok_svc, "operations");
+    assert_int_equal(put_contact(anon, "ra-4"), DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(dossier_principal_add(bt, NULL, "ops3", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_int_equal(put_contact(svc, "ra-5"), 0);
+    dossier_client_close(anon);
+    dossier_client_close(bt);
+    dossier_client_close(svc);
+    assert_int_equal(node_stop(&n), 0);
+    /* The token never reaches the log. */
+    assert_int_equal(harness_sh(NULL, 0, "grep -q -e %s %s", boot, n.log), 1);
+    node_destroy(&n);
+}
+
+/* The settings that make security mandatory refuse to start a node that
+ * would not have it, and say why: --require-tls without a certificate, a
+ * bootstrap token without --require-auth, a bootstrap token file others
+ * can read. */
+static void test_mandatory_settings_refused_at_start(void **state)
+{
+    struct node_proc n;
+    char err[2048], boot_file[400];
+    const char *args[16];
+    int k = 0;
+    (void)state;
+
+    node_init(&n);
+    args[k++] = "--data-dir";
+    args[k++] = n.data;
+    args[k++] = "--key-file";
+    args[k++] = n.key;
+    args[k++] = "--listen";
+    args[k++] = "127.0.0.1:0";
+    args[k++] = "--require-tls";
+    args[k] = NULL;
+    assert_int_equal(node_run_to_exit(&n, args, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "--require-tls"));
+    assert_non_null(strstr(err, "--tls-cert"));
+
+    snprintf(boot_file, sizeof(boot_file), "%s/boot.token", n.dir);
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     0);
+    args[k - 1] = "--bootstrap-token-file";
+    args[k++] = boot_file;
+    args[k] = NULL;
+    assert_int_equal(node_run_to_exit(&n, args, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "--require-auth"));
+
+    args[k++] = "--require-auth";
+    args[k] = NULL;
+    harness_sh(NULL, 0, "chmod 0644 %s", boot_file);
+    assert_int_equal(node_run_to_exit(&n, args, err, sizeof(err)), 1);
+    assert_non_null(strstr(err, "bootstrap token file"));
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +508,8 @@ int main(void)
         cmocka_unit_test(test_bad_auth_file_refused_at_start),
         cmocka_unit_test(test_forwarded_calls_keep_their_principal),
         cmocka_unit_test(test_principals_in_the_replicated_state),
+        cmocka_unit_test(test_require_auth_with_bootstrap_token),
+        cmocka_unit_test(test_mandatory_settings_refused_at_start),
     };
     int rc;
     if (sodium_init() < 0)

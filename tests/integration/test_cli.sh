@@ -165,6 +165,7 @@ lines_check "the deleted deal's link is gone" "[x['record']['id'] for x in d] ==
 
 cat >"$WORK/kind.json" <<'JSON'
 {"kind":"loyalty_member","personal":true,"description":"loyalty programme",
+ "record_retention_days":730,"record_retention_base":"created",
  "fields":[{"name":"tier","type":"enum","category":"operational","indexed":true,"allowed_values":["gold","silver"]},
            {"name":"points","type":"int","category":"behavioral","retention_days":365}]}
 JSON
@@ -172,6 +173,10 @@ expect 0 "schema define" -- "$DOSSIER" schema define "$WORK/kind.json"
 json_check "schema define prints the stored kind" "d['kind']=='loyalty_member' and d['version']>0 and len(d['fields'])==2"
 expect 0 "schema get" -- "$DOSSIER" schema get loyalty_member
 json_check "schema get shows the enum" "d['fields'][0]['allowed_values']==['gold','silver']"
+json_check "schema get shows the record retention" "d['record_retention_days']==730 and d['record_retention_base']=='created'"
+echo '{"kind":"loyalty_member","personal":true,"record_retention_base":"birthday","fields":[{"name":"tier","type":"enum","category":"operational","indexed":true,"allowed_values":["gold","silver"]}]}' >"$WORK/badbase.json"
+expect 5 "an unknown record_retention_base exits 5" -- "$DOSSIER" schema define "$WORK/badbase.json"
+contains "$WORK/err" record_retention_base "the message names the setting"
 expect 0 "schema list" -- "$DOSSIER" schema list
 contains "$WORK/out" '"kind":"loyalty_member"' "schema list includes the new kind"
 contains "$WORK/out" '"kind":"ticket"' "schema list includes built-in kinds"
@@ -202,14 +207,34 @@ expect 0 "subject restrict" -- "$DOSSIER" subject restrict gdpr-subj --reference
 expect 7 "a restricted subject is refused to operations" -- "$DOSSIER" get contact gdpr-1
 expect 0 "legal_claims still reads it" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
 expect 0 "subject unrestrict" -- "$DOSSIER" subject unrestrict gdpr-subj --reference REQ-1
+expect 0 "subject rectify" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set first_name=Greta-Mae --set credit_limit=1200.5 --unset email --reference DSR-0
+json_check "rectify names the fields changed and the new version" "d['fields'] == ['first_name', 'credit_limit', 'email'] and d['version'] > 0 and d['reference'] == 'DSR-0'"
+expect 0 "get after the rectification" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
+json_check "the fields are corrected, typed as the schema says" "d['fields'] == {'first_name': 'Greta-Mae', 'credit_limit': 1200.5}"
+expect 5 "a value the schema refuses exits 5" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set email=nope --reference DSR-0
+contains "$WORK/err" email "the message names the field"
+expect 2 "rectify without --reference is a usage error" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set first_name=X
+expect 2 "rectify --set without = is a usage error" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --set first_name --reference DSR-0
+expect 3 "rectify a record of another subject exits 3" -- "$DOSSIER" subject rectify s1 contact gdpr-1 --set first_name=X --reference DSR-0
+expect 0 "subject export after the rectification" -- "$DOSSIER" subject export gdpr-subj
+json_check "the export lists the rectification" "[(r['id'], r['fields'], r['reference']) for r in d['rectifications']] == [('gdpr-1', ['first_name', 'credit_limit', 'email'], 'DSR-0')] and d['counts']['rectifications'] == 1"
+expect 0 "audit tail after the rectification" -- "$DOSSIER" audit tail --limit 200
+contains "$WORK/out" '"action":"subjects.rectify"' "the rectification is audited"
+contains "$WORK/out" '"reference":"DSR-0"' "with its reference"
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
 expect 0 "watch before the erasure" -- "$DOSSIER" watch --from 1 --no-follow
 jsonl_check "the consent changes are in the feed" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
 ERASED_REF=$($PY -c "import json; print([x for x in map(json.loads, open('$WORK/out')) if x['type'] == 'consent'][0]['subject_ref'])")
-expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
+expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1 --wait 8000
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
+json_check "the certificate names the node that finished the erasure" "d['version'] == 2 and d['nodes'] == [1] and d['pending_nodes'] == []"
+cp "$WORK/out" "$WORK/cert.json"
+expect 0 "subject certificate" -- "$DOSSIER" subject certificate gdpr-subj
+json_check "subject certificate issues it again" "d['raft_index'] == $($PY -c "import json; print(json.load(open('$WORK/cert.json'))['raft_index'])") and d['nodes'] == [1]"
+expect 3 "subject certificate of a subject never erased exits 3" -- "$DOSSIER" subject certificate nobody-erased
+expect 2 "subject erase --wait takes milliseconds up to 60000" -- "$DOSSIER" subject erase gdpr-subj --wait 70000
 expect 3 "the erased record is gone" -- "$DOSSIER" get contact gdpr-1
 
 # --- tracked requests: an extension ------------------------------------------
@@ -303,6 +328,17 @@ sleep 0.5 # one audit window, so the refused reads are in the log too
 expect 0 "audit verify with the public key" -- "$DOSSIER" audit verify --public-key "$PK"
 contains "$WORK/out" "audit log verified" "verify says the log is intact"
 expect 1 "audit verify with another key fails" -- "$DOSSIER" audit verify --public-key "$(echo "$PK" | tr 0-9a-f 1-9a-f0)"
+echo "$PK" >"$WORK/audit.pub"
+expect 0 "audit checkpoint" -- "$DOSSIER" audit checkpoint --public-key-file "$WORK/audit.pub"
+json_check "the checkpoint is index, hash, time and signature" "d['index'] > 0 and len(d['hash']) == 64 and len(d['signature']) == 128 and d['public_key'] == '$PK'"
+cp "$WORK/out" "$WORK/cp.json"
+expect 0 "audit verify against the kept checkpoint" -- "$DOSSIER" audit verify --public-key-file "$WORK/audit.pub" --checkpoint "$WORK/cp.json"
+contains "$WORK/out" "as the kept checkpoint signed it" "verify says the kept entry is there"
+$PY -c "import json; d=json.load(open('$WORK/cp.json')); d['hash'] = ('0' if d['hash'][0] != '0' else '1') + d['hash'][1:]; json.dump(d, open('$WORK/cp-bad.json', 'w'))"
+expect 1 "a kept checkpoint the key did not sign fails" -- "$DOSSIER" audit verify --public-key-file "$WORK/audit.pub" --checkpoint "$WORK/cp-bad.json"
+contains "$WORK/err" "not signed by this public key" "the message says why"
+echo '{"index": 1}' >"$WORK/cp-short.json"
+expect 5 "a checkpoint file that is not one is refused" -- "$DOSSIER" audit verify --public-key-file "$WORK/audit.pub" --checkpoint "$WORK/cp-short.json"
 
 kill -TERM "$NODE_PID"
 wait "$NODE_PID"
@@ -345,11 +381,22 @@ kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 
 # --- the example config file is accepted; a bad one is refused ----------
 CONF=$(dirname "$0")/../../deploy/dossierd.conf.example
+expect 0 "token bootstrap writes a token file" -- "$DOSSIER" token bootstrap "$WORK/boot.token"
+[ "$(stat -c %a "$WORK/boot.token")" = 600 ] && ok "the bootstrap token file is mode 600" || fail "bootstrap token file mode"
 "$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --bootstrap-token-file "$WORK/boot.token" \
     --listen 127.0.0.1:0 --ready-file "$WORK/ready2" 2>"$WORK/node2.log" &
 NODE_PID=$!
 for _ in $(seq 200); do [ -s "$WORK/ready2" ] && break; sleep 0.05; done
 [ -s "$WORK/ready2" ] && ok "a node starts from the example config" || { fail "example config"; cat "$WORK/node2.log"; }
+T2=$(cat "$WORK/ready2")
+expect 7 "the example config requires authentication" -- "$DOSSIER" --target "$T2" get contact c1
+contains "$WORK/err" UNAUTHENTICATED "the refusal says UNAUTHENTICATED"
+expect 7 "the bootstrap token reads no data" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" get contact c1
+expect 0 "the bootstrap token adds the first admin" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" principal add ops admin
+ADMIN2=$($PY -c "import json; print(json.load(open('$WORK/out'))['token'])")
+expect 7 "the bootstrap token is spent" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" principal add ops2 admin
+expect 0 "the admin's token works" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$T2" principal list
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 printf '[node]\nlisten = 127.0.0.1:0\nshoe_size = 44\n' >"$WORK/bad.conf"
 expect 2 "an unknown config setting is refused" -- "$DOSSIERD" --config "$WORK/bad.conf"

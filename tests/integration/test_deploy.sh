@@ -2,7 +2,9 @@
 # The deployment files in deploy/ work as shipped: the three per-node config
 # examples of deploy/cluster/, with only their addresses and paths moved to
 # loopback and a temporary directory, start a 3-node cluster that elects a
-# leader and replicates a write; the systemd unit passes systemd-analyze.
+# leader, refuses calls without credentials, takes its first admin from the
+# bootstrap token and replicates a write; the systemd unit passes
+# systemd-analyze.
 # Usage: test_deploy.sh DOSSIERD DOSSIER SOURCE_DIR
 set -u
 DOSSIERD=$1
@@ -32,6 +34,7 @@ PY
 PORTS=("" "$P1" "$P2" "$P3")
 
 "$DOSSIER" keygen "$WORK/master.key" 2>/dev/null || { echo "FAIL: keygen"; exit 1; }
+"$DOSSIER" token bootstrap "$WORK/bootstrap.token" 2>/dev/null || { echo "FAIL: token bootstrap"; exit 1; }
 for i in 1 2 3; do
     conf=$WORK/node$i.conf
     sed -e "s/10\.0\.0\.1:7700/127.0.0.1:$P1/g" \
@@ -39,6 +42,7 @@ for i in 1 2 3; do
         -e "s/10\.0\.0\.3:7700/127.0.0.1:$P3/g" \
         -e "s|/var/lib/dossier|$WORK/data$i|" \
         -e "s|/etc/dossier/master.key|$WORK/master.key|" \
+        -e "s|/etc/dossier/bootstrap.token|$WORK/bootstrap.token|" \
         -e "s|/run/dossier/ready|$WORK/ready$i|" \
         "$SRC/deploy/cluster/node$i.conf" >"$conf"
     # Every machine address and system path was moved (a setting the rewrite
@@ -57,6 +61,26 @@ for i in 1 2 3; do
 done
 
 TARGETS=127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$P3
+# The examples require authentication: nothing without a token; the
+# bootstrap token adds the first admin once, who adds a service.
+if "$DOSSIER" --target "$TARGETS" get company deploy-0 >/dev/null 2>"$WORK/err"; then
+    fail "a call without a token was answered"
+elif [ $? -eq 7 ] && grep -q UNAUTHENTICATED "$WORK/err"; then
+    ok "a call without a token is refused (UNAUTHENTICATED)"
+else fail "a call without a token"; sed 's/^/    /' "$WORK/err"; fi
+if DOSSIER_TOKEN=$(cat "$WORK/bootstrap.token") "$DOSSIER" --target "$TARGETS" \
+        principal add ops admin >"$WORK/ops.json" 2>"$WORK/err"; then
+    ok "the bootstrap token adds the first admin"
+else fail "principal add with the bootstrap token"; sed 's/^/    /' "$WORK/err"; fi
+ADMIN=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['token'])" "$WORK/ops.json" 2>/dev/null)
+DOSSIER_TOKEN=$ADMIN "$DOSSIER" --target "$TARGETS" principal add deployer service \
+    >"$WORK/svc.json" 2>"$WORK/err" || { fail "principal add service"; sed 's/^/    /' "$WORK/err"; }
+SERVICE=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['token'])" "$WORK/svc.json" 2>/dev/null)
+if DOSSIER_TOKEN=$(cat "$WORK/bootstrap.token") "$DOSSIER" --target "$TARGETS" \
+        principal add ops2 admin >/dev/null 2>&1; then
+    fail "the bootstrap token worked twice"
+else ok "the bootstrap token is spent"; fi
+export DOSSIER_TOKEN=$ADMIN
 "$DOSSIER" --target "$TARGETS" cluster status >"$WORK/status" 2>"$WORK/err"
 if /usr/bin/python3 - "$WORK/status" <<'PY'
 import json, sys
@@ -72,6 +96,7 @@ PY
 then ok "cluster status: one leader, three voters, every node agrees"
 else fail "cluster status"; sed 's/^/    /' "$WORK/status" "$WORK/err"; fi
 
+export DOSSIER_TOKEN=$SERVICE
 echo '{"kind":"company","id":"deploy-1","fields":{"name":"Deployed Ltd"}}' \
     | "$DOSSIER" --target "127.0.0.1:$P2" put - >/dev/null 2>"$WORK/err" \
     || { fail "put through node 2"; sed 's/^/    /' "$WORK/err"; }

@@ -401,7 +401,8 @@ static void test_scan_pages_through_a_kind(void **state)
         {"n", DOSSIER_FIELD_INT, DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0, 0, NULL,
          NULL},
     };
-    struct dossier_kind_schema k = {"scan_probe", 0, 0, 0, "", 1, f};
+    struct dossier_kind_schema k = {"scan_probe", 0, 0, 0, "", 1, f, 0,
+                                    DOSSIER_RETENTION_SINCE_UPDATE};
     struct dossier_page_request pr = {10, "zz"};
     struct dossier_page page;
     struct dossier_status st;
@@ -585,7 +586,8 @@ static void test_schema_define_extend_and_refuse(void **state)
         {"points", DOSSIER_FIELD_INT, DOSSIER_CATEGORY_BEHAVIORAL, 0, 0, 365, 0,
          NULL, NULL},
     };
-    struct dossier_kind_schema k = {"loyalty_member", 1, 0, 0, "members", 2, f};
+    struct dossier_kind_schema k = {"loyalty_member", 1, 0, 0, "members", 2, f,
+                                    0, DOSSIER_RETENTION_SINCE_UPDATE};
     struct dossier_kind_schema *got, **all;
     struct dossier_status st;
     struct dossier_record *r;
@@ -655,7 +657,8 @@ static void test_schema_define_extend_and_refuse(void **state)
         struct dossier_field_schema bad[] = {
             {"x", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_UNSPECIFIED, 0, 0, 0,
              0, NULL, NULL}};
-        struct dossier_kind_schema kb = {"bad_kind", 0, 0, 0, "", 1, bad};
+        struct dossier_kind_schema kb = {"bad_kind", 0, 0, 0, "", 1, bad, 0,
+                                         DOSSIER_RETENTION_SINCE_UPDATE};
         assert_int_equal(dossier_schema_define(client, NULL, &kb, NULL, &st),
                          DOSSIER_INVALID_ARGUMENT);
         assert_non_null(strstr(st.message, "category"));

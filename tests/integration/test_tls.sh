@@ -98,6 +98,9 @@ expect 2 "--tls-cert without --tls-key is a usage error" -- \
 contains "$WORK/err" "tls-key" "the message names tls-key"
 expect 2 "--tls-key without --tls-cert is a usage error" -- \
     timeout 20 "$DOSSIERD" "${NODE[@]}" --data-dir "$WORK/d0" --tls-key "$C/node1.key"
+expect 2 "--require-tls without a certificate refuses to start" -- \
+    timeout 20 "$DOSSIERD" "${NODE[@]}" --data-dir "$WORK/d0" --require-tls
+contains "$WORK/err" "--tls-cert" "the message says what is missing"
 expect 2 "--tls-ca without --tls-cert is a usage error" -- \
     timeout 20 "$DOSSIERD" "${NODE[@]}" --data-dir "$WORK/d0" --tls-ca "$C/ca.pem"
 expect 2 "--tls-client-cert takes none, request or require" -- \
@@ -141,7 +144,7 @@ for i in 1 2 3; do
         --listen "127.0.0.1:${PORTS[$i]}" --node-id "$i" --peers "$PEERS" \
         --ready-file "$WORK/ready$i" --tick-ms 50 \
         --tls-cert "$C/node$i.pem" --tls-key "$C/node$i.key" --tls-ca "$C/ca.pem" \
-        --tls-client-cert require 2>"$WORK/clog$i" &
+        --tls-client-cert require --require-tls 2>"$WORK/clog$i" &
     PIDS+=($!)
     CLUSTER+=($!)
 done

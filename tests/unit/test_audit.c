@@ -220,6 +220,99 @@ static void test_entry_encoding_matches_the_table(void **state)
     assert_memory_equal(buf, want, sizeof(want));
 }
 
+/* An entry with a reference is version 2: the version 1 table, then the
+ * reference, length-prefixed (a known-answer vector); it decodes back, and
+ * a version 2 entry with an empty reference is refused (an entry has one
+ * encoding only: without a reference it is version 1). */
+static void test_entry_with_reference_is_version_2(void **state)
+{
+    static const uint8_t want[] = {
+        0x02,                                           /* version */
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, /* time */
+        0x00, 0x00, 0x00, 0x00,                         /* outcome */
+        0x00, 0x03, 'd', 'p', 'o',                      /* principal */
+        0x00, 0x10, 's', 'u', 'b', 'j', 'e', 'c', 't', 's', '.', 'r', 'e',
+        'c', 't', 'i', 'f', 'y',                        /* action */
+        0x00, 0x00,                                     /* purpose "" */
+        0x01, 0x01, 0xaa,                               /* width, subject */
+        0x00, 0x00, 0x00, 0x01, 0xbb,                   /* records */
+        0x00, 0x05, 'D', 'S', 'R', '-', '9',            /* reference */
+    };
+    static const uint8_t subject[1] = {0xaa}, records[1] = {0xbb};
+    struct audit_entry e = {.time_ms = 7, .principal = "dpo",
+                            .principal_len = 3, .action = "subjects.rectify",
+                            .action_len = 16, .pseudonym_len = 1,
+                            .subject = subject, .records = records,
+                            .n_records = 1, .reference = "DSR-9",
+                            .reference_len = 5};
+    struct audit_entry d;
+    struct dossier_status st;
+    uint8_t buf[sizeof(want)], bad[sizeof(want)];
+    size_t len = 0;
+
+    (void)state;
+    assert_int_equal(audit_entry_encode(&e, buf, sizeof(buf), &len, &st), 0);
+    assert_int_equal(len, sizeof(want));
+    assert_memory_equal(buf, want, sizeof(want));
+    assert_int_equal(audit_entry_decode(buf, len, &d, &st), 0);
+    assert_int_equal(d.reference_len, 5);
+    assert_memory_equal(d.reference, "DSR-9", 5);
+    assert_int_equal(d.n_records, 1);
+    /* Version 2 with an empty reference: not an encoding. */
+    memcpy(bad, want, sizeof(want) - 5);
+    bad[sizeof(want) - 6] = 0;
+    assert_int_equal(audit_entry_decode(bad, sizeof(want) - 5, &d, &st),
+                     DOSSIER_CORRUPT);
+    /* Version 1 with a reference after it: trailing bytes. */
+    memcpy(bad, want, sizeof(want));
+    bad[0] = AUDIT_ENTRY_VERSION;
+    assert_int_equal(audit_entry_decode(bad, sizeof(want), &d, &st),
+                     DOSSIER_CORRUPT);
+}
+
+/* The version 2 erasure message is the documented table (a known-answer
+ * vector); nodes must be ascending, without repeats. */
+static void test_erasure_message_v2_matches_the_table(void **state)
+{
+    static const uint64_t nodes[] = {1, 3}, unsorted[] = {3, 1},
+                          twice[] = {2, 2};
+    uint8_t sp[16], m[AUDIT_ERASURE_V2_MESSAGE_MAX], want[18 + 16 + 24 + 4 +
+                                                          16];
+    size_t len = 0, o = 0;
+
+    (void)state;
+    memset(sp, 0xab, sizeof(sp));
+    memcpy(want, "dossier.erasure.v2", 18);
+    o = 18;
+    memcpy(want + o, sp, 16);
+    o += 16;
+    for (int k = 0; k < 8; k++) /* time 0x0102, index 7, records 2 */
+        want[o + k] = k == 6 ? 0x01 : k == 7 ? 0x02 : 0;
+    for (int k = 0; k < 8; k++)
+        want[o + 8 + k] = k == 7 ? 7 : 0;
+    for (int k = 0; k < 8; k++)
+        want[o + 16 + k] = k == 7 ? 2 : 0;
+    o += 24;
+    memcpy(want + o, "\0\0\0\2", 4);
+    o += 4;
+    for (int k = 0; k < 16; k++)
+        want[o + k] = k == 7 ? 1 : k == 15 ? 3 : 0;
+    assert_int_equal(audit_erasure_message_v2(sp, 0x0102, 7, 2, nodes, 2, m,
+                                              &len),
+                     0);
+    assert_int_equal(len, sizeof(want));
+    assert_memory_equal(m, want, sizeof(want));
+    assert_int_equal(audit_erasure_message_v2(sp, 0x0102, 7, 2, unsorted, 2,
+                                              m, &len),
+                     -1);
+    assert_int_equal(audit_erasure_message_v2(sp, 0x0102, 7, 2, twice, 2, m,
+                                              &len),
+                     -1);
+    assert_int_equal(audit_erasure_message_v2(sp, 1, 1, 0, NULL, 0, m, &len),
+                     0);
+    assert_int_equal(len, 18 + 16 + 24 + 4);
+}
+
 /* An entry naming no pseudonym has width 0 and no subject, whatever
  * pseudonym_len says: one encoding per entry. */
 static void test_entry_without_pseudonyms_has_width_zero(void **state)
@@ -386,7 +479,8 @@ static void test_entry_decode_rejects_noncanonical(void **state)
         assert_contains(st.message, why);                                     \
         free(b);                                                              \
     } while (0)
-    MUTATED(0, 0x02, "unknown version");
+    MUTATED(0, 0x03, "unknown version");
+    MUTATED(0, 0x02, "reference"); /* version 2 needs one */
     MUTATED(1, 0x80, "negative time");
     MUTATED(a + 2, 0, "NUL");            /* first byte of the action */
     MUTATED(w_off, 0, "does not match"); /* width 0 with pseudonyms */
@@ -1059,6 +1153,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_entry_encoding_matches_the_table),
         cmocka_unit_test(test_entry_without_pseudonyms_has_width_zero),
+        cmocka_unit_test(test_entry_with_reference_is_version_2),
+        cmocka_unit_test(test_erasure_message_v2_matches_the_table),
         cmocka_unit_test(test_entry_round_trips),
         cmocka_unit_test(test_entry_encode_rejects_bad_entries),
         cmocka_unit_test(test_entry_decode_rejects_every_truncation),

@@ -1215,6 +1215,108 @@ static void test_erase_removes_links_of_every_record(void **state)
     assert_int_equal(link_rows(f->s), 2);
 }
 
+/* Record retention: a RecordRetentionOp deletes a record only if, at the
+ * command's time, its kind's record retention has passed since the base
+ * the kind names (last update, or creation); the others stay. A deleted
+ * record's links go both ways. */
+static void test_record_retention_counts_from_the_kinds_base(void **state)
+{
+    struct fixture *f = *state;
+    struct define du, dc;
+    struct put a, b;
+    struct store_result res;
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RecordRetentionOp op =
+        DOSSIER__STORE__V1__RECORD_RETENTION_OP__INIT;
+    Dossier__Store__V1__RecordRetentionOp__Item it[2], *itp[2];
+    const int64_t day = 86400000, t0 = 1000 * day;
+
+    fx_open(f);
+    define_init(&du, "visit", 0);
+    du.k.record_retention_days = 30; /* since the last update */
+    apply1_ok(f->s, &du.cmd, &res);
+    define_init(&dc, "visit_c", 0);
+    dc.k.record_retention_days = 30;
+    dc.k.record_retention_base =
+        DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED;
+    apply1_ok(f->s, &dc.cmd, &res);
+    /* Both made at t0 and updated at t0 + 20 days. */
+    put_init(&a, "visit", 0x0a, 0x5a, 7, t0);
+    put_new_key(&a, 7, 0x70);
+    put_link(&a, "at", "company", 0x0c);
+    apply1_ok(f->s, &a.cmd, &res);
+    put_init(&b, "visit_c", 0x0b, 0x5a, 7, t0);
+    apply1_ok(f->s, &b.cmd, &res);
+    a.cmd.time_ms = b.cmd.time_ms = t0 + 20 * day;
+    a.op.new_subject_key = NULL;
+    apply1_ok(f->s, &a.cmd, &res);
+    apply1_ok(f->s, &b.cmd, &res);
+    assert_int_equal(link_rows(f->s), 2);
+
+    for (int i = 0; i < 2; i++) {
+        dossier__store__v1__record_retention_op__item__init(&it[i]);
+        it[i].kind = i ? "visit_c" : "visit";
+        it[i].rid = i ? b.op.rid : a.op.rid;
+        itp[i] = &it[i];
+    }
+    op.items = itp;
+    op.n_items = 2;
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION;
+    cmd.record_retention = &op;
+    /* 35 days after creation, 15 after the update: only visit_c goes. */
+    cmd.time_ms = t0 + 35 * day;
+    apply1_ok(f->s, &cmd, &res);
+    assert_int_equal(res.deleted, 1);
+    assert_int_not_equal(version_of(f->s, "visit", 0x0a), 0);
+    assert_int_equal(version_of(f->s, "visit_c", 0x0b), 0);
+    /* 31 days after the update: visit goes too, with its link rows. */
+    cmd.time_ms = t0 + 51 * day;
+    apply1_ok(f->s, &cmd, &res);
+    assert_int_equal(res.deleted, 1);
+    assert_int_equal(version_of(f->s, "visit", 0x0a), 0);
+    assert_int_equal(link_rows(f->s), 0);
+    /* Nothing left to delete: the command still applies, deleting none. */
+    apply1_ok(f->s, &cmd, &res);
+    assert_int_equal(res.deleted, 0);
+}
+
+/* A rectification is an update of a subject's record at a known version:
+ * without one, or without a field named, it is malformed; at the wrong
+ * version, a conflict; applied, the record changes. */
+static void test_rectify_is_an_update_at_a_version(void **state)
+{
+    struct fixture *f = *state;
+    struct put a;
+    struct store_result res;
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RectifyOp op = DOSSIER__STORE__V1__RECTIFY_OP__INIT;
+    char *fields[] = {"email"};
+    uint64_t v;
+
+    fx_open(f);
+    put_person(&a, 0x0a, 1000);
+    apply1_ok(f->s, &a.cmd, &res);
+    v = res.version;
+    a.op.new_subject_key = NULL;
+    op.put = &a.op;
+    op.fields = fields;
+    op.n_fields = 1;
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECTIFY;
+    cmd.rectify = &op;
+    cmd.time_ms = 2000;
+    cmd.reference = "DSR-1";
+    assert_int_equal(apply1(f->s, &cmd, &res), DOSSIER_CORRUPT);
+    put_expect(&a, v + 5);
+    assert_int_equal(apply1(f->s, &cmd, &res), DOSSIER_VERSION_CONFLICT);
+    put_expect(&a, v);
+    apply1_ok(f->s, &cmd, &res);
+    assert_true(res.version > v);
+    assert_int_equal(version_of(f->s, "contact", 0x0a), res.version);
+    op.n_fields = 0;
+    put_expect(&a, res.version);
+    assert_int_equal(apply1(f->s, &cmd, &res), DOSSIER_CORRUPT);
+}
+
 /* A link with a bad label, kind, pseudonym or no sealed id is a malformed
  * Put: nothing is written. */
 static void test_put_with_malformed_link_is_corrupt(void **state)
@@ -1818,6 +1920,8 @@ int main(void)
         T(test_erase_removes_links_of_every_record),
         T(test_put_with_malformed_link_is_corrupt),
         T(test_key_rotation_steps_check_what_is_stored),
+        T(test_record_retention_counts_from_the_kinds_base),
+        T(test_rectify_is_an_update_at_a_version),
         T(test_revision_survives_reopen),
         T(test_batch_of_failed_commands_keeps_revision),
         T(test_aborted_batch_writes_nothing),

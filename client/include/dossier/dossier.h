@@ -194,6 +194,12 @@ struct dossier_field_schema {
     const char *description; /* may be NULL */
 };
 
+/* Where a kind's record retention is counted from. */
+enum dossier_retention_base {
+    DOSSIER_RETENTION_SINCE_UPDATE = 0,   /* the record's last update */
+    DOSSIER_RETENTION_SINCE_CREATION = 1, /* its creation */
+};
+
 struct dossier_kind_schema {
     const char *kind;
     int personal; /* records must name a subject */
@@ -202,6 +208,10 @@ struct dossier_kind_schema {
     const char *description;
     size_t n_fields;
     struct dossier_field_schema *fields;
+    /* Whole records are deleted by the retention sweep once this many days
+     * have passed since their base; 0: records are kept. */
+    uint32_t record_retention_days;
+    enum dossier_retention_base record_retention_base;
 };
 
 /* "string", "email", ...; NULL for an unknown value. Static. */
@@ -821,8 +831,16 @@ struct dossier_erasure_certificate {
     uint64_t records_deleted;
     uint8_t signature[64];
     uint8_t public_key[32];
+    /* Version 2: the nodes that reported they finished the erasure
+     * (applied it and compacted what it erased), ascending, signed.
+     * Version 1 (older nodes, or a tracked request whose subject was
+     * erased again since): not signed. */
     size_t n_nodes;
     uint64_t nodes[DOSSIER_CLUSTER_MAX];
+    /* The voters that had not reported when it was made (not signed). */
+    size_t n_pending;
+    uint64_t pending[DOSSIER_CLUSTER_MAX];
+    int version;
 };
 
 /* Erases subject @subject_id everywhere (Art. 17): their data key is
@@ -830,7 +848,11 @@ struct dossier_erasure_certificate {
  * deleted, their key ranges compacted. Afterwards nothing of them can be
  * read; a later write naming the same id starts a new subject.
  * Erasing a subject the store holds nothing of still succeeds (and is
- * certified): the ledger remembers it. */
+ * certified): the ledger remembers it. Each node reports when it has
+ * finished (compacted what was erased); the answer waits up to 5 s for
+ * every voter, and the certificate lists those that did (nodes) and those
+ * that had not yet (pending): dossier_subject_certificate() re-issues it
+ * later. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_subject_erase(struct dossier_client *c,
                       const struct dossier_call_options *co,
@@ -838,16 +860,72 @@ dossier_subject_erase(struct dossier_client *c,
                       struct dossier_erasure_certificate *out,
                       struct dossier_status *st);
 
+/* dossier_subject_erase(), waiting up to @wait_ms (0: 5000, at most
+ * 60000; less than the call's deadline) for every voter to report. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_erase_wait(struct dossier_client *c,
+                           const struct dossier_call_options *co,
+                           const char *subject_id, const char *reference,
+                           uint32_t wait_ms,
+                           struct dossier_erasure_certificate *out,
+                           struct dossier_status *st);
+
+/* The certificate of @subject_id's last erasure, signed now over the
+ * nodes that have reported finishing it (compliance role).
+ * Errors: DOSSIER_NOT_FOUND (never erased). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_certificate(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            const char *subject_id,
+                            struct dossier_erasure_certificate *out,
+                            struct dossier_status *st);
+
 /* Checks @cert's signature under its own public key (and, when @pk is not
- * NULL, that this is the key @pk). Returns 0 or DOSSIER_CORRUPT. */
+ * NULL, that this is the key @pk); for version 2, over its nodes too.
+ * Returns 0 or DOSSIER_CORRUPT. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_erasure_certificate_verify(
     const struct dossier_erasure_certificate *cert, const uint8_t *pk,
     struct dossier_status *st);
 
+/* What a rectification did. */
+struct dossier_rectify_result {
+    uint64_t version;      /* the record's new version */
+    int64_t updated_at_ms;
+    size_t n_fields;       /* fields changed (set and removed) */
+};
+
+/* Rectification (Art. 16; compliance role): corrects fields of record
+ * (@kind, @id) of subject @subject_id. The fields of @set (a record made
+ * with dossier_record_new() and the setters; its kind, id and subject are
+ * not looked at) replace the record's fields of the same names, a NULL
+ * value removing one; the @n_unset fields named in @unset are removed. The
+ * record keeps its other fields and its links; the result is checked
+ * against the kind's schema as a Put is. @reference (a label, required)
+ * says why: the call is audited as subjects.rectify with it, and the
+ * subject's export lists every rectification (record, fields, time,
+ * principal, reference; never the values). @set may be NULL and @out may
+ * be NULL.
+ * Errors: DOSSIER_NOT_FOUND (the subject has no such record),
+ * DOSSIER_SCHEMA_VIOLATION (a field the kind lacks, a value it refuses,
+ * a required field removed), DOSSIER_INVALID_ARGUMENT (nothing to change,
+ * a field named twice, a missing or malformed reference),
+ * DOSSIER_FAILED_PRECONDITION (removing a field the record lacks),
+ * DOSSIER_VERSION_CONFLICT (the record changed while it was rectified:
+ * call again). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_subject_rectify(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const char *subject_id, const char *kind,
+                        const char *id, const struct dossier_record *set,
+                        const char *const *unset, size_t n_unset,
+                        const char *reference,
+                        struct dossier_rectify_result *out,
+                        struct dossier_status *st);
+
 /* One page of the erasure ledger (compliance role): every erasure this
  * cluster applied, oldest pseudonym order, each as a certificate signed
- * now (n_nodes 0). `dossier subject ledger` saves it for restores, which
+ * now over the nodes that reported finishing it. `dossier subject ledger` saves it for restores, which
  * replay it so that no erased subject comes back from a backup. @pr may
  * be NULL (first page of 1000); *@next_token (malloc'd, or NULL at the
  * end) asks for the next one. Free *@out with free().
@@ -873,6 +951,7 @@ struct dossier_audit_entry {
     uint8_t subject[16]; /* subject pseudonym */
     size_t n_records;    /* record pseudonyms named (not copied) */
     int outcome;         /* DOSSIER_* code of the call, 0 = ok */
+    char reference[65];  /* a subject right's reference ("DSR-114"), or "" */
 };
 
 /* The audit log's public key (32 bytes) and how far it reaches. */
@@ -910,18 +989,56 @@ dossier_audit_verify(struct dossier_client *c,
                      const uint8_t pk[32], struct dossier_audit_report *report,
                      struct dossier_status *st);
 
+/* A signed checkpoint of the audit log: the leader's Ed25519 signature
+ * that the chain's hash of entries 1..index is @hash (the format is in
+ * client/common/audit.h). Kept outside the cluster, it lets a later
+ * verification prove the log was not cut off or rewritten since. */
+struct dossier_audit_checkpoint {
+    uint64_t index;        /* the last entry it signs */
+    uint8_t hash[32];      /* the chain's hash of entries 1..index */
+    int64_t time_ms;       /* when the leader signed it */
+    uint8_t signature[64];
+};
+
+/* The log's latest checkpoint, checked against public key @pk (32 bytes;
+ * NULL: the key the node names, which proves less).
+ * Errors: DOSSIER_NOT_FOUND (nothing signed yet), DOSSIER_CORRUPT (its
+ * signature does not verify). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_checkpoint_latest(struct dossier_client *c,
+                                const struct dossier_call_options *co,
+                                const uint8_t *pk,
+                                struct dossier_audit_checkpoint *out,
+                                struct dossier_status *st);
+
+/* dossier_audit_verify(), and also against checkpoint @kept (borrowed;
+ * NULL: none), one saved earlier outside the cluster: it must be signed
+ * by @pk, and the log must still hold its entry with the same chain hash.
+ * A log cut off before it fails ("the log ends at entry N, before entry M
+ * ..."), and so does one rewritten up to it, even when re-signed with the
+ * cluster's key: what the kept copy catches that the log alone cannot.
+ * Returns 0, or DOSSIER_CORRUPT with @report saying why. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_audit_verify_kept(struct dossier_client *c,
+                          const struct dossier_call_options *co,
+                          const uint8_t pk[32],
+                          const struct dossier_audit_checkpoint *kept,
+                          struct dossier_audit_report *report,
+                          struct dossier_status *st);
+
 /* ------------------------------------------------------------------------
  * Subject export (Art. 15 access, Art. 20 portability; compliance role) */
 
 /* What an export is made of, in this order: one header, every record
  * (with every field, whatever the purpose), every consent event, every
- * audit entry that names the subject, one footer. */
+ * rectification, every audit entry that names the subject, one footer. */
 enum dossier_export_kind {
     DOSSIER_EXPORT_HEADER = 1,
     DOSSIER_EXPORT_RECORD,
     DOSSIER_EXPORT_CONSENT,
     DOSSIER_EXPORT_AUDIT,
     DOSSIER_EXPORT_FOOTER,
+    DOSSIER_EXPORT_RECTIFICATION, /* after the consent events */
 };
 
 struct dossier_export_header {
@@ -934,7 +1051,19 @@ struct dossier_export_header {
 };
 
 struct dossier_export_footer {
-    uint64_t records, consent_events, audit_entries;
+    uint64_t records, consent_events, audit_entries, rectifications;
+};
+
+/* One rectification of the subject's records (Art. 16). */
+struct dossier_rectification {
+    char kind[65];
+    char id[257];        /* "" when the record no longer exists */
+    uint8_t record[16];  /* the record's pseudonym */
+    char fields[1024];   /* the fields changed, comma-separated */
+    int64_t time_ms;
+    char principal[65];
+    char reference[65];
+    uint64_t revision;   /* store revision of the rectified version */
 };
 
 /* One item; only the member of its kind is set, borrowed for the
@@ -946,6 +1075,7 @@ struct dossier_export_item {
     const struct dossier_consent_event *consent;
     const struct dossier_audit_entry *audit;
     const struct dossier_export_footer *footer;
+    const struct dossier_rectification *rectification;
 };
 
 /* Called once per item as it arrives; return 0 to go on, anything else to
@@ -1147,6 +1277,9 @@ struct dossier_change {
     const struct dossier_record *record; /* PUT, EXPIRE, DELETE */
     /* The subject was erased since: record holds only kind and version. */
     int content_erased;
+    /* EXPIRE: the whole record was deleted, past its kind's record
+     * retention (record then as for DELETE); else fields expired. */
+    int record_expired;
     char purpose[DOSSIER_PURPOSE_NAME_MAX + 1]; /* CONSENT */
     enum dossier_consent_state consent_state;   /* CONSENT */
 };
