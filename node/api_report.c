@@ -3,6 +3,14 @@
  * with their amounts), tickets per status or activities per owner per week
  * leave the node as figures, never as records.
  *
+ * Group keys are values, so a report may not group by a field whose
+ * values identify people (group_by_allowed): e-mail addresses, phone
+ * numbers, and free text or numbers of the identity, contact and special
+ * categories. Groups keyed by a field of any other personal category
+ * (an enumeration of a special category, a behavioral or financial value)
+ * are shown only when they hold at least REPORT_MIN_GROUP records; the
+ * records of smaller ones are counted as suppressed.
+ *
  * Each record is opened as a read of the call's purpose would open it: a
  * record whose subject the purpose may not see is left out (and counted as
  * such), and the fields named must be of categories the purpose sees. The
@@ -23,6 +31,8 @@
 /* Groups one report may have. */
 #define GROUPS_MAX 10000
 #define KEY_MAX 128
+/* Fewest records a group keyed by a personal field must hold to be shown. */
+#define REPORT_MIN_GROUP 3
 
 static const int64_t DAY = 86400000;
 
@@ -117,7 +127,7 @@ struct agg {
     int bucket;                  /* 0 none, 1 day, 2 week, 3 month */
     struct group *g;
     size_t n, cap;
-    uint64_t records, left_out;
+    uint64_t records, left_out, suppressed;
     unsigned cats;
 };
 
@@ -277,6 +287,51 @@ static int check_field(struct call *c, const KindSchema *k, const char *what,
 }
 
 #define TYPE(t) (1u << DOSSIER__V1__FIELD_TYPE__FIELD_TYPE_##t)
+#define CAT(c) DOSSIER__V1__CATEGORY__CATEGORY_##c
+
+/* Whether a report may group by @f: not when its values identify people,
+ * for they would leave the node as group keys, one per person, with an
+ * audit entry that names nobody. E-mail addresses and phone numbers never;
+ * free text and numbers of the identity, contact and special categories
+ * (names, addresses, dates of birth, customer numbers) neither.
+ * Enumerations and flags always may: their values are the schema's. */
+static int group_by_allowed(const FieldSchema *f, struct dossier_status *st)
+{
+    int identifying = f->category == CAT(IDENTITY) ||
+                      f->category == CAT(CONTACT) ||
+                      f->category == CAT(SPECIAL);
+    unsigned t = 1u << f->type;
+
+    if ((t & (TYPE(EMAIL) | TYPE(PHONE))) ||
+        (identifying && (t & (TYPE(STRING) | TYPE(INT)))))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "group_by: field '%s' (%s, %s) identifies people, and "
+                       "a report's group keys leave the node: group by an "
+                       "enumeration, a flag or an operational field",
+                       f->name,
+                       dossier_field_type_name((enum dossier_field_type)f->type),
+                       dossier_category_name((enum dossier_category)f->category));
+    return 0;
+}
+
+/* Leaves out of @a the groups of fewer than REPORT_MIN_GROUP records,
+ * counting their records as suppressed, when they are keyed by a field of
+ * a personal category: a group of one or two is a person's value. */
+static void suppress_small_groups(struct agg *a)
+{
+    const FieldSchema *f = a->by[0] ? schema_field(a->k, a->by) : NULL;
+    size_t kept = 0;
+
+    if (!f || f->category == CAT(OPERATIONAL))
+        return;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->g[i].count < REPORT_MIN_GROUP)
+            a->suppressed += a->g[i].count;
+        else
+            a->g[kept++] = a->g[i];
+    }
+    a->n = kept;
+}
 
 static int cmp_group(const void *x, const void *y)
 {
@@ -324,10 +379,11 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
         goto fail;
     }
     if ((a->by[0] &&
-         check_field(c, a->k, "group_by", a->by,
-                     TYPE(STRING) | TYPE(ENUM) | TYPE(BOOL) | TYPE(INT) |
-                         TYPE(EMAIL) | TYPE(PHONE),
-                     &st)) ||
+         (check_field(c, a->k, "group_by", a->by,
+                      TYPE(STRING) | TYPE(ENUM) | TYPE(BOOL) | TYPE(INT) |
+                          TYPE(EMAIL) | TYPE(PHONE),
+                      &st) ||
+          group_by_allowed(schema_field(a->k, a->by), &st))) ||
         (a->sum[0] && check_field(c, a->k, "sum", a->sum,
                                   TYPE(INT) | TYPE(DOUBLE), &st)) ||
         (a->time[0] && strcmp(a->time, "created_at") != 0 &&
@@ -339,6 +395,7 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     rc = api_scan_kind(n->store, a->k->kind, NULL, 0, count_one, a, &st);
     if (rc)
         goto fail;
+    suppress_small_groups(a);
     if (a->n)
         qsort(a->g, a->n, sizeof(*a->g), cmp_group);
     rows = calloc(a->n ? a->n : 1, sizeof(*rows));
@@ -360,7 +417,10 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     resp.rows = ptrs;
     resp.records = a->records;
     resp.left_out = a->left_out;
-    /* Figures only: the audit entry names no subject and no record. */
+    resp.suppressed = a->suppressed;
+    /* Figures only, none of them a person's value (group_by_allowed,
+     * suppress_small_groups): the audit entry names no subject and no
+     * record. */
     call_audit_read(c, NULL, NULL, 0);
     call_reply(c, &resp.base);
     free(rows);

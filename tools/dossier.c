@@ -106,7 +106,10 @@ static const char usage_text[] =
     "                          --by, per period of --time (a timestamp\n"
     "                          field, created_at or updated_at), computed by\n"
     "                          the node; pipeline: deals by stage with their\n"
-    "                          amounts. png draws a chart into --out\n"
+    "                          amounts. png draws a chart into --out. --by\n"
+    "                          may not be a field that identifies people\n"
+    "                          (e-mail, phone, names and other text of the\n"
+    "                          identity, contact or special category)\n"
     "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
     "        [--count N] [--no-follow] [--progress]\n"
     "                          the change feed: every put, delete, erase,\n"
@@ -2337,6 +2340,10 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
                                     json_integer(a.rows[i].bucket_start_ms));
             rc = print_json(cli, j);
         }
+        if (a.suppressed)
+            fprintf(stderr, "%llu records in groups of fewer than 3 not "
+                            "shown\n",
+                    (unsigned long long)a.suppressed);
     } else {
         printf("%-12s%-28s %10s", r.bucket ? r.bucket : "",
                r.group_by ? r.group_by : "", "count");
@@ -2360,6 +2367,9 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
         if (a.left_out)
             printf(", %llu left out (not for this purpose)",
                    (unsigned long long)a.left_out);
+        if (a.suppressed)
+            printf(", %llu in groups of fewer than 3 not shown",
+                   (unsigned long long)a.suppressed);
         printf("\n");
         rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
     }

@@ -241,6 +241,10 @@ expect 0 "report pipeline --format png" -- "$DOSSIER" report pipeline --format p
 [ "$(head -c 4 "$WORK/pipeline.png" | od -An -tx1 | tr -d ' ')" = "89504e47" ] && ok "the chart is a PNG" || fail "the chart is not a PNG"
 expect 5 "report --sum on a text field exits 5" -- "$DOSSIER" report deal --by stage --sum name
 expect 2 "report --per without --time is a usage error" -- "$DOSSIER" report deal --per week
+expect 5 "report --by email is refused (exit 5)" -- "$DOSSIER" report contact --by email --format json
+contains "$WORK/err" "email" "the refusal names the field"
+[ ! -s "$WORK/out" ] && ok "no address leaves the node" || fail "report --by email printed: $(cat "$WORK/out")"
+expect 0 "report contact --by owner" -- "$DOSSIER" report contact --by owner
 
 # --- segments ----------------------------------------------------------------
 echo '{"name":"won_deals","kind":"deal","where":{"stage":["closed_won"]},"description":"won"}' >"$WORK/seg.json"

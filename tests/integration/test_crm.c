@@ -311,6 +311,94 @@ static void test_reports(void **state)
     node_destroy(&n);
 }
 
+static void put_scored(struct dossier_client *c, const char *id,
+                       const char *owner, int64_t score)
+{
+    struct dossier_record *r = dossier_record_new("contact", id, id);
+    struct dossier_status st;
+    char email[64];
+    snprintf(email, sizeof(email), "%s@example.org", id);
+    dossier_record_set_string(r, "first_name", id);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_string(r, "phone", "+44 20 7946 0958");
+    dossier_record_set_string(r, "country", "GB");
+    dossier_record_set_string(r, "owner", owner);
+    dossier_record_set_string(r, "lifecycle_stage", "lead");
+    dossier_record_set_string(r, "accessibility_needs", "none");
+    dossier_record_set_int(r, "lead_score", score);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* Group keys leave the node: a report may not group by a field whose
+ * values identify people (e-mail, phone, text of the identity, contact or
+ * special category), and a group keyed by another personal field shows
+ * only with 3 records or more; operational fields and enumerations group
+ * as before. */
+static void test_report_keys_identify_no_one(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *legal;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request r = {"contact", NULL, NULL, NULL, NULL};
+    static const char *const refused[] = {"email", "phone", "first_name",
+                                          "country"};
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    legal = harness_client_as(n.addr, NULL, "legal_claims");
+    put_scored(ops, "k1", "amy", 10);
+    put_scored(ops, "k2", "amy", 10);
+    put_scored(ops, "k3", "bob", 10);
+    put_scored(ops, "k4", "bob", 20);
+
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        r.group_by = refused[i];
+        assert_int_not_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+        assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.message, refused[i]));
+        assert_null(strstr(st.message, "@example.org"));
+    }
+    /* Special-category text, for a purpose that may see it. */
+    r.group_by = "accessibility_needs";
+    assert_int_not_equal(dossier_aggregate(legal, NULL, &r, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "accessibility_needs"));
+
+    /* Operational text and enumerations: every group, however small. */
+    r.group_by = "owner";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 2);
+    assert_string_equal(a.rows[0].key, "amy");
+    assert_int_equal(a.rows[0].count, 2);
+    assert_string_equal(a.rows[1].key, "bob");
+    assert_int_equal(a.suppressed, 0);
+    dossier_aggregate_release(&a);
+    r.group_by = "lifecycle_stage";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 1);
+    assert_int_equal(a.rows[0].count, 4);
+    dossier_aggregate_release(&a);
+
+    /* A behavioral value: the score of one contact is not shown. */
+    r.group_by = "lead_score";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.records, 4);
+    assert_int_equal(a.n_rows, 1);
+    assert_string_equal(a.rows[0].key, "10");
+    assert_int_equal(a.rows[0].count, 3);
+    assert_int_equal(a.suppressed, 1);
+    dossier_aggregate_release(&a);
+
+    dossier_client_close(ops);
+    dossier_client_close(legal);
+    node_destroy(&n);
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -478,6 +566,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_reports),
+        cmocka_unit_test(test_report_keys_identify_no_one),
         cmocka_unit_test(test_segments),
     };
     int rc;

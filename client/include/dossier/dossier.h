@@ -976,14 +976,20 @@ struct dossier_aggregate {
     struct dossier_aggregate_row *rows; /* by bucket, then key */
     uint64_t records;  /* records counted */
     uint64_t left_out; /* records the purpose may not see */
+    uint64_t suppressed; /* records of groups keyed by a personal field
+                            that held fewer than 3 records: not shown */
 };
 
 /* Counts and totals per group over every record of a kind (e.g. deals per
  * stage with their amounts), computed by the node: no record leaves it.
  * Records the call's purpose may not see are left out; every field named
- * must be of a category it sees. Release @out with
- * dossier_aggregate_release(). Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field of no such name or type, more than
+ * must be of a category it sees. Group keys are values, so @r->group_by
+ * may not be a field that identifies people (an e-mail or phone field, a
+ * string or int field of the identity, contact or special category);
+ * groups keyed by a field of another personal category are shown only
+ * with 3 records or more. Release @out with dossier_aggregate_release().
+ * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field of no
+ * such name or type, a group_by field that identifies people, more than
  * 10,000 groups), DOSSIER_PERMISSION_DENIED (a field the purpose may not
  * see). */
 DOSSIER_API DOSSIER_MUST_CHECK int
