@@ -155,21 +155,35 @@ static void key_of(const Dossier__V1__Value *v, char *out)
     }
 }
 
-/* The start of the bucket (UTC) that @ms falls in. */
+/* Times a bucket can hold: years 0 to 9999 (UTC), in ms since the epoch.
+ * Outside them a timestamp field holds no date a calendar shows, and the
+ * arithmetic below could overflow: such records go with those without a
+ * time. */
+#define TIME_MIN_MS INT64_C(-62167219200000) /* 0000-01-01T00:00:00Z */
+#define TIME_MAX_MS INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
+
+/* The start of the bucket (UTC) that @ms falls in, or INT64_MIN (no time)
+ * when @ms is outside years 0 to 9999. */
 static int64_t bucket_start(int bucket, int64_t ms)
 {
-    int64_t day = (ms >= 0 ? ms : ms - DAY + 1) / DAY * DAY;
+    int64_t day;
     struct tm tm;
     time_t t;
 
+    if (ms < TIME_MIN_MS || ms > TIME_MAX_MS)
+        return INT64_MIN;
+    day = (ms >= 0 ? ms : ms - DAY + 1) / DAY * DAY;
     switch (bucket) {
     case 1:
         return day;
     case 2: /* weeks start on Monday; 1970-01-01 was a Thursday */
         return day - (((day / DAY) % 7 + 7 + 3) % 7) * DAY;
     case 3:
-        t = (time_t)(ms / 1000);
-        gmtime_r(&t, &tm);
+        /* Floor, not truncation: a time before 1970 that is not on a
+         * whole second belongs to the second before. */
+        t = (time_t)((ms >= 0 ? ms : ms - 999) / 1000);
+        if (!gmtime_r(&t, &tm))
+            return INT64_MIN;
         tm.tm_mday = 1;
         tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
         return (int64_t)timegm(&tm) * 1000;

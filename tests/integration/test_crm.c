@@ -311,6 +311,76 @@ static void test_reports(void **state)
     node_destroy(&n);
 }
 
+/* Timestamps outside years 0 to 9999 (up to the ends of int64) fall in
+ * the no_time group of every bucketing, and the node lives on; a time
+ * before 1970 falls in its own month. */
+static void test_report_extreme_times(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request r = {"activity", NULL, NULL,
+                                          "occurred_at", NULL};
+    static const char *const buckets[] = {"day", "week", "month"};
+    const int64_t extreme[] = {INT64_MIN + 1, INT64_MAX,
+                               INT64_C(-62167219200001),  /* year -1 */
+                               INT64_C(253402300800000)}; /* year 10000 */
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    for (size_t i = 0; i < 4; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "x%zu", i);
+        {
+            struct dossier_record *rec = dossier_record_new("activity", id,
+                                                            "s-act");
+            dossier_record_set_string(rec, "type", "call");
+            dossier_record_set_string(rec, "owner", "amy");
+            dossier_record_set_int(rec, "occurred_at", extreme[i]);
+            assert_int_equal(dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION,
+                                         NULL, &st),
+                             0);
+            dossier_record_free(rec);
+        }
+    }
+    {
+        /* 1969-12-31T23:59:59.999Z */
+        struct dossier_record *rec = dossier_record_new("activity", "early",
+                                                        "s-act");
+        dossier_record_set_string(rec, "type", "call");
+        dossier_record_set_int(rec, "occurred_at", -1);
+        assert_int_equal(
+            dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st), 0);
+        dossier_record_free(rec);
+    }
+    for (size_t b = 0; b < 3; b++) {
+        r.bucket = buckets[b];
+        if (dossier_aggregate(ops, NULL, &r, &a, &st) != 0)
+            fail_msg("per %s: %s", buckets[b], st.message);
+        assert_int_equal(a.records, 5);
+        assert_int_equal(a.n_rows, 2);
+        assert_true(a.rows[0].no_time);
+        assert_int_equal(a.rows[0].count, 4);
+        assert_false(a.rows[1].no_time);
+        assert_int_equal(a.rows[1].count, 1);
+        if (b == 0)
+            assert_true(a.rows[1].bucket_start_ms == -86400000);
+        if (b == 2)
+            assert_true(a.rows[1].bucket_start_ms ==
+                        INT64_C(-2678400000)); /* 1969-12-01 */
+        dossier_aggregate_release(&a);
+    }
+    /* The node still serves. */
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    dossier_aggregate_release(&a);
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
 static void put_scored(struct dossier_client *c, const char *id,
                        const char *owner, int64_t score)
 {
@@ -567,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_report_keys_identify_no_one),
+        cmocka_unit_test(test_report_extreme_times),
         cmocka_unit_test(test_segments),
     };
     int rc;
