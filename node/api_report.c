@@ -14,11 +14,17 @@
  * Each record is opened as a read of the call's purpose would open it: a
  * record whose subject the purpose may not see is left out (and counted as
  * such), and the fields named must be of categories the purpose sees. The
- * kind is read in slices, so the store's swap lock is never held long. */
+ * kind is read in slices, so the store's swap lock is never held long;
+ * groups are found through a hash table (SipHash under a key drawn per
+ * call, so values chosen to collide cannot slow a report down), and a
+ * report that reaches the call's deadline stops with DEADLINE_EXCEEDED
+ * rather than run on for a caller that is gone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sodium.h>
 
 #include "api.h"
 #include "errors.h"
@@ -33,6 +39,11 @@
 #define KEY_MAX 128
 /* Fewest records a group keyed by a personal field must hold to be shown. */
 #define REPORT_MIN_GROUP 3
+/* A report looks at the time left every this many records, and stops
+ * when less than REPORT_MARGIN_MS is left, so that its answer still
+ * reaches the caller. */
+#define REPORT_DEADLINE_EVERY 64
+#define REPORT_MARGIN_MS 20
 
 static const int64_t DAY = 86400000;
 
@@ -127,7 +138,12 @@ struct agg {
     int bucket;                  /* 0 none, 1 day, 2 week, 3 month */
     struct group *g;
     size_t n, cap;
-    uint64_t records, left_out, suppressed;
+    /* Open addressing over g: each slot holds 1 + the index of a group, 0
+     * when empty; n_slots is a power of two, at least twice n. */
+    uint32_t *slots;
+    size_t n_slots;
+    unsigned char hkey[crypto_shorthash_KEYBYTES];
+    uint64_t records, left_out, suppressed, looked_at;
     unsigned cats;
 };
 
@@ -192,14 +208,69 @@ static int64_t bucket_start(int bucket, int64_t ms)
     }
 }
 
+static uint64_t group_hash(const struct agg *a, const char *key,
+                           int64_t bucket)
+{
+    uint8_t buf[8 + KEY_MAX], h[crypto_shorthash_BYTES];
+    size_t len = strnlen(key, KEY_MAX - 1);
+    uint64_t v;
+
+    memcpy(buf, &bucket, 8);
+    memcpy(buf + 8, key, len);
+    crypto_shorthash(h, buf, 8 + len, a->hkey);
+    memcpy(&v, h, sizeof(v));
+    return v;
+}
+
+/* The slot of group (@key, @bucket) in @a's table, or of the empty slot
+ * where it would go. */
+static size_t group_slot(const struct agg *a, const char *key, int64_t bucket)
+{
+    size_t mask = a->n_slots - 1;
+    for (size_t i = group_hash(a, key, bucket) & mask;; i = (i + 1) & mask) {
+        const struct group *g;
+        if (!a->slots[i])
+            return i;
+        g = &a->g[a->slots[i] - 1];
+        if (g->bucket == bucket && strcmp(g->key, key) == 0)
+            return i;
+    }
+}
+
+/* Makes @a's table @n_slots large (a power of two above a->n).
+ * Errors: DOSSIER_NOMEM (the table is then as it was). */
+static int groups_rehash(struct agg *a, size_t n_slots)
+{
+    uint32_t *old = a->slots;
+    size_t old_n = a->n_slots;
+
+    if (!(a->slots = calloc(n_slots, sizeof(*a->slots)))) {
+        a->slots = old;
+        return DOSSIER_NOMEM;
+    }
+    a->n_slots = n_slots;
+    for (size_t i = 0; i < old_n; i++)
+        if (old[i]) {
+            const struct group *g = &a->g[old[i] - 1];
+            a->slots[group_slot(a, g->key, g->bucket)] = old[i];
+        }
+    free(old);
+    return 0;
+}
+
 static int add(struct agg *a, const char *key, int64_t bucket, double sum)
 {
-    for (size_t i = 0; i < a->n; i++)
-        if (a->g[i].bucket == bucket && strcmp(a->g[i].key, key) == 0) {
-            a->g[i].count++;
-            a->g[i].sum += sum;
-            return 0;
-        }
+    size_t slot;
+
+    if (!a->slots && groups_rehash(a, 128))
+        return DOSSIER_NOMEM;
+    slot = group_slot(a, key, bucket);
+    if (a->slots[slot]) {
+        struct group *g = &a->g[a->slots[slot] - 1];
+        g->count++;
+        g->sum += sum;
+        return 0;
+    }
     if (a->n == GROUPS_MAX)
         return DOSSIER_INVALID_ARGUMENT;
     if (a->n == a->cap) {
@@ -210,11 +281,17 @@ static int add(struct agg *a, const char *key, int64_t bucket, double sum)
         a->g = g;
         a->cap = cap;
     }
+    if (2 * (a->n + 1) > a->n_slots) {
+        if (groups_rehash(a, 2 * a->n_slots))
+            return DOSSIER_NOMEM;
+        slot = group_slot(a, key, bucket);
+    }
     snprintf(a->g[a->n].key, KEY_MAX, "%s", key);
     a->g[a->n].bucket = bucket;
     a->g[a->n].count = 1;
     a->g[a->n].sum = sum;
     a->n++;
+    a->slots[slot] = (uint32_t)a->n;
     return 0;
 }
 
@@ -232,6 +309,14 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
 
     (void)rkey;
     (void)klen;
+    if (++a->looked_at % REPORT_DEADLINE_EVERY == 0 &&
+        call_time_left_ms(a->c) <= REPORT_MARGIN_MS) {
+        dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+        return err_set(st, DOSSIER_DEADLINE_EXCEEDED,
+                       "the report reached the call's deadline after %llu "
+                       "records of kind '%s': give it a longer timeout",
+                       (unsigned long long)a->looked_at, a->k->kind);
+    }
     if (sr->subject.len == STORE_SP_BYTES) {
         rc = api_subject_visible(a->c, sr->subject.data, st);
         if (rc == DOSSIER_PERMISSION_DENIED) {
@@ -369,6 +454,7 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     if (!a)
         return call_fail(c, DOSSIER_NOMEM, "out of memory");
     a->c = c;
+    randombytes_buf(a->hkey, sizeof(a->hkey));
     a->by = req->group_by;
     a->sum = req->sum;
     a->time = req->time_field;
@@ -439,11 +525,15 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     call_reply(c, &resp.base);
     free(rows);
     free(ptrs);
+    free(a->slots);
     free(a->g);
     free(a);
     return;
 fail:
     call_fail_status(c, &st);
+    free(rows);
+    free(ptrs);
+    free(a->slots);
     free(a->g);
     free(a);
 }

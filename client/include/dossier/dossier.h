@@ -991,7 +991,8 @@ struct dossier_aggregate {
  * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field of no
  * such name or type, a group_by field that identifies people, more than
  * 10,000 groups), DOSSIER_PERMISSION_DENIED (a field the purpose may not
- * see). */
+ * see), DOSSIER_DEADLINE_EXCEEDED (the node stops a report that reaches
+ * the call's deadline: give a longer timeout for a large kind). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_aggregate(struct dossier_client *c,
                   const struct dossier_call_options *co,
