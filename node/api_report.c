@@ -329,7 +329,10 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
             return rc;
         }
     }
-    if ((rc = records_open(call_node(a->c), sr, rid, a->cats, &o, st)))
+    rc = records_open(call_node(a->c), sr, rid, a->cats, &o, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0; /* deleted while its links were read: as pages do */
+    if (rc)
         return rc;
     if (a->by[0])
         key_of(records_field_value(&o.rec, a->by), key);

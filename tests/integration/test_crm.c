@@ -9,6 +9,7 @@
  *  - segments: saved filters (values of fields, creation times, consent to
  *    a purpose) return the ids of the matching records the purpose may
  *    read, a page at a time. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -308,6 +309,91 @@ static void test_reports(void **state)
     dossier_client_close(ops);
     dossier_client_close(mkt);
     dossier_client_close(analytics);
+    node_destroy(&n);
+}
+
+struct deleter {
+    const char *addr;
+    int n, done;
+    pthread_mutex_t mu;
+};
+
+static void *delete_deals(void *arg)
+{
+    struct deleter *d = arg;
+    struct dossier_client *c = harness_client_as(d->addr, NULL, "operations");
+    struct dossier_status st;
+    for (int i = 0; i < d->n; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "ld%d", i);
+        if (dossier_delete(c, NULL, "deal", id, DOSSIER_ANY_VERSION, NULL,
+                           &st) != 0)
+            fail_msg("delete %s: %s", id, st.message);
+    }
+    dossier_client_close(c);
+    pthread_mutex_lock(&d->mu);
+    d->done = 1;
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* A record deleted while a report reads its kind is left out of the
+ * report, not a failure of it: reports run while records are deleted
+ * (linked records are read a second time, with their links, so a delete
+ * between the two reads is seen). */
+static void test_report_while_deleting(void **state)
+{
+    enum { N = 400 };
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request r = {"deal", "stage", NULL, NULL, NULL};
+    struct deleter d;
+    pthread_t t;
+    int reports = 0, done = 0;
+    uint64_t last = N;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    for (int i = 0; i < N; i++) {
+        struct dossier_record *rec;
+        char id[16];
+        snprintf(id, sizeof(id), "ld%d", i);
+        rec = dossier_record_new("deal", id, NULL);
+        dossier_record_set_string(rec, "name", id);
+        dossier_record_set_string(rec, "stage", "qualified");
+        dossier_record_add_link(rec, "for", "company", "acme");
+        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+            fail_msg("put %s: %s", id, st.message);
+        dossier_record_free(rec);
+    }
+    d.addr = n.addr;
+    d.n = N;
+    d.done = 0;
+    pthread_mutex_init(&d.mu, NULL);
+    pthread_create(&t, NULL, delete_deals, &d);
+    while (!done) {
+        pthread_mutex_lock(&d.mu);
+        done = d.done;
+        pthread_mutex_unlock(&d.mu);
+        if (dossier_aggregate(ops, NULL, &r, &a, &st) != 0)
+            fail_msg("report %d while deleting: %s", reports, st.message);
+        /* Fewer and fewer deals, never more. */
+        assert_true(a.records <= last);
+        last = a.records;
+        dossier_aggregate_release(&a);
+        reports++;
+    }
+    pthread_join(t, NULL);
+    pthread_mutex_destroy(&d.mu);
+    assert_int_equal(last, 0);
+    fprintf(stderr, "%d reports while %d linked deals were deleted\n",
+            reports, N);
+
+    dossier_client_close(ops);
     node_destroy(&n);
 }
 
@@ -638,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_report_keys_identify_no_one),
         cmocka_unit_test(test_report_extreme_times),
+        cmocka_unit_test(test_report_while_deleting),
         cmocka_unit_test(test_segments),
     };
     int rc;
