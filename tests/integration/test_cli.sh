@@ -287,6 +287,36 @@ NODE_PID=
 [ "$status" -eq 0 ] && ok "SIGTERM stops the node with exit 0" || fail "node exit status $status"
 contains "$WORK/node.log" "stopped cleanly" "the node logs its clean stop"
 
+# --- expired fields leave the change feed ----------------------------------
+# The retention sweeper runs 45 days ahead (a test-only clock offset), so a
+# 30-day field of a record without a subject expires at once.
+"$DOSSIERD" --data-dir "$WORK/data3" --key-file "$WORK/master.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready3" --enable-fault-injection \
+    --retention-sweep-ms 200 --retention-clock-offset-days 45 2>"$WORK/node3.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready3" ] && break; sleep 0.05; done
+[ -s "$WORK/ready3" ] || { fail "the retention node did not start"; cat "$WORK/node3.log"; }
+cat >"$WORK/supplier.json" <<'JSON'
+{"kind":"supplier","personal":false,"description":"no subject",
+ "fields":[{"name":"name","type":"string","category":"operational"},
+           {"name":"contact_person","type":"string","category":"identity","retention_days":30}]}
+JSON
+export DOSSIER_TARGET=$(cat "$WORK/ready3")
+expect 0 "define a kind with a 30-day identity field" -- "$DOSSIER" schema define "$WORK/supplier.json"
+echo '{"kind":"supplier","id":"sup-1","fields":{"name":"Acme Supplies","contact_person":"Jane Expired"}}' >"$WORK/sup.json"
+expect 0 "put a supplier" -- "$DOSSIER" put "$WORK/sup.json"
+for _ in $(seq 100); do
+    "$DOSSIER" get supplier sup-1 >"$WORK/out" 2>/dev/null
+    grep -q "Jane Expired" "$WORK/out" || break
+    sleep 0.1
+done
+expect 0 "get after the sweep" -- "$DOSSIER" get supplier sup-1
+json_check "the expired field is gone from the record" "'contact_person' not in d['fields'] and d['fields']['name'] == 'Acme Supplies'"
+expect 0 "watch --from 1 after the sweep" -- "$DOSSIER" watch --from 1 --no-follow
+[ -s "$WORK/out" ] && ! grep -q "Jane Expired" "$WORK/out" && ok "the expired value left the feed" || fail "the feed still holds the expired value: $(cat "$WORK/out")"
+jsonl_check "the expiry stands for the record" "[x['type'] for x in d if x.get('record', {}).get('id') == 'sup-1'] == ['expire']"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+
 # --- the example config file is accepted; a bad one is refused ----------
 CONF=$(dirname "$0")/../../deploy/dossierd.conf.example
 "$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \

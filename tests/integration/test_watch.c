@@ -35,6 +35,7 @@ struct seen {
     char kind[32], id[64], subject_ref[33], purpose[65];
     int content_erased, has_email, has_special, has_name;
     char first_name[64];
+    char contact_person[64], name[64];
 };
 
 struct collector {
@@ -90,6 +91,13 @@ static int collect(void *arg, const struct dossier_change *ch)
         s.has_name = v != NULL;
         if (v && v->type == DOSSIER_TYPE_STRING)
             snprintf(s.first_name, sizeof(s.first_name), "%s", v->u.s);
+        v = dossier_record_field(ch->record, "contact_person");
+        if (v && v->type == DOSSIER_TYPE_STRING)
+            snprintf(s.contact_person, sizeof(s.contact_person), "%s",
+                     v->u.s);
+        v = dossier_record_field(ch->record, "name");
+        if (v && v->type == DOSSIER_TYPE_STRING)
+            snprintf(s.name, sizeof(s.name), "%s", v->u.s);
     }
     pthread_mutex_lock(&c->mu);
     if (c->n == c->cap) {
@@ -459,6 +467,94 @@ static void test_resume_exactly_once(void **state)
 
 /* ------------------------------------------------------------------ */
 
+/* Whether a change @c saw carries @value in field contact_person. */
+static int saw_contact_person(const struct collector *c, const char *value)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].contact_person, value) == 0)
+            return 1;
+    return 0;
+}
+
+/* Fields past their retention leave the feed with the record: the
+ * record's earlier changes go, for a record with a subject and for one
+ * without, and the EXPIRE that replaces them carries the record as it is
+ * after the sweep. */
+static void test_expired_fields_leave_the_feed(void **state)
+{
+    const char *more[] = {"--enable-fault-injection", "--retention-sweep-ms",
+                          "200", "--retention-clock-offset-days", "45", NULL};
+    struct dossier_field_schema sup_fields[] = {
+        {"name", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
+         0, NULL, NULL},
+        {"contact_person", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_IDENTITY, 0,
+         0, 30, 0, NULL, NULL}};
+    struct dossier_kind_schema supplier = {"supplier", 0, 0, 0, "no subject",
+                                           2, sup_fields};
+    struct dossier_kind_schema lead = {"lead", 1, 0, 0, "a subject", 2,
+                                       sup_fields};
+    static const char *const kinds[] = {"supplier", "lead"};
+    struct node_proc n;
+    struct dossier_client *cl;
+    struct dossier_status st;
+    struct collector col;
+    int gone = 0;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, more), 0);
+    cl = node_client(&n);
+    assert_int_equal(dossier_schema_define(cl, NULL, &supplier, NULL, &st), 0);
+    assert_int_equal(dossier_schema_define(cl, NULL, &lead, NULL, &st), 0);
+    for (size_t k = 0; k < 2; k++) {
+        struct dossier_record *r = dossier_record_new(
+            kinds[k], "x1", k ? "subj-lead" : NULL);
+        dossier_record_set_string(r, "name", "Acme Supplies");
+        dossier_record_set_string(r, "contact_person", "Jane Expired");
+        if (dossier_put(cl, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+            fail_msg("put %s: %s", kinds[k], st.message);
+        dossier_record_free(r);
+    }
+    /* The sweeper runs 45 days ahead: the 30-day field goes. */
+    for (int t = 0; t < 100 && gone < 2; t++) {
+        gone = 0;
+        for (size_t k = 0; k < 2; k++) {
+            struct dossier_record *got = NULL;
+            assert_int_equal(dossier_get(cl, NULL, kinds[k], "x1", &got, &st),
+                             0);
+            gone += dossier_record_field(got, "contact_person") == NULL;
+            dossier_record_free(got);
+        }
+        if (gone < 2)
+            usleep(100000);
+    }
+    assert_int_equal(gone, 2);
+
+    collector_init(&col);
+    assert_int_equal(watch_history(cl, NULL, 0, 1, &col, &st), 0);
+    assert_false(saw_contact_person(&col, "Jane Expired"));
+    for (size_t k = 0; k < 2; k++) {
+        const struct seen *e = NULL;
+        for (size_t i = 0; i < col.n; i++)
+            if (strcmp(col.v[i].kind, kinds[k]) == 0) {
+                /* Only the expiry is left of the record. */
+                assert_int_equal(col.v[i].type, DOSSIER_CHANGE_EXPIRE);
+                e = &col.v[i];
+            }
+        if (!e)
+            fail_msg("no expiry of the %s", kinds[k]);
+        assert_string_equal(e->id, "x1");
+        assert_string_equal(e->name, "Acme Supplies");
+        assert_int_equal(e->version, e->revision);
+        assert_int_equal(strlen(e->subject_ref), k ? 32 : 0);
+    }
+    collector_free(&col);
+    dossier_client_close(cl);
+    node_destroy(&n);
+}
+
+/* ------------------------------------------------------------------ */
+
 static void test_trimmed_history(void **state)
 {
     const char *extra[] = {"--watch-history", "10", NULL};
@@ -495,6 +591,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_changes_in_order_and_filtered),
         cmocka_unit_test(test_trimmed_history),
+        cmocka_unit_test(test_expired_fields_leave_the_feed),
         cmocka_unit_test(test_resume_exactly_once),
     };
     int rc;
