@@ -479,17 +479,37 @@ static int apply_delete(struct store_batch *b, const Command *cmd,
     rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
                                     (const char *)key, klen);
     {
-        size_t len = dossier__store__v1__stored_record__get_packed_size(old);
-        uint8_t *buf = malloc(len ? len : 1);
-        if (buf) {
-            dossier__store__v1__stored_record__pack(old, buf);
+        /* The feed keeps which record went, not what it held: its earlier
+         * changes leave the feed, and the deletion carries the record's
+         * sealed id and version, no fields, index keys or links. */
+        StoredRecord gone = DOSSIER__STORE__V1__STORED_RECORD__INIT;
+        size_t len;
+        uint8_t *buf;
+
+        gone.kind = old->kind;
+        gone.subject = old->subject;
+        gone.dek_id = old->dek_id;
+        gone.version = old->version;
+        gone.created_at_ms = old->created_at_ms;
+        gone.updated_at_ms = old->updated_at_ms;
+        gone.sealed_id = old->sealed_id;
+        len = dossier__store__v1__stored_record__get_packed_size(&gone);
+        buf = malloc(len ? len : 1);
+        rc = buf ? record_changes_forget(
+                       b, op->rid.data,
+                       old->subject.len == STORE_SP_BYTES ? old->subject.data
+                                                          : NULL,
+                       b->revision + 1)
+                 : DOSSIER_NOMEM;
+        if (rc == 0) {
+            dossier__store__v1__stored_record__pack(&gone, buf);
             rc = change_record(b, cmd, b->revision + 1,
                                DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE,
                                op->kind, op->rid.data, &old->subject, buf,
                                len);
-            free(buf);
         }
-        if (!buf || rc) {
+        free(buf);
+        if (rc) {
             rc = err_set(st, DOSSIER_NOMEM, "out of memory");
             goto out;
         }

@@ -264,7 +264,9 @@ jsonl_check "changes come in commit order" "all(a['revision'] < b['revision'] fo
 jsonl_check "puts carry their record at its version" "all(x['record']['version'] == x['revision'] for x in d if x['type'] == 'put') and any(x['type'] == 'put' and x['record']['fields'].get('first_name') == 'Ann' for x in d)"
 jsonl_check "the erased subject's changes left the feed with it" "not any(x['type'] == 'consent' or x.get('record', {}).get('id') == 'gdpr-1' for x in d)"
 jsonl_check "the erasure stays, naming no other change's subject" "[x['subject_ref'] for x in d if x['type'] == 'erase'] == ['$ERASED_REF'] and all(x.get('subject_ref') != '$ERASED_REF' for x in d if x['type'] != 'erase')"
-jsonl_check "the deletion of c2 is there" "any(x['type'] == 'delete' and x['record']['id'] == 'c2' for x in d)"
+jsonl_check "the deletion of c2 is there, without its fields" "any(x['type'] == 'delete' and x['record']['id'] == 'c2' and not x['record']['fields'] for x in d)"
+jsonl_check "c2's puts left the feed with it" "not any(x['type'] != 'delete' and x.get('record', {}).get('id') == 'c2' for x in d)"
+! grep -q "bob@example.com" "$WORK/out" && ok "the deleted contact's address is not in the feed" || fail "the feed still holds c2's address"
 cp "$WORK/out" "$WORK/history"
 after=$($PY -c "import json; d=[json.loads(l) for l in open('$WORK/history')]; print('%d.%d' % (d[1]['revision'], d[1]['seq']))")
 expect 0 "watch --after resumes after a change" -- "$DOSSIER" watch --after "$after" --count 1

@@ -115,10 +115,14 @@ static int collect(void *arg, const struct dossier_change *ch)
     return stop;
 }
 
-static int put_contact(struct dossier_client *c, const char *id,
-                       const char *subject, const char *name)
+/* Puts contact @id of @subject named @name; *@version (may be NULL) gets
+ * its version. 0 or the status code. */
+static int put_contact_v(struct dossier_client *c, const char *id,
+                         const char *subject, const char *name,
+                         uint64_t *version)
 {
     struct dossier_record *r = dossier_record_new("contact", id, subject);
+    struct dossier_put_result res;
     struct dossier_status st;
     char email[96];
     int rc;
@@ -129,21 +133,32 @@ static int put_contact(struct dossier_client *c, const char *id,
     /* Linked records are read with their links as they are now; the feed
      * must still show each version as it was. */
     dossier_record_add_link(r, "works_at", "company", "co1");
-    rc = dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st);
+    rc = dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, &res, &st);
     if (rc)
         print_message("put %s: %s\n", id, st.message);
+    else if (version)
+        *version = res.version;
     dossier_record_free(r);
     return rc ? st.code : 0;
 }
 
-static void put_company(struct dossier_client *c, const char *id)
+static int put_contact(struct dossier_client *c, const char *id,
+                       const char *subject, const char *name)
+{
+    return put_contact_v(c, id, subject, name, NULL);
+}
+
+/* Puts company @id; returns its version. */
+static uint64_t put_company(struct dossier_client *c, const char *id)
 {
     struct dossier_record *r = dossier_record_new("company", id, NULL);
+    struct dossier_put_result res;
     struct dossier_status st;
     dossier_record_set_string(r, "name", "Acme");
-    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, &res, &st) != 0)
         fail_msg("put company: %s", st.message);
     dossier_record_free(r);
+    return res.version;
 }
 
 /* Watches @cl from @start until caught up (the first PROGRESS). */
@@ -175,6 +190,7 @@ static void test_changes_in_order_and_filtered(void **state)
     struct collector all, companies, marketing;
     const char *company_kind[] = {"company"};
     char ref_s1[33] = "", ref_s2[33] = "";
+    uint64_t co1_v, c2_v;
     (void)state;
 
     node_init(&n);
@@ -184,8 +200,8 @@ static void test_changes_in_order_and_filtered(void **state)
     co_only = harness_client_as(n.addr, NULL, "operations");
 
     assert_int_equal(put_contact(ops, "c1", "s1", "Ann"), 0);
-    put_company(ops, "co1");
-    assert_int_equal(put_contact(ops, "c2", "s2", "Bob"), 0);
+    co1_v = put_company(ops, "co1");
+    assert_int_equal(put_contact_v(ops, "c2", "s2", "Bob", &c2_v), 0);
     assert_int_equal(dossier_consent_grant(ops, NULL, "s1", "marketing",
                                            "signup-form", "2026-03", NULL,
                                            &st),
@@ -201,19 +217,18 @@ static void test_changes_in_order_and_filtered(void **state)
 
     /* Everything, from the first revision, for operations. s2 was
      * erased: its put left the feed with it, and only the erasure, naming
-     * its pseudonym, remains. */
+     * its pseudonym, remains. co1 was deleted: its put left the feed, and
+     * only the deletion remains. */
     collector_init(&all);
     assert_int_equal(watch_history(ops, NULL, 0, 1, &all, &st), 0);
-    assert_int_equal(all.n, 7);
+    assert_int_equal(all.n, 6);
     {
         static const enum dossier_change_type want[] = {
-            DOSSIER_CHANGE_PUT,    DOSSIER_CHANGE_PUT,
-            DOSSIER_CHANGE_CONSENT, DOSSIER_CHANGE_PUT,
-            DOSSIER_CHANGE_DELETE, DOSSIER_CHANGE_ERASE,
-            DOSSIER_CHANGE_PUT};
-        static const char *const ids[] = {"c1", "co1", "", "c1",
-                                          "co1", "", "c3"};
-        for (size_t i = 0; i < 7; i++) {
+            DOSSIER_CHANGE_PUT,    DOSSIER_CHANGE_CONSENT,
+            DOSSIER_CHANGE_PUT,    DOSSIER_CHANGE_DELETE,
+            DOSSIER_CHANGE_ERASE,  DOSSIER_CHANGE_PUT};
+        static const char *const ids[] = {"c1", "", "c1", "co1", "", "c3"};
+        for (size_t i = 0; i < 6; i++) {
             assert_int_equal(all.v[i].type, want[i]);
             assert_string_equal(all.v[i].id, ids[i]);
             assert_false(all.v[i].content_erased);
@@ -225,39 +240,41 @@ static void test_changes_in_order_and_filtered(void **state)
      * them: no special category. */
     assert_int_equal(all.v[0].version, all.v[0].revision);
     assert_string_equal(all.v[0].first_name, "Ann");
-    assert_string_equal(all.v[3].first_name, "Anna");
+    assert_string_equal(all.v[2].first_name, "Anna");
     assert_true(all.v[0].has_email);
     assert_false(all.v[0].has_special);
     snprintf(ref_s1, sizeof(ref_s1), "%s", all.v[0].subject_ref);
     assert_int_equal(strlen(ref_s1), 32);
-    assert_string_equal(all.v[3].subject_ref, ref_s1);
-    assert_string_equal(all.v[1].subject_ref, ""); /* a company: no one */
-    /* The consent change names the subject and the purpose. */
     assert_string_equal(all.v[2].subject_ref, ref_s1);
-    assert_string_equal(all.v[2].purpose, "marketing");
+    assert_string_equal(all.v[3].subject_ref, ""); /* a company: no one */
+    /* The consent change names the subject and the purpose. */
+    assert_string_equal(all.v[1].subject_ref, ref_s1);
+    assert_string_equal(all.v[1].purpose, "marketing");
     /* The erasure names a subject none of the remaining changes is
-     * about, and the revision it took (its put's was before c1's
-     * update). */
-    snprintf(ref_s2, sizeof(ref_s2), "%s", all.v[5].subject_ref);
+     * about; the put of its record and the put of the deleted company are
+     * gone. */
+    snprintf(ref_s2, sizeof(ref_s2), "%s", all.v[4].subject_ref);
     assert_int_equal(strlen(ref_s2), 32);
-    for (size_t i = 0; i < all.n; i++)
-        if (i != 5)
+    for (size_t i = 0; i < all.n; i++) {
+        if (i != 4)
             assert_string_not_equal(all.v[i].subject_ref, ref_s2);
-    assert_true(all.v[2].revision > all.v[1].revision + 1);
-    /* The deletion names the record and the version deleted. */
-    assert_int_equal(all.v[4].version, all.v[1].revision);
-    assert_false(all.v[4].has_name);
+        assert_true(all.v[i].revision != co1_v && all.v[i].revision != c2_v);
+    }
+    /* The deletion names the record and the version deleted, nothing of
+     * what it held. */
+    assert_int_equal(all.v[3].version, co1_v);
+    assert_false(all.v[3].has_name);
+    assert_string_equal(all.v[3].name, "");
 
     /* Kinds: record changes of companies only, and every erasure and
      * consent change. */
     collector_init(&companies);
     assert_int_equal(
         watch_history(co_only, company_kind, 1, 1, &companies, &st), 0);
-    assert_int_equal(companies.n, 4);
-    assert_int_equal(companies.v[0].type, DOSSIER_CHANGE_PUT);
-    assert_int_equal(companies.v[1].type, DOSSIER_CHANGE_CONSENT);
-    assert_int_equal(companies.v[2].type, DOSSIER_CHANGE_DELETE);
-    assert_int_equal(companies.v[3].type, DOSSIER_CHANGE_ERASE);
+    assert_int_equal(companies.n, 3);
+    assert_int_equal(companies.v[0].type, DOSSIER_CHANGE_CONSENT);
+    assert_int_equal(companies.v[1].type, DOSSIER_CHANGE_DELETE);
+    assert_int_equal(companies.v[2].type, DOSSIER_CHANGE_ERASE);
 
     /* Marketing rests on consent: only s1 gave it, so c3 (s3) never comes,
      * and c1 comes without the special category. */
@@ -467,6 +484,50 @@ static void test_resume_exactly_once(void **state)
 
 /* ------------------------------------------------------------------ */
 
+/* A deleted record's contents leave the feed: its earlier puts are taken
+ * out, and the deletion names the record, its subject's pseudonym and the
+ * version deleted, without a field. Other records of the subject stay. */
+static void test_deleted_record_leaves_the_feed(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *cl;
+    struct dossier_status st;
+    struct collector col;
+    uint64_t v2;
+    const struct seen *d, *kept;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    cl = node_client(&n);
+    assert_int_equal(put_contact(cl, "gone", "s-del", "Dee"), 0);
+    assert_int_equal(put_contact_v(cl, "gone", "s-del", "Deedee", &v2), 0);
+    assert_int_equal(put_contact(cl, "kept", "s-del", "Kay"), 0);
+    assert_int_equal(dossier_delete(cl, NULL, "contact", "gone",
+                                    DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+
+    collector_init(&col);
+    assert_int_equal(watch_history(cl, NULL, 0, 1, &col, &st), 0);
+    assert_null(find(&col, DOSSIER_CHANGE_PUT, "gone"));
+    for (size_t i = 0; i < col.n; i++) {
+        assert_string_not_equal(col.v[i].first_name, "Dee");
+        assert_string_not_equal(col.v[i].first_name, "Deedee");
+    }
+    d = find(&col, DOSSIER_CHANGE_DELETE, "gone");
+    assert_non_null(d);
+    assert_int_equal(d->version, v2);
+    assert_false(d->has_name);
+    assert_false(d->has_email);
+    kept = find(&col, DOSSIER_CHANGE_PUT, "kept");
+    assert_non_null(kept);
+    assert_string_equal(kept->first_name, "Kay");
+    assert_string_equal(d->subject_ref, kept->subject_ref);
+    collector_free(&col);
+    dossier_client_close(cl);
+    node_destroy(&n);
+}
+
 /* Whether a change @c saw carries @value in field contact_person. */
 static int saw_contact_person(const struct collector *c, const char *value)
 {
@@ -592,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_changes_in_order_and_filtered),
         cmocka_unit_test(test_trimmed_history),
         cmocka_unit_test(test_expired_fields_leave_the_feed),
+        cmocka_unit_test(test_deleted_record_leaves_the_feed),
         cmocka_unit_test(test_resume_exactly_once),
     };
     int rc;

@@ -1591,6 +1591,116 @@ static void test_malformed_delete_and_empty_command_are_corrupt(
     assert_malformed(f, &empty, "no operation");
 }
 
+/* ------------------------------------------------------------------ */
+/* The change feed */
+
+#define FEED_MAX 64
+
+/* Every change the feed holds, oldest first, into @out (free with
+ * store_changes_free); returns how many. */
+static size_t feed_read(struct store *s, struct store_change *out)
+{
+    struct dossier_status st;
+    size_t n;
+    if (store_changes_read(s, 1, 0, UINT64_MAX, FEED_MAX, out, &n, &st) != 0)
+        fail_msg("store_changes_read: %s", st.message);
+    return n;
+}
+
+/* Rows of @family (change_index or change_record) and the lowest
+ * revision among them (UINT64_MAX when none). */
+struct feed_rows {
+    size_t n;
+    uint64_t min_rev;
+};
+
+static int feed_rows_cb(void *arg, const uint8_t *key, size_t klen,
+                        const uint8_t *val, size_t vlen)
+{
+    struct feed_rows *r = arg;
+    (void)val;
+    (void)vlen;
+    assert_true(klen >= 16 + 12);
+    if (store_be_u64(key + 16) < r->min_rev)
+        r->min_rev = store_be_u64(key + 16);
+    r->n++;
+    return 0;
+}
+
+static struct feed_rows feed_rows(struct store *s, enum store_family family)
+{
+    struct feed_rows r = {0, UINT64_MAX};
+    struct dossier_status st;
+    if (store_scan(s, family, NULL, 0, NULL, 0, feed_rows_cb, &r, &st) != 0)
+        fail_msg("store_scan: %s", st.message);
+    return r;
+}
+
+/* A delete takes the record's earlier changes out of the feed, with their
+ * index rows, and its own entry holds the record's sealed id and version
+ * but no field, index key or link; for a record with a subject and for
+ * one without. The other records' changes stay. */
+static void test_delete_leaves_only_a_bare_deletion_in_the_feed(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct store_change ch[FEED_MAX];
+    struct store_result res;
+    struct put p;
+    struct del d;
+    size_t n;
+
+    fx_open(f);
+    for (int k = 0; k < 2; k++) {
+        uint8_t rid = k ? 0x0c : 0x0a;
+        uint64_t v;
+        if (k)
+            put_init(&p, "company", rid, 0, 0, 1000);
+        else
+            put_person(&p, rid, 1000);
+        put_index(&p, "email", 0xe1);
+        put_link(&p, "works_at", "company", 0x0f);
+        apply1_ok(f->s, &p.cmd, &res);
+        if (k)
+            put_init(&p, "company", rid, 0, 0, 2000);
+        else
+            put_person(&p, rid, 2000);
+        put_index(&p, "email", 0xe1);
+        apply1_ok(f->s, &p.cmd, &res);
+        v = res.version;
+        del_init(&d, k ? "company" : "contact", rid);
+        apply1_ok(f->s, &d.cmd, &res);
+        assert_int_equal(res.version, v);
+    }
+    put_person(&p, 0x0b, 3000); /* another record: its change stays */
+    apply1_ok(f->s, &p.cmd, &res);
+
+    n = feed_read(f->s, ch);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 2; i++) {
+        const Dossier__Store__V1__ChangeEntry *e = ch[i].e;
+        StoredRecord *r = dossier__store__v1__stored_record__unpack(
+            NULL, e->record.len, e->record.data);
+        assert_int_equal(e->type, DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE);
+        assert_non_null(r);
+        assert_int_equal(r->n_fields, 0);
+        assert_int_equal(r->n_index_keys, 0);
+        assert_int_equal(r->n_links, 0);
+        assert_int_equal(r->sealed_links.len, 0);
+        assert_int_equal(r->sealed_id.len, 8);
+        assert_int_equal(r->version, ch[i].rev - 1);
+        assert_int_equal(e->subject.len, i == 0 ? STORE_SP_BYTES : 0);
+        dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    }
+    assert_int_equal(ch[2].e->type,
+                     DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_PUT);
+    store_changes_free(ch, n);
+    /* One row per change left in the record index; the subject's index
+     * holds its deletion and its other record's put. */
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_RECORD).n, 3);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).n, 2);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1643,6 +1753,7 @@ int main(void)
         T(test_put_with_index_key_of_another_record_is_corrupt),
         T(test_other_malformed_puts_are_corrupt),
         T(test_malformed_delete_and_empty_command_are_corrupt),
+        T(test_delete_leaves_only_a_bare_deletion_in_the_feed),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),

@@ -1072,11 +1072,14 @@ dossier_segment_members_release(struct dossier_segment_members *m);
 
 enum dossier_change_type {
     DOSSIER_CHANGE_PUT = 1,  /* record: as after the change */
-    DOSSIER_CHANGE_DELETE,   /* record: kind, id, subject, version only */
+    DOSSIER_CHANGE_DELETE,   /* record: kind, id, subject, version only;
+                                the record's earlier changes left the
+                                feed */
     DOSSIER_CHANGE_ERASE,    /* forget everything with this subject_ref */
     DOSSIER_CHANGE_CONSENT,  /* purpose and consent_state */
     DOSSIER_CHANGE_EXPIRE,   /* fields past retention dropped; record: as
-                                after */
+                                after; the record's earlier changes left
+                                the feed */
     DOSSIER_CHANGE_PROGRESS, /* not a change: every change up to revision
                                 has been delivered */
 };
