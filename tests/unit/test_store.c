@@ -1701,6 +1701,44 @@ static void test_delete_leaves_only_a_bare_deletion_in_the_feed(
     assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).n, 2);
 }
 
+/* The feed keeps the last N revisions: once it holds an eighth more, the
+ * changes below the new floor go, and so do their rows in both indexes
+ * (change_index by subject, change_record by record). */
+static void test_trim_removes_old_changes_and_their_index_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct feed_rows by_subject, by_record;
+    struct put p;
+    uint64_t floor;
+
+    fx_open(f);
+    store_set_change_history(f->s, 16);
+    for (int i = 0; i < 40; i++) {
+        put_person(&p, (uint8_t)(1 + i % 5), 1000 + i);
+        apply1_ok(f->s, &p.cmd, &res);
+    }
+    floor = store_change_floor(f->s);
+    assert_true(floor > 1);
+    assert_true(floor <= store_revision(f->s) - 16 + 1);
+    by_subject = feed_rows(f->s, STORE_CHANGE_INDEX);
+    by_record = feed_rows(f->s, STORE_CHANGE_RECORD);
+    assert_true(by_subject.min_rev >= floor);
+    assert_true(by_record.min_rev >= floor);
+    assert_int_equal(by_subject.n, store_revision(f->s) - floor + 1);
+    assert_int_equal(by_record.n, by_subject.n);
+    {
+        struct store_change ch[FEED_MAX];
+        size_t n = feed_read(f->s, ch);
+        assert_int_equal(n, by_subject.n);
+        assert_int_equal(ch[0].rev, floor);
+        store_changes_free(ch, n);
+    }
+    /* The floor is kept across a reopen. */
+    fx_reopen(f);
+    assert_int_equal(store_change_floor(f->s), floor);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1754,6 +1792,7 @@ int main(void)
         T(test_other_malformed_puts_are_corrupt),
         T(test_malformed_delete_and_empty_command_are_corrupt),
         T(test_delete_leaves_only_a_bare_deletion_in_the_feed),
+        T(test_trim_removes_old_changes_and_their_index_rows),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),
