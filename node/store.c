@@ -660,12 +660,15 @@ void store_changes_committed(struct store *s, uint64_t revision)
     /* Trim once the feed holds an eighth more than it keeps: one range
      * deletion now and then, not one per write. The floor moves first, so
      * a reader that finds it past where it read knows it may have missed
-     * something. */
+     * something; if the deletion fails, nothing was deleted and the floor
+     * moves back, so the next commit tries again from the same place (a
+     * reader that saw the higher floor meanwhile was only refused early). */
     if (revision >= floor + hist + hist / 8) {
         uint64_t new_floor = revision - hist + 1;
         uint8_t from[12], to[12], v[8];
         rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
         char *err = NULL;
+        int failed;
 
         store_change_key(from, floor, 0);
         store_change_key(to, new_floor, 0);
@@ -678,10 +681,17 @@ void store_changes_committed(struct store *s, uint64_t revision)
                                            (const char *)to, sizeof(to));
         change_index_trim(s, wb, STORE_CHANGE_INDEX, new_floor);
         change_index_trim(s, wb, STORE_CHANGE_RECORD, new_floor);
-        rocksdb_write(s->db, s->wo_nosync, wb, &err);
-        rocksdb_writebatch_destroy(wb);
-        if (err) /* tried again at the next commit */
+        if (s->trim_faults > 0) {
+            s->trim_faults--;
+            failed = 1;
+        } else {
+            rocksdb_write(s->db, s->wo_nosync, wb, &err);
+            failed = err != NULL;
             free(err);
+        }
+        rocksdb_writebatch_destroy(wb);
+        if (failed)
+            __atomic_store_n(&s->changes_floor, floor, __ATOMIC_RELEASE);
     }
 }
 

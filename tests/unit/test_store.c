@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "store.h"
+#include "store_int.h" /* trim_faults */
 #include "testutil.h"
 
 #define CACHE_BYTES (1 << 20)
@@ -1739,6 +1740,51 @@ static void test_trim_removes_old_changes_and_their_index_rows(void **state)
     assert_int_equal(store_change_floor(f->s), floor);
 }
 
+/* A trim whose write fails deletes nothing and leaves the floor where it
+ * was; the next commit trims again, from that floor, so no change below
+ * the floor is left behind in the feed or its indexes. */
+static void test_failed_trim_is_tried_again(void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct put p;
+    uint64_t floor;
+    int i = 0;
+
+    fx_open(f);
+    store_set_change_history(f->s, 16);
+    f->s->trim_faults = 1;
+    while (f->s->trim_faults) { /* up to the first trim, which fails */
+        put_person(&p, (uint8_t)(1 + i % 5), 1000 + i);
+        apply1_ok(f->s, &p.cmd, &res);
+        assert_true(++i < 100);
+    }
+    assert_int_equal(store_change_floor(f->s), 1);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_RECORD).min_rev, 1);
+    {
+        struct store_change ch[FEED_MAX];
+        size_t n = feed_read(f->s, ch);
+        assert_int_equal(n, store_revision(f->s));
+        store_changes_free(ch, n);
+    }
+    /* The next commit trims. */
+    put_person(&p, 0x09, 5000);
+    apply1_ok(f->s, &p.cmd, &res);
+    floor = store_change_floor(f->s);
+    assert_int_equal(floor, store_revision(f->s) - 16 + 1);
+    assert_true(feed_rows(f->s, STORE_CHANGE_INDEX).min_rev >= floor);
+    assert_true(feed_rows(f->s, STORE_CHANGE_RECORD).min_rev >= floor);
+    {
+        struct store_change ch[FEED_MAX];
+        size_t n = feed_read(f->s, ch);
+        assert_int_equal(n, 16);
+        assert_int_equal(ch[0].rev, floor);
+        store_changes_free(ch, n);
+    }
+    fx_reopen(f);
+    assert_int_equal(store_change_floor(f->s), floor);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1793,6 +1839,7 @@ int main(void)
         T(test_malformed_delete_and_empty_command_are_corrupt),
         T(test_delete_leaves_only_a_bare_deletion_in_the_feed),
         T(test_trim_removes_old_changes_and_their_index_rows),
+        T(test_failed_trim_is_tried_again),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),
