@@ -6,7 +6,11 @@
  * A watcher's position is the next change to look at, (revision, seq).
  * It moves past every change looked at, sent or left out, and past the
  * head once caught up, so a PROGRESS message always names a revision up to
- * which the watcher has been told everything it may see. */
+ * which the watcher has been told everything it may see. A watcher that
+ * is sent nothing for a second while its position moves (every change
+ * left out: another kind, a subject its purpose may not see) hears a
+ * PROGRESS, so its resume position keeps up with the feed and does not
+ * fall below the floor while it waits for a change of its own. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,9 +30,9 @@
 #define WATCH_SLICE 128
 /* Longest wait for a commit before looking at the reader again. */
 #define WATCH_WAIT_MS 500
-/* A caught-up watcher hears PROGRESS at most this often when it has been
- * sent nothing since the head moved, and at least this often
- * (heartbeat) when nothing happens at all. */
+/* A watcher hears PROGRESS at most this often when it has been sent
+ * nothing since its position moved, and at least this often (heartbeat)
+ * when nothing happens at all. */
 #define WATCH_PROGRESS_MS 1000
 #define WATCH_HEARTBEAT_MS 5000
 
@@ -47,7 +51,7 @@ struct watch_job {
     size_t n_kinds;
     uint64_t rev; /* the next change to look at */
     uint32_t seq;
-    uint64_t sent, left_out;
+    uint64_t looked_at, left_out, sent;
 };
 
 static void watch_job_free(void *arg)
@@ -57,6 +61,15 @@ static void watch_job_free(void *arg)
         free(j->kinds[i]);
     free(j->kinds);
     free(j);
+}
+
+/* Sends @ev to the watcher: 0, or -1 when the reader is gone. */
+static int watch_send(struct watch_job *j, Dossier__V1__ChangeEvent *ev)
+{
+    int rc = stream_job_send(j->stream, &ev->base);
+    if (rc == 0)
+        j->sent++;
+    return rc;
 }
 
 static int64_t now_ms(void)
@@ -142,7 +155,7 @@ static int send_record_change(struct watch_job *j,
         gone.version = version;
         ev->record = &gone;
         ev->content_erased = 1;
-        return stream_job_send(j->stream, &ev->base);
+        return watch_send(j, ev);
     }
     if (rc)
         return rc;
@@ -151,7 +164,7 @@ static int send_record_change(struct watch_job *j,
         o.rec.n_fields = 0;
     }
     ev->record = &o.rec;
-    rc = stream_job_send(j->stream, &ev->base);
+    rc = watch_send(j, ev);
     if (rc == 0 && personal)
         call_audit_read(c, e->subject.data, e->rid.data, 1);
     records_opened_release(&o);
@@ -180,9 +193,9 @@ static int send_change(struct watch_job *j, const struct store_change *ch,
     case DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_CONSENT:
         ev.purpose = e->purpose;
         ev.consent_state = e->state;
-        return stream_job_send(j->stream, &ev.base);
+        return watch_send(j, &ev);
     case DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE:
-        return stream_job_send(j->stream, &ev.base);
+        return watch_send(j, &ev);
     default:
         return err_set(st, DOSSIER_CORRUPT,
                        "a change feed entry of an unknown type (%d)",
@@ -215,12 +228,14 @@ static int watch_loop(struct watch_job *j, struct dossier_status *st)
 {
     struct store *s = j->node->store;
     struct store_change buf[WATCH_SLICE];
-    uint64_t progress_rev = 0, told = 0; /* told: the last revision sent */
+    /* told: the watcher knows every change up to this revision was sent
+     * or left out (it was sent a change of it, or a PROGRESS naming it). */
+    uint64_t told = 0;
     int64_t last_send = now_ms();
     int caught_up = 0;
 
     for (;;) {
-        uint64_t head = store_revision(s);
+        uint64_t head = store_revision(s), done;
         size_t got;
         int rc;
 
@@ -236,40 +251,49 @@ static int watch_loop(struct watch_job *j, struct dossier_status *st)
             return st->code;
         }
         for (size_t i = 0; rc == 0 && i < got; i++) {
+            uint64_t sent = j->sent;
             rc = send_change(j, &buf[i], st);
             if (rc == 0) {
                 j->rev = buf[i].rev;
                 j->seq = buf[i].seq + 1;
+                j->looked_at++;
+                if (j->sent != sent) {
+                    told = buf[i].rev;
+                    last_send = now_ms();
+                }
             }
-        }
-        if (rc == 0 && got) {
-            j->sent += got;
-            told = j->rev;
-            last_send = now_ms();
         }
         store_changes_free(buf, got);
         if (rc)
             return rc;
-        if (got == WATCH_SLICE)
-            continue; /* more to read */
-        /* Every change up to the head has been looked at. */
-        if (j->rev <= head) {
+        /* Once the slice ends before the head, every change up to the
+         * head has been looked at. */
+        if (got < WATCH_SLICE && j->rev <= head) {
             j->rev = head + 1;
             j->seq = 0;
         }
+        /* Every change up to done has been looked at: sent or left out.
+         * PROGRESS on catching up, when the position moved past what the
+         * watcher was told and nothing was sent for a while (also in the
+         * middle of a long stretch of changes all left out), and as a
+         * heartbeat. */
+        done = j->rev - 1;
         {
-            int64_t now = now_ms();
-            int idle = now - last_send;
-            if (!caught_up || (head > told && head > progress_rev &&
-                               idle >= WATCH_PROGRESS_MS) ||
+            int64_t now = now_ms(), idle = now - last_send;
+            int catching_up = got < WATCH_SLICE && !caught_up;
+            if (catching_up ||
+                (done > told && idle >= WATCH_PROGRESS_MS) ||
                 idle >= WATCH_HEARTBEAT_MS) {
-                if (send_progress(j, head) != 0)
+                if (send_progress(j, done) != 0)
                     return -1;
-                caught_up = 1;
-                progress_rev = told = head;
+                if (done > told)
+                    told = done;
                 last_send = now;
+                caught_up |= got < WATCH_SLICE;
             }
         }
+        if (got == WATCH_SLICE)
+            continue; /* more to read */
         store_wait_revision(s, head, WATCH_WAIT_MS);
     }
 }
@@ -285,7 +309,7 @@ static void watch_main(struct stream_job *sj)
     rc = watch_loop(j, &st);
     log_printf(LOG_INFO, "watcher ended at revision %llu: %llu changes "
                "looked at, %llu left out",
-               (unsigned long long)j->rev, (unsigned long long)j->sent,
+               (unsigned long long)j->rev, (unsigned long long)j->looked_at,
                (unsigned long long)j->left_out);
     if (rc == -1 || stream_group_stopping(&watchers))
         return call_fail(c, stream_group_stopping(&watchers)

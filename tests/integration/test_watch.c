@@ -46,6 +46,7 @@ struct collector {
     size_t stop_after;     /* stop after this many changes (0: no) */
     pthread_mutex_t mu;
     int started;           /* a first PROGRESS came: the watch is live */
+    uint64_t progress_rev; /* the highest PROGRESS revision */
 };
 
 static void collector_init(struct collector *c)
@@ -69,6 +70,8 @@ static int collect(void *arg, const struct dossier_change *ch)
     if (ch->type == DOSSIER_CHANGE_PROGRESS) {
         pthread_mutex_lock(&c->mu);
         c->started = 1;
+        if (ch->revision > c->progress_rev)
+            c->progress_rev = ch->revision;
         pthread_mutex_unlock(&c->mu);
         return c->stop_at_progress;
     }
@@ -616,6 +619,83 @@ static void test_expired_fields_leave_the_feed(void **state)
 
 /* ------------------------------------------------------------------ */
 
+/* A watcher of one kind hears PROGRESS while only other kinds are
+ * written, so its resume position keeps up with the feed: resuming from
+ * it after the feed was trimmed works (it used to stay where the watch
+ * began, and a resume after trimming failed with OUT_OF_RANGE). */
+static void test_progress_while_other_kinds_are_written(void **state)
+{
+    const char *extra[] = {"--watch-history", "40", NULL};
+    const char *company[] = {"company"};
+    struct node_proc n;
+    struct dossier_client *cl;
+    struct dossier_status st;
+    struct live l;
+    pthread_t lt;
+    uint64_t v20 = 0, seen;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, extra), 0);
+    cl = node_client(&n);
+    memset(&l, 0, sizeof(l));
+    l.cl = node_client(&n);
+    collector_init(&l.col);
+    l.col.stop_id = "end";
+    l.o.kinds = company;
+    l.o.n_kinds = 1;
+    pthread_create(&lt, NULL, watch_main, &l);
+    wait_started(&l.col);
+
+    for (int k = 0; k < 60; k++) {
+        char id[16];
+        uint64_t v;
+        snprintf(id, sizeof(id), "p%d", k);
+        assert_int_equal(put_contact_v(cl, id, id, "Pat", &v), 0);
+        if (k == 20)
+            v20 = v;
+        usleep(50000);
+    }
+    pthread_mutex_lock(&l.col.mu);
+    seen = l.col.progress_rev;
+    pthread_mutex_unlock(&l.col.mu);
+    /* Contact 20 was written a couple of seconds before the last. */
+    if (seen < v20)
+        fail_msg("the watcher heard no progress past revision %llu while "
+                 "contacts were written (contact 20 took revision %llu)",
+                 (unsigned long long)seen, (unsigned long long)v20);
+    /* The feed was trimmed meanwhile (the start is gone); the position
+     * the watcher was told still holds. */
+    {
+        struct collector x;
+        collector_init(&x);
+        assert_int_not_equal(watch_history(cl, company, 1, 1, &x, &st), 0);
+        assert_int_equal(st.code, DOSSIER_OUT_OF_RANGE);
+        collector_free(&x);
+    }
+    {
+        struct collector again;
+        struct dossier_watch_options o = {company, 1, {seen + 1, 0}};
+        collector_init(&again);
+        again.stop_id = "end";
+        put_company(cl, "end");
+        if (dossier_watch(cl, NULL, &o, collect, &again, NULL, &st) != 0)
+            fail_msg("resume from %llu: %s", (unsigned long long)seen + 1,
+                     st.message);
+        assert_non_null(find(&again, DOSSIER_CHANGE_PUT, "end"));
+        collector_free(&again);
+    }
+    pthread_join(lt, NULL);
+    if (l.rc)
+        fail_msg("watch: %s", l.st.message);
+    dossier_client_close(cl);
+    dossier_client_close(l.cl);
+    collector_free(&l.col);
+    node_destroy(&n);
+}
+
+/* ------------------------------------------------------------------ */
+
 static void test_trimmed_history(void **state)
 {
     const char *extra[] = {"--watch-history", "10", NULL};
@@ -654,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_trimmed_history),
         cmocka_unit_test(test_expired_fields_leave_the_feed),
         cmocka_unit_test(test_deleted_record_leaves_the_feed),
+        cmocka_unit_test(test_progress_while_other_kinds_are_written),
         cmocka_unit_test(test_resume_exactly_once),
     };
     int rc;
