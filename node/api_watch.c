@@ -18,6 +18,7 @@
 #include "api.h"
 #include "errors.h"
 #include "log.h"
+#include "policy.h"
 #include "records.h"
 #include "store.h"
 #include "stream_job.h"
@@ -171,6 +172,33 @@ static int send_record_change(struct watch_job *j,
     return rc;
 }
 
+/* Whether the watcher may be told of consent change @e: only a change of
+ * consent to its own purpose (what another purpose rests on is not its
+ * business: Consent/History is for compliance), and only about a subject
+ * whose processing is not restricted, unless its purpose is legal_claims,
+ * as for reads. 0 if so, DOSSIER_PERMISSION_DENIED if not, or a read
+ * error with @st set. A withdrawal reaches the watchers of its purpose,
+ * although the subject's records no longer do: that is what they must
+ * act on. */
+static int consent_visible(struct watch_job *j,
+                           const Dossier__Store__V1__ChangeEntry *e,
+                           struct dossier_status *st)
+{
+    struct call *c = stream_job_call(j->stream);
+    const char *purpose = call_purpose(c);
+    int rc;
+
+    if (!purpose || strcmp(e->purpose, purpose) != 0 ||
+        e->subject.len != STORE_SP_BYTES)
+        return DOSSIER_PERMISSION_DENIED;
+    if (strcmp(purpose, POLICY_LEGAL_CLAIMS) == 0)
+        return 0;
+    rc = store_restricted(j->node->store, e->subject.data, st);
+    if (rc == 1)
+        return DOSSIER_PERMISSION_DENIED;
+    return rc;
+}
+
 /* Sends change @ch if the watcher may see it: 0, -1 (the reader is gone)
  * or an error code with @st set. */
 static int send_change(struct watch_job *j, const struct store_change *ch,
@@ -178,6 +206,7 @@ static int send_change(struct watch_job *j, const struct store_change *ch,
 {
     const Dossier__Store__V1__ChangeEntry *e = ch->e;
     Dossier__V1__ChangeEvent ev = DOSSIER__V1__CHANGE_EVENT__INIT;
+    int rc;
 
     ev.type = e->type;
     ev.revision = ch->rev;
@@ -191,6 +220,13 @@ static int send_change(struct watch_job *j, const struct store_change *ch,
     case DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE:
         return send_record_change(j, ch, &ev, st);
     case DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_CONSENT:
+        rc = consent_visible(j, e, st);
+        if (rc == DOSSIER_PERMISSION_DENIED) {
+            j->left_out++;
+            return 0;
+        }
+        if (rc)
+            return rc;
         ev.purpose = e->purpose;
         ev.consent_state = e->state;
         return watch_send(j, &ev);

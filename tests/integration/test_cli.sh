@@ -204,8 +204,10 @@ expect 0 "subject unrestrict" -- "$DOSSIER" subject unrestrict gdpr-subj --refer
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
-expect 0 "watch before the erasure" -- "$DOSSIER" watch --from 1 --no-follow
-jsonl_check "the consent changes are in the feed" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
+expect 0 "watch before the erasure, as operations" -- "$DOSSIER" watch --from 1 --no-follow
+jsonl_check "operations hears of no consent to marketing" "not any(x['type'] == 'consent' for x in d)"
+expect 0 "watch before the erasure, as marketing" -- "$DOSSIER" --purpose marketing watch --from 1 --no-follow
+jsonl_check "marketing hears of the consent changes" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
 ERASED_REF=$($PY -c "import json; print([x for x in map(json.loads, open('$WORK/out')) if x['type'] == 'consent'][0]['subject_ref'])")
 expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"

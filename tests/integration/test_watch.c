@@ -36,6 +36,7 @@ struct seen {
     int content_erased, has_email, has_special, has_name;
     char first_name[64];
     char contact_person[64], name[64];
+    enum dossier_consent_state consent_state;
 };
 
 struct collector {
@@ -82,6 +83,7 @@ static int collect(void *arg, const struct dossier_change *ch)
     s.content_erased = ch->content_erased;
     snprintf(s.subject_ref, sizeof(s.subject_ref), "%s", ch->subject_ref);
     snprintf(s.purpose, sizeof(s.purpose), "%s", ch->purpose);
+    s.consent_state = ch->consent_state;
     if (ch->record) {
         const struct dossier_value *v;
         snprintf(s.kind, sizeof(s.kind), "%s", ch->record->kind);
@@ -221,17 +223,17 @@ static void test_changes_in_order_and_filtered(void **state)
     /* Everything, from the first revision, for operations. s2 was
      * erased: its put left the feed with it, and only the erasure, naming
      * its pseudonym, remains. co1 was deleted: its put left the feed, and
-     * only the deletion remains. */
+     * only the deletion remains. The consent to marketing is marketing's
+     * business, not operations'. */
     collector_init(&all);
     assert_int_equal(watch_history(ops, NULL, 0, 1, &all, &st), 0);
-    assert_int_equal(all.n, 6);
+    assert_int_equal(all.n, 5);
     {
         static const enum dossier_change_type want[] = {
-            DOSSIER_CHANGE_PUT,    DOSSIER_CHANGE_CONSENT,
-            DOSSIER_CHANGE_PUT,    DOSSIER_CHANGE_DELETE,
-            DOSSIER_CHANGE_ERASE,  DOSSIER_CHANGE_PUT};
-        static const char *const ids[] = {"c1", "", "c1", "co1", "", "c3"};
-        for (size_t i = 0; i < 6; i++) {
+            DOSSIER_CHANGE_PUT, DOSSIER_CHANGE_PUT, DOSSIER_CHANGE_DELETE,
+            DOSSIER_CHANGE_ERASE, DOSSIER_CHANGE_PUT};
+        static const char *const ids[] = {"c1", "c1", "co1", "", "c3"};
+        for (size_t i = 0; i < 5; i++) {
             assert_int_equal(all.v[i].type, want[i]);
             assert_string_equal(all.v[i].id, ids[i]);
             assert_false(all.v[i].content_erased);
@@ -243,41 +245,36 @@ static void test_changes_in_order_and_filtered(void **state)
      * them: no special category. */
     assert_int_equal(all.v[0].version, all.v[0].revision);
     assert_string_equal(all.v[0].first_name, "Ann");
-    assert_string_equal(all.v[2].first_name, "Anna");
+    assert_string_equal(all.v[1].first_name, "Anna");
     assert_true(all.v[0].has_email);
     assert_false(all.v[0].has_special);
     snprintf(ref_s1, sizeof(ref_s1), "%s", all.v[0].subject_ref);
     assert_int_equal(strlen(ref_s1), 32);
-    assert_string_equal(all.v[2].subject_ref, ref_s1);
-    assert_string_equal(all.v[3].subject_ref, ""); /* a company: no one */
-    /* The consent change names the subject and the purpose. */
     assert_string_equal(all.v[1].subject_ref, ref_s1);
-    assert_string_equal(all.v[1].purpose, "marketing");
+    assert_string_equal(all.v[2].subject_ref, ""); /* a company: no one */
     /* The erasure names a subject none of the remaining changes is
      * about; the put of its record and the put of the deleted company are
      * gone. */
-    snprintf(ref_s2, sizeof(ref_s2), "%s", all.v[4].subject_ref);
+    snprintf(ref_s2, sizeof(ref_s2), "%s", all.v[3].subject_ref);
     assert_int_equal(strlen(ref_s2), 32);
     for (size_t i = 0; i < all.n; i++) {
-        if (i != 4)
+        if (i != 3)
             assert_string_not_equal(all.v[i].subject_ref, ref_s2);
         assert_true(all.v[i].revision != co1_v && all.v[i].revision != c2_v);
     }
     /* The deletion names the record and the version deleted, nothing of
      * what it held. */
-    assert_int_equal(all.v[3].version, co1_v);
-    assert_false(all.v[3].has_name);
-    assert_string_equal(all.v[3].name, "");
+    assert_int_equal(all.v[2].version, co1_v);
+    assert_false(all.v[2].has_name);
+    assert_string_equal(all.v[2].name, "");
 
-    /* Kinds: record changes of companies only, and every erasure and
-     * consent change. */
+    /* Kinds: record changes of companies only, and every erasure. */
     collector_init(&companies);
     assert_int_equal(
         watch_history(co_only, company_kind, 1, 1, &companies, &st), 0);
-    assert_int_equal(companies.n, 3);
-    assert_int_equal(companies.v[0].type, DOSSIER_CHANGE_CONSENT);
-    assert_int_equal(companies.v[1].type, DOSSIER_CHANGE_DELETE);
-    assert_int_equal(companies.v[2].type, DOSSIER_CHANGE_ERASE);
+    assert_int_equal(companies.n, 2);
+    assert_int_equal(companies.v[0].type, DOSSIER_CHANGE_DELETE);
+    assert_int_equal(companies.v[1].type, DOSSIER_CHANGE_ERASE);
 
     /* Marketing rests on consent: only s1 gave it, so c3 (s3) never comes,
      * and c1 comes without the special category. */
@@ -285,6 +282,13 @@ static void test_changes_in_order_and_filtered(void **state)
     assert_int_equal(watch_history(mkt, NULL, 0, 1, &marketing, &st), 0);
     assert_non_null(find(&marketing, DOSSIER_CHANGE_PUT, "c1"));
     assert_null(find(&marketing, DOSSIER_CHANGE_PUT, "c3"));
+    /* The consent change names the subject and the purpose. */
+    {
+        const struct seen *g = find(&marketing, DOSSIER_CHANGE_CONSENT, NULL);
+        assert_non_null(g);
+        assert_string_equal(g->subject_ref, ref_s1);
+        assert_string_equal(g->purpose, "marketing");
+    }
     assert_null(find(&marketing, DOSSIER_CHANGE_PUT, "c2"));
     for (size_t i = 0; i < marketing.n; i++)
         assert_false(marketing.v[i].has_special);
@@ -483,6 +487,111 @@ static void test_resume_exactly_once(void **state)
     dossier_client_close(l.cl);
     collector_free(&l.col);
     cluster_destroy(&c);
+}
+
+/* ------------------------------------------------------------------ */
+
+/* The consent changes @c saw, as "subject_ref/purpose/state" joined with
+ * ' ', into @out. */
+static const char *consents(const struct collector *c, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i].type == DOSSIER_CHANGE_CONSENT)
+            snprintf(out + strlen(out), cap - strlen(out), "%s%.6s/%s/%s",
+                     out[0] ? " " : "", c->v[i].subject_ref, c->v[i].purpose,
+                     c->v[i].consent_state == DOSSIER_CONSENT_GRANTED
+                         ? "granted"
+                         : "withdrawn");
+    return out;
+}
+
+/* A consent change goes only to the watchers of its purpose (a billing
+ * watcher learns nothing of marketing consent; the history is the
+ * compliance role's), and not while the subject is restricted, except to
+ * legal_claims; a withdrawal goes to them although the subject's records
+ * no longer do. */
+static void test_consent_changes_go_to_their_purpose(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *mkt, *ana, *legal;
+    struct dossier_status st;
+    struct collector c;
+    char ref_a[8], ref_b[8], want[256], got[512];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    mkt = harness_client_as(n.addr, NULL, "marketing");
+    ana = harness_client_as(n.addr, NULL, "analytics");
+    legal = harness_client_as(n.addr, NULL, "legal_claims");
+    assert_int_equal(put_contact(ops, "ca", "sa", "Ada"), 0);
+    assert_int_equal(put_contact(ops, "cb", "sb", "Ben"), 0);
+    assert_int_equal(dossier_consent_grant(ops, NULL, "sa", "marketing",
+                                           "form", "v1", NULL, &st),
+                     0);
+    assert_int_equal(dossier_consent_grant(ops, NULL, "sa", "analytics",
+                                           "form", "v1", NULL, &st),
+                     0);
+    assert_int_equal(dossier_consent_grant(ops, NULL, "sb", "marketing",
+                                           "form", "v1", NULL, &st),
+                     0);
+    assert_int_equal(dossier_consent_withdraw(ops, NULL, "sa", "marketing",
+                                              "prefs", "v1", NULL, &st),
+                     0);
+    /* The subjects' pseudonyms, from operations' view of their puts;
+     * operations hears of no consent. */
+    collector_init(&c);
+    assert_int_equal(watch_history(ops, NULL, 0, 1, &c, &st), 0);
+    assert_non_null(find(&c, DOSSIER_CHANGE_PUT, "ca"));
+    assert_non_null(find(&c, DOSSIER_CHANGE_PUT, "cb"));
+    snprintf(ref_a, sizeof(ref_a), "%.6s",
+             find(&c, DOSSIER_CHANGE_PUT, "ca")->subject_ref);
+    snprintf(ref_b, sizeof(ref_b), "%.6s",
+             find(&c, DOSSIER_CHANGE_PUT, "cb")->subject_ref);
+    assert_string_equal(consents(&c, got, sizeof(got)), "");
+    collector_free(&c);
+    assert_int_equal(dossier_subject_restrict(ops, NULL, "sb", "REQ-1", NULL,
+                                              &st),
+                     0);
+
+    /* Marketing: its own purpose, not the restricted subject. */
+    collector_init(&c);
+    assert_int_equal(watch_history(mkt, NULL, 0, 1, &c, &st), 0);
+    snprintf(want, sizeof(want), "%s/marketing/granted %s/marketing/withdrawn",
+             ref_a, ref_a);
+    assert_string_equal(consents(&c, got, sizeof(got)), want);
+    collector_free(&c);
+    /* Analytics: its own. */
+    collector_init(&c);
+    assert_int_equal(watch_history(ana, NULL, 0, 1, &c, &st), 0);
+    snprintf(want, sizeof(want), "%s/analytics/granted", ref_a);
+    assert_string_equal(consents(&c, got, sizeof(got)), want);
+    collector_free(&c);
+    /* legal_claims may read the restricted subject, but nobody consents
+     * to legal_claims. */
+    collector_init(&c);
+    assert_int_equal(watch_history(legal, NULL, 0, 1, &c, &st), 0);
+    assert_string_equal(consents(&c, got, sizeof(got)), "");
+    collector_free(&c);
+    /* Once the restriction is lifted, marketing hears of sb's consent. */
+    assert_int_equal(dossier_subject_unrestrict(ops, NULL, "sb", "REQ-1",
+                                                NULL, &st),
+                     0);
+    collector_init(&c);
+    assert_int_equal(watch_history(mkt, NULL, 0, 1, &c, &st), 0);
+    snprintf(want, sizeof(want),
+             "%s/marketing/granted %s/marketing/granted %s/marketing/withdrawn",
+             ref_a, ref_b, ref_a);
+    assert_string_equal(consents(&c, got, sizeof(got)), want);
+    collector_free(&c);
+
+    dossier_client_close(ops);
+    dossier_client_close(mkt);
+    dossier_client_close(ana);
+    dossier_client_close(legal);
+    node_destroy(&n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -734,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_trimmed_history),
         cmocka_unit_test(test_expired_fields_leave_the_feed),
         cmocka_unit_test(test_deleted_record_leaves_the_feed),
+        cmocka_unit_test(test_consent_changes_go_to_their_purpose),
         cmocka_unit_test(test_progress_while_other_kinds_are_written),
         cmocka_unit_test(test_resume_exactly_once),
     };

@@ -1067,8 +1067,10 @@ dossier_segment_members_release(struct dossier_segment_members *m);
  * commit order, from a given revision, filtered by the call's purpose
  * exactly as reads are: fields the purpose may not see are left out, and
  * record changes about subjects it may not see (no consent for a consent
- * purpose, restricted) are not delivered. Erasures and consent changes go
- * to every watcher. */
+ * purpose, restricted) are not delivered. A consent change goes only to
+ * watchers of the purpose it is about, and not while its subject is
+ * restricted (except to legal_claims); a withdrawal does reach them.
+ * Erasures go to every watcher. */
 
 enum dossier_change_type {
     DOSSIER_CHANGE_PUT = 1,  /* record: as after the change */
