@@ -31,6 +31,10 @@
 #define WATCH_SLICE 128
 /* Longest wait for a commit before looking at the reader again. */
 #define WATCH_WAIT_MS 500
+/* Longest wait for this node to apply up to a start it has not reached
+ * (a serializable watch on a lagging follower), before the watcher is
+ * told to go elsewhere; at most half the time the call has left. */
+#define WATCH_BEHIND_WAIT_MS 5000
 /* A watcher hears PROGRESS at most this often when it has been sent
  * nothing since its position moved, and at least this often (heartbeat)
  * when nothing happens at all. */
@@ -259,6 +263,37 @@ static int trimmed(struct store *s, uint64_t rev, struct dossier_status *st)
                    (unsigned long long)floor, (unsigned long long)rev);
 }
 
+/* Waits until this node has applied every revision before the watcher's
+ * start (it may lag the node the watcher's position came from): 0, -1
+ * when the reader goes, or UNAVAILABLE with @st set after a bounded
+ * wait, so that the client tries another node. */
+static int wait_applied(struct watch_job *j, struct dossier_status *st)
+{
+    struct store *s = j->node->store;
+    int64_t wait = call_time_left_ms(stream_job_call(j->stream)) / 2;
+    int64_t until = now_ms() + (wait < WATCH_BEHIND_WAIT_MS
+                                    ? wait
+                                    : WATCH_BEHIND_WAIT_MS);
+    uint64_t head;
+
+    while ((head = store_revision(s)) + 1 < j->rev) {
+        int64_t left = until - now_ms();
+        if (stream_job_over(j->stream))
+            return -1;
+        if (left <= 0)
+            return err_set(st, DOSSIER_UNAVAILABLE,
+                           "this node has applied changes up to revision "
+                           "%llu, not yet up to the start %llu: watch on "
+                           "another node, or here later",
+                           (unsigned long long)head,
+                           (unsigned long long)j->rev);
+        store_wait_revision(s, head,
+                            (int)(left < WATCH_WAIT_MS ? left
+                                                       : WATCH_WAIT_MS));
+    }
+    return 0;
+}
+
 /* Sends changes until the reader goes, the node stops or a read fails. */
 static int watch_loop(struct watch_job *j, struct dossier_status *st)
 {
@@ -342,7 +377,9 @@ static void watch_main(struct stream_job *sj)
     int rc;
 
     j->stream = sj;
-    rc = watch_loop(j, &st);
+    rc = wait_applied(j, &st);
+    if (rc == 0)
+        rc = watch_loop(j, &st);
     log_printf(LOG_INFO, "watcher ended at revision %llu: %llu changes "
                "looked at, %llu left out",
                (unsigned long long)j->rev, (unsigned long long)j->looked_at,
@@ -372,10 +409,15 @@ void api_watch_changes(struct call *c, ProtobufCMessage *msg)
         if (records_kind(n, req->kinds[i], &k, &st))
             return call_fail_status(c, &st);
     }
-    if (req->start_revision > head + 1)
+    /* A linearizable watch runs once this node has applied everything
+     * committed when the call began, so a start past that was never a
+     * position of this cluster. A serializable one may have reached a
+     * lagging follower: its thread waits for the node to catch up, for a
+     * while (wait_applied). */
+    if (req->start_revision > head + 1 && !call_serializable(c))
         return call_fail(c, DOSSIER_OUT_OF_RANGE,
-                         "start_revision %llu is past this node's revision "
-                         "%llu",
+                         "start_revision %llu is past the cluster's last "
+                         "revision %llu",
                          (unsigned long long)req->start_revision,
                          (unsigned long long)head);
     if (req->start_revision && trimmed(n->store, req->start_revision, &st))

@@ -11,7 +11,14 @@
  *    node is stopped under it while writers run (the library resumes on
  *    another node), see every acknowledged write exactly once, on a
  *    3-node cluster;
- *  - a start older than what the node keeps fails with OUT_OF_RANGE. */
+ *  - a start older than what the node keeps fails with OUT_OF_RANGE, and
+ *    so does a linearizable start past the cluster's last revision; a
+ *    serializable start a lagging follower has not reached yet makes it
+ *    wait, then send the client elsewhere (UNAVAILABLE);
+ *  - a delete, an expiry and an erasure take the earlier contents out of
+ *    the feed; consent changes go only to the watchers of their purpose;
+ *  - a watcher filtered by kind hears PROGRESS while other kinds are
+ *    written, so its position keeps up with the trimmed feed. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -340,6 +347,17 @@ static void *watch_main(void *arg)
     struct live *l = arg;
     struct dossier_call_options co = {0};
     co.timeout_ms = 120000;
+    l->rc = dossier_watch(l->cl, &co, &l->o, collect, &l->col, &l->next,
+                          &l->st);
+    return NULL;
+}
+
+static void *watch_serializable_main(void *arg)
+{
+    struct live *l = arg;
+    struct dossier_call_options co = {0};
+    co.timeout_ms = 60000;
+    co.consistency = DOSSIER_SERIALIZABLE;
     l->rc = dossier_watch(l->cl, &co, &l->o, collect, &l->col, &l->next,
                           &l->st);
     return NULL;
@@ -805,6 +823,100 @@ static void test_progress_while_other_kinds_are_written(void **state)
 
 /* ------------------------------------------------------------------ */
 
+/* A serializable watch may reach a follower that has not applied up to
+ * its start (a position another node gave): the follower waits for a
+ * while and then answers UNAVAILABLE, so the library tries another node,
+ * rather than OUT_OF_RANGE, which is final; once it catches up it serves
+ * the watch itself. A linearizable watch from past the cluster's last
+ * revision is still OUT_OF_RANGE. */
+static void test_start_beyond_a_lagging_follower(void **state)
+{
+    const char *company[] = {"company"};
+    struct dossier_call_options ser = {0};
+    struct cluster_proc c;
+    struct dossier_client *cl, *lagging, *both;
+    struct dossier_status st;
+    struct collector col;
+    struct dossier_watch_options o = {company, 1, {0, 0}};
+    struct live l;
+    pthread_t lt;
+    char targets[160];
+    int leader, f;
+    uint64_t v;
+    (void)state;
+
+    cluster_init(&c, 3, NULL);
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    f = (leader + 1) % 3;
+    cl = harness_client(c.nodes[leader].listen, 15000);
+    put_company(cl, "before");
+    assert_int_equal(cluster_wait_converged(&c), 0);
+    /* The follower is cut off; the others go on. */
+    cluster_isolate(&c, f, 0x7u & ~(1u << f));
+    v = put_company(cl, "after-1");
+    put_company(cl, "after-2");
+    o.start.revision = v + 1; /* after a PROGRESS at v, say */
+
+    /* Alone, the lagging follower says to go elsewhere. */
+    ser.consistency = DOSSIER_SERIALIZABLE;
+    ser.timeout_ms = 3000;
+    lagging = harness_client(c.nodes[f].listen, 15000);
+    collector_init(&col);
+    col.stop_id = "after-2";
+    assert_int_not_equal(
+        dossier_watch(lagging, &ser, &o, collect, &col, NULL, &st), 0);
+    assert_int_equal(st.code, DOSSIER_UNAVAILABLE);
+    assert_non_null(strstr(st.message, "applied"));
+    collector_free(&col);
+
+    /* With another node to go to, the watch goes on there. */
+    snprintf(targets, sizeof(targets), "%s,%s", c.nodes[f].listen,
+             c.nodes[leader].listen);
+    both = harness_client(targets, 15000);
+    ser.timeout_ms = 30000;
+    collector_init(&col);
+    col.stop_id = "after-2";
+    if (dossier_watch(both, &ser, &o, collect, &col, NULL, &st) != 0)
+        fail_msg("watch with failover: %s", st.message);
+    assert_non_null(find(&col, DOSSIER_CHANGE_PUT, "after-2"));
+    assert_null(find(&col, DOSSIER_CHANGE_PUT, "after-1"));
+    collector_free(&col);
+
+    /* On the follower alone, a watch that waits gets its changes once the
+     * follower catches up. */
+    memset(&l, 0, sizeof(l));
+    l.cl = lagging;
+    collector_init(&l.col);
+    l.col.stop_id = "after-2";
+    l.o = o;
+    l.o.kinds = company;
+    pthread_create(&lt, NULL, watch_serializable_main, &l);
+    usleep(1000000);
+    cluster_isolate(&c, f, 0);
+    pthread_join(lt, NULL);
+    if (l.rc)
+        fail_msg("watch on the follower: %s", l.st.message);
+    assert_non_null(find(&l.col, DOSSIER_CHANGE_PUT, "after-2"));
+    collector_free(&l.col);
+
+    /* Linearizable, from past the cluster's last revision. */
+    collector_init(&col);
+    o.start.revision = v + 1000;
+    assert_int_not_equal(dossier_watch(cl, NULL, &o, collect, &col, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_OUT_OF_RANGE);
+    collector_free(&col);
+
+    dossier_client_close(cl);
+    dossier_client_close(lagging);
+    dossier_client_close(both);
+    cluster_destroy(&c);
+}
+
+/* ------------------------------------------------------------------ */
+
 static void test_trimmed_history(void **state)
 {
     const char *extra[] = {"--watch-history", "10", NULL};
@@ -846,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_consent_changes_go_to_their_purpose),
         cmocka_unit_test(test_progress_while_other_kinds_are_written),
         cmocka_unit_test(test_resume_exactly_once),
+        cmocka_unit_test(test_start_beyond_a_lagging_follower),
     };
     int rc;
     if (sodium_init() < 0)

@@ -1127,10 +1127,14 @@ typedef int (*dossier_change_fn)(void *arg, const struct dossier_change *ch);
  * timeout as long as the watch should last. When the node goes away or
  * stops, the watch resumes on the next target from the change after the
  * last one delivered, so nothing is missed or delivered twice. *@next
- * (may be NULL) gets the position to resume from later. Errors:
+ * (may be NULL) gets the position to resume from later. A serializable
+ * watch (@co->consistency) that reaches a node which has not applied up to
+ * the start yet waits there a while, then tries the next target. Errors:
  * DOSSIER_UNKNOWN_KIND, DOSSIER_OUT_OF_RANGE (the nodes no longer keep
  * changes that old: scan, then watch from the revision the scan began
- * at), DOSSIER_PERMISSION_DENIED. */
+ * at; or a linearizable start past the cluster's last revision),
+ * DOSSIER_UNAVAILABLE (no node had applied up to a serializable start
+ * before the deadline), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_watch(struct dossier_client *c, const struct dossier_call_options *co,
               const struct dossier_watch_options *o, dossier_change_fn fn,
