@@ -258,8 +258,8 @@ static int trimmed(struct store *s, uint64_t rev, struct dossier_status *st)
         return 0;
     return err_set(st, DOSSIER_OUT_OF_RANGE,
                    "this node keeps changes from revision %llu on, not "
-                   "from %llu: scan, then watch from the revision the scan "
-                   "began at",
+                   "from %llu: scan, then watch from the revision after "
+                   "the one the scan's first page gives",
                    (unsigned long long)floor, (unsigned long long)rev);
 }
 

@@ -85,7 +85,10 @@ static const char usage_text[] =
     "  list SUBJECT [--kind K] [--limit N] [--page-token T] [--all]\n"
     "                          records of a data subject\n"
     "  scan KIND [--limit N] [--page-token T] [--all]\n"
-    "                          records of a kind, a page at a time\n"
+    "                          records of a kind, a page at a time; the\n"
+    "                          first page's revision R on stderr\n"
+    "                          (\"revision: R\"): watch --from R+1 then\n"
+    "                          misses no change made since\n"
     "  dedup report KIND [--fields F[,F...]] [--limit N] [--page-token T]\n"
     "               [--all]\n"
     "                          candidate duplicates: groups of records of\n"
@@ -738,6 +741,9 @@ static int listing_page(struct cli *cli, void *arg,
         e = dossier_scan(cli->client, &cli->read_opts, l->a, pr, &page, &st);
     if (e)
         return report(&st);
+    if (l->which == L_SCAN && !pr->page_token)
+        fprintf(stderr, "revision: %llu\n",
+                (unsigned long long)page.revision);
     for (size_t i = 0; i < page.n_records && rc == 0; i++)
         rc = print_json(cli, json_from_record(page.records[i]));
     *next = page.next_page_token;

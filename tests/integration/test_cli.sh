@@ -122,6 +122,7 @@ expect 0 "list by subject" -- "$DOSSIER" list s3
 expect 0 "scan one page" -- "$DOSSIER" scan contact --limit 2
 [ "$(wc -l <"$WORK/out")" -eq 2 ] && ok "scan --limit 2 prints 2 records" || fail "scan page size"
 contains "$WORK/err" "next_page_token:" "scan says where the next page starts"
+contains "$WORK/err" "revision: " "scan says which revision its first page shows"
 token=$(sed -n 's/^next_page_token: //p' "$WORK/err")
 expect 0 "scan from a page token" -- "$DOSSIER" scan contact --limit 2 --page-token "$token"
 expect 0 "scan --all" -- "$DOSSIER" scan contact --all --limit 1
@@ -273,6 +274,12 @@ cp "$WORK/out" "$WORK/history"
 after=$($PY -c "import json; d=[json.loads(l) for l in open('$WORK/history')]; print('%d.%d' % (d[1]['revision'], d[1]['seq']))")
 expect 0 "watch --after resumes after a change" -- "$DOSSIER" watch --after "$after" --count 1
 [ "$(cat "$WORK/out")" = "$(sed -n 3p "$WORK/history")" ] && ok "--after gives the next change" || fail "--after: $(cat "$WORK/out") vs $(sed -n 3p "$WORK/history")"
+expect 0 "scan for the revision to watch from" -- "$DOSSIER" scan company --limit 1
+SCAN_REV=$(sed -n 's/^revision: //p' "$WORK/err")
+echo '{"kind":"company","id":"late","fields":{"name":"Late Ltd"}}' >"$WORK/late.json"
+expect 0 "put a company after the scan" -- "$DOSSIER" put "$WORK/late.json"
+expect 0 "watch from the revision after the scan's" -- "$DOSSIER" watch --from "$((SCAN_REV + 1))" --no-follow
+jsonl_check "the watch brings what changed since the scan, nothing before" "[x['record']['id'] for x in d] == ['late'] and all(x['revision'] > $SCAN_REV for x in d)"
 expect 0 "watch --kind company --no-follow" -- "$DOSSIER" watch --kind company --from 1 --no-follow
 jsonl_check "a kind filter keeps no contact changes" "not any(x.get('record', {}).get('kind') == 'contact' for x in d)"
 expect 5 "watch of an unknown kind exits 5" -- "$DOSSIER" watch --kind spaceship

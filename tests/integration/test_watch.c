@@ -944,6 +944,33 @@ static void test_trimmed_history(void **state)
     assert_string_equal(col.v[0].id, "t30");
     assert_string_equal(col.v[9].id, "t39");
     collector_free(&col);
+
+    /* What the refusal says works: scan, then watch from the revision
+     * after the first page's. The scan shows every change up to its
+     * revision; the watch brings every change after it. */
+    {
+        struct dossier_page_request pr = {15, NULL};
+        struct dossier_page page;
+        struct dossier_watch_options o = {NULL, 0, {0, 0}};
+        uint64_t v_last, v_after;
+
+        assert_int_equal(put_contact_v(cl, "t40", "t40", "Tri", &v_last), 0);
+        assert_int_equal(dossier_scan(cl, NULL, "contact", &pr, &page, &st),
+                         0);
+        assert_true(page.revision >= v_last);
+        o.start.revision = page.revision + 1;
+        dossier_page_release(&page);
+        /* A change made while the scan's pages are read. */
+        assert_int_equal(put_contact_v(cl, "t41", "t41", "Tri", &v_after), 0);
+        assert_true(v_after >= o.start.revision);
+        collector_init(&col);
+        col.stop_id = "t41";
+        assert_int_equal(dossier_watch(cl, NULL, &o, collect, &col, NULL, &st),
+                         0);
+        assert_non_null(find(&col, DOSSIER_CHANGE_PUT, "t41"));
+        assert_null(find(&col, DOSSIER_CHANGE_PUT, "t40"));
+        collector_free(&col);
+    }
     dossier_client_close(cl);
     node_destroy(&n);
 }

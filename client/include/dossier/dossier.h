@@ -346,6 +346,10 @@ struct dossier_page {
     size_t n_records;
     struct dossier_record **records;
     char *next_page_token; /* NULL when there is nothing more */
+    /* The store revision the page was read at: it shows every change up
+     * to it. A scan followed by dossier_watch() from the first page's
+     * revision + 1 misses no change (a change may show in both). */
+    uint64_t revision;
 };
 
 /* Which page to fetch: page_size 0 means 100 (at most 1000); page_token
@@ -1107,7 +1111,9 @@ struct dossier_change {
      * every change about one subject, and what an erasure names. */
     char subject_ref[33];
     const struct dossier_record *record; /* PUT, EXPIRE, DELETE */
-    /* The subject was erased since: record holds only kind and version. */
+    /* The subject was erased while this change was being read: record
+     * holds only kind and version. (An erasure takes the subject's
+     * changes out of the feed, so later readers do not get them.) */
     int content_erased;
     char purpose[DOSSIER_PURPOSE_NAME_MAX + 1]; /* CONSENT */
     enum dossier_consent_state consent_state;   /* CONSENT */
@@ -1131,8 +1137,8 @@ typedef int (*dossier_change_fn)(void *arg, const struct dossier_change *ch);
  * watch (@co->consistency) that reaches a node which has not applied up to
  * the start yet waits there a while, then tries the next target. Errors:
  * DOSSIER_UNKNOWN_KIND, DOSSIER_OUT_OF_RANGE (the nodes no longer keep
- * changes that old: scan, then watch from the revision the scan began
- * at; or a linearizable start past the cluster's last revision),
+ * changes that old: scan, then watch from the first page's revision + 1;
+ * or a linearizable start past the cluster's last revision),
  * DOSSIER_UNAVAILABLE (no node had applied up to a serializable start
  * before the deadline), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
