@@ -1702,6 +1702,46 @@ static void test_delete_leaves_only_a_bare_deletion_in_the_feed(
     assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).n, 2);
 }
 
+/* An erasure takes every change about the subject out of the feed, with
+ * both their index rows (a deleted record's deletion included), and
+ * leaves only the erasure and the changes of others. */
+static void test_erase_leaves_only_the_erasure_in_the_feed(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change ch[FEED_MAX];
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__EraseOp op = DOSSIER__STORE__V1__ERASE_OP__INIT;
+    struct store_result res;
+    struct put p, other;
+    struct del d;
+    size_t n;
+
+    fx_open(f);
+    put_person(&p, 0x0a, 1000);
+    apply1_ok(f->s, &p.cmd, &res);
+    put_person(&p, 0x0b, 1000);
+    apply1_ok(f->s, &p.cmd, &res);
+    del_init(&d, "contact", 0x0b);
+    apply1_ok(f->s, &d.cmd, &res);
+    put_init(&other, "company", 0x0c, 0, 0, 1000);
+    apply1_ok(f->s, &other.cmd, &res);
+
+    op.subject = (ProtobufCBinaryData){STORE_SP_BYTES, p.sp};
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASE;
+    cmd.erase = &op;
+    apply1_ok(f->s, &cmd, &res);
+
+    n = feed_read(f->s, ch);
+    assert_int_equal(n, 2);
+    assert_int_equal(ch[0].e->type, DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_PUT);
+    assert_string_equal(ch[0].e->kind, "company");
+    assert_int_equal(ch[1].e->type,
+                     DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE);
+    store_changes_free(ch, n);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).n, 0);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_RECORD).n, 1);
+}
+
 /* The feed keeps the last N revisions: once it holds an eighth more, the
  * changes below the new floor go, and so do their rows in both indexes
  * (change_index by subject, change_record by record). */
@@ -1838,6 +1878,7 @@ int main(void)
         T(test_other_malformed_puts_are_corrupt),
         T(test_malformed_delete_and_empty_command_are_corrupt),
         T(test_delete_leaves_only_a_bare_deletion_in_the_feed),
+        T(test_erase_leaves_only_the_erasure_in_the_feed),
         T(test_trim_removes_old_changes_and_their_index_rows),
         T(test_failed_trim_is_tried_again),
         /* Last: under the sanitizer build this one currently aborts the
