@@ -200,9 +200,11 @@ static int change_put(struct store_batch *b, const Command *cmd, uint64_t rev,
         rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
                                      (const char *)ix, ixlen, "", 0);
     }
-    /* Every record's changes are indexed, subject or not, so that an
-     * expiry or a delete takes the earlier ones out of the feed. */
-    if (e->rid.len == STORE_RID_BYTES) {
+    /* The changes of a record without a subject are indexed by record,
+     * so that an expiry or a delete takes the earlier ones out of the
+     * feed (a subject's records are found through the subject's index:
+     * one row per change is enough, and cheaper on the write path). */
+    if (e->rid.len == STORE_RID_BYTES && e->subject.len != STORE_SP_BYTES) {
         uint8_t rx[STORE_RID_BYTES + 12];
         memcpy(rx, e->rid.data, STORE_RID_BYTES);
         memcpy(rx + STORE_RID_BYTES, key, 12);
@@ -218,7 +220,8 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
                           const uint8_t *rid, uint64_t before);
 
 /* Takes out of the feed the changes of record @rid (whose subject is @sp,
- * NULL for none) before revision @before, with their index rows.
+ * NULL for none) before revision @before, with their index rows: through
+ * the subject's index, or the record index for a record without one.
  * Errors: DOSSIER_NOMEM. */
 static int record_changes_forget(struct store_batch *b, const uint8_t *rid,
                                  const uint8_t *sp, uint64_t before);
@@ -862,10 +865,9 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
         return DOSSIER_NOMEM;
     for (size_t i = 0; i < l.n; i++) {
         const uint8_t *k = l.keys[i];
-        int has_rid = l.lens[i] == STORE_SP_BYTES + 12 + STORE_RID_BYTES;
         if (l.lens[i] < STORE_SP_BYTES + 12)
             continue;
-        if (rid && (!has_rid ||
+        if (rid && (l.lens[i] != STORE_SP_BYTES + 12 + STORE_RID_BYTES ||
                     memcmp(k + STORE_SP_BYTES + 12, rid, STORE_RID_BYTES) ||
                     store_be_u64(k + STORE_SP_BYTES) >= before))
             continue;
@@ -873,14 +875,6 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
                                         (const char *)k + STORE_SP_BYTES, 12);
         rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
                                         (const char *)k, l.lens[i]);
-        if (has_rid) { /* its row in the record index: rid, then the key */
-            uint8_t rx[STORE_RID_BYTES + 12];
-            memcpy(rx, k + STORE_SP_BYTES + 12, STORE_RID_BYTES);
-            memcpy(rx + STORE_RID_BYTES, k + STORE_SP_BYTES, 12);
-            rocksdb_writebatch_wi_delete_cf(b->wb,
-                                            b->s->cf[STORE_CHANGE_RECORD],
-                                            (const char *)rx, sizeof(rx));
-        }
     }
     keys_free(&l);
     return 0;
@@ -890,6 +884,8 @@ static int record_changes_forget(struct store_batch *b, const uint8_t *rid,
                                  const uint8_t *sp, uint64_t before)
 {
     struct keylist l;
+    if (sp)
+        return changes_forget(b, sp, rid, before);
     if (keys_under(b, STORE_CHANGE_RECORD, rid, STORE_RID_BYTES, &l))
         return DOSSIER_NOMEM;
     for (size_t i = 0; i < l.n; i++) {
@@ -902,15 +898,6 @@ static int record_changes_forget(struct store_batch *b, const uint8_t *rid,
                                         12);
         rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_RECORD],
                                         (const char *)k, l.lens[i]);
-        if (sp) { /* its row in the subject's index */
-            uint8_t ix[STORE_SP_BYTES + 12 + STORE_RID_BYTES];
-            memcpy(ix, sp, STORE_SP_BYTES);
-            memcpy(ix + STORE_SP_BYTES, k + STORE_RID_BYTES, 12);
-            memcpy(ix + STORE_SP_BYTES + 12, rid, STORE_RID_BYTES);
-            rocksdb_writebatch_wi_delete_cf(b->wb,
-                                            b->s->cf[STORE_CHANGE_INDEX],
-                                            (const char *)ix, sizeof(ix));
-        }
     }
     keys_free(&l);
     return 0;
@@ -1077,17 +1064,13 @@ static int retention_item(struct store_batch *b, const Command *cmd,
         if (!buf || put_pb(b, STORE_RECORD, key, klen, &r->base, NULL))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
         /* The expired values leave the feed too: the record's earlier
-         * changes go, the expiry carries what is left. Changes recorded
-         * before the feed indexed records are found through the subject. */
+         * changes go, the expiry carries what is left. */
         if (rc == 0 &&
-            (record_changes_forget(b, item->rid.data,
-                                   r->subject.len == STORE_SP_BYTES
-                                       ? r->subject.data
-                                       : NULL,
-                                   b->revision) ||
-             (r->subject.len == STORE_SP_BYTES &&
-              changes_forget(b, r->subject.data, item->rid.data,
-                             b->revision))))
+            record_changes_forget(b, item->rid.data,
+                                  r->subject.len == STORE_SP_BYTES
+                                      ? r->subject.data
+                                      : NULL,
+                                  b->revision))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
         if (rc == 0) {
             dossier__store__v1__stored_record__pack(r, buf);
