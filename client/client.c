@@ -1049,6 +1049,7 @@ static int page_call(struct dossier_client *c,
         if (!out->next_page_token)
             goto nomem;
     }
+    out->revision = resp->revision;
     dossier__v1__record_page__free_unpacked(resp, NULL);
     return 0;
 nomem:

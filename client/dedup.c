@@ -134,6 +134,7 @@ int dossier_aggregate(struct dossier_client *c,
     out->n_rows = resp->n_rows;
     out->records = resp->records;
     out->left_out = resp->left_out;
+    out->suppressed = resp->suppressed;
     dossier__v1__aggregate_result__free_unpacked(resp, NULL);
     return 0;
 }

@@ -263,6 +263,8 @@ struct page {
     int more; /* stopped with keys left */
     const KindSchema *kind; /* FindByIndex: the kind searched */
     const uint8_t *subject; /* ListBySubject: the subject's pseudonym */
+    uint64_t revision; /* read before the store: the page shows at least
+                          every change up to it */
 };
 
 static int page_init(struct page *pg, struct node *n, uint32_t size,
@@ -270,6 +272,7 @@ static int page_init(struct page *pg, struct node *n, uint32_t size,
 {
     memset(pg, 0, sizeof(*pg));
     pg->node = n;
+    pg->revision = store_revision(n->store);
     if (size > PAGE_MAX)
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "page_size is at most %d", PAGE_MAX);
@@ -387,6 +390,7 @@ static void page_reply(struct call *c, struct page *pg, size_t prefix_len)
     resp.n_records = opened;
     resp.records = recs;
     resp.next_page_token = token;
+    resp.revision = pg->revision;
     if (n_seen)
         call_audit_read(c, pg->subject, (const uint8_t *)seen, n_seen);
     call_reply(c, &resp.base);

@@ -3,14 +3,28 @@
  * with their amounts), tickets per status or activities per owner per week
  * leave the node as figures, never as records.
  *
+ * Group keys are values, so a report may not group by a field whose
+ * values identify people (group_by_allowed): e-mail addresses, phone
+ * numbers, and free text or numbers of the identity, contact and special
+ * categories. Groups keyed by a field of any other personal category
+ * (an enumeration of a special category, a behavioral or financial value)
+ * are shown only when they hold at least REPORT_MIN_GROUP records; the
+ * records of smaller ones are counted as suppressed.
+ *
  * Each record is opened as a read of the call's purpose would open it: a
  * record whose subject the purpose may not see is left out (and counted as
  * such), and the fields named must be of categories the purpose sees. The
- * kind is read in slices, so the store's swap lock is never held long. */
+ * kind is read in slices, so the store's swap lock is never held long;
+ * groups are found through a hash table (SipHash under a key drawn per
+ * call, so values chosen to collide cannot slow a report down), and a
+ * report that reaches the call's deadline stops with DEADLINE_EXCEEDED
+ * rather than run on for a caller that is gone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sodium.h>
 
 #include "api.h"
 #include "errors.h"
@@ -23,6 +37,13 @@
 /* Groups one report may have. */
 #define GROUPS_MAX 10000
 #define KEY_MAX 128
+/* Fewest records a group keyed by a personal field must hold to be shown. */
+#define REPORT_MIN_GROUP 3
+/* A report looks at the time left every this many records, and stops
+ * when less than REPORT_MARGIN_MS is left, so that its answer still
+ * reaches the caller. */
+#define REPORT_DEADLINE_EVERY 64
+#define REPORT_MARGIN_MS 20
 
 static const int64_t DAY = 86400000;
 
@@ -117,7 +138,12 @@ struct agg {
     int bucket;                  /* 0 none, 1 day, 2 week, 3 month */
     struct group *g;
     size_t n, cap;
-    uint64_t records, left_out;
+    /* Open addressing over g: each slot holds 1 + the index of a group, 0
+     * when empty; n_slots is a power of two, at least twice n. */
+    uint32_t *slots;
+    size_t n_slots;
+    unsigned char hkey[crypto_shorthash_KEYBYTES];
+    uint64_t records, left_out, suppressed, looked_at;
     unsigned cats;
 };
 
@@ -145,21 +171,35 @@ static void key_of(const Dossier__V1__Value *v, char *out)
     }
 }
 
-/* The start of the bucket (UTC) that @ms falls in. */
+/* Times a bucket can hold: years 0 to 9999 (UTC), in ms since the epoch.
+ * Outside them a timestamp field holds no date a calendar shows, and the
+ * arithmetic below could overflow: such records go with those without a
+ * time. */
+#define TIME_MIN_MS INT64_C(-62167219200000) /* 0000-01-01T00:00:00Z */
+#define TIME_MAX_MS INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
+
+/* The start of the bucket (UTC) that @ms falls in, or INT64_MIN (no time)
+ * when @ms is outside years 0 to 9999. */
 static int64_t bucket_start(int bucket, int64_t ms)
 {
-    int64_t day = (ms >= 0 ? ms : ms - DAY + 1) / DAY * DAY;
+    int64_t day;
     struct tm tm;
     time_t t;
 
+    if (ms < TIME_MIN_MS || ms > TIME_MAX_MS)
+        return INT64_MIN;
+    day = (ms >= 0 ? ms : ms - DAY + 1) / DAY * DAY;
     switch (bucket) {
     case 1:
         return day;
     case 2: /* weeks start on Monday; 1970-01-01 was a Thursday */
         return day - (((day / DAY) % 7 + 7 + 3) % 7) * DAY;
     case 3:
-        t = (time_t)(ms / 1000);
-        gmtime_r(&t, &tm);
+        /* Floor, not truncation: a time before 1970 that is not on a
+         * whole second belongs to the second before. */
+        t = (time_t)((ms >= 0 ? ms : ms - 999) / 1000);
+        if (!gmtime_r(&t, &tm))
+            return INT64_MIN;
         tm.tm_mday = 1;
         tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
         return (int64_t)timegm(&tm) * 1000;
@@ -168,14 +208,69 @@ static int64_t bucket_start(int bucket, int64_t ms)
     }
 }
 
+static uint64_t group_hash(const struct agg *a, const char *key,
+                           int64_t bucket)
+{
+    uint8_t buf[8 + KEY_MAX], h[crypto_shorthash_BYTES];
+    size_t len = strnlen(key, KEY_MAX - 1);
+    uint64_t v;
+
+    memcpy(buf, &bucket, 8);
+    memcpy(buf + 8, key, len);
+    crypto_shorthash(h, buf, 8 + len, a->hkey);
+    memcpy(&v, h, sizeof(v));
+    return v;
+}
+
+/* The slot of group (@key, @bucket) in @a's table, or of the empty slot
+ * where it would go. */
+static size_t group_slot(const struct agg *a, const char *key, int64_t bucket)
+{
+    size_t mask = a->n_slots - 1;
+    for (size_t i = group_hash(a, key, bucket) & mask;; i = (i + 1) & mask) {
+        const struct group *g;
+        if (!a->slots[i])
+            return i;
+        g = &a->g[a->slots[i] - 1];
+        if (g->bucket == bucket && strcmp(g->key, key) == 0)
+            return i;
+    }
+}
+
+/* Makes @a's table @n_slots large (a power of two above a->n).
+ * Errors: DOSSIER_NOMEM (the table is then as it was). */
+static int groups_rehash(struct agg *a, size_t n_slots)
+{
+    uint32_t *old = a->slots;
+    size_t old_n = a->n_slots;
+
+    if (!(a->slots = calloc(n_slots, sizeof(*a->slots)))) {
+        a->slots = old;
+        return DOSSIER_NOMEM;
+    }
+    a->n_slots = n_slots;
+    for (size_t i = 0; i < old_n; i++)
+        if (old[i]) {
+            const struct group *g = &a->g[old[i] - 1];
+            a->slots[group_slot(a, g->key, g->bucket)] = old[i];
+        }
+    free(old);
+    return 0;
+}
+
 static int add(struct agg *a, const char *key, int64_t bucket, double sum)
 {
-    for (size_t i = 0; i < a->n; i++)
-        if (a->g[i].bucket == bucket && strcmp(a->g[i].key, key) == 0) {
-            a->g[i].count++;
-            a->g[i].sum += sum;
-            return 0;
-        }
+    size_t slot;
+
+    if (!a->slots && groups_rehash(a, 128))
+        return DOSSIER_NOMEM;
+    slot = group_slot(a, key, bucket);
+    if (a->slots[slot]) {
+        struct group *g = &a->g[a->slots[slot] - 1];
+        g->count++;
+        g->sum += sum;
+        return 0;
+    }
     if (a->n == GROUPS_MAX)
         return DOSSIER_INVALID_ARGUMENT;
     if (a->n == a->cap) {
@@ -186,11 +281,17 @@ static int add(struct agg *a, const char *key, int64_t bucket, double sum)
         a->g = g;
         a->cap = cap;
     }
+    if (2 * (a->n + 1) > a->n_slots) {
+        if (groups_rehash(a, 2 * a->n_slots))
+            return DOSSIER_NOMEM;
+        slot = group_slot(a, key, bucket);
+    }
     snprintf(a->g[a->n].key, KEY_MAX, "%s", key);
     a->g[a->n].bucket = bucket;
     a->g[a->n].count = 1;
     a->g[a->n].sum = sum;
     a->n++;
+    a->slots[slot] = (uint32_t)a->n;
     return 0;
 }
 
@@ -208,6 +309,14 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
 
     (void)rkey;
     (void)klen;
+    if (++a->looked_at % REPORT_DEADLINE_EVERY == 0 &&
+        call_time_left_ms(a->c) <= REPORT_MARGIN_MS) {
+        dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+        return err_set(st, DOSSIER_DEADLINE_EXCEEDED,
+                       "the report reached the call's deadline after %llu "
+                       "records of kind '%s': give it a longer timeout",
+                       (unsigned long long)a->looked_at, a->k->kind);
+    }
     if (sr->subject.len == STORE_SP_BYTES) {
         rc = api_subject_visible(a->c, sr->subject.data, st);
         if (rc == DOSSIER_PERMISSION_DENIED) {
@@ -220,7 +329,10 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
             return rc;
         }
     }
-    if ((rc = records_open(call_node(a->c), sr, rid, a->cats, &o, st)))
+    rc = records_open(call_node(a->c), sr, rid, a->cats, &o, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0; /* deleted while its links were read: as pages do */
+    if (rc)
         return rc;
     if (a->by[0])
         key_of(records_field_value(&o.rec, a->by), key);
@@ -277,6 +389,51 @@ static int check_field(struct call *c, const KindSchema *k, const char *what,
 }
 
 #define TYPE(t) (1u << DOSSIER__V1__FIELD_TYPE__FIELD_TYPE_##t)
+#define CAT(c) DOSSIER__V1__CATEGORY__CATEGORY_##c
+
+/* Whether a report may group by @f: not when its values identify people,
+ * for they would leave the node as group keys, one per person, with an
+ * audit entry that names nobody. E-mail addresses and phone numbers never;
+ * free text and numbers of the identity, contact and special categories
+ * (names, addresses, dates of birth, customer numbers) neither.
+ * Enumerations and flags always may: their values are the schema's. */
+static int group_by_allowed(const FieldSchema *f, struct dossier_status *st)
+{
+    int identifying = f->category == CAT(IDENTITY) ||
+                      f->category == CAT(CONTACT) ||
+                      f->category == CAT(SPECIAL);
+    unsigned t = 1u << f->type;
+
+    if ((t & (TYPE(EMAIL) | TYPE(PHONE))) ||
+        (identifying && (t & (TYPE(STRING) | TYPE(INT)))))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "group_by: field '%s' (%s, %s) identifies people, and "
+                       "a report's group keys leave the node: group by an "
+                       "enumeration, a flag or an operational field",
+                       f->name,
+                       dossier_field_type_name((enum dossier_field_type)f->type),
+                       dossier_category_name((enum dossier_category)f->category));
+    return 0;
+}
+
+/* Leaves out of @a the groups of fewer than REPORT_MIN_GROUP records,
+ * counting their records as suppressed, when they are keyed by a field of
+ * a personal category: a group of one or two is a person's value. */
+static void suppress_small_groups(struct agg *a)
+{
+    const FieldSchema *f = a->by[0] ? schema_field(a->k, a->by) : NULL;
+    size_t kept = 0;
+
+    if (!f || f->category == CAT(OPERATIONAL))
+        return;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->g[i].count < REPORT_MIN_GROUP)
+            a->suppressed += a->g[i].count;
+        else
+            a->g[kept++] = a->g[i];
+    }
+    a->n = kept;
+}
 
 static int cmp_group(const void *x, const void *y)
 {
@@ -300,6 +457,7 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     if (!a)
         return call_fail(c, DOSSIER_NOMEM, "out of memory");
     a->c = c;
+    randombytes_buf(a->hkey, sizeof(a->hkey));
     a->by = req->group_by;
     a->sum = req->sum;
     a->time = req->time_field;
@@ -324,10 +482,11 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
         goto fail;
     }
     if ((a->by[0] &&
-         check_field(c, a->k, "group_by", a->by,
-                     TYPE(STRING) | TYPE(ENUM) | TYPE(BOOL) | TYPE(INT) |
-                         TYPE(EMAIL) | TYPE(PHONE),
-                     &st)) ||
+         (check_field(c, a->k, "group_by", a->by,
+                      TYPE(STRING) | TYPE(ENUM) | TYPE(BOOL) | TYPE(INT) |
+                          TYPE(EMAIL) | TYPE(PHONE),
+                      &st) ||
+          group_by_allowed(schema_field(a->k, a->by), &st))) ||
         (a->sum[0] && check_field(c, a->k, "sum", a->sum,
                                   TYPE(INT) | TYPE(DOUBLE), &st)) ||
         (a->time[0] && strcmp(a->time, "created_at") != 0 &&
@@ -339,6 +498,7 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     rc = api_scan_kind(n->store, a->k->kind, NULL, 0, count_one, a, &st);
     if (rc)
         goto fail;
+    suppress_small_groups(a);
     if (a->n)
         qsort(a->g, a->n, sizeof(*a->g), cmp_group);
     rows = calloc(a->n ? a->n : 1, sizeof(*rows));
@@ -360,16 +520,23 @@ void api_records_aggregate(struct call *c, ProtobufCMessage *msg)
     resp.rows = ptrs;
     resp.records = a->records;
     resp.left_out = a->left_out;
-    /* Figures only: the audit entry names no subject and no record. */
+    resp.suppressed = a->suppressed;
+    /* Figures only, none of them a person's value (group_by_allowed,
+     * suppress_small_groups): the audit entry names no subject and no
+     * record. */
     call_audit_read(c, NULL, NULL, 0);
     call_reply(c, &resp.base);
     free(rows);
     free(ptrs);
+    free(a->slots);
     free(a->g);
     free(a);
     return;
 fail:
     call_fail_status(c, &st);
+    free(rows);
+    free(ptrs);
+    free(a->slots);
     free(a->g);
     free(a);
 }

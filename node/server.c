@@ -493,6 +493,11 @@ int64_t call_time_left_ms(const struct call *c)
     return ms > 0 ? ms : 1;
 }
 
+int call_serializable(const struct call *c)
+{
+    return c->serializable;
+}
+
 void call_set_user(struct call *c, void *user)
 {
     c->user = user;

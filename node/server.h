@@ -103,6 +103,10 @@ const uint8_t *call_request_id(const struct call *c);
 /* Milliseconds left before the caller's deadline (at least 1). */
 int64_t call_time_left_ms(const struct call *c);
 
+/* 1 when @c asked for a serializable read: it ran on this node's state
+ * without a ReadIndex barrier, so that state may lag the cluster's. */
+int call_serializable(const struct call *c);
+
 /* Answers @c with @resp (borrowed; packed before this returns). */
 void call_reply(struct call *c, const ProtobufCMessage *resp);
 

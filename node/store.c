@@ -29,6 +29,7 @@ static const char *const family_names[STORE_N_FAMILIES] = {
     [STORE_POLICY] = "policy",     [STORE_CONSENT] = "consent",
     [STORE_AUDIT] = "audit",       [STORE_CHANGES] = "changes",
     [STORE_CHANGE_INDEX] = "change_index", [STORE_LINK] = "link",
+    [STORE_CHANGE_RECORD] = "change_record",
 };
 
 /* Translates a RocksDB error (freed here) where it enters. RocksDB errors
@@ -629,22 +630,21 @@ uint64_t store_wait_revision(struct store *s, uint64_t seen, int timeout_ms)
     return store_revision(s);
 }
 
-/* Adds to @wb the deletion of every change_index row below @floor: one
- * pass over the family, which holds about one row per change kept, once
- * per trim (every eighth of the history). */
+/* Adds to @wb the deletion of every row of @family (change_index or
+ * change_record: both keys hold the revision after 16 bytes) below
+ * @floor: one pass over the family, which holds about one row per change
+ * kept, once per trim (every eighth of the history). */
 static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
-                              uint64_t floor)
+                              enum store_family family, uint64_t floor)
 {
     rocksdb_iterator_t *it =
-        rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_CHANGE_INDEX]);
+        rocksdb_create_iterator_cf(s->db, s->ro, s->cf[family]);
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen;
         const char *k = rocksdb_iter_key(it, &klen);
-        if (klen >= STORE_SP_BYTES + 12 &&
-            store_be_u64((const uint8_t *)k + STORE_SP_BYTES) < floor)
-            rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX], k,
-                                         klen);
+        if (klen >= 16 + 12 && store_be_u64((const uint8_t *)k + 16) < floor)
+            rocksdb_writebatch_delete_cf(wb, s->cf[family], k, klen);
     }
     rocksdb_iter_destroy(it);
 }
@@ -660,12 +660,15 @@ void store_changes_committed(struct store *s, uint64_t revision)
     /* Trim once the feed holds an eighth more than it keeps: one range
      * deletion now and then, not one per write. The floor moves first, so
      * a reader that finds it past where it read knows it may have missed
-     * something. */
+     * something; if the deletion fails, nothing was deleted and the floor
+     * moves back, so the next commit tries again from the same place (a
+     * reader that saw the higher floor meanwhile was only refused early). */
     if (revision >= floor + hist + hist / 8) {
         uint64_t new_floor = revision - hist + 1;
         uint8_t from[12], to[12], v[8];
         rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
         char *err = NULL;
+        int failed;
 
         store_change_key(from, floor, 0);
         store_change_key(to, new_floor, 0);
@@ -676,11 +679,19 @@ void store_changes_committed(struct store *s, uint64_t revision)
         rocksdb_writebatch_delete_range_cf(wb, s->cf[STORE_CHANGES],
                                            (const char *)from, sizeof(from),
                                            (const char *)to, sizeof(to));
-        change_index_trim(s, wb, new_floor);
-        rocksdb_write(s->db, s->wo_nosync, wb, &err);
-        rocksdb_writebatch_destroy(wb);
-        if (err) /* tried again at the next commit */
+        change_index_trim(s, wb, STORE_CHANGE_INDEX, new_floor);
+        change_index_trim(s, wb, STORE_CHANGE_RECORD, new_floor);
+        if (s->trim_faults > 0) {
+            s->trim_faults--;
+            failed = 1;
+        } else {
+            rocksdb_write(s->db, s->wo_nosync, wb, &err);
+            failed = err != NULL;
             free(err);
+        }
+        rocksdb_writebatch_destroy(wb);
+        if (failed)
+            __atomic_store_n(&s->changes_floor, floor, __ATOMIC_RELEASE);
     }
 }
 

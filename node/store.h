@@ -48,6 +48,13 @@
  *                                                     changes (not its
  *                                                     erasure), so erasing
  *                                                     it removes them
+ *   change_record rid[16] revision seq                empty: the changes
+ *                                                     of a record without a
+ *                                                     subject, so an expiry
+ *                                                     or a delete removes
+ *                                                     the earlier ones (a
+ *                                                     subject's records are
+ *                                                     found in change_index)
  *   link      "o" kind 0x00 rid[16]                   sealed target id
  *               label 0x00 tkind 0x00 trid[16]        (box domain 'A')
  *   link      "i" tkind 0x00 trid[16]                 empty (the mirror:
@@ -72,7 +79,9 @@
  * change_index families (the change feed) are written by the state
  * machine too, but each node trims them on its own
  * (store_set_change_history), so how far back they reach may differ
- * between nodes.
+ * between nodes. The change_record family joins them (changes of records
+ * without a subject recorded before it existed are in no index, and leave
+ * with the trim).
  *
  * The revision is the number of changes applied since the store was made;
  * each applied change takes the next one, and a record's version is the
@@ -113,6 +122,7 @@ enum store_family {
     STORE_CHANGES,
     STORE_CHANGE_INDEX,
     STORE_LINK,
+    STORE_CHANGE_RECORD,
     STORE_N_FAMILIES,
 };
 

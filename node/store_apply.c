@@ -200,6 +200,17 @@ static int change_put(struct store_batch *b, const Command *cmd, uint64_t rev,
         rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
                                      (const char *)ix, ixlen, "", 0);
     }
+    /* The changes of a record without a subject are indexed by record,
+     * so that an expiry or a delete takes the earlier ones out of the
+     * feed (a subject's records are found through the subject's index:
+     * one row per change is enough, and cheaper on the write path). */
+    if (e->rid.len == STORE_RID_BYTES && e->subject.len != STORE_SP_BYTES) {
+        uint8_t rx[STORE_RID_BYTES + 12];
+        memcpy(rx, e->rid.data, STORE_RID_BYTES);
+        memcpy(rx + STORE_RID_BYTES, key, 12);
+        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGE_RECORD],
+                                     (const char *)rx, sizeof(rx), "", 0);
+    }
     return 0;
 }
 
@@ -207,6 +218,13 @@ static int change_put(struct store_batch *b, const Command *cmd, uint64_t rev,
  * record @rid (NULL: all) before revision @before. Errors: DOSSIER_NOMEM. */
 static int changes_forget(struct store_batch *b, const uint8_t *sp,
                           const uint8_t *rid, uint64_t before);
+
+/* Takes out of the feed the changes of record @rid (whose subject is @sp,
+ * NULL for none) before revision @before, with their index rows: through
+ * the subject's index, or the record index for a record without one.
+ * Errors: DOSSIER_NOMEM. */
+static int record_changes_forget(struct store_batch *b, const uint8_t *rid,
+                                 const uint8_t *sp, uint64_t before);
 
 /* A change of record @rid of kind @kind: @packed is the StoredRecord as
  * stored (after a put, before a delete). */
@@ -430,6 +448,28 @@ out:
     return rc;
 }
 
+/* What the feed keeps of a record that went (deleted or expired whole):
+ * which record it was, not what it held: the sealed id, subject, version
+ * and times, no fields, index keys or links. Packed into *@buf (free()).
+ * Errors: DOSSIER_NOMEM. */
+static int pack_gone(const StoredRecord *old, uint8_t **buf, size_t *len)
+{
+    StoredRecord gone = DOSSIER__STORE__V1__STORED_RECORD__INIT;
+    gone.kind = old->kind;
+    gone.subject = old->subject;
+    gone.dek_id = old->dek_id;
+    gone.version = old->version;
+    gone.created_at_ms = old->created_at_ms;
+    gone.updated_at_ms = old->updated_at_ms;
+    gone.sealed_id = old->sealed_id;
+    *len = dossier__store__v1__stored_record__get_packed_size(&gone);
+    *buf = malloc(*len ? *len : 1);
+    if (!*buf)
+        return DOSSIER_NOMEM;
+    dossier__store__v1__stored_record__pack(&gone, *buf);
+    return 0;
+}
+
 static int apply_delete(struct store_batch *b, const Command *cmd,
                         struct store_result *res)
 {
@@ -479,17 +519,25 @@ static int apply_delete(struct store_batch *b, const Command *cmd,
     rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
                                     (const char *)key, klen);
     {
-        size_t len = dossier__store__v1__stored_record__get_packed_size(old);
-        uint8_t *buf = malloc(len ? len : 1);
-        if (buf) {
-            dossier__store__v1__stored_record__pack(old, buf);
+        /* The feed keeps which record went, not what it held (pack_gone),
+         * and its earlier changes leave the feed. */
+        size_t len = 0;
+        uint8_t *buf = NULL;
+
+        rc = pack_gone(old, &buf, &len);
+        if (rc == 0)
+            rc = record_changes_forget(
+                b, op->rid.data,
+                old->subject.len == STORE_SP_BYTES ? old->subject.data : NULL,
+                b->revision + 1);
+        if (rc == 0) {
             rc = change_record(b, cmd, b->revision + 1,
                                DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE,
                                op->kind, op->rid.data, &old->subject, buf,
                                len);
-            free(buf);
         }
-        if (!buf || rc) {
+        free(buf);
+        if (rc) {
             rc = err_set(st, DOSSIER_NOMEM, "out of memory");
             goto out;
         }
@@ -857,6 +905,29 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
     return 0;
 }
 
+static int record_changes_forget(struct store_batch *b, const uint8_t *rid,
+                                 const uint8_t *sp, uint64_t before)
+{
+    struct keylist l;
+    if (sp)
+        return changes_forget(b, sp, rid, before);
+    if (keys_under(b, STORE_CHANGE_RECORD, rid, STORE_RID_BYTES, &l))
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; i < l.n; i++) {
+        const uint8_t *k = l.keys[i];
+        if (l.lens[i] != STORE_RID_BYTES + 12 ||
+            store_be_u64(k + STORE_RID_BYTES) >= before)
+            continue;
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGES],
+                                        (const char *)k + STORE_RID_BYTES,
+                                        12);
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_RECORD],
+                                        (const char *)k, l.lens[i]);
+    }
+    keys_free(&l);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Rectification (Art. 16): a Put of the corrected record, and a row of
  * the subject's history. */
@@ -886,6 +957,11 @@ static int apply_rectify(struct store_batch *b, const Command *cmd,
     rc = apply_put(b, &put, res);
     if (rc)
         return rc;
+    /* The inaccurate values leave the change feed with the record's
+     * earlier changes; the rectified record is the change just made. */
+    if (record_changes_forget(b, op->put->rid.data, op->put->subject.data,
+                              res->version))
+        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     row.kind = op->put->kind;
     row.rid = op->put->rid;
     row.n_fields = op->n_fields;
@@ -1070,8 +1146,12 @@ static int retention_item(struct store_batch *b, const Command *cmd,
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
         /* The expired values leave the feed too: the record's earlier
          * changes go, the expiry carries what is left. */
-        if (rc == 0 && r->subject.len == STORE_SP_BYTES &&
-            changes_forget(b, r->subject.data, item->rid.data, b->revision))
+        if (rc == 0 &&
+            record_changes_forget(b, item->rid.data,
+                                  r->subject.len == STORE_SP_BYTES
+                                      ? r->subject.data
+                                      : NULL,
+                                  b->revision))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
         if (rc == 0) {
             dossier__store__v1__stored_record__pack(r, buf);
@@ -1162,12 +1242,11 @@ static int expire_record(struct store_batch *b, const Command *cmd,
                                       : "a link row is malformed");
         goto out;
     }
-    len = dossier__store__v1__stored_record__get_packed_size(old);
-    if (!(buf = malloc(len ? len : 1))) {
+    /* The feed keeps which record expired, not its expired values. */
+    if (pack_gone(old, &buf, &len)) {
         rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
         goto out;
     }
-    dossier__store__v1__stored_record__pack(old, buf);
     /* Failing memory stops the node (cluster.c): no undoing below. */
     links_delete(b, links);
     for (size_t i = 0; i < old->n_index_keys; i++)
@@ -1179,10 +1258,14 @@ static int expire_record(struct store_batch *b, const Command *cmd,
                                     it->rid.data);
         rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_SUBJECT],
                                         (const char *)key, klen);
-        /* Its earlier changes leave the feed: the values expired too. */
-        if (changes_forget(b, old->subject.data, it->rid.data, rev))
-            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     }
+    /* Its earlier changes leave the feed: the values expired too. */
+    if (record_changes_forget(b, it->rid.data,
+                              old->subject.len == STORE_SP_BYTES
+                                  ? old->subject.data
+                                  : NULL,
+                              rev))
+        rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     klen = store_record_key(key, it->kind, it->rid.data);
     rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_RECORD],
                                     (const char *)key, klen);

@@ -1,5 +1,5 @@
 /* What store.c and store_apply.c share: the store's insides. Private to
- * those two files. */
+ * those two files (and the store's unit tests). */
 #ifndef DOSSIER_NODE_STORE_INT_H
 #define DOSSIER_NODE_STORE_INT_H
 
@@ -41,6 +41,9 @@ struct store {
      * keeps; revision_cv is signalled under revision_mu at each commit. */
     uint64_t changes_floor;
     uint64_t change_history;
+    /* Unit tests only: the next this many trims of the feed fail as a
+     * failed RocksDB write would (applying thread). */
+    unsigned trim_faults;
     pthread_mutex_t revision_mu;
     pthread_cond_t revision_cv;
 };

@@ -103,7 +103,10 @@ static const char usage_text[] =
     "  list SUBJECT [--kind K] [--limit N] [--page-token T] [--all]\n"
     "                          records of a data subject\n"
     "  scan KIND [--limit N] [--page-token T] [--all]\n"
-    "                          records of a kind, a page at a time\n"
+    "                          records of a kind, a page at a time; the\n"
+    "                          first page's revision R on stderr\n"
+    "                          (\"revision: R\"): watch --from R+1 then\n"
+    "                          misses no change made since\n"
     "  dedup report KIND [--fields F[,F...]] [--limit N] [--page-token T]\n"
     "               [--all]\n"
     "                          candidate duplicates: groups of records of\n"
@@ -124,14 +127,18 @@ static const char usage_text[] =
     "                          --by, per period of --time (a timestamp\n"
     "                          field, created_at or updated_at), computed by\n"
     "                          the node; pipeline: deals by stage with their\n"
-    "                          amounts. png draws a chart into --out\n"
+    "                          amounts. png draws a chart into --out. --by\n"
+    "                          may not be a field that identifies people\n"
+    "                          (e-mail, phone, names and other text of the\n"
+    "                          identity, contact or special category)\n"
     "  watch [--kind K[,K...]] [--from REVISION | --after REVISION.SEQ]\n"
     "        [--count N] [--no-follow] [--progress]\n"
     "                          the change feed: every put, delete, erase,\n"
-    "                          consent change and expiry (\"record_expired\":\n"
-    "                          the whole record went), one JSON object\n"
-    "                          per line, in commit order, filtered by the\n"
-    "                          purpose; from now on, from a revision, or\n"
+    "                          consent change (of the --purpose only) and\n"
+    "                          expiry (\"record_expired\": the whole record\n"
+    "                          went), one JSON object per line, in commit\n"
+    "                          order, filtered by the purpose as reads\n"
+    "                          are; from now on, from a revision, or\n"
     "                          after a change printed before; ends after N\n"
     "                          changes, once caught up (--no-follow), or\n"
     "                          never. --progress also prints\n"
@@ -825,6 +832,9 @@ static int listing_page(struct cli *cli, void *arg,
         e = dossier_scan(cli->client, &cli->read_opts, l->a, pr, &page, &st);
     if (e)
         return report(&st);
+    if (l->which == L_SCAN && !pr->page_token)
+        fprintf(stderr, "revision: %llu\n",
+                (unsigned long long)page.revision);
     for (size_t i = 0; i < page.n_records && rc == 0; i++)
         rc = print_json(cli, json_from_record(page.records[i]));
     *next = page.next_page_token;
@@ -2698,6 +2708,10 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
                                     json_integer(a.rows[i].bucket_start_ms));
             rc = print_json(cli, j);
         }
+        if (a.suppressed)
+            fprintf(stderr, "%llu records in groups of fewer than 3 not "
+                            "shown\n",
+                    (unsigned long long)a.suppressed);
     } else {
         printf("%-12s%-28s %10s", r.bucket ? r.bucket : "",
                r.group_by ? r.group_by : "", "count");
@@ -2721,6 +2735,9 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
         if (a.left_out)
             printf(", %llu left out (not for this purpose)",
                    (unsigned long long)a.left_out);
+        if (a.suppressed)
+            printf(", %llu in groups of fewer than 3 not shown",
+                   (unsigned long long)a.suppressed);
         printf("\n");
         rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
     }

@@ -123,6 +123,7 @@ expect 0 "list by subject" -- "$DOSSIER" list s3
 expect 0 "scan one page" -- "$DOSSIER" scan contact --limit 2
 [ "$(wc -l <"$WORK/out")" -eq 2 ] && ok "scan --limit 2 prints 2 records" || fail "scan page size"
 contains "$WORK/err" "next_page_token:" "scan says where the next page starts"
+contains "$WORK/err" "revision: " "scan says which revision its first page shows"
 token=$(sed -n 's/^next_page_token: //p' "$WORK/err")
 expect 0 "scan from a page token" -- "$DOSSIER" scan contact --limit 2 --page-token "$token"
 expect 0 "scan --all" -- "$DOSSIER" scan contact --all --limit 1
@@ -224,8 +225,10 @@ contains "$WORK/out" '"reference":"DSR-0"' "with its reference"
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
-expect 0 "watch before the erasure" -- "$DOSSIER" watch --from 1 --no-follow
-jsonl_check "the consent changes are in the feed" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
+expect 0 "watch before the erasure, as operations" -- "$DOSSIER" watch --from 1 --no-follow
+jsonl_check "operations hears of no consent to marketing" "not any(x['type'] == 'consent' for x in d)"
+expect 0 "watch before the erasure, as marketing" -- "$DOSSIER" --purpose marketing watch --from 1 --no-follow
+jsonl_check "marketing hears of the consent changes" "[x['state'] for x in d if x['type'] == 'consent'] == ['granted', 'withdrawn']"
 ERASED_REF=$($PY -c "import json; print([x for x in map(json.loads, open('$WORK/out')) if x['type'] == 'consent'][0]['subject_ref'])")
 expect 0 "subject erase" -- "$DOSSIER" subject erase gdpr-subj --reference DSR-1 --wait 8000
 json_check "the certificate counts the record and carries the key" "d['records_deleted'] == 1 and d['public_key'] == '$PK'"
@@ -267,6 +270,10 @@ expect 0 "report pipeline --format png" -- "$DOSSIER" report pipeline --format p
 [ "$(head -c 4 "$WORK/pipeline.png" | od -An -tx1 | tr -d ' ')" = "89504e47" ] && ok "the chart is a PNG" || fail "the chart is not a PNG"
 expect 5 "report --sum on a text field exits 5" -- "$DOSSIER" report deal --by stage --sum name
 expect 2 "report --per without --time is a usage error" -- "$DOSSIER" report deal --per week
+expect 5 "report --by email is refused (exit 5)" -- "$DOSSIER" report contact --by email --format json
+contains "$WORK/err" "email" "the refusal names the field"
+[ ! -s "$WORK/out" ] && ok "no address leaves the node" || fail "report --by email printed: $(cat "$WORK/out")"
+expect 0 "report contact --by owner" -- "$DOSSIER" report contact --by owner
 
 # --- segments ----------------------------------------------------------------
 echo '{"name":"won_deals","kind":"deal","where":{"stage":["closed_won"]},"description":"won"}' >"$WORK/seg.json"
@@ -286,11 +293,19 @@ jsonl_check "changes come in commit order" "all(a['revision'] < b['revision'] fo
 jsonl_check "puts carry their record at its version" "all(x['record']['version'] == x['revision'] for x in d if x['type'] == 'put') and any(x['type'] == 'put' and x['record']['fields'].get('first_name') == 'Ann' for x in d)"
 jsonl_check "the erased subject's changes left the feed with it" "not any(x['type'] == 'consent' or x.get('record', {}).get('id') == 'gdpr-1' for x in d)"
 jsonl_check "the erasure stays, naming no other change's subject" "[x['subject_ref'] for x in d if x['type'] == 'erase'] == ['$ERASED_REF'] and all(x.get('subject_ref') != '$ERASED_REF' for x in d if x['type'] != 'erase')"
-jsonl_check "the deletion of c2 is there" "any(x['type'] == 'delete' and x['record']['id'] == 'c2' for x in d)"
+jsonl_check "the deletion of c2 is there, without its fields" "any(x['type'] == 'delete' and x['record']['id'] == 'c2' and not x['record']['fields'] for x in d)"
+jsonl_check "c2's puts left the feed with it" "not any(x['type'] != 'delete' and x.get('record', {}).get('id') == 'c2' for x in d)"
+! grep -q "bob@example.com" "$WORK/out" && ok "the deleted contact's address is not in the feed" || fail "the feed still holds c2's address"
 cp "$WORK/out" "$WORK/history"
 after=$($PY -c "import json; d=[json.loads(l) for l in open('$WORK/history')]; print('%d.%d' % (d[1]['revision'], d[1]['seq']))")
 expect 0 "watch --after resumes after a change" -- "$DOSSIER" watch --after "$after" --count 1
 [ "$(cat "$WORK/out")" = "$(sed -n 3p "$WORK/history")" ] && ok "--after gives the next change" || fail "--after: $(cat "$WORK/out") vs $(sed -n 3p "$WORK/history")"
+expect 0 "scan for the revision to watch from" -- "$DOSSIER" scan company --limit 1
+SCAN_REV=$(sed -n 's/^revision: //p' "$WORK/err")
+echo '{"kind":"company","id":"late","fields":{"name":"Late Ltd"}}' >"$WORK/late.json"
+expect 0 "put a company after the scan" -- "$DOSSIER" put "$WORK/late.json"
+expect 0 "watch from the revision after the scan's" -- "$DOSSIER" watch --from "$((SCAN_REV + 1))" --no-follow
+jsonl_check "the watch brings what changed since the scan, nothing before" "[x['record']['id'] for x in d] == ['late'] and all(x['revision'] > $SCAN_REV for x in d)"
 expect 0 "watch --kind company --no-follow" -- "$DOSSIER" watch --kind company --from 1 --no-follow
 jsonl_check "a kind filter keeps no contact changes" "not any(x.get('record', {}).get('kind') == 'contact' for x in d)"
 expect 5 "watch of an unknown kind exits 5" -- "$DOSSIER" watch --kind spaceship
@@ -377,6 +392,36 @@ NODE_PID=$!
 for _ in $(seq 200); do [ -s "$WORK/ready4" ] && break; sleep 0.05; done
 [ -s "$WORK/ready4" ] && ok "with the old key it serves" || { fail "restore with the old key"; cat "$WORK/node4.log"; }
 expect 0 "and reads back what the backup held" -- "$DOSSIER" -t "$(cat "$WORK/ready4")" get contact c-rot
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+
+# --- expired fields leave the change feed ----------------------------------
+# The retention sweeper runs 45 days ahead (a test-only clock offset), so a
+# 30-day field of a record without a subject expires at once.
+"$DOSSIERD" --data-dir "$WORK/data3" --key-file "$WORK/master.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready5" --enable-fault-injection \
+    --retention-sweep-ms 200 --retention-clock-offset-days 45 2>"$WORK/node5.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready5" ] && break; sleep 0.05; done
+[ -s "$WORK/ready5" ] || { fail "the retention node did not start"; cat "$WORK/node5.log"; }
+cat >"$WORK/supplier.json" <<'JSON'
+{"kind":"supplier","personal":false,"description":"no subject",
+ "fields":[{"name":"name","type":"string","category":"operational"},
+           {"name":"contact_person","type":"string","category":"identity","retention_days":30}]}
+JSON
+export DOSSIER_TARGET=$(cat "$WORK/ready5")
+expect 0 "define a kind with a 30-day identity field" -- "$DOSSIER" schema define "$WORK/supplier.json"
+echo '{"kind":"supplier","id":"sup-1","fields":{"name":"Acme Supplies","contact_person":"Jane Expired"}}' >"$WORK/sup.json"
+expect 0 "put a supplier" -- "$DOSSIER" put "$WORK/sup.json"
+for _ in $(seq 100); do
+    "$DOSSIER" get supplier sup-1 >"$WORK/out" 2>/dev/null
+    grep -q "Jane Expired" "$WORK/out" || break
+    sleep 0.1
+done
+expect 0 "get after the sweep" -- "$DOSSIER" get supplier sup-1
+json_check "the expired field is gone from the record" "'contact_person' not in d['fields'] and d['fields']['name'] == 'Acme Supplies'"
+expect 0 "watch --from 1 after the sweep" -- "$DOSSIER" watch --from 1 --no-follow
+[ -s "$WORK/out" ] && ! grep -q "Jane Expired" "$WORK/out" && ok "the expired value left the feed" || fail "the feed still holds the expired value: $(cat "$WORK/out")"
+jsonl_check "the expiry stands for the record" "[x['type'] for x in d if x.get('record', {}).get('id') == 'sup-1'] == ['expire']"
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 
 # --- the example config file is accepted; a bad one is refused ----------

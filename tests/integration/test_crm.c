@@ -9,6 +9,7 @@
  *  - segments: saved filters (values of fields, creation times, consent to
  *    a purpose) return the ids of the matching records the purpose may
  *    read, a page at a time. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -311,6 +312,249 @@ static void test_reports(void **state)
     node_destroy(&n);
 }
 
+struct deleter {
+    const char *addr;
+    int n, done;
+    pthread_mutex_t mu;
+};
+
+static void *delete_deals(void *arg)
+{
+    struct deleter *d = arg;
+    struct dossier_client *c = harness_client_as(d->addr, NULL, "operations");
+    struct dossier_status st;
+    for (int i = 0; i < d->n; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "ld%d", i);
+        if (dossier_delete(c, NULL, "deal", id, DOSSIER_ANY_VERSION, NULL,
+                           &st) != 0)
+            fail_msg("delete %s: %s", id, st.message);
+    }
+    dossier_client_close(c);
+    pthread_mutex_lock(&d->mu);
+    d->done = 1;
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* A record deleted while a report reads its kind is left out of the
+ * report, not a failure of it: reports run while records are deleted
+ * (linked records are read a second time, with their links, so a delete
+ * between the two reads is seen). */
+static void test_report_while_deleting(void **state)
+{
+    enum { N = 400 };
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request r = {"deal", "stage", NULL, NULL, NULL};
+    struct deleter d;
+    pthread_t t;
+    int reports = 0, done = 0;
+    uint64_t last = N;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    for (int i = 0; i < N; i++) {
+        struct dossier_record *rec;
+        char id[16];
+        snprintf(id, sizeof(id), "ld%d", i);
+        rec = dossier_record_new("deal", id, NULL);
+        dossier_record_set_string(rec, "name", id);
+        dossier_record_set_string(rec, "stage", "qualified");
+        dossier_record_add_link(rec, "for", "company", "acme");
+        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+            fail_msg("put %s: %s", id, st.message);
+        dossier_record_free(rec);
+    }
+    d.addr = n.addr;
+    d.n = N;
+    d.done = 0;
+    pthread_mutex_init(&d.mu, NULL);
+    pthread_create(&t, NULL, delete_deals, &d);
+    while (!done) {
+        pthread_mutex_lock(&d.mu);
+        done = d.done;
+        pthread_mutex_unlock(&d.mu);
+        if (dossier_aggregate(ops, NULL, &r, &a, &st) != 0)
+            fail_msg("report %d while deleting: %s", reports, st.message);
+        /* Fewer and fewer deals, never more. */
+        assert_true(a.records <= last);
+        last = a.records;
+        dossier_aggregate_release(&a);
+        reports++;
+    }
+    pthread_join(t, NULL);
+    pthread_mutex_destroy(&d.mu);
+    assert_int_equal(last, 0);
+    fprintf(stderr, "%d reports while %d linked deals were deleted\n",
+            reports, N);
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
+/* Timestamps outside years 0 to 9999 (up to the ends of int64) fall in
+ * the no_time group of every bucketing, and the node lives on; a time
+ * before 1970 falls in its own month. */
+static void test_report_extreme_times(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request r = {"activity", NULL, NULL,
+                                          "occurred_at", NULL};
+    static const char *const buckets[] = {"day", "week", "month"};
+    const int64_t extreme[] = {INT64_MIN + 1, INT64_MAX,
+                               INT64_C(-62167219200001),  /* year -1 */
+                               INT64_C(253402300800000)}; /* year 10000 */
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    for (size_t i = 0; i < 4; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "x%zu", i);
+        {
+            struct dossier_record *rec = dossier_record_new("activity", id,
+                                                            "s-act");
+            dossier_record_set_string(rec, "type", "call");
+            dossier_record_set_string(rec, "owner", "amy");
+            dossier_record_set_int(rec, "occurred_at", extreme[i]);
+            assert_int_equal(dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION,
+                                         NULL, &st),
+                             0);
+            dossier_record_free(rec);
+        }
+    }
+    {
+        /* 1969-12-31T23:59:59.999Z */
+        struct dossier_record *rec = dossier_record_new("activity", "early",
+                                                        "s-act");
+        dossier_record_set_string(rec, "type", "call");
+        dossier_record_set_int(rec, "occurred_at", -1);
+        assert_int_equal(
+            dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st), 0);
+        dossier_record_free(rec);
+    }
+    for (size_t b = 0; b < 3; b++) {
+        r.bucket = buckets[b];
+        if (dossier_aggregate(ops, NULL, &r, &a, &st) != 0)
+            fail_msg("per %s: %s", buckets[b], st.message);
+        assert_int_equal(a.records, 5);
+        assert_int_equal(a.n_rows, 2);
+        assert_true(a.rows[0].no_time);
+        assert_int_equal(a.rows[0].count, 4);
+        assert_false(a.rows[1].no_time);
+        assert_int_equal(a.rows[1].count, 1);
+        if (b == 0)
+            assert_true(a.rows[1].bucket_start_ms == -86400000);
+        if (b == 2)
+            assert_true(a.rows[1].bucket_start_ms ==
+                        INT64_C(-2678400000)); /* 1969-12-01 */
+        dossier_aggregate_release(&a);
+    }
+    /* The node still serves. */
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    dossier_aggregate_release(&a);
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
+static void put_scored(struct dossier_client *c, const char *id,
+                       const char *owner, int64_t score)
+{
+    struct dossier_record *r = dossier_record_new("contact", id, id);
+    struct dossier_status st;
+    char email[64];
+    snprintf(email, sizeof(email), "%s@example.org", id);
+    dossier_record_set_string(r, "first_name", id);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_string(r, "phone", "+44 20 7946 0958");
+    dossier_record_set_string(r, "country", "GB");
+    dossier_record_set_string(r, "owner", owner);
+    dossier_record_set_string(r, "lifecycle_stage", "lead");
+    dossier_record_set_string(r, "accessibility_needs", "none");
+    dossier_record_set_int(r, "lead_score", score);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* Group keys leave the node: a report may not group by a field whose
+ * values identify people (e-mail, phone, text of the identity, contact or
+ * special category), and a group keyed by another personal field shows
+ * only with 3 records or more; operational fields and enumerations group
+ * as before. */
+static void test_report_keys_identify_no_one(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *legal;
+    struct dossier_aggregate a;
+    struct dossier_status st;
+    struct dossier_aggregate_request r = {"contact", NULL, NULL, NULL, NULL};
+    static const char *const refused[] = {"email", "phone", "first_name",
+                                          "country"};
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    legal = harness_client_as(n.addr, NULL, "legal_claims");
+    put_scored(ops, "k1", "amy", 10);
+    put_scored(ops, "k2", "amy", 10);
+    put_scored(ops, "k3", "bob", 10);
+    put_scored(ops, "k4", "bob", 20);
+
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        r.group_by = refused[i];
+        assert_int_not_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+        assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.message, refused[i]));
+        assert_null(strstr(st.message, "@example.org"));
+    }
+    /* Special-category text, for a purpose that may see it. */
+    r.group_by = "accessibility_needs";
+    assert_int_not_equal(dossier_aggregate(legal, NULL, &r, &a, &st), 0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "accessibility_needs"));
+
+    /* Operational text and enumerations: every group, however small. */
+    r.group_by = "owner";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 2);
+    assert_string_equal(a.rows[0].key, "amy");
+    assert_int_equal(a.rows[0].count, 2);
+    assert_string_equal(a.rows[1].key, "bob");
+    assert_int_equal(a.suppressed, 0);
+    dossier_aggregate_release(&a);
+    r.group_by = "lifecycle_stage";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 1);
+    assert_int_equal(a.rows[0].count, 4);
+    dossier_aggregate_release(&a);
+
+    /* A behavioral value: the score of one contact is not shown. */
+    r.group_by = "lead_score";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.records, 4);
+    assert_int_equal(a.n_rows, 1);
+    assert_string_equal(a.rows[0].key, "10");
+    assert_int_equal(a.rows[0].count, 3);
+    assert_int_equal(a.suppressed, 1);
+    dossier_aggregate_release(&a);
+
+    dossier_client_close(ops);
+    dossier_client_close(legal);
+    node_destroy(&n);
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -478,6 +722,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_reports),
+        cmocka_unit_test(test_report_keys_identify_no_one),
+        cmocka_unit_test(test_report_extreme_times),
+        cmocka_unit_test(test_report_while_deleting),
         cmocka_unit_test(test_segments),
     };
     int rc;

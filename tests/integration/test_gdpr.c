@@ -308,7 +308,7 @@ static void test_restriction(void **state)
 static const char *const families[] = {
     "default", "schema",  "record", "subject", "index",  "requests",
     "raft",    "raftlog", "policy", "consent", "audit",  "changes",
-    "change_index", "link"};
+    "change_index", "link", "change_record"};
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 
 /* Opens a stopped node's database with every family. */

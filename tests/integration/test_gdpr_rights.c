@@ -110,6 +110,28 @@ static int rectify_one(struct dossier_client *c, const char *subject,
     return rc ? st.code : 0;
 }
 
+/* What a watcher sees of record rc-1 up to revision @until. */
+struct rect_feed {
+    uint64_t until;
+    int changes;   /* of rc-1 */
+    int old_email; /* changes still holding the inaccurate address */
+};
+
+static int rect_feed_cb(void *arg, const struct dossier_change *ch)
+{
+    struct rect_feed *f = arg;
+    if (ch->record && strcmp(ch->record->kind, "contact") == 0 &&
+        strcmp(ch->record->id, "rc-1") == 0) {
+        const struct dossier_value *e = dossier_record_field(ch->record,
+                                                             "email");
+        f->changes++;
+        if (e && e->type == DOSSIER_TYPE_STRING &&
+            strcmp(e->u.s, "rita@old.example") == 0)
+            f->old_email++;
+    }
+    return ch->revision >= f->until;
+}
+
 static void test_rectification(void **state)
 {
     struct node_proc n;
@@ -194,6 +216,19 @@ static void test_rectification(void **state)
                      0);
     assert_int_equal(pg.n_records, 1);
     dossier_page_release(&pg);
+    /* The change feed no longer holds the inaccurate values: the
+     * record's earlier changes left it, the rectified record is its one
+     * change. */
+    {
+        struct rect_feed f = {.until = res.version};
+        struct dossier_watch_options wo = {.start = {.revision = 1}};
+        struct dossier_call_options co = {.timeout_ms = 10000};
+        assert_int_equal(dossier_watch(svc, &co, &wo, rect_feed_cb, &f, NULL,
+                                       &st),
+                         0);
+        assert_int_equal(f.changes, 1);
+        assert_int_equal(f.old_email, 0);
+    }
 
     /* Refused, each naming what is wrong, and nothing changes. */
     assert_int_equal(rectify_one(dpo, "subj-other", "contact", "rc-1",
@@ -291,6 +326,7 @@ static void test_rectification(void **state)
 
 struct feed_seen {
     int expired_v1, put_v1, expired_kept;
+    int put_log, expired_log; /* of l-1, a record without a subject */
 };
 
 static int feed_cb(void *arg, const struct dossier_change *ch)
@@ -306,6 +342,11 @@ static int feed_cb(void *arg, const struct dossier_change *ch)
         f->put_v1++;
     if (ch->type == DOSSIER_CHANGE_EXPIRE && strcmp(id, "k-1") == 0)
         f->expired_kept++;
+    if (ch->type == DOSSIER_CHANGE_PUT && strcmp(id, "l-1") == 0)
+        f->put_log++;
+    if (ch->type == DOSSIER_CHANGE_EXPIRE && ch->record_expired &&
+        strcmp(id, "l-1") == 0 && ch->record->n_fields == 0)
+        f->expired_log++;
     return 0;
 }
 
@@ -329,6 +370,9 @@ static void test_record_retention(void **state)
     struct dossier_kind_schema kept = {
         "visit_kept", 1, 0, 0, "kept 60 days", 2, fields, 60,
         DOSSIER_RETENTION_SINCE_CREATION};
+    struct dossier_kind_schema log_kind = {
+        "visit_log", 0, 0, 0, "no subject, kept 30 days", 2, fields, 30,
+        DOSSIER_RETENTION_SINCE_UPDATE};
     struct dossier_kind_schema *got_kind;
     struct dossier_client *admin, *svc, *dpo;
     struct dossier_record *r, *got = NULL;
@@ -338,7 +382,7 @@ static void test_record_retention(void **state)
     struct dossier_status st;
     struct dossier_page pg;
     struct dossier_value email = {0};
-    struct feed_seen feed = {0, 0, 0};
+    struct feed_seen feed = {0};
     struct node_proc n;
     int code = 0;
     (void)state;
@@ -355,6 +399,8 @@ static void test_record_retention(void **state)
                      DOSSIER_RETENTION_SINCE_UPDATE);
     dossier_kind_schema_free(got_kind);
     assert_int_equal(dossier_schema_define(admin, NULL, &kept, NULL, &st), 0);
+    assert_int_equal(dossier_schema_define(admin, NULL, &log_kind, NULL, &st),
+                     0);
     assert_int_equal(dossier_schema_get(admin, NULL, "visit_kept", &got_kind,
                                         &st),
                      0);
@@ -375,6 +421,11 @@ static void test_record_retention(void **state)
     assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
                      0);
     dossier_record_free(r);
+    r = dossier_record_new("visit_log", "l-1", NULL);
+    dossier_record_set_string(r, "note", "expires without a subject");
+    assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
+                     0);
+    dossier_record_free(r);
     r = dossier_record_new("visit_kept", "k-1", "subj-ret");
     dossier_record_set_string(r, "note", "stays");
     assert_int_equal(dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st),
@@ -392,6 +443,16 @@ static void test_record_retention(void **state)
     /* The sweeper deletes v-1 whole. */
     for (int t = 0; t < 100; t++) {
         code = dossier_get(svc, NULL, "visit", "v-1", &got, &st) ? st.code : 0;
+        dossier_record_free(got);
+        got = NULL;
+        if (code == DOSSIER_NOT_FOUND)
+            break;
+        usleep(100000);
+    }
+    assert_int_equal(code, DOSSIER_NOT_FOUND);
+    for (int t = 0; t < 100; t++) { /* l-1 too, maybe a sweep later */
+        code = dossier_get(svc, NULL, "visit_log", "l-1", &got, &st) ? st.code
+                                                                     : 0;
         dossier_record_free(got);
         got = NULL;
         if (code == DOSSIER_NOT_FOUND)
@@ -447,6 +508,9 @@ static void test_record_retention(void **state)
     assert_int_equal(feed.expired_v1, 1);
     assert_int_equal(feed.put_v1, 1); /* only the new one */
     assert_int_equal(feed.expired_kept, 0);
+    /* The same for a record without a subject. */
+    assert_int_equal(feed.expired_log, 1);
+    assert_int_equal(feed.put_log, 0);
     assert_true(wait_entry(dpo, "dossierd-retention",
                            "retention.expire_records", 0, NULL));
 
@@ -609,7 +673,7 @@ static void test_erasure_completion_reports(void **state)
 static const char *const families[] = {
     "default", "schema",  "record", "subject", "index",  "requests",
     "raft",    "raftlog", "policy", "consent", "audit",  "changes",
-    "change_index", "link"};
+    "change_index", "link", "change_record"};
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 #define CF_DEFAULT 0
 #define CF_AUDIT 10

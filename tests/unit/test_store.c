@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "store.h"
+#include "store_int.h" /* trim_faults */
 #include "testutil.h"
 
 #define CACHE_BYTES (1 << 20)
@@ -1881,6 +1882,246 @@ static void test_key_rotation_steps_check_what_is_stored(void **state)
     assert_int_equal(store_rotation_purge(f->s, &st), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* The change feed */
+
+#define FEED_MAX 64
+
+/* Every change the feed holds, oldest first, into @out (free with
+ * store_changes_free); returns how many. */
+static size_t feed_read(struct store *s, struct store_change *out)
+{
+    struct dossier_status st;
+    size_t n;
+    if (store_changes_read(s, 1, 0, UINT64_MAX, FEED_MAX, out, &n, &st) != 0)
+        fail_msg("store_changes_read: %s", st.message);
+    return n;
+}
+
+/* Rows of @family (change_index or change_record) and the lowest
+ * revision among them (UINT64_MAX when none). */
+struct feed_rows {
+    size_t n;
+    uint64_t min_rev;
+};
+
+static int feed_rows_cb(void *arg, const uint8_t *key, size_t klen,
+                        const uint8_t *val, size_t vlen)
+{
+    struct feed_rows *r = arg;
+    (void)val;
+    (void)vlen;
+    assert_true(klen >= 16 + 12);
+    if (store_be_u64(key + 16) < r->min_rev)
+        r->min_rev = store_be_u64(key + 16);
+    r->n++;
+    return 0;
+}
+
+static struct feed_rows feed_rows(struct store *s, enum store_family family)
+{
+    struct feed_rows r = {0, UINT64_MAX};
+    struct dossier_status st;
+    if (store_scan(s, family, NULL, 0, NULL, 0, feed_rows_cb, &r, &st) != 0)
+        fail_msg("store_scan: %s", st.message);
+    return r;
+}
+
+/* A delete takes the record's earlier changes out of the feed, with their
+ * index rows, and its own entry holds the record's sealed id and version
+ * but no field, index key or link; for a record with a subject and for
+ * one without. The other records' changes stay. */
+static void test_delete_leaves_only_a_bare_deletion_in_the_feed(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct store_change ch[FEED_MAX];
+    struct store_result res;
+    struct put p;
+    struct del d;
+    size_t n;
+
+    fx_open(f);
+    for (int k = 0; k < 2; k++) {
+        uint8_t rid = k ? 0x0c : 0x0a;
+        uint64_t v;
+        if (k)
+            put_init(&p, "company", rid, 0, 0, 1000);
+        else
+            put_person(&p, rid, 1000);
+        put_index(&p, "email", 0xe1);
+        put_link(&p, "works_at", "company", 0x0f);
+        apply1_ok(f->s, &p.cmd, &res);
+        if (k)
+            put_init(&p, "company", rid, 0, 0, 2000);
+        else
+            put_person(&p, rid, 2000);
+        put_index(&p, "email", 0xe1);
+        apply1_ok(f->s, &p.cmd, &res);
+        v = res.version;
+        del_init(&d, k ? "company" : "contact", rid);
+        apply1_ok(f->s, &d.cmd, &res);
+        assert_int_equal(res.version, v);
+    }
+    put_person(&p, 0x0b, 3000); /* another record: its change stays */
+    apply1_ok(f->s, &p.cmd, &res);
+
+    n = feed_read(f->s, ch);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 2; i++) {
+        const Dossier__Store__V1__ChangeEntry *e = ch[i].e;
+        StoredRecord *r = dossier__store__v1__stored_record__unpack(
+            NULL, e->record.len, e->record.data);
+        assert_int_equal(e->type, DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE);
+        assert_non_null(r);
+        assert_int_equal(r->n_fields, 0);
+        assert_int_equal(r->n_index_keys, 0);
+        assert_int_equal(r->n_links, 0);
+        assert_int_equal(r->sealed_links.len, 0);
+        assert_int_equal(r->sealed_id.len, 8);
+        assert_int_equal(r->version, ch[i].rev - 1);
+        assert_int_equal(e->subject.len, i == 0 ? STORE_SP_BYTES : 0);
+        dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    }
+    assert_int_equal(ch[2].e->type,
+                     DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_PUT);
+    store_changes_free(ch, n);
+    /* The record index holds the company's deletion; the subject's index
+     * holds its deletion and its other record's put. */
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_RECORD).n, 1);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).n, 2);
+}
+
+/* An erasure takes every change about the subject out of the feed, with
+ * their index rows (a deleted record's deletion included), and leaves
+ * only the erasure and the changes of others. */
+static void test_erase_leaves_only_the_erasure_in_the_feed(void **state)
+{
+    struct fixture *f = *state;
+    struct store_change ch[FEED_MAX];
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__EraseOp op = DOSSIER__STORE__V1__ERASE_OP__INIT;
+    struct store_result res;
+    struct put p, other;
+    struct del d;
+    size_t n;
+
+    fx_open(f);
+    put_person(&p, 0x0a, 1000);
+    apply1_ok(f->s, &p.cmd, &res);
+    put_person(&p, 0x0b, 1000);
+    apply1_ok(f->s, &p.cmd, &res);
+    del_init(&d, "contact", 0x0b);
+    apply1_ok(f->s, &d.cmd, &res);
+    put_init(&other, "company", 0x0c, 0, 0, 1000);
+    apply1_ok(f->s, &other.cmd, &res);
+
+    op.subject = (ProtobufCBinaryData){STORE_SP_BYTES, p.sp};
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASE;
+    cmd.erase = &op;
+    apply1_ok(f->s, &cmd, &res);
+
+    n = feed_read(f->s, ch);
+    assert_int_equal(n, 2);
+    assert_int_equal(ch[0].e->type, DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_PUT);
+    assert_string_equal(ch[0].e->kind, "company");
+    assert_int_equal(ch[1].e->type,
+                     DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE);
+    store_changes_free(ch, n);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).n, 0);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_RECORD).n, 1);
+}
+
+/* Puts record @i of a mix: a contact of one subject (even @i) or a
+ * company (odd @i), five records of each. */
+static void put_mixed(struct store *s, int i)
+{
+    struct store_result res;
+    struct put p;
+    if (i % 2)
+        put_init(&p, "company", (uint8_t)(0x40 + i % 5), 0, 0, 1000 + i);
+    else
+        put_person(&p, (uint8_t)(1 + i % 5), 1000 + i);
+    apply1_ok(s, &p.cmd, &res);
+}
+
+/* The feed keeps the last N revisions: once it holds an eighth more, the
+ * changes below the new floor go, and so do their rows in both indexes
+ * (change_index by subject, change_record by record). */
+static void test_trim_removes_old_changes_and_their_index_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct feed_rows by_subject, by_record;
+    uint64_t floor;
+
+    fx_open(f);
+    store_set_change_history(f->s, 16);
+    for (int i = 0; i < 40; i++)
+        put_mixed(f->s, i);
+    floor = store_change_floor(f->s);
+    assert_true(floor > 1);
+    assert_true(floor <= store_revision(f->s) - 16 + 1);
+    by_subject = feed_rows(f->s, STORE_CHANGE_INDEX);
+    by_record = feed_rows(f->s, STORE_CHANGE_RECORD);
+    assert_true(by_subject.n > 0 && by_record.n > 0);
+    assert_true(by_subject.min_rev >= floor);
+    assert_true(by_record.min_rev >= floor);
+    assert_int_equal(by_subject.n + by_record.n,
+                     store_revision(f->s) - floor + 1);
+    {
+        struct store_change ch[FEED_MAX];
+        size_t n = feed_read(f->s, ch);
+        assert_int_equal(n, by_subject.n + by_record.n);
+        assert_int_equal(ch[0].rev, floor);
+        store_changes_free(ch, n);
+    }
+    /* The floor is kept across a reopen. */
+    fx_reopen(f);
+    assert_int_equal(store_change_floor(f->s), floor);
+}
+
+/* A trim whose write fails deletes nothing and leaves the floor where it
+ * was; the next commit trims again, from that floor, so no change below
+ * the floor is left behind in the feed or its indexes. */
+static void test_failed_trim_is_tried_again(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t floor;
+    int i = 0;
+
+    fx_open(f);
+    store_set_change_history(f->s, 16);
+    f->s->trim_faults = 1;
+    while (f->s->trim_faults) { /* up to the first trim, which fails */
+        put_mixed(f->s, i);
+        assert_true(++i < 100);
+    }
+    assert_int_equal(store_change_floor(f->s), 1);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_INDEX).min_rev, 1);
+    assert_int_equal(feed_rows(f->s, STORE_CHANGE_RECORD).min_rev, 2);
+    {
+        struct store_change ch[FEED_MAX];
+        size_t n = feed_read(f->s, ch);
+        assert_int_equal(n, store_revision(f->s));
+        store_changes_free(ch, n);
+    }
+    /* The next commit trims. */
+    put_mixed(f->s, i);
+    floor = store_change_floor(f->s);
+    assert_int_equal(floor, store_revision(f->s) - 16 + 1);
+    assert_true(feed_rows(f->s, STORE_CHANGE_INDEX).min_rev >= floor);
+    assert_true(feed_rows(f->s, STORE_CHANGE_RECORD).min_rev >= floor);
+    {
+        struct store_change ch[FEED_MAX];
+        size_t n = feed_read(f->s, ch);
+        assert_int_equal(n, 16);
+        assert_int_equal(ch[0].rev, floor);
+        store_changes_free(ch, n);
+    }
+    fx_reopen(f);
+    assert_int_equal(store_change_floor(f->s), floor);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1936,6 +2177,10 @@ int main(void)
         T(test_put_with_index_key_of_another_record_is_corrupt),
         T(test_other_malformed_puts_are_corrupt),
         T(test_malformed_delete_and_empty_command_are_corrupt),
+        T(test_delete_leaves_only_a_bare_deletion_in_the_feed),
+        T(test_erase_leaves_only_the_erasure_in_the_feed),
+        T(test_trim_removes_old_changes_and_their_index_rows),
+        T(test_failed_trim_is_tried_again),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),

@@ -356,6 +356,10 @@ struct dossier_page {
     size_t n_records;
     struct dossier_record **records;
     char *next_page_token; /* NULL when there is nothing more */
+    /* The store revision the page was read at: it shows every change up
+     * to it. A scan followed by dossier_watch() from the first page's
+     * revision + 1 misses no change (a change may show in both). */
+    uint64_t revision;
 };
 
 /* Which page to fetch: page_size 0 means 100 (at most 1000); page_token
@@ -1156,16 +1160,23 @@ struct dossier_aggregate {
     struct dossier_aggregate_row *rows; /* by bucket, then key */
     uint64_t records;  /* records counted */
     uint64_t left_out; /* records the purpose may not see */
+    uint64_t suppressed; /* records of groups keyed by a personal field
+                            that held fewer than 3 records: not shown */
 };
 
 /* Counts and totals per group over every record of a kind (e.g. deals per
  * stage with their amounts), computed by the node: no record leaves it.
  * Records the call's purpose may not see are left out; every field named
- * must be of a category it sees. Release @out with
- * dossier_aggregate_release(). Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field of no such name or type, more than
+ * must be of a category it sees. Group keys are values, so @r->group_by
+ * may not be a field that identifies people (an e-mail or phone field, a
+ * string or int field of the identity, contact or special category);
+ * groups keyed by a field of another personal category are shown only
+ * with 3 records or more. Release @out with dossier_aggregate_release().
+ * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field of no
+ * such name or type, a group_by field that identifies people, more than
  * 10,000 groups), DOSSIER_PERMISSION_DENIED (a field the purpose may not
- * see). */
+ * see), DOSSIER_DEADLINE_EXCEEDED (the node stops a report that reaches
+ * the call's deadline: give a longer timeout for a large kind). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_aggregate(struct dossier_client *c,
                   const struct dossier_call_options *co,
@@ -1240,16 +1251,21 @@ dossier_segment_members_release(struct dossier_segment_members *m);
  * commit order, from a given revision, filtered by the call's purpose
  * exactly as reads are: fields the purpose may not see are left out, and
  * record changes about subjects it may not see (no consent for a consent
- * purpose, restricted) are not delivered. Erasures and consent changes go
- * to every watcher. */
+ * purpose, restricted) are not delivered. A consent change goes only to
+ * watchers of the purpose it is about, and not while its subject is
+ * restricted (except to legal_claims); a withdrawal does reach them.
+ * Erasures go to every watcher. */
 
 enum dossier_change_type {
     DOSSIER_CHANGE_PUT = 1,  /* record: as after the change */
-    DOSSIER_CHANGE_DELETE,   /* record: kind, id, subject, version only */
+    DOSSIER_CHANGE_DELETE,   /* record: kind, id, subject, version only;
+                                the record's earlier changes left the
+                                feed */
     DOSSIER_CHANGE_ERASE,    /* forget everything with this subject_ref */
     DOSSIER_CHANGE_CONSENT,  /* purpose and consent_state */
     DOSSIER_CHANGE_EXPIRE,   /* fields past retention dropped; record: as
-                                after */
+                                after; the record's earlier changes left
+                                the feed */
     DOSSIER_CHANGE_PROGRESS, /* not a change: every change up to revision
                                 has been delivered */
 };
@@ -1275,7 +1291,9 @@ struct dossier_change {
      * every change about one subject, and what an erasure names. */
     char subject_ref[33];
     const struct dossier_record *record; /* PUT, EXPIRE, DELETE */
-    /* The subject was erased since: record holds only kind and version. */
+    /* The subject was erased while this change was being read: record
+     * holds only kind and version. (An erasure takes the subject's
+     * changes out of the feed, so later readers do not get them.) */
     int content_erased;
     /* EXPIRE: the whole record was deleted, past its kind's record
      * retention (record then as for DELETE); else fields expired. */
@@ -1298,10 +1316,14 @@ typedef int (*dossier_change_fn)(void *arg, const struct dossier_change *ch);
  * timeout as long as the watch should last. When the node goes away or
  * stops, the watch resumes on the next target from the change after the
  * last one delivered, so nothing is missed or delivered twice. *@next
- * (may be NULL) gets the position to resume from later. Errors:
+ * (may be NULL) gets the position to resume from later. A serializable
+ * watch (@co->consistency) that reaches a node which has not applied up to
+ * the start yet waits there a while, then tries the next target. Errors:
  * DOSSIER_UNKNOWN_KIND, DOSSIER_OUT_OF_RANGE (the nodes no longer keep
- * changes that old: scan, then watch from the revision the scan began
- * at), DOSSIER_PERMISSION_DENIED. */
+ * changes that old: scan, then watch from the first page's revision + 1;
+ * or a linearizable start past the cluster's last revision),
+ * DOSSIER_UNAVAILABLE (no node had applied up to a serializable start
+ * before the deadline), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_watch(struct dossier_client *c, const struct dossier_call_options *co,
               const struct dossier_watch_options *o, dossier_change_fn fn,
