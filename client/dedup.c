@@ -141,6 +141,21 @@ int dossier_aggregate(struct dossier_client *c,
 /* ------------------------------------------------------------------ */
 /* Segments */
 
+/* Values of @n (@v) into @vals from *@at on, their pointers into @vptrs;
+ * *@out points at the first. */
+static int values_to_pb(const struct dossier_value *v, size_t n,
+                        Dossier__V1__Value *vals, Dossier__V1__Value **vptrs,
+                        size_t *at, Dossier__V1__Value ***out)
+{
+    *out = vptrs + *at;
+    for (size_t j = 0; j < n; j++, (*at)++) {
+        if (value_to_pb(&v[j], &vals[*at]) != 0)
+            return -1;
+        vptrs[*at] = &vals[*at];
+    }
+    return 0;
+}
+
 int dossier_segment_define(struct dossier_client *c,
                            const struct dossier_call_options *co,
                            const struct dossier_segment *s, uint64_t *version,
@@ -160,12 +175,13 @@ int dossier_segment_define(struct dossier_client *c,
     if (s->n_conditions && !s->conditions)
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "conditions is missing");
     for (size_t i = 0; i < s->n_conditions; i++) {
-        if (!s->conditions[i].field ||
-            (s->conditions[i].n_any_of && !s->conditions[i].any_of))
+        const struct dossier_segment_condition *sc = &s->conditions[i];
+        if (!sc->field || (sc->n_any_of && !sc->any_of) ||
+            (sc->n_all_of && !sc->all_of) || (sc->n_none_of && !sc->none_of))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "condition %zu is missing its field or values",
                            i + 1);
-        n_vals += s->conditions[i].n_any_of;
+        n_vals += sc->n_any_of + sc->n_all_of + sc->n_none_of + 2;
     }
     conds = calloc(s->n_conditions + 1, sizeof(*conds));
     cptrs = calloc(s->n_conditions + 1, sizeof(*cptrs));
@@ -177,20 +193,35 @@ int dossier_segment_define(struct dossier_client *c,
     }
     for (size_t i = 0; i < s->n_conditions; i++) {
         const struct dossier_segment_condition *sc = &s->conditions[i];
+        Dossier__V1__Value **bound;
         dossier__v1__segment_condition__init(&conds[i]);
         conds[i].field = (char *)sc->field;
-        conds[i].any_of = vptrs + at;
         conds[i].n_any_of = sc->n_any_of;
-        for (size_t j = 0; j < sc->n_any_of; j++, at++) {
-            if (value_to_pb(&sc->any_of[j], &vals[at]) != 0) {
-                rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
-                             "condition on '%s': a value is malformed",
-                             sc->field);
-                goto out;
-            }
-            vptrs[at] = &vals[at];
+        conds[i].n_all_of = sc->n_all_of;
+        conds[i].n_none_of = sc->n_none_of;
+        if (values_to_pb(sc->any_of, sc->n_any_of, vals, vptrs, &at,
+                         &conds[i].any_of) ||
+            values_to_pb(sc->all_of, sc->n_all_of, vals, vptrs, &at,
+                         &conds[i].all_of) ||
+            values_to_pb(sc->none_of, sc->n_none_of, vals, vptrs, &at,
+                         &conds[i].none_of))
+            goto malformed;
+        if (sc->at_least) {
+            if (values_to_pb(sc->at_least, 1, vals, vptrs, &at, &bound))
+                goto malformed;
+            conds[i].at_least = *bound;
+        }
+        if (sc->below) {
+            if (values_to_pb(sc->below, 1, vals, vptrs, &at, &bound))
+                goto malformed;
+            conds[i].below = *bound;
         }
         cptrs[i] = &conds[i];
+        continue;
+    malformed:
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "condition on '%s': a value is malformed", sc->field);
+        goto out;
     }
     seg.name = (char *)s->name;
     seg.kind = (char *)s->kind;

@@ -93,9 +93,13 @@ static const char usage_text[] =
     "                          indexed field (all, or those given), found\n"
     "                          through the blind indexes; one group per line\n"
     "  segment define [FILE|-]  save a filter from JSON: {\"name\", \"kind\",\n"
-    "                          \"where\": {FIELD: VALUE or [VALUES]},\n"
+    "                          \"where\": {FIELD: VALUE or [VALUES] or\n"
+    "                          {\"any_of\"|\"all_of\"|\"none_of\": [VALUES],\n"
+    "                          \"at_least\": N, \"below\": N}},\n"
     "                          \"created_after_ms\" (and _before_, updated_),\n"
-    "                          \"consent_purpose\"}\n"
+    "                          \"consent_purpose\"}; all_of and none_of of a\n"
+    "                          tags field name tags; range bounds may be\n"
+    "                          dates (YYYY-MM-DD, UTC)\n"
     "  segment run NAME [--limit N] [--page-token T] [--all]\n"
     "                          the records that match, for the purpose: one\n"
     "                          {\"kind\", \"id\"} per line\n"
@@ -2049,8 +2053,15 @@ static int cmd_dedup(struct cli *cli, int argc, char **argv)
 
 /* `dossier segment define FILE|-`: JSON such as
  *   {"name": "hot_deals", "kind": "deal",
- *    "where": {"stage": ["qualified", "presentation"], "owner": "sam"},
- *    "created_after_ms": 0, "consent_purpose": "marketing"} */
+ *    "where": {"stage": ["qualified", "presentation"], "owner": "sam",
+ *              "amount": {"at_least": 10000},
+ *              "close_date": {"at_least": "2026-11-01",
+ *                             "below": "2026-12-01"},
+ *              "tags": {"all_of": ["vip"], "none_of": ["churned"]}},
+ *    "created_after_ms": 0, "consent_purpose": "marketing"}
+ * A value or a list is any_of; an object gives the forms by name, one
+ * condition each. Dates (YYYY-MM-DD, or with THH:MM[:SS], UTC) in a range
+ * become milliseconds. */
 static int json_scalar(json_t *v, struct dossier_value *out)
 {
     if (json_is_string(v)) {
@@ -2071,10 +2082,146 @@ static int json_scalar(json_t *v, struct dossier_value *out)
     return 0;
 }
 
+/* A range bound: a number, or a date in UTC made milliseconds. */
+static int json_bound(json_t *v, struct dossier_value *out)
+{
+    static const char *const formats[] = {"%Y-%m-%d", "%Y-%m-%dT%H:%M",
+                                          "%Y-%m-%dT%H:%M:%S"};
+    if (!json_is_string(v))
+        return json_is_number(v) ? json_scalar(v, out) : -1;
+    for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+        struct tm tm;
+        const char *end;
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(json_string_value(v), formats[i], &tm);
+        if (end && (!*end || (end[0] == 'Z' && !end[1]))) {
+            out->type = DOSSIER_TYPE_INT;
+            out->u.i = (int64_t)timegm(&tm) * 1000;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+#define SEG_CONDS_MAX 16
+#define SEG_VALUES_MAX 64
+
+/* Where the values of a segment's conditions live while it is defined. */
+struct seg_values {
+    struct dossier_value v[SEG_CONDS_MAX][SEG_VALUES_MAX];
+    struct dossier_value bounds[SEG_CONDS_MAX][2];
+};
+
+/* A value or a list of them (@what names it in messages) into @out, *@n
+ * of them. 0, or the exit code after saying what is wrong. */
+static int json_values(const char *path, const char *field, const char *what,
+                       json_t *v, struct dossier_value *out, size_t *n)
+{
+    *n = json_is_array(v) ? json_array_size(v) : 1;
+    if (*n == 0 || *n > SEG_VALUES_MAX) {
+        fprintf(stderr, "dossier: %s: where.%s%s: give 1 to %d values\n",
+                path, field, what, SEG_VALUES_MAX);
+        return EXIT_INVALID;
+    }
+    for (size_t i = 0; i < *n; i++)
+        if (json_scalar(json_is_array(v) ? json_array_get(v, i) : v,
+                        &out[i])) {
+            fprintf(stderr, "dossier: %s: where.%s%s: values are strings, "
+                            "numbers or booleans\n",
+                    path, field, what);
+            return EXIT_INVALID;
+        }
+    return 0;
+}
+
+/* One entry FIELD: SPEC of "where" into conditions from @conds[*@n] on. */
+static int json_condition(const char *path, const char *field, json_t *spec,
+                          struct dossier_segment_condition *conds, size_t *n,
+                          struct seg_values *vals)
+{
+    const char *form;
+    json_t *v;
+    int rc;
+
+    if (!json_is_object(spec)) {
+        struct dossier_segment_condition *c = &conds[*n];
+        if (*n == SEG_CONDS_MAX)
+            goto too_many;
+        memset(c, 0, sizeof(*c));
+        c->field = field;
+        c->any_of = vals->v[*n];
+        if ((rc = json_values(path, field, "", spec, vals->v[*n],
+                              &c->n_any_of)))
+            return rc;
+        (*n)++;
+        return 0;
+    }
+    json_object_foreach(spec, form, v) {
+        struct dossier_segment_condition *c;
+        int range = !strcmp(form, "at_least") || !strcmp(form, "below");
+        char what[32];
+        if (!range && strcmp(form, "any_of") && strcmp(form, "all_of") &&
+            strcmp(form, "none_of")) {
+            fprintf(stderr, "dossier: %s: where.%s: unknown form %s (any_of, "
+                            "all_of, none_of, at_least, below)\n",
+                    path, field, form);
+            return EXIT_INVALID;
+        }
+        /* at_least and below of one field make one range. */
+        c = NULL;
+        if (range)
+            for (size_t i = 0; i < *n; i++)
+                if (!strcmp(conds[i].field, field) &&
+                    (conds[i].at_least || conds[i].below))
+                    c = &conds[i];
+        if (!c) {
+            if (*n == SEG_CONDS_MAX)
+                goto too_many;
+            c = &conds[*n];
+            memset(c, 0, sizeof(*c));
+            c->field = field;
+            (*n)++;
+        }
+        snprintf(what, sizeof(what), ".%s", form);
+        if (range) {
+            struct dossier_value *b =
+                &vals->bounds[c - conds][form[0] == 'b'];
+            if (json_bound(v, b)) {
+                fprintf(stderr, "dossier: %s: where.%s.%s: give a number or "
+                                "a date (YYYY-MM-DD[THH:MM[:SS]], UTC)\n",
+                        path, field, form);
+                return EXIT_INVALID;
+            }
+            if (form[0] == 'b')
+                c->below = b;
+            else
+                c->at_least = b;
+            continue;
+        }
+        rc = json_values(path, field, what, v, vals->v[c - conds],
+                         !strcmp(form, "any_of")   ? &c->n_any_of
+                         : !strcmp(form, "all_of") ? &c->n_all_of
+                                                   : &c->n_none_of);
+        if (rc)
+            return rc;
+        if (!strcmp(form, "any_of"))
+            c->any_of = vals->v[c - conds];
+        else if (!strcmp(form, "all_of"))
+            c->all_of = vals->v[c - conds];
+        else
+            c->none_of = vals->v[c - conds];
+    }
+    return 0;
+too_many:
+    fprintf(stderr, "dossier: %s: at most %d conditions\n", path,
+            SEG_CONDS_MAX);
+    return EXIT_INVALID;
+}
+
 static int segment_define(struct cli *cli, const char *path)
 {
-    struct dossier_segment_condition conds[16];
-    struct dossier_value vals[16][64];
+    struct dossier_segment_condition conds[SEG_CONDS_MAX];
+    struct seg_values *vals;
     struct dossier_segment seg = {0};
     struct dossier_status st;
     json_error_t jerr;
@@ -2108,6 +2255,10 @@ static int segment_define(struct cli *cli, const char *path)
         json_decref(j);
         return EXIT_INVALID;
     }
+    if (!(vals = calloc(1, sizeof(*vals)))) {
+        json_decref(j);
+        return EXIT_ERROR;
+    }
     seg.name = json_string_value(json_object_get(j, "name"));
     seg.kind = json_string_value(json_object_get(j, "kind"));
     seg.description = json_string_value(json_object_get(j, "description"));
@@ -2123,55 +2274,34 @@ static int segment_define(struct cli *cli, const char *path)
         json_integer_value(json_object_get(j, "updated_before_ms"));
     where = json_object_get(j, "where");
     rc = 0;
-    if (!seg.name || !seg.kind)
-        rc = fprintf(stderr, "dossier: %s: name and kind are needed\n", path);
-    else if (where && !json_is_object(where))
-        rc = fprintf(stderr, "dossier: %s: where must be an object of "
-                             "field: value or [values]\n",
-                     path);
-    else if (where && json_object_size(where) > 16)
-        rc = fprintf(stderr, "dossier: %s: at most 16 conditions\n", path);
+    if (!seg.name || !seg.kind) {
+        fprintf(stderr, "dossier: %s: name and kind are needed\n", path);
+        rc = EXIT_INVALID;
+    } else if (where && !json_is_object(where)) {
+        fprintf(stderr, "dossier: %s: where must be an object of field: "
+                        "value, [values] or {form: values}\n",
+                path);
+        rc = EXIT_INVALID;
+    }
     if (!rc && where)
         json_object_foreach(where, key, v) {
-            struct dossier_segment_condition *c = &conds[seg.n_conditions];
-            size_t n = json_is_array(v) ? json_array_size(v) : 1;
-            if (n == 0 || n > 64) {
-                rc = fprintf(stderr, "dossier: %s: where.%s: give 1 to 64 "
-                                     "values\n",
-                             path, key);
+            if ((rc = json_condition(path, key, v, conds, &seg.n_conditions,
+                                     vals)))
                 break;
-            }
-            for (size_t i = 0; i < n; i++)
-                if (json_scalar(json_is_array(v) ? json_array_get(v, i) : v,
-                                &vals[seg.n_conditions][i])) {
-                    rc = fprintf(stderr, "dossier: %s: where.%s: values are "
-                                         "strings, numbers or booleans\n",
-                                 path, key);
-                    break;
-                }
-            if (rc)
-                break;
-            c->field = key;
-            c->n_any_of = n;
-            c->any_of = vals[seg.n_conditions];
-            seg.n_conditions++;
         }
     seg.conditions = conds;
-    if (rc) {
-        json_decref(j);
-        return EXIT_INVALID;
+    if (!rc)
+        rc = connect_node(cli);
+    if (!rc) {
+        rc = dossier_segment_define(cli->client, NULL, &seg, &version, &st);
+        if (rc == 0)
+            rc = print_json(cli, json_pack("{s:s, s:s, s:I}", "name",
+                                           seg.name, "kind", seg.kind,
+                                           "version", (json_int_t)version));
+        else
+            rc = report(&st);
     }
-    if ((rc = connect_node(cli))) {
-        json_decref(j);
-        return rc;
-    }
-    rc = dossier_segment_define(cli->client, NULL, &seg, &version, &st);
-    if (rc == 0)
-        rc = print_json(cli, json_pack("{s:s, s:s, s:I}", "name", seg.name,
-                                       "kind", seg.kind, "version",
-                                       (json_int_t)version));
-    else
-        rc = report(&st);
+    free(vals);
     json_decref(j);
     return rc;
 }

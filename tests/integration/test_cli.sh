@@ -253,6 +253,30 @@ expect 5 "a segment on a missing field exits 5" -- "$DOSSIER" segment define "$W
 echo '{"name":"bad","kind":"deal","wehre":{}}' >"$WORK/typoseg.json"
 expect 5 "a segment with an unknown key exits 5" -- "$DOSSIER" segment define "$WORK/typoseg.json"
 expect 3 "an unknown segment exits 3" -- "$DOSSIER" segment run nothing_here
+# Ranges (dates made milliseconds) and tags.
+printf '%s\n' '{"kind":"deal","id":"deal-4","fields":{"name":"Four","stage":"qualified","amount":20000,"close_date":1793577600000,"tags":"VIP, eu"}}' \
+    '{"kind":"deal","id":"deal-5","fields":{"name":"Five","stage":"qualified","amount":90000,"close_date":1793577600000,"tags":"vip,churned"}}' \
+    '{"kind":"deal","id":"deal-6","fields":{"name":"Six","stage":"qualified","amount":30000,"close_date":1796169600000,"tags":"eu"}}' >"$WORK/tagged.jsonl"
+expect 0 "put tagged deals" -- "$DOSSIER" put "$WORK/tagged.jsonl"
+expect 0 "get a tagged deal" -- "$DOSSIER" get deal deal-4
+json_check "tags are stored normalised" "d['fields']['tags'] == 'eu,vip'"
+echo '{"name":"big_nov","kind":"deal","where":{"amount":{"at_least":10000,"below":50000},"close_date":{"at_least":"2026-11-01","below":"2026-12-01T00:00"}}}' >"$WORK/rangeseg.json"
+expect 0 "segment define with ranges" -- "$DOSSIER" segment define "$WORK/rangeseg.json"
+expect 0 "segment run with ranges" -- "$DOSSIER" segment run big_nov --all
+jsonl_check "the range segment holds the November deal of 10k to 50k" "[x['id'] for x in d] == ['deal-4']"
+echo '{"name":"vip_kept","kind":"deal","where":{"tags":{"any_of":["vip"],"none_of":["churned"]}}}' >"$WORK/tagseg.json"
+expect 0 "segment define with tags" -- "$DOSSIER" segment define "$WORK/tagseg.json"
+expect 0 "segment run with tags" -- "$DOSSIER" segment run vip_kept --all
+jsonl_check "the tag segment holds the VIP deal that did not churn" "[x['id'] for x in d] == ['deal-4']"
+echo '{"name":"bad","kind":"deal","where":{"stage":{"at_least":1}}}' >"$WORK/badrange.json"
+expect 5 "a range on an enum exits 5" -- "$DOSSIER" segment define "$WORK/badrange.json"
+contains "$WORK/err" "range" "the refusal names the range"
+echo '{"name":"bad","kind":"deal","where":{"amount":{"at_least":"next tuesday"}}}' >"$WORK/baddate.json"
+expect 5 "a bound that is no date exits 5" -- "$DOSSIER" segment define "$WORK/baddate.json"
+echo '{"name":"bad","kind":"deal","where":{"tags":{"some_of":["x"]}}}' >"$WORK/badform.json"
+expect 5 "an unknown form exits 5" -- "$DOSSIER" segment define "$WORK/badform.json"
+echo '{"kind":"deal","id":"deal-7","fields":{"name":"Seven","stage":"qualified","tags":"a b"}}' >"$WORK/badtags.json"
+expect 5 "a malformed tag set is refused" -- "$DOSSIER" put "$WORK/badtags.json"
 
 # --- the change feed -------------------------------------------------------
 expect 0 "watch --no-follow prints the history and ends" -- "$DOSSIER" watch --from 1 --no-follow

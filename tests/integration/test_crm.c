@@ -6,9 +6,9 @@
  *  - reports: deals per stage with their amounts, activities per owner per
  *    week, computed by the node; records a purpose may not see are left
  *    out and counted, fields it may not see refused;
- *  - segments: saved filters (values of fields, creation times, consent to
- *    a purpose) return the ids of the matching records the purpose may
- *    read, a page at a time. */
+ *  - segments: saved filters (values of fields, ranges of numbers and
+ *    times, tags, creation times, consent to a purpose) return the ids of
+ *    the matching records the purpose may read, a page at a time. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -384,15 +384,17 @@ static void test_segments(void **state)
         {.type = DOSSIER_TYPE_STRING, .u.s = "presentation"}};
     const struct dossier_value sam = {.type = DOSSIER_TYPE_STRING,
                                       .u.s = "sam"};
-    const struct dossier_segment_condition conds[] = {{"stage", 2, stages},
-                                                      {"owner", 1, &sam}};
+    const struct dossier_segment_condition conds[] = {
+        {.field = "stage", .n_any_of = 2, .any_of = stages},
+        {.field = "owner", .n_any_of = 1, .any_of = &sam}};
     struct dossier_segment open_deals = {"open_deals", "deal", "sam's open",
                                          2, conds, 0, 0, 0, 0, NULL};
     struct dossier_segment consented = {"consented", "contact", NULL, 0,
                                         NULL, 0, 0, 0, 0, "marketing"};
     struct dossier_segment recent = {"recent", "deal", NULL, 0, NULL,
                                      0, 0, 0, 0, NULL};
-    const struct dossier_segment_condition nofield[] = {{"colour", 1, &sam}};
+    const struct dossier_segment_condition nofield[] = {
+        {.field = "colour", .n_any_of = 1, .any_of = &sam}};
     struct dossier_segment bad = {"bad", "deal", NULL, 1, nofield,
                                   0, 0, 0, 0, NULL};
     uint64_t version = 0;
@@ -473,12 +475,188 @@ static void test_segments(void **state)
     node_destroy(&n);
 }
 
+static void put_tagged_deal(struct dossier_client *c, const char *id,
+                            double amount, int64_t close, const char *tags)
+{
+    struct dossier_record *r = dossier_record_new("deal", id, NULL);
+    struct dossier_status st;
+    dossier_record_set_string(r, "name", id);
+    dossier_record_set_string(r, "stage", "qualified");
+    if (amount >= 0)
+        dossier_record_set_double(r, "amount", amount);
+    if (close >= 0)
+        dossier_record_set_int(r, "close_date", close);
+    if (tags)
+        dossier_record_set_string(r, "tags", tags);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* Segments by ranges of numbers and times, and by tags: a tags field holds
+ * a set of labels, stored normalised (lower case, each once, sorted), and
+ * conditions match it by membership (any of, all of, none of). */
+static void test_segment_ranges_and_tags(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *analytics;
+    struct dossier_status st;
+    struct dossier_record *r;
+    /* 2026-11-01 and 2026-12-01, UTC. */
+    const int64_t nov = INT64_C(1793491200000), dec = INT64_C(1796083200000);
+    const struct dossier_value big = {.type = DOSSIER_TYPE_INT, .u.i = 10000};
+    const struct dossier_value cap = {.type = DOSSIER_TYPE_DOUBLE,
+                                      .u.d = 50000.5};
+    const struct dossier_value from = {.type = DOSSIER_TYPE_INT, .u.i = nov};
+    const struct dossier_value to = {.type = DOSSIER_TYPE_INT, .u.i = dec};
+    const struct dossier_value vip[] = {
+        {.type = DOSSIER_TYPE_STRING, .u.s = "VIP"},
+        {.type = DOSSIER_TYPE_STRING, .u.s = "eu"}};
+    const struct dossier_value churned = {.type = DOSSIER_TYPE_STRING,
+                                          .u.s = "churned"};
+    struct dossier_value text = {.type = DOSSIER_TYPE_STRING, .u.s = "lots"};
+    struct dossier_segment_condition c_amount[] = {
+        {.field = "amount", .at_least = &big, .below = &cap}};
+    struct dossier_segment_condition c_close[] = {
+        {.field = "close_date", .at_least = &from, .below = &to}};
+    struct dossier_segment_condition c_all[] = {
+        {.field = "tags", .n_all_of = 2, .all_of = vip}};
+    struct dossier_segment_condition c_any_none[] = {
+        {.field = "tags", .n_any_of = 2, .any_of = vip},
+        {.field = "tags", .n_none_of = 1, .none_of = &churned}};
+    struct dossier_segment_condition c_mix[] = {
+        {.field = "amount", .at_least = &big},
+        {.field = "tags", .n_none_of = 1, .none_of = &churned}};
+    struct dossier_segment seg = {.name = "s", .kind = "deal"};
+    char ids[512];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    analytics = harness_client_as(n.addr, NULL, "analytics");
+    put_tagged_deal(ops, "t1", 9999.99, nov - 1, "VIP, eu ,vip");
+    put_tagged_deal(ops, "t2", 10000, nov, "eu");
+    put_tagged_deal(ops, "t3", 50000.5, dec - 1, "vip,EU,churned");
+    put_tagged_deal(ops, "t4", 25000, dec, NULL);
+    put_tagged_deal(ops, "t5", -1, -1, "");
+
+    /* Tags are stored normalised. */
+    assert_int_equal(dossier_get(ops, NULL, "deal", "t1", &r, &st), 0);
+    assert_string_equal(dossier_record_field(r, "tags")->u.s, "eu,vip");
+    dossier_record_free(r);
+    assert_int_equal(dossier_get(ops, NULL, "deal", "t3", &r, &st), 0);
+    assert_string_equal(dossier_record_field(r, "tags")->u.s,
+                        "churned,eu,vip");
+    dossier_record_free(r);
+
+    /* amount in [10000, 50000.5): an int bound on a double field. */
+    seg.name = "mid_amount";
+    seg.n_conditions = 1;
+    seg.conditions = c_amount;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "mid_amount", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t2,t4");
+    /* Amounts are financial: analytics may not filter on them. */
+    assert_int_equal(
+        run_all(analytics, "mid_amount", 0, ids, sizeof(ids), &st),
+        DOSSIER_PERMISSION_DENIED);
+
+    /* close_date in November: at_least inclusive, below exclusive; a
+     * record without one is in no range. */
+    seg.name = "closes_in_november";
+    seg.conditions = c_close;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(
+        run_all(ops, "closes_in_november", 1, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t2,t3");
+
+    /* Every one of the tags (given in any case). */
+    seg.name = "vip_eu";
+    seg.conditions = c_all;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "vip_eu", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t1,t3");
+
+    /* Any of them, and not churned. */
+    seg.name = "any_not_churned";
+    seg.n_conditions = 2;
+    seg.conditions = c_any_none;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(
+        run_all(ops, "any_not_churned", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t1,t2");
+
+    /* A range and none_of together; none_of holds for an empty field. */
+    seg.name = "big_not_churned";
+    seg.conditions = c_mix;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(
+        run_all(ops, "big_not_churned", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t2,t4");
+
+    /* Bad definitions, each named. */
+    seg.name = "bad";
+    seg.n_conditions = 1;
+    c_amount[0].field = "stage"; /* a range on an enum */
+    seg.conditions = c_amount;
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "stage"));
+    assert_non_null(strstr(st.message, "range"));
+    c_amount[0].field = "amount";
+    c_amount[0].below = &text; /* a bound that is no number */
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    c_amount[0].below = &cap;
+    c_amount[0].n_any_of = 1; /* two forms in one condition */
+    c_amount[0].any_of = &big;
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "one of"));
+    c_all[0].field = "name"; /* all_of on a field without tags */
+    seg.conditions = c_all;
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "tags"));
+    c_all[0].field = "tags";
+    c_all[0].n_all_of = 1;
+    c_all[0].all_of = &text;
+    text.u.s = "a,b"; /* not one tag */
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "one tag"));
+
+    /* A tag set that is no tag set is refused on write. */
+    {
+        struct dossier_record *bad = dossier_record_new("deal", "t9", NULL);
+        dossier_record_set_string(bad, "name", "t9");
+        dossier_record_set_string(bad, "stage", "qualified");
+        dossier_record_set_string(bad, "tags", "ok,not ok");
+        assert_int_not_equal(
+            dossier_put(ops, NULL, bad, DOSSIER_ANY_VERSION, NULL, &st), 0);
+        assert_int_equal(st.code, DOSSIER_SCHEMA_VIOLATION);
+        assert_non_null(strstr(st.message, "tags"));
+        dossier_record_free(bad);
+    }
+
+    dossier_client_close(ops);
+    dossier_client_close(analytics);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_segments),
+        cmocka_unit_test(test_segment_ranges_and_tags),
     };
     int rc;
     if (sodium_init() < 0)

@@ -170,6 +170,10 @@ enum dossier_field_type {
     DOSSIER_FIELD_EMAIL,     /* string, indexed lower-cased */
     DOSSIER_FIELD_PHONE,     /* string, stored in E.164 */
     DOSSIER_FIELD_ENUM,      /* string, one of allowed_values */
+    DOSSIER_FIELD_TAGS,      /* string: a set of comma-separated tags,
+                                stored lower-cased, each once, sorted
+                                ("eu,vip"); each tag 1 to 64 characters
+                                [a-z0-9_.:/-]; never indexed */
 };
 
 enum dossier_category {
@@ -997,12 +1001,27 @@ DOSSIER_API void dossier_aggregate_release(struct dossier_aggregate *a);
 /* ------------------------------------------------------------------------
  * Segments: saved filters over the records of one kind */
 
-/* The field's value is one of @any_of. Strings compare exactly, e-mails in
- * any case, phones in E.164. */
+/* A condition on one field, in one form (the others left zero):
+ *  - @any_of: the value is one of these. Strings compare exactly, e-mails
+ *    in any case, phones in E.164. On a tags field: the record has at
+ *    least one of these tags;
+ *  - @all_of: tags fields only: the record has every one of these tags;
+ *  - @none_of: the value is none of these, or the field is empty; on a
+ *    tags field: the record has none of these tags;
+ *  - a range, on an int, double or timestamp field: @at_least (inclusive)
+ *    and/or @below (exclusive), each NULL when open; a record without a
+ *    value is outside every range.
+ * Tags are given one per value (any case: they are lower-cased). */
 struct dossier_segment_condition {
     const char *field;
     size_t n_any_of;
     const struct dossier_value *any_of;
+    size_t n_all_of;
+    const struct dossier_value *all_of;
+    size_t n_none_of;
+    const struct dossier_value *none_of;
+    const struct dossier_value *at_least;
+    const struct dossier_value *below;
 };
 
 /* Every condition holds, the times fall in the ranges (after: inclusive,
@@ -1021,8 +1040,10 @@ struct dossier_segment {
 
 /* Defines or replaces segment @s (service or admin role); *@version (may
  * be NULL) gets its version. Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, no values, an unknown
- * consent purpose), DOSSIER_PERMISSION_DENIED. */
+ * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, a condition with no
+ * form or two, a range on a field that is not a number or a time, all_of
+ * on a field that holds no tags, a malformed tag, an unknown consent
+ * purpose), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_segment_define(struct dossier_client *c,
                        const struct dossier_call_options *co,
