@@ -75,6 +75,9 @@ static const char *const method_paths[M_COUNT] = {
     [M_PRINCIPAL_REMOVE] = "/dossier.v1.Principals/Remove",
     [M_PRINCIPAL_LIST] = "/dossier.v1.Principals/List",
     [M_LIST_LINKS] = "/dossier.v1.Records/ListLinks",
+    [M_DUP_RULES_DEFINE] = "/dossier.v1.DuplicateRules/Define",
+    [M_DUP_RULES_GET] = "/dossier.v1.DuplicateRules/Get",
+    [M_DUP_RULES_LIST] = "/dossier.v1.DuplicateRules/List",
 };
 
 struct target {

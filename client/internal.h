@@ -58,6 +58,9 @@ enum client_method {
     M_SEGMENT_RUN,
     M_LIST_LINKS,
     M_REQUEST_EXTEND,
+    M_DUP_RULES_DEFINE,
+    M_DUP_RULES_GET,
+    M_DUP_RULES_LIST,
     M_COUNT,
 };
 
@@ -85,6 +88,7 @@ static inline int client_method_is_write(enum client_method m)
     case M_PRINCIPAL_REMOVE:
     case M_SEGMENT_DEFINE:
     case M_REQUEST_EXTEND:
+    case M_DUP_RULES_DEFINE:
         return 1;
     default:
         return 0;

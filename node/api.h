@@ -35,6 +35,11 @@ int api_scan_kind(struct store *s, const char *kind, const uint8_t *after,
 /* The field categories @c's purpose may see (all for calls without one). */
 unsigned api_visible_categories(const struct call *c);
 
+/* Duplicate rules (api_dedup.c). */
+void api_duplicate_rules_define(struct call *c, ProtobufCMessage *req);
+void api_duplicate_rules_get(struct call *c, ProtobufCMessage *req);
+void api_duplicate_rules_list(struct call *c, ProtobufCMessage *req);
+
 /* Segments (api_segments.c). */
 void api_segments_define(struct call *c, ProtobufCMessage *req);
 void api_segments_get(struct call *c, ProtobufCMessage *req);

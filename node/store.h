@@ -30,6 +30,8 @@
  *   policy    "a" principal name                      StoredPrincipal
  *   policy    "t" sha256(token)[32]                   principal name
  *   policy    "g" segment name                        dossier.v1.Segment
+ *   policy    "d" kind                                dossier.v1.
+ *                                                     DuplicateRuleSet
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted

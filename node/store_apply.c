@@ -1573,6 +1573,9 @@ static int audit_command(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_SEGMENT:
         action = "segments.define";
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_DUPLICATE_RULES:
+        action = "duplicate_rules.define";
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_CONSENT:
         action = cmd->consent->state ==
                          DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_GRANTED
@@ -1830,7 +1833,9 @@ int store_apply(struct store_batch *b, const Command *cmd,
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST ||
-             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP);
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP ||
+             cmd->op_case ==
+                 DOSSIER__STORE__V1__COMMAND__OP_DEFINE_DUPLICATE_RULES);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {
@@ -1897,6 +1902,9 @@ int store_apply(struct store_batch *b, const Command *cmd,
         rc = cmd->principal_op ? apply_principal(b, cmd, res)
                             : bad_command(res, "principal");
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_DUPLICATE_RULES:
+        rc = store_apply_duplicate_rules(b, cmd, res);
+        break;
     default:
         rc = bad_command(res, "unknown operation");
         break;
@@ -1917,4 +1925,19 @@ int store_apply(struct store_batch *b, const Command *cmd,
         }
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* For store_crm.c (store_int.h). */
+
+int store_apply_bad(struct store_result *res, const char *what)
+{
+    return bad_command(res, what);
+}
+
+int store_batch_put_pb(struct store_batch *b, enum store_family f,
+                       const uint8_t *key, size_t klen,
+                       const ProtobufCMessage *m)
+{
+    return put_pb(b, f, key, klen, m, NULL);
 }

@@ -105,5 +105,19 @@ int store_read_subject_key(struct store *s, struct store_batch *b,
                            const uint8_t *sp, SubjectKey **out,
                            struct dossier_status *st);
 
+/* ---- For store_crm.c: the CRM commands (duplicate rules, merges) ----
+ * Helpers of store_apply.c, each as its static counterpart there. */
+
+/* A malformed command: DOSSIER_CORRUPT naming @what. */
+int store_apply_bad(struct store_result *res, const char *what);
+
+/* Packs @m into @family at @key in @b. Errors: DOSSIER_NOMEM. */
+int store_batch_put_pb(struct store_batch *b, enum store_family f,
+                       const uint8_t *key, size_t klen,
+                       const ProtobufCMessage *m);
+
+/* The commands of store_crm.c, called by store_apply(). */
+int store_apply_duplicate_rules(struct store_batch *b, const Command *cmd,
+                                struct store_result *res);
 
 #endif

@@ -89,9 +89,17 @@ static const char usage_text[] =
     "  dedup report KIND [--fields F[,F...]] [--limit N] [--page-token T]\n"
     "               [--all]\n"
     "                          candidate duplicates: groups of records of\n"
-    "                          KIND sharing the normalised value of an\n"
-    "                          indexed field (all, or those given), found\n"
-    "                          through the blind indexes; one group per line\n"
+    "                          KIND connected by matches under its rules\n"
+    "                          (or, with --fields, each field given alone),\n"
+    "                          found through the blind indexes; one group\n"
+    "                          per line, with the rules it matched under\n"
+    "  dedup rules define KIND NAME=FIELD[,FIELD...]...\n"
+    "                          replace KIND's duplicate rules: records match\n"
+    "                          under a rule when all its indexed fields hold\n"
+    "                          the same normalised value (by default each\n"
+    "                          indexed field is a rule)\n"
+    "  dedup rules list [KIND] KIND's rules (defined or the default), or\n"
+    "                          every defined set, one per line\n"
     "  segment define [FILE|-]  save a filter from JSON: {\"name\", \"kind\",\n"
     "                          \"where\": {FIELD: VALUE or [VALUES] or\n"
     "                          {\"any_of\"|\"all_of\"|\"none_of\": [VALUES],\n"
@@ -2004,8 +2012,12 @@ static int dedup_page(struct cli *cli, void *arg,
         for (size_t j = 0; recs && j < d.groups[i].n_records; j++)
             json_array_append_new(recs,
                                   json_from_record(d.groups[i].records[j]));
-        rc = print_json(cli, json_pack("{s:s, s:o}", "field",
-                                       d.groups[i].field, "records", recs));
+        json_t *rules = json_array();
+        for (size_t j = 0; rules && j < d.groups[i].n_rules; j++)
+            json_array_append_new(rules, json_string(d.groups[i].rules[j]));
+        rc = print_json(cli, json_pack("{s:s, s:o, s:o}", "field",
+                                       d.groups[i].field, "rules", rules,
+                                       "records", recs));
     }
     *next = d.next_page_token;
     d.next_page_token = NULL;
@@ -2037,15 +2049,110 @@ static int dedup_report(struct cli *cli, const char *kind,
     return rc;
 }
 
+static json_t *json_from_rule_set(const struct dossier_duplicate_rule_set *rs)
+{
+    json_t *rules = json_array();
+    for (size_t i = 0; rules && i < rs->n_rules; i++) {
+        json_t *f = json_array();
+        for (size_t j = 0; f && j < rs->rules[i].n_fields; j++)
+            json_array_append_new(f, json_string(rs->rules[i].fields[j]));
+        json_array_append_new(rules, json_pack("{s:s, s:o}", "name",
+                                               rs->rules[i].name, "fields",
+                                               f));
+    }
+    return json_pack("{s:s, s:b, s:I, s:o}", "kind", rs->kind, "defined",
+                     rs->defined, "version", (json_int_t)rs->version, "rules",
+                     rules);
+}
+
+/* `dossier dedup rules define KIND NAME=FIELD[,FIELD...]...`. */
+static int dedup_rules_define(struct cli *cli, const char *kind, int n,
+                              char **args)
+{
+    struct dossier_duplicate_rule rules[DOSSIER_DUPLICATE_RULES_MAX];
+    const char *fields[DOSSIER_DUPLICATE_RULES_MAX]
+                      [DOSSIER_DUPLICATE_RULE_FIELDS_MAX + 1];
+    struct dossier_duplicate_rule_set rs;
+    struct dossier_status st;
+    int rc;
+
+    if (n < 1 || n > DOSSIER_DUPLICATE_RULES_MAX)
+        return usage_error("dedup rules define needs KIND and 1 to 16 rules "
+                           "NAME=FIELD[,FIELD...]%s", "");
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(args[i], '='), *save = NULL;
+        if (!eq || eq == args[i] || !eq[1])
+            return usage_error("rule '%s': give NAME=FIELD[,FIELD...]",
+                               args[i]);
+        *eq = '\0';
+        rules[i].name = args[i];
+        rules[i].fields = fields[i];
+        rules[i].n_fields = 0;
+        for (char *f = strtok_r(eq + 1, ",", &save); f;
+             f = strtok_r(NULL, ",", &save)) {
+            if (rules[i].n_fields == DOSSIER_DUPLICATE_RULE_FIELDS_MAX + 1)
+                return usage_error("rule %s: at most 4 fields", args[i]);
+            fields[i][rules[i].n_fields++] = f;
+        }
+    }
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (dossier_duplicate_rules_define(cli->client, NULL, kind, rules,
+                                       (size_t)n, &rs, &st))
+        return report(&st);
+    return print_json(cli, json_from_rule_set(&rs));
+}
+
+/* `dossier dedup rules list [KIND]`: the set of KIND (defined or the
+ * default), or every defined set. */
+static int dedup_rules_list(struct cli *cli, const char *kind)
+{
+    struct dossier_duplicate_rule_set rs, *all;
+    struct dossier_status st;
+    size_t n;
+    int rc;
+
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (kind) {
+        if (dossier_duplicate_rules_get(cli->client, &cli->read_opts, kind,
+                                        &rs, &st))
+            return report(&st);
+        return print_json(cli, json_from_rule_set(&rs));
+    }
+    if (dossier_duplicate_rules_list(cli->client, &cli->read_opts, &all, &n,
+                                     &st))
+        return report(&st);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = print_json(cli, json_from_rule_set(&all[i]));
+    free(all);
+    return rc;
+}
+
 static int cmd_dedup(struct cli *cli, int argc, char **argv)
 {
     struct cmd_opts o;
-    int rc;
+    int rc, nargs;
 
     if ((rc = cmd_options(argc, argv, "XlTa", &o)))
         return rc;
-    if (argc - optind != 2 || strcmp(argv[optind], "report") != 0)
-        return usage_error("dedup needs: report KIND%s", "");
+    nargs = argc - optind;
+    if (nargs >= 2 && strcmp(argv[optind], "rules") == 0) {
+        const char *sub = argv[optind + 1];
+        if (o.fields || o.limit || o.page_token || o.all)
+            return usage_error("dedup rules takes no options%s", "");
+        if (strcmp(sub, "define") == 0 && nargs >= 3)
+            return dedup_rules_define(cli, argv[optind + 2], nargs - 3,
+                                      argv + optind + 3);
+        if (strcmp(sub, "list") == 0 && nargs <= 3)
+            return dedup_rules_list(cli,
+                                    nargs == 3 ? argv[optind + 2] : NULL);
+        return usage_error("dedup rules needs: define KIND NAME=FIELD[,FIELD"
+                           "...]... | list [KIND]%s", "");
+    }
+    if (nargs != 2 || strcmp(argv[optind], "report") != 0)
+        return usage_error("dedup needs: report KIND | rules define|list%s",
+                           "");
     if ((rc = connect_node(cli)))
         return rc;
     return dedup_report(cli, argv[optind + 1], &o);

@@ -227,6 +227,18 @@ expect 0 "dedup report" -- "$DOSSIER" dedup report contact --fields email
 jsonl_check "dedup report groups them by e-mail" "any(g['field'] == 'email' and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
 expect 5 "dedup report on an unindexed field exits 5" -- "$DOSSIER" dedup report contact --fields first_name
 expect 2 "dedup without report is a usage error" -- "$DOSSIER" dedup contact
+expect 0 "dedup rules list of a kind" -- "$DOSSIER" dedup rules list contact
+json_check "without a defined set, each indexed field is a rule" "not d['defined'] and [r['fields'] for r in d['rules']] == [['email'], ['phone']]"
+expect 0 "dedup rules define" -- "$DOSSIER" dedup rules define contact same_email=email email_and_phone=email,phone
+json_check "the defined rules come back" "d['defined'] and d['version'] > 0 and [(r['name'], r['fields']) for r in d['rules']] == [('same_email', ['email']), ('email_and_phone', ['email', 'phone'])]"
+expect 0 "dedup report by the rules" -- "$DOSSIER" dedup report contact
+jsonl_check "the report names the rules of each group" "any(g['rules'] == ['same_email'] and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
+expect 0 "dedup rules list" -- "$DOSSIER" dedup rules list
+jsonl_check "every defined set is listed" "[x['kind'] for x in d] == ['contact']"
+expect 5 "a rule on a field that is not indexed exits 5" -- "$DOSSIER" dedup rules define contact by_name=first_name
+contains "$WORK/err" "first_name" "the refusal names the field"
+expect 2 "a rule without fields is a usage error" -- "$DOSSIER" dedup rules define contact nofields
+expect 5 "rules of an unknown kind exit 5" -- "$DOSSIER" dedup rules list spaceship
 
 # --- reports -----------------------------------------------------------------
 printf '%s\n' '{"kind":"deal","id":"deal-1","fields":{"name":"One","stage":"closed_won","amount":1200.5}}' \

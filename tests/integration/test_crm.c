@@ -1,8 +1,9 @@
 /* CRM capabilities against a real node, through libdossier:
  *  - duplicates: records sharing an e-mail address (in any case) or a
- *    phone number (however written) are grouped per field, through the
- *    blind indexes; a purpose sees only the records it may read, and a
- *    group left with one record is not one; groups come a page at a time;
+ *    phone number (however written), or matching under a kind's own
+ *    rules (several fields at once), are grouped through the blind
+ *    indexes, a group being the union of the matches; a purpose sees only
+ *    the records it may read; groups come a page at a time;
  *  - reports: deals per stage with their amounts, activities per owner per
  *    week, computed by the node; records a purpose may not see are left
  *    out and counted, fields it may not see refused;
@@ -71,6 +72,22 @@ static const char *find_group(const struct dossier_duplicates *d,
     return buf;
 }
 
+/* The rules of group @g, joined with ','. */
+static const char *group_rules(const struct dossier_duplicate_group *g,
+                               char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < g->n_rules; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "",
+                 g->rules[i]);
+    return out;
+}
+
+/* By default each indexed field is a rule: records sharing an e-mail (in
+ * any case) or a phone (however written) match, and a group is every
+ * record connected by matches (d1 shares an e-mail with d2 and d4 and a
+ * phone with d3). A purpose sees only the records it may read, and those
+ * take no part in matching; groups come a page at a time. */
 static void test_duplicates(void **state)
 {
     struct node_proc n;
@@ -92,23 +109,23 @@ static void test_duplicates(void **state)
     put(ops, "d4", "s4", "ann@EXAMPLE.com", "+1 415 555 0100");
     put(ops, "d5", "s5", "unique@example.net", "+1 415 555 0199");
 
-    /* Every indexed field: one group per shared value. */
+    /* The default rules: one group, under both. */
     assert_int_equal(
         dossier_find_duplicates(ops, NULL, "contact", NULL, 0, NULL, &d, &st),
         0);
-    assert_int_equal(d.n_groups, 2);
-    assert_string_equal(find_group(&d, "email", buf, sizeof(buf)),
-                        "d1,d2,d4");
-    assert_string_equal(find_group(&d, "phone", buf, sizeof(buf)), "d1,d3");
+    assert_int_equal(d.n_groups, 1);
+    group_ids(&d.groups[0], buf, sizeof(buf));
+    assert_string_equal(buf, "d1,d2,d3,d4");
+    assert_string_equal(group_rules(&d.groups[0], buf, sizeof(buf)),
+                        "email,phone");
+    assert_string_equal(d.groups[0].field, "email");
     assert_null(d.next_page_token);
     /* Records come as Get returns them for the purpose. */
-    for (size_t i = 0; i < d.n_groups; i++)
-        for (size_t j = 0; j < d.groups[i].n_records; j++) {
-            assert_non_null(
-                dossier_record_field(d.groups[i].records[j], "email"));
-            assert_null(dossier_record_field(d.groups[i].records[j],
-                                             "accessibility_needs"));
-        }
+    for (size_t j = 0; j < d.groups[0].n_records; j++) {
+        assert_non_null(dossier_record_field(d.groups[0].records[j], "email"));
+        assert_null(dossier_record_field(d.groups[0].records[j],
+                                         "accessibility_needs"));
+    }
     dossier_duplicates_release(&d);
 
     /* One field only. */
@@ -119,8 +136,8 @@ static void test_duplicates(void **state)
     assert_string_equal(find_group(&d, "phone", buf, sizeof(buf)), "d1,d3");
     dossier_duplicates_release(&d);
 
-    /* Marketing needs consent: s1 and s2 gave it. d4 is left out of the
-     * e-mail group, and the phone group (d1 and d3) is no group for it. */
+    /* Marketing needs consent: s1 and s2 gave it. d3 and d4 take no part,
+     * so only the e-mail match of d1 and d2 is left. */
     assert_int_equal(dossier_consent_grant(ops, NULL, "s1", "marketing",
                                            "form", "v1", NULL, &st),
                      0);
@@ -132,9 +149,12 @@ static void test_duplicates(void **state)
         0);
     assert_int_equal(d.n_groups, 1);
     assert_string_equal(find_group(&d, "email", buf, sizeof(buf)), "d1,d2");
+    assert_string_equal(group_rules(&d.groups[0], buf, sizeof(buf)), "email");
     dossier_duplicates_release(&d);
 
-    /* A page of one group, then the rest from its token. */
+    /* A second group; a page of one group, then the rest from its token. */
+    put(ops, "d6", "s6", "bo@example.com", NULL);
+    put(ops, "d7", "s7", "BO@example.com", NULL);
     pr.page_size = 1;
     assert_int_equal(
         dossier_find_duplicates(ops, NULL, "contact", NULL, 0, &pr, &d, &st),
@@ -142,20 +162,29 @@ static void test_duplicates(void **state)
     assert_int_equal(d.n_groups, 1);
     assert_non_null(d.next_page_token);
     {
-        char first[65], token[256];
+        char first[256], token[256], second[256];
         struct dossier_duplicates d2;
-        size_t more = 0;
-        snprintf(first, sizeof(first), "%s", d.groups[0].field);
+        group_ids(&d.groups[0], first, sizeof(first));
         snprintf(token, sizeof(token), "%s", d.next_page_token);
         dossier_duplicates_release(&d);
         pr.page_token = token;
         assert_int_equal(dossier_find_duplicates(ops, NULL, "contact", NULL, 0,
                                                  &pr, &d2, &st),
                          0);
-        more = d2.n_groups;
-        assert_int_equal(more, 1);
-        assert_string_not_equal(d2.groups[0].field, first);
+        assert_int_equal(d2.n_groups, 1);
+        assert_null(d2.next_page_token);
+        group_ids(&d2.groups[0], second, sizeof(second));
+        assert_string_not_equal(second, first);
+        assert_true((!strcmp(first, "d1,d2,d3,d4") &&
+                     !strcmp(second, "d6,d7")) ||
+                    (!strcmp(first, "d6,d7") &&
+                     !strcmp(second, "d1,d2,d3,d4")));
         dossier_duplicates_release(&d2);
+        pr.page_token = "not-a-token";
+        assert_int_not_equal(dossier_find_duplicates(ops, NULL, "contact",
+                                                     NULL, 0, &pr, &d2, &st),
+                             0);
+        assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
     }
 
     /* Bad input. */
@@ -172,6 +201,165 @@ static void test_duplicates(void **state)
 
     dossier_client_close(ops);
     dossier_client_close(mkt);
+    node_destroy(&n);
+}
+
+static void put_lead(struct dossier_client *c, const char *id,
+                     const char *email, const char *last_name,
+                     const char *postcode)
+{
+    struct dossier_record *r = dossier_record_new("lead", id, id);
+    struct dossier_status st;
+    dossier_record_set_string(r, "first_name", id);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_string(r, "last_name", last_name);
+    dossier_record_set_string(r, "postcode", postcode);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* The rules in the cluster's state: a kind's rules replace the default
+ * (each indexed field alone); a rule of several fields matches records
+ * that agree on all of them; groups are the union of the matches, and
+ * name the rules they rest on. Rules name only indexed fields. */
+static void test_duplicate_rules(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_duplicates d;
+    struct dossier_duplicate_rule_set rs, *all;
+    struct dossier_status st;
+    struct dossier_field_schema fields[] = {
+        {.name = "first_name", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_IDENTITY},
+        {.name = "last_name", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_IDENTITY, .indexed = 1},
+        {.name = "email", .type = DOSSIER_FIELD_EMAIL,
+         .category = DOSSIER_CATEGORY_CONTACT, .indexed = 1},
+        {.name = "postcode", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_CONTACT, .indexed = 1}};
+    const struct dossier_kind_schema lead = {
+        .kind = "lead", .personal = 1, .n_fields = 4, .fields = fields};
+    const char *f_email[] = {"email"}, *f_np[] = {"last_name", "postcode"};
+    const char *f_bad[] = {"first_name"}, *f_five[] = {"email", "last_name",
+                                                       "postcode", "email",
+                                                       "last_name"};
+    const struct dossier_duplicate_rule rules[] = {
+        {"same_email", 1, f_email}, {"name_postcode", 2, f_np}};
+    struct dossier_duplicate_rule bad[] = {{"nope", 1, f_bad}};
+    size_t n_all;
+    char buf[256];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    assert_int_equal(dossier_schema_define(ops, NULL, &lead, NULL, &st), 0);
+    put_lead(ops, "l1", "a@x.example", "Smith", "1000");
+    put_lead(ops, "l2", "b@x.example", "Smith", "1000");
+    put_lead(ops, "l3", "A@x.example", "Jones", "2000");
+    put_lead(ops, "l4", "c@x.example", "Smith", "3000");
+    put_lead(ops, "l5", "d@x.example", "Brown", "4000");
+    put_lead(ops, "l6", "e@x.example", "Brown", "4000");
+
+    /* The default set: each indexed field alone, so every Smith is one
+     * group with l3 (l1's e-mail), and the Browns another. */
+    assert_int_equal(dossier_duplicate_rules_get(ops, NULL, "lead", &rs, &st),
+                     0);
+    assert_false(rs.defined);
+    assert_int_equal(rs.n_rules, 3);
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "lead", NULL, 0, NULL, &d, &st), 0);
+    assert_int_equal(d.n_groups, 2);
+    for (size_t i = 0; i < d.n_groups; i++) {
+        char rb[128];
+        group_ids(&d.groups[i], buf, sizeof(buf));
+        group_rules(&d.groups[i], rb, sizeof(rb));
+        if (!strcmp(buf, "l1,l2,l3,l4"))
+            assert_string_equal(rb, "last_name,email,postcode");
+        else
+            assert_string_equal(buf, "l5,l6");
+    }
+    dossier_duplicates_release(&d);
+
+    /* Same e-mail, or same last name and postcode. */
+    assert_int_equal(dossier_duplicate_rules_define(ops, NULL, "lead", rules,
+                                                    2, &rs, &st),
+                     0);
+    assert_true(rs.defined);
+    assert_true(rs.version > 0);
+    assert_int_equal(rs.n_rules, 2);
+    assert_string_equal(rs.rules[1].name, "name_postcode");
+    assert_int_equal(rs.rules[1].n_fields, 2);
+    assert_string_equal(rs.rules[1].fields[1], "postcode");
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "lead", NULL, 0, NULL, &d, &st), 0);
+    assert_int_equal(d.n_groups, 2);
+    for (size_t i = 0; i < d.n_groups; i++) {
+        group_ids(&d.groups[i], buf, sizeof(buf));
+        if (!strcmp(buf, "l1,l2,l3")) {
+            assert_string_equal(group_rules(&d.groups[i], buf, sizeof(buf)),
+                                "same_email,name_postcode");
+        } else {
+            assert_string_equal(buf, "l5,l6");
+            assert_string_equal(group_rules(&d.groups[i], buf, sizeof(buf)),
+                                "name_postcode");
+            assert_string_equal(d.groups[i].field, "last_name");
+        }
+    }
+    dossier_duplicates_release(&d);
+    /* A change of a record changes its matches. */
+    put_lead(ops, "l4", "c@x.example", "Smith", "1000");
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "lead", NULL, 0, NULL, &d, &st), 0);
+    assert_string_equal(find_group(&d, "email", buf, sizeof(buf)),
+                        "l1,l2,l3,l4");
+    dossier_duplicates_release(&d);
+
+    /* Kept by the cluster, listed, and other kinds keep their default. */
+    assert_int_equal(dossier_duplicate_rules_list(ops, NULL, &all, &n_all,
+                                                  &st),
+                     0);
+    assert_int_equal(n_all, 1);
+    assert_string_equal(all[0].kind, "lead");
+    free(all);
+    assert_int_equal(
+        dossier_duplicate_rules_get(ops, NULL, "contact", &rs, &st), 0);
+    assert_false(rs.defined);
+    assert_int_equal(rs.n_rules, 2);
+
+    /* Bad rules, each named. */
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead", bad,
+                                                        1, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "first_name"));
+    bad[0].fields = f_five;
+    bad[0].n_fields = 5;
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead", bad,
+                                                        1, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    bad[0].n_fields = 4; /* email twice */
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead", bad,
+                                                        1, NULL, &st),
+                         0);
+    assert_non_null(strstr(st.message, "twice"));
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead",
+                                                        rules, 0, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_int_not_equal(dossier_duplicate_rules_define(
+                             ops, NULL, "spaceship", rules, 1, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_UNKNOWN_KIND);
+    /* The set defined before is unchanged. */
+    assert_int_equal(dossier_duplicate_rules_get(ops, NULL, "lead", &rs, &st),
+                     0);
+    assert_int_equal(rs.n_rules, 2);
+
+    dossier_client_close(ops);
     node_destroy(&n);
 }
 
@@ -654,6 +842,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_duplicate_rules),
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_segments),
         cmocka_unit_test(test_segment_ranges_and_tags),

@@ -118,11 +118,15 @@ if [ -z "$missing" ]; then ok "completion offers every command of dossier --help
 else fail "completion lacks:$missing"; fi
 
 # Every subcommand of --help ("cluster transfer-leader", "subject ledger")
-# is offered after its command.
+# is offered after its command, and a third word ("dedup rules define")
+# after the first two.
 missing=""
-while read -r cmd sub; do
+while read -r cmd sub third; do
     [ -n "$sub" ] || continue
     complete_words dossier "$cmd" "" | grep -qx "$sub" || missing="$missing $cmd:$sub"
+    [ -n "$third" ] || continue
+    complete_words dossier "$cmd" "$sub" "" | grep -qx "$third" ||
+        missing="$missing $cmd:$sub:$third"
 done <<<"$commands"
 if [ -z "$missing" ]; then ok "completion offers every subcommand of dossier --help"
 else fail "completion lacks subcommands:$missing"; fi

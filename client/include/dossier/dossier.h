@@ -921,11 +921,19 @@ dossier_subject_export(struct dossier_client *c,
 /* ------------------------------------------------------------------------
  * Duplicate detection (service role; a purpose) */
 
-/* Records of one kind sharing the normalised value of field @field. */
+#define DOSSIER_DUPLICATE_RULES_MAX 16
+#define DOSSIER_DUPLICATE_RULE_FIELDS_MAX 4
+
+/* Records of one kind connected by matches under the kind's duplicate
+ * rules: @rules names the rules they matched under, @field is the first
+ * field of the first of them (for a rule of one field, the field whose
+ * value they share). */
 struct dossier_duplicate_group {
     char field[65];
     size_t n_records;
     struct dossier_record **records;
+    size_t n_rules;
+    char rules[DOSSIER_DUPLICATE_RULES_MAX][65];
 };
 
 /* A page of groups; release with dossier_duplicates_release(). */
@@ -935,15 +943,18 @@ struct dossier_duplicates {
     char *next_page_token; /* NULL when there is nothing more */
 };
 
-/* Candidate duplicates among the records of @kind: groups of records whose
- * indexed field (one of @fields, @n_fields of them; 0: every indexed
- * field) holds the same value after normalisation (e-mails in any case,
- * phones however written), found through the blind indexes without
- * decrypting anything. Records come as dossier_get() would return them for
- * the call's purpose; those it may not see are left out, and so is a group
- * left with fewer than two. @pr pages through groups (page_size: groups).
- * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field that is
- * not indexed). */
+/* Candidate duplicates among the records of @kind, grouped by the kind's
+ * duplicate rules (see dossier_duplicate_rules_define; by default each
+ * indexed field is a rule of its own): two records match under a rule
+ * when each of its fields holds the same value after normalisation
+ * (e-mails in any case, phones however written), and a group is every
+ * record connected by matches under any rule. With @fields (@n_fields of
+ * them), each of those indexed fields is a rule of its own instead. Found
+ * through the blind indexes without decrypting anything. Records come as
+ * dossier_get() would return them for the call's purpose; those it may
+ * not see take no part, and a group needs two. @pr pages through groups
+ * (page_size: groups). Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (a field that is not indexed). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_find_duplicates(struct dossier_client *c,
                         const struct dossier_call_options *co,
@@ -953,6 +964,57 @@ dossier_find_duplicates(struct dossier_client *c,
                         struct dossier_status *st);
 
 DOSSIER_API void dossier_duplicates_release(struct dossier_duplicates *d);
+
+/* One duplicate rule, as given: records match when every one of @fields
+ * (indexed fields of the kind, 1 to 4) holds the same normalised value.
+ * Strings borrowed. */
+struct dossier_duplicate_rule {
+    const char *name; /* [a-z][a-z0-9_]*, at most 64 */
+    size_t n_fields;
+    const char *const *fields;
+};
+
+/* The duplicate rules of a kind, as the cluster keeps them. */
+struct dossier_duplicate_rule_set {
+    char kind[65];
+    int defined;      /* 0: the default set, each indexed field alone */
+    uint64_t version; /* 0 for the default set */
+    size_t n_rules;
+    struct {
+        char name[65];
+        size_t n_fields;
+        char fields[DOSSIER_DUPLICATE_RULE_FIELDS_MAX][65];
+    } rules[DOSSIER_DUPLICATE_RULES_MAX];
+};
+
+/* Replaces the duplicate rules of @kind by the @n rules @rules (1 to 16,
+ * names distinct), kept in the cluster's replicated state (service or
+ * admin role); *@out (may be NULL) gets the set as stored.
+ * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field that is
+ * not indexed, a rule without fields or with more than 4, a name twice). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_duplicate_rules_define(struct dossier_client *c,
+                               const struct dossier_call_options *co,
+                               const char *kind,
+                               const struct dossier_duplicate_rule *rules,
+                               size_t n, struct dossier_duplicate_rule_set *out,
+                               struct dossier_status *st);
+
+/* The duplicate rules of @kind: the defined set or the default one.
+ * Errors: DOSSIER_UNKNOWN_KIND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_duplicate_rules_get(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            const char *kind,
+                            struct dossier_duplicate_rule_set *out,
+                            struct dossier_status *st);
+
+/* Every defined rule set, by kind; free *@out with free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_duplicate_rules_list(struct dossier_client *c,
+                             const struct dossier_call_options *co,
+                             struct dossier_duplicate_rule_set **out,
+                             size_t *n, struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
  * Reports (service role; a purpose): figures computed by the node */
