@@ -78,6 +78,10 @@ static const char *const method_paths[M_COUNT] = {
     [M_DUP_RULES_DEFINE] = "/dossier.v1.DuplicateRules/Define",
     [M_DUP_RULES_GET] = "/dossier.v1.DuplicateRules/Get",
     [M_DUP_RULES_LIST] = "/dossier.v1.DuplicateRules/List",
+    [M_MERGE] = "/dossier.v1.Merges/Merge",
+    [M_MERGE_UNDO] = "/dossier.v1.Merges/Undo",
+    [M_MERGE_CONFIRM] = "/dossier.v1.Merges/Confirm",
+    [M_MERGE_LIST] = "/dossier.v1.Merges/List",
 };
 
 struct target {

@@ -61,6 +61,10 @@ enum client_method {
     M_DUP_RULES_DEFINE,
     M_DUP_RULES_GET,
     M_DUP_RULES_LIST,
+    M_MERGE,
+    M_MERGE_UNDO,
+    M_MERGE_CONFIRM,
+    M_MERGE_LIST,
     M_COUNT,
 };
 
@@ -89,6 +93,9 @@ static inline int client_method_is_write(enum client_method m)
     case M_SEGMENT_DEFINE:
     case M_REQUEST_EXTEND:
     case M_DUP_RULES_DEFINE:
+    case M_MERGE:
+    case M_MERGE_UNDO:
+    case M_MERGE_CONFIRM:
         return 1;
     default:
         return 0;

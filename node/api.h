@@ -40,6 +40,12 @@ void api_duplicate_rules_define(struct call *c, ProtobufCMessage *req);
 void api_duplicate_rules_get(struct call *c, ProtobufCMessage *req);
 void api_duplicate_rules_list(struct call *c, ProtobufCMessage *req);
 
+/* Merges (api_merge.c). */
+void api_merges_merge(struct call *c, ProtobufCMessage *req);
+void api_merges_undo(struct call *c, ProtobufCMessage *req);
+void api_merges_confirm(struct call *c, ProtobufCMessage *req);
+void api_merges_list(struct call *c, ProtobufCMessage *req);
+
 /* Segments (api_segments.c). */
 void api_segments_define(struct call *c, ProtobufCMessage *req);
 void api_segments_get(struct call *c, ProtobufCMessage *req);

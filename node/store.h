@@ -32,6 +32,15 @@
  *   policy    "g" segment name                        dossier.v1.Segment
  *   policy    "d" kind                                dossier.v1.
  *                                                     DuplicateRuleSet
+ *   policy    "u" merge id (MRG-...)                  MergeRecord: a merge
+ *                                                     pending confirmation
+ *   consent   sp[16] "u" merge id                     empty: sp survived
+ *                                                     merge id, pending
+ *   consent   sp[16] "m" merged sp[16]                MergedSubject: that
+ *                                                     subject was merged
+ *                                                     into sp
+ *   consent   sp[16] "a"                              sp[16] it was merged
+ *                                                     into (an alias)
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted
@@ -206,7 +215,7 @@ int store_erasure_get(struct store *s, const uint8_t sp[STORE_SP_BYTES],
 
 /* After a batch with STORE_EFFECT_ERASED committed: flushes every family
  * (so the WAL files that held the erased data are dropped) and compacts
- * the erased key ranges, and the record, index, link and request
+ * the erased key ranges, and the record, index, link, request and policy
  * families, down to the last level, so their bytes leave the SST files.
  * Slow; applying thread only. Errors: DOSSIER_IO. */
 int store_erase_finish(struct store *s, struct dossier_status *st);
@@ -393,6 +402,8 @@ enum store_effect {
     STORE_EFFECT_MEMBERS = 1 << 1, /* a member's address changed */
     STORE_EFFECT_ERASED = 1 << 2,  /* a subject was erased: call
                                       store_erase_finish() */
+    STORE_EFFECT_KEYS = 1 << 3,    /* subject keys went (a merge): forget
+                                      the cached ones */
 };
 
 /* Outcome of one applied command. */

@@ -1017,6 +1017,114 @@ dossier_duplicate_rules_list(struct dossier_client *c,
                              size_t *n, struct dossier_status *st);
 
 /* ------------------------------------------------------------------------
+ * Merges (service role; a purpose that may read every subject involved)
+ *
+ * dossier_merge() folds duplicates into a survivor of the same kind: the
+ * survivor gets the merged fields and every record's links; links of
+ * other records to a duplicate point at the survivor; the duplicates are
+ * deleted. For a personal kind (a contact), duplicates of other subjects
+ * make those subjects one person with the survivor's: their other records
+ * (activities, tickets...) become the survivor subject's, whose consent
+ * becomes, per purpose, the most restrictive of all (withdrawn over
+ * granted over undecided; restricted if any was), every history kept.
+ * Until dossier_merge_confirm(), dossier_merge_undo() restores every
+ * record, link and consent row exactly (records at a new version). An
+ * erasure of the survivor's subject, or of a merged one, erases every
+ * merged subject and the undo data. Audited as records.merge,
+ * records.merge_undo and records.merge_confirm. */
+
+enum dossier_merge_prefer {
+    /* The survivor's value where it has one, else the first duplicate's
+     * (in the order given) that has one. */
+    DOSSIER_MERGE_PREFER_SURVIVOR = 0,
+    /* The value of the most recently updated record that has one. */
+    DOSSIER_MERGE_PREFER_NEWEST = 1,
+};
+
+/* Field @field takes record @id's value (the survivor or a duplicate),
+ * even none. */
+struct dossier_merge_choice {
+    const char *field;
+    const char *id;
+};
+
+/* Strings borrowed. Tags fields take the union of every record's tags
+ * unless a choice names one record. */
+struct dossier_merge_request {
+    const char *kind;
+    const char *survivor_id;
+    size_t n_duplicates; /* 1 to 16 */
+    const char *const *duplicate_ids;
+    enum dossier_merge_prefer prefer;
+    size_t n_choices;
+    const struct dossier_merge_choice *choices;
+    const char *reference; /* a label for the audit log; may be NULL */
+};
+
+/* A merge; release with dossier_merge_info_release(). */
+struct dossier_merge_info {
+    char id[24];        /* MRG- and 16 hex digits */
+    char kind[65];
+    char *survivor_id;  /* "" when the purpose may not see it */
+    size_t n_duplicates;
+    char **duplicate_ids;
+    int64_t merged_ms;
+    char merged_by[65];
+    char reference[DOSSIER_LABEL_MAX + 1];
+    uint64_t version;       /* the survivor's version after the merge (after
+                               an undo: the revision of the undo) */
+    uint64_t records_moved; /* records of merged subjects now the
+                               survivor subject's */
+    uint64_t links_moved;   /* other records' links re-pointed */
+    char state[16];         /* "pending", "undone" or "confirmed" */
+};
+
+/* Merges @r's duplicates into its survivor; @out (may be NULL) gets the
+ * pending merge. Errors: DOSSIER_NOT_FOUND (a record that does not exist),
+ * DOSSIER_INVALID_ARGUMENT (no duplicates or more than 16, one named
+ * twice or the survivor itself, a choice of an unknown field or record, a
+ * merged record its kind refuses, too many records for one merge),
+ * DOSSIER_FAILED_PRECONDITION (records of different subjects of a kind
+ * that is not personal; a duplicate with a subject into a survivor
+ * without one), DOSSIER_PERMISSION_DENIED (a subject the purpose may not
+ * process: restricted, or no consent), DOSSIER_RETRY (the records kept
+ * changing while the merge was prepared). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge(struct dossier_client *c, const struct dossier_call_options *co,
+              const struct dossier_merge_request *r,
+              struct dossier_merge_info *out, struct dossier_status *st);
+
+/* Undoes pending merge @id (@reference: a label, may be NULL).
+ * Errors: DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
+ * confirmed), DOSSIER_FAILED_PRECONDITION (something the merge changed has
+ * changed since; the message names it). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_undo(struct dossier_client *c,
+                   const struct dossier_call_options *co, const char *id,
+                   const char *reference, struct dossier_merge_info *out,
+                   struct dossier_status *st);
+
+/* Confirms pending merge @id: its undo data is deleted, and it can no
+ * longer be undone. Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_confirm(struct dossier_client *c,
+                      const struct dossier_call_options *co, const char *id,
+                      const char *reference, struct dossier_merge_info *out,
+                      struct dossier_status *st);
+
+/* The pending merges the purpose may see, oldest first; free with
+ * dossier_merge_infos_free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_list(struct dossier_client *c,
+                   const struct dossier_call_options *co,
+                   struct dossier_merge_info **out, size_t *n,
+                   struct dossier_status *st);
+
+DOSSIER_API void dossier_merge_info_release(struct dossier_merge_info *m);
+DOSSIER_API void dossier_merge_infos_free(struct dossier_merge_info *m,
+                                          size_t n);
+
+/* ------------------------------------------------------------------------
  * Reports (service role; a purpose): figures computed by the node */
 
 struct dossier_aggregate_request {
