@@ -462,7 +462,8 @@ static int rule_matches(struct store *s, const char *kind,
     /* Several fields: join the rows by record (a record has one row per
      * field it holds), then sort the tuples of values. */
     for (size_t j = 0; j < r->n; j++)
-        qsort(rows[j].v, rows[j].n, sizeof(struct row), row_by_rid);
+        if (rows[j].n)
+            qsort(rows[j].v, rows[j].n, sizeof(struct row), row_by_rid);
     if (!(t = malloc((rows[0].n ? rows[0].n : 1) * sizeof(*t)))) {
         rc = err_set(st, DOSSIER_NOMEM, "out of memory");
         goto out;
@@ -485,7 +486,8 @@ static int rule_matches(struct store *s, const char *kind,
             memcpy(t[nt++].rid, rid, STORE_RID_BYTES);
     }
     sort_len = r->n * STORE_BLIND_BYTES;
-    qsort(t, nt, sizeof(*t), tuple_cmp);
+    if (nt)
+        qsort(t, nt, sizeof(*t), tuple_cmp);
     for (size_t i = 0; rc == 0 && i < nt;) {
         size_t start = ms->members.n, j = i;
         for (; rc == 0 && j < nt &&
@@ -610,8 +612,10 @@ static int dup_find(struct call *c, const KindSchema *k,
     ns->rid = malloc((w->ms.members.n ? w->ms.members.n : 1) * sizeof(rid_t));
     if (!ns->rid)
         return err_set(st, DOSSIER_NOMEM, "out of memory");
-    memcpy(ns->rid, w->ms.members.v, w->ms.members.n * sizeof(rid_t));
-    qsort(ns->rid, w->ms.members.n, sizeof(rid_t), rid_cmp);
+    if (w->ms.members.n) {
+        memcpy(ns->rid, w->ms.members.v, w->ms.members.n * sizeof(rid_t));
+        qsort(ns->rid, w->ms.members.n, sizeof(rid_t), rid_cmp);
+    }
     for (size_t i = 0; i < w->ms.members.n; i++)
         if (ns->n == 0 ||
             memcmp(ns->rid[ns->n - 1], ns->rid[i], STORE_RID_BYTES) != 0)

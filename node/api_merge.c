@@ -194,6 +194,8 @@ struct prep {
     size_t n_tags;
     uint8_t *sealed_ids;
     size_t sealed_ids_len;
+    uint8_t *dup_ids[MERGE_DUPS_MAX]; /* each sealed under the survivor's */
+    size_t dup_ids_len[MERGE_DUPS_MAX];
 };
 
 static void prep_release(struct prep *p)
@@ -219,6 +221,8 @@ static void prep_release(struct prep *p)
         free(p->tags[i]);
     }
     free(p->sealed_ids);
+    for (size_t i = 0; i < MERGE_DUPS_MAX; i++)
+        free(p->dup_ids[i]);
     memset(p, 0, sizeof(*p));
 }
 
@@ -809,6 +813,20 @@ static int merge_prepare(struct merge_ctx *m, uint8_t **out, size_t *len,
         if (rc)
             goto out;
     }
+    for (size_t i = 0; i < p.n_d; i++) {
+        struct crypt_place place = {0};
+        uint64_t dek_id;
+        place.domain = CRYPT_RECORD_ID;
+        place.kind = k->kind;
+        place.rid = p.d[i].rid;
+        place.rid_len = STORE_RID_BYTES;
+        rc = records_seal_box(n, a->len ? a->data : NULL, place,
+                              (const uint8_t *)p.d[i].o.rec.id,
+                              strlen(p.d[i].o.rec.id), &p.dup_ids[i],
+                              &p.dup_ids_len[i], &dek_id, st);
+        if (rc)
+            goto out;
+    }
     rps = calloc(p.n_rp + 1, sizeof(*rps));
     rp_ptrs = calloc(p.n_rp + 1, sizeof(*rp_ptrs));
     subjects = calloc(p.n_subjects + 1, sizeof(*subjects));
@@ -834,6 +852,8 @@ static int merge_prepare(struct merge_ctx *m, uint8_t **out, size_t *len,
         dossier__store__v1__merge_duplicate__init(&dups[i]);
         dups[i].rid = (ProtobufCBinaryData){STORE_RID_BYTES, p.d[i].rid};
         dups[i].expected_version = p.d[i].o.stored->version;
+        dups[i].sealed_id = (ProtobufCBinaryData){p.dup_ids_len[i],
+                                                  p.dup_ids[i]};
         dup_ptrs[i] = &dups[i];
     }
     op.id = m->id;
@@ -1141,7 +1161,8 @@ void api_merges_list(struct call *c, ProtobufCMessage *msg)
                             &dossier__store__v1__merge_record__descriptor,
                             (ProtobufCMessage ***)&mr, &count, &st))
         return call_fail_status(c, &st);
-    qsort(mr, count, sizeof(*mr), by_revision);
+    if (count)
+        qsort(mr, count, sizeof(*mr), by_revision);
     mi = calloc(count + 1, sizeof(*mi));
     ptrs = calloc(count + 1, sizeof(*ptrs));
     seen = calloc(count + 1, sizeof(*seen));

@@ -502,6 +502,7 @@ static int merge_form(const Dossier__Store__V1__MergeOp *op,
         return store_apply_bad(res, "merge");
     for (size_t i = 0; i < op->n_duplicates; i++)
         if (op->duplicates[i]->rid.len != STORE_RID_BYTES ||
+            op->duplicates[i]->sealed_id.len == 0 ||
             same_rid(&op->duplicates[i]->rid, s->rid.data))
             return store_apply_bad(res, "merge duplicate");
     for (size_t i = 0; i < op->n_moved; i++) {
@@ -1007,18 +1008,27 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
                                   plen[0]))
         rc = DOSSIER_NOMEM;
     for (size_t i = 0; rc == 0 && i < op->n_duplicates; i++) {
-        size_t len = dossier__store__v1__stored_record__get_packed_size(
-            m.dups[i]);
-        uint8_t *buf = malloc(len ? len : 1);
-        if (!buf) {
+        /* The feed names it under the survivor's subject, whose key it
+         * is sealed with now: the merged subjects' keys are gone. */
+        StoredRecord del = DOSSIER__STORE__V1__STORED_RECORD__INIT;
+        size_t len;
+        uint8_t *buf;
+        del.kind = s->kind;
+        del.subject = s->subject;
+        del.dek_id = s->dek_id;
+        del.version = m.dups[i]->version;
+        del.created_at_ms = m.dups[i]->created_at_ms;
+        del.updated_at_ms = m.dups[i]->updated_at_ms;
+        del.sealed_id = op->duplicates[i]->sealed_id;
+        len = dossier__store__v1__stored_record__get_packed_size(&del);
+        if (!(buf = malloc(len ? len : 1))) {
             rc = DOSSIER_NOMEM;
             break;
         }
-        dossier__store__v1__stored_record__pack(m.dups[i], buf);
+        dossier__store__v1__stored_record__pack(&del, buf);
         if (store_batch_change_record(
                 b, cmd, rev, DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_DELETE,
-                s->kind, op->duplicates[i]->rid.data, &m.dups[i]->subject, buf,
-                len))
+                s->kind, op->duplicates[i]->rid.data, &s->subject, buf, len))
             rc = DOSSIER_NOMEM;
         free(buf);
     }

@@ -100,6 +100,20 @@ static const char usage_text[] =
     "                          indexed field is a rule)\n"
     "  dedup rules list [KIND] KIND's rules (defined or the default), or\n"
     "                          every defined set, one per line\n"
+    "  merge KIND SURVIVOR DUPLICATE... [--prefer survivor|newest]\n"
+    "        [--field FIELD=ID]... [--reference LABEL]\n"
+    "                          fold duplicates into the survivor: fields by\n"
+    "                          the rule (survivor's first, or the newest;\n"
+    "                          --field takes one record's value; tags are\n"
+    "                          joined), links moved to it; for contacts of\n"
+    "                          other subjects, their records and consent\n"
+    "                          (most restrictive) become the survivor\n"
+    "                          subject's. Prints the pending merge\n"
+    "  merge undo ID [--reference LABEL]\n"
+    "                          restore what the merge changed, exactly\n"
+    "  merge confirm ID [--reference LABEL]\n"
+    "                          keep it for good: the undo data is deleted\n"
+    "  merge list              merges pending confirmation, oldest first\n"
     "  segment define [FILE|-]  save a filter from JSON: {\"name\", \"kind\",\n"
     "                          \"where\": {FIELD: VALUE or [VALUES] or\n"
     "                          {\"any_of\"|\"all_of\"|\"none_of\": [VALUES],\n"
@@ -360,6 +374,10 @@ struct cmd_opts {
     /* report */
     const char *by, *sum, *per, *time_field, *format;
     const char *reason; /* request extend */
+    /* merge */
+    const char *prefer;
+    const char *choices[64]; /* FIELD=ID */
+    size_t n_choices;
     /* links */
     int direction; /* enum dossier_link_direction */
     const char *label;
@@ -402,6 +420,8 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"reason", required_argument, NULL, 'Z'},
         {"direction", required_argument, NULL, 'D'},
         {"label", required_argument, NULL, 'L'},
+        {"prefer", required_argument, NULL, 'E'},
+        {"field", required_argument, NULL, 'I'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -504,6 +524,20 @@ static int cmd_options(int argc, char **argv, const char *allowed,
                                    optarg);
             break;
         case 'L': o->label = optarg; break;
+        case 'E':
+            if (strcmp(optarg, "survivor") != 0 && strcmp(optarg, "newest") != 0)
+                return usage_error("--prefer %s: give survivor or newest",
+                                   optarg);
+            o->prefer = optarg;
+            break;
+        case 'I':
+            if (!strchr(optarg, '=') || optarg[0] == '=' ||
+                !strchr(optarg, '=')[1])
+                return usage_error("--field %s: give FIELD=ID", optarg);
+            if (o->n_choices == sizeof(o->choices) / sizeof(o->choices[0]))
+                return usage_error("--field %s: at most 64", optarg);
+            o->choices[o->n_choices++] = optarg;
+            break;
         }
     }
     return 0;
@@ -2158,6 +2192,117 @@ static int cmd_dedup(struct cli *cli, int argc, char **argv)
     return dedup_report(cli, argv[optind + 1], &o);
 }
 
+/* `dossier merge`: duplicates folded into a survivor, and the merges
+ * pending undo. */
+static json_t *json_from_merge(const struct dossier_merge_info *m)
+{
+    json_t *dups = json_array();
+    for (size_t i = 0; dups && i < m->n_duplicates; i++)
+        json_array_append_new(dups, json_string(m->duplicate_ids[i]));
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:I, s:I, "
+                     "s:I}",
+                     "id", m->id, "kind", m->kind, "state", m->state,
+                     "survivor_id", m->survivor_id ? m->survivor_id : "",
+                     "duplicate_ids", dups, "merged_ms",
+                     (json_int_t)m->merged_ms, "merged_by", m->merged_by,
+                     "reference", m->reference, "version",
+                     (json_int_t)m->version, "records_moved",
+                     (json_int_t)m->records_moved, "links_moved",
+                     (json_int_t)m->links_moved);
+}
+
+static int merge_records(struct cli *cli, int argc, char **argv,
+                         const struct cmd_opts *o)
+{
+    struct dossier_merge_choice choices[64];
+    struct dossier_merge_request req = {0};
+    struct dossier_merge_info mi;
+    struct dossier_status st;
+    char *copy[64] = {0};
+    int rc;
+
+    if (argc < 3)
+        return usage_error("merge needs KIND SURVIVOR DUPLICATE... (or "
+                           "undo, confirm, list)%s", "");
+    req.kind = argv[0];
+    req.survivor_id = argv[1];
+    req.n_duplicates = (size_t)(argc - 2);
+    req.duplicate_ids = (const char *const *)argv + 2;
+    req.prefer = o->prefer && strcmp(o->prefer, "newest") == 0
+                     ? DOSSIER_MERGE_PREFER_NEWEST
+                     : DOSSIER_MERGE_PREFER_SURVIVOR;
+    req.reference = o->reference;
+    for (size_t i = 0; i < o->n_choices; i++) {
+        char *eq;
+        if (!(copy[i] = strdup(o->choices[i]))) {
+            rc = EXIT_ERROR;
+            goto out;
+        }
+        eq = strchr(copy[i], '=');
+        *eq = '\0';
+        choices[i].field = copy[i];
+        choices[i].id = eq + 1;
+    }
+    req.n_choices = o->n_choices;
+    req.choices = choices;
+    if ((rc = connect_node(cli)))
+        goto out;
+    if (dossier_merge(cli->client, NULL, &req, &mi, &st)) {
+        rc = report(&st);
+        goto out;
+    }
+    rc = print_json(cli, json_from_merge(&mi));
+    dossier_merge_info_release(&mi);
+out:
+    for (size_t i = 0; i < o->n_choices; i++)
+        free(copy[i]);
+    return rc;
+}
+
+static int cmd_merge(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_merge_info mi, *list;
+    struct dossier_status st;
+    struct cmd_opts o;
+    size_t n;
+    int rc, nargs, undo;
+
+    if ((rc = cmd_options(argc, argv, "EIr", &o)))
+        return rc;
+    nargs = argc - optind;
+    if (nargs >= 1 && strcmp(argv[optind], "list") == 0) {
+        if (nargs != 1 || o.prefer || o.n_choices || o.reference)
+            return usage_error("merge list takes no arguments%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_merge_list(cli->client, &cli->read_opts, &list, &n, &st))
+            return report(&st);
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = print_json(cli, json_from_merge(&list[i]));
+        dossier_merge_infos_free(list, n);
+        return rc;
+    }
+    undo = nargs >= 1 && strcmp(argv[optind], "undo") == 0;
+    if (undo || (nargs >= 1 && strcmp(argv[optind], "confirm") == 0)) {
+        if (nargs != 2 || o.prefer || o.n_choices)
+            return usage_error("merge %s needs one merge ID (and may take "
+                               "--reference)",
+                               argv[optind]);
+        if ((rc = connect_node(cli)))
+            return rc;
+        rc = undo ? dossier_merge_undo(cli->client, NULL, argv[optind + 1],
+                                       o.reference, &mi, &st)
+                  : dossier_merge_confirm(cli->client, NULL, argv[optind + 1],
+                                          o.reference, &mi, &st);
+        if (rc)
+            return report(&st);
+        rc = print_json(cli, json_from_merge(&mi));
+        dossier_merge_info_release(&mi);
+        return rc;
+    }
+    return merge_records(cli, nargs, argv + optind, &o);
+}
+
 /* `dossier segment define FILE|-`: JSON such as
  *   {"name": "hot_deals", "kind": "deal",
  *    "where": {"stage": ["qualified", "presentation"], "owner": "sam",
@@ -2732,6 +2877,7 @@ static const struct command commands[] = {
     {"request", cmd_request}, {"principal", cmd_principal},
     {"watch", cmd_watch},   {"dedup", cmd_dedup},
     {"report", cmd_report}, {"segment", cmd_segment},
+    {"merge", cmd_merge},
 };
 
 int main(int argc, char **argv)

@@ -312,6 +312,51 @@ expect 0 "audit verify with the public key" -- "$DOSSIER" audit verify --public-
 contains "$WORK/out" "audit log verified" "verify says the log is intact"
 expect 1 "audit verify with another key fails" -- "$DOSSIER" audit verify --public-key "$(echo "$PK" | tr 0-9a-f 1-9a-f0)"
 
+# --- merges -------------------------------------------------------------------
+printf '%s\n' '{"kind":"contact","id":"m-surv","subject_id":"mp-a","fields":{"first_name":"Mia","email":"mia@m.example","tags":"vip"}}' \
+    '{"kind":"contact","id":"m-dup","subject_id":"mp-b","fields":{"first_name":"Maya","email":"MIA@m.example","phone":"+44 20 7946 0019","tags":"eu"}}' \
+    '{"kind":"activity","id":"m-act","subject_id":"mp-b","fields":{"type":"call"},"links":[{"label":"logged_on","kind":"contact","id":"m-dup"}]}' >"$WORK/merge.jsonl"
+expect 0 "put a contact, its duplicate and the duplicate's activity" -- "$DOSSIER" put "$WORK/merge.jsonl"
+expect 0 "consent of the survivor's subject" -- "$DOSSIER" consent grant mp-a marketing
+expect 0 "consent withdrawn by the duplicate's subject" -- "$DOSSIER" consent withdraw mp-b marketing
+expect 0 "merge" -- "$DOSSIER" merge contact m-surv m-dup --prefer newest --field first_name=m-surv --reference TICKET-1
+json_check "merge prints the pending merge" "d['state'] == 'pending' and d['id'].startswith('MRG-') and d['survivor_id'] == 'm-surv' and d['duplicate_ids'] == ['m-dup'] and d['records_moved'] == 1 and d['reference'] == 'TICKET-1'"
+MERGE_ID=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+MERGE_REV=$($PY -c "import json; print(json.load(open('$WORK/out'))['version'])")
+expect 0 "get the survivor" -- "$DOSSIER" get contact m-surv
+json_check "the survivor has the merged fields" "d['fields']['first_name'] == 'Mia' and d['fields']['phone'] == '+442079460019' and d['fields']['tags'] == 'eu,vip'"
+expect 3 "the duplicate is gone" -- "$DOSSIER" get contact m-dup
+expect 0 "get the activity" -- "$DOSSIER" get activity m-act
+json_check "the activity is the survivor subject's, on the survivor" "d['subject_id'] == 'mp-a' and d['links'] == [{'label': 'logged_on', 'kind': 'contact', 'id': 'm-surv'}]"
+expect 0 "consent of the merged subject" -- "$DOSSIER" consent show mp-a marketing
+jsonl_check "withdrawn wins" "[x['state'] for x in d] == ['withdrawn']"
+expect 0 "merge list" -- "$DOSSIER" merge list
+jsonl_check "the merge is pending" "[x['id'] for x in d] == ['$MERGE_ID']"
+expect 0 "the change feed from the merge" -- "$DOSSIER" watch --from "$MERGE_REV" --no-follow
+jsonl_check "the feed has the duplicate deleted and the survivor put" "any(x['type'] == 'delete' and x['record']['id'] == 'm-dup' for x in d) and any(x['type'] == 'put' and x['record']['id'] == 'm-surv' for x in d)"
+expect 0 "merge undo" -- "$DOSSIER" merge undo "$MERGE_ID" --reference TICKET-2
+json_check "undo prints the undone merge" "d['state'] == 'undone' and d['id'] == '$MERGE_ID'"
+expect 0 "the duplicate is back" -- "$DOSSIER" get contact m-dup
+json_check "as it was" "d['subject_id'] == 'mp-b' and d['fields']['first_name'] == 'Maya'"
+expect 0 "consent of the duplicate's subject is back" -- "$DOSSIER" consent show mp-b marketing
+jsonl_check "withdrawn, as it was" "[x['state'] for x in d] == ['withdrawn']"
+expect 3 "a merge undone cannot be undone again" -- "$DOSSIER" merge undo "$MERGE_ID"
+expect 0 "merge again" -- "$DOSSIER" merge contact m-surv m-dup
+MERGE_ID=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+expect 0 "merge confirm" -- "$DOSSIER" merge confirm "$MERGE_ID"
+json_check "confirm prints the confirmed merge" "d['state'] == 'confirmed'"
+expect 3 "a confirmed merge cannot be undone" -- "$DOSSIER" merge undo "$MERGE_ID"
+expect 0 "merge list after the confirmation" -- "$DOSSIER" merge list
+[ ! -s "$WORK/out" ] && ok "no merge is pending" || fail "a merge is still listed"
+expect 2 "merge without a duplicate is a usage error" -- "$DOSSIER" merge contact m-surv
+expect 2 "an unknown rule is a usage error" -- "$DOSSIER" merge contact m-surv m-x --prefer oldest
+expect 3 "merging a record that does not exist exits 3" -- "$DOSSIER" merge contact m-surv m-x
+expect 5 "a choice of an unknown field exits 5" -- "$DOSSIER" merge contact m-surv c1 --field colour=c1
+contains "$WORK/err" "colour" "the refusal names the field"
+expect 0 "audit tail after merges" -- "$DOSSIER" audit tail --limit 100
+contains "$WORK/out" "records.merge_undo" "the undo is audited"
+contains "$WORK/out" "records.merge_confirm" "the confirmation is audited"
+
 kill -TERM "$NODE_PID"
 wait "$NODE_PID"
 status=$?

@@ -108,6 +108,10 @@ expect --reference -- dossier subject erase person-1 --
 expect admin service compliance -- dossier token new ops ""
 expect --direction --label --all -- dossier links contact c-1 --
 expect out in both -- dossier links contact c-1 --direction ""
+expect undo confirm list -- dossier merge ""
+expect --prefer --field --reference -- dossier merge contact c-1 c-2 --
+expect survivor newest -- dossier merge contact c-1 c-2 --prefer ""
+expect define list -- dossier dedup rules ""
 # Every command of --help is offered after "dossier ".
 got=$(complete_words dossier "")
 missing=""
