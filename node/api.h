@@ -1,7 +1,8 @@
 /* The RPC handlers, a file per service or family of services
  * (api_records.c and api_links.c, api_schema.c, api_cluster.c, api_peer.c,
- * api_gdpr.c, api_requests.c, api_export.c, api_principals.c; backup.c
- * and health.c hold their own). Each validates its request, then reads
+ * api_gdpr.c, api_requests.c, api_export.c, api_principals.c, api_dedup.c,
+ * api_report.c, api_segments.c, api_merge.c, api_watch.c; backup.c and
+ * health.c hold their own). Each validates its request, then reads
  * through the store or submits a command, and answers its call. */
 #ifndef DOSSIER_NODE_API_H
 #define DOSSIER_NODE_API_H

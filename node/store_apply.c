@@ -1611,13 +1611,22 @@ static int audit_command(struct store_batch *b, const Command *cmd,
         action = "duplicate_rules.define";
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_MERGE:
-        /* Names the survivor; its subject when it has one. */
+        /* Names the survivor's subject, the survivor and the duplicates
+         * (at most 16: the leader's limit). */
         action = "records.merge";
         if (cmd->merge && cmd->merge->survivor) {
-            if (cmd->merge->survivor->subject.len == STORE_SP_BYTES)
-                sp = cmd->merge->survivor->subject.data;
-            if (cmd->merge->survivor->rid.len == STORE_RID_BYTES)
-                rid = cmd->merge->survivor->rid.data;
+            const Dossier__Store__V1__MergeOp *mo = cmd->merge;
+            if (mo->survivor->subject.len == STORE_SP_BYTES)
+                sp = mo->survivor->subject.data;
+            if (mo->survivor->rid.len == STORE_RID_BYTES)
+                memcpy(swept[n_swept++], mo->survivor->rid.data,
+                       STORE_RID_BYTES);
+            for (size_t i = 0; i < mo->n_duplicates &&
+                               n_swept < RETENTION_AUDIT_RECORDS;
+                 i++)
+                if (mo->duplicates[i]->rid.len == STORE_RID_BYTES)
+                    memcpy(swept[n_swept++], mo->duplicates[i]->rid.data,
+                           STORE_RID_BYTES);
         }
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_MERGE_UNDO:

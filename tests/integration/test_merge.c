@@ -190,8 +190,10 @@ static int get_code(struct dossier_client *c, const char *kind,
     return rc ? st.code : 0;
 }
 
-/* Whether the audit log holds an entry of @action with outcome 0. */
-static int audited(struct dossier_client *c, const char *action)
+/* Whether the audit log holds an entry of @action with outcome 0 naming
+ * a subject and @records records (-1: any number). */
+static int audited_with(struct dossier_client *c, const char *action,
+                        int records)
 {
     struct dossier_audit_entry *e;
     struct dossier_status st;
@@ -201,12 +203,19 @@ static int audited(struct dossier_client *c, const char *action)
         assert_int_equal(dossier_audit_read(c, NULL, 1, 10000, &e, &n, &st),
                          0);
         for (size_t i = 0; i < n; i++)
-            found |= strcmp(e[i].action, action) == 0 && e[i].outcome == 0;
+            found |= strcmp(e[i].action, action) == 0 && e[i].outcome == 0 &&
+                     e[i].has_subject &&
+                     (records < 0 || e[i].n_records == (size_t)records);
         free(e);
         if (!found)
             usleep(100000);
     }
     return found;
+}
+
+static int audited(struct dossier_client *c, const char *action)
+{
+    return audited_with(c, action, -1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -314,7 +323,8 @@ static void test_merge_contacts(void **state)
     assert_int_equal(list[0].n_duplicates, 1);
     assert_string_equal(list[0].duplicate_ids[0], "c-dup");
     dossier_merge_infos_free(list, n_list);
-    assert_true(audited(c, "records.merge"));
+    /* The survivor's subject, the survivor and the duplicate. */
+    assert_true(audited_with(c, "records.merge", 2));
 
     dossier_merge_info_release(&mi);
     dossier_client_close(c);
