@@ -485,6 +485,77 @@ static int incoming_cb(void *arg, const uint8_t *key, size_t klen)
     return 0;
 }
 
+/* A link row that parses (checked before anything is written). */
+static int link_row_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct store_link_row r;
+    (void)arg;
+    return store_link_key_parse(key, klen, &r) != 0 ? DOSSIER_CORRUPT : 0;
+}
+
+static int links_parse(struct store_batch *b, char dir, const char *kind,
+                       const uint8_t *rid)
+{
+    uint8_t prefix[1 + STORE_KEY_MAX];
+    size_t plen;
+    prefix[0] = (uint8_t)dir;
+    plen = 1 + store_record_key(prefix + 1, kind, rid);
+    return store_batch_keys(b, STORE_LINK, prefix, plen, link_row_cb, NULL);
+}
+
+/* A current consent row that decodes. */
+struct consent_check {
+    struct store_batch *b;
+    struct dossier_status *st;
+};
+
+static int consent_row_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct consent_check *cc = arg;
+    Dossier__Store__V1__StoredConsent *c;
+    char *v;
+    size_t vlen;
+    int rc;
+    if (klen <= STORE_SP_BYTES || key[STORE_SP_BYTES] != 'c')
+        return 0;
+    if ((rc = store_get_raw(cc->b->s, cc->b, STORE_CONSENT, key, klen, &v,
+                            &vlen, cc->st)))
+        return rc;
+    c = v ? dossier__store__v1__stored_consent__unpack(NULL, vlen,
+                                                       (const uint8_t *)v)
+          : NULL;
+    rocksdb_free(v);
+    if (!c)
+        return DOSSIER_CORRUPT;
+    dossier__store__v1__stored_consent__free_unpacked(c, NULL);
+    return 0;
+}
+
+/* Every row the merge's writes will parse, parsed now: a command fails
+ * before it writes anything, never half-way. */
+static int merge_parse_rows(struct store_batch *b,
+                            const Dossier__Store__V1__MergeOp *op,
+                            struct dossier_status *st)
+{
+    const Dossier__Store__V1__PutOp *s = op->survivor;
+    struct consent_check cc = {b, st};
+    int rc = links_parse(b, 'o', s->kind, s->rid.data);
+    for (size_t i = 0; rc == 0 && i < op->n_duplicates; i++)
+        if ((rc = links_parse(b, 'o', s->kind, op->duplicates[i]->rid.data)) ==
+            0)
+            rc = links_parse(b, 'i', s->kind, op->duplicates[i]->rid.data);
+    for (size_t i = 0; rc == 0 && i < op->n_moved; i++)
+        rc = links_parse(b, 'o', op->moved[i]->kind, op->moved[i]->rid.data);
+    for (size_t j = 0; rc == 0 && j < op->n_subjects; j++)
+        rc = store_batch_keys(b, STORE_CONSENT, op->subjects[j].data,
+                              STORE_SP_BYTES, consent_row_cb, &cc);
+    if (rc == DOSSIER_CORRUPT)
+        return err_set(st, rc, "a link or consent row is malformed");
+    if (rc == DOSSIER_NOMEM)
+        return err_set(st, rc, "out of memory");
+    return rc;
+}
+
 static int retry(struct store_result *res)
 {
     return err_set(&res->status, DOSSIER_RETRY,
@@ -644,7 +715,9 @@ static int merge_check(struct store_batch *b, const Dossier__Store__V1__MergeOp 
     for (size_t i = 0; i < op->n_repoints; i++)
         if (!m->rp_used[i])
             return retry(res);
-    return m->mismatch ? retry(res) : 0;
+    if (m->mismatch)
+        return retry(res);
+    return merge_parse_rows(b, op, st);
 }
 
 /* ---- Consent ---- */
@@ -1230,6 +1303,20 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
             }
             if ((pass == 0) != (im->family == STORE_RECORD))
                 continue;
+            if (pass == 0 && im->existed) {
+                /* It must decode: the undo rewrites its version. */
+                StoredRecord *r = dossier__store__v1__stored_record__unpack(
+                    NULL, im->before.len, im->before.data);
+                if (!r || im->key.len < STORE_RID_BYTES + 2) {
+                    if (r)
+                        dossier__store__v1__stored_record__free_unpacked(r,
+                                                                         NULL);
+                    rc = err_set(&res->status, DOSSIER_CORRUPT,
+                                 "merge %s keeps a corrupt record", mr->id);
+                    goto out;
+                }
+                dossier__store__v1__stored_record__free_unpacked(r, NULL);
+            }
             if ((rc = store_get_raw(b->s, b, (enum store_family)im->family,
                                     im->key.data, im->key.len, &v, &vlen,
                                     &res->status)))
