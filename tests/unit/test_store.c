@@ -1878,6 +1878,7 @@ static void test_merge_of_a_changed_store_is_retry(void **state)
     state_dump(f->s, &before);
     assert_int_equal(apply1(f->s, &m.cmd, &res), DOSSIER_RETRY);
     assert_true(same_state(f->s, &before));
+    free(before.b);
 
     merge_init(&m, f->s);
     put_init(&p, "deal", 0x05, 0, 0, 1500);
