@@ -1034,6 +1034,21 @@ void api_merges_merge(struct call *c, ProtobufCMessage *msg)
     for (char *p = m->id + 4; *p; p++)
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 'a' + 'A');
+    if (call_request_id(c)) {
+        /* A retry of a call whose merge was applied (the answer was lost
+         * in a failover): its duplicates are gone, so it is answered
+         * from the merge as it stands. */
+        Dossier__Store__V1__MergeRecord *mr;
+        struct merge_info mi;
+        if (merge_get(n, m->id, &mr, &st) == 0) {
+            merge_info_of(c, mr, &mi, &st);
+            call_reply(c, &mi.m.base);
+            merge_info_release(&mi);
+            dossier__store__v1__merge_record__free_unpacked(mr, NULL);
+            free(m);
+            return;
+        }
+    }
     merge_submit(m);
 }
 
