@@ -79,6 +79,13 @@ static const char *const method_paths[M_COUNT] = {
     [M_LIST_LINKS] = "/dossier.v1.Records/ListLinks",
     [M_KEYS_ROTATE] = "/dossier.v1.Keys/Rotate",
     [M_KEYS_STATUS] = "/dossier.v1.Keys/Status",
+    [M_DUP_RULES_DEFINE] = "/dossier.v1.DuplicateRules/Define",
+    [M_DUP_RULES_GET] = "/dossier.v1.DuplicateRules/Get",
+    [M_DUP_RULES_LIST] = "/dossier.v1.DuplicateRules/List",
+    [M_MERGE] = "/dossier.v1.Merges/Merge",
+    [M_MERGE_UNDO] = "/dossier.v1.Merges/Undo",
+    [M_MERGE_CONFIRM] = "/dossier.v1.Merges/Confirm",
+    [M_MERGE_LIST] = "/dossier.v1.Merges/List",
 };
 
 struct target {

@@ -35,6 +35,10 @@ static int from_pb(const Dossier__V1__DuplicateReport *m,
                            "the node sent a field name too long");
         out->n_groups++;
         snprintf(o->field, sizeof(o->field), "%s", g->field);
+        for (size_t j = 0;
+             j < g->n_rules && o->n_rules < DOSSIER_DUPLICATE_RULES_MAX; j++)
+            snprintf(o->rules[o->n_rules++], sizeof(o->rules[0]), "%s",
+                     g->rules[j]);
         o->records = calloc(g->n_records ? g->n_records : 1,
                             sizeof(*o->records));
         if (!o->records)
@@ -86,6 +90,137 @@ int dossier_find_duplicates(struct dossier_client *c,
     if (rc)
         dossier_duplicates_release(out);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Duplicate rules */
+
+static void rule_set_from_pb(const Dossier__V1__DuplicateRuleSet *m,
+                             struct dossier_duplicate_rule_set *out)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->kind, sizeof(out->kind), "%s", m->kind);
+    out->defined = m->defined;
+    out->version = m->version;
+    for (size_t i = 0; i < m->n_rules && i < DOSSIER_DUPLICATE_RULES_MAX;
+         i++) {
+        const Dossier__V1__DuplicateRule *r = m->rules[i];
+        snprintf(out->rules[i].name, sizeof(out->rules[i].name), "%s",
+                 r->name);
+        for (size_t j = 0;
+             j < r->n_fields && j < DOSSIER_DUPLICATE_RULE_FIELDS_MAX; j++)
+            snprintf(out->rules[i].fields[out->rules[i].n_fields++],
+                     sizeof(out->rules[i].fields[0]), "%s", r->fields[j]);
+        out->n_rules++;
+    }
+}
+
+int dossier_duplicate_rules_define(struct dossier_client *c,
+                                   const struct dossier_call_options *co,
+                                   const char *kind,
+                                   const struct dossier_duplicate_rule *rules,
+                                   size_t n,
+                                   struct dossier_duplicate_rule_set *out,
+                                   struct dossier_status *st)
+{
+    Dossier__V1__DefineDuplicateRulesRequest req =
+        DOSSIER__V1__DEFINE_DUPLICATE_RULES_REQUEST__INIT;
+    Dossier__V1__DuplicateRuleSet set = DOSSIER__V1__DUPLICATE_RULE_SET__INIT,
+                                  *resp;
+    Dossier__V1__DuplicateRule *r, **rp;
+    int rc;
+
+    if (!kind || !kind[0])
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "kind is missing");
+    if (n && !rules)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "rules is missing");
+    for (size_t i = 0; i < n; i++)
+        if (!rules[i].name || (rules[i].n_fields && !rules[i].fields))
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "rule %zu is missing its name or fields", i + 1);
+    r = calloc(n + 1, sizeof(*r));
+    rp = calloc(n + 1, sizeof(*rp));
+    if (!r || !rp) {
+        free(r);
+        free(rp);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        dossier__v1__duplicate_rule__init(&r[i]);
+        r[i].name = (char *)rules[i].name;
+        r[i].n_fields = rules[i].n_fields;
+        r[i].fields = (char **)rules[i].fields;
+        rp[i] = &r[i];
+    }
+    set.kind = (char *)kind;
+    set.n_rules = n;
+    set.rules = rp;
+    req.rule_set = &set;
+    rc = client_unary(c, co, M_DUP_RULES_DEFINE, &req.base,
+                      &dossier__v1__duplicate_rule_set__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    free(r);
+    free(rp);
+    if (rc)
+        return rc;
+    if (out)
+        rule_set_from_pb(resp, out);
+    dossier__v1__duplicate_rule_set__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int dossier_duplicate_rules_get(struct dossier_client *c,
+                                const struct dossier_call_options *co,
+                                const char *kind,
+                                struct dossier_duplicate_rule_set *out,
+                                struct dossier_status *st)
+{
+    Dossier__V1__GetDuplicateRulesRequest req =
+        DOSSIER__V1__GET_DUPLICATE_RULES_REQUEST__INIT;
+    Dossier__V1__DuplicateRuleSet *resp;
+    int rc;
+
+    if (!kind || !kind[0] || !out)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "kind or the output is missing");
+    req.kind = (char *)kind;
+    rc = client_unary(c, co, M_DUP_RULES_GET, &req.base,
+                      &dossier__v1__duplicate_rule_set__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    rule_set_from_pb(resp, out);
+    dossier__v1__duplicate_rule_set__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int dossier_duplicate_rules_list(struct dossier_client *c,
+                                 const struct dossier_call_options *co,
+                                 struct dossier_duplicate_rule_set **out,
+                                 size_t *n, struct dossier_status *st)
+{
+    Dossier__V1__ListDuplicateRulesRequest req =
+        DOSSIER__V1__LIST_DUPLICATE_RULES_REQUEST__INIT;
+    Dossier__V1__ListDuplicateRulesResponse *resp;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    rc = client_unary(c, co, M_DUP_RULES_LIST, &req.base,
+                      &dossier__v1__list_duplicate_rules_response__descriptor,
+                      (ProtobufCMessage **)&resp, st);
+    if (rc)
+        return rc;
+    *out = calloc(resp->n_rule_sets + 1, sizeof(**out));
+    if (!*out) {
+        dossier__v1__list_duplicate_rules_response__free_unpacked(resp, NULL);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_rule_sets; i++)
+        rule_set_from_pb(resp->rule_sets[i], &(*out)[i]);
+    *n = resp->n_rule_sets;
+    dossier__v1__list_duplicate_rules_response__free_unpacked(resp, NULL);
+    return 0;
 }
 
 void dossier_aggregate_release(struct dossier_aggregate *a)
@@ -142,6 +277,21 @@ int dossier_aggregate(struct dossier_client *c,
 /* ------------------------------------------------------------------ */
 /* Segments */
 
+/* Values of @n (@v) into @vals from *@at on, their pointers into @vptrs;
+ * *@out points at the first. */
+static int values_to_pb(const struct dossier_value *v, size_t n,
+                        Dossier__V1__Value *vals, Dossier__V1__Value **vptrs,
+                        size_t *at, Dossier__V1__Value ***out)
+{
+    *out = vptrs + *at;
+    for (size_t j = 0; j < n; j++, (*at)++) {
+        if (value_to_pb(&v[j], &vals[*at]) != 0)
+            return -1;
+        vptrs[*at] = &vals[*at];
+    }
+    return 0;
+}
+
 int dossier_segment_define(struct dossier_client *c,
                            const struct dossier_call_options *co,
                            const struct dossier_segment *s, uint64_t *version,
@@ -161,12 +311,13 @@ int dossier_segment_define(struct dossier_client *c,
     if (s->n_conditions && !s->conditions)
         return err_set(st, DOSSIER_INVALID_ARGUMENT, "conditions is missing");
     for (size_t i = 0; i < s->n_conditions; i++) {
-        if (!s->conditions[i].field ||
-            (s->conditions[i].n_any_of && !s->conditions[i].any_of))
+        const struct dossier_segment_condition *sc = &s->conditions[i];
+        if (!sc->field || (sc->n_any_of && !sc->any_of) ||
+            (sc->n_all_of && !sc->all_of) || (sc->n_none_of && !sc->none_of))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "condition %zu is missing its field or values",
                            i + 1);
-        n_vals += s->conditions[i].n_any_of;
+        n_vals += sc->n_any_of + sc->n_all_of + sc->n_none_of + 2;
     }
     conds = calloc(s->n_conditions + 1, sizeof(*conds));
     cptrs = calloc(s->n_conditions + 1, sizeof(*cptrs));
@@ -178,20 +329,35 @@ int dossier_segment_define(struct dossier_client *c,
     }
     for (size_t i = 0; i < s->n_conditions; i++) {
         const struct dossier_segment_condition *sc = &s->conditions[i];
+        Dossier__V1__Value **bound;
         dossier__v1__segment_condition__init(&conds[i]);
         conds[i].field = (char *)sc->field;
-        conds[i].any_of = vptrs + at;
         conds[i].n_any_of = sc->n_any_of;
-        for (size_t j = 0; j < sc->n_any_of; j++, at++) {
-            if (value_to_pb(&sc->any_of[j], &vals[at]) != 0) {
-                rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
-                             "condition on '%s': a value is malformed",
-                             sc->field);
-                goto out;
-            }
-            vptrs[at] = &vals[at];
+        conds[i].n_all_of = sc->n_all_of;
+        conds[i].n_none_of = sc->n_none_of;
+        if (values_to_pb(sc->any_of, sc->n_any_of, vals, vptrs, &at,
+                         &conds[i].any_of) ||
+            values_to_pb(sc->all_of, sc->n_all_of, vals, vptrs, &at,
+                         &conds[i].all_of) ||
+            values_to_pb(sc->none_of, sc->n_none_of, vals, vptrs, &at,
+                         &conds[i].none_of))
+            goto malformed;
+        if (sc->at_least) {
+            if (values_to_pb(sc->at_least, 1, vals, vptrs, &at, &bound))
+                goto malformed;
+            conds[i].at_least = *bound;
+        }
+        if (sc->below) {
+            if (values_to_pb(sc->below, 1, vals, vptrs, &at, &bound))
+                goto malformed;
+            conds[i].below = *bound;
         }
         cptrs[i] = &conds[i];
+        continue;
+    malformed:
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT,
+                     "condition on '%s': a value is malformed", sc->field);
+        goto out;
     }
     seg.name = (char *)s->name;
     seg.kind = (char *)s->kind;

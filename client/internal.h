@@ -62,6 +62,13 @@ enum client_method {
     M_KEYS_STATUS,
     M_SUBJECT_RECTIFY,
     M_SUBJECT_CERTIFICATE,
+    M_DUP_RULES_DEFINE,
+    M_DUP_RULES_GET,
+    M_DUP_RULES_LIST,
+    M_MERGE,
+    M_MERGE_UNDO,
+    M_MERGE_CONFIRM,
+    M_MERGE_LIST,
     M_COUNT,
 };
 
@@ -91,6 +98,10 @@ static inline int client_method_is_write(enum client_method m)
     case M_REQUEST_EXTEND:
     case M_KEYS_ROTATE:
     case M_SUBJECT_RECTIFY:
+    case M_DUP_RULES_DEFINE:
+    case M_MERGE:
+    case M_MERGE_UNDO:
+    case M_MERGE_CONFIRM:
         return 1;
     default:
         return 0;

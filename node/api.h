@@ -1,7 +1,8 @@
 /* The RPC handlers, a file per service or family of services
  * (api_records.c and api_links.c, api_schema.c, api_cluster.c, api_peer.c,
- * api_gdpr.c, api_requests.c, api_export.c, api_principals.c; backup.c
- * and health.c hold their own). Each validates its request, then reads
+ * api_gdpr.c, api_requests.c, api_export.c, api_principals.c, api_dedup.c,
+ * api_report.c, api_segments.c, api_merge.c, api_watch.c; backup.c and
+ * health.c hold their own). Each validates its request, then reads
  * through the store or submits a command, and answers its call. */
 #ifndef DOSSIER_NODE_API_H
 #define DOSSIER_NODE_API_H
@@ -34,6 +35,17 @@ int api_scan_kind(struct store *s, const char *kind, const uint8_t *after,
                   struct dossier_status *st);
 /* The field categories @c's purpose may see (all for calls without one). */
 unsigned api_visible_categories(const struct call *c);
+
+/* Duplicate rules (api_dedup.c). */
+void api_duplicate_rules_define(struct call *c, ProtobufCMessage *req);
+void api_duplicate_rules_get(struct call *c, ProtobufCMessage *req);
+void api_duplicate_rules_list(struct call *c, ProtobufCMessage *req);
+
+/* Merges (api_merge.c). */
+void api_merges_merge(struct call *c, ProtobufCMessage *req);
+void api_merges_undo(struct call *c, ProtobufCMessage *req);
+void api_merges_confirm(struct call *c, ProtobufCMessage *req);
+void api_merges_list(struct call *c, ProtobufCMessage *req);
 
 /* Segments (api_segments.c). */
 void api_segments_define(struct call *c, ProtobufCMessage *req);

@@ -3,6 +3,7 @@
  * which returns the ids of the matching records the call's purpose may
  * read. Times and consent are checked on the stored record; conditions on
  * fields need it opened, as a read of the purpose opens it. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,112 @@
 /* Records one page of a run looks at before it answers with a token. */
 #define SCAN_MAX 20000
 
-/* Checks @seg against its kind: fields exist, values have their types. */
-static int segment_check(struct node *n, const Dossier__V1__Segment *seg,
+#define FT(t) DOSSIER__V1__FIELD_TYPE__FIELD_TYPE_##t
+#define VK(k) DOSSIER__V1__VALUE__KIND_##k
+
+static int is_number_field(const FieldSchema *f)
+{
+    return f->type == FT(INT) || f->type == FT(DOUBLE) ||
+           f->type == FT(TIMESTAMP);
+}
+
+static int is_number(const Dossier__V1__Value *v)
+{
+    return v && (v->kind_case == VK(INT_VALUE) ||
+                 (v->kind_case == VK(DOUBLE_VALUE) && isfinite(v->double_value)));
+}
+
+/* Whether @v may be compared with values of field @f. */
+static int value_fits(const FieldSchema *f, const Dossier__V1__Value *v)
+{
+    switch (f->type) {
+    case FT(INT):
+    case FT(TIMESTAMP):
+    case FT(DOUBLE):
+        return is_number(v);
+    case FT(BOOL):
+        return v->kind_case == VK(BOOL_VALUE);
+    default:
+        return v->kind_case == VK(STRING_VALUE);
+    }
+}
+
+/* Checks the @n values @v of form @form of condition @cnd on @f; tags are
+ * normalised in place. */
+static int values_check(const FieldSchema *f, const char *form,
+                        Dossier__V1__Value **v, size_t n,
+                        struct dossier_status *st)
+{
+    if (n > VALUES_MAX)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "condition on '%s': at most %d values in %s", f->name,
+                       VALUES_MAX, form);
+    for (size_t j = 0; j < n; j++) {
+        if (!v[j] || v[j]->kind_case == DOSSIER__V1__VALUE__KIND__NOT_SET)
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition on '%s': a value is missing", f->name);
+        if (!value_fits(f, v[j]))
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition on '%s': %s holds a value that is "
+                           "not of the field's type",
+                           f->name, form);
+        if (f->type == FT(TAGS) &&
+            (schema_tags_normalize(v[j]->string_value) != 0 ||
+             !v[j]->string_value[0] || strchr(v[j]->string_value, ',')))
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition on '%s': give one tag per value, 1 to "
+                           "%d characters [a-z0-9_.:/-]",
+                           f->name, SCHEMA_TAG_MAX);
+    }
+    return 0;
+}
+
+/* Checks condition @i, @cnd, on its field of kind @k. */
+static int condition_check(const KindSchema *k, size_t i,
+                           Dossier__V1__SegmentCondition *cnd,
+                           struct dossier_status *st)
+{
+    const FieldSchema *f = schema_field(k, cnd->field);
+    int range = cnd->at_least || cnd->below, forms, rc;
+
+    if (!f)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "condition %zu: kind '%s' has no field '%.64s'", i + 1,
+                       k->kind, cnd->field);
+    forms = (cnd->n_any_of > 0) + (cnd->n_all_of > 0) +
+            (cnd->n_none_of > 0) + range;
+    if (forms != 1)
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "condition on '%s': give one of any_of, all_of, "
+                       "none_of, or a range (at_least, below)",
+                       f->name);
+    if (cnd->n_all_of && f->type != FT(TAGS))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "condition on '%s': all_of is for tags fields",
+                       f->name);
+    if (range) {
+        if (!is_number_field(f))
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition on '%s': a range needs an int, double "
+                           "or timestamp field",
+                           f->name);
+        if ((cnd->at_least && !is_number(cnd->at_least)) ||
+            (cnd->below && !is_number(cnd->below)))
+            return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                           "condition on '%s': at_least and below are "
+                           "numbers (timestamps in ms since the epoch)",
+                           f->name);
+    }
+    if ((rc = values_check(f, "any_of", cnd->any_of, cnd->n_any_of, st)) ||
+        (rc = values_check(f, "all_of", cnd->all_of, cnd->n_all_of, st)) ||
+        (rc = values_check(f, "none_of", cnd->none_of, cnd->n_none_of, st)))
+        return rc;
+    return 0;
+}
+
+/* Checks @seg against its kind: fields exist, values have their types;
+ * tags in conditions are normalised in place. */
+static int segment_check(struct node *n, Dossier__V1__Segment *seg,
                          const KindSchema **k, struct dossier_status *st)
 {
     struct policy_purpose pp;
@@ -38,23 +143,9 @@ static int segment_check(struct node *n, const Dossier__V1__Segment *seg,
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "at most %d conditions", CONDITIONS_MAX);
     for (size_t i = 0; i < seg->n_conditions; i++) {
-        const Dossier__V1__SegmentCondition *cnd = seg->conditions[i];
-        const FieldSchema *f = schema_field(*k, cnd->field);
-        if (!f)
-            return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                           "condition %zu: kind '%s' has no field '%.64s'",
-                           i + 1, (*k)->kind, cnd->field);
-        if (cnd->n_any_of == 0 || cnd->n_any_of > VALUES_MAX)
-            return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                           "condition on '%s': give 1 to %d values", f->name,
-                           VALUES_MAX);
-        for (size_t j = 0; j < cnd->n_any_of; j++)
-            if (!cnd->any_of[j] ||
-                cnd->any_of[j]->kind_case ==
-                    DOSSIER__V1__VALUE__KIND__NOT_SET)
-                return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                               "condition on '%s': a value is missing",
-                               f->name);
+        int rc = condition_check(*k, i, seg->conditions[i], st);
+        if (rc)
+            return rc;
     }
     if (seg->consent_purpose[0] &&
         policy_get(store_policy(n->store), seg->consent_purpose, &pp) != 0)
@@ -207,25 +298,71 @@ struct seg_run {
     int more;
 };
 
+/* -1, 0 or 1 as number @a is below, equal to or above number @b. */
+static int number_cmp(const Dossier__V1__Value *a, const Dossier__V1__Value *b)
+{
+    double x, y;
+    if (a->kind_case == VK(INT_VALUE) && b->kind_case == VK(INT_VALUE))
+        return (a->int_value > b->int_value) - (a->int_value < b->int_value);
+    x = a->kind_case == VK(INT_VALUE) ? (double)a->int_value : a->double_value;
+    y = b->kind_case == VK(INT_VALUE) ? (double)b->int_value : b->double_value;
+    return (x > y) - (x < y);
+}
+
 static int value_matches(const FieldSchema *f, const Dossier__V1__Value *v,
                          const Dossier__V1__Value *want)
 {
-    if (!v || v->kind_case != want->kind_case)
+    if (!v)
+        return 0;
+    if (is_number(v) && is_number(want))
+        return number_cmp(v, want) == 0;
+    if (v->kind_case != want->kind_case)
         return 0;
     switch (v->kind_case) {
-    case DOSSIER__V1__VALUE__KIND_STRING_VALUE:
-        return f->type == DOSSIER__V1__FIELD_TYPE__FIELD_TYPE_EMAIL
+    case VK(STRING_VALUE):
+        return f->type == FT(EMAIL)
                    ? strcasecmp(v->string_value, want->string_value) == 0
                    : strcmp(v->string_value, want->string_value) == 0;
-    case DOSSIER__V1__VALUE__KIND_INT_VALUE:
-        return v->int_value == want->int_value;
-    case DOSSIER__V1__VALUE__KIND_DOUBLE_VALUE:
-        return v->double_value == want->double_value;
-    case DOSSIER__V1__VALUE__KIND_BOOL_VALUE:
+    case VK(BOOL_VALUE):
         return v->bool_value == want->bool_value;
     default:
         return 0;
     }
+}
+
+/* How many of the @n values @want value @v matches, up to the first. On a
+ * tags field, a value matches when the record's set holds that tag. */
+static size_t count_matches(const FieldSchema *f, const Dossier__V1__Value *v,
+                            Dossier__V1__Value *const *want, size_t n,
+                            int all)
+{
+    size_t hits = 0;
+    for (size_t j = 0; j < n && (all || !hits); j++) {
+        if (f->type == FT(TAGS))
+            hits += v && v->kind_case == VK(STRING_VALUE) &&
+                    schema_tags_has(v->string_value, want[j]->string_value);
+        else
+            hits += value_matches(f, v, want[j]);
+    }
+    return hits;
+}
+
+/* Whether value @v (NULL: the field is empty) of field @f meets @cnd. */
+static int condition_matches(const FieldSchema *f,
+                             const Dossier__V1__SegmentCondition *cnd,
+                             const Dossier__V1__Value *v)
+{
+    if (cnd->n_any_of)
+        return count_matches(f, v, cnd->any_of, cnd->n_any_of, 0) > 0;
+    if (cnd->n_all_of)
+        return count_matches(f, v, cnd->all_of, cnd->n_all_of, 1) ==
+               cnd->n_all_of;
+    if (cnd->n_none_of)
+        return count_matches(f, v, cnd->none_of, cnd->n_none_of, 0) == 0;
+    if (!is_number(v))
+        return 0; /* empty: outside every range */
+    return (!cnd->at_least || number_cmp(v, cnd->at_least) >= 0) &&
+           (!cnd->below || number_cmp(v, cnd->below) < 0);
 }
 
 static int in_range(int64_t t, int64_t after, int64_t before)
@@ -296,11 +433,8 @@ static int run_one(void *arg, StoredRecord *sr, const uint8_t *rid,
     for (size_t i = 0; m && i < r->seg->n_conditions; i++) {
         const Dossier__V1__SegmentCondition *cnd = r->seg->conditions[i];
         const FieldSchema *f = schema_field(r->k, cnd->field);
-        const Dossier__V1__Value *v = records_field_value(&o.rec, cnd->field);
-        int any = 0;
-        for (size_t j = 0; f && !any && j < cnd->n_any_of; j++)
-            any = value_matches(f, v, cnd->any_of[j]);
-        m = any;
+        m = f && condition_matches(f, cnd,
+                                   records_field_value(&o.rec, cnd->field));
     }
     if (m) {
         if (!(r->ids[r->n] = strdup(o.rec.id))) {

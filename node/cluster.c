@@ -1178,6 +1178,8 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
     }
     if (effects & STORE_EFFECT_MEMBERS)
         load_members(cl);
+    if (effects & STORE_EFFECT_SUBJECT_KEYS)
+        crypt_cache_clear(cl->crypt); /* merged subjects' keys went */
     if (effects & STORE_EFFECT_ERASED) {
         /* Before the answer: the erased rows leave the SST files and the
          * WAL. The raft log follows once the core has advanced. */

@@ -25,6 +25,8 @@
  *                     (written only before links were indexed)
  *   'A' link target id (subject pseudonym, kind, record pseudonym,
  *                     label "/" target kind "/" hex(target pseudonym))
+ *   'M' merged ids    (subject pseudonym, kind, survivor's pseudonym,
+ *                     merge id): the duplicates' ids of a pending merge
  *   'S' subject id    (subject pseudonym, "", "", "")
  *   'K' wrapped DEK   (subject pseudonym, "", "", "v<kek version>")
  *   'X' sealed keyset (cluster id, "", "", "v<kek version>")
@@ -72,6 +74,7 @@ enum crypt_domain {
     CRYPT_RECORD_ID = 'I',
     CRYPT_LINKS = 'L',
     CRYPT_LINK_TARGET = 'A',
+    CRYPT_MERGE_IDS = 'M',
     CRYPT_SUBJECT_ID = 'S',
     CRYPT_WRAPPED_DEK = 'K',
     CRYPT_KEYSET = 'X',

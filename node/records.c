@@ -627,3 +627,126 @@ const Dossier__V1__Value *records_field_value(const Dossier__V1__Record *r,
             return r->fields[i]->value;
     return NULL;
 }
+
+/* ------------------------------------------------------------------ */
+/* Single boxes, for merges (api_merge.c). */
+
+/* Subject @sp's current key (NULL: the shared one) into @k. */
+static int current_key(struct node *n, const uint8_t *sp, struct crypt_dek *k,
+                       struct dossier_status *st)
+{
+    SubjectKey *sk;
+    int rc;
+
+    if (!sp) {
+        crypt_shared_dek(n->crypt, k);
+        return 0;
+    }
+    rc = store_subject_key_get(n->store, sp, &sk, st);
+    if (rc)
+        return rc == DOSSIER_NOT_FOUND
+                   ? err_set(st, rc, "a subject of the merge has no key")
+                   : rc;
+    rc = crypt_subject_key_open(n->crypt, sp, sk, k, NULL, 0, st);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    return rc;
+}
+
+int records_seal_box(struct node *n, const uint8_t *sp,
+                     struct crypt_place place, const uint8_t *plain,
+                     size_t len, uint8_t **box, size_t *box_len,
+                     uint64_t *dek_id, struct dossier_status *st)
+{
+    struct crypt_dek dek = {0, crypt_scratch_key()};
+    int rc;
+
+    *box = NULL;
+    if (!dek.key)
+        return err_set(st, DOSSIER_NOMEM, "out of locked memory");
+    if ((rc = current_key(n, sp, &dek, st)))
+        goto out;
+    place.subject = sp;
+    place.subject_len = sp ? CRYPT_PSEUDONYM_BYTES : 0;
+    *box_len = crypt_box_len(len);
+    if (!(*box = malloc(*box_len))) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    if (crypt_seal(dek.key, &place, plain, len, *box) != 0) {
+        free(*box);
+        *box = NULL;
+        rc = err_set(st, DOSSIER_INVALID_ARGUMENT, "a place is too long");
+        goto out;
+    }
+    *dek_id = dek.id;
+    rc = 0;
+out:
+    crypt_dek_wipe(&dek);
+    return rc;
+}
+
+int records_open_box(struct node *n, const uint8_t *sp, uint64_t dek_id,
+                     struct crypt_place place, const uint8_t *box,
+                     size_t box_len, uint8_t **plain, size_t *len,
+                     struct dossier_status *st)
+{
+    struct crypt_dek dek = {0, crypt_scratch_key()};
+    int rc;
+
+    *plain = NULL;
+    if (!dek.key)
+        return err_set(st, DOSSIER_NOMEM, "out of locked memory");
+    if ((rc = current_key(n, sp, &dek, st)))
+        goto out;
+    if (dek.id != dek_id || box_len < CRYPT_BOX_OVERHEAD) {
+        rc = err_set(st, DOSSIER_NOT_FOUND, "the key of that box is gone");
+        goto out;
+    }
+    place.subject = sp;
+    place.subject_len = sp ? CRYPT_PSEUDONYM_BYTES : 0;
+    *len = box_len - CRYPT_BOX_OVERHEAD;
+    if (!(*plain = malloc(*len + 1))) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    if (crypt_open(dek.key, &place, box, box_len, *plain) != 0) {
+        free(*plain);
+        *plain = NULL;
+        rc = err_set(st, DOSSIER_CORRUPT, "a sealed value does not open");
+        goto out;
+    }
+    (*plain)[*len] = 0;
+    rc = 0;
+out:
+    crypt_dek_wipe(&dek);
+    return rc;
+}
+
+int records_seal_link_target(struct node *n, const StoredRecord *src,
+                             const uint8_t src_rid[STORE_RID_BYTES],
+                             const char *label, const char *tkind,
+                             const uint8_t trid[STORE_RID_BYTES],
+                             const char *tid, uint8_t **box,
+                             size_t *box_len, struct dossier_status *st)
+{
+    struct crypt_place place = {0};
+    char name[LINK_PLACE_MAX];
+    uint64_t dek_id;
+    int has_subject = src->subject.len == STORE_SP_BYTES, rc;
+
+    link_place_name(name, label, tkind, trid);
+    place.domain = CRYPT_LINK_TARGET;
+    place.kind = src->kind;
+    place.rid = src_rid;
+    place.rid_len = STORE_RID_BYTES;
+    place.name = name;
+    rc = records_seal_box(n, has_subject ? src->subject.data : NULL, place,
+                          (const uint8_t *)tid, strlen(tid), box, box_len,
+                          &dek_id, st);
+    if (rc == 0 && dek_id != src->dek_id) {
+        free(*box);
+        *box = NULL;
+        rc = err_set(st, DOSSIER_RETRY, "a linking record's key changed");
+    }
+    return rc;
+}

@@ -81,4 +81,37 @@ const Dossier__V1__Value *records_field_value(const Dossier__V1__Record *r,
 /* Wipes and frees what @o holds. */
 void records_opened_release(struct records_opened *o);
 
+/* Seals @plain (@len bytes) at @place (its domain, kind, rid and name
+ * set; its subject is filled here) under the current data key of subject
+ * @sp (NULL: the shared key of records without a subject) into *@box
+ * (*@box_len bytes, malloc'd); *@dek_id gets the key's id.
+ * Errors: DOSSIER_NOT_FOUND (the subject has no key), DOSSIER_NOMEM,
+ * DOSSIER_CORRUPT, DOSSIER_WRONG_KEY. */
+int records_seal_box(struct node *n, const uint8_t *sp,
+                     struct crypt_place place, const uint8_t *plain,
+                     size_t len, uint8_t **box, size_t *box_len,
+                     uint64_t *dek_id, struct dossier_status *st);
+
+/* Opens @box (@box_len bytes) of @place under the current data key of
+ * subject @sp (NULL: the shared key), which must be key @dek_id, into
+ * *@plain (*@len bytes and a NUL, malloc'd: wipe it before freeing).
+ * Errors: DOSSIER_NOT_FOUND (no key, or no longer key @dek_id),
+ * DOSSIER_CORRUPT, DOSSIER_NOMEM. */
+int records_open_box(struct node *n, const uint8_t *sp, uint64_t dek_id,
+                     struct crypt_place place, const uint8_t *box,
+                     size_t box_len, uint8_t **plain, size_t *len,
+                     struct dossier_status *st);
+
+/* Seals target id @tid of a link @label from record @src (stored, its
+ * pseudonym @src_rid) to (@tkind, @trid) under @src's key, as a Put seals
+ * it (crypt.h, domain 'A'), into *@box (*@box_len bytes, malloc'd).
+ * Errors: DOSSIER_RETRY (@src's subject no longer has the key that sealed
+ * it), as records_seal_box(). */
+int records_seal_link_target(struct node *n, const StoredRecord *src,
+                             const uint8_t src_rid[STORE_RID_BYTES],
+                             const char *label, const char *tkind,
+                             const uint8_t trid[STORE_RID_BYTES],
+                             const char *tid, uint8_t **box,
+                             size_t *box_len, struct dossier_status *st);
+
 #endif

@@ -55,6 +55,8 @@ static const struct builtin_field contact_fields[] = {
     {"lead_score", T(INT), C(BEHAVIORAL), 0, 0, 0, NULL, NULL},
     {"last_seen_at", T(TIMESTAMP), C(BEHAVIORAL), 0, 0, 0, NULL, NULL},
     {"credit_limit", T(DOUBLE), C(FINANCIAL), 0, 0, 0, NULL, NULL},
+    {"tags", T(TAGS), C(OPERATIONAL), 0, 0, 0, NULL,
+     "labels, comma-separated"},
     {"accessibility_needs", T(STRING), C(SPECIAL), 0, 0, 0, NULL,
      "health data: GDPR Art. 9"},
     {NULL, 0, 0, 0, 0, 0, NULL, NULL},
@@ -68,6 +70,8 @@ static const struct builtin_field company_fields[] = {
     {"annual_revenue", T(DOUBLE), C(FINANCIAL), 0, 0, 0, NULL, NULL},
     {"country", T(STRING), C(CONTACT), 0, 0, 0, NULL, "ISO 3166 code"},
     {"owner", T(STRING), C(OPERATIONAL), 0, 0, 0, NULL, "owning user"},
+    {"tags", T(TAGS), C(OPERATIONAL), 0, 0, 0, NULL,
+     "labels, comma-separated"},
     {NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -81,6 +85,8 @@ static const struct builtin_field deal_fields[] = {
     {"close_date", T(TIMESTAMP), C(OPERATIONAL), 0, 0, 0, NULL, NULL},
     {"probability", T(DOUBLE), C(OPERATIONAL), 0, 0, 0, NULL, "0 to 1"},
     {"owner", T(STRING), C(OPERATIONAL), 1, 0, 0, NULL, "owning user"},
+    {"tags", T(TAGS), C(OPERATIONAL), 0, 0, 0, NULL,
+     "labels, comma-separated"},
     {NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -110,6 +116,8 @@ static const struct builtin_field ticket_fields[] = {
     {"owner", T(STRING), C(OPERATIONAL), 1, 0, 0, NULL, "assigned agent"},
     {"opened_at", T(TIMESTAMP), C(OPERATIONAL), 0, 0, 0, NULL, NULL},
     {"resolved_at", T(TIMESTAMP), C(OPERATIONAL), 0, 0, 0, NULL, NULL},
+    {"tags", T(TAGS), C(OPERATIONAL), 0, 0, 0, NULL,
+     "labels, comma-separated"},
     {NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -311,6 +319,88 @@ static int phone_normalize(char *s)
     return digits >= 8 && digits <= 15 && s[1] != '0';
 }
 
+/* Tags: see schema.h. */
+static int tag_char(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("_.:/-", c));
+}
+
+static int tag_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int schema_tags_normalize(char *s)
+{
+    char *tags[SCHEMA_TAGS_MAX], *copy, *p, *w = s;
+    size_t n = 0, len = strlen(s);
+
+    /* Every blank: a set of none. */
+    for (p = s; *p == ' ' || *p == '\t'; p++)
+        ;
+    if (!*p) {
+        s[0] = '\0';
+        return 0;
+    }
+    if (!(copy = malloc(len + 1)))
+        return -1;
+    memcpy(copy, s, len + 1);
+    for (p = copy;;) {
+        char *comma = strchr(p, ','), *end;
+        if (comma)
+            *comma = '\0';
+        while (*p == ' ' || *p == '\t')
+            p++;
+        end = p + strlen(p);
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        if (end == p || end - p > SCHEMA_TAG_MAX || n == SCHEMA_TAGS_MAX)
+            goto bad;
+        for (char *q = p; *q; q++) {
+            *q = (char)tolower((unsigned char)*q);
+            if (!tag_char((unsigned char)*q))
+                goto bad;
+        }
+        tags[n++] = p;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    qsort(tags, n, sizeof(tags[0]), tag_cmp);
+    for (size_t i = 0; i < n; i++) {
+        size_t tl;
+        if (i && strcmp(tags[i], tags[i - 1]) == 0)
+            continue;
+        if (w != s)
+            *w++ = ',';
+        tl = strlen(tags[i]);
+        memcpy(w, tags[i], tl);
+        w += tl;
+    }
+    *w = '\0';
+    free(copy);
+    return 0;
+bad:
+    free(copy);
+    return -1;
+}
+
+int schema_tags_has(const char *set, const char *tag)
+{
+    size_t tl = strlen(tag);
+    for (const char *p = set; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t l = comma ? (size_t)(comma - p) : strlen(p);
+        if (l == tl && memcmp(p, tag, tl) == 0)
+            return 1;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
 /* Checks value @v (mutable: normalised in place) of field @f. */
 static int check_value(const KindSchema *k, const FieldSchema *f,
                        Dossier__V1__Value *v, struct dossier_status *st)
@@ -322,6 +412,7 @@ static int check_value(const KindSchema *k, const FieldSchema *f,
     case T(EMAIL):
     case T(PHONE):
     case T(ENUM):
+    case T(TAGS):
         ok = v->kind_case == V(STRING_VALUE);
         break;
     case T(INT):
@@ -376,6 +467,15 @@ static int check_value(const KindSchema *k, const FieldSchema *f,
                            "international form (+<country code><number>, "
                            "8 to 15 digits)",
                            f->name, k->kind);
+        break;
+    case T(TAGS):
+        if (schema_tags_normalize(v->string_value) != 0)
+            return err_set(st, DOSSIER_SCHEMA_VIOLATION,
+                           "field '%s' of kind '%s': not a tag set (at most "
+                           "%d comma-separated tags of 1 to %d characters "
+                           "[a-z0-9_.:/-] each)",
+                           f->name, k->kind, SCHEMA_TAGS_MAX,
+                           SCHEMA_TAG_MAX);
         break;
     case T(ENUM): {
         size_t i;
@@ -538,7 +638,7 @@ int schema_check_definition(const KindSchema *k, struct dossier_status *st)
             if (strcmp(k->fields[j]->name, f->name) == 0)
                 return err_set(st, DOSSIER_INVALID_ARGUMENT,
                                "field '%s' is defined twice", f->name);
-        if (f->type <= T(UNSPECIFIED) || f->type > T(ENUM))
+        if (f->type <= T(UNSPECIFIED) || f->type > T(TAGS))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "field '%s' needs a type", f->name);
         if (f->category <= C(UNSPECIFIED) || f->category > C(OPERATIONAL))
@@ -546,10 +646,10 @@ int schema_check_definition(const KindSchema *k, struct dossier_status *st)
                            "field '%s' needs a category (identity, contact, "
                            "financial, special, behavioral or operational)",
                            f->name);
-        if (f->indexed && f->type == T(DOUBLE))
+        if (f->indexed && (f->type == T(DOUBLE) || f->type == T(TAGS)))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                           "field '%s': double fields cannot be indexed",
-                           f->name);
+                           "field '%s': %s fields cannot be indexed",
+                           f->name, type_name(f->type));
         if ((f->type == T(ENUM)) != (f->n_allowed_values > 0))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "field '%s': enum fields, and only they, list "

@@ -48,6 +48,21 @@ int schema_index_value(const KindSchema *k, const FieldSchema *f,
                        const Dossier__V1__Value *v, char *out, size_t cap,
                        size_t *len, struct dossier_status *st);
 
+/* Tags (FIELD_TYPE_TAGS): a set of labels kept as one string. */
+#define SCHEMA_TAG_MAX 64  /* bytes of one tag */
+#define SCHEMA_TAGS_MAX 64 /* tags of one value */
+
+/* Normalises the tag set @s in place: tags split on commas, blanks around
+ * them dropped, lower-cased, each kept once, sorted, joined with ','
+ * ("VIP, eu ,vip" becomes "eu,vip"; "" stays ""). Returns 0, or -1 when a
+ * tag is empty or longer than SCHEMA_TAG_MAX, holds a character other
+ * than [a-z0-9_.:/-], or there are more than SCHEMA_TAGS_MAX (then @s is
+ * unspecified). */
+int schema_tags_normalize(char *s);
+
+/* 1 if the normalised tag set @set holds the tag @tag (normalised). */
+int schema_tags_has(const char *set, const char *tag);
+
 /* Checks a definition on its own: names, types, categories, enums.
  * Errors: DOSSIER_INVALID_ARGUMENT. */
 int schema_check_definition(const KindSchema *k, struct dossier_status *st);

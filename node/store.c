@@ -1335,6 +1335,9 @@ int store_erase_finish(struct store *s, struct dossier_status *st)
     compact_forced(s, STORE_CHANGES, NULL, 0, NULL, 0);
     compact_forced(s, STORE_LINK, NULL, 0, NULL, 0);
     compact_forced(s, STORE_REQUESTS, NULL, 0, NULL, 0);
+    /* Merges pending undo keep what they changed, sealed as stored, in
+     * the policy family: an erasure deletes those of its subjects. */
+    compact_forced(s, STORE_POLICY, NULL, 0, NULL, 0);
     s->n_erased = 0;
     return err_ok(st);
 }

@@ -34,6 +34,17 @@
  *   policy    "a" principal name                      StoredPrincipal
  *   policy    "t" sha256(token)[32]                   principal name
  *   policy    "g" segment name                        dossier.v1.Segment
+ *   policy    "d" kind                                dossier.v1.
+ *                                                     DuplicateRuleSet
+ *   policy    "u" merge id (MRG-...)                  MergeRecord: a merge
+ *                                                     pending confirmation
+ *   consent   sp[16] "u" merge id                     empty: sp survived
+ *                                                     merge id, pending
+ *   consent   sp[16] "m" merged sp[16]                MergedSubject: that
+ *                                                     subject was merged
+ *                                                     into sp
+ *   consent   sp[16] "a"                              sp[16] it was merged
+ *                                                     into (an alias)
  *   consent   sp[16] "c" purpose                      StoredConsent (now)
  *   consent   sp[16] "h" revision (u64 BE)            StoredConsent (history)
  *   consent   sp[16] "r"                              empty: restricted
@@ -230,7 +241,7 @@ int store_erase_mark(struct store *s, const uint8_t sp[STORE_SP_BYTES]);
 
 /* After a batch with STORE_EFFECT_ERASED committed: flushes every family
  * (so the WAL files that held the erased data are dropped) and compacts
- * the erased key ranges, and the record, index, link and request
+ * the erased key ranges, and the record, index, link, request and policy
  * families, down to the last level, so their bytes leave the SST files.
  * Slow; applying thread only. Errors: DOSSIER_IO. */
 int store_erase_finish(struct store *s, struct dossier_status *st);
@@ -436,6 +447,8 @@ enum store_effect {
                                       changed (a rotation began or ended) */
     STORE_EFFECT_ROTATED = 1 << 4, /* a rotation finished: call
                                       store_rotation_purge() */
+    STORE_EFFECT_SUBJECT_KEYS = 1 << 5, /* subject keys went (a merge):
+                                           forget the cached ones */
 };
 
 /* Outcome of one applied command. */

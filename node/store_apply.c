@@ -1492,6 +1492,26 @@ static int apply_request(struct store_batch *b, const Command *cmd,
     return err_ok(&res->status);
 }
 
+static int keylist_push(struct keylist *l, const uint8_t *k, size_t klen);
+
+/* Appends to @l the keys under @prefix in @family, as @b sees them.
+ * Errors: DOSSIER_NOMEM. */
+static int keys_append(struct store_batch *b, enum store_family family,
+                       const uint8_t *prefix, size_t plen, struct keylist *l)
+{
+    struct keylist more;
+    int rc = 0;
+    if (keys_under(b, family, prefix, plen, &more))
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; rc == 0 && i < more.n; i++)
+        rc = keylist_push(l, more.keys[i], more.lens[i]);
+    keys_free(&more);
+    return rc;
+}
+
+/* Erases subject op->subject and, when merges joined it to others, the
+ * whole person: the subject it was merged into and every subject merged
+ * into those (store_erase_subjects), each with a ledger row. */
 static int apply_erase(struct store_batch *b, const Command *cmd,
                        struct store_result *res)
 {
@@ -1499,10 +1519,13 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     Dossier__Store__V1__ErasureRecord er =
         DOSSIER__STORE__V1__ERASURE_RECORD__INIT;
     struct store *s = b->s;
-    struct keylist subj, cons, *links = NULL;
+    struct keylist subj = {0}, cons = {0}, *links = NULL;
     uint8_t lkey[1 + STORE_SP_BYTES], (*erased)[STORE_SP_BYTES];
+    uint8_t (*sps)[STORE_SP_BYTES] = NULL, (*rids)[STORE_RID_BYTES] = NULL;
     Dossier__Store__V1__TrackedRequest *treq = NULL;
+    StoredRecord **recs = NULL;
     uint64_t deleted = 0;
+    size_t n_sp = 0, n_rids = 0;
     int rc;
 
     if (op->subject.len != STORE_SP_BYTES)
@@ -1515,31 +1538,26 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
         if (rc)
             return rc;
     }
-    if (keys_under(b, STORE_SUBJECT, op->subject.data, STORE_SP_BYTES,
-                   &subj)) {
-        if (treq)
-            dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
-        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    rc = store_erase_subjects(b, op->subject.data, &sps, &n_sp,
+                              &res->status);
+    for (size_t i = 0; rc == 0 && i < n_sp; i++)
+        if (keys_append(b, STORE_SUBJECT, sps[i], STORE_SP_BYTES, &subj) ||
+            keys_append(b, STORE_CONSENT, sps[i], STORE_SP_BYTES, &cons))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    if (rc == 0) {
+        erased = realloc(b->erased, (b->n_erased + n_sp) * sizeof(*erased));
+        if (erased)
+            b->erased = erased;
+        else
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     }
-    if (keys_under(b, STORE_CONSENT, op->subject.data, STORE_SP_BYTES,
-                   &cons)) {
-        keys_free(&subj);
-        if (treq)
-            dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
-        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
-    }
-    erased = realloc(b->erased, (b->n_erased + 1) * sizeof(*erased));
-    if (!erased) {
-        keys_free(&subj);
-        keys_free(&cons);
-        if (treq)
-            dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
-        return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
-    }
-    b->erased = erased;
     /* Read every record first: a failure must leave the batch as it was. */
-    StoredRecord **recs = calloc(subj.n ? subj.n : 1, sizeof(*recs));
-    rc = recs ? 0 : err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    if (rc == 0) {
+        recs = calloc(subj.n ? subj.n : 1, sizeof(*recs));
+        rids = calloc(subj.n ? subj.n : 1, sizeof(*rids));
+        if (!recs || !rids)
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    }
     for (size_t i = 0; rc == 0 && i < subj.n; i++) {
         const uint8_t *k = subj.keys[i];
         size_t klen = subj.lens[i];
@@ -1558,6 +1576,7 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
             rc = 0; /* a dangling membership: deleted below */
         /* Its links go, and other records' links to it. */
         if (rc == 0 && recs[i]) {
+            memcpy(rids[n_rids++], nul + 1, STORE_RID_BYTES);
             rc = links_collect(b, recs[i]->kind, nul + 1,
                                recs[i]->n_links != 0, 1, &links);
             if (rc)
@@ -1566,6 +1585,13 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
                                             : "a link row is malformed");
         }
     }
+    /* Merges pending undo keep what they changed: what they kept of these
+     * subjects and records goes with them. */
+    if (rc == 0)
+        rc = store_erase_merges(b, (const uint8_t(*)[STORE_SP_BYTES])sps,
+                                n_sp,
+                                (const uint8_t(*)[STORE_RID_BYTES])rids,
+                                n_rids, &res->status);
     if (rc == 0) {
         links_delete(b, links);
         for (size_t i = 0; i < subj.n; i++) {
@@ -1596,11 +1622,15 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
         er.raft_index = b->applied;
         er.records_deleted = deleted;
         er.reference = cmd->reference;
-        lkey[0] = 'e';
-        memcpy(lkey + 1, op->subject.data, STORE_SP_BYTES);
-        /* Failing memory stops the node (cluster.c): no undoing here. */
-        if (put_pb(b, STORE_POLICY, lkey, sizeof(lkey), &er.base, NULL))
-            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        /* Each subject erased has its row in the ledger, so that a
+         * restored backup erases every one of them again. Failing memory
+         * stops the node (cluster.c): no undoing here. */
+        for (size_t i = 0; rc == 0 && i < n_sp; i++) {
+            lkey[0] = 'e';
+            memcpy(lkey + 1, sps[i], STORE_SP_BYTES);
+            if (put_pb(b, STORE_POLICY, lkey, sizeof(lkey), &er.base, NULL))
+                rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+        }
         if (rc == 0 && treq) {
             treq->executed = 1;
             treq->executed_ms = cmd->time_ms;
@@ -1614,19 +1644,21 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
     }
     if (treq)
         dossier__store__v1__tracked_request__free_unpacked(treq, NULL);
-    /* The subject's earlier changes leave the feed; the erasure stays. */
-    if (rc == 0 && changes_forget(b, op->subject.data, NULL, 0))
-        rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
-    if (rc == 0) {
+    /* The subjects' earlier changes leave the feed; the erasures stay. */
+    for (size_t i = 0; rc == 0 && i < n_sp; i++)
+        if (changes_forget(b, sps[i], NULL, 0))
+            rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n_sp; i++) {
         Dossier__Store__V1__ChangeEntry e =
             DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
         e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE;
-        e.subject = op->subject;
+        e.subject = (ProtobufCBinaryData){STORE_SP_BYTES, sps[i]};
         if (change_put(b, cmd, b->revision + 1, &e))
             rc = err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     }
     if (rc == 0) {
-        memcpy(b->erased[b->n_erased++], op->subject.data, STORE_SP_BYTES);
+        memcpy(b->erased + b->n_erased, sps, n_sp * STORE_SP_BYTES);
+        b->n_erased += n_sp;
         b->effects |= STORE_EFFECT_ERASED;
         b->revision++;
         res->version = b->revision;
@@ -1639,6 +1671,8 @@ static int apply_erase(struct store_batch *b, const Command *cmd,
         if (recs[i])
             dossier__store__v1__stored_record__free_unpacked(recs[i], NULL);
     free(recs);
+    free(rids);
+    free(sps);
     links_release(links);
     keys_free(&subj);
     keys_free(&cons);
@@ -1947,6 +1981,45 @@ static int audit_command(struct store_batch *b, const Command *cmd,
     case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_SEGMENT:
         action = "segments.define";
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_DUPLICATE_RULES:
+        action = "duplicate_rules.define";
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_MERGE:
+        /* Names the survivor's subject, the survivor and the duplicates
+         * (at most 16: the leader's limit). */
+        action = "records.merge";
+        if (cmd->merge && cmd->merge->survivor) {
+            const Dossier__Store__V1__MergeOp *mo = cmd->merge;
+            if (mo->survivor->subject.len == STORE_SP_BYTES)
+                sp = mo->survivor->subject.data;
+            if (mo->survivor->rid.len == STORE_RID_BYTES)
+                memcpy(swept[n_swept++], mo->survivor->rid.data,
+                       STORE_RID_BYTES);
+            for (size_t i = 0; i < mo->n_duplicates &&
+                               n_swept < RETENTION_AUDIT_RECORDS;
+                 i++)
+                if (mo->duplicates[i]->rid.len == STORE_RID_BYTES)
+                    memcpy(swept[n_swept++], mo->duplicates[i]->rid.data,
+                           STORE_RID_BYTES);
+        }
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_MERGE_UNDO:
+        action = "records.merge_undo";
+        if (cmd->merge_undo && cmd->merge_undo->subject.len == STORE_SP_BYTES)
+            sp = cmd->merge_undo->subject.data;
+        if (cmd->merge_undo &&
+            cmd->merge_undo->survivor.len == STORE_RID_BYTES)
+            rid = cmd->merge_undo->survivor.data;
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_MERGE_CONFIRM:
+        action = "records.merge_confirm";
+        if (cmd->merge_confirm &&
+            cmd->merge_confirm->subject.len == STORE_SP_BYTES)
+            sp = cmd->merge_confirm->subject.data;
+        if (cmd->merge_confirm &&
+            cmd->merge_confirm->survivor.len == STORE_RID_BYTES)
+            rid = cmd->merge_confirm->survivor.data;
+        break;
     case DOSSIER__STORE__V1__COMMAND__OP_CONSENT:
         action = cmd->consent->state ==
                          DOSSIER__V1__CONSENT_STATE__CONSENT_STATE_GRANTED
@@ -2226,7 +2299,12 @@ int store_apply(struct store_batch *b, const Command *cmd,
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_ERASE ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_REQUEST ||
              cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP ||
-             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RECTIFY);
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_RECTIFY ||
+             cmd->op_case ==
+                 DOSSIER__STORE__V1__COMMAND__OP_DEFINE_DUPLICATE_RULES ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_MERGE ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_MERGE_UNDO ||
+             cmd->op_case == DOSSIER__STORE__V1__COMMAND__OP_MERGE_CONFIRM);
     if (dedupe) {
         rc = request_lookup(b, cmd, res);
         if (rc != REQ_NEW) {
@@ -2308,6 +2386,18 @@ int store_apply(struct store_batch *b, const Command *cmd,
         rc = cmd->erasure_done ? apply_erasure_done(b, cmd, res)
                                : bad_command(res, "erasure done");
         break;
+    case DOSSIER__STORE__V1__COMMAND__OP_DEFINE_DUPLICATE_RULES:
+        rc = store_apply_duplicate_rules(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_MERGE:
+        rc = store_apply_merge(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_MERGE_UNDO:
+        rc = store_apply_merge_undo(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_MERGE_CONFIRM:
+        rc = store_apply_merge_confirm(b, cmd, res);
+        break;
     default:
         rc = bad_command(res, "unknown operation");
         break;
@@ -2328,4 +2418,68 @@ int store_apply(struct store_batch *b, const Command *cmd,
         }
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* For store_crm.c (store_int.h). */
+
+int store_apply_bad(struct store_result *res, const char *what)
+{
+    return bad_command(res, what);
+}
+
+int store_batch_put_pb(struct store_batch *b, enum store_family f,
+                       const uint8_t *key, size_t klen,
+                       const ProtobufCMessage *m)
+{
+    return put_pb(b, f, key, klen, m, NULL);
+}
+
+int store_batch_keys(struct store_batch *b, enum store_family family,
+                     const uint8_t *prefix, size_t plen,
+                     int (*cb)(void *arg, const uint8_t *key, size_t klen),
+                     void *arg)
+{
+    struct keylist l;
+    int rc = 0;
+    if (keys_under(b, family, prefix, plen, &l))
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; rc == 0 && i < l.n; i++)
+        rc = cb(arg, l.keys[i], l.lens[i]);
+    keys_free(&l);
+    return rc;
+}
+
+int store_put_op_valid(const Dossier__Store__V1__PutOp *op)
+{
+    int has_subject = op->subject.len == STORE_SP_BYTES;
+    if (!schema_name_valid(op->kind) || op->rid.len != STORE_RID_BYTES ||
+        (op->subject.len != 0 && !has_subject) || op->sealed_id.len == 0 ||
+        (!has_subject && op->dek_id != 0))
+        return 0;
+    for (size_t i = 0; i < op->n_index_keys; i++)
+        if (!index_key_valid(op, &op->index_keys[i]))
+            return 0;
+    return links_valid(op);
+}
+
+int store_batch_change_record(struct store_batch *b, const Command *cmd,
+                              uint64_t rev, int type, const char *kind,
+                              const uint8_t *rid,
+                              const ProtobufCBinaryData *subject,
+                              const uint8_t *packed, size_t len)
+{
+    return change_record(b, cmd, rev, type, kind, rid, subject, packed, len);
+}
+
+int store_batch_change_consent(struct store_batch *b, const Command *cmd,
+                               uint64_t rev, const uint8_t *sp,
+                               const char *purpose, int state)
+{
+    Dossier__Store__V1__ChangeEntry e = DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
+    e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_CONSENT;
+    e.subject = (ProtobufCBinaryData){STORE_SP_BYTES, (uint8_t *)sp};
+    e.purpose = (char *)purpose;
+    e.state = state;
+    return change_put(b, cmd, rev, &e);
 }

@@ -108,6 +108,67 @@ int store_read_subject_key(struct store *s, struct store_batch *b,
                            const uint8_t *sp, SubjectKey **out,
                            struct dossier_status *st);
 
+/* ---- For store_crm.c: the CRM commands (duplicate rules, merges) ----
+ * Helpers of store_apply.c, each as its static counterpart there. */
+
+/* A malformed command: DOSSIER_CORRUPT naming @what. */
+int store_apply_bad(struct store_result *res, const char *what);
+
+/* Packs @m into @family at @key in @b. Errors: DOSSIER_NOMEM. */
+int store_batch_put_pb(struct store_batch *b, enum store_family f,
+                       const uint8_t *key, size_t klen,
+                       const ProtobufCMessage *m);
+
+/* Calls @cb with every key under @prefix in @family as @b sees it (the
+ * keys copied first, so @cb may write to @b); stops at @cb's first
+ * non-zero return, which it returns. Errors: DOSSIER_NOMEM. */
+int store_batch_keys(struct store_batch *b, enum store_family family,
+                     const uint8_t *prefix, size_t plen,
+                     int (*cb)(void *arg, const uint8_t *key, size_t klen),
+                     void *arg);
+
+/* Whether Put @op is well formed, as apply_put checks it. */
+int store_put_op_valid(const Dossier__Store__V1__PutOp *op);
+
+/* Records a change of record (@kind, @rid) at revision @rev in the feed:
+ * @packed is the StoredRecord as stored. Errors: DOSSIER_NOMEM. */
+int store_batch_change_record(struct store_batch *b, const Command *cmd,
+                              uint64_t rev, int type, const char *kind,
+                              const uint8_t *rid,
+                              const ProtobufCBinaryData *subject,
+                              const uint8_t *packed, size_t len);
+
+/* Records a consent change of subject @sp at revision @rev in the feed.
+ * Errors: DOSSIER_NOMEM. */
+int store_batch_change_consent(struct store_batch *b, const Command *cmd,
+                               uint64_t rev, const uint8_t *sp,
+                               const char *purpose, int state);
+
+/* The commands of store_crm.c, called by store_apply(). */
+int store_apply_duplicate_rules(struct store_batch *b, const Command *cmd,
+                                struct store_result *res);
+int store_apply_merge(struct store_batch *b, const Command *cmd,
+                      struct store_result *res);
+int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
+                           struct store_result *res);
+int store_apply_merge_confirm(struct store_batch *b, const Command *cmd,
+                              struct store_result *res);
+
+/* For an erasure of subject @sp: into *@out (malloc'd, *@n of them, @sp
+ * first) every subject it erases: @sp, the subject it was merged into
+ * (following merges up), and every subject merged into those.
+ * Errors: DOSSIER_NOMEM, DOSSIER_IO. */
+int store_erase_subjects(struct store_batch *b, const uint8_t *sp,
+                         uint8_t (**out)[STORE_SP_BYTES], size_t *n,
+                         struct dossier_status *st);
+
+/* For an erasure of the @n_sp subjects @sps, whose records @rids (@n_rids)
+ * it deleted: deletes every pending merge that kept anything of them for
+ * an undo. Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_erase_merges(struct store_batch *b,
+                       const uint8_t (*sps)[STORE_SP_BYTES], size_t n_sp,
+                       const uint8_t (*rids)[STORE_RID_BYTES], size_t n_rids,
+                       struct dossier_status *st);
 
 /* Master key rotation (store_keys.c): applies a KeyRotateOp, and the
  * version a new subject key must be wrapped under as of @b (the

@@ -110,13 +110,39 @@ static const char usage_text[] =
     "  dedup report KIND [--fields F[,F...]] [--limit N] [--page-token T]\n"
     "               [--all]\n"
     "                          candidate duplicates: groups of records of\n"
-    "                          KIND sharing the normalised value of an\n"
-    "                          indexed field (all, or those given), found\n"
-    "                          through the blind indexes; one group per line\n"
+    "                          KIND connected by matches under its rules\n"
+    "                          (or, with --fields, each field given alone),\n"
+    "                          found through the blind indexes; one group\n"
+    "                          per line, with the rules it matched under\n"
+    "  dedup rules define KIND NAME=FIELD[,FIELD...]...\n"
+    "                          replace KIND's duplicate rules: records match\n"
+    "                          under a rule when all its indexed fields hold\n"
+    "                          the same normalised value (by default each\n"
+    "                          indexed field is a rule)\n"
+    "  dedup rules list [KIND] KIND's rules (defined or the default), or\n"
+    "                          every defined set, one per line\n"
+    "  merge KIND SURVIVOR DUPLICATE... [--prefer survivor|newest]\n"
+    "        [--field FIELD=ID]... [--reference LABEL]\n"
+    "                          fold duplicates into the survivor: fields by\n"
+    "                          the rule (survivor's first, or the newest;\n"
+    "                          --field takes one record's value; tags are\n"
+    "                          joined), links moved to it; for contacts of\n"
+    "                          other subjects, their records and consent\n"
+    "                          (most restrictive) become the survivor\n"
+    "                          subject's. Prints the pending merge\n"
+    "  merge undo ID [--reference LABEL]\n"
+    "                          restore what the merge changed, exactly\n"
+    "  merge confirm ID [--reference LABEL]\n"
+    "                          keep it for good: the undo data is deleted\n"
+    "  merge list              merges pending confirmation, oldest first\n"
     "  segment define [FILE|-]  save a filter from JSON: {\"name\", \"kind\",\n"
-    "                          \"where\": {FIELD: VALUE or [VALUES]},\n"
+    "                          \"where\": {FIELD: VALUE or [VALUES] or\n"
+    "                          {\"any_of\"|\"all_of\"|\"none_of\": [VALUES],\n"
+    "                          \"at_least\": N, \"below\": N}},\n"
     "                          \"created_after_ms\" (and _before_, updated_),\n"
-    "                          \"consent_purpose\"}\n"
+    "                          \"consent_purpose\"}; all_of and none_of of a\n"
+    "                          tags field name tags; range bounds may be\n"
+    "                          dates (YYYY-MM-DD, UTC)\n"
     "  segment run NAME [--limit N] [--page-token T] [--all]\n"
     "                          the records that match, for the purpose: one\n"
     "                          {\"kind\", \"id\"} per line\n"
@@ -395,6 +421,10 @@ struct cmd_opts {
     /* report */
     const char *by, *sum, *per, *time_field, *format;
     const char *reason; /* request extend */
+    /* merge */
+    const char *prefer;
+    const char *choices[64]; /* FIELD=ID */
+    size_t n_choices;
     /* links */
     int direction; /* enum dossier_link_direction */
     const char *label;
@@ -441,6 +471,8 @@ static int cmd_options(int argc, char **argv, const char *allowed,
         {"label", required_argument, NULL, 'L'},
         {"wait", required_argument, NULL, 'w'},
         {"checkpoint", required_argument, NULL, 'j'},
+        {"prefer", required_argument, NULL, 'E'},
+        {"field", required_argument, NULL, 'I'},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -548,6 +580,20 @@ static int cmd_options(int argc, char **argv, const char *allowed,
             if (parse_u64(optarg, &v) || v > 60000)
                 return usage_error("--wait %s: give 0 to 60000 ms", optarg);
             o->wait_ms = (uint32_t)v;
+            break;
+        case 'E':
+            if (strcmp(optarg, "survivor") != 0 && strcmp(optarg, "newest") != 0)
+                return usage_error("--prefer %s: give survivor or newest",
+                                   optarg);
+            o->prefer = optarg;
+            break;
+        case 'I':
+            if (!strchr(optarg, '=') || optarg[0] == '=' ||
+                !strchr(optarg, '=')[1])
+                return usage_error("--field %s: give FIELD=ID", optarg);
+            if (o->n_choices == sizeof(o->choices) / sizeof(o->choices[0]))
+                return usage_error("--field %s: at most 64", optarg);
+            o->choices[o->n_choices++] = optarg;
             break;
         }
     }
@@ -2371,8 +2417,12 @@ static int dedup_page(struct cli *cli, void *arg,
         for (size_t j = 0; recs && j < d.groups[i].n_records; j++)
             json_array_append_new(recs,
                                   json_from_record(d.groups[i].records[j]));
-        rc = print_json(cli, json_pack("{s:s, s:o}", "field",
-                                       d.groups[i].field, "records", recs));
+        json_t *rules = json_array();
+        for (size_t j = 0; rules && j < d.groups[i].n_rules; j++)
+            json_array_append_new(rules, json_string(d.groups[i].rules[j]));
+        rc = print_json(cli, json_pack("{s:s, s:o, s:o}", "field",
+                                       d.groups[i].field, "rules", rules,
+                                       "records", recs));
     }
     *next = d.next_page_token;
     d.next_page_token = NULL;
@@ -2404,24 +2454,237 @@ static int dedup_report(struct cli *cli, const char *kind,
     return rc;
 }
 
+static json_t *json_from_rule_set(const struct dossier_duplicate_rule_set *rs)
+{
+    json_t *rules = json_array();
+    for (size_t i = 0; rules && i < rs->n_rules; i++) {
+        json_t *f = json_array();
+        for (size_t j = 0; f && j < rs->rules[i].n_fields; j++)
+            json_array_append_new(f, json_string(rs->rules[i].fields[j]));
+        json_array_append_new(rules, json_pack("{s:s, s:o}", "name",
+                                               rs->rules[i].name, "fields",
+                                               f));
+    }
+    return json_pack("{s:s, s:b, s:I, s:o}", "kind", rs->kind, "defined",
+                     rs->defined, "version", (json_int_t)rs->version, "rules",
+                     rules);
+}
+
+/* `dossier dedup rules define KIND NAME=FIELD[,FIELD...]...`. */
+static int dedup_rules_define(struct cli *cli, const char *kind, int n,
+                              char **args)
+{
+    struct dossier_duplicate_rule rules[DOSSIER_DUPLICATE_RULES_MAX];
+    const char *fields[DOSSIER_DUPLICATE_RULES_MAX]
+                      [DOSSIER_DUPLICATE_RULE_FIELDS_MAX + 1];
+    struct dossier_duplicate_rule_set rs;
+    struct dossier_status st;
+    int rc;
+
+    if (n < 1 || n > DOSSIER_DUPLICATE_RULES_MAX)
+        return usage_error("dedup rules define needs KIND and 1 to 16 rules "
+                           "NAME=FIELD[,FIELD...]%s", "");
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(args[i], '='), *save = NULL;
+        if (!eq || eq == args[i] || !eq[1])
+            return usage_error("rule '%s': give NAME=FIELD[,FIELD...]",
+                               args[i]);
+        *eq = '\0';
+        rules[i].name = args[i];
+        rules[i].fields = fields[i];
+        rules[i].n_fields = 0;
+        for (char *f = strtok_r(eq + 1, ",", &save); f;
+             f = strtok_r(NULL, ",", &save)) {
+            if (rules[i].n_fields == DOSSIER_DUPLICATE_RULE_FIELDS_MAX + 1)
+                return usage_error("rule %s: at most 4 fields", args[i]);
+            fields[i][rules[i].n_fields++] = f;
+        }
+    }
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (dossier_duplicate_rules_define(cli->client, NULL, kind, rules,
+                                       (size_t)n, &rs, &st))
+        return report(&st);
+    return print_json(cli, json_from_rule_set(&rs));
+}
+
+/* `dossier dedup rules list [KIND]`: the set of KIND (defined or the
+ * default), or every defined set. */
+static int dedup_rules_list(struct cli *cli, const char *kind)
+{
+    struct dossier_duplicate_rule_set rs, *all;
+    struct dossier_status st;
+    size_t n;
+    int rc;
+
+    if ((rc = connect_node(cli)))
+        return rc;
+    if (kind) {
+        if (dossier_duplicate_rules_get(cli->client, &cli->read_opts, kind,
+                                        &rs, &st))
+            return report(&st);
+        return print_json(cli, json_from_rule_set(&rs));
+    }
+    if (dossier_duplicate_rules_list(cli->client, &cli->read_opts, &all, &n,
+                                     &st))
+        return report(&st);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = print_json(cli, json_from_rule_set(&all[i]));
+    free(all);
+    return rc;
+}
+
 static int cmd_dedup(struct cli *cli, int argc, char **argv)
 {
     struct cmd_opts o;
-    int rc;
+    int rc, nargs;
 
     if ((rc = cmd_options(argc, argv, "XlTa", &o)))
         return rc;
-    if (argc - optind != 2 || strcmp(argv[optind], "report") != 0)
-        return usage_error("dedup needs: report KIND%s", "");
+    nargs = argc - optind;
+    if (nargs >= 2 && strcmp(argv[optind], "rules") == 0) {
+        const char *sub = argv[optind + 1];
+        if (o.fields || o.limit || o.page_token || o.all)
+            return usage_error("dedup rules takes no options%s", "");
+        if (strcmp(sub, "define") == 0 && nargs >= 3)
+            return dedup_rules_define(cli, argv[optind + 2], nargs - 3,
+                                      argv + optind + 3);
+        if (strcmp(sub, "list") == 0 && nargs <= 3)
+            return dedup_rules_list(cli,
+                                    nargs == 3 ? argv[optind + 2] : NULL);
+        return usage_error("dedup rules needs: define KIND NAME=FIELD[,FIELD"
+                           "...]... | list [KIND]%s", "");
+    }
+    if (nargs != 2 || strcmp(argv[optind], "report") != 0)
+        return usage_error("dedup needs: report KIND | rules define|list%s",
+                           "");
     if ((rc = connect_node(cli)))
         return rc;
     return dedup_report(cli, argv[optind + 1], &o);
 }
 
+/* `dossier merge`: duplicates folded into a survivor, and the merges
+ * pending undo. */
+static json_t *json_from_merge(const struct dossier_merge_info *m)
+{
+    json_t *dups = json_array();
+    for (size_t i = 0; dups && i < m->n_duplicates; i++)
+        json_array_append_new(dups, json_string(m->duplicate_ids[i]));
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:I, s:I, "
+                     "s:I}",
+                     "id", m->id, "kind", m->kind, "state", m->state,
+                     "survivor_id", m->survivor_id ? m->survivor_id : "",
+                     "duplicate_ids", dups, "merged_ms",
+                     (json_int_t)m->merged_ms, "merged_by", m->merged_by,
+                     "reference", m->reference, "version",
+                     (json_int_t)m->version, "records_moved",
+                     (json_int_t)m->records_moved, "links_moved",
+                     (json_int_t)m->links_moved);
+}
+
+static int merge_records(struct cli *cli, int argc, char **argv,
+                         const struct cmd_opts *o)
+{
+    struct dossier_merge_choice choices[64];
+    struct dossier_merge_request req = {0};
+    struct dossier_merge_info mi;
+    struct dossier_status st;
+    char *copy[64] = {0};
+    int rc;
+
+    if (argc < 3)
+        return usage_error("merge needs KIND SURVIVOR DUPLICATE... (or "
+                           "undo, confirm, list)%s", "");
+    req.kind = argv[0];
+    req.survivor_id = argv[1];
+    req.n_duplicates = (size_t)(argc - 2);
+    req.duplicate_ids = (const char *const *)argv + 2;
+    req.prefer = o->prefer && strcmp(o->prefer, "newest") == 0
+                     ? DOSSIER_MERGE_PREFER_NEWEST
+                     : DOSSIER_MERGE_PREFER_SURVIVOR;
+    req.reference = o->reference;
+    for (size_t i = 0; i < o->n_choices; i++) {
+        char *eq;
+        if (!(copy[i] = strdup(o->choices[i]))) {
+            rc = EXIT_ERROR;
+            goto out;
+        }
+        eq = strchr(copy[i], '=');
+        *eq = '\0';
+        choices[i].field = copy[i];
+        choices[i].id = eq + 1;
+    }
+    req.n_choices = o->n_choices;
+    req.choices = choices;
+    if ((rc = connect_node(cli)))
+        goto out;
+    if (dossier_merge(cli->client, NULL, &req, &mi, &st)) {
+        rc = report(&st);
+        goto out;
+    }
+    rc = print_json(cli, json_from_merge(&mi));
+    dossier_merge_info_release(&mi);
+out:
+    for (size_t i = 0; i < o->n_choices; i++)
+        free(copy[i]);
+    return rc;
+}
+
+static int cmd_merge(struct cli *cli, int argc, char **argv)
+{
+    struct dossier_merge_info mi, *list;
+    struct dossier_status st;
+    struct cmd_opts o;
+    size_t n;
+    int rc, nargs, undo;
+
+    if ((rc = cmd_options(argc, argv, "EIr", &o)))
+        return rc;
+    nargs = argc - optind;
+    if (nargs >= 1 && strcmp(argv[optind], "list") == 0) {
+        if (nargs != 1 || o.prefer || o.n_choices || o.reference)
+            return usage_error("merge list takes no arguments%s", "");
+        if ((rc = connect_node(cli)))
+            return rc;
+        if (dossier_merge_list(cli->client, &cli->read_opts, &list, &n, &st))
+            return report(&st);
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = print_json(cli, json_from_merge(&list[i]));
+        dossier_merge_infos_free(list, n);
+        return rc;
+    }
+    undo = nargs >= 1 && strcmp(argv[optind], "undo") == 0;
+    if (undo || (nargs >= 1 && strcmp(argv[optind], "confirm") == 0)) {
+        if (nargs != 2 || o.prefer || o.n_choices)
+            return usage_error("merge %s needs one merge ID (and may take "
+                               "--reference)",
+                               argv[optind]);
+        if ((rc = connect_node(cli)))
+            return rc;
+        rc = undo ? dossier_merge_undo(cli->client, NULL, argv[optind + 1],
+                                       o.reference, &mi, &st)
+                  : dossier_merge_confirm(cli->client, NULL, argv[optind + 1],
+                                          o.reference, &mi, &st);
+        if (rc)
+            return report(&st);
+        rc = print_json(cli, json_from_merge(&mi));
+        dossier_merge_info_release(&mi);
+        return rc;
+    }
+    return merge_records(cli, nargs, argv + optind, &o);
+}
+
 /* `dossier segment define FILE|-`: JSON such as
  *   {"name": "hot_deals", "kind": "deal",
- *    "where": {"stage": ["qualified", "presentation"], "owner": "sam"},
- *    "created_after_ms": 0, "consent_purpose": "marketing"} */
+ *    "where": {"stage": ["qualified", "presentation"], "owner": "sam",
+ *              "amount": {"at_least": 10000},
+ *              "close_date": {"at_least": "2026-11-01",
+ *                             "below": "2026-12-01"},
+ *              "tags": {"all_of": ["vip"], "none_of": ["churned"]}},
+ *    "created_after_ms": 0, "consent_purpose": "marketing"}
+ * A value or a list is any_of; an object gives the forms by name, one
+ * condition each. Dates (YYYY-MM-DD, or with THH:MM[:SS], UTC) in a range
+ * become milliseconds. */
 static int json_scalar(json_t *v, struct dossier_value *out)
 {
     if (json_is_string(v)) {
@@ -2442,10 +2705,146 @@ static int json_scalar(json_t *v, struct dossier_value *out)
     return 0;
 }
 
+/* A range bound: a number, or a date in UTC made milliseconds. */
+static int json_bound(json_t *v, struct dossier_value *out)
+{
+    static const char *const formats[] = {"%Y-%m-%d", "%Y-%m-%dT%H:%M",
+                                          "%Y-%m-%dT%H:%M:%S"};
+    if (!json_is_string(v))
+        return json_is_number(v) ? json_scalar(v, out) : -1;
+    for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+        struct tm tm;
+        const char *end;
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(json_string_value(v), formats[i], &tm);
+        if (end && (!*end || (end[0] == 'Z' && !end[1]))) {
+            out->type = DOSSIER_TYPE_INT;
+            out->u.i = (int64_t)timegm(&tm) * 1000;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+#define SEG_CONDS_MAX 16
+#define SEG_VALUES_MAX 64
+
+/* Where the values of a segment's conditions live while it is defined. */
+struct seg_values {
+    struct dossier_value v[SEG_CONDS_MAX][SEG_VALUES_MAX];
+    struct dossier_value bounds[SEG_CONDS_MAX][2];
+};
+
+/* A value or a list of them (@what names it in messages) into @out, *@n
+ * of them. 0, or the exit code after saying what is wrong. */
+static int json_values(const char *path, const char *field, const char *what,
+                       json_t *v, struct dossier_value *out, size_t *n)
+{
+    *n = json_is_array(v) ? json_array_size(v) : 1;
+    if (*n == 0 || *n > SEG_VALUES_MAX) {
+        fprintf(stderr, "dossier: %s: where.%s%s: give 1 to %d values\n",
+                path, field, what, SEG_VALUES_MAX);
+        return EXIT_INVALID;
+    }
+    for (size_t i = 0; i < *n; i++)
+        if (json_scalar(json_is_array(v) ? json_array_get(v, i) : v,
+                        &out[i])) {
+            fprintf(stderr, "dossier: %s: where.%s%s: values are strings, "
+                            "numbers or booleans\n",
+                    path, field, what);
+            return EXIT_INVALID;
+        }
+    return 0;
+}
+
+/* One entry FIELD: SPEC of "where" into conditions from @conds[*@n] on. */
+static int json_condition(const char *path, const char *field, json_t *spec,
+                          struct dossier_segment_condition *conds, size_t *n,
+                          struct seg_values *vals)
+{
+    const char *form;
+    json_t *v;
+    int rc;
+
+    if (!json_is_object(spec)) {
+        struct dossier_segment_condition *c = &conds[*n];
+        if (*n == SEG_CONDS_MAX)
+            goto too_many;
+        memset(c, 0, sizeof(*c));
+        c->field = field;
+        c->any_of = vals->v[*n];
+        if ((rc = json_values(path, field, "", spec, vals->v[*n],
+                              &c->n_any_of)))
+            return rc;
+        (*n)++;
+        return 0;
+    }
+    json_object_foreach(spec, form, v) {
+        struct dossier_segment_condition *c;
+        int range = !strcmp(form, "at_least") || !strcmp(form, "below");
+        char what[32];
+        if (!range && strcmp(form, "any_of") && strcmp(form, "all_of") &&
+            strcmp(form, "none_of")) {
+            fprintf(stderr, "dossier: %s: where.%s: unknown form %s (any_of, "
+                            "all_of, none_of, at_least, below)\n",
+                    path, field, form);
+            return EXIT_INVALID;
+        }
+        /* at_least and below of one field make one range. */
+        c = NULL;
+        if (range)
+            for (size_t i = 0; i < *n; i++)
+                if (!strcmp(conds[i].field, field) &&
+                    (conds[i].at_least || conds[i].below))
+                    c = &conds[i];
+        if (!c) {
+            if (*n == SEG_CONDS_MAX)
+                goto too_many;
+            c = &conds[*n];
+            memset(c, 0, sizeof(*c));
+            c->field = field;
+            (*n)++;
+        }
+        snprintf(what, sizeof(what), ".%s", form);
+        if (range) {
+            struct dossier_value *b =
+                &vals->bounds[c - conds][form[0] == 'b'];
+            if (json_bound(v, b)) {
+                fprintf(stderr, "dossier: %s: where.%s.%s: give a number or "
+                                "a date (YYYY-MM-DD[THH:MM[:SS]], UTC)\n",
+                        path, field, form);
+                return EXIT_INVALID;
+            }
+            if (form[0] == 'b')
+                c->below = b;
+            else
+                c->at_least = b;
+            continue;
+        }
+        rc = json_values(path, field, what, v, vals->v[c - conds],
+                         !strcmp(form, "any_of")   ? &c->n_any_of
+                         : !strcmp(form, "all_of") ? &c->n_all_of
+                                                   : &c->n_none_of);
+        if (rc)
+            return rc;
+        if (!strcmp(form, "any_of"))
+            c->any_of = vals->v[c - conds];
+        else if (!strcmp(form, "all_of"))
+            c->all_of = vals->v[c - conds];
+        else
+            c->none_of = vals->v[c - conds];
+    }
+    return 0;
+too_many:
+    fprintf(stderr, "dossier: %s: at most %d conditions\n", path,
+            SEG_CONDS_MAX);
+    return EXIT_INVALID;
+}
+
 static int segment_define(struct cli *cli, const char *path)
 {
-    struct dossier_segment_condition conds[16];
-    struct dossier_value vals[16][64];
+    struct dossier_segment_condition conds[SEG_CONDS_MAX];
+    struct seg_values *vals;
     struct dossier_segment seg = {0};
     struct dossier_status st;
     json_error_t jerr;
@@ -2479,6 +2878,10 @@ static int segment_define(struct cli *cli, const char *path)
         json_decref(j);
         return EXIT_INVALID;
     }
+    if (!(vals = calloc(1, sizeof(*vals)))) {
+        json_decref(j);
+        return EXIT_ERROR;
+    }
     seg.name = json_string_value(json_object_get(j, "name"));
     seg.kind = json_string_value(json_object_get(j, "kind"));
     seg.description = json_string_value(json_object_get(j, "description"));
@@ -2494,55 +2897,34 @@ static int segment_define(struct cli *cli, const char *path)
         json_integer_value(json_object_get(j, "updated_before_ms"));
     where = json_object_get(j, "where");
     rc = 0;
-    if (!seg.name || !seg.kind)
-        rc = fprintf(stderr, "dossier: %s: name and kind are needed\n", path);
-    else if (where && !json_is_object(where))
-        rc = fprintf(stderr, "dossier: %s: where must be an object of "
-                             "field: value or [values]\n",
-                     path);
-    else if (where && json_object_size(where) > 16)
-        rc = fprintf(stderr, "dossier: %s: at most 16 conditions\n", path);
+    if (!seg.name || !seg.kind) {
+        fprintf(stderr, "dossier: %s: name and kind are needed\n", path);
+        rc = EXIT_INVALID;
+    } else if (where && !json_is_object(where)) {
+        fprintf(stderr, "dossier: %s: where must be an object of field: "
+                        "value, [values] or {form: values}\n",
+                path);
+        rc = EXIT_INVALID;
+    }
     if (!rc && where)
         json_object_foreach(where, key, v) {
-            struct dossier_segment_condition *c = &conds[seg.n_conditions];
-            size_t n = json_is_array(v) ? json_array_size(v) : 1;
-            if (n == 0 || n > 64) {
-                rc = fprintf(stderr, "dossier: %s: where.%s: give 1 to 64 "
-                                     "values\n",
-                             path, key);
+            if ((rc = json_condition(path, key, v, conds, &seg.n_conditions,
+                                     vals)))
                 break;
-            }
-            for (size_t i = 0; i < n; i++)
-                if (json_scalar(json_is_array(v) ? json_array_get(v, i) : v,
-                                &vals[seg.n_conditions][i])) {
-                    rc = fprintf(stderr, "dossier: %s: where.%s: values are "
-                                         "strings, numbers or booleans\n",
-                                 path, key);
-                    break;
-                }
-            if (rc)
-                break;
-            c->field = key;
-            c->n_any_of = n;
-            c->any_of = vals[seg.n_conditions];
-            seg.n_conditions++;
         }
     seg.conditions = conds;
-    if (rc) {
-        json_decref(j);
-        return EXIT_INVALID;
+    if (!rc)
+        rc = connect_node(cli);
+    if (!rc) {
+        rc = dossier_segment_define(cli->client, NULL, &seg, &version, &st);
+        if (rc == 0)
+            rc = print_json(cli, json_pack("{s:s, s:s, s:I}", "name",
+                                           seg.name, "kind", seg.kind,
+                                           "version", (json_int_t)version));
+        else
+            rc = report(&st);
     }
-    if ((rc = connect_node(cli))) {
-        json_decref(j);
-        return rc;
-    }
-    rc = dossier_segment_define(cli->client, NULL, &seg, &version, &st);
-    if (rc == 0)
-        rc = print_json(cli, json_pack("{s:s, s:s, s:I}", "name", seg.name,
-                                       "kind", seg.kind, "version",
-                                       (json_int_t)version));
-    else
-        rc = report(&st);
+    free(vals);
     json_decref(j);
     return rc;
 }
@@ -2888,6 +3270,7 @@ static const struct command commands[] = {
     {"watch", cmd_watch},   {"dedup", cmd_dedup},
     {"report", cmd_report}, {"segment", cmd_segment},
     {"keys", cmd_keys},
+    {"merge", cmd_merge},
 };
 
 int main(int argc, char **argv)

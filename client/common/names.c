@@ -9,7 +9,7 @@ static const char *const type_names[] = {
     [DOSSIER_FIELD_DOUBLE] = "double",   [DOSSIER_FIELD_BOOL] = "bool",
     [DOSSIER_FIELD_TIMESTAMP] = "timestamp",
     [DOSSIER_FIELD_EMAIL] = "email",     [DOSSIER_FIELD_PHONE] = "phone",
-    [DOSSIER_FIELD_ENUM] = "enum",
+    [DOSSIER_FIELD_ENUM] = "enum",       [DOSSIER_FIELD_TAGS] = "tags",
 };
 
 static const char *const category_names[] = {

@@ -256,6 +256,18 @@ expect 0 "dedup report" -- "$DOSSIER" dedup report contact --fields email
 jsonl_check "dedup report groups them by e-mail" "any(g['field'] == 'email' and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
 expect 5 "dedup report on an unindexed field exits 5" -- "$DOSSIER" dedup report contact --fields first_name
 expect 2 "dedup without report is a usage error" -- "$DOSSIER" dedup contact
+expect 0 "dedup rules list of a kind" -- "$DOSSIER" dedup rules list contact
+json_check "without a defined set, each indexed field is a rule" "not d['defined'] and [r['fields'] for r in d['rules']] == [['email'], ['phone']]"
+expect 0 "dedup rules define" -- "$DOSSIER" dedup rules define contact same_email=email email_and_phone=email,phone
+json_check "the defined rules come back" "d['defined'] and d['version'] > 0 and [(r['name'], r['fields']) for r in d['rules']] == [('same_email', ['email']), ('email_and_phone', ['email', 'phone'])]"
+expect 0 "dedup report by the rules" -- "$DOSSIER" dedup report contact
+jsonl_check "the report names the rules of each group" "any(g['rules'] == ['same_email'] and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
+expect 0 "dedup rules list" -- "$DOSSIER" dedup rules list
+jsonl_check "every defined set is listed" "[x['kind'] for x in d] == ['contact']"
+expect 5 "a rule on a field that is not indexed exits 5" -- "$DOSSIER" dedup rules define contact by_name=first_name
+contains "$WORK/err" "first_name" "the refusal names the field"
+expect 2 "a rule without fields is a usage error" -- "$DOSSIER" dedup rules define contact nofields
+expect 5 "rules of an unknown kind exit 5" -- "$DOSSIER" dedup rules list spaceship
 
 # --- reports -----------------------------------------------------------------
 printf '%s\n' '{"kind":"deal","id":"deal-1","fields":{"name":"One","stage":"closed_won","amount":1200.5}}' \
@@ -286,6 +298,30 @@ expect 5 "a segment on a missing field exits 5" -- "$DOSSIER" segment define "$W
 echo '{"name":"bad","kind":"deal","wehre":{}}' >"$WORK/typoseg.json"
 expect 5 "a segment with an unknown key exits 5" -- "$DOSSIER" segment define "$WORK/typoseg.json"
 expect 3 "an unknown segment exits 3" -- "$DOSSIER" segment run nothing_here
+# Ranges (dates made milliseconds) and tags.
+printf '%s\n' '{"kind":"deal","id":"deal-4","fields":{"name":"Four","stage":"qualified","amount":20000,"close_date":1793577600000,"tags":"VIP, eu"}}' \
+    '{"kind":"deal","id":"deal-5","fields":{"name":"Five","stage":"qualified","amount":90000,"close_date":1793577600000,"tags":"vip,churned"}}' \
+    '{"kind":"deal","id":"deal-6","fields":{"name":"Six","stage":"qualified","amount":30000,"close_date":1796169600000,"tags":"eu"}}' >"$WORK/tagged.jsonl"
+expect 0 "put tagged deals" -- "$DOSSIER" put "$WORK/tagged.jsonl"
+expect 0 "get a tagged deal" -- "$DOSSIER" get deal deal-4
+json_check "tags are stored normalised" "d['fields']['tags'] == 'eu,vip'"
+echo '{"name":"big_nov","kind":"deal","where":{"amount":{"at_least":10000,"below":50000},"close_date":{"at_least":"2026-11-01","below":"2026-12-01T00:00"}}}' >"$WORK/rangeseg.json"
+expect 0 "segment define with ranges" -- "$DOSSIER" segment define "$WORK/rangeseg.json"
+expect 0 "segment run with ranges" -- "$DOSSIER" segment run big_nov --all
+jsonl_check "the range segment holds the November deal of 10k to 50k" "[x['id'] for x in d] == ['deal-4']"
+echo '{"name":"vip_kept","kind":"deal","where":{"tags":{"any_of":["vip"],"none_of":["churned"]}}}' >"$WORK/tagseg.json"
+expect 0 "segment define with tags" -- "$DOSSIER" segment define "$WORK/tagseg.json"
+expect 0 "segment run with tags" -- "$DOSSIER" segment run vip_kept --all
+jsonl_check "the tag segment holds the VIP deal that did not churn" "[x['id'] for x in d] == ['deal-4']"
+echo '{"name":"bad","kind":"deal","where":{"stage":{"at_least":1}}}' >"$WORK/badrange.json"
+expect 5 "a range on an enum exits 5" -- "$DOSSIER" segment define "$WORK/badrange.json"
+contains "$WORK/err" "range" "the refusal names the range"
+echo '{"name":"bad","kind":"deal","where":{"amount":{"at_least":"next tuesday"}}}' >"$WORK/baddate.json"
+expect 5 "a bound that is no date exits 5" -- "$DOSSIER" segment define "$WORK/baddate.json"
+echo '{"name":"bad","kind":"deal","where":{"tags":{"some_of":["x"]}}}' >"$WORK/badform.json"
+expect 5 "an unknown form exits 5" -- "$DOSSIER" segment define "$WORK/badform.json"
+echo '{"kind":"deal","id":"deal-7","fields":{"name":"Seven","stage":"qualified","tags":"a b"}}' >"$WORK/badtags.json"
+expect 5 "a malformed tag set is refused" -- "$DOSSIER" put "$WORK/badtags.json"
 
 # --- the change feed -------------------------------------------------------
 expect 0 "watch --no-follow prints the history and ends" -- "$DOSSIER" watch --from 1 --no-follow
@@ -354,6 +390,51 @@ expect 1 "a kept checkpoint the key did not sign fails" -- "$DOSSIER" audit veri
 contains "$WORK/err" "not signed by this public key" "the message says why"
 echo '{"index": 1}' >"$WORK/cp-short.json"
 expect 5 "a checkpoint file that is not one is refused" -- "$DOSSIER" audit verify --public-key-file "$WORK/audit.pub" --checkpoint "$WORK/cp-short.json"
+
+# --- merges -------------------------------------------------------------------
+printf '%s\n' '{"kind":"contact","id":"m-surv","subject_id":"mp-a","fields":{"first_name":"Mia","email":"mia@m.example","tags":"vip"}}' \
+    '{"kind":"contact","id":"m-dup","subject_id":"mp-b","fields":{"first_name":"Maya","email":"MIA@m.example","phone":"+44 20 7946 0019","tags":"eu"}}' \
+    '{"kind":"activity","id":"m-act","subject_id":"mp-b","fields":{"type":"call"},"links":[{"label":"logged_on","kind":"contact","id":"m-dup"}]}' >"$WORK/merge.jsonl"
+expect 0 "put a contact, its duplicate and the duplicate's activity" -- "$DOSSIER" put "$WORK/merge.jsonl"
+expect 0 "consent of the survivor's subject" -- "$DOSSIER" consent grant mp-a marketing
+expect 0 "consent withdrawn by the duplicate's subject" -- "$DOSSIER" consent withdraw mp-b marketing
+expect 0 "merge" -- "$DOSSIER" merge contact m-surv m-dup --prefer newest --field first_name=m-surv --reference TICKET-1
+json_check "merge prints the pending merge" "d['state'] == 'pending' and d['id'].startswith('MRG-') and d['survivor_id'] == 'm-surv' and d['duplicate_ids'] == ['m-dup'] and d['records_moved'] == 1 and d['reference'] == 'TICKET-1'"
+MERGE_ID=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+MERGE_REV=$($PY -c "import json; print(json.load(open('$WORK/out'))['version'])")
+expect 0 "get the survivor" -- "$DOSSIER" get contact m-surv
+json_check "the survivor has the merged fields" "d['fields']['first_name'] == 'Mia' and d['fields']['phone'] == '+442079460019' and d['fields']['tags'] == 'eu,vip'"
+expect 3 "the duplicate is gone" -- "$DOSSIER" get contact m-dup
+expect 0 "get the activity" -- "$DOSSIER" get activity m-act
+json_check "the activity is the survivor subject's, on the survivor" "d['subject_id'] == 'mp-a' and d['links'] == [{'label': 'logged_on', 'kind': 'contact', 'id': 'm-surv'}]"
+expect 0 "consent of the merged subject" -- "$DOSSIER" consent show mp-a marketing
+jsonl_check "withdrawn wins" "[x['state'] for x in d] == ['withdrawn']"
+expect 0 "merge list" -- "$DOSSIER" merge list
+jsonl_check "the merge is pending" "[x['id'] for x in d] == ['$MERGE_ID']"
+expect 0 "the change feed from the merge" -- "$DOSSIER" watch --from "$MERGE_REV" --no-follow
+jsonl_check "the feed has the duplicate deleted and the survivor put" "any(x['type'] == 'delete' and x['record']['id'] == 'm-dup' for x in d) and any(x['type'] == 'put' and x['record']['id'] == 'm-surv' for x in d)"
+expect 0 "merge undo" -- "$DOSSIER" merge undo "$MERGE_ID" --reference TICKET-2
+json_check "undo prints the undone merge" "d['state'] == 'undone' and d['id'] == '$MERGE_ID'"
+expect 0 "the duplicate is back" -- "$DOSSIER" get contact m-dup
+json_check "as it was" "d['subject_id'] == 'mp-b' and d['fields']['first_name'] == 'Maya'"
+expect 0 "consent of the duplicate's subject is back" -- "$DOSSIER" consent show mp-b marketing
+jsonl_check "withdrawn, as it was" "[x['state'] for x in d] == ['withdrawn']"
+expect 3 "a merge undone cannot be undone again" -- "$DOSSIER" merge undo "$MERGE_ID"
+expect 0 "merge again" -- "$DOSSIER" merge contact m-surv m-dup
+MERGE_ID=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+expect 0 "merge confirm" -- "$DOSSIER" merge confirm "$MERGE_ID"
+json_check "confirm prints the confirmed merge" "d['state'] == 'confirmed'"
+expect 3 "a confirmed merge cannot be undone" -- "$DOSSIER" merge undo "$MERGE_ID"
+expect 0 "merge list after the confirmation" -- "$DOSSIER" merge list
+[ ! -s "$WORK/out" ] && ok "no merge is pending" || fail "a merge is still listed"
+expect 2 "merge without a duplicate is a usage error" -- "$DOSSIER" merge contact m-surv
+expect 2 "an unknown rule is a usage error" -- "$DOSSIER" merge contact m-surv m-x --prefer oldest
+expect 3 "merging a record that does not exist exits 3" -- "$DOSSIER" merge contact m-surv m-x
+expect 5 "a choice of an unknown field exits 5" -- "$DOSSIER" merge contact m-surv c1 --field colour=c1
+contains "$WORK/err" "colour" "the refusal names the field"
+expect 0 "audit tail after merges" -- "$DOSSIER" audit tail --limit 100
+contains "$WORK/out" "records.merge_undo" "the undo is audited"
+contains "$WORK/out" "records.merge_confirm" "the confirmation is audited"
 
 kill -TERM "$NODE_PID"
 wait "$NODE_PID"

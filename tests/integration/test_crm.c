@@ -1,14 +1,15 @@
 /* CRM capabilities against a real node, through libdossier:
  *  - duplicates: records sharing an e-mail address (in any case) or a
- *    phone number (however written) are grouped per field, through the
- *    blind indexes; a purpose sees only the records it may read, and a
- *    group left with one record is not one; groups come a page at a time;
+ *    phone number (however written), or matching under a kind's own
+ *    rules (several fields at once), are grouped through the blind
+ *    indexes, a group being the union of the matches; a purpose sees only
+ *    the records it may read; groups come a page at a time;
  *  - reports: deals per stage with their amounts, activities per owner per
  *    week, computed by the node; records a purpose may not see are left
  *    out and counted, fields it may not see refused;
- *  - segments: saved filters (values of fields, creation times, consent to
- *    a purpose) return the ids of the matching records the purpose may
- *    read, a page at a time. */
+ *  - segments: saved filters (values of fields, ranges of numbers and
+ *    times, tags, creation times, consent to a purpose) return the ids of
+ *    the matching records the purpose may read, a page at a time. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -72,6 +73,22 @@ static const char *find_group(const struct dossier_duplicates *d,
     return buf;
 }
 
+/* The rules of group @g, joined with ','. */
+static const char *group_rules(const struct dossier_duplicate_group *g,
+                               char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < g->n_rules; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "",
+                 g->rules[i]);
+    return out;
+}
+
+/* By default each indexed field is a rule: records sharing an e-mail (in
+ * any case) or a phone (however written) match, and a group is every
+ * record connected by matches (d1 shares an e-mail with d2 and d4 and a
+ * phone with d3). A purpose sees only the records it may read, and those
+ * take no part in matching; groups come a page at a time. */
 static void test_duplicates(void **state)
 {
     struct node_proc n;
@@ -93,23 +110,23 @@ static void test_duplicates(void **state)
     put(ops, "d4", "s4", "ann@EXAMPLE.com", "+1 415 555 0100");
     put(ops, "d5", "s5", "unique@example.net", "+1 415 555 0199");
 
-    /* Every indexed field: one group per shared value. */
+    /* The default rules: one group, under both. */
     assert_int_equal(
         dossier_find_duplicates(ops, NULL, "contact", NULL, 0, NULL, &d, &st),
         0);
-    assert_int_equal(d.n_groups, 2);
-    assert_string_equal(find_group(&d, "email", buf, sizeof(buf)),
-                        "d1,d2,d4");
-    assert_string_equal(find_group(&d, "phone", buf, sizeof(buf)), "d1,d3");
+    assert_int_equal(d.n_groups, 1);
+    group_ids(&d.groups[0], buf, sizeof(buf));
+    assert_string_equal(buf, "d1,d2,d3,d4");
+    assert_string_equal(group_rules(&d.groups[0], buf, sizeof(buf)),
+                        "email,phone");
+    assert_string_equal(d.groups[0].field, "email");
     assert_null(d.next_page_token);
     /* Records come as Get returns them for the purpose. */
-    for (size_t i = 0; i < d.n_groups; i++)
-        for (size_t j = 0; j < d.groups[i].n_records; j++) {
-            assert_non_null(
-                dossier_record_field(d.groups[i].records[j], "email"));
-            assert_null(dossier_record_field(d.groups[i].records[j],
-                                             "accessibility_needs"));
-        }
+    for (size_t j = 0; j < d.groups[0].n_records; j++) {
+        assert_non_null(dossier_record_field(d.groups[0].records[j], "email"));
+        assert_null(dossier_record_field(d.groups[0].records[j],
+                                         "accessibility_needs"));
+    }
     dossier_duplicates_release(&d);
 
     /* One field only. */
@@ -120,8 +137,8 @@ static void test_duplicates(void **state)
     assert_string_equal(find_group(&d, "phone", buf, sizeof(buf)), "d1,d3");
     dossier_duplicates_release(&d);
 
-    /* Marketing needs consent: s1 and s2 gave it. d4 is left out of the
-     * e-mail group, and the phone group (d1 and d3) is no group for it. */
+    /* Marketing needs consent: s1 and s2 gave it. d3 and d4 take no part,
+     * so only the e-mail match of d1 and d2 is left. */
     assert_int_equal(dossier_consent_grant(ops, NULL, "s1", "marketing",
                                            "form", "v1", NULL, &st),
                      0);
@@ -133,9 +150,12 @@ static void test_duplicates(void **state)
         0);
     assert_int_equal(d.n_groups, 1);
     assert_string_equal(find_group(&d, "email", buf, sizeof(buf)), "d1,d2");
+    assert_string_equal(group_rules(&d.groups[0], buf, sizeof(buf)), "email");
     dossier_duplicates_release(&d);
 
-    /* A page of one group, then the rest from its token. */
+    /* A second group; a page of one group, then the rest from its token. */
+    put(ops, "d6", "s6", "bo@example.com", NULL);
+    put(ops, "d7", "s7", "BO@example.com", NULL);
     pr.page_size = 1;
     assert_int_equal(
         dossier_find_duplicates(ops, NULL, "contact", NULL, 0, &pr, &d, &st),
@@ -143,20 +163,29 @@ static void test_duplicates(void **state)
     assert_int_equal(d.n_groups, 1);
     assert_non_null(d.next_page_token);
     {
-        char first[65], token[256];
+        char first[256], token[256], second[256];
         struct dossier_duplicates d2;
-        size_t more = 0;
-        snprintf(first, sizeof(first), "%s", d.groups[0].field);
+        group_ids(&d.groups[0], first, sizeof(first));
         snprintf(token, sizeof(token), "%s", d.next_page_token);
         dossier_duplicates_release(&d);
         pr.page_token = token;
         assert_int_equal(dossier_find_duplicates(ops, NULL, "contact", NULL, 0,
                                                  &pr, &d2, &st),
                          0);
-        more = d2.n_groups;
-        assert_int_equal(more, 1);
-        assert_string_not_equal(d2.groups[0].field, first);
+        assert_int_equal(d2.n_groups, 1);
+        assert_null(d2.next_page_token);
+        group_ids(&d2.groups[0], second, sizeof(second));
+        assert_string_not_equal(second, first);
+        assert_true((!strcmp(first, "d1,d2,d3,d4") &&
+                     !strcmp(second, "d6,d7")) ||
+                    (!strcmp(first, "d6,d7") &&
+                     !strcmp(second, "d1,d2,d3,d4")));
         dossier_duplicates_release(&d2);
+        pr.page_token = "not-a-token";
+        assert_int_not_equal(dossier_find_duplicates(ops, NULL, "contact",
+                                                     NULL, 0, &pr, &d2, &st),
+                             0);
+        assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
     }
 
     /* Bad input. */
@@ -173,6 +202,165 @@ static void test_duplicates(void **state)
 
     dossier_client_close(ops);
     dossier_client_close(mkt);
+    node_destroy(&n);
+}
+
+static void put_lead(struct dossier_client *c, const char *id,
+                     const char *email, const char *last_name,
+                     const char *postcode)
+{
+    struct dossier_record *r = dossier_record_new("lead", id, id);
+    struct dossier_status st;
+    dossier_record_set_string(r, "first_name", id);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_string(r, "last_name", last_name);
+    dossier_record_set_string(r, "postcode", postcode);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* The rules in the cluster's state: a kind's rules replace the default
+ * (each indexed field alone); a rule of several fields matches records
+ * that agree on all of them; groups are the union of the matches, and
+ * name the rules they rest on. Rules name only indexed fields. */
+static void test_duplicate_rules(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_duplicates d;
+    struct dossier_duplicate_rule_set rs, *all;
+    struct dossier_status st;
+    struct dossier_field_schema fields[] = {
+        {.name = "first_name", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_IDENTITY},
+        {.name = "last_name", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_IDENTITY, .indexed = 1},
+        {.name = "email", .type = DOSSIER_FIELD_EMAIL,
+         .category = DOSSIER_CATEGORY_CONTACT, .indexed = 1},
+        {.name = "postcode", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_CONTACT, .indexed = 1}};
+    const struct dossier_kind_schema lead = {
+        .kind = "lead", .personal = 1, .n_fields = 4, .fields = fields};
+    const char *f_email[] = {"email"}, *f_np[] = {"last_name", "postcode"};
+    const char *f_bad[] = {"first_name"}, *f_five[] = {"email", "last_name",
+                                                       "postcode", "email",
+                                                       "last_name"};
+    const struct dossier_duplicate_rule rules[] = {
+        {"same_email", 1, f_email}, {"name_postcode", 2, f_np}};
+    struct dossier_duplicate_rule bad[] = {{"nope", 1, f_bad}};
+    size_t n_all;
+    char buf[256];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    assert_int_equal(dossier_schema_define(ops, NULL, &lead, NULL, &st), 0);
+    put_lead(ops, "l1", "a@x.example", "Smith", "1000");
+    put_lead(ops, "l2", "b@x.example", "Smith", "1000");
+    put_lead(ops, "l3", "A@x.example", "Jones", "2000");
+    put_lead(ops, "l4", "c@x.example", "Smith", "3000");
+    put_lead(ops, "l5", "d@x.example", "Brown", "4000");
+    put_lead(ops, "l6", "e@x.example", "Brown", "4000");
+
+    /* The default set: each indexed field alone, so every Smith is one
+     * group with l3 (l1's e-mail), and the Browns another. */
+    assert_int_equal(dossier_duplicate_rules_get(ops, NULL, "lead", &rs, &st),
+                     0);
+    assert_false(rs.defined);
+    assert_int_equal(rs.n_rules, 3);
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "lead", NULL, 0, NULL, &d, &st), 0);
+    assert_int_equal(d.n_groups, 2);
+    for (size_t i = 0; i < d.n_groups; i++) {
+        char rb[128];
+        group_ids(&d.groups[i], buf, sizeof(buf));
+        group_rules(&d.groups[i], rb, sizeof(rb));
+        if (!strcmp(buf, "l1,l2,l3,l4"))
+            assert_string_equal(rb, "last_name,email,postcode");
+        else
+            assert_string_equal(buf, "l5,l6");
+    }
+    dossier_duplicates_release(&d);
+
+    /* Same e-mail, or same last name and postcode. */
+    assert_int_equal(dossier_duplicate_rules_define(ops, NULL, "lead", rules,
+                                                    2, &rs, &st),
+                     0);
+    assert_true(rs.defined);
+    assert_true(rs.version > 0);
+    assert_int_equal(rs.n_rules, 2);
+    assert_string_equal(rs.rules[1].name, "name_postcode");
+    assert_int_equal(rs.rules[1].n_fields, 2);
+    assert_string_equal(rs.rules[1].fields[1], "postcode");
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "lead", NULL, 0, NULL, &d, &st), 0);
+    assert_int_equal(d.n_groups, 2);
+    for (size_t i = 0; i < d.n_groups; i++) {
+        group_ids(&d.groups[i], buf, sizeof(buf));
+        if (!strcmp(buf, "l1,l2,l3")) {
+            assert_string_equal(group_rules(&d.groups[i], buf, sizeof(buf)),
+                                "same_email,name_postcode");
+        } else {
+            assert_string_equal(buf, "l5,l6");
+            assert_string_equal(group_rules(&d.groups[i], buf, sizeof(buf)),
+                                "name_postcode");
+            assert_string_equal(d.groups[i].field, "last_name");
+        }
+    }
+    dossier_duplicates_release(&d);
+    /* A change of a record changes its matches. */
+    put_lead(ops, "l4", "c@x.example", "Smith", "1000");
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "lead", NULL, 0, NULL, &d, &st), 0);
+    assert_string_equal(find_group(&d, "email", buf, sizeof(buf)),
+                        "l1,l2,l3,l4");
+    dossier_duplicates_release(&d);
+
+    /* Kept by the cluster, listed, and other kinds keep their default. */
+    assert_int_equal(dossier_duplicate_rules_list(ops, NULL, &all, &n_all,
+                                                  &st),
+                     0);
+    assert_int_equal(n_all, 1);
+    assert_string_equal(all[0].kind, "lead");
+    free(all);
+    assert_int_equal(
+        dossier_duplicate_rules_get(ops, NULL, "contact", &rs, &st), 0);
+    assert_false(rs.defined);
+    assert_int_equal(rs.n_rules, 2);
+
+    /* Bad rules, each named. */
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead", bad,
+                                                        1, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "first_name"));
+    bad[0].fields = f_five;
+    bad[0].n_fields = 5;
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead", bad,
+                                                        1, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    bad[0].n_fields = 4; /* email twice */
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead", bad,
+                                                        1, NULL, &st),
+                         0);
+    assert_non_null(strstr(st.message, "twice"));
+    assert_int_not_equal(dossier_duplicate_rules_define(ops, NULL, "lead",
+                                                        rules, 0, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_int_not_equal(dossier_duplicate_rules_define(
+                             ops, NULL, "spaceship", rules, 1, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_UNKNOWN_KIND);
+    /* The set defined before is unchanged. */
+    assert_int_equal(dossier_duplicate_rules_get(ops, NULL, "lead", &rs, &st),
+                     0);
+    assert_int_equal(rs.n_rules, 2);
+
+    dossier_client_close(ops);
     node_destroy(&n);
 }
 
@@ -628,15 +816,17 @@ static void test_segments(void **state)
         {.type = DOSSIER_TYPE_STRING, .u.s = "presentation"}};
     const struct dossier_value sam = {.type = DOSSIER_TYPE_STRING,
                                       .u.s = "sam"};
-    const struct dossier_segment_condition conds[] = {{"stage", 2, stages},
-                                                      {"owner", 1, &sam}};
+    const struct dossier_segment_condition conds[] = {
+        {.field = "stage", .n_any_of = 2, .any_of = stages},
+        {.field = "owner", .n_any_of = 1, .any_of = &sam}};
     struct dossier_segment open_deals = {"open_deals", "deal", "sam's open",
                                          2, conds, 0, 0, 0, 0, NULL};
     struct dossier_segment consented = {"consented", "contact", NULL, 0,
                                         NULL, 0, 0, 0, 0, "marketing"};
     struct dossier_segment recent = {"recent", "deal", NULL, 0, NULL,
                                      0, 0, 0, 0, NULL};
-    const struct dossier_segment_condition nofield[] = {{"colour", 1, &sam}};
+    const struct dossier_segment_condition nofield[] = {
+        {.field = "colour", .n_any_of = 1, .any_of = &sam}};
     struct dossier_segment bad = {"bad", "deal", NULL, 1, nofield,
                                   0, 0, 0, 0, NULL};
     uint64_t version = 0;
@@ -717,15 +907,192 @@ static void test_segments(void **state)
     node_destroy(&n);
 }
 
+static void put_tagged_deal(struct dossier_client *c, const char *id,
+                            double amount, int64_t close, const char *tags)
+{
+    struct dossier_record *r = dossier_record_new("deal", id, NULL);
+    struct dossier_status st;
+    dossier_record_set_string(r, "name", id);
+    dossier_record_set_string(r, "stage", "qualified");
+    if (amount >= 0)
+        dossier_record_set_double(r, "amount", amount);
+    if (close >= 0)
+        dossier_record_set_int(r, "close_date", close);
+    if (tags)
+        dossier_record_set_string(r, "tags", tags);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* Segments by ranges of numbers and times, and by tags: a tags field holds
+ * a set of labels, stored normalised (lower case, each once, sorted), and
+ * conditions match it by membership (any of, all of, none of). */
+static void test_segment_ranges_and_tags(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *analytics;
+    struct dossier_status st;
+    struct dossier_record *r;
+    /* 2026-11-01 and 2026-12-01, UTC. */
+    const int64_t nov = INT64_C(1793491200000), dec = INT64_C(1796083200000);
+    const struct dossier_value big = {.type = DOSSIER_TYPE_INT, .u.i = 10000};
+    const struct dossier_value cap = {.type = DOSSIER_TYPE_DOUBLE,
+                                      .u.d = 50000.5};
+    const struct dossier_value from = {.type = DOSSIER_TYPE_INT, .u.i = nov};
+    const struct dossier_value to = {.type = DOSSIER_TYPE_INT, .u.i = dec};
+    const struct dossier_value vip[] = {
+        {.type = DOSSIER_TYPE_STRING, .u.s = "VIP"},
+        {.type = DOSSIER_TYPE_STRING, .u.s = "eu"}};
+    const struct dossier_value churned = {.type = DOSSIER_TYPE_STRING,
+                                          .u.s = "churned"};
+    struct dossier_value text = {.type = DOSSIER_TYPE_STRING, .u.s = "lots"};
+    struct dossier_segment_condition c_amount[] = {
+        {.field = "amount", .at_least = &big, .below = &cap}};
+    struct dossier_segment_condition c_close[] = {
+        {.field = "close_date", .at_least = &from, .below = &to}};
+    struct dossier_segment_condition c_all[] = {
+        {.field = "tags", .n_all_of = 2, .all_of = vip}};
+    struct dossier_segment_condition c_any_none[] = {
+        {.field = "tags", .n_any_of = 2, .any_of = vip},
+        {.field = "tags", .n_none_of = 1, .none_of = &churned}};
+    struct dossier_segment_condition c_mix[] = {
+        {.field = "amount", .at_least = &big},
+        {.field = "tags", .n_none_of = 1, .none_of = &churned}};
+    struct dossier_segment seg = {.name = "s", .kind = "deal"};
+    char ids[512];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    analytics = harness_client_as(n.addr, NULL, "analytics");
+    put_tagged_deal(ops, "t1", 9999.99, nov - 1, "VIP, eu ,vip");
+    put_tagged_deal(ops, "t2", 10000, nov, "eu");
+    put_tagged_deal(ops, "t3", 50000.5, dec - 1, "vip,EU,churned");
+    put_tagged_deal(ops, "t4", 25000, dec, NULL);
+    put_tagged_deal(ops, "t5", -1, -1, "");
+
+    /* Tags are stored normalised. */
+    assert_int_equal(dossier_get(ops, NULL, "deal", "t1", &r, &st), 0);
+    assert_string_equal(dossier_record_field(r, "tags")->u.s, "eu,vip");
+    dossier_record_free(r);
+    assert_int_equal(dossier_get(ops, NULL, "deal", "t3", &r, &st), 0);
+    assert_string_equal(dossier_record_field(r, "tags")->u.s,
+                        "churned,eu,vip");
+    dossier_record_free(r);
+
+    /* amount in [10000, 50000.5): an int bound on a double field. */
+    seg.name = "mid_amount";
+    seg.n_conditions = 1;
+    seg.conditions = c_amount;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "mid_amount", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t2,t4");
+    /* Amounts are financial: analytics may not filter on them. */
+    assert_int_equal(
+        run_all(analytics, "mid_amount", 0, ids, sizeof(ids), &st),
+        DOSSIER_PERMISSION_DENIED);
+
+    /* close_date in November: at_least inclusive, below exclusive; a
+     * record without one is in no range. */
+    seg.name = "closes_in_november";
+    seg.conditions = c_close;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(
+        run_all(ops, "closes_in_november", 1, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t2,t3");
+
+    /* Every one of the tags (given in any case). */
+    seg.name = "vip_eu";
+    seg.conditions = c_all;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "vip_eu", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t1,t3");
+
+    /* Any of them, and not churned. */
+    seg.name = "any_not_churned";
+    seg.n_conditions = 2;
+    seg.conditions = c_any_none;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(
+        run_all(ops, "any_not_churned", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t1,t2");
+
+    /* A range and none_of together; none_of holds for an empty field. */
+    seg.name = "big_not_churned";
+    seg.conditions = c_mix;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(
+        run_all(ops, "big_not_churned", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "t2,t4");
+
+    /* Bad definitions, each named. */
+    seg.name = "bad";
+    seg.n_conditions = 1;
+    c_amount[0].field = "stage"; /* a range on an enum */
+    seg.conditions = c_amount;
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "stage"));
+    assert_non_null(strstr(st.message, "range"));
+    c_amount[0].field = "amount";
+    c_amount[0].below = &text; /* a bound that is no number */
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    c_amount[0].below = &cap;
+    c_amount[0].n_any_of = 1; /* two forms in one condition */
+    c_amount[0].any_of = &big;
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "one of"));
+    c_all[0].field = "name"; /* all_of on a field without tags */
+    seg.conditions = c_all;
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "tags"));
+    c_all[0].field = "tags";
+    c_all[0].n_all_of = 1;
+    c_all[0].all_of = &text;
+    text.u.s = "a,b"; /* not one tag */
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "one tag"));
+
+    /* A tag set that is no tag set is refused on write. */
+    {
+        struct dossier_record *bad = dossier_record_new("deal", "t9", NULL);
+        dossier_record_set_string(bad, "name", "t9");
+        dossier_record_set_string(bad, "stage", "qualified");
+        dossier_record_set_string(bad, "tags", "ok,not ok");
+        assert_int_not_equal(
+            dossier_put(ops, NULL, bad, DOSSIER_ANY_VERSION, NULL, &st), 0);
+        assert_int_equal(st.code, DOSSIER_SCHEMA_VIOLATION);
+        assert_non_null(strstr(st.message, "tags"));
+        dossier_record_free(bad);
+    }
+
+    dossier_client_close(ops);
+    dossier_client_close(analytics);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_duplicate_rules),
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_report_keys_identify_no_one),
         cmocka_unit_test(test_report_extreme_times),
         cmocka_unit_test(test_report_while_deleting),
         cmocka_unit_test(test_segments),
+        cmocka_unit_test(test_segment_ranges_and_tags),
     };
     int rc;
     if (sodium_init() < 0)

@@ -28,6 +28,7 @@
 #include <rocksdb/c.h>
 #include <sodium.h>
 
+#include "disk_scan.h"
 #include "harness.h"
 #include "store.pb-c.h"
 
@@ -305,40 +306,6 @@ static void test_restriction(void **state)
 /* ------------------------------------------------------------------ */
 /* Audit */
 
-static const char *const families[] = {
-    "default", "schema",  "record", "subject", "index",  "requests",
-    "raft",    "raftlog", "policy", "consent", "audit",  "changes",
-    "change_index", "link", "change_record"};
-#define N_FAMILIES (sizeof(families) / sizeof(families[0]))
-
-/* Opens a stopped node's database with every family. */
-static rocksdb_t *db_open(const char *data, int read_only,
-                          rocksdb_column_family_handle_t **cf)
-{
-    char path[400], *err = NULL;
-    const rocksdb_options_t *fo[N_FAMILIES];
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_t *db;
-    snprintf(path, sizeof(path), "%s/db", data);
-    for (size_t i = 0; i < N_FAMILIES; i++)
-        fo[i] = o;
-    db = read_only ? rocksdb_open_for_read_only_column_families(
-                         o, path, N_FAMILIES, families, fo, cf, 0, &err)
-                   : rocksdb_open_column_families(o, path, N_FAMILIES,
-                                                  families, fo, cf, &err);
-    rocksdb_options_destroy(o);
-    if (err)
-        fail_msg("open %s: %s", path, err);
-    return db;
-}
-
-static void db_close(rocksdb_t *db, rocksdb_column_family_handle_t **cf)
-{
-    for (size_t i = 0; i < N_FAMILIES; i++)
-        rocksdb_column_family_handle_destroy(cf[i]);
-    rocksdb_close(db);
-}
-
 static int find_entry(struct dossier_audit_entry *e, size_t n,
                       const char *principal, const char *action, int outcome)
 {
@@ -379,7 +346,7 @@ static void test_audit_log(void **state)
         *nosuch;
     struct dossier_audit_report rep;
     struct dossier_status st;
-    rocksdb_column_family_handle_t *cf[N_FAMILIES];
+    rocksdb_column_family_handle_t *cf[DISK_N_FAMILIES];
     rocksdb_t *db;
     uint8_t pk[32], wrong[32], key[9];
     uint64_t last = 0, signed_through = 0, victim;
@@ -467,7 +434,7 @@ static void test_audit_log(void **state)
      * verification fails and names entry 5. */
     victim = 5;
     assert_int_equal(node_stop(&n), 0);
-    db = db_open(n.data, 0, cf);
+    db = disk_db_open(n.data, 0, cf);
     key[0] = 'e';
     for (int i = 0; i < 8; i++)
         key[1 + i] = (uint8_t)(victim >> (8 * (7 - i)));
@@ -487,7 +454,7 @@ static void test_audit_log(void **state)
         rocksdb_readoptions_destroy(ro);
         rocksdb_writeoptions_destroy(wo);
     }
-    db_close(db, cf);
+    disk_db_close(db, cf);
     assert_int_equal(node_start(&n, NULL), 0);
     dossier_client_close(dpo);
     dpo = client_as(n.addr, tok_dpo, NULL);
@@ -509,148 +476,6 @@ static void test_audit_log(void **state)
 
 /* ------------------------------------------------------------------ */
 /* Erasure */
-
-struct needles {
-    uint8_t (*b)[32];
-    size_t n;
-};
-
-static void needle_add(struct needles *nd, const uint8_t *p, size_t len)
-{
-    if (len < 32)
-        return;
-    nd->b = realloc(nd->b, (nd->n + 1) * sizeof(*nd->b));
-    assert_non_null(nd->b);
-    memcpy(nd->b[nd->n++], p, 32);
-}
-
-/* From a stopped node: the first 32 bytes of every sealed box (field
- * values, ids, links) and of the wrapped data key of subject @sp, the
- * blind index + record pseudonym of each of its index rows, and the
- * sealed target id of every link from or to one of its records (a link
- * from another subject's record is sealed under that subject's key, which
- * erasure does not destroy: the row itself must go). */
-static void collect(const char *data, const uint8_t sp[16],
-                    struct needles *nd)
-{
-    rocksdb_column_family_handle_t *cf[N_FAMILIES];
-    rocksdb_t *db = db_open(data, 1, cf);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cf[2]);
-    uint8_t (*rids)[16] = NULL;
-    size_t n_rids = 0;
-    char *v, *err = NULL;
-    size_t vlen;
-
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t len, klen;
-        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &len);
-        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(it, &klen);
-        Dossier__Store__V1__StoredRecord *r =
-            dossier__store__v1__stored_record__unpack(NULL, len, val);
-        assert_non_null(r);
-        if (r->subject.len == 16 && memcmp(r->subject.data, sp, 16) == 0) {
-            for (size_t i = 0; i < r->n_fields; i++)
-                needle_add(nd, r->fields[i]->box.data, r->fields[i]->box.len);
-            needle_add(nd, r->sealed_id.data, r->sealed_id.len);
-            for (size_t i = 0; i < r->n_index_keys; i++)
-                needle_add(nd, r->index_keys[i].data + r->index_keys[i].len -
-                                   32,
-                           32);
-            rids = realloc(rids, (n_rids + 1) * sizeof(*rids));
-            assert_non_null(rids);
-            memcpy(rids[n_rids++], key + klen - 16, 16);
-        }
-        dossier__store__v1__stored_record__free_unpacked(r, NULL);
-    }
-    rocksdb_iter_destroy(it);
-    /* Link rows "o" kind 0 rid label 0 kind 0 rid: the record's pseudonym
-     * follows the first 0x00, the target's ends the key. */
-    it = rocksdb_create_iterator_cf(db, ro, cf[13]);
-    for (rocksdb_iter_seek(it, "o", 1); rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen, len;
-        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(it, &klen);
-        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &len);
-        const uint8_t *from = (const uint8_t *)memchr(key, 0, klen) + 1;
-        if (key[0] != 'o')
-            break;
-        for (size_t i = 0; i < n_rids; i++)
-            if (memcmp(from, rids[i], 16) == 0 ||
-                memcmp(key + klen - 16, rids[i], 16) == 0) {
-                needle_add(nd, val, len);
-                break;
-            }
-    }
-    rocksdb_iter_destroy(it);
-    free(rids);
-    v = rocksdb_get_cf(db, ro, cf[3], (const char *)sp, 16, &vlen, &err);
-    assert_null(err);
-    assert_non_null(v);
-    {
-        Dossier__Store__V1__SubjectKey *k =
-            dossier__store__v1__subject_key__unpack(NULL, vlen,
-                                                    (const uint8_t *)v);
-        assert_non_null(k);
-        needle_add(nd, k->wrapped_dek.data, k->wrapped_dek.len);
-        needle_add(nd, k->sealed_subject_id.data, k->sealed_subject_id.len);
-        dossier__store__v1__subject_key__free_unpacked(k, NULL);
-    }
-    rocksdb_free(v);
-    rocksdb_readoptions_destroy(ro);
-    db_close(db, cf);
-}
-
-/* How many of @nd occur in any regular file under @dir. */
-static size_t found_in(const char *dir, const struct needles *nd,
-                       int *seen)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    size_t hits = 0;
-    assert_non_null(d);
-    while ((e = readdir(d))) {
-        char path[1024];
-        struct stat sb;
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (lstat(path, &sb) != 0)
-            continue;
-        if (S_ISDIR(sb.st_mode)) {
-            hits += found_in(path, nd, seen);
-        } else if (S_ISREG(sb.st_mode) && sb.st_size > 0) {
-            int fd = open(path, O_RDONLY);
-            uint8_t *m;
-            assert_true(fd >= 0);
-            m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-            close(fd);
-            assert_true(m != MAP_FAILED);
-            for (size_t i = 0; i < nd->n; i++)
-                if (memmem(m, (size_t)sb.st_size, nd->b[i], 32)) {
-                    if (!seen[i])
-                        hits++;
-                    if (getenv("DOSSIER_TEST_WHERE"))
-                        print_message("needle %zu in %s\n", i, path);
-                    seen[i] = 1;
-                }
-            munmap(m, (size_t)sb.st_size);
-        }
-    }
-    closedir(d);
-    return hits;
-}
-
-static size_t count_in(const char *dir, const struct needles *nd)
-{
-    int *seen = calloc(nd->n ? nd->n : 1, sizeof(int));
-    size_t hits;
-    assert_non_null(seen);
-    hits = found_in(dir, nd, seen);
-    free(seen);
-    return hits;
-}
 
 static void wait_applied(struct cluster_proc *c, uint64_t index)
 {
@@ -710,8 +535,8 @@ static void test_erasure(void **state)
     {
         int f = (cluster_leader(&c) + 1) % 3;
         assert_int_equal(node_stop(&c.nodes[f]), 0);
-        collect(c.nodes[f].data, ss_a.pseudonym, &a);
-        collect(c.nodes[f].data, ss_b.pseudonym, &b);
+        disk_collect(c.nodes[f].data, ss_a.pseudonym, &a);
+        disk_collect(c.nodes[f].data, ss_b.pseudonym, &b);
         assert_int_equal(node_start(&c.nodes[f], NULL), 0);
     }
     assert_true(a.n >= 2 * 4 + 2 + 3);
@@ -768,8 +593,8 @@ static void test_erasure(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(node_stop(&c.nodes[i]), 0);
     for (int i = 0; i < 3; i++) {
-        size_t left = count_in(c.nodes[i].dir, &a);
-        size_t kept = count_in(c.nodes[i].dir, &b);
+        size_t left = disk_count(c.nodes[i].dir, &a);
+        size_t kept = disk_count(c.nodes[i].dir, &b);
         print_message("node %d: %zu of %zu needles of A left, %zu of %zu "
                       "of B found\n",
                       i + 1, left, a.n, kept, b.n);
@@ -927,10 +752,10 @@ static void test_restore_replays_erasures(void **state)
                      0);
     assert_non_null(strstr(out, "\"ledger_entries\":3"));
     /* The restored copy holds A's bytes until the node replays. */
-    collect(nr.data, ss_a.pseudonym, &a);
-    collect(nr.data, ss_b.pseudonym, &b);
+    disk_collect(nr.data, ss_a.pseudonym, &a);
+    disk_collect(nr.data, ss_b.pseudonym, &b);
     assert_true(a.n >= 2 * 4 + 2);
-    assert_true(count_in(nr.data, &a) > 0);
+    assert_true(disk_count(nr.data, &a) > 0);
     {
         const char *extra[] = {"--node-id", "1", NULL};
         assert_int_equal(node_start(&nr, extra), 0);
@@ -958,7 +783,7 @@ static void test_restore_replays_erasures(void **state)
     dossier_client_close(cl);
     assert_int_equal(node_stop(&nr), 0);
     {
-        size_t left = count_in(nr.data, &a), kept = count_in(nr.data, &b);
+        size_t left = disk_count(nr.data, &a), kept = disk_count(nr.data, &b);
         print_message("restored node: %zu of %zu needles of A left, %zu of "
                       "%zu of B found\n", left, a.n, kept, b.n);
         assert_int_equal(left, 0);

@@ -23,6 +23,7 @@
 #include <rocksdb/c.h>
 #include <sodium.h>
 
+#include "disk_scan.h"
 #include "harness.h"
 
 static char tok_admin[65], tok_service[65], tok_dpo[65];
@@ -670,31 +671,9 @@ static void test_erasure_completion_reports(void **state)
 /* ------------------------------------------------------------------ */
 /* Verifying the audit log against a checkpoint kept outside the cluster */
 
-static const char *const families[] = {
-    "default", "schema",  "record", "subject", "index",  "requests",
-    "raft",    "raftlog", "policy", "consent", "audit",  "changes",
-    "change_index", "link", "change_record"};
-#define N_FAMILIES (sizeof(families) / sizeof(families[0]))
+/* Families by their place in disk_families. */
 #define CF_DEFAULT 0
 #define CF_AUDIT 10
-
-static rocksdb_t *db_open(const char *data,
-                          rocksdb_column_family_handle_t **cf)
-{
-    char path[400], *err = NULL;
-    const rocksdb_options_t *fo[N_FAMILIES];
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_t *db;
-    snprintf(path, sizeof(path), "%s/db", data);
-    for (size_t i = 0; i < N_FAMILIES; i++)
-        fo[i] = o;
-    db = rocksdb_open_column_families(o, path, N_FAMILIES, families, fo, cf,
-                                      &err);
-    rocksdb_options_destroy(o);
-    if (err)
-        fail_msg("open %s: %s", path, err);
-    return db;
-}
 
 static uint64_t be64(const uint8_t *p)
 {
@@ -715,8 +694,8 @@ static void put_be64(uint8_t *p, uint64_t v)
  * and set the chain's head to match, so that the rest still verifies. */
 static void cut_audit_log(const char *data, uint64_t keep)
 {
-    rocksdb_column_family_handle_t *cf[N_FAMILIES];
-    rocksdb_t *db = db_open(data, cf);
+    rocksdb_column_family_handle_t *cf[DISK_N_FAMILIES];
+    rocksdb_t *db = disk_db_open(data, 0, cf);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     rocksdb_iterator_t *it;
@@ -763,9 +742,7 @@ static void cut_audit_log(const char *data, uint64_t keep)
     assert_null(err);
     rocksdb_readoptions_destroy(ro);
     rocksdb_writeoptions_destroy(wo);
-    for (size_t i = 0; i < N_FAMILIES; i++)
-        rocksdb_column_family_handle_destroy(cf[i]);
-    rocksdb_close(db);
+    disk_db_close(db, cf);
 }
 
 /* Waits until every entry of the log is signed; the last index. */

@@ -96,6 +96,21 @@ with tempfile.TemporaryDirectory(prefix="dossier-malformed-") as work:
         check(code == grpc.StatusCode.RESOURCE_EXHAUSTED,
               f"an oversized message: RESOURCE_EXHAUSTED (got {code})")
 
+        # The CRM writes: bad bytes and empty requests are refused, naming
+        # what is wrong, and write nothing.
+        for method in ("/dossier.v1.Merges/Merge", "/dossier.v1.Merges/Undo",
+                       "/dossier.v1.Merges/Confirm",
+                       "/dossier.v1.DuplicateRules/Define",
+                       "/dossier.v1.Segments/Define"):
+            code, details, _ = raw_call(channel, method, b"\xff\xff\xff\xff")
+            check(code == grpc.StatusCode.INVALID_ARGUMENT and
+                  "malformed" in details,
+                  f"{method}, garbage bytes: INVALID_ARGUMENT ({details!r})")
+            code, details, _ = raw_call(channel, method, b"")
+            check(code == grpc.StatusCode.INVALID_ARGUMENT and details != "",
+                  f"{method}, an empty request: INVALID_ARGUMENT saying why "
+                  f"({details!r})")
+
         code, _, _ = raw_call(channel, "/dossier.v1.Records/Frobnicate", b"")
         check(code == grpc.StatusCode.UNIMPLEMENTED,
               f"an unknown method: UNIMPLEMENTED (got {code})")

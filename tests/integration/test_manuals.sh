@@ -111,6 +111,10 @@ expect out in both -- dossier links contact c-1 --direction ""
 expect status rotate -- dossier keys ""
 expect --version --no-wait -- dossier keys rotate --
 expect --add-version -- dossier keygen --
+expect undo confirm list -- dossier merge ""
+expect --prefer --field --reference -- dossier merge contact c-1 c-2 --
+expect survivor newest -- dossier merge contact c-1 c-2 --prefer ""
+expect define list -- dossier dedup rules ""
 # Every command of --help is offered after "dossier ".
 got=$(complete_words dossier "")
 missing=""
@@ -121,11 +125,15 @@ if [ -z "$missing" ]; then ok "completion offers every command of dossier --help
 else fail "completion lacks:$missing"; fi
 
 # Every subcommand of --help ("cluster transfer-leader", "subject ledger")
-# is offered after its command.
+# is offered after its command, and a third word ("dedup rules define")
+# after the first two.
 missing=""
-while read -r cmd sub; do
+while read -r cmd sub third; do
     [ -n "$sub" ] || continue
     complete_words dossier "$cmd" "" | grep -qx "$sub" || missing="$missing $cmd:$sub"
+    [ -n "$third" ] || continue
+    complete_words dossier "$cmd" "$sub" "" | grep -qx "$third" ||
+        missing="$missing $cmd:$sub:$third"
 done <<<"$commands"
 if [ -z "$missing" ]; then ok "completion offers every subcommand of dossier --help"
 else fail "completion lacks subcommands:$missing"; fi

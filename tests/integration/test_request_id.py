@@ -74,6 +74,29 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
             code = e.code()
         check(code == grpc.StatusCode.INVALID_ARGUMENT,
               f"a write without a purpose is refused ({code})")
+
+        # A merge retried with its request id (its answer lost) is
+        # answered with the merge it made, not refused for the duplicate
+        # it deleted.
+        for rid_, sub in (("mrg-1", "mrg-s1"), ("mrg-2", "mrg-s2")):
+            r = pb.Record(kind="contact", id=rid_, subject_id=sub)
+            r.fields.add(name="first_name", value=pb.Value(string_value="M"))
+            put(pb.PutRequest(record=r).SerializeToString(), timeout=10,
+                metadata=[("dossier-purpose", "operations")])
+        merge = ch.unary_unary("/dossier.v1.Merges/Merge",
+                               request_serializer=None,
+                               response_deserializer=None)
+        req = pb.MergeRequest(kind="contact", survivor_id="mrg-1",
+                              duplicate_ids=["mrg-2"]).SerializeToString()
+        md3 = [("dossier-purpose", "operations"),
+               ("dossier-request-id", secrets.token_hex(16))]
+        first = pb.MergeInfo.FromString(merge(req, timeout=10, metadata=md3))
+        again = pb.MergeInfo.FromString(merge(req, timeout=10, metadata=md3))
+        check(first.id.startswith("MRG-") and first.state == "pending",
+              f"the merge is pending ({first.id}, {first.state})")
+        check(again.id == first.id and again.state == "pending" and
+              list(again.duplicate_ids) == ["mrg-2"],
+              "its retry names the same merge")
         ch.close()
         time.sleep(0.5)  # let the log lines reach the files
     finally:

@@ -519,6 +519,50 @@ static void test_phone_with_00_prefix_becomes_plus(void **state)
     assert_string_equal(x.v[0].string_value, "+442079460018");
 }
 
+/* A tag set is normalised in place: blanks around tags dropped, lower
+ * case, each tag once, sorted; an all-blank value is the empty set. */
+static void test_tags_are_normalised(void **state)
+{
+    static const char *const cases[][2] = {
+        {"VIP, eu ,vip", "eu,vip"},
+        {"b,a,c,a", "a,b,c"},
+        {"x.y:z/w-1_2", "x.y:z/w-1_2"},
+        {"", ""},
+        {"  ", ""},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%s", cases[i][0]);
+        assert_int_equal(schema_tags_normalize(buf), 0);
+        assert_string_equal(buf, cases[i][1]);
+    }
+    assert_true(schema_tags_has("eu,vip", "vip"));
+    assert_true(schema_tags_has("eu,vip", "eu"));
+    assert_false(schema_tags_has("eu,vip", "v"));
+    assert_false(schema_tags_has("eu,vip", "eu,vip"));
+    assert_false(schema_tags_has("", "eu"));
+}
+
+/* A tags value with an empty tag, a blank or another character inside a
+ * tag, a tag of more than 64 bytes or more than 64 tags is refused, naming
+ * the field. */
+static void test_bad_tags_are_refused(void **state)
+{
+    char long_tag[80], many[400] = "";
+    static const char *const bad[] = {"a,,b", "a,", "not ok", "vip!",
+                                      "caf\xc3\xa9"};
+    memset(long_tag, 'a', 65);
+    long_tag[65] = '\0';
+    for (int i = 0; i < 65; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s%d",
+                 i ? "," : "", i);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_contact_string_refused(state, "tags", bad[i]);
+    assert_contact_string_refused(state, "tags", long_tag);
+    assert_contact_string_refused(state, "tags", many);
+}
+
 /* An enum value outside the allowed values is refused, naming the field;
  * allowed values match exactly (case included). */
 static void test_enum_value_not_allowed_is_refused(void **state)
@@ -822,6 +866,20 @@ static void test_definition_refuses_bad_allowed_value(void **state)
     assert_definition_refused(&d);
 }
 
+/* A tags field cannot be indexed (a blind index would find only equal
+ * sets, not a tag). */
+static void test_definition_refuses_indexed_tags(void **state)
+{
+    struct def d;
+    (void)state;
+    def_init(&d, "support_case");
+    d.f[0].type = T(TAGS);
+    d.f[0].indexed = 1;
+    assert_definition_refused(&d);
+    d.f[0].indexed = 0;
+    assert_int_equal(schema_check_definition(&d.k, NULL), 0);
+}
+
 /* A double field cannot be indexed. */
 static void test_definition_refuses_indexed_double(void **state)
 {
@@ -1015,6 +1073,8 @@ int main(void)
         TS(test_malformed_phone_is_refused),
         TS(test_phone_is_normalised_to_e164),
         TS(test_phone_with_00_prefix_becomes_plus),
+        TS(test_tags_are_normalised),
+        TS(test_bad_tags_are_refused),
         TS(test_enum_value_not_allowed_is_refused),
         TS(test_int_for_double_field_becomes_double),
         TS(test_double_field_refuses_non_finite),
@@ -1035,6 +1095,7 @@ int main(void)
         TS(test_definition_refuses_missing_or_unknown_category),
         TS(test_definition_refuses_allowed_values_on_wrong_types),
         TS(test_definition_refuses_bad_allowed_value),
+        TS(test_definition_refuses_indexed_tags),
         TS(test_definition_refuses_indexed_double),
         TS(test_compatible_accepts_added_field_and_metadata_changes),
         TS(test_compatible_refuses_removed_field),

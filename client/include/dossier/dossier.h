@@ -170,6 +170,10 @@ enum dossier_field_type {
     DOSSIER_FIELD_EMAIL,     /* string, indexed lower-cased */
     DOSSIER_FIELD_PHONE,     /* string, stored in E.164 */
     DOSSIER_FIELD_ENUM,      /* string, one of allowed_values */
+    DOSSIER_FIELD_TAGS,      /* string: a set of comma-separated tags,
+                                stored lower-cased, each once, sorted
+                                ("eu,vip"); each tag 1 to 64 characters
+                                [a-z0-9_.:/-]; never indexed */
 };
 
 enum dossier_category {
@@ -1101,11 +1105,19 @@ dossier_subject_export(struct dossier_client *c,
 /* ------------------------------------------------------------------------
  * Duplicate detection (service role; a purpose) */
 
-/* Records of one kind sharing the normalised value of field @field. */
+#define DOSSIER_DUPLICATE_RULES_MAX 16
+#define DOSSIER_DUPLICATE_RULE_FIELDS_MAX 4
+
+/* Records of one kind connected by matches under the kind's duplicate
+ * rules: @rules names the rules they matched under, @field is the first
+ * field of the first of them (for a rule of one field, the field whose
+ * value they share). */
 struct dossier_duplicate_group {
     char field[65];
     size_t n_records;
     struct dossier_record **records;
+    size_t n_rules;
+    char rules[DOSSIER_DUPLICATE_RULES_MAX][65];
 };
 
 /* A page of groups; release with dossier_duplicates_release(). */
@@ -1115,15 +1127,18 @@ struct dossier_duplicates {
     char *next_page_token; /* NULL when there is nothing more */
 };
 
-/* Candidate duplicates among the records of @kind: groups of records whose
- * indexed field (one of @fields, @n_fields of them; 0: every indexed
- * field) holds the same value after normalisation (e-mails in any case,
- * phones however written), found through the blind indexes without
- * decrypting anything. Records come as dossier_get() would return them for
- * the call's purpose; those it may not see are left out, and so is a group
- * left with fewer than two. @pr pages through groups (page_size: groups).
- * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field that is
- * not indexed). */
+/* Candidate duplicates among the records of @kind, grouped by the kind's
+ * duplicate rules (see dossier_duplicate_rules_define; by default each
+ * indexed field is a rule of its own): two records match under a rule
+ * when each of its fields holds the same value after normalisation
+ * (e-mails in any case, phones however written), and a group is every
+ * record connected by matches under any rule. With @fields (@n_fields of
+ * them), each of those indexed fields is a rule of its own instead. Found
+ * through the blind indexes without decrypting anything. Records come as
+ * dossier_get() would return them for the call's purpose; those it may
+ * not see take no part, and a group needs two. @pr pages through groups
+ * (page_size: groups). Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (a field that is not indexed). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_find_duplicates(struct dossier_client *c,
                         const struct dossier_call_options *co,
@@ -1133,6 +1148,165 @@ dossier_find_duplicates(struct dossier_client *c,
                         struct dossier_status *st);
 
 DOSSIER_API void dossier_duplicates_release(struct dossier_duplicates *d);
+
+/* One duplicate rule, as given: records match when every one of @fields
+ * (indexed fields of the kind, 1 to 4) holds the same normalised value.
+ * Strings borrowed. */
+struct dossier_duplicate_rule {
+    const char *name; /* [a-z][a-z0-9_]*, at most 64 */
+    size_t n_fields;
+    const char *const *fields;
+};
+
+/* The duplicate rules of a kind, as the cluster keeps them. */
+struct dossier_duplicate_rule_set {
+    char kind[65];
+    int defined;      /* 0: the default set, each indexed field alone */
+    uint64_t version; /* 0 for the default set */
+    size_t n_rules;
+    struct {
+        char name[65];
+        size_t n_fields;
+        char fields[DOSSIER_DUPLICATE_RULE_FIELDS_MAX][65];
+    } rules[DOSSIER_DUPLICATE_RULES_MAX];
+};
+
+/* Replaces the duplicate rules of @kind by the @n rules @rules (1 to 16,
+ * names distinct), kept in the cluster's replicated state (service or
+ * admin role); *@out (may be NULL) gets the set as stored.
+ * Errors: DOSSIER_UNKNOWN_KIND, DOSSIER_INVALID_ARGUMENT (a field that is
+ * not indexed, a rule without fields or with more than 4, a name twice). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_duplicate_rules_define(struct dossier_client *c,
+                               const struct dossier_call_options *co,
+                               const char *kind,
+                               const struct dossier_duplicate_rule *rules,
+                               size_t n, struct dossier_duplicate_rule_set *out,
+                               struct dossier_status *st);
+
+/* The duplicate rules of @kind: the defined set or the default one.
+ * Errors: DOSSIER_UNKNOWN_KIND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_duplicate_rules_get(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            const char *kind,
+                            struct dossier_duplicate_rule_set *out,
+                            struct dossier_status *st);
+
+/* Every defined rule set, by kind; free *@out with free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_duplicate_rules_list(struct dossier_client *c,
+                             const struct dossier_call_options *co,
+                             struct dossier_duplicate_rule_set **out,
+                             size_t *n, struct dossier_status *st);
+
+/* ------------------------------------------------------------------------
+ * Merges (service role; a purpose that may read every subject involved)
+ *
+ * dossier_merge() folds duplicates into a survivor of the same kind: the
+ * survivor gets the merged fields and every record's links; links of
+ * other records to a duplicate point at the survivor; the duplicates are
+ * deleted. For a personal kind (a contact), duplicates of other subjects
+ * make those subjects one person with the survivor's: their other records
+ * (activities, tickets...) become the survivor subject's, whose consent
+ * becomes, per purpose, the most restrictive of all (withdrawn over
+ * granted over undecided; restricted if any was), every history kept.
+ * Until dossier_merge_confirm(), dossier_merge_undo() restores every
+ * record, link and consent row exactly (records at a new version). An
+ * erasure of the survivor's subject, or of a merged one, erases every
+ * merged subject and the undo data. Audited as records.merge,
+ * records.merge_undo and records.merge_confirm. */
+
+enum dossier_merge_prefer {
+    /* The survivor's value where it has one, else the first duplicate's
+     * (in the order given) that has one. */
+    DOSSIER_MERGE_PREFER_SURVIVOR = 0,
+    /* The value of the most recently updated record that has one. */
+    DOSSIER_MERGE_PREFER_NEWEST = 1,
+};
+
+/* Field @field takes record @id's value (the survivor or a duplicate),
+ * even none. */
+struct dossier_merge_choice {
+    const char *field;
+    const char *id;
+};
+
+/* Strings borrowed. Tags fields take the union of every record's tags
+ * unless a choice names one record. */
+struct dossier_merge_request {
+    const char *kind;
+    const char *survivor_id;
+    size_t n_duplicates; /* 1 to 16 */
+    const char *const *duplicate_ids;
+    enum dossier_merge_prefer prefer;
+    size_t n_choices;
+    const struct dossier_merge_choice *choices;
+    const char *reference; /* a label for the audit log; may be NULL */
+};
+
+/* A merge; release with dossier_merge_info_release(). */
+struct dossier_merge_info {
+    char id[24];        /* MRG- and 16 hex digits */
+    char kind[65];
+    char *survivor_id;  /* "" when the purpose may not see it */
+    size_t n_duplicates;
+    char **duplicate_ids;
+    int64_t merged_ms;
+    char merged_by[65];
+    char reference[DOSSIER_LABEL_MAX + 1];
+    uint64_t version;       /* the survivor's version after the merge (after
+                               an undo: the revision of the undo) */
+    uint64_t records_moved; /* records of merged subjects now the
+                               survivor subject's */
+    uint64_t links_moved;   /* other records' links re-pointed */
+    char state[16];         /* "pending", "undone" or "confirmed" */
+};
+
+/* Merges @r's duplicates into its survivor; @out (may be NULL) gets the
+ * pending merge. Errors: DOSSIER_NOT_FOUND (a record that does not exist),
+ * DOSSIER_INVALID_ARGUMENT (no duplicates or more than 16, one named
+ * twice or the survivor itself, a choice of an unknown field or record, a
+ * merged record its kind refuses, too many records for one merge),
+ * DOSSIER_FAILED_PRECONDITION (records of different subjects of a kind
+ * that is not personal; a duplicate with a subject into a survivor
+ * without one), DOSSIER_PERMISSION_DENIED (a subject the purpose may not
+ * process: restricted, or no consent), DOSSIER_RETRY (the records kept
+ * changing while the merge was prepared). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge(struct dossier_client *c, const struct dossier_call_options *co,
+              const struct dossier_merge_request *r,
+              struct dossier_merge_info *out, struct dossier_status *st);
+
+/* Undoes pending merge @id (@reference: a label, may be NULL).
+ * Errors: DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
+ * confirmed), DOSSIER_FAILED_PRECONDITION (something the merge changed has
+ * changed since; the message names it). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_undo(struct dossier_client *c,
+                   const struct dossier_call_options *co, const char *id,
+                   const char *reference, struct dossier_merge_info *out,
+                   struct dossier_status *st);
+
+/* Confirms pending merge @id: its undo data is deleted, and it can no
+ * longer be undone. Errors: DOSSIER_NOT_FOUND. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_confirm(struct dossier_client *c,
+                      const struct dossier_call_options *co, const char *id,
+                      const char *reference, struct dossier_merge_info *out,
+                      struct dossier_status *st);
+
+/* The pending merges the purpose may see, oldest first; free with
+ * dossier_merge_infos_free(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_list(struct dossier_client *c,
+                   const struct dossier_call_options *co,
+                   struct dossier_merge_info **out, size_t *n,
+                   struct dossier_status *st);
+
+DOSSIER_API void dossier_merge_info_release(struct dossier_merge_info *m);
+DOSSIER_API void dossier_merge_infos_free(struct dossier_merge_info *m,
+                                          size_t n);
 
 /* ------------------------------------------------------------------------
  * Reports (service role; a purpose): figures computed by the node */
@@ -1188,12 +1362,27 @@ DOSSIER_API void dossier_aggregate_release(struct dossier_aggregate *a);
 /* ------------------------------------------------------------------------
  * Segments: saved filters over the records of one kind */
 
-/* The field's value is one of @any_of. Strings compare exactly, e-mails in
- * any case, phones in E.164. */
+/* A condition on one field, in one form (the others left zero):
+ *  - @any_of: the value is one of these. Strings compare exactly, e-mails
+ *    in any case, phones in E.164. On a tags field: the record has at
+ *    least one of these tags;
+ *  - @all_of: tags fields only: the record has every one of these tags;
+ *  - @none_of: the value is none of these, or the field is empty; on a
+ *    tags field: the record has none of these tags;
+ *  - a range, on an int, double or timestamp field: @at_least (inclusive)
+ *    and/or @below (exclusive), each NULL when open; a record without a
+ *    value is outside every range.
+ * Tags are given one per value (any case: they are lower-cased). */
 struct dossier_segment_condition {
     const char *field;
     size_t n_any_of;
     const struct dossier_value *any_of;
+    size_t n_all_of;
+    const struct dossier_value *all_of;
+    size_t n_none_of;
+    const struct dossier_value *none_of;
+    const struct dossier_value *at_least;
+    const struct dossier_value *below;
 };
 
 /* Every condition holds, the times fall in the ranges (after: inclusive,
@@ -1212,8 +1401,10 @@ struct dossier_segment {
 
 /* Defines or replaces segment @s (service or admin role); *@version (may
  * be NULL) gets its version. Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, no values, an unknown
- * consent purpose), DOSSIER_PERMISSION_DENIED. */
+ * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, a condition with no
+ * form or two, a range on a field that is not a number or a time, all_of
+ * on a field that holds no tags, a malformed tag, an unknown consent
+ * purpose), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_segment_define(struct dossier_client *c,
                        const struct dossier_call_options *co,
