@@ -6,10 +6,11 @@
  * Group keys are values, so a report may not group by a field whose
  * values identify people (group_by_allowed): e-mail addresses, phone
  * numbers, and free text or numbers of the identity, contact and special
- * categories. Groups keyed by a field of any other personal category
- * (an enumeration of a special category, a behavioral or financial value)
- * are shown only when they hold at least REPORT_MIN_GROUP records; the
- * records of smaller ones are counted as suppressed.
+ * categories. When the key comes from a field of any other personal
+ * category (an enumeration of a special category, a behavioral or
+ * financial value), or, in a personal kind, the total does, a group that holds a record about a person is shown only with at
+ * least REPORT_MIN_GROUP records; the records of smaller ones are counted
+ * as suppressed (suppress_small_groups).
  *
  * Each record is opened as a read of the call's purpose would open it: a
  * record whose subject the purpose may not see is left out (and counted as
@@ -51,6 +52,7 @@ struct group {
     char key[KEY_MAX];
     int64_t bucket;
     uint64_t count;
+    uint64_t persons; /* records of the group that have a subject */
     double sum;
 };
 
@@ -258,7 +260,8 @@ static int groups_rehash(struct agg *a, size_t n_slots)
     return 0;
 }
 
-static int add(struct agg *a, const char *key, int64_t bucket, double sum)
+static int add(struct agg *a, const char *key, int64_t bucket, double sum,
+               int person)
 {
     size_t slot;
 
@@ -268,6 +271,7 @@ static int add(struct agg *a, const char *key, int64_t bucket, double sum)
     if (a->slots[slot]) {
         struct group *g = &a->g[a->slots[slot] - 1];
         g->count++;
+        g->persons += person != 0;
         g->sum += sum;
         return 0;
     }
@@ -289,6 +293,7 @@ static int add(struct agg *a, const char *key, int64_t bucket, double sum)
     snprintf(a->g[a->n].key, KEY_MAX, "%s", key);
     a->g[a->n].bucket = bucket;
     a->g[a->n].count = 1;
+    a->g[a->n].persons = person != 0;
     a->g[a->n].sum = sum;
     a->n++;
     a->slots[slot] = (uint32_t)a->n;
@@ -305,7 +310,7 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
     char key[KEY_MAX] = "";
     int64_t bucket = 0;
     double sum = 0;
-    int rc;
+    int rc, sr_subject;
 
     (void)rkey;
     (void)klen;
@@ -329,6 +334,7 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
             return rc;
         }
     }
+    sr_subject = sr->subject.len == STORE_SP_BYTES;
     rc = records_open(call_node(a->c), sr, rid, a->cats, &o, st);
     if (rc == DOSSIER_NOT_FOUND)
         return 0; /* deleted while its links were read: as pages do */
@@ -357,7 +363,7 @@ static int count_one(void *arg, StoredRecord *sr, const uint8_t *rid,
     }
     records_opened_release(&o);
     a->records++;
-    rc = add(a, key, bucket, sum);
+    rc = add(a, key, bucket, sum, sr_subject);
     if (rc == DOSSIER_INVALID_ARGUMENT)
         return err_set(st, rc, "more than %d groups: group by a field with "
                        "fewer values", GROUPS_MAX);
@@ -416,18 +422,36 @@ static int group_by_allowed(const FieldSchema *f, struct dossier_status *st)
     return 0;
 }
 
-/* Leaves out of @a the groups of fewer than REPORT_MIN_GROUP records,
- * counting their records as suppressed, when they are keyed by a field of
- * a personal category: a group of one or two is a person's value. */
+/* 1 when field @name of @a's kind is of a personal category (anything
+ * but operational); "" is not. */
+static int personal_field(const struct agg *a, const char *name)
+{
+    const FieldSchema *f;
+    if (!name[0])
+        return 0;
+    f = schema_field(a->k, name);
+    return f && f->category != CAT(OPERATIONAL);
+}
+
+/* Leaves out of @a the groups of fewer than REPORT_MIN_GROUP records that
+ * hold a record about a person (one with a subject), counting their
+ * records as suppressed, when the group's key comes from a field of a
+ * personal category, or, for a personal kind (its records are about
+ * people: contacts, tickets, activities), when its total does: the score
+ * or credit limit of a group of one or two is a person's value. A time
+ * bucket says when something happened, not to whom, so activities per
+ * owner per week show every week; and a deal's amount stays in the
+ * pipeline report however few deals a stage holds (a deal is not a
+ * personal kind, even when it names its contact). */
 static void suppress_small_groups(struct agg *a)
 {
-    const FieldSchema *f = a->by[0] ? schema_field(a->k, a->by) : NULL;
     size_t kept = 0;
 
-    if (!f || f->category == CAT(OPERATIONAL))
+    if (!personal_field(a, a->by) &&
+        !(a->k->personal && personal_field(a, a->sum)))
         return;
     for (size_t i = 0; i < a->n; i++) {
-        if (a->g[i].count < REPORT_MIN_GROUP)
+        if (a->g[i].count < REPORT_MIN_GROUP && a->g[i].persons > 0)
             a->suppressed += a->g[i].count;
         else
             a->g[kept++] = a->g[i];

@@ -670,6 +670,7 @@ static void put_scored(struct dossier_client *c, const char *id,
     dossier_record_set_string(r, "lifecycle_stage", "lead");
     dossier_record_set_string(r, "accessibility_needs", "none");
     dossier_record_set_int(r, "lead_score", score);
+    dossier_record_set_int(r, "last_seen_at", INT64_C(1764547200000));
     if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
         fail_msg("put %s: %s", id, st.message);
     dossier_record_free(r);
@@ -737,6 +738,53 @@ static void test_report_keys_identify_no_one(void **state)
     assert_int_equal(a.rows[0].count, 3);
     assert_int_equal(a.suppressed, 1);
     dossier_aggregate_release(&a);
+
+    /* A total of a personal field: groups of one or two persons are not
+     * shown either (their summed score), a larger one is; a time bucket
+     * says when, not whose, so every bucket shows. */
+    r.group_by = "owner";
+    r.sum = "lead_score";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 0);
+    assert_int_equal(a.suppressed, 4);
+    dossier_aggregate_release(&a);
+    r.group_by = NULL;
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 1);
+    assert_int_equal(a.rows[0].count, 4);
+    assert_true(a.rows[0].sum == 50.0);
+    dossier_aggregate_release(&a);
+    r.sum = NULL;
+    r.group_by = "owner";
+    r.time_field = "last_seen_at";
+    r.bucket = "day";
+    assert_int_equal(dossier_aggregate(ops, NULL, &r, &a, &st), 0);
+    assert_int_equal(a.n_rows, 2);
+    assert_int_equal(a.suppressed, 0);
+    dossier_aggregate_release(&a);
+    r.time_field = NULL;
+    r.bucket = NULL;
+
+    /* Deals are not a personal kind: a stage of one deal shows its amount
+     * in the pipeline report, even when the deal names its contact. */
+    {
+        struct dossier_aggregate_request dr = {"deal", "stage", "amount",
+                                               NULL, NULL};
+        struct dossier_record *d = dossier_record_new("deal", "dl-1", "k1");
+        dossier_record_set_string(d, "name", "Ann's");
+        dossier_record_set_string(d, "stage", "closed_won");
+        dossier_record_set_double(d, "amount", 12345.5);
+        assert_int_equal(dossier_put(ops, NULL, d, DOSSIER_ANY_VERSION, NULL,
+                                     &st),
+                         0);
+        dossier_record_free(d);
+        assert_int_equal(dossier_aggregate(ops, NULL, &dr, &a, &st), 0);
+        assert_int_equal(a.n_rows, 1);
+        assert_string_equal(a.rows[0].key, "closed_won");
+        assert_true(a.rows[0].sum == 12345.5);
+        assert_int_equal(a.suppressed, 0);
+        dossier_aggregate_release(&a);
+    }
 
     dossier_client_close(ops);
     dossier_client_close(legal);
