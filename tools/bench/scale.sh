@@ -1,0 +1,135 @@
+#!/bin/bash
+# Scale: does a loaded 3-node cluster write as fast as an empty one?
+#
+# On one fresh 3-node cluster (127.0.0.1, data under a mktemp folder, every
+# node stopped by PID at the end):
+#   1. empty:  RUNS rounds of the write benchmark (new 1 KiB records by
+#              CLIENTS closed-loop clients through the leader, SECONDS each)
+#   2. load:   RECORDS contact-like records (an indexed e-mail and a VALUE-byte
+#              payload, each of its own data subject, so each has its own
+#              sealed data key) written by LOAD_CLIENTS clients
+#   3. loaded: the same RUNS rounds of the write benchmark again
+# then prints the median (min..max) of each, loaded / empty, the load's
+# rate, each node's resident memory (VmRSS) and the data directories' size
+# per record, and the sealing overhead per field.
+#
+#   tools/bench/scale.sh [RECORDS] [SECONDS]
+# Environment: RECORDS (10000000), SECONDS_PER (10), RUNS (3), CLIENTS (64),
+# LOAD_CLIENTS (256), VALUE (200), OUT (results dir, default build/bench).
+# Disk: about 3 x RECORDS x 1.5 KB with the defaults' 200-byte payload.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RECORDS=${1:-${RECORDS:-10000000}}
+SECONDS_PER=${2:-${SECONDS_PER:-10}}
+RUNS=${RUNS:-3}
+CLIENTS=${CLIENTS:-64}
+LOAD_CLIENTS=${LOAD_CLIENTS:-256}
+VALUE=${VALUE:-200}
+BUILD=$ROOT/build/release
+OUT=${OUT:-$ROOT/build/bench}
+PY=/usr/bin/python3
+WORK=$(mktemp -d /tmp/dossier-scale-XXXXXX)
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$ROOT/tools/deps.sh"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
+mkdir -p "$OUT"
+CSV=$OUT/scale.csv
+echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written" >"$CSV"
+"$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
+
+read -r -a PORTS < <($PY -c '
+import socket
+s = [socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+PEERS=""; TARGETS=""
+for i in 1 2 3; do
+    PEERS="$PEERS${PEERS:+,}$i=127.0.0.1:${PORTS[$((i - 1))]}"
+    TARGETS="$TARGETS${TARGETS:+,}127.0.0.1:${PORTS[$((i - 1))]}"
+done
+for i in 1 2 3; do
+    "$BUILD/dossierd" --node-id "$i" --peers "$PEERS" \
+        --listen "127.0.0.1:${PORTS[$((i - 1))]}" --data-dir "$WORK/data$i" \
+        --key-file "$WORK/master.key" --ready-file "$WORK/ready$i" \
+        2>>"$WORK/node$i.log" &
+    PIDS+=($!)
+done
+for i in 1 2 3; do
+    for _ in $(seq 400); do [ -s "$WORK/ready$i" ] && break; sleep 0.05; done
+    [ -s "$WORK/ready$i" ] || { echo "node $i did not start"; cat "$WORK/node$i.log"; exit 1; }
+done
+SERVER_PIDS=$(IFS=,; echo "${PIDS[*]}")
+
+# The leader first: the client calls the first target that answers.
+leader() {
+    "$BUILD/dossier" --target "$TARGETS" cluster status 2>/dev/null |
+        $PY -c 'import json, sys
+for l in sys.stdin:
+    n = json.loads(l)
+    if n.get("role") == "leader": print(n["target"])'
+}
+order_targets() {
+    local l=""
+    for _ in $(seq 100); do l=$(leader) && [ -n "$l" ] && break; sleep 0.2; done
+    [ -n "$l" ] || { echo "no leader"; exit 1; }
+    echo "$l,$(echo "$TARGETS" | tr , '\n' | grep -vx "$l" | paste -sd,)"
+}
+
+writes() { # LABEL: RUNS rounds of the write benchmark
+    local t r
+    t=$(order_targets)
+    for r in $(seq "$RUNS"); do
+        "$BUILD/dossier-bench" --label "$1" --csv "$CSV" --target "$t" \
+            --clients "$CLIENTS" --duration "$SECONDS_PER" --warmup 1 \
+            --mix put --server-pid "$SERVER_PIDS"
+    done
+}
+
+rss_mb() { # PID
+    awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
+
+writes empty
+echo "--- loading $RECORDS records of $VALUE bytes with $LOAD_CLIENTS clients"
+T0=$(date +%s)
+# The preload of a read run writes ids [0, RECORDS) before it reads; the
+# short read that follows is not part of this benchmark.
+"$BUILD/dossier-bench" --label load --target "$(order_targets)" \
+    --clients "$LOAD_CLIENTS" --mix get --keys "$RECORDS" \
+    --value-size "$VALUE" --duration 1 --warmup 0 >"$WORK/load.txt"
+T1=$(date +%s)
+LOAD_S=$((T1 - T0))
+writes loaded
+
+DISK=$(du -sb -c "$WORK"/data1 "$WORK"/data2 "$WORK"/data3 | tail -n 1 | cut -f1)
+# Every record the cluster holds: the load and the benchmark's own writes.
+TOTAL=$(awk -F, -v n="$RECORDS" 'NR > 1 { n += $15 } END { print n }' "$CSV")
+{
+    echo
+    echo "Scale, 3 nodes, $CLIENTS clients, 1 KiB records, ${SECONDS_PER}s x $RUNS each, $(date -u +%F):"
+    awk -v order="empty loaded" -f "$ROOT/tools/bench/summary.awk" -f <(cat <<'AWK'
+END {
+    if (tput["empty"] > 0)
+        printf "\nloaded / empty: %.2f (target >= 0.80)\n", tput["loaded"] / tput["empty"]
+}
+AWK
+) "$CSV"
+    echo "load: $RECORDS records in ${LOAD_S}s ($(awk -v n="$RECORDS" -v s="$LOAD_S" 'BEGIN { printf "%.0f", s ? n / s : 0 }')/s)"
+    for i in 1 2 3; do
+        echo "node $i: resident $(rss_mb "${PIDS[$((i - 1))]}") MB, data directory $(du -sb "$WORK/data$i" | cut -f1) bytes"
+    done
+    echo "disk per record: $(awk -v d="$DISK" -v n="$TOTAL" 'BEGIN { printf "%.0f", d / n }') bytes ($TOTAL records, 3 replicas, du -sb)"
+    echo "sealing overhead per field: 41 bytes (1 version + 24 nonce + 16 tag, node/crypt.h)"
+} | tee "$OUT/scale.txt"
+echo "(raw rows: $CSV)"
