@@ -7,7 +7,8 @@
  * their index rows (kind 0x00 field 0x00 blind rid) carry the same blind
  * index. A rule of one field is a run of adjacent rows; a rule of several
  * joins the rows of its fields by record and sorts the tuples. A group is
- * every record connected by matches under any rule (union-find). Only the
+ * every record connected by matches under any rule (union-find). Only
+ * fields the call's purpose may see are compared (rules_of). Only the
  * records taking part in a match are read, to know whether the call's
  * purpose may see them (a record it may not see takes no part, so a group
  * never rests on one), and only the records of the groups returned are
@@ -115,11 +116,26 @@ static int rules_stored(struct node *n, const char *kind,
     return 0;
 }
 
+/* 1 if a purpose seeing categories @cats may see field @f. */
+static int field_visible(const FieldSchema *f, unsigned cats)
+{
+    return f->category >= 1 && f->category <= 6 &&
+           (cats & (1u << f->category));
+}
+
 /* The rules of kind @k: defined, or each indexed field alone. With
- * @fields (@n_fields > 0), each of those fields alone instead. */
+ * @fields (@n_fields > 0), each of those fields alone instead. Only
+ * fields of the categories @cats (a purpose's, or POLICY_ALL_CATEGORIES)
+ * take part: a group tells that its records share a field's value, so
+ * comparing a field the purpose may not see would reveal it. A field
+ * named in @fields that it may not see is refused (PERMISSION_DENIED,
+ * naming it, as reports and segments refuse one); a rule of the set
+ * that uses one is left out, as is such an indexed field of the default
+ * set. @purpose names the purpose in messages. */
 static int rules_of(struct node *n, const KindSchema *k,
-                    char *const *fields, size_t n_fields,
-                    struct dup_rules *out, struct dossier_status *st)
+                    char *const *fields, size_t n_fields, unsigned cats,
+                    const char *purpose, struct dup_rules *out,
+                    struct dossier_status *st)
 {
     Dossier__V1__DuplicateRuleSet *rs = NULL;
     int rc;
@@ -133,6 +149,11 @@ static int rules_of(struct node *n, const KindSchema *k,
                                "field '%.64s' is not an indexed field of "
                                "kind '%s'",
                                fields[i], k->kind);
+            if (!field_visible(f, cats))
+                return err_set(st, DOSSIER_PERMISSION_DENIED,
+                               "purpose '%s' may not see field '%s' of "
+                               "kind '%s', so it may not compare it",
+                               purpose, f->name, k->kind);
             if (out->n == RULES_MAX)
                 return err_set(st, DOSSIER_INVALID_ARGUMENT,
                                "at most %d fields", RULES_MAX);
@@ -150,14 +171,17 @@ static int rules_of(struct node *n, const KindSchema *k,
          * so they still are indexed fields of the kind. */
         for (size_t i = 0; i < rs->n_rules && out->n < RULES_MAX; i++) {
             struct dup_rule *r = &out->r[out->n];
+            int hidden = 0;
+            memset(r, 0, sizeof(*r));
             snprintf(r->name, sizeof(r->name), "%s", rs->rules[i]->name);
             for (size_t j = 0;
                  j < rs->rules[i]->n_fields && r->n < RULE_FIELDS_MAX; j++) {
                 const FieldSchema *f = schema_field(k, rs->rules[i]->fields[j]);
                 if (f && f->indexed)
                     r->fields[r->n++] = f->name;
+                hidden |= f && !field_visible(f, cats);
             }
-            if (r->n)
+            if (r->n && !hidden)
                 out->n++;
         }
         out->version = rs->version;
@@ -165,7 +189,7 @@ static int rules_of(struct node *n, const KindSchema *k,
         return 0;
     }
     for (size_t i = 0; i < k->n_fields && out->n < RULES_MAX; i++)
-        if (k->fields[i]->indexed) {
+        if (k->fields[i]->indexed && field_visible(k->fields[i], cats)) {
             snprintf(out->r[out->n].name, sizeof(out->r[0].name), "%s",
                      k->fields[i]->name);
             out->r[out->n].fields[0] = k->fields[i]->name;
@@ -202,7 +226,8 @@ static void rules_reply(struct call *c, const KindSchema *k)
     struct dup_rules r;
     struct dossier_status st;
 
-    if (rules_of(call_node(c), k, NULL, 0, &r, &st))
+    if (rules_of(call_node(c), k, NULL, 0, POLICY_ALL_CATEGORIES, "", &r,
+                 &st))
         return call_fail_status(c, &st);
     rules_to_pb(k->kind, &r, &m, rules, ptrs);
     call_reply(c, &m.base);
@@ -750,7 +775,8 @@ void api_records_find_duplicates(struct call *c, ProtobufCMessage *msg)
 
     memset(&w, 0, sizeof(w));
     if (records_kind(n, req->kind, &k, &st) ||
-        rules_of(n, k, req->fields, req->n_fields, &rules, &st))
+        rules_of(n, k, req->fields, req->n_fields,
+                 api_visible_categories(c), call_purpose(c), &rules, &st))
         return call_fail_status(c, &st);
     if (req->page_size > GROUPS_MAX)
         return call_fail(c, DOSSIER_INVALID_ARGUMENT,

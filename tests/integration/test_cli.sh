@@ -255,6 +255,10 @@ expect 0 "put two contacts with one e-mail address" -- "$DOSSIER" put "$WORK/dup
 expect 0 "dedup report" -- "$DOSSIER" dedup report contact --fields email
 jsonl_check "dedup report groups them by e-mail" "any(g['field'] == 'email' and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
 expect 5 "dedup report on an unindexed field exits 5" -- "$DOSSIER" dedup report contact --fields first_name
+expect 0 "dedup report as billing" -- "$DOSSIER" --purpose billing dedup report contact --all
+jsonl_check "billing, which may not see e-mail addresses, is not told who shares one" "not any(g['field'] == 'email' or 'dup-1' in [r['id'] for r in g['records']] for g in d)"
+expect 7 "dedup report by a field the purpose may not see exits 7" -- "$DOSSIER" --purpose billing dedup report contact --fields email
+contains "$WORK/err" "email" "the refusal names the field"
 expect 2 "dedup without report is a usage error" -- "$DOSSIER" dedup contact
 expect 0 "dedup rules list of a kind" -- "$DOSSIER" dedup rules list contact
 json_check "without a defined set, each indexed field is a rule" "not d['defined'] and [r['fields'] for r in d['rules']] == [['email'], ['phone']]"

@@ -364,6 +364,120 @@ static void test_duplicate_rules(void **state)
     node_destroy(&n);
 }
 
+static void put_payer(struct dossier_client *c, const char *id,
+                      const char *email, const char *iban)
+{
+    struct dossier_record *r = dossier_record_new("payer", id, id);
+    struct dossier_status st;
+    dossier_record_set_string(r, "name", id);
+    dossier_record_set_string(r, "email", email);
+    dossier_record_set_string(r, "iban", iban);
+    if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+        fail_msg("put %s: %s", id, st.message);
+    dossier_record_free(r);
+}
+
+/* A group tells that its records share a field's value, so a purpose
+ * compares only fields it may see: billing (financial fields only) does
+ * not learn that two payers share an e-mail address. A field it may not
+ * see is refused when named, and left out (with the rules using it) when
+ * the kind's rules are used; fields it may see still group. */
+static void test_duplicates_of_fields_the_purpose_may_not_see(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops, *billing;
+    struct dossier_duplicates d;
+    struct dossier_status st;
+    struct dossier_purpose p;
+    struct dossier_field_schema fields[] = {
+        {.name = "name", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_IDENTITY},
+        {.name = "email", .type = DOSSIER_FIELD_EMAIL,
+         .category = DOSSIER_CATEGORY_CONTACT, .indexed = 1},
+        {.name = "iban", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_FINANCIAL, .indexed = 1}};
+    const struct dossier_kind_schema payer = {
+        .kind = "payer", .personal = 1, .n_fields = 3, .fields = fields};
+    const char *f_email[] = {"email"}, *f_iban[] = {"iban"},
+               *f_both[] = {"email", "iban"};
+    const struct dossier_duplicate_rule rules[] = {
+        {"by_email", 1, f_email}, {"by_iban", 1, f_iban},
+        {"by_both", 2, f_both}};
+    char buf[256];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    memset(&p, 0, sizeof(p));
+    snprintf(p.name, sizeof(p.name), "billing");
+    p.categories = 1u << DOSSIER_CATEGORY_FINANCIAL;
+    p.basis = DOSSIER_BASIS_CONTRACT;
+    assert_int_equal(dossier_purpose_define(ops, NULL, &p, NULL, &st), 0);
+    billing = harness_client_as(n.addr, NULL, "billing");
+    assert_int_equal(dossier_schema_define(ops, NULL, &payer, NULL, &st), 0);
+    /* p1 and p2 share an e-mail address (in another case), p3 and p4 an
+     * IBAN. */
+    put_payer(ops, "p1", "Dee@Example.com", "DE01");
+    put_payer(ops, "p2", "dee@example.COM", "DE02");
+    put_payer(ops, "p3", "p3@example.com", "DE03");
+    put_payer(ops, "p4", "p4@example.com", "DE03");
+    put_payer(ops, "p5", "p5@example.com", "DE05");
+
+    /* Operations sees both fields: two groups. */
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "payer", NULL, 0, NULL, &d, &st),
+        0);
+    assert_int_equal(d.n_groups, 2);
+    assert_string_equal(find_group(&d, "email", buf, sizeof(buf)), "p1,p2");
+    assert_string_equal(find_group(&d, "iban", buf, sizeof(buf)), "p3,p4");
+    dossier_duplicates_release(&d);
+
+    /* Billing: the default rules without the e-mail address. */
+    assert_int_equal(dossier_find_duplicates(billing, NULL, "payer", NULL, 0,
+                                             NULL, &d, &st),
+                     0);
+    assert_int_equal(d.n_groups, 1);
+    assert_string_equal(find_group(&d, "iban", buf, sizeof(buf)), "p3,p4");
+    assert_string_equal(group_rules(&d.groups[0], buf, sizeof(buf)), "iban");
+    for (size_t j = 0; j < d.groups[0].n_records; j++)
+        assert_null(dossier_record_field(d.groups[0].records[j], "email"));
+    dossier_duplicates_release(&d);
+    /* Named, it is refused, and the refusal names it. */
+    assert_int_not_equal(dossier_find_duplicates(billing, NULL, "payer",
+                                                 f_email, 1, NULL, &d, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_non_null(strstr(st.message, "email"));
+    assert_int_equal(dossier_find_duplicates(billing, NULL, "payer", f_iban,
+                                             1, NULL, &d, &st),
+                     0);
+    assert_int_equal(d.n_groups, 1);
+    dossier_duplicates_release(&d);
+
+    /* Defined rules: those on the e-mail address are left out. */
+    assert_int_equal(dossier_duplicate_rules_define(ops, NULL, "payer", rules,
+                                                    3, NULL, &st),
+                     0);
+    assert_int_equal(dossier_find_duplicates(billing, NULL, "payer", NULL, 0,
+                                             NULL, &d, &st),
+                     0);
+    assert_int_equal(d.n_groups, 1);
+    assert_string_equal(find_group(&d, "iban", buf, sizeof(buf)), "p3,p4");
+    assert_string_equal(group_rules(&d.groups[0], buf, sizeof(buf)),
+                        "by_iban");
+    dossier_duplicates_release(&d);
+    assert_int_equal(
+        dossier_find_duplicates(ops, NULL, "payer", NULL, 0, NULL, &d, &st),
+        0);
+    assert_int_equal(d.n_groups, 2);
+    dossier_duplicates_release(&d);
+
+    dossier_client_close(ops);
+    dossier_client_close(billing);
+    node_destroy(&n);
+}
+
 static void put_deal(struct dossier_client *c, const char *id,
                      const char *stage, double amount, const char *subject)
 {
@@ -1087,6 +1201,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_duplicate_rules),
+        cmocka_unit_test(test_duplicates_of_fields_the_purpose_may_not_see),
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_report_keys_identify_no_one),
         cmocka_unit_test(test_report_extreme_times),

@@ -1136,9 +1136,13 @@ struct dossier_duplicates {
  * them), each of those indexed fields is a rule of its own instead. Found
  * through the blind indexes without decrypting anything. Records come as
  * dossier_get() would return them for the call's purpose; those it may
- * not see take no part, and a group needs two. @pr pages through groups
+ * not see take no part, and a group needs two. Only fields the purpose
+ * may see are compared (a group tells that its records share a value):
+ * rules using another are left out. @pr pages through groups
  * (page_size: groups). Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field that is not indexed). */
+ * DOSSIER_INVALID_ARGUMENT (a field that is not indexed),
+ * DOSSIER_PERMISSION_DENIED (a field in @fields the purpose may not
+ * see). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_find_duplicates(struct dossier_client *c,
                         const struct dossier_call_options *co,
