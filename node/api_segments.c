@@ -39,16 +39,30 @@ static int is_number(const Dossier__V1__Value *v)
                  (v->kind_case == VK(DOUBLE_VALUE) && isfinite(v->double_value)));
 }
 
-/* Whether @v may be compared with values of field @f. */
+/* Whether @v is a value field @f can hold, so that a condition naming it
+ * can match: a number for a number field (a whole one for an int or a
+ * timestamp), a flag for a bool field, one of the allowed values for an
+ * enumeration, a string otherwise. */
 static int value_fits(const FieldSchema *f, const Dossier__V1__Value *v)
 {
     switch (f->type) {
     case FT(INT):
     case FT(TIMESTAMP):
+        return is_number(v) &&
+               (v->kind_case == VK(INT_VALUE) ||
+                (v->double_value == floor(v->double_value) &&
+                 fabs(v->double_value) < 9.2e18));
     case FT(DOUBLE):
         return is_number(v);
     case FT(BOOL):
         return v->kind_case == VK(BOOL_VALUE);
+    case FT(ENUM):
+        if (v->kind_case != VK(STRING_VALUE))
+            return 0;
+        for (size_t i = 0; i < f->n_allowed_values; i++)
+            if (strcmp(f->allowed_values[i], v->string_value) == 0)
+                return 1;
+        return 0;
     default:
         return v->kind_case == VK(STRING_VALUE);
     }
@@ -68,11 +82,17 @@ static int values_check(const FieldSchema *f, const char *form,
         if (!v[j] || v[j]->kind_case == DOSSIER__V1__VALUE__KIND__NOT_SET)
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "condition on '%s': a value is missing", f->name);
+        /* The value itself is not echoed: it could be anything. */
         if (!value_fits(f, v[j]))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "condition on '%s': %s holds a value that is "
-                           "not of the field's type",
-                           f->name, form);
+                           "not of the field's type%s",
+                           f->name, form,
+                           f->type == FT(ENUM)
+                               ? " (one of its allowed values)"
+                           : f->type == FT(INT) || f->type == FT(TIMESTAMP)
+                               ? " (a whole number)"
+                               : "");
         if (f->type == FT(TAGS) &&
             (schema_tags_normalize(v[j]->string_value) != 0 ||
              !v[j]->string_value[0] || strchr(v[j]->string_value, ',')))

@@ -1196,6 +1196,79 @@ static void test_segment_ranges_and_tags(void **state)
     node_destroy(&n);
 }
 
+/* Values in a condition have the field's type, so that a condition can
+ * match: a string for an int field, a fraction for an int field or a
+ * value an enumeration does not allow is refused, naming the field and
+ * not echoing the value. */
+static void test_segment_values_have_their_types(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_status st;
+    struct dossier_value v = {.type = DOSSIER_TYPE_STRING, .u.s = "forty"};
+    struct dossier_segment_condition cond = {.field = "lead_score",
+                                             .n_any_of = 1, .any_of = &v};
+    struct dossier_segment seg = {.name = "typed", .kind = "contact",
+                                  .n_conditions = 1, .conditions = &cond};
+    char ids[512];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    {
+        struct dossier_record *r = dossier_record_new("contact", "c40", "s40");
+        dossier_record_set_string(r, "first_name", "Forty");
+        dossier_record_set_int(r, "lead_score", 40);
+        dossier_record_set_string(r, "lifecycle_stage", "lead");
+        assert_int_equal(
+            dossier_put(ops, NULL, r, DOSSIER_ANY_VERSION, NULL, &st), 0);
+        dossier_record_free(r);
+    }
+
+    /* {"lead_score": ["forty"]} */
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "lead_score"));
+    assert_null(strstr(st.message, "forty"));
+    /* 40.5 is no int; 40.0 is 40 and matches. */
+    v.type = DOSSIER_TYPE_DOUBLE;
+    v.u.d = 40.5;
+    cond.field = "lead_score";
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "lead_score"));
+    v.u.d = 40.0;
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "typed", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "c40");
+    /* An enumeration's values only. */
+    cond.field = "lifecycle_stage";
+    v.type = DOSSIER_TYPE_STRING;
+    v.u.s = "Lead";
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "lifecycle_stage"));
+    assert_non_null(strstr(st.message, "allowed"));
+    v.u.s = "lead";
+    assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
+    assert_int_equal(run_all(ops, "typed", 0, ids, sizeof(ids), &st), 0);
+    assert_string_equal(ids, "c40");
+    /* A flag for a bool field. */
+    cond.field = "done";
+    seg.kind = "activity";
+    assert_int_not_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "done"));
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1208,6 +1281,7 @@ int main(void)
         cmocka_unit_test(test_report_while_deleting),
         cmocka_unit_test(test_segments),
         cmocka_unit_test(test_segment_ranges_and_tags),
+        cmocka_unit_test(test_segment_values_have_their_types),
     };
     int rc;
     if (sodium_init() < 0)

@@ -1406,9 +1406,11 @@ struct dossier_segment {
 /* Defines or replaces segment @s (service or admin role); *@version (may
  * be NULL) gets its version. Errors: DOSSIER_UNKNOWN_KIND,
  * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, a condition with no
- * form or two, a range on a field that is not a number or a time, all_of
- * on a field that holds no tags, a malformed tag, an unknown consent
- * purpose), DOSSIER_PERMISSION_DENIED. */
+ * form or two, a value that is not of its field's type — a whole number
+ * for an int or timestamp field, one of the allowed values for an
+ * enumeration —, a range on a field that is not a number or a time,
+ * all_of on a field that holds no tags, a malformed tag, an unknown
+ * consent purpose), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_segment_define(struct dossier_client *c,
                        const struct dossier_call_options *co,
