@@ -2,7 +2,9 @@
  * "g" + name), defined through a replicated command and run by the node,
  * which returns the ids of the matching records the call's purpose may
  * read. Times and consent are checked on the stored record; conditions on
- * fields need it opened, as a read of the purpose opens it. */
+ * fields need it opened, as a read of the purpose opens it. Definitions
+ * are kept in the clear, so their conditions may only name fields whose
+ * values are no personal data (segment_field_allowed). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +106,61 @@ static int values_check(const FieldSchema *f, const char *form,
     return 0;
 }
 
+#define CAT(c) DOSSIER__V1__CATEGORY__CATEGORY_##c
+
+/* Whether a segment may hold values of field @f. A definition is kept in
+ * the clear (policy family, raft log, WAL) and read back by Get and List,
+ * so its values must not be personal data:
+ *  - enumerations and flags, whatever their category: their values come
+ *    from the kind's schema, itself kept in the clear, so a condition on
+ *    one names a class of people (a stage, a preference), never a person;
+ *  - e-mail addresses and phone numbers never;
+ *  - other values only of a category that describes no one by itself:
+ *    operational fields (stage, owner, industry: the business's own data,
+ *    as the schema declares them) of any type; behavioral and financial
+ *    fields only as numbers and times (a lead score, an amount, a credit
+ *    limit, a last visit: a bound or value of a measure is shared by many
+ *    and the definition ties it to no one) and tags (labels of the
+ *    business's vocabulary), not as text (titles, bodies, IBANs and
+ *    account references identify or describe one person);
+ *  - nothing of the identity, contact and special categories but
+ *    enumerations and flags: their text, numbers and tags are names,
+ *    addresses, birth dates, customer numbers or Art. 9 data. */
+static int segment_field_allowed(const FieldSchema *f)
+{
+    switch (f->type) {
+    case FT(ENUM):
+    case FT(BOOL):
+        return 1;
+    case FT(EMAIL):
+    case FT(PHONE):
+        return 0;
+    case FT(INT):
+    case FT(DOUBLE):
+    case FT(TIMESTAMP):
+    case FT(TAGS):
+        return f->category == CAT(OPERATIONAL) ||
+               f->category == CAT(BEHAVIORAL) ||
+               f->category == CAT(FINANCIAL);
+    default:
+        return f->category == CAT(OPERATIONAL);
+    }
+}
+
+static int segment_field_refused(const FieldSchema *f,
+                                 struct dossier_status *st)
+{
+    return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                   "condition on '%s': segment definitions are kept in the "
+                   "clear, so they may not hold values of a field that can "
+                   "identify or describe a person (e-mail and phone fields, "
+                   "anything but enumerations and flags of the identity, "
+                   "contact and special categories, text of the behavioral "
+                   "and financial ones): filter on an enumeration, a flag, "
+                   "tags, a number or an operational field",
+                   f->name);
+}
+
 /* Checks condition @i, @cnd, on its field of kind @k. */
 static int condition_check(const KindSchema *k, size_t i,
                            Dossier__V1__SegmentCondition *cnd,
@@ -116,6 +173,8 @@ static int condition_check(const KindSchema *k, size_t i,
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "condition %zu: kind '%s' has no field '%.64s'", i + 1,
                        k->kind, cnd->field);
+    if (!segment_field_allowed(f))
+        return segment_field_refused(f, st);
     forms = (cnd->n_any_of > 0) + (cnd->n_all_of > 0) +
             (cnd->n_none_of > 0) + range;
     if (forms != 1)
@@ -147,8 +206,9 @@ static int condition_check(const KindSchema *k, size_t i,
     return 0;
 }
 
-/* Checks @seg against its kind: fields exist, values have their types;
- * tags in conditions are normalised in place. */
+/* Checks @seg against its kind: fields exist and may be kept in a
+ * definition (segment_field_allowed), values have their types; tags in
+ * conditions are normalised in place. */
 static int segment_check(struct node *n, Dossier__V1__Segment *seg,
                          const KindSchema **k, struct dossier_status *st)
 {
@@ -496,9 +556,19 @@ void api_segments_run(struct call *c, ProtobufCMessage *msg)
     if (records_kind(n, seg->kind, &r.k, &st))
         goto fail;
     /* A condition on a field the purpose may not see would tell what the
-     * field holds: refused, as reading it would be. */
+     * field holds: refused, as reading it would be. A segment defined
+     * before conditions on personal fields were refused is run only once
+     * defined again without them. */
     for (size_t i = 0; i < seg->n_conditions; i++) {
         const FieldSchema *f = schema_field(r.k, seg->conditions[i]->field);
+        if (f && !segment_field_allowed(f)) {
+            err_set(&st, DOSSIER_FAILED_PRECONDITION,
+                    "segment '%s' filters on field '%s', which segments may "
+                    "no longer hold (their definitions are kept in the "
+                    "clear): define it again without that condition",
+                    seg->name, f->name);
+            goto fail;
+        }
         if (f && !(r.cats & (1u << f->category))) {
             err_set(&st, DOSSIER_PERMISSION_DENIED,
                     "segment '%s' filters on field '%s', which purpose '%s' "

@@ -1269,6 +1269,120 @@ static void test_segment_values_have_their_types(void **state)
     node_destroy(&n);
 }
 
+/* Defines a segment of @kind with the one condition @field any_of @v (or
+ * the range at_least @v when @range); returns the status code. */
+static int define_one(struct dossier_client *c, const char *kind,
+                      const char *field, const struct dossier_value *v,
+                      int range, struct dossier_status *st)
+{
+    struct dossier_segment_condition cond = {.field = field};
+    struct dossier_segment seg = {.name = "one", .kind = kind,
+                                  .n_conditions = 1, .conditions = &cond};
+    if (range)
+        cond.at_least = v;
+    else {
+        cond.n_any_of = 1;
+        cond.any_of = v;
+    }
+    return dossier_segment_define(c, NULL, &seg, NULL, st) ? st->code : 0;
+}
+
+/* A segment's definition is kept in the clear (replicated state, raft
+ * log) and read back by Get and List, so its conditions hold no personal
+ * data: values of e-mail and phone fields, of text, numbers and tags of
+ * the identity, contact and special categories, and of text of the
+ * behavioral and financial categories are refused, naming the field;
+ * enumerations and flags, operational fields, and numbers, times and
+ * tags of the behavioral and financial categories are not. */
+static void test_segment_conditions_hold_no_personal_data(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_status st;
+    const struct dossier_value mail = {.type = DOSSIER_TYPE_STRING,
+                                       .u.s = "victim.person@example.org"};
+    const struct dossier_value name = {.type = DOSSIER_TYPE_STRING,
+                                       .u.s = "Victim"};
+    const struct dossier_value phone = {.type = DOSSIER_TYPE_STRING,
+                                        .u.s = "+44 20 7946 0958"};
+    const struct dossier_value forty = {.type = DOSSIER_TYPE_INT, .u.i = 40};
+    const struct dossier_value cash = {.type = DOSSIER_TYPE_DOUBLE,
+                                       .u.d = 1000};
+    const struct dossier_value lead = {.type = DOSSIER_TYPE_STRING,
+                                       .u.s = "lead"};
+    const struct dossier_value vip = {.type = DOSSIER_TYPE_STRING,
+                                      .u.s = "vip"};
+    static const struct {
+        const char *kind, *field;
+    } refused[] = {
+        {"contact", "email"},         {"contact", "phone"},
+        {"contact", "first_name"},    {"contact", "address"},
+        {"contact", "date_of_birth"}, {"contact", "accessibility_needs"},
+        {"activity", "title"},        {"activity", "body"},
+        {"deal", "currency"},         {"company", "domain"},
+    };
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        const struct dossier_value *v =
+            !strcmp(refused[i].field, "email")   ? &mail
+            : !strcmp(refused[i].field, "phone") ? &phone
+                                                 : &name;
+        assert_int_equal(
+            define_one(ops, refused[i].kind, refused[i].field, v, 0, &st),
+            DOSSIER_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.message, refused[i].field));
+        assert_non_null(strstr(st.message, "clear"));
+        /* The value is not echoed. */
+        assert_null(strstr(st.message, "ictim"));
+    }
+    /* Whatever the form. */
+    assert_int_equal(define_one(ops, "contact", "email", &mail, 1, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "email"));
+
+    /* Allowed: a behavioral number, a financial number, an operational
+     * enumeration, operational tags and text. */
+    assert_int_equal(define_one(ops, "contact", "lead_score", &forty, 1, &st),
+                     0);
+    assert_int_equal(define_one(ops, "contact", "credit_limit", &cash, 1,
+                                &st),
+                     0);
+    assert_int_equal(
+        define_one(ops, "contact", "lifecycle_stage", &lead, 0, &st), 0);
+    assert_int_equal(define_one(ops, "contact", "tags", &vip, 0, &st), 0);
+    assert_int_equal(define_one(ops, "deal", "owner", &name, 0, &st), 0);
+
+    /* A field whose category changed since (a kind may be redefined so)
+     * makes its segments stop running until defined again. */
+    {
+        struct dossier_field_schema f[] = {
+            {.name = "source", .type = DOSSIER_FIELD_STRING,
+             .category = DOSSIER_CATEGORY_OPERATIONAL}};
+        struct dossier_kind_schema k = {.kind = "signup", .personal = 1,
+                                        .n_fields = 1, .fields = f};
+        const struct dossier_value web = {.type = DOSSIER_TYPE_STRING,
+                                          .u.s = "web"};
+        char ids[64];
+        assert_int_equal(dossier_schema_define(ops, NULL, &k, NULL, &st), 0);
+        assert_int_equal(define_one(ops, "signup", "source", &web, 0, &st),
+                         0);
+        assert_int_equal(run_all(ops, "one", 0, ids, sizeof(ids), &st), 0);
+        f[0].category = DOSSIER_CATEGORY_IDENTITY;
+        assert_int_equal(dossier_schema_define(ops, NULL, &k, NULL, &st), 0);
+        assert_int_equal(run_all(ops, "one", 0, ids, sizeof(ids), &st),
+                         DOSSIER_FAILED_PRECONDITION);
+        assert_non_null(strstr(st.message, "source"));
+        assert_non_null(strstr(st.message, "again"));
+    }
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1282,6 +1396,7 @@ int main(void)
         cmocka_unit_test(test_segments),
         cmocka_unit_test(test_segment_ranges_and_tags),
         cmocka_unit_test(test_segment_values_have_their_types),
+        cmocka_unit_test(test_segment_conditions_hold_no_personal_data),
     };
     int rc;
     if (sodium_init() < 0)

@@ -1404,8 +1404,13 @@ struct dossier_segment {
 };
 
 /* Defines or replaces segment @s (service or admin role); *@version (may
- * be NULL) gets its version. Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, a condition with no
+ * be NULL) gets its version. A definition is kept in the clear, so a
+ * condition may not name a field whose values can identify or describe a
+ * person: e-mail and phone fields, text of the behavioral and financial
+ * categories, and anything but enumerations and flags of the identity,
+ * contact and special categories. Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (such a field, a field the kind lacks, a
+ * condition with no
  * form or two, a value that is not of its field's type — a whole number
  * for an int or timestamp field, one of the allowed values for an
  * enumeration —, a range on a field that is not a number or a time,
@@ -1430,7 +1435,9 @@ struct dossier_segment_members {
  * it may read match, and a condition on a field it may not see is
  * refused (DOSSIER_PERMISSION_DENIED). A page may hold fewer matches than
  * asked and still have a next_page_token: the node looks at a bounded
- * number of records per call. Errors: DOSSIER_NOT_FOUND. */
+ * number of records per call. Errors: DOSSIER_NOT_FOUND,
+ * DOSSIER_FAILED_PRECONDITION (a condition on a field segments may no
+ * longer hold: define the segment again). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_segment_run(struct dossier_client *c,
                     const struct dossier_call_options *co, const char *name,
