@@ -330,6 +330,29 @@ void api_segments_define(struct call *c, ProtobufCMessage *msg)
     }
 }
 
+/* Whether @c's purpose may see every field @seg filters on: 0, or
+ * DOSSIER_PERMISSION_DENIED naming the first it may not see (its values
+ * in the definition would tell it what to look for, as a run would tell
+ * it who has them). A kind no longer known hides nothing. */
+static int segment_visible(struct call *c, const Dossier__V1__Segment *seg,
+                           struct dossier_status *st)
+{
+    const KindSchema *k =
+        schema_registry_get(store_schemas(call_node(c)->store), seg->kind);
+    unsigned cats = api_visible_categories(c);
+
+    for (size_t i = 0; k && i < seg->n_conditions; i++) {
+        const FieldSchema *f = schema_field(k, seg->conditions[i]->field);
+        if (f && (f->category < 1 || f->category > 6 ||
+                  !(cats & (1u << f->category))))
+            return err_set(st, DOSSIER_PERMISSION_DENIED,
+                           "segment '%s' filters on field '%s', which "
+                           "purpose '%s' may not see",
+                           seg->name, f->name, call_purpose(c));
+    }
+    return 0;
+}
+
 void api_segments_get(struct call *c, ProtobufCMessage *msg)
 {
     Dossier__V1__GetSegmentRequest *req = (Dossier__V1__GetSegmentRequest *)msg;
@@ -338,7 +361,10 @@ void api_segments_get(struct call *c, ProtobufCMessage *msg)
 
     if (segment_get(call_node(c), req->name, &seg, &st))
         return call_fail_status(c, &st);
-    call_reply(c, &seg->base);
+    if (segment_visible(c, seg, &st))
+        call_fail_status(c, &st);
+    else
+        call_reply(c, &seg->base);
     dossier__v1__segment__free_unpacked(seg, NULL);
 }
 
@@ -347,6 +373,7 @@ void api_segments_list(struct call *c, ProtobufCMessage *msg)
     Dossier__V1__ListSegmentsResponse resp =
         DOSSIER__V1__LIST_SEGMENTS_RESPONSE__INIT;
     ProtobufCMessage **m;
+    Dossier__V1__Segment **shown;
     struct dossier_status st;
     size_t count;
     (void)msg;
@@ -356,9 +383,17 @@ void api_segments_list(struct call *c, ProtobufCMessage *msg)
                             &dossier__v1__segment__descriptor, &m, &count,
                             &st))
         return call_fail_status(c, &st);
-    resp.n_segments = count;
-    resp.segments = (Dossier__V1__Segment **)m;
+    /* Those on fields the purpose may not see are left out. */
+    if (!(shown = calloc(count ? count : 1, sizeof(*shown)))) {
+        store_messages_free(m, count);
+        return call_fail(c, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++)
+        if (segment_visible(c, (Dossier__V1__Segment *)m[i], &st) == 0)
+            shown[resp.n_segments++] = (Dossier__V1__Segment *)m[i];
+    resp.segments = shown;
     call_reply(c, &resp.base);
+    free(shown);
     store_messages_free(m, count);
 }
 

@@ -317,6 +317,17 @@ echo '{"name":"vip_kept","kind":"deal","where":{"tags":{"any_of":["vip"],"none_o
 expect 0 "segment define with tags" -- "$DOSSIER" segment define "$WORK/tagseg.json"
 expect 0 "segment run with tags" -- "$DOSSIER" segment run vip_kept --all
 jsonl_check "the tag segment holds the VIP deal that did not churn" "[x['id'] for x in d] == ['deal-4']"
+expect 0 "segment get" -- "$DOSSIER" segment get big_nov
+json_check "segment get prints the definition as define reads it" "d['kind'] == 'deal' and d['where'] == {'amount': {'at_least': 10000, 'below': 50000}, 'close_date': {'at_least': 1793491200000, 'below': 1796083200000}} and d['version'] > 0"
+cp "$WORK/out" "$WORK/big_nov.json"
+expect 0 "what segment get prints can be defined again" -- "$DOSSIER" segment define "$WORK/big_nov.json"
+expect 0 "segment list" -- "$DOSSIER" segment list
+jsonl_check "segment list prints every definition" "sorted(x['name'] for x in d) == ['big_nov', 'vip_kept', 'won_deals'] and [x['where']['tags'] for x in d if x['name'] == 'vip_kept'] == [{'any_of': ['vip'], 'none_of': ['churned']}]"
+expect 7 "segment get for a purpose that may not see the fields exits 7" -- "$DOSSIER" --purpose marketing segment get big_nov
+contains "$WORK/err" "amount" "the refusal names the field"
+expect 0 "segment list for that purpose" -- "$DOSSIER" --purpose marketing segment list
+[ ! -s "$WORK/out" ] && ok "marketing is shown no definition on deal fields" || fail "marketing sees: $(cat "$WORK/out")"
+expect 3 "segment get of an unknown segment exits 3" -- "$DOSSIER" segment get nothing_here
 echo '{"name":"bad","kind":"deal","where":{"stage":{"at_least":1}}}' >"$WORK/badrange.json"
 expect 5 "a range on an enum exits 5" -- "$DOSSIER" segment define "$WORK/badrange.json"
 contains "$WORK/err" "range" "the refusal names the range"

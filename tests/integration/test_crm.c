@@ -1383,6 +1383,157 @@ static void test_segment_conditions_hold_no_personal_data(void **state)
     node_destroy(&n);
 }
 
+/* The conditions of @s, as "field:form=value;..." (values as numbers or
+ * strings), for comparing a definition read back with what was given. */
+static const char *conditions_text(const struct dossier_segment *s, char *out,
+                                   size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < s->n_conditions; i++) {
+        const struct dossier_segment_condition *c = &s->conditions[i];
+        const struct dossier_value *v =
+            c->n_any_of ? c->any_of : c->at_least ? c->at_least : c->below;
+        const char *form = c->n_any_of ? "any_of" : c->at_least ? "at_least"
+                                                                : "below";
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s:%s=", i ? ";" : "",
+                 c->field, form);
+        if (v && v->type == DOSSIER_TYPE_STRING)
+            snprintf(out + strlen(out), cap - strlen(out), "%s", v->u.s);
+        else if (v && v->type == DOSSIER_TYPE_INT)
+            snprintf(out + strlen(out), cap - strlen(out), "%lld",
+                     (long long)v->u.i);
+        else if (v && v->type == DOSSIER_TYPE_DOUBLE)
+            snprintf(out + strlen(out), cap - strlen(out), "%g", v->u.d);
+    }
+    return out;
+}
+
+/* Segment definitions are read as the other definitions of data calls
+ * are: by the roles that define and run them (service, admin), for a
+ * purpose, and not when they filter on a field the purpose may not see
+ * (Get refuses naming the field, List leaves them out): the values in
+ * them would tell what the purpose may not know. A definition comes back
+ * as it was given. */
+static void test_segment_definitions_by_role_and_purpose(void **state)
+{
+    char tok_admin[65], tok_svc[65], tok_dpo[65], auth[400], text[256];
+    const struct harness_principal p[] = {
+        {"ops", "admin", tok_admin, "*"},
+        {"crm", "service", tok_svc, "operations,marketing"},
+        {"dpo", "compliance", tok_dpo, NULL}};
+    struct node_proc n;
+    struct dossier_client *ops, *mkt, *admin, *dpo;
+    struct dossier_status st;
+    struct dossier_segment_info info, *all;
+    size_t n_all;
+    const struct dossier_value thousand = {.type = DOSSIER_TYPE_INT,
+                                           .u.i = 1000};
+    const struct dossier_value won = {.type = DOSSIER_TYPE_STRING,
+                                      .u.s = "closed_won"};
+    const struct dossier_segment_condition c_spend[] = {
+        {.field = "credit_limit", .at_least = &thousand}};
+    const struct dossier_segment_condition c_won[] = {
+        {.field = "stage", .n_any_of = 1, .any_of = &won}};
+    const struct dossier_segment spenders = {
+        .name = "big_spenders", .kind = "contact", .description = "limits",
+        .n_conditions = 1, .conditions = c_spend};
+    const struct dossier_segment won_deals = {
+        .name = "won_deals", .kind = "deal", .n_conditions = 1,
+        .conditions = c_won};
+    const struct dossier_segment consented = {
+        .name = "consented", .kind = "contact",
+        .consent_purpose = "marketing"};
+    (void)state;
+
+    harness_new_token(tok_admin);
+    harness_new_token(tok_svc);
+    harness_new_token(tok_dpo);
+    node_init(&n);
+    snprintf(auth, sizeof(auth), "%s/auth", n.dir);
+    harness_write_auth_file(auth, p, 3);
+    n.args[0] = "--auth-file";
+    n.args[1] = auth;
+    n.args[2] = NULL;
+    harness_token = tok_admin;
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, tok_svc, "operations");
+    mkt = harness_client_as(n.addr, tok_svc, "marketing");
+    admin = harness_client_as(n.addr, tok_admin, "operations");
+    dpo = harness_client_as(n.addr, tok_dpo, "operations");
+    assert_int_equal(dossier_segment_define(ops, NULL, &spenders, NULL, &st),
+                     0);
+    assert_int_equal(dossier_segment_define(ops, NULL, &won_deals, NULL, &st),
+                     0);
+    assert_int_equal(dossier_segment_define(ops, NULL, &consented, NULL, &st),
+                     0);
+
+    /* Operations sees them all, as they were given. */
+    assert_int_equal(dossier_segment_get(ops, NULL, "big_spenders", &info,
+                                         &st),
+                     0);
+    assert_string_equal(info.segment.kind, "contact");
+    assert_string_equal(info.segment.description, "limits");
+    assert_null(info.segment.consent_purpose);
+    assert_true(info.version > 0);
+    assert_string_equal(conditions_text(&info.segment, text, sizeof(text)),
+                        "credit_limit:at_least=1000");
+    dossier_segment_info_release(&info);
+    assert_int_equal(dossier_segment_list(ops, NULL, &all, &n_all, &st), 0);
+    assert_int_equal(n_all, 3);
+    for (size_t i = 0; i < n_all; i++)
+        if (!strcmp(all[i].segment.name, "won_deals"))
+            assert_string_equal(
+                conditions_text(&all[i].segment, text, sizeof(text)),
+                "stage:any_of=closed_won");
+    dossier_segment_infos_free(all, n_all);
+    /* So does an admin, for a purpose. */
+    assert_int_equal(dossier_segment_get(admin, NULL, "won_deals", &info,
+                                         &st),
+                     0);
+    dossier_segment_info_release(&info);
+
+    /* Marketing may not see credit limits nor stages: Get refuses, naming
+     * the field, and List shows only the segment on consent. */
+    assert_int_not_equal(dossier_segment_get(mkt, NULL, "big_spenders", &info,
+                                             &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_non_null(strstr(st.message, "credit_limit"));
+    assert_int_equal(dossier_segment_list(mkt, NULL, &all, &n_all, &st), 0);
+    assert_int_equal(n_all, 1);
+    assert_string_equal(all[0].segment.name, "consented");
+    assert_string_equal(all[0].segment.consent_purpose, "marketing");
+    dossier_segment_infos_free(all, n_all);
+
+    /* The compliance role neither defines nor reads them. */
+    assert_int_not_equal(dossier_segment_get(dpo, NULL, "consented", &info,
+                                             &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    assert_int_not_equal(dossier_segment_list(dpo, NULL, &all, &n_all, &st),
+                         0);
+    assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
+    /* Nor does a caller without a purpose. */
+    {
+        struct dossier_client *none = harness_client_as(n.addr, tok_svc, NULL);
+        assert_int_not_equal(
+            dossier_segment_list(none, NULL, &all, &n_all, &st), 0);
+        assert_int_equal(st.code, DOSSIER_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.message, "purpose"));
+        dossier_client_close(none);
+    }
+    assert_int_not_equal(
+        dossier_segment_get(ops, NULL, "nothing_here", &info, &st), 0);
+    assert_int_equal(st.code, DOSSIER_NOT_FOUND);
+
+    dossier_client_close(ops);
+    dossier_client_close(mkt);
+    dossier_client_close(admin);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1397,6 +1548,7 @@ int main(void)
         cmocka_unit_test(test_segment_ranges_and_tags),
         cmocka_unit_test(test_segment_values_have_their_types),
         cmocka_unit_test(test_segment_conditions_hold_no_personal_data),
+        cmocka_unit_test(test_segment_definitions_by_role_and_purpose),
     };
     int rc;
     if (sodium_init() < 0)

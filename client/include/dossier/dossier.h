@@ -1422,6 +1422,38 @@ dossier_segment_define(struct dossier_client *c,
                        const struct dossier_segment *s, uint64_t *version,
                        struct dossier_status *st);
 
+/* A segment as the cluster keeps it: @segment and everything it points
+ * to belong to it (string values of conditions included); release with
+ * dossier_segment_info_release(). */
+struct dossier_segment_info {
+    struct dossier_segment segment;
+    uint64_t version;
+    void *priv; /* the library's */
+};
+
+/* Segment @name into @out (service or admin role, and a purpose: a
+ * segment filtering on a field the purpose may not see is refused).
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_PERMISSION_DENIED (naming the field,
+ * or a role that may not read definitions), DOSSIER_NOMEM. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_segment_get(struct dossier_client *c,
+                    const struct dossier_call_options *co, const char *name,
+                    struct dossier_segment_info *out,
+                    struct dossier_status *st);
+
+/* Every segment the call's purpose may see (those filtering on a field it
+ * may not see are left out), by name, into *@out (*@n of them); free
+ * with dossier_segment_infos_free(). Same role as dossier_segment_get(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_segment_list(struct dossier_client *c,
+                     const struct dossier_call_options *co,
+                     struct dossier_segment_info **out, size_t *n,
+                     struct dossier_status *st);
+
+DOSSIER_API void dossier_segment_info_release(struct dossier_segment_info *s);
+DOSSIER_API void dossier_segment_infos_free(struct dossier_segment_info *v,
+                                            size_t n);
+
 /* The ids of records that match a segment, a page at a time; release with
  * dossier_segment_members_release(). */
 struct dossier_segment_members {
