@@ -714,7 +714,8 @@ static int dup_find(struct call *c, const KindSchema *k,
 }
 
 /* Opens the members of group @g that @c may see into @o (counted in *@n),
- * at most GROUP_RECORDS_MAX; adds the personal ones to @seen. */
+ * at most GROUP_RECORDS_MAX; adds the personal ones to @seen. On failure
+ * the records it opened are released (wiped) and *@n is 0. */
 static int group_open(struct call *c, const KindSchema *k,
                       const struct node_set *ns, const struct dup_group *g,
                       struct records_opened *o, size_t *n,
@@ -722,35 +723,50 @@ static int group_open(struct call *c, const KindSchema *k,
                       struct dossier_status *st)
 {
     struct node *nd = call_node(c);
+    size_t seen0 = *n_seen;
+    int rc = 0;
     *n = 0;
     for (size_t i = 0; i < g->n && *n < GROUP_RECORDS_MAX; i++) {
         const uint8_t *rid = ns->rid[g->members[i]];
         StoredRecord *sr;
-        int rc = store_record_get(nd->store, k->kind, rid, &sr, st);
-        if (rc == DOSSIER_NOT_FOUND)
+        int personal;
+        rc = store_record_get(nd->store, k->kind, rid, &sr, st);
+        if (rc == DOSSIER_NOT_FOUND) {
+            rc = 0;
             continue; /* deleted meanwhile */
+        }
         if (rc)
-            return rc;
-        if (sr->subject.len == STORE_SP_BYTES) {
+            break;
+        personal = sr->subject.len == STORE_SP_BYTES;
+        if (personal) {
             rc = api_subject_visible(c, sr->subject.data, st);
-            if (rc == DOSSIER_PERMISSION_DENIED) {
-                dossier__store__v1__stored_record__free_unpacked(sr, NULL);
-                continue;
-            }
             if (rc) {
                 dossier__store__v1__stored_record__free_unpacked(sr, NULL);
-                return rc;
+                if (rc != DOSSIER_PERMISSION_DENIED)
+                    break;
+                rc = 0;
+                continue;
             }
-            memcpy(seen[(*n_seen)++], rid, STORE_RID_BYTES);
         }
+        /* records_open takes @sr, also when it fails. */
         rc = records_open(nd, sr, rid, api_visible_categories(c), &o[*n], st);
-        if (rc == DOSSIER_NOT_FOUND)
-            continue;
+        if (rc == DOSSIER_NOT_FOUND) {
+            rc = 0;
+            continue; /* deleted while its links were read */
+        }
         if (rc)
-            return rc;
+            break;
+        if (personal)
+            memcpy(seen[(*n_seen)++], rid, STORE_RID_BYTES);
         (*n)++;
     }
-    return 0;
+    if (rc) {
+        for (size_t j = 0; j < *n; j++)
+            records_opened_release(&o[j]);
+        *n = 0;
+        *n_seen = seen0;
+    }
+    return rc;
 }
 
 void api_records_find_duplicates(struct call *c, ProtobufCMessage *msg)
@@ -817,7 +833,7 @@ void api_records_find_duplicates(struct call *c, ProtobufCMessage *msg)
     }
     for (size_t i = first; i < end; i++) {
         Dossier__V1__DuplicateGroup *g = &groups[resp.n_groups];
-        size_t got;
+        size_t got, seen0 = n_seen;
         if (group_open(c, k, &w.ns, &w.groups[i], o + opened, &got, seen,
                        &n_seen, &st)) {
             call_fail_status(c, &st);
@@ -826,6 +842,7 @@ void api_records_find_duplicates(struct call *c, ProtobufCMessage *msg)
         if (got < 2) { /* changed meanwhile: no longer a group */
             for (size_t j = 0; j < got; j++)
                 records_opened_release(&o[opened + j]);
+            n_seen = seen0; /* nothing of it is shown */
             continue;
         }
         dossier__v1__duplicate_group__init(g);

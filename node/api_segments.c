@@ -543,7 +543,10 @@ static int run_one(void *arg, StoredRecord *sr, const uint8_t *rid,
         dossier__store__v1__stored_record__free_unpacked(sr, NULL);
         return m < 0 ? st->code : 0;
     }
-    if ((rc = records_open(call_node(r->c), sr, rid, r->cats, &o, st)))
+    rc = records_open(call_node(r->c), sr, rid, r->cats, &o, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0; /* deleted while its links were read: no longer a member */
+    if (rc)
         return rc;
     for (size_t i = 0; m && i < r->seg->n_conditions; i++) {
         const Dossier__V1__SegmentCondition *cnd = r->seg->conditions[i];
