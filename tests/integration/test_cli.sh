@@ -266,6 +266,9 @@ expect 0 "dedup rules define" -- "$DOSSIER" dedup rules define contact same_emai
 json_check "the defined rules come back" "d['defined'] and d['version'] > 0 and [(r['name'], r['fields']) for r in d['rules']] == [('same_email', ['email']), ('email_and_phone', ['email', 'phone'])]"
 expect 0 "dedup report by the rules" -- "$DOSSIER" dedup report contact
 jsonl_check "the report names the rules of each group" "any(g['rules'] == ['same_email'] and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
+cp "$WORK/out" "$WORK/dedup-all"
+expect 0 "dedup report a group a page" -- "$DOSSIER" dedup report contact --limit 1 --all
+lines_check "page by page, the same groups, each once" "sorted(map(json.dumps, d)) == sorted(json.dumps(json.loads(l)) for l in open('$WORK/dedup-all'))"
 expect 0 "dedup rules list" -- "$DOSSIER" dedup rules list
 jsonl_check "every defined set is listed" "[x['kind'] for x in d] == ['contact']"
 expect 5 "a rule on a field that is not indexed exits 5" -- "$DOSSIER" dedup rules define contact by_name=first_name

@@ -173,13 +173,23 @@ static void test_duplicates(void **state)
                                                  &pr, &d2, &st),
                          0);
         assert_int_equal(d2.n_groups, 1);
-        assert_null(d2.next_page_token);
         group_ids(&d2.groups[0], second, sizeof(second));
         assert_string_not_equal(second, first);
         assert_true((!strcmp(first, "d1,d2,d3,d4") &&
                      !strcmp(second, "d6,d7")) ||
                     (!strcmp(first, "d6,d7") &&
                      !strcmp(second, "d1,d2,d3,d4")));
+        /* A full page does not know whether more follow: the last may be
+         * empty, and then has no token. */
+        if (d2.next_page_token) {
+            snprintf(token, sizeof(token), "%s", d2.next_page_token);
+            dossier_duplicates_release(&d2);
+            assert_int_equal(dossier_find_duplicates(ops, NULL, "contact",
+                                                     NULL, 0, &pr, &d2, &st),
+                             0);
+            assert_int_equal(d2.n_groups, 0);
+            assert_null(d2.next_page_token);
+        }
         dossier_duplicates_release(&d2);
         pr.page_token = "not-a-token";
         assert_int_not_equal(dossier_find_duplicates(ops, NULL, "contact",
@@ -317,6 +327,46 @@ static void test_duplicate_rules(void **state)
     assert_string_equal(find_group(&d, "email", buf, sizeof(buf)),
                         "l1,l2,l3,l4");
     dossier_duplicates_release(&d);
+
+    /* A group at a time: every group once, also two of one last name
+     * (one run of index rows) with two postcodes, split between pages. */
+    put_lead(ops, "j1", "j1@x.example", "Jones", "5000");
+    put_lead(ops, "j2", "j2@x.example", "Jones", "5000");
+    put_lead(ops, "j3", "j3@x.example", "Jones", "6000");
+    put_lead(ops, "j4", "j4@x.example", "Jones", "6000");
+    {
+        struct dossier_page_request pr = {1, NULL};
+        char token[512], all[1024] = "";
+        int pages = 0;
+        for (;;) {
+            assert_int_equal(dossier_find_duplicates(ops, NULL, "lead", NULL,
+                                                     0, &pr, &d, &st),
+                             0);
+            assert_true(d.n_groups <= 1);
+            for (size_t i = 0; i < d.n_groups; i++) {
+                group_ids(&d.groups[i], buf, sizeof(buf));
+                snprintf(all + strlen(all), sizeof(all) - strlen(all), "[%s]",
+                         buf);
+            }
+            pages++;
+            if (!d.next_page_token) {
+                dossier_duplicates_release(&d);
+                break;
+            }
+            snprintf(token, sizeof(token), "%s", d.next_page_token);
+            pr.page_token = token;
+            dossier_duplicates_release(&d);
+            assert_true(pages < 10);
+        }
+        /* By rule, then by the rule's blind indexes: the order is not
+         * meaningful, the groups are. */
+        assert_int_equal(strlen(all), strlen("[l1,l2,l3,l4][l5,l6][j1,j2]"
+                                             "[j3,j4]"));
+        assert_non_null(strstr(all, "[l1,l2,l3,l4]"));
+        assert_non_null(strstr(all, "[l5,l6]"));
+        assert_non_null(strstr(all, "[j1,j2]"));
+        assert_non_null(strstr(all, "[j3,j4]"));
+    }
 
     /* Kept by the cluster, listed, and other kinds keep their default. */
     assert_int_equal(dossier_duplicate_rules_list(ops, NULL, &all, &n_all,
@@ -475,6 +525,248 @@ static void test_duplicates_of_fields_the_purpose_may_not_see(void **state)
 
     dossier_client_close(ops);
     dossier_client_close(billing);
+    node_destroy(&n);
+}
+
+/* Puts of many records at once, a bounded number in flight. */
+struct flight {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int in_flight, failed;
+};
+
+static void flight_done(void *arg, const struct dossier_status *st,
+                        const struct dossier_put_result *res)
+{
+    struct flight *f = arg;
+    (void)res;
+    pthread_mutex_lock(&f->lock);
+    f->failed += st->code != 0;
+    f->in_flight--;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void flight_put(struct flight *f, struct dossier_client *c,
+                       struct dossier_record *r)
+{
+    struct dossier_status st;
+    pthread_mutex_lock(&f->lock);
+    while (f->in_flight >= 64)
+        pthread_cond_wait(&f->cond, &f->lock);
+    f->in_flight++;
+    pthread_mutex_unlock(&f->lock);
+    if (dossier_put_async(c, NULL, r, DOSSIER_ANY_VERSION, flight_done, f,
+                          &st) != 0)
+        fail_msg("put %s: %s", r->id, st.message);
+    dossier_record_free(r);
+}
+
+static void flight_wait(struct flight *f)
+{
+    pthread_mutex_lock(&f->lock);
+    while (f->in_flight > 0)
+        pthread_cond_wait(&f->cond, &f->lock);
+    pthread_mutex_unlock(&f->lock);
+    assert_int_equal(f->failed, 0);
+}
+
+static struct dossier_record *visitor(const char *id, const char *code,
+                                      const char *ref)
+{
+    struct dossier_record *r = dossier_record_new("visitor", id, NULL);
+    dossier_record_set_string(r, "code", code);
+    if (ref)
+        dossier_record_set_string(r, "ref", ref);
+    return r;
+}
+
+/* A page of duplicates reads a bounded part of the index (about 20,000
+ * rows and records) and answers with a token when the walk is not done,
+ * even with fewer groups than asked; following the tokens finds every
+ * group once, also one connected across two rules (x shares a code with
+ * y, y a reference with z) and across pages. */
+static void test_duplicates_a_page_reads_a_bounded_part(void **state)
+{
+    enum { SINGLES = 21000, PAIRS = 40, TRIPLES = 10 };
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_status st;
+    struct dossier_field_schema fields[] = {
+        {.name = "code", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_OPERATIONAL, .indexed = 1},
+        {.name = "ref", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_OPERATIONAL, .indexed = 1}};
+    const struct dossier_kind_schema kind = {
+        .kind = "visitor", .personal = 0, .n_fields = 2, .fields = fields};
+    struct flight f = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                       0};
+    struct dossier_page_request pr = {1000, NULL};
+    char token[512], buf[256];
+    int pages = 0, seen[PAIRS + TRIPLES] = {0}, first_had_token = -1;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    assert_int_equal(dossier_schema_define(ops, NULL, &kind, NULL, &st), 0);
+    for (int i = 0; i < SINGLES; i++) {
+        char id[16], code[16];
+        snprintf(id, sizeof(id), "s%d", i);
+        snprintf(code, sizeof(code), "c%d", i);
+        flight_put(&f, ops, visitor(id, code, NULL));
+    }
+    for (int i = 0; i < PAIRS; i++) {
+        char a[16], b[16], code[16];
+        snprintf(a, sizeof(a), "p%02da", i);
+        snprintf(b, sizeof(b), "p%02db", i);
+        snprintf(code, sizeof(code), "pair%d", i);
+        flight_put(&f, ops, visitor(a, code, NULL));
+        flight_put(&f, ops, visitor(b, code, NULL));
+    }
+    for (int i = 0; i < TRIPLES; i++) {
+        char x[16], y[16], z[16], code[16], ref[16], lone[16];
+        snprintf(x, sizeof(x), "t%02dx", i);
+        snprintf(y, sizeof(y), "t%02dy", i);
+        snprintf(z, sizeof(z), "t%02dz", i);
+        snprintf(code, sizeof(code), "tri%d", i);
+        snprintf(ref, sizeof(ref), "ref%d", i);
+        snprintf(lone, sizeof(lone), "lone%d", i);
+        flight_put(&f, ops, visitor(x, code, NULL));
+        flight_put(&f, ops, visitor(y, code, ref));
+        flight_put(&f, ops, visitor(z, lone, ref));
+    }
+    flight_wait(&f);
+
+    for (;;) {
+        struct dossier_duplicates d;
+        assert_int_equal(dossier_find_duplicates(ops, NULL, "visitor", NULL,
+                                                 0, &pr, &d, &st),
+                         0);
+        pages++;
+        if (first_had_token < 0)
+            first_had_token = d.next_page_token != NULL;
+        for (size_t g = 0; g < d.n_groups; g++) {
+            int i;
+            group_ids(&d.groups[g], buf, sizeof(buf));
+            if (sscanf(buf, "p%da", &i) == 1 && i >= 0 && i < PAIRS) {
+                char want[32];
+                snprintf(want, sizeof(want), "p%02da,p%02db", i, i);
+                assert_string_equal(buf, want);
+                seen[i]++;
+            } else if (sscanf(buf, "t%dx", &i) == 1 && i >= 0 &&
+                       i < TRIPLES) {
+                char want[32], rules[64];
+                snprintf(want, sizeof(want), "t%02dx,t%02dy,t%02dz", i, i, i);
+                assert_string_equal(buf, want);
+                assert_string_equal(
+                    group_rules(&d.groups[g], rules, sizeof(rules)),
+                    "code,ref");
+                seen[PAIRS + i]++;
+            } else {
+                fail_msg("unexpected group %s", buf);
+            }
+        }
+        if (!d.next_page_token) {
+            dossier_duplicates_release(&d);
+            break;
+        }
+        snprintf(token, sizeof(token), "%s", d.next_page_token);
+        pr.page_token = token;
+        dossier_duplicates_release(&d);
+        assert_true(pages < 50);
+    }
+    fprintf(stderr, "%d pages of duplicates among %d records\n", pages,
+            SINGLES + 2 * PAIRS + 3 * TRIPLES);
+    /* The index holds more rows than a page reads. */
+    assert_int_equal(first_had_token, 1);
+    assert_true(pages >= 2);
+    for (int i = 0; i < PAIRS + TRIPLES; i++)
+        assert_int_equal(seen[i], 1);
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
+/* A page of duplicates holds about 2 MiB of records at most: a group of
+ * large records shows its first ones (two at least) and the page ends
+ * there, with a token; the next group comes on the next page. Without
+ * the cap, the two groups would make one reply of 4.8 MB. */
+static void test_duplicates_reply_is_bounded(void **state)
+{
+    enum { PER_GROUP = 40, BLOB = 60000 };
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_status st;
+    struct dossier_field_schema fields[] = {
+        {.name = "code", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_OPERATIONAL, .indexed = 1},
+        {.name = "blob", .type = DOSSIER_FIELD_STRING,
+         .category = DOSSIER_CATEGORY_OPERATIONAL}};
+    const struct dossier_kind_schema kind = {
+        .kind = "bulky", .personal = 0, .n_fields = 2, .fields = fields};
+    struct dossier_page_request pr = {10, NULL};
+    char *blob = malloc(BLOB + 1), token[512];
+    size_t shown[2] = {0, 0};
+    int pages = 0, groups = 0;
+    (void)state;
+
+    assert_non_null(blob);
+    memset(blob, 'x', BLOB);
+    blob[BLOB] = '\0';
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    assert_int_equal(dossier_schema_define(ops, NULL, &kind, NULL, &st), 0);
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; i < PER_GROUP; i++) {
+            struct dossier_record *r;
+            char id[16];
+            snprintf(id, sizeof(id), "b%d-%02d", g, i);
+            r = dossier_record_new("bulky", id, NULL);
+            dossier_record_set_string(r, "code", g ? "one" : "zero");
+            dossier_record_set_string(r, "blob", blob);
+            if (dossier_put(ops, NULL, r, DOSSIER_ANY_VERSION, NULL, &st))
+                fail_msg("put %s: %s", id, st.message);
+            dossier_record_free(r);
+        }
+    for (;;) {
+        struct dossier_duplicates d;
+        size_t bytes = 0;
+        assert_int_equal(dossier_find_duplicates(ops, NULL, "bulky", NULL, 0,
+                                                 &pr, &d, &st),
+                         0);
+        pages++;
+        for (size_t g = 0; g < d.n_groups; g++) {
+            int which = d.groups[g].records[0]->id[1] - '0';
+            assert_true(d.groups[g].n_records >= 2);
+            for (size_t j = 0; j < d.groups[g].n_records; j++) {
+                assert_int_equal(d.groups[g].records[j]->id[1] - '0', which);
+                bytes += strlen(
+                    dossier_record_field(d.groups[g].records[j], "blob")->u.s);
+            }
+            shown[which] += d.groups[g].n_records;
+            groups++;
+        }
+        /* The cap, and at most one record beyond it. */
+        assert_true(bytes <= (2u << 20) + BLOB);
+        if (!d.next_page_token) {
+            dossier_duplicates_release(&d);
+            break;
+        }
+        snprintf(token, sizeof(token), "%s", d.next_page_token);
+        pr.page_token = token;
+        dossier_duplicates_release(&d);
+        assert_true(pages < 10);
+    }
+    /* Each group once, each cut to what 2 MiB holds. */
+    assert_int_equal(groups, 2);
+    assert_true(pages >= 2);
+    assert_true(shown[0] >= 2 && shown[0] < PER_GROUP);
+    assert_true(shown[1] >= 2 && shown[1] < PER_GROUP);
+
+    free(blob);
+    dossier_client_close(ops);
     node_destroy(&n);
 }
 
@@ -694,6 +986,70 @@ static void test_report_while_deleting(void **state)
     assert_int_equal(last, 0);
     fprintf(stderr, "%d reports while %d linked deals were deleted\n",
             reports, N);
+
+    dossier_client_close(ops);
+    node_destroy(&n);
+}
+
+/* A record deleted while duplicates are found is left out of its group
+ * (or its group out of the page), not a failure: calls go on while
+ * linked deals, one group by their stage, are deleted. */
+static void test_duplicates_while_deleting(void **state)
+{
+    enum { N = 400 };
+    struct node_proc n;
+    struct dossier_client *ops;
+    struct dossier_status st;
+    const char *by_stage[] = {"stage"};
+    struct deleter d;
+    pthread_t t;
+    int calls = 0, done = 0;
+    size_t last = 100;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = harness_client_as(n.addr, NULL, "operations");
+    for (int i = 0; i < N; i++) {
+        struct dossier_record *rec;
+        char id[16];
+        snprintf(id, sizeof(id), "ld%d", i);
+        rec = dossier_record_new("deal", id, NULL);
+        dossier_record_set_string(rec, "name", id);
+        dossier_record_set_string(rec, "stage", "qualified");
+        dossier_record_add_link(rec, "for", "company", "acme");
+        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+            fail_msg("put %s: %s", id, st.message);
+        dossier_record_free(rec);
+    }
+    d.addr = n.addr;
+    d.n = N;
+    d.done = 0;
+    pthread_mutex_init(&d.mu, NULL);
+    pthread_create(&t, NULL, delete_deals, &d);
+    while (!done) {
+        struct dossier_duplicates dd;
+        size_t shown;
+        pthread_mutex_lock(&d.mu);
+        done = d.done;
+        pthread_mutex_unlock(&d.mu);
+        if (dossier_find_duplicates(ops, NULL, "deal", by_stage, 1, NULL, &dd,
+                                    &st) != 0)
+            fail_msg("call %d while deleting: %s", calls, st.message);
+        assert_true(dd.n_groups <= 1);
+        /* A group shows its first 100 records: fewer once fewer are
+         * left. */
+        shown = dd.n_groups ? dd.groups[0].n_records : 0;
+        assert_true(shown <= last);
+        last = shown;
+        dossier_duplicates_release(&dd);
+        calls++;
+    }
+    pthread_join(t, NULL);
+    pthread_mutex_destroy(&d.mu);
+    assert_int_equal(last, 0);
+    fprintf(stderr, "%d calls while %d linked deals were deleted\n", calls,
+            N);
 
     dossier_client_close(ops);
     node_destroy(&n);
@@ -1632,6 +1988,8 @@ int main(void)
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_duplicate_rules),
         cmocka_unit_test(test_duplicates_of_fields_the_purpose_may_not_see),
+        cmocka_unit_test(test_duplicates_a_page_reads_a_bounded_part),
+        cmocka_unit_test(test_duplicates_reply_is_bounded),
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_report_keys_identify_no_one),
         cmocka_unit_test(test_report_extreme_times),
@@ -1642,6 +2000,7 @@ int main(void)
         cmocka_unit_test(test_segment_conditions_hold_no_personal_data),
         cmocka_unit_test(test_segment_definitions_by_role_and_purpose),
         cmocka_unit_test(test_segment_while_deleting),
+        cmocka_unit_test(test_duplicates_while_deleting),
     };
     int rc;
     if (sodium_init() < 0)

@@ -1139,8 +1139,12 @@ struct dossier_duplicates {
  * not see take no part, and a group needs two. Only fields the purpose
  * may see are compared (a group tells that its records share a value):
  * rules using another are left out. @pr pages through groups
- * (page_size: groups). Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field that is not indexed),
+ * (page_size: groups); a page reads a bounded part of the index and
+ * holds about 2 MiB of records, so it may hold fewer groups than asked
+ * and still have a next_page_token (and the last page may be empty):
+ * follow the tokens. Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (a field that is not indexed, a page token
+ * of other rules),
  * DOSSIER_PERMISSION_DENIED (a field in @fields the purpose may not
  * see). */
 DOSSIER_API DOSSIER_MUST_CHECK int
