@@ -1399,7 +1399,8 @@ struct dossier_segment_condition {
 struct dossier_segment {
     const char *name; /* [a-z][a-z0-9_]*, at most 64 */
     const char *kind;
-    const char *description; /* may be NULL */
+    const char *description; /* may be NULL; kept in the clear, like the
+                                name: never personal data */
     size_t n_conditions;
     const struct dossier_segment_condition *conditions;
     int64_t created_after_ms, created_before_ms;
