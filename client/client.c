@@ -86,6 +86,8 @@ static const char *const method_paths[M_COUNT] = {
     [M_MERGE_UNDO] = "/dossier.v1.Merges/Undo",
     [M_MERGE_CONFIRM] = "/dossier.v1.Merges/Confirm",
     [M_MERGE_LIST] = "/dossier.v1.Merges/List",
+    [M_SEGMENT_GET] = "/dossier.v1.Segments/Get",
+    [M_SEGMENT_LIST] = "/dossier.v1.Segments/List",
 };
 
 struct target {

@@ -69,6 +69,8 @@ enum client_method {
     M_MERGE_UNDO,
     M_MERGE_CONFIRM,
     M_MERGE_LIST,
+    M_SEGMENT_GET,
+    M_SEGMENT_LIST,
     M_COUNT,
 };
 

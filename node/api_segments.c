@@ -2,7 +2,9 @@
  * "g" + name), defined through a replicated command and run by the node,
  * which returns the ids of the matching records the call's purpose may
  * read. Times and consent are checked on the stored record; conditions on
- * fields need it opened, as a read of the purpose opens it. */
+ * fields need it opened, as a read of the purpose opens it. Definitions
+ * are kept in the clear, so their conditions may only name fields whose
+ * values are no personal data (segment_field_allowed). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,16 +41,30 @@ static int is_number(const Dossier__V1__Value *v)
                  (v->kind_case == VK(DOUBLE_VALUE) && isfinite(v->double_value)));
 }
 
-/* Whether @v may be compared with values of field @f. */
+/* Whether @v is a value field @f can hold, so that a condition naming it
+ * can match: a number for a number field (a whole one for an int or a
+ * timestamp), a flag for a bool field, one of the allowed values for an
+ * enumeration, a string otherwise. */
 static int value_fits(const FieldSchema *f, const Dossier__V1__Value *v)
 {
     switch (f->type) {
     case FT(INT):
     case FT(TIMESTAMP):
+        return is_number(v) &&
+               (v->kind_case == VK(INT_VALUE) ||
+                (v->double_value == floor(v->double_value) &&
+                 fabs(v->double_value) < 9.2e18));
     case FT(DOUBLE):
         return is_number(v);
     case FT(BOOL):
         return v->kind_case == VK(BOOL_VALUE);
+    case FT(ENUM):
+        if (v->kind_case != VK(STRING_VALUE))
+            return 0;
+        for (size_t i = 0; i < f->n_allowed_values; i++)
+            if (strcmp(f->allowed_values[i], v->string_value) == 0)
+                return 1;
+        return 0;
     default:
         return v->kind_case == VK(STRING_VALUE);
     }
@@ -68,11 +84,17 @@ static int values_check(const FieldSchema *f, const char *form,
         if (!v[j] || v[j]->kind_case == DOSSIER__V1__VALUE__KIND__NOT_SET)
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "condition on '%s': a value is missing", f->name);
+        /* The value itself is not echoed: it could be anything. */
         if (!value_fits(f, v[j]))
             return err_set(st, DOSSIER_INVALID_ARGUMENT,
                            "condition on '%s': %s holds a value that is "
-                           "not of the field's type",
-                           f->name, form);
+                           "not of the field's type%s",
+                           f->name, form,
+                           f->type == FT(ENUM)
+                               ? " (one of its allowed values)"
+                           : f->type == FT(INT) || f->type == FT(TIMESTAMP)
+                               ? " (a whole number)"
+                               : "");
         if (f->type == FT(TAGS) &&
             (schema_tags_normalize(v[j]->string_value) != 0 ||
              !v[j]->string_value[0] || strchr(v[j]->string_value, ',')))
@@ -82,6 +104,61 @@ static int values_check(const FieldSchema *f, const char *form,
                            f->name, SCHEMA_TAG_MAX);
     }
     return 0;
+}
+
+#define CAT(c) DOSSIER__V1__CATEGORY__CATEGORY_##c
+
+/* Whether a segment may hold values of field @f. A definition is kept in
+ * the clear (policy family, raft log, WAL) and read back by Get and List,
+ * so its values must not be personal data:
+ *  - enumerations and flags, whatever their category: their values come
+ *    from the kind's schema, itself kept in the clear, so a condition on
+ *    one names a class of people (a stage, a preference), never a person;
+ *  - e-mail addresses and phone numbers never;
+ *  - other values only of a category that describes no one by itself:
+ *    operational fields (stage, owner, industry: the business's own data,
+ *    as the schema declares them) of any type; behavioral and financial
+ *    fields only as numbers and times (a lead score, an amount, a credit
+ *    limit, a last visit: a bound or value of a measure is shared by many
+ *    and the definition ties it to no one) and tags (labels of the
+ *    business's vocabulary), not as text (titles, bodies, IBANs and
+ *    account references identify or describe one person);
+ *  - nothing of the identity, contact and special categories but
+ *    enumerations and flags: their text, numbers and tags are names,
+ *    addresses, birth dates, customer numbers or Art. 9 data. */
+static int segment_field_allowed(const FieldSchema *f)
+{
+    switch (f->type) {
+    case FT(ENUM):
+    case FT(BOOL):
+        return 1;
+    case FT(EMAIL):
+    case FT(PHONE):
+        return 0;
+    case FT(INT):
+    case FT(DOUBLE):
+    case FT(TIMESTAMP):
+    case FT(TAGS):
+        return f->category == CAT(OPERATIONAL) ||
+               f->category == CAT(BEHAVIORAL) ||
+               f->category == CAT(FINANCIAL);
+    default:
+        return f->category == CAT(OPERATIONAL);
+    }
+}
+
+static int segment_field_refused(const FieldSchema *f,
+                                 struct dossier_status *st)
+{
+    return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                   "condition on '%s': segment definitions are kept in the "
+                   "clear, so they may not hold values of a field that can "
+                   "identify or describe a person (e-mail and phone fields, "
+                   "anything but enumerations and flags of the identity, "
+                   "contact and special categories, text of the behavioral "
+                   "and financial ones): filter on an enumeration, a flag, "
+                   "tags, a number or an operational field",
+                   f->name);
 }
 
 /* Checks condition @i, @cnd, on its field of kind @k. */
@@ -96,6 +173,8 @@ static int condition_check(const KindSchema *k, size_t i,
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
                        "condition %zu: kind '%s' has no field '%.64s'", i + 1,
                        k->kind, cnd->field);
+    if (!segment_field_allowed(f))
+        return segment_field_refused(f, st);
     forms = (cnd->n_any_of > 0) + (cnd->n_all_of > 0) +
             (cnd->n_none_of > 0) + range;
     if (forms != 1)
@@ -127,8 +206,9 @@ static int condition_check(const KindSchema *k, size_t i,
     return 0;
 }
 
-/* Checks @seg against its kind: fields exist, values have their types;
- * tags in conditions are normalised in place. */
+/* Checks @seg against its kind: fields exist and may be kept in a
+ * definition (segment_field_allowed), values have their types; tags in
+ * conditions are normalised in place. */
 static int segment_check(struct node *n, Dossier__V1__Segment *seg,
                          const KindSchema **k, struct dossier_status *st)
 {
@@ -250,6 +330,29 @@ void api_segments_define(struct call *c, ProtobufCMessage *msg)
     }
 }
 
+/* Whether @c's purpose may see every field @seg filters on: 0, or
+ * DOSSIER_PERMISSION_DENIED naming the first it may not see (its values
+ * in the definition would tell it what to look for, as a run would tell
+ * it who has them). A kind no longer known hides nothing. */
+static int segment_visible(struct call *c, const Dossier__V1__Segment *seg,
+                           struct dossier_status *st)
+{
+    const KindSchema *k =
+        schema_registry_get(store_schemas(call_node(c)->store), seg->kind);
+    unsigned cats = api_visible_categories(c);
+
+    for (size_t i = 0; k && i < seg->n_conditions; i++) {
+        const FieldSchema *f = schema_field(k, seg->conditions[i]->field);
+        if (f && (f->category < 1 || f->category > 6 ||
+                  !(cats & (1u << f->category))))
+            return err_set(st, DOSSIER_PERMISSION_DENIED,
+                           "segment '%s' filters on field '%s', which "
+                           "purpose '%s' may not see",
+                           seg->name, f->name, call_purpose(c));
+    }
+    return 0;
+}
+
 void api_segments_get(struct call *c, ProtobufCMessage *msg)
 {
     Dossier__V1__GetSegmentRequest *req = (Dossier__V1__GetSegmentRequest *)msg;
@@ -258,7 +361,10 @@ void api_segments_get(struct call *c, ProtobufCMessage *msg)
 
     if (segment_get(call_node(c), req->name, &seg, &st))
         return call_fail_status(c, &st);
-    call_reply(c, &seg->base);
+    if (segment_visible(c, seg, &st))
+        call_fail_status(c, &st);
+    else
+        call_reply(c, &seg->base);
     dossier__v1__segment__free_unpacked(seg, NULL);
 }
 
@@ -267,6 +373,7 @@ void api_segments_list(struct call *c, ProtobufCMessage *msg)
     Dossier__V1__ListSegmentsResponse resp =
         DOSSIER__V1__LIST_SEGMENTS_RESPONSE__INIT;
     ProtobufCMessage **m;
+    Dossier__V1__Segment **shown;
     struct dossier_status st;
     size_t count;
     (void)msg;
@@ -276,9 +383,17 @@ void api_segments_list(struct call *c, ProtobufCMessage *msg)
                             &dossier__v1__segment__descriptor, &m, &count,
                             &st))
         return call_fail_status(c, &st);
-    resp.n_segments = count;
-    resp.segments = (Dossier__V1__Segment **)m;
+    /* Those on fields the purpose may not see are left out. */
+    if (!(shown = calloc(count ? count : 1, sizeof(*shown)))) {
+        store_messages_free(m, count);
+        return call_fail(c, DOSSIER_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++)
+        if (segment_visible(c, (Dossier__V1__Segment *)m[i], &st) == 0)
+            shown[resp.n_segments++] = (Dossier__V1__Segment *)m[i];
+    resp.segments = shown;
     call_reply(c, &resp.base);
+    free(shown);
     store_messages_free(m, count);
 }
 
@@ -428,7 +543,10 @@ static int run_one(void *arg, StoredRecord *sr, const uint8_t *rid,
         dossier__store__v1__stored_record__free_unpacked(sr, NULL);
         return m < 0 ? st->code : 0;
     }
-    if ((rc = records_open(call_node(r->c), sr, rid, r->cats, &o, st)))
+    rc = records_open(call_node(r->c), sr, rid, r->cats, &o, st);
+    if (rc == DOSSIER_NOT_FOUND)
+        return 0; /* deleted while its links were read: no longer a member */
+    if (rc)
         return rc;
     for (size_t i = 0; m && i < r->seg->n_conditions; i++) {
         const Dossier__V1__SegmentCondition *cnd = r->seg->conditions[i];
@@ -476,9 +594,19 @@ void api_segments_run(struct call *c, ProtobufCMessage *msg)
     if (records_kind(n, seg->kind, &r.k, &st))
         goto fail;
     /* A condition on a field the purpose may not see would tell what the
-     * field holds: refused, as reading it would be. */
+     * field holds: refused, as reading it would be. A segment defined
+     * before conditions on personal fields were refused is run only once
+     * defined again without them. */
     for (size_t i = 0; i < seg->n_conditions; i++) {
         const FieldSchema *f = schema_field(r.k, seg->conditions[i]->field);
+        if (f && !segment_field_allowed(f)) {
+            err_set(&st, DOSSIER_FAILED_PRECONDITION,
+                    "segment '%s' filters on field '%s', which segments may "
+                    "no longer hold (their definitions are kept in the "
+                    "clear): define it again without that condition",
+                    seg->name, f->name);
+            goto fail;
+        }
         if (f && !(r.cats & (1u << f->category))) {
             err_set(&st, DOSSIER_PERMISSION_DENIED,
                     "segment '%s' filters on field '%s', which purpose '%s' "

@@ -113,7 +113,11 @@ static const char usage_text[] =
     "                          KIND connected by matches under its rules\n"
     "                          (or, with --fields, each field given alone),\n"
     "                          found through the blind indexes; one group\n"
-    "                          per line, with the rules it matched under\n"
+    "                          per line, with the rules it matched under.\n"
+    "                          Only fields the purpose may see are compared.\n"
+    "                          A page reads a bounded part of the index and\n"
+    "                          may hold fewer groups than --limit, or none:\n"
+    "                          --all follows the pages to the end\n"
     "  dedup rules define KIND NAME=FIELD[,FIELD...]...\n"
     "                          replace KIND's duplicate rules: records match\n"
     "                          under a rule when all its indexed fields hold\n"
@@ -142,10 +146,19 @@ static const char usage_text[] =
     "                          \"created_after_ms\" (and _before_, updated_),\n"
     "                          \"consent_purpose\"}; all_of and none_of of a\n"
     "                          tags field name tags; range bounds may be\n"
-    "                          dates (YYYY-MM-DD, UTC)\n"
+    "                          dates (YYYY-MM-DD, UTC). Definitions are kept\n"
+    "                          in the clear: no e-mail or phone field, no\n"
+    "                          text of behavioral or financial fields,\n"
+    "                          only enumerations and flags of identity,\n"
+    "                          contact and special ones\n"
     "  segment run NAME [--limit N] [--page-token T] [--all]\n"
     "                          the records that match, for the purpose: one\n"
     "                          {\"kind\", \"id\"} per line\n"
+    "  segment get NAME        a segment's definition, as define reads it\n"
+    "                          (service or admin role; refused when it\n"
+    "                          filters on a field the purpose may not see)\n"
+    "  segment list            every definition the purpose may see, one\n"
+    "                          per line\n"
     "  report pipeline | KIND [--by FIELD] [--sum FIELD]\n"
     "         [--per day|week|month --time FIELD] [--format table|json|png]\n"
     "         [--out FILE]\n"
@@ -2861,10 +2874,12 @@ static int segment_define(struct cli *cli, const char *path)
         return EXIT_INVALID;
     }
     json_object_foreach(j, key, v) {
+        /* "version" is what segment get prints: ignored, so that its
+         * output can be defined again. */
         static const char *const known[] = {
             "name", "kind", "description", "where", "consent_purpose",
             "created_after_ms", "created_before_ms", "updated_after_ms",
-            "updated_before_ms"};
+            "updated_before_ms", "version"};
         int ok = 0;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok |= strcmp(key, known[i]) == 0;
@@ -2929,6 +2944,116 @@ static int segment_define(struct cli *cli, const char *path)
     return rc;
 }
 
+/* The values @v (@n) as a JSON array. */
+static json_t *json_values_of(const struct dossier_value *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_from_value(&v[i]));
+    return a;
+}
+
+/* Segment @s as `segment define` reads it: "where" holds each field's
+ * conditions as one object of forms; a field with two conditions of one
+ * form (only the library can define that) is an array of such objects. */
+static json_t *json_from_segment(const struct dossier_segment_info *info)
+{
+    const struct dossier_segment *s = &info->segment;
+    json_t *j = json_pack("{s:s, s:s, s:I}", "name", s->name, "kind",
+                          s->kind, "version", (json_int_t)info->version);
+    json_t *where = json_object();
+
+    if (!j || !where) {
+        json_decref(j);
+        json_decref(where);
+        return NULL;
+    }
+    if (s->description)
+        json_object_set_new(j, "description", json_string(s->description));
+    if (s->consent_purpose)
+        json_object_set_new(j, "consent_purpose",
+                            json_string(s->consent_purpose));
+    if (s->created_after_ms)
+        json_object_set_new(j, "created_after_ms",
+                            json_integer(s->created_after_ms));
+    if (s->created_before_ms)
+        json_object_set_new(j, "created_before_ms",
+                            json_integer(s->created_before_ms));
+    if (s->updated_after_ms)
+        json_object_set_new(j, "updated_after_ms",
+                            json_integer(s->updated_after_ms));
+    if (s->updated_before_ms)
+        json_object_set_new(j, "updated_before_ms",
+                            json_integer(s->updated_before_ms));
+    for (size_t i = 0; i < s->n_conditions; i++) {
+        const struct dossier_segment_condition *c = &s->conditions[i];
+        json_t *forms = json_object(), *have = json_object_get(where, c->field);
+        int clash = 0;
+        if (c->n_any_of)
+            json_object_set_new(forms, "any_of",
+                                json_values_of(c->any_of, c->n_any_of));
+        if (c->n_all_of)
+            json_object_set_new(forms, "all_of",
+                                json_values_of(c->all_of, c->n_all_of));
+        if (c->n_none_of)
+            json_object_set_new(forms, "none_of",
+                                json_values_of(c->none_of, c->n_none_of));
+        if (c->at_least)
+            json_object_set_new(forms, "at_least",
+                                json_from_value(c->at_least));
+        if (c->below)
+            json_object_set_new(forms, "below", json_from_value(c->below));
+        if (!have) {
+            json_object_set_new(where, c->field, forms);
+            continue;
+        }
+        if (json_is_object(have)) {
+            const char *key;
+            json_t *v;
+            json_object_foreach(forms, key, v) clash |=
+                json_object_get(have, key) != NULL;
+            if (!clash) {
+                json_object_update(have, forms);
+                json_decref(forms);
+                continue;
+            }
+            json_object_set_new(where, c->field, json_pack("[O]", have));
+            have = json_object_get(where, c->field);
+        }
+        json_array_append_new(have, forms);
+    }
+    json_object_set_new(j, "where", where);
+    return j;
+}
+
+static int segment_get(struct cli *cli, const char *name)
+{
+    struct dossier_segment_info info;
+    struct dossier_status st;
+    int rc;
+
+    if (dossier_segment_get(cli->client, &cli->read_opts, name, &info, &st))
+        return report(&st);
+    rc = print_json(cli, json_from_segment(&info));
+    dossier_segment_info_release(&info);
+    return rc;
+}
+
+static int segment_list(struct cli *cli)
+{
+    struct dossier_segment_info *v;
+    struct dossier_status st;
+    size_t n;
+    int rc = 0;
+
+    if (dossier_segment_list(cli->client, &cli->read_opts, &v, &n, &st))
+        return report(&st);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = print_json(cli, json_from_segment(&v[i]));
+    dossier_segment_infos_free(v, n);
+    return rc;
+}
+
 static int segment_page(struct cli *cli, void *arg,
                         const struct dossier_page_request *pr, char **next)
 {
@@ -2971,7 +3096,19 @@ static int cmd_segment(struct cli *cli, int argc, char **argv)
             return rc;
         return segment_run(cli, argv[optind + 1], &o);
     }
-    return usage_error("segment needs: define [FILE] | run NAME%s", "");
+    if (argc - optind == 2 && strcmp(argv[optind], "get") == 0) {
+        if ((rc = connect_node(cli)))
+            return rc;
+        return segment_get(cli, argv[optind + 1]);
+    }
+    if (argc - optind == 1 && strcmp(argv[optind], "list") == 0) {
+        if ((rc = connect_node(cli)))
+            return rc;
+        return segment_list(cli);
+    }
+    return usage_error("segment needs: define [FILE] | run NAME | get NAME "
+                       "| list%s",
+                       "");
 }
 
 /* `dossier report`: figures the node computes, as a table, JSON lines or

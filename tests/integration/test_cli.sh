@@ -255,6 +255,10 @@ expect 0 "put two contacts with one e-mail address" -- "$DOSSIER" put "$WORK/dup
 expect 0 "dedup report" -- "$DOSSIER" dedup report contact --fields email
 jsonl_check "dedup report groups them by e-mail" "any(g['field'] == 'email' and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
 expect 5 "dedup report on an unindexed field exits 5" -- "$DOSSIER" dedup report contact --fields first_name
+expect 0 "dedup report as billing" -- "$DOSSIER" --purpose billing dedup report contact --all
+jsonl_check "billing, which may not see e-mail addresses, is not told who shares one" "not any(g['field'] == 'email' or 'dup-1' in [r['id'] for r in g['records']] for g in d)"
+expect 7 "dedup report by a field the purpose may not see exits 7" -- "$DOSSIER" --purpose billing dedup report contact --fields email
+contains "$WORK/err" "email" "the refusal names the field"
 expect 2 "dedup without report is a usage error" -- "$DOSSIER" dedup contact
 expect 0 "dedup rules list of a kind" -- "$DOSSIER" dedup rules list contact
 json_check "without a defined set, each indexed field is a rule" "not d['defined'] and [r['fields'] for r in d['rules']] == [['email'], ['phone']]"
@@ -262,6 +266,9 @@ expect 0 "dedup rules define" -- "$DOSSIER" dedup rules define contact same_emai
 json_check "the defined rules come back" "d['defined'] and d['version'] > 0 and [(r['name'], r['fields']) for r in d['rules']] == [('same_email', ['email']), ('email_and_phone', ['email', 'phone'])]"
 expect 0 "dedup report by the rules" -- "$DOSSIER" dedup report contact
 jsonl_check "the report names the rules of each group" "any(g['rules'] == ['same_email'] and sorted(r['id'] for r in g['records']) == ['dup-1', 'dup-2'] for g in d)"
+cp "$WORK/out" "$WORK/dedup-all"
+expect 0 "dedup report a group a page" -- "$DOSSIER" dedup report contact --limit 1 --all
+lines_check "page by page, the same groups, each once" "sorted(map(json.dumps, d)) == sorted(json.dumps(json.loads(l)) for l in open('$WORK/dedup-all'))"
 expect 0 "dedup rules list" -- "$DOSSIER" dedup rules list
 jsonl_check "every defined set is listed" "[x['kind'] for x in d] == ['contact']"
 expect 5 "a rule on a field that is not indexed exits 5" -- "$DOSSIER" dedup rules define contact by_name=first_name
@@ -313,11 +320,33 @@ echo '{"name":"vip_kept","kind":"deal","where":{"tags":{"any_of":["vip"],"none_o
 expect 0 "segment define with tags" -- "$DOSSIER" segment define "$WORK/tagseg.json"
 expect 0 "segment run with tags" -- "$DOSSIER" segment run vip_kept --all
 jsonl_check "the tag segment holds the VIP deal that did not churn" "[x['id'] for x in d] == ['deal-4']"
+expect 0 "segment get" -- "$DOSSIER" segment get big_nov
+json_check "segment get prints the definition as define reads it" "d['kind'] == 'deal' and d['where'] == {'amount': {'at_least': 10000, 'below': 50000}, 'close_date': {'at_least': 1793491200000, 'below': 1796083200000}} and d['version'] > 0"
+cp "$WORK/out" "$WORK/big_nov.json"
+expect 0 "what segment get prints can be defined again" -- "$DOSSIER" segment define "$WORK/big_nov.json"
+expect 0 "segment list" -- "$DOSSIER" segment list
+jsonl_check "segment list prints every definition" "sorted(x['name'] for x in d) == ['big_nov', 'vip_kept', 'won_deals'] and [x['where']['tags'] for x in d if x['name'] == 'vip_kept'] == [{'any_of': ['vip'], 'none_of': ['churned']}]"
+expect 7 "segment get for a purpose that may not see the fields exits 7" -- "$DOSSIER" --purpose marketing segment get big_nov
+contains "$WORK/err" "amount" "the refusal names the field"
+expect 0 "segment list for that purpose" -- "$DOSSIER" --purpose marketing segment list
+[ ! -s "$WORK/out" ] && ok "marketing is shown no definition on deal fields" || fail "marketing sees: $(cat "$WORK/out")"
+expect 3 "segment get of an unknown segment exits 3" -- "$DOSSIER" segment get nothing_here
 echo '{"name":"bad","kind":"deal","where":{"stage":{"at_least":1}}}' >"$WORK/badrange.json"
 expect 5 "a range on an enum exits 5" -- "$DOSSIER" segment define "$WORK/badrange.json"
 contains "$WORK/err" "range" "the refusal names the range"
 echo '{"name":"bad","kind":"deal","where":{"amount":{"at_least":"next tuesday"}}}' >"$WORK/baddate.json"
 expect 5 "a bound that is no date exits 5" -- "$DOSSIER" segment define "$WORK/baddate.json"
+echo '{"name":"victim","kind":"contact","where":{"email":["victim.person@secret-example.org"]}}' >"$WORK/personalseg.json"
+expect 5 "a segment on an e-mail address exits 5 (definitions are kept in the clear)" -- "$DOSSIER" segment define "$WORK/personalseg.json"
+contains "$WORK/err" "email" "the refusal names the field"
+! grep -q "victim.person" "$WORK/err" && ok "the refusal does not echo the address" || fail "the refusal echoes the address"
+! grep -rlq "victim.person" "$WORK/data" && ok "the address reached no file of the node" || fail "the address is on disk: $(grep -rl victim.person "$WORK/data")"
+echo '{"name":"bad","kind":"contact","where":{"lead_score":["forty"]}}' >"$WORK/badtype.json"
+expect 5 "a value of another type than its field's exits 5" -- "$DOSSIER" segment define "$WORK/badtype.json"
+contains "$WORK/err" "lead_score" "the refusal names the field"
+echo '{"name":"bad","kind":"deal","where":{"stage":["won"]}}' >"$WORK/badenum.json"
+expect 5 "a value an enumeration does not allow exits 5" -- "$DOSSIER" segment define "$WORK/badenum.json"
+contains "$WORK/err" "allowed values" "the refusal says why"
 echo '{"name":"bad","kind":"deal","where":{"tags":{"some_of":["x"]}}}' >"$WORK/badform.json"
 expect 5 "an unknown form exits 5" -- "$DOSSIER" segment define "$WORK/badform.json"
 echo '{"kind":"deal","id":"deal-7","fields":{"name":"Seven","stage":"qualified","tags":"a b"}}' >"$WORK/badtags.json"

@@ -12,7 +12,9 @@
  *    undone, and erasing the merged-away subject erases the person;
  *  - on a 3-node cluster, a merge pending undo followed by an erasure of
  *    the survivor's subject leaves no sealed fragment of either record,
- *    before or after the merge, in any file of any node. */
+ *    before or after the merge, in any file of any node;
+ *  - finding the duplicates to merge fails cleanly on a record that does
+ *    not open, releasing what it had opened. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +29,7 @@
 
 #include "disk_scan.h"
 #include "harness.h"
+#include "store.pb-c.h"
 
 /* ------------------------------------------------------------------ */
 /* The scenario: a survivor contact of subject p-a, a duplicate of subject
@@ -788,6 +791,102 @@ static void test_merge_then_erase(void **state)
     cluster_destroy(&cl);
 }
 
+/* Flips a byte of the first sealed field of the last record of @kind in
+ * the stopped node's data directory @data (records sort by pseudonym). */
+static void corrupt_last_record(const char *data, const char *kind)
+{
+    rocksdb_column_family_handle_t *cf[DISK_N_FAMILIES];
+    rocksdb_t *db = disk_db_open(data, 0, cf);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cf[2]);
+    Dossier__Store__V1__StoredRecord *sr = NULL;
+    char key[256];
+    size_t klen = 0, plen = strlen(kind) + 1;
+    char *err = NULL;
+
+    for (rocksdb_iter_seek(it, kind, plen); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t l, vlen;
+        const char *k = rocksdb_iter_key(it, &l);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        if (l < plen || memcmp(k, kind, plen) != 0)
+            break;
+        assert_true(l <= sizeof(key));
+        memcpy(key, k, l);
+        klen = l;
+        if (sr)
+            dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+        sr = dossier__store__v1__stored_record__unpack(NULL, vlen,
+                                                       (const uint8_t *)v);
+        assert_non_null(sr);
+    }
+    rocksdb_iter_destroy(it);
+    assert_non_null(sr);
+    assert_true(sr->n_fields > 0 && sr->fields[0]->box.len > 0);
+    sr->fields[0]->box.data[sr->fields[0]->box.len / 2] ^= 0x01;
+    {
+        size_t len = dossier__store__v1__stored_record__get_packed_size(sr);
+        uint8_t *buf = malloc(len);
+        assert_non_null(buf);
+        dossier__store__v1__stored_record__pack(sr, buf);
+        rocksdb_put_cf(db, wo, cf[2], key, klen, (const char *)buf, len,
+                       &err);
+        assert_null(err);
+        free(buf);
+    }
+    dossier__store__v1__stored_record__free_unpacked(sr, NULL);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_writeoptions_destroy(wo);
+    disk_db_close(db, cf);
+}
+
+/* Duplicates are found before they are merged: when a record of a group
+ * does not open (its sealed value was altered), the call fails with
+ * CORRUPT and a message saying so, the records of the group opened
+ * before it are released (the node stops without a leak: the sanitizer
+ * build checks), and the node serves on. */
+static void test_duplicates_with_a_record_that_does_not_open(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c;
+    struct dossier_duplicates d;
+    struct dossier_status st;
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = node_client(&n);
+    contact(c, "t1", "p-1", "Tom", "tom@x.example", NULL, NULL, NULL);
+    contact(c, "t2", "p-2", "Tom", "TOM@x.example", NULL, NULL, NULL);
+    contact(c, "t3", "p-3", "Tom", "Tom@X.example", NULL, NULL, NULL);
+    assert_int_equal(
+        dossier_find_duplicates(c, NULL, "contact", NULL, 0, NULL, &d, &st),
+        0);
+    assert_int_equal(d.n_groups, 1);
+    assert_int_equal(d.groups[0].n_records, 3);
+    dossier_duplicates_release(&d);
+    dossier_client_close(c);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* The last of the group to be opened no longer opens. */
+    corrupt_last_record(n.data, "contact");
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = node_client(&n);
+    assert_int_equal(
+        dossier_find_duplicates(c, NULL, "contact", NULL, 0, NULL, &d, &st),
+        DOSSIER_CORRUPT);
+    assert_non_null(strstr(st.message, "does not open"));
+    for (int i = 0; i < 20; i++) { /* a leak per call would add up */
+        assert_int_not_equal(dossier_find_duplicates(c, NULL, "contact", NULL,
+                                                     0, NULL, &d, &st),
+                             0);
+    }
+    dossier_client_close(c);
+    assert_int_equal(node_stop(&n), 0);
+    node_destroy(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -795,6 +894,7 @@ int main(void)
         cmocka_unit_test(test_merge_rules_and_refusals),
         cmocka_unit_test(test_merge_undo_and_confirm),
         cmocka_unit_test(test_merge_then_erase),
+        cmocka_unit_test(test_duplicates_with_a_record_that_does_not_open),
     };
     int rc;
     if (sodium_init() < 0)

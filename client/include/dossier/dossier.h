@@ -1136,9 +1136,17 @@ struct dossier_duplicates {
  * them), each of those indexed fields is a rule of its own instead. Found
  * through the blind indexes without decrypting anything. Records come as
  * dossier_get() would return them for the call's purpose; those it may
- * not see take no part, and a group needs two. @pr pages through groups
- * (page_size: groups). Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field that is not indexed). */
+ * not see take no part, and a group needs two. Only fields the purpose
+ * may see are compared (a group tells that its records share a value):
+ * rules using another are left out. @pr pages through groups
+ * (page_size: groups); a page reads a bounded part of the index and
+ * holds about 2 MiB of records, so it may hold fewer groups than asked
+ * and still have a next_page_token (and the last page may be empty):
+ * follow the tokens. Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (a field that is not indexed, a page token
+ * of other rules),
+ * DOSSIER_PERMISSION_DENIED (a field in @fields the purpose may not
+ * see). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_find_duplicates(struct dossier_client *c,
                         const struct dossier_call_options *co,
@@ -1391,7 +1399,8 @@ struct dossier_segment_condition {
 struct dossier_segment {
     const char *name; /* [a-z][a-z0-9_]*, at most 64 */
     const char *kind;
-    const char *description; /* may be NULL */
+    const char *description; /* may be NULL; kept in the clear, like the
+                                name: never personal data */
     size_t n_conditions;
     const struct dossier_segment_condition *conditions;
     int64_t created_after_ms, created_before_ms;
@@ -1400,16 +1409,55 @@ struct dossier_segment {
 };
 
 /* Defines or replaces segment @s (service or admin role); *@version (may
- * be NULL) gets its version. Errors: DOSSIER_UNKNOWN_KIND,
- * DOSSIER_INVALID_ARGUMENT (a field the kind lacks, a condition with no
- * form or two, a range on a field that is not a number or a time, all_of
- * on a field that holds no tags, a malformed tag, an unknown consent
- * purpose), DOSSIER_PERMISSION_DENIED. */
+ * be NULL) gets its version. A definition is kept in the clear, so a
+ * condition may not name a field whose values can identify or describe a
+ * person: e-mail and phone fields, text of the behavioral and financial
+ * categories, and anything but enumerations and flags of the identity,
+ * contact and special categories. Errors: DOSSIER_UNKNOWN_KIND,
+ * DOSSIER_INVALID_ARGUMENT (such a field, a field the kind lacks, a
+ * condition with no
+ * form or two, a value that is not of its field's type — a whole number
+ * for an int or timestamp field, one of the allowed values for an
+ * enumeration —, a range on a field that is not a number or a time,
+ * all_of on a field that holds no tags, a malformed tag, an unknown
+ * consent purpose), DOSSIER_PERMISSION_DENIED. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_segment_define(struct dossier_client *c,
                        const struct dossier_call_options *co,
                        const struct dossier_segment *s, uint64_t *version,
                        struct dossier_status *st);
+
+/* A segment as the cluster keeps it: @segment and everything it points
+ * to belong to it (string values of conditions included); release with
+ * dossier_segment_info_release(). */
+struct dossier_segment_info {
+    struct dossier_segment segment;
+    uint64_t version;
+    void *priv; /* the library's */
+};
+
+/* Segment @name into @out (service or admin role, and a purpose: a
+ * segment filtering on a field the purpose may not see is refused).
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_PERMISSION_DENIED (naming the field,
+ * or a role that may not read definitions), DOSSIER_NOMEM. */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_segment_get(struct dossier_client *c,
+                    const struct dossier_call_options *co, const char *name,
+                    struct dossier_segment_info *out,
+                    struct dossier_status *st);
+
+/* Every segment the call's purpose may see (those filtering on a field it
+ * may not see are left out), by name, into *@out (*@n of them); free
+ * with dossier_segment_infos_free(). Same role as dossier_segment_get(). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_segment_list(struct dossier_client *c,
+                     const struct dossier_call_options *co,
+                     struct dossier_segment_info **out, size_t *n,
+                     struct dossier_status *st);
+
+DOSSIER_API void dossier_segment_info_release(struct dossier_segment_info *s);
+DOSSIER_API void dossier_segment_infos_free(struct dossier_segment_info *v,
+                                            size_t n);
 
 /* The ids of records that match a segment, a page at a time; release with
  * dossier_segment_members_release(). */
@@ -1424,7 +1472,9 @@ struct dossier_segment_members {
  * it may read match, and a condition on a field it may not see is
  * refused (DOSSIER_PERMISSION_DENIED). A page may hold fewer matches than
  * asked and still have a next_page_token: the node looks at a bounded
- * number of records per call. Errors: DOSSIER_NOT_FOUND. */
+ * number of records per call. Errors: DOSSIER_NOT_FOUND,
+ * DOSSIER_FAILED_PRECONDITION (a condition on a field segments may no
+ * longer hold: define the segment again). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_segment_run(struct dossier_client *c,
                     const struct dossier_call_options *co, const char *name,
