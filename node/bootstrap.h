@@ -6,10 +6,13 @@
  * $DOSSIER_BOOTSTRAP_TOKEN. It is 16 to 128 printable characters without
  * blanks. The node keeps only its SHA-256. A call presenting it is the
  * principal BOOTSTRAP_PRINCIPAL, which may call Principals/Add only, only to
- * add an admin, and only while the cluster's replicated state holds no
- * principal: the command carries first_only, which the state machine checks
- * again when it applies it, so two bootstrap calls racing on two nodes
- * cannot both succeed. Once a principal exists the token is refused. */
+ * add an admin, and only while the cluster's replicated state never held a
+ * principal: the first principal added writes a "bootstrapped" row that is
+ * never deleted (store.h), the command carries first_only, and the state
+ * machine checks that row when it applies it, so two bootstrap calls racing
+ * on two nodes cannot both succeed, and removing every principal later does
+ * not make the token work again. A node with an auth file refuses the
+ * token: the file's admins add principals there. */
 #ifndef DOSSIER_NODE_BOOTSTRAP_H
 #define DOSSIER_NODE_BOOTSTRAP_H
 

@@ -664,8 +664,12 @@ started:
                    "principal's token or certificate%s",
                    node.has_bootstrap
                        ? "; the bootstrap token may add the first admin "
-                         "while the cluster has no principal"
+                         "while the cluster never had a principal"
                        : "");
+    if (auth && node.has_bootstrap)
+        log_printf(LOG_WARN, "a bootstrap token and an auth file: the token "
+                   "is refused on this node (the auth file's admins add "
+                   "principals)");
     if (cfg.require_auth && !auth && !node.has_bootstrap &&
         store_principal_count(store) == 0)
         log_printf(LOG_WARN, "--require-auth without --auth-file or a "

@@ -987,9 +987,10 @@ static int auth_on(struct node *n)
 
 /* A call presenting the bootstrap token (bootstrap.h): 1 and *@out when
  * it may act as the bootstrap principal for @m, which is only while the
- * cluster has no principal of its own and only for Principals/Add; -1
- * after answering @c when the token is spent or @m is another method; 0
- * when @token is not the bootstrap token. */
+ * cluster never had a principal of its own, only on a node without an
+ * auth file, and only for Principals/Add; -1 after answering @c when the
+ * token is spent or refused here or @m is another method; 0 when @token
+ * is not the bootstrap token. */
 static int bootstrap_principal(struct call *c, const struct api_method *m,
                                struct auth_principal *out)
 {
@@ -997,12 +998,23 @@ static int bootstrap_principal(struct call *c, const struct api_method *m,
     if (!n->has_bootstrap ||
         !bootstrap_token_matches(n->bootstrap_hash, c->token, c->token_len))
         return 0;
-    if (store_principal_count(n->store) > 0) {
+    if (n->auth) {
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s: the bootstrap token, on a node with an auth "
+                 "file", m->path);
+        call_fail(c, DOSSIER_UNAUTHENTICATED,
+                  "this node has an auth file, whose admins add principals: "
+                  "it does not take the bootstrap token");
+        return -1;
+    }
+    /* Spent for good once the cluster had a principal, also after every
+     * principal was removed: the state machine keeps that fact. */
+    if (store_bootstrapped(n->store)) {
         log_call(LOG_WARN, call_request_id(c),
                  "refused %s: the bootstrap token is spent", m->path);
         call_fail(c, DOSSIER_UNAUTHENTICATED,
                   "the bootstrap token was for the cluster's first admin, "
-                  "and the cluster has principals now: use a principal's "
+                  "and the cluster has had principals: use a principal's "
                   "token");
         return -1;
     }

@@ -1187,6 +1187,21 @@ uint64_t store_principal_count(struct store *s)
     return __atomic_load_n(&s->principals, __ATOMIC_ACQUIRE);
 }
 
+int store_bootstrapped(struct store *s)
+{
+    struct dossier_status st;
+    size_t vlen;
+    char *v;
+
+    if (store_principal_count(s) > 0)
+        return 1;
+    if (get_locked(s, STORE_DEFAULT, (const uint8_t *)STORE_BOOTSTRAPPED_KEY,
+                   sizeof(STORE_BOOTSTRAPPED_KEY) - 1, &v, &vlen, &st) != 0)
+        return 1;
+    rocksdb_free(v);
+    return v != NULL;
+}
+
 int store_principal_by_hash(struct store *s, const uint8_t hash[32],
                             Dossier__Store__V1__StoredPrincipal **out,
                             struct dossier_status *st)

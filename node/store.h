@@ -13,6 +13,10 @@
  *                                                     way or last finished
  *   default   "revision"                              u64 big-endian
  *   default   "applied"                               u64 BE: raft index applied
+ *   default   "bootstrapped"                          u64 BE: the revision
+ *                                                     that added the first
+ *                                                     principal; never
+ *                                                     deleted (bootstrap.h)
  *   default   "member/" id (u64 BE)                   Member
  *   schema    kind                                    dossier.v1.KindSchema
  *   record    kind 0x00 rid[16]                       StoredRecord
@@ -111,6 +115,8 @@
 #include "store.pb-c.h"
 
 #define STORE_FORMAT 1
+/* The default family's row marking a cluster that has had a principal. */
+#define STORE_BOOTSTRAPPED_KEY "bootstrapped"
 #define STORE_RID_BYTES 16
 #define STORE_SP_BYTES 16
 #define STORE_BLIND_BYTES 16
@@ -214,6 +220,13 @@ int store_principal_by_hash(struct store *s, const uint8_t hash[32],
 int store_principal_get(struct store *s, const char *name,
                         Dossier__Store__V1__StoredPrincipal **out,
                         struct dossier_status *st);
+
+/* 1 once the cluster's state ever held a principal: the "bootstrapped"
+ * row, written with the first principal added and never deleted, or (for
+ * a store from before that row) a principal now. The bootstrap token is
+ * spent for good once this is 1, even if every principal is removed
+ * later. On a read error: 1 (refusing is the safe side). */
+int store_bootstrapped(struct store *s);
 
 /* Tracked request @id ("q" + id in the policy family) into *@out (free
  * with dossier__store__v1__tracked_request__free_unpacked).

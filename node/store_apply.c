@@ -982,6 +982,44 @@ static int apply_rectify(struct store_batch *b, const Command *cmd,
 /* ------------------------------------------------------------------ */
 /* Principals in the replicated state. */
 
+/* Whether the state as @b sees it has an admin principal other than
+ * @except into *@found. */
+struct other_admin {
+    struct store_batch *b;
+    const char *except;
+    int found;
+    int rc;
+    struct dossier_status *st;
+};
+
+static int other_admin_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct other_admin *o = arg;
+    Dossier__Store__V1__StoredPrincipal *sp;
+    char *v;
+    size_t vlen;
+
+    if (klen - 1 == strlen(o->except) &&
+        memcmp(key + 1, o->except, klen - 1) == 0)
+        return 0;
+    o->rc = store_get_raw(o->b->s, o->b, STORE_POLICY, key, klen, &v, &vlen,
+                          o->st);
+    if (o->rc)
+        return 1;
+    if (!v)
+        return 0;
+    sp = dossier__store__v1__stored_principal__unpack(NULL, vlen,
+                                                      (uint8_t *)v);
+    rocksdb_free(v);
+    if (!sp) {
+        o->rc = err_set(o->st, DOSSIER_CORRUPT, "a principal is corrupt");
+        return 1;
+    }
+    o->found = auth_role_parse(sp->role) == AUTH_ADMIN;
+    dossier__store__v1__stored_principal__free_unpacked(sp, NULL);
+    return o->found;
+}
+
 static int apply_principal(struct store_batch *b, const Command *cmd,
                            struct store_result *res)
 {
@@ -989,7 +1027,7 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
     uint8_t akey[1 + 64], tkey[33];
     size_t n = strlen(op->name), vlen;
     char *v = NULL;
-    int rc;
+    int rc, booted;
 
     if (!auth_principal_name_valid(op->name))
         return bad_command(res, "principal name");
@@ -1013,6 +1051,27 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
             return err_set(&res->status, DOSSIER_CORRUPT,
                            "principal %s is corrupt", op->name);
         }
+        if (op->keep_an_admin && auth_role_parse(old->role) == AUTH_ADMIN) {
+            struct other_admin o = {b, op->name, 0, 0, &res->status};
+            int cb = store_batch_keys(b, STORE_POLICY, (const uint8_t *)"a",
+                                      1, other_admin_cb, &o);
+            if (cb && !o.found && !o.rc)
+                o.rc = err_set(&res->status, cb, "out of memory");
+            if (o.rc || !o.found) {
+                dossier__store__v1__stored_principal__free_unpacked(old,
+                                                                    NULL);
+                return o.rc ? o.rc
+                            : err_set(&res->status,
+                                      DOSSIER_FAILED_PRECONDITION,
+                                      "%s is the last admin in the "
+                                      "cluster's state, and nodes run with "
+                                      "--require-auth: without an admin "
+                                      "nobody could add principals again "
+                                      "(the bootstrap token is spent); add "
+                                      "another admin first",
+                                      op->name);
+            }
+        }
         tkey[0] = 't';
         memcpy(tkey + 1, old->token_hash.data, 32);
         dossier__store__v1__stored_principal__free_unpacked(old, NULL);
@@ -1032,11 +1091,23 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
         if (op->token_hash.len != 32 || !auth_role_parse(op->role) ||
             strlen(op->purposes) > 500)
             return bad_command(res, "principal");
-        if (op->first_only &&
-            store_principal_count(b->s) + (uint64_t)b->principals_delta > 0)
+        /* The "bootstrapped" row stays when every principal is removed,
+         * so the bootstrap token adds the first principal ever, once. */
+        rc = store_get_raw(b->s, b, STORE_DEFAULT,
+                           (const uint8_t *)STORE_BOOTSTRAPPED_KEY,
+                           sizeof(STORE_BOOTSTRAPPED_KEY) - 1, &v, &vlen,
+                           &res->status);
+        if (rc)
+            return rc;
+        booted = v != NULL ||
+                 store_principal_count(b->s) + (uint64_t)b->principals_delta >
+                     0;
+        rocksdb_free(v);
+        v = NULL;
+        if (op->first_only && booted)
             return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
-                           "the cluster has a principal already: the "
-                           "bootstrap token adds only the first");
+                           "the cluster has had a principal already: the "
+                           "bootstrap token adds only the first, once");
         tkey[0] = 't';
         memcpy(tkey + 1, op->token_hash.data, 32);
         rc = store_get_raw(b->s, b, STORE_POLICY, tkey, sizeof(tkey), &v,
@@ -1059,6 +1130,13 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
         rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
                                      (const char *)tkey, sizeof(tkey),
                                      op->name, n);
+        if (!booted) {
+            uint8_t rev[8];
+            store_u64_be(rev, b->revision + 1);
+            rocksdb_writebatch_wi_put_cf(
+                b->wb, b->s->cf[STORE_DEFAULT], STORE_BOOTSTRAPPED_KEY,
+                sizeof(STORE_BOOTSTRAPPED_KEY) - 1, (const char *)rev, 8);
+        }
         b->principals_delta++;
     }
     b->revision++;

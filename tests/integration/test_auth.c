@@ -458,6 +458,111 @@ static void test_require_auth_with_bootstrap_token(void **state)
     node_destroy(&n);
 }
 
+/* Reads the one-line token file @path into @out (@cap bytes). */
+static void read_token_file(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(out, (int)cap, f));
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+/* The bootstrap token is spent for good: once the cluster had a principal
+ * it never works again, also after that principal removed itself (which
+ * a node under --require-auth refuses while it is the last admin: nobody
+ * could add principals afterwards); a node with an auth file never takes
+ * it, and there the auth file's admins are the way in, so the last stored
+ * admin may go. */
+static void test_bootstrap_token_spent_for_good(void **state)
+{
+    struct node_proc n, m;
+    char boot_file[400], boot[80], auth[400], tok_ops[65], scratch[65];
+    const char *strict[] = {"--require-auth", "--bootstrap-token-file",
+                            boot_file, NULL};
+    const char *with_file[] = {"--require-auth", "--bootstrap-token-file",
+                               boot_file, "--auth-file", auth, NULL};
+    struct dossier_client *bt, *ops, *root;
+    struct dossier_status st;
+    (void)state;
+
+    node_init(&n);
+    snprintf(boot_file, sizeof(boot_file), "%s/bootstrap.token", n.dir);
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     0);
+    read_token_file(boot_file, boot, sizeof(boot));
+    assert_int_equal(node_start(&n, strict), 0);
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "ops", "admin", NULL,
+                                           tok_ops, NULL, &st),
+                     0);
+    ops = client_as(n.addr, tok_ops, "operations");
+    /* Under --require-auth the last admin stays. */
+    assert_int_equal(dossier_principal_remove(ops, NULL, "ops", &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "last admin"));
+    dossier_client_close(ops);
+    dossier_client_close(bt);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* Without --require-auth it may remove itself: no principal is left. */
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = client_as(n.addr, tok_ops, "operations");
+    assert_int_equal(dossier_principal_remove(ops, NULL, "ops", &st), 0);
+    dossier_client_close(ops);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* Back under --require-auth with the token: it stays spent. */
+    assert_int_equal(node_start(&n, strict), 0);
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "mallory", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_non_null(strstr(st.message, "bootstrap"));
+    dossier_client_close(bt);
+    /* The CLI, as an operator would try it. */
+    assert_int_equal(harness_sh(NULL, 0,
+                                "DOSSIER_TOKEN=$(cat %s) %s --target %s "
+                                "principal add mallory admin >/dev/null "
+                                "2>&1",
+                                boot_file, DOSSIER_CLI_PATH, n.addr),
+                     7);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* An auth file naming an admin: the token is refused from the start,
+     * on a cluster that never had a principal. */
+    node_init(&m);
+    snprintf(auth, sizeof(auth), "%s/auth", m.dir);
+    write_auth_file(auth);
+    snprintf(boot_file, sizeof(boot_file), "%s/bootstrap.token", m.dir);
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     0);
+    read_token_file(boot_file, boot, sizeof(boot));
+    assert_int_equal(node_start(&m, with_file), 0);
+    bt = client_as(m.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "mallory", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_non_null(strstr(st.message, "auth file"));
+    /* The file's admin adds a stored admin, who may remove itself: the
+     * file's admins remain. */
+    root = client_as(m.addr, tok_admin, "operations");
+    assert_int_equal(dossier_principal_add(root, NULL, "ops-stored", "admin",
+                                           NULL, tok_ops, NULL, &st),
+                     0);
+    ops = client_as(m.addr, tok_ops, "operations");
+    assert_int_equal(dossier_principal_remove(ops, NULL, "ops-stored", &st),
+                     0);
+    dossier_client_close(ops);
+    dossier_client_close(root);
+    dossier_client_close(bt);
+    assert_int_equal(harness_log_count(&m, boot), 0);
+    node_destroy(&m);
+    node_destroy(&n);
+}
+
 /* The settings that make security mandatory refuse to start a node that
  * would not have it, and say why: --require-tls without a certificate, a
  * bootstrap token without --require-auth, a bootstrap token file others
@@ -509,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_forwarded_calls_keep_their_principal),
         cmocka_unit_test(test_principals_in_the_replicated_state),
         cmocka_unit_test(test_require_auth_with_bootstrap_token),
+        cmocka_unit_test(test_bootstrap_token_spent_for_good),
         cmocka_unit_test(test_mandatory_settings_refused_at_start),
     };
     int rc;

@@ -523,6 +523,24 @@ expect 0 "the bootstrap token adds the first admin" -- env DOSSIER_TOKEN="$(cat 
 ADMIN2=$($PY -c "import json; print(json.load(open('$WORK/out'))['token'])")
 expect 7 "the bootstrap token is spent" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" principal add ops2 admin
 expect 0 "the admin's token works" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$T2" principal list
+expect 5 "under require_auth the last admin cannot remove itself" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$T2" principal remove ops
+contains "$WORK/err" "last admin" "the refusal says why"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+# Without require_auth the admin removes itself; the bootstrap token stays
+# spent when the node is back under the example config.
+"$DOSSIERD" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2b" 2>"$WORK/node2b.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2b" ] && break; sleep 0.05; done
+expect 0 "the admin removes itself where authentication is optional" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$(cat "$WORK/ready2b")" principal remove ops
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+"$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --bootstrap-token-file "$WORK/boot.token" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2c" 2>"$WORK/node2c.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2c" ] && break; sleep 0.05; done
+expect 7 "the bootstrap token stays spent with no principal left" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$(cat "$WORK/ready2c")" principal add mallory admin
+contains "$WORK/err" "had principals" "the refusal says the token is spent"
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 printf '[node]\nlisten = 127.0.0.1:0\nshoe_size = 44\n' >"$WORK/bad.conf"
 expect 2 "an unknown config setting is refused" -- "$DOSSIERD" --config "$WORK/bad.conf"

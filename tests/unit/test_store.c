@@ -1281,6 +1281,104 @@ static void test_record_retention_counts_from_the_kinds_base(void **state)
     assert_int_equal(res.deleted, 0);
 }
 
+/* A PrincipalOp adding (@remove 0) or removing principal @name of role
+ * @role, token hash 32 x @tok. */
+struct prin {
+    Command cmd;
+    Dossier__Store__V1__PrincipalOp op;
+    uint8_t hash[32];
+};
+
+static void prin_init(struct prin *p, int remove, const char *name,
+                      const char *role, uint8_t tok)
+{
+    memset(p, 0, sizeof(*p));
+    dossier__store__v1__command__init(&p->cmd);
+    dossier__store__v1__principal_op__init(&p->op);
+    p->cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP;
+    p->cmd.principal_op = &p->op;
+    p->cmd.time_ms = 1000;
+    memset(p->hash, tok, sizeof(p->hash));
+    p->op.remove = remove;
+    p->op.name = (char *)name;
+    p->op.role = (char *)role;
+    p->op.token_hash = (ProtobufCBinaryData){sizeof(p->hash), p->hash};
+    p->op.purposes = "";
+}
+
+/* The bootstrap token's first_only add is applied only while the state
+ * never held a principal: not twice in one batch, not after the first
+ * principal was removed again (the "bootstrapped" row stays), and not
+ * after a reopen. */
+static void test_first_only_add_is_refused_once_bootstrapped(void **state)
+{
+    struct fixture *f = *state;
+    struct prin a, b, rm;
+    struct store_result res;
+    struct store_batch *bt;
+
+    fx_open(f);
+    assert_int_equal(store_bootstrapped(f->s), 0);
+    prin_init(&a, 0, "ops", "admin", 0x01);
+    a.op.first_only = 1;
+    prin_init(&b, 0, "ops2", "admin", 0x02);
+    b.op.first_only = 1;
+    /* Two bootstrap adds racing into one batch: the second loses. */
+    bt = store_batch_begin(f->s);
+    assert_int_equal(store_apply(bt, &a.cmd, &res), 0);
+    assert_int_equal(store_apply(bt, &b.cmd, &res),
+                     DOSSIER_FAILED_PRECONDITION);
+    commit_ok(bt);
+    assert_int_equal(store_principal_count(f->s), 1);
+    assert_int_equal(store_bootstrapped(f->s), 1);
+    /* The only principal removes itself: none left, still spent. */
+    prin_init(&rm, 1, "ops", "", 0);
+    apply1_ok(f->s, &rm.cmd, &res);
+    assert_int_equal(store_principal_count(f->s), 0);
+    assert_int_equal(store_bootstrapped(f->s), 1);
+    prin_init(&b, 0, "mallory", "admin", 0x03);
+    b.op.first_only = 1;
+    assert_int_equal(apply1(f->s, &b.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    fx_reopen(f);
+    assert_int_equal(store_bootstrapped(f->s), 1);
+    assert_int_equal(apply1(f->s, &b.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    /* An add without first_only (an admin's) still works. */
+    b.op.first_only = 0;
+    apply1_ok(f->s, &b.cmd, &res);
+    assert_int_equal(store_principal_count(f->s), 1);
+}
+
+/* A removal with keep_an_admin (from a node under --require-auth) never
+ * takes the last admin out of the state; other removals go through. */
+static void test_keep_an_admin_refuses_removing_the_last_admin(void **state)
+{
+    struct fixture *f = *state;
+    struct prin ops, ops2, svc, rm;
+    struct store_result res;
+
+    fx_open(f);
+    prin_init(&ops, 0, "ops", "admin", 0x01);
+    prin_init(&ops2, 0, "ops2", "admin", 0x02);
+    prin_init(&svc, 0, "svc", "service", 0x03);
+    apply1_ok(f->s, &ops.cmd, &res);
+    apply1_ok(f->s, &svc.cmd, &res);
+    prin_init(&rm, 1, "ops", "", 0);
+    rm.op.keep_an_admin = 1;
+    assert_int_equal(apply1(f->s, &rm.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "last admin"));
+    apply1_ok(f->s, &ops2.cmd, &res);
+    apply1_ok(f->s, &rm.cmd, &res); /* ops2 is still an admin */
+    prin_init(&rm, 1, "ops2", "", 0);
+    rm.op.keep_an_admin = 1;
+    assert_int_equal(apply1(f->s, &rm.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    prin_init(&rm, 1, "svc", "", 0);
+    rm.op.keep_an_admin = 1;
+    apply1_ok(f->s, &rm.cmd, &res); /* not an admin */
+    prin_init(&rm, 1, "ops2", "", 0);
+    apply1_ok(f->s, &rm.cmd, &res); /* without the flag: as asked */
+    assert_int_equal(store_principal_count(f->s), 0);
+}
+
 /* A rectification is an update of a subject's record at a known version:
  * without one, or without a field named, it is malformed; at the wrong
  * version, a conflict; applied, the record changes. */
@@ -2528,6 +2626,8 @@ int main(void)
         T(test_key_rotation_steps_check_what_is_stored),
         T(test_record_retention_counts_from_the_kinds_base),
         T(test_rectify_is_an_update_at_a_version),
+        T(test_first_only_add_is_refused_once_bootstrapped),
+        T(test_keep_an_admin_refuses_removing_the_last_admin),
         T(test_revision_survives_reopen),
         T(test_batch_of_failed_commands_keeps_revision),
         T(test_aborted_batch_writes_nothing),
