@@ -31,7 +31,9 @@
 
 /* Reads the token from @path, or, when @path is "", from $BOOTSTRAP_ENV,
  * into its SHA-256 @hash; *@have is 1 when one was given, 0 when neither
- * is set. The file must be a regular file only its owner can access.
+ * is set or @path does not exist (deleted once the token was spent, as the
+ * docs say: no token then). The file must be a regular file only its
+ * owner can access.
  * Errors: DOSSIER_IO (cannot read), DOSSIER_PERMISSION_DENIED (mode),
  * DOSSIER_INVALID_ARGUMENT (not a token: empty, too short or long, blanks
  * or control characters). Messages name the file, never the token. */

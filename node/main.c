@@ -666,6 +666,10 @@ started:
                        ? "; the bootstrap token may add the first admin "
                          "while the cluster never had a principal"
                        : "");
+    if (cfg.require_auth && cfg.bootstrap_token_file[0] && !node.has_bootstrap)
+        log_printf(LOG_INFO, "bootstrap token file %s is gone: no bootstrap "
+                   "token (it is deleted once the first admin exists)",
+                   cfg.bootstrap_token_file);
     if (auth && node.has_bootstrap)
         log_printf(LOG_WARN, "a bootstrap token and an auth file: the token "
                    "is refused on this node (the auth file's admins add "

@@ -471,9 +471,9 @@ static void read_token_file(const char *path, char *out, size_t cap)
 /* The bootstrap token is spent for good: once the cluster had a principal
  * it never works again, also after that principal removed itself (which
  * a node under --require-auth refuses while it is the last admin: nobody
- * could add principals afterwards); a node with an auth file never takes
- * it, and there the auth file's admins are the way in, so the last stored
- * admin may go. */
+ * could add principals afterwards); its file, deleted, stops nothing from
+ * starting; a node with an auth file never takes it, and there the auth
+ * file's admins are the way in, so the last stored admin may go. */
 static void test_bootstrap_token_spent_for_good(void **state)
 {
     struct node_proc n, m;
@@ -528,6 +528,17 @@ static void test_bootstrap_token_spent_for_good(void **state)
                                 "2>&1",
                                 boot_file, DOSSIER_CLI_PATH, n.addr),
                      7);
+    assert_int_equal(node_stop(&n), 0);
+    /* The spent token's file deleted, as the docs say: the node restarts
+     * with the same settings, without a token, and says so once. */
+    assert_int_equal(unlink(boot_file), 0);
+    assert_int_equal(node_start(&n, strict), 0);
+    assert_int_equal(harness_log_count(&n, "is gone: no bootstrap token"), 1);
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "mallory", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    dossier_client_close(bt);
     assert_int_equal(node_stop(&n), 0);
 
     /* An auth file naming an admin: the token is refused from the start,

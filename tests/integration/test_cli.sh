@@ -542,6 +542,17 @@ for _ in $(seq 200); do [ -s "$WORK/ready2c" ] && break; sleep 0.05; done
 expect 7 "the bootstrap token stays spent with no principal left" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$(cat "$WORK/ready2c")" principal add mallory admin
 contains "$WORK/err" "had principals" "the refusal says the token is spent"
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+# The spent token's file deleted, as the example config says: the node
+# starts all the same.
+rm -f "$WORK/boot.token"
+"$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --bootstrap-token-file "$WORK/boot.token" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2d" 2>"$WORK/node2d.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2d" ] && break; sleep 0.05; done
+[ -s "$WORK/ready2d" ] && ok "a node restarts after the token file was deleted" || { fail "restart without the token file"; cat "$WORK/node2d.log"; }
+contains "$WORK/node2d.log" "is gone: no bootstrap token" "the node logs that it has no token"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 printf '[node]\nlisten = 127.0.0.1:0\nshoe_size = 44\n' >"$WORK/bad.conf"
 expect 2 "an unknown config setting is refused" -- "$DOSSIERD" --config "$WORK/bad.conf"
 contains "$WORK/err" shoe_size "the message names the setting"
