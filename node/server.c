@@ -1176,8 +1176,10 @@ static void auth_ready(void *arg, int code, const char *message)
  * purpose. Every refusal is logged (no token or personal data in it).
  * A token this node does not know may name a principal added on another
  * node a moment ago and not yet applied here: the call then waits for a
- * read barrier (the node applies what the leader had committed) and is
- * started again (TAG_AUTH); -1 then too, without an answer yet. */
+ * catch-up (cluster_catch_up(): a read barrier shared by every such call,
+ * at most one a raft tick; the node applies what the leader had committed
+ * when the call arrived) and is started again (TAG_AUTH); -1 then too,
+ * without an answer yet. */
 static int authorize(struct call *c, const struct api_method *m)
 {
     struct node *n = call_node(c);
@@ -1218,8 +1220,10 @@ static int authorize(struct call *c, const struct api_method *m)
         }
         if (!p && have && !c->auth_waited && n->cluster) {
             c->auth_waited = 1;
-            /* 1: a lone voter, which has applied everything it knows. */
-            if (!cluster_read_barrier(n->cluster, auth_ready, c))
+            /* 1: a lone voter, which has applied everything it knows.
+             * Catch-ups are rationed (one round a tick, shared), so a
+             * flood of bad tokens costs the cluster little. */
+            if (!cluster_catch_up(n->cluster, auth_ready, c))
                 return -1;
         }
         if (!p) {

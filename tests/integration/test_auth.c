@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <pthread.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -218,6 +221,49 @@ static void test_forwarded_calls_keep_their_principal(void **state)
     harness_token = NULL;
 }
 
+/* A flood of unknown tokens against one node, from several threads. */
+#define FLOOD_THREADS 8
+#define FLOOD_CALLS 25
+struct flood {
+    const char *target;
+    int refused; /* calls answered UNAUTHENTICATED */
+};
+
+static void *flood_main(void *arg)
+{
+    struct flood *fl = arg;
+    char tok[65];
+    for (int i = 0; i < FLOOD_CALLS; i++) {
+        struct dossier_client *c;
+        harness_new_token(tok); /* a new unknown token every call */
+        c = harness_client_as(fl->target, tok, "operations");
+        fl->refused += put_contact(c, "flood") == DOSSIER_UNAUTHENTICATED;
+        dossier_client_close(c);
+    }
+    return NULL;
+}
+
+/* The node's dossier_auth_catchups_total. */
+static double catchups_of(const struct node_proc *n)
+{
+    char err[200];
+    char *text = harness_scrape(harness_metrics_port(n), err, sizeof(err));
+    double v = -1;
+    if (!text)
+        fail_msg("metrics: %s", err);
+    assert_int_equal(harness_metric(text, "dossier_auth_catchups_total", &v),
+                     0);
+    free(text);
+    return v;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Principals kept by the cluster: on a 3-node cluster without an auth
  * file, the first admin is added without credentials and authentication
  * is then on everywhere; a service principal is limited to its purposes
@@ -229,13 +275,18 @@ static void test_principals_in_the_replicated_state(void **state)
     struct dossier_client *anon, *ops, *svc, *svc_mkt, *follower, *lagging;
     struct dossier_principal p, *list;
     struct dossier_status st;
+    const char *metrics[] = {"--metrics-listen", "127.0.0.1:0", NULL};
     char tok_ops[65], tok_svc[65], scratch[65];
+    struct flood fl[FLOOD_THREADS];
+    pthread_t th[FLOOD_THREADS];
+    double before, after;
+    int64_t t0, elapsed;
     size_t n;
-    int leader, f, lag_code;
+    int leader, f, lag_code, refused = 0;
     (void)state;
 
     harness_token = NULL;
-    cluster_init(&c, 3, NULL);
+    cluster_init(&c, 3, metrics);
     assert_int_equal(cluster_start_all(&c), 0);
     leader = cluster_leader(&c);
     assert_true(leader >= 0);
@@ -305,6 +356,32 @@ static void test_principals_in_the_replicated_state(void **state)
     assert_int_equal(dossier_principal_list(ops, NULL, &list, &n, &st), 0);
     assert_int_equal(n, 2);
     free(list);
+
+    /* A flood of unknown tokens at that follower: every call refused as
+     * unknown, while the catch-ups with the leader they cause are
+     * rationed to one round per raft tick (--tick-ms 50 here), shared by
+     * every call waiting. The bound follows from the rationing whatever
+     * the machine's speed: a slower run has more ticks, not more rounds
+     * per tick (ticks in the window, plus the window's two ends, plus one
+     * to spare). Unrationed, each call made its own round: 200 here, where
+     * a run on this machine counted 26 in 1.2 s. */
+    before = catchups_of(&c.nodes[f]);
+    t0 = mono_ms();
+    for (int i = 0; i < FLOOD_THREADS; i++) {
+        fl[i] = (struct flood){c.nodes[f].addr, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, flood_main, &fl[i]), 0);
+    }
+    for (int i = 0; i < FLOOD_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        refused += fl[i].refused;
+    }
+    elapsed = mono_ms() - t0;
+    after = catchups_of(&c.nodes[f]);
+    assert_int_equal(refused, FLOOD_THREADS * FLOOD_CALLS);
+    assert_true(after - before >= 1);
+    assert_true(after - before <= (double)(elapsed / 50 + 3));
+    /* The new principal's token still works there at once. */
+    assert_int_equal(put_contact(follower, "pr-1b"), 0);
 
     /* All nodes restart: the principals are state, not configuration. */
     for (int i = 0; i < 3; i++)
