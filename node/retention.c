@@ -46,6 +46,13 @@ struct sweep {
     uint8_t whole_rids[ITEMS_PER_COMMAND][STORE_RID_BYTES];
     char whole_kinds[ITEMS_PER_COMMAND][SCHEMA_NAME_MAX + 1];
     size_t n_whole;
+    /* The subject of each item (items, then whole), for the restriction
+     * check after the scan; has_sp 0: a record without a subject. */
+    uint8_t sps[2][ITEMS_PER_COMMAND][STORE_SP_BYTES];
+    int has_sp[2][ITEMS_PER_COMMAND];
+    /* How many of ptrs and whole_ptrs are proposed: the items whose
+     * subject is not restricted (drop_restricted). */
+    size_t n_ptrs, n_whole_ptrs;
     size_t visited;
     uint8_t last[STORE_KEY_MAX];
     size_t last_len;
@@ -61,6 +68,8 @@ static void sweep_clear(struct sweep *s)
     }
     s->n = 0;
     s->n_whole = 0;
+    s->n_ptrs = 0;
+    s->n_whole_ptrs = 0;
 }
 
 /* Whether @r of kind @k is past its record retention at @now (the state
@@ -76,6 +85,37 @@ static int past_record_retention(const KindSchema *k, const StoredRecord *r,
                ? r->created_at_ms
                : r->updated_at_ms;
     return base + (int64_t)k->record_retention_days * DAY_MS <= now;
+}
+
+static void note_subject(struct sweep *s, int whole, size_t i,
+                         const StoredRecord *r)
+{
+    s->has_sp[whole][i] = r->subject.len == STORE_SP_BYTES;
+    if (s->has_sp[whole][i])
+        memcpy(s->sps[whole][i], r->subject.data, STORE_SP_BYTES);
+}
+
+/* Leaves out of what is proposed the items of restricted subjects (GDPR
+ * Art. 18: storage only, so retention waits until the restriction is
+ * lifted; the state machine checks again when it applies). A subject
+ * whose restriction cannot be read is left out too: the next sweep looks
+ * again. */
+static void drop_restricted(struct sweep *s)
+{
+    struct dossier_status st;
+    size_t k = 0;
+
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->has_sp[0][i] || store_restricted(s->store, s->sps[0][i],
+                                                 &st) == 0)
+            s->ptrs[k++] = &s->items[i];
+    s->n_ptrs = k;
+    k = 0;
+    for (size_t i = 0; i < s->n_whole; i++)
+        if (!s->has_sp[1][i] || store_restricted(s->store, s->sps[1][i],
+                                                 &st) == 0)
+            s->whole_ptrs[k++] = &s->whole[i];
+    s->n_whole_ptrs = k;
 }
 
 /* Looks at one stored record: adds an item when some field is past its
@@ -116,6 +156,7 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
         it->kind = s->whole_kinds[s->n_whole];
         it->rid = (ProtobufCBinaryData){STORE_RID_BYTES,
                                         s->whole_rids[s->n_whole]};
+        note_subject(s, 1, s->n_whole, r);
         s->whole_ptrs[s->n_whole++] = it;
         dossier__store__v1__stored_record__free_unpacked(r, NULL);
         return 0;
@@ -144,6 +185,7 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
         it->fields = names;
         it->n_fields = n;
         s->fields[s->n] = names;
+        note_subject(s, 0, s->n, r);
         s->ptrs[s->n] = it;
         s->n++;
     } else {
@@ -191,12 +233,12 @@ static int propose(struct retention *rt, struct sweep *s, int whole,
     cmd.time_ms = s->now;
     cmd.principal = (char *)"dossierd-retention";
     if (whole) {
-        rop.n_items = s->n_whole;
+        rop.n_items = s->n_whole_ptrs;
         rop.items = s->whole_ptrs;
         cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION;
         cmd.record_retention = &rop;
     } else {
-        op.n_items = s->n;
+        op.n_items = s->n_ptrs;
         op.items = s->ptrs;
         cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
         cmd.retention = &op;
@@ -247,12 +289,13 @@ static void sweep(struct retention *rt)
         first = 0;
         if (rc == 1)
             rc = 0;
-        if (rc == 0 && s->n) {
-            records += s->n;
+        drop_restricted(s);
+        if (rc == 0 && s->n_ptrs) {
+            records += s->n_ptrs;
             commands++;
             rc = propose(rt, s, 0, &dropped, &st);
         }
-        if (rc == 0 && s->n_whole) {
+        if (rc == 0 && s->n_whole_ptrs) {
             commands++;
             rc = propose(rt, s, 1, &expired, &st);
         }

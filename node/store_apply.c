@@ -1163,8 +1163,33 @@ static int index_key_of(const ProtobufCBinaryData *k, const char *field)
     return q && (size_t)(q - p) == n && memcmp(p, field, n) == 0;
 }
 
+/* Whether subject @subject (a pseudonym, or empty: none) is restricted as
+ * @b sees it: 1, 0, or an error code in @res. */
+static int batch_restricted(struct store_batch *b,
+                            const ProtobufCBinaryData *subject,
+                            struct store_result *res)
+{
+    uint8_t key[STORE_SP_BYTES + 1];
+    size_t vlen;
+    char *v;
+    int rc;
+
+    if (subject->len != STORE_SP_BYTES)
+        return 0;
+    memcpy(key, subject->data, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'r';
+    rc = store_get_raw(b->s, b, STORE_CONSENT, key, sizeof(key), &v, &vlen,
+                       &res->status);
+    if (rc)
+        return -rc;
+    rocksdb_free(v);
+    return v != NULL;
+}
+
 /* Drops from the record of @item the listed fields that are past their
- * retention at @now; adds the count to *@dropped. */
+ * retention at @now; adds the count to *@dropped. A record of a
+ * restricted subject keeps them (Art. 18: storage only) until the
+ * restriction is lifted. */
 static int retention_item(struct store_batch *b, const Command *cmd,
                           const Dossier__Store__V1__RetentionOp__Item *item,
                           int64_t now, uint64_t *dropped,
@@ -1184,6 +1209,11 @@ static int retention_item(struct store_batch *b, const Command *cmd,
         return 0; /* deleted or erased meanwhile */
     if (rc)
         return rc;
+    rc = batch_restricted(b, &r->subject, res);
+    if (rc) {
+        dossier__store__v1__stored_record__free_unpacked(r, NULL);
+        return rc < 0 ? -rc : 0; /* restricted: it stays as it is */
+    }
     for (size_t i = 0; i < r->n_fields; i++) {
         const char *name = r->fields[i]->name;
         const FieldSchema *f = schema_field(k, name);
@@ -1290,8 +1320,9 @@ static int record_expired(const KindSchema *k, const StoredRecord *r,
     return base + (int64_t)k->record_retention_days * DAY_MS <= now;
 }
 
-/* Deletes the record of @item if it is still past its retention; its
- * expiry goes into the feed at revision @rev. Adds 1 to *@expired. */
+/* Deletes the record of @item if it is still past its retention and its
+ * subject is not restricted (Art. 18: storage only); its expiry goes into
+ * the feed at revision @rev. Adds 1 to *@expired. */
 static int expire_record(struct store_batch *b, const Command *cmd,
                          const Dossier__Store__V1__RecordRetentionOp__Item *it,
                          uint64_t rev, uint64_t *expired,
@@ -1312,6 +1343,12 @@ static int expire_record(struct store_batch *b, const Command *cmd,
     /* Updated meanwhile, or its kind's retention changed: it stays. */
     if (!record_expired(batch_schema(b, it->kind), old, cmd->time_ms))
         goto out;
+    /* Restricted meanwhile (or before: the sweeper may not know yet). */
+    rc = batch_restricted(b, &old->subject, res);
+    if (rc) {
+        rc = rc < 0 ? -rc : 0;
+        goto out;
+    }
     rc = links_collect(b, it->kind, it->rid.data, old->n_links != 0, 1,
                        &links);
     if (rc) {

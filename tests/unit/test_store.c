@@ -1281,6 +1281,88 @@ static void test_record_retention_counts_from_the_kinds_base(void **state)
     assert_int_equal(res.deleted, 0);
 }
 
+/* Retention leaves a restricted subject's records alone at apply, whole
+ * records and fields alike (Art. 18: storage only), whatever the sweeper
+ * proposed; lifted, the same commands take them. */
+static void test_retention_skips_restricted_subjects(void **state)
+{
+    struct fixture *f = *state;
+    struct define d;
+    struct put a;
+    struct store_result res;
+    Command rc_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command fc_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command rs_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RecordRetentionOp rop =
+        DOSSIER__STORE__V1__RECORD_RETENTION_OP__INIT;
+    Dossier__Store__V1__RecordRetentionOp__Item rit, *ritp = &rit;
+    Dossier__Store__V1__RetentionOp fop = DOSSIER__STORE__V1__RETENTION_OP__INIT;
+    Dossier__Store__V1__RetentionOp__Item fit, *fitp = &fit;
+    Dossier__Store__V1__RestrictOp rs = DOSSIER__STORE__V1__RESTRICT_OP__INIT;
+    char *fields[] = {"title"};
+    uint8_t sp[STORE_SP_BYTES];
+    StoredRecord *r;
+    const int64_t day = 86400000, t0 = 1000 * day;
+
+    fx_open(f);
+    define_init(&d, "visit", 0);
+    d.f[0].retention_days = 10;
+    d.k.record_retention_days = 30;
+    apply1_ok(f->s, &d.cmd, &res);
+    put_init(&a, "visit", 0x0a, 0x5a, 7, t0);
+    put_new_key(&a, 7, 0x70);
+    a.field.name = "title";
+    apply1_ok(f->s, &a.cmd, &res);
+    memset(sp, 0x5a, sizeof(sp));
+    rs.subject = (ProtobufCBinaryData){sizeof(sp), sp};
+    rs.restricted = 1;
+    rs_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION;
+    rs_cmd.restriction = &rs;
+    apply1_ok(f->s, &rs_cmd, &res);
+
+    dossier__store__v1__retention_op__item__init(&fit);
+    fit.kind = "visit";
+    fit.rid = a.op.rid;
+    fit.fields = fields;
+    fit.n_fields = 1;
+    fop.items = &fitp;
+    fop.n_items = 1;
+    fc_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
+    fc_cmd.retention = &fop;
+    fc_cmd.time_ms = t0 + 20 * day;
+    dossier__store__v1__record_retention_op__item__init(&rit);
+    rit.kind = "visit";
+    rit.rid = a.op.rid;
+    rop.items = &ritp;
+    rop.n_items = 1;
+    rc_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION;
+    rc_cmd.record_retention = &rop;
+    rc_cmd.time_ms = t0 + 40 * day;
+
+    /* Restricted: past both retentions, yet the record stays whole. */
+    apply1_ok(f->s, &fc_cmd, &res);
+    assert_int_equal(res.deleted, 0);
+    apply1_ok(f->s, &rc_cmd, &res);
+    assert_int_equal(res.deleted, 0);
+    r = record_get(f->s, "visit", 0x0a);
+    assert_non_null(r);
+    assert_int_equal(r->n_fields, 1);
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+
+    /* Lifted: the field goes, then the record. */
+    rs.restricted = 0;
+    apply1_ok(f->s, &rs_cmd, &res);
+    apply1_ok(f->s, &fc_cmd, &res);
+    assert_int_equal(res.deleted, 1);
+    r = record_get(f->s, "visit", 0x0a);
+    assert_non_null(r);
+    assert_int_equal(r->n_fields, 0);
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    apply1_ok(f->s, &rc_cmd, &res);
+    assert_int_equal(res.deleted, 1);
+    assert_null(record_get(f->s, "visit", 0x0a));
+}
+
 /* A PrincipalOp adding (@remove 0) or removing principal @name of role
  * @role, token hash 32 x @tok. */
 struct prin {
@@ -2625,6 +2707,7 @@ int main(void)
         T(test_put_with_malformed_link_is_corrupt),
         T(test_key_rotation_steps_check_what_is_stored),
         T(test_record_retention_counts_from_the_kinds_base),
+        T(test_retention_skips_restricted_subjects),
         T(test_rectify_is_an_update_at_a_version),
         T(test_first_only_add_is_refused_once_bootstrapped),
         T(test_keep_an_admin_refuses_removing_the_last_admin),
