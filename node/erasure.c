@@ -17,6 +17,7 @@
 #include "crypt.h"
 #include "errors.h"
 #include "log.h"
+#include "peer.h"
 #include "records.h"
 
 /* How often the reporter looks, and waits after a failed report. */
@@ -151,21 +152,18 @@ void api_subjects_certificate(struct call *c, ProtobufCMessage *msg)
 /* ------------------------------------------------------------------ */
 /* Reports */
 
-/* Proposes (on the leader) an ErasureDoneOp packed in @op; @cb(@arg, res)
+/* Proposes (on the leader) the report @done (borrowed); @cb(@arg, res)
  * runs once applied. */
-static int propose_done(struct node *n, const uint8_t *op, size_t op_len,
+static int propose_done(struct node *n,
+                        Dossier__Store__V1__ErasureDoneOp *done,
                         void (*cb)(void *arg, const struct store_result *res),
                         void *arg)
 {
     Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
-    Dossier__Store__V1__ErasureDoneOp *done;
     char principal[48];
     uint8_t *buf;
     size_t len;
 
-    done = dossier__store__v1__erasure_done_op__unpack(NULL, op_len, op);
-    if (!done)
-        return DOSSIER_INVALID_ARGUMENT;
     snprintf(principal, sizeof(principal), "dossierd-node-%" PRIu64,
              done->node_id);
     cmd.time_ms = records_now_ms();
@@ -174,36 +172,45 @@ static int propose_done(struct node *n, const uint8_t *op, size_t op_len,
     cmd.erasure_done = done;
     len = dossier__store__v1__command__get_packed_size(&cmd);
     buf = malloc(len);
-    if (buf)
-        dossier__store__v1__command__pack(&cmd, buf);
-    dossier__store__v1__erasure_done_op__free_unpacked(done, NULL);
     if (!buf)
         return DOSSIER_NOMEM;
+    dossier__store__v1__command__pack(&cmd, buf);
     return cluster_submit(n->cluster, buf, len, cb, arg);
 }
 
 static void peer_done_applied(void *arg, const struct store_result *res)
 {
     struct call *c = arg;
-    Dossier__Store__V1__ErasureDoneOp empty =
-        DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
+    Dossier__Peer__V1__Ack ack = DOSSIER__PEER__V1__ACK__INIT;
     if (res->status.code)
         call_fail_status(c, &res->status);
     else
-        call_reply(c, &empty.base);
+        call_reply(c, &ack.base);
 }
 
 void api_peer_erasure_done(struct call *c, ProtobufCMessage *msg)
 {
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *op = malloc(len ? len : 1);
+    Dossier__Peer__V1__ErasureDoneRequest *req =
+        (Dossier__Peer__V1__ErasureDoneRequest *)msg;
     int rc;
 
-    if (!op)
-        return call_fail(c, DOSSIER_NOMEM, "out of memory");
-    protobuf_c_message_pack(msg, op);
-    rc = propose_done(call_node(c), op, len, peer_done_applied, c);
-    free(op);
+    if (api_peer_check(c, &req->cluster_id, req->from) != 0)
+        return;
+    if (!req->report)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "an erasure report without its report");
+    /* A node reports for itself only: the state machine then checks that
+     * the node is a member when it records it. */
+    if (req->report->node_id != req->from) {
+        log_printf(LOG_WARN, "refused an erasure report naming node %" PRIu64
+                   " sent by node %" PRIu64, req->report->node_id, req->from);
+        return call_fail(c, DOSSIER_PERMISSION_DENIED,
+                         "an erasure report names node %" PRIu64
+                         " but comes from node %" PRIu64
+                         ": a node reports its own erasures only",
+                         req->report->node_id, req->from);
+    }
+    rc = propose_done(call_node(c), req->report, peer_done_applied, c);
     if (rc)
         call_fail(c, rc, "cannot propose the erasure report");
 }
@@ -307,6 +314,8 @@ static int report_send(struct erasure_report *r, struct pending_rows *p)
     struct node *n = r->node;
     Dossier__Store__V1__ErasureDoneOp op =
         DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
+    Dossier__Peer__V1__ErasureDoneRequest req =
+        DOSSIER__PEER__V1__ERASURE_DONE_REQUEST__INIT;
     struct report_wait *w = calloc(1, sizeof(*w));
     struct timespec until;
     uint8_t *buf;
@@ -317,19 +326,23 @@ static int report_send(struct erasure_report *r, struct pending_rows *p)
     op.completed_ms = records_now_ms();
     op.n_items = p->n;
     op.items = p->ptrs;
-    len = dossier__store__v1__erasure_done_op__get_packed_size(&op);
+    req.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES,
+                                           (uint8_t *)cluster_id(n->cluster)};
+    req.from = n->id;
+    req.report = &op;
+    len = dossier__peer__v1__erasure_done_request__get_packed_size(&req);
     buf = malloc(len ? len : 1);
     if (!w || !buf) {
         free(w);
         free(buf);
         return DOSSIER_NOMEM;
     }
-    dossier__store__v1__erasure_done_op__pack(&op, buf);
+    dossier__peer__v1__erasure_done_request__pack(&req, buf);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->refs = 2;
     if (cluster_is_leader(n->cluster))
-        rc = propose_done(n, buf, len, report_applied, w);
+        rc = propose_done(n, &op, report_applied, w);
     else
         rc = cluster_forward(n->cluster, ERASURE_DONE_METHOD, buf, len, "",
                              NULL, "", 0, REPORT_TIMEOUT_MS, report_forwarded,

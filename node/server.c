@@ -227,7 +227,8 @@ static const struct api_method methods[] = {
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
      API_PEER | W, 4, 0},
-    {ERASURE_DONE_METHOD, &dossier__store__v1__erasure_done_op__descriptor,
+    {ERASURE_DONE_METHOD,
+     &dossier__peer__v1__erasure_done_request__descriptor,
      api_peer_erasure_done, API_PEER | W, 2, 0},
 };
 #undef R

@@ -1808,6 +1808,25 @@ static int apply_erasure_done(struct store_batch *b, const Command *cmd,
     for (size_t i = 0; i < op->n_items; i++)
         if (op->items[i]->subject.len != STORE_SP_BYTES)
             return bad_command(res, "erasure done item");
+    /* Only a member's report counts: its member row, as applied so far. */
+    {
+        uint8_t mkey[15];
+        char *v;
+        size_t vlen;
+        int rc;
+        memcpy(mkey, "member/", 7);
+        store_u64_be(mkey + 7, op->node_id);
+        rc = store_get_raw(b->s, b, STORE_DEFAULT, mkey, sizeof(mkey), &v,
+                           &vlen, &res->status);
+        if (rc)
+            return rc;
+        if (!v)
+            return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                           "node %llu is not a member of the cluster: its "
+                           "erasure report is not recorded",
+                           (unsigned long long)op->node_id);
+        rocksdb_free(v);
+    }
     for (size_t i = 0; i < op->n_items; i++) {
         Dossier__Store__V1__ErasureRecord *er;
         Dossier__Store__V1__ErasureCompletion done =

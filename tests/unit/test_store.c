@@ -1363,6 +1363,60 @@ static void test_retention_skips_restricted_subjects(void **state)
     assert_null(record_get(f->s, "visit", 0x0a));
 }
 
+/* An erasure report is recorded only for a member of the cluster (one
+ * with a member row as applied), whatever the sender claimed: a
+ * non-member's is refused, a member's names it in the ledger row. */
+static void test_erasure_done_counts_members_only(void **state)
+{
+    struct fixture *f = *state;
+    struct put a;
+    struct store_result res;
+    Command er_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command dn_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command mb_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__EraseOp er = DOSSIER__STORE__V1__ERASE_OP__INIT;
+    Dossier__Store__V1__ErasureDoneOp dn =
+        DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
+    Dossier__Store__V1__ErasureDoneOp__Item it, *itp = &it;
+    Dossier__Store__V1__SetMemberOp mb = DOSSIER__STORE__V1__SET_MEMBER_OP__INIT;
+    Dossier__Store__V1__ErasureRecord *row;
+    struct dossier_status st;
+    uint8_t sp[STORE_SP_BYTES];
+
+    fx_open(f);
+    put_person(&a, 0x0a, 1000);
+    apply1_ok(f->s, &a.cmd, &res);
+    memset(sp, 0x5a, sizeof(sp));
+    er.subject = (ProtobufCBinaryData){sizeof(sp), sp};
+    er_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASE;
+    er_cmd.erase = &er;
+    apply1_ok(f->s, &er_cmd, &res);
+    assert_int_equal(store_erasure_get(f->s, sp, &row, &st), 0);
+    dossier__store__v1__erasure_done_op__item__init(&it);
+    it.subject = er.subject;
+    it.raft_index = row->raft_index;
+    dossier__store__v1__erasure_record__free_unpacked(row, NULL);
+    dn.node_id = 4;
+    dn.completed_ms = 2000;
+    dn.items = &itp;
+    dn.n_items = 1;
+    dn_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASURE_DONE;
+    dn_cmd.erasure_done = &dn;
+    assert_int_equal(apply1(f->s, &dn_cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "not a member"));
+    mb.id = 4;
+    mb.address = "127.0.0.1:7704";
+    mb_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_SET_MEMBER;
+    mb_cmd.set_member = &mb;
+    apply1_ok(f->s, &mb_cmd, &res);
+    apply1_ok(f->s, &dn_cmd, &res);
+    assert_int_equal(res.deleted, 1); /* the row now names node 4 */
+    assert_int_equal(store_erasure_get(f->s, sp, &row, &st), 0);
+    assert_int_equal(row->n_completed, 1);
+    assert_int_equal(row->completed[0]->node_id, 4);
+    dossier__store__v1__erasure_record__free_unpacked(row, NULL);
+}
+
 /* A PrincipalOp adding (@remove 0) or removing principal @name of role
  * @role, token hash 32 x @tok. */
 struct prin {
@@ -2708,6 +2762,7 @@ int main(void)
         T(test_key_rotation_steps_check_what_is_stored),
         T(test_record_retention_counts_from_the_kinds_base),
         T(test_retention_skips_restricted_subjects),
+        T(test_erasure_done_counts_members_only),
         T(test_rectify_is_an_update_at_a_version),
         T(test_first_only_add_is_refused_once_bootstrapped),
         T(test_keep_an_admin_refuses_removing_the_last_admin),
