@@ -1112,8 +1112,11 @@ static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
     load_members(cl);
     log_printf(LOG_INFO, "installed a snapshot at index %" PRIu64,
                rd->snapshot.index);
-    /* The whole database is the leader's now, taken after it finished the
-     * erasures it holds; this node's old files are gone. */
+    /* The whole database is the leader's now, and this node's old files
+     * are gone. The leader may have taken it before finishing an erasure
+     * (its raft log still held the subject's entries): store_install()
+     * compacted the copy's raft log away before swapping it in, so every
+     * erasure up to the snapshot is finished here too. */
     if (!cl->erased &&
         rd->snapshot.index > __atomic_load_n(&cl->erasure_finished,
                                              __ATOMIC_ACQUIRE))

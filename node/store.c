@@ -808,6 +808,11 @@ int store_checkpoint(struct store *s, const char *dir,
     return 0;
 }
 
+static void compact_forced_db(rocksdb_t *db,
+                              rocksdb_column_family_handle_t *cf,
+                              const uint8_t *from, size_t flen,
+                              const uint8_t *to, size_t tlen);
+
 int store_install(struct store *s, const char *staged,
                   int (*prepare)(void *arg, const struct store_raw *raw,
                                  struct dossier_status *st),
@@ -842,6 +847,14 @@ int store_install(struct store *s, const char *staged,
     }
     raw = (struct store_raw){sdb, (void *const *)scf, s->wo_sync, s->ro};
     rc = prepare(arg, &raw, st);
+    /* The copy's raft log files are the sender's, holding entries it had
+     * not compacted away when it took the checkpoint: sealed writes and
+     * wrapped keys of subjects it may have erased since (before its own
+     * log compaction). prepare deleted them; their bytes leave the files
+     * now, before this node can report an erasure finished. The copy is
+     * opened afresh next, so no older MANIFEST names them either. */
+    if (rc == 0)
+        compact_forced_db(sdb, scf[STORE_RAFTLOG], NULL, 0, NULL, 0);
     db_close(sdb, scf);
     if (rc)
         return rc;
@@ -1286,17 +1299,24 @@ int store_request_get(struct store *s, const char *id,
 
 /* Compacts [@from, @to) of @family (NULL: open end) down to the last
  * level, rewriting even files already there, so deleted bytes go. */
-static void compact_forced(struct store *s, enum store_family family,
-                           const uint8_t *from, size_t flen, const uint8_t *to,
-                           size_t tlen)
+static void compact_forced_db(rocksdb_t *db,
+                              rocksdb_column_family_handle_t *cf,
+                              const uint8_t *from, size_t flen,
+                              const uint8_t *to, size_t tlen)
 {
     rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
     rocksdb_compactoptions_set_bottommost_level_compaction(co, 2 /* force */);
     rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
-    rocksdb_compact_range_cf_opt(s->db, s->cf[family], co,
-                                 (const char *)from, flen, (const char *)to,
-                                 tlen);
+    rocksdb_compact_range_cf_opt(db, cf, co, (const char *)from, flen,
+                                 (const char *)to, tlen);
     rocksdb_compactoptions_destroy(co);
+}
+
+static void compact_forced(struct store *s, enum store_family family,
+                           const uint8_t *from, size_t flen, const uint8_t *to,
+                           size_t tlen)
+{
+    compact_forced_db(s->db, s->cf[family], from, flen, to, tlen);
 }
 
 int store_erase_mark(struct store *s, const uint8_t sp[STORE_SP_BYTES])

@@ -355,7 +355,11 @@ void store_raw(struct store *s, struct store_raw *out);
 /* Replaces the whole database by the checkpoint in @staged (a directory
  * received from the leader), after letting @prepare rewrite the staged
  * copy's Raft state through @raw (this node's term, vote and snapshot
- * point, not the sender's). The swap is two renames of directories, so a
+ * point, not the sender's). The raftlog family of the copy is then
+ * compacted (forced to the bottom level), so the log entries @prepare
+ * deleted leave the files before the copy is used: the sender's log may
+ * hold an erased subject's rows it had not compacted yet. The swap is two
+ * renames of directories, so a
  * crash leaves either the old database or the new one; store_open()
  * finishes or undoes a swap it finds half done. Readers wait meanwhile.
  * Errors: DOSSIER_IO, DOSSIER_CORRUPT (the staged copy does not open). */

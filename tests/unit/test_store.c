@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
+#include <rocksdb/c.h>
+#include <sodium.h>
 
 #include "store.h"
 #include "store_int.h" /* trim_faults */
@@ -1417,6 +1420,101 @@ static void test_erasure_done_counts_members_only(void **state)
     dossier__store__v1__erasure_record__free_unpacked(row, NULL);
 }
 
+/* How many regular files under a directory hold needle (nftw callback). */
+static const uint8_t *scan_needle;
+static size_t scan_needle_len, scan_hits;
+
+static int scan_one(const char *path, const struct stat *sb, int type,
+                    struct FTW *ftw)
+{
+    (void)ftw;
+    if (type == FTW_F && S_ISREG(sb->st_mode) && sb->st_size > 0) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        void *m;
+        assert_true(fd >= 0);
+        m = mmap(NULL, (size_t)sb->st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        assert_true(m != MAP_FAILED);
+        scan_hits += memmem(m, (size_t)sb->st_size, scan_needle,
+                            scan_needle_len) != NULL;
+        munmap(m, (size_t)sb->st_size);
+    }
+    return 0;
+}
+
+static size_t files_holding(const char *dir, const uint8_t *needle,
+                            size_t len)
+{
+    scan_needle = needle;
+    scan_needle_len = len;
+    scan_hits = 0;
+    assert_int_equal(nftw(dir, scan_one, 16, FTW_PHYS), 0);
+    return scan_hits;
+}
+
+/* What raftio_prepare_install does to the copy's log: delete it all. */
+static int drop_log(void *arg, const struct store_raw *raw,
+                    struct dossier_status *st)
+{
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint8_t lo[8] = {0}, hi[8];
+    char *err = NULL;
+    (void)arg;
+    memset(hi, 0xff, sizeof(hi));
+    rocksdb_writebatch_delete_range_cf(
+        wb, ((rocksdb_column_family_handle_t *const *)raw->cf)[STORE_RAFTLOG],
+        (const char *)lo, 8, (const char *)hi, 8);
+    rocksdb_write(raw->db, raw->wo_sync, wb, &err);
+    rocksdb_writebatch_destroy(wb);
+    if (err) {
+        rocksdb_free(err);
+        st->code = DOSSIER_IO;
+        snprintf(st->message, sizeof(st->message), "write failed");
+        return DOSSIER_IO;
+    }
+    return 0;
+}
+
+/* A snapshot carries the sender's raft log files, which may still hold an
+ * erased subject's entries (taken before the sender compacted its log):
+ * once installed, no byte of them is left in the receiver's files. The
+ * positive control finds the entries in the checkpoint first. */
+static void test_install_leaves_no_byte_of_the_senders_log(void **state)
+{
+    struct fixture *f = *state;
+    struct store *src;
+    struct store_raw raw;
+    struct dossier_status st;
+    char src_dir[128], snap[128], *err = NULL;
+    uint8_t marker[256];
+    int created;
+
+    fx_open(f);
+    path_in(src_dir, sizeof(src_dir), f->dir.path, "src");
+    path_in(snap, sizeof(snap), f->dir.path, "snap");
+    assert_int_equal(store_open(src_dir, CACHE_BYTES, &src, &created, &st), 0);
+    randombytes_buf(marker, sizeof(marker));
+    store_raw(src, &raw);
+    for (uint64_t i = 1; i <= 3; i++) {
+        uint8_t key[8];
+        store_u64_be(key, i);
+        marker[0] = (uint8_t)i; /* the needle is the rest */
+        rocksdb_put_cf(raw.db, raw.wo_sync,
+                       ((rocksdb_column_family_handle_t *const *)
+                            raw.cf)[STORE_RAFTLOG],
+                       (const char *)key, 8, (const char *)marker,
+                       sizeof(marker), &err);
+        assert_null(err);
+    }
+    assert_int_equal(store_checkpoint(src, snap, &st), 0);
+    store_close(src);
+    assert_true(files_holding(snap, marker + 1, sizeof(marker) - 1) >= 1);
+
+    assert_int_equal(store_install(f->s, snap, drop_log, NULL, &st), 0);
+    assert_int_equal(files_holding(f->data, marker + 1, sizeof(marker) - 1),
+                     0);
+}
+
 /* A PrincipalOp adding (@remove 0) or removing principal @name of role
  * @role, token hash 32 x @tok. */
 struct prin {
@@ -2763,6 +2861,7 @@ int main(void)
         T(test_record_retention_counts_from_the_kinds_base),
         T(test_retention_skips_restricted_subjects),
         T(test_erasure_done_counts_members_only),
+        T(test_install_leaves_no_byte_of_the_senders_log),
         T(test_rectify_is_an_update_at_a_version),
         T(test_first_only_add_is_refused_once_bootstrapped),
         T(test_keep_an_admin_refuses_removing_the_last_admin),
