@@ -15,7 +15,6 @@
 #include "schema.h"
 #include "store.h"
 
-#define DAY_MS (24LL * 3600 * 1000)
 /* Records per command: the sweep's audit entry names each of them. */
 #define ITEMS_PER_COMMAND 32
 /* Records looked at per scan slice, so the store lock is never held long. */
@@ -70,21 +69,6 @@ static void sweep_clear(struct sweep *s)
     s->n_whole = 0;
     s->n_ptrs = 0;
     s->n_whole_ptrs = 0;
-}
-
-/* Whether @r of kind @k is past its record retention at @now (the state
- * machine checks again, store_apply.c record_expired()). */
-static int past_record_retention(const KindSchema *k, const StoredRecord *r,
-                                 int64_t now)
-{
-    int64_t base;
-    if (!k || k->record_retention_days == 0)
-        return 0;
-    base = k->record_retention_base ==
-                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
-               ? r->created_at_ms
-               : r->updated_at_ms;
-    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
 }
 
 static void note_subject(struct sweep *s, int whole, size_t i,
@@ -143,7 +127,7 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
     if (!r)
         return 0; /* reads report corruption; the sweep goes on */
     k = schema_registry_get(store_schemas(s->store), r->kind);
-    if (past_record_retention(k, r, s->now) &&
+    if (store_record_past_retention(k, r, s->now) &&
         strlen(r->kind) <= SCHEMA_NAME_MAX) {
         /* The whole record goes: its fields need no look. */
         Dossier__Store__V1__RecordRetentionOp__Item *it =
@@ -162,10 +146,9 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
         return 0;
     }
     for (size_t i = 0; k && i < r->n_fields; i++) {
-        const FieldSchema *f = schema_field(k, r->fields[i]->name);
         char **g;
-        if (!f || f->retention_days == 0 ||
-            r->updated_at_ms + (int64_t)f->retention_days * DAY_MS > s->now)
+        if (!store_field_past_retention(schema_field(k, r->fields[i]->name),
+                                        r, s->now))
             continue;
         g = realloc(names, (n + 1) * sizeof(*names));
         if (!g || !(g[n] = strdup(r->fields[i]->name))) {

@@ -1200,6 +1200,28 @@ uint64_t store_principal_count(struct store *s)
     return __atomic_load_n(&s->principals, __ATOMIC_ACQUIRE);
 }
 
+#define DAY_MS (24LL * 3600 * 1000)
+
+int store_record_past_retention(const KindSchema *k, const StoredRecord *r,
+                                int64_t now)
+{
+    int64_t base;
+    if (!k || k->record_retention_days == 0)
+        return 0;
+    base = k->record_retention_base ==
+                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
+               ? r->created_at_ms
+               : r->updated_at_ms;
+    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
+}
+
+int store_field_past_retention(const FieldSchema *f, const StoredRecord *r,
+                               int64_t now)
+{
+    return f && f->retention_days > 0 &&
+           r->updated_at_ms + (int64_t)f->retention_days * DAY_MS <= now;
+}
+
 int store_bootstrapped(struct store *s)
 {
     struct dossier_status st;

@@ -221,6 +221,19 @@ int store_principal_get(struct store *s, const char *name,
                         Dossier__Store__V1__StoredPrincipal **out,
                         struct dossier_status *st);
 
+/* Retention, as the sweeper proposes it (retention.c) and the state
+ * machine checks it again at the command's time @now (ms):
+ * store_record_past_retention: record @r is past its kind @k's record
+ * retention, counted from its creation or last update as the kind says
+ * (0 when @k is NULL or keeps records until deleted);
+ * store_field_past_retention: field schema @f's retention has passed
+ * for record @r, counted from the record's last update (0 when @f is
+ * NULL or has none). */
+int store_record_past_retention(const KindSchema *k, const StoredRecord *r,
+                                int64_t now);
+int store_field_past_retention(const FieldSchema *f, const StoredRecord *r,
+                               int64_t now);
+
 /* 1 once the cluster's state ever held a principal: the "bootstrapped"
  * row, written with the first principal added and never deleted, or (for
  * a store from before that row) a principal now. The bootstrap token is

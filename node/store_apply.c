@@ -1148,8 +1148,6 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
 /* ------------------------------------------------------------------ */
 /* Retention: fields past their kind's retention are dropped. */
 
-#define DAY_MS (24LL * 3600 * 1000)
-
 /* The field an index key "kind 0x00 field 0x00 blind rid" belongs to: 1
  * if it is @field. */
 static int index_key_of(const ProtobufCBinaryData *k, const char *field)
@@ -1220,9 +1218,7 @@ static int retention_item(struct store_batch *b, const Command *cmd,
         int listed = 0, expired;
         for (size_t j = 0; j < item->n_fields; j++)
             listed |= strcmp(item->fields[j], name) == 0;
-        expired = listed && f && f->retention_days > 0 &&
-                  r->updated_at_ms + (int64_t)f->retention_days * DAY_MS <=
-                      now;
+        expired = listed && store_field_past_retention(f, r, now);
         if (!expired) {
             r->fields[kept++] = r->fields[i];
             continue;
@@ -1306,20 +1302,6 @@ static int apply_retention(struct store_batch *b, const Command *cmd,
 /* Whole records past their kind's record retention at the command's
  * time go, as a Delete would take them. */
 
-/* Whether @r of kind @k is past its record retention at @now. */
-static int record_expired(const KindSchema *k, const StoredRecord *r,
-                          int64_t now)
-{
-    int64_t base;
-    if (!k || k->record_retention_days == 0)
-        return 0;
-    base = k->record_retention_base ==
-                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
-               ? r->created_at_ms
-               : r->updated_at_ms;
-    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
-}
-
 /* Deletes the record of @item if it is still past its retention and its
  * subject is not restricted (Art. 18: storage only); its expiry goes into
  * the feed at revision @rev. Adds 1 to *@expired. */
@@ -1341,7 +1323,8 @@ static int expire_record(struct store_batch *b, const Command *cmd,
     if (rc)
         return rc;
     /* Updated meanwhile, or its kind's retention changed: it stays. */
-    if (!record_expired(batch_schema(b, it->kind), old, cmd->time_ms))
+    if (!store_record_past_retention(batch_schema(b, it->kind), old,
+                                     cmd->time_ms))
         goto out;
     /* Restricted meanwhile (or before: the sweeper may not know yet). */
     rc = batch_restricted(b, &old->subject, res);
