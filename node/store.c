@@ -917,22 +917,17 @@ int store_members(struct store *s,
 int store_meta_get(struct store *s, Dossier__Store__V1__Meta **out,
                    struct dossier_status *st)
 {
-    char *err = NULL, *v;
-    size_t len;
+    int rc;
 
-    *out = NULL;
     pthread_rwlock_rdlock(&s->swap);
-    v = rocksdb_get_cf(s->db, s->ro, s->cf[STORE_DEFAULT], "meta", 4, &len,
-                       &err);
+    rc = store_get_pb(s, NULL, STORE_DEFAULT, (const uint8_t *)"meta", 4,
+                      &dossier__store__v1__meta__descriptor, "meta record",
+                      (ProtobufCMessage **)out, st);
     pthread_rwlock_unlock(&s->swap);
-    if (err)
-        return store_rdb_error(st, err, "reading the meta record");
-    if (!v)
-        return err_set(st, DOSSIER_NOT_FOUND, "no meta record");
-    *out = dossier__store__v1__meta__unpack(NULL, len, (const uint8_t *)v);
-    rocksdb_free(v);
+    if (rc)
+        return rc;
     if (!*out)
-        return err_set(st, DOSSIER_CORRUPT, "the meta record is corrupt");
+        return err_set(st, DOSSIER_NOT_FOUND, "no meta record");
     if ((*out)->format != STORE_FORMAT) {
         uint32_t f = (*out)->format;
         dossier__store__v1__meta__free_unpacked(*out, NULL);
@@ -982,6 +977,25 @@ int store_get_raw(struct store *s, struct store_batch *b,
                               klen, vlen, &err);
     if (err)
         return store_rdb_error(st, err, "read failed");
+    return 0;
+}
+
+int store_get_pb(struct store *s, struct store_batch *b,
+                 enum store_family family, const uint8_t *key, size_t klen,
+                 const ProtobufCMessageDescriptor *desc, const char *what,
+                 ProtobufCMessage **out, struct dossier_status *st)
+{
+    size_t len;
+    char *v;
+    int rc = store_get_raw(s, b, family, key, klen, &v, &len, st);
+
+    *out = NULL;
+    if (rc || !v)
+        return rc;
+    *out = protobuf_c_message_unpack(desc, NULL, len, (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "the %s is corrupt", what);
     return 0;
 }
 
