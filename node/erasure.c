@@ -17,6 +17,7 @@
 #include "crypt.h"
 #include "errors.h"
 #include "log.h"
+#include "outcome.h"
 #include "peer.h"
 #include "records.h"
 
@@ -215,51 +216,6 @@ void api_peer_erasure_done(struct call *c, ProtobufCMessage *msg)
         call_fail(c, rc, "cannot propose the erasure report");
 }
 
-/* One report in flight: shared by the reporter and the callback, freed
- * by whichever lets go last (a reporter that stops does not wait). */
-struct report_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs, done, code;
-};
-
-static void report_wait_put(struct report_wait *w)
-{
-    int last;
-    pthread_mutex_lock(&w->mu);
-    last = --w->refs == 0;
-    pthread_mutex_unlock(&w->mu);
-    if (last) {
-        pthread_mutex_destroy(&w->mu);
-        pthread_cond_destroy(&w->cv);
-        free(w);
-    }
-}
-
-static void report_settle(struct report_wait *w, int code)
-{
-    pthread_mutex_lock(&w->mu);
-    w->done = 1;
-    w->code = code;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    report_wait_put(w);
-}
-
-static void report_applied(void *arg, const struct store_result *res)
-{
-    report_settle(arg, res->status.code);
-}
-
-static void report_forwarded(void *arg, int code, const char *message,
-                             const uint8_t *reply, size_t len)
-{
-    (void)message;
-    (void)reply;
-    (void)len;
-    report_settle(arg, code);
-}
-
 struct erasure_report {
     struct node *node;
     pthread_t thread;
@@ -316,11 +272,11 @@ static int report_send(struct erasure_report *r, struct pending_rows *p)
         DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
     Dossier__Peer__V1__ErasureDoneRequest req =
         DOSSIER__PEER__V1__ERASURE_DONE_REQUEST__INIT;
-    struct report_wait *w = calloc(1, sizeof(*w));
-    struct timespec until;
+    struct outcome *o = outcome_new();
+    struct store_result res;
     uint8_t *buf;
     size_t len;
-    int rc, code;
+    int rc;
 
     op.node_id = n->id;
     op.completed_ms = records_now_ms();
@@ -332,39 +288,28 @@ static int report_send(struct erasure_report *r, struct pending_rows *p)
     req.report = &op;
     len = dossier__peer__v1__erasure_done_request__get_packed_size(&req);
     buf = malloc(len ? len : 1);
-    if (!w || !buf) {
-        free(w);
+    if (!o || !buf) {
+        if (o)
+            outcome_abandon(o);
         free(buf);
         return DOSSIER_NOMEM;
     }
     dossier__peer__v1__erasure_done_request__pack(&req, buf);
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->refs = 2;
     if (cluster_is_leader(n->cluster))
-        rc = propose_done(n, &op, report_applied, w);
+        rc = propose_done(n, &op, outcome_applied, o);
     else
         rc = cluster_forward(n->cluster, ERASURE_DONE_METHOD, buf, len, "",
-                             NULL, "", 0, REPORT_TIMEOUT_MS, report_forwarded,
-                             w);
+                             NULL, "", 0, REPORT_TIMEOUT_MS, outcome_forwarded,
+                             o);
     free(buf);
     if (rc) {
-        report_wait_put(w); /* the callback's reference: it never runs */
-        report_wait_put(w);
+        outcome_abandon(o);
         return rc;
     }
-    /* In slices, so that a stop is not held up by a report in flight. */
-    pthread_mutex_lock(&w->mu);
-    for (int64_t end = mono_ms() + REPORT_TIMEOUT_MS;
-         !w->done && !__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) &&
-         mono_ms() < end;) {
-        deadline_in(&until, REPORT_POLL_MS);
-        pthread_cond_timedwait(&w->cv, &w->mu, &until);
-    }
-    code = w->done ? w->code : DOSSIER_DEADLINE_EXCEEDED;
-    pthread_mutex_unlock(&w->mu);
-    report_wait_put(w);
-    return code;
+    /* A stop is not held up by a report in flight. */
+    if (!outcome_wait(o, REPORT_TIMEOUT_MS, &r->stopping, &res))
+        return DOSSIER_DEADLINE_EXCEEDED;
+    return res.status.code;
 }
 
 static void *report_main(void *arg)

@@ -11,6 +11,7 @@
 #include "cluster.h"
 #include "errors.h"
 #include "log.h"
+#include "outcome.h"
 #include "records.h"
 #include "schema.h"
 #include "store.h"
@@ -180,25 +181,6 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
     return 0;
 }
 
-struct wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    struct dossier_status st;
-    uint64_t dropped;
-};
-
-static void proposed(void *arg, const struct store_result *res)
-{
-    struct wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->st = res->status;
-    w->dropped = res->deleted;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 /* Proposes the field items of @s as one RetentionOp, or, with @whole,
  * its whole-record items as one RecordRetentionOp, and waits for it; adds
  * the fields dropped (records deleted) to *@dropped. */
@@ -209,7 +191,8 @@ static int propose(struct retention *rt, struct sweep *s, int whole,
     Dossier__Store__V1__RetentionOp op = DOSSIER__STORE__V1__RETENTION_OP__INIT;
     Dossier__Store__V1__RecordRetentionOp rop =
         DOSSIER__STORE__V1__RECORD_RETENTION_OP__INIT;
-    struct wait w = {.done = 0};
+    struct store_result res;
+    struct outcome *o;
     uint8_t *buf;
     size_t len;
 
@@ -227,24 +210,23 @@ static int propose(struct retention *rt, struct sweep *s, int whole,
         cmd.retention = &op;
     }
     len = dossier__store__v1__command__get_packed_size(&cmd);
-    if (!(buf = malloc(len)))
+    if (!(o = outcome_new()))
         return err_set(st, DOSSIER_NOMEM, "out of memory");
+    if (!(buf = malloc(len))) {
+        outcome_abandon(o);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
     dossier__store__v1__command__pack(&cmd, buf);
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    if (cluster_submit(rt->node->cluster, buf, len, proposed, &w) != 0) {
-        pthread_mutex_destroy(&w.mu);
-        pthread_cond_destroy(&w.cv);
+    if (cluster_submit(rt->node->cluster, buf, len, outcome_applied, o) !=
+        0) {
+        outcome_abandon(o);
         return err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
     }
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    *st = w.st;
-    *dropped += w.dropped;
+    /* Until it is applied, or the node stops (the next leader sweeps). */
+    if (!outcome_wait(o, -1, &rt->stopping, &res))
+        return err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
+    *st = res.status;
+    *dropped += res.deleted;
     return st->code;
 }
 
