@@ -1423,6 +1423,7 @@ static void update_status(struct cluster *cl)
     s.batches = cl->n_batches;
     s.reads = cl->n_reads;
     s.catchups = cl->n_catchups;
+    s.peer_channels_retired = peer_client_retired(cl->peers);
     s.erasures = cl->n_erasures;
     s.erasure_log_pending = cl->erased;
     for (int pass = 0; pass < 2; pass++) {

@@ -178,6 +178,7 @@ struct cluster_status {
     uint64_t store_applied;
     uint64_t commands, batches, reads;
     uint64_t catchups;       /* rounds started by cluster_catch_up() */
+    size_t peer_channels_retired; /* peer_client_retired() */
     uint64_t erasures;       /* erasures applied since the node started */
     int erasure_log_pending; /* one applied, its raft log not yet compacted */
     size_t n_members;
