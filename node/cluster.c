@@ -565,7 +565,15 @@ static int refresh_versions(struct cluster *cl, struct dossier_status *st)
         rc = err_ok(st);
     }
     if (rc == 0 || rc == DOSSIER_WRONG_KEY) {
-        crypt_set_versions(cl->crypt, m->kek_version, to);
+        /* A key file reloaded since the checks above may have dropped a
+         * version: the set reports it, under the reload's lock. */
+        struct dossier_status set_st;
+        int set_rc = crypt_set_versions(cl->crypt, m->kek_version, to,
+                                        &set_st);
+        if (rc == 0 && set_rc) {
+            rc = set_rc;
+            *st = set_st;
+        }
         crypt_peer_token(cl->crypt, token);
         peer_client_set_token(cl->peers, token);
         sodium_memzero(token, sizeof(token));

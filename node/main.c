@@ -120,7 +120,9 @@ static int check_keys(struct store *s, struct crypt *c,
         Dossier__Store__V1__KeyRotation *r = NULL;
         int rr = store_key_rotation_get(s, &r, st);
         if (rr == 0 && !r->done) {
-            crypt_set_versions(c, m->kek_version, r->to_version);
+            /* Missing versions: crypt_kek_require() below says which. */
+            (void)crypt_set_versions(c, m->kek_version, r->to_version,
+                                     NULL);
             rc = crypt_kek_require(c, r->to_version, r->to_check.data,
                                    r->to_check.len,
                                    "the key rotation under way", st);
