@@ -222,6 +222,20 @@ json_check "the export lists the rectification" "[(r['id'], r['fields'], r['refe
 expect 0 "audit tail after the rectification" -- "$DOSSIER" audit tail --limit 200
 contains "$WORK/out" '"action":"subjects.rectify"' "the rectification is audited"
 contains "$WORK/out" '"reference":"DSR-0"' "with its reference"
+# Personal values from a file or stdin, not the command line.
+expect 0 "rectify reads the new values from stdin" -- sh -c "echo '{\"email\": \"greta@new.example\", \"lead_score\": 41}' | '$DOSSIER' subject rectify gdpr-subj contact gdpr-1 --fields-file - --reference DSR-1"
+json_check "it names the fields read" "d['fields'] == ['email', 'lead_score'] and d['reference'] == 'DSR-1'"
+echo '{"first_name": "Greta"}' >"$WORK/rectify.json"
+expect 0 "rectify takes a fields file beside --set" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify.json" --set lead_score=42 --reference DSR-2
+json_check "both are sent" "d['fields'] == ['first_name', 'lead_score']"
+expect 0 "get after the file rectifications" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
+json_check "the values from the file are stored, typed" "d['fields']['email'] == 'greta@new.example' and d['fields']['first_name'] == 'Greta' and d['fields']['lead_score'] == 42"
+expect 2 "a field named in the file and by --set is a usage error" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify.json" --set first_name=X --reference DSR-3
+echo '["first_name"]' >"$WORK/rectify-bad.json"
+expect 5 "a fields file that is not an object exits 5" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify-bad.json" --reference DSR-3
+echo '{"first_name": Secret-Greta}' >"$WORK/rectify-bad.json"
+expect 5 "a fields file that is not JSON exits 5" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify-bad.json" --reference DSR-3
+if grep -q Secret-Greta "$WORK/err"; then fail "the error quotes the file's contents"; else ok "the error does not quote the file's contents"; fi
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
