@@ -4,7 +4,9 @@
  * call, Add needs no credentials: that is how a cluster without an auth
  * file gets its first admin. A node started with --require-auth takes no
  * call without credentials: there the first admin is added with the
- * bootstrap token (bootstrap.h). */
+ * bootstrap token (bootstrap.h), and the last admin of the cluster's state
+ * cannot be removed (unless the node's auth file names an admin), since
+ * the token never works again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +153,7 @@ void api_principals_remove(struct call *c, ProtobufCMessage *msg)
     Dossier__V1__RemovePrincipalRequest *req =
         (Dossier__V1__RemovePrincipalRequest *)msg;
     Dossier__Store__V1__PrincipalOp op = DOSSIER__STORE__V1__PRINCIPAL_OP__INIT;
+    struct node *n = call_node(c);
     struct principal_ctx *x;
     struct dossier_status st;
 
@@ -167,6 +170,10 @@ void api_principals_remove(struct call *c, ProtobufCMessage *msg)
     }
     op.remove = 1;
     op.name = req->name;
+    /* Under --require-auth the cluster's last admin stays, unless this
+     * node's auth file names an admin (another way in); the state machine
+     * decides, so two removals racing cannot both take the last two. */
+    op.keep_an_admin = n->require_auth && !auth_has_role(n->auth, AUTH_ADMIN);
     submit_op(c, &op, x);
 }
 

@@ -278,6 +278,18 @@ static int may_use(const struct auth *a, const char *name, const char *purpose)
     return -1; /* not a principal of the file */
 }
 
+int auth_has_role(struct auth *a, enum auth_role role)
+{
+    int found = 0;
+    if (!a)
+        return 0;
+    pthread_rwlock_rdlock(&a->lock);
+    for (size_t i = 0; i < a->n && !found; i++)
+        found = a->p[i].role == role;
+    pthread_rwlock_unlock(&a->lock);
+    return found;
+}
+
 int auth_may_use(struct auth *a, const char *name, const char *purpose)
 {
     int ok;

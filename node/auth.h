@@ -83,6 +83,9 @@ int auth_find_cert(struct auth *a, const char *cn, size_t len,
  * -1 if the file has no principal @name (or @a is NULL). */
 int auth_may_use(struct auth *a, const char *name, const char *purpose);
 
+/* 1 if the file names a principal of role @role (0 for a NULL @a). */
+int auth_has_role(struct auth *a, enum auth_role role);
+
 /* 1 if @name may name a principal of the cluster's replicated state:
  * 1 to 64 characters of a-z 0-9 . _ - */
 int auth_principal_name_valid(const char *name);

@@ -6,10 +6,13 @@
  * $DOSSIER_BOOTSTRAP_TOKEN. It is 16 to 128 printable characters without
  * blanks. The node keeps only its SHA-256. A call presenting it is the
  * principal BOOTSTRAP_PRINCIPAL, which may call Principals/Add only, only to
- * add an admin, and only while the cluster's replicated state holds no
- * principal: the command carries first_only, which the state machine checks
- * again when it applies it, so two bootstrap calls racing on two nodes
- * cannot both succeed. Once a principal exists the token is refused. */
+ * add an admin, and only while the cluster's replicated state never held a
+ * principal: the first principal added writes a "bootstrapped" row that is
+ * never deleted (store.h), the command carries first_only, and the state
+ * machine checks that row when it applies it, so two bootstrap calls racing
+ * on two nodes cannot both succeed, and removing every principal later does
+ * not make the token work again. A node with an auth file refuses the
+ * token: the file's admins add principals there. */
 #ifndef DOSSIER_NODE_BOOTSTRAP_H
 #define DOSSIER_NODE_BOOTSTRAP_H
 
@@ -28,7 +31,9 @@
 
 /* Reads the token from @path, or, when @path is "", from $BOOTSTRAP_ENV,
  * into its SHA-256 @hash; *@have is 1 when one was given, 0 when neither
- * is set. The file must be a regular file only its owner can access.
+ * is set or @path does not exist (deleted once the token was spent, as the
+ * docs say: no token then). The file must be a regular file only its
+ * owner can access.
  * Errors: DOSSIER_IO (cannot read), DOSSIER_PERMISSION_DENIED (mode),
  * DOSSIER_INVALID_ARGUMENT (not a token: empty, too short or long, blanks
  * or control characters). Messages name the file, never the token. */

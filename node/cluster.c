@@ -116,6 +116,7 @@ struct cluster {
     /* Inputs, under lock. */
     struct prop *in_props, **in_props_tail;
     struct read_wait *in_reads;
+    struct read_wait *in_catchups; /* cluster_catch_up() */
     struct in_msg *in_msgs, **in_msgs_tail;
     struct in_snap *in_snaps;
     struct report *in_reports;
@@ -132,6 +133,10 @@ struct cluster {
     raft_term bootstrapped_term; /* term whose leader seeded the cluster */
     uint64_t snap_seq;
     uint64_t n_commands, n_batches, n_reads, n_erasures;
+    /* Catch-ups waiting for the next round, the ticks so far, the tick in
+     * which the last round started, and how many started. */
+    struct read_wait *catchups;
+    uint64_t n_ticks, catchup_tick, n_catchups;
 
     /* Read by any thread. */
     int keys_ready;
@@ -219,6 +224,34 @@ int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg)
     }
     w->next = cl->in_reads;
     cl->in_reads = w;
+    wake(cl);
+    pthread_mutex_unlock(&cl->lock);
+    return 0;
+}
+
+int cluster_catch_up(struct cluster *cl, cluster_read_cb cb, void *arg)
+{
+    struct read_wait *w;
+    if (__atomic_load_n(&cl->fast_reads, __ATOMIC_ACQUIRE))
+        return 1;
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        cb(arg, DOSSIER_NOMEM, "out of memory");
+        return 0;
+    }
+    w->cb = cb;
+    w->arg = arg;
+    pthread_mutex_lock(&cl->lock);
+    if (cl->stopping || cl->halted) {
+        pthread_mutex_unlock(&cl->lock);
+        free(w);
+        cb(arg, DOSSIER_UNAVAILABLE, cl->halted ? "this node halted after a "
+                                     "storage failure; see its log"
+                                   : "the node is stopping");
+        return 0;
+    }
+    w->next = cl->in_catchups;
+    cl->in_catchups = w;
     wake(cl);
     pthread_mutex_unlock(&cl->lock);
     return 0;
@@ -532,7 +565,15 @@ static int refresh_versions(struct cluster *cl, struct dossier_status *st)
         rc = err_ok(st);
     }
     if (rc == 0 || rc == DOSSIER_WRONG_KEY) {
-        crypt_set_versions(cl->crypt, m->kek_version, to);
+        /* A key file reloaded since the checks above may have dropped a
+         * version: the set reports it, under the reload's lock. */
+        struct dossier_status set_st;
+        int set_rc = crypt_set_versions(cl->crypt, m->kek_version, to,
+                                        &set_st);
+        if (rc == 0 && set_rc) {
+            rc = set_rc;
+            *st = set_st;
+        }
         crypt_peer_token(cl->crypt, token);
         peer_client_set_token(cl->peers, token);
         sodium_memzero(token, sizeof(token));
@@ -815,6 +856,27 @@ static void reads_start(struct cluster *cl, struct read_wait *w)
     cl->n_reads++;
 }
 
+/* Takes @in (arrived catch-ups) and starts one round for every catch-up
+ * waiting, unless a round started in this tick already: those wait for
+ * the next tick. */
+static void catchups_start(struct cluster *cl, struct read_wait *in)
+{
+    while (in) {
+        struct read_wait *next = in->next;
+        in->next = cl->catchups;
+        cl->catchups = in;
+        in = next;
+    }
+    if (!cl->catchups ||
+        (cl->n_catchups && cl->catchup_tick == cl->n_ticks))
+        return;
+    cl->catchup_tick = cl->n_ticks;
+    cl->n_catchups++;
+    in = cl->catchups;
+    cl->catchups = NULL;
+    reads_start(cl, in);
+}
+
 /* Runs the reads whose index is applied; fails those that waited too
  * long for a leader to answer. */
 static void reads_settle(struct cluster *cl)
@@ -1058,8 +1120,11 @@ static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
     load_members(cl);
     log_printf(LOG_INFO, "installed a snapshot at index %" PRIu64,
                rd->snapshot.index);
-    /* The whole database is the leader's now, taken after it finished the
-     * erasures it holds; this node's old files are gone. */
+    /* The whole database is the leader's now, and this node's old files
+     * are gone. The leader may have taken it before finishing an erasure
+     * (its raft log still held the subject's entries): store_install()
+     * compacted the copy's raft log away before swapping it in, so every
+     * erasure up to the snapshot is finished here too. */
     if (!cl->erased &&
         rd->snapshot.index > __atomic_load_n(&cl->erasure_finished,
                                              __ATOMIC_ACQUIRE))
@@ -1365,6 +1430,8 @@ static void update_status(struct cluster *cl)
     s.commands = cl->n_commands;
     s.batches = cl->n_batches;
     s.reads = cl->n_reads;
+    s.catchups = cl->n_catchups;
+    s.peer_channels_retired = peer_client_retired(cl->peers);
     s.erasures = cl->n_erasures;
     s.erasure_log_pending = cl->erased;
     for (int pass = 0; pass < 2; pass++) {
@@ -1428,7 +1495,7 @@ static void *loop_main(void *arg)
 
     for (;;) {
         struct prop *props;
-        struct read_wait *reads;
+        struct read_wait *reads, *catchups;
         struct in_msg *msgs;
         struct in_snap *snaps;
         struct report *reports;
@@ -1440,6 +1507,7 @@ static void *loop_main(void *arg)
         for (;;) {
             now = now_ms();
             if (cl->stopping || cl->in_props || cl->in_reads ||
+                cl->in_catchups ||
                 cl->in_msgs || cl->in_snaps || cl->in_reports ||
                 cl->in_admin || cl->retry_keys || now >= cl->next_tick_ms)
                 break;
@@ -1470,6 +1538,8 @@ static void *loop_main(void *arg)
         }
         reads = cl->in_reads;
         cl->in_reads = NULL;
+        catchups = cl->in_catchups;
+        cl->in_catchups = NULL;
         msgs = cl->in_msgs;
         cl->in_msgs = NULL;
         cl->in_msgs_tail = &cl->in_msgs;
@@ -1518,6 +1588,9 @@ static void *loop_main(void *arg)
         }
         if (now >= cl->next_tick_ms)
             cl->next_tick_ms = now + cl->tick_ms; /* we were away: skip */
+        if (ticks)
+            cl->n_ticks++;
+        catchups_start(cl, catchups);
         while (raft_has_ready(cl->raft))
             handle_ready(cl);
         maybe_compact(cl);
@@ -1724,7 +1797,7 @@ fail:
 static void fail_pending(struct cluster *cl, const char *why)
 {
     struct prop *in_props;
-    struct read_wait *in_reads;
+    struct read_wait *in_reads, *in_catchups;
     struct admin_req *in_admin;
 
     pthread_mutex_lock(&cl->lock);
@@ -1733,6 +1806,8 @@ static void fail_pending(struct cluster *cl, const char *why)
     cl->in_props_tail = &cl->in_props;
     in_reads = cl->in_reads;
     cl->in_reads = NULL;
+    in_catchups = cl->in_catchups;
+    cl->in_catchups = NULL;
     in_admin = cl->in_admin;
     cl->in_admin = NULL;
     pthread_mutex_unlock(&cl->lock);
@@ -1751,6 +1826,9 @@ static void fail_pending(struct cluster *cl, const char *why)
         prop_fail(p, DOSSIER_UNAVAILABLE, why);
     }
     reads_fail(in_reads, DOSSIER_UNAVAILABLE, why);
+    reads_fail(in_catchups, DOSSIER_UNAVAILABLE, why);
+    reads_fail(cl->catchups, DOSSIER_UNAVAILABLE, why);
+    cl->catchups = NULL;
     while (cl->batches) {
         struct read_batch *b = cl->batches;
         cl->batches = b->next;

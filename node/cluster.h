@@ -76,6 +76,16 @@ int cluster_submit(struct cluster *cl, uint8_t *data, size_t len,
  * batched), or with DOSSIER_UNAVAILABLE if no leader confirms in time. */
 int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg);
 
+/* A read barrier for a call whose token this node does not know (a
+ * principal added a moment ago may not be applied here yet), as
+ * cluster_read_barrier() answers, except that catch-ups are rationed: at
+ * most one ReadIndex round starts per raft tick, and it serves every
+ * catch-up asked before it started. A caller still waits for a round that
+ * started after it asked, so what was committed before it asked is
+ * applied when @cb runs; a flood of unknown tokens costs the cluster at
+ * most one round a tick (cluster_status().catchups counts them). */
+int cluster_catch_up(struct cluster *cl, cluster_read_cb cb, void *arg);
+
 /* The raft index through which every erasure this node applied is
  * finished here: applied, its ranges and families compacted, the raft log
  * compacted past it (or a snapshot taken after it installed). Erasures at
@@ -167,6 +177,8 @@ struct cluster_status {
     struct raft_status raft;
     uint64_t store_applied;
     uint64_t commands, batches, reads;
+    uint64_t catchups;       /* rounds started by cluster_catch_up() */
+    size_t peer_channels_retired; /* peer_client_retired() */
     uint64_t erasures;       /* erasures applied since the node started */
     int erasure_log_pending; /* one applied, its raft log not yet compacted */
     size_t n_members;

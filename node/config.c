@@ -47,7 +47,8 @@ static const struct opt opts[] = {
      "with require-auth: a file (mode 0600; `dossier token bootstrap FILE` "
      "makes one) holding a one-time token that may only add the cluster's "
      "first admin (dossier principal add NAME admin), and only while the "
-     "cluster has no principal of its own; empty: the token in "
+     "cluster never had a principal of its own (delete the file then: a "
+     "missing file means no token); empty: the token in "
      "$DOSSIER_BOOTSTRAP_TOKEN, if set"},
     {"tls-cert", OPT_STR, OFF(tls_cert), "", 0, 0,
      "PEM certificate (chain) of this node; with tls-key, the gRPC port "

@@ -291,10 +291,37 @@ int crypt_peer_token_ok(const struct crypt *c, const char *token, size_t len)
     return ok;
 }
 
-void crypt_set_versions(struct crypt *c, uint32_t active, uint32_t rotate_to)
+/* Whether every version in use (@in_use, 0: none) is in @kf: 0, or
+ * DOSSIER_WRONG_KEY naming the first missing one. */
+static int in_use_held(const struct keyfile *kf, const uint32_t in_use[2],
+                       const char *what, struct dossier_status *st)
 {
+    for (size_t i = 0; i < 2; i++)
+        if (in_use[i] && !keyfile_find(kf, in_use[i]))
+            return err_set(st, DOSSIER_WRONG_KEY,
+                           "the key file %s master key version %u, which "
+                           "the cluster still uses%s",
+                           what, in_use[i],
+                           i ? " (a rotation to it is under way)"
+                             : " (it seals the cluster's keyset)");
+    return 0;
+}
+
+int crypt_set_versions(struct crypt *c, uint32_t active, uint32_t rotate_to,
+                       struct dossier_status *st)
+{
+    const uint32_t in_use[2] = {active, rotate_to};
+    int rc;
+
+    /* Under the write lock: a reload checks what is in use and swaps the
+     * keys under it too, so neither can slip between the other's check
+     * and its change. */
+    pthread_rwlock_wrlock(&c->kek_lock);
     __atomic_store_n(&c->active, active, __ATOMIC_RELEASE);
     __atomic_store_n(&c->rotate_to, rotate_to, __ATOMIC_RELEASE);
+    rc = in_use_held(&c->kek, in_use, "does not hold", st);
+    pthread_rwlock_unlock(&c->kek_lock);
+    return rc ? rc : err_ok(st);
 }
 
 uint32_t crypt_active_version(const struct crypt *c)
@@ -376,20 +403,17 @@ int crypt_kek_require(const struct crypt *c, uint32_t version,
 int crypt_keys_reload(struct crypt *c, struct keyfile *kf,
                       struct dossier_status *st)
 {
-    uint32_t in_use[2] = {crypt_active_version(c),
-                          __atomic_load_n(&c->rotate_to, __ATOMIC_ACQUIRE)};
+    uint32_t in_use[2];
     struct keyfile old;
-    int rc = 0;
+    int rc;
 
+    /* What is in use is read under the lock crypt_set_versions() takes: a
+     * BEGIN applied meanwhile either comes first (and is seen here) or
+     * after the swap (and reports the version missing). */
     pthread_rwlock_wrlock(&c->kek_lock);
-    for (size_t i = 0; i < 2 && !rc; i++) {
-        if (in_use[i] && !keyfile_find(kf, in_use[i]))
-            rc = err_set(st, DOSSIER_WRONG_KEY,
-                         "the key file no longer holds master key version "
-                         "%u, which the cluster still uses%s",
-                         in_use[i], i ? " (a rotation to it is under way)"
-                                      : " (it seals the cluster's keyset)");
-    }
+    in_use[0] = __atomic_load_n(&c->active, __ATOMIC_ACQUIRE);
+    in_use[1] = __atomic_load_n(&c->rotate_to, __ATOMIC_ACQUIRE);
+    rc = in_use_held(kf, in_use, "no longer holds", st);
     for (size_t i = 0; i < kf->n && !rc; i++) {
         const struct keyfile_key *k = keyfile_find(&c->kek, kf->keys[i].version);
         if (k && sodium_memcmp(k->key, kf->keys[i].key, CRYPT_KEY_BYTES) != 0)
@@ -491,7 +515,8 @@ int crypt_keyset_create(struct crypt *c, Dossier__Store__V1__Meta *m,
     if (c->ks)
         sodium_free(c->ks);
     c->ks = ks;
-    crypt_set_versions(c, m->kek_version, 0);
+    /* The version just sealed the keyset: it is loaded. */
+    (void)crypt_set_versions(c, m->kek_version, 0, NULL);
     return err_ok(st);
 nomem:
     sodium_free(plain);
@@ -587,7 +612,7 @@ int crypt_keyset_load(struct crypt *c, const Dossier__Store__V1__Meta *m,
     c->ks = ks;
     ks = NULL;
     if (crypt_active_version(c) != m->kek_version)
-        crypt_set_versions(c, m->kek_version, 0);
+        (void)crypt_set_versions(c, m->kek_version, 0, NULL); /* it opened */
     rc = err_ok(st);
 out:
     if (msg) {

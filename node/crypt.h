@@ -136,8 +136,13 @@ void crypt_peer_token(const struct crypt *c, char out[65]);
 int crypt_peer_token_ok(const struct crypt *c, const char *token, size_t len);
 
 /* Records which versions the cluster uses (see the top of this file);
- * @rotate_to 0: no rotation. Thread-safe. */
-void crypt_set_versions(struct crypt *c, uint32_t active, uint32_t rotate_to);
+ * @rotate_to 0: no rotation. Thread-safe, and serialized with
+ * crypt_keys_reload(): a reload either sees these versions in use (and
+ * keeps them) or happened before, and then this reports a version it
+ * dropped. The versions are recorded either way.
+ * Errors: DOSSIER_WRONG_KEY (a version in use is not loaded). */
+int crypt_set_versions(struct crypt *c, uint32_t active, uint32_t rotate_to,
+                       struct dossier_status *st);
 uint32_t crypt_active_version(const struct crypt *c);
 /* The version new subject keys are wrapped under. */
 uint32_t crypt_wrap_version(const struct crypt *c);

@@ -17,6 +17,8 @@
 #include "crypt.h"
 #include "errors.h"
 #include "log.h"
+#include "outcome.h"
+#include "peer.h"
 #include "records.h"
 
 /* How often the reporter looks, and waits after a failed report. */
@@ -151,21 +153,18 @@ void api_subjects_certificate(struct call *c, ProtobufCMessage *msg)
 /* ------------------------------------------------------------------ */
 /* Reports */
 
-/* Proposes (on the leader) an ErasureDoneOp packed in @op; @cb(@arg, res)
+/* Proposes (on the leader) the report @done (borrowed); @cb(@arg, res)
  * runs once applied. */
-static int propose_done(struct node *n, const uint8_t *op, size_t op_len,
+static int propose_done(struct node *n,
+                        Dossier__Store__V1__ErasureDoneOp *done,
                         void (*cb)(void *arg, const struct store_result *res),
                         void *arg)
 {
     Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
-    Dossier__Store__V1__ErasureDoneOp *done;
     char principal[48];
     uint8_t *buf;
     size_t len;
 
-    done = dossier__store__v1__erasure_done_op__unpack(NULL, op_len, op);
-    if (!done)
-        return DOSSIER_INVALID_ARGUMENT;
     snprintf(principal, sizeof(principal), "dossierd-node-%" PRIu64,
              done->node_id);
     cmd.time_ms = records_now_ms();
@@ -174,83 +173,47 @@ static int propose_done(struct node *n, const uint8_t *op, size_t op_len,
     cmd.erasure_done = done;
     len = dossier__store__v1__command__get_packed_size(&cmd);
     buf = malloc(len);
-    if (buf)
-        dossier__store__v1__command__pack(&cmd, buf);
-    dossier__store__v1__erasure_done_op__free_unpacked(done, NULL);
     if (!buf)
         return DOSSIER_NOMEM;
+    dossier__store__v1__command__pack(&cmd, buf);
     return cluster_submit(n->cluster, buf, len, cb, arg);
 }
 
 static void peer_done_applied(void *arg, const struct store_result *res)
 {
     struct call *c = arg;
-    Dossier__Store__V1__ErasureDoneOp empty =
-        DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
+    Dossier__Peer__V1__Ack ack = DOSSIER__PEER__V1__ACK__INIT;
     if (res->status.code)
         call_fail_status(c, &res->status);
     else
-        call_reply(c, &empty.base);
+        call_reply(c, &ack.base);
 }
 
 void api_peer_erasure_done(struct call *c, ProtobufCMessage *msg)
 {
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *op = malloc(len ? len : 1);
+    Dossier__Peer__V1__ErasureDoneRequest *req =
+        (Dossier__Peer__V1__ErasureDoneRequest *)msg;
     int rc;
 
-    if (!op)
-        return call_fail(c, DOSSIER_NOMEM, "out of memory");
-    protobuf_c_message_pack(msg, op);
-    rc = propose_done(call_node(c), op, len, peer_done_applied, c);
-    free(op);
+    if (api_peer_check(c, &req->cluster_id, req->from) != 0)
+        return;
+    if (!req->report)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "an erasure report without its report");
+    /* A node reports for itself only: the state machine then checks that
+     * the node is a member when it records it. */
+    if (req->report->node_id != req->from) {
+        log_printf(LOG_WARN, "refused an erasure report naming node %" PRIu64
+                   " sent by node %" PRIu64, req->report->node_id, req->from);
+        return call_fail(c, DOSSIER_PERMISSION_DENIED,
+                         "an erasure report names node %" PRIu64
+                         " but comes from node %" PRIu64
+                         ": a node reports its own erasures only",
+                         req->report->node_id, req->from);
+    }
+    rc = propose_done(call_node(c), req->report, peer_done_applied, c);
     if (rc)
         call_fail(c, rc, "cannot propose the erasure report");
-}
-
-/* One report in flight: shared by the reporter and the callback, freed
- * by whichever lets go last (a reporter that stops does not wait). */
-struct report_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs, done, code;
-};
-
-static void report_wait_put(struct report_wait *w)
-{
-    int last;
-    pthread_mutex_lock(&w->mu);
-    last = --w->refs == 0;
-    pthread_mutex_unlock(&w->mu);
-    if (last) {
-        pthread_mutex_destroy(&w->mu);
-        pthread_cond_destroy(&w->cv);
-        free(w);
-    }
-}
-
-static void report_settle(struct report_wait *w, int code)
-{
-    pthread_mutex_lock(&w->mu);
-    w->done = 1;
-    w->code = code;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    report_wait_put(w);
-}
-
-static void report_applied(void *arg, const struct store_result *res)
-{
-    report_settle(arg, res->status.code);
-}
-
-static void report_forwarded(void *arg, int code, const char *message,
-                             const uint8_t *reply, size_t len)
-{
-    (void)message;
-    (void)reply;
-    (void)len;
-    report_settle(arg, code);
 }
 
 struct erasure_report {
@@ -307,51 +270,46 @@ static int report_send(struct erasure_report *r, struct pending_rows *p)
     struct node *n = r->node;
     Dossier__Store__V1__ErasureDoneOp op =
         DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
-    struct report_wait *w = calloc(1, sizeof(*w));
-    struct timespec until;
+    Dossier__Peer__V1__ErasureDoneRequest req =
+        DOSSIER__PEER__V1__ERASURE_DONE_REQUEST__INIT;
+    struct outcome *o = outcome_new();
+    struct store_result res;
     uint8_t *buf;
     size_t len;
-    int rc, code;
+    int rc;
 
     op.node_id = n->id;
     op.completed_ms = records_now_ms();
     op.n_items = p->n;
     op.items = p->ptrs;
-    len = dossier__store__v1__erasure_done_op__get_packed_size(&op);
+    req.cluster_id = (ProtobufCBinaryData){PEER_CLUSTER_ID_BYTES,
+                                           (uint8_t *)cluster_id(n->cluster)};
+    req.from = n->id;
+    req.report = &op;
+    len = dossier__peer__v1__erasure_done_request__get_packed_size(&req);
     buf = malloc(len ? len : 1);
-    if (!w || !buf) {
-        free(w);
+    if (!o || !buf) {
+        if (o)
+            outcome_abandon(o);
         free(buf);
         return DOSSIER_NOMEM;
     }
-    dossier__store__v1__erasure_done_op__pack(&op, buf);
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->refs = 2;
+    dossier__peer__v1__erasure_done_request__pack(&req, buf);
     if (cluster_is_leader(n->cluster))
-        rc = propose_done(n, buf, len, report_applied, w);
+        rc = propose_done(n, &op, outcome_applied, o);
     else
         rc = cluster_forward(n->cluster, ERASURE_DONE_METHOD, buf, len, "",
-                             NULL, "", 0, REPORT_TIMEOUT_MS, report_forwarded,
-                             w);
+                             NULL, "", 0, REPORT_TIMEOUT_MS, outcome_forwarded,
+                             o);
     free(buf);
     if (rc) {
-        report_wait_put(w); /* the callback's reference: it never runs */
-        report_wait_put(w);
+        outcome_abandon(o);
         return rc;
     }
-    /* In slices, so that a stop is not held up by a report in flight. */
-    pthread_mutex_lock(&w->mu);
-    for (int64_t end = mono_ms() + REPORT_TIMEOUT_MS;
-         !w->done && !__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) &&
-         mono_ms() < end;) {
-        deadline_in(&until, REPORT_POLL_MS);
-        pthread_cond_timedwait(&w->cv, &w->mu, &until);
-    }
-    code = w->done ? w->code : DOSSIER_DEADLINE_EXCEEDED;
-    pthread_mutex_unlock(&w->mu);
-    report_wait_put(w);
-    return code;
+    /* A stop is not held up by a report in flight. */
+    if (!outcome_wait(o, REPORT_TIMEOUT_MS, &r->stopping, &res))
+        return DOSSIER_DEADLINE_EXCEEDED;
+    return res.status.code;
 }
 
 static void *report_main(void *arg)

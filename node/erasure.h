@@ -5,9 +5,12 @@
  *   finished the erasures it applied (cluster_erasures_finished()) and
  *   reports the ledger rows at or below it that do not name it yet: one
  *   ErasureDoneOp (up to ERASURE_DONE_ITEMS_MAX erasures) proposed by the
- *   leader itself, or sent by a follower to the leader (Peer.ErasureDone).
- *   Applying it adds the node and its time to each ledger row. A report
- *   that fails is tried again a second later.
+ *   leader itself, or sent by a follower to the leader (Peer.ErasureDone,
+ *   an ErasureDoneRequest naming the cluster and the sender, which the
+ *   leader checks as every peer call's, and which must be the node the
+ *   report names). Applying it adds the node and its time to each ledger
+ *   row, if the node is a member (has a member row); else it is refused.
+ *   A report that fails is tried again a second later.
  * - A certificate (version 2) is signed with the cluster's audit key over
  *   the erasure and the ascending list of the nodes its ledger row names
  *   (client/common/audit.h); the voters it does not name are listed as

@@ -18,6 +18,7 @@
 #include "crypt.h"
 #include "errors.h"
 #include "log.h"
+#include "outcome.h"
 #include "records.h"
 #include "server.h"
 #include "store.h"
@@ -54,92 +55,36 @@ struct keys {
 /* ------------------------------------------------------------------ */
 /* Proposing a step and waiting for its outcome */
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, refs;
-    struct store_result res;
-};
-
-static void waiter_unref(struct waiter *w)
-{
-    int last;
-    pthread_mutex_lock(&w->mu);
-    last = --w->refs == 0;
-    pthread_mutex_unlock(&w->mu);
-    if (last) {
-        pthread_mutex_destroy(&w->mu);
-        pthread_cond_destroy(&w->cv);
-        free(w);
-    }
-}
-
-static void step_done(void *arg, const struct store_result *res)
-{
-    struct waiter *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->res = *res;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    waiter_unref(w);
-}
-
 /* Proposes @cmd (for call @c, which then audits through the command, or
  * for the node when NULL) and waits until it is applied: the outcome into
  * @res. Returns res->status.code. */
 static int propose(struct keys *k, struct call *c, const Command *cmd,
                    struct store_result *res)
 {
-    struct waiter *w = calloc(1, sizeof(*w));
+    struct outcome *o = outcome_new();
     size_t len = dossier__store__v1__command__get_packed_size(cmd);
     uint8_t *buf = malloc(len ? len : 1);
-    struct timespec until;
     int rc;
 
     memset(res, 0, sizeof(*res));
-    if (!w || !buf) {
-        free(w);
+    if (!o || !buf) {
+        if (o)
+            outcome_abandon(o);
         free(buf);
         return err_set(&res->status, DOSSIER_NOMEM, "out of memory");
     }
     dossier__store__v1__command__pack(cmd, buf);
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->refs = 2;
-    rc = c ? call_submit(c, buf, len, step_done, w)
-           : cluster_submit(k->n->cluster, buf, len, step_done, w);
+    rc = c ? call_submit(c, buf, len, outcome_applied, o)
+           : cluster_submit(k->n->cluster, buf, len, outcome_applied, o);
     if (rc) {
-        w->refs = 1;
-        waiter_unref(w);
+        outcome_abandon(o);
         return err_set(&res->status, rc, "the node is stopping");
     }
-    /* In short waits, so that a node stopping is not held up. */
-    for (int waited = 0; waited < STEP_TIMEOUT_MS; waited += 100) {
-        int done;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_mutex_lock(&w->mu);
-        if (!w->done)
-            pthread_cond_timedwait(&w->cv, &w->mu, &until);
-        done = w->done;
-        pthread_mutex_unlock(&w->mu);
-        if (done || __atomic_load_n(&k->stop, __ATOMIC_ACQUIRE))
-            break;
-    }
-    pthread_mutex_lock(&w->mu);
-    if (w->done)
-        *res = w->res;
-    else
+    /* A node stopping is not held up by a step in flight. */
+    if (!outcome_wait(o, STEP_TIMEOUT_MS, &k->stop, res))
         err_set(&res->status, DOSSIER_UNAVAILABLE,
                 "the step was not applied in time (or the node is "
                 "stopping); the rotation goes on from the replicated state");
-    pthread_mutex_unlock(&w->mu);
-    waiter_unref(w);
     return res->status.code;
 }
 

@@ -120,7 +120,9 @@ static int check_keys(struct store *s, struct crypt *c,
         Dossier__Store__V1__KeyRotation *r = NULL;
         int rr = store_key_rotation_get(s, &r, st);
         if (rr == 0 && !r->done) {
-            crypt_set_versions(c, m->kek_version, r->to_version);
+            /* Missing versions: crypt_kek_require() below says which. */
+            (void)crypt_set_versions(c, m->kek_version, r->to_version,
+                                     NULL);
             rc = crypt_kek_require(c, r->to_version, r->to_check.data,
                                    r->to_check.len,
                                    "the key rotation under way", st);
@@ -673,8 +675,16 @@ started:
                    "principal's token or certificate%s",
                    node.has_bootstrap
                        ? "; the bootstrap token may add the first admin "
-                         "while the cluster has no principal"
+                         "while the cluster never had a principal"
                        : "");
+    if (cfg.require_auth && cfg.bootstrap_token_file[0] && !node.has_bootstrap)
+        log_printf(LOG_INFO, "bootstrap token file %s is gone: no bootstrap "
+                   "token (it is deleted once the first admin exists)",
+                   cfg.bootstrap_token_file);
+    if (auth && node.has_bootstrap)
+        log_printf(LOG_WARN, "a bootstrap token and an auth file: the token "
+                   "is refused on this node (the auth file's admins add "
+                   "principals)");
     if (cfg.require_auth && !auth && !node.has_bootstrap &&
         store_principal_count(store) == 0)
         log_printf(LOG_WARN, "--require-auth without --auth-file or a "

@@ -105,6 +105,16 @@ static void collect_raft(struct metrics_writer *w, struct node *n)
     counter(w, "dossier_raft_read_barriers_total",
             "linearizable read barriers (ReadIndex rounds) since the start",
             (double)cs.reads);
+    counter(w, "dossier_auth_catchups_total",
+            "catch-ups with the leader for tokens this node did not know "
+            "(one ReadIndex round each, at most one per raft tick, shared "
+            "by every such call)",
+            (double)cs.catchups);
+    gauge(w, "dossier_peer_channels_retired",
+          "channels to other nodes replaced (a TLS reload, a new address) "
+          "and not freed yet: freed once no call to another node is in "
+          "flight",
+          (double)cs.peer_channels_retired);
     counter(w, "dossier_erasures_total",
             "subject erasures applied on this node since it started",
             (double)cs.erasures);

@@ -59,11 +59,35 @@ struct peer_client {
     pthread_t cq_thread;
     int calls;     /* asynchronous calls in flight */
     int transfers; /* snapshot threads running */
-    /* Channels replaced (a new address, a new certificate), destroyed at
-     * the end: a snapshot transfer may still use one. */
+    /* Channels replaced (a new address, a new certificate), destroyed
+     * once no call or snapshot transfer is in flight (reap_retired): a
+     * snapshot thread may hold one it has not made its call on yet. */
     grpc_channel **old;
     size_t n_old, cap_old;
 };
+
+/* Takes the retired channels when nothing can still use one (no call and
+ * no transfer in flight): into *@out (*@n of them) for the caller to
+ * destroy outside the lock. pc->lock held. */
+static void reap_retired(struct peer_client *pc, grpc_channel ***out,
+                         size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (pc->calls > 0 || pc->transfers > 0 || pc->n_old == 0)
+        return;
+    *out = pc->old;
+    *n = pc->n_old;
+    pc->old = NULL;
+    pc->n_old = pc->cap_old = 0;
+}
+
+static void destroy_channels(grpc_channel **chs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        grpc_channel_destroy(chs[i]);
+    free(chs);
+}
 
 /* Credentials of every peer channel; NULL: plaintext. Set by
  * peer_tls_set() before any peer client exists, replaced by
@@ -208,6 +232,8 @@ static void *cq_main(void *arg)
         } else if (p->status != GRPC_STATUS_OK && pc->ev.unreachable) {
             pc->ev.unreachable(pc->ev.arg, p->to);
         }
+        grpc_channel **gone;
+        size_t n_gone;
         pthread_mutex_lock(&pc->lock);
         {
             struct peer *peer = find(pc, p->to);
@@ -216,8 +242,10 @@ static void *cq_main(void *arg)
         }
         if (--pc->calls == 0)
             pthread_cond_broadcast(&pc->idle);
+        reap_retired(pc, &gone, &n_gone);
         pthread_mutex_unlock(&pc->lock);
         pcall_free(p);
+        destroy_channels(gone, n_gone);
     }
     return NULL;
 }
@@ -348,9 +376,14 @@ void peer_client_free(struct peer_client *pc)
     grpc_shutdown();
 }
 
-/* Retires @ch (kept until the client is freed); pc->lock held. */
+/* Retires @ch: destroyed once nothing can use it (reap_retired), at once
+ * when nothing is in flight; pc->lock held. */
 static void retire_channel(struct peer_client *pc, grpc_channel *ch)
 {
+    if (pc->calls == 0 && pc->transfers == 0 && pc->n_old == 0) {
+        grpc_channel_destroy(ch);
+        return;
+    }
     if (pc->n_old == pc->cap_old) {
         size_t cap = pc->cap_old ? 2 * pc->cap_old : 16;
         grpc_channel **n = realloc(pc->old, cap * sizeof(*n));
@@ -398,6 +431,15 @@ static void open_channel(struct peer_client *pc, struct peer *p)
         p->ch, "/dossier.peer.v1.Peer/Forward", NULL, NULL);
     p->m_snapshot = grpc_channel_register_call(
         p->ch, "/dossier.peer.v1.Peer/InstallSnapshot", NULL, NULL);
+}
+
+size_t peer_client_retired(struct peer_client *pc)
+{
+    size_t n;
+    pthread_mutex_lock(&pc->lock);
+    n = pc->n_old;
+    pthread_mutex_unlock(&pc->lock);
+    return n;
 }
 
 void peer_client_renew_channels(struct peer_client *pc)
@@ -588,7 +630,8 @@ struct transfer {
     uint64_t to;
     char dir[4096];
     struct raft_msg msg;
-    grpc_channel *ch; /* borrowed: channels live until the client is freed */
+    grpc_channel *ch; /* borrowed: a retired channel lives until no transfer
+                         runs (reap_retired) */
     void *method;
 };
 
@@ -764,7 +807,13 @@ static void *transfer_main(void *arg)
     }
     if (--pc->transfers == 0)
         pthread_cond_broadcast(&pc->idle);
-    pthread_mutex_unlock(&pc->lock);
+    {
+        grpc_channel **gone;
+        size_t n_gone;
+        reap_retired(pc, &gone, &n_gone);
+        pthread_mutex_unlock(&pc->lock);
+        destroy_channels(gone, n_gone);
+    }
     free(t);
     return NULL;
 }
@@ -845,6 +894,7 @@ int peer_client_key_status(struct peer_client *pc, uint64_t to,
         call = grpc_channel_create_call(p->ch, NULL, GRPC_PROPAGATE_DEFAULTS,
                                         cq, method, NULL,
                                         deadline_in(timeout_ms), NULL);
+        pc->calls++; /* its channel stays until it is done */
     }
     auth = pc->auth_md;
     auth.value = grpc_slice_ref(pc->auth_md.value);
@@ -897,5 +947,15 @@ int peer_client_key_status(struct peer_client *pc, uint64_t to,
     grpc_metadata_array_destroy(&trail_md);
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
+    {
+        grpc_channel **gone;
+        size_t n_gone;
+        pthread_mutex_lock(&pc->lock);
+        if (--pc->calls == 0)
+            pthread_cond_broadcast(&pc->idle);
+        reap_retired(pc, &gone, &n_gone);
+        pthread_mutex_unlock(&pc->lock);
+        destroy_channels(gone, n_gone);
+    }
     return rc;
 }

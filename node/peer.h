@@ -65,6 +65,11 @@ int peer_tls_reload(const char *ca_pem, const char *cert_pem,
  * flight finish on the old ones. */
 void peer_client_renew_channels(struct peer_client *pc);
 
+/* Channels replaced (a reload, a new address) and not destroyed yet: they
+ * go once no call to another node and no snapshot transfer is in flight,
+ * so this stays small however often the node reloads. */
+size_t peer_client_retired(struct peer_client *pc);
+
 /* @self_address (copied) is sent with every message batch, @peer_token
  * (copied; see auth.h) with every call. Errors: DOSSIER_NOMEM,
  * DOSSIER_INTERNAL (no thread). */

@@ -11,11 +11,11 @@
 #include "cluster.h"
 #include "errors.h"
 #include "log.h"
+#include "outcome.h"
 #include "records.h"
 #include "schema.h"
 #include "store.h"
 
-#define DAY_MS (24LL * 3600 * 1000)
 /* Records per command: the sweep's audit entry names each of them. */
 #define ITEMS_PER_COMMAND 32
 /* Records looked at per scan slice, so the store lock is never held long. */
@@ -46,6 +46,13 @@ struct sweep {
     uint8_t whole_rids[ITEMS_PER_COMMAND][STORE_RID_BYTES];
     char whole_kinds[ITEMS_PER_COMMAND][SCHEMA_NAME_MAX + 1];
     size_t n_whole;
+    /* The subject of each item (items, then whole), for the restriction
+     * check after the scan; has_sp 0: a record without a subject. */
+    uint8_t sps[2][ITEMS_PER_COMMAND][STORE_SP_BYTES];
+    int has_sp[2][ITEMS_PER_COMMAND];
+    /* How many of ptrs and whole_ptrs are proposed: the items whose
+     * subject is not restricted (drop_restricted). */
+    size_t n_ptrs, n_whole_ptrs;
     size_t visited;
     uint8_t last[STORE_KEY_MAX];
     size_t last_len;
@@ -61,21 +68,39 @@ static void sweep_clear(struct sweep *s)
     }
     s->n = 0;
     s->n_whole = 0;
+    s->n_ptrs = 0;
+    s->n_whole_ptrs = 0;
 }
 
-/* Whether @r of kind @k is past its record retention at @now (the state
- * machine checks again, store_apply.c record_expired()). */
-static int past_record_retention(const KindSchema *k, const StoredRecord *r,
-                                 int64_t now)
+static void note_subject(struct sweep *s, int whole, size_t i,
+                         const StoredRecord *r)
 {
-    int64_t base;
-    if (!k || k->record_retention_days == 0)
-        return 0;
-    base = k->record_retention_base ==
-                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
-               ? r->created_at_ms
-               : r->updated_at_ms;
-    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
+    s->has_sp[whole][i] = r->subject.len == STORE_SP_BYTES;
+    if (s->has_sp[whole][i])
+        memcpy(s->sps[whole][i], r->subject.data, STORE_SP_BYTES);
+}
+
+/* Leaves out of what is proposed the items of restricted subjects (GDPR
+ * Art. 18: storage only, so retention waits until the restriction is
+ * lifted; the state machine checks again when it applies). A subject
+ * whose restriction cannot be read is left out too: the next sweep looks
+ * again. */
+static void drop_restricted(struct sweep *s)
+{
+    struct dossier_status st;
+    size_t k = 0;
+
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->has_sp[0][i] || store_restricted(s->store, s->sps[0][i],
+                                                 &st) == 0)
+            s->ptrs[k++] = &s->items[i];
+    s->n_ptrs = k;
+    k = 0;
+    for (size_t i = 0; i < s->n_whole; i++)
+        if (!s->has_sp[1][i] || store_restricted(s->store, s->sps[1][i],
+                                                 &st) == 0)
+            s->whole_ptrs[k++] = &s->whole[i];
+    s->n_whole_ptrs = k;
 }
 
 /* Looks at one stored record: adds an item when some field is past its
@@ -103,7 +128,7 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
     if (!r)
         return 0; /* reads report corruption; the sweep goes on */
     k = schema_registry_get(store_schemas(s->store), r->kind);
-    if (past_record_retention(k, r, s->now) &&
+    if (store_record_past_retention(k, r, s->now) &&
         strlen(r->kind) <= SCHEMA_NAME_MAX) {
         /* The whole record goes: its fields need no look. */
         Dossier__Store__V1__RecordRetentionOp__Item *it =
@@ -116,15 +141,15 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
         it->kind = s->whole_kinds[s->n_whole];
         it->rid = (ProtobufCBinaryData){STORE_RID_BYTES,
                                         s->whole_rids[s->n_whole]};
+        note_subject(s, 1, s->n_whole, r);
         s->whole_ptrs[s->n_whole++] = it;
         dossier__store__v1__stored_record__free_unpacked(r, NULL);
         return 0;
     }
     for (size_t i = 0; k && i < r->n_fields; i++) {
-        const FieldSchema *f = schema_field(k, r->fields[i]->name);
         char **g;
-        if (!f || f->retention_days == 0 ||
-            r->updated_at_ms + (int64_t)f->retention_days * DAY_MS > s->now)
+        if (!store_field_past_retention(schema_field(k, r->fields[i]->name),
+                                        r, s->now))
             continue;
         g = realloc(names, (n + 1) * sizeof(*names));
         if (!g || !(g[n] = strdup(r->fields[i]->name))) {
@@ -144,6 +169,7 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
         it->fields = names;
         it->n_fields = n;
         s->fields[s->n] = names;
+        note_subject(s, 0, s->n, r);
         s->ptrs[s->n] = it;
         s->n++;
     } else {
@@ -153,25 +179,6 @@ static int record_cb(void *arg, const uint8_t *key, size_t klen,
     }
     dossier__store__v1__stored_record__free_unpacked(r, NULL);
     return 0;
-}
-
-struct wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    struct dossier_status st;
-    uint64_t dropped;
-};
-
-static void proposed(void *arg, const struct store_result *res)
-{
-    struct wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->st = res->status;
-    w->dropped = res->deleted;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
 }
 
 /* Proposes the field items of @s as one RetentionOp, or, with @whole,
@@ -184,42 +191,42 @@ static int propose(struct retention *rt, struct sweep *s, int whole,
     Dossier__Store__V1__RetentionOp op = DOSSIER__STORE__V1__RETENTION_OP__INIT;
     Dossier__Store__V1__RecordRetentionOp rop =
         DOSSIER__STORE__V1__RECORD_RETENTION_OP__INIT;
-    struct wait w = {.done = 0};
+    struct store_result res;
+    struct outcome *o;
     uint8_t *buf;
     size_t len;
 
     cmd.time_ms = s->now;
     cmd.principal = (char *)"dossierd-retention";
     if (whole) {
-        rop.n_items = s->n_whole;
+        rop.n_items = s->n_whole_ptrs;
         rop.items = s->whole_ptrs;
         cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION;
         cmd.record_retention = &rop;
     } else {
-        op.n_items = s->n;
+        op.n_items = s->n_ptrs;
         op.items = s->ptrs;
         cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
         cmd.retention = &op;
     }
     len = dossier__store__v1__command__get_packed_size(&cmd);
-    if (!(buf = malloc(len)))
+    if (!(o = outcome_new()))
         return err_set(st, DOSSIER_NOMEM, "out of memory");
+    if (!(buf = malloc(len))) {
+        outcome_abandon(o);
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
     dossier__store__v1__command__pack(&cmd, buf);
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    if (cluster_submit(rt->node->cluster, buf, len, proposed, &w) != 0) {
-        pthread_mutex_destroy(&w.mu);
-        pthread_cond_destroy(&w.cv);
+    if (cluster_submit(rt->node->cluster, buf, len, outcome_applied, o) !=
+        0) {
+        outcome_abandon(o);
         return err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
     }
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    *st = w.st;
-    *dropped += w.dropped;
+    /* Until it is applied, or the node stops (the next leader sweeps). */
+    if (!outcome_wait(o, -1, &rt->stopping, &res))
+        return err_set(st, DOSSIER_UNAVAILABLE, "the node is stopping");
+    *st = res.status;
+    *dropped += res.deleted;
     return st->code;
 }
 
@@ -247,12 +254,13 @@ static void sweep(struct retention *rt)
         first = 0;
         if (rc == 1)
             rc = 0;
-        if (rc == 0 && s->n) {
-            records += s->n;
+        drop_restricted(s);
+        if (rc == 0 && s->n_ptrs) {
+            records += s->n_ptrs;
             commands++;
             rc = propose(rt, s, 0, &dropped, &st);
         }
-        if (rc == 0 && s->n_whole) {
+        if (rc == 0 && s->n_whole_ptrs) {
             commands++;
             rc = propose(rt, s, 1, &expired, &st);
         }

@@ -14,7 +14,14 @@
  * again against the command's time and deletes it as a Delete would (index
  * rows, links both ways, subject membership, its earlier changes in the
  * feed), records the expiry in the change feed, and leaves one audit entry
- * ("retention.expire_records", naming the records). */
+ * ("retention.expire_records", naming the records).
+ *
+ * Neither touches a record whose subject is restricted (GDPR Art. 18: the
+ * data is to be stored, and nothing else, until the restriction is
+ * lifted, e.g. because the subject needs it for a legal claim): the
+ * sweeper leaves such records out and the state machine checks again at
+ * the command's place in the log. Retention catches up with them at the
+ * first sweep after the restriction is lifted. */
 #ifndef DOSSIER_NODE_RETENTION_H
 #define DOSSIER_NODE_RETENTION_H
 

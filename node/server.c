@@ -227,7 +227,8 @@ static const struct api_method methods[] = {
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
      API_PEER | W, 4, 0},
-    {ERASURE_DONE_METHOD, &dossier__store__v1__erasure_done_op__descriptor,
+    {ERASURE_DONE_METHOD,
+     &dossier__peer__v1__erasure_done_request__descriptor,
      api_peer_erasure_done, API_PEER | W, 2, 0},
 };
 #undef R
@@ -987,9 +988,10 @@ static int auth_on(struct node *n)
 
 /* A call presenting the bootstrap token (bootstrap.h): 1 and *@out when
  * it may act as the bootstrap principal for @m, which is only while the
- * cluster has no principal of its own and only for Principals/Add; -1
- * after answering @c when the token is spent or @m is another method; 0
- * when @token is not the bootstrap token. */
+ * cluster never had a principal of its own, only on a node without an
+ * auth file, and only for Principals/Add; -1 after answering @c when the
+ * token is spent or refused here or @m is another method; 0 when @token
+ * is not the bootstrap token. */
 static int bootstrap_principal(struct call *c, const struct api_method *m,
                                struct auth_principal *out)
 {
@@ -997,12 +999,23 @@ static int bootstrap_principal(struct call *c, const struct api_method *m,
     if (!n->has_bootstrap ||
         !bootstrap_token_matches(n->bootstrap_hash, c->token, c->token_len))
         return 0;
-    if (store_principal_count(n->store) > 0) {
+    if (n->auth) {
+        log_call(LOG_WARN, call_request_id(c),
+                 "refused %s: the bootstrap token, on a node with an auth "
+                 "file", m->path);
+        call_fail(c, DOSSIER_UNAUTHENTICATED,
+                  "this node has an auth file, whose admins add principals: "
+                  "it does not take the bootstrap token");
+        return -1;
+    }
+    /* Spent for good once the cluster had a principal, also after every
+     * principal was removed: the state machine keeps that fact. */
+    if (store_bootstrapped(n->store)) {
         log_call(LOG_WARN, call_request_id(c),
                  "refused %s: the bootstrap token is spent", m->path);
         call_fail(c, DOSSIER_UNAUTHENTICATED,
                   "the bootstrap token was for the cluster's first admin, "
-                  "and the cluster has principals now: use a principal's "
+                  "and the cluster has had principals: use a principal's "
                   "token");
         return -1;
     }
@@ -1164,8 +1177,10 @@ static void auth_ready(void *arg, int code, const char *message)
  * purpose. Every refusal is logged (no token or personal data in it).
  * A token this node does not know may name a principal added on another
  * node a moment ago and not yet applied here: the call then waits for a
- * read barrier (the node applies what the leader had committed) and is
- * started again (TAG_AUTH); -1 then too, without an answer yet. */
+ * catch-up (cluster_catch_up(): a read barrier shared by every such call,
+ * at most one a raft tick; the node applies what the leader had committed
+ * when the call arrived) and is started again (TAG_AUTH); -1 then too,
+ * without an answer yet. */
 static int authorize(struct call *c, const struct api_method *m)
 {
     struct node *n = call_node(c);
@@ -1206,8 +1221,10 @@ static int authorize(struct call *c, const struct api_method *m)
         }
         if (!p && have && !c->auth_waited && n->cluster) {
             c->auth_waited = 1;
-            /* 1: a lone voter, which has applied everything it knows. */
-            if (!cluster_read_barrier(n->cluster, auth_ready, c))
+            /* 1: a lone voter, which has applied everything it knows.
+             * Catch-ups are rationed (one round a tick, shared), so a
+             * flood of bad tokens costs the cluster little. */
+            if (!cluster_catch_up(n->cluster, auth_ready, c))
                 return -1;
         }
         if (!p) {

@@ -808,6 +808,11 @@ int store_checkpoint(struct store *s, const char *dir,
     return 0;
 }
 
+static void compact_forced_db(rocksdb_t *db,
+                              rocksdb_column_family_handle_t *cf,
+                              const uint8_t *from, size_t flen,
+                              const uint8_t *to, size_t tlen);
+
 int store_install(struct store *s, const char *staged,
                   int (*prepare)(void *arg, const struct store_raw *raw,
                                  struct dossier_status *st),
@@ -842,6 +847,14 @@ int store_install(struct store *s, const char *staged,
     }
     raw = (struct store_raw){sdb, (void *const *)scf, s->wo_sync, s->ro};
     rc = prepare(arg, &raw, st);
+    /* The copy's raft log files are the sender's, holding entries it had
+     * not compacted away when it took the checkpoint: sealed writes and
+     * wrapped keys of subjects it may have erased since (before its own
+     * log compaction). prepare deleted them; their bytes leave the files
+     * now, before this node can report an erasure finished. The copy is
+     * opened afresh next, so no older MANIFEST names them either. */
+    if (rc == 0)
+        compact_forced_db(sdb, scf[STORE_RAFTLOG], NULL, 0, NULL, 0);
     db_close(sdb, scf);
     if (rc)
         return rc;
@@ -904,22 +917,17 @@ int store_members(struct store *s,
 int store_meta_get(struct store *s, Dossier__Store__V1__Meta **out,
                    struct dossier_status *st)
 {
-    char *err = NULL, *v;
-    size_t len;
+    int rc;
 
-    *out = NULL;
     pthread_rwlock_rdlock(&s->swap);
-    v = rocksdb_get_cf(s->db, s->ro, s->cf[STORE_DEFAULT], "meta", 4, &len,
-                       &err);
+    rc = store_get_pb(s, NULL, STORE_DEFAULT, (const uint8_t *)"meta", 4,
+                      &dossier__store__v1__meta__descriptor, "meta record",
+                      (ProtobufCMessage **)out, st);
     pthread_rwlock_unlock(&s->swap);
-    if (err)
-        return store_rdb_error(st, err, "reading the meta record");
-    if (!v)
-        return err_set(st, DOSSIER_NOT_FOUND, "no meta record");
-    *out = dossier__store__v1__meta__unpack(NULL, len, (const uint8_t *)v);
-    rocksdb_free(v);
+    if (rc)
+        return rc;
     if (!*out)
-        return err_set(st, DOSSIER_CORRUPT, "the meta record is corrupt");
+        return err_set(st, DOSSIER_NOT_FOUND, "no meta record");
     if ((*out)->format != STORE_FORMAT) {
         uint32_t f = (*out)->format;
         dossier__store__v1__meta__free_unpacked(*out, NULL);
@@ -969,6 +977,25 @@ int store_get_raw(struct store *s, struct store_batch *b,
                               klen, vlen, &err);
     if (err)
         return store_rdb_error(st, err, "read failed");
+    return 0;
+}
+
+int store_get_pb(struct store *s, struct store_batch *b,
+                 enum store_family family, const uint8_t *key, size_t klen,
+                 const ProtobufCMessageDescriptor *desc, const char *what,
+                 ProtobufCMessage **out, struct dossier_status *st)
+{
+    size_t len;
+    char *v;
+    int rc = store_get_raw(s, b, family, key, klen, &v, &len, st);
+
+    *out = NULL;
+    if (rc || !v)
+        return rc;
+    *out = protobuf_c_message_unpack(desc, NULL, len, (const uint8_t *)v);
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "the %s is corrupt", what);
     return 0;
 }
 
@@ -1187,6 +1214,43 @@ uint64_t store_principal_count(struct store *s)
     return __atomic_load_n(&s->principals, __ATOMIC_ACQUIRE);
 }
 
+#define DAY_MS (24LL * 3600 * 1000)
+
+int store_record_past_retention(const KindSchema *k, const StoredRecord *r,
+                                int64_t now)
+{
+    int64_t base;
+    if (!k || k->record_retention_days == 0)
+        return 0;
+    base = k->record_retention_base ==
+                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
+               ? r->created_at_ms
+               : r->updated_at_ms;
+    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
+}
+
+int store_field_past_retention(const FieldSchema *f, const StoredRecord *r,
+                               int64_t now)
+{
+    return f && f->retention_days > 0 &&
+           r->updated_at_ms + (int64_t)f->retention_days * DAY_MS <= now;
+}
+
+int store_bootstrapped(struct store *s)
+{
+    struct dossier_status st;
+    size_t vlen;
+    char *v;
+
+    if (store_principal_count(s) > 0)
+        return 1;
+    if (get_locked(s, STORE_DEFAULT, (const uint8_t *)STORE_BOOTSTRAPPED_KEY,
+                   sizeof(STORE_BOOTSTRAPPED_KEY) - 1, &v, &vlen, &st) != 0)
+        return 1;
+    rocksdb_free(v);
+    return v != NULL;
+}
+
 int store_principal_by_hash(struct store *s, const uint8_t hash[32],
                             Dossier__Store__V1__StoredPrincipal **out,
                             struct dossier_status *st)
@@ -1271,17 +1335,24 @@ int store_request_get(struct store *s, const char *id,
 
 /* Compacts [@from, @to) of @family (NULL: open end) down to the last
  * level, rewriting even files already there, so deleted bytes go. */
-static void compact_forced(struct store *s, enum store_family family,
-                           const uint8_t *from, size_t flen, const uint8_t *to,
-                           size_t tlen)
+static void compact_forced_db(rocksdb_t *db,
+                              rocksdb_column_family_handle_t *cf,
+                              const uint8_t *from, size_t flen,
+                              const uint8_t *to, size_t tlen)
 {
     rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
     rocksdb_compactoptions_set_bottommost_level_compaction(co, 2 /* force */);
     rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
-    rocksdb_compact_range_cf_opt(s->db, s->cf[family], co,
-                                 (const char *)from, flen, (const char *)to,
-                                 tlen);
+    rocksdb_compact_range_cf_opt(db, cf, co, (const char *)from, flen,
+                                 (const char *)to, tlen);
     rocksdb_compactoptions_destroy(co);
+}
+
+static void compact_forced(struct store *s, enum store_family family,
+                           const uint8_t *from, size_t flen, const uint8_t *to,
+                           size_t tlen)
+{
+    compact_forced_db(s->db, s->cf[family], from, flen, to, tlen);
 }
 
 int store_erase_mark(struct store *s, const uint8_t sp[STORE_SP_BYTES])

@@ -13,6 +13,10 @@
  *                                                     way or last finished
  *   default   "revision"                              u64 big-endian
  *   default   "applied"                               u64 BE: raft index applied
+ *   default   "bootstrapped"                          u64 BE: the revision
+ *                                                     that added the first
+ *                                                     principal; never
+ *                                                     deleted (bootstrap.h)
  *   default   "member/" id (u64 BE)                   Member
  *   schema    kind                                    dossier.v1.KindSchema
  *   record    kind 0x00 rid[16]                       StoredRecord
@@ -111,6 +115,8 @@
 #include "store.pb-c.h"
 
 #define STORE_FORMAT 1
+/* The default family's row marking a cluster that has had a principal. */
+#define STORE_BOOTSTRAPPED_KEY "bootstrapped"
 #define STORE_RID_BYTES 16
 #define STORE_SP_BYTES 16
 #define STORE_BLIND_BYTES 16
@@ -214,6 +220,26 @@ int store_principal_by_hash(struct store *s, const uint8_t hash[32],
 int store_principal_get(struct store *s, const char *name,
                         Dossier__Store__V1__StoredPrincipal **out,
                         struct dossier_status *st);
+
+/* Retention, as the sweeper proposes it (retention.c) and the state
+ * machine checks it again at the command's time @now (ms):
+ * store_record_past_retention: record @r is past its kind @k's record
+ * retention, counted from its creation or last update as the kind says
+ * (0 when @k is NULL or keeps records until deleted);
+ * store_field_past_retention: field schema @f's retention has passed
+ * for record @r, counted from the record's last update (0 when @f is
+ * NULL or has none). */
+int store_record_past_retention(const KindSchema *k, const StoredRecord *r,
+                                int64_t now);
+int store_field_past_retention(const FieldSchema *f, const StoredRecord *r,
+                               int64_t now);
+
+/* 1 once the cluster's state ever held a principal: the "bootstrapped"
+ * row, written with the first principal added and never deleted, or (for
+ * a store from before that row) a principal now. The bootstrap token is
+ * spent for good once this is 1, even if every principal is removed
+ * later. On a read error: 1 (refusing is the safe side). */
+int store_bootstrapped(struct store *s);
 
 /* Tracked request @id ("q" + id in the policy family) into *@out (free
  * with dossier__store__v1__tracked_request__free_unpacked).
@@ -342,7 +368,11 @@ void store_raw(struct store *s, struct store_raw *out);
 /* Replaces the whole database by the checkpoint in @staged (a directory
  * received from the leader), after letting @prepare rewrite the staged
  * copy's Raft state through @raw (this node's term, vote and snapshot
- * point, not the sender's). The swap is two renames of directories, so a
+ * point, not the sender's). The raftlog family of the copy is then
+ * compacted (forced to the bottom level), so the log entries @prepare
+ * deleted leave the files before the copy is used: the sender's log may
+ * hold an erased subject's rows it had not compacted yet. The swap is two
+ * renames of directories, so a
  * crash leaves either the old database or the new one; store_open()
  * finishes or undoes a swap it finds half done. Readers wait meanwhile.
  * Errors: DOSSIER_IO, DOSSIER_CORRUPT (the staged copy does not open). */

@@ -982,6 +982,44 @@ static int apply_rectify(struct store_batch *b, const Command *cmd,
 /* ------------------------------------------------------------------ */
 /* Principals in the replicated state. */
 
+/* Whether the state as @b sees it has an admin principal other than
+ * @except into *@found. */
+struct other_admin {
+    struct store_batch *b;
+    const char *except;
+    int found;
+    int rc;
+    struct dossier_status *st;
+};
+
+static int other_admin_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct other_admin *o = arg;
+    Dossier__Store__V1__StoredPrincipal *sp;
+    char *v;
+    size_t vlen;
+
+    if (klen - 1 == strlen(o->except) &&
+        memcmp(key + 1, o->except, klen - 1) == 0)
+        return 0;
+    o->rc = store_get_raw(o->b->s, o->b, STORE_POLICY, key, klen, &v, &vlen,
+                          o->st);
+    if (o->rc)
+        return 1;
+    if (!v)
+        return 0;
+    sp = dossier__store__v1__stored_principal__unpack(NULL, vlen,
+                                                      (uint8_t *)v);
+    rocksdb_free(v);
+    if (!sp) {
+        o->rc = err_set(o->st, DOSSIER_CORRUPT, "a principal is corrupt");
+        return 1;
+    }
+    o->found = auth_role_parse(sp->role) == AUTH_ADMIN;
+    dossier__store__v1__stored_principal__free_unpacked(sp, NULL);
+    return o->found;
+}
+
 static int apply_principal(struct store_batch *b, const Command *cmd,
                            struct store_result *res)
 {
@@ -989,7 +1027,7 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
     uint8_t akey[1 + 64], tkey[33];
     size_t n = strlen(op->name), vlen;
     char *v = NULL;
-    int rc;
+    int rc, booted;
 
     if (!auth_principal_name_valid(op->name))
         return bad_command(res, "principal name");
@@ -1013,6 +1051,27 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
             return err_set(&res->status, DOSSIER_CORRUPT,
                            "principal %s is corrupt", op->name);
         }
+        if (op->keep_an_admin && auth_role_parse(old->role) == AUTH_ADMIN) {
+            struct other_admin o = {b, op->name, 0, 0, &res->status};
+            int cb = store_batch_keys(b, STORE_POLICY, (const uint8_t *)"a",
+                                      1, other_admin_cb, &o);
+            if (cb && !o.found && !o.rc)
+                o.rc = err_set(&res->status, cb, "out of memory");
+            if (o.rc || !o.found) {
+                dossier__store__v1__stored_principal__free_unpacked(old,
+                                                                    NULL);
+                return o.rc ? o.rc
+                            : err_set(&res->status,
+                                      DOSSIER_FAILED_PRECONDITION,
+                                      "%s is the last admin in the "
+                                      "cluster's state, and nodes run with "
+                                      "--require-auth: without an admin "
+                                      "nobody could add principals again "
+                                      "(the bootstrap token is spent); add "
+                                      "another admin first",
+                                      op->name);
+            }
+        }
         tkey[0] = 't';
         memcpy(tkey + 1, old->token_hash.data, 32);
         dossier__store__v1__stored_principal__free_unpacked(old, NULL);
@@ -1032,11 +1091,23 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
         if (op->token_hash.len != 32 || !auth_role_parse(op->role) ||
             strlen(op->purposes) > 500)
             return bad_command(res, "principal");
-        if (op->first_only &&
-            store_principal_count(b->s) + (uint64_t)b->principals_delta > 0)
+        /* The "bootstrapped" row stays when every principal is removed,
+         * so the bootstrap token adds the first principal ever, once. */
+        rc = store_get_raw(b->s, b, STORE_DEFAULT,
+                           (const uint8_t *)STORE_BOOTSTRAPPED_KEY,
+                           sizeof(STORE_BOOTSTRAPPED_KEY) - 1, &v, &vlen,
+                           &res->status);
+        if (rc)
+            return rc;
+        booted = v != NULL ||
+                 store_principal_count(b->s) + (uint64_t)b->principals_delta >
+                     0;
+        rocksdb_free(v);
+        v = NULL;
+        if (op->first_only && booted)
             return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
-                           "the cluster has a principal already: the "
-                           "bootstrap token adds only the first");
+                           "the cluster has had a principal already: the "
+                           "bootstrap token adds only the first, once");
         tkey[0] = 't';
         memcpy(tkey + 1, op->token_hash.data, 32);
         rc = store_get_raw(b->s, b, STORE_POLICY, tkey, sizeof(tkey), &v,
@@ -1059,6 +1130,13 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
         rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
                                      (const char *)tkey, sizeof(tkey),
                                      op->name, n);
+        if (!booted) {
+            uint8_t rev[8];
+            store_u64_be(rev, b->revision + 1);
+            rocksdb_writebatch_wi_put_cf(
+                b->wb, b->s->cf[STORE_DEFAULT], STORE_BOOTSTRAPPED_KEY,
+                sizeof(STORE_BOOTSTRAPPED_KEY) - 1, (const char *)rev, 8);
+        }
         b->principals_delta++;
     }
     b->revision++;
@@ -1069,8 +1147,6 @@ static int apply_principal(struct store_batch *b, const Command *cmd,
 
 /* ------------------------------------------------------------------ */
 /* Retention: fields past their kind's retention are dropped. */
-
-#define DAY_MS (24LL * 3600 * 1000)
 
 /* The field an index key "kind 0x00 field 0x00 blind rid" belongs to: 1
  * if it is @field. */
@@ -1085,8 +1161,33 @@ static int index_key_of(const ProtobufCBinaryData *k, const char *field)
     return q && (size_t)(q - p) == n && memcmp(p, field, n) == 0;
 }
 
+/* Whether subject @subject (a pseudonym, or empty: none) is restricted as
+ * @b sees it: 1, 0, or an error code in @res. */
+static int batch_restricted(struct store_batch *b,
+                            const ProtobufCBinaryData *subject,
+                            struct store_result *res)
+{
+    uint8_t key[STORE_SP_BYTES + 1];
+    size_t vlen;
+    char *v;
+    int rc;
+
+    if (subject->len != STORE_SP_BYTES)
+        return 0;
+    memcpy(key, subject->data, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'r';
+    rc = store_get_raw(b->s, b, STORE_CONSENT, key, sizeof(key), &v, &vlen,
+                       &res->status);
+    if (rc)
+        return -rc;
+    rocksdb_free(v);
+    return v != NULL;
+}
+
 /* Drops from the record of @item the listed fields that are past their
- * retention at @now; adds the count to *@dropped. */
+ * retention at @now; adds the count to *@dropped. A record of a
+ * restricted subject keeps them (Art. 18: storage only) until the
+ * restriction is lifted. */
 static int retention_item(struct store_batch *b, const Command *cmd,
                           const Dossier__Store__V1__RetentionOp__Item *item,
                           int64_t now, uint64_t *dropped,
@@ -1106,15 +1207,18 @@ static int retention_item(struct store_batch *b, const Command *cmd,
         return 0; /* deleted or erased meanwhile */
     if (rc)
         return rc;
+    rc = batch_restricted(b, &r->subject, res);
+    if (rc) {
+        dossier__store__v1__stored_record__free_unpacked(r, NULL);
+        return rc < 0 ? -rc : 0; /* restricted: it stays as it is */
+    }
     for (size_t i = 0; i < r->n_fields; i++) {
         const char *name = r->fields[i]->name;
         const FieldSchema *f = schema_field(k, name);
         int listed = 0, expired;
         for (size_t j = 0; j < item->n_fields; j++)
             listed |= strcmp(item->fields[j], name) == 0;
-        expired = listed && f && f->retention_days > 0 &&
-                  r->updated_at_ms + (int64_t)f->retention_days * DAY_MS <=
-                      now;
+        expired = listed && store_field_past_retention(f, r, now);
         if (!expired) {
             r->fields[kept++] = r->fields[i];
             continue;
@@ -1198,22 +1302,9 @@ static int apply_retention(struct store_batch *b, const Command *cmd,
 /* Whole records past their kind's record retention at the command's
  * time go, as a Delete would take them. */
 
-/* Whether @r of kind @k is past its record retention at @now. */
-static int record_expired(const KindSchema *k, const StoredRecord *r,
-                          int64_t now)
-{
-    int64_t base;
-    if (!k || k->record_retention_days == 0)
-        return 0;
-    base = k->record_retention_base ==
-                   DOSSIER__V1__RETENTION_BASE__RETENTION_BASE_CREATED
-               ? r->created_at_ms
-               : r->updated_at_ms;
-    return base + (int64_t)k->record_retention_days * DAY_MS <= now;
-}
-
-/* Deletes the record of @item if it is still past its retention; its
- * expiry goes into the feed at revision @rev. Adds 1 to *@expired. */
+/* Deletes the record of @item if it is still past its retention and its
+ * subject is not restricted (Art. 18: storage only); its expiry goes into
+ * the feed at revision @rev. Adds 1 to *@expired. */
 static int expire_record(struct store_batch *b, const Command *cmd,
                          const Dossier__Store__V1__RecordRetentionOp__Item *it,
                          uint64_t rev, uint64_t *expired,
@@ -1232,8 +1323,15 @@ static int expire_record(struct store_batch *b, const Command *cmd,
     if (rc)
         return rc;
     /* Updated meanwhile, or its kind's retention changed: it stays. */
-    if (!record_expired(batch_schema(b, it->kind), old, cmd->time_ms))
+    if (!store_record_past_retention(batch_schema(b, it->kind), old,
+                                     cmd->time_ms))
         goto out;
+    /* Restricted meanwhile (or before: the sweeper may not know yet). */
+    rc = batch_restricted(b, &old->subject, res);
+    if (rc) {
+        rc = rc < 0 ? -rc : 0;
+        goto out;
+    }
     rc = links_collect(b, it->kind, it->rid.data, old->n_links != 0, 1,
                        &links);
     if (rc) {
@@ -1693,6 +1791,25 @@ static int apply_erasure_done(struct store_batch *b, const Command *cmd,
     for (size_t i = 0; i < op->n_items; i++)
         if (op->items[i]->subject.len != STORE_SP_BYTES)
             return bad_command(res, "erasure done item");
+    /* Only a member's report counts: its member row, as applied so far. */
+    {
+        uint8_t mkey[15];
+        char *v;
+        size_t vlen;
+        int rc;
+        memcpy(mkey, "member/", 7);
+        store_u64_be(mkey + 7, op->node_id);
+        rc = store_get_raw(b->s, b, STORE_DEFAULT, mkey, sizeof(mkey), &v,
+                           &vlen, &res->status);
+        if (rc)
+            return rc;
+        if (!v)
+            return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                           "node %llu is not a member of the cluster: its "
+                           "erasure report is not recorded",
+                           (unsigned long long)op->node_id);
+        rocksdb_free(v);
+    }
     for (size_t i = 0; i < op->n_items; i++) {
         Dossier__Store__V1__ErasureRecord *er;
         Dossier__Store__V1__ErasureCompletion done =

@@ -101,6 +101,16 @@ int store_get_raw(struct store *s, struct store_batch *b,
                   enum store_family family, const uint8_t *key, size_t klen,
                   char **val, size_t *vlen, struct dossier_status *st);
 
+/* Reads @key of @family (through @b when set, as store_get_raw) and
+ * unpacks it as @desc into *@out (free with
+ * protobuf_c_message_free_unpacked), NULL when absent.
+ * Errors: DOSSIER_CORRUPT (naming @what) when it does not decode, those
+ * of store_get_raw(). */
+int store_get_pb(struct store *s, struct store_batch *b,
+                 enum store_family family, const uint8_t *key, size_t klen,
+                 const ProtobufCMessageDescriptor *desc, const char *what,
+                 ProtobufCMessage **out, struct dossier_status *st);
+
 int store_read_record(struct store *s, struct store_batch *b, const char *kind,
                       const uint8_t *rid, StoredRecord **out,
                       struct dossier_status *st);

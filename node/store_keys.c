@@ -18,61 +18,33 @@ static int malformed(struct store_result *res, const char *what)
                    "malformed command: key rotation %s", what);
 }
 
-/* Reads the rotation row (through @b when set) into *@out, NULL when
- * absent. */
+/* The rotation row and the meta record (through @b when set) into *@out,
+ * NULL when absent. */
 static int rotation_read(struct store *s, struct store_batch *b,
                          Dossier__Store__V1__KeyRotation **out,
                          struct dossier_status *st)
 {
-    char *v;
-    size_t len;
-    int rc = store_get_raw(s, b, STORE_DEFAULT,
-                           (const uint8_t *)ROTATION_KEY, ROTATION_KEY_LEN,
-                           &v, &len, st);
-    *out = NULL;
-    if (rc)
-        return rc;
-    if (!v)
-        return 0;
-    *out = dossier__store__v1__key_rotation__unpack(NULL, len,
-                                                    (const uint8_t *)v);
-    rocksdb_free(v);
-    if (!*out)
-        return err_set(st, DOSSIER_CORRUPT, "the key rotation row is corrupt");
-    return 0;
+    return store_get_pb(s, b, STORE_DEFAULT, (const uint8_t *)ROTATION_KEY,
+                        ROTATION_KEY_LEN,
+                        &dossier__store__v1__key_rotation__descriptor,
+                        "key rotation row", (ProtobufCMessage **)out, st);
 }
 
 static int meta_read(struct store *s, struct store_batch *b,
                      Dossier__Store__V1__Meta **out, struct dossier_status *st)
 {
-    char *v;
-    size_t len;
-    int rc = store_get_raw(s, b, STORE_DEFAULT, (const uint8_t *)"meta", 4,
-                           &v, &len, st);
-    *out = NULL;
-    if (rc)
-        return rc;
-    if (!v)
-        return 0;
-    *out = dossier__store__v1__meta__unpack(NULL, len, (const uint8_t *)v);
-    rocksdb_free(v);
-    if (!*out)
-        return err_set(st, DOSSIER_CORRUPT, "the meta record is corrupt");
-    return 0;
+    return store_get_pb(s, b, STORE_DEFAULT, (const uint8_t *)"meta", 4,
+                        &dossier__store__v1__meta__descriptor, "meta record",
+                        (ProtobufCMessage **)out, st);
 }
 
 /* Puts @m (any message) at @key of the default family in @b. */
 static int put_message(struct store_batch *b, const char *key,
                        const ProtobufCMessage *m, struct dossier_status *st)
 {
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
+    if (store_batch_put_pb(b, STORE_DEFAULT, (const uint8_t *)key,
+                           strlen(key), m))
         return err_set(st, DOSSIER_NOMEM, "out of memory");
-    protobuf_c_message_pack(m, buf);
-    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_DEFAULT], key,
-                                 strlen(key), (const char *)buf, len);
-    free(buf);
     return 0;
 }
 

@@ -235,13 +235,17 @@ static const char usage_text[] =
     "  subject unrestrict SUBJECT [--reference LABEL]\n"
     "                          the subject's pseudonym, restriction (Art. 18;\n"
     "                          restrict and unrestrict set it) and records\n"
-    "  subject rectify SUBJECT KIND ID [--set FIELD=VALUE]... [--unset FIELD]...\n"
-    "                  --reference LABEL\n"
+    "  subject rectify SUBJECT KIND ID [--fields-file FILE|-]\n"
+    "                  [--set FIELD=VALUE]... [--unset FIELD]... --reference LABEL\n"
     "                          correct (or remove) fields of one of the\n"
     "                          subject's records (Art. 16), checked by the\n"
-    "                          kind's schema; VALUE takes the field's type.\n"
-    "                          Audited with the reference, listed in the\n"
-    "                          subject's export\n"
+    "                          kind's schema; --fields-file reads the new\n"
+    "                          values as a JSON object (FIELD: value, as in\n"
+    "                          a record's \"fields\"), from FILE or stdin:\n"
+    "                          use it for personal values, which --set\n"
+    "                          would show in ps and shell history. --set\n"
+    "                          VALUE takes the field's type. Audited with\n"
+    "                          the reference, listed in the subject's export\n"
     "  subject erase SUBJECT [--reference LABEL] [--wait MS]\n"
     "                          erase a subject on every node (Art. 17), for\n"
     "                          good; waits up to MS (default 5000) for every\n"
@@ -1781,20 +1785,68 @@ static int rectify_value(struct dossier_record *r,
     }
 }
 
-/* dossier subject rectify SUBJECT KIND ID --set F=V... --unset F...
- * --reference REF (Art. 16). Values take the field's type from the kind's
- * schema, so --set lead_score=40 sends a number. */
+/* The record (@kind, @id, @subject) holding the fields of the JSON object
+ * in @path ("-": stdin) into *@out, as `put` reads a record's "fields".
+ * Nothing of the values goes into a message: they are personal. */
+static int rectify_fields_file(const char *path, const char *kind,
+                               const char *id, const char *subject,
+                               struct dossier_record **out)
+{
+    json_error_t jerr;
+    json_t *fields, *rec;
+    char err[256];
+    int rc;
+
+    *out = NULL;
+    fields = strcmp(path, "-") == 0
+                 ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &jerr)
+                 : json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!fields) {
+        /* Not jerr.text: it may quote the input. */
+        fprintf(stderr, "dossier: --fields-file %s: not JSON (line %d, "
+                        "column %d)\n",
+                path, jerr.line, jerr.column);
+        return EXIT_INVALID;
+    }
+    if (!json_is_object(fields) || json_object_size(fields) == 0) {
+        json_decref(fields);
+        fprintf(stderr, "dossier: --fields-file %s: give a JSON object of "
+                        "the fields to set, e.g. {\"email\": \"...\"}\n",
+                path);
+        return EXIT_INVALID;
+    }
+    rec = json_pack("{s:s, s:s, s:s, s:o}", "kind", kind, "id", id,
+                    "subject_id", subject, "fields", fields);
+    if (!rec) {
+        fprintf(stderr, "dossier: out of memory\n");
+        return EXIT_ERROR;
+    }
+    rc = json_to_record(rec, out, err, sizeof(err));
+    json_decref(rec);
+    if (rc) {
+        fprintf(stderr, "dossier: --fields-file %s: %s\n", path, err);
+        return EXIT_INVALID;
+    }
+    return EXIT_OK;
+}
+
+/* dossier subject rectify SUBJECT KIND ID [--fields-file FILE|-]
+ * --set F=V... --unset F... --reference REF (Art. 16). --set values take
+ * the field's type from the kind's schema, so --set lead_score=40 sends a
+ * number; --fields-file values are JSON, as put reads them. */
 static int subject_rectify(struct cli *cli, int argc, char **argv)
 {
     static const struct option lopts[] = {
         {"set", required_argument, NULL, 's'},
         {"unset", required_argument, NULL, 'u'},
         {"reference", required_argument, NULL, 'r'},
+        {"fields-file", required_argument, NULL, 'f'},
         {NULL, 0, NULL, 0},
     };
     const char **unset = calloc((size_t)argc, sizeof(*unset));
     char **sets = calloc((size_t)argc, sizeof(*sets));
     const char *reference = NULL, *subject = NULL, *kind = NULL, *id = NULL;
+    const char *fields_file = NULL;
     struct dossier_kind_schema *k = NULL;
     struct dossier_record *r = NULL;
     struct dossier_rectify_result res;
@@ -1822,14 +1874,18 @@ static int subject_rectify(struct cli *cli, int argc, char **argv)
             sets[n_set++] = optarg;
         else if (ch == 'u')
             unset[n_unset++] = optarg;
+        else if (ch == 'f' && fields_file)
+            rc = usage_error("--fields-file is given once%s", "");
+        else if (ch == 'f')
+            fields_file = optarg;
         else
             reference = optarg;
     }
     if (rc == EXIT_OK && argc - 1 - optind != 3)
         rc = usage_error("subject rectify needs SUBJECT KIND ID%s", "");
-    else if (rc == EXIT_OK && !n_set && !n_unset)
-        rc = usage_error("subject rectify needs --set FIELD=VALUE or --unset "
-                         "FIELD%s", "");
+    else if (rc == EXIT_OK && !n_set && !n_unset && !fields_file)
+        rc = usage_error("subject rectify needs --fields-file FILE, --set "
+                         "FIELD=VALUE or --unset FIELD%s", "");
     else if (rc == EXIT_OK && !reference)
         rc = usage_error("subject rectify needs --reference LABEL (the "
                          "subject's request)%s", "");
@@ -1842,29 +1898,34 @@ static int subject_rectify(struct cli *cli, int argc, char **argv)
     if (rc == EXIT_OK &&
         dossier_schema_get(cli->client, NULL, kind, &k, &st))
         rc = report(&st);
-    if (rc == EXIT_OK && !(r = dossier_record_new(kind,
-                                                  id,
-                                                  subject))) {
+    if (rc == EXIT_OK && fields_file)
+        rc = rectify_fields_file(fields_file, kind, id, subject, &r);
+    else if (rc == EXIT_OK && !(r = dossier_record_new(kind,
+                                                       id,
+                                                       subject))) {
         fprintf(stderr, "dossier: out of memory\n");
         rc = EXIT_ERROR;
     }
     for (size_t i = 0; rc == EXIT_OK && i < n_set; i++) {
         char *eq = strchr(sets[i], '=');
         *eq = '\0';
-        rc = rectify_value(r, k, sets[i], eq + 1);
+        if (dossier_record_field(r, sets[i]))
+            rc = usage_error("%s is named twice (--set, --fields-file)",
+                             sets[i]);
+        else
+            rc = rectify_value(r, k, sets[i], eq + 1);
         *eq = '=';
     }
     if (rc == EXIT_OK &&
         dossier_subject_rectify(cli->client, NULL, subject,
                                 kind, id,
-                                n_set ? r : NULL, unset, n_unset, reference,
-                                &res, &st))
+                                r->n_fields ? r : NULL, unset, n_unset,
+                                reference, &res, &st))
         rc = report(&st);
     if (rc == EXIT_OK) {
         json_t *fields = json_array();
-        for (size_t i = 0; fields && i < n_set; i++)
-            json_array_append_new(
-                fields, json_stringn(sets[i], strcspn(sets[i], "=")));
+        for (size_t i = 0; fields && i < r->n_fields; i++)
+            json_array_append_new(fields, json_string(r->fields[i].name));
         for (size_t i = 0; fields && i < n_unset; i++)
             json_array_append_new(fields, json_string(unset[i]));
         rc = print_json(cli,

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <pthread.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -218,6 +221,49 @@ static void test_forwarded_calls_keep_their_principal(void **state)
     harness_token = NULL;
 }
 
+/* A flood of unknown tokens against one node, from several threads. */
+#define FLOOD_THREADS 8
+#define FLOOD_CALLS 25
+struct flood {
+    const char *target;
+    int refused; /* calls answered UNAUTHENTICATED */
+};
+
+static void *flood_main(void *arg)
+{
+    struct flood *fl = arg;
+    char tok[65];
+    for (int i = 0; i < FLOOD_CALLS; i++) {
+        struct dossier_client *c;
+        harness_new_token(tok); /* a new unknown token every call */
+        c = harness_client_as(fl->target, tok, "operations");
+        fl->refused += put_contact(c, "flood") == DOSSIER_UNAUTHENTICATED;
+        dossier_client_close(c);
+    }
+    return NULL;
+}
+
+/* The node's dossier_auth_catchups_total. */
+static double catchups_of(const struct node_proc *n)
+{
+    char err[200];
+    char *text = harness_scrape(harness_metrics_port(n), err, sizeof(err));
+    double v = -1;
+    if (!text)
+        fail_msg("metrics: %s", err);
+    assert_int_equal(harness_metric(text, "dossier_auth_catchups_total", &v),
+                     0);
+    free(text);
+    return v;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Principals kept by the cluster: on a 3-node cluster without an auth
  * file, the first admin is added without credentials and authentication
  * is then on everywhere; a service principal is limited to its purposes
@@ -229,13 +275,18 @@ static void test_principals_in_the_replicated_state(void **state)
     struct dossier_client *anon, *ops, *svc, *svc_mkt, *follower, *lagging;
     struct dossier_principal p, *list;
     struct dossier_status st;
+    const char *metrics[] = {"--metrics-listen", "127.0.0.1:0", NULL};
     char tok_ops[65], tok_svc[65], scratch[65];
+    struct flood fl[FLOOD_THREADS];
+    pthread_t th[FLOOD_THREADS];
+    double before, after;
+    int64_t t0, elapsed;
     size_t n;
-    int leader, f, lag_code;
+    int leader, f, lag_code, refused = 0;
     (void)state;
 
     harness_token = NULL;
-    cluster_init(&c, 3, NULL);
+    cluster_init(&c, 3, metrics);
     assert_int_equal(cluster_start_all(&c), 0);
     leader = cluster_leader(&c);
     assert_true(leader >= 0);
@@ -305,6 +356,32 @@ static void test_principals_in_the_replicated_state(void **state)
     assert_int_equal(dossier_principal_list(ops, NULL, &list, &n, &st), 0);
     assert_int_equal(n, 2);
     free(list);
+
+    /* A flood of unknown tokens at that follower: every call refused as
+     * unknown, while the catch-ups with the leader they cause are
+     * rationed to one round per raft tick (--tick-ms 50 here), shared by
+     * every call waiting. The bound follows from the rationing whatever
+     * the machine's speed: a slower run has more ticks, not more rounds
+     * per tick (ticks in the window, plus the window's two ends, plus one
+     * to spare). Unrationed, each call made its own round: 200 here, where
+     * a run on this machine counted 26 in 1.2 s. */
+    before = catchups_of(&c.nodes[f]);
+    t0 = mono_ms();
+    for (int i = 0; i < FLOOD_THREADS; i++) {
+        fl[i] = (struct flood){c.nodes[f].addr, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, flood_main, &fl[i]), 0);
+    }
+    for (int i = 0; i < FLOOD_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        refused += fl[i].refused;
+    }
+    elapsed = mono_ms() - t0;
+    after = catchups_of(&c.nodes[f]);
+    assert_int_equal(refused, FLOOD_THREADS * FLOOD_CALLS);
+    assert_true(after - before >= 1);
+    assert_true(after - before <= (double)(elapsed / 50 + 3));
+    /* The new principal's token still works there at once. */
+    assert_int_equal(put_contact(follower, "pr-1b"), 0);
 
     /* All nodes restart: the principals are state, not configuration. */
     for (int i = 0; i < 3; i++)
@@ -458,6 +535,122 @@ static void test_require_auth_with_bootstrap_token(void **state)
     node_destroy(&n);
 }
 
+/* Reads the one-line token file @path into @out (@cap bytes). */
+static void read_token_file(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(out, (int)cap, f));
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+/* The bootstrap token is spent for good: once the cluster had a principal
+ * it never works again, also after that principal removed itself (which
+ * a node under --require-auth refuses while it is the last admin: nobody
+ * could add principals afterwards); its file, deleted, stops nothing from
+ * starting; a node with an auth file never takes it, and there the auth
+ * file's admins are the way in, so the last stored admin may go. */
+static void test_bootstrap_token_spent_for_good(void **state)
+{
+    struct node_proc n, m;
+    char boot_file[400], boot[80], auth[400], tok_ops[65], scratch[65];
+    const char *strict[] = {"--require-auth", "--bootstrap-token-file",
+                            boot_file, NULL};
+    const char *with_file[] = {"--require-auth", "--bootstrap-token-file",
+                               boot_file, "--auth-file", auth, NULL};
+    struct dossier_client *bt, *ops, *root;
+    struct dossier_status st;
+    (void)state;
+
+    node_init(&n);
+    snprintf(boot_file, sizeof(boot_file), "%s/bootstrap.token", n.dir);
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     0);
+    read_token_file(boot_file, boot, sizeof(boot));
+    assert_int_equal(node_start(&n, strict), 0);
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "ops", "admin", NULL,
+                                           tok_ops, NULL, &st),
+                     0);
+    ops = client_as(n.addr, tok_ops, "operations");
+    /* Under --require-auth the last admin stays. */
+    assert_int_equal(dossier_principal_remove(ops, NULL, "ops", &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "last admin"));
+    dossier_client_close(ops);
+    dossier_client_close(bt);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* Without --require-auth it may remove itself: no principal is left. */
+    assert_int_equal(node_start(&n, NULL), 0);
+    ops = client_as(n.addr, tok_ops, "operations");
+    assert_int_equal(dossier_principal_remove(ops, NULL, "ops", &st), 0);
+    dossier_client_close(ops);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* Back under --require-auth with the token: it stays spent. */
+    assert_int_equal(node_start(&n, strict), 0);
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "mallory", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_non_null(strstr(st.message, "bootstrap"));
+    dossier_client_close(bt);
+    /* The CLI, as an operator would try it. */
+    assert_int_equal(harness_sh(NULL, 0,
+                                "DOSSIER_TOKEN=$(cat %s) %s --target %s "
+                                "principal add mallory admin >/dev/null "
+                                "2>&1",
+                                boot_file, DOSSIER_CLI_PATH, n.addr),
+                     7);
+    assert_int_equal(node_stop(&n), 0);
+    /* The spent token's file deleted, as the docs say: the node restarts
+     * with the same settings, without a token, and says so once. */
+    assert_int_equal(unlink(boot_file), 0);
+    assert_int_equal(node_start(&n, strict), 0);
+    assert_int_equal(harness_log_count(&n, "is gone: no bootstrap token"), 1);
+    bt = client_as(n.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "mallory", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    dossier_client_close(bt);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* An auth file naming an admin: the token is refused from the start,
+     * on a cluster that never had a principal. */
+    node_init(&m);
+    snprintf(auth, sizeof(auth), "%s/auth", m.dir);
+    write_auth_file(auth);
+    snprintf(boot_file, sizeof(boot_file), "%s/bootstrap.token", m.dir);
+    assert_int_equal(harness_sh(NULL, 0, "%s token bootstrap %s 2>/dev/null",
+                                DOSSIER_CLI_PATH, boot_file),
+                     0);
+    read_token_file(boot_file, boot, sizeof(boot));
+    assert_int_equal(node_start(&m, with_file), 0);
+    bt = client_as(m.addr, boot, "operations");
+    assert_int_equal(dossier_principal_add(bt, NULL, "mallory", "admin", NULL,
+                                           scratch, NULL, &st),
+                     DOSSIER_UNAUTHENTICATED);
+    assert_non_null(strstr(st.message, "auth file"));
+    /* The file's admin adds a stored admin, who may remove itself: the
+     * file's admins remain. */
+    root = client_as(m.addr, tok_admin, "operations");
+    assert_int_equal(dossier_principal_add(root, NULL, "ops-stored", "admin",
+                                           NULL, tok_ops, NULL, &st),
+                     0);
+    ops = client_as(m.addr, tok_ops, "operations");
+    assert_int_equal(dossier_principal_remove(ops, NULL, "ops-stored", &st),
+                     0);
+    dossier_client_close(ops);
+    dossier_client_close(root);
+    dossier_client_close(bt);
+    assert_int_equal(harness_log_count(&m, boot), 0);
+    node_destroy(&m);
+    node_destroy(&n);
+}
+
 /* The settings that make security mandatory refuse to start a node that
  * would not have it, and say why: --require-tls without a certificate, a
  * bootstrap token without --require-auth, a bootstrap token file others
@@ -509,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_forwarded_calls_keep_their_principal),
         cmocka_unit_test(test_principals_in_the_replicated_state),
         cmocka_unit_test(test_require_auth_with_bootstrap_token),
+        cmocka_unit_test(test_bootstrap_token_spent_for_good),
         cmocka_unit_test(test_mandatory_settings_refused_at_start),
     };
     int rc;

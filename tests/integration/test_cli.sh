@@ -222,6 +222,20 @@ json_check "the export lists the rectification" "[(r['id'], r['fields'], r['refe
 expect 0 "audit tail after the rectification" -- "$DOSSIER" audit tail --limit 200
 contains "$WORK/out" '"action":"subjects.rectify"' "the rectification is audited"
 contains "$WORK/out" '"reference":"DSR-0"' "with its reference"
+# Personal values from a file or stdin, not the command line.
+expect 0 "rectify reads the new values from stdin" -- sh -c "echo '{\"email\": \"greta@new.example\", \"lead_score\": 41}' | '$DOSSIER' subject rectify gdpr-subj contact gdpr-1 --fields-file - --reference DSR-1"
+json_check "it names the fields read" "d['fields'] == ['email', 'lead_score'] and d['reference'] == 'DSR-1'"
+echo '{"first_name": "Greta"}' >"$WORK/rectify.json"
+expect 0 "rectify takes a fields file beside --set" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify.json" --set lead_score=42 --reference DSR-2
+json_check "both are sent" "d['fields'] == ['first_name', 'lead_score']"
+expect 0 "get after the file rectifications" -- "$DOSSIER" --purpose legal_claims get contact gdpr-1
+json_check "the values from the file are stored, typed" "d['fields']['email'] == 'greta@new.example' and d['fields']['first_name'] == 'Greta' and d['fields']['lead_score'] == 42"
+expect 2 "a field named in the file and by --set is a usage error" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify.json" --set first_name=X --reference DSR-3
+echo '["first_name"]' >"$WORK/rectify-bad.json"
+expect 5 "a fields file that is not an object exits 5" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify-bad.json" --reference DSR-3
+echo '{"first_name": Secret-Greta}' >"$WORK/rectify-bad.json"
+expect 5 "a fields file that is not JSON exits 5" -- "$DOSSIER" subject rectify gdpr-subj contact gdpr-1 --fields-file "$WORK/rectify-bad.json" --reference DSR-3
+if grep -q Secret-Greta "$WORK/err"; then fail "the error quotes the file's contents"; else ok "the error does not quote the file's contents"; fi
 expect 0 "audit public-key" -- "$DOSSIER" audit public-key
 PK=$(cat "$WORK/out")
 [ ${#PK} -eq 64 ] && ok "the public key is 64 hex digits" || fail "public key '$PK'"
@@ -552,6 +566,35 @@ expect 0 "the bootstrap token adds the first admin" -- env DOSSIER_TOKEN="$(cat 
 ADMIN2=$($PY -c "import json; print(json.load(open('$WORK/out'))['token'])")
 expect 7 "the bootstrap token is spent" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$T2" principal add ops2 admin
 expect 0 "the admin's token works" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$T2" principal list
+expect 5 "under require_auth the last admin cannot remove itself" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$T2" principal remove ops
+contains "$WORK/err" "last admin" "the refusal says why"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+# Without require_auth the admin removes itself; the bootstrap token stays
+# spent when the node is back under the example config.
+"$DOSSIERD" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2b" 2>"$WORK/node2b.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2b" ] && break; sleep 0.05; done
+expect 0 "the admin removes itself where authentication is optional" -- env DOSSIER_TOKEN="$ADMIN2" "$DOSSIER" --target "$(cat "$WORK/ready2b")" principal remove ops
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+"$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --bootstrap-token-file "$WORK/boot.token" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2c" 2>"$WORK/node2c.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2c" ] && break; sleep 0.05; done
+expect 7 "the bootstrap token stays spent with no principal left" -- env DOSSIER_TOKEN="$(cat "$WORK/boot.token")" "$DOSSIER" --target "$(cat "$WORK/ready2c")" principal add mallory admin
+contains "$WORK/err" "had principals" "the refusal says the token is spent"
+kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
+# The spent token's file deleted, as the example config says: the node
+# starts all the same.
+rm -f "$WORK/boot.token"
+"$DOSSIERD" --config "$CONF" --data-dir "$WORK/data2" --key-file "$WORK/master.key" \
+    --bootstrap-token-file "$WORK/boot.token" \
+    --listen 127.0.0.1:0 --ready-file "$WORK/ready2d" 2>"$WORK/node2d.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/ready2d" ] && break; sleep 0.05; done
+[ -s "$WORK/ready2d" ] && ok "a node restarts after the token file was deleted" || { fail "restart without the token file"; cat "$WORK/node2d.log"; }
+contains "$WORK/node2d.log" "is gone: no bootstrap token" "the node logs that it has no token"
 kill -TERM "$NODE_PID"; wait "$NODE_PID"; NODE_PID=
 printf '[node]\nlisten = 127.0.0.1:0\nshoe_size = 44\n' >"$WORK/bad.conf"
 expect 2 "an unknown config setting is refused" -- "$DOSSIERD" --config "$WORK/bad.conf"

@@ -5,7 +5,8 @@
  *    reference, listed in the subject's export; every refusal leaves the
  *    record as it was;
  *  - retention of whole records: a kind's record retention, applied by the
- *    leader's sweeper through replicated commands;
+ *    leader's sweeper through replicated commands, and waiting while a
+ *    subject is restricted;
  *  - erasure certificates listing every node that finished the erasure,
  *    and the ones still pending;
  *  - audit verification against a checkpoint kept outside the cluster,
@@ -529,6 +530,137 @@ static void test_record_retention(void **state)
     harness_token = NULL;
 }
 
+/* Waits (up to 10 s) until record (@kind, @id) is gone for @c; its code. */
+static int wait_gone(struct dossier_client *c, const char *kind,
+                     const char *id)
+{
+    struct dossier_record *got = NULL;
+    struct dossier_status st;
+    int code = 0;
+    for (int t = 0; t < 100; t++) {
+        code = dossier_get(c, NULL, kind, id, &got, &st) ? st.code : 0;
+        dossier_record_free(got);
+        got = NULL;
+        if (code == DOSSIER_NOT_FOUND)
+            break;
+        usleep(100000);
+    }
+    return code;
+}
+
+/* 1 when record (@kind, @id) read by @c has field @field. */
+static int has_field(struct dossier_client *c, const char *kind,
+                     const char *id, const char *field)
+{
+    struct dossier_record *got = NULL;
+    struct dossier_status st;
+    int has;
+    if (dossier_get(c, NULL, kind, id, &got, &st) != 0)
+        fail_msg("get %s %s: %s", kind, id, st.message);
+    has = dossier_record_field(got, field) != NULL;
+    dossier_record_free(got);
+    return has;
+}
+
+/* Retention waits while a subject is restricted (GDPR Art. 18: storage
+ * only, e.g. kept for a legal claim): the sweeper, 45 days ahead, deletes
+ * another subject's 30-day record and drops its 30-day field, while the
+ * restricted subject keeps both, readable for legal_claims. Once the
+ * restriction is lifted, the next sweeps catch up with it. */
+static void test_retention_waits_for_a_restriction(void **state)
+{
+    const char *more[] = {"--enable-fault-injection", "--retention-sweep-ms",
+                          "200", "--retention-clock-offset-days", "45", NULL};
+    struct dossier_field_schema fields[] = {
+        {"note", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_OPERATIONAL, 0, 0, 0,
+         0, NULL, NULL},
+        {"phone_note", DOSSIER_FIELD_STRING, DOSSIER_CATEGORY_CONTACT, 0, 0,
+         30, 0, NULL, NULL}};
+    struct dossier_kind_schema visit = {
+        "claim_visit", 1, 0, 0, "kept 30 days", 1, fields, 30,
+        DOSSIER_RETENTION_SINCE_UPDATE};
+    struct dossier_kind_schema note = {
+        "claim_note", 1, 0, 0, "a field kept 30 days", 2, fields, 0,
+        DOSSIER_RETENTION_SINCE_UPDATE};
+    struct dossier_client *admin, *svc, *legal, *dpo;
+    struct dossier_subject_status ss;
+    struct dossier_status st;
+    struct dossier_record *r;
+    struct node_proc n;
+    const char *subj[2] = {"subj-claim", "subj-free"};
+    int dropped = 0;
+    (void)state;
+
+    start_with_auth(&n, more);
+    admin = client_as(n.addr, tok_admin, NULL);
+    svc = client_as(n.addr, tok_service, "operations");
+    legal = client_as(n.addr, tok_service, "legal_claims");
+    dpo = client_as(n.addr, tok_dpo, NULL);
+    assert_int_equal(dossier_schema_define(admin, NULL, &visit, NULL, &st), 0);
+    assert_int_equal(dossier_schema_define(admin, NULL, &note, NULL, &st), 0);
+    /* Restricted before its records exist, so no sweep comes first. */
+    assert_int_equal(dossier_subject_restrict(dpo, NULL, subj[0], "REQ-90",
+                                              &ss, &st),
+                     0);
+    assert_true(ss.restricted);
+    for (int i = 0; i < 2; i++) {
+        r = dossier_record_new("claim_visit", i ? "cv-free" : "cv-claim",
+                               subj[i]);
+        dossier_record_set_string(r, "note", "visit");
+        assert_int_equal(dossier_put(i ? svc : legal, NULL, r,
+                                     DOSSIER_ANY_VERSION, NULL, &st),
+                         0);
+        dossier_record_free(r);
+        r = dossier_record_new("claim_note", i ? "cn-free" : "cn-claim",
+                               subj[i]);
+        dossier_record_set_string(r, "note", "stays");
+        dossier_record_set_string(r, "phone_note", "call after six");
+        assert_int_equal(dossier_put(i ? svc : legal, NULL, r,
+                                     DOSSIER_ANY_VERSION, NULL, &st),
+                         0);
+        dossier_record_free(r);
+    }
+    /* The free subject's record goes whole, its 30-day field goes... */
+    assert_int_equal(wait_gone(svc, "claim_visit", "cv-free"),
+                     DOSSIER_NOT_FOUND);
+    for (int t = 0; t < 100 && !dropped; t++) {
+        dropped = !has_field(svc, "claim_note", "cn-free", "phone_note");
+        if (!dropped)
+            usleep(100000);
+    }
+    assert_true(dropped);
+    /* ... and the restricted subject's stay, through more sweeps. */
+    usleep(600000);
+    assert_int_equal(dossier_subject_status(dpo, NULL, subj[0], NULL, &ss,
+                                            &st),
+                     0);
+    assert_int_equal(ss.records, 2);
+    assert_true(has_field(legal, "claim_note", "cn-claim", "phone_note"));
+    assert_true(has_field(legal, "claim_visit", "cv-claim", "note"));
+
+    /* Lifted: retention catches up. */
+    assert_int_equal(dossier_subject_unrestrict(dpo, NULL, subj[0], "REQ-90",
+                                                &ss, &st),
+                     0);
+    assert_int_equal(wait_gone(svc, "claim_visit", "cv-claim"),
+                     DOSSIER_NOT_FOUND);
+    dropped = 0;
+    for (int t = 0; t < 100 && !dropped; t++) {
+        dropped = !has_field(svc, "claim_note", "cn-claim", "phone_note");
+        if (!dropped)
+            usleep(100000);
+    }
+    assert_true(dropped);
+    assert_true(has_field(svc, "claim_note", "cn-claim", "note"));
+
+    dossier_client_close(admin);
+    dossier_client_close(svc);
+    dossier_client_close(legal);
+    dossier_client_close(dpo);
+    node_destroy(&n);
+    harness_token = NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Erasure completion reported by every node */
 
@@ -893,6 +1025,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rectification),
         cmocka_unit_test(test_record_retention),
+        cmocka_unit_test(test_retention_waits_for_a_restriction),
         cmocka_unit_test(test_erasure_completion_reports),
         cmocka_unit_test(test_kept_checkpoint_catches_a_cut_log),
     };

@@ -9,7 +9,6 @@
  *    of an old wrap is left in any file (the scan finds them before);
  *  - a node given only the old key refuses to start (WRONG_KEY); with
  *    only the new one it serves; SIGHUP never drops a version in use. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -19,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,11 +25,15 @@
 #include <rocksdb/c.h>
 #include <sodium.h>
 
+#include "disk_scan.h"
 #include "harness.h"
 #include "store.pb-c.h"
 
 #define SUBJECTS 60
 #define WRAP_BYTES (1 + 24 + 32 + 16)
+/* Families by their place in disk_families. */
+#define CF_DEFAULT 0
+#define CF_SUBJECT 3
 
 static char tok_admin[65], tok_svc[65], tok_dpo[65];
 
@@ -111,28 +113,20 @@ static void disk_free(struct disk *d)
 }
 
 /* Reads the subject keys and the meta record of a stopped node's
- * database (read-only, the two families only). */
+ * database (read-only). */
 static void disk_read(const char *data, struct disk *d)
 {
-    static const char *const fams[] = {"default", "subject"};
-    const rocksdb_options_t *fo[2];
-    rocksdb_column_family_handle_t *cf[2];
-    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_column_family_handle_t *cf[DISK_N_FAMILIES];
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it;
     rocksdb_t *db;
-    char path[400], *err = NULL, *v;
+    char *err = NULL, *v;
     size_t vlen;
     Dossier__Store__V1__Meta *m;
 
     memset(d, 0, sizeof(*d));
-    snprintf(path, sizeof(path), "%s/db", data);
-    fo[0] = fo[1] = o;
-    db = rocksdb_open_for_read_only_column_families(o, path, 2, fams, fo, cf,
-                                                    0, &err);
-    if (err)
-        fail_msg("open %s: %s", path, err);
-    it = rocksdb_create_iterator_cf(db, ro, cf[1]);
+    db = disk_db_open(data, 1, cf);
+    it = rocksdb_create_iterator_cf(db, ro, cf[CF_SUBJECT]);
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen, len;
@@ -154,7 +148,7 @@ static void disk_read(const char *data, struct disk *d)
         dossier__store__v1__subject_key__free_unpacked(k, NULL);
     }
     rocksdb_iter_destroy(it);
-    v = rocksdb_get_cf(db, ro, cf[0], "meta", 4, &vlen, &err);
+    v = rocksdb_get_cf(db, ro, cf[CF_DEFAULT], "meta", 4, &vlen, &err);
     assert_null(err);
     assert_non_null(v);
     m = dossier__store__v1__meta__unpack(NULL, vlen, (const uint8_t *)v);
@@ -169,10 +163,7 @@ static void disk_read(const char *data, struct disk *d)
     dossier__store__v1__meta__free_unpacked(m, NULL);
     rocksdb_free(v);
     rocksdb_readoptions_destroy(ro);
-    rocksdb_column_family_handle_destroy(cf[0]);
-    rocksdb_column_family_handle_destroy(cf[1]);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    disk_db_close(db, cf);
 }
 
 /* 1 if the keyset of @d opens under @key as version @version. */
@@ -196,57 +187,6 @@ static int wrap_opens(struct wrap *w, const uint8_t key[32], unsigned version)
     snprintf(name, sizeof(name), "v%u", version);
     return open_box(key, 'K', w->sp, 16, name, w->box, WRAP_BYTES,
                     w->dek) == 0;
-}
-
-/* How many of the @n byte strings @needles (@len bytes each) occur in
- * any regular file under @dir; each counted once (seen[]). */
-static size_t scan_dir(const char *dir, uint8_t (*needles)[WRAP_BYTES],
-                       size_t n, size_t len, int *seen)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    size_t hits = 0;
-    assert_non_null(d);
-    while ((e = readdir(d))) {
-        char path[1024];
-        struct stat sb;
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (lstat(path, &sb) != 0)
-            continue;
-        if (S_ISDIR(sb.st_mode)) {
-            hits += scan_dir(path, needles, n, len, seen);
-        } else if (S_ISREG(sb.st_mode) && sb.st_size > 0) {
-            int fd = open(path, O_RDONLY);
-            uint8_t *m;
-            assert_true(fd >= 0);
-            m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-            close(fd);
-            assert_true(m != MAP_FAILED);
-            for (size_t i = 0; i < n; i++)
-                if (!seen[i] && memmem(m, (size_t)sb.st_size, needles[i], len)) {
-                    seen[i] = 1;
-                    hits++;
-                    if (getenv("DOSSIER_TEST_WHERE"))
-                        print_message("old wrap %zu in %s\n", i, path);
-                }
-            munmap(m, (size_t)sb.st_size);
-        }
-    }
-    closedir(d);
-    return hits;
-}
-
-static size_t count_in(const char *dir, uint8_t (*needles)[WRAP_BYTES],
-                       size_t n, size_t len)
-{
-    int *seen = calloc(n ? n : 1, sizeof(int));
-    size_t hits;
-    assert_non_null(seen);
-    hits = scan_dir(dir, needles, n, len, seen);
-    free(seen);
-    return hits;
 }
 
 static void put_contact(struct dossier_client *c, const char *id,
@@ -349,7 +289,7 @@ static void test_rotation(void **state)
     struct dossier_status st;
     struct disk before, after;
     uint8_t v1[32], v2[32];
-    uint8_t (*old_wraps)[WRAP_BYTES];
+    struct needles old_wraps = {0};
     char auth[300], only_old[400], err[4096], line[200];
     const char *extra[] = {"--auth-file", auth, "--key-rotation-batch", "4",
                            "--key-rotation-pause-ms", "150",
@@ -392,16 +332,14 @@ static void test_rotation(void **state)
     assert_int_equal(before.n, SUBJECTS);
     assert_int_equal(before.meta_version, 1);
     assert_true(keyset_opens(&before, v1, 1));
-    old_wraps = calloc(before.n + 1, WRAP_BYTES);
-    assert_non_null(old_wraps);
     for (size_t i = 0; i < before.n; i++) {
         assert_int_equal(before.w[i].version, 1);
         assert_true(wrap_opens(&before.w[i], v1, 1));
-        memcpy(old_wraps[i], before.w[i].box, WRAP_BYTES);
+        needle_add(&old_wraps, before.w[i].box, WRAP_BYTES);
     }
-    assert_int_equal(count_in(c.nodes[f].dir, old_wraps, before.n,
-                              WRAP_BYTES),
-                     before.n);
+    assert_int_equal(disk_count(c.nodes[f].dir, &old_wraps), before.n);
+    needle_add(&old_wraps, before.keyset, before.keyset_len);
+    assert_int_equal(old_wraps.n, before.n + 1);
     assert_int_equal(node_start(&c.nodes[f], NULL), 0);
 
     /* Nothing to rotate to yet. */
@@ -551,10 +489,7 @@ static void test_rotation(void **state)
                     assert_memory_equal(before.w[b].dek, after.w[k].dek, 32);
                 }
         }
-        memcpy(old_wraps[before.n], before.keyset,
-               before.keyset_len < WRAP_BYTES ? before.keyset_len
-                                              : WRAP_BYTES);
-        left = count_in(c.nodes[i].dir, old_wraps, before.n + 1, WRAP_BYTES);
+        left = disk_count(c.nodes[i].dir, &old_wraps);
         print_message("node %d: %zu subject keys under version 2; %zu of "
                       "%zu old wraps left on disk\n",
                       i + 1, after.n, left, before.n + 1);
@@ -605,7 +540,7 @@ static void test_rotation(void **state)
     snprintf(line, sizeof(line), "%s", ks.loaded[0].key_id);
     assert_string_equal(line, ks.active_key_id);
 
-    free(old_wraps);
+    free(old_wraps.b);
     disk_free(&before);
     dossier_client_close(adm);
     dossier_client_close(svc);

@@ -36,8 +36,9 @@ def call(channel, method, payload, timeout=5, token=None):
 
 
 with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
-    assert protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={work}",
-                        os.path.join(PROTO_DIR, "peer.proto")]) == 0
+    assert protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={work}"] +
+                       [os.path.join(PROTO_DIR, f) for f in
+                        ("peer.proto", "store.proto", "dossier.proto")]) == 0
     sys.path.insert(0, work)
     import peer_pb2 as pb  # noqa: E402
 
@@ -140,6 +141,35 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
                        pb.FaultRequest(isolate_from=[2]).SerializeToString())
         check(code == grpc.StatusCode.PERMISSION_DENIED,
               "the fault switch is off on a normal node")
+
+        # Erasure reports (Peer.ErasureDone): checked as every peer call
+        # (cluster, membership), and a node reports for itself only.
+        def erasure_done(cid, sender, node_id):
+            req = pb.ErasureDoneRequest(cluster_id=cid)
+            setattr(req, "from", sender)
+            req.report.node_id = node_id
+            req.report.completed_ms = 1
+            return call(ch, "/dossier.peer.v1.Peer/ErasureDone",
+                        req.SerializeToString(), timeout=10)
+        code, details = erasure_done(b"\x01" * 16, 2, 2)
+        check(code == grpc.StatusCode.PERMISSION_DENIED and
+              "another cluster" in details,
+              f"an erasure report of another cluster is refused ({details})")
+        code, details = erasure_done(cluster_id, 99, 99)
+        check(code == grpc.StatusCode.PERMISSION_DENIED and
+              "not a member" in details,
+              f"an erasure report from a non-member is refused ({details})")
+        code, details = erasure_done(cluster_id, 2, 3)
+        check(code == grpc.StatusCode.PERMISSION_DENIED and
+              "comes from node 2" in details,
+              f"a report for another node is refused ({code}: {details})")
+        code, details = erasure_done(cluster_id, 2, 2)
+        check(code == grpc.StatusCode.OK,
+              f"a member's own (empty) report is taken ({code}: {details})")
+        code, details = call(ch, "/dossier.peer.v1.Peer/ErasureDone",
+                             b"\xff\xff\xff\x00\x01")
+        check(code == grpc.StatusCode.INVALID_ARGUMENT,
+              f"a malformed erasure report is refused ({code})")
 
         # A snapshot stream that is garbage.
         stream = ch.stream_unary("/dossier.peer.v1.Peer/InstallSnapshot",

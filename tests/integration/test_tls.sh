@@ -5,7 +5,7 @@
 # certificate are refused; a principal known by its certificate's CN gets
 # its role and no other; the node refuses bad TLS settings at start;
 # SIGHUP gives new connections a renewed certificate, and a bad one changes
-# nothing.
+# nothing; many reloads leave no replaced channel to the other nodes behind.
 # Certificates are made here with the openssl CLI.
 # Usage: test_tls.sh DOSSIERD DOSSIER [DOSSIER_BENCH]
 set -u
@@ -144,7 +144,8 @@ for i in 1 2 3; do
         --listen "127.0.0.1:${PORTS[$i]}" --node-id "$i" --peers "$PEERS" \
         --ready-file "$WORK/ready$i" --tick-ms 50 \
         --tls-cert "$C/node$i.pem" --tls-key "$C/node$i.key" --tls-ca "$C/ca.pem" \
-        --tls-client-cert require --require-tls 2>"$WORK/clog$i" &
+        --tls-client-cert require --require-tls \
+        --metrics-listen 127.0.0.1:0 2>"$WORK/clog$i" &
     PIDS+=($!)
     CLUSTER+=($!)
 done
@@ -238,6 +239,25 @@ for i in 2 3; do
 done
 expect 0 "node 1 answers over the connection made before its reload too" -- \
     "$DOSSIER" --target "127.0.0.1:$P1" "${MTLS[@]}" get contact c-tls
+# Each reload replaces node 1's channel to each other node; the replaced
+# ones are freed once no call to another node is in flight, so many
+# reloads leave none behind (they used to be kept until the node stopped).
+retired() {
+    local port
+    port=$(grep -o 'metrics on http://127.0.0.1:[0-9]*' "$WORK/clog1" | tail -1 | sed 's/.*://')
+    $PY -c "import urllib.request,sys
+for l in urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode().splitlines():
+    if l.startswith('dossier_peer_channels_retired '): print(int(float(l.split()[1])))"
+}
+for _ in $(seq 10); do kill -HUP "${CLUSTER[0]}"; sleep 0.1; done
+for _ in $(seq 100); do [ "$(grep -c 'TLS certificate reloaded from' "$WORK/clog1")" -ge 11 ] && break; sleep 0.05; done
+[ "$(grep -c 'TLS certificate reloaded from' "$WORK/clog1")" -ge 11 ] && ok "node 1 reloaded ten more times" ||
+    fail "node 1 did not reload ten more times"
+for _ in $(seq 100); do [ "$(retired)" = 0 ] && break; sleep 0.1; done
+[ "$(retired)" = 0 ] && ok "no replaced peer channel is left after 11 reloads" ||
+    fail "replaced peer channels left after 11 reloads: $(retired)"
+expect 0 "node 1 still replicates after the reloads" -- \
+    "$DOSSIER" --target "127.0.0.1:$P1" "${MTLS[@]}" put "$WORK/renew.json"
 # A bad new certificate changes nothing, and the log says why.
 cp "$C/node2.pem" "$WORK/node2.pem.good"
 echo "not a certificate" >"$C/node2.pem"

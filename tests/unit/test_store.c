@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
+#include <rocksdb/c.h>
+#include <sodium.h>
 
 #include "store.h"
 #include "store_int.h" /* trim_faults */
@@ -1281,6 +1284,335 @@ static void test_record_retention_counts_from_the_kinds_base(void **state)
     assert_int_equal(res.deleted, 0);
 }
 
+/* Retention leaves a restricted subject's records alone at apply, whole
+ * records and fields alike (Art. 18: storage only), whatever the sweeper
+ * proposed; lifted, the same commands take them. */
+static void test_retention_skips_restricted_subjects(void **state)
+{
+    struct fixture *f = *state;
+    struct define d;
+    struct put a;
+    struct store_result res;
+    Command rc_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command fc_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command rs_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RecordRetentionOp rop =
+        DOSSIER__STORE__V1__RECORD_RETENTION_OP__INIT;
+    Dossier__Store__V1__RecordRetentionOp__Item rit, *ritp = &rit;
+    Dossier__Store__V1__RetentionOp fop = DOSSIER__STORE__V1__RETENTION_OP__INIT;
+    Dossier__Store__V1__RetentionOp__Item fit, *fitp = &fit;
+    Dossier__Store__V1__RestrictOp rs = DOSSIER__STORE__V1__RESTRICT_OP__INIT;
+    char *fields[] = {"title"};
+    uint8_t sp[STORE_SP_BYTES];
+    StoredRecord *r;
+    const int64_t day = 86400000, t0 = 1000 * day;
+
+    fx_open(f);
+    define_init(&d, "visit", 0);
+    d.f[0].retention_days = 10;
+    d.k.record_retention_days = 30;
+    apply1_ok(f->s, &d.cmd, &res);
+    put_init(&a, "visit", 0x0a, 0x5a, 7, t0);
+    put_new_key(&a, 7, 0x70);
+    a.field.name = "title";
+    apply1_ok(f->s, &a.cmd, &res);
+    memset(sp, 0x5a, sizeof(sp));
+    rs.subject = (ProtobufCBinaryData){sizeof(sp), sp};
+    rs.restricted = 1;
+    rs_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION;
+    rs_cmd.restriction = &rs;
+    apply1_ok(f->s, &rs_cmd, &res);
+
+    dossier__store__v1__retention_op__item__init(&fit);
+    fit.kind = "visit";
+    fit.rid = a.op.rid;
+    fit.fields = fields;
+    fit.n_fields = 1;
+    fop.items = &fitp;
+    fop.n_items = 1;
+    fc_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RETENTION;
+    fc_cmd.retention = &fop;
+    fc_cmd.time_ms = t0 + 20 * day;
+    dossier__store__v1__record_retention_op__item__init(&rit);
+    rit.kind = "visit";
+    rit.rid = a.op.rid;
+    rop.items = &ritp;
+    rop.n_items = 1;
+    rc_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RECORD_RETENTION;
+    rc_cmd.record_retention = &rop;
+    rc_cmd.time_ms = t0 + 40 * day;
+
+    /* Restricted: past both retentions, yet the record stays whole. */
+    apply1_ok(f->s, &fc_cmd, &res);
+    assert_int_equal(res.deleted, 0);
+    apply1_ok(f->s, &rc_cmd, &res);
+    assert_int_equal(res.deleted, 0);
+    r = record_get(f->s, "visit", 0x0a);
+    assert_non_null(r);
+    assert_int_equal(r->n_fields, 1);
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+
+    /* Lifted: the field goes, then the record. */
+    rs.restricted = 0;
+    apply1_ok(f->s, &rs_cmd, &res);
+    apply1_ok(f->s, &fc_cmd, &res);
+    assert_int_equal(res.deleted, 1);
+    r = record_get(f->s, "visit", 0x0a);
+    assert_non_null(r);
+    assert_int_equal(r->n_fields, 0);
+    dossier__store__v1__stored_record__free_unpacked(r, NULL);
+    apply1_ok(f->s, &rc_cmd, &res);
+    assert_int_equal(res.deleted, 1);
+    assert_null(record_get(f->s, "visit", 0x0a));
+}
+
+/* An erasure report is recorded only for a member of the cluster (one
+ * with a member row as applied), whatever the sender claimed: a
+ * non-member's is refused, a member's names it in the ledger row. */
+static void test_erasure_done_counts_members_only(void **state)
+{
+    struct fixture *f = *state;
+    struct put a;
+    struct store_result res;
+    Command er_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command dn_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Command mb_cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__EraseOp er = DOSSIER__STORE__V1__ERASE_OP__INIT;
+    Dossier__Store__V1__ErasureDoneOp dn =
+        DOSSIER__STORE__V1__ERASURE_DONE_OP__INIT;
+    Dossier__Store__V1__ErasureDoneOp__Item it, *itp = &it;
+    Dossier__Store__V1__SetMemberOp mb = DOSSIER__STORE__V1__SET_MEMBER_OP__INIT;
+    Dossier__Store__V1__ErasureRecord *row;
+    struct dossier_status st;
+    uint8_t sp[STORE_SP_BYTES];
+
+    fx_open(f);
+    put_person(&a, 0x0a, 1000);
+    apply1_ok(f->s, &a.cmd, &res);
+    memset(sp, 0x5a, sizeof(sp));
+    er.subject = (ProtobufCBinaryData){sizeof(sp), sp};
+    er_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASE;
+    er_cmd.erase = &er;
+    apply1_ok(f->s, &er_cmd, &res);
+    assert_int_equal(store_erasure_get(f->s, sp, &row, &st), 0);
+    dossier__store__v1__erasure_done_op__item__init(&it);
+    it.subject = er.subject;
+    it.raft_index = row->raft_index;
+    dossier__store__v1__erasure_record__free_unpacked(row, NULL);
+    dn.node_id = 4;
+    dn.completed_ms = 2000;
+    dn.items = &itp;
+    dn.n_items = 1;
+    dn_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_ERASURE_DONE;
+    dn_cmd.erasure_done = &dn;
+    assert_int_equal(apply1(f->s, &dn_cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "not a member"));
+    mb.id = 4;
+    mb.address = "127.0.0.1:7704";
+    mb_cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_SET_MEMBER;
+    mb_cmd.set_member = &mb;
+    apply1_ok(f->s, &mb_cmd, &res);
+    apply1_ok(f->s, &dn_cmd, &res);
+    assert_int_equal(res.deleted, 1); /* the row now names node 4 */
+    assert_int_equal(store_erasure_get(f->s, sp, &row, &st), 0);
+    assert_int_equal(row->n_completed, 1);
+    assert_int_equal(row->completed[0]->node_id, 4);
+    dossier__store__v1__erasure_record__free_unpacked(row, NULL);
+}
+
+/* How many regular files under a directory hold needle (nftw callback). */
+static const uint8_t *scan_needle;
+static size_t scan_needle_len, scan_hits;
+
+static int scan_one(const char *path, const struct stat *sb, int type,
+                    struct FTW *ftw)
+{
+    (void)ftw;
+    if (type == FTW_F && S_ISREG(sb->st_mode) && sb->st_size > 0) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        void *m;
+        assert_true(fd >= 0);
+        m = mmap(NULL, (size_t)sb->st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        assert_true(m != MAP_FAILED);
+        scan_hits += memmem(m, (size_t)sb->st_size, scan_needle,
+                            scan_needle_len) != NULL;
+        munmap(m, (size_t)sb->st_size);
+    }
+    return 0;
+}
+
+static size_t files_holding(const char *dir, const uint8_t *needle,
+                            size_t len)
+{
+    scan_needle = needle;
+    scan_needle_len = len;
+    scan_hits = 0;
+    assert_int_equal(nftw(dir, scan_one, 16, FTW_PHYS), 0);
+    return scan_hits;
+}
+
+/* What raftio_prepare_install does to the copy's log: delete it all. */
+static int drop_log(void *arg, const struct store_raw *raw,
+                    struct dossier_status *st)
+{
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint8_t lo[8] = {0}, hi[8];
+    char *err = NULL;
+    (void)arg;
+    memset(hi, 0xff, sizeof(hi));
+    rocksdb_writebatch_delete_range_cf(
+        wb, ((rocksdb_column_family_handle_t *const *)raw->cf)[STORE_RAFTLOG],
+        (const char *)lo, 8, (const char *)hi, 8);
+    rocksdb_write(raw->db, raw->wo_sync, wb, &err);
+    rocksdb_writebatch_destroy(wb);
+    if (err) {
+        rocksdb_free(err);
+        st->code = DOSSIER_IO;
+        snprintf(st->message, sizeof(st->message), "write failed");
+        return DOSSIER_IO;
+    }
+    return 0;
+}
+
+/* A snapshot carries the sender's raft log files, which may still hold an
+ * erased subject's entries (taken before the sender compacted its log):
+ * once installed, no byte of them is left in the receiver's files. The
+ * positive control finds the entries in the checkpoint first. */
+static void test_install_leaves_no_byte_of_the_senders_log(void **state)
+{
+    struct fixture *f = *state;
+    struct store *src;
+    struct store_raw raw;
+    struct dossier_status st;
+    char src_dir[128], snap[128], *err = NULL;
+    uint8_t marker[256];
+    int created;
+
+    fx_open(f);
+    path_in(src_dir, sizeof(src_dir), f->dir.path, "src");
+    path_in(snap, sizeof(snap), f->dir.path, "snap");
+    assert_int_equal(store_open(src_dir, CACHE_BYTES, &src, &created, &st), 0);
+    randombytes_buf(marker, sizeof(marker));
+    store_raw(src, &raw);
+    for (uint64_t i = 1; i <= 3; i++) {
+        uint8_t key[8];
+        store_u64_be(key, i);
+        marker[0] = (uint8_t)i; /* the needle is the rest */
+        rocksdb_put_cf(raw.db, raw.wo_sync,
+                       ((rocksdb_column_family_handle_t *const *)
+                            raw.cf)[STORE_RAFTLOG],
+                       (const char *)key, 8, (const char *)marker,
+                       sizeof(marker), &err);
+        assert_null(err);
+    }
+    assert_int_equal(store_checkpoint(src, snap, &st), 0);
+    store_close(src);
+    assert_true(files_holding(snap, marker + 1, sizeof(marker) - 1) >= 1);
+
+    assert_int_equal(store_install(f->s, snap, drop_log, NULL, &st), 0);
+    assert_int_equal(files_holding(f->data, marker + 1, sizeof(marker) - 1),
+                     0);
+}
+
+/* A PrincipalOp adding (@remove 0) or removing principal @name of role
+ * @role, token hash 32 x @tok. */
+struct prin {
+    Command cmd;
+    Dossier__Store__V1__PrincipalOp op;
+    uint8_t hash[32];
+};
+
+static void prin_init(struct prin *p, int remove, const char *name,
+                      const char *role, uint8_t tok)
+{
+    memset(p, 0, sizeof(*p));
+    dossier__store__v1__command__init(&p->cmd);
+    dossier__store__v1__principal_op__init(&p->op);
+    p->cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_PRINCIPAL_OP;
+    p->cmd.principal_op = &p->op;
+    p->cmd.time_ms = 1000;
+    memset(p->hash, tok, sizeof(p->hash));
+    p->op.remove = remove;
+    p->op.name = (char *)name;
+    p->op.role = (char *)role;
+    p->op.token_hash = (ProtobufCBinaryData){sizeof(p->hash), p->hash};
+    p->op.purposes = "";
+}
+
+/* The bootstrap token's first_only add is applied only while the state
+ * never held a principal: not twice in one batch, not after the first
+ * principal was removed again (the "bootstrapped" row stays), and not
+ * after a reopen. */
+static void test_first_only_add_is_refused_once_bootstrapped(void **state)
+{
+    struct fixture *f = *state;
+    struct prin a, b, rm;
+    struct store_result res;
+    struct store_batch *bt;
+
+    fx_open(f);
+    assert_int_equal(store_bootstrapped(f->s), 0);
+    prin_init(&a, 0, "ops", "admin", 0x01);
+    a.op.first_only = 1;
+    prin_init(&b, 0, "ops2", "admin", 0x02);
+    b.op.first_only = 1;
+    /* Two bootstrap adds racing into one batch: the second loses. */
+    bt = store_batch_begin(f->s);
+    assert_int_equal(store_apply(bt, &a.cmd, &res), 0);
+    assert_int_equal(store_apply(bt, &b.cmd, &res),
+                     DOSSIER_FAILED_PRECONDITION);
+    commit_ok(bt);
+    assert_int_equal(store_principal_count(f->s), 1);
+    assert_int_equal(store_bootstrapped(f->s), 1);
+    /* The only principal removes itself: none left, still spent. */
+    prin_init(&rm, 1, "ops", "", 0);
+    apply1_ok(f->s, &rm.cmd, &res);
+    assert_int_equal(store_principal_count(f->s), 0);
+    assert_int_equal(store_bootstrapped(f->s), 1);
+    prin_init(&b, 0, "mallory", "admin", 0x03);
+    b.op.first_only = 1;
+    assert_int_equal(apply1(f->s, &b.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    fx_reopen(f);
+    assert_int_equal(store_bootstrapped(f->s), 1);
+    assert_int_equal(apply1(f->s, &b.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    /* An add without first_only (an admin's) still works. */
+    b.op.first_only = 0;
+    apply1_ok(f->s, &b.cmd, &res);
+    assert_int_equal(store_principal_count(f->s), 1);
+}
+
+/* A removal with keep_an_admin (from a node under --require-auth) never
+ * takes the last admin out of the state; other removals go through. */
+static void test_keep_an_admin_refuses_removing_the_last_admin(void **state)
+{
+    struct fixture *f = *state;
+    struct prin ops, ops2, svc, rm;
+    struct store_result res;
+
+    fx_open(f);
+    prin_init(&ops, 0, "ops", "admin", 0x01);
+    prin_init(&ops2, 0, "ops2", "admin", 0x02);
+    prin_init(&svc, 0, "svc", "service", 0x03);
+    apply1_ok(f->s, &ops.cmd, &res);
+    apply1_ok(f->s, &svc.cmd, &res);
+    prin_init(&rm, 1, "ops", "", 0);
+    rm.op.keep_an_admin = 1;
+    assert_int_equal(apply1(f->s, &rm.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "last admin"));
+    apply1_ok(f->s, &ops2.cmd, &res);
+    apply1_ok(f->s, &rm.cmd, &res); /* ops2 is still an admin */
+    prin_init(&rm, 1, "ops2", "", 0);
+    rm.op.keep_an_admin = 1;
+    assert_int_equal(apply1(f->s, &rm.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    prin_init(&rm, 1, "svc", "", 0);
+    rm.op.keep_an_admin = 1;
+    apply1_ok(f->s, &rm.cmd, &res); /* not an admin */
+    prin_init(&rm, 1, "ops2", "", 0);
+    apply1_ok(f->s, &rm.cmd, &res); /* without the flag: as asked */
+    assert_int_equal(store_principal_count(f->s), 0);
+}
+
 /* A rectification is an update of a subject's record at a known version:
  * without one, or without a field named, it is malformed; at the wrong
  * version, a conflict; applied, the record changes. */
@@ -2527,7 +2859,12 @@ int main(void)
         T(test_put_with_malformed_link_is_corrupt),
         T(test_key_rotation_steps_check_what_is_stored),
         T(test_record_retention_counts_from_the_kinds_base),
+        T(test_retention_skips_restricted_subjects),
+        T(test_erasure_done_counts_members_only),
+        T(test_install_leaves_no_byte_of_the_senders_log),
         T(test_rectify_is_an_update_at_a_version),
+        T(test_first_only_add_is_refused_once_bootstrapped),
+        T(test_keep_an_admin_refuses_removing_the_last_admin),
         T(test_revision_survives_reopen),
         T(test_batch_of_failed_commands_keeps_revision),
         T(test_aborted_batch_writes_nothing),
