@@ -26,7 +26,7 @@
 #define MERGE_COMMAND_MAX (3u << 20)
 /* Proposals that lost a race (RETRY) are prepared again this many times. */
 #define MERGE_ATTEMPTS 3
-#define MERGE_ID_LEN 20
+#define MERGE_ID_LEN STORE_MERGE_ID_LEN
 
 typedef Dossier__Store__V1__Command Command_t;
 
@@ -64,9 +64,9 @@ static int merge_get(struct node *n, const char *id,
     int rc;
 
     *out = NULL;
-    if (strlen(id) != MERGE_ID_LEN || memcmp(id, "MRG-", 4) != 0)
+    if (!store_merge_id_valid(id))
         return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                       "a merge id is MRG- and 16 hex digits");
+                       "a merge id is MRG- and 16 upper-case hex digits");
     prefix[0] = 'u';
     memcpy(prefix + 1, id, MERGE_ID_LEN);
     rc = store_scan_messages(n->store, STORE_POLICY, prefix, sizeof(prefix),

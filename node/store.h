@@ -417,6 +417,12 @@ int store_record_links(struct store *s, const char *kind,
                        struct dossier_status *st);
 void store_links_free(struct store_link *l, size_t n);
 
+/* Merges (store_crm.c). A merge id is "MRG-" and 16 upper-case hex
+ * digits: 1 if @id is one, else 0. The API and apply check ids with this
+ * one function. */
+#define STORE_MERGE_ID_LEN 20
+int store_merge_id_valid(const char *id);
+
 /* Reads subject @sp's key into *@out (free with
  * dossier__store__v1__subject_key__free_unpacked).
  * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */

@@ -58,10 +58,10 @@ int store_apply_duplicate_rules(struct store_batch *b, const Command *cmd,
  * as every change gives one. Change-feed rows are not tracked: the feed
  * records the merge and the undo as changes of their own. */
 
-#define MERGE_ID_LEN 20 /* "MRG-" and 16 hex digits */
+#define MERGE_ID_LEN STORE_MERGE_ID_LEN
 #define HASH_BYTES 16
 
-static int merge_id_valid(const char *id)
+int store_merge_id_valid(const char *id)
 {
     if (strlen(id) != MERGE_ID_LEN || memcmp(id, "MRG-", 4) != 0)
         return 0;
@@ -567,7 +567,7 @@ static int merge_form(const Dossier__Store__V1__MergeOp *op,
                       struct store_result *res)
 {
     const Dossier__Store__V1__PutOp *s = op->survivor;
-    if (!merge_id_valid(op->id) || !s || !store_put_op_valid(s) ||
+    if (!store_merge_id_valid(op->id) || !s || !store_put_op_valid(s) ||
         s->expect_case != DOSSIER__STORE__V1__PUT_OP__EXPECT_EXPECTED_VERSION ||
         s->new_subject_key || op->n_duplicates == 0)
         return store_apply_bad(res, "merge");
@@ -1190,7 +1190,7 @@ static int merge_record_get(struct store_batch *b, const char *id,
     int rc;
 
     *out = NULL;
-    if (!merge_id_valid(id))
+    if (!store_merge_id_valid(id))
         return store_apply_bad(res, "merge id");
     key[0] = 'u';
     memcpy(key + 1, id, MERGE_ID_LEN);

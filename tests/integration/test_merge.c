@@ -620,6 +620,15 @@ static void test_merge_undo_and_confirm(void **state)
     assert_int_equal(dossier_merge_confirm(c, NULL, id, NULL, NULL, &st),
                      DOSSIER_NOT_FOUND);
     assert_true(audited(c, "records.merge_undo"));
+    /* What is no merge id is refused as such, before any lookup: the
+     * API checks ids as apply does (lower-case or non-hex digits). */
+    assert_int_equal(dossier_merge_undo(c, NULL, "MRG-0123456789abcdef",
+                                        NULL, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "upper-case hex"));
+    assert_int_equal(dossier_merge_confirm(c, NULL, "MRG-0123456789ABCDEG",
+                                           NULL, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
 
     /* A change to a merged record since: the undo would lose it. */
     assert_int_equal(merge_dup(c, "c-surv", "c-dup",

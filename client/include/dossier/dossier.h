@@ -1279,7 +1279,8 @@ dossier_merge(struct dossier_client *c, const struct dossier_call_options *co,
               struct dossier_merge_info *out, struct dossier_status *st);
 
 /* Undoes pending merge @id (@reference: a label, may be NULL).
- * Errors: DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
+ * Errors: DOSSIER_INVALID_ARGUMENT (@id is not MRG- and 16 upper-case hex
+ * digits), DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
  * confirmed), DOSSIER_FAILED_PRECONDITION (something the merge changed has
  * changed since; the message names it). */
 DOSSIER_API DOSSIER_MUST_CHECK int
@@ -1289,7 +1290,8 @@ dossier_merge_undo(struct dossier_client *c,
                    struct dossier_status *st);
 
 /* Confirms pending merge @id: its undo data is deleted, and it can no
- * longer be undone. Errors: DOSSIER_NOT_FOUND. */
+ * longer be undone. Errors: DOSSIER_INVALID_ARGUMENT (not a merge id),
+ * DOSSIER_NOT_FOUND. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_merge_confirm(struct dossier_client *c,
                       const struct dossier_call_options *co, const char *id,
