@@ -56,7 +56,9 @@ int store_apply_duplicate_rules(struct store_batch *b, const Command *cmd,
  * key back, after checking that none changed since (its value still
  * hashes to what the merge wrote). Records come back with a new version,
  * as every change gives one. Change-feed rows are not tracked: the feed
- * records the merge and the undo as changes of their own. */
+ * records the merge and the undo as changes of their own, and the
+ * duplicates' earlier changes leave it at the merge, as a deleted
+ * record's do. */
 
 #define MERGE_ID_LEN STORE_MERGE_ID_LEN
 #define HASH_BYTES 16
@@ -1008,6 +1010,18 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
     }
     for (size_t i = 0; rc == 0 && i < op->n_duplicates; i++)
         rc = record_drop(&w, s->kind, op->duplicates[i]->rid.data, m.dups[i]);
+    /* As a Delete does: the duplicates' earlier changes leave the feed, so
+     * the values that lost to the survivor's are not kept there (the feed
+     * keeps each deletion, below). An undo does not need them: it puts
+     * every record it restores. Before the merged subjects' rows of the
+     * change index are copied below, so none of theirs is copied. */
+    for (size_t i = 0; rc == 0 && i < op->n_duplicates; i++) {
+        const ProtobufCBinaryData *sub = &m.dups[i]->subject;
+        if (store_batch_changes_forget(
+                b, op->duplicates[i]->rid.data,
+                sub->len == STORE_SP_BYTES ? sub->data : NULL, rev))
+            rc = DOSSIER_NOMEM;
+    }
     if (rc == 0)
         rc = record_write(&w, s, m.survivor, rev, m.survivor->created_at_ms,
                           cmd->time_ms, &packed[0], &plen[0]);

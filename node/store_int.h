@@ -138,6 +138,12 @@ int store_batch_change_record(struct store_batch *b, const Command *cmd,
                               const ProtobufCBinaryData *subject,
                               const uint8_t *packed, size_t len);
 
+/* Takes out of the feed the changes of record @rid (whose subject is @sp,
+ * NULL for none) before revision @before, with their index rows, as a
+ * Delete does. Errors: DOSSIER_NOMEM. */
+int store_batch_changes_forget(struct store_batch *b, const uint8_t *rid,
+                               const uint8_t *sp, uint64_t before);
+
 /* Records a consent change of subject @sp at revision @rev in the feed.
  * Errors: DOSSIER_NOMEM. */
 int store_batch_change_consent(struct store_batch *b, const Command *cmd,

@@ -686,6 +686,81 @@ static void test_merge_undo_and_confirm(void **state)
     node_destroy(&n);
 }
 
+/* What a watcher from revision 1 sees of the duplicates. */
+struct dup_feed {
+    uint64_t until;
+    int puts, deletes, erased; /* changes of d-same and d-other */
+    int old_values;            /* changes holding a value that lost */
+    int survivor_city;         /* survivor puts holding the moved city */
+};
+
+static int dup_feed_cb(void *arg, const struct dossier_change *ch)
+{
+    struct dup_feed *f = arg;
+    const struct dossier_record *r = ch->record;
+    if (r && (strcmp(r->id, "d-same") == 0 || strcmp(r->id, "d-other") == 0)) {
+        const char *n = str_field(r, "first_name");
+        f->puts += ch->type == DOSSIER_CHANGE_PUT;
+        f->deletes += ch->type == DOSSIER_CHANGE_DELETE;
+        f->erased += ch->content_erased;
+        f->old_values += !strcmp(n, "Annie") || !strcmp(n, "Anny") ||
+                         !strcmp(n, "Anja");
+    }
+    if (r && strcmp(r->id, "s-1") == 0 && ch->type == DOSSIER_CHANGE_PUT &&
+        !strcmp(str_field(r, "city"), "Bath"))
+        f->survivor_city++;
+    return ch->revision >= f->until;
+}
+
+/* Once merged and confirmed, the duplicates' earlier changes are gone
+ * from the change feed, as a deleted record's are: a watcher from
+ * revision 1 sees each duplicate's deletion only, none of the values
+ * that lost to the survivor's (for a duplicate of the survivor's own
+ * subject, whose key stays, and one of another subject), and the values
+ * that won in the survivor's put. */
+static void test_merge_leaves_no_lost_values_in_the_feed(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c;
+    struct dossier_merge_info mi;
+    struct dossier_status st;
+    struct dossier_merge_request req = {.kind = "contact",
+                                        .survivor_id = "s-1",
+                                        .n_duplicates = 2,
+                                        .prefer = DOSSIER_MERGE_PREFER_SURVIVOR};
+    const char *dups[] = {"d-same", "d-other"};
+    struct dossier_watch_options wo = {.start = {.revision = 1}};
+    struct dossier_call_options co = {.timeout_ms = 10000};
+    struct dup_feed f = {0};
+    char id[24];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = harness_client_as(n.addr, NULL, "operations");
+    contact(c, "s-1", "p-x", "Ann", NULL, NULL, NULL, NULL);
+    contact(c, "d-same", "p-x", "Annie", NULL, NULL, "Bath", NULL);
+    contact(c, "d-same", "p-x", "Anny", NULL, NULL, "Bath", NULL);
+    contact(c, "d-other", "p-y", "Anja", NULL, NULL, NULL, NULL);
+    req.duplicate_ids = dups;
+    assert_int_equal(dossier_merge(c, NULL, &req, &mi, &st), 0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_merge_confirm(c, NULL, id, NULL, &mi, &st), 0);
+    f.until = mi.version; /* the confirmation's revision: after the merge */
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_watch(c, &co, &wo, dup_feed_cb, &f, NULL, &st),
+                     0);
+    assert_int_equal(f.deletes, 2);
+    assert_int_equal(f.puts, 0);
+    assert_int_equal(f.erased, 0);
+    assert_int_equal(f.old_values, 0);
+    assert_int_equal(f.survivor_city, 1);
+
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
 /* A merge followed by an erasure leaves nothing of either record: on a
  * 3-node cluster, the survivor subject is erased while the merge is still
  * pending undo (which keeps the records as they were); then no sealed
@@ -803,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_merge_contacts),
         cmocka_unit_test(test_merge_rules_and_refusals),
         cmocka_unit_test(test_merge_undo_and_confirm),
+        cmocka_unit_test(test_merge_leaves_no_lost_values_in_the_feed),
         cmocka_unit_test(test_merge_then_erase),
     };
     int rc;

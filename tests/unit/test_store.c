@@ -2487,6 +2487,64 @@ static void test_erase_takes_merged_subjects_and_pending_merges(void **state)
     dossier__store__v1__erasure_record__free_unpacked(er, NULL);
 }
 
+/* How many changes of record 16 x @rid_byte the feed holds, and of
+ * which types (a bit per ChangeType). */
+static size_t feed_of(struct store *s, uint8_t rid_byte, unsigned *types)
+{
+    struct store_change ch[FEED_MAX];
+    uint8_t rid[STORE_RID_BYTES];
+    size_t n = feed_read(s, ch), hits = 0;
+    memset(rid, rid_byte, sizeof(rid));
+    *types = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ch[i].e->rid.len == STORE_RID_BYTES &&
+            memcmp(ch[i].e->rid.data, rid, STORE_RID_BYTES) == 0) {
+            hits++;
+            *types |= 1u << ch[i].e->type;
+        }
+    store_changes_free(ch, n);
+    return hits;
+}
+
+#define BIT(t) (1u << DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_##t)
+
+/* A merge takes the duplicate's earlier changes out of the feed, as a
+ * Delete does, with their index rows: the feed keeps its deletion only,
+ * and the moved record's changes stay. An undo puts the duplicate back
+ * in the feed. */
+static void test_merge_forgets_the_duplicates_changes(void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct merge m;
+    struct put p;
+    unsigned types;
+    uint8_t sp_b[STORE_SP_BYTES];
+    struct keys ks;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    put_init(&p, "contact", 0x02, 0x6b, 9, 1500); /* a second change of D */
+    put_index(&p, "email", 0xe1);
+    put_link(&p, "works_at", "company", 0x0c);
+    apply1_ok(f->s, &p.cmd, &res);
+    assert_int_equal(feed_of(f->s, 0x02, &types), 2);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    assert_int_equal(feed_of(f->s, 0x02, &types), 1);
+    assert_int_equal(types, BIT(DELETE));
+    assert_int_equal(feed_of(f->s, 0x03, &types), 2); /* its put, moved */
+    assert_int_equal(types, BIT(PUT));
+    /* D's rows left the merged subject's index, and were not copied. */
+    memset(sp_b, 0x6b, sizeof(sp_b));
+    scan(f->s, STORE_CHANGE_INDEX, sp_b, sizeof(sp_b), NULL, 0, &ks);
+    for (size_t i = 0; i < ks.n; i++)
+        assert_int_not_equal(ks.k[i][ks.len[i] - 1], 0x02);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    assert_int_equal(feed_of(f->s, 0x02, &types), 2);
+    assert_int_equal(types, BIT(DELETE) | BIT(PUT));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2550,6 +2608,7 @@ int main(void)
         T(test_merge_of_a_changed_store_is_retry),
         T(test_merge_undo_refused_after_a_change_then_confirmed),
         T(test_erase_takes_merged_subjects_and_pending_merges),
+        T(test_merge_forgets_the_duplicates_changes),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),
