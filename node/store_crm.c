@@ -903,37 +903,44 @@ static int consent_merge(struct mw *w, const Command *cmd, const uint8_t *sp,
 }
 
 /* Copies the merged subject's rows of the change index under the
- * survivor's subject, so that its erasure takes them out of the feed;
- * the copies go into @feed for an undo. */
+ * survivor's subject (@del 0), or deletes those copies again (@del 1, an
+ * undo): the moved records' earlier changes are then found through their
+ * new subject's index, so that a later delete, rectification or expiry
+ * of one takes them out of the feed. The copies are not listed in the
+ * MergeRecord: the change index is trimmed by each node on its own, so
+ * an undo finds them from the merged subject's rows as its node holds
+ * them (a copy has the same revision, seq and record as its row, and is
+ * trimmed with it). */
 struct feed_copy {
     struct store_batch *b;
     const uint8_t *to;
-    ProtobufCBinaryData *keys;
-    size_t n, cap;
+    int del;
 };
 
 static int feed_copy_cb(void *arg, const uint8_t *key, size_t klen)
 {
     struct feed_copy *f = arg;
-    uint8_t *nk;
-    if (klen <= STORE_SP_BYTES)
+    uint8_t nk[STORE_SP_BYTES + 12 + STORE_RID_BYTES];
+    if (klen <= STORE_SP_BYTES || klen > sizeof(nk))
         return 0;
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? 2 * f->cap : 64;
-        void *p = realloc(f->keys, cap * sizeof(*f->keys));
-        if (!p)
-            return DOSSIER_NOMEM;
-        f->keys = p;
-        f->cap = cap;
-    }
-    if (!(nk = malloc(klen)))
-        return DOSSIER_NOMEM;
     memcpy(nk, f->to, STORE_SP_BYTES);
     memcpy(nk + STORE_SP_BYTES, key + STORE_SP_BYTES, klen - STORE_SP_BYTES);
-    rocksdb_writebatch_wi_put_cf(f->b->wb, f->b->s->cf[STORE_CHANGE_INDEX],
-                                 (const char *)nk, klen, "", 0);
-    f->keys[f->n++] = (ProtobufCBinaryData){klen, nk};
+    if (f->del)
+        rocksdb_writebatch_wi_delete_cf(f->b->wb,
+                                        f->b->s->cf[STORE_CHANGE_INDEX],
+                                        (const char *)nk, klen);
+    else
+        rocksdb_writebatch_wi_put_cf(f->b->wb, f->b->s->cf[STORE_CHANGE_INDEX],
+                                     (const char *)nk, klen, "", 0);
     return 0;
+}
+
+static int feed_copies(struct store_batch *b, const uint8_t *from,
+                       const uint8_t *to, int del)
+{
+    struct feed_copy f = {b, to, del};
+    return store_batch_keys(b, STORE_CHANGE_INDEX, from, STORE_SP_BYTES,
+                            feed_copy_cb, &f);
 }
 
 /* ---- Apply ---- */
@@ -979,7 +986,6 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
     struct dossier_status *st = &res->status;
     struct merge_state m;
     struct consents cur = {0};
-    struct feed_copy feed = {0};
     struct mw w;
     uint8_t **packed = NULL, key[STORE_KEY_MAX + 32];
     size_t *plen = NULL, n_packed, klen;
@@ -1064,12 +1070,8 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
                       &ms.base);
             rc = w.rc;
         }
-        if (rc == 0) {
-            feed.b = b;
-            feed.to = s->subject.data;
-            rc = store_batch_keys(b, STORE_CHANGE_INDEX, bsp, STORE_SP_BYTES,
-                                  feed_copy_cb, &feed);
-        }
+        if (rc == 0)
+            rc = feed_copies(b, bsp, s->subject.data, 0);
     }
     if (rc == 0 && restricted) {
         memcpy(key, s->subject.data, STORE_SP_BYTES);
@@ -1150,8 +1152,6 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
         mr.revision = rev;
         mr.records_moved = op->n_moved;
         mr.links_moved = op->n_repoints;
-        mr.n_feed_keys = feed.n;
-        mr.feed_keys = feed.keys;
         Dossier__Store__V1__MergeImage *im = NULL;
         if (images_to_record(&w, &mr, &im))
             rc = DOSSIER_NOMEM;
@@ -1183,9 +1183,6 @@ out:
     free(packed);
     free(plen);
     free(dup_rids);
-    for (size_t i = 0; i < feed.n; i++)
-        free(feed.keys[i].data);
-    free(feed.keys);
     consents_free(&cur);
     mw_release(&w);
     merge_state_release(&m);
@@ -1348,6 +1345,12 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
                 goto out;
         }
     rev = b->revision + 1;
+    /* The copies of the merged subjects' change-index rows go (before
+     * the undo's own changes are indexed under those subjects). */
+    for (size_t j = 0; rc == 0 && j < mr->n_subjects; j++)
+        if (mr->subjects[j].len == STORE_SP_BYTES &&
+            mr->subject.len == STORE_SP_BYTES)
+            rc = feed_copies(b, mr->subjects[j].data, mr->subject.data, 1);
     for (size_t i = 0; rc == 0 && i < mr->n_images; i++) {
         const Dossier__Store__V1__MergeImage *im = mr->images[i];
         rocksdb_column_family_handle_t *cf = b->s->cf[im->family];
@@ -1413,10 +1416,6 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
             dossier__store__v1__stored_record__free_unpacked(r, NULL);
         }
     }
-    for (size_t i = 0; rc == 0 && i < mr->n_feed_keys; i++)
-        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
-                                        (const char *)mr->feed_keys[i].data,
-                                        mr->feed_keys[i].len);
     if (rc) {
         if (rc == DOSSIER_NOMEM)
             err_set(&res->status, rc, "out of memory");
