@@ -1073,6 +1073,15 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
         if (rc == 0)
             rc = feed_copies(b, bsp, s->subject.data, 0);
     }
+    /* The survivor subject's restriction is watched: its image is kept
+     * even when the merge leaves it as it is, so an undo sees one made or
+     * lifted since (the merged subjects it restores would not carry it). */
+    if (rc == 0 && s->subject.len == STORE_SP_BYTES) {
+        memcpy(key, s->subject.data, STORE_SP_BYTES);
+        key[STORE_SP_BYTES] = 'r';
+        if (!mw_touch(&w, STORE_CONSENT, key, STORE_SP_BYTES + 1))
+            rc = w.rc;
+    }
     if (rc == 0 && restricted) {
         memcpy(key, s->subject.data, STORE_SP_BYTES);
         key[STORE_SP_BYTES] = 'r';
@@ -1261,6 +1270,16 @@ static int changed_since(const Dossier__Store__V1__MergeRecord *mr,
         [STORE_CONSENT] = "a consent record",
         [STORE_LINK] = "a link",
     };
+    if (im->family == STORE_CONSENT && im->key.len == STORE_SP_BYTES + 1 &&
+        im->key.data[STORE_SP_BYTES] == 'r')
+        return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                       "merge %s cannot be undone: a restriction of "
+                       "processing (Art. 18) of a subject it merged was "
+                       "made or lifted since, and the subjects the undo "
+                       "restores would not have it as decided; confirm the "
+                       "merge, or set the restriction back as it was before "
+                       "undoing",
+                       mr->id);
     if (im->family == STORE_RECORD && v) {
         StoredRecord *r = dossier__store__v1__stored_record__unpack(
             NULL, vlen, (const uint8_t *)v);
@@ -1281,6 +1300,79 @@ static int changed_since(const Dossier__Store__V1__MergeRecord *mr,
                    im->family < STORE_N_FAMILIES && what[im->family]
                        ? what[im->family]
                        : im->family == STORE_RECORD ? "a record" : "a row");
+}
+
+/* Whether merge @mr kept an image of (@family, @key). */
+static int has_image(const Dossier__Store__V1__MergeRecord *mr, int family,
+                     const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < mr->n_images; i++)
+        if ((int)mr->images[i]->family == family &&
+            mr->images[i]->key.len == klen &&
+            memcmp(mr->images[i]->key.data, key, klen) == 0)
+            return 1;
+    return 0;
+}
+
+/* A consent event of the survivor's subject after the merge, not the
+ * merge's own: its history row ("h" revision) is newer than the merge and
+ * the merge kept no image of it. */
+struct consent_since {
+    struct store_batch *b;
+    const Dossier__Store__V1__MergeRecord *mr;
+    struct store_result *res;
+};
+
+static int consent_since_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct consent_since *cs = arg;
+    Dossier__Store__V1__StoredConsent *c;
+    char *v;
+    size_t vlen;
+    int rc;
+
+    if (klen != STORE_SP_BYTES + 9 ||
+        store_be_u64(key + STORE_SP_BYTES + 1) <= cs->mr->revision ||
+        has_image(cs->mr, STORE_CONSENT, key, klen))
+        return 0;
+    if ((rc = store_get_raw(cs->b->s, cs->b, STORE_CONSENT, key, klen, &v,
+                            &vlen, &cs->res->status)))
+        return rc;
+    c = v ? dossier__store__v1__stored_consent__unpack(NULL, vlen,
+                                                       (const uint8_t *)v)
+          : NULL;
+    rocksdb_free(v);
+    if (!c)
+        return err_set(&cs->res->status, DOSSIER_CORRUPT,
+                       "a consent record is corrupt");
+    rc = err_set(&cs->res->status, DOSSIER_FAILED_PRECONDITION,
+                 "merge %s cannot be undone: consent of the survivor's "
+                 "subject to purpose '%s' was decided since (revision %llu), "
+                 "and the subjects the undo restores would not carry that "
+                 "decision; confirm the merge instead",
+                 cs->mr->id, c->purpose, (unsigned long long)c->revision);
+    dossier__store__v1__stored_consent__free_unpacked(c, NULL);
+    return rc;
+}
+
+/* FAILED_PRECONDITION when the survivor's subject decided on consent
+ * since merge @mr (an undo would split the person without it). */
+static int consent_since(struct store_batch *b,
+                         const Dossier__Store__V1__MergeRecord *mr,
+                         struct store_result *res)
+{
+    struct consent_since cs = {b, mr, res};
+    uint8_t prefix[STORE_SP_BYTES + 1];
+    int rc;
+    if (mr->subject.len != STORE_SP_BYTES)
+        return 0;
+    memcpy(prefix, mr->subject.data, STORE_SP_BYTES);
+    prefix[STORE_SP_BYTES] = 'h';
+    rc = store_batch_keys(b, STORE_CONSENT, prefix, sizeof(prefix),
+                          consent_since_cb, &cs);
+    if (rc == DOSSIER_NOMEM)
+        return err_set(&res->status, rc, "out of memory");
+    return rc;
 }
 
 int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
@@ -1344,6 +1436,11 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
             if (rc)
                 goto out;
         }
+    /* A consent decision of the survivor's subject since the merge, for
+     * a purpose the merge did not touch, is not among the images: the
+     * undo would leave it with the survivor only. */
+    if ((rc = consent_since(b, mr, res)))
+        goto out;
     rev = b->revision + 1;
     /* The copies of the merged subjects' change-index rows go (before
      * the undo's own changes are indexed under those subjects). */

@@ -761,6 +761,76 @@ static void test_merge_leaves_no_lost_values_in_the_feed(void **state)
     node_destroy(&n);
 }
 
+/* An undo restores the merged subject as it was before the merge, so it
+ * must not undo what the person decided since: with the survivor's
+ * subject restricted after the merge, even a legal_claims undo is
+ * refused and the duplicate stays merged (its subject is not handed back
+ * unrestricted); lifted again, the undo goes through. A consent decision
+ * since, for a purpose the merge did not touch, refuses the undo too. */
+static void test_merge_undo_keeps_later_restrictions(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c, *legal;
+    struct dossier_merge_info mi;
+    struct dossier_subject_status ss;
+    struct dossier_status st;
+    struct dossier_record *r;
+    char id[24];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = harness_client_as(n.addr, NULL, "operations");
+    legal = harness_client_as(n.addr, NULL, "legal_claims");
+    contact(c, "m-surv", "mp-a", "Mia", NULL, NULL, NULL, NULL);
+    contact(c, "m-dup", "mp-b", "Mya", NULL, NULL, "York", NULL);
+    r = dossier_record_new("activity", "m-act", "mp-b");
+    dossier_record_set_string(r, "type", "call");
+    put_or_fail(c, r);
+    assert_int_equal(merge_dup(c, "m-surv", "m-dup",
+                               DOSSIER_MERGE_PREFER_SURVIVOR, &mi, &st),
+                     0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+
+    assert_int_equal(
+        dossier_subject_restrict(c, NULL, "mp-a", "DSR-30", NULL, &st), 0);
+    assert_int_equal(dossier_merge_undo(legal, NULL, id, NULL, NULL, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "restriction"));
+    assert_int_equal(get_code(c, "contact", "m-dup"), DOSSIER_NOT_FOUND);
+    assert_int_equal(dossier_subject_status(legal, NULL, "mp-a", NULL, &ss,
+                                            &st),
+                     0);
+    assert_true(ss.restricted);
+    assert_int_equal(ss.records, 2);
+
+    assert_int_equal(
+        dossier_subject_unrestrict(c, NULL, "mp-a", "DSR-30", NULL, &st), 0);
+    assert_int_equal(dossier_merge_undo(c, NULL, id, NULL, NULL, &st), 0);
+    assert_int_equal(get_code(c, "contact", "m-dup"), 0);
+    assert_int_equal(get_code(c, "activity", "m-act"), 0);
+
+    /* Consent to a purpose neither had decided on, given after the
+     * merge. */
+    assert_int_equal(merge_dup(c, "m-surv", "m-dup",
+                               DOSSIER_MERGE_PREFER_SURVIVOR, &mi, &st),
+                     0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_consent_withdraw(c, NULL, "mp-a", "analytics",
+                                              "app", "v4", NULL, &st),
+                     0);
+    assert_int_equal(dossier_merge_undo(c, NULL, id, NULL, NULL, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "'analytics'"));
+    assert_int_equal(get_code(c, "contact", "m-dup"), DOSSIER_NOT_FOUND);
+
+    dossier_client_close(legal);
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
 /* A merge followed by an erasure leaves nothing of either record: on a
  * 3-node cluster, the survivor subject is erased while the merge is still
  * pending undo (which keeps the records as they were); then no sealed
@@ -879,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_merge_rules_and_refusals),
         cmocka_unit_test(test_merge_undo_and_confirm),
         cmocka_unit_test(test_merge_leaves_no_lost_values_in_the_feed),
+        cmocka_unit_test(test_merge_undo_keeps_later_restrictions),
         cmocka_unit_test(test_merge_then_erase),
     };
     int rc;

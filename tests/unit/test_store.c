@@ -2621,6 +2621,54 @@ static void test_merge_record_does_not_depend_on_the_feed(void **state)
     copies_are(f->s, 0x6b, 0x5a, 0);
 }
 
+static void restrict_subject(struct store *s, uint8_t sp_byte, int on)
+{
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RestrictOp op = DOSSIER__STORE__V1__RESTRICT_OP__INIT;
+    struct store_result res;
+    uint8_t sp[STORE_SP_BYTES];
+    memset(sp, sp_byte, sizeof(sp));
+    op.subject = (ProtobufCBinaryData){sizeof(sp), sp};
+    op.restricted = on;
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION;
+    cmd.restriction = &op;
+    apply1_ok(s, &cmd, &res);
+}
+
+/* An undo restores the merged subjects as they were before the merge: a
+ * restriction of the survivor's subject made since, or a consent decision
+ * since for a purpose the merge did not touch, would not reach them, so
+ * the undo is refused, naming why; with the restriction lifted again it
+ * goes through. */
+static void test_merge_undo_refused_after_a_restriction_or_consent(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct dump before;
+    struct merge m;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    state_dump(f->s, &before);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    restrict_subject(f->s, 0x5a, 1);
+    assert_int_equal(settle(f->s, 1, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "restriction"));
+    restrict_subject(f->s, 0x5a, 0);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    assert_true(same_state(f->s, &before));
+    free(before.b);
+
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    consent(f->s, 0x5a, "profiling", 0);
+    assert_int_equal(settle(f->s, 1, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "'profiling'"));
+    assert_int_equal(settle(f->s, 0, &res), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2686,6 +2734,7 @@ int main(void)
         T(test_erase_takes_merged_subjects_and_pending_merges),
         T(test_merge_forgets_the_duplicates_changes),
         T(test_merge_record_does_not_depend_on_the_feed),
+        T(test_merge_undo_refused_after_a_restriction_or_consent),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),

@@ -1282,7 +1282,9 @@ dossier_merge(struct dossier_client *c, const struct dossier_call_options *co,
  * Errors: DOSSIER_INVALID_ARGUMENT (@id is not MRG- and 16 upper-case hex
  * digits), DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
  * confirmed), DOSSIER_FAILED_PRECONDITION (something the merge changed has
- * changed since; the message names it). */
+ * changed since, or the survivor's subject was restricted or unrestricted,
+ * or decided on consent, since the merge: the restored subjects would not
+ * carry it; the message names it). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_merge_undo(struct dossier_client *c,
                    const struct dossier_call_options *co, const char *id,
