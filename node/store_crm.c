@@ -1,6 +1,6 @@
 /* The CRM commands of the replicated state machine: duplicate rules (and,
  * below, merges). Applied by store_apply(), deterministically, like every
- * command (store.h). */
+ * command (store.h); also the reads of pending merges' summaries. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -63,6 +63,8 @@ int store_apply_duplicate_rules(struct store_batch *b, const Command *cmd,
 #define MERGE_ID_LEN STORE_MERGE_ID_LEN
 #define HASH_BYTES 16
 
+typedef Dossier__Store__V1__MergeSummary MergeSummary;
+
 int store_merge_id_valid(const char *id)
 {
     if (strlen(id) != MERGE_ID_LEN || memcmp(id, "MRG-", 4) != 0)
@@ -71,6 +73,155 @@ int store_merge_id_valid(const char *id)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'F')))
             return 0;
     return 1;
+}
+
+/* ---- Summaries: "w" revision id (MergeSummary) and "v" id (revision),
+ * what a listing and the API read instead of the MergeRecord. ---- */
+
+#define SUMMARY_KEY_LEN (1 + 8 + MERGE_ID_LEN)
+
+static void summary_key(uint8_t key[SUMMARY_KEY_LEN], uint64_t rev,
+                        const char *id)
+{
+    key[0] = 'w';
+    store_u64_be(key + 1, rev);
+    memcpy(key + 9, id, MERGE_ID_LEN);
+}
+
+/* Writes summary @ms and its "v" row. Errors: DOSSIER_NOMEM. */
+static int summary_put(struct store_batch *b, const MergeSummary *ms)
+{
+    uint8_t key[SUMMARY_KEY_LEN], vkey[1 + MERGE_ID_LEN], rev[8];
+    summary_key(key, ms->revision, ms->id);
+    if (store_batch_put_pb(b, STORE_POLICY, key, sizeof(key), &ms->base))
+        return DOSSIER_NOMEM;
+    vkey[0] = 'v';
+    memcpy(vkey + 1, ms->id, MERGE_ID_LEN);
+    store_u64_be(rev, ms->revision);
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
+                                 (const char *)vkey, sizeof(vkey),
+                                 (const char *)rev, sizeof(rev));
+    return 0;
+}
+
+/* Reads the summary of merge @id (a valid id), through @b when set (else
+ * the caller holds the swap lock), into *@out.
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+static int summary_read(struct store *s, struct store_batch *b,
+                        const char *id, MergeSummary **out,
+                        struct dossier_status *st)
+{
+    uint8_t vkey[1 + MERGE_ID_LEN], key[SUMMARY_KEY_LEN];
+    char *v;
+    size_t vlen;
+    uint64_t rev;
+    int rc;
+
+    *out = NULL;
+    vkey[0] = 'v';
+    memcpy(vkey + 1, id, MERGE_ID_LEN);
+    if ((rc = store_get_raw(s, b, STORE_POLICY, vkey, sizeof(vkey), &v, &vlen,
+                            st)))
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND,
+                       "no pending merge %s (never made, undone or "
+                       "confirmed)",
+                       id);
+    rev = vlen == 8 ? store_be_u64((const uint8_t *)v) : 0;
+    rocksdb_free(v);
+    summary_key(key, rev, id);
+    if ((rc = store_get_raw(s, b, STORE_POLICY, key, sizeof(key), &v, &vlen,
+                            st)))
+        return rc;
+    *out = v ? dossier__store__v1__merge_summary__unpack(NULL, vlen,
+                                                         (const uint8_t *)v)
+             : NULL;
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "the summary of merge %s is "
+                                            "missing or corrupt",
+                       id);
+    return 0;
+}
+
+int store_merge_get(struct store *s, const char *id, MergeSummary **out,
+                    struct dossier_status *st)
+{
+    int rc;
+    *out = NULL;
+    if (!store_merge_id_valid(id))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "a merge id is MRG- and 16 upper-case hex digits");
+    pthread_rwlock_rdlock(&s->swap);
+    rc = summary_read(s, NULL, id, out, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc ? rc : err_ok(st);
+}
+
+struct merge_list {
+    MergeSummary **v;
+    size_t n, max;
+    int more;
+};
+
+static int merge_list_cb(void *arg, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    struct merge_list *l = arg;
+    (void)key;
+    if (klen != SUMMARY_KEY_LEN)
+        return DOSSIER_CORRUPT;
+    if (l->n == l->max) {
+        l->more = 1;
+        return 1;
+    }
+    if (!(l->v[l->n] = dossier__store__v1__merge_summary__unpack(NULL, vlen,
+                                                                 val)))
+        return DOSSIER_CORRUPT;
+    l->n++;
+    return 0;
+}
+
+int store_merge_list(struct store *s, uint64_t after, size_t max,
+                     MergeSummary ***out, size_t *n, int *more,
+                     struct dossier_status *st)
+{
+    struct merge_list l = {NULL, 0, max, 0};
+    uint8_t from[1 + 8 + 1];
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if (!(l.v = calloc(max + 1, sizeof(*l.v))))
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    /* After every summary of revision @after: an id never holds 0xff. */
+    from[0] = 'w';
+    store_u64_be(from + 1, after);
+    from[9] = 0xff;
+    rc = store_scan(s, STORE_POLICY, (const uint8_t *)"w", 1,
+                    after ? from : NULL, after ? sizeof(from) : 0,
+                    merge_list_cb, &l, st);
+    if (rc == 1)
+        rc = 0;
+    if (rc) {
+        store_merges_free(l.v, l.n);
+        return rc == DOSSIER_CORRUPT
+                   ? err_set(st, rc, "a pending merge's summary is corrupt")
+                   : rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    *more = l.more;
+    return err_ok(st);
+}
+
+void store_merges_free(MergeSummary **m, size_t n)
+{
+    for (size_t i = 0; m && i < n; i++)
+        dossier__store__v1__merge_summary__free_unpacked(m[i], NULL);
+    free(m);
 }
 
 /* One key the merge touched. */
@@ -1171,6 +1322,22 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
             rc = DOSSIER_NOMEM;
         free(im);
         free(mr.images);
+        if (rc == 0) {
+            MergeSummary ms = DOSSIER__STORE__V1__MERGE_SUMMARY__INIT;
+            ms.id = mr.id;
+            ms.kind = mr.kind;
+            ms.survivor = mr.survivor;
+            ms.subject = mr.subject;
+            ms.dek_id = mr.dek_id;
+            ms.sealed_ids = mr.sealed_ids;
+            ms.time_ms = mr.time_ms;
+            ms.principal = mr.principal;
+            ms.reference = mr.reference;
+            ms.revision = mr.revision;
+            ms.records_moved = mr.records_moved;
+            ms.links_moved = mr.links_moved;
+            rc = summary_put(b, &ms);
+        }
     }
     if (rc) {
         if (rc == DOSSIER_NOMEM)
@@ -1240,15 +1407,22 @@ static int names_merge(const Dossier__Store__V1__MergeRecord *mr,
            same_bytes(&mr->survivor, survivor);
 }
 
-/* Deletes merge @mr's row and its subject's pointer to it. */
+/* Deletes merge @mr's rows (the record and its summary) and its
+ * subject's pointer to it. */
 static void merge_forget(struct store_batch *b,
                          const Dossier__Store__V1__MergeRecord *mr)
 {
-    uint8_t key[STORE_SP_BYTES + 1 + MERGE_ID_LEN];
+    uint8_t key[STORE_SP_BYTES + 1 + MERGE_ID_LEN], skey[SUMMARY_KEY_LEN];
     key[0] = 'u';
     memcpy(key + 1, mr->id, MERGE_ID_LEN);
     rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
                                     (const char *)key, 1 + MERGE_ID_LEN);
+    key[0] = 'v';
+    rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
+                                    (const char *)key, 1 + MERGE_ID_LEN);
+    summary_key(skey, mr->revision, mr->id);
+    rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
+                                    (const char *)skey, sizeof(skey));
     if (mr->subject.len == STORE_SP_BYTES) {
         memcpy(key, mr->subject.data, STORE_SP_BYTES);
         key[STORE_SP_BYTES] = 'u';

@@ -478,6 +478,39 @@ static void test_merge_rules_and_refusals(void **state)
     assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
     assert_int_equal(get_code(c, "contact", "r2"), 0);
 
+    /* Three merges pending (m1, m3, d-s1), listed in pages, oldest
+     * first. */
+    {
+        struct dossier_page_request pr = {2, NULL};
+        struct dossier_merge_page pg, pg2;
+        struct dossier_merge_info *all;
+        size_t n_all;
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg, &st), 0);
+        assert_int_equal(pg.n_merges, 2);
+        assert_non_null(pg.next_page_token);
+        assert_string_equal(pg.merges[0].survivor_id, "m1");
+        assert_string_equal(pg.merges[1].survivor_id, "m3");
+        assert_true(pg.merges[0].version < pg.merges[1].version);
+        pr.page_token = pg.next_page_token;
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg2, &st), 0);
+        assert_int_equal(pg2.n_merges, 1);
+        assert_null(pg2.next_page_token);
+        assert_string_equal(pg2.merges[0].survivor_id, "d-s1");
+        assert_string_equal(pg2.merges[0].duplicate_ids[0], "d-s3");
+        dossier_merge_page_release(&pg2);
+        dossier_merge_page_release(&pg);
+        pr.page_token = "not-a-token";
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg, &st),
+                         DOSSIER_INVALID_ARGUMENT);
+        pr.page_token = NULL;
+        pr.page_size = 1001;
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg, &st),
+                         DOSSIER_INVALID_ARGUMENT);
+        assert_int_equal(dossier_merge_list(c, NULL, &all, &n_all, &st), 0);
+        assert_int_equal(n_all, 3);
+        dossier_merge_infos_free(all, n_all);
+    }
+
     dossier_client_close(mkt);
     dossier_client_close(c);
     node_destroy(&n);

@@ -2344,6 +2344,16 @@ static int settle(struct store *s, int undo, struct store_result *res)
     return apply1(s, &cmd, res);
 }
 
+/* Rows of pending merges' summaries ("v" and "w" in the policy
+ * family). */
+static size_t pending_rows(struct store *s)
+{
+    struct keys v, w;
+    scan(s, STORE_POLICY, (const uint8_t *)"v", 1, NULL, 0, &v);
+    scan(s, STORE_POLICY, (const uint8_t *)"w", 1, NULL, 0, &w);
+    return v.n + w.n;
+}
+
 /* A merge deletes the duplicate, re-points the links to it, moves its
  * subject's record to the survivor's subject, drops that subject's key,
  * makes consent the most restrictive; its undo brings every key of the
@@ -2384,6 +2394,7 @@ static void test_merge_then_undo_restores_the_state_exactly(void **state)
     assert_int_equal(settle(f->s, 1, &res), 0);
     assert_true(same_state(f->s, &before));
     assert_true(version_of(f->s, "contact", 0x01) > v_surv);
+    assert_int_equal(pending_rows(f->s), 0);
     /* Undone: it is no longer pending. */
     assert_int_equal(settle(f->s, 1, &res), DOSSIER_NOT_FOUND);
     assert_int_equal(settle(f->s, 0, &res), DOSSIER_NOT_FOUND);
@@ -2447,6 +2458,7 @@ static void test_merge_undo_refused_after_a_change_then_confirmed(
     assert_int_equal(settle(f->s, 0, &res), 0);
     scan(f->s, STORE_POLICY, (const uint8_t *)"u", 1, NULL, 0, &ks);
     assert_int_equal(ks.n, 0);
+    assert_int_equal(pending_rows(f->s), 0);
     assert_int_equal(settle(f->s, 1, &res), DOSSIER_NOT_FOUND);
 }
 
@@ -2477,6 +2489,7 @@ static void test_erase_takes_merged_subjects_and_pending_merges(void **state)
     assert_int_equal(res.deleted, 2); /* S and R */
     scan(f->s, STORE_POLICY, (const uint8_t *)"u", 1, NULL, 0, &ks);
     assert_int_equal(ks.n, 0);
+    assert_int_equal(pending_rows(f->s), 0);
     scan(f->s, STORE_CONSENT, sp_a, sizeof(sp_a), NULL, 0, &ks);
     assert_int_equal(ks.n, 0);
     scan(f->s, STORE_CONSENT, sp_b, sizeof(sp_b), NULL, 0, &ks);
@@ -2669,6 +2682,75 @@ static void test_merge_undo_refused_after_a_restriction_or_consent(
     assert_int_equal(settle(f->s, 0, &res), 0);
 }
 
+/* Pending merges are read as summaries, by id or page by page in the
+ * order they were made, each with what a listing shows; a confirmed one
+ * is gone from both. */
+static void test_pending_merges_are_listed_in_pages(void **state)
+{
+    struct fixture *f = *state;
+    Dossier__Store__V1__MergeSummary **l, *one;
+    struct dossier_status st;
+    struct store_result res;
+    struct merge m;
+    struct put p;
+    size_t n;
+    int more;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    /* A second merge: deal 0x05 into deal 0x04, neither with a subject. */
+    put_init(&p, "deal", 0x05, 0, 0, 2100);
+    apply1_ok(f->s, &p.cmd, &res);
+    merge_init(&m, f->s);
+    put_init(&m.survivor, "deal", 0x04, 0, 0, 2200);
+    put_link(&m.survivor, "involves", "contact", 0x01);
+    put_expect(&m.survivor, version_of(f->s, "deal", 0x04));
+    memset(m.dup_rid, 0x05, sizeof(m.dup_rid));
+    m.dup.expected_version = version_of(f->s, "deal", 0x05);
+    m.op.n_moved = 0;
+    m.op.n_repoints = 0;
+    m.op.n_subjects = 0;
+    m.op.id = "MRG-00000000000000FF";
+    apply1_ok(f->s, &m.cmd, &res);
+
+    assert_int_equal(store_merge_list(f->s, 0, 1, &l, &n, &more, &st), 0);
+    assert_int_equal(n, 1);
+    assert_true(more);
+    assert_string_equal(l[0]->id, "MRG-0123456789ABCDEF");
+    assert_string_equal(l[0]->kind, "contact");
+    assert_int_equal(l[0]->subject.len, STORE_SP_BYTES);
+    assert_int_equal(l[0]->records_moved, 1);
+    assert_int_equal(l[0]->links_moved, 1);
+    assert_int_equal(store_merge_get(f->s, "MRG-0123456789ABCDEF", &one, &st),
+                     0);
+    assert_int_equal(one->revision, l[0]->revision);
+    dossier__store__v1__merge_summary__free_unpacked(one, NULL);
+    {
+        uint64_t after = l[0]->revision;
+        store_merges_free(l, n);
+        assert_int_equal(
+            store_merge_list(f->s, after, 10, &l, &n, &more, &st), 0);
+    }
+    assert_int_equal(n, 1);
+    assert_false(more);
+    assert_string_equal(l[0]->id, "MRG-00000000000000FF");
+    assert_string_equal(l[0]->kind, "deal");
+    assert_int_equal(l[0]->subject.len, 0);
+    store_merges_free(l, n);
+
+    assert_int_equal(settle(f->s, 0, &res), 0);
+    assert_int_equal(store_merge_get(f->s, "MRG-0123456789ABCDEF", &one, &st),
+                     DOSSIER_NOT_FOUND);
+    assert_int_equal(store_merge_get(f->s, "MRG-0123456789abcdef", &one, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(store_merge_list(f->s, 0, 10, &l, &n, &more, &st), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(l[0]->id, "MRG-00000000000000FF");
+    store_merges_free(l, n);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2735,6 +2817,7 @@ int main(void)
         T(test_merge_forgets_the_duplicates_changes),
         T(test_merge_record_does_not_depend_on_the_feed),
         T(test_merge_undo_refused_after_a_restriction_or_consent),
+        T(test_pending_merges_are_listed_in_pages),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),

@@ -1300,8 +1300,30 @@ dossier_merge_confirm(struct dossier_client *c,
                       const char *reference, struct dossier_merge_info *out,
                       struct dossier_status *st);
 
-/* The pending merges the purpose may see, oldest first; free with
- * dossier_merge_infos_free(). */
+/* A page of pending merges; release with dossier_merge_page_release(). */
+struct dossier_merge_page {
+    size_t n_merges;
+    struct dossier_merge_info *merges;
+    char *next_page_token; /* NULL when there is nothing more */
+};
+
+/* One page of the pending merges the purpose may see, oldest first (@pr:
+ * page_size merges, NULL for the first page of 100). The node reads a
+ * small summary of each merge, never its undo data. A page holds fewer
+ * than page_size when merges of subjects the purpose may not see are left
+ * out, while next_page_token says more follow. Errors:
+ * DOSSIER_INVALID_ARGUMENT (page_size over 1000, a token this listing did
+ * not issue). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_list_page(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const struct dossier_page_request *pr,
+                        struct dossier_merge_page *out,
+                        struct dossier_status *st);
+DOSSIER_API void dossier_merge_page_release(struct dossier_merge_page *p);
+
+/* Every pending merge the purpose may see, oldest first, fetched page by
+ * page; free with dossier_merge_infos_free(). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_merge_list(struct dossier_client *c,
                    const struct dossier_call_options *co,
