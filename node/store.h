@@ -444,6 +444,16 @@ int store_merge_list(struct store *s, uint64_t after, size_t max,
                      int *more, struct dossier_status *st);
 void store_merges_free(Dossier__Store__V1__MergeSummary **m, size_t n);
 
+/* The subject key of subject @sp that pending merge @id deleted and keeps
+ * for its undo (MergeSummary.kept_keys), as wrapped then, into *@out
+ * (free with dossier__store__v1__subject_key__free_unpacked): what a key
+ * rotation rewraps. Reads the whole MergeRecord.
+ * Errors: DOSSIER_INVALID_ARGUMENT, DOSSIER_NOT_FOUND, DOSSIER_CORRUPT,
+ * DOSSIER_IO. */
+int store_merge_kept_key(struct store *s, const char *id,
+                         const uint8_t sp[STORE_SP_BYTES], SubjectKey **out,
+                         struct dossier_status *st);
+
 /* Reads subject @sp's key into *@out (free with
  * dossier__store__v1__subject_key__free_unpacked).
  * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */

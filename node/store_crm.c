@@ -1,6 +1,7 @@
 /* The CRM commands of the replicated state machine: duplicate rules (and,
  * below, merges). Applied by store_apply(), deterministically, like every
  * command (store.h); also the reads of pending merges' summaries. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -1096,6 +1097,13 @@ static int feed_copies(struct store_batch *b, const uint8_t *from,
 
 /* ---- Apply ---- */
 
+typedef Dossier__Store__V1__MergeSummary__KeptKey KeptKey;
+static int kept_keys_of(const struct mw *w, KeptKey **keys, KeptKey ***ptrs,
+                        size_t *n);
+static int kept_keys_current(struct store_batch *b,
+                             const Dossier__Store__V1__MergeRecord *mr,
+                             struct store_result *res);
+
 /* The images of @w as messages, into @mr (*@im and mr->images malloc'd,
  * pointing into @w; free both). */
 static int images_to_record(const struct mw *w,
@@ -1324,6 +1332,11 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
         free(mr.images);
         if (rc == 0) {
             MergeSummary ms = DOSSIER__STORE__V1__MERGE_SUMMARY__INIT;
+            KeptKey *kept = NULL, **kept_ptrs = NULL;
+            size_t n_kept = 0;
+            rc = kept_keys_of(&w, &kept, &kept_ptrs, &n_kept);
+            ms.n_kept_keys = n_kept;
+            ms.kept_keys = kept_ptrs;
             ms.id = mr.id;
             ms.kind = mr.kind;
             ms.survivor = mr.survivor;
@@ -1336,7 +1349,10 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
             ms.revision = mr.revision;
             ms.records_moved = mr.records_moved;
             ms.links_moved = mr.links_moved;
-            rc = summary_put(b, &ms);
+            if (rc == 0)
+                rc = summary_put(b, &ms);
+            free(kept);
+            free(kept_ptrs);
         }
     }
     if (rc) {
@@ -1613,7 +1629,8 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
     /* A consent decision of the survivor's subject since the merge, for
      * a purpose the merge did not touch, is not among the images: the
      * undo would leave it with the survivor only. */
-    if ((rc = consent_since(b, mr, res)))
+    if ((rc = consent_since(b, mr, res)) ||
+        (rc = kept_keys_current(b, mr, res)))
         goto out;
     rev = b->revision + 1;
     /* The copies of the merged subjects' change-index rows go (before
@@ -1725,6 +1742,345 @@ int store_apply_merge_confirm(struct store_batch *b, const Command *cmd,
     res->version = b->revision;
     res->updated_at_ms = cmd->time_ms;
     return err_ok(&res->status);
+}
+
+/* ------------------------------------------------------------------ */
+/* Kept subject keys and master key rotation
+ *
+ * A merge deletes the merged subjects' keys and keeps them, wrapped as
+ * they were, in its images. A rotation must rewrap those too, or an undo
+ * after it would bring back a key only the old master key opens: the
+ * summary lists them (kept_keys), the leader rewraps them with REWRAP
+ * items naming the merge (store_merge_rewrap), FINISH waits until none is
+ * left under another version (store_merges_kept_other), and an undo
+ * refuses to restore a key under another version than new keys get. */
+
+/* The subject keys @w's images keep (existing keys it deleted) into
+ * *@keys, pointed to by *@ptrs (both malloc'd, *@n of them; subjects
+ * point into @w). Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT. */
+static int kept_keys_of(const struct mw *w, KeptKey **keys, KeptKey ***ptrs,
+                        size_t *n)
+{
+    *n = 0;
+    *keys = calloc(w->n + 1, sizeof(**keys));
+    *ptrs = calloc(w->n + 1, sizeof(**ptrs));
+    if (!*keys || !*ptrs)
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; i < w->n; i++) {
+        const struct img *g = &w->v[i];
+        KeptKey *k = &(*keys)[*n];
+        SubjectKey *sk;
+        if (g->family != STORE_SUBJECT || g->klen != STORE_SP_BYTES ||
+            !g->existed)
+            continue;
+        if (!(sk = dossier__store__v1__subject_key__unpack(NULL, g->blen,
+                                                           g->before)))
+            return DOSSIER_CORRUPT;
+        dossier__store__v1__merge_summary__kept_key__init(k);
+        k->subject = (ProtobufCBinaryData){STORE_SP_BYTES, g->key};
+        k->dek_id = sk->dek_id;
+        k->kek_version = sk->kek_version;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        (*ptrs)[(*n)++] = k;
+    }
+    return 0;
+}
+
+/* The image of merge @mr that keeps subject @sp's key, or NULL. */
+static Dossier__Store__V1__MergeImage *
+kept_image(const Dossier__Store__V1__MergeRecord *mr, const uint8_t *sp)
+{
+    for (size_t i = 0; i < mr->n_images; i++) {
+        Dossier__Store__V1__MergeImage *im = mr->images[i];
+        if (im->family == STORE_SUBJECT && im->existed &&
+            im->key.len == STORE_SP_BYTES &&
+            memcmp(im->key.data, sp, STORE_SP_BYTES) == 0)
+            return im;
+    }
+    return NULL;
+}
+
+/* FAILED_PRECONDITION when merge @mr keeps a subject key wrapped under
+ * another master key version than new keys get now: restored, it would
+ * need a version the nodes may no longer hold. */
+static int kept_keys_current(struct store_batch *b,
+                             const Dossier__Store__V1__MergeRecord *mr,
+                             struct store_result *res)
+{
+    uint32_t want, rotating;
+    int rc;
+
+    if ((rc = store_wrap_version(b, &want, &res->status)))
+        return rc;
+    for (size_t i = 0; want && i < mr->n_images; i++) {
+        const Dossier__Store__V1__MergeImage *im = mr->images[i];
+        SubjectKey *sk;
+        uint32_t v;
+        if (im->family != STORE_SUBJECT || im->key.len != STORE_SP_BYTES ||
+            !im->existed)
+            continue;
+        if (!(sk = dossier__store__v1__subject_key__unpack(
+                  NULL, im->before.len, im->before.data)))
+            return err_set(&res->status, DOSSIER_CORRUPT,
+                           "merge %s keeps a corrupt subject key", mr->id);
+        v = sk->kek_version;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        if (v == want)
+            continue;
+        if ((rc = store_rotation_target(b, &rotating, &res->status)))
+            return rc;
+        if (rotating)
+            return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                           "merge %s cannot be undone yet: it keeps a "
+                           "subject key wrapped under master key version "
+                           "%u, and a rotation to version %u is under way; "
+                           "the rotation rewraps the key before it finishes "
+                           "(dossier keys status): undo again then",
+                           mr->id, v, rotating);
+        return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                       "merge %s cannot be undone: it keeps a subject key "
+                       "wrapped under master key version %u, not under the "
+                       "version in use (%u)",
+                       mr->id, v, want);
+    }
+    return 0;
+}
+
+/* Reads MergeRecord @id (a valid id) through @b, else under the caller's
+ * swap lock. Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+static int record_read(struct store *s, struct store_batch *b, const char *id,
+                       Dossier__Store__V1__MergeRecord **out,
+                       struct dossier_status *st)
+{
+    uint8_t key[1 + MERGE_ID_LEN];
+    char *v;
+    size_t vlen;
+    int rc;
+
+    *out = NULL;
+    key[0] = 'u';
+    memcpy(key + 1, id, MERGE_ID_LEN);
+    if ((rc = store_get_raw(s, b, STORE_POLICY, key, sizeof(key), &v, &vlen,
+                            st)))
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "no pending merge %s", id);
+    *out = dossier__store__v1__merge_record__unpack(NULL, vlen,
+                                                    (const uint8_t *)v);
+    rocksdb_free(v);
+    return *out ? 0
+                : err_set(st, DOSSIER_CORRUPT, "merge %s is corrupt", id);
+}
+
+/* Applies the REWRAP items of @op that name merge @id; with @dry, only
+ * checks that they can be (nothing written, nothing counted). */
+static int rewrap_merge(struct store_batch *b,
+                        const Dossier__Store__V1__KeyRotateOp *op,
+                        const char *id, int dry, uint64_t *done,
+                        uint64_t *skipped, struct dossier_status *st)
+{
+    uint64_t n_done = 0, n_skipped = 0;
+    MergeSummary *ms = NULL;
+    Dossier__Store__V1__MergeRecord *mr = NULL;
+    /* Images given a new value: restored before the record is freed. */
+    Dossier__Store__V1__MergeImage **swapped = NULL;
+    ProtobufCBinaryData *old = NULL;
+    size_t n_swapped = 0;
+    int rc;
+
+    rc = summary_read(b->s, b, id, &ms, st);
+    if (rc == DOSSIER_NOT_FOUND) {
+        /* Undone, confirmed or erased since the leader read it. */
+        for (size_t i = 0; !dry && i < op->n_items; i++)
+            *skipped += strcmp(op->items[i]->merge_id, id) == 0;
+        return err_ok(st);
+    }
+    if (rc || (rc = record_read(b->s, b, id, &mr, st)))
+        goto out;
+    swapped = calloc(op->n_items + 1, sizeof(*swapped));
+    old = calloc(op->n_items + 1, sizeof(*old));
+    if (!swapped || !old) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < op->n_items; i++) {
+        const Dossier__Store__V1__KeyRotateOp__Rewrap *it = op->items[i];
+        Dossier__Store__V1__MergeImage *im;
+        KeptKey *k = NULL;
+        SubjectKey *sk;
+        ProtobufCBinaryData keep;
+        uint8_t *buf;
+        size_t len;
+
+        if (strcmp(it->merge_id, id) != 0)
+            continue;
+        for (size_t j = 0; !k && j < ms->n_kept_keys; j++)
+            if (ms->kept_keys[j]->subject.len == STORE_SP_BYTES &&
+                memcmp(ms->kept_keys[j]->subject.data, it->subject.data,
+                       STORE_SP_BYTES) == 0)
+                k = ms->kept_keys[j];
+        if (!k || k->dek_id != it->dek_id ||
+            k->kek_version == op->to_version) {
+            n_skipped++; /* rewrapped by an earlier step */
+            continue;
+        }
+        im = kept_image(mr, it->subject.data);
+        sk = im ? dossier__store__v1__subject_key__unpack(
+                      NULL, im->before.len, im->before.data)
+                : NULL;
+        if (!sk || sk->dek_id != it->dek_id) {
+            if (sk)
+                dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+            rc = err_set(st, DOSSIER_CORRUPT,
+                         "merge %s does not keep the subject key its "
+                         "summary lists",
+                         id);
+            goto out;
+        }
+        sk->kek_version = op->to_version;
+        keep = sk->wrapped_dek;
+        sk->wrapped_dek = it->wrapped_dek; /* borrowed from the command */
+        len = dossier__store__v1__subject_key__get_packed_size(sk);
+        if ((buf = malloc(len ? len : 1)))
+            dossier__store__v1__subject_key__pack(sk, buf);
+        sk->wrapped_dek = keep;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        if (!buf) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto out;
+        }
+        swapped[n_swapped] = im;
+        old[n_swapped++] = im->before;
+        im->before = (ProtobufCBinaryData){len, buf};
+        k->kek_version = op->to_version;
+        n_done++;
+    }
+    if (dry)
+        goto out;
+    *done += n_done;
+    *skipped += n_skipped;
+    if (n_swapped) {
+        uint8_t ukey[1 + MERGE_ID_LEN];
+        ukey[0] = 'u';
+        memcpy(ukey + 1, id, MERGE_ID_LEN);
+        if (store_batch_put_pb(b, STORE_POLICY, ukey, sizeof(ukey),
+                               &mr->base) ||
+            summary_put(b, ms))
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+out:
+    for (size_t i = 0; i < n_swapped; i++) {
+        free(swapped[i]->before.data);
+        swapped[i]->before = old[i];
+    }
+    free(swapped);
+    free(old);
+    if (mr)
+        dossier__store__v1__merge_record__free_unpacked(mr, NULL);
+    if (ms)
+        dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+    return rc;
+}
+
+int store_merge_rewrap(struct store_batch *b,
+                       const Dossier__Store__V1__KeyRotateOp *op,
+                       uint64_t *done, uint64_t *skipped,
+                       struct dossier_status *st)
+{
+    /* Everything checked before anything is written: a command that
+     * fails writes nothing. */
+    for (int dry = 1; dry >= 0; dry--)
+        for (size_t i = 0; i < op->n_items; i++) {
+            const char *id = op->items[i]->merge_id;
+            int first = 1, rc;
+            if (!id[0])
+                continue;
+            for (size_t j = 0; first && j < i; j++)
+                first = strcmp(op->items[j]->merge_id, id) != 0;
+            if (first &&
+                (rc = rewrap_merge(b, op, id, dry, done, skipped, st)))
+                return rc;
+        }
+    return 0;
+}
+
+struct kept_other {
+    struct store_batch *b;
+    uint32_t version;
+    char *id;
+    uint32_t *found;
+    struct dossier_status *st;
+};
+
+static int kept_other_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct kept_other *ko = arg;
+    MergeSummary *ms;
+    char *v;
+    size_t vlen;
+    int rc;
+
+    if ((rc = store_get_raw(ko->b->s, ko->b, STORE_POLICY, key, klen, &v,
+                            &vlen, ko->st)))
+        return rc;
+    ms = v ? dossier__store__v1__merge_summary__unpack(NULL, vlen,
+                                                       (const uint8_t *)v)
+           : NULL;
+    rocksdb_free(v);
+    if (!ms)
+        return err_set(ko->st, DOSSIER_CORRUPT,
+                       "a pending merge's summary is corrupt");
+    for (size_t i = 0; !*ko->found && i < ms->n_kept_keys; i++)
+        if (ms->kept_keys[i]->kek_version != ko->version) {
+            *ko->found = ms->kept_keys[i]->kek_version;
+            snprintf(ko->id, MERGE_ID_LEN + 1, "%s", ms->id);
+        }
+    dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+    return *ko->found ? 1 : 0;
+}
+
+int store_merges_kept_other(struct store_batch *b, uint32_t version,
+                            char id[STORE_MERGE_ID_LEN + 1], uint32_t *found,
+                            struct dossier_status *st)
+{
+    struct kept_other ko = {b, version, id, found, st};
+    int rc;
+    *found = 0;
+    id[0] = '\0';
+    rc = store_batch_keys(b, STORE_POLICY, (const uint8_t *)"w", 1,
+                          kept_other_cb, &ko);
+    if (rc == 1)
+        return 0;
+    if (rc == DOSSIER_NOMEM)
+        return err_set(st, rc, "out of memory");
+    return rc;
+}
+
+int store_merge_kept_key(struct store *s, const char *id,
+                         const uint8_t sp[STORE_SP_BYTES], SubjectKey **out,
+                         struct dossier_status *st)
+{
+    Dossier__Store__V1__MergeRecord *mr;
+    const Dossier__Store__V1__MergeImage *im;
+    int rc;
+
+    *out = NULL;
+    if (!store_merge_id_valid(id))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "not a merge id");
+    pthread_rwlock_rdlock(&s->swap);
+    rc = record_read(s, NULL, id, &mr, st);
+    pthread_rwlock_unlock(&s->swap);
+    if (rc)
+        return rc;
+    im = kept_image(mr, sp);
+    if (im)
+        *out = dossier__store__v1__subject_key__unpack(NULL, im->before.len,
+                                                       im->before.data);
+    dossier__store__v1__merge_record__free_unpacked(mr, NULL);
+    if (!*out)
+        return err_set(st, im ? DOSSIER_CORRUPT : DOSSIER_NOT_FOUND,
+                       "merge %s keeps no such subject key", id);
+    return err_ok(st);
 }
 
 /* ------------------------------------------------------------------ */

@@ -2751,6 +2751,84 @@ static void test_pending_merges_are_listed_in_pages(void **state)
     store_merges_free(l, n);
 }
 
+/* A FINISH to version 2 that meta_v1's cluster takes (its cluster id,
+ * the check value BEGIN recorded). */
+static void rot_finish(struct rot *r)
+{
+    rot_init(r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__FINISH, 2);
+    memset(r->cursor, 0xc1, 16); /* meta_v1's cluster id */
+    r->meta.cluster_id = (ProtobufCBinaryData){16, r->cursor};
+    r->meta.kek_version = 2;
+    r->meta.kek_check = (ProtobufCBinaryData){16, r->check};
+    r->meta.sealed_keyset = (ProtobufCBinaryData){16, r->check};
+    r->op.meta = &r->meta;
+}
+
+/* A pending merge keeps the merged subject's key as it was wrapped: while
+ * a rotation runs, an undo that would bring it back under the old version
+ * is refused and so is the FINISH; a REWRAP item naming the merge
+ * replaces the kept key (in the record and its summary), then both go
+ * through, and the key the undo restores is the rewrapped one. */
+static void test_rotation_rewraps_keys_pending_merges_keep(void **state)
+{
+    struct fixture *f = *state;
+    Dossier__Store__V1__MergeSummary *ms;
+    struct dossier_status st;
+    struct store_result res;
+    struct merge m;
+    struct rot r;
+    SubjectKey *sk;
+    uint8_t sp_b[STORE_SP_BYTES];
+
+    fx_open(f);
+    meta_v1(f->s);
+    merge_scenario(f->s);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    assert_int_equal(store_merge_get(f->s, m.op.id, &ms, &st), 0);
+    assert_int_equal(ms->n_kept_keys, 1);
+    assert_int_equal(ms->kept_keys[0]->kek_version, 1);
+    assert_int_equal(ms->kept_keys[0]->dek_id, 9);
+    dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__BEGIN, 2);
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(settle(f->s, 1, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "rotation to version 2"));
+    rot_finish(&r);
+    assert_int_equal(apply1(f->s, &r.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, m.op.id));
+
+    /* The live key of the survivor's subject and the kept one. */
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__REWRAP, 2);
+    rot_item(&r, 0x5a, 7, 0xa2);
+    rot_item(&r, 0x6b, 9, 0xd2);
+    r.it[1].merge_id = (char *)m.op.id;
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(res.deleted, 2);
+    memset(sp_b, 0x6b, sizeof(sp_b));
+    assert_int_equal(store_merge_kept_key(f->s, m.op.id, sp_b, &sk, &st), 0);
+    assert_int_equal(sk->kek_version, 2);
+    assert_memory_equal(sk->wrapped_dek.data, r.wrapped[1], 8);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    assert_int_equal(store_merge_get(f->s, m.op.id, &ms, &st), 0);
+    assert_int_equal(ms->kept_keys[0]->kek_version, 2);
+    dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+    /* Sent again (a new leader): skipped. */
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(res.deleted, 0);
+
+    rot_finish(&r);
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    sk = subject_key_of(f->s, 0x6b);
+    assert_int_equal(sk->kek_version, 2);
+    assert_int_equal(sk->dek_id, 9);
+    assert_int_equal(sk->wrapped_dek.data[0], 0xd2);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    assert_int_equal(store_rotation_purge(f->s, &st), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2818,6 +2896,7 @@ int main(void)
         T(test_merge_record_does_not_depend_on_the_feed),
         T(test_merge_undo_refused_after_a_restriction_or_consent),
         T(test_pending_merges_are_listed_in_pages),
+        T(test_rotation_rewraps_keys_pending_merges_keep),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),

@@ -601,7 +601,8 @@ struct dossier_keys_status {
     int has_rotation;         /* a rotation runs or has run: below */
     int rotation_running;
     uint32_t from_version, to_version;
-    uint64_t subjects;        /* subject keys when it began */
+    uint64_t subjects;        /* subject keys when it began (with those
+                                 pending merges keep for an undo) */
     uint64_t rewrapped;       /* rewrapped so far */
     uint64_t skipped;         /* erased or replaced before their turn, or
                                  sent twice across a leader change */
