@@ -703,6 +703,17 @@ static int merge_parse_rows(struct store_batch *b,
     for (size_t j = 0; rc == 0 && j < op->n_subjects; j++)
         rc = store_batch_keys(b, STORE_CONSENT, op->subjects[j].data,
                               STORE_SP_BYTES, consent_row_cb, &cc);
+    /* The merged subjects' keys, which the merge's summary lists. */
+    for (size_t j = 0; rc == 0 && j < op->n_subjects; j++) {
+        SubjectKey *sk;
+        rc = store_read_subject_key(b->s, b, op->subjects[j].data, &sk, st);
+        if (rc == 0)
+            dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        else if (rc == DOSSIER_NOT_FOUND)
+            rc = 0;
+        else if (rc == DOSSIER_CORRUPT)
+            return rc;
+    }
     if (rc == DOSSIER_CORRUPT)
         return err_set(st, rc, "a link or consent row is malformed");
     if (rc == DOSSIER_NOMEM)
