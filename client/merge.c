@@ -158,33 +158,95 @@ int dossier_merge_confirm(struct dossier_client *c,
     return settle(c, co, M_MERGE_CONFIRM, id, reference, out, st);
 }
 
-int dossier_merge_list(struct dossier_client *c,
-                       const struct dossier_call_options *co,
-                       struct dossier_merge_info **out, size_t *n,
-                       struct dossier_status *st)
+void dossier_merge_page_release(struct dossier_merge_page *p)
+{
+    if (!p)
+        return;
+    dossier_merge_infos_free(p->merges, p->n_merges);
+    free(p->next_page_token);
+    memset(p, 0, sizeof(*p));
+}
+
+int dossier_merge_list_page(struct dossier_client *c,
+                            const struct dossier_call_options *co,
+                            const struct dossier_page_request *pr,
+                            struct dossier_merge_page *out,
+                            struct dossier_status *st)
 {
     Dossier__V1__ListMergesRequest req = DOSSIER__V1__LIST_MERGES_REQUEST__INIT;
     Dossier__V1__ListMergesResponse *resp;
     int rc;
 
-    *out = NULL;
-    *n = 0;
+    memset(out, 0, sizeof(*out));
+    if (pr) {
+        req.page_size = pr->page_size;
+        req.page_token = (char *)(pr->page_token ? pr->page_token : "");
+    }
     rc = client_unary(c, co, M_MERGE_LIST, &req.base,
                       &dossier__v1__list_merges_response__descriptor,
                       (ProtobufCMessage **)&resp, st);
     if (rc)
         return rc;
-    *out = calloc(resp->n_merges + 1, sizeof(**out));
-    if (!*out)
+    out->merges = calloc(resp->n_merges + 1, sizeof(*out->merges));
+    if (!out->merges)
         rc = err_set(st, DOSSIER_NOMEM, "out of memory");
     for (size_t i = 0; rc == 0 && i < resp->n_merges; i++)
-        if ((rc = info_from_pb(resp->merges[i], &(*out)[i], st)) == 0)
-            (*n)++;
+        if ((rc = info_from_pb(resp->merges[i], &out->merges[i], st)) == 0)
+            out->n_merges++;
+    if (rc == 0 && resp->next_page_token[0] &&
+        !(out->next_page_token = strdup(resp->next_page_token)))
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
     dossier__v1__list_merges_response__free_unpacked(resp, NULL);
+    if (rc)
+        dossier_merge_page_release(out);
+    return rc;
+}
+
+int dossier_merge_list(struct dossier_client *c,
+                       const struct dossier_call_options *co,
+                       struct dossier_merge_info **out, size_t *n,
+                       struct dossier_status *st)
+{
+    struct dossier_page_request pr = {1000, NULL};
+    struct dossier_merge_page pg;
+    char *token = NULL;
+    size_t cap = 0;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    for (;;) {
+        rc = dossier_merge_list_page(c, co, &pr, &pg, st);
+        if (rc)
+            break;
+        if (*n + pg.n_merges + 1 > cap) {
+            size_t ncap = 2 * (*n + pg.n_merges + 1);
+            struct dossier_merge_info *m = realloc(*out, ncap * sizeof(*m));
+            if (!m) {
+                dossier_merge_page_release(&pg);
+                rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+                break;
+            }
+            *out = m;
+            cap = ncap;
+        }
+        /* The infos move: their strings now belong to *out. */
+        memcpy(*out + *n, pg.merges, pg.n_merges * sizeof(*pg.merges));
+        *n += pg.n_merges;
+        free(pg.merges);
+        free(token);
+        token = pg.next_page_token;
+        if (!token)
+            break;
+        pr.page_token = token;
+    }
+    free(token);
     if (rc) {
         dossier_merge_infos_free(*out, *n);
         *out = NULL;
         *n = 0;
+    } else if (!*out && !(*out = calloc(1, sizeof(**out)))) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
     }
     return rc;
 }

@@ -26,9 +26,13 @@
 #define MERGE_COMMAND_MAX (3u << 20)
 /* Proposals that lost a race (RETRY) are prepared again this many times. */
 #define MERGE_ATTEMPTS 3
-#define MERGE_ID_LEN 20
+#define MERGE_ID_LEN STORE_MERGE_ID_LEN
 
 typedef Dossier__Store__V1__Command Command_t;
+typedef Dossier__Store__V1__MergeSummary MergeSummary;
+
+#define LIST_PAGE_DEFAULT 100
+#define LIST_PAGE_MAX 1000
 
 /* ------------------------------------------------------------------ */
 /* What a merge is shown as */
@@ -51,46 +55,10 @@ static void merge_info_release(struct merge_info *mi)
     memset(mi, 0, sizeof(*mi));
 }
 
-/* Reads the pending merge @id into *@out (free with
- * dossier__store__v1__merge_record__free_unpacked).
- * Errors: DOSSIER_NOT_FOUND, DOSSIER_INVALID_ARGUMENT. */
-static int merge_get(struct node *n, const char *id,
-                     Dossier__Store__V1__MergeRecord **out,
-                     struct dossier_status *st)
-{
-    uint8_t prefix[1 + MERGE_ID_LEN];
-    ProtobufCMessage **m;
-    size_t count;
-    int rc;
-
-    *out = NULL;
-    if (strlen(id) != MERGE_ID_LEN || memcmp(id, "MRG-", 4) != 0)
-        return err_set(st, DOSSIER_INVALID_ARGUMENT,
-                       "a merge id is MRG- and 16 hex digits");
-    prefix[0] = 'u';
-    memcpy(prefix + 1, id, MERGE_ID_LEN);
-    rc = store_scan_messages(n->store, STORE_POLICY, prefix, sizeof(prefix),
-                             &dossier__store__v1__merge_record__descriptor,
-                             &m, &count, st);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < count; i++)
-        if (!*out &&
-            strcmp(((Dossier__Store__V1__MergeRecord *)m[i])->id, id) == 0) {
-            *out = (Dossier__Store__V1__MergeRecord *)m[i];
-            m[i] = NULL;
-        }
-    store_messages_free(m, count);
-    return *out ? 0
-                : err_set(st, DOSSIER_NOT_FOUND,
-                          "no pending merge %s (never made, undone or "
-                          "confirmed)",
-                          id);
-}
-
-/* @mr as @c may see it into @mi: the survivor's id and the duplicates'
- * ids when its purpose may read the subject, else none. */
-static int merge_info_of(struct call *c, const Dossier__Store__V1__MergeRecord *mr,
+/* Merge @mr (its summary) as @c may see it into @mi: the survivor's id
+ * and the duplicates' ids when its purpose may read the subject, else
+ * none. */
+static int merge_info_of(struct call *c, const MergeSummary *mr,
                          struct merge_info *mi, struct dossier_status *st)
 {
     struct node *n = call_node(c);
@@ -1038,13 +1006,13 @@ void api_merges_merge(struct call *c, ProtobufCMessage *msg)
         /* A retry of a call whose merge was applied (the answer was lost
          * in a failover): its duplicates are gone, so it is answered
          * from the merge as it stands. */
-        Dossier__Store__V1__MergeRecord *mr;
+        MergeSummary *mr;
         struct merge_info mi;
-        if (merge_get(n, m->id, &mr, &st) == 0) {
+        if (store_merge_get(n->store, m->id, &mr, &st) == 0) {
             merge_info_of(c, mr, &mi, &st);
             call_reply(c, &mi.m.base);
             merge_info_release(&mi);
-            dossier__store__v1__merge_record__free_unpacked(mr, NULL);
+            dossier__store__v1__merge_summary__free_unpacked(mr, NULL);
             free(m);
             return;
         }
@@ -1057,7 +1025,7 @@ void api_merges_merge(struct call *c, ProtobufCMessage *msg)
 
 struct settle_ctx {
     struct call *call;
-    Dossier__Store__V1__MergeRecord *mr;
+    MergeSummary *mr;
     struct merge_info mi;
     const char *state;
 };
@@ -1073,7 +1041,7 @@ static void settle_done(void *arg, const struct store_result *res)
         call_reply(x->call, &x->mi.m.base);
     }
     merge_info_release(&x->mi);
-    dossier__store__v1__merge_record__free_unpacked(x->mr, NULL);
+    dossier__store__v1__merge_summary__free_unpacked(x->mr, NULL);
     free(x);
 }
 
@@ -1097,7 +1065,7 @@ static void merge_settle(struct call *c, ProtobufCMessage *msg, int undo)
         return call_fail(c, DOSSIER_NOMEM, "out of memory");
     x->call = c;
     x->state = undo ? "undone" : "confirmed";
-    if (merge_get(n, req->id, &x->mr, &st))
+    if (store_merge_get(n->store, req->id, &x->mr, &st))
         goto fail;
     if (x->mr->subject.len == STORE_SP_BYTES &&
         api_subject_visible(c, x->mr->subject.data, &st) != 0)
@@ -1133,7 +1101,7 @@ fail:
     call_fail_status(c, &st);
     merge_info_release(&x->mi);
     if (x->mr)
-        dossier__store__v1__merge_record__free_unpacked(x->mr, NULL);
+        dossier__store__v1__merge_summary__free_unpacked(x->mr, NULL);
     free(x);
 }
 
@@ -1148,36 +1116,39 @@ void api_merges_confirm(struct call *c, ProtobufCMessage *msg)
 }
 
 /* ------------------------------------------------------------------ */
-/* List */
-
-static int by_revision(const void *a, const void *b)
-{
-    const Dossier__Store__V1__MergeRecord *x =
-        *(Dossier__Store__V1__MergeRecord *const *)a;
-    const Dossier__Store__V1__MergeRecord *y =
-        *(Dossier__Store__V1__MergeRecord *const *)b;
-    return (x->revision > y->revision) - (x->revision < y->revision);
-}
+/* List: a page of summaries, never a MergeRecord with its before-images.
+ * The page token is the last listed merge's revision (16 hex digits). */
 
 void api_merges_list(struct call *c, ProtobufCMessage *msg)
 {
+    Dossier__V1__ListMergesRequest *req = (Dossier__V1__ListMergesRequest *)msg;
     Dossier__V1__ListMergesResponse resp =
         DOSSIER__V1__LIST_MERGES_RESPONSE__INIT;
-    Dossier__Store__V1__MergeRecord **mr;
+    MergeSummary **mr = NULL;
     struct merge_info *mi = NULL;
     Dossier__V1__MergeInfo **ptrs = NULL;
-    uint8_t(*seen)[STORE_RID_BYTES] = NULL;
+    uint8_t(*seen)[STORE_RID_BYTES] = NULL, tok[8];
     struct dossier_status st;
-    size_t count, n_seen = 0;
-    (void)msg;
+    size_t count = 0, n_seen = 0, bin = 0;
+    uint64_t after = 0;
+    char token[17] = "";
+    int more;
 
-    if (store_scan_messages(call_node(c)->store, STORE_POLICY,
-                            (const uint8_t *)"u", 1,
-                            &dossier__store__v1__merge_record__descriptor,
-                            (ProtobufCMessage ***)&mr, &count, &st))
+    if (req->page_size > LIST_PAGE_MAX)
+        return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                         "page_size is at most %d", LIST_PAGE_MAX);
+    if (req->page_token[0]) {
+        if (strlen(req->page_token) != 16 ||
+            sodium_hex2bin(tok, sizeof(tok), req->page_token, 16, NULL, &bin,
+                           NULL) != 0 ||
+            bin != sizeof(tok) || !(after = store_be_u64(tok)))
+            return call_fail(c, DOSSIER_INVALID_ARGUMENT,
+                             "page_token is not one this listing issued");
+    }
+    if (store_merge_list(call_node(c)->store, after,
+                         req->page_size ? req->page_size : LIST_PAGE_DEFAULT,
+                         &mr, &count, &more, &st))
         return call_fail_status(c, &st);
-    if (count)
-        qsort(mr, count, sizeof(*mr), by_revision);
     mi = calloc(count + 1, sizeof(*mi));
     ptrs = calloc(count + 1, sizeof(*ptrs));
     seen = calloc(count + 1, sizeof(*seen));
@@ -1200,6 +1171,11 @@ void api_merges_list(struct call *c, ProtobufCMessage *msg)
         resp.n_merges++;
     }
     resp.merges = ptrs;
+    if (more && count) {
+        store_u64_be(tok, mr[count - 1]->revision);
+        sodium_bin2hex(token, sizeof(token), tok, sizeof(tok));
+    }
+    resp.next_page_token = token;
     if (n_seen)
         call_audit_read(c, NULL, (const uint8_t *)seen, n_seen);
     call_reply(c, &resp.base);
@@ -1209,5 +1185,5 @@ out:
     free(mi);
     free(ptrs);
     free(seen);
-    store_messages_free((ProtobufCMessage **)mr, count);
+    store_merges_free(mr, count);
 }

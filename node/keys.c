@@ -166,6 +166,40 @@ static int count_subject(void *arg, const uint8_t *key, size_t klen,
     return 0;
 }
 
+/* Calls @cb for each subject key pending merges keep for an undo,
+ * oldest merge first, until it returns non-zero (returned). */
+static int kept_keys_each(struct store *s,
+                          int (*cb)(void *arg, const char *merge_id,
+                                    const Dossier__Store__V1__MergeSummary__KeptKey *k),
+                          void *arg, struct dossier_status *st)
+{
+    uint64_t after = 0;
+    int more = 1, rc = 0;
+
+    while (more && rc == 0) {
+        Dossier__Store__V1__MergeSummary **m;
+        size_t n;
+        if ((rc = store_merge_list(s, after, 256, &m, &n, &more, st)))
+            return rc;
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            for (size_t j = 0; rc == 0 && j < m[i]->n_kept_keys; j++)
+                rc = cb(arg, m[i]->id, m[i]->kept_keys[j]);
+        if (n)
+            after = m[n - 1]->revision;
+        store_merges_free(m, n);
+    }
+    return rc;
+}
+
+static int count_kept(void *arg, const char *merge_id,
+                      const Dossier__Store__V1__MergeSummary__KeptKey *k)
+{
+    (void)merge_id;
+    (void)k;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
 static void start_rotation(struct keys *k, struct call *c, uint32_t version)
 {
     struct node *n = k->n;
@@ -241,8 +275,11 @@ static void start_rotation(struct keys *k, struct call *c, uint32_t version)
                   version, problems);
         goto out;
     }
+    /* Every wrapped subject key: the subjects', and those pending merges
+     * keep for an undo. */
     if (store_scan(n->store, STORE_SUBJECT, NULL, 0, NULL, 0, count_subject,
-                   &subjects, &st) != 0) {
+                   &subjects, &st) != 0 ||
+        kept_keys_each(n->store, count_kept, &subjects, &st) != 0) {
         call_fail_status(c, &st);
         goto out;
     }
@@ -338,11 +375,57 @@ static int collect(void *arg, const uint8_t *key, size_t klen,
     return 0;
 }
 
+/* A key pending merge @merge_id keeps for an undo, rewrapped into @arg
+ * (a struct batch) unless it is under the target already. Returns 1 when
+ * the batch is full, a negative number (b->err set) on failure. */
+static int collect_kept(void *arg, const char *merge_id,
+                        const Dossier__Store__V1__MergeSummary__KeptKey *k)
+{
+    struct batch *b = arg;
+    Dossier__Store__V1__SubjectKey *sk;
+    Dossier__Store__V1__KeyRotateOp__Rewrap *it;
+    uint8_t *wrapped;
+    size_t wlen;
+
+    if (k->kek_version == b->to || k->subject.len != STORE_SP_BYTES)
+        return 0;
+    if (b->n == b->max_items)
+        return 1;
+    if (store_merge_kept_key(b->k->n->store, merge_id, k->subject.data, &sk,
+                             &b->st) != 0) {
+        b->err = b->st.code;
+        return -1;
+    }
+    if (crypt_subject_key_rewrap(b->k->n->crypt, k->subject.data, sk, b->to,
+                                 &wrapped, &wlen, &b->st) != 0) {
+        b->err = b->st.code;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        return -1;
+    }
+    it = &b->items[b->n];
+    dossier__store__v1__key_rotate_op__rewrap__init(it);
+    it->subject.data = malloc(STORE_SP_BYTES);
+    it->merge_id = strdup(merge_id);
+    it->dek_id = sk->dek_id;
+    it->wrapped_dek = (ProtobufCBinaryData){wlen, wrapped};
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    b->ptrs[b->n++] = it; /* released by batch_release, even half made */
+    if (!it->subject.data || !it->merge_id) {
+        b->err = err_set(&b->st, DOSSIER_NOMEM, "out of memory");
+        return -1;
+    }
+    memcpy(it->subject.data, k->subject.data, STORE_SP_BYTES);
+    it->subject.len = STORE_SP_BYTES;
+    return 0;
+}
+
 static void batch_release(struct batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         free(b->items[i].subject.data);
         free(b->items[i].wrapped_dek.data);
+        if (b->items[i].merge_id != protobuf_c_empty_string)
+            free(b->items[i].merge_id);
     }
     free(b->items);
     free(b->ptrs);
@@ -445,7 +528,7 @@ static int drive(struct keys *k)
     Dossier__Store__V1__KeyRotation *cur = NULL;
     struct dossier_status st;
     struct batch b;
-    int did = 0;
+    int did = 0, rc;
 
     if (!cluster_is_leader(n->cluster) || !cluster_keys_ready(n->cluster))
         return 0;
@@ -511,6 +594,32 @@ static int drive(struct keys *k)
     }
     if (b.n) {
         log_printf(LOG_INFO, "key rotation: %zu stragglers rewrapped", b.n);
+        did = propose_rewrap(k, &b, cur, 0) == 0;
+        batch_release(&b);
+        goto out;
+    }
+    batch_release(&b);
+    /* The keys pending merges keep for an undo (a merge made during the
+     * rotation may keep one it had not rewrapped yet; FINISH refuses
+     * while one is left). */
+    memset(&b, 0, sizeof(b));
+    b.k = k;
+    b.to = cur->to_version;
+    b.max_items = k->batch;
+    b.items = calloc(k->batch, sizeof(*b.items));
+    b.ptrs = calloc(k->batch, sizeof(*b.ptrs));
+    if (!b.items || !b.ptrs ||
+        ((rc = kept_keys_each(n->store, collect_kept, &b, &st)) != 0 &&
+         rc != 1) ||
+        b.err) {
+        log_printf(LOG_ERROR, "key rotation: the keys pending merges keep: "
+                   "%s", b.err ? b.st.message : st.message);
+        batch_release(&b);
+        goto out;
+    }
+    if (b.n) {
+        log_printf(LOG_INFO, "key rotation: %zu keys kept by pending "
+                   "merges rewrapped", b.n);
         did = propose_rewrap(k, &b, cur, 0) == 0;
         batch_release(&b);
         goto out;

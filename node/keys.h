@@ -15,8 +15,12 @@
  *      from the rotation's cursor, unwraps each and wraps it again under
  *      the target, and proposes the batch with the new cursor. Apply
  *      replaces a key only if the subject still has that very key.
- *   4. At the end of the family, a check pass rewraps any straggler, then
- *      FINISH installs the keyset sealed under the target. Every node then
+ *   4. At the end of the family, a check pass rewraps any straggler, and
+ *      a pass over the pending merges' summaries rewraps the subject keys
+ *      they keep for an undo (REWRAP items naming the merge); then FINISH
+ *      installs the keyset sealed under the target (apply refuses it while
+ *      a pending merge keeps a key under another version, so a merge made
+ *      during the rotation is caught by the next pass). Every node then
  *      purges the old wraps from its disk (store_rotation_purge, raft log
  *      compaction) and the old version opens nothing.
  * The cursor and counts live in the replicated state, so a new leader (or

@@ -1420,7 +1420,8 @@ int store_rotation_purge(struct store *s, struct dossier_status *st)
 
     /* As after an erasure: no memtable may still need a WAL file that
      * carried an old wrap, and the families holding wrapped keys (subject
-     * keys, the meta record) are rewritten whole, so that the versions
+     * keys, the meta record, and in the policy family the keys pending
+     * merges keep for an undo) are rewritten whole, so that the versions
      * overwritten by the rotation leave the SST files. */
     rocksdb_flushoptions_set_wait(fo, 1);
     for (int i = 0; i < STORE_N_FAMILIES && !err; i++)
@@ -1430,6 +1431,7 @@ int store_rotation_purge(struct store *s, struct dossier_status *st)
         return store_rdb_error(st, err, "flushing after a key rotation");
     compact_forced(s, STORE_SUBJECT, NULL, 0, NULL, 0);
     compact_forced(s, STORE_DEFAULT, NULL, 0, NULL, 0);
+    compact_forced(s, STORE_POLICY, NULL, 0, NULL, 0);
     return err_ok(st);
 }
 

@@ -42,6 +42,9 @@
  *                                                     DuplicateRuleSet
  *   policy    "u" merge id (MRG-...)                  MergeRecord: a merge
  *                                                     pending confirmation
+ *   policy    "v" merge id                            u64 BE: its revision
+ *   policy    "w" revision (u64 BE) merge id          MergeSummary (what a
+ *                                                     listing reads)
  *   consent   sp[16] "u" merge id                     empty: sp survived
  *                                                     merge id, pending
  *   consent   sp[16] "m" merged sp[16]                MergedSubject: that
@@ -446,6 +449,40 @@ int store_record_links(struct store *s, const char *kind,
                        struct store_link **links, size_t *n,
                        struct dossier_status *st);
 void store_links_free(struct store_link *l, size_t n);
+
+/* Merges (store_crm.c). A merge id is "MRG-" and 16 upper-case hex
+ * digits: 1 if @id is one, else 0. The API and apply check ids with this
+ * one function. */
+#define STORE_MERGE_ID_LEN 20
+int store_merge_id_valid(const char *id);
+
+/* The summary of pending merge @id into *@out (free with
+ * dossier__store__v1__merge_summary__free_unpacked).
+ * Errors: DOSSIER_INVALID_ARGUMENT (not a merge id), DOSSIER_NOT_FOUND
+ * (not pending: never made, undone or confirmed), DOSSIER_CORRUPT,
+ * DOSSIER_IO. */
+int store_merge_get(struct store *s, const char *id,
+                    Dossier__Store__V1__MergeSummary **out,
+                    struct dossier_status *st);
+
+/* Up to @max summaries of pending merges, oldest first, from the first
+ * one after revision @after (0: from the oldest), into *@out, an array of
+ * *@n (free with store_merges_free); *@more is 1 when more follow. Reads
+ * no before-image. Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_merge_list(struct store *s, uint64_t after, size_t max,
+                     Dossier__Store__V1__MergeSummary ***out, size_t *n,
+                     int *more, struct dossier_status *st);
+void store_merges_free(Dossier__Store__V1__MergeSummary **m, size_t n);
+
+/* The subject key of subject @sp that pending merge @id deleted and keeps
+ * for its undo (MergeSummary.kept_keys), as wrapped then, into *@out
+ * (free with dossier__store__v1__subject_key__free_unpacked): what a key
+ * rotation rewraps. Reads the whole MergeRecord.
+ * Errors: DOSSIER_INVALID_ARGUMENT, DOSSIER_NOT_FOUND, DOSSIER_CORRUPT,
+ * DOSSIER_IO. */
+int store_merge_kept_key(struct store *s, const char *id,
+                         const uint8_t sp[STORE_SP_BYTES], SubjectKey **out,
+                         struct dossier_status *st);
 
 /* Reads subject @sp's key into *@out (free with
  * dossier__store__v1__subject_key__free_unpacked).

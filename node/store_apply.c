@@ -2580,6 +2580,12 @@ int store_put_op_valid(const Dossier__Store__V1__PutOp *op)
     return links_valid(op);
 }
 
+int store_batch_changes_forget(struct store_batch *b, const uint8_t *rid,
+                               const uint8_t *sp, uint64_t before)
+{
+    return record_changes_forget(b, rid, sp, before);
+}
+
 int store_batch_change_record(struct store_batch *b, const Command *cmd,
                               uint64_t rev, int type, const char *kind,
                               const uint8_t *rid,

@@ -1,6 +1,7 @@
 /* The CRM commands of the replicated state machine: duplicate rules (and,
  * below, merges). Applied by store_apply(), deterministically, like every
- * command (store.h). */
+ * command (store.h); also the reads of pending merges' summaries. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -56,12 +57,16 @@ int store_apply_duplicate_rules(struct store_batch *b, const Command *cmd,
  * key back, after checking that none changed since (its value still
  * hashes to what the merge wrote). Records come back with a new version,
  * as every change gives one. Change-feed rows are not tracked: the feed
- * records the merge and the undo as changes of their own. */
+ * records the merge and the undo as changes of their own, and the
+ * duplicates' earlier changes leave it at the merge, as a deleted
+ * record's do. */
 
-#define MERGE_ID_LEN 20 /* "MRG-" and 16 hex digits */
+#define MERGE_ID_LEN STORE_MERGE_ID_LEN
 #define HASH_BYTES 16
 
-static int merge_id_valid(const char *id)
+typedef Dossier__Store__V1__MergeSummary MergeSummary;
+
+int store_merge_id_valid(const char *id)
 {
     if (strlen(id) != MERGE_ID_LEN || memcmp(id, "MRG-", 4) != 0)
         return 0;
@@ -69,6 +74,155 @@ static int merge_id_valid(const char *id)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'F')))
             return 0;
     return 1;
+}
+
+/* ---- Summaries: "w" revision id (MergeSummary) and "v" id (revision),
+ * what a listing and the API read instead of the MergeRecord. ---- */
+
+#define SUMMARY_KEY_LEN (1 + 8 + MERGE_ID_LEN)
+
+static void summary_key(uint8_t key[SUMMARY_KEY_LEN], uint64_t rev,
+                        const char *id)
+{
+    key[0] = 'w';
+    store_u64_be(key + 1, rev);
+    memcpy(key + 9, id, MERGE_ID_LEN);
+}
+
+/* Writes summary @ms and its "v" row. Errors: DOSSIER_NOMEM. */
+static int summary_put(struct store_batch *b, const MergeSummary *ms)
+{
+    uint8_t key[SUMMARY_KEY_LEN], vkey[1 + MERGE_ID_LEN], rev[8];
+    summary_key(key, ms->revision, ms->id);
+    if (store_batch_put_pb(b, STORE_POLICY, key, sizeof(key), &ms->base))
+        return DOSSIER_NOMEM;
+    vkey[0] = 'v';
+    memcpy(vkey + 1, ms->id, MERGE_ID_LEN);
+    store_u64_be(rev, ms->revision);
+    rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_POLICY],
+                                 (const char *)vkey, sizeof(vkey),
+                                 (const char *)rev, sizeof(rev));
+    return 0;
+}
+
+/* Reads the summary of merge @id (a valid id), through @b when set (else
+ * the caller holds the swap lock), into *@out.
+ * Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+static int summary_read(struct store *s, struct store_batch *b,
+                        const char *id, MergeSummary **out,
+                        struct dossier_status *st)
+{
+    uint8_t vkey[1 + MERGE_ID_LEN], key[SUMMARY_KEY_LEN];
+    char *v;
+    size_t vlen;
+    uint64_t rev;
+    int rc;
+
+    *out = NULL;
+    vkey[0] = 'v';
+    memcpy(vkey + 1, id, MERGE_ID_LEN);
+    if ((rc = store_get_raw(s, b, STORE_POLICY, vkey, sizeof(vkey), &v, &vlen,
+                            st)))
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND,
+                       "no pending merge %s (never made, undone or "
+                       "confirmed)",
+                       id);
+    rev = vlen == 8 ? store_be_u64((const uint8_t *)v) : 0;
+    rocksdb_free(v);
+    summary_key(key, rev, id);
+    if ((rc = store_get_raw(s, b, STORE_POLICY, key, sizeof(key), &v, &vlen,
+                            st)))
+        return rc;
+    *out = v ? dossier__store__v1__merge_summary__unpack(NULL, vlen,
+                                                         (const uint8_t *)v)
+             : NULL;
+    rocksdb_free(v);
+    if (!*out)
+        return err_set(st, DOSSIER_CORRUPT, "the summary of merge %s is "
+                                            "missing or corrupt",
+                       id);
+    return 0;
+}
+
+int store_merge_get(struct store *s, const char *id, MergeSummary **out,
+                    struct dossier_status *st)
+{
+    int rc;
+    *out = NULL;
+    if (!store_merge_id_valid(id))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT,
+                       "a merge id is MRG- and 16 upper-case hex digits");
+    pthread_rwlock_rdlock(&s->swap);
+    rc = summary_read(s, NULL, id, out, st);
+    pthread_rwlock_unlock(&s->swap);
+    return rc ? rc : err_ok(st);
+}
+
+struct merge_list {
+    MergeSummary **v;
+    size_t n, max;
+    int more;
+};
+
+static int merge_list_cb(void *arg, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    struct merge_list *l = arg;
+    (void)key;
+    if (klen != SUMMARY_KEY_LEN)
+        return DOSSIER_CORRUPT;
+    if (l->n == l->max) {
+        l->more = 1;
+        return 1;
+    }
+    if (!(l->v[l->n] = dossier__store__v1__merge_summary__unpack(NULL, vlen,
+                                                                 val)))
+        return DOSSIER_CORRUPT;
+    l->n++;
+    return 0;
+}
+
+int store_merge_list(struct store *s, uint64_t after, size_t max,
+                     MergeSummary ***out, size_t *n, int *more,
+                     struct dossier_status *st)
+{
+    struct merge_list l = {NULL, 0, max, 0};
+    uint8_t from[1 + 8 + 1];
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if (!(l.v = calloc(max + 1, sizeof(*l.v))))
+        return err_set(st, DOSSIER_NOMEM, "out of memory");
+    /* After every summary of revision @after: an id never holds 0xff. */
+    from[0] = 'w';
+    store_u64_be(from + 1, after);
+    from[9] = 0xff;
+    rc = store_scan(s, STORE_POLICY, (const uint8_t *)"w", 1,
+                    after ? from : NULL, after ? sizeof(from) : 0,
+                    merge_list_cb, &l, st);
+    if (rc == 1)
+        rc = 0;
+    if (rc) {
+        store_merges_free(l.v, l.n);
+        return rc == DOSSIER_CORRUPT
+                   ? err_set(st, rc, "a pending merge's summary is corrupt")
+                   : rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    *more = l.more;
+    return err_ok(st);
+}
+
+void store_merges_free(MergeSummary **m, size_t n)
+{
+    for (size_t i = 0; m && i < n; i++)
+        dossier__store__v1__merge_summary__free_unpacked(m[i], NULL);
+    free(m);
 }
 
 /* One key the merge touched. */
@@ -549,6 +703,17 @@ static int merge_parse_rows(struct store_batch *b,
     for (size_t j = 0; rc == 0 && j < op->n_subjects; j++)
         rc = store_batch_keys(b, STORE_CONSENT, op->subjects[j].data,
                               STORE_SP_BYTES, consent_row_cb, &cc);
+    /* The merged subjects' keys, which the merge's summary lists. */
+    for (size_t j = 0; rc == 0 && j < op->n_subjects; j++) {
+        SubjectKey *sk;
+        rc = store_read_subject_key(b->s, b, op->subjects[j].data, &sk, st);
+        if (rc == 0)
+            dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        else if (rc == DOSSIER_NOT_FOUND)
+            rc = 0;
+        else if (rc == DOSSIER_CORRUPT)
+            return rc;
+    }
     if (rc == DOSSIER_CORRUPT)
         return err_set(st, rc, "a link or consent row is malformed");
     if (rc == DOSSIER_NOMEM)
@@ -567,7 +732,7 @@ static int merge_form(const Dossier__Store__V1__MergeOp *op,
                       struct store_result *res)
 {
     const Dossier__Store__V1__PutOp *s = op->survivor;
-    if (!merge_id_valid(op->id) || !s || !store_put_op_valid(s) ||
+    if (!store_merge_id_valid(op->id) || !s || !store_put_op_valid(s) ||
         s->expect_case != DOSSIER__STORE__V1__PUT_OP__EXPECT_EXPECTED_VERSION ||
         s->new_subject_key || op->n_duplicates == 0)
         return store_apply_bad(res, "merge");
@@ -901,40 +1066,54 @@ static int consent_merge(struct mw *w, const Command *cmd, const uint8_t *sp,
 }
 
 /* Copies the merged subject's rows of the change index under the
- * survivor's subject, so that its erasure takes them out of the feed;
- * the copies go into @feed for an undo. */
+ * survivor's subject (@del 0), or deletes those copies again (@del 1, an
+ * undo): the moved records' earlier changes are then found through their
+ * new subject's index, so that a later delete, rectification or expiry
+ * of one takes them out of the feed. The copies are not listed in the
+ * MergeRecord: the change index is trimmed by each node on its own, so
+ * an undo finds them from the merged subject's rows as its node holds
+ * them (a copy has the same revision, seq and record as its row, and is
+ * trimmed with it). */
 struct feed_copy {
     struct store_batch *b;
     const uint8_t *to;
-    ProtobufCBinaryData *keys;
-    size_t n, cap;
+    int del;
 };
 
 static int feed_copy_cb(void *arg, const uint8_t *key, size_t klen)
 {
     struct feed_copy *f = arg;
-    uint8_t *nk;
-    if (klen <= STORE_SP_BYTES)
+    uint8_t nk[STORE_SP_BYTES + 12 + STORE_RID_BYTES];
+    if (klen <= STORE_SP_BYTES || klen > sizeof(nk))
         return 0;
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? 2 * f->cap : 64;
-        void *p = realloc(f->keys, cap * sizeof(*f->keys));
-        if (!p)
-            return DOSSIER_NOMEM;
-        f->keys = p;
-        f->cap = cap;
-    }
-    if (!(nk = malloc(klen)))
-        return DOSSIER_NOMEM;
     memcpy(nk, f->to, STORE_SP_BYTES);
     memcpy(nk + STORE_SP_BYTES, key + STORE_SP_BYTES, klen - STORE_SP_BYTES);
-    rocksdb_writebatch_wi_put_cf(f->b->wb, f->b->s->cf[STORE_CHANGE_INDEX],
-                                 (const char *)nk, klen, "", 0);
-    f->keys[f->n++] = (ProtobufCBinaryData){klen, nk};
+    if (f->del)
+        rocksdb_writebatch_wi_delete_cf(f->b->wb,
+                                        f->b->s->cf[STORE_CHANGE_INDEX],
+                                        (const char *)nk, klen);
+    else
+        rocksdb_writebatch_wi_put_cf(f->b->wb, f->b->s->cf[STORE_CHANGE_INDEX],
+                                     (const char *)nk, klen, "", 0);
     return 0;
 }
 
+static int feed_copies(struct store_batch *b, const uint8_t *from,
+                       const uint8_t *to, int del)
+{
+    struct feed_copy f = {b, to, del};
+    return store_batch_keys(b, STORE_CHANGE_INDEX, from, STORE_SP_BYTES,
+                            feed_copy_cb, &f);
+}
+
 /* ---- Apply ---- */
+
+typedef Dossier__Store__V1__MergeSummary__KeptKey KeptKey;
+static int kept_keys_of(const struct mw *w, KeptKey **keys, KeptKey ***ptrs,
+                        size_t *n);
+static int kept_keys_current(struct store_batch *b,
+                             const Dossier__Store__V1__MergeRecord *mr,
+                             struct store_result *res);
 
 /* The images of @w as messages, into @mr (*@im and mr->images malloc'd,
  * pointing into @w; free both). */
@@ -977,7 +1156,6 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
     struct dossier_status *st = &res->status;
     struct merge_state m;
     struct consents cur = {0};
-    struct feed_copy feed = {0};
     struct mw w;
     uint8_t **packed = NULL, key[STORE_KEY_MAX + 32];
     size_t *plen = NULL, n_packed, klen;
@@ -1008,6 +1186,18 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
     }
     for (size_t i = 0; rc == 0 && i < op->n_duplicates; i++)
         rc = record_drop(&w, s->kind, op->duplicates[i]->rid.data, m.dups[i]);
+    /* As a Delete does: the duplicates' earlier changes leave the feed, so
+     * the values that lost to the survivor's are not kept there (the feed
+     * keeps each deletion, below). An undo does not need them: it puts
+     * every record it restores. Before the merged subjects' rows of the
+     * change index are copied below, so none of theirs is copied. */
+    for (size_t i = 0; rc == 0 && i < op->n_duplicates; i++) {
+        const ProtobufCBinaryData *sub = &m.dups[i]->subject;
+        if (store_batch_changes_forget(
+                b, op->duplicates[i]->rid.data,
+                sub->len == STORE_SP_BYTES ? sub->data : NULL, rev))
+            rc = DOSSIER_NOMEM;
+    }
     if (rc == 0)
         rc = record_write(&w, s, m.survivor, rev, m.survivor->created_at_ms,
                           cmd->time_ms, &packed[0], &plen[0]);
@@ -1050,12 +1240,17 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
                       &ms.base);
             rc = w.rc;
         }
-        if (rc == 0) {
-            feed.b = b;
-            feed.to = s->subject.data;
-            rc = store_batch_keys(b, STORE_CHANGE_INDEX, bsp, STORE_SP_BYTES,
-                                  feed_copy_cb, &feed);
-        }
+        if (rc == 0)
+            rc = feed_copies(b, bsp, s->subject.data, 0);
+    }
+    /* The survivor subject's restriction is watched: its image is kept
+     * even when the merge leaves it as it is, so an undo sees one made or
+     * lifted since (the merged subjects it restores would not carry it). */
+    if (rc == 0 && s->subject.len == STORE_SP_BYTES) {
+        memcpy(key, s->subject.data, STORE_SP_BYTES);
+        key[STORE_SP_BYTES] = 'r';
+        if (!mw_touch(&w, STORE_CONSENT, key, STORE_SP_BYTES + 1))
+            rc = w.rc;
     }
     if (rc == 0 && restricted) {
         memcpy(key, s->subject.data, STORE_SP_BYTES);
@@ -1136,8 +1331,6 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
         mr.revision = rev;
         mr.records_moved = op->n_moved;
         mr.links_moved = op->n_repoints;
-        mr.n_feed_keys = feed.n;
-        mr.feed_keys = feed.keys;
         Dossier__Store__V1__MergeImage *im = NULL;
         if (images_to_record(&w, &mr, &im))
             rc = DOSSIER_NOMEM;
@@ -1148,6 +1341,30 @@ int store_apply_merge(struct store_batch *b, const Command *cmd,
             rc = DOSSIER_NOMEM;
         free(im);
         free(mr.images);
+        if (rc == 0) {
+            MergeSummary ms = DOSSIER__STORE__V1__MERGE_SUMMARY__INIT;
+            KeptKey *kept = NULL, **kept_ptrs = NULL;
+            size_t n_kept = 0;
+            rc = kept_keys_of(&w, &kept, &kept_ptrs, &n_kept);
+            ms.n_kept_keys = n_kept;
+            ms.kept_keys = kept_ptrs;
+            ms.id = mr.id;
+            ms.kind = mr.kind;
+            ms.survivor = mr.survivor;
+            ms.subject = mr.subject;
+            ms.dek_id = mr.dek_id;
+            ms.sealed_ids = mr.sealed_ids;
+            ms.time_ms = mr.time_ms;
+            ms.principal = mr.principal;
+            ms.reference = mr.reference;
+            ms.revision = mr.revision;
+            ms.records_moved = mr.records_moved;
+            ms.links_moved = mr.links_moved;
+            if (rc == 0)
+                rc = summary_put(b, &ms);
+            free(kept);
+            free(kept_ptrs);
+        }
     }
     if (rc) {
         if (rc == DOSSIER_NOMEM)
@@ -1169,9 +1386,6 @@ out:
     free(packed);
     free(plen);
     free(dup_rids);
-    for (size_t i = 0; i < feed.n; i++)
-        free(feed.keys[i].data);
-    free(feed.keys);
     consents_free(&cur);
     mw_release(&w);
     merge_state_release(&m);
@@ -1190,7 +1404,7 @@ static int merge_record_get(struct store_batch *b, const char *id,
     int rc;
 
     *out = NULL;
-    if (!merge_id_valid(id))
+    if (!store_merge_id_valid(id))
         return store_apply_bad(res, "merge id");
     key[0] = 'u';
     memcpy(key + 1, id, MERGE_ID_LEN);
@@ -1220,15 +1434,22 @@ static int names_merge(const Dossier__Store__V1__MergeRecord *mr,
            same_bytes(&mr->survivor, survivor);
 }
 
-/* Deletes merge @mr's row and its subject's pointer to it. */
+/* Deletes merge @mr's rows (the record and its summary) and its
+ * subject's pointer to it. */
 static void merge_forget(struct store_batch *b,
                          const Dossier__Store__V1__MergeRecord *mr)
 {
-    uint8_t key[STORE_SP_BYTES + 1 + MERGE_ID_LEN];
+    uint8_t key[STORE_SP_BYTES + 1 + MERGE_ID_LEN], skey[SUMMARY_KEY_LEN];
     key[0] = 'u';
     memcpy(key + 1, mr->id, MERGE_ID_LEN);
     rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
                                     (const char *)key, 1 + MERGE_ID_LEN);
+    key[0] = 'v';
+    rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
+                                    (const char *)key, 1 + MERGE_ID_LEN);
+    summary_key(skey, mr->revision, mr->id);
+    rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_POLICY],
+                                    (const char *)skey, sizeof(skey));
     if (mr->subject.len == STORE_SP_BYTES) {
         memcpy(key, mr->subject.data, STORE_SP_BYTES);
         key[STORE_SP_BYTES] = 'u';
@@ -1250,6 +1471,16 @@ static int changed_since(const Dossier__Store__V1__MergeRecord *mr,
         [STORE_CONSENT] = "a consent record",
         [STORE_LINK] = "a link",
     };
+    if (im->family == STORE_CONSENT && im->key.len == STORE_SP_BYTES + 1 &&
+        im->key.data[STORE_SP_BYTES] == 'r')
+        return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                       "merge %s cannot be undone: a restriction of "
+                       "processing (Art. 18) of a subject it merged was "
+                       "made or lifted since, and the subjects the undo "
+                       "restores would not have it as decided; confirm the "
+                       "merge, or set the restriction back as it was before "
+                       "undoing",
+                       mr->id);
     if (im->family == STORE_RECORD && v) {
         StoredRecord *r = dossier__store__v1__stored_record__unpack(
             NULL, vlen, (const uint8_t *)v);
@@ -1270,6 +1501,79 @@ static int changed_since(const Dossier__Store__V1__MergeRecord *mr,
                    im->family < STORE_N_FAMILIES && what[im->family]
                        ? what[im->family]
                        : im->family == STORE_RECORD ? "a record" : "a row");
+}
+
+/* Whether merge @mr kept an image of (@family, @key). */
+static int has_image(const Dossier__Store__V1__MergeRecord *mr, int family,
+                     const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < mr->n_images; i++)
+        if ((int)mr->images[i]->family == family &&
+            mr->images[i]->key.len == klen &&
+            memcmp(mr->images[i]->key.data, key, klen) == 0)
+            return 1;
+    return 0;
+}
+
+/* A consent event of the survivor's subject after the merge, not the
+ * merge's own: its history row ("h" revision) is newer than the merge and
+ * the merge kept no image of it. */
+struct consent_since {
+    struct store_batch *b;
+    const Dossier__Store__V1__MergeRecord *mr;
+    struct store_result *res;
+};
+
+static int consent_since_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct consent_since *cs = arg;
+    Dossier__Store__V1__StoredConsent *c;
+    char *v;
+    size_t vlen;
+    int rc;
+
+    if (klen != STORE_SP_BYTES + 9 ||
+        store_be_u64(key + STORE_SP_BYTES + 1) <= cs->mr->revision ||
+        has_image(cs->mr, STORE_CONSENT, key, klen))
+        return 0;
+    if ((rc = store_get_raw(cs->b->s, cs->b, STORE_CONSENT, key, klen, &v,
+                            &vlen, &cs->res->status)))
+        return rc;
+    c = v ? dossier__store__v1__stored_consent__unpack(NULL, vlen,
+                                                       (const uint8_t *)v)
+          : NULL;
+    rocksdb_free(v);
+    if (!c)
+        return err_set(&cs->res->status, DOSSIER_CORRUPT,
+                       "a consent record is corrupt");
+    rc = err_set(&cs->res->status, DOSSIER_FAILED_PRECONDITION,
+                 "merge %s cannot be undone: consent of the survivor's "
+                 "subject to purpose '%s' was decided since (revision %llu), "
+                 "and the subjects the undo restores would not carry that "
+                 "decision; confirm the merge instead",
+                 cs->mr->id, c->purpose, (unsigned long long)c->revision);
+    dossier__store__v1__stored_consent__free_unpacked(c, NULL);
+    return rc;
+}
+
+/* FAILED_PRECONDITION when the survivor's subject decided on consent
+ * since merge @mr (an undo would split the person without it). */
+static int consent_since(struct store_batch *b,
+                         const Dossier__Store__V1__MergeRecord *mr,
+                         struct store_result *res)
+{
+    struct consent_since cs = {b, mr, res};
+    uint8_t prefix[STORE_SP_BYTES + 1];
+    int rc;
+    if (mr->subject.len != STORE_SP_BYTES)
+        return 0;
+    memcpy(prefix, mr->subject.data, STORE_SP_BYTES);
+    prefix[STORE_SP_BYTES] = 'h';
+    rc = store_batch_keys(b, STORE_CONSENT, prefix, sizeof(prefix),
+                          consent_since_cb, &cs);
+    if (rc == DOSSIER_NOMEM)
+        return err_set(&res->status, rc, "out of memory");
+    return rc;
 }
 
 int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
@@ -1333,7 +1637,19 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
             if (rc)
                 goto out;
         }
+    /* A consent decision of the survivor's subject since the merge, for
+     * a purpose the merge did not touch, is not among the images: the
+     * undo would leave it with the survivor only. */
+    if ((rc = consent_since(b, mr, res)) ||
+        (rc = kept_keys_current(b, mr, res)))
+        goto out;
     rev = b->revision + 1;
+    /* The copies of the merged subjects' change-index rows go (before
+     * the undo's own changes are indexed under those subjects). */
+    for (size_t j = 0; rc == 0 && j < mr->n_subjects; j++)
+        if (mr->subjects[j].len == STORE_SP_BYTES &&
+            mr->subject.len == STORE_SP_BYTES)
+            rc = feed_copies(b, mr->subjects[j].data, mr->subject.data, 1);
     for (size_t i = 0; rc == 0 && i < mr->n_images; i++) {
         const Dossier__Store__V1__MergeImage *im = mr->images[i];
         rocksdb_column_family_handle_t *cf = b->s->cf[im->family];
@@ -1399,10 +1715,6 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
             dossier__store__v1__stored_record__free_unpacked(r, NULL);
         }
     }
-    for (size_t i = 0; rc == 0 && i < mr->n_feed_keys; i++)
-        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
-                                        (const char *)mr->feed_keys[i].data,
-                                        mr->feed_keys[i].len);
     if (rc) {
         if (rc == DOSSIER_NOMEM)
             err_set(&res->status, rc, "out of memory");
@@ -1441,6 +1753,345 @@ int store_apply_merge_confirm(struct store_batch *b, const Command *cmd,
     res->version = b->revision;
     res->updated_at_ms = cmd->time_ms;
     return err_ok(&res->status);
+}
+
+/* ------------------------------------------------------------------ */
+/* Kept subject keys and master key rotation
+ *
+ * A merge deletes the merged subjects' keys and keeps them, wrapped as
+ * they were, in its images. A rotation must rewrap those too, or an undo
+ * after it would bring back a key only the old master key opens: the
+ * summary lists them (kept_keys), the leader rewraps them with REWRAP
+ * items naming the merge (store_merge_rewrap), FINISH waits until none is
+ * left under another version (store_merges_kept_other), and an undo
+ * refuses to restore a key under another version than new keys get. */
+
+/* The subject keys @w's images keep (existing keys it deleted) into
+ * *@keys, pointed to by *@ptrs (both malloc'd, *@n of them; subjects
+ * point into @w). Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT. */
+static int kept_keys_of(const struct mw *w, KeptKey **keys, KeptKey ***ptrs,
+                        size_t *n)
+{
+    *n = 0;
+    *keys = calloc(w->n + 1, sizeof(**keys));
+    *ptrs = calloc(w->n + 1, sizeof(**ptrs));
+    if (!*keys || !*ptrs)
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; i < w->n; i++) {
+        const struct img *g = &w->v[i];
+        KeptKey *k = &(*keys)[*n];
+        SubjectKey *sk;
+        if (g->family != STORE_SUBJECT || g->klen != STORE_SP_BYTES ||
+            !g->existed)
+            continue;
+        if (!(sk = dossier__store__v1__subject_key__unpack(NULL, g->blen,
+                                                           g->before)))
+            return DOSSIER_CORRUPT;
+        dossier__store__v1__merge_summary__kept_key__init(k);
+        k->subject = (ProtobufCBinaryData){STORE_SP_BYTES, g->key};
+        k->dek_id = sk->dek_id;
+        k->kek_version = sk->kek_version;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        (*ptrs)[(*n)++] = k;
+    }
+    return 0;
+}
+
+/* The image of merge @mr that keeps subject @sp's key, or NULL. */
+static Dossier__Store__V1__MergeImage *
+kept_image(const Dossier__Store__V1__MergeRecord *mr, const uint8_t *sp)
+{
+    for (size_t i = 0; i < mr->n_images; i++) {
+        Dossier__Store__V1__MergeImage *im = mr->images[i];
+        if (im->family == STORE_SUBJECT && im->existed &&
+            im->key.len == STORE_SP_BYTES &&
+            memcmp(im->key.data, sp, STORE_SP_BYTES) == 0)
+            return im;
+    }
+    return NULL;
+}
+
+/* FAILED_PRECONDITION when merge @mr keeps a subject key wrapped under
+ * another master key version than new keys get now: restored, it would
+ * need a version the nodes may no longer hold. */
+static int kept_keys_current(struct store_batch *b,
+                             const Dossier__Store__V1__MergeRecord *mr,
+                             struct store_result *res)
+{
+    uint32_t want, rotating;
+    int rc;
+
+    if ((rc = store_wrap_version(b, &want, &res->status)))
+        return rc;
+    for (size_t i = 0; want && i < mr->n_images; i++) {
+        const Dossier__Store__V1__MergeImage *im = mr->images[i];
+        SubjectKey *sk;
+        uint32_t v;
+        if (im->family != STORE_SUBJECT || im->key.len != STORE_SP_BYTES ||
+            !im->existed)
+            continue;
+        if (!(sk = dossier__store__v1__subject_key__unpack(
+                  NULL, im->before.len, im->before.data)))
+            return err_set(&res->status, DOSSIER_CORRUPT,
+                           "merge %s keeps a corrupt subject key", mr->id);
+        v = sk->kek_version;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        if (v == want)
+            continue;
+        if ((rc = store_rotation_target(b, &rotating, &res->status)))
+            return rc;
+        if (rotating)
+            return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                           "merge %s cannot be undone yet: it keeps a "
+                           "subject key wrapped under master key version "
+                           "%u, and a rotation to version %u is under way; "
+                           "the rotation rewraps the key before it finishes "
+                           "(dossier keys status): undo again then",
+                           mr->id, v, rotating);
+        return err_set(&res->status, DOSSIER_FAILED_PRECONDITION,
+                       "merge %s cannot be undone: it keeps a subject key "
+                       "wrapped under master key version %u, not under the "
+                       "version in use (%u)",
+                       mr->id, v, want);
+    }
+    return 0;
+}
+
+/* Reads MergeRecord @id (a valid id) through @b, else under the caller's
+ * swap lock. Errors: DOSSIER_NOT_FOUND, DOSSIER_CORRUPT, DOSSIER_IO. */
+static int record_read(struct store *s, struct store_batch *b, const char *id,
+                       Dossier__Store__V1__MergeRecord **out,
+                       struct dossier_status *st)
+{
+    uint8_t key[1 + MERGE_ID_LEN];
+    char *v;
+    size_t vlen;
+    int rc;
+
+    *out = NULL;
+    key[0] = 'u';
+    memcpy(key + 1, id, MERGE_ID_LEN);
+    if ((rc = store_get_raw(s, b, STORE_POLICY, key, sizeof(key), &v, &vlen,
+                            st)))
+        return rc;
+    if (!v)
+        return err_set(st, DOSSIER_NOT_FOUND, "no pending merge %s", id);
+    *out = dossier__store__v1__merge_record__unpack(NULL, vlen,
+                                                    (const uint8_t *)v);
+    rocksdb_free(v);
+    return *out ? 0
+                : err_set(st, DOSSIER_CORRUPT, "merge %s is corrupt", id);
+}
+
+/* Applies the REWRAP items of @op that name merge @id; with @dry, only
+ * checks that they can be (nothing written, nothing counted). */
+static int rewrap_merge(struct store_batch *b,
+                        const Dossier__Store__V1__KeyRotateOp *op,
+                        const char *id, int dry, uint64_t *done,
+                        uint64_t *skipped, struct dossier_status *st)
+{
+    uint64_t n_done = 0, n_skipped = 0;
+    MergeSummary *ms = NULL;
+    Dossier__Store__V1__MergeRecord *mr = NULL;
+    /* Images given a new value: restored before the record is freed. */
+    Dossier__Store__V1__MergeImage **swapped = NULL;
+    ProtobufCBinaryData *old = NULL;
+    size_t n_swapped = 0;
+    int rc;
+
+    rc = summary_read(b->s, b, id, &ms, st);
+    if (rc == DOSSIER_NOT_FOUND) {
+        /* Undone, confirmed or erased since the leader read it. */
+        for (size_t i = 0; !dry && i < op->n_items; i++)
+            *skipped += strcmp(op->items[i]->merge_id, id) == 0;
+        return err_ok(st);
+    }
+    if (rc || (rc = record_read(b->s, b, id, &mr, st)))
+        goto out;
+    swapped = calloc(op->n_items + 1, sizeof(*swapped));
+    old = calloc(op->n_items + 1, sizeof(*old));
+    if (!swapped || !old) {
+        rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < op->n_items; i++) {
+        const Dossier__Store__V1__KeyRotateOp__Rewrap *it = op->items[i];
+        Dossier__Store__V1__MergeImage *im;
+        KeptKey *k = NULL;
+        SubjectKey *sk;
+        ProtobufCBinaryData keep;
+        uint8_t *buf;
+        size_t len;
+
+        if (strcmp(it->merge_id, id) != 0)
+            continue;
+        for (size_t j = 0; !k && j < ms->n_kept_keys; j++)
+            if (ms->kept_keys[j]->subject.len == STORE_SP_BYTES &&
+                memcmp(ms->kept_keys[j]->subject.data, it->subject.data,
+                       STORE_SP_BYTES) == 0)
+                k = ms->kept_keys[j];
+        if (!k || k->dek_id != it->dek_id ||
+            k->kek_version == op->to_version) {
+            n_skipped++; /* rewrapped by an earlier step */
+            continue;
+        }
+        im = kept_image(mr, it->subject.data);
+        sk = im ? dossier__store__v1__subject_key__unpack(
+                      NULL, im->before.len, im->before.data)
+                : NULL;
+        if (!sk || sk->dek_id != it->dek_id) {
+            if (sk)
+                dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+            rc = err_set(st, DOSSIER_CORRUPT,
+                         "merge %s does not keep the subject key its "
+                         "summary lists",
+                         id);
+            goto out;
+        }
+        sk->kek_version = op->to_version;
+        keep = sk->wrapped_dek;
+        sk->wrapped_dek = it->wrapped_dek; /* borrowed from the command */
+        len = dossier__store__v1__subject_key__get_packed_size(sk);
+        if ((buf = malloc(len ? len : 1)))
+            dossier__store__v1__subject_key__pack(sk, buf);
+        sk->wrapped_dek = keep;
+        dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+        if (!buf) {
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+            goto out;
+        }
+        swapped[n_swapped] = im;
+        old[n_swapped++] = im->before;
+        im->before = (ProtobufCBinaryData){len, buf};
+        k->kek_version = op->to_version;
+        n_done++;
+    }
+    if (dry)
+        goto out;
+    *done += n_done;
+    *skipped += n_skipped;
+    if (n_swapped) {
+        uint8_t ukey[1 + MERGE_ID_LEN];
+        ukey[0] = 'u';
+        memcpy(ukey + 1, id, MERGE_ID_LEN);
+        if (store_batch_put_pb(b, STORE_POLICY, ukey, sizeof(ukey),
+                               &mr->base) ||
+            summary_put(b, ms))
+            rc = err_set(st, DOSSIER_NOMEM, "out of memory");
+    }
+out:
+    for (size_t i = 0; i < n_swapped; i++) {
+        free(swapped[i]->before.data);
+        swapped[i]->before = old[i];
+    }
+    free(swapped);
+    free(old);
+    if (mr)
+        dossier__store__v1__merge_record__free_unpacked(mr, NULL);
+    if (ms)
+        dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+    return rc;
+}
+
+int store_merge_rewrap(struct store_batch *b,
+                       const Dossier__Store__V1__KeyRotateOp *op,
+                       uint64_t *done, uint64_t *skipped,
+                       struct dossier_status *st)
+{
+    /* Everything checked before anything is written: a command that
+     * fails writes nothing. */
+    for (int dry = 1; dry >= 0; dry--)
+        for (size_t i = 0; i < op->n_items; i++) {
+            const char *id = op->items[i]->merge_id;
+            int first = 1, rc;
+            if (!id[0])
+                continue;
+            for (size_t j = 0; first && j < i; j++)
+                first = strcmp(op->items[j]->merge_id, id) != 0;
+            if (first &&
+                (rc = rewrap_merge(b, op, id, dry, done, skipped, st)))
+                return rc;
+        }
+    return 0;
+}
+
+struct kept_other {
+    struct store_batch *b;
+    uint32_t version;
+    char *id;
+    uint32_t *found;
+    struct dossier_status *st;
+};
+
+static int kept_other_cb(void *arg, const uint8_t *key, size_t klen)
+{
+    struct kept_other *ko = arg;
+    MergeSummary *ms;
+    char *v;
+    size_t vlen;
+    int rc;
+
+    if ((rc = store_get_raw(ko->b->s, ko->b, STORE_POLICY, key, klen, &v,
+                            &vlen, ko->st)))
+        return rc;
+    ms = v ? dossier__store__v1__merge_summary__unpack(NULL, vlen,
+                                                       (const uint8_t *)v)
+           : NULL;
+    rocksdb_free(v);
+    if (!ms)
+        return err_set(ko->st, DOSSIER_CORRUPT,
+                       "a pending merge's summary is corrupt");
+    for (size_t i = 0; !*ko->found && i < ms->n_kept_keys; i++)
+        if (ms->kept_keys[i]->kek_version != ko->version) {
+            *ko->found = ms->kept_keys[i]->kek_version;
+            snprintf(ko->id, MERGE_ID_LEN + 1, "%s", ms->id);
+        }
+    dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+    return *ko->found ? 1 : 0;
+}
+
+int store_merges_kept_other(struct store_batch *b, uint32_t version,
+                            char id[STORE_MERGE_ID_LEN + 1], uint32_t *found,
+                            struct dossier_status *st)
+{
+    struct kept_other ko = {b, version, id, found, st};
+    int rc;
+    *found = 0;
+    id[0] = '\0';
+    rc = store_batch_keys(b, STORE_POLICY, (const uint8_t *)"w", 1,
+                          kept_other_cb, &ko);
+    if (rc == 1)
+        return 0;
+    if (rc == DOSSIER_NOMEM)
+        return err_set(st, rc, "out of memory");
+    return rc;
+}
+
+int store_merge_kept_key(struct store *s, const char *id,
+                         const uint8_t sp[STORE_SP_BYTES], SubjectKey **out,
+                         struct dossier_status *st)
+{
+    Dossier__Store__V1__MergeRecord *mr;
+    const Dossier__Store__V1__MergeImage *im;
+    int rc;
+
+    *out = NULL;
+    if (!store_merge_id_valid(id))
+        return err_set(st, DOSSIER_INVALID_ARGUMENT, "not a merge id");
+    pthread_rwlock_rdlock(&s->swap);
+    rc = record_read(s, NULL, id, &mr, st);
+    pthread_rwlock_unlock(&s->swap);
+    if (rc)
+        return rc;
+    im = kept_image(mr, sp);
+    if (im)
+        *out = dossier__store__v1__subject_key__unpack(NULL, im->before.len,
+                                                       im->before.data);
+    dossier__store__v1__merge_record__free_unpacked(mr, NULL);
+    if (!*out)
+        return err_set(st, im ? DOSSIER_CORRUPT : DOSSIER_NOT_FOUND,
+                       "merge %s keeps no such subject key", id);
+    return err_ok(st);
 }
 
 /* ------------------------------------------------------------------ */

@@ -148,6 +148,12 @@ int store_batch_change_record(struct store_batch *b, const Command *cmd,
                               const ProtobufCBinaryData *subject,
                               const uint8_t *packed, size_t len);
 
+/* Takes out of the feed the changes of record @rid (whose subject is @sp,
+ * NULL for none) before revision @before, with their index rows, as a
+ * Delete does. Errors: DOSSIER_NOMEM. */
+int store_batch_changes_forget(struct store_batch *b, const uint8_t *rid,
+                               const uint8_t *sp, uint64_t before);
+
 /* Records a consent change of subject @sp at revision @rev in the feed.
  * Errors: DOSSIER_NOMEM. */
 int store_batch_change_consent(struct store_batch *b, const Command *cmd,
@@ -187,5 +193,29 @@ int store_apply_key_rotate(struct store_batch *b, const Command *cmd,
                            struct store_result *res);
 int store_wrap_version(struct store_batch *b, uint32_t *out,
                        struct dossier_status *st);
+
+/* The version a rotation under way as of @b rewraps to into *@out, 0
+ * when none is under way. Errors: DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_rotation_target(struct store_batch *b, uint32_t *out,
+                          struct dossier_status *st);
+
+/* For a REWRAP (store_keys.c): applies the items of @op that name a
+ * pending merge (merge_id): each replaces the subject key that merge
+ * keeps for its undo, in its MergeRecord and its summary, if the merge is
+ * still pending and keeps that very key (dek_id) under another version
+ * than op->to_version; *@done and *@skipped count them.
+ * Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT, DOSSIER_IO. */
+int store_merge_rewrap(struct store_batch *b,
+                       const Dossier__Store__V1__KeyRotateOp *op,
+                       uint64_t *done, uint64_t *skipped,
+                       struct dossier_status *st);
+
+/* For a FINISH: *@found is the master key version of a subject key a
+ * pending merge keeps under another version than @version (its id into
+ * @id), or 0 when there is none. Errors: DOSSIER_NOMEM, DOSSIER_CORRUPT,
+ * DOSSIER_IO. */
+int store_merges_kept_other(struct store_batch *b, uint32_t version,
+                            char id[STORE_MERGE_ID_LEN + 1], uint32_t *found,
+                            struct dossier_status *st);
 
 #endif

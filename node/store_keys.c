@@ -88,6 +88,21 @@ int store_wrap_version(struct store_batch *b, uint32_t *out,
     return 0;
 }
 
+int store_rotation_target(struct store_batch *b, uint32_t *out,
+                          struct dossier_status *st)
+{
+    Dossier__Store__V1__KeyRotation *r;
+    int rc = rotation_read(b->s, b, &r, st);
+    *out = 0;
+    if (rc)
+        return rc;
+    if (r && !r->done)
+        *out = r->to_version;
+    if (r)
+        dossier__store__v1__key_rotation__free_unpacked(r, NULL);
+    return 0;
+}
+
 static int begin(struct store_batch *b, const Command *cmd,
                  const Dossier__Store__V1__KeyRotateOp *op,
                  Dossier__Store__V1__KeyRotation *cur,
@@ -147,15 +162,22 @@ static int rewrap(struct store_batch *b,
         return malformed(res, "cursor");
     for (size_t i = 0; i < op->n_items; i++) {
         const Dossier__Store__V1__KeyRotateOp__Rewrap *it = op->items[i];
-        if (it->subject.len != STORE_SP_BYTES || it->wrapped_dek.len == 0)
+        if (it->subject.len != STORE_SP_BYTES || it->wrapped_dek.len == 0 ||
+            (it->merge_id[0] && !store_merge_id_valid(it->merge_id)))
             return malformed(res, "item");
     }
+    /* The keys pending merges keep for an undo (store_crm.c). */
+    if ((rc = store_merge_rewrap(b, op, &done, &skipped, st)))
+        return rc;
     for (size_t i = 0; i < op->n_items; i++) {
         const Dossier__Store__V1__KeyRotateOp__Rewrap *it = op->items[i];
         SubjectKey *sk = NULL;
         ProtobufCBinaryData old_wrap;
         size_t len;
         uint8_t *buf;
+
+        if (it->merge_id[0])
+            continue;
 
         rc = store_read_subject_key(b->s, b, it->subject.data, &sk, st);
         if (rc == DOSSIER_NOT_FOUND) {
@@ -217,11 +239,25 @@ static int finish(struct store_batch *b, const Command *cmd,
 {
     struct dossier_status *st = &res->status;
     Dossier__Store__V1__Meta m;
+    char merge_id[STORE_MERGE_ID_LEN + 1];
+    uint32_t kept;
+    int rc;
 
     if (!cur || cur->done || cur->to_version != op->to_version)
         return err_set(st, DOSSIER_FAILED_PRECONDITION,
                        "no rotation to master key version %u is under way",
                        op->to_version);
+    /* A merge made while the rotation ran may keep a key it had not
+     * rewrapped yet: the leader rewraps it, then finishes. */
+    if ((rc = store_merges_kept_other(b, op->to_version, merge_id, &kept,
+                                      st)))
+        return rc;
+    if (kept)
+        return err_set(st, DOSSIER_FAILED_PRECONDITION,
+                       "pending merge %s keeps a subject key under master "
+                       "key version %u: it is rewrapped before the rotation "
+                       "finishes",
+                       merge_id, kept);
     if (!op->meta || op->meta->kek_version != op->to_version ||
         op->meta->kek_check.len != KEK_CHECK_BYTES ||
         op->meta->sealed_keyset.len == 0)

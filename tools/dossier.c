@@ -138,7 +138,8 @@ static const char usage_text[] =
     "                          restore what the merge changed, exactly\n"
     "  merge confirm ID [--reference LABEL]\n"
     "                          keep it for good: the undo data is deleted\n"
-    "  merge list              merges pending confirmation, oldest first\n"
+    "  merge list [--limit N] [--page-token T] [--all]\n"
+    "                          merges pending confirmation, oldest first\n"
     "  segment define [FILE|-]  save a filter from JSON: {\"name\", \"kind\",\n"
     "                          \"where\": {FIELD: VALUE or [VALUES] or\n"
     "                          {\"any_of\"|\"all_of\"|\"none_of\": [VALUES],\n"
@@ -2704,29 +2705,45 @@ out:
     return rc;
 }
 
+static int merge_page(struct cli *cli, void *arg,
+                      const struct dossier_page_request *pr, char **next)
+{
+    struct dossier_merge_page pg;
+    struct dossier_status st;
+    int rc = 0;
+    (void)arg;
+
+    if (dossier_merge_list_page(cli->client, &cli->read_opts, pr, &pg, &st))
+        return report(&st);
+    for (size_t i = 0; i < pg.n_merges && rc == 0; i++)
+        rc = print_json(cli, json_from_merge(&pg.merges[i]));
+    *next = pg.next_page_token;
+    pg.next_page_token = NULL;
+    dossier_merge_page_release(&pg);
+    return rc;
+}
+
 static int cmd_merge(struct cli *cli, int argc, char **argv)
 {
-    struct dossier_merge_info mi, *list;
+    struct dossier_merge_info mi;
     struct dossier_status st;
     struct cmd_opts o;
-    size_t n;
     int rc, nargs, undo;
 
-    if ((rc = cmd_options(argc, argv, "EIr", &o)))
+    if ((rc = cmd_options(argc, argv, "EIrlTa", &o)))
         return rc;
     nargs = argc - optind;
     if (nargs >= 1 && strcmp(argv[optind], "list") == 0) {
         if (nargs != 1 || o.prefer || o.n_choices || o.reference)
-            return usage_error("merge list takes no arguments%s", "");
+            return usage_error("merge list takes no arguments but --limit, "
+                               "--page-token and --all%s", "");
         if ((rc = connect_node(cli)))
             return rc;
-        if (dossier_merge_list(cli->client, &cli->read_opts, &list, &n, &st))
-            return report(&st);
-        for (size_t i = 0; i < n && rc == 0; i++)
-            rc = print_json(cli, json_from_merge(&list[i]));
-        dossier_merge_infos_free(list, n);
-        return rc;
+        return run_pages(cli, &o, merge_page, NULL);
     }
+    if (o.limit || o.page_token || o.all)
+        return usage_error("--limit, --page-token and --all are for merge "
+                           "list%s", "");
     undo = nargs >= 1 && strcmp(argv[optind], "undo") == 0;
     if (undo || (nargs >= 1 && strcmp(argv[optind], "confirm") == 0)) {
         if (nargs != 2 || o.prefer || o.n_choices)

@@ -465,6 +465,23 @@ jsonl_check "withdrawn, as it was" "[x['state'] for x in d] == ['withdrawn']"
 expect 3 "a merge undone cannot be undone again" -- "$DOSSIER" merge undo "$MERGE_ID"
 expect 0 "merge again" -- "$DOSSIER" merge contact m-surv m-dup
 MERGE_ID=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+printf '%s\n' '{"kind":"deal","id":"md-1","fields":{"name":"D1","stage":"qualified"}}' \
+    '{"kind":"deal","id":"md-2","fields":{"name":"D2","stage":"qualified"}}' >"$WORK/deals.jsonl"
+expect 0 "put two deals" -- "$DOSSIER" put "$WORK/deals.jsonl"
+expect 0 "merge the deals" -- "$DOSSIER" merge deal md-1 md-2
+DEAL_MERGE=$($PY -c "import json; print(json.load(open('$WORK/out'))['id'])")
+expect 0 "merge list, one per page" -- "$DOSSIER" merge list --limit 1
+jsonl_check "the oldest first" "[x['id'] for x in d] == ['$MERGE_ID']"
+contains "$WORK/err" "next_page_token:" "merge list says where the next page starts"
+token=$(sed -n 's/^next_page_token: //p' "$WORK/err")
+expect 0 "merge list, the next page" -- "$DOSSIER" merge list --limit 1 --page-token "$token"
+jsonl_check "the deals' merge" "[x['id'] for x in d] == ['$DEAL_MERGE']"
+expect 0 "merge list --all" -- "$DOSSIER" merge list --limit 1 --all
+jsonl_check "both" "[x['id'] for x in d] == ['$MERGE_ID', '$DEAL_MERGE']"
+expect 5 "a page token of another listing is refused" -- "$DOSSIER" merge list --page-token nonsense
+expect 2 "--all is for merge list only" -- "$DOSSIER" merge confirm "$DEAL_MERGE" --all
+expect 5 "a merge id in lower case is refused" -- "$DOSSIER" merge undo "$(tr A-F a-f <<<"$DEAL_MERGE")"
+expect 0 "merge confirm the deals" -- "$DOSSIER" merge confirm "$DEAL_MERGE"
 expect 0 "merge confirm" -- "$DOSSIER" merge confirm "$MERGE_ID"
 json_check "confirm prints the confirmed merge" "d['state'] == 'confirmed'"
 expect 3 "a confirmed merge cannot be undone" -- "$DOSSIER" merge undo "$MERGE_ID"

@@ -7,6 +7,9 @@
  *  - on every node's disk each subject key and the keyset open under the
  *    new master key only, wrapping the very same data keys, and no byte
  *    of an old wrap is left in any file (the scan finds them before);
+ *    so are the keys pending merges keep for an undo (one merge made
+ *    before the rotation, one during it), and once the old version is
+ *    dropped, both merges are undone and their records read back;
  *  - a node given only the old key refuses to start (WRONG_KEY); with
  *    only the new one it serves; SIGHUP never drops a version in use. */
 #include <fcntl.h>
@@ -31,9 +34,15 @@
 
 #define SUBJECTS 60
 #define WRAP_BYTES (1 + 24 + 32 + 16)
+/* Subjects of the merges: mp-a, mp-b (merged before the rotation), rs-a
+ * and rs-b (merged during it). */
+#define MERGE_SUBJECTS 4
+/* enum store_family (node/store.h): a MergeImage's family. */
+#define FAMILY_SUBJECT 3
 /* Families by their place in disk_families. */
 #define CF_DEFAULT 0
 #define CF_SUBJECT 3
+#define CF_POLICY 8
 
 static char tok_admin[65], tok_svc[65], tok_dpo[65];
 
@@ -99,6 +108,8 @@ struct wrap {
 struct disk {
     struct wrap *w;
     size_t n;
+    struct wrap *kept; /* subject keys pending merges keep for an undo */
+    size_t n_kept;
     unsigned meta_version;
     uint8_t cluster_id[16];
     uint8_t *keyset; /* sealed keyset box */
@@ -108,12 +119,27 @@ struct disk {
 static void disk_free(struct disk *d)
 {
     free(d->w);
+    free(d->kept);
     free(d->keyset);
     memset(d, 0, sizeof(*d));
 }
 
-/* Reads the subject keys and the meta record of a stopped node's
- * database (read-only). */
+/* Appends subject key @k of @sp to @w (*@n of them). */
+static void wrap_add(struct wrap **w, size_t *n, const uint8_t *sp,
+                     const Dossier__Store__V1__SubjectKey *k)
+{
+    assert_int_equal(k->wrapped_dek.len, WRAP_BYTES);
+    *w = realloc(*w, (*n + 1) * sizeof(**w));
+    assert_non_null(*w);
+    memcpy((*w)[*n].sp, sp, 16);
+    (*w)[*n].dek_id = k->dek_id;
+    (*w)[*n].version = k->kek_version;
+    memcpy((*w)[*n].box, k->wrapped_dek.data, WRAP_BYTES);
+    (*n)++;
+}
+
+/* Reads the subject keys, those pending merges keep, and the meta record
+ * of a stopped node's database (read-only, those families only). */
 static void disk_read(const char *data, struct disk *d)
 {
     rocksdb_column_family_handle_t *cf[DISK_N_FAMILIES];
@@ -137,15 +163,35 @@ static void disk_read(const char *data, struct disk *d)
             continue; /* membership rows */
         k = dossier__store__v1__subject_key__unpack(NULL, len, val);
         assert_non_null(k);
-        assert_int_equal(k->wrapped_dek.len, WRAP_BYTES);
-        d->w = realloc(d->w, (d->n + 1) * sizeof(*d->w));
-        assert_non_null(d->w);
-        memcpy(d->w[d->n].sp, key, 16);
-        d->w[d->n].dek_id = k->dek_id;
-        d->w[d->n].version = k->kek_version;
-        memcpy(d->w[d->n].box, k->wrapped_dek.data, WRAP_BYTES);
-        d->n++;
+        wrap_add(&d->w, &d->n, (const uint8_t *)key, k);
         dossier__store__v1__subject_key__free_unpacked(k, NULL);
+    }
+    rocksdb_iter_destroy(it);
+    /* Pending merges ("u" + id): the subject keys their images keep. */
+    it = rocksdb_create_iterator_cf(db, ro, cf[CF_POLICY]);
+    for (rocksdb_iter_seek(it, "u", 1); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, len;
+        const char *key = rocksdb_iter_key(it, &klen);
+        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &len);
+        Dossier__Store__V1__MergeRecord *mr;
+        if (key[0] != 'u')
+            break;
+        mr = dossier__store__v1__merge_record__unpack(NULL, len, val);
+        assert_non_null(mr);
+        for (size_t i = 0; i < mr->n_images; i++) {
+            const Dossier__Store__V1__MergeImage *im = mr->images[i];
+            Dossier__Store__V1__SubjectKey *k;
+            if (im->family != FAMILY_SUBJECT || im->key.len != 16 ||
+                !im->existed)
+                continue;
+            k = dossier__store__v1__subject_key__unpack(NULL, im->before.len,
+                                                        im->before.data);
+            assert_non_null(k);
+            wrap_add(&d->kept, &d->n_kept, im->key.data, k);
+            dossier__store__v1__subject_key__free_unpacked(k, NULL);
+        }
+        dossier__store__v1__merge_record__free_unpacked(mr, NULL);
     }
     rocksdb_iter_destroy(it);
     v = rocksdb_get_cf(db, ro, cf[CF_DEFAULT], "meta", 4, &vlen, &err);
@@ -225,6 +271,38 @@ static void read_all(const char *target, int n, int m)
     dossier_client_close(c);
 }
 
+/* Merges contact @dup into @surv; the merge's id into @id. */
+static void merge_two(struct dossier_client *c, const char *surv,
+                      const char *dup, char id[24])
+{
+    const char *dups[] = {dup};
+    struct dossier_merge_request req = {.kind = "contact",
+                                        .survivor_id = surv,
+                                        .n_duplicates = 1,
+                                        .duplicate_ids = dups};
+    struct dossier_merge_info mi;
+    struct dossier_status st;
+    if (dossier_merge(c, NULL, &req, &mi, &st) != 0)
+        fail_msg("merge %s into %s: %s", dup, surv, st.message);
+    snprintf(id, 24, "%s", mi.id);
+    dossier_merge_info_release(&mi);
+}
+
+/* Record @kind @id reads back through @c with first name (or type) @v. */
+static void reads_back(struct dossier_client *c, const char *kind,
+                       const char *id, const char *field, const char *v)
+{
+    struct dossier_record *r = NULL;
+    struct dossier_status st;
+    const struct dossier_value *f;
+    if (dossier_get(c, NULL, kind, id, &r, &st) != 0)
+        fail_msg("get %s %s: %s", kind, id, st.message);
+    f = dossier_record_field(r, field);
+    assert_non_null(f);
+    assert_string_equal(f->u.s, v);
+    dossier_record_free(r);
+}
+
 static void keys_status(const char *target, struct dossier_keys_status *out)
 {
     struct dossier_client *c = harness_client_as(target, tok_admin, NULL);
@@ -291,10 +369,12 @@ static void test_rotation(void **state)
     uint8_t v1[32], v2[32];
     struct needles old_wraps = {0};
     char auth[300], only_old[400], err[4096], line[200];
+    char merge_before[24], merge_during[24];
     const char *extra[] = {"--auth-file", auth, "--key-rotation-batch", "4",
                            "--key-rotation-pause-ms", "150",
                            "--metrics-listen", "127.0.0.1:0", NULL};
     int leader, f, killed;
+    size_t n_old;
     (void)state;
 
     harness_new_token(tok_admin);
@@ -321,6 +401,21 @@ static void test_rotation(void **state)
         snprintf(subject, sizeof(subject), "subject-%d", i);
         put_contact(svc, id, subject);
     }
+    /* A merge pending undo keeps mp-b's key; rs-b is merged during the
+     * rotation. */
+    put_contact(svc, "m-surv", "mp-a");
+    put_contact(svc, "m-dup", "mp-b");
+    {
+        struct dossier_record *r = dossier_record_new("activity", "m-act",
+                                                      "mp-b");
+        dossier_record_set_string(r, "type", "call");
+        if (dossier_put(svc, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+            fail_msg("put m-act: %s", st.message);
+        dossier_record_free(r);
+    }
+    put_contact(svc, "r-surv", "rs-a");
+    put_contact(svc, "r-dup", "rs-b");
+    merge_two(svc, "m-surv", "m-dup", merge_before);
     assert_int_equal(cluster_wait_converged(&c), 0);
     assert_int_equal(key_of(c.nodes[0].key, 1, v1), 0);
 
@@ -329,17 +424,21 @@ static void test_rotation(void **state)
     f = (cluster_leader(&c) + 1) % 3;
     assert_int_equal(node_stop(&c.nodes[f]), 0);
     disk_read(c.nodes[f].data, &before);
-    assert_int_equal(before.n, SUBJECTS);
+    assert_int_equal(before.n, SUBJECTS + MERGE_SUBJECTS - 1);
+    assert_int_equal(before.n_kept, 1); /* mp-b's */
     assert_int_equal(before.meta_version, 1);
     assert_true(keyset_opens(&before, v1, 1));
-    for (size_t i = 0; i < before.n; i++) {
-        assert_int_equal(before.w[i].version, 1);
-        assert_true(wrap_opens(&before.w[i], v1, 1));
-        needle_add(&old_wraps, before.w[i].box, WRAP_BYTES);
+    n_old = before.n + before.n_kept;
+    for (size_t i = 0; i < n_old; i++) {
+        struct wrap *w = i < before.n ? &before.w[i]
+                                      : &before.kept[i - before.n];
+        assert_int_equal(w->version, 1);
+        assert_true(wrap_opens(w, v1, 1));
+        needle_add(&old_wraps, w->box, WRAP_BYTES);
     }
-    assert_int_equal(disk_count(c.nodes[f].dir, &old_wraps), before.n);
+    assert_int_equal(disk_count(c.nodes[f].dir, &old_wraps), n_old);
     needle_add(&old_wraps, before.keyset, before.keyset_len);
-    assert_int_equal(old_wraps.n, before.n + 1);
+    assert_int_equal(old_wraps.n, n_old + 1);
     assert_int_equal(node_start(&c.nodes[f], NULL), 0);
 
     /* Nothing to rotate to yet. */
@@ -380,16 +479,19 @@ static void test_rotation(void **state)
     assert_true(ks.has_rotation);
     assert_int_equal(ks.from_version, 1);
     assert_int_equal(ks.to_version, 2);
-    assert_int_equal(ks.subjects, SUBJECTS);
+    /* Every wrapped key: the subjects' and the one the merge keeps. */
+    assert_int_equal(ks.subjects, SUBJECTS + MERGE_SUBJECTS);
     assert_string_equal(ks.started_by, "ops");
 
-    /* Subjects made during the rotation. */
+    /* Subjects made during the rotation, and a merge made during it
+     * (rs-b's key is kept as it is then: rewrapped or not yet). */
     for (int i = 0; i < 5; i++) {
         char id[32], subject[32];
         snprintf(id, sizeof(id), "d-%d", i);
         snprintf(subject, sizeof(subject), "during-%d", i);
         put_contact(svc, id, subject);
     }
+    merge_two(svc, "r-surv", "r-dup", merge_during);
 
     /* The leader dies half way; the next one finishes. */
     killed = -1;
@@ -405,7 +507,7 @@ static void test_rotation(void **state)
     print_message("killing leader node %d after %llu of %llu keys\n",
                   killed + 1, (unsigned long long)ks.rewrapped,
                   (unsigned long long)ks.subjects);
-    assert_true(ks.rewrapped < SUBJECTS);
+    assert_true(ks.rewrapped < SUBJECTS + MERGE_SUBJECTS);
     node_kill9(&c.nodes[killed]);
     leader = cluster_leader(&c);
     assert_true(leader >= 0 && leader != killed);
@@ -427,8 +529,9 @@ static void test_rotation(void **state)
     assert_false(ks.rotation_running);
     assert_int_equal(ks.active_version, 2);
     assert_true(ks.finished_ms >= ks.started_ms);
-    /* Each key rewrapped once, whatever a leader change repeated. */
-    assert_int_equal(ks.rewrapped, SUBJECTS);
+    /* Each key rewrapped once, whatever a leader change repeated, live or
+     * kept by a merge. */
+    assert_int_equal(ks.rewrapped, SUBJECTS + MERGE_SUBJECTS);
     /* Once rotated, nothing is left to rotate to. */
     assert_int_not_equal(dossier_keys_rotate(adm, NULL, 0, NULL, &st), 0);
     assert_int_equal(st.code, DOSSIER_FAILED_PRECONDITION);
@@ -459,7 +562,7 @@ static void test_rotation(void **state)
         assert_int_equal(harness_metric(text,
                                         "dossier_key_rotation_rewrapped", &v),
                          0);
-        assert_true(v == SUBJECTS);
+        assert_true(v == SUBJECTS + MERGE_SUBJECTS);
         free(text);
     }
     assert_true(has_entry(dpo, "ops", "keys.rotate"));
@@ -473,26 +576,32 @@ static void test_rotation(void **state)
     for (int i = 0; i < 3; i++) {
         size_t left;
         disk_read(c.nodes[i].data, &after);
-        assert_int_equal(after.n, SUBJECTS + 5);
+        assert_int_equal(after.n, SUBJECTS + MERGE_SUBJECTS - 2 + 5);
+        assert_int_equal(after.n_kept, 2); /* mp-b's and rs-b's */
         assert_int_equal(after.meta_version, 2);
         assert_true(keyset_opens(&after, v2, 2));
         assert_false(keyset_opens(&after, v1, 1));
         assert_false(keyset_opens(&after, v1, 2));
-        for (size_t k = 0; k < after.n; k++) {
-            assert_int_equal(after.w[k].version, 2);
-            assert_false(wrap_opens(&after.w[k], v1, 1));
-            assert_false(wrap_opens(&after.w[k], v1, 2));
-            assert_true(wrap_opens(&after.w[k], v2, 2));
-            for (size_t b = 0; b < before.n; b++)
-                if (memcmp(before.w[b].sp, after.w[k].sp, 16) == 0) {
-                    assert_int_equal(before.w[b].dek_id, after.w[k].dek_id);
-                    assert_memory_equal(before.w[b].dek, after.w[k].dek, 32);
+        for (size_t k = 0; k < after.n + after.n_kept; k++) {
+            struct wrap *w = k < after.n ? &after.w[k]
+                                         : &after.kept[k - after.n];
+            assert_int_equal(w->version, 2);
+            assert_false(wrap_opens(w, v1, 1));
+            assert_false(wrap_opens(w, v1, 2));
+            assert_true(wrap_opens(w, v2, 2));
+            for (size_t b = 0; b < n_old; b++) {
+                struct wrap *o = b < before.n ? &before.w[b]
+                                              : &before.kept[b - before.n];
+                if (memcmp(o->sp, w->sp, 16) == 0) {
+                    assert_int_equal(o->dek_id, w->dek_id);
+                    assert_memory_equal(o->dek, w->dek, 32);
                 }
+            }
         }
         left = disk_count(c.nodes[i].dir, &old_wraps);
-        print_message("node %d: %zu subject keys under version 2; %zu of "
-                      "%zu old wraps left on disk\n",
-                      i + 1, after.n, left, before.n + 1);
+        print_message("node %d: %zu subject keys and %zu kept by merges "
+                      "under version 2; %zu of %zu old wraps left on disk\n",
+                      i + 1, after.n, after.n_kept, left, n_old + 1);
         assert_int_equal(left, 0);
         disk_free(&after);
     }
@@ -520,6 +629,21 @@ static void test_rotation(void **state)
     keys_status(c.nodes[0].addr, &ks);
     assert_int_equal(ks.n_loaded, 1);
     assert_int_equal(ks.loaded[0].version, 2);
+    /* Version 1 is gone from every node: both merges are undone, and the
+     * keys they kept, rewrapped, open the restored records. */
+    {
+        struct dossier_client *s2 =
+            harness_client_as(c.targets, tok_svc, "operations");
+        if (dossier_merge_undo(s2, NULL, merge_before, NULL, NULL, &st) != 0)
+            fail_msg("undo %s: %s", merge_before, st.message);
+        if (dossier_merge_undo(s2, NULL, merge_during, NULL, NULL, &st) != 0)
+            fail_msg("undo %s: %s", merge_during, st.message);
+        reads_back(s2, "contact", "m-dup", "first_name", "m-dup");
+        reads_back(s2, "activity", "m-act", "type", "call");
+        reads_back(s2, "contact", "r-dup", "first_name", "r-dup");
+        reads_back(s2, "contact", "m-surv", "first_name", "m-surv");
+        dossier_client_close(s2);
+    }
 
     /* A key file without the version in use is not taken on SIGHUP. */
     assert_int_equal(harness_sh(NULL, 0, "cp %s %s", only_old,

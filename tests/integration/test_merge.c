@@ -481,6 +481,39 @@ static void test_merge_rules_and_refusals(void **state)
     assert_int_equal(st.code, DOSSIER_PERMISSION_DENIED);
     assert_int_equal(get_code(c, "contact", "r2"), 0);
 
+    /* Three merges pending (m1, m3, d-s1), listed in pages, oldest
+     * first. */
+    {
+        struct dossier_page_request pr = {2, NULL};
+        struct dossier_merge_page pg, pg2;
+        struct dossier_merge_info *all;
+        size_t n_all;
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg, &st), 0);
+        assert_int_equal(pg.n_merges, 2);
+        assert_non_null(pg.next_page_token);
+        assert_string_equal(pg.merges[0].survivor_id, "m1");
+        assert_string_equal(pg.merges[1].survivor_id, "m3");
+        assert_true(pg.merges[0].version < pg.merges[1].version);
+        pr.page_token = pg.next_page_token;
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg2, &st), 0);
+        assert_int_equal(pg2.n_merges, 1);
+        assert_null(pg2.next_page_token);
+        assert_string_equal(pg2.merges[0].survivor_id, "d-s1");
+        assert_string_equal(pg2.merges[0].duplicate_ids[0], "d-s3");
+        dossier_merge_page_release(&pg2);
+        dossier_merge_page_release(&pg);
+        pr.page_token = "not-a-token";
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg, &st),
+                         DOSSIER_INVALID_ARGUMENT);
+        pr.page_token = NULL;
+        pr.page_size = 1001;
+        assert_int_equal(dossier_merge_list_page(c, NULL, &pr, &pg, &st),
+                         DOSSIER_INVALID_ARGUMENT);
+        assert_int_equal(dossier_merge_list(c, NULL, &all, &n_all, &st), 0);
+        assert_int_equal(n_all, 3);
+        dossier_merge_infos_free(all, n_all);
+    }
+
     dossier_client_close(mkt);
     dossier_client_close(c);
     node_destroy(&n);
@@ -623,6 +656,15 @@ static void test_merge_undo_and_confirm(void **state)
     assert_int_equal(dossier_merge_confirm(c, NULL, id, NULL, NULL, &st),
                      DOSSIER_NOT_FOUND);
     assert_true(audited(c, "records.merge_undo"));
+    /* What is no merge id is refused as such, before any lookup: the
+     * API checks ids as apply does (lower-case or non-hex digits). */
+    assert_int_equal(dossier_merge_undo(c, NULL, "MRG-0123456789abcdef",
+                                        NULL, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "upper-case hex"));
+    assert_int_equal(dossier_merge_confirm(c, NULL, "MRG-0123456789ABCDEG",
+                                           NULL, NULL, &st),
+                     DOSSIER_INVALID_ARGUMENT);
 
     /* A change to a merged record since: the undo would lose it. */
     assert_int_equal(merge_dup(c, "c-surv", "c-dup",
@@ -676,6 +718,151 @@ static void test_merge_undo_and_confirm(void **state)
     free(ledger);
     assert_true(seen_a && seen_b);
 
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
+/* What a watcher from revision 1 sees of the duplicates. */
+struct dup_feed {
+    uint64_t until;
+    int puts, deletes, erased; /* changes of d-same and d-other */
+    int old_values;            /* changes holding a value that lost */
+    int survivor_city;         /* survivor puts holding the moved city */
+};
+
+static int dup_feed_cb(void *arg, const struct dossier_change *ch)
+{
+    struct dup_feed *f = arg;
+    const struct dossier_record *r = ch->record;
+    if (r && (strcmp(r->id, "d-same") == 0 || strcmp(r->id, "d-other") == 0)) {
+        const char *n = str_field(r, "first_name");
+        f->puts += ch->type == DOSSIER_CHANGE_PUT;
+        f->deletes += ch->type == DOSSIER_CHANGE_DELETE;
+        f->erased += ch->content_erased;
+        f->old_values += !strcmp(n, "Annie") || !strcmp(n, "Anny") ||
+                         !strcmp(n, "Anja");
+    }
+    if (r && strcmp(r->id, "s-1") == 0 && ch->type == DOSSIER_CHANGE_PUT &&
+        !strcmp(str_field(r, "city"), "Bath"))
+        f->survivor_city++;
+    return ch->revision >= f->until;
+}
+
+/* Once merged and confirmed, the duplicates' earlier changes are gone
+ * from the change feed, as a deleted record's are: a watcher from
+ * revision 1 sees each duplicate's deletion only, none of the values
+ * that lost to the survivor's (for a duplicate of the survivor's own
+ * subject, whose key stays, and one of another subject), and the values
+ * that won in the survivor's put. */
+static void test_merge_leaves_no_lost_values_in_the_feed(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c;
+    struct dossier_merge_info mi;
+    struct dossier_status st;
+    struct dossier_merge_request req = {.kind = "contact",
+                                        .survivor_id = "s-1",
+                                        .n_duplicates = 2,
+                                        .prefer = DOSSIER_MERGE_PREFER_SURVIVOR};
+    const char *dups[] = {"d-same", "d-other"};
+    struct dossier_watch_options wo = {.start = {.revision = 1}};
+    struct dossier_call_options co = {.timeout_ms = 10000};
+    struct dup_feed f = {0};
+    char id[24];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = harness_client_as(n.addr, NULL, "operations");
+    contact(c, "s-1", "p-x", "Ann", NULL, NULL, NULL, NULL);
+    contact(c, "d-same", "p-x", "Annie", NULL, NULL, "Bath", NULL);
+    contact(c, "d-same", "p-x", "Anny", NULL, NULL, "Bath", NULL);
+    contact(c, "d-other", "p-y", "Anja", NULL, NULL, NULL, NULL);
+    req.duplicate_ids = dups;
+    assert_int_equal(dossier_merge(c, NULL, &req, &mi, &st), 0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_merge_confirm(c, NULL, id, NULL, &mi, &st), 0);
+    f.until = mi.version; /* the confirmation's revision: after the merge */
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_watch(c, &co, &wo, dup_feed_cb, &f, NULL, &st),
+                     0);
+    assert_int_equal(f.deletes, 2);
+    assert_int_equal(f.puts, 0);
+    assert_int_equal(f.erased, 0);
+    assert_int_equal(f.old_values, 0);
+    assert_int_equal(f.survivor_city, 1);
+
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
+/* An undo restores the merged subject as it was before the merge, so it
+ * must not undo what the person decided since: with the survivor's
+ * subject restricted after the merge, even a legal_claims undo is
+ * refused and the duplicate stays merged (its subject is not handed back
+ * unrestricted); lifted again, the undo goes through. A consent decision
+ * since, for a purpose the merge did not touch, refuses the undo too. */
+static void test_merge_undo_keeps_later_restrictions(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c, *legal;
+    struct dossier_merge_info mi;
+    struct dossier_subject_status ss;
+    struct dossier_status st;
+    struct dossier_record *r;
+    char id[24];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = harness_client_as(n.addr, NULL, "operations");
+    legal = harness_client_as(n.addr, NULL, "legal_claims");
+    contact(c, "m-surv", "mp-a", "Mia", NULL, NULL, NULL, NULL);
+    contact(c, "m-dup", "mp-b", "Mya", NULL, NULL, "York", NULL);
+    r = dossier_record_new("activity", "m-act", "mp-b");
+    dossier_record_set_string(r, "type", "call");
+    put_or_fail(c, r);
+    assert_int_equal(merge_dup(c, "m-surv", "m-dup",
+                               DOSSIER_MERGE_PREFER_SURVIVOR, &mi, &st),
+                     0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+
+    assert_int_equal(
+        dossier_subject_restrict(c, NULL, "mp-a", "DSR-30", NULL, &st), 0);
+    assert_int_equal(dossier_merge_undo(legal, NULL, id, NULL, NULL, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "restriction"));
+    assert_int_equal(get_code(c, "contact", "m-dup"), DOSSIER_NOT_FOUND);
+    assert_int_equal(dossier_subject_status(legal, NULL, "mp-a", NULL, &ss,
+                                            &st),
+                     0);
+    assert_true(ss.restricted);
+    assert_int_equal(ss.records, 2);
+
+    assert_int_equal(
+        dossier_subject_unrestrict(c, NULL, "mp-a", "DSR-30", NULL, &st), 0);
+    assert_int_equal(dossier_merge_undo(c, NULL, id, NULL, NULL, &st), 0);
+    assert_int_equal(get_code(c, "contact", "m-dup"), 0);
+    assert_int_equal(get_code(c, "activity", "m-act"), 0);
+
+    /* Consent to a purpose neither had decided on, given after the
+     * merge. */
+    assert_int_equal(merge_dup(c, "m-surv", "m-dup",
+                               DOSSIER_MERGE_PREFER_SURVIVOR, &mi, &st),
+                     0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_consent_withdraw(c, NULL, "mp-a", "analytics",
+                                              "app", "v4", NULL, &st),
+                     0);
+    assert_int_equal(dossier_merge_undo(c, NULL, id, NULL, NULL, &st),
+                     DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "'analytics'"));
+    assert_int_equal(get_code(c, "contact", "m-dup"), DOSSIER_NOT_FOUND);
+
+    dossier_client_close(legal);
     dossier_client_close(c);
     node_destroy(&n);
 }
@@ -893,6 +1080,8 @@ int main(void)
         cmocka_unit_test(test_merge_contacts),
         cmocka_unit_test(test_merge_rules_and_refusals),
         cmocka_unit_test(test_merge_undo_and_confirm),
+        cmocka_unit_test(test_merge_leaves_no_lost_values_in_the_feed),
+        cmocka_unit_test(test_merge_undo_keeps_later_restrictions),
         cmocka_unit_test(test_merge_then_erase),
         cmocka_unit_test(test_duplicates_with_a_record_that_does_not_open),
     };

@@ -2676,6 +2676,16 @@ static int settle(struct store *s, int undo, struct store_result *res)
     return apply1(s, &cmd, res);
 }
 
+/* Rows of pending merges' summaries ("v" and "w" in the policy
+ * family). */
+static size_t pending_rows(struct store *s)
+{
+    struct keys v, w;
+    scan(s, STORE_POLICY, (const uint8_t *)"v", 1, NULL, 0, &v);
+    scan(s, STORE_POLICY, (const uint8_t *)"w", 1, NULL, 0, &w);
+    return v.n + w.n;
+}
+
 /* A merge deletes the duplicate, re-points the links to it, moves its
  * subject's record to the survivor's subject, drops that subject's key,
  * makes consent the most restrictive; its undo brings every key of the
@@ -2716,6 +2726,7 @@ static void test_merge_then_undo_restores_the_state_exactly(void **state)
     assert_int_equal(settle(f->s, 1, &res), 0);
     assert_true(same_state(f->s, &before));
     assert_true(version_of(f->s, "contact", 0x01) > v_surv);
+    assert_int_equal(pending_rows(f->s), 0);
     /* Undone: it is no longer pending. */
     assert_int_equal(settle(f->s, 1, &res), DOSSIER_NOT_FOUND);
     assert_int_equal(settle(f->s, 0, &res), DOSSIER_NOT_FOUND);
@@ -2779,6 +2790,7 @@ static void test_merge_undo_refused_after_a_change_then_confirmed(
     assert_int_equal(settle(f->s, 0, &res), 0);
     scan(f->s, STORE_POLICY, (const uint8_t *)"u", 1, NULL, 0, &ks);
     assert_int_equal(ks.n, 0);
+    assert_int_equal(pending_rows(f->s), 0);
     assert_int_equal(settle(f->s, 1, &res), DOSSIER_NOT_FOUND);
 }
 
@@ -2809,6 +2821,7 @@ static void test_erase_takes_merged_subjects_and_pending_merges(void **state)
     assert_int_equal(res.deleted, 2); /* S and R */
     scan(f->s, STORE_POLICY, (const uint8_t *)"u", 1, NULL, 0, &ks);
     assert_int_equal(ks.n, 0);
+    assert_int_equal(pending_rows(f->s), 0);
     scan(f->s, STORE_CONSENT, sp_a, sizeof(sp_a), NULL, 0, &ks);
     assert_int_equal(ks.n, 0);
     scan(f->s, STORE_CONSENT, sp_b, sizeof(sp_b), NULL, 0, &ks);
@@ -2817,6 +2830,335 @@ static void test_erase_takes_merged_subjects_and_pending_merges(void **state)
     dossier__store__v1__erasure_record__free_unpacked(er, NULL);
     assert_int_equal(store_erasure_get(f->s, sp_a, &er, &st), 0);
     dossier__store__v1__erasure_record__free_unpacked(er, NULL);
+}
+
+/* How many changes of record 16 x @rid_byte the feed holds, and of
+ * which types (a bit per ChangeType). */
+static size_t feed_of(struct store *s, uint8_t rid_byte, unsigned *types)
+{
+    struct store_change ch[FEED_MAX];
+    uint8_t rid[STORE_RID_BYTES];
+    size_t n = feed_read(s, ch), hits = 0;
+    memset(rid, rid_byte, sizeof(rid));
+    *types = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ch[i].e->rid.len == STORE_RID_BYTES &&
+            memcmp(ch[i].e->rid.data, rid, STORE_RID_BYTES) == 0) {
+            hits++;
+            *types |= 1u << ch[i].e->type;
+        }
+    store_changes_free(ch, n);
+    return hits;
+}
+
+#define BIT(t) (1u << DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_##t)
+
+/* A merge takes the duplicate's earlier changes out of the feed, as a
+ * Delete does, with their index rows: the feed keeps its deletion only,
+ * and the moved record's changes stay. An undo puts the duplicate back
+ * in the feed. */
+static void test_merge_forgets_the_duplicates_changes(void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct merge m;
+    struct put p;
+    unsigned types;
+    uint8_t sp_b[STORE_SP_BYTES];
+    struct keys ks;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    put_init(&p, "contact", 0x02, 0x6b, 9, 1500); /* a second change of D */
+    put_index(&p, "email", 0xe1);
+    put_link(&p, "works_at", "company", 0x0c);
+    apply1_ok(f->s, &p.cmd, &res);
+    assert_int_equal(feed_of(f->s, 0x02, &types), 2);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    assert_int_equal(feed_of(f->s, 0x02, &types), 1);
+    assert_int_equal(types, BIT(DELETE));
+    assert_int_equal(feed_of(f->s, 0x03, &types), 2); /* its put, moved */
+    assert_int_equal(types, BIT(PUT));
+    /* D's rows left the merged subject's index, and were not copied. */
+    memset(sp_b, 0x6b, sizeof(sp_b));
+    scan(f->s, STORE_CHANGE_INDEX, sp_b, sizeof(sp_b), NULL, 0, &ks);
+    for (size_t i = 0; i < ks.n; i++)
+        assert_int_not_equal(ks.k[i][ks.len[i] - 1], 0x02);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    assert_int_equal(feed_of(f->s, 0x02, &types), 2);
+    assert_int_equal(types, BIT(DELETE) | BIT(PUT));
+}
+
+/* Applies merge_scenario, @fillers company puts and the merge to @s. */
+static void merge_with_fillers(struct store *s, int fillers)
+{
+    struct store_result res;
+    struct merge m;
+    struct put p;
+    merge_scenario(s);
+    for (int i = 0; i < fillers; i++) {
+        put_init(&p, "company", (uint8_t)(0x40 + i % 5), 0, 0, 1100 + i);
+        apply1_ok(s, &p.cmd, &res);
+    }
+    merge_init(&m, s);
+    apply1_ok(s, &m.cmd, &res);
+}
+
+/* Whether every row of subject 16 x @from's change index has its copy
+ * under 16 x @to (@want 1), or none has (@want 0). */
+static void copies_are(struct store *s, uint8_t from, uint8_t to, int want)
+{
+    uint8_t sp[STORE_SP_BYTES];
+    struct keys rows, copies;
+    memset(sp, from, sizeof(sp));
+    scan(s, STORE_CHANGE_INDEX, sp, sizeof(sp), NULL, 0, &rows);
+    memset(sp, to, sizeof(sp));
+    scan(s, STORE_CHANGE_INDEX, sp, sizeof(sp), NULL, 0, &copies);
+    assert_true(rows.n > 0);
+    for (size_t i = 0; i < rows.n; i++) {
+        memset(rows.k[i], to, STORE_SP_BYTES);
+        assert_int_equal(keys_has(&copies, rows.k[i], rows.len[i]), want);
+    }
+}
+
+/* What a merge keeps for its undo is the same on every node, whatever
+ * each trimmed of its change feed: a store keeping a short feed (the
+ * merged subject's changes trimmed) holds the pending merge byte for byte
+ * as one keeping it all. An undo takes out the change-index rows the
+ * merge copied under the survivor's subject, found again from the merged
+ * subject's rows. */
+static void test_merge_record_does_not_depend_on_the_feed(void **state)
+{
+    struct fixture *f = *state;
+    struct dossier_status st;
+    struct store_result res;
+    struct store *other;
+    struct dump a, b;
+    char path[160];
+    int created;
+
+    fx_open(f);
+    path_in(path, sizeof(path), f->dir.path, "other");
+    if (store_open(path, CACHE_BYTES, &other, &created, &st) != 0)
+        fail_msg("store_open: %s", st.message);
+    store_set_change_history(other, 16);
+    merge_with_fillers(f->s, 20);
+    merge_with_fillers(other, 20);
+    assert_true(store_change_floor(other) > 6); /* the scenario trimmed */
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    assert_int_equal(store_scan(f->s, STORE_POLICY, NULL, 0, NULL, 0,
+                                dump_cb, &a, &st),
+                     0);
+    assert_int_equal(store_scan(other, STORE_POLICY, NULL, 0, NULL, 0,
+                                dump_cb, &b, &st),
+                     0);
+    assert_true(a.n > 0);
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.b, b.b, a.n);
+    free(a.b);
+    free(b.b);
+    store_close(other);
+
+    copies_are(f->s, 0x6b, 0x5a, 1);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    copies_are(f->s, 0x6b, 0x5a, 0);
+}
+
+static void restrict_subject(struct store *s, uint8_t sp_byte, int on)
+{
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    Dossier__Store__V1__RestrictOp op = DOSSIER__STORE__V1__RESTRICT_OP__INIT;
+    struct store_result res;
+    uint8_t sp[STORE_SP_BYTES];
+    memset(sp, sp_byte, sizeof(sp));
+    op.subject = (ProtobufCBinaryData){sizeof(sp), sp};
+    op.restricted = on;
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_RESTRICTION;
+    cmd.restriction = &op;
+    apply1_ok(s, &cmd, &res);
+}
+
+/* An undo restores the merged subjects as they were before the merge: a
+ * restriction of the survivor's subject made since, or a consent decision
+ * since for a purpose the merge did not touch, would not reach them, so
+ * the undo is refused, naming why; with the restriction lifted again it
+ * goes through. */
+static void test_merge_undo_refused_after_a_restriction_or_consent(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct dump before;
+    struct merge m;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    state_dump(f->s, &before);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    restrict_subject(f->s, 0x5a, 1);
+    assert_int_equal(settle(f->s, 1, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "restriction"));
+    restrict_subject(f->s, 0x5a, 0);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    assert_true(same_state(f->s, &before));
+    free(before.b);
+
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    consent(f->s, 0x5a, "profiling", 0);
+    assert_int_equal(settle(f->s, 1, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "'profiling'"));
+    assert_int_equal(settle(f->s, 0, &res), 0);
+}
+
+/* Pending merges are read as summaries, by id or page by page in the
+ * order they were made, each with what a listing shows; a confirmed one
+ * is gone from both. */
+static void test_pending_merges_are_listed_in_pages(void **state)
+{
+    struct fixture *f = *state;
+    Dossier__Store__V1__MergeSummary **l, *one;
+    struct dossier_status st;
+    struct store_result res;
+    struct merge m;
+    struct put p;
+    size_t n;
+    int more;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    /* A second merge: deal 0x05 into deal 0x04, neither with a subject. */
+    put_init(&p, "deal", 0x05, 0, 0, 2100);
+    apply1_ok(f->s, &p.cmd, &res);
+    merge_init(&m, f->s);
+    put_init(&m.survivor, "deal", 0x04, 0, 0, 2200);
+    put_link(&m.survivor, "involves", "contact", 0x01);
+    put_expect(&m.survivor, version_of(f->s, "deal", 0x04));
+    memset(m.dup_rid, 0x05, sizeof(m.dup_rid));
+    m.dup.expected_version = version_of(f->s, "deal", 0x05);
+    m.op.n_moved = 0;
+    m.op.n_repoints = 0;
+    m.op.n_subjects = 0;
+    m.op.id = "MRG-00000000000000FF";
+    apply1_ok(f->s, &m.cmd, &res);
+
+    assert_int_equal(store_merge_list(f->s, 0, 1, &l, &n, &more, &st), 0);
+    assert_int_equal(n, 1);
+    assert_true(more);
+    assert_string_equal(l[0]->id, "MRG-0123456789ABCDEF");
+    assert_string_equal(l[0]->kind, "contact");
+    assert_int_equal(l[0]->subject.len, STORE_SP_BYTES);
+    assert_int_equal(l[0]->records_moved, 1);
+    assert_int_equal(l[0]->links_moved, 1);
+    assert_int_equal(store_merge_get(f->s, "MRG-0123456789ABCDEF", &one, &st),
+                     0);
+    assert_int_equal(one->revision, l[0]->revision);
+    dossier__store__v1__merge_summary__free_unpacked(one, NULL);
+    {
+        uint64_t after = l[0]->revision;
+        store_merges_free(l, n);
+        assert_int_equal(
+            store_merge_list(f->s, after, 10, &l, &n, &more, &st), 0);
+    }
+    assert_int_equal(n, 1);
+    assert_false(more);
+    assert_string_equal(l[0]->id, "MRG-00000000000000FF");
+    assert_string_equal(l[0]->kind, "deal");
+    assert_int_equal(l[0]->subject.len, 0);
+    store_merges_free(l, n);
+
+    assert_int_equal(settle(f->s, 0, &res), 0);
+    assert_int_equal(store_merge_get(f->s, "MRG-0123456789ABCDEF", &one, &st),
+                     DOSSIER_NOT_FOUND);
+    assert_int_equal(store_merge_get(f->s, "MRG-0123456789abcdef", &one, &st),
+                     DOSSIER_INVALID_ARGUMENT);
+    assert_int_equal(store_merge_list(f->s, 0, 10, &l, &n, &more, &st), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(l[0]->id, "MRG-00000000000000FF");
+    store_merges_free(l, n);
+}
+
+/* A FINISH to version 2 that meta_v1's cluster takes (its cluster id,
+ * the check value BEGIN recorded). */
+static void rot_finish(struct rot *r)
+{
+    rot_init(r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__FINISH, 2);
+    memset(r->cursor, 0xc1, 16); /* meta_v1's cluster id */
+    r->meta.cluster_id = (ProtobufCBinaryData){16, r->cursor};
+    r->meta.kek_version = 2;
+    r->meta.kek_check = (ProtobufCBinaryData){16, r->check};
+    r->meta.sealed_keyset = (ProtobufCBinaryData){16, r->check};
+    r->op.meta = &r->meta;
+}
+
+/* A pending merge keeps the merged subject's key as it was wrapped: while
+ * a rotation runs, an undo that would bring it back under the old version
+ * is refused and so is the FINISH; a REWRAP item naming the merge
+ * replaces the kept key (in the record and its summary), then both go
+ * through, and the key the undo restores is the rewrapped one. */
+static void test_rotation_rewraps_keys_pending_merges_keep(void **state)
+{
+    struct fixture *f = *state;
+    Dossier__Store__V1__MergeSummary *ms;
+    struct dossier_status st;
+    struct store_result res;
+    struct merge m;
+    struct rot r;
+    SubjectKey *sk;
+    uint8_t sp_b[STORE_SP_BYTES];
+
+    fx_open(f);
+    meta_v1(f->s);
+    merge_scenario(f->s);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    assert_int_equal(store_merge_get(f->s, m.op.id, &ms, &st), 0);
+    assert_int_equal(ms->n_kept_keys, 1);
+    assert_int_equal(ms->kept_keys[0]->kek_version, 1);
+    assert_int_equal(ms->kept_keys[0]->dek_id, 9);
+    dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__BEGIN, 2);
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(settle(f->s, 1, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, "rotation to version 2"));
+    rot_finish(&r);
+    assert_int_equal(apply1(f->s, &r.cmd, &res), DOSSIER_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.status.message, m.op.id));
+
+    /* The live key of the survivor's subject and the kept one. */
+    rot_init(&r, DOSSIER__STORE__V1__KEY_ROTATE_OP__STEP__REWRAP, 2);
+    rot_item(&r, 0x5a, 7, 0xa2);
+    rot_item(&r, 0x6b, 9, 0xd2);
+    r.it[1].merge_id = (char *)m.op.id;
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(res.deleted, 2);
+    memset(sp_b, 0x6b, sizeof(sp_b));
+    assert_int_equal(store_merge_kept_key(f->s, m.op.id, sp_b, &sk, &st), 0);
+    assert_int_equal(sk->kek_version, 2);
+    assert_memory_equal(sk->wrapped_dek.data, r.wrapped[1], 8);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    assert_int_equal(store_merge_get(f->s, m.op.id, &ms, &st), 0);
+    assert_int_equal(ms->kept_keys[0]->kek_version, 2);
+    dossier__store__v1__merge_summary__free_unpacked(ms, NULL);
+    /* Sent again (a new leader): skipped. */
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(res.deleted, 0);
+
+    rot_finish(&r);
+    apply1_ok(f->s, &r.cmd, &res);
+    assert_int_equal(settle(f->s, 1, &res), 0);
+    sk = subject_key_of(f->s, 0x6b);
+    assert_int_equal(sk->kek_version, 2);
+    assert_int_equal(sk->dek_id, 9);
+    assert_int_equal(sk->wrapped_dek.data[0], 0xd2);
+    dossier__store__v1__subject_key__free_unpacked(sk, NULL);
+    assert_int_equal(store_rotation_purge(f->s, &st), 0);
 }
 
 int main(void)
@@ -2887,6 +3229,11 @@ int main(void)
         T(test_merge_of_a_changed_store_is_retry),
         T(test_merge_undo_refused_after_a_change_then_confirmed),
         T(test_erase_takes_merged_subjects_and_pending_merges),
+        T(test_merge_forgets_the_duplicates_changes),
+        T(test_merge_record_does_not_depend_on_the_feed),
+        T(test_merge_undo_refused_after_a_restriction_or_consent),
+        T(test_pending_merges_are_listed_in_pages),
+        T(test_rotation_rewraps_keys_pending_merges_keep),
         /* Last: under the sanitizer build this one currently aborts the
          * process (store.c memcmp on NULL), which would hide the rest. */
         T(test_record_without_subject_can_be_replaced),

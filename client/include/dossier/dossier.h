@@ -601,7 +601,8 @@ struct dossier_keys_status {
     int has_rotation;         /* a rotation runs or has run: below */
     int rotation_running;
     uint32_t from_version, to_version;
-    uint64_t subjects;        /* subject keys when it began */
+    uint64_t subjects;        /* subject keys when it began (with those
+                                 pending merges keep for an undo) */
     uint64_t rewrapped;       /* rewrapped so far */
     uint64_t skipped;         /* erased or replaced before their turn, or
                                  sent twice across a leader change */
@@ -1287,9 +1288,12 @@ dossier_merge(struct dossier_client *c, const struct dossier_call_options *co,
               struct dossier_merge_info *out, struct dossier_status *st);
 
 /* Undoes pending merge @id (@reference: a label, may be NULL).
- * Errors: DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
+ * Errors: DOSSIER_INVALID_ARGUMENT (@id is not MRG- and 16 upper-case hex
+ * digits), DOSSIER_NOT_FOUND (no such pending merge: never made, undone or
  * confirmed), DOSSIER_FAILED_PRECONDITION (something the merge changed has
- * changed since; the message names it). */
+ * changed since, or the survivor's subject was restricted or unrestricted,
+ * or decided on consent, since the merge: the restored subjects would not
+ * carry it; the message names it). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_merge_undo(struct dossier_client *c,
                    const struct dossier_call_options *co, const char *id,
@@ -1297,15 +1301,38 @@ dossier_merge_undo(struct dossier_client *c,
                    struct dossier_status *st);
 
 /* Confirms pending merge @id: its undo data is deleted, and it can no
- * longer be undone. Errors: DOSSIER_NOT_FOUND. */
+ * longer be undone. Errors: DOSSIER_INVALID_ARGUMENT (not a merge id),
+ * DOSSIER_NOT_FOUND. */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_merge_confirm(struct dossier_client *c,
                       const struct dossier_call_options *co, const char *id,
                       const char *reference, struct dossier_merge_info *out,
                       struct dossier_status *st);
 
-/* The pending merges the purpose may see, oldest first; free with
- * dossier_merge_infos_free(). */
+/* A page of pending merges; release with dossier_merge_page_release(). */
+struct dossier_merge_page {
+    size_t n_merges;
+    struct dossier_merge_info *merges;
+    char *next_page_token; /* NULL when there is nothing more */
+};
+
+/* One page of the pending merges the purpose may see, oldest first (@pr:
+ * page_size merges, NULL for the first page of 100). The node reads a
+ * small summary of each merge, never its undo data. A page holds fewer
+ * than page_size when merges of subjects the purpose may not see are left
+ * out, while next_page_token says more follow. Errors:
+ * DOSSIER_INVALID_ARGUMENT (page_size over 1000, a token this listing did
+ * not issue). */
+DOSSIER_API DOSSIER_MUST_CHECK int
+dossier_merge_list_page(struct dossier_client *c,
+                        const struct dossier_call_options *co,
+                        const struct dossier_page_request *pr,
+                        struct dossier_merge_page *out,
+                        struct dossier_status *st);
+DOSSIER_API void dossier_merge_page_release(struct dossier_merge_page *p);
+
+/* Every pending merge the purpose may see, oldest first, fetched page by
+ * page; free with dossier_merge_infos_free(). */
 DOSSIER_API DOSSIER_MUST_CHECK int
 dossier_merge_list(struct dossier_client *c,
                    const struct dossier_call_options *co,
