@@ -226,7 +226,7 @@ static const struct api_method methods[] = {
      API_PEER | API_LOCAL, 2, 0},
     {"/dossier.peer.v1.Peer/AuditAppend",
      &dossier__store__v1__audit_op__descriptor, api_peer_audit_append,
-     API_PEER | W, 4, 0},
+     API_PEER | API_FORWARDED | W, 4, 0},
     {ERASURE_DONE_METHOD,
      &dossier__peer__v1__erasure_done_request__descriptor,
      api_peer_erasure_done, API_PEER | W, 2, 0},
@@ -1321,6 +1321,13 @@ static void call_start(struct call *c)
     read_metadata(c);
     if (authorize(c, c->m) != 0)
         return;
+    /* Not through Peer.Forward, whose sender is checked (api_peer_check):
+     * any holder of the peer token could otherwise call it. */
+    if (c->m->flags & API_FORWARDED)
+        return call_fail(c, DOSSIER_PERMISSION_DENIED,
+                         "%s is taken from a member node through "
+                         "Peer.Forward only",
+                         c->m->path);
     if (!(c->m->flags & (API_PEER | API_PUBLIC)) &&
         (c->m->flags & (API_DATA | API_READ | API_WRITE))) {
         char why[512];

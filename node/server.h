@@ -63,6 +63,9 @@ enum api_flags {
     API_LOG_OK = 1 << 8,  /* a success is audited too (admin actions) */
     API_PUBLIC = 1 << 9,  /* no credentials needed, never audited: the
                              health service, for probes */
+    API_FORWARDED = 1 << 10, /* taken only inside Peer.Forward from a
+                                member (checked there), never called
+                                directly */
 };
 
 struct node *call_node(struct call *c);

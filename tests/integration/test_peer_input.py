@@ -171,6 +171,15 @@ with tempfile.TemporaryDirectory(prefix="dossier-peer-input-") as work:
         check(code == grpc.StatusCode.INVALID_ARGUMENT,
               f"a malformed erasure report is refused ({code})")
 
+        # Audit entries: only through Peer.Forward (which checks the
+        # cluster and the membership of the sender), never a direct call
+        # that any holder of the peer token could make.
+        code, details = call(ch, "/dossier.peer.v1.Peer/AuditAppend",
+                             b"", timeout=10)
+        check(code == grpc.StatusCode.PERMISSION_DENIED and
+              "Peer.Forward" in details,
+              f"a direct audit append is refused ({code}: {details})")
+
         # A snapshot stream that is garbage.
         stream = ch.stream_unary("/dossier.peer.v1.Peer/InstallSnapshot",
                                  request_serializer=None,
