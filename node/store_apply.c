@@ -2586,6 +2586,29 @@ int store_batch_changes_forget(struct store_batch *b, const uint8_t *rid,
     return record_changes_forget(b, rid, sp, before);
 }
 
+int store_batch_changes_forget_at(struct store_batch *b, const uint8_t *sp,
+                                  uint64_t rev)
+{
+    uint8_t prefix[STORE_SP_BYTES + 8];
+    struct keylist l;
+    memcpy(prefix, sp, STORE_SP_BYTES);
+    store_u64_be(prefix + STORE_SP_BYTES, rev);
+    if (keys_under(b, STORE_CHANGE_INDEX, prefix, sizeof(prefix), &l))
+        return DOSSIER_NOMEM;
+    for (size_t i = 0; i < l.n; i++) {
+        const uint8_t *k = l.keys[i];
+        /* Record changes only: a consent change names no record. */
+        if (l.lens[i] != STORE_SP_BYTES + 12 + STORE_RID_BYTES)
+            continue;
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGES],
+                                        (const char *)k + STORE_SP_BYTES, 12);
+        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
+                                        (const char *)k, l.lens[i]);
+    }
+    keys_free(&l);
+    return 0;
+}
+
 int store_batch_change_record(struct store_batch *b, const Command *cmd,
                               uint64_t rev, int type, const char *kind,
                               const uint8_t *rid,

@@ -1650,6 +1650,14 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
         if (mr->subjects[j].len == STORE_SP_BYTES &&
             mr->subject.len == STORE_SP_BYTES)
             rc = feed_copies(b, mr->subjects[j].data, mr->subject.data, 1);
+    /* The merge's own changes of the records it moved, deleted or filled
+     * go too, as a Delete takes a record's earlier changes: they are
+     * sealed under the survivor's key and hold the merged subjects'
+     * values, which would otherwise outlive an erasure of those subjects
+     * in the survivor's feed. The undo puts every record it restores. */
+    if (rc == 0 && mr->subject.len == STORE_SP_BYTES &&
+        store_batch_changes_forget_at(b, mr->subject.data, mr->revision))
+        rc = DOSSIER_NOMEM;
     for (size_t i = 0; rc == 0 && i < mr->n_images; i++) {
         const Dossier__Store__V1__MergeImage *im = mr->images[i];
         rocksdb_column_family_handle_t *cf = b->s->cf[im->family];

@@ -154,6 +154,12 @@ int store_batch_change_record(struct store_batch *b, const Command *cmd,
 int store_batch_changes_forget(struct store_batch *b, const uint8_t *rid,
                                const uint8_t *sp, uint64_t before);
 
+/* Takes out of the feed the record changes indexed under subject @sp at
+ * revision @rev (a merge's own, when it is undone), with their index rows;
+ * consent changes stay. Errors: DOSSIER_NOMEM. */
+int store_batch_changes_forget_at(struct store_batch *b, const uint8_t *sp,
+                                  uint64_t rev);
+
 /* Records a consent change of subject @sp at revision @rev in the feed.
  * Errors: DOSSIER_NOMEM. */
 int store_batch_change_consent(struct store_batch *b, const Command *cmd,

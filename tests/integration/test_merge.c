@@ -797,6 +797,86 @@ static void test_merge_leaves_no_lost_values_in_the_feed(void **state)
     node_destroy(&n);
 }
 
+/* What a watcher from revision 1 sees of an undone merge's values. */
+struct undo_feed {
+    uint64_t until;
+    int leaks; /* changes holding a value of the erased subject */
+};
+
+static int undo_feed_cb(void *arg, const struct dossier_change *ch)
+{
+    struct undo_feed *f = arg;
+    const struct dossier_record *r = ch->record;
+    if (r && (!strcmp(str_field(r, "city"), "BathUndoMark") ||
+              !strcmp(str_field(r, "first_name"), "AnjaUndoMark") ||
+              !strcmp(str_field(r, "title"), "callUndoMark")))
+        f->leaks++;
+    return ch->revision >= f->until;
+}
+
+/* A merge writes the merged subject's values sealed under the survivor's
+ * key into the survivor's feed (the survivor filled from the duplicate,
+ * the moved activity). Once the merge is undone and the merged-away
+ * subject erased, a watcher from revision 1 sees none of that subject's
+ * values: the undo took the merge's own changes out of the feed. */
+static void test_merge_undo_then_erase_leaves_nothing_in_the_feed(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c;
+    struct dossier_merge_info mi;
+    struct dossier_erasure_certificate cert;
+    struct dossier_put_result pr;
+    struct dossier_status st;
+    struct dossier_record *r;
+    struct dossier_watch_options wo = {.start = {.revision = 1}};
+    struct dossier_call_options co = {.timeout_ms = 10000};
+    struct undo_feed f = {0};
+    char id[24];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = harness_client_as(n.addr, NULL, "operations");
+    contact(c, "s-1", "p-x", "Ann", NULL, NULL, NULL, NULL);
+    contact(c, "d-1", "p-y", "AnjaUndoMark", NULL, NULL, "BathUndoMark",
+            NULL);
+    r = dossier_record_new("activity", "act-y", "p-y");
+    dossier_record_set_string(r, "type", "call");
+    dossier_record_set_string(r, "title", "callUndoMark");
+    dossier_record_add_link(r, "logged_on", "contact", "d-1");
+    put_or_fail(c, r);
+    assert_int_equal(merge_dup(c, "s-1", "d-1", DOSSIER_MERGE_PREFER_SURVIVOR,
+                               &mi, &st),
+                     0);
+    snprintf(id, sizeof(id), "%s", mi.id);
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_get(c, NULL, "contact", "s-1", &r, &st), 0);
+    assert_string_equal(str_field(r, "city"), "BathUndoMark");
+    dossier_record_free(r);
+    assert_int_equal(dossier_merge_undo(c, NULL, id, NULL, &mi, &st), 0);
+    dossier_merge_info_release(&mi);
+    assert_int_equal(dossier_get(c, NULL, "contact", "d-1", &r, &st), 0);
+    assert_string_equal(str_field(r, "city"), "BathUndoMark");
+    dossier_record_free(r);
+    assert_int_equal(
+        dossier_subject_erase(c, NULL, "p-y", "DSR-8", &cert, &st), 0);
+    assert_int_equal(cert.records_deleted, 2);
+    assert_int_equal(get_code(c, "contact", "s-1"), 0);
+
+    r = dossier_record_new("contact", "z-end", "p-z");
+    dossier_record_set_string(r, "first_name", "Zed");
+    assert_int_equal(dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, &pr, &st),
+                     0);
+    dossier_record_free(r);
+    f.until = pr.version;
+    assert_int_equal(dossier_watch(c, &co, &wo, undo_feed_cb, &f, NULL, &st),
+                     0);
+    assert_int_equal(f.leaks, 0);
+
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
 /* An undo restores the merged subject as it was before the merge, so it
  * must not undo what the person decided since: with the survivor's
  * subject restricted after the merge, even a legal_claims undo is
@@ -1081,6 +1161,7 @@ int main(void)
         cmocka_unit_test(test_merge_rules_and_refusals),
         cmocka_unit_test(test_merge_undo_and_confirm),
         cmocka_unit_test(test_merge_leaves_no_lost_values_in_the_feed),
+        cmocka_unit_test(test_merge_undo_then_erase_leaves_nothing_in_the_feed),
         cmocka_unit_test(test_merge_undo_keeps_later_restrictions),
         cmocka_unit_test(test_merge_then_erase),
         cmocka_unit_test(test_duplicates_with_a_record_that_does_not_open),
