@@ -537,6 +537,11 @@ static int subject_status_call(struct dossier_client *c,
                         "subject pseudonym", st);
         s.restricted = resp->restricted;
         s.records = resp->records;
+        if (rc == 0 && resp->merged_into.len) {
+            s.merged = 1;
+            rc = bytes_copy(s.merged_into, sizeof(s.merged_into),
+                            &resp->merged_into, "merged-into pseudonym", st);
+        }
         if (rc == 0)
             *out = s;
     }

@@ -124,6 +124,11 @@ void api_peer_audit_append(struct call *c, ProtobufCMessage *req);
  * answering @c with the reason. */
 int api_subject_of(struct call *c, const char *id, uint8_t sp[16]);
 
+/* As api_subject_of(), then follows merges: the pseudonym of the subject
+ * @id was merged into (where its records, consent and restriction are
+ * now), else @id's own. For reads about a person. */
+int api_person_of(struct call *c, const char *id, uint8_t sp[16]);
+
 /* 1 if @v is a label (a reference, a source: never personal data); else 0
  * after answering @c with the rule, naming the field @what. */
 int api_label_ok(struct call *c, const char *what, const char *v);

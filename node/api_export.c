@@ -42,6 +42,9 @@ struct export_job {
     struct stream_job *stream;
     struct node *node;
     char *subject_id;
+    /* The subject asked about, and the one it was merged into (where its
+     * records, consent and restriction are now), or the same again. */
+    uint8_t asked[CRYPT_PSEUDONYM_BYTES];
     uint8_t sp[CRYPT_PSEUDONYM_BYTES];
     uint64_t n_records, n_consent, n_audit, n_rectifications;
 };
@@ -254,7 +257,7 @@ static int export_rectifications(struct export_job *j,
 /* ---- audit ---- */
 
 struct audit_slice {
-    const uint8_t *sp;
+    const uint8_t *sp, *asked;
     size_t visited;
     uint8_t last[9];
     int more;
@@ -283,7 +286,8 @@ static int audit_row_cb(void *arg, const uint8_t *key, size_t klen,
                            &st) != 0)
         return DOSSIER_CORRUPT;
     if (!e.subject || e.pseudonym_len != STORE_SP_BYTES ||
-        memcmp(e.subject, s->sp, STORE_SP_BYTES) != 0)
+        (memcmp(e.subject, s->sp, STORE_SP_BYTES) != 0 &&
+         memcmp(e.subject, s->asked, STORE_SP_BYTES) != 0))
         return 0;
     if (s->n == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 64;
@@ -315,6 +319,7 @@ static int export_audit(struct export_job *j, struct dossier_status *st)
 
     memset(&s, 0, sizeof(s));
     s.sp = j->sp;
+    s.asked = j->asked;
     while (rc == 0 && (first || s.more)) {
         uint8_t after[9];
         memcpy(after, s.last, sizeof(after));
@@ -361,11 +366,11 @@ static int export_all(struct export_job *j, struct dossier_status *st)
     if (restricted < 0 || restricted > 1)
         return st->code ? st->code : DOSSIER_INTERNAL;
     h.subject_id = j->subject_id;
-    h.pseudonym = (ProtobufCBinaryData){STORE_SP_BYTES, j->sp};
+    h.pseudonym = (ProtobufCBinaryData){STORE_SP_BYTES, j->asked};
     h.exported_at_ms = records_now_ms();
     h.applied_index = store_applied(j->node->store);
     h.restricted = restricted;
-    rc = store_erasure_get(j->node->store, j->sp, &er, st);
+    rc = store_erasure_get(j->node->store, j->asked, &er, st);
     if (rc == 0) {
         h.erased = 1;
         dossier__store__v1__erasure_record__free_unpacked(er, NULL);
@@ -431,6 +436,10 @@ void api_subjects_export(struct call *c, ProtobufCMessage *msg)
     }
     j->node = n;
     crypt_subject_pseudonym(n->crypt, req->subject_id,
-                            strlen(req->subject_id), j->sp);
+                            strlen(req->subject_id), j->asked);
+    if (store_subject_root(n->store, NULL, j->asked, j->sp, &st) != 0) {
+        export_job_free(j);
+        return call_fail_status(c, &st);
+    }
     stream_job_start(c, &exports, export_main, j, export_job_free);
 }

@@ -88,6 +88,20 @@ int api_subject_of(struct call *c, const char *id,
     return 0;
 }
 
+int api_person_of(struct call *c, const char *id,
+                  uint8_t sp[CRYPT_PSEUDONYM_BYTES])
+{
+    struct dossier_status st;
+    uint8_t asked[CRYPT_PSEUDONYM_BYTES];
+    if (api_subject_of(c, id, asked) != 0)
+        return -1;
+    if (store_subject_root(call_node(c)->store, NULL, asked, sp, &st) != 0) {
+        call_fail_status(c, &st);
+        return -1;
+    }
+    return 0;
+}
+
 int api_label_ok(struct call *c, const char *what, const char *v)
 {
     if (policy_label_valid(v))
@@ -372,7 +386,7 @@ static void consent_read(struct call *c, ProtobufCMessage *msg, char which)
     uint8_t prefix[CRYPT_PSEUDONYM_BYTES + 1];
     int rc;
 
-    if (api_subject_of(c, req->subject_id, prefix) != 0)
+    if (api_person_of(c, req->subject_id, prefix) != 0)
         return;
     prefix[CRYPT_PSEUDONYM_BYTES] = (uint8_t)which;
     memset(&l, 0, sizeof(l));
@@ -424,15 +438,21 @@ static int count_cb(void *arg, const uint8_t *key, size_t klen,
     return 0;
 }
 
-/* Answers @c with the status of subject @sp. */
+/* Answers @c with the status of subject @asked: its restriction and
+ * records are those of the subject it was merged into, if it was. */
 static void status_reply(struct call *c, const char *subject_id,
-                         const uint8_t *sp)
+                         const uint8_t *asked)
 {
     Dossier__V1__SubjectStatus resp = DOSSIER__V1__SUBJECT_STATUS__INIT;
     struct dossier_status st;
+    uint8_t sp[CRYPT_PSEUDONYM_BYTES];
     uint64_t records = 0;
     int rc;
 
+    if (store_subject_root(call_node(c)->store, NULL, asked, sp, &st) != 0)
+        return call_fail_status(c, &st);
+    if (memcmp(sp, asked, sizeof(sp)) != 0)
+        resp.merged_into = (ProtobufCBinaryData){sizeof(sp), sp};
     rc = store_restricted(call_node(c)->store, sp, &st);
     if (rc < 0 || rc > 1)
         return call_fail_status(c, &st);
@@ -442,7 +462,7 @@ static void status_reply(struct call *c, const char *subject_id,
         return call_fail_status(c, &st);
     resp.subject_id = (char *)subject_id;
     resp.pseudonym = (ProtobufCBinaryData){CRYPT_PSEUDONYM_BYTES,
-                                           (uint8_t *)sp};
+                                           (uint8_t *)asked};
     resp.records = records;
     call_audit_read(c, sp, NULL, 0);
     call_reply(c, &resp.base);

@@ -159,7 +159,7 @@ void api_subjects_rectify(struct call *c, ProtobufCMessage *msg)
     uint64_t expected;
     int opened = 0, rc;
 
-    if (api_subject_of(c, req->subject_id, sp) != 0 ||
+    if (api_person_of(c, req->subject_id, sp) != 0 ||
         !api_label_ok(c, "reference", req->reference))
         return;
     if (!req->reference[0])

@@ -95,12 +95,14 @@ static int field_is_set(const Dossier__V1__Field *f)
 }
 
 /* Finds subject @sp's key into @k, creating one (described in @newsk,
- * *@created set) when the subject has none yet. */
-static int subject_key(struct node *n, const uint8_t *sp, const char *sid,
+ * *@created set) when the subject has none yet. A subject merged into
+ * another has none: @sp becomes that subject's, whose key it finds. */
+static int subject_key(struct node *n, uint8_t *sp, const char *sid,
                        struct crypt_dek *k, SubjectKey *newsk, int *created,
                        struct dossier_status *st)
 {
     SubjectKey *sk = NULL;
+    uint8_t root[CRYPT_PSEUDONYM_BYTES];
     int rc;
 
     *created = 0;
@@ -109,6 +111,13 @@ static int subject_key(struct node *n, const uint8_t *sp, const char *sid,
         return rc;
     rc = store_subject_key_get(n->store, sp, &sk, st);
     if (rc == DOSSIER_NOT_FOUND) {
+        if (store_subject_root(n->store, NULL, sp, root, st) != 0)
+            return st->code;
+        if (memcmp(root, sp, sizeof(root)) != 0) {
+            /* The root has no alias: this recurses once. */
+            memcpy(sp, root, sizeof(root));
+            return subject_key(n, sp, sid, k, newsk, created, st);
+        }
         *created = 1;
         return crypt_subject_key_new(n->crypt, sp, sid, strlen(sid),
                                      records_now_ms(), k, newsk, st);

@@ -456,6 +456,15 @@ void store_links_free(struct store_link *l, size_t n);
 #define STORE_MERGE_ID_LEN 20
 int store_merge_id_valid(const char *id);
 
+/* The subject @sp now is: the one it was merged into, following merges
+ * up (its records, consent and restriction moved there), or @sp itself,
+ * into @root (STORE_SP_BYTES). As batch @b sees it (NULL: the committed
+ * state). Errors: DOSSIER_IO, DOSSIER_UNAVAILABLE. */
+struct store_batch;
+int store_subject_root(struct store *s, struct store_batch *b,
+                       const uint8_t *sp, uint8_t *root,
+                       struct dossier_status *st);
+
 /* The summary of pending merge @id into *@out (free with
  * dossier__store__v1__merge_summary__free_unpacked).
  * Errors: DOSSIER_INVALID_ARGUMENT (not a merge id), DOSSIER_NOT_FOUND

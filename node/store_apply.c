@@ -345,6 +345,17 @@ static int apply_put(struct store_batch *b, const Command *cmd,
             goto out;
         }
         if (!sk) {
+            /* A subject merged into another (meanwhile) gets no key of its
+             * own: the proposer seals again under that subject's. */
+            uint8_t root[STORE_SP_BYTES];
+            rc = store_subject_root(s, b, op->subject.data, root, st);
+            if (rc)
+                goto out;
+            if (memcmp(root, op->subject.data, STORE_SP_BYTES) != 0) {
+                rc = err_set(st, DOSSIER_RETRY, "the subject was merged "
+                             "into another");
+                goto out;
+            }
             /* A new key must be wrapped under the version in use now: a
              * rotation that began after it was proposed would otherwise
              * leave it under the old master key. */
@@ -757,7 +768,7 @@ static int apply_consent(struct store_batch *b, const Command *cmd,
     const Dossier__Store__V1__ConsentOp *op = cmd->consent;
     Dossier__Store__V1__StoredConsent sc =
         DOSSIER__STORE__V1__STORED_CONSENT__INIT;
-    uint8_t key[STORE_SP_BYTES + 1 + POLICY_NAME_MAX];
+    uint8_t key[STORE_SP_BYTES + 1 + POLICY_NAME_MAX], root[STORE_SP_BYTES];
     size_t n;
 
     if (op->subject.len != STORE_SP_BYTES || !policy_name_valid(op->purpose) ||
@@ -766,6 +777,10 @@ static int apply_consent(struct store_batch *b, const Command *cmd,
         !policy_label_valid(op->source) ||
         !policy_label_valid(op->notice_version))
         return bad_command(res, "consent");
+    /* A subject merged into another: the decision is that person's (the
+     * proposer resolved it too, but a merge may have come in between). */
+    if (store_subject_root(b->s, b, op->subject.data, root, &res->status))
+        return res->status.code;
     b->revision++;
     sc.purpose = op->purpose;
     sc.state = op->state;
@@ -775,7 +790,7 @@ static int apply_consent(struct store_batch *b, const Command *cmd,
     sc.principal = cmd->principal;
     sc.revision = b->revision;
     n = strlen(op->purpose);
-    memcpy(key, op->subject.data, STORE_SP_BYTES);
+    memcpy(key, root, STORE_SP_BYTES);
     key[STORE_SP_BYTES] = 'c';
     memcpy(key + STORE_SP_BYTES + 1, op->purpose, n);
     /* Failing memory stops the node (cluster.c), so the batch needs no
@@ -791,7 +806,7 @@ static int apply_consent(struct store_batch *b, const Command *cmd,
         Dossier__Store__V1__ChangeEntry e =
             DOSSIER__STORE__V1__CHANGE_ENTRY__INIT;
         e.type = DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_CONSENT;
-        e.subject = op->subject;
+        e.subject = (ProtobufCBinaryData){STORE_SP_BYTES, root};
         e.purpose = op->purpose;
         e.state = op->state;
         if (change_put(b, cmd, b->revision, &e))
@@ -810,7 +825,9 @@ static int apply_restrict(struct store_batch *b, const Command *cmd,
 
     if (op->subject.len != STORE_SP_BYTES)
         return bad_command(res, "restrict");
-    memcpy(key, op->subject.data, STORE_SP_BYTES);
+    /* A subject merged into another: the restriction is that person's. */
+    if (store_subject_root(b->s, b, op->subject.data, key, &res->status))
+        return res->status.code;
     key[STORE_SP_BYTES] = 'r';
     if (op->restricted)
         rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CONSENT],

@@ -2138,6 +2138,45 @@ static int merged_cb(void *arg, const uint8_t *key, size_t klen)
  * merges; a cycle cannot form, but a bound costs nothing). */
 #define ALIAS_HOPS 64
 
+/* Follows @sp's alias row ("a": the subject it was merged into) one step:
+ * *@found 1 and @sp replaced by the target, or 0 when it has none. */
+static int alias_step(struct store *s, struct store_batch *b, uint8_t *sp,
+                      int *found, struct dossier_status *st)
+{
+    uint8_t key[STORE_SP_BYTES + 1];
+    char *v;
+    size_t vlen;
+    int rc;
+    memcpy(key, sp, STORE_SP_BYTES);
+    key[STORE_SP_BYTES] = 'a';
+    *found = 0;
+    if ((rc = store_get_raw(s, b, STORE_CONSENT, key, sizeof(key), &v, &vlen,
+                            st)))
+        return rc;
+    if (v && vlen == STORE_SP_BYTES) {
+        memcpy(sp, v, STORE_SP_BYTES);
+        *found = 1;
+    }
+    if (v)
+        rocksdb_free(v);
+    return 0;
+}
+
+int store_subject_root(struct store *s, struct store_batch *b,
+                       const uint8_t *sp, uint8_t *root,
+                       struct dossier_status *st)
+{
+    memcpy(root, sp, STORE_SP_BYTES);
+    for (int hop = 0; hop < ALIAS_HOPS; hop++) {
+        int found, rc;
+        if ((rc = alias_step(s, b, root, &found, st)))
+            return rc;
+        if (!found)
+            break;
+    }
+    return 0;
+}
+
 int store_erase_subjects(struct store_batch *b, const uint8_t *sp,
                          uint8_t (**out)[STORE_SP_BYTES], size_t *n,
                          struct dossier_status *st)
@@ -2153,21 +2192,12 @@ int store_erase_subjects(struct store_batch *b, const uint8_t *sp,
     /* Merged into another subject: the erasure is that person's. */
     memcpy(root, sp, STORE_SP_BYTES);
     for (int hop = 0; hop < ALIAS_HOPS; hop++) {
-        char *v;
-        size_t vlen;
-        memcpy(key, root, STORE_SP_BYTES);
-        key[STORE_SP_BYTES] = 'a';
-        if ((rc = store_get_raw(b->s, b, STORE_CONSENT, key, sizeof(key), &v,
-                                &vlen, st))) {
+        int found;
+        if ((rc = alias_step(b->s, b, root, &found, st))) {
             free(set.v);
             return rc;
         }
-        if (!v)
-            break;
-        if (vlen == STORE_SP_BYTES)
-            memcpy(root, v, STORE_SP_BYTES);
-        rocksdb_free(v);
-        if (vlen != STORE_SP_BYTES || sp_add(&set, root))
+        if (!found || sp_add(&set, root))
             break;
     }
     /* Everything merged into any of them, transitively (the set grows as

@@ -438,10 +438,14 @@ json_t *json_from_consent_event(const struct dossier_consent_event *e)
 
 json_t *json_from_subject_status(const struct dossier_subject_status *s)
 {
-    return json_pack("{s:o, s:b, s:I}", "pseudonym",
-                     json_hex(s->pseudonym, sizeof(s->pseudonym)),
-                     "restricted", s->restricted, "records",
-                     (json_int_t)s->records);
+    json_t *o = json_pack("{s:o, s:b, s:I}", "pseudonym",
+                          json_hex(s->pseudonym, sizeof(s->pseudonym)),
+                          "restricted", s->restricted, "records",
+                          (json_int_t)s->records);
+    if (o && s->merged)
+        json_object_set_new(o, "merged_into",
+                            json_hex(s->merged_into, sizeof(s->merged_into)));
+    return o;
 }
 
 json_t *json_from_erasure_certificate(

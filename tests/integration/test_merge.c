@@ -298,9 +298,11 @@ static void test_merge_contacts(void **state)
     dossier_link_page_release(&lp);
     assert_int_equal(
         dossier_subject_status(c, NULL, "p-b", NULL, &ss, &st), 0);
-    assert_int_equal(ss.records, 0);
+    assert_true(ss.merged); /* its records are p-a's now */
+    assert_int_equal(ss.records, 2);
     assert_int_equal(
         dossier_subject_status(c, NULL, "p-a", NULL, &ss, &st), 0);
+    assert_false(ss.merged);
     assert_int_equal(ss.records, 2);
 
     /* Consent: withdrawn beats granted, granted beats undecided; p-b's
@@ -309,9 +311,9 @@ static void test_merge_contacts(void **state)
                         "withdrawn/merge");
     assert_string_equal(consent_of(c, "p-a", "analytics", buf, sizeof(buf)),
                         "granted/merge");
-    assert_string_equal(consent_of(c, "p-b", NULL, buf, sizeof(buf)),
-                        "none");
     assert_int_equal(history_len(c, "p-a"), 1 + 2 + 2);
+    /* Read under p-b: the person's, p-a's (no row is left under p-b). */
+    assert_int_equal(history_len(c, "p-b"), 1 + 2 + 2);
 
     /* No longer a duplicate; pending, listed and audited. */
     assert_int_equal(
@@ -797,6 +799,105 @@ static void test_merge_leaves_no_lost_values_in_the_feed(void **state)
     node_destroy(&n);
 }
 
+/* Once a subject is merged into another, what a compliance officer does
+ * under the merged-away subject's id reaches the person: a consent
+ * decision, a restriction and its lifting land on the survivor's subject,
+ * consent reads and the subject's records are the survivor subject's, and
+ * the status names the subject it was merged into. */
+static void test_merged_subject_id_reaches_the_person(void **state)
+{
+    struct node_proc n;
+    struct dossier_client *c;
+    struct dossier_merge_info mi;
+    struct dossier_subject_status ss_a, ss_b;
+    struct dossier_page pa, pb;
+    struct dossier_status st;
+    struct dossier_record *r;
+    uint64_t records_before;
+    char buf_a[128], buf_b[128];
+    (void)state;
+
+    node_init(&n);
+    assert_int_equal(node_start(&n, NULL), 0);
+    c = harness_client_as(n.addr, NULL, "operations");
+    scenario(c, "");
+    assert_int_equal(merge_dup(c, "c-surv", "c-dup",
+                               DOSSIER_MERGE_PREFER_SURVIVOR, &mi, &st),
+                     0);
+    dossier_merge_info_release(&mi);
+
+    assert_int_equal(dossier_subject_status(c, NULL, "p-a", NULL, &ss_a, &st),
+                     0);
+    assert_int_equal(dossier_subject_status(c, NULL, "p-b", NULL, &ss_b, &st),
+                     0);
+    assert_false(ss_a.merged);
+    assert_true(ss_b.merged);
+    assert_memory_equal(ss_b.merged_into, ss_a.pseudonym, 16);
+    assert_memory_not_equal(ss_b.pseudonym, ss_a.pseudonym, 16);
+    assert_true(ss_a.records >= 2);
+    assert_int_equal(ss_b.records, ss_a.records);
+
+    /* The person grants marketing again, under the id the merge folded. */
+    assert_int_equal(dossier_consent_grant(c, NULL, "p-b", "marketing",
+                                           "pref-center", "v4", NULL, &st),
+                     0);
+    assert_string_equal(consent_of(c, "p-a", "marketing", buf_a,
+                                   sizeof(buf_a)),
+                        "granted/pref-center");
+    assert_string_equal(consent_of(c, "p-b", "marketing", buf_b,
+                                   sizeof(buf_b)),
+                        buf_a);
+    assert_int_equal(history_len(c, "p-b"), history_len(c, "p-a"));
+    assert_int_equal(dossier_consent_withdraw(c, NULL, "p-b", "marketing",
+                                              "email", "v4", NULL, &st),
+                     0);
+    assert_string_equal(consent_of(c, "p-a", "marketing", buf_a,
+                                   sizeof(buf_a)),
+                        "withdrawn/email");
+
+    /* Restricted and lifted under the old id: the survivor's subject. */
+    assert_int_equal(
+        dossier_subject_restrict(c, NULL, "p-b", "DSR-30", &ss_b, &st), 0);
+    assert_true(ss_b.restricted);
+    assert_int_equal(dossier_subject_status(c, NULL, "p-a", NULL, &ss_a, &st),
+                     0);
+    assert_true(ss_a.restricted);
+    assert_int_equal(
+        dossier_subject_unrestrict(c, NULL, "p-b", "DSR-30", &ss_b, &st), 0);
+    assert_int_equal(dossier_subject_status(c, NULL, "p-a", NULL, &ss_a, &st),
+                     0);
+    assert_false(ss_a.restricted);
+
+    /* The records listed under either id are the same. */
+    assert_int_equal(dossier_list_by_subject(c, NULL, "p-a", NULL, NULL, &pa,
+                                             &st),
+                     0);
+    assert_int_equal(dossier_list_by_subject(c, NULL, "p-b", NULL, NULL, &pb,
+                                             &st),
+                     0);
+    assert_int_equal(pb.n_records, pa.n_records);
+    assert_int_equal((uint64_t)pa.n_records, ss_a.records);
+    dossier_page_release(&pa);
+    dossier_page_release(&pb);
+
+    /* A record written under the old id joins the person. */
+    r = dossier_record_new("activity", "act-after", "p-b");
+    dossier_record_set_string(r, "type", "note");
+    dossier_record_set_string(r, "title", "after the merge");
+    put_or_fail(c, r);
+    assert_int_equal(dossier_get(c, NULL, "activity", "act-after", &r, &st),
+                     0);
+    assert_string_equal(r->subject_id, "p-a");
+    dossier_record_free(r);
+    records_before = ss_a.records;
+    assert_int_equal(dossier_subject_status(c, NULL, "p-a", NULL, &ss_a, &st),
+                     0);
+    assert_int_equal(ss_a.records, records_before + 1);
+
+    dossier_client_close(c);
+    node_destroy(&n);
+}
+
 /* What a watcher from revision 1 sees of an undone merge's values. */
 struct undo_feed {
     uint64_t until;
@@ -1161,6 +1262,7 @@ int main(void)
         cmocka_unit_test(test_merge_rules_and_refusals),
         cmocka_unit_test(test_merge_undo_and_confirm),
         cmocka_unit_test(test_merge_leaves_no_lost_values_in_the_feed),
+        cmocka_unit_test(test_merged_subject_id_reaches_the_person),
         cmocka_unit_test(test_merge_undo_then_erase_leaves_nothing_in_the_feed),
         cmocka_unit_test(test_merge_undo_keeps_later_restrictions),
         cmocka_unit_test(test_merge_then_erase),

@@ -811,6 +811,11 @@ struct dossier_subject_status {
     uint8_t pseudonym[16]; /* as the audit log names the subject */
     int restricted;        /* Art. 18: only purpose legal_claims reads */
     uint64_t records;      /* records held about the subject */
+    /* The subject was merged into another (a merge of duplicates): that
+     * subject's pseudonym. Its records, consent and restriction are there
+     * now; restricted and records are that subject's. */
+    int merged;
+    uint8_t merged_into[16];
 };
 
 DOSSIER_API DOSSIER_MUST_CHECK int
