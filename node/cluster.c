@@ -1195,6 +1195,13 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
             continue; /* membership changes: the core applies them */
         cmd = dossier__store__v1__command__unpack(NULL, e->len, e->data);
         if (!cmd) {
+            /* Every replica holds the same bytes, so every one skips the
+             * entry alike; but its proposer loses the write, and an
+             * operator must hear of it (no content: only where). */
+            log_printf(LOG_ERROR, "committed raft entry %" PRIu64 " (term %"
+                       PRIu64 ", %zu bytes) does not decode as a command: "
+                       "not applied, its proposer is told CORRUPT",
+                       e->index, e->term, e->len);
             err_set(&results[i].status, DOSSIER_CORRUPT,
                     "undecodable command");
             continue;

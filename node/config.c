@@ -145,6 +145,10 @@ static const struct opt opts[] = {
      60000,
      "TESTS ONLY (needs --enable-fault-injection): pause between the "
      "batches of a key rotation, so a test can interrupt one"},
+    {"submit-pause-ms", OPT_U64, OFF(submit_pause_ms), "0", 0, 10000,
+     "TESTS ONLY (needs --enable-fault-injection): a server thread pauses "
+     "this long after handing a write to the Raft loop, past its answer, so "
+     "that a sanitizer build catches a call used after it was freed"},
     {"retention-clock-offset-days", OPT_U64, OFF(retention_offset_days), "0",
      0, 36500,
      "TESTS ONLY (needs --enable-fault-injection): the retention sweeper's "

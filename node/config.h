@@ -48,6 +48,7 @@ struct config {
     uint64_t watch_history;
     uint64_t key_rotation_batch;
     uint64_t key_rotation_pause_ms;
+    uint64_t submit_pause_ms;
     int fault_injection;
 };
 

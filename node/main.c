@@ -608,6 +608,7 @@ started:
     node.cluster = cluster;
     node.id = cfg.node_id;
     node.fault_injection = cfg.fault_injection;
+    node.submit_pause_ms = (unsigned)cfg.submit_pause_ms;
     node.auth = auth;
     node.require_auth = cfg.require_auth;
     node.data_dir = cfg.data_dir;
@@ -653,6 +654,11 @@ started:
     if (cfg.key_rotation_pause_ms && !cfg.fault_injection) {
         fprintf(stderr, "dossierd: --key-rotation-pause-ms is for tests and "
                         "needs --enable-fault-injection\n");
+        goto out;
+    }
+    if (cfg.submit_pause_ms && !cfg.fault_injection) {
+        fprintf(stderr, "dossierd: --submit-pause-ms is for tests and needs "
+                        "--enable-fault-injection\n");
         goto out;
     }
     if (keys_start(&node, cfg.key_rotation_batch,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -442,10 +443,26 @@ int call_submit(struct call *c, uint8_t *data, size_t len,
                 void (*cb)(void *arg, const struct store_result *res),
                 void *arg)
 {
-    int rc = cluster_submit(call_node(c)->cluster, data, len, cb, arg);
-    if (rc == 0)
-        c->audited = 1;
-    return rc;
+    struct node *n = call_node(c);
+    int rc;
+
+    /* Marked before the hand-off, never after: once queued, the Raft loop
+     * may apply the command and answer @c, and another server thread free
+     * it, before this thread runs again. (Writing the flag afterwards
+     * wrote into freed memory, which could land in another write's
+     * command on its way into the raft log.) */
+    c->audited = 1;
+    rc = cluster_submit(n->cluster, data, len, cb, arg);
+    if (rc) {
+        c->audited = 0; /* not queued: @c is still the caller's */
+        return rc;
+    }
+    /* Tests only (--submit-pause-ms): hold this thread here, past the
+     * answer, so that a sanitizer build catches any use of @c after the
+     * hand-off. */
+    if (n->submit_pause_ms)
+        usleep(n->submit_pause_ms * 1000u);
+    return 0;
 }
 
 /* The audit action of method @path: "/dossier.v1.Records/ListBySubject"

@@ -25,6 +25,8 @@ struct node {
     struct cluster *cluster;
     uint64_t id;
     int fault_injection; /* tests only: Peer.Fault is answered */
+    unsigned submit_pause_ms; /* tests only: call_submit() pauses after
+                                 the hand-off (--submit-pause-ms) */
     struct auth *auth;   /* principals (--auth-file); NULL: no client
                             authentication */
     int require_auth;    /* --require-auth: always authenticate */
@@ -89,7 +91,11 @@ const char *call_principal(const struct call *c);
 void call_command_init(struct call *c, Dossier__Store__V1__Command *cmd);
 
 /* Submits the packed command @data (taken) for @c: cluster_submit(), and
- * the command's own audit entry stands for the call's. */
+ * the command's own audit entry stands for the call's. On 0, @c belongs to
+ * @cb from the moment it is queued: the Raft loop may answer it and
+ * another thread free it before call_submit() returns, so neither it nor
+ * the caller touches @c (or @arg, or anything the call owns) again. On an
+ * error nothing was queued and @c is still the caller's to answer. */
 int call_submit(struct call *c, uint8_t *data, size_t len,
                 void (*cb)(void *arg, const struct store_result *res),
                 void *arg);
