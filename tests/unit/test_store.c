@@ -2896,6 +2896,41 @@ static void test_merge_forgets_the_duplicates_changes(void **state)
     assert_int_equal(types, BIT(PUT));
 }
 
+/* A trim takes the copies a merge made of the merged subject's index rows
+ * (under the survivor's subject) with the rows themselves: no index row
+ * below the floor is left, under any subject. */
+static void test_trim_takes_merge_copies_of_index_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct store_result res;
+    struct merge m;
+    struct keys ks;
+    uint8_t sp_a[STORE_SP_BYTES];
+    uint64_t merged_at, floor;
+    size_t copies_before = 0;
+
+    fx_open(f);
+    merge_scenario(f->s);
+    merge_init(&m, f->s);
+    apply1_ok(f->s, &m.cmd, &res);
+    merged_at = store_revision(f->s);
+    memset(sp_a, 0x5a, sizeof(sp_a));
+    scan(f->s, STORE_CHANGE_INDEX, sp_a, sizeof(sp_a), NULL, 0, &ks);
+    copies_before = ks.n;
+    assert_true(copies_before > 0);
+    store_set_change_history(f->s, 16);
+    for (int i = 0; i < 40; i++) {
+        struct put p;
+        put_init(&p, "company", (uint8_t)(0x40 + i % 5), 0, 0, 5000 + i);
+        apply1_ok(f->s, &p.cmd, &res);
+    }
+    floor = store_change_floor(f->s);
+    assert_true(floor > merged_at);
+    assert_true(feed_rows(f->s, STORE_CHANGE_INDEX).min_rev >= floor);
+    scan(f->s, STORE_CHANGE_INDEX, sp_a, sizeof(sp_a), NULL, 0, &ks);
+    assert_int_equal(ks.n, 0);
+}
+
 /* Applies merge_scenario, @fillers company puts and the merge to @s. */
 static void merge_with_fillers(struct store *s, int fillers)
 {
@@ -3231,6 +3266,7 @@ int main(void)
         T(test_erase_leaves_only_the_erasure_in_the_feed),
         T(test_trim_removes_old_changes_and_their_index_rows),
         T(test_failed_trim_is_tried_again),
+        T(test_trim_takes_merge_copies_of_index_rows),
         T(test_merge_then_undo_restores_the_state_exactly),
         T(test_merge_of_a_changed_store_is_retry),
         T(test_merge_undo_refused_after_a_change_then_confirmed),
