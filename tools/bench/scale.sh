@@ -8,14 +8,18 @@
 #   2. load:   RECORDS contact-like records (an indexed e-mail and a VALUE-byte
 #              payload, each of its own data subject, so each has its own
 #              sealed data key) written by LOAD_CLIENTS clients
-#   3. loaded: the same RUNS rounds of the write benchmark again
+#   3. loaded: the same RUNS rounds of the write benchmark again, at once
+#   4. settled: once the nodes are idle again (RocksDB's compactions of
+#              the load done: the three together under a tenth of a core
+#              for 5 s, at most SETTLE_MAX seconds), the same rounds again
 # then prints the median (min..max) of each, loaded / empty, the load's
 # rate, each node's resident memory (VmRSS) and the data directories' size
 # per record, and the sealing overhead per field.
 #
 #   tools/bench/scale.sh [RECORDS] [SECONDS]
 # Environment: RECORDS (10000000), SECONDS_PER (10), RUNS (3), CLIENTS (64),
-# LOAD_CLIENTS (256), VALUE (200), OUT (results dir, default build/bench).
+# LOAD_CLIENTS (256), VALUE (200), SETTLE_MAX (600), OUT (results dir,
+# default build/bench).
 # Disk: about 3 x RECORDS x 1.5 KB with the defaults' 200-byte payload.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,6 +29,7 @@ RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-64}
 LOAD_CLIENTS=${LOAD_CLIENTS:-256}
 VALUE=${VALUE:-200}
+SETTLE_MAX=${SETTLE_MAX:-600}
 BUILD=$ROOT/build/release
 OUT=${OUT:-$ROOT/build/bench}
 PY=/usr/bin/python3
@@ -96,6 +101,25 @@ writes() { # LABEL: RUNS rounds of the write benchmark
     done
 }
 
+cpu_ticks() { # the nodes' utime + stime, in clock ticks
+    local p t=0
+    for p in "${PIDS[@]}"; do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+
+settle() { # waits until the nodes are idle; prints the seconds it took
+    local t0 a b hz
+    hz=$(getconf CLK_TCK)
+    t0=$(date +%s)
+    while [ $(($(date +%s) - t0)) -lt "$SETTLE_MAX" ]; do
+        a=$(cpu_ticks); sleep 5; b=$(cpu_ticks)
+        [ $((b - a)) -lt $((hz / 2)) ] && break # < 0.1 core over 5 s
+    done
+    echo $(($(date +%s) - t0))
+}
+
 rss_mb() { # PID
     awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
@@ -111,6 +135,8 @@ T0=$(date +%s)
 T1=$(date +%s)
 LOAD_S=$((T1 - T0))
 writes loaded
+SETTLE_S=$(settle)
+writes settled
 
 DISK=$(du -sb -c "$WORK"/data1 "$WORK"/data2 "$WORK"/data3 | tail -n 1 | cut -f1)
 # Every record the cluster holds: the load and the benchmark's own writes.
@@ -118,13 +144,16 @@ TOTAL=$(awk -F, -v n="$RECORDS" 'NR > 1 { n += $15 } END { print n }' "$CSV")
 {
     echo
     echo "Scale, 3 nodes, $CLIENTS clients, 1 KiB records, ${SECONDS_PER}s x $RUNS each, $(date -u +%F):"
-    awk -v order="empty loaded" -f "$ROOT/tools/bench/summary.awk" -f <(cat <<'AWK'
+    awk -v order="empty loaded settled" -f "$ROOT/tools/bench/summary.awk" -f <(cat <<'AWK'
 END {
-    if (tput["empty"] > 0)
+    if (tput["empty"] > 0) {
         printf "\nloaded / empty: %.2f (target >= 0.80)\n", tput["loaded"] / tput["empty"]
+        printf "settled / empty: %.2f\n", tput["settled"] / tput["empty"]
+    }
 }
 AWK
 ) "$CSV"
+    echo "settled: the nodes were idle ${SETTLE_S}s after the loaded rounds"
     echo "load: $RECORDS records in ${LOAD_S}s ($(awk -v n="$RECORDS" -v s="$LOAD_S" 'BEGIN { printf "%.0f", s ? n / s : 0 }')/s)"
     for i in 1 2 3; do
         echo "node $i: resident $(rss_mb "${PIDS[$((i - 1))]}") MB, data directory $(du -sb "$WORK/data$i" | cut -f1) bytes"
