@@ -499,14 +499,9 @@ void api_records_list_by_subject(struct call *c, ProtobufCMessage *msg)
     if (records_check_id(req->subject_id, "subject_id", &st) ||
         (req->kind[0] && records_kind(n, req->kind, &k, &st)))
         return call_fail_status(c, &st);
-    {
-        /* A subject merged into another: its records are that one's. */
-        uint8_t asked[STORE_SP_BYTES];
-        crypt_subject_pseudonym(n->crypt, req->subject_id,
-                                strlen(req->subject_id), asked);
-        if (store_subject_root(n->store, NULL, asked, prefix, &st) != 0)
-            return call_fail_status(c, &st);
-    }
+    /* A subject merged into another: its records are that one's. */
+    if (api_person_of(c, req->subject_id, prefix) != 0)
+        return;
     if (k) {
         memcpy(prefix + plen, k->kind, strlen(k->kind) + 1);
         plen += strlen(k->kind) + 1;

@@ -201,7 +201,11 @@ int cluster_submit(struct cluster *cl, uint8_t *data, size_t len,
     return 0;
 }
 
-int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg)
+/* Queues a wait on @list (cl->in_reads or cl->in_catchups) for the Raft
+ * loop; 1 when none is needed (fast reads); else 0, @cb called later or
+ * at once on failure. */
+static int queue_wait(struct cluster *cl, struct read_wait **list,
+                      cluster_read_cb cb, void *arg)
 {
     struct read_wait *w;
     if (__atomic_load_n(&cl->fast_reads, __ATOMIC_ACQUIRE))
@@ -222,39 +226,21 @@ int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg)
                                    : "the node is stopping");
         return 0;
     }
-    w->next = cl->in_reads;
-    cl->in_reads = w;
+    w->next = *list;
+    *list = w;
     wake(cl);
     pthread_mutex_unlock(&cl->lock);
     return 0;
 }
 
+int cluster_read_barrier(struct cluster *cl, cluster_read_cb cb, void *arg)
+{
+    return queue_wait(cl, &cl->in_reads, cb, arg);
+}
+
 int cluster_catch_up(struct cluster *cl, cluster_read_cb cb, void *arg)
 {
-    struct read_wait *w;
-    if (__atomic_load_n(&cl->fast_reads, __ATOMIC_ACQUIRE))
-        return 1;
-    w = calloc(1, sizeof(*w));
-    if (!w) {
-        cb(arg, DOSSIER_NOMEM, "out of memory");
-        return 0;
-    }
-    w->cb = cb;
-    w->arg = arg;
-    pthread_mutex_lock(&cl->lock);
-    if (cl->stopping || cl->halted) {
-        pthread_mutex_unlock(&cl->lock);
-        free(w);
-        cb(arg, DOSSIER_UNAVAILABLE, cl->halted ? "this node halted after a "
-                                     "storage failure; see its log"
-                                   : "the node is stopping");
-        return 0;
-    }
-    w->next = cl->in_catchups;
-    cl->in_catchups = w;
-    wake(cl);
-    pthread_mutex_unlock(&cl->lock);
-    return 0;
+    return queue_wait(cl, &cl->in_catchups, cb, arg);
 }
 
 uint64_t cluster_commit_index(struct cluster *cl)

@@ -696,22 +696,12 @@ static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
             rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX],
                                          (const char *)ix, ixlen);
             /* The copies under the subjects it was merged into. */
-            for (int hop = 0; hop < 64; hop++) {
-                uint8_t ak[STORE_SP_BYTES + 1];
+            for (int hop = 0; hop < STORE_ALIAS_HOPS; hop++) {
                 struct dossier_status st;
-                char *to_sp;
-                size_t tlen;
-                memcpy(ak, ix, STORE_SP_BYTES);
-                ak[STORE_SP_BYTES] = 'a';
-                if (store_get_raw(s, NULL, STORE_CONSENT, ak, sizeof(ak),
-                                  &to_sp, &tlen, &st) != 0 || !to_sp)
+                int found;
+                if (store_subject_alias(s, NULL, ix, &found, &st) != 0 ||
+                    !found)
                     break;
-                if (tlen != STORE_SP_BYTES) {
-                    rocksdb_free(to_sp);
-                    break;
-                }
-                memcpy(ix, to_sp, STORE_SP_BYTES);
-                rocksdb_free(to_sp);
                 rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX],
                                              (const char *)ix, ixlen);
             }

@@ -2134,14 +2134,8 @@ static int merged_cb(void *arg, const uint8_t *key, size_t klen)
     return sp_add(arg, key + STORE_SP_BYTES + 1);
 }
 
-/* Subjects followed up through aliases at most this far (a chain of
- * merges; a cycle cannot form, but a bound costs nothing). */
-#define ALIAS_HOPS 64
-
-/* Follows @sp's alias row ("a": the subject it was merged into) one step:
- * *@found 1 and @sp replaced by the target, or 0 when it has none. */
-static int alias_step(struct store *s, struct store_batch *b, uint8_t *sp,
-                      int *found, struct dossier_status *st)
+int store_subject_alias(struct store *s, struct store_batch *b, uint8_t *sp,
+                        int *found, struct dossier_status *st)
 {
     uint8_t key[STORE_SP_BYTES + 1];
     char *v;
@@ -2167,9 +2161,9 @@ int store_subject_root(struct store *s, struct store_batch *b,
                        struct dossier_status *st)
 {
     memcpy(root, sp, STORE_SP_BYTES);
-    for (int hop = 0; hop < ALIAS_HOPS; hop++) {
+    for (int hop = 0; hop < STORE_ALIAS_HOPS; hop++) {
         int found, rc;
-        if ((rc = alias_step(s, b, root, &found, st)))
+        if ((rc = store_subject_alias(s, b, root, &found, st)))
             return rc;
         if (!found)
             break;
@@ -2191,9 +2185,9 @@ int store_erase_subjects(struct store_batch *b, const uint8_t *sp,
         return err_set(st, DOSSIER_NOMEM, "out of memory");
     /* Merged into another subject: the erasure is that person's. */
     memcpy(root, sp, STORE_SP_BYTES);
-    for (int hop = 0; hop < ALIAS_HOPS; hop++) {
+    for (int hop = 0; hop < STORE_ALIAS_HOPS; hop++) {
         int found;
-        if ((rc = alias_step(b->s, b, root, &found, st))) {
+        if ((rc = store_subject_alias(b->s, b, root, &found, st))) {
             free(set.v);
             return rc;
         }

@@ -176,6 +176,15 @@ int store_apply_merge_undo(struct store_batch *b, const Command *cmd,
 int store_apply_merge_confirm(struct store_batch *b, const Command *cmd,
                               struct store_result *res);
 
+/* Follows @sp's alias row ("a": the subject it was merged into) one step,
+ * as @b sees it (NULL: the committed state): *@found 1 and @sp replaced by
+ * that subject, or 0 when it has none. Errors: DOSSIER_IO. */
+int store_subject_alias(struct store *s, struct store_batch *b, uint8_t *sp,
+                        int *found, struct dossier_status *st);
+/* Aliases are followed at most this far (a chain of merges; a cycle
+ * cannot form, but a bound costs nothing). */
+#define STORE_ALIAS_HOPS 64
+
 /* For an erasure of subject @sp: into *@out (malloc'd, *@n of them, @sp
  * first) every subject it erases: @sp, the subject it was merged into
  * (following merges up), and every subject merged into those.

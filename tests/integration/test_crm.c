@@ -931,6 +931,35 @@ static void *delete_deals(void *arg)
     return NULL;
 }
 
+/* Writes @n qualified deals ld0..ld(n-1), each linked to company acme. */
+static void put_linked_deals(struct dossier_client *ops, int n)
+{
+    struct dossier_status st;
+    for (int i = 0; i < n; i++) {
+        struct dossier_record *rec;
+        char id[16];
+        snprintf(id, sizeof(id), "ld%d", i);
+        rec = dossier_record_new("deal", id, NULL);
+        dossier_record_set_string(rec, "name", id);
+        dossier_record_set_string(rec, "stage", "qualified");
+        dossier_record_add_link(rec, "for", "company", "acme");
+        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
+            fail_msg("put %s: %s", id, st.message);
+        dossier_record_free(rec);
+    }
+}
+
+/* Starts deleting deals ld0..ld(n-1) of the node at @addr on *@t. */
+static void deleter_start(struct deleter *d, const char *addr, int n,
+                          pthread_t *t)
+{
+    d->addr = addr;
+    d->n = n;
+    d->done = 0;
+    pthread_mutex_init(&d->mu, NULL);
+    assert_int_equal(pthread_create(t, NULL, delete_deals, d), 0);
+}
+
 /* A record deleted while a report reads its kind is left out of the
  * report, not a failure of it: reports run while records are deleted
  * (linked records are read a second time, with their links, so a delete
@@ -952,23 +981,8 @@ static void test_report_while_deleting(void **state)
     node_init(&n);
     assert_int_equal(node_start(&n, NULL), 0);
     ops = harness_client_as(n.addr, NULL, "operations");
-    for (int i = 0; i < N; i++) {
-        struct dossier_record *rec;
-        char id[16];
-        snprintf(id, sizeof(id), "ld%d", i);
-        rec = dossier_record_new("deal", id, NULL);
-        dossier_record_set_string(rec, "name", id);
-        dossier_record_set_string(rec, "stage", "qualified");
-        dossier_record_add_link(rec, "for", "company", "acme");
-        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
-            fail_msg("put %s: %s", id, st.message);
-        dossier_record_free(rec);
-    }
-    d.addr = n.addr;
-    d.n = N;
-    d.done = 0;
-    pthread_mutex_init(&d.mu, NULL);
-    pthread_create(&t, NULL, delete_deals, &d);
+    put_linked_deals(ops, N);
+    deleter_start(&d, n.addr, N, &t);
     while (!done) {
         pthread_mutex_lock(&d.mu);
         done = d.done;
@@ -1010,23 +1024,8 @@ static void test_duplicates_while_deleting(void **state)
     node_init(&n);
     assert_int_equal(node_start(&n, NULL), 0);
     ops = harness_client_as(n.addr, NULL, "operations");
-    for (int i = 0; i < N; i++) {
-        struct dossier_record *rec;
-        char id[16];
-        snprintf(id, sizeof(id), "ld%d", i);
-        rec = dossier_record_new("deal", id, NULL);
-        dossier_record_set_string(rec, "name", id);
-        dossier_record_set_string(rec, "stage", "qualified");
-        dossier_record_add_link(rec, "for", "company", "acme");
-        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
-            fail_msg("put %s: %s", id, st.message);
-        dossier_record_free(rec);
-    }
-    d.addr = n.addr;
-    d.n = N;
-    d.done = 0;
-    pthread_mutex_init(&d.mu, NULL);
-    pthread_create(&t, NULL, delete_deals, &d);
+    put_linked_deals(ops, N);
+    deleter_start(&d, n.addr, N, &t);
     while (!done) {
         struct dossier_duplicates dd;
         size_t shown;
@@ -1105,24 +1104,9 @@ static void test_segment_while_deleting(void **state)
     node_init(&n);
     assert_int_equal(node_start(&n, NULL), 0);
     ops = harness_client_as(n.addr, NULL, "operations");
-    for (int i = 0; i < N; i++) {
-        struct dossier_record *rec;
-        char id[16];
-        snprintf(id, sizeof(id), "ld%d", i);
-        rec = dossier_record_new("deal", id, NULL);
-        dossier_record_set_string(rec, "name", id);
-        dossier_record_set_string(rec, "stage", "qualified");
-        dossier_record_add_link(rec, "for", "company", "acme");
-        if (dossier_put(ops, NULL, rec, DOSSIER_ANY_VERSION, NULL, &st) != 0)
-            fail_msg("put %s: %s", id, st.message);
-        dossier_record_free(rec);
-    }
+    put_linked_deals(ops, N);
     assert_int_equal(dossier_segment_define(ops, NULL, &seg, NULL, &st), 0);
-    d.addr = n.addr;
-    d.n = N;
-    d.done = 0;
-    pthread_mutex_init(&d.mu, NULL);
-    pthread_create(&t, NULL, delete_deals, &d);
+    deleter_start(&d, n.addr, N, &t);
     while (!done) {
         long got;
         pthread_mutex_lock(&d.mu);
