@@ -799,6 +799,18 @@ static void test_merge_leaves_no_lost_values_in_the_feed(void **state)
     node_destroy(&n);
 }
 
+/* How many records an export streamed. */
+struct export_count {
+    uint64_t records;
+};
+
+static int export_count_cb(void *arg, const struct dossier_export_item *it)
+{
+    struct export_count *x = arg;
+    x->records += it->kind == DOSSIER_EXPORT_RECORD;
+    return 0;
+}
+
 /* Once a subject is merged into another, what a compliance officer does
  * under the merged-away subject's id reaches the person: a consent
  * decision, a restriction and its lifting land on the survivor's subject,
@@ -879,6 +891,29 @@ static void test_merged_subject_id_reaches_the_person(void **state)
     assert_int_equal((uint64_t)pa.n_records, ss_a.records);
     dossier_page_release(&pa);
     dossier_page_release(&pb);
+
+    /* An export under the old id is the person's: the survivor
+     * subject's records; a rectification under it reaches them. */
+    {
+        struct export_count x = {0};
+        struct dossier_record *set = dossier_record_new("contact", "c-surv",
+                                                        "p-b");
+        struct dossier_rectify_result rr;
+        assert_int_equal(dossier_subject_export(c, NULL, "p-b", export_count_cb,
+                                                &x, &st),
+                         0);
+        assert_int_equal(x.records, ss_a.records);
+        dossier_record_set_string(set, "job_title", "CEO");
+        assert_int_equal(dossier_subject_rectify(c, NULL, "p-b", "contact",
+                                                 "c-surv", set, NULL, 0,
+                                                 "DSR-31", &rr, &st),
+                         0);
+        dossier_record_free(set);
+        assert_int_equal(dossier_get(c, NULL, "contact", "c-surv", &r, &st),
+                         0);
+        assert_string_equal(str_field(r, "job_title"), "CEO");
+        dossier_record_free(r);
+    }
 
     /* A record written under the old id joins the person. */
     r = dossier_record_new("activity", "act-after", "p-b");
