@@ -316,15 +316,21 @@ static int entry_put(rocksdb_writebatch_t *wb,
     return 0;
 }
 
-static int write_sync(const struct store_raw *raw, rocksdb_writebatch_t *wb,
-                      struct dossier_status *st)
+static int write_opt(const struct store_raw *raw, rocksdb_writebatch_t *wb,
+                     int sync, struct dossier_status *st)
 {
     char *err = NULL;
-    rocksdb_write(raw->db, raw->wo_sync, wb, &err);
+    rocksdb_write(raw->db, sync ? raw->wo_sync : raw->wo_nosync, wb, &err);
     rocksdb_writebatch_destroy(wb);
     if (err)
         return rdb_fail(st, err, "cannot persist raft state");
     return 0;
+}
+
+static int write_sync(const struct store_raw *raw, rocksdb_writebatch_t *wb,
+                      struct dossier_status *st)
+{
+    return write_opt(raw, wb, 1, st);
 }
 
 int raftio_save(struct store *s, const struct raft_ready *rd,
@@ -353,7 +359,10 @@ int raftio_save(struct store *s, const struct raft_ready *rd,
     }
     if (rd->hs_changed)
         hs_put(wb, cf[STORE_RAFT], &rd->hs);
-    return write_sync(&raw, wb, st);
+    /* Not synced when only the commit index changed: the apply write
+     * that follows is not synced either, and a restart takes the applied
+     * index as committed (raft_new). */
+    return write_opt(&raw, wb, rd->must_sync, st);
 }
 
 int raftio_compact(struct store *s, const struct raft_snapshot_meta *meta,

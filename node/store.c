@@ -849,6 +849,7 @@ void store_raw(struct store *s, struct store_raw *out)
     out->db = s->db;
     out->cf = (void *const *)s->cf;
     out->wo_sync = s->wo_sync;
+    out->wo_nosync = s->wo_nosync;
     out->ro = s->ro;
 }
 
@@ -914,7 +915,8 @@ int store_install(struct store *s, const char *staged,
             st->code = rc = DOSSIER_CORRUPT;
         return rc;
     }
-    raw = (struct store_raw){sdb, (void *const *)scf, s->wo_sync, s->ro};
+    raw = (struct store_raw){sdb, (void *const *)scf, s->wo_sync,
+                             s->wo_nosync, s->ro};
     rc = prepare(arg, &raw, st);
     /* The copy's raft log files are the sender's, holding entries it had
      * not compacted away when it took the checkpoint: sealed writes and

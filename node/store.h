@@ -364,6 +364,7 @@ struct store_raw {
     void *db; /* rocksdb_t */
     void *const *cf; /* rocksdb_column_family_handle_t *[STORE_N_FAMILIES] */
     void *wo_sync; /* rocksdb_writeoptions_t, synced */
+    void *wo_nosync; /* rocksdb_writeoptions_t, not synced */
     void *ro;      /* rocksdb_readoptions_t */
 };
 void store_raw(struct store *s, struct store_raw *out);

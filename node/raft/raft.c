@@ -1498,6 +1498,13 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
         rd->entries = (struct raft_entry *)entry_at(r, r->stable + 1);
         rd->n_entries = last_index(r) - r->stable;
     }
+    /* A term or a vote must be durable before any message that depends on
+     * it leaves, and entries before they are acknowledged; a commit index
+     * is learnt again after a restart (from the leader, or by committing
+     * anew), as etcd's raft does (MustSync). */
+    rd->must_sync = rd->n_entries > 0 || rd->has_snapshot ||
+                    rd->hs.term != r->prev_hs.term ||
+                    rd->hs.vote != r->prev_hs.vote;
     /* Everything committed and in the log, which this ready persists
      * before the node applies. */
     from = (r->snapshot_pending ? r->snap_index : r->applied) + 1;

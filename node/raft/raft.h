@@ -5,11 +5,12 @@
  * raft_propose() for writes; then, whenever raft_has_ready(), it takes a
  * struct raft_ready and does, in this order:
  *
- *   1. persist, in one synced write: the hard state (term, vote, commit),
- *      the entries (appended at entries[0].index, replacing any persisted
- *      entries from that index on) and, if set, the snapshot (install its
- *      data, staged beforehand, as the state machine, and drop the whole
- *      persisted log: the core's log now starts after the snapshot);
+ *   1. persist, in one write (synced when must_sync): the hard state
+ *      (term, vote, commit), the entries (appended at entries[0].index,
+ *      replacing any persisted entries from that index on) and, if set,
+ *      the snapshot (install its data, staged beforehand, as the state
+ *      machine, and drop the whole persisted log: the core's log now
+ *      starts after the snapshot);
  *   2. send the messages (they may depend on what step 1 persisted: a vote
  *      must not leave before the term and vote that grant it are durable);
  *   3. apply the committed entries in order, and answer the read states;
@@ -172,6 +173,9 @@ struct raft_read_state {
 
 struct raft_ready {
     /* 1. persist */
+    int must_sync; /* 0: only the commit index changed, which need not be
+                      durable (raft_new takes the applied index as
+                      committed), so the write may skip the sync */
     int hs_changed;
     struct raft_hard_state hs;
     struct raft_entry *entries;

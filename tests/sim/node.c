@@ -389,6 +389,15 @@ void node_start(struct world *w, struct node *n, int joining)
 void node_crash(struct world *w, struct node *n, const char *why)
 {
     sim_trace(w, "crash n%llu (%s)", (unsigned long long)n->id, why);
+    /* A commit index written without a sync may not have reached the
+     * disk. */
+    if (n->disk.hs.commit > n->disk.synced_commit && rng_pm(&w->rng, 500)) {
+        sim_trace(w, "n%llu loses its unsynced commit %llu (back to %llu)",
+                  (unsigned long long)n->id,
+                  (unsigned long long)n->disk.hs.commit,
+                  (unsigned long long)n->disk.synced_commit);
+        n->disk.hs.commit = n->disk.synced_commit;
+    }
     if (n->r)
         raft_free(n->r);
     n->r = NULL;
@@ -959,10 +968,23 @@ void node_process_ready(struct world *w, struct node *n, int crash_point)
             sim_violation(w, "n%llu persists commit %llu after %llu", id,
                           (unsigned long long)rd.hs.commit,
                           (unsigned long long)d->hs.commit);
+        else if (!rd.must_sync && (rd.hs.term != d->hs.term ||
+                                   rd.hs.vote != d->hs.vote))
+            sim_violation(w, "n%llu persists term %llu vote %llu without a "
+                             "sync",
+                          id, (unsigned long long)rd.hs.term,
+                          (unsigned long long)rd.hs.vote);
         if (w->violated)
             return;
         d->hs = rd.hs;
     }
+    if (!rd.must_sync && (rd.n_entries || rd.has_snapshot)) {
+        sim_violation(w, "n%llu's ready persists %s without a sync", id,
+                      rd.n_entries ? "entries" : "a snapshot");
+        return;
+    }
+    if (rd.must_sync)
+        d->synced_commit = d->hs.commit;
     if (rd.has_snapshot)
         persist_snapshot(w, n, &rd.snapshot);
     if (!w->violated && rd.n_entries)

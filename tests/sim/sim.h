@@ -76,6 +76,8 @@ struct sm {
  * index). */
 struct disk {
     struct raft_hard_state hs;
+    raft_index synced_commit; /* hs.commit as of the last synced write: a
+                                 crash may lose a later unsynced one */
     struct raft_snapshot_meta snap;
     uint64_t snap_hash;     /* state machine hash at snap.index */
     struct raft_entry *log; /* log[k] holds index snap.index + 1 + k */

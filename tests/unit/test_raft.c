@@ -99,6 +99,11 @@ static void handle_ready(struct net *net, struct dnode *d)
     while (d->up && raft_has_ready(d->r)) {
         struct raft_ready rd;
         raft_ready(d->r, &rd);
+        /* What must be durable is synced. */
+        if (rd.n_entries || rd.has_snapshot ||
+            (rd.hs_changed &&
+             (rd.hs.term != d->hs.term || rd.hs.vote != d->hs.vote)))
+            assert_true(rd.must_sync);
         if (rd.hs_changed)
             d->hs = rd.hs;
         if (rd.has_snapshot) {
@@ -250,6 +255,56 @@ static void test_single_node_elects_itself_and_commits(void **state)
     propose(net, 1, "b");
     assert_int_equal(node(net, 1)->n_applied, 2);
     assert_string_equal(node(net, 1)->applied[1], "b");
+    net_free(net);
+}
+
+/* A ready that only moves the commit index asks for no sync; one with
+ * entries or a new term or vote does. A restart whose persisted commit
+ * index was lost (the unsynced write) takes the applied index instead and
+ * applies nothing twice. */
+static void test_commit_only_ready_needs_no_sync(void **state)
+{
+    struct net *net = net_new(1, 1);
+    struct dnode *d = node(net, 1);
+    struct raft_ready rd;
+    raft_index index;
+    (void)state;
+
+    assert_int_equal(elect(net), 1); /* handle_ready checks the syncs */
+    assert_int_equal(raft_propose(d->r, (const uint8_t *)"a", 1, &index,
+                                  NULL),
+                     RAFT_OK);
+    raft_ready(d->r, &rd);
+    assert_int_equal(rd.n_entries, 1);
+    assert_true(rd.must_sync);
+    /* Persist it the way handle_ready does, by hand. */
+    d->log = realloc(d->log, (d->n_log + 1) * sizeof(*d->log));
+    d->log[d->n_log] = rd.entries[0];
+    d->log[d->n_log].data = malloc(2);
+    memcpy(d->log[d->n_log].data, "a", 1);
+    d->n_log++;
+    if (rd.hs_changed)
+        d->hs = rd.hs;
+    raft_advance(d->r, &rd);
+    raft_ready(d->r, &rd);
+    assert_int_equal(rd.n_entries, 0);
+    assert_true(rd.hs_changed);
+    assert_int_equal(rd.hs.commit, index);
+    assert_false(rd.must_sync);
+    assert_int_equal(rd.n_committed, 1);
+    assert_int_equal(rd.committed[0].index, index);
+    /* Applied, but the commit index never reached the disk. */
+    d->applied_index = index;
+    memcpy(d->applied[d->n_applied++], "a", 2);
+    raft_advance(d->r, &rd);
+    assert_true(d->hs.commit < index);
+    crash(d);
+    restart(d);
+    elect(net);
+    propose(net, 1, "b");
+    assert_int_equal(d->n_applied, 2);
+    assert_string_equal(d->applied[0], "a");
+    assert_string_equal(d->applied[1], "b");
     net_free(net);
 }
 
@@ -609,6 +664,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_node_elects_itself_and_commits),
+        cmocka_unit_test(test_commit_only_ready_needs_no_sync),
         cmocka_unit_test(test_three_nodes_replicate_in_order),
         cmocka_unit_test(test_followers_refuse_proposals),
         cmocka_unit_test(test_prevote_keeps_term_of_isolated_node),
