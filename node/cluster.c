@@ -35,7 +35,20 @@ struct prop {
     void *arg;
     raft_index index;
     raft_term term;
+    struct store_result res; /* once applied, for the answer thread */
     struct prop *next;
+};
+
+/* Runs the callbacks of applied proposals (which answer their gRPC calls)
+ * on its own thread: sending an answer can wait for gRPC's completion
+ * queue lock and wakes the pollers, which the Raft thread had been paying
+ * for in every batch. */
+struct answerer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, quit;
+    struct prop *head, **tail;
 };
 
 struct read_wait {
@@ -123,6 +136,7 @@ struct cluster {
     struct admin_req *in_admin;
     int retry_keys; /* the key file was reloaded */
 
+    struct answerer ans;
     /* Raft thread only. */
     struct prop *proposed, **proposed_tail;
     struct read_batch *batches;
@@ -768,12 +782,90 @@ static void propose_all(struct cluster *cl, struct prop *list)
     }
 }
 
+static void *answerer_main(void *arg)
+{
+    struct answerer *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        struct prop *list;
+        while (!a->head && !a->quit)
+            pthread_cond_wait(&a->cv, &a->mu);
+        if (!a->head)
+            break; /* quitting, and nothing left to answer */
+        list = a->head;
+        a->head = NULL;
+        a->tail = &a->head;
+        pthread_mutex_unlock(&a->mu);
+        while (list) {
+            struct prop *p = list;
+            list = p->next;
+            p->cb(p->arg, &p->res);
+            free(p);
+        }
+        pthread_mutex_lock(&a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* Without its thread (pthread_create failed), the Raft thread answers. */
+static void answerer_init(struct answerer *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->tail = &a->head;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->started = pthread_create(&a->thread, NULL, answerer_main, a) == 0;
+    if (!a->started)
+        log_printf(LOG_WARN, "no answer thread: the Raft thread answers "
+                   "applied writes itself");
+}
+
+/* Answers what is queued, then stops the thread. */
+static void answerer_stop(struct answerer *a)
+{
+    if (a->started) {
+        pthread_mutex_lock(&a->mu);
+        a->quit = 1;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->thread, NULL);
+        a->started = 0;
+    }
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+}
+
+/* Hands the applied proposals @list (linked by next) to the answer
+ * thread, or answers them here without one. */
+static void answerer_give(struct answerer *a, struct prop *list,
+                          struct prop **last)
+{
+    if (!list)
+        return;
+    if (!a->started) {
+        while (list) {
+            struct prop *p = list;
+            list = p->next;
+            p->cb(p->arg, &p->res);
+            free(p);
+        }
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    *a->tail = list;
+    a->tail = &(*last)->next;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* Answers the proposals whose index the state machine has reached: the
  * command at that index is ours if its term is the one we proposed in. */
 static void settle_proposals(struct cluster *cl, const struct raft_entry *ents,
                              const struct store_result *results, size_t n)
 {
     raft_index applied = store_applied(cl->store);
+    struct prop *done = NULL, *last = NULL;
     while (cl->proposed && cl->proposed->index <= applied) {
         struct prop *p = cl->proposed;
         const struct store_result *res = NULL;
@@ -785,8 +877,13 @@ static void settle_proposals(struct cluster *cl, const struct raft_entry *ents,
             ents[p->index - ents[0].index].term == p->term)
             res = &results[p->index - ents[0].index];
         if (res) {
-            p->cb(p->arg, res);
-            free(p);
+            p->res = *res;
+            p->next = NULL;
+            if (last)
+                last->next = p;
+            else
+                done = p;
+            last = p;
         } else {
             prop_fail(p, DOSSIER_UNAVAILABLE,
                       "leadership changed before the write committed: it "
@@ -794,6 +891,7 @@ static void settle_proposals(struct cluster *cl, const struct raft_entry *ents,
                       "with the same request id");
         }
     }
+    answerer_give(&cl->ans, done, &last);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1765,7 +1863,9 @@ int cluster_start(struct store *s, struct crypt *c,
     }
     cl->next_tick_ms = now_ms() + cl->tick_ms;
     update_status(cl);
+    answerer_init(&cl->ans);
     if (pthread_create(&cl->thread, NULL, loop_main, cl) != 0) {
+        answerer_stop(&cl->ans);
         err_set(st, DOSSIER_INTERNAL, "cannot start the raft thread");
         goto fail;
     }
@@ -1851,6 +1951,7 @@ void cluster_shutdown(struct cluster *cl)
     wake(cl);
     pthread_mutex_unlock(&cl->lock);
     pthread_join(cl->thread, NULL);
+    answerer_stop(&cl->ans); /* what the loop applied is answered first */
     log_printf(LOG_INFO, "raft loop stopped: %" PRIu64 " commands applied in "
                "%" PRIu64 " batches, %" PRIu64 " read rounds",
                cl->n_commands, cl->n_batches, cl->n_reads);
