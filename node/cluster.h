@@ -3,12 +3,16 @@
  * One thread drives the Raft core (node/raft): it takes submitted commands
  * and proposes them (many per append, one synced write for many entries),
  * steps messages from peers, ticks, persists what the core asks (raftio.c),
- * sends messages (peer.c), applies committed commands with store_apply()
- * in one batch per ready, and runs the callbacks of the commands it
- * applied. A single-voter cluster is the same loop with nobody to ask.
+ * sends messages (peer.c) and applies committed commands with
+ * store_apply() in one batch per ready; an answer thread then runs the
+ * callbacks of the commands it applied. A single-voter cluster is the same
+ * loop with nobody to ask.
  *
- * Callbacks run on the Raft thread. They may submit again and may answer
- * gRPC calls; they must not block. */
+ * The callback of a submitted command (cluster_submit) that was applied
+ * runs on the answer thread, in the order of application; one that failed
+ * unapplied (leadership lost, a stop, a halt) runs on the Raft thread or
+ * the stopping one, as do the callbacks of reads and admin calls. They may
+ * submit again and may answer gRPC calls; they must not block. */
 #ifndef DOSSIER_NODE_CLUSTER_H
 #define DOSSIER_NODE_CLUSTER_H
 
