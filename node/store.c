@@ -391,6 +391,8 @@ static int state_load(struct store *s, struct dossier_status *st)
         rc = u64_load(s, "applied", &s->applied, st);
     if (rc == 0)
         rc = changes_floor_load(s, st);
+    if (rc == 0)
+        rc = u64_load(s, "req_expired_to", &s->req_expired_to, st);
     if (rc == 0) {
         schema_registry_reset(s->schemas);
         rc = scan_unlocked(s, STORE_SCHEMA, NULL, 0, NULL, 0, schema_cb, s,

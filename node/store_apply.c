@@ -101,6 +101,13 @@ int store_batch_commit(struct store_batch *b, int sync,
     if (b->n_requests)
         request_expire(b, b->request_time_ms,
                        b->n_requests * REQ_EXPIRE_PER_COMMAND);
+    if (b->req_expired_to) {
+        uint8_t to[8];
+        store_u64_be(to, b->req_expired_to);
+        rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_DEFAULT],
+                                     "req_expired_to", 14, (const char *)to,
+                                     8);
+    }
     store_u64_be(rev, b->revision);
     rocksdb_writebatch_wi_put_cf(b->wb, s->cf[STORE_DEFAULT], "revision", 8,
                                  (const char *)rev, 8);
@@ -124,6 +131,8 @@ int store_batch_commit(struct store_batch *b, int sync,
         return rc;
     }
     __atomic_store_n(&s->revision, b->revision, __ATOMIC_RELEASE);
+    if (b->req_expired_to)
+        s->req_expired_to = b->req_expired_to;
     store_changes_committed(s, b->revision);
     if (b->applied)
         __atomic_store_n(&s->applied, b->applied, __ATOMIC_RELEASE);
@@ -2388,12 +2397,19 @@ static void request_expire(struct store_batch *b, int64_t now_ms,
 {
     struct store *s = b->s;
     rocksdb_iterator_t *base, *it;
+    uint8_t from[9];
     size_t n = 0;
 
     base = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_REQUESTS]);
     it = rocksdb_writebatch_wi_create_iterator_with_base_cf(
         b->wb, base, s->cf[STORE_REQUESTS]);
-    for (rocksdb_iter_seek(it, "t", 1);
+    /* From where the last expiry stopped (the same point on every
+     * replica): a request id recorded later with an older time (a new
+     * leader's clock behind) is left, everywhere alike; a lookup ignores
+     * it once past its TTL. */
+    from[0] = 't';
+    store_u64_be(from + 1, s->req_expired_to);
+    for (rocksdb_iter_seek(it, (const char *)from, sizeof(from));
          rocksdb_iter_valid(it) && n < limit;
          rocksdb_iter_next(it), n++) {
         size_t klen;
@@ -2408,6 +2424,7 @@ static void request_expire(struct store_batch *b, int64_t now_ms,
                                         (const char *)rkey, sizeof(rkey));
         rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_REQUESTS],
                                         (const char *)k, klen);
+        b->req_expired_to = store_be_u64(k + 1);
     }
     /* The merged iterator owns the base iterator. */
     rocksdb_iter_destroy(it);

@@ -41,6 +41,11 @@ struct store {
      * keeps; revision_cv is signalled under revision_mu at each commit. */
     uint64_t changes_floor;
     uint64_t change_history;
+    /* Request ids recorded before this time key are expired (replicated,
+     * the "req_expired_to" row; applying thread): expiry seeks here, not
+     * to the start of the time index, whose deletions it would otherwise
+     * step over again in every batch until compactions drop them. */
+    uint64_t req_expired_to;
     /* Unit tests only: the next this many trims of the feed fail as a
      * failed RocksDB write would (applying thread). */
     unsigned trim_faults;
@@ -64,6 +69,7 @@ struct pending_purpose {
 struct store_batch {
     struct store *s;
     rocksdb_writebatch_wi_t *wb;
+    uint64_t req_expired_to; /* new value of the store's, 0: unchanged */
     uint64_t revision; /* last revision taken by this batch */
     uint64_t applied;  /* raft index to record, 0: unchanged */
     size_t n_applied;
