@@ -782,6 +782,17 @@ static void propose_all(struct cluster *cl, struct prop *list)
     }
 }
 
+/* Runs the callbacks of the applied proposals @list and frees them. */
+static void answer_list(struct prop *list)
+{
+    while (list) {
+        struct prop *p = list;
+        list = p->next;
+        p->cb(p->arg, &p->res);
+        free(p);
+    }
+}
+
 static void *answerer_main(void *arg)
 {
     struct answerer *a = arg;
@@ -796,12 +807,7 @@ static void *answerer_main(void *arg)
         a->head = NULL;
         a->tail = &a->head;
         pthread_mutex_unlock(&a->mu);
-        while (list) {
-            struct prop *p = list;
-            list = p->next;
-            p->cb(p->arg, &p->res);
-            free(p);
-        }
+        answer_list(list);
         pthread_mutex_lock(&a->mu);
     }
     pthread_mutex_unlock(&a->mu);
@@ -844,12 +850,7 @@ static void answerer_give(struct answerer *a, struct prop *list,
     if (!list)
         return;
     if (!a->started) {
-        while (list) {
-            struct prop *p = list;
-            list = p->next;
-            p->cb(p->arg, &p->res);
-            free(p);
-        }
+        answer_list(list);
         return;
     }
     pthread_mutex_lock(&a->mu);

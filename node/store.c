@@ -661,6 +661,33 @@ uint64_t store_wait_revision(struct store *s, uint64_t seen, int timeout_ms)
  * behind it, a tenth of the Raft loop's time.) A subject merged into
  * another has copies of its rows under that subject (and further up, for
  * a chain of merges): they go too. */
+size_t store_change_index_key(const Dossier__Store__V1__ChangeEntry *e,
+                              const uint8_t key[12], uint8_t *out,
+                              enum store_family *family)
+{
+    size_t len;
+
+    if (e->subject.len == STORE_SP_BYTES &&
+        e->type != DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE) {
+        *family = STORE_CHANGE_INDEX;
+        memcpy(out, e->subject.data, STORE_SP_BYTES);
+        memcpy(out + STORE_SP_BYTES, key, 12);
+        len = STORE_SP_BYTES + 12;
+        if (e->rid.len == STORE_RID_BYTES) {
+            memcpy(out + len, e->rid.data, STORE_RID_BYTES);
+            len += STORE_RID_BYTES;
+        }
+        return len;
+    }
+    if (e->rid.len == STORE_RID_BYTES && e->subject.len != STORE_SP_BYTES) {
+        *family = STORE_CHANGE_RECORD;
+        memcpy(out, e->rid.data, STORE_RID_BYTES);
+        memcpy(out + STORE_RID_BYTES, key, 12);
+        return STORE_RID_BYTES + 12;
+    }
+    return 0;
+}
+
 static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
                               uint64_t floor, uint64_t to)
 {
@@ -679,42 +706,32 @@ static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
         const char *k = rocksdb_iter_key(it, &klen);
         const char *v = rocksdb_iter_value(it, &vlen);
         Dossier__Store__V1__ChangeEntry *e;
+        uint8_t ix[STORE_CHANGE_INDEX_KEY_MAX];
+        enum store_family family;
+        size_t ixlen;
         if (klen != 12)
             continue;
         e = dossier__store__v1__change_entry__unpack(NULL, vlen,
                                                      (const uint8_t *)v);
         if (!e)
             continue;
-        if (e->subject.len == STORE_SP_BYTES &&
-            e->type != DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE) {
-            uint8_t ix[STORE_SP_BYTES + 12 + STORE_RID_BYTES];
-            size_t ixlen = STORE_SP_BYTES + 12;
-            memcpy(ix, e->subject.data, STORE_SP_BYTES);
-            memcpy(ix + STORE_SP_BYTES, k, 12);
-            if (e->rid.len == STORE_RID_BYTES) {
-                memcpy(ix + ixlen, e->rid.data, STORE_RID_BYTES);
-                ixlen += STORE_RID_BYTES;
-            }
+        ixlen = store_change_index_key(e, (const uint8_t *)k, ix, &family);
+        dossier__store__v1__change_entry__free_unpacked(e, NULL);
+        if (ixlen == 0)
+            continue;
+        rocksdb_writebatch_delete_cf(wb, s->cf[family], (const char *)ix,
+                                     ixlen);
+        /* A subject's row has copies under the subjects it was merged
+         * into. */
+        for (int hop = 0; hop < STORE_ALIAS_HOPS; hop++) {
+            struct dossier_status st;
+            int found;
+            if (family != STORE_CHANGE_INDEX ||
+                store_subject_alias(s, NULL, ix, &found, &st) != 0 || !found)
+                break;
             rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX],
                                          (const char *)ix, ixlen);
-            /* The copies under the subjects it was merged into. */
-            for (int hop = 0; hop < STORE_ALIAS_HOPS; hop++) {
-                struct dossier_status st;
-                int found;
-                if (store_subject_alias(s, NULL, ix, &found, &st) != 0 ||
-                    !found)
-                    break;
-                rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX],
-                                             (const char *)ix, ixlen);
-            }
-        } else if (e->rid.len == STORE_RID_BYTES) {
-            uint8_t rx[STORE_RID_BYTES + 12];
-            memcpy(rx, e->rid.data, STORE_RID_BYTES);
-            memcpy(rx + STORE_RID_BYTES, k, 12);
-            rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_RECORD],
-                                         (const char *)rx, sizeof(rx));
         }
-        dossier__store__v1__change_entry__free_unpacked(e, NULL);
     }
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);

@@ -194,31 +194,15 @@ static int change_put(struct store_batch *b, const Command *cmd, uint64_t rev,
                                  (const char *)val, len);
     if (val != small)
         free(val);
-    /* A subject's changes are indexed, so that its erasure takes them out
-     * of the feed; the erasure itself stays. */
-    if (e->subject.len == STORE_SP_BYTES &&
-        e->type != DOSSIER__V1__CHANGE_TYPE__CHANGE_TYPE_ERASE) {
-        uint8_t ix[STORE_SP_BYTES + 12 + STORE_RID_BYTES];
-        size_t ixlen = STORE_SP_BYTES + 12;
-        memcpy(ix, e->subject.data, STORE_SP_BYTES);
-        memcpy(ix + STORE_SP_BYTES, key, 12);
-        if (e->rid.len == STORE_RID_BYTES) {
-            memcpy(ix + ixlen, e->rid.data, STORE_RID_BYTES);
-            ixlen += STORE_RID_BYTES;
-        }
-        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
-                                     (const char *)ix, ixlen, "", 0);
-    }
-    /* The changes of a record without a subject are indexed by record,
-     * so that an expiry or a delete takes the earlier ones out of the
-     * feed (a subject's records are found through the subject's index:
-     * one row per change is enough, and cheaper on the write path). */
-    if (e->rid.len == STORE_RID_BYTES && e->subject.len != STORE_SP_BYTES) {
-        uint8_t rx[STORE_RID_BYTES + 12];
-        memcpy(rx, e->rid.data, STORE_RID_BYTES);
-        memcpy(rx + STORE_RID_BYTES, key, 12);
-        rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[STORE_CHANGE_RECORD],
-                                     (const char *)rx, sizeof(rx), "", 0);
+    /* One index row per change (a subject's records are found through the
+     * subject's row: cheaper on the write path than a second one). */
+    {
+        uint8_t ix[STORE_CHANGE_INDEX_KEY_MAX];
+        enum store_family family;
+        size_t ixlen = store_change_index_key(e, key, ix, &family);
+        if (ixlen)
+            rocksdb_writebatch_wi_put_cf(b->wb, b->s->cf[family],
+                                         (const char *)ix, ixlen, "", 0);
     }
     return 0;
 }
@@ -908,6 +892,17 @@ static int keys_under(struct store_batch *b, enum store_family family,
     return rc;
 }
 
+/* Deletes a change found through its subject index row @k (@len bytes:
+ * sp, change key, rid), and that row. */
+static void change_forget_indexed(struct store_batch *b, const uint8_t *k,
+                                  size_t len)
+{
+    rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGES],
+                                    (const char *)k + STORE_SP_BYTES, 12);
+    rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
+                                    (const char *)k, len);
+}
+
 static int changes_forget(struct store_batch *b, const uint8_t *sp,
                           const uint8_t *rid, uint64_t before)
 {
@@ -922,10 +917,7 @@ static int changes_forget(struct store_batch *b, const uint8_t *sp,
                     memcmp(k + STORE_SP_BYTES + 12, rid, STORE_RID_BYTES) ||
                     store_be_u64(k + STORE_SP_BYTES) >= before))
             continue;
-        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGES],
-                                        (const char *)k + STORE_SP_BYTES, 12);
-        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
-                                        (const char *)k, l.lens[i]);
+        change_forget_indexed(b, k, l.lens[i]);
     }
     keys_free(&l);
     return 0;
@@ -2634,10 +2626,7 @@ int store_batch_changes_forget_at(struct store_batch *b, const uint8_t *sp,
         /* Record changes only: a consent change names no record. */
         if (l.lens[i] != STORE_SP_BYTES + 12 + STORE_RID_BYTES)
             continue;
-        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGES],
-                                        (const char *)k + STORE_SP_BYTES, 12);
-        rocksdb_writebatch_wi_delete_cf(b->wb, b->s->cf[STORE_CHANGE_INDEX],
-                                        (const char *)k, l.lens[i]);
+        change_forget_indexed(b, k, l.lens[i]);
     }
     keys_free(&l);
     return 0;

@@ -160,6 +160,18 @@ int store_batch_change_record(struct store_batch *b, const Command *cmd,
 int store_batch_changes_forget(struct store_batch *b, const uint8_t *rid,
                                const uint8_t *sp, uint64_t before);
 
+/* The index row of change @e stored under change key @key: a subject's
+ * change (other than its erasure, which stays in the feed) under the
+ * subject (sp, key, rid when it names a record) in the change_index
+ * family, so that the subject's erasure takes it out; a change of a record
+ * without a subject under the record (rid, key) in change_record, so that
+ * a delete or an expiry does. Into @out (STORE_CHANGE_INDEX_KEY_MAX
+ * bytes), with *@family; returns its length, 0 for a change without one. */
+#define STORE_CHANGE_INDEX_KEY_MAX (STORE_SP_BYTES + 12 + STORE_RID_BYTES)
+size_t store_change_index_key(const Dossier__Store__V1__ChangeEntry *e,
+                              const uint8_t key[12], uint8_t *out,
+                              enum store_family *family);
+
 /* Takes out of the feed the record changes indexed under subject @sp at
  * revision @rev (a merge's own, when it is undone), with their index rows;
  * consent changes stay. Errors: DOSSIER_NOMEM. */

@@ -836,7 +836,8 @@ static void test_request_expiry_resumes_where_it_stopped(void **state)
     pc = rocksdb_perfcontext_create();
     rocksdb_perfcontext_reset(pc);
     put_with_request(f->s, 0x02, later + 500, 20000);
-    skipped = rocksdb_perfcontext_metric(pc, rocksdb_internal_delete_skipped_count);
+    skipped = rocksdb_perfcontext_metric(pc,
+                                         rocksdb_internal_delete_skipped_count);
     rocksdb_perfcontext_destroy(pc);
     rocksdb_set_perf_level(1 /* disabled */);
     if (skipped > 100)
