@@ -1508,8 +1508,8 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
                 const struct server_tls *tls, struct server **out,
                 char *bound, size_t cap, struct dossier_status *st)
 {
-    grpc_arg args[1];
-    grpc_channel_args chargs = {1, args};
+    grpc_arg args[2];
+    grpc_channel_args chargs = {2, args};
     grpc_server_credentials *creds;
     struct server *s;
     const char *colon;
@@ -1525,6 +1525,13 @@ int server_bind(struct node *n, const char *listen, size_t max_message,
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = (int)max_message;
+    /* gRPC binds with SO_REUSEPORT by default: a second node started on
+     * the same address would share it silently, the kernel handing each
+     * connection to either, so peers and clients reached the wrong node
+     * (seen in the tests: a node never heard its leader). Refuse it. */
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+    args[1].value.integer = 0;
     s->grpc = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->grpc, s->cq, NULL);

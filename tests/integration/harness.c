@@ -378,7 +378,17 @@ void cluster_init(struct cluster_proc *c, int n, const char *const *extra)
     c->n = n;
     for (int i = 0; i < n; i++) {
         struct node_proc *p = &c->nodes[i];
-        int port = harness_free_port();
+        int port, taken;
+        /* The kernel may hand out a port it just handed out: the nodes'
+         * ports must differ (two on one port fail to start). */
+        do {
+            char mine[32];
+            port = harness_free_port();
+            snprintf(mine, sizeof(mine), "127.0.0.1:%d", port);
+            taken = 0;
+            for (int k = 0; k < i; k++)
+                taken |= strcmp(c->nodes[k].listen, mine) == 0;
+        } while (taken);
         node_init(p);
         snprintf(p->listen, sizeof(p->listen), "127.0.0.1:%d", port);
         snprintf(c->ids[i], sizeof(c->ids[i]), "%d", i + 1);

@@ -220,6 +220,34 @@ static void test_kill9_under_load_keeps_acknowledged_writes(void **state)
     node_destroy(&n);
 }
 
+/* A second node on the address a running node listens on refuses to
+ * start and says why, and the first keeps serving: gRPC's default
+ * SO_REUSEPORT had let both bind, the kernel sharing the connections
+ * between them (a test cluster's node never heard its leader). */
+static void test_address_in_use_is_refused(void **state)
+{
+    struct node_proc n, other;
+    struct dossier_client *c;
+    char err[4096];
+    (void)state;
+
+    node_init(&n);
+    node_init(&other);
+    assert_int_equal(node_start(&n, NULL), 0);
+    {
+        const char *args[] = {"--data-dir", other.data, "--key-file",
+                              other.key, "--listen", n.addr, NULL};
+        assert_int_equal(node_run_to_exit(&other, args, err, sizeof(err)), 1);
+    }
+    assert_non_null(strstr(err, "cannot listen on"));
+    c = node_client(&n);
+    put_contact(c, "au-1", "still here");
+    expect_name(c, "au-1", "still here");
+    dossier_client_close(c);
+    node_destroy(&other);
+    node_destroy(&n);
+}
+
 /* A node started with another master key refuses to start, names both key
  * ids, and leaves the data as it was. */
 static void test_wrong_master_key_is_refused(void **state)
@@ -358,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_kill9_after_put_keeps_record),
         cmocka_unit_test(test_kill9_under_load_keeps_acknowledged_writes),
         cmocka_unit_test(test_kill9_with_log_compaction_due_keeps_writes),
+        cmocka_unit_test(test_address_in_use_is_refused),
         cmocka_unit_test(test_wrong_master_key_is_refused),
         cmocka_unit_test(test_foreign_data_directory_is_refused),
         cmocka_unit_test(test_key_file_readable_by_others_is_refused),
