@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -391,9 +392,18 @@ static int call_init(struct dossier_client *c,
     cc->m = m;
     snprintf(cc->purpose, sizeof(cc->purpose), "%s", purpose);
     if (write) {
-        /* One id for every attempt of this write. */
+        /* One id for every attempt of this write: the time in ms (48
+         * bits, big-endian) then 80 random bits. The node keeps the ids
+         * of recent writes in a table keyed by the id, so ids in time
+         * order go in near its end instead of at a random place. */
         unsigned char id[16];
-        randombytes_buf(id, sizeof(id));
+        struct timespec now;
+        uint64_t ms;
+        clock_gettime(CLOCK_REALTIME, &now);
+        ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+        for (int i = 0; i < 6; i++)
+            id[i] = (unsigned char)(ms >> (40 - 8 * i));
+        randombytes_buf(id + 6, sizeof(id) - 6);
         sodium_bin2hex(cc->request_id, sizeof(cc->request_id), id, sizeof(id));
     }
     cc->serializable = co && co->consistency == DOSSIER_SERIALIZABLE;

@@ -993,10 +993,7 @@ void api_merges_merge(struct call *c, ProtobufCMessage *msg)
     m->k = k;
     /* From the call's request id when it has one: a retry of the call
      * names the same merge, which the store applies once. */
-    if (call_request_id(c))
-        memcpy(rnd, call_request_id(c), sizeof(rnd));
-    else
-        randombytes_buf(rnd, sizeof(rnd));
+    call_request_derive(c, rnd, sizeof(rnd));
     memcpy(m->id, "MRG-", 4);
     sodium_bin2hex(m->id + 4, sizeof(m->id) - 4, rnd, sizeof(rnd));
     for (char *p = m->id + 4; *p; p++)

@@ -224,10 +224,7 @@ void api_requests_file(struct call *c, ProtobufCMessage *msg)
     }
     /* From the call's request id when it has one: a retry of this call
      * files the same request, which the store then applies once. */
-    if (call_request_id(c))
-        memcpy(rnd, call_request_id(c), sizeof(rnd));
-    else
-        randombytes_buf(rnd, sizeof(rnd));
+    call_request_derive(c, rnd, sizeof(rnd));
     snprintf(r->id, sizeof(r->id), "REQ-");
     sodium_bin2hex(r->id + 4, sizeof(r->id) - 4, rnd, sizeof(rnd));
     for (char *p = r->id + 4; *p; p++)

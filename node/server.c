@@ -514,6 +514,22 @@ const uint8_t *call_request_id(const struct call *c)
     return c->has_request_id ? c->request_id : NULL;
 }
 
+void call_request_derive(const struct call *c, uint8_t *out, size_t n)
+{
+    uint8_t h[crypto_generichash_BYTES_MAX];
+
+    if (!c->has_request_id || n > sizeof(h)) {
+        randombytes_buf(out, n);
+        return;
+    }
+    crypto_generichash(h,
+                       n < crypto_generichash_BYTES_MIN
+                           ? crypto_generichash_BYTES_MIN
+                           : n,
+                       c->request_id, sizeof(c->request_id), NULL, 0);
+    memcpy(out, h, n);
+}
+
 int64_t call_time_left_ms(const struct call *c)
 {
     gpr_timespec left;

@@ -109,6 +109,11 @@ void call_audit_read(struct call *c, const uint8_t *sp, const uint8_t *rids,
  * or NULL. 16 bytes, borrowed from @c. */
 const uint8_t *call_request_id(const struct call *c);
 
+/* Fills @out (@n bytes, at most 64) with bytes drawn from the call's
+ * request id (a hash of it, so a retry of the call draws the same ones
+ * whatever the id's layout), or random ones for a call without one. */
+void call_request_derive(const struct call *c, uint8_t *out, size_t n);
+
 /* Milliseconds left before the caller's deadline (at least 1). */
 int64_t call_time_left_ms(const struct call *c);
 

@@ -897,6 +897,89 @@ static void test_writes_answered_while_their_submitter_is_paused(void **state)
     assert_int_equal(node_stop(&paused), 0);
 }
 
+static struct node_proc logged;
+static struct dossier_client *logged_client;
+
+static int logged_teardown(void **state)
+{
+    (void)state;
+    dossier_client_close(logged_client);
+    logged_client = NULL;
+    node_kill9(&logged);
+    node_destroy(&logged);
+    return 0;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The request ids libdossier gives writes begin with the time in ms (48
+ * bits, big-endian; the node keeps recent ids in a table keyed by the
+ * id, where ids in time order go in near its end) and differ after it:
+ * read back from the node's debug log, which names each call's id. */
+static void test_write_request_ids_begin_with_the_time(void **state)
+{
+    const char *extra[] = {"--log-level", "debug", NULL};
+    char ids[8][33], line[4096];
+    int n = 0;
+    int64_t t0, t1;
+    FILE *f;
+    (void)state;
+
+    node_init(&logged);
+    assert_int_equal(node_start(&logged, extra), 0);
+    logged_client = node_client(&logged);
+    t0 = wall_ms();
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "timed-%d", i);
+        struct dossier_record *r = contact(id, "subj-timed", NULL, "Timed");
+        struct dossier_status st;
+        int rc = dossier_put(logged_client, NULL, r, DOSSIER_ANY_VERSION,
+                             NULL, &st);
+        dossier_record_free(r);
+        if (rc)
+            fail_msg("put %s: %s: %s", id, dossier_code_name(rc),
+                     st.message);
+    }
+    t1 = wall_ms();
+    assert_int_equal(node_stop(&logged), 0);
+
+    f = fopen(logged.log, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "\"request_id\":\"");
+        if (!p || !strstr(line, "Put"))
+            continue;
+        p += strlen("\"request_id\":\"");
+        int seen = 0;
+        for (int i = 0; i < n; i++)
+            seen |= strncmp(ids[i], p, 32) == 0;
+        if (!seen && n < 8) {
+            memcpy(ids[n], p, 32);
+            ids[n++][32] = '\0';
+        }
+    }
+    fclose(f);
+    assert_int_equal(n, 3); /* one id per write, each logged */
+    for (int i = 0; i < n; i++) {
+        char head[13];
+        memcpy(head, ids[i], 12);
+        head[12] = '\0';
+        int64_t ms = (int64_t)strtoull(head, NULL, 16);
+        if (ms < t0 - 1000 || ms > t1 + 1000)
+            fail_msg("request id %s: its first 48 bits are %lld, not a time "
+                     "between %lld and %lld",
+                     ids[i], (long long)ms, (long long)t0, (long long)t1);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(ids[i], ids[j]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -920,6 +1003,8 @@ int main(void)
         cmocka_unit_test_teardown(
             test_writes_answered_while_their_submitter_is_paused,
             paused_teardown),
+        cmocka_unit_test_teardown(test_write_request_ids_begin_with_the_time,
+                                  logged_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
