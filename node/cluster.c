@@ -151,6 +151,9 @@ struct cluster {
      * which the last round started, and how many started. */
     struct read_wait *catchups;
     uint64_t n_ticks, catchup_tick, n_catchups;
+    /* When the leader next looks for request ids past their TTL, and
+     * how far ahead its clock runs for that (tests only). */
+    int64_t next_request_sweep_ms, request_sweep_offset_ms;
 
     /* Read by any thread. */
     int keys_ready;
@@ -732,6 +735,36 @@ static void leader_bootstrap(struct cluster *cl)
         cmd.set_member = &op;
         propose_internal(cl, &cmd);
     }
+}
+
+/* How often the leader looks for request ids kept past their TTL. */
+#define REQUEST_SWEEP_MS 1000
+
+/* The leader sweeps the request ids of past writes that wait past their
+ * TTL: each write expires a few (store_apply.c), which keeps up while
+ * writes flow, but after a burst (a bulk load) the rest would wait for
+ * later writes, each then doing the deletions of several. One sweep a
+ * second at most, STORE_REQUEST_SWEEP_MAX ids each, and only when ids
+ * older than the TTL and a sweep period are still kept. */
+static void leader_expire_requests(struct cluster *cl, int64_t now)
+{
+    Dossier__Store__V1__RequestExpireOp op =
+        DOSSIER__STORE__V1__REQUEST_EXPIRE_OP__INIT;
+    Dossier__Store__V1__Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+
+    if (now < cl->next_request_sweep_ms)
+        return;
+    cl->next_request_sweep_ms = now + REQUEST_SWEEP_MS;
+    if (!cluster_is_leader(cl))
+        return;
+    cmd.time_ms = wall_ms() + cl->request_sweep_offset_ms;
+    if (!store_requests_kept_before(
+            cl->store, cmd.time_ms - STORE_REQUEST_TTL_MS - REQUEST_SWEEP_MS))
+        return;
+    op.limit = STORE_REQUEST_SWEEP_MAX;
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_REQUEST_EXPIRE;
+    cmd.request_expire = &op;
+    propose_internal(cl, &cmd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1683,6 +1716,7 @@ static void *loop_main(void *arg)
         if (ticks)
             cl->n_ticks++;
         catchups_start(cl, catchups);
+        leader_expire_requests(cl, now);
         while (raft_has_ready(cl->raft))
             handle_ready(cl);
         maybe_compact(cl);
@@ -1747,6 +1781,7 @@ int cluster_start(struct store *s, struct crypt *c,
                                            : DEFAULT_ELECTION_TICKS;
     cl->max_batch = o->max_batch ? o->max_batch : 1024;
     cl->snapshot_entries = o->snapshot_entries ? o->snapshot_entries : 10000;
+    cl->request_sweep_offset_ms = o->request_sweep_offset_ms;
     snprintf(cl->snapshot_dir, sizeof(cl->snapshot_dir), "%s", o->snapshot_dir);
     mkdir(cl->snapshot_dir, 0700);
     cl->initial = calloc(o->n_members ? o->n_members : 1,

@@ -48,6 +48,8 @@ struct cluster_options {
     const char *snapshot_dir;  /* where checkpoints to send are made */
     const char *advertise;     /* where the other nodes reach this one */
     const char *peer_token;    /* presented on every peer call (auth.h) */
+    int64_t request_sweep_offset_ms; /* tests only: the request-id sweep's
+                                        clock runs this far ahead */
 };
 
 /* Called once per submitted command, after it was applied (or failed).

@@ -153,6 +153,10 @@ static const struct opt opts[] = {
      0, 36500,
      "TESTS ONLY (needs --enable-fault-injection): the retention sweeper's "
      "clock runs this many days ahead"},
+    {"request-sweep-clock-offset-ms", OPT_U64, OFF(request_sweep_offset_ms),
+     "0", 0, 86400000,
+     "TESTS ONLY (needs --enable-fault-injection): the leader's sweep of "
+     "request ids past their TTL runs with its clock this far ahead"},
     {"enable-fault-injection", OPT_BOOL, OFF(fault_injection), "false", 0, 0,
      "TESTS ONLY: let Peer.Fault cut this node off from others"},
 };

@@ -45,6 +45,7 @@ struct config {
     uint64_t health_max_lag;
     uint64_t retention_sweep_ms;
     uint64_t retention_offset_days;
+    uint64_t request_sweep_offset_ms;
     uint64_t watch_history;
     uint64_t key_rotation_batch;
     uint64_t key_rotation_pause_ms;

@@ -592,7 +592,13 @@ int main(int argc, char **argv)
         co.snapshot_dir = snapdir;
         co.advertise = self;
         co.peer_token = node.peer_token;
-        rc = cluster_start(store, crypt, &co, &cluster, &st);
+        co.request_sweep_offset_ms = (int64_t)cfg.request_sweep_offset_ms;
+        if (cfg.request_sweep_offset_ms && !cfg.fault_injection)
+            rc = err_set(&st, DOSSIER_INVALID_ARGUMENT,
+                         "--request-sweep-clock-offset-ms is for tests and "
+                         "needs --enable-fault-injection");
+        else
+            rc = cluster_start(store, crypt, &co, &cluster, &st);
     }
 started:
     tls_release(&tls_files);

@@ -149,6 +149,8 @@ enum store_family {
 /* How long a request id is remembered for exactly-once retries. */
 #define STORE_REQUEST_TTL_MS (10 * 60 * 1000)
 #define STORE_REQUEST_ID_BYTES 16
+/* The most request ids one RequestExpireOp removes. */
+#define STORE_REQUEST_SWEEP_MAX 4096
 
 typedef Dossier__Store__V1__StoredRecord StoredRecord;
 typedef Dossier__Store__V1__SubjectKey SubjectKey;
@@ -557,6 +559,11 @@ struct store_batch *store_batch_begin(struct store *s);
  * Returns @res->status.code. */
 int store_apply(struct store_batch *b, const Command *cmd,
                 struct store_result *res);
+
+/* 1 when a request id recorded before @before_ms (command time) is still
+ * kept, else 0 (also on a read error). Cheap: one seek from where the last
+ * expiry stopped. */
+int store_requests_kept_before(struct store *s, int64_t before_ms);
 
 /* Number of commands of @b that succeeded so far. */
 size_t store_batch_count(const struct store_batch *b);

@@ -2400,7 +2400,11 @@ static void request_expire(struct store_batch *b, int64_t now_ms,
      * leader's clock behind) is left, everywhere alike; a lookup ignores
      * it once past its TTL. */
     from[0] = 't';
-    store_u64_be(from + 1, s->req_expired_to);
+    /* A second expiry in one batch (a sweep command and the batch's own)
+     * goes on from where the first stopped. */
+    store_u64_be(from + 1, b->req_expired_to > s->req_expired_to
+                               ? b->req_expired_to
+                               : s->req_expired_to);
     for (rocksdb_iter_seek(it, (const char *)from, sizeof(from));
          rocksdb_iter_valid(it) && n < limit;
          rocksdb_iter_next(it), n++) {
@@ -2420,6 +2424,29 @@ static void request_expire(struct store_batch *b, int64_t now_ms,
     }
     /* The merged iterator owns the base iterator. */
     rocksdb_iter_destroy(it);
+}
+
+int store_requests_kept_before(struct store *s, int64_t before_ms)
+{
+    rocksdb_iterator_t *it;
+    uint8_t from[9];
+    size_t klen;
+    const uint8_t *k;
+    int kept = 0;
+
+    pthread_rwlock_rdlock(&s->swap);
+    it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_REQUESTS]);
+    from[0] = 't';
+    store_u64_be(from + 1, s->req_expired_to);
+    rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+    if (rocksdb_iter_valid(it)) {
+        k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+        kept = klen == REQ_TIME_KEY_BYTES && k[0] == 't' &&
+               store_be_u64(k + 1) < time_key(before_ms);
+    }
+    rocksdb_iter_destroy(it);
+    pthread_rwlock_unlock(&s->swap);
+    return kept;
 }
 
 int store_apply(struct store_batch *b, const Command *cmd,
@@ -2516,6 +2543,17 @@ int store_apply(struct store_batch *b, const Command *cmd,
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_KEY_ROTATE:
         rc = store_apply_key_rotate(b, cmd, res);
+        break;
+    case DOSSIER__STORE__V1__COMMAND__OP_REQUEST_EXPIRE:
+        if (!cmd->request_expire) {
+            rc = bad_command(res, "request expire");
+            break;
+        }
+        request_expire(b, cmd->time_ms,
+                       cmd->request_expire->limit < STORE_REQUEST_SWEEP_MAX
+                           ? cmd->request_expire->limit
+                           : STORE_REQUEST_SWEEP_MAX);
+        rc = err_ok(&res->status);
         break;
     case DOSSIER__STORE__V1__COMMAND__OP_RECTIFY:
         rc = cmd->rectify ? apply_rectify(b, cmd, res)

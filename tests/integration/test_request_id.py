@@ -3,7 +3,9 @@
 a follower with request id R (metadata "dossier-request-id") is logged
 with "request_id": R by the follower that forwarded it and by the leader
 that applied it, every line is one JSON object, and no line holds the
-record's marker values. Sent by an independent client (Debian's
+record's marker values. A write retried with its request id is applied
+once; once the leader's sweep removed the id (past its TTL: here a test
+clock runs ahead), a retry applies again. Sent by an independent client (Debian's
 python3-grpcio, bindings generated from proto/dossier.proto at test time)
 because the C library picks request ids itself.
 Usage: test_request_id.py DOSSIERD DOSSIER PROTO_DIR"""
@@ -61,8 +63,15 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
         md = [("dossier-purpose", "operations"), ("dossier-request-id", rid)]
         raw = put(pb.PutRequest(record=rec).SerializeToString(), timeout=10,
                   metadata=md)
-        check(pb.PutResponse.FromString(raw).version > 0,
+        first_version = pb.PutResponse.FromString(raw).version
+        check(first_version > 0,
               "the write through a follower is acknowledged")
+        # Retried with the same request id (its answer lost), it is
+        # answered with its first outcome, not applied again.
+        raw = put(pb.PutRequest(record=rec).SerializeToString(), timeout=10,
+                  metadata=md)
+        check(pb.PutResponse.FromString(raw).version == first_version,
+              "a retried write is applied once")
 
         # A refusal is logged with its request id too.
         rid2 = secrets.token_hex(16)
@@ -114,6 +123,39 @@ with tempfile.TemporaryDirectory(prefix="dossier-rid-") as work:
           f"the refusal is logged with its request id ({refused})")
     leaked = [p for p in logs if marker in open(p).read()]
     check(not leaked, f"no log holds the record's values ({leaked})")
+
+# The leader sweeps request ids kept past their TTL (a bulk load's would
+# otherwise wait for later writes, each then deleting several): on a node
+# whose sweep runs with its clock just past the TTL ahead, a write's id is
+# swept within seconds, so a retry of it applies again, where above (no
+# sweep due for ten minutes) it was answered as a duplicate.
+with tempfile.TemporaryDirectory(prefix="dossier-sweep-") as work:
+    c = pycluster.Cluster(DOSSIERD, DOSSIER, work, n=1,
+                          extra=("--enable-fault-injection",
+                                 "--request-sweep-clock-offset-ms", "601000"))
+    try:
+        ch = grpc.insecure_channel(c.target(c.leader()))
+        put = ch.unary_unary("/dossier.v1.Records/Put",
+                             request_serializer=None,
+                             response_deserializer=None)
+        rec = pb.Record(kind="contact", id="swept-1", subject_id="swept-s")
+        rec.fields.add(name="first_name", value=pb.Value(string_value="S"))
+        md = [("dossier-purpose", "operations"),
+              ("dossier-request-id", secrets.token_hex(16))]
+        req = pb.PutRequest(record=rec).SerializeToString()
+        v1 = pb.PutResponse.FromString(put(req, timeout=10,
+                                           metadata=md)).version
+        v = v1
+        for _ in range(100):
+            time.sleep(0.1)
+            v = pb.PutResponse.FromString(put(req, timeout=10,
+                                              metadata=md)).version
+            if v != v1:
+                break
+        check(v > v1, f"the swept id no longer deduplicates ({v1}, {v})")
+        ch.close()
+    finally:
+        c.close()
 
 print("FAILED" if pycluster.failures else "all passed")
 sys.exit(1 if pycluster.failures else 0)

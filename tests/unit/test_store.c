@@ -862,6 +862,50 @@ static void test_request_expiry_resumes_where_it_stopped(void **state)
     }
 }
 
+/* A RequestExpireOp (the leader's sweep) removes up to its limit of the
+ * request ids past their TTL as of its time, oldest first, and changes
+ * nothing else; store_requests_kept_before() tells the leader whether
+ * one is due. */
+static void test_request_sweep_removes_ids_past_their_ttl(void **state)
+{
+    struct fixture *f = *state;
+    const int64_t t0 = 1000000, later = t0 + 100 + STORE_REQUEST_TTL_MS;
+    Dossier__Store__V1__RequestExpireOp op =
+        DOSSIER__STORE__V1__REQUEST_EXPIRE_OP__INIT;
+    Command cmd = DOSSIER__STORE__V1__COMMAND__INIT;
+    struct store_result res;
+    uint64_t rev;
+
+    fx_open(f);
+    assert_false(store_requests_kept_before(f->s, t0 + 1000));
+    for (uint32_t i = 0; i < 100; i++)
+        put_with_request(f->s, 0x01, t0 + i, i);
+    assert_true(store_requests_kept_before(f->s, t0 + 1));
+    assert_false(store_requests_kept_before(f->s, t0));
+    rev = store_revision(f->s);
+
+    cmd.time_ms = later; /* every id is past its TTL then */
+    cmd.op_case = DOSSIER__STORE__V1__COMMAND__OP_REQUEST_EXPIRE;
+    cmd.request_expire = &op;
+    op.limit = 60;
+    apply1_ok(f->s, &cmd, &res);
+    /* The 60 oldest went: the oldest kept is the one of t0 + 60. */
+    assert_false(store_requests_kept_before(f->s, t0 + 60));
+    assert_true(store_requests_kept_before(f->s, t0 + 61));
+    op.limit = 1000;
+    apply1_ok(f->s, &cmd, &res);
+    assert_false(store_requests_kept_before(f->s, later));
+    assert_int_equal(store_revision(f->s), rev);
+
+    /* An id within its TTL at the sweep's time stays. */
+    put_with_request(f->s, 0x02, later - 10, 500);
+    apply1_ok(f->s, &cmd, &res);
+    assert_true(store_requests_kept_before(f->s, later));
+    /* A malformed sweep is refused. */
+    cmd.request_expire = NULL;
+    assert_int_equal(apply1(f->s, &cmd, &res), DOSSIER_CORRUPT);
+}
+
 /* A Put that fails late (after reading the record and the subject key)
  * writes nothing: no record, no index key, no membership, no subject key
  * change. */
@@ -3294,6 +3338,7 @@ int main(void)
         T(test_failed_command_leaves_batch_unchanged),
         T(test_failed_put_writes_nothing),
         T(test_request_expiry_resumes_where_it_stopped),
+        T(test_request_sweep_removes_ids_past_their_ttl),
         T(test_put_sees_earlier_put_of_same_batch),
         T(test_first_put_of_subject_installs_its_key),
         T(test_first_put_of_subject_without_key_is_retry),
