@@ -1527,23 +1527,33 @@ static void maybe_compact(struct cluster *cl)
         finish_erasure(cl);
         return;
     }
+    raft_index to;
+
     raft_status(cl->raft, &rs);
     if (rs.applied < rs.first_index + cl->snapshot_entries)
         return;
-    /* A follower that answers but has not yet got every applied entry
-     * would need a whole snapshot after the compaction: wait for it,
-     * unless the log has grown to twice its budget. */
+    /* The newest half of the budget stays: a follower a little behind (a
+     * restart, a pause, a burst it is slower at) catches up from the log
+     * instead of needing a whole snapshot, which costs a checkpoint and a
+     * stream of the database, and under a sustained load left a slower
+     * follower installing one snapshot after another (etcd keeps such a
+     * tail too). */
+    to = rs.applied - cl->snapshot_entries / 2;
+    /* A follower that answers but lacks entries the compaction drops
+     * would need a snapshot: wait for it, unless the log has grown to
+     * twice its budget. */
     if (rs.applied < rs.first_index + 2 * cl->snapshot_entries)
         for (size_t i = 0; i < rs.n_progress; i++)
             if (rs.progress[i].id != cl->id && rs.progress[i].recent_active &&
-                rs.progress[i].match < rs.applied)
+                rs.progress[i].match < to)
                 return;
-    raft_snapshot_at_applied(cl->raft, &meta);
+    if (raft_compact_meta(cl->raft, to, &meta) != RAFT_OK)
+        return;
     if (raftio_compact(cl->store, &meta, &st) != 0) {
         log_printf(LOG_WARN, "cannot compact the raft log: %s", st.message);
         return;
     }
-    raft_compact(cl->raft, meta.index);
+    raft_compact(cl->raft, to);
 }
 
 static void update_status(struct cluster *cl)

@@ -110,7 +110,8 @@ static const struct opt opts[] = {
     {"election-ticks", OPT_U64, OFF(election_ticks), "10", 2, 1000,
      "ticks of silence before a follower campaigns"},
     {"snapshot-entries", OPT_U64, OFF(snapshot_entries), "10000", 16,
-     1u << 30, "applied log entries kept before the log is compacted"},
+     1u << 30, "the log is compacted once it holds this many applied "
+     "entries, keeping the newest half for followers a little behind"},
     {"audit-window-ms", OPT_U64, OFF(audit_window_ms), "200", 10, 60000,
      "reads and refused calls are appended to the audit log in batches "
      "this often; a crash loses at most one window of them"},

@@ -1582,31 +1582,55 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
 /* ------------------------------------------------------------------ */
 /* Compaction and snapshots */
 
-int raft_compact(struct raft *r, raft_index index)
+/* The membership as of @index (in the log, at most the applied index):
+ * the snapshot's, rolled forward over the changes up to @index. Changes
+ * are rare, so recompute from the snapshot. */
+static struct raft_conf conf_at(const struct raft *r, raft_index index)
 {
-    size_t drop;
-    assert(!r->ready_taken);
+    struct raft_conf c = r->snap_conf;
+    for (raft_index i = r->snap_index + 1; i <= index; i++) {
+        const struct raft_entry *e = entry_at(r, i);
+        struct raft_conf_change cc;
+        if (e->type == RAFT_ENTRY_CONF &&
+            raft_conf_change_decode(e->data, e->len, &cc) == RAFT_OK)
+            conf_apply(&c, &cc);
+    }
+    return c;
+}
+
+/* Whether the log may be compacted up to @index. */
+static int compactable(const struct raft *r, raft_index index)
+{
     if (index <= r->snap_index)
         return RAFT_COMPACTED;
     /* While a received snapshot waits to be installed, the log already
      * starts after it and the state machine is behind it. */
     if (index > r->applied || r->snapshot_pending)
         return RAFT_UNAVAILABLE;
+    return RAFT_OK;
+}
+
+int raft_compact_meta(const struct raft *r, raft_index index,
+                      struct raft_snapshot_meta *out)
+{
+    int rc = compactable(r, index);
+    if (rc != RAFT_OK)
+        return rc;
+    out->index = index;
+    out->term = term_of(r, index);
+    out->conf = conf_at(r, index);
+    return RAFT_OK;
+}
+
+int raft_compact(struct raft *r, raft_index index)
+{
+    size_t drop;
+    int rc;
+    assert(!r->ready_taken);
+    if ((rc = compactable(r, index)) != RAFT_OK)
+        return rc;
     r->snap_term = term_of(r, index);
-    /* The membership as of @index: the applied one, rolled back over any
-     * change applied after @index. Changes are rare and the log after
-     * @index is short, so recompute forward from the old snapshot. */
-    {
-        struct raft_conf c = r->snap_conf;
-        for (raft_index i = r->snap_index + 1; i <= index; i++) {
-            const struct raft_entry *e = entry_at(r, i);
-            struct raft_conf_change cc;
-            if (e->type == RAFT_ENTRY_CONF &&
-                raft_conf_change_decode(e->data, e->len, &cc) == RAFT_OK)
-                conf_apply(&c, &cc);
-        }
-        r->snap_conf = c;
-    }
+    r->snap_conf = conf_at(r, index);
     drop = index - r->snap_index;
     for (size_t i = 0; i < drop; i++)
         free(r->ents[i].data);

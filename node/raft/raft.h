@@ -310,6 +310,12 @@ void raft_advance(struct raft *r, const struct raft_ready *rd);
  * waits to be installed. Not between raft_ready() and raft_advance(). */
 int raft_compact(struct raft *r, raft_index index);
 
+/* What the log compacted up to @index (at most the applied index) starts
+ * after: @index, its term and the membership as of it, to persist before
+ * raft_compact(). Errors as raft_compact(). */
+int raft_compact_meta(const struct raft *r, raft_index index,
+                      struct raft_snapshot_meta *out);
+
 /* The snapshot meta describing the state machine at its applied index
  * (its term and the membership as of it, even while a received snapshot
  * waits to be installed), which is what a node sends when it streams its

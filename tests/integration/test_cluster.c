@@ -345,6 +345,56 @@ static void test_follower_catches_up_through_snapshot(void **state)
     cluster_destroy(&c);
 }
 
+/* A follower stopped for a moment while the leader compacts its log
+ * catches up from the log, not through a snapshot: the leader keeps the
+ * newest half of --snapshot-entries behind its applied index. Before, it
+ * compacted up to it, and under a sustained load a slower follower
+ * installed one snapshot after another. */
+static void test_follower_a_little_behind_catches_up_from_the_log(void **state)
+{
+    const char *extra[] = {"--snapshot-entries", "64", NULL};
+    struct cluster_proc c;
+    struct dossier_client *cl;
+    struct dossier_cluster_status s;
+    struct dossier_status st;
+    uint64_t first;
+    int leader, f, k, n = 0;
+    char id[24], log[8192];
+    (void)state;
+
+    cluster_init(&c, 3, extra);
+    assert_int_equal(cluster_start_all(&c), 0);
+    leader = cluster_leader(&c);
+    assert_true(leader >= 0);
+    f = (leader + 1) % 3;
+    cl = harness_client(c.nodes[leader].listen, 10000);
+    /* Past a first compaction. */
+    for (; n < 100; n++) {
+        snprintf(id, sizeof(id), "t-%d", n);
+        assert_int_equal(put_name(cl, id, id, &st), 0);
+    }
+    assert_int_equal(cluster_wait_converged(&c), 0);
+    assert_int_equal(node_stop(&c.nodes[f]), 0);
+    usleep(1500000); /* the leader no longer counts it as answering */
+    cluster_node_status(&c, leader, &s);
+    first = s.first_index;
+    assert_true(first > 1);
+    /* Writes until the leader compacts again: at most 64 entries. */
+    for (k = 0; k < 200 && s.first_index == first; k++, n++) {
+        snprintf(id, sizeof(id), "t-%d", n);
+        assert_int_equal(put_name(cl, id, id, &st), 0);
+        cluster_node_status(&c, leader, &s);
+    }
+    assert_true(s.first_index > first);
+    dossier_client_close(cl);
+    assert_int_equal(node_start(&c.nodes[f], NULL), 0);
+    assert_int_equal(assert_nodes_agree(&c), (size_t)n);
+    harness_sh(log, sizeof(log), "grep -c 'installed a snapshot' %s",
+               c.nodes[f].log);
+    assert_int_equal(atoi(log), 0);
+    cluster_destroy(&c);
+}
+
 /* A partition: the leader cut off from the others cannot commit; the
  * majority elects a leader and commits; after healing every node agrees on
  * its records, without the writes the minority could not commit. */
@@ -494,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_leader_kill9_under_load),
         cmocka_unit_test(test_rolling_restart_under_load),
         cmocka_unit_test(test_follower_catches_up_through_snapshot),
+        cmocka_unit_test(test_follower_a_little_behind_catches_up_from_the_log),
         cmocka_unit_test(test_partition_minority_cannot_commit),
         cmocka_unit_test(test_membership_changes),
         cmocka_unit_test(test_transfer_leadership),

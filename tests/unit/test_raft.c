@@ -501,6 +501,55 @@ static void test_lagging_follower_gets_snapshot(void **state)
     net_free(net);
 }
 
+/* Compacting short of the applied index (the tail cluster.c keeps) spares
+ * a follower that lags by less than the tail: it catches up from the log,
+ * no snapshot. raft_compact_meta describes the compaction point with its
+ * own term and membership: a learner added after it is not in it. */
+static void test_compaction_tail_spares_a_lagging_follower(void **state)
+{
+    struct net *net = net_new(4, 3);
+    raft_id l = elect(net), f = l % 3 + 1;
+    struct raft_conf_change cc = {RAFT_CONF_ADD_LEARNER, 4};
+    struct raft_snapshot_meta before, after;
+    struct dnode *lead;
+    raft_index conf_index;
+    (void)state;
+
+    for (int i = 0; i < 5; i++)
+        propose(net, l, "a");
+    tick_all(net, 2);
+    lead = node(net, l);
+    assert_int_equal(raft_propose_conf_change(lead->r, &cc, NULL), RAFT_OK);
+    deliver_all(net);
+    tick_all(net, 2);
+    conf_index = lead->applied_index;
+    isolate(net, f, 1);
+    for (int i = 0; i < 10; i++)
+        propose(net, l, "b");
+    tick_all(net, 2);
+    /* The learner's entry is in the membership as of it, not before. */
+    assert_int_equal(raft_compact_meta(lead->r, conf_index - 1, &before),
+                     RAFT_OK);
+    assert_int_equal(before.conf.n_learners, 0);
+    assert_int_equal(raft_compact_meta(lead->r, conf_index, &after),
+                     RAFT_OK);
+    assert_int_equal(after.conf.n_learners, 1);
+    assert_int_equal(after.index, conf_index);
+    assert_true(after.term > 0);
+    assert_int_equal(raft_compact_meta(lead->r, lead->applied_index + 1,
+                                       &after),
+                     RAFT_UNAVAILABLE);
+    /* Compact up to the follower's last entry, keeping what it lacks. */
+    assert_int_equal(raft_compact(lead->r, conf_index), RAFT_OK);
+    assert_int_equal(raft_compact_meta(lead->r, conf_index, &after),
+                     RAFT_COMPACTED);
+    isolate(net, f, 0);
+    tick_all(net, 5);
+    assert_int_equal(node(net, f)->snap.index, 0);
+    assert_int_equal(node(net, f)->applied_index, lead->applied_index);
+    net_free(net);
+}
+
 /* A learner receives the log without voting; once promoted it counts
  * towards the quorum; a removed node no longer does. */
 static void test_membership_learner_promote_remove(void **state)
@@ -672,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_committed_entry_survives_leader_crash),
         cmocka_unit_test(test_old_term_entry_not_committed_by_counting),
         cmocka_unit_test(test_lagging_follower_gets_snapshot),
+        cmocka_unit_test(test_compaction_tail_spares_a_lagging_follower),
         cmocka_unit_test(test_membership_learner_promote_remove),
         cmocka_unit_test(test_transfer_leadership),
         cmocka_unit_test(test_read_index),
