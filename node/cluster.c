@@ -1522,13 +1522,12 @@ static void maybe_compact(struct cluster *cl)
     struct raft_status rs;
     struct raft_snapshot_meta meta;
     struct dossier_status st;
+    raft_index to;
 
     if (cl->erased) {
         finish_erasure(cl);
         return;
     }
-    raft_index to;
-
     raft_status(cl->raft, &rs);
     if (rs.applied < rs.first_index + cl->snapshot_entries)
         return;

@@ -3,6 +3,7 @@
  * loop. */
 #include "server.h"
 
+#include <assert.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -518,7 +519,8 @@ void call_request_derive(const struct call *c, uint8_t *out, size_t n)
 {
     uint8_t h[crypto_generichash_BYTES_MAX];
 
-    if (!c->has_request_id || n > sizeof(h)) {
+    assert(n <= sizeof(h));
+    if (!c->has_request_id) {
         randombytes_buf(out, n);
         return;
     }

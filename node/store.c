@@ -653,14 +653,6 @@ uint64_t store_wait_revision(struct store *s, uint64_t seen, int timeout_ms)
     return store_revision(s);
 }
 
-/* Adds to @wb the deletion of the index rows of the changes from revision
- * @floor up to @to (excluded), found from those changes themselves (each
- * names its subject and record): work in proportion to what is trimmed.
- * (It was one pass over both index families per trim, which also walked
- * every deletion not yet compacted away: on a node with a million writes
- * behind it, a tenth of the Raft loop's time.) A subject merged into
- * another has copies of its rows under that subject (and further up, for
- * a chain of merges): they go too. */
 size_t store_change_index_key(const Dossier__Store__V1__ChangeEntry *e,
                               const uint8_t key[12], uint8_t *out,
                               enum store_family *family)
@@ -688,6 +680,14 @@ size_t store_change_index_key(const Dossier__Store__V1__ChangeEntry *e,
     return 0;
 }
 
+/* Adds to @wb the deletion of the index rows of the changes from revision
+ * @floor up to @to (excluded), found from those changes themselves (each
+ * names its subject and record): work in proportion to what is trimmed.
+ * (It was one pass over both index families per trim, which also walked
+ * every deletion not yet compacted away: on a node with a million writes
+ * behind it, a tenth of the Raft loop's time.) A subject merged into
+ * another has copies of its rows under that subject (and further up, for
+ * a chain of merges): they go too. */
 static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
                               uint64_t floor, uint64_t to)
 {
@@ -721,13 +721,14 @@ static void change_index_trim(struct store *s, rocksdb_writebatch_t *wb,
             continue;
         rocksdb_writebatch_delete_cf(wb, s->cf[family], (const char *)ix,
                                      ixlen);
+        if (family != STORE_CHANGE_INDEX)
+            continue;
         /* A subject's row has copies under the subjects it was merged
          * into. */
         for (int hop = 0; hop < STORE_ALIAS_HOPS; hop++) {
             struct dossier_status st;
             int found;
-            if (family != STORE_CHANGE_INDEX ||
-                store_subject_alias(s, NULL, ix, &found, &st) != 0 || !found)
+            if (store_subject_alias(s, NULL, ix, &found, &st) != 0 || !found)
                 break;
             rocksdb_writebatch_delete_cf(wb, s->cf[STORE_CHANGE_INDEX],
                                          (const char *)ix, ixlen);

@@ -2383,44 +2383,62 @@ static void request_record(struct store_batch *b, const Command *cmd,
                                  (const char *)tkey, sizeof(tkey), "", 0);
 }
 
+/* Seeks @it to the request-id time index at time key @at: where the last
+ * expiry stopped (the same point on every replica). A request id recorded
+ * later with an older time (a new leader's clock behind) is left,
+ * everywhere alike; a lookup ignores it once past its TTL. */
+static void request_seek_time(rocksdb_iterator_t *it, uint64_t at)
+{
+    uint8_t from[9];
+    from[0] = 't';
+    store_u64_be(from + 1, at);
+    rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+}
+
+/* The time-index row @it is on when it was recorded before @before_ms,
+ * else NULL (past the index, or a later one). */
+static const uint8_t *request_time_row_before(rocksdb_iterator_t *it,
+                                              int64_t before_ms)
+{
+    size_t klen;
+    const uint8_t *k;
+    if (!rocksdb_iter_valid(it))
+        return NULL;
+    k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+    if (klen != REQ_TIME_KEY_BYTES || k[0] != 't' ||
+        store_be_u64(k + 1) >= time_key(before_ms))
+        return NULL;
+    return k;
+}
+
 /* Removes up to @limit records older than the TTL, oldest first. */
 static void request_expire(struct store_batch *b, int64_t now_ms,
                            size_t limit)
 {
     struct store *s = b->s;
     rocksdb_iterator_t *base, *it;
-    uint8_t from[9];
+    const uint8_t *k;
     size_t n = 0;
 
     base = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_REQUESTS]);
     it = rocksdb_writebatch_wi_create_iterator_with_base_cf(
         b->wb, base, s->cf[STORE_REQUESTS]);
-    /* From where the last expiry stopped (the same point on every
-     * replica): a request id recorded later with an older time (a new
-     * leader's clock behind) is left, everywhere alike; a lookup ignores
-     * it once past its TTL. */
-    from[0] = 't';
     /* A second expiry in one batch (a sweep command and the batch's own)
      * goes on from where the first stopped. */
-    store_u64_be(from + 1, b->req_expired_to > s->req_expired_to
-                               ? b->req_expired_to
-                               : s->req_expired_to);
-    for (rocksdb_iter_seek(it, (const char *)from, sizeof(from));
-         rocksdb_iter_valid(it) && n < limit;
+    request_seek_time(it, b->req_expired_to > s->req_expired_to
+                              ? b->req_expired_to
+                              : s->req_expired_to);
+    for (; n < limit &&
+           (k = request_time_row_before(it, now_ms - STORE_REQUEST_TTL_MS));
          rocksdb_iter_next(it), n++) {
-        size_t klen;
-        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
         uint8_t rkey[REQ_KEY_BYTES];
-        if (klen != REQ_TIME_KEY_BYTES || k[0] != 't' ||
-            store_be_u64(k + 1) >= time_key(now_ms - STORE_REQUEST_TTL_MS))
-            break;
         rkey[0] = 'r';
         memcpy(rkey + 1, k + 9, STORE_REQUEST_ID_BYTES);
         rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_REQUESTS],
                                         (const char *)rkey, sizeof(rkey));
-        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_REQUESTS],
-                                        (const char *)k, klen);
         b->req_expired_to = store_be_u64(k + 1);
+        rocksdb_writebatch_wi_delete_cf(b->wb, s->cf[STORE_REQUESTS],
+                                        (const char *)k, REQ_TIME_KEY_BYTES);
     }
     /* The merged iterator owns the base iterator. */
     rocksdb_iter_destroy(it);
@@ -2429,21 +2447,12 @@ static void request_expire(struct store_batch *b, int64_t now_ms,
 int store_requests_kept_before(struct store *s, int64_t before_ms)
 {
     rocksdb_iterator_t *it;
-    uint8_t from[9];
-    size_t klen;
-    const uint8_t *k;
-    int kept = 0;
+    int kept;
 
     pthread_rwlock_rdlock(&s->swap);
     it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[STORE_REQUESTS]);
-    from[0] = 't';
-    store_u64_be(from + 1, s->req_expired_to);
-    rocksdb_iter_seek(it, (const char *)from, sizeof(from));
-    if (rocksdb_iter_valid(it)) {
-        k = (const uint8_t *)rocksdb_iter_key(it, &klen);
-        kept = klen == REQ_TIME_KEY_BYTES && k[0] == 't' &&
-               store_be_u64(k + 1) < time_key(before_ms);
-    }
+    request_seek_time(it, s->req_expired_to);
+    kept = request_time_row_before(it, before_ms) != NULL;
     rocksdb_iter_destroy(it);
     pthread_rwlock_unlock(&s->swap);
     return kept;

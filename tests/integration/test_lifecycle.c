@@ -41,6 +41,27 @@ static void expect_name(struct dossier_client *c, const char *id,
     dossier_record_free(r);
 }
 
+/* Writes contacts @prefix-0 .. @prefix-(@n - 1), each named as its id. */
+static void put_contacts(struct dossier_client *c, const char *prefix, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s-%d", prefix, i);
+        put_contact(c, id, id);
+    }
+}
+
+/* Reads back what put_contacts(@c, @prefix, @n) wrote. */
+static void expect_contacts(struct dossier_client *c, const char *prefix,
+                            int n)
+{
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s-%d", prefix, i);
+        expect_name(c, id, id);
+    }
+}
+
 /* SIGTERM stops the node cleanly (exit 0) and a restart serves every
  * record written before. */
 static void test_clean_restart_keeps_records(void **state)
@@ -52,20 +73,12 @@ static void test_clean_restart_keeps_records(void **state)
     node_init(&n);
     assert_int_equal(node_start(&n, NULL), 0);
     c = node_client(&n);
-    for (int i = 0; i < 50; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "cr-%d", i);
-        put_contact(c, id, id);
-    }
+    put_contacts(c, "cr", 50);
     dossier_client_close(c);
     assert_int_equal(node_stop(&n), 0);
     assert_int_equal(node_start(&n, NULL), 0);
     c = node_client(&n);
-    for (int i = 0; i < 50; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "cr-%d", i);
-        expect_name(c, id, id);
-    }
+    expect_contacts(c, "cr", 50);
     dossier_client_close(c);
     node_destroy(&n);
 }
@@ -108,30 +121,18 @@ static void test_kill9_with_log_compaction_due_keeps_writes(void **state)
     node_init(&n);
     assert_int_equal(node_start(&n, extra), 0);
     c = node_client(&n);
-    for (int i = 0; i < 300; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "lc-%d", i);
-        put_contact(c, id, id);
-    }
+    put_contacts(c, "lc", 300);
     node_kill9(&n);
     dossier_client_close(c);
     assert_int_equal(node_start(&n, extra), 0);
     c = node_client(&n);
-    for (int i = 0; i < 300; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "lc-%d", i);
-        expect_name(c, id, id);
-    }
+    expect_contacts(c, "lc", 300);
     dossier_client_close(c);
     /* A clean stop flushes: the next writes let the log be compacted. */
     assert_int_equal(node_stop(&n), 0);
     assert_int_equal(node_start(&n, extra), 0);
     c = node_client(&n);
-    for (int i = 0; i < 40; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "lc2-%d", i);
-        put_contact(c, id, id);
-    }
+    put_contacts(c, "lc2", 40);
     assert_int_equal(dossier_cluster_status(c, NULL, &cs, &st), 0);
     assert_true(cs.first_index > 300);
     expect_name(c, "lc-0", "lc-0");

@@ -826,18 +826,18 @@ static void test_concurrent_first_writes_of_a_subject(void **state)
     }
 }
 
-/* A node of its own for the test below, and its client; the teardown
- * stops both. */
-static struct node_proc paused;
-static struct dossier_client *paused_client;
+/* A node of its own for a test that needs other flags, and its client;
+ * the teardown stops both. */
+static struct node_proc own;
+static struct dossier_client *own_client;
 
-static int paused_teardown(void **state)
+static int own_teardown(void **state)
 {
     (void)state;
-    dossier_client_close(paused_client);
-    paused_client = NULL;
-    node_kill9(&paused);
-    node_destroy(&paused);
+    dossier_client_close(own_client);
+    own_client = NULL;
+    node_kill9(&own);
+    node_destroy(&own);
     return 0;
 }
 
@@ -860,9 +860,9 @@ static void test_writes_answered_while_their_submitter_is_paused(void **state)
     int rc;
     (void)state;
 
-    node_init(&paused);
-    assert_int_equal(node_start(&paused, extra), 0);
-    c = paused_client = node_client(&paused);
+    node_init(&own);
+    assert_int_equal(node_start(&own, extra), 0);
+    c = own_client = node_client(&own);
     for (int i = 0; i < 6; i++) {
         struct dossier_record *r;
         snprintf(id, sizeof(id), "paused-%d", i);
@@ -894,20 +894,7 @@ static void test_writes_answered_while_their_submitter_is_paused(void **state)
         assert_string_equal(field_str(r, "first_name"), name);
         dossier_record_free(r);
     }
-    assert_int_equal(node_stop(&paused), 0);
-}
-
-static struct node_proc logged;
-static struct dossier_client *logged_client;
-
-static int logged_teardown(void **state)
-{
-    (void)state;
-    dossier_client_close(logged_client);
-    logged_client = NULL;
-    node_kill9(&logged);
-    node_destroy(&logged);
-    return 0;
+    assert_int_equal(node_stop(&own), 0);
 }
 
 static int64_t wall_ms(void)
@@ -930,16 +917,16 @@ static void test_write_request_ids_begin_with_the_time(void **state)
     FILE *f;
     (void)state;
 
-    node_init(&logged);
-    assert_int_equal(node_start(&logged, extra), 0);
-    logged_client = node_client(&logged);
+    node_init(&own);
+    assert_int_equal(node_start(&own, extra), 0);
+    own_client = node_client(&own);
     t0 = wall_ms();
     for (int i = 0; i < 3; i++) {
         char id[32];
         snprintf(id, sizeof(id), "timed-%d", i);
         struct dossier_record *r = contact(id, "subj-timed", NULL, "Timed");
         struct dossier_status st;
-        int rc = dossier_put(logged_client, NULL, r, DOSSIER_ANY_VERSION,
+        int rc = dossier_put(own_client, NULL, r, DOSSIER_ANY_VERSION,
                              NULL, &st);
         dossier_record_free(r);
         if (rc)
@@ -947,9 +934,9 @@ static void test_write_request_ids_begin_with_the_time(void **state)
                      st.message);
     }
     t1 = wall_ms();
-    assert_int_equal(node_stop(&logged), 0);
+    assert_int_equal(node_stop(&own), 0);
 
-    f = fopen(logged.log, "r");
+    f = fopen(own.log, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f)) {
         const char *p = strstr(line, "\"request_id\":\"");
@@ -1002,9 +989,9 @@ int main(void)
         cmocka_unit_test(test_concurrent_first_writes_of_a_subject),
         cmocka_unit_test_teardown(
             test_writes_answered_while_their_submitter_is_paused,
-            paused_teardown),
+            own_teardown),
         cmocka_unit_test_teardown(test_write_request_ids_begin_with_the_time,
-                                  logged_teardown),
+                                  own_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
