@@ -14,7 +14,8 @@
 #              for 5 s, at most SETTLE_MAX seconds), the same rounds again
 # then prints the median (min..max) of each, loaded / empty, the load's
 # rate, each node's resident memory (VmRSS) and the data directories' size
-# per record, and the sealing overhead per field.
+# per record, the sealing overhead per field, and how many snapshots and
+# elections the nodes' logs show (the logs are kept in OUT).
 #
 #   tools/bench/scale.sh [RECORDS] [SECONDS]
 # Environment: RECORDS (10000000), SECONDS_PER (10), RUNS (3), CLIENTS (64),
@@ -160,5 +161,11 @@ AWK
     done
     echo "disk per record: $(awk -v d="$DISK" -v n="$TOTAL" 'BEGIN { printf "%.0f", d / n }') bytes ($TOTAL records, 3 replicas, du -sb)"
     echo "sealing overhead per field: 41 bytes (1 version + 24 nonce + 16 tag, node/crypt.h)"
+    # A follower that falls behind the leader's compacted log is sent a
+    # whole-database snapshot; at scale that costs far more than the log.
+    echo "snapshots sent: $(cat "$WORK"/node?.log | grep -c 'sending a snapshot' || true)," \
+        "installed: $(cat "$WORK"/node?.log | grep -c 'installed a snapshot' || true)," \
+        "leaders elected: $(cat "$WORK"/node?.log | grep -c ' is leader in term' || true)"
 } | tee "$OUT/scale.txt"
+for i in 1 2 3; do cp "$WORK/node$i.log" "$OUT/scale-node$i.log"; done
 echo "(raw rows: $CSV)"
