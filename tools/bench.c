@@ -66,6 +66,9 @@ static const char usage_text[] =
     "  --server-pid PID[,PID...]\n"
     "                       report the CPU seconds (user + system) these\n"
     "                       processes and their children used while measuring\n"
+    "  --trace FILE         write one CSV row per measured call to FILE:\n"
+    "                       start_unix_s,latency_ms,op,client (to find when\n"
+    "                       the slow calls happened)\n"
     "\n"
     "The CSV row: label,target,mix,clients,value,duration,ops,throughput,\n"
     "p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written\n"
@@ -104,9 +107,52 @@ static void record_latency(struct bench_worker *w, double secs)
         if (!p)
             return;
         w->lat_us = p;
+        if (w->b->trace) {
+            double *s = realloc(w->start, cap * sizeof(*s));
+            uint8_t *u = s ? realloc(w->put, cap) : NULL;
+            if (s)
+                w->start = s;
+            if (u)
+                w->put = u;
+            if (!s || !u)
+                return;
+        }
         w->cap = cap;
     }
+    if (w->b->trace) {
+        w->start[w->n] = w->t0;
+        w->put[w->n] = (uint8_t)w->is_put;
+    }
     w->lat_us[w->n++] = (uint32_t)(secs * 1e6 + 0.5);
+}
+
+/* Writes one row per measured call of @w to b->trace: its start in Unix
+ * seconds (to match the nodes' logs), its latency and whether it was a
+ * put, in the order each client made them. */
+static int write_trace(const struct bench *b, const struct bench_worker *w)
+{
+    struct timespec rt;
+    double offset;
+    FILE *f = fopen(b->trace, "w");
+
+    if (!f) {
+        fprintf(stderr, "dossier-bench: cannot write %s: %s\n", b->trace,
+                strerror(errno));
+        return -1;
+    }
+    clock_gettime(CLOCK_REALTIME, &rt);
+    offset = (double)rt.tv_sec + (double)rt.tv_nsec / 1e9 - now_s();
+    fprintf(f, "start_unix_s,latency_ms,op,client\n");
+    for (int i = 0; i < b->clients; i++)
+        for (size_t k = 0; k < w[i].n; k++)
+            fprintf(f, "%.6f,%.3f,%s,%d\n", w[i].start[k] + offset,
+                    w[i].lat_us[k] / 1e3, w[i].put[k] ? "put" : "get", i);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "dossier-bench: cannot write %s: %s\n", b->trace,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* Counts the end of one call of @w, started at w->t0. A preload's errors
@@ -397,6 +443,7 @@ int main(int argc, char **argv)
         {"spread", no_argument, NULL, 'D'},
         {"csv", required_argument, NULL, 'o'},
         {"server-pid", required_argument, NULL, 'P'},
+        {"trace", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -438,6 +485,7 @@ int main(int argc, char **argv)
         case 'D': b.spread = 1; break;
         case 'o': b.csv = optarg; break;
         case 'P': b.server_pids = optarg; break;
+        case 'T': b.trace = optarg; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
         }
@@ -562,6 +610,8 @@ int main(int argc, char **argv)
     }
     free(all);
     rc = errors ? 1 : 0;
+    if (b.trace && write_trace(&b, w) != 0)
+        rc = 1;
 out_workers:
     for (int i = 0; i < b.clients; i++)
         if (b.driver->worker_close)
@@ -569,8 +619,11 @@ out_workers:
 out_close:
     b.driver->close(&b);
 out_free:
-    for (int i = 0; i < b.clients; i++)
+    for (int i = 0; i < b.clients; i++) {
         free(w[i].lat_us);
+        free(w[i].start);
+        free(w[i].put);
+    }
     free(w);
     free(b.payload);
     return rc;

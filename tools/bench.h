@@ -59,6 +59,7 @@ struct bench {
     const char *label;
     const char *csv;
     const char *server_pids; /* "PID,PID": whose CPU to report, or NULL */
+    const char *trace;       /* file for one row per measured call, or NULL */
 
     char *payload;           /* value_size bytes and a NUL */
     void *drv;               /* the driver's state */
@@ -87,6 +88,8 @@ struct bench_worker {
     int is_put, was_measuring;
     /* Results. */
     uint32_t *lat_us;
+    double *start;           /* with --trace: each call's start (monotonic) */
+    uint8_t *put;            /* with --trace: whether it was a put */
     size_t n, cap;
     uint64_t errors, puts, gets;
     char first_error[640];
