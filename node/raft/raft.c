@@ -122,6 +122,7 @@ struct raft {
     struct pending_read *reads_pending;
     size_t n_reads_pending;
     uint64_t read_seq;
+    uint64_t read_bcast_seq;  /* a heartbeat round to send at the ready */
     uint64_t *reads_deferred; /* local reads before the term's first commit */
     raft_id *reads_deferred_from;
     size_t n_reads_deferred;
@@ -657,7 +658,10 @@ static void read_start(struct raft *r, raft_id from, uint64_t ctx)
     pr->index = r->committed;
     pr->from = from;
     pr->acks[pr->n_acks++] = r->id;
-    bcast_heartbeat(r, pr->seq);
+    /* The round goes out at the next ready, once for every read started
+     * until then (ours and the followers'): a quorum's answer to it
+     * confirms them all, as it was sent after each was registered. */
+    r->read_bcast_seq = pr->seq;
 }
 
 static void release_deferred_reads(struct raft *r)
@@ -704,6 +708,7 @@ static void reads_drop(struct raft *r)
 {
     r->n_reads_pending = 0;
     r->n_reads_deferred = 0;
+    r->read_bcast_seq = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1466,7 +1471,8 @@ int raft_has_ready(const struct raft *r)
 {
     raft_index commit_to = r->committed < last_index(r) ? r->committed
                                                        : last_index(r);
-    return r->n_msgs > 0 || r->bcast_pending || last_index(r) > r->stable ||
+    return r->n_msgs > 0 || r->bcast_pending || r->read_bcast_seq ||
+           last_index(r) > r->stable ||
            r->snapshot_pending || commit_to > r->applied ||
            r->n_read_states > 0 || r->term != r->prev_hs.term ||
            r->vote != r->prev_hs.vote || r->committed != r->prev_hs.commit ||
@@ -1482,6 +1488,11 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
         r->bcast_pending = 0;
         if (r->role == RAFT_LEADER)
             bcast_append(r);
+    }
+    if (r->read_bcast_seq) {
+        if (r->role == RAFT_LEADER)
+            bcast_heartbeat(r, r->read_bcast_seq);
+        r->read_bcast_seq = 0;
     }
     memset(rd, 0, sizeof(*rd));
     rd->hs = (struct raft_hard_state){r->term, r->vote, r->committed};

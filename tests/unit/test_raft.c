@@ -634,6 +634,38 @@ static void test_read_index(void **state)
     net_free(net);
 }
 
+/* Reads started in one turn share one heartbeat round: the leader's two
+ * and a follower's, which all arrive before the leader's ready, go out as
+ * one heartbeat to each follower, and the answers release all three. */
+static void test_reads_of_one_turn_share_a_heartbeat_round(void **state)
+{
+    struct net *net = net_new(3, 3);
+    raft_id l = elect(net), f = l % 3 + 1;
+    size_t heartbeats = 0;
+    (void)state;
+
+    propose(net, l, "w");
+    assert_int_equal(raft_read_index(node(net, f)->r, 3), RAFT_OK);
+    handle_ready(net, node(net, f)); /* its READ_INDEX, queued */
+    assert_int_equal(net->nq, 1);
+    assert_int_equal(net->q[0].m.type, RAFT_MSG_READ_INDEX);
+    assert_int_equal(raft_step(node(net, l)->r, &net->q[0].m), RAFT_OK);
+    net->nq = 0;
+    assert_int_equal(raft_read_index(node(net, l)->r, 1), RAFT_OK);
+    assert_int_equal(raft_read_index(node(net, l)->r, 2), RAFT_OK);
+    handle_ready(net, node(net, l));
+    for (size_t i = 0; i < net->nq; i++)
+        heartbeats += net->q[i].m.type == RAFT_MSG_HEARTBEAT;
+    assert_int_equal(heartbeats, 2);
+    deliver_all(net);
+    assert_int_equal(node(net, l)->n_reads, 2);
+    assert_int_equal(node(net, l)->reads[0].context, 1);
+    assert_int_equal(node(net, l)->reads[1].context, 2);
+    assert_int_equal(node(net, f)->n_reads, 1);
+    assert_int_equal(node(net, f)->reads[0].context, 3);
+    net_free(net);
+}
+
 /* A crash before the ready's entries were persisted loses them, and the
  * restarted node rebuilds from what it persisted. */
 static void test_restart_from_persisted_state(void **state)
@@ -725,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_membership_learner_promote_remove),
         cmocka_unit_test(test_transfer_leadership),
         cmocka_unit_test(test_read_index),
+        cmocka_unit_test(test_reads_of_one_turn_share_a_heartbeat_round),
         cmocka_unit_test(test_restart_from_persisted_state),
         cmocka_unit_test(test_malformed_messages_are_refused),
         cmocka_unit_test(test_conf_change_encoding),
