@@ -146,6 +146,8 @@ struct cluster {
     int64_t next_tick_ms;
     raft_term bootstrapped_term; /* term whose leader seeded the cluster */
     uint64_t snap_seq;
+    struct raft_msg *out; /* one node's messages of a ready, to send */
+    size_t cap_out;
     uint64_t n_commands, n_batches, n_reads, n_erasures;
     /* Catch-ups waiting for the next round, the ticks so far, the tick in
      * which the last round started, and how many started. */
@@ -1250,43 +1252,75 @@ static void install_snapshot(struct cluster *cl, const struct raft_ready *rd)
                          __ATOMIC_RELEASE);
 }
 
+/* 1 when a message before @i in @rd goes to the same node (and so was
+ * sent with those). */
+static int sent_before(const struct raft_ready *rd, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (rd->msgs[j].to == rd->msgs[i].to &&
+            rd->msgs[j].type != RAFT_MSG_SNAPSHOT)
+            return 1;
+    return 0;
+}
+
+/* Checkpoints the state applied so far and streams it to the node @m is
+ * for. */
+static void send_snapshot(struct cluster *cl, const struct raft_msg *m)
+{
+    char dir[4200];
+    struct raft_msg sm = *m;
+    struct dossier_status st;
+    int64_t t0 = now_ms();
+
+    snprintf(dir, sizeof(dir), "%s/out-%" PRIu64 "-%" PRIu64,
+             cl->snapshot_dir, m->to, ++cl->snap_seq);
+    fu_rmtree(dir);
+    /* The checkpoint is the state applied so far, which is what
+     * raft_snapshot_at_applied describes: this ready's committed entries
+     * are applied after the messages are sent. */
+    raft_snapshot_at_applied(cl->raft, &sm.snapshot);
+    if (store_checkpoint(cl->store, dir, &st) != 0) {
+        log_printf(LOG_WARN, "cannot make a snapshot for node %" PRIu64
+                   ": %s", m->to, st.message);
+        fu_rmtree(dir);
+        on_snapshot_done(cl, m->to, 0);
+        return;
+    }
+    log_printf(LOG_INFO, "sending a snapshot at index %" PRIu64
+               " to node %" PRIu64 " (checkpoint made in %" PRId64 " ms)",
+               sm.snapshot.index, m->to, now_ms() - t0);
+    peer_client_send_snapshot(cl->peers, m->to, dir, &sm);
+}
+
 static void send_messages(struct cluster *cl, const struct raft_ready *rd)
 {
+    for (size_t i = 0; i < rd->n_msgs; i++)
+        if (rd->msgs[i].type == RAFT_MSG_SNAPSHOT)
+            send_snapshot(cl, &rd->msgs[i]);
+    /* One call per node with all of its messages, in their order: a turn's
+     * appends and heartbeats to two followers come out interleaved, and
+     * each call costs far more than a message in it. Messages to
+     * different nodes have no order between them. */
     for (size_t i = 0; i < rd->n_msgs; i++) {
         const struct raft_msg *m = &rd->msgs[i];
-        size_t j;
-        if (m->type == RAFT_MSG_SNAPSHOT) {
-            char dir[4200];
-            struct raft_msg sm = *m;
-            struct dossier_status st;
-            int64_t t0 = now_ms();
-            snprintf(dir, sizeof(dir), "%s/out-%" PRIu64 "-%" PRIu64,
-                     cl->snapshot_dir, m->to, ++cl->snap_seq);
-            fu_rmtree(dir);
-            /* The checkpoint is the state applied so far, which is what
-             * raft_snapshot_at_applied describes: this ready's committed
-             * entries are applied after the messages are sent. */
-            raft_snapshot_at_applied(cl->raft, &sm.snapshot);
-            if (store_checkpoint(cl->store, dir, &st) != 0) {
-                log_printf(LOG_WARN, "cannot make a snapshot for node %" PRIu64
-                           ": %s", m->to, st.message);
-                fu_rmtree(dir);
-                on_snapshot_done(cl, m->to, 0);
-                continue;
-            }
-            log_printf(LOG_INFO, "sending a snapshot at index %" PRIu64
-                       " to node %" PRIu64 " (checkpoint made in %" PRId64
-                       " ms)", sm.snapshot.index, m->to, now_ms() - t0);
-            peer_client_send_snapshot(cl->peers, m->to, dir, &sm);
+        size_t k = 0;
+        if (m->type == RAFT_MSG_SNAPSHOT || sent_before(rd, i))
             continue;
-        }
-        /* Group consecutive messages to the same node into one call. */
-        for (j = i + 1; j < rd->n_msgs && rd->msgs[j].to == m->to &&
-                        rd->msgs[j].type != RAFT_MSG_SNAPSHOT;
-             j++)
-            ;
-        peer_client_send(cl->peers, m->to, m, j - i);
-        i = j - 1;
+        for (size_t j = i; j < rd->n_msgs; j++)
+            if (rd->msgs[j].to == m->to &&
+                rd->msgs[j].type != RAFT_MSG_SNAPSHOT) {
+                if (k == cl->cap_out) {
+                    size_t cap = cl->cap_out ? 2 * cl->cap_out : 16;
+                    struct raft_msg *p =
+                        realloc(cl->out, cap * sizeof(*p));
+                    if (!p)
+                        break; /* the rest is lost: Raft sends again */
+                    cl->out = p;
+                    cl->cap_out = cap;
+                }
+                cl->out[k++] = rd->msgs[j];
+            }
+        peer_client_send(cl->peers, m->to, cl->out, k);
     }
 }
 
@@ -2037,5 +2071,6 @@ void cluster_free(struct cluster *cl)
     pthread_cond_destroy(&cl->wake);
     pthread_mutex_destroy(&cl->status_lock);
     free(cl->initial);
+    free(cl->out);
     free(cl);
 }
