@@ -1428,11 +1428,16 @@ static void handle_ready(struct cluster *cl)
     struct dossier_status st;
 
     raft_ready(cl->raft, &rd);
+    /* A leader's appends leave before its own write is synced, so the
+     * followers' writes overlap it (raft.h, send_first). */
+    if (rd.send_first)
+        send_messages(cl, &rd);
     if (rd.has_snapshot)
         install_snapshot(cl, &rd);
     if (raftio_save(cl->store, &rd, &st) != 0)
         fatal(cl, "persisting raft state", &st);
-    send_messages(cl, &rd);
+    if (!rd.send_first)
+        send_messages(cl, &rd);
     apply_committed(cl, &rd);
     for (size_t i = 0; i < rd.n_reads; i++)
         for (struct read_batch *b = cl->batches; b; b = b->next)

@@ -1528,6 +1528,12 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
     }
     rd->msgs = r->msgs;
     rd->n_msgs = r->n_msgs;
+    /* A leader's messages (appends, heartbeats, read answers) never
+     * depend on its own copy of the entries: it counts itself toward a
+     * commit only at raft_advance. */
+    rd->send_first = r->role == RAFT_LEADER && !rd->has_snapshot &&
+                     rd->hs.term == r->prev_hs.term &&
+                     rd->hs.vote == r->prev_hs.vote;
     r->ready_msgs = r->msgs;
     r->ready_n_msgs = r->n_msgs;
     r->msgs = NULL;

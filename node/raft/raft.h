@@ -13,6 +13,10 @@
  *      starts after the snapshot);
  *   2. send the messages (they may depend on what step 1 persisted: a vote
  *      must not leave before the term and vote that grant it are durable);
+ *      when send_first is set, the messages may be sent before step 1
+ *      instead, or while it runs (Raft thesis §10.2.1: a leader writes its
+ *      log in parallel with replicating it; it counts itself toward a
+ *      quorum only for entries persisted, at raft_advance);
  *   3. apply the committed entries in order, and answer the read states;
  *   4. call raft_advance().
  *
@@ -185,6 +189,9 @@ struct raft_ready {
     /* 2. send */
     struct raft_msg *msgs;
     size_t n_msgs;
+    int send_first; /* the messages do not depend on this ready's step 1:
+                       set for a leader whose term and vote are already
+                       durable */
     /* 3. apply; never beyond what is persisted */
     struct raft_entry *committed;
     size_t n_committed;

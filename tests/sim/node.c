@@ -919,7 +919,7 @@ void node_process_ready(struct world *w, struct node *n, int crash_point)
 {
     static const char *crash_why[] = {
         "in a ready, before persisting",
-        "in a ready, after persisting, before sending",
+        "in a ready, between persisting and sending",
         "in a ready, after sending, before applying",
         "in a ready, after applying, before raft_advance",
         "in a ready, part way through applying",
@@ -948,6 +948,22 @@ void node_process_ready(struct world *w, struct node *n, int crash_point)
     if (crash_point == 0) {
         node_crash(w, n, crash_why[0]);
         return;
+    }
+    if (rd.send_first && rd.role != RAFT_LEADER) {
+        sim_violation(w, "n%llu, a %s, may send before persisting", id,
+                      raft_role_name(rd.role));
+        return;
+    }
+
+    /* 2. send, first when the core allows it (as Dossier's leader does) */
+    if (rd.send_first) {
+        send_msgs(w, n, &rd);
+        if (w->violated)
+            return;
+        if (crash_point == 1) {
+            node_crash(w, n, crash_why[1]);
+            return;
+        }
     }
 
     /* 1. persist */
@@ -1012,15 +1028,16 @@ void node_process_ready(struct world *w, struct node *n, int crash_point)
     }
     if (w->violated)
         return;
-    if (crash_point == 1) {
-        node_crash(w, n, crash_why[1]);
-        return;
+    if (!rd.send_first) {
+        if (crash_point == 1) {
+            node_crash(w, n, crash_why[1]);
+            return;
+        }
+        /* 2. send */
+        send_msgs(w, n, &rd);
+        if (w->violated)
+            return;
     }
-
-    /* 2. send */
-    send_msgs(w, n, &rd);
-    if (w->violated)
-        return;
     if (crash_point == 2) {
         node_crash(w, n, crash_why[2]);
         return;

@@ -666,6 +666,60 @@ static void test_reads_of_one_turn_share_a_heartbeat_round(void **state)
     net_free(net);
 }
 
+/* A leader may send a ready's appends before it persists the entries
+ * (send_first); a follower answers only after persisting, and a candidate
+ * asks for votes only once its term and vote are durable. */
+static void test_only_a_leader_sends_before_persisting(void **state)
+{
+    struct net *net = net_new(3, 3);
+    raft_id l = elect(net), f = l % 3 + 1, other = f % 3 + 1;
+    struct raft_ready rd;
+    struct raft_status s;
+    raft_index last;
+    (void)state;
+
+    if (other == l)
+        other = other % 3 + 1;
+    assert_int_equal(raft_propose(node(net, l)->r, (const uint8_t *)"x", 1,
+                                  NULL, NULL),
+                     RAFT_OK);
+    raft_ready(node(net, l)->r, &rd);
+    assert_true(rd.n_entries > 0);
+    assert_true(rd.n_msgs > 0);
+    assert_true(rd.send_first);
+    last = rd.entries[rd.n_entries - 1].index;
+    raft_advance(node(net, l)->r, &rd);
+    /* Its own copy alone commits nothing. */
+    raft_status(node(net, l)->r, &s);
+    assert_true(s.hs.commit < last);
+    tick_all(net, 2); /* those appends were dropped: sent again */
+
+    /* A follower's answer to an append waits for its own write. */
+    assert_int_equal(raft_propose(node(net, l)->r, (const uint8_t *)"y", 1,
+                                  NULL, NULL),
+                     RAFT_OK);
+    handle_ready(net, node(net, l));
+    for (size_t i = 0; i < net->nq; i++)
+        if (net->q[i].m.to == f)
+            raft_step(node(net, f)->r, &net->q[i].m);
+    net->nq = 0;
+    raft_ready(node(net, f)->r, &rd);
+    assert_true(rd.n_entries > 0);
+    assert_false(rd.send_first);
+    raft_advance(node(net, f)->r, &rd);
+
+    /* A candidate's vote requests wait for its term and vote. */
+    isolate(net, other, 1);
+    for (int t = 0; t < 100 && raft_role(node(net, other)->r) == RAFT_FOLLOWER;
+         t++)
+        raft_tick(node(net, other)->r);
+    assert_int_not_equal(raft_role(node(net, other)->r), RAFT_FOLLOWER);
+    raft_ready(node(net, other)->r, &rd);
+    assert_false(rd.send_first);
+    raft_advance(node(net, other)->r, &rd);
+    net_free(net);
+}
+
 /* A crash before the ready's entries were persisted loses them, and the
  * restarted node rebuilds from what it persisted. */
 static void test_restart_from_persisted_state(void **state)
@@ -758,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_transfer_leadership),
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_reads_of_one_turn_share_a_heartbeat_round),
+        cmocka_unit_test(test_only_a_leader_sends_before_persisting),
         cmocka_unit_test(test_restart_from_persisted_state),
         cmocka_unit_test(test_malformed_messages_are_refused),
         cmocka_unit_test(test_conf_change_encoding),
