@@ -507,6 +507,12 @@ int store_open(const char *dir, size_t block_cache_bytes, struct store **out,
      * erased since stays in WAL files. */
     rocksdb_options_set_max_total_wal_size(s->opts, (uint64_t)1 << 30);
     rocksdb_options_set_max_background_jobs(s->opts, 2);
+    /* A flush writes a whole memtable (64 MiB) and syncs it at the end;
+     * that burst held the WAL's syncs, every write's, for up to 150 ms
+     * (all clients stalled at the end of each flush; tools/bench traces
+     * of 2026-12-07). Syncing the file as it is written spreads the
+     * burst. */
+    rocksdb_options_set_bytes_per_sync(s->opts, 1 << 20);
     /* A write first looks up the record and the subject key, which for a
      * new record are absent: a bloom filter on the memtable answers those
      * misses without walking its skiplist. */
