@@ -181,6 +181,15 @@ static void deliver_all(struct net *net)
     fail_msg("the network never went quiet");
 }
 
+/* Drops every queued message (after a test stepped the ones it wanted). */
+static void drop_queue(struct net *net)
+{
+    for (size_t i = 0; i < net->nq; i++)
+        for (size_t j = 0; j < net->q[i].m.n_entries; j++)
+            free(net->q[i].ents[j].data);
+    net->nq = 0;
+}
+
 static void tick_all(struct net *net, int ticks)
 {
     for (int t = 0; t < ticks; t++) {
@@ -650,7 +659,7 @@ static void test_reads_of_one_turn_share_a_heartbeat_round(void **state)
     assert_int_equal(net->nq, 1);
     assert_int_equal(net->q[0].m.type, RAFT_MSG_READ_INDEX);
     assert_int_equal(raft_step(node(net, l)->r, &net->q[0].m), RAFT_OK);
-    net->nq = 0;
+    drop_queue(net);
     assert_int_equal(raft_read_index(node(net, l)->r, 1), RAFT_OK);
     assert_int_equal(raft_read_index(node(net, l)->r, 2), RAFT_OK);
     handle_ready(net, node(net, l));
@@ -702,7 +711,7 @@ static void test_only_a_leader_sends_before_persisting(void **state)
     for (size_t i = 0; i < net->nq; i++)
         if (net->q[i].m.to == f)
             raft_step(node(net, f)->r, &net->q[i].m);
-    net->nq = 0;
+    drop_queue(net);
     raft_ready(node(net, f)->r, &rd);
     assert_true(rd.n_entries > 0);
     assert_false(rd.send_first);
