@@ -2488,7 +2488,7 @@ static void put_mixed(struct store *s, int i)
     apply1_ok(s, &p.cmd, &res);
 }
 
-/* The feed keeps the last N revisions: once it holds an eighth more, the
+/* The feed keeps the last N revisions: once it holds a 64th more, the
  * changes below the new floor go, and so do their rows in both indexes
  * (change_index by subject, change_record by record). */
 static void test_trim_removes_old_changes_and_their_index_rows(void **state)
@@ -2521,6 +2521,23 @@ static void test_trim_removes_old_changes_and_their_index_rows(void **state)
     /* The floor is kept across a reopen. */
     fx_reopen(f);
     assert_int_equal(store_change_floor(f->s), floor);
+}
+
+/* Trims stay small: the feed never holds more than a 64th beyond the
+ * revisions it keeps (a trim reads every change it drops, inside the
+ * apply of a write). */
+static void test_trims_stay_small(void **state)
+{
+    struct fixture *f = *state;
+
+    fx_open(f);
+    store_set_change_history(f->s, 640);
+    for (int i = 0; i < 800; i++) {
+        put_mixed(f->s, i);
+        assert_true(store_revision(f->s) - store_change_floor(f->s) + 1 <=
+                    640 + 10);
+    }
+    assert_true(store_change_floor(f->s) > 1);
 }
 
 /* A trim whose write fails deletes nothing and leaves the floor where it
@@ -3379,6 +3396,7 @@ int main(void)
         T(test_erase_leaves_only_the_erasure_in_the_feed),
         T(test_trim_removes_old_changes_and_their_index_rows),
         T(test_failed_trim_is_tried_again),
+        T(test_trims_stay_small),
         T(test_trim_takes_merge_copies_of_index_rows),
         T(test_merge_then_undo_restores_the_state_exactly),
         T(test_merge_of_a_changed_store_is_retry),
