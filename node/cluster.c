@@ -1297,6 +1297,13 @@ static void send_messages(struct cluster *cl, const struct raft_ready *rd)
     for (size_t i = 0; i < rd->n_msgs; i++)
         if (rd->msgs[i].type == RAFT_MSG_SNAPSHOT)
             send_snapshot(cl, &rd->msgs[i]);
+    if (rd->n_msgs > cl->cap_out) {
+        struct raft_msg *p = realloc(cl->out, rd->n_msgs * sizeof(*p));
+        if (!p)
+            return; /* lost, as on a network: Raft sends again */
+        cl->out = p;
+        cl->cap_out = rd->n_msgs;
+    }
     /* One call per node with all of its messages, in their order: a turn's
      * appends and heartbeats to two followers come out interleaved, and
      * each call costs far more than a message in it. Messages to
@@ -1308,18 +1315,8 @@ static void send_messages(struct cluster *cl, const struct raft_ready *rd)
             continue;
         for (size_t j = i; j < rd->n_msgs; j++)
             if (rd->msgs[j].to == m->to &&
-                rd->msgs[j].type != RAFT_MSG_SNAPSHOT) {
-                if (k == cl->cap_out) {
-                    size_t cap = cl->cap_out ? 2 * cl->cap_out : 16;
-                    struct raft_msg *p =
-                        realloc(cl->out, cap * sizeof(*p));
-                    if (!p)
-                        break; /* the rest is lost: Raft sends again */
-                    cl->out = p;
-                    cl->cap_out = cap;
-                }
+                rd->msgs[j].type != RAFT_MSG_SNAPSHOT)
                 cl->out[k++] = rd->msgs[j];
-            }
         peer_client_send(cl->peers, m->to, cl->out, k);
     }
 }

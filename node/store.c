@@ -756,11 +756,12 @@ void store_changes_committed(struct store *s, uint64_t revision)
      * deletion now and then, not one per write, but small, since the
      * trim reads every change it drops (for its index rows) on the Raft
      * loop, on every replica at once; an eighth of the default history
-     * (12,500 changes) held every write for 70-100 ms. The floor moves first, so
-     * a reader that finds it past where it read knows it may have missed
-     * something; if the deletion fails, nothing was deleted and the floor
-     * moves back, so the next commit tries again from the same place (a
-     * reader that saw the higher floor meanwhile was only refused early). */
+     * (12,500 changes) held every write for 70-100 ms. The floor moves
+     * first, so a reader that finds it past where it read knows it may
+     * have missed something; if the deletion fails, nothing was deleted
+     * and the floor moves back, so the next commit tries again from the
+     * same place (a reader that saw the higher floor meanwhile was only
+     * refused early). */
     if (revision >= floor + hist + (hist >= 64 ? hist / 64 : 1)) {
         uint64_t new_floor = revision - hist + 1;
         uint8_t from[12], to[12], v[8];

@@ -204,7 +204,22 @@ expect 0 "the environment variables work as the flags do" -- \
 if [ -n "$BENCH" ]; then
     expect 0 "dossier-bench runs over mutual TLS" -- \
         "$BENCH" --target "$ALL" "${MTLS[@]}" --clients 2 --duration 1 --warmup 0 \
-        --mix 50:50 --keys 20
+        --mix 50:50 --keys 20 --trace "$WORK/trace.csv"
+    # --trace: one row per measured call, started within the last minute.
+    ops=$(sed -n 's/.* ops=\([0-9]*\) .*/\1/p' "$WORK/out")
+    rows=$(/usr/bin/python3 - "$WORK/trace.csv" <<'PY'
+import csv, sys, time
+rows = list(csv.DictReader(open(sys.argv[1])))
+now = time.time()
+ok = all(now - 60 < float(r["start_unix_s"]) <= now and
+         float(r["latency_ms"]) > 0 and r["op"] in ("put", "get") and
+         r["client"] in ("0", "1") for r in rows)
+print(len(rows) if ok else -1)
+PY
+)
+    [ -n "$ops" ] && [ "$ops" -gt 0 ] && [ "$rows" = "$ops" ] &&
+        ok "dossier-bench --trace writes one row per measured call ($rows)" ||
+        fail "dossier-bench --trace: $rows rows for ${ops:-no} calls"
 fi
 
 # --- certificates reloaded on SIGHUP -----------------------------------------
