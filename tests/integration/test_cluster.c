@@ -312,16 +312,6 @@ static void test_rolling_restart_under_load(void **state)
     cluster_destroy(&c);
 }
 
-/* How many snapshots node @n installed, by its log; -1 when the log
- * cannot be read. */
-static int snapshots_installed(const struct node_proc *n)
-{
-    char out[64];
-    int rc = harness_sh(out, sizeof(out), "grep -c 'installed a snapshot' %s",
-                        n->log);
-    return rc == 0 || rc == 1 ? atoi(out) : -1; /* grep: 1 is no match */
-}
-
 /* A follower stopped while thousands of writes happen, past a compaction
  * of the log, restarts and catches up through a streamed snapshot. */
 static void test_follower_catches_up_through_snapshot(void **state)
@@ -348,7 +338,7 @@ static void test_follower_catches_up_through_snapshot(void **state)
     dossier_client_close(cl);
     assert_int_equal(node_start(&c.nodes[f], NULL), 0);
     assert_int_equal(assert_nodes_agree(&c), 2000);
-    assert_true(snapshots_installed(&c.nodes[f]) >= 1);
+    assert_true(harness_log_count(&c.nodes[f], "installed a snapshot") >= 1);
     cluster_destroy(&c);
 }
 
@@ -396,7 +386,7 @@ static void test_follower_a_little_behind_catches_up_from_the_log(void **state)
     dossier_client_close(cl);
     assert_int_equal(node_start(&c.nodes[f], NULL), 0);
     assert_int_equal(assert_nodes_agree(&c), (size_t)n);
-    assert_int_equal(snapshots_installed(&c.nodes[f]), 0);
+    assert_int_equal(harness_log_count(&c.nodes[f], "installed a snapshot"), 0);
     cluster_destroy(&c);
 }
 
