@@ -294,6 +294,8 @@ static void reload(struct signal_ctx *sc)
 
 /* Calls that need the Raft loop get this long to finish at a stop. */
 #define STOP_DRAIN_MS 5000
+/* ...and after the Raft loop stopped, for the calls it answered last. */
+#define STOP_LAST_MS 1000
 
 struct handoff {
     pthread_mutex_t mu;
@@ -370,6 +372,13 @@ static void hand_over_leadership(struct cluster *cl)
     free(h);
 }
 
+/* Waits up to @ms for @s to answer every call it took. */
+static void drain(struct server *s, int ms)
+{
+    for (int waited = 0; waited < ms && !server_idle(s); waited += 10)
+        usleep(10000);
+}
+
 static void *signal_main(void *arg)
 {
     struct signal_ctx *sc = arg;
@@ -401,12 +410,11 @@ static void *signal_main(void *arg)
     api_export_stop();
     api_watch_stop();
     erasure_wait_stop(); /* waiting erase calls answer with what is known */
-    for (int waited = 0; waited < STOP_DRAIN_MS &&
-                         server_in_flight(sc->server) > 0;
-         waited += 10)
-        usleep(10000);
+    drain(sc->server, STOP_DRAIN_MS);
     audit_sink_stop(sc->audit);
-    cluster_shutdown(sc->cluster);
+    cluster_shutdown(sc->cluster); /* answers what waited on the Raft loop */
+    drain(sc->server, STOP_LAST_MS);
+    server_end_untaken(sc->server);
     return NULL;
 }
 

@@ -342,6 +342,10 @@ struct server {
     int stopping;
     gpr_timespec stop_deadline;
     long in_flight; /* calls received and not yet freed */
+    /* Calls asked of gRPC (request_call) and not yet delivered. Once the
+     * server stops, gRPC fails every one of them, and with none left and
+     * none in flight the node has answered every call it will ever see. */
+    long requested;
     /* gRPC reported the server shut down, but calls are still to be
      * answered (by the Raft loop as it stops): the queue is shut down
      * once the last is freed, since answering a call whose queue is shut
@@ -632,6 +636,7 @@ static void request_call(struct server *s, size_t i)
         return;
     }
     c->registered = s->registered[i];
+    __atomic_fetch_add(&s->requested, 1, __ATOMIC_ACQ_REL);
     e = grpc_server_request_registered_call(
         s->grpc, c->registered, &c->call, &c->deadline, &c->md,
         (methods[i].flags & API_STREAM_IN) ? NULL : &c->payload, s->cq, s->cq,
@@ -639,6 +644,7 @@ static void request_call(struct server *s, size_t i)
     if (e != GRPC_CALL_OK) {
         log_printf(LOG_ERROR, "cannot request calls of %s: error %d",
                    methods[i].path, (int)e);
+        __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
         call_free(c);
     }
 }
@@ -650,9 +656,12 @@ static void request_unknown(struct server *s)
     struct call *c = call_new(s, NULL);
     if (!c)
         return;
+    __atomic_fetch_add(&s->requested, 1, __ATOMIC_ACQ_REL);
     if (grpc_server_request_call(s->grpc, &c->call, &c->details_in, &c->md,
-                                 s->cq, s->cq, &c->tag_new) != GRPC_CALL_OK)
+                                 s->cq, s->cq, &c->tag_new) != GRPC_CALL_OK) {
+        __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
         call_free(c);
+    }
 }
 
 static const char *call_path(const struct call *c)
@@ -1658,12 +1667,16 @@ void server_run(struct server *s)
             struct call *c = t->ptr;
             if (!ev.success) {
                 call_free(c); /* the server is shutting down */
+                __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
                 break;
             }
             clock_gettime(CLOCK_MONOTONIC, &c->arrived);
             if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
                 request_call(s, (size_t)(c->m - methods));
-            __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
+            /* In flight before no longer requested: server_idle() never
+             * sees neither. */
+            __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_ACQ_REL);
+            __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
             call_start(c);
             break;
         }
@@ -1672,12 +1685,14 @@ void server_run(struct server *s)
             char *method;
             if (!ev.success) {
                 call_free(c);
+                __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
                 break;
             }
             clock_gettime(CLOCK_MONOTONIC, &c->arrived);
             if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
                 request_unknown(s);
-            __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_ACQ_REL);
+            __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
             method = grpc_slice_to_c_string(c->details_in.method);
             call_fail(c, DOSSIER_UNIMPLEMENTED, "this node has no method %.200s",
                       method);
@@ -1744,6 +1759,29 @@ void server_run(struct server *s)
 long server_in_flight(struct server *s)
 {
     return __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED);
+}
+
+int server_idle(struct server *s)
+{
+    return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE) &&
+           __atomic_load_n(&s->requested, __ATOMIC_ACQUIRE) == 0 &&
+           __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) == 0;
+}
+
+void server_end_untaken(struct server *s)
+{
+    if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&s->shutdown_seen, __ATOMIC_ACQUIRE))
+        return;
+    /* gRPC can hold a call that arrived as the server stopped and that no
+     * request will ever take; it would wait for its deadline, and the
+     * server's shutdown with it. Closing the connections fails it at once
+     * (UNAVAILABLE: the client retries elsewhere), and any call still
+     * running. */
+    if (server_in_flight(s) > 0)
+        log_printf(LOG_WARN, "cancelling %ld calls still running",
+                   server_in_flight(s));
+    grpc_server_cancel_all_calls(s->grpc);
 }
 
 void server_free(struct server *s)

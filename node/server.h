@@ -213,6 +213,15 @@ void server_stop(struct server *s);
 /* Calls received and not yet answered. */
 long server_in_flight(struct server *s);
 
+/* 1 once a stopping server has answered every call it took and gRPC will
+ * hand it no more. */
+int server_idle(struct server *s);
+
+/* Ends what a stopping server still holds: calls gRPC received but no
+ * request took, and calls not yet answered. Nothing once gRPC reported
+ * the shutdown done. */
+void server_end_untaken(struct server *s);
+
 /* Frees a server whose server_run() has returned. */
 void server_free(struct server *s);
 

@@ -19,6 +19,12 @@
 
 #include <sodium.h>
 
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #ifndef DOSSIERD_PATH
 #error "DOSSIERD_PATH must name the dossierd binary"
 #endif
@@ -39,6 +45,15 @@ static void fatal(const char *what)
 
 /* Kills whatever is still running when the test program exits, so that no
  * process outlives its test even when an assertion fails half-way. */
+/* DOSSIER_TEST_FILTER=<pattern> runs only the tests whose names match it
+ * (cmocka's * and ? wildcards), in any integration test binary. */
+__attribute__((constructor)) static void select_tests(void)
+{
+    const char *f = getenv("DOSSIER_TEST_FILTER");
+    if (f && f[0])
+        cmocka_set_test_filter(f);
+}
+
 static void kill_all(void)
 {
     for (int i = 0; i < MAX_PROCS; i++)
