@@ -228,6 +228,7 @@ struct stop_writer {
     volatile int *stop;
     int acked, unavailable, other;
     char (*ids)[32];
+    int *total; /* acknowledged by all writers */
 };
 
 static void *stop_writer_main(void *arg)
@@ -244,6 +245,7 @@ static void *stop_writer_main(void *arg)
         if (dossier_put(c, NULL, r, DOSSIER_ANY_VERSION, NULL, &st) == 0) {
             w->ids = realloc(w->ids, (size_t)(w->acked + 1) * sizeof(*w->ids));
             memcpy(w->ids[w->acked++], id, sizeof(id));
+            __atomic_fetch_add(w->total, 1, __ATOMIC_RELAXED);
         } else if (st.code == DOSSIER_UNAVAILABLE) {
             w->unavailable++;
             usleep(2000); /* the node is down: do not spin */
@@ -257,12 +259,24 @@ static void *stop_writer_main(void *arg)
     return NULL;
 }
 
+/* Waits until the writers acknowledged @n more writes than @from. */
+static void wait_acked(int *total, int from, int n)
+{
+    for (int waited = 0; __atomic_load_n(total, __ATOMIC_RELAXED) < from + n;
+         waited++) {
+        if (waited == 3000)
+            fail_msg("the writers did not resume within 30 s of a restart");
+        usleep(10000);
+    }
+}
+
 /* SIGTERM while many writes arrive answers every call: each write is
  * acknowledged (and kept) or refused as UNAVAILABLE, for the client to
  * retry. None waits for its deadline: gRPC can hold a call that arrived
  * as the server stopped, which no handler will take, and the node held
  * it (and its own exit) until the call's deadline (seen once in the
- * rolling restart of integration_cluster, ASan build). */
+ * rolling restart of integration_cluster, ASan build). Each stop comes
+ * once the writers are writing again. */
 static void test_sigterm_under_load_answers_every_call(void **state)
 {
     enum { WRITERS = 16, STOPS = 8 };
@@ -270,25 +284,26 @@ static void test_sigterm_under_load_answers_every_call(void **state)
     struct stop_writer w[WRITERS];
     pthread_t th[WRITERS];
     volatile int stop = 0;
-    int acked = 0, unavailable = 0, other = 0;
+    int acked = 0, unavailable = 0, other = 0, total = 0;
     struct dossier_client *c;
     (void)state;
 
     node_init(&n);
     assert_int_equal(node_start(&n, NULL), 0);
+    snprintf(n.listen, sizeof(n.listen), "%s", n.addr); /* restarts too */
     for (int t = 0; t < WRITERS; t++) {
-        w[t] = (struct stop_writer){&n, t, &stop, 0, 0, 0, NULL};
+        w[t] = (struct stop_writer){&n, t, &stop, 0, 0, 0, NULL, &total};
         assert_int_equal(pthread_create(&th[t], NULL, stop_writer_main, &w[t]),
                          0);
     }
     for (int k = 0; k < STOPS; k++) {
-        usleep(300000);
+        wait_acked(&total, __atomic_load_n(&total, __ATOMIC_RELAXED), 200);
         assert_int_equal(node_stop(&n), 0);
         /* No call was left to the server's grace period. */
         assert_int_equal(harness_log_count(&n, "still running after"), 0);
         assert_int_equal(node_start(&n, NULL), 0);
     }
-    usleep(300000);
+    wait_acked(&total, __atomic_load_n(&total, __ATOMIC_RELAXED), 200);
     stop = 1;
     for (int t = 0; t < WRITERS; t++) {
         pthread_join(th[t], NULL);
