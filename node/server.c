@@ -1673,8 +1673,8 @@ void server_run(struct server *s)
             clock_gettime(CLOCK_MONOTONIC, &c->arrived);
             if (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
                 request_call(s, (size_t)(c->m - methods));
-            /* In flight before no longer requested: server_idle() never
-             * sees neither. */
+            /* Counted in flight before it stops counting as requested,
+             * so that server_idle() never misses it in between. */
             __atomic_fetch_add(&s->in_flight, 1, __ATOMIC_ACQ_REL);
             __atomic_fetch_sub(&s->requested, 1, __ATOMIC_ACQ_REL);
             call_start(c);
