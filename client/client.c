@@ -206,8 +206,8 @@ int dossier_client_open(const struct dossier_client_options *o,
     grpc_ssl_pem_key_cert_pair pair;
     char *pem[3] = {NULL, NULL, NULL}; /* TLS: CA, certificate, key */
     struct dossier_client *c;
-    grpc_arg args[3];
-    grpc_channel_args chargs = {3, args};
+    grpc_arg args[5];
+    grpc_channel_args chargs = {5, args};
     char *list, *save = NULL, *tok;
 
     *out = NULL;
@@ -267,6 +267,16 @@ int dossier_client_open(const struct dossier_client_options *o,
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = (char *)GRPC_ARG_ENABLE_DEADLINE_CHECKS;
     args[2].value.integer = 1;
+    /* A node that was down is dialled again within about a second of its
+     * return, as the nodes dial each other (node/peer.c): gRPC's own
+     * pauses grow to 120 s between attempts, and it resolves the address
+     * again at most every 5 s or so. */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = 1000;
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = (char *)GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS;
+    args[4].value.integer = 1000;
     /* One set of credentials for every target; they copy the PEM text. */
     pair.cert_chain = pem[1];
     pair.private_key = pem[2];

@@ -407,16 +407,26 @@ static void open_channel(struct peer_client *pc, struct peer *p)
     /* gRPC's minimal filter stack, as libdossier's channels (client.c):
      * less CPU per AppendEntries and forwarded write. It drops the
      * deadline filter, so deadlines are turned back on; the replies of
-     * other nodes (small acknowledgements) need no size filter. */
-    grpc_arg args[2] = {
+     * other nodes (small acknowledgements) need no size filter. A node
+     * that was down is dialled again within about a second of its return:
+     * gRPC's own pauses grow to 120 s between attempts, and it resolves
+     * the address again only every 5 s (seen with GRPC_TRACE=subchannel),
+     * so a node back from a 5-minute outage heard no leader for 16.6 s. */
+    grpc_arg args[4] = {
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_MINIMAL_STACK,
          .value.integer = 1},
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_ENABLE_DEADLINE_CHECKS,
          .value.integer = 1},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+         .value.integer = 1000},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS,
+         .value.integer = 1000},
     };
-    grpc_channel_args chargs = {2, args};
+    grpc_channel_args chargs = {4, args};
     if (p->ch)
         retire_channel(pc, p->ch);
     pthread_mutex_lock(&creds_mu);
