@@ -10,8 +10,10 @@
 #              sealed data key) written by LOAD_CLIENTS clients
 #   3. loaded: the same RUNS rounds of the write benchmark again, at once
 #   4. settled: once the nodes are idle again (RocksDB's compactions of
-#              the load done: the three together under a tenth of a core
-#              for 5 s, at most SETTLE_MAX seconds), the same rounds again
+#              the load done: no compaction pending on any node, by its
+#              dossier_rocksdb_pending_compaction_bytes metric, and the
+#              three together under a tenth of a core for 5 s; at most
+#              SETTLE_MAX seconds), the same rounds again
 # then prints the median (min..max) of each, loaded / empty, the load's
 # rate, each node's resident memory (VmRSS) and the data directories' size
 # per record, the sealing overhead per field, and how many snapshots and
@@ -56,7 +58,7 @@ echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_
 
 read -r -a PORTS < <($PY -c '
 import socket
-s = [socket.socket() for _ in range(3)]
+s = [socket.socket() for _ in range(6)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
 PEERS=""; TARGETS=""
@@ -68,6 +70,7 @@ for i in 1 2 3; do
     "$BUILD/dossierd" --node-id "$i" --peers "$PEERS" \
         --listen "127.0.0.1:${PORTS[$((i - 1))]}" --data-dir "$WORK/data$i" \
         --key-file "$WORK/master.key" --ready-file "$WORK/ready$i" \
+        --metrics-listen "127.0.0.1:${PORTS[$((i + 2))]}" \
         2>>"$WORK/node$i.log" &
     PIDS+=($!)
 done
@@ -110,16 +113,35 @@ cpu_ticks() { # the nodes' utime + stime, in clock ticks
     echo "$t"
 }
 
+pending() { # bytes RocksDB estimates it still has to compact, all nodes
+    $PY - "${PORTS[3]}" "${PORTS[4]}" "${PORTS[5]}" <<'EOF'
+import sys, urllib.request
+total = 0
+try:
+    for port in sys.argv[1:]:
+        url = f"http://127.0.0.1:{port}/metrics"
+        for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+            if line.startswith("dossier_rocksdb_pending_compaction_bytes "):
+                total += float(line.split()[1])
+except OSError as e:
+    print(f"scale.sh: cannot read the metrics: {e}", file=sys.stderr)
+    total = -1  # unknown
+print(int(total))
+EOF
+}
+
 settle() { # waits until the nodes are idle; prints the seconds it took
     local t0 a b hz
     hz=$(getconf CLK_TCK)
     t0=$(date +%s)
     while [ $(($(date +%s) - t0)) -lt "$SETTLE_MAX" ]; do
         a=$(cpu_ticks); sleep 5; b=$(cpu_ticks)
-        [ $((b - a)) -lt $((hz / 2)) ] && break # < 0.1 core over 5 s
+        # under a tenth of a core over 5 s, and no compaction owed
+        [ $((b - a)) -lt $((hz / 2)) ] && [ "$(pending)" -eq 0 ] && break
     done
     echo $(($(date +%s) - t0))
 }
+gb() { awk -v b="$1" 'BEGIN { if (b < 0) print "unknown"; else printf "%.2f GB", b / 1e9 }'; }
 
 rss_mb() { # PID
     awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
@@ -135,8 +157,10 @@ T0=$(date +%s)
     --value-size "$VALUE" --duration 1 --warmup 0 >"$WORK/load.txt"
 T1=$(date +%s)
 LOAD_S=$((T1 - T0))
+PENDING_LOADED=$(pending)
 writes loaded
 SETTLE_S=$(settle)
+PENDING_SETTLED=$(pending)
 writes settled
 
 DISK=$(du -sb -c "$WORK"/data1 "$WORK"/data2 "$WORK"/data3 | tail -n 1 | cut -f1)
@@ -154,7 +178,8 @@ END {
 }
 AWK
 ) "$CSV"
-    echo "settled: the nodes were idle ${SETTLE_S}s after the loaded rounds"
+    echo "settled: the nodes were idle ${SETTLE_S}s after the loaded rounds (at most ${SETTLE_MAX}s)"
+    echo "compaction pending (3 nodes): $(gb "$PENDING_LOADED") as the loaded rounds began, $(gb "$PENDING_SETTLED") as the settled ones began"
     echo "load: $RECORDS records in ${LOAD_S}s ($(awk -v n="$RECORDS" -v s="$LOAD_S" 'BEGIN { printf "%.0f", s ? n / s : 0 }')/s)"
     for i in 1 2 3; do
         echo "node $i: resident $(rss_mb "${PIDS[$((i - 1))]}") MB, data directory $(du -sb "$WORK/data$i" | cut -f1) bytes"
