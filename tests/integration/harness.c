@@ -303,6 +303,27 @@ int node_run_to_exit(struct node_proc *n, const char *const *args, char *err,
     return rc;
 }
 
+/* Fails the running test when @n's log holds a sanitizer report: a node
+ * built with ASan/UBSan writes them to its stderr, the log, and exits as
+ * the test expects, so nothing else would notice. */
+static void check_sanitizers(const struct node_proc *n)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer",
+                                        "ERROR: LeakSanitizer",
+                                        "runtime error:"};
+    char *text = harness_read_file(n->log);
+    for (size_t i = 0; text && i < sizeof(marks) / sizeof(marks[0]); i++) {
+        const char *at = strstr(text, marks[i]);
+        if (at) {
+            fprintf(stderr, "harness: sanitizer report in %s:\n%.3000s\n",
+                    n->log, at);
+            free(text);
+            fail_msg("node %s: sanitizer report in its log", n->addr);
+        }
+    }
+    free(text);
+}
+
 int node_stop(struct node_proc *n)
 {
     int rc;
@@ -311,6 +332,7 @@ int node_stop(struct node_proc *n)
     kill(n->pid, SIGTERM);
     rc = wait_exit(n->pid, 20);
     n->pid = 0;
+    check_sanitizers(n);
     return rc;
 }
 
