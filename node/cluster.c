@@ -1343,14 +1343,13 @@ static void apply_committed(struct cluster *cl, const struct raft_ready *rd)
             cl->results_cap = rd->n_committed;
         }
     }
-    results = rd->n_committed <= cl->results_cap ? cl->results : NULL;
-    if (results)
-        memset(results, 0, rd->n_committed * sizeof(*results));
+    results = cl->results;
     b = store_batch_begin(cl->store);
-    if (!results || !b) {
+    if (rd->n_committed > cl->results_cap || !b) {
         err_set(&st, DOSSIER_NOMEM, "out of memory");
         fatal(cl, "applying committed commands", &st);
     }
+    memset(results, 0, rd->n_committed * sizeof(*results));
     for (size_t i = 0; i < rd->n_committed; i++) {
         const struct raft_entry *e = &rd->committed[i];
         Dossier__Store__V1__Command *cmd;
