@@ -22,65 +22,16 @@ RUNS=${1:-3}
 SECONDS_PER=${2:-10}
 KEYS=${KEYS:-10000}
 CLIENT_COUNTS=${CLIENT_COUNTS:-1 16 64}
-BUILD=$ROOT/build/release
 OUT=${OUT:-$ROOT/build/bench}
-WORK=$(mktemp -d /tmp/dossier-bench-XXXXXX)
-PIDS=()
-
-stop_cluster() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
-cleanup() {
-    stop_cluster
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$ROOT/tools/deps.sh"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
-mkdir -p "$OUT"
+# shellcheck source=lib.sh
+. "$ROOT/tools/bench/lib.sh"
+bench_prepare dossier-bench
 CSV=$OUT/cluster.csv
-echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written" >"$CSV"
-"$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
+echo "$CSV_COLUMNS" >"$CSV"
 
 start_cluster() {
-    local ports i peers=""
-    read -r -a ports < <(/usr/bin/python3 -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-    TARGETS=""
-    for i in 1 2 3; do
-        peers="$peers${peers:+,}$i=127.0.0.1:${ports[$((i - 1))]}"
-        TARGETS="$TARGETS${TARGETS:+,}127.0.0.1:${ports[$((i - 1))]}"
-    done
-    for i in 1 2 3; do
-        rm -rf "$WORK/data$i" "$WORK/ready$i"
-        "$BUILD/dossierd" --node-id "$i" --peers "$peers" \
-            --listen "127.0.0.1:${ports[$((i - 1))]}" --data-dir "$WORK/data$i" \
-            --key-file "$WORK/master.key" --ready-file "$WORK/ready$i" \
-            2>>"$WORK/node$i.log" &
-        PIDS+=($!)
-    done
-    for i in 1 2 3; do
-        for _ in $(seq 400); do [ -s "$WORK/ready$i" ] && break; sleep 0.05; done
-        [ -s "$WORK/ready$i" ] || { echo "node $i did not start"; cat "$WORK/node$i.log"; exit 1; }
-    done
-    # The leader first: the client calls the first target that answers, so
-    # writes and reads go to the leader, not through a forwarding follower.
-    local leader
-    leader=$("$BUILD/dossier" --target "$TARGETS" cluster status |
-        /usr/bin/python3 -c 'import json, sys
-for l in sys.stdin:
-    n = json.loads(l)
-    if n.get("role") == "leader": print(n["target"])')
-    [ -n "$leader" ] || { echo "no leader elected"; exit 1; }
-    TARGETS="$leader,$(echo "$TARGETS" | tr , '\n' | grep -vx "$leader" | paste -sd,)"
+    start_nodes 3
+    TARGETS=$(leader_first)
 }
 
 bench() { # LABEL ARGS...
@@ -100,7 +51,7 @@ for run in $(seq "$RUNS"); do
     done
     bench get-lin-64 --clients 64 --mix get --keys "$KEYS"
     bench get-ser-64 --clients 64 --mix get --keys "$KEYS" --serializable
-    stop_cluster
+    stop_all
 done
 
 echo

@@ -43,34 +43,13 @@ SECONDS_PER=${2:-${SECONDS_PER:-5}}
 CLIENTS=${CLIENTS:-64}
 CLIENT_COUNTS=${CLIENT_COUNTS:-1 16 64 256}
 KEYS=${KEYS:-10000}
-BUILD=$ROOT/build/release
 OUT=${OUT:-$ROOT/build/bench}
 PGBIN=/usr/lib/postgresql/15/bin
-PY=/usr/bin/python3
-PIDS=()     # every server started and not yet stopped
 POLICY=""   # a policy-rc.d this script made, to remove
-
-cleanup() {
-    stop_all
+# shellcheck source=lib.sh
+. "$ROOT/tools/bench/lib.sh"
+bench_cleanup_hook() {
     [ -z "$POLICY" ] || rm -f "$POLICY"
-    [ -z "${WORK:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Stops every server this script started, by PID: PostgreSQL with SIGINT
-# (its fast shutdown), the others with SIGTERM.
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do
-        if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = postgres ]; then
-            kill -INT "$p" 2>/dev/null || true
-        else
-            kill -TERM "$p" 2>/dev/null || true
-        fi
-    done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
 }
 
 # ---------------------------------------------------------------------------
@@ -78,7 +57,7 @@ stop_all() {
 # Debian. Their packages would start system services of their own (etcd on
 # 2379, a PostgreSQL cluster on 5432) that would share the cores with the
 # benchmark: a policy-rc.d keeps them from starting during the install.
-install_extras() {
+bench_install_extras() {
     local p missing="" sudo=""
     for p in etcd-server etcd-client postgresql-15 gnuplot-nox; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -98,39 +77,13 @@ install_extras() {
     if [ -n "$POLICY" ]; then $sudo rm -f "$POLICY"; POLICY=""; fi
 }
 
-"$ROOT/tools/deps.sh"
-install_extras
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
-mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/dossier-compare-XXXXXX)
+bench_prepare dossier-compare
 # PostgreSQL runs as the postgres user (it refuses root): it must reach
 # its directory, which it alone may read.
 chmod 711 "$WORK"
 CSV=$OUT/compare.csv
-echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written,disk_bytes,records,disk_per_record" >"$CSV"
-"$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
+echo "$CSV_COLUMNS,disk_bytes,records,disk_per_record" >"$CSV"
 START=$(date +%s)
-
-free_ports() { # N: prints N free loopback ports
-    $PY -c '
-import socket, sys
-s = [socket.socket() for _ in range(int(sys.argv[1]))]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])' "$1"
-}
-
-wait_for() { # SECONDS WHAT COMMAND...: retries COMMAND until it succeeds
-    local end=$(($(date +%s) + $1)) what=$2
-    shift 2
-    while [ "$(date +%s)" -lt "$end" ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "$what did not come up; logs in $WORK:" >&2
-    tail -n 20 "$WORK"/*.log >&2 || true
-    exit 1
-}
 
 # The deployment under test: its servers, data dirs, records written and
 # du right after start.
@@ -169,39 +122,8 @@ bench() { # LABEL ARGS...
 
 # Starts N Dossier nodes (N = 1 or 3); sets TARGETS (all nodes).
 start_dossier() { # N
-    local n=$1 ports i peers=""
-    read -r -a ports < <(free_ports "$n")
-    TARGETS=""
-    for i in $(seq "$n"); do
-        peers="$peers${peers:+,}$i=127.0.0.1:${ports[$((i - 1))]}"
-        TARGETS="$TARGETS${TARGETS:+,}127.0.0.1:${ports[$((i - 1))]}"
-    done
-    local pids=()
-    DATA_DIRS=()
-    for i in $(seq "$n"); do
-        local cluster=()
-        [ "$n" -eq 1 ] || cluster=(--node-id "$i" --peers "$peers")
-        rm -rf "$WORK/dossier$i" "$WORK/ready$i"
-        "$BUILD/dossierd" "${cluster[@]}" --listen "127.0.0.1:${ports[$((i - 1))]}" \
-            --data-dir "$WORK/dossier$i" --key-file "$WORK/master.key" \
-            --ready-file "$WORK/ready$i" 2>>"$WORK/dossier$i.log" &
-        PIDS+=($!)
-        pids+=($!)
-        DATA_DIRS+=("$WORK/dossier$i")
-    done
-    for i in $(seq "$n"); do wait_for 20 "dossier node $i" test -s "$WORK/ready$i"; done
-    wait_for 20 "a Dossier leader" dossier_leader
-    deployment_started "${pids[@]}"
-}
-
-dossier_leader() { # prints the leader's address; fails without one
-    local l
-    l=$("$BUILD/dossier" --target "$TARGETS" cluster status 2>/dev/null |
-        $PY -c 'import json, sys
-for l in sys.stdin:
-    n = json.loads(l)
-    if n.get("role") == "leader": print(n["target"])')
-    [ -n "$l" ] && echo "$l"
+    start_nodes "$1"
+    deployment_started "${NODE_PIDS[@]}"
 }
 
 # ---------------------------------------------------------------------------

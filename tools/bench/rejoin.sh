@@ -20,60 +20,24 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DOWN=${1:-${DOWN:-60}}
-BUILD=$ROOT/build/release
 OUT=${OUT:-$ROOT/build/bench}
-PY=/usr/bin/python3
-WORK=$(mktemp -d /tmp/dossier-rejoin-XXXXXX)
-PIDS=()
 BENCH=""
-
-cleanup() {
-    local p
-    [ -n "$BENCH" ] && kill -TERM "$BENCH" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}" $BENCH; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
+# shellcheck source=lib.sh
+. "$ROOT/tools/bench/lib.sh"
+bench_cleanup_hook() {
+    [ -z "$BENCH" ] || { kill -TERM "$BENCH" 2>/dev/null; wait "$BENCH" 2>/dev/null; } || true
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_prepare dossier-rejoin
 
-"$ROOT/tools/deps.sh"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
-mkdir -p "$OUT"
-"$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
-
-read -r -a PORTS < <($PY -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-PEERS=""
-for i in 1 2 3; do PEERS="$PEERS${PEERS:+,}$i=127.0.0.1:${PORTS[$((i - 1))]}"; done
-
-start_node() { # I: starts node I, waits for it to serve; sets PIDS[I-1]
-    local i=$1
-    rm -f "$WORK/ready$i"
-    "$BUILD/dossierd" --node-id "$i" --peers "$PEERS" \
-        --listen "127.0.0.1:${PORTS[$((i - 1))]}" --data-dir "$WORK/data$i" \
-        --key-file "$WORK/master.key" --ready-file "$WORK/ready$i" \
-        2>>"$WORK/node$i.log" &
-    PIDS[$((i - 1))]=$!
-}
-wait_ready() { # I
-    for _ in $(seq 600); do [ -s "$WORK/ready$1" ] && return 0; sleep 0.05; done
-    echo "node $1 did not serve within 30 s"; tail -20 "$WORK/node$1.log"; exit 1
-}
-for i in 1 2 3; do start_node "$i"; done
-for i in 1 2 3; do wait_ready "$i"; done
+start_nodes 3
 
 "$BUILD/dossier-bench" --target "127.0.0.1:${PORTS[2]}" --clients 1 \
     --warmup 0 --duration $((DOWN + 30)) --trace "$WORK/trace.csv" \
     >"$WORK/bench.txt" 2>&1 &
 BENCH=$!
 sleep 5
-kill -TERM "${PIDS[2]}"
-wait "${PIDS[2]}" || true
+kill -TERM "${NODE_PIDS[2]}"
+wait "${NODE_PIDS[2]}" || true
 echo "node 3 stopped for $DOWN s"
 sleep "$DOWN"
 T_START=$(date +%s.%N)

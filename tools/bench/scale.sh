@@ -33,71 +33,25 @@ CLIENTS=${CLIENTS:-64}
 LOAD_CLIENTS=${LOAD_CLIENTS:-256}
 VALUE=${VALUE:-200}
 SETTLE_MAX=${SETTLE_MAX:-600}
-BUILD=$ROOT/build/release
 OUT=${OUT:-$ROOT/build/bench}
-PY=/usr/bin/python3
-WORK=$(mktemp -d /tmp/dossier-scale-XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$ROOT/tools/deps.sh"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
-mkdir -p "$OUT"
+# shellcheck source=lib.sh
+. "$ROOT/tools/bench/lib.sh"
+bench_prepare dossier-scale
 CSV=$OUT/scale.csv
-echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written" >"$CSV"
-"$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
+echo "$CSV_COLUMNS" >"$CSV"
 
-read -r -a PORTS < <($PY -c '
-import socket
-s = [socket.socket() for _ in range(6)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-PEERS=""; TARGETS=""
+# Three nodes, each with its metrics endpoint (the settle check reads it).
+nodes_config 3
+read -r -a METRICS < <(free_ports 3)
 for i in 1 2 3; do
-    PEERS="$PEERS${PEERS:+,}$i=127.0.0.1:${PORTS[$((i - 1))]}"
-    TARGETS="$TARGETS${TARGETS:+,}127.0.0.1:${PORTS[$((i - 1))]}"
+    start_node "$i" --metrics-listen "127.0.0.1:${METRICS[$((i - 1))]}"
 done
-for i in 1 2 3; do
-    "$BUILD/dossierd" --node-id "$i" --peers "$PEERS" \
-        --listen "127.0.0.1:${PORTS[$((i - 1))]}" --data-dir "$WORK/data$i" \
-        --key-file "$WORK/master.key" --ready-file "$WORK/ready$i" \
-        --metrics-listen "127.0.0.1:${PORTS[$((i + 2))]}" \
-        2>>"$WORK/node$i.log" &
-    PIDS+=($!)
-done
-for i in 1 2 3; do
-    for _ in $(seq 400); do [ -s "$WORK/ready$i" ] && break; sleep 0.05; done
-    [ -s "$WORK/ready$i" ] || { echo "node $i did not start"; cat "$WORK/node$i.log"; exit 1; }
-done
-SERVER_PIDS=$(IFS=,; echo "${PIDS[*]}")
-
-# The leader first: the client calls the first target that answers.
-leader() {
-    "$BUILD/dossier" --target "$TARGETS" cluster status 2>/dev/null |
-        $PY -c 'import json, sys
-for l in sys.stdin:
-    n = json.loads(l)
-    if n.get("role") == "leader": print(n["target"])'
-}
-order_targets() {
-    local l=""
-    for _ in $(seq 100); do l=$(leader) && [ -n "$l" ] && break; sleep 0.2; done
-    [ -n "$l" ] || { echo "no leader"; exit 1; }
-    echo "$l,$(echo "$TARGETS" | tr , '\n' | grep -vx "$l" | paste -sd,)"
-}
+for i in 1 2 3; do wait_ready "$i"; done
+SERVER_PIDS=$(IFS=,; echo "${NODE_PIDS[*]}")
 
 writes() { # LABEL: RUNS rounds of the write benchmark
     local t r
-    t=$(order_targets)
+    t=$(leader_first)
     for r in $(seq "$RUNS"); do
         "$BUILD/dossier-bench" --label "$1" --csv "$CSV" --target "$t" \
             --clients "$CLIENTS" --duration "$SECONDS_PER" --warmup 1 \
@@ -107,14 +61,14 @@ writes() { # LABEL: RUNS rounds of the write benchmark
 
 cpu_ticks() { # the nodes' utime + stime, in clock ticks
     local p t=0
-    for p in "${PIDS[@]}"; do
+    for p in "${NODE_PIDS[@]}"; do
         t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
     done
     echo "$t"
 }
 
 pending() { # bytes RocksDB estimates it still has to compact, all nodes
-    $PY - "${PORTS[3]}" "${PORTS[4]}" "${PORTS[5]}" <<'EOF'
+    $PY - "${METRICS[@]}" <<'EOF'
 import sys, urllib.request
 total = 0
 try:
@@ -152,7 +106,7 @@ echo "--- loading $RECORDS records of $VALUE bytes with $LOAD_CLIENTS clients"
 T0=$(date +%s)
 # The preload of a read run writes ids [0, RECORDS) before it reads; the
 # short read that follows is not part of this benchmark.
-"$BUILD/dossier-bench" --label load --target "$(order_targets)" \
+"$BUILD/dossier-bench" --label load --target "$(leader_first)" \
     --clients "$LOAD_CLIENTS" --mix get --keys "$RECORDS" \
     --value-size "$VALUE" --duration 1 --warmup 0 >"$WORK/load.txt"
 T1=$(date +%s)
@@ -182,7 +136,7 @@ AWK
     echo "compaction pending (3 nodes): $(gb "$PENDING_LOADED") as the loaded rounds began, $(gb "$PENDING_SETTLED") as the settled ones began"
     echo "load: $RECORDS records in ${LOAD_S}s ($(awk -v n="$RECORDS" -v s="$LOAD_S" 'BEGIN { printf "%.0f", s ? n / s : 0 }')/s)"
     for i in 1 2 3; do
-        echo "node $i: resident $(rss_mb "${PIDS[$((i - 1))]}") MB, data directory $(du -sb "$WORK/data$i" | cut -f1) bytes"
+        echo "node $i: resident $(rss_mb "${NODE_PIDS[$((i - 1))]}") MB, data directory $(du -sb "$WORK/data$i" | cut -f1) bytes"
     done
     echo "disk per record: $(awk -v d="$DISK" -v n="$TOTAL" 'BEGIN { printf "%.0f", d / n }') bytes ($TOTAL records, 3 replicas, du -sb)"
     echo "sealing overhead per field: 41 bytes (1 version + 24 nonce + 16 tag, node/crypt.h)"

@@ -18,37 +18,12 @@ RUNS=${1:-3}
 SECONDS_PER=${2:-10}
 CLIENTS=${3:-64}
 KEYS=${KEYS:-10000}
-BUILD=$ROOT/build/release
 OUT=${OUT:-$ROOT/build/bench}
-WORK=$(mktemp -d /tmp/dossier-bench-XXXXXX)
-NODE_PID=
-
-cleanup() {
-    if [ -n "$NODE_PID" ]; then kill -TERM "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$ROOT/tools/deps.sh"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target dossierd dossier dossier-bench >/dev/null
-mkdir -p "$OUT"
+# shellcheck source=lib.sh
+. "$ROOT/tools/bench/lib.sh"
+bench_prepare dossier-bench
 CSV=$OUT/single-node.csv
-echo "label,target,mix,clients,value,duration,ops,throughput,p50_ms,p99_ms,p999_ms,errors,client_cpu_s,server_cpu_s,written" >"$CSV"
-"$BUILD/dossier" keygen "$WORK/master.key" 2>/dev/null
-
-start_node() {
-    rm -rf "$WORK/data" "$WORK/ready"
-    "$BUILD/dossierd" --data-dir "$WORK/data" --key-file "$WORK/master.key" \
-        --listen 127.0.0.1:0 --ready-file "$WORK/ready" 2>>"$WORK/node.log" &
-    NODE_PID=$!
-    for _ in $(seq 200); do [ -s "$WORK/ready" ] && break; sleep 0.05; done
-    [ -s "$WORK/ready" ] || { echo "node did not start"; cat "$WORK/node.log"; exit 1; }
-}
-
-stop_node() {
-    kill -TERM "$NODE_PID"; wait "$NODE_PID" || true; NODE_PID=
-}
+echo "$CSV_COLUMNS" >"$CSV"
 
 bench() { # LABEL ARGS...
     local label=$1; shift
@@ -58,10 +33,10 @@ bench() { # LABEL ARGS...
 
 for run in $(seq "$RUNS"); do
     echo "--- round $run of $RUNS"
-    start_node
-    bench dossier-put --target "$(cat "$WORK/ready")" --mix put
-    bench dossier-get --target "$(cat "$WORK/ready")" --mix get --keys "$KEYS"
-    stop_node
+    start_nodes 1
+    bench dossier-put --target "$TARGETS" --mix put
+    bench dossier-get --target "$TARGETS" --mix get --keys "$KEYS"
+    stop_all
     rm -rf "$WORK/raw"
     bench rocksdb-put --rocksdb "$WORK/raw" --mix put
 done
