@@ -15,6 +15,7 @@
 #   start_node I [ARGS]  starts node I of them, data in WORK/dataI, log
 #                        WORK/nodeI.log; NODE_PIDS[I-1], and in PIDS
 #   wait_ready I         waits up to 30 s for node I to serve
+#   stop_node I          stops node I (SIGTERM) and waits for it
 #   start_nodes N [ARGS] all of the above, each node with ARGS, then waits
 #                        for a leader; sets SERVER_PIDS (comma-separated)
 #                        and DATA_DIRS
@@ -22,6 +23,8 @@
 #                        (waits up to 20 s for a leader)
 #   stop_all             stops every server in PIDS, by PID, and waits
 #   CSV_COLUMNS          dossier-bench's CSV header
+# BUILD, the build directory, is build/release unless the environment
+# says otherwise.
 
 # shellcheck shell=bash
 BUILD=${BUILD:-$ROOT/build/release}
@@ -108,6 +111,14 @@ start_node() { # I [DOSSIERD ARGS...]
 
 wait_ready() { # I
     wait_for 30 "dossier node $1" test -s "$WORK/ready$1"
+}
+
+stop_node() { # I
+    local pid=${NODE_PIDS[$1 - 1]} p rest=()
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || rest+=("$p"); done
+    PIDS=("${rest[@]}")
 }
 
 dossier_leader() { # prints the leader's address; fails without one

@@ -36,8 +36,7 @@ start_nodes 3
     >"$WORK/bench.txt" 2>&1 &
 BENCH=$!
 sleep 5
-kill -TERM "${NODE_PIDS[2]}"
-wait "${NODE_PIDS[2]}" || true
+stop_node 3
 echo "node 3 stopped for $DOWN s"
 sleep "$DOWN"
 T_START=$(date +%s.%N)
