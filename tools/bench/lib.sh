@@ -150,8 +150,8 @@ start_nodes() { # N [DOSSIERD ARGS...]: fresh data directories
 # calls go to the leader, not through a forwarding follower. Waits up to
 # 20 s for one (an election under way).
 leader_first() {
-    local l="" _
-    for _ in $(seq 100); do l=$(dossier_leader) && break; sleep 0.2; done
-    [ -n "$l" ] || { echo "no leader elected" >&2; exit 1; }
+    local l
+    wait_for 20 "a Dossier leader" dossier_leader
+    l=$(dossier_leader) || { echo "no leader elected" >&2; exit 1; }
     echo "$l$(echo "$TARGETS" | tr , '\n' | grep -vx "$l" | sed 's/^/,/' | tr -d '\n')"
 }
